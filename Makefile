@@ -1,0 +1,200 @@
+# shoal - one entry point for building, testing, benchmarking and the demo.
+#
+#   make               build everything (CUDA if found; NO_CUDA=1 forces CPU-only)
+#   make deps          install missing Debian packages (needs root)
+#   make test          deps + build + every test suite (Criterion + process tests)
+#   make test-asan     the same tests built with AddressSanitizer + UBSan
+#   make demo          the main job end to end (see README.md)
+#   make bench-distances  distance kernels, scalar vs SIMD
+#
+# Objects go to $(BUILD)/, binaries to $(BIN)/. Sanitizer builds use their own
+# BUILD and BIN so the two never mix.
+
+SHELL := /bin/bash
+, := ,
+.DEFAULT_GOAL := all
+.SUFFIXES:
+.DELETE_ON_ERROR:
+
+BUILD ?= build
+BIN ?= bin
+DATASETS ?= $(CURDIR)/../shared/datasets
+SAN ?=
+
+CC ?= cc
+CFLAGS_WARN := -Wall -Wextra -Werror
+CFLAGS_BASE := -std=c11 -O2 -g $(CFLAGS_WARN) -D_POSIX_C_SOURCE=200809L -pthread -I.
+DEPFLAGS = -MMD -MP -MF $(@:.o=.d)
+LDFLAGS_BASE := -pthread -Wl,--as-needed
+LDLIBS_BASE := -lm
+
+ifneq ($(SAN),)
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+CFLAGS_BASE += $(SANFLAGS)
+LDFLAGS_BASE += $(SANFLAGS)
+endif
+
+# Extra flags from the command line (make CFLAGS=...) come last.
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+
+# --------------------------------------------------------------------------
+# CUDA detection: nvcc on PATH, else $(CUDA_HOME)/bin/nvcc. NO_CUDA=1 skips.
+# The runtime API only (-lcudart): never -lcuda, which can resolve to the
+# driver stub at link time and then fail at start-up.
+# --------------------------------------------------------------------------
+CUDA_HOME ?= /usr/local/cuda
+NO_CUDA ?=
+ifeq ($(NO_CUDA),)
+NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
+endif
+
+ifneq ($(NVCC),)
+HAVE_CUDA := 1
+CUDA_ROOT := $(abspath $(dir $(NVCC))/..)
+CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_ROOT)/lib64 $(CUDA_ROOT)/targets/x86_64-linux/lib))
+CUDA_INCDIR := $(firstword $(wildcard $(CUDA_ROOT)/include))
+NVCC_ARCH := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+NVCCFLAGS := -O2 -std=c++17 $(NVCC_ARCH) -I. -Xcompiler -Wall,-Wextra,-Werror \
+             -DSHOAL_HAVE_CUDA=1
+GPU_DEFS := -DSHOAL_HAVE_CUDA=1 $(if $(CUDA_INCDIR),-I$(CUDA_INCDIR))
+GPU_LDLIBS := $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Wl$(,)-rpath$(,)$(CUDA_LIBDIR)) \
+              -lcudart -lcublas -lnccl -lstdc++
+BUILD_KIND := cuda ($(NVCC))
+else
+HAVE_CUDA :=
+GPU_DEFS :=
+GPU_LDLIBS :=
+BUILD_KIND := cpu-only
+endif
+
+# --------------------------------------------------------------------------
+# Libraries found through pkg-config. Recursive (=) so that pkg-config only
+# runs for targets that link them: gpu/ and common/ core build without them.
+# --------------------------------------------------------------------------
+PKG_ZMQ = $(shell pkg-config --cflags --libs libczmq libzmq)
+PKG_MSGPACK = $(shell pkg-config --cflags --libs msgpack)
+PKG_ROCKSDB = $(shell pkg-config --cflags --libs rocksdb)
+PKG_OPENBLAS = $(shell pkg-config --cflags --libs openblas)
+CRITERION_CFLAGS = $(shell pkg-config --cflags criterion)
+CRITERION_LIBS = $(shell pkg-config --libs criterion)
+
+# --------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------
+# common/ core: no ZeroMQ, RocksDB or msgpack; gpu/ builds on these alone.
+COMMON_SRCS := $(wildcard common/*.c)
+COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/%.o)
+
+GPU_C_SRCS := $(wildcard gpu/*.c)
+GPU_CU_SRCS := $(if $(HAVE_CUDA),$(wildcard gpu/*.cu))
+GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
+
+BENCH_SRCS := $(wildcard bench/shoal_bench*.c)
+BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+
+LIB_COMMON := $(BUILD)/libshoal_common.a
+LIB_GPU := $(BUILD)/libshoal_gpu.a
+
+PROGRAMS := $(BIN)/shoal-bench
+
+# The SIMD kernels get their instruction sets per file; everything else stays
+# baseline x86-64 so one binary runs on any CPU and picks kernels at run time.
+$(BUILD)/common/distance_avx2.o: CFLAGS_BASE += -mavx2 -mfma
+$(BUILD)/common/distance_avx512.o: CFLAGS_BASE += -mavx512f -mavx2 -mfma
+
+$(GPU_OBJS): CFLAGS_BASE += $(GPU_DEFS)
+
+# Every object depends on a stamp holding the flags it was built with, so a
+# change of configuration (NO_CUDA=1, CFLAGS=...) rebuilds instead of mixing
+# objects of two configurations. The stamp is rewritten only when it changes.
+FLAGS_STAMP := $(BUILD)/.flags
+FLAGS_NOW := $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(GPU_DEFS) | $(GPU_LDLIBS)
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
+    printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP); })
+
+# --------------------------------------------------------------------------
+# Rules
+# --------------------------------------------------------------------------
+.PHONY: all deps test test-run test-asan demo bench-distances clean info gpu-lib
+
+all: $(PROGRAMS) $(TEST_BINS)
+	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
+
+info:
+	@echo "build:     $(BUILD_KIND)"
+	@echo "nvcc:      $(or $(NVCC),none)"
+	@echo "cuda libs: $(or $(CUDA_LIBDIR),none)"
+	@echo "datasets:  $(DATASETS)"
+
+# gpu/ plus the common core alone: what a GPU host without ZeroMQ/RocksDB builds.
+gpu-lib: $(LIB_GPU) $(LIB_COMMON)
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
+
+$(LIB_COMMON): $(COMMON_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_GPU): $(GPU_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(LDLIBS_BASE)
+
+$(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_GPU) $(LIB_COMMON)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(GPU_LDLIBS) $(LDLIBS_BASE)
+
+deps:
+	@bash deploy/install-deps.sh
+
+# Runs every suite even when one fails, then fails if any did. Process tests
+# find the binaries through SHOAL_BIN and the shared data through SHOAL_DATASETS.
+TEST_ENV = SHOAL_BIN=$(abspath $(BIN)) SHOAL_DATASETS=$(DATASETS) SHOAL_LOG_LEVEL=warn \
+           SHOAL_TMP=$(abspath $(BUILD))/tmp
+test-run: all
+	@mkdir -p $(BUILD)/tmp
+	@failed=(); \
+	for t in $(TEST_BINS); do \
+	    echo "=== $$t"; \
+	    if ! $(TEST_ENV) $$t --jobs=2; then failed+=("$$t"); fi; \
+	done; \
+	if [ $${#failed[@]} -ne 0 ]; then \
+	    echo "shoal: FAILED suites: $${failed[*]}"; exit 1; \
+	fi; \
+	echo "shoal: all $(words $(TEST_BINS)) suites passed ($(BUILD_KIND)$(if $(SAN), sanitizers))"
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+
+# CUDA's runtime maps memory where ASan's shadow gap sits; let it.
+test-asan: deps
+	@ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:abort_on_error=1 \
+	 UBSAN_OPTIONS=print_stacktrace=1 \
+	 $(MAKE) --no-print-directory SAN=1 BUILD=build/asan BIN=build/asan/bin test-run
+
+bench-distances: $(BIN)/shoal-bench
+	@for d in 32 128 768; do $(BIN)/shoal-bench distances --dim $$d; done
+
+demo: $(BIN)/shoal-bench
+	@bash deploy/demo.sh $(BIN)
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,116 @@
+/*
+ * shoal_bench.c - bin/shoal-bench: data generation and benchmarks.
+ *
+ *   shoal-bench gen        clustered data + exact ground truth as vecs files
+ *   shoal-bench distances  distance kernels: vectors per second per kernel
+ *
+ * Later issues add hnsw, flat, ... as further subcommands.
+ */
+#include "bench/shoal_bench.h"
+#include "common/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *summary;
+} s_commands[] = {
+    {"gen", bench_gen_main, "generate clustered vectors, queries and exact ground truth"},
+    {"distances", bench_distances_main, "distance kernels: vectors/s, scalar vs SIMD"},
+};
+
+#define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])
+
+static void s_usage(FILE *out)
+{
+    fprintf(out, "usage: shoal-bench COMMAND [options]   (shoal-bench COMMAND --help)\n\n");
+    for (size_t i = 0; i < S_NCOMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", s_commands[i].name, s_commands[i].summary);
+}
+
+/*
+ * Parses a whole decimal number for option `name`, with an optional k/m/g
+ * suffix (x1000 each) when suffixes is non-zero. Prints why on failure.
+ */
+static int s_parse_number(const char *name, const char *text, int suffixes,
+                          unsigned long long *out)
+{
+    if (!text || !*text || !isdigit((unsigned char)text[0])) {
+        fprintf(stderr, "shoal-bench: %s: expected a number, got \"%s\"\n", name,
+                text ? text : "");
+        return -1;
+    }
+    errno = 0;
+    char *end = NULL;
+    unsigned long long value = strtoull(text, &end, 10);
+    unsigned long long scale = 1;
+    if (suffixes && (*end == 'k' || *end == 'K'))
+        scale = 1000ULL, end++;
+    else if (suffixes && (*end == 'm' || *end == 'M'))
+        scale = 1000000ULL, end++;
+    else if (suffixes && (*end == 'g' || *end == 'G'))
+        scale = 1000000000ULL, end++;
+    if (errno || *end || value > ULLONG_MAX / scale) {
+        fprintf(stderr, "shoal-bench: %s: \"%s\" is not a valid number\n", name, text);
+        return -1;
+    }
+    *out = value * scale;
+    return 0;
+}
+
+int bench_parse_size(const char *name, const char *text, size_t min, size_t max, size_t *out)
+{
+    unsigned long long value;
+    if (s_parse_number(name, text, 1, &value) != 0)
+        return -1;
+    if (value < min || value > max) {
+        fprintf(stderr, "shoal-bench: %s: %llu is out of range [%zu, %zu]\n", name, value, min,
+                max);
+        return -1;
+    }
+    *out = (size_t)value;
+    return 0;
+}
+
+int bench_parse_u64(const char *name, const char *text, uint64_t *out)
+{
+    unsigned long long value;
+    if (s_parse_number(name, text, 0, &value) != 0)
+        return -1;
+    *out = (uint64_t)value;
+    return 0;
+}
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    shoal_log_set_ident("shoal-bench");
+    shoal_log_init_from_env();
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        s_usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < S_NCOMMANDS; i++)
+        if (!strcmp(argv[1], s_commands[i].name))
+            return s_commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "shoal-bench: unknown command \"%s\"\n", argv[1]);
+    s_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# install-deps.sh - installs the Debian/Ubuntu packages shoal builds and tests
+# with, when they are missing. Used by `make deps` (and so `make test`) and by
+# the ansible roles. Quick when everything is present: it only asks dpkg.
+#
+# CUDA is optional and never installed here: the build uses it when nvcc is
+# found (see the Makefile) and builds CPU-only otherwise.
+set -euo pipefail
+
+packages=(
+    build-essential pkg-config
+    libzmq3-dev libczmq-dev libmsgpack-dev librocksdb-dev
+    libcriterion-dev libopenblas-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+echo "deps: missing: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        echo "deps: installing needs root. Run as root (or with sudo):" >&2
+        echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+else
+    SUDO=()
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-o DPkg::Lock::Timeout=600 -y --no-install-recommends)
+# A fresh machine has no package lists yet; refresh them once, then install.
+"${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q
+"${SUDO[@]}" apt-get "${apt_opts[@]}" install "${missing[@]}"
+echo "deps: installed ${missing[*]}"
