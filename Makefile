@@ -90,6 +90,10 @@ GPU_C_SRCS := $(wildcard gpu/*.c)
 GPU_CU_SRCS := $(if $(HAVE_CUDA),$(wildcard gpu/*.cu))
 GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 
+# shard/'s index (HNSW): algorithm code, no ZeroMQ or RocksDB.
+INDEX_SRCS := $(wildcard shard/hnsw*.c)
+INDEX_OBJS := $(INDEX_SRCS:%.c=$(BUILD)/%.o)
+
 BENCH_SRCS := $(wildcard bench/shoal_bench*.c)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
@@ -98,6 +102,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 
 LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
+LIB_INDEX := $(BUILD)/libshoal_index.a
 
 PROGRAMS := $(BIN)/shoal-bench
 
@@ -149,7 +154,11 @@ $(LIB_GPU): $(GPU_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
+$(LIB_INDEX): $(INDEX_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(LDLIBS_BASE)
 
@@ -157,7 +166,7 @@ $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_GPU) $(LIB_COMMON)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON)
 	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(GPU_LDLIBS) $(LDLIBS_BASE)
 
 deps:

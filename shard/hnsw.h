@@ -1,0 +1,164 @@
+/*
+ * hnsw.h - the shard's approximate index: a Hierarchical Navigable Small World
+ * graph (Malkov & Yashunin, "Efficient and robust approximate nearest neighbor
+ * search using Hierarchical Navigable Small World graphs", TPAMI 2018).
+ *
+ * Parameters are named as in the paper: M links per node on layers >= 1,
+ * M0 = 2*M on layer 0, ef_construction while inserting, ef while searching;
+ * levels are drawn with mL = 1/ln(M); new links and pruning both use the
+ * paper's neighbour-selection heuristic (its Algorithm 4).
+ *
+ * Ids are the caller's uint64 ids (any value but HNSW_ID_NONE); internally
+ * nodes live in dense slots, and a deleted node's slot is reused.
+ * The index has no fixed capacity: it grows as vectors arrive.
+ * Vectors are copied in. Cosine vectors are normalised on insert and queries
+ * on search, after which cosine distance is 1 - dot.
+ *
+ * Deletion is real: the node is unlinked from every neighbour, the neighbours
+ * that lost a link are reconnected among themselves with the same heuristic,
+ * and its slot is freed for reuse; a deleted id is never returned.
+ *
+ * Thread-safety (what may run together):
+ *   - hnsw_search, hnsw_get, hnsw_contains, hnsw_count, hnsw_stats: with each
+ *     other and with hnsw_insert / hnsw_insert_batch (per-node link locks);
+ *   - hnsw_delete, hnsw_save, hnsw_validate: exclusive (they take the index's
+ *     write lock and wait for the calls above to finish);
+ *   - a search that starts after an insert returned sees that vector.
+ *
+ * Ownership: hnsw_new / hnsw_load return an index the caller frees with
+ * hnsw_destroy(&index).
+ */
+#ifndef SHOAL_HNSW_H
+#define SHOAL_HNSW_H
+
+#include "common/distance.h"
+#include "common/error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HNSW_ID_NONE UINT64_MAX
+
+#define HNSW_M_DEFAULT 16
+#define HNSW_M_MIN 2
+#define HNSW_M_MAX 128
+#define HNSW_EF_CONSTRUCTION_DEFAULT 200
+#define HNSW_EF_CONSTRUCTION_MIN 1
+#define HNSW_EF_CONSTRUCTION_MAX 4096
+#define HNSW_EF_DEFAULT 64
+#define HNSW_EF_MIN 1
+#define HNSW_EF_MAX 65536
+#define HNSW_DIM_MAX 65536
+
+typedef struct {
+    size_t dim;             /* values per vector, 1..HNSW_DIM_MAX */
+    shoal_metric_t metric;  /* L2, IP or cosine */
+    size_t M;               /* links per node on layers >= 1; 0 = HNSW_M_DEFAULT */
+    size_t ef_construction; /* candidate list while inserting; 0 = default */
+    uint64_t seed;          /* level draws; same seed + same inserts = same graph (1 thread) */
+} hnsw_params_t;
+
+typedef struct hnsw hnsw_t;
+
+/* Keep-or-skip callback for filtered search: non-zero keeps id. */
+typedef int (*hnsw_filter_fn)(uint64_t id, void *arg);
+
+typedef struct {
+    size_t count;            /* live vectors */
+    size_t slots;            /* slots allocated (live + free) */
+    size_t free_slots;       /* slots freed by deletes, awaiting reuse */
+    size_t deletes;          /* deletes since creation or load */
+    int max_level;           /* top layer of the graph; -1 when empty */
+    size_t M;                /* parameters in effect */
+    size_t M0;
+    size_t ef_construction;
+    size_t bytes;            /* memory held by the index, all of it */
+    double bytes_per_vector; /* bytes / count (0 when empty) */
+} hnsw_stats_t;
+
+/* Creates an empty index. NULL on bad parameters (err names the field) or OOM. */
+hnsw_t *hnsw_new(const hnsw_params_t *params, shoal_err_t *err);
+
+/* Frees; NULL-safe; sets *index_p to NULL. */
+void hnsw_destroy(hnsw_t **index_p);
+
+/*
+ * Inserts vec (dim floats) under id. An id already present is replaced
+ * (upsert). Non-finite values -> SHOAL_EINVAL; a zero vector with cosine ->
+ * SHOAL_EINVAL. Safe concurrently with searches and other inserts.
+ */
+int hnsw_insert(hnsw_t *index, uint64_t id, const float *vec, shoal_err_t *err);
+
+/*
+ * Inserts n vectors (row after row) on `threads` threads (0 = all cores).
+ * Every vector is checked before any is inserted, so a bad one inserts none.
+ */
+int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, size_t n,
+                      size_t threads, shoal_err_t *err);
+
+/*
+ * Removes id: unlinks its node, repairs its neighbours' links, frees its slot.
+ * SHOAL_ENOTFOUND when id is not present.
+ */
+int hnsw_delete(hnsw_t *index, uint64_t id, shoal_err_t *err);
+
+/*
+ * The k nearest live vectors to query, best first (ties by id), searching with
+ * a candidate list of max(ef, k). filter (may be NULL) is applied during the
+ * walk: rejected nodes are still traversed but never returned. Writes k ids
+ * and dists (padded with HNSW_ID_NONE / +INFINITY). Returns the number found
+ * (>= 0) or a negative error code.
+ */
+int hnsw_search(const hnsw_t *index, const float *query, size_t k, size_t ef,
+                hnsw_filter_fn filter, void *filter_arg, uint64_t *ids, float *dists,
+                shoal_err_t *err);
+
+/* Non-zero when id is present. */
+int hnsw_contains(const hnsw_t *index, uint64_t id);
+
+/* Copies id's stored vector (normalised, for cosine) to out. SHOAL_ENOTFOUND. */
+int hnsw_get(const hnsw_t *index, uint64_t id, float *out, shoal_err_t *err);
+
+size_t hnsw_count(const hnsw_t *index);
+size_t hnsw_dim(const hnsw_t *index);
+shoal_metric_t hnsw_metric(const hnsw_t *index);
+void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats);
+
+/*
+ * Serialises the whole index through write (called with consecutive pieces;
+ * returns 0 or a negative code, which aborts the save). The format starts
+ * with a header: magic, format version, endianness marker, dim, metric,
+ * parameters, counts; docs/architecture.md describes it.
+ */
+typedef int (*hnsw_write_fn)(void *ctx, const void *data, size_t len);
+int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err);
+
+/* Convenience: the serialised index in one malloc'd buffer (the caller frees). */
+int hnsw_save_buffer(const hnsw_t *index, uint8_t **blob, size_t *len, shoal_err_t *err);
+
+/*
+ * Rebuilds an index from a blob written by hnsw_save. Every count, offset and
+ * link is checked against the blob's size and the format's rules: a corrupt or
+ * crafted blob gives NULL with SHOAL_ECORRUPT (or SHOAL_EUNSUPPORTED for an
+ * unknown version) and never a crash or an over-read.
+ */
+hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err);
+
+/*
+ * Checks the graph's invariants: link counts within M / M0, no link to a free
+ * slot or to itself, no duplicate links, every node's links on a layer point
+ * to nodes that reach that layer, the entry point is live and at the top
+ * level, the id map and the slots agree. Returns 0 or SHOAL_EINTERNAL naming
+ * the first broken invariant.
+ */
+int hnsw_validate(const hnsw_t *index, shoal_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
