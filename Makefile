@@ -6,6 +6,8 @@
 #   make test-asan     the same tests built with AddressSanitizer + UBSan
 #   make demo          the main job end to end (see README.md)
 #   make bench-distances  distance kernels, scalar vs SIMD
+#   make bench-hnsw    shoal's HNSW against hnswlib (BENCH_HNSW_N=... sets the
+#                      generated set's size; make bench-hnsw-quick: 20,000)
 #
 # Objects go to $(BUILD)/, binaries to $(BIN)/. Sanitizer builds use their own
 # BUILD and BIN so the two never mix.
@@ -69,6 +71,25 @@ BUILD_KIND := cpu-only
 endif
 
 # --------------------------------------------------------------------------
+# OpenBLAS for the CPU exact engine (common/flat.c). A GPU host may have only
+# the CUDA toolkit: without OpenBLAS (or with NO_BLAS=1) the engine's batch
+# path uses the SIMD distance kernels instead of GEMM.
+# --------------------------------------------------------------------------
+NO_BLAS ?=
+ifeq ($(NO_BLAS),)
+HAVE_BLAS := $(shell pkg-config --exists openblas 2>/dev/null && echo 1)
+endif
+ifneq ($(HAVE_BLAS),)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas)
+BLAS_LIBS := $(shell pkg-config --libs openblas)
+BUILD_KIND += + openblas
+else
+BLAS_CFLAGS := -DSHOAL_NO_BLAS=1
+BLAS_LIBS :=
+BUILD_KIND += without BLAS
+endif
+
+# --------------------------------------------------------------------------
 # Libraries found through pkg-config. Recursive (=) so that pkg-config only
 # runs for targets that link them: gpu/ and common/ core build without them.
 # --------------------------------------------------------------------------
@@ -86,7 +107,8 @@ CRITERION_LIBS = $(shell pkg-config --libs criterion)
 COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/%.o)
 
-GPU_C_SRCS := $(wildcard gpu/*.c)
+# gpu_check.c is a program (make gpu-check), not part of the library.
+GPU_C_SRCS := $(filter-out gpu/gpu_check.c,$(wildcard gpu/*.c))
 GPU_CU_SRCS := $(if $(HAVE_CUDA),$(wildcard gpu/*.cu))
 GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 
@@ -112,19 +134,21 @@ $(BUILD)/common/distance_avx2.o: CFLAGS_BASE += -mavx2 -mfma
 $(BUILD)/common/distance_avx512.o: CFLAGS_BASE += -mavx512f -mavx2 -mfma
 
 $(GPU_OBJS): CFLAGS_BASE += $(GPU_DEFS)
+$(BUILD)/common/flat.o: CFLAGS_BASE += $(BLAS_CFLAGS)
 
 # Every object depends on a stamp holding the flags it was built with, so a
 # change of configuration (NO_CUDA=1, CFLAGS=...) rebuilds instead of mixing
 # objects of two configurations. The stamp is rewritten only when it changes.
 FLAGS_STAMP := $(BUILD)/.flags
-FLAGS_NOW := $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(GPU_DEFS) | $(GPU_LDLIBS)
+FLAGS_NOW := $(CC) $(ALL_CFLAGS) | $(NVCC) $(NVCCFLAGS) | $(GPU_DEFS) | $(GPU_LDLIBS) | $(BLAS_CFLAGS)
 $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS_NOW)' ] || \
     printf '%s\n' '$(FLAGS_NOW)' > $(FLAGS_STAMP); })
 
 # --------------------------------------------------------------------------
 # Rules
 # --------------------------------------------------------------------------
-.PHONY: all deps test test-run test-asan demo bench-distances clean info gpu-lib
+.PHONY: all deps test test-run test-asan demo bench-distances bench-hnsw bench-hnsw-quick \
+        clean info gpu-lib gpu-check
 
 all: $(PROGRAMS) $(TEST_BINS)
 	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
@@ -133,10 +157,26 @@ info:
 	@echo "build:     $(BUILD_KIND)"
 	@echo "nvcc:      $(or $(NVCC),none)"
 	@echo "cuda libs: $(or $(CUDA_LIBDIR),none)"
+	@echo "blas:      $(or $(BLAS_LIBS),none (SIMD kernels for batches))"
 	@echo "datasets:  $(DATASETS)"
 
 # gpu/ plus the common core alone: what a GPU host without ZeroMQ/RocksDB builds.
 gpu-lib: $(LIB_GPU) $(LIB_COMMON)
+
+# The GPU check: GPU engine against the CPU engine, and timings (gpu/gpu_check.c).
+# Needs only the C compiler, the CUDA libraries and (optionally) OpenBLAS: no
+# pkg-config lookups of ZeroMQ, RocksDB or Criterion. Flags for the program:
+# make gpu-check GPU_CHECK_ARGS="--max-n 1000000".
+GPU_CHECK := $(BIN)/shoal-gpu-check
+GPU_CHECK_ARGS ?=
+$(BUILD)/gpu/gpu_check.o: CFLAGS_BASE += $(GPU_DEFS)
+
+$(GPU_CHECK): $(BUILD)/gpu/gpu_check.o $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
+
+gpu-check: $(GPU_CHECK)
+	SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} $(GPU_CHECK) $(GPU_CHECK_ARGS)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
@@ -160,14 +200,14 @@ $(LIB_INDEX): $(INDEX_OBJS)
 
 $(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(LDLIBS_BASE)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(GPU_LDLIBS) $(LDLIBS_BASE)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 deps:
 	@bash deploy/install-deps.sh
@@ -199,6 +239,32 @@ test-asan: deps
 
 bench-distances: $(BIN)/shoal-bench
 	@for d in 32 128 768; do $(BIN)/shoal-bench distances --dim $$d; done
+
+# shoal's HNSW against hnswlib (bench/run_hnsw.sh). Both programs are built
+# with the same optimisation flags, -O3 -march=native, in their own BUILD, whose
+# flags stamp keeps that configuration apart from the default one. CPU only:
+# the HNSW benchmark needs no CUDA, and NO_CUDA=1 saves the nvcc time.
+NATIVE_BUILD := build/native
+NATIVE_CFLAGS := -O3 -march=native
+CXXFLAGS_BASE := -std=c++17 -O2 -g $(CFLAGS_WARN) -pthread -I.
+BENCH_HNSW_N ?=
+
+# hnswlib is header-only (Debian: libhnswlib-dev); this links shoal's common
+# core so that both programs read files and compute recall with the same code.
+$(BIN)/hnswlib-bench: bench/hnswlib_bench.cpp $(LIB_COMMON) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	@[ -f /usr/include/hnswlib/hnswlib.h ] || { echo "hnswlib-bench: needs hnswlib:" \
+	    "apt-get install --no-install-recommends libhnswlib-dev" >&2; exit 1; }
+	$(CXX) $(CXXFLAGS_BASE) $(CFLAGS) $(LDFLAGS_BASE) $(LDFLAGS) $< $(LIB_COMMON) -o $@ \
+	    $(BLAS_LIBS) $(LDLIBS_BASE)
+
+bench-hnsw:
+	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(NATIVE_BUILD) BIN=$(NATIVE_BUILD)/bin \
+	    CFLAGS="$(NATIVE_CFLAGS)" $(NATIVE_BUILD)/bin/shoal-bench $(NATIVE_BUILD)/bin/hnswlib-bench
+	@BENCH_HNSW_N=$(BENCH_HNSW_N) SHOAL_DATASETS=$(DATASETS) bash bench/run_hnsw.sh $(NATIVE_BUILD)/bin
+
+bench-hnsw-quick:
+	@$(MAKE) --no-print-directory bench-hnsw BENCH_HNSW_N=20000
 
 demo: $(BIN)/shoal-bench
 	@bash deploy/demo.sh $(BIN)

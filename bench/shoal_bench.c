@@ -3,8 +3,10 @@
  *
  *   shoal-bench gen        clustered data + exact ground truth as vecs files
  *   shoal-bench distances  distance kernels: vectors per second per kernel
+ *   shoal-bench hnsw       HNSW index: build, memory, recall/qps/latency per ef
+ *   shoal-bench flat       CPU exact k-NN: qps, GEMM throughput, recall
  *
- * Later issues add hnsw, flat, ... as further subcommands.
+ * Later issues add further subcommands.
  */
 #include "bench/shoal_bench.h"
 #include "common/log.h"
@@ -24,6 +26,8 @@ static const struct {
 } s_commands[] = {
     {"gen", bench_gen_main, "generate clustered vectors, queries and exact ground truth"},
     {"distances", bench_distances_main, "distance kernels: vectors/s, scalar vs SIMD"},
+    {"hnsw", bench_hnsw_main, "HNSW index: build time, memory, recall/qps/latency per ef"},
+    {"flat", bench_flat_main, "CPU exact k-NN: qps, GEMM gflops, recall (kernels or GEMM)"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])

@@ -13,6 +13,8 @@
 /* Subcommands: argv[0] is the subcommand's name. Return the process exit code. */
 int bench_gen_main(int argc, char **argv);
 int bench_distances_main(int argc, char **argv);
+int bench_hnsw_main(int argc, char **argv);
+int bench_flat_main(int argc, char **argv);
 
 /*
  * Parses a whole decimal number in [min, max] for option `name` (e.g. "--n").

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# run_hnsw.sh - shoal's HNSW index against hnswlib, on the same data, the same
+# machine, the same parameters and the same thread count. Used by
+# `make bench-hnsw`, which first builds both programs at -O3 -march=native.
+#
+#   bash bench/run_hnsw.sh [BIN]     BIN holds shoal-bench and hnswlib-bench
+#                                    (default build/native/bin)
+#
+# Datasets:
+#   siftsmall  from ${SHOAL_DATASETS:-../shared/datasets}/siftsmall (skipped
+#              with a message when absent);
+#   gen-N      clustered, dim 128, 1000 queries, made once by `shoal-bench gen`
+#              into build/bench-data/gen-N and reused. N is $BENCH_HNSW_N, else
+#              1,000,000, or 200,000 on machines with fewer than 4 cores (a
+#              1M build there takes well over 20 minutes per library).
+#
+# Environment: BENCH_HNSW_N (base size; 20000 is a quick run, see `make
+# bench-hnsw-quick`), BENCH_HNSW_EF (ef list, default 10,20,40,80,160,320),
+# SHOAL_DATASETS.
+#
+# Prints each program's own output, then a side-by-side table per dataset,
+# and last one line, on the generated set at the smallest ef where both reach
+# recall@10 >= 0.95:
+#   RESULT hnsw recall=<r> qps_ratio_vs_hnswlib=<x> build_ratio_vs_hnswlib=<y>
+#          memory_ratio_vs_hnswlib=<z>
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+bin=${1:-build/native/bin}
+datasets=${SHOAL_DATASETS:-../shared/datasets}
+threads=$(nproc)
+efs=${BENCH_HNSW_EF:-10,20,40,80,160,320}
+M=16
+ef_construction=200
+k=10
+seed=1
+recall_target=0.95
+results=build/bench-hnsw
+
+for prog in shoal-bench hnswlib-bench; do
+    if [[ ! -x "$bin/$prog" ]]; then
+        echo "run_hnsw: $bin/$prog not found (make bench-hnsw builds it)" >&2
+        exit 1
+    fi
+done
+mkdir -p "$results"
+
+# Runs both programs on one dataset, one after the other so they never share
+# the cores, keeping their output in $results/NAME.{shoal,hnswlib}.txt.
+run_pair() {
+    local name=$1 base=$2 queries=$3 gt=$4
+    local args=(--base "$base" --queries "$queries" --gt "$gt" --metric l2 --M "$M"
+                --ef-construction "$ef_construction" --ef "$efs" --threads "$threads"
+                --k "$k" --seed "$seed")
+    echo "== $name: shoal"
+    "$bin/shoal-bench" hnsw "${args[@]}" | tee "$results/$name.shoal.txt"
+    echo "== $name: hnswlib"
+    "$bin/hnswlib-bench" "${args[@]}" | tee "$results/$name.hnswlib.txt"
+}
+
+# Side-by-side table of one dataset's two result files.
+print_table() {
+    local name=$1
+    awk -v name="$name" -v k="$k" '
+        # Each line is key=value pairs; vals[file, ef, key] keeps the ef lines.
+        {
+            delete kv
+            for (i = 1; i <= NF; i++) {
+                eq = index($i, "=")
+                if (eq > 0)
+                    kv[substr($i, 1, eq - 1)] = substr($i, eq + 1)
+            }
+            side = (FILENAME ~ /\.shoal\.txt$/) ? "s" : "h"
+            if ("n" in kv)
+                info = sprintf("n=%s dim=%s queries=%s threads=%s M=%s ef_construction=%s",
+                               kv["n"], kv["dim"], kv["queries"], kv["threads"], kv["M"],
+                               kv["ef_construction"])
+            if ("build_s" in kv) {
+                build[side] = kv["build_s"]
+                bpv[side] = kv["bytes_per_vector"]
+            }
+            if ("ef" in kv) {
+                ef = kv["ef"]
+                if (!((side, ef) in seen)) {
+                    seen[side, ef] = 1
+                    if (side == "s")
+                        order[++nef] = ef
+                }
+                rec[side, ef] = kv["recall@" k]
+                qps[side, ef] = kv["qps"]
+                p50[side, ef] = kv["p50_us"]
+                p99[side, ef] = kv["p99_us"]
+            }
+        }
+        END {
+            printf "\n%s (%s)\n", name, info
+            # Ratios go through ratio(): a ">" inside a printf list would redirect.
+            printf "build_s: shoal %s, hnswlib %s (shoal/hnswlib %.2f)\n", build["s"],
+                   build["h"], ratio(build["s"], build["h"])
+            printf "bytes/vector: shoal %s, hnswlib %s (shoal/hnswlib %.2f)\n", bpv["s"],
+                   bpv["h"], ratio(bpv["s"], bpv["h"])
+            printf "%6s | %-37s | %-37s | %s\n", "", "shoal", "hnswlib", "qps ratio"
+            printf "%6s | %8s %10s %8s %8s | %8s %10s %8s %8s | %s\n", "ef",
+                   "recall", "qps", "p50_us", "p99_us", "recall", "qps", "p50_us", "p99_us",
+                   "shoal/hnswlib"
+            for (i = 1; i <= nef; i++) {
+                ef = order[i]
+                printf "%6s | %8s %10s %8s %8s | %8s %10s %8s %8s | %.2f\n", ef,
+                       rec["s", ef], qps["s", ef], p50["s", ef], p99["s", ef],
+                       rec["h", ef], qps["h", ef], p50["h", ef], p99["h", ef],
+                       ratio(qps["s", ef], qps["h", ef])
+            }
+        }
+        function ratio(a, b) { return b > 0 ? a / b : 0 }' "$results/$name.shoal.txt" "$results/$name.hnswlib.txt"
+}
+
+# The RESULT line, from one dataset's files: the smallest ef at which both
+# reach the recall target (the largest ef, said so, when none does).
+print_result() {
+    local name=$1
+    awk -v k="$k" -v target="$recall_target" '
+        {
+            delete kv
+            for (i = 1; i <= NF; i++) {
+                eq = index($i, "=")
+                if (eq > 0)
+                    kv[substr($i, 1, eq - 1)] = substr($i, eq + 1)
+            }
+            side = (FILENAME ~ /\.shoal\.txt$/) ? "s" : "h"
+            if ("build_s" in kv) {
+                build[side] = kv["build_s"]
+                bpv[side] = kv["bytes_per_vector"]
+            }
+            if ("ef" in kv) {
+                ef = kv["ef"] + 0
+                rec[side, ef] = kv["recall@" k]
+                qps[side, ef] = kv["qps"]
+                if (side == "s")
+                    efs[ef] = 1
+            }
+        }
+        END {
+            best = -1
+            largest = -1
+            for (ef in efs) {
+                ef += 0
+                if (!(("h", ef) in rec))
+                    continue
+                if (ef > largest)
+                    largest = ef
+                if (rec["s", ef] >= target && rec["h", ef] >= target && (best < 0 || ef < best))
+                    best = ef
+            }
+            if (best < 0) {
+                printf "no ef reaches recall@%s >= %s for both; using the largest, ef=%d\n", k,
+                       target, largest
+                best = largest
+            } else {
+                printf "at ef=%d, the smallest ef where both reach recall@%s >= %s:\n", best,
+                       k, target
+            }
+            printf "ratios are shoal/hnswlib: qps > 1 means shoal is faster; build > 1 means shoal builds slower; memory > 1 means shoal uses more bytes per vector\n"
+            printf "RESULT hnsw recall=%s qps_ratio_vs_hnswlib=%.3f build_ratio_vs_hnswlib=%.3f memory_ratio_vs_hnswlib=%.3f\n",
+                   rec["s", best], ratio(qps["s", best], qps["h", best]),
+                   ratio(build["s"], build["h"]), ratio(bpv["s"], bpv["h"])
+        }
+        function ratio(a, b) { return b > 0 ? a / b : 0 }' "$results/$name.shoal.txt" "$results/$name.hnswlib.txt"
+}
+
+echo "run_hnsw: threads=$threads M=$M ef_construction=$ef_construction k=$k seed=$seed ef=$efs"
+
+# (a) siftsmall, when the shared datasets have it.
+sift="$datasets/siftsmall"
+have_sift=0
+if [[ -f "$sift/siftsmall_base.fvecs" && -f "$sift/siftsmall_query.fvecs" &&
+      -f "$sift/siftsmall_groundtruth.ivecs" ]]; then
+    run_pair siftsmall "$sift/siftsmall_base.fvecs" "$sift/siftsmall_query.fvecs" \
+        "$sift/siftsmall_groundtruth.ivecs"
+    have_sift=1
+else
+    echo "run_hnsw: $sift not found (set SHOAL_DATASETS); skipping siftsmall"
+fi
+
+# (b) the generated clustered set.
+if [[ -n "${BENCH_HNSW_N:-}" ]]; then
+    n=$BENCH_HNSW_N
+elif (( threads < 4 )); then
+    n=200000
+    echo "run_hnsw: $threads cores (< 4): generated set of n=200000 instead of 1000000," \
+        "which would take over 20 minutes per library here (BENCH_HNSW_N overrides)"
+else
+    n=1000000
+fi
+gen=build/bench-data/gen-$n
+if [[ ! -f "$gen/groundtruth.ivecs" ]]; then
+    echo "== generating $gen"
+    "$bin/shoal-bench" gen --n "$n" --dim 128 --queries 1000 --k "$k" --seed 1 --out "$gen"
+else
+    echo "run_hnsw: reusing $gen"
+fi
+run_pair "gen-$n" "$gen/base.fvecs" "$gen/query.fvecs" "$gen/groundtruth.ivecs"
+
+if (( have_sift )); then
+    print_table siftsmall
+fi
+print_table "gen-$n"
+echo
+print_result "gen-$n"

@@ -1,0 +1,392 @@
+/*
+ * shoal_bench_hnsw.c - `shoal-bench hnsw`: build shoal's HNSW index over a base
+ * file, then measure recall, throughput and latency over a sweep of ef.
+ *
+ * bench/hnswlib_bench.cpp is the same benchmark for hnswlib, with the same
+ * options, loading and output, so bench/run_hnsw.sh can put the two side by
+ * side. Keep the two in step: a change to how one measures is made to both.
+ *
+ * What is measured, and why this way:
+ *   - build: hnsw_insert_batch over every row on --threads threads (ids are row
+ *     numbers, so the ground truth's ids can be compared directly); build_s is
+ *     the wall time of that one call.
+ *   - search: one query at a time on one thread, as a shard serves a single
+ *     client request; batching would hide per-query latency. Each query is
+ *     timed alone (p50/p99 latency); qps is queries / wall time of the pass.
+ *   - a warm-up pass at the largest ef runs first and is not counted, so the
+ *     first timed ef does not pay for page faults and cold caches.
+ *   - recall@k is gt_recall against the given ground truth (its first k ids).
+ *
+ * Output (key=value, one line each, for scripts):
+ *   n=.. dim=.. queries=.. metric=.. M=.. ef_construction=.. threads=.. k=..
+ *   build_s=.. bytes_per_vector=..
+ *   ef=.. recall@K=.. qps=.. p50_us=.. p99_us=..      (one line per ef)
+ *
+ * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
+ */
+#include "bench/shoal_bench.h"
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/groundtruth.h"
+#include "common/vecfile.h"
+#include "shard/hnsw.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define S_EXIT_RUNTIME 1
+#define S_EXIT_USAGE   2
+
+#define S_THREADS_MAX 1024
+#define S_K_DEFAULT   10
+#define S_K_MAX       4096
+#define S_EFS_MAX     64 /* values in one --ef list */
+
+static const size_t s_efs_default[] = {10, 20, 40, 80, 160, 320};
+
+typedef struct {
+    const char *base;       /* --base: borrowed from argv */
+    const char *queries;    /* --queries: borrowed from argv */
+    const char *gt;         /* --gt: borrowed from argv */
+    shoal_metric_t metric;  /* --metric */
+    size_t M;               /* --M */
+    size_t ef_construction; /* --ef-construction */
+    size_t efs[S_EFS_MAX];  /* --ef list, in the order given */
+    size_t nefs;            /* values in efs */
+    size_t threads;         /* --threads for the build (0 = every online core) */
+    size_t k;               /* --k */
+    uint64_t seed;          /* --seed */
+} hnsw_bench_opts_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: shoal-bench hnsw --base F --queries Q --gt G [--metric l2|ip|cosine]\n"
+            "                        [--M M] [--ef-construction E] [--ef 10,20,...]\n"
+            "                        [--threads T] [--k K] [--seed S]\n"
+            "\n"
+            "Builds shoal's HNSW index over F on T threads, then for each ef runs the\n"
+            "queries one at a time on one thread and prints recall@K, qps and latency.\n"
+            "\n"
+            "  --base F             base vectors (.fvecs, .bvecs or .npy); ids = row numbers\n"
+            "  --queries Q          query vectors, same formats and dimension\n"
+            "  --gt G               exact neighbours of each query (.ivecs, >= K per row)\n"
+            "  --metric M           l2 (default), ip or cosine\n"
+            "  --M M                links per node (default %d, %d..%d)\n"
+            "  --ef-construction E  build candidate list (default %d)\n"
+            "  --ef LIST            search candidate lists, comma-separated\n"
+            "                       (default 10,20,40,80,160,320)\n"
+            "  --threads T          build threads (default: every online core)\n"
+            "  --k K                neighbours per query (default %d)\n"
+            "  --seed S             level draws (default 0)\n",
+            HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* "10,20,40" into o->efs. Prints why and returns -1 on a bad list. */
+static int s_parse_efs(const char *opt, const char *text, hnsw_bench_opts_t *o)
+{
+    o->nefs = 0;
+    const char *p = text;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char item[32];
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr,
+                    "shoal-bench hnsw: %s: expected numbers separated by commas, got \"%s\"\n", opt,
+                    text);
+            return -1;
+        }
+        if (o->nefs == S_EFS_MAX) {
+            fprintf(stderr, "shoal-bench hnsw: %s: at most %d values\n", opt, S_EFS_MAX);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (bench_parse_size(opt, item, HNSW_EF_MIN, HNSW_EF_MAX, &o->efs[o->nefs]) != 0)
+            return -1;
+        o->nefs++;
+        if (!comma)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->metric = SHOAL_METRIC_L2;
+    o->M = HNSW_M_DEFAULT;
+    o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
+    o->k = S_K_DEFAULT;
+    o->nefs = sizeof s_efs_default / sizeof s_efs_default[0];
+    memcpy(o->efs, s_efs_default, sizeof s_efs_default);
+
+    /* The numeric options: name, range, destination. */
+    const struct {
+        const char *name;
+        size_t min, max;
+        size_t *value;
+    } sizes[] = {
+        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M},
+        {"--ef-construction", HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
+         &o->ef_construction},
+        {"--threads", 0, S_THREADS_MAX, &o->threads},
+        {"--k", 1, S_K_MAX, &o->k},
+    };
+    const size_t nsizes = sizeof sizes / sizeof sizes[0];
+
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
+            return 1;
+        if (strncmp(opt, "--", 2) != 0) {
+            fprintf(stderr, "shoal-bench hnsw: unexpected argument \"%s\"\n", opt);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "shoal-bench hnsw: %s needs a value\n", opt);
+            return -1;
+        }
+        const char *val = argv[++i];
+
+        size_t j = 0;
+        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
+            j++;
+        if (j < nsizes) {
+            /* bench_parse_size prints its own one-line reason. */
+            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
+                return -1;
+        } else if (!strcmp(opt, "--ef")) {
+            if (s_parse_efs(opt, val, o) != 0)
+                return -1;
+        } else if (!strcmp(opt, "--seed")) {
+            if (bench_parse_u64(opt, val, &o->seed) != 0)
+                return -1;
+        } else if (!strcmp(opt, "--metric")) {
+            if (shoal_metric_parse(val, &o->metric) != 0) {
+                fprintf(stderr,
+                        "shoal-bench hnsw: --metric: expected l2, ip or cosine, got \"%s\"\n", val);
+                return -1;
+            }
+        } else if (!strcmp(opt, "--base") || !strcmp(opt, "--queries") || !strcmp(opt, "--gt")) {
+            if (!*val) {
+                fprintf(stderr, "shoal-bench hnsw: %s: expected a file name\n", opt);
+                return -1;
+            }
+            if (!strcmp(opt, "--base"))
+                o->base = val;
+            else if (!strcmp(opt, "--queries"))
+                o->queries = val;
+            else
+                o->gt = val;
+        } else {
+            fprintf(stderr, "shoal-bench hnsw: unknown option %s\n", opt);
+            return -1;
+        }
+    }
+
+    const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : !o->gt ? "--gt" : NULL;
+    if (missing) {
+        fprintf(stderr, "shoal-bench hnsw: %s is required (see shoal-bench hnsw --help)\n",
+                missing);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Measuring                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile (0 < p <= 1) of n sorted values; the C++ side does the same. */
+static double s_percentile(const double *sorted, size_t n, double p)
+{
+    size_t rank = (size_t)ceil(p * (double)n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return sorted[rank - 1];
+}
+
+/*
+ * Every query once, in order, one at a time, at ef: found ids into
+ * found[q*k ..), each query's latency in seconds into lat (may be NULL), the
+ * pass's wall time into *wall_s.
+ */
+static int s_search_pass(const hnsw_t *index, const float *queries, size_t nq, size_t dim, size_t k,
+                         size_t ef, uint64_t *found, float *dists, double *lat, double *wall_s,
+                         shoal_err_t *err)
+{
+    double start = bench_now();
+    for (size_t q = 0; q < nq; q++) {
+        double t0 = bench_now();
+        int got = hnsw_search(index, queries + q * dim, k, ef, NULL, NULL, found + q * k,
+                              dists + q * k, err);
+        double t1 = bench_now();
+        if (got < 0)
+            return shoal_err_prefix(err, "query %zu at ef %zu", q, ef);
+        if (lat)
+            lat[q] = t1 - t0;
+    }
+    *wall_s = bench_now() - start;
+    return SHOAL_OK;
+}
+
+static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
+{
+    float *base = NULL, *queries = NULL, *dists = NULL;
+    int32_t *gt = NULL;
+    uint64_t *ids = NULL, *found = NULL;
+    double *lat = NULL;
+    hnsw_t *index = NULL;
+    int rc;
+
+    size_t threads = o->threads;
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (size_t)cores : 1;
+    }
+
+    size_t n, dim, nq, qdim, ngt, gtdim;
+    base = vecfile_load_f32(o->base, &n, &dim, err);
+    if (!base) {
+        rc = shoal_err_prefix(err, "--base");
+        goto fail;
+    }
+    queries = vecfile_load_f32(o->queries, &nq, &qdim, err);
+    if (!queries) {
+        rc = shoal_err_prefix(err, "--queries");
+        goto fail;
+    }
+    gt = vecfile_load_i32(o->gt, &ngt, &gtdim, err);
+    if (!gt) {
+        rc = shoal_err_prefix(err, "--gt");
+        goto fail;
+    }
+    if (qdim != dim) {
+        rc = shoal_err_set(err, SHOAL_EDIM, "--queries %s: dim %zu, expected %zu as in %s",
+                           o->queries, qdim, dim, o->base);
+        goto fail;
+    }
+    if (ngt != nq) {
+        rc = shoal_err_set(err, SHOAL_EINVAL, "--gt %s: %zu rows, expected %zu (one per query)",
+                           o->gt, ngt, nq);
+        goto fail;
+    }
+    if (gtdim < o->k) {
+        rc = shoal_err_set(err, SHOAL_EINVAL, "--gt %s: %zu ids per row, --k needs %zu", o->gt,
+                           gtdim, o->k);
+        goto fail;
+    }
+
+    ids = malloc(n * sizeof *ids);
+    found = malloc(nq * o->k * sizeof *found);
+    dists = malloc(nq * o->k * sizeof *dists);
+    lat = malloc(nq * sizeof *lat);
+    if (!ids || !found || !dists || !lat) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %zu vectors", n);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+
+    printf("n=%zu dim=%zu queries=%zu metric=%s M=%zu ef_construction=%zu threads=%zu k=%zu\n", n,
+           dim, nq, shoal_metric_name(o->metric), o->M, o->ef_construction, threads, o->k);
+    fflush(stdout);
+
+    hnsw_params_t params = {
+        .dim = dim,
+        .metric = o->metric,
+        .M = o->M,
+        .ef_construction = o->ef_construction,
+        .seed = o->seed,
+    };
+    index = hnsw_new(&params, err);
+    if (!index) {
+        rc = err->code ? err->code : SHOAL_EINTERNAL;
+        goto fail;
+    }
+    double t0 = bench_now();
+    rc = hnsw_insert_batch(index, ids, base, n, threads, err);
+    double build_s = bench_now() - t0;
+    if (rc != SHOAL_OK) {
+        shoal_err_prefix(err, "building from %s", o->base);
+        goto fail;
+    }
+    hnsw_stats_t stats;
+    hnsw_stats(index, &stats);
+    printf("build_s=%.3f bytes_per_vector=%.1f\n", build_s, stats.bytes_per_vector);
+    fflush(stdout);
+
+    /* The index holds its own copy: the base is no longer needed. */
+    free(base);
+    base = NULL;
+
+    size_t ef_max = 0;
+    for (size_t e = 0; e < o->nefs; e++)
+        ef_max = o->efs[e] > ef_max ? o->efs[e] : ef_max;
+    double wall_s = 0;
+    rc = s_search_pass(index, queries, nq, dim, o->k, ef_max, found, dists, NULL, &wall_s, err);
+    if (rc != SHOAL_OK)
+        goto fail;
+
+    for (size_t e = 0; e < o->nefs; e++) {
+        rc = s_search_pass(index, queries, nq, dim, o->k, o->efs[e], found, dists, lat, &wall_s,
+                           err);
+        if (rc != SHOAL_OK)
+            goto fail;
+        double recall = gt_recall(found, o->k, gt, gtdim, nq, o->k);
+        qsort(lat, nq, sizeof *lat, s_cmp_double);
+        printf("ef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", o->efs[e], o->k, recall,
+               (double)nq / wall_s, s_percentile(lat, nq, 0.50) * 1e6,
+               s_percentile(lat, nq, 0.99) * 1e6);
+        fflush(stdout);
+    }
+
+fail:
+    hnsw_destroy(&index);
+    free(lat);
+    free(dists);
+    free(found);
+    free(ids);
+    free(gt);
+    free(queries);
+    free(base);
+    return rc;
+}
+
+int bench_hnsw_main(int argc, char **argv)
+{
+    hnsw_bench_opts_t opts;
+    int parsed = s_parse(argc, argv, &opts);
+    if (parsed == 1) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (parsed != 0)
+        return S_EXIT_USAGE;
+
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (s_run(&opts, &err) != SHOAL_OK) {
+        fprintf(stderr, "shoal-bench hnsw: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
+        return S_EXIT_RUNTIME;
+    }
+    return 0;
+}

@@ -1,0 +1,1097 @@
+/*
+ * flat.c - the flat store and the CPU exact k-NN search over it (see flat.h).
+ *
+ * Store. Three parallel arrays (rows, ids, |x|^2) grown geometrically with
+ * realloc, and an id -> row map with open addressing and linear probing. The
+ * map deletes by backward shift (Knuth, TAOCP vol. 3, 6.4 algorithm R), so it
+ * never holds tombstones and probe chains do not decay under churn. An add is
+ * checked in full and its memory reserved before the first row is touched, so
+ * a failing add changes nothing.
+ *
+ * Search. Two paths compute the same thing:
+ *   kernels  the rows are split among threads; each thread runs distance.h's
+ *            batch kernels for every query over its rows, straight into one
+ *            heap per query; the per-thread lists are merged with topk_merge.
+ *            One query uses every core. Best for few queries: no GEMM set-up,
+ *            and the rows stream through memory once per query block.
+ *   tiled    a tile of queries x a tile of rows of dot products comes from
+ *            one cblas_sgemm, then a fused pass per query row turns dots into
+ *            distances and offers them to the query's heap. GEMM reuses every
+ *            row loaded for a whole query tile, so it wins once there are
+ *            enough queries (FLAT_GEMM_MIN_QUERIES). Mid-size batches split
+ *            the rows among threads as the kernel path does (sgemm packs each
+ *            row tile once per query tile; splitting queries made every
+ *            thread pack every row, measured 10-30% slower below ~1000
+ *            queries on 2 cores); batches of S_QUERY_SPLIT_TILES full query
+ *            tiles per thread split the queries, which needs no merge.
+ *            Without OpenBLAS the tile is filled with the dot batch kernel.
+ * Either way a query's heap holds real ids, so ties are broken by id. After
+ * the scan the selected ids are mapped back to rows (one pass over the view's
+ * ids with a small hash table: the view has no id map, and the pass costs
+ * O(n), against O(n * dim * queries) for the scan), re-scored with the pair
+ * kernels and sorted again. That makes returned distances independent of the
+ * path, the thread count and the tiling, and free of the GEMM form's
+ * cancellation (|q|^2 + |x|^2 - 2 q.x loses the digits that |q - x|^2 keeps).
+ *
+ * OpenBLAS threads. The tiled path calls sgemm from its own threads, one tile
+ * each, so OpenBLAS is set to one thread (openblas_set_num_threads(1), once per
+ * process): its own pool would otherwise oversubscribe the cores. Letting
+ * OpenBLAS thread one GEMM instead was not tried: the row split already gives
+ * every core its own share of a small batch. The setting is process-wide.
+ *
+ * Memory. mem_budget covers what grows with the work in flight: distance tiles
+ * (or row blocks), heaps, sorted lists and the re-scoring table, summed over
+ * threads. Tiles never shrink below S_ROW_TILE_MIN rows x 1 query, so a tiny
+ * budget is honoured only approximately.
+ */
+#include "common/flat.h"
+#include "common/log.h"
+#include "common/topk.h"
+
+#include <assert.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef SHOAL_NO_BLAS
+#include <cblas.h>
+#endif
+
+/* First row capacity of a store; it doubles from there. */
+#define S_ROWS_INITIAL 16
+/* Smallest id map; it keeps at most 3/4 of its slots used. */
+#define S_MAP_CAP_MIN 16
+/* Threads are capped: more would only add memory. */
+#define S_THREADS_MAX 256
+/* Tiled path: queries per tile at most, rows per tile at least / at most.
+ * 512 x 4096 floats is an 8 MiB tile: large enough for sgemm to run near its
+ * peak, small enough that the fused pass reads it back from L3. */
+#define S_QUERY_TILE_MAX 512
+#define S_ROW_TILE_MIN   64
+#define S_ROW_TILE_MAX   4096
+/* Batches of at least this many full query tiles per thread are split by
+ * queries, smaller ones by rows (see flat_search). */
+#define S_QUERY_SPLIT_TILES 4
+/* Kernel path: rows per block (kept in cache while every query scans it) and
+ * the fewest rows worth a thread of their own. */
+#define S_BLOCK_BYTES       (256 * 1024)
+#define S_ROWS_PER_THREAD_MIN 4096
+/* Bytes of selection state per query and kept result: heap item, sorted
+ * distance and id, and up to two re-scoring table slots (id + row). */
+#define S_SELECT_BYTES (sizeof(topk_item_t) + sizeof(float) + sizeof(uint64_t) + 2 * 16)
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static int s_mul_overflows(size_t a, size_t b, size_t *out)
+{
+    if (a && b > SIZE_MAX / a)
+        return 1;
+    *out = a * b;
+    return 0;
+}
+
+static size_t s_min(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
+
+static size_t s_online_cores(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 0 ? (size_t)cores : 1;
+}
+
+/* sum v_i^2 in double, so it does not depend on the SIMD summation order. */
+static double s_norm_sq(const float *v, size_t dim)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < dim; i++)
+        sum += (double)v[i] * v[i];
+    return sum;
+}
+
+static int s_metric_valid(shoal_metric_t metric)
+{
+    return metric == SHOAL_METRIC_L2 || metric == SHOAL_METRIC_IP ||
+           metric == SHOAL_METRIC_COSINE;
+}
+
+/*
+ * Checks one input vector: every value finite; under cosine not zero unless
+ * zero_ok; under L2 and IP a squared norm that fits a float (else
+ * |q|^2 + |x|^2 and the dots overflow). `what` and `index` name it in the
+ * message ("row 3").
+ */
+static int s_check_vector(const char *fn, const char *what, size_t index, const float *v,
+                          size_t dim, shoal_metric_t metric, int zero_ok, shoal_err_t *err)
+{
+    for (size_t c = 0; c < dim; c++)
+        if (!isfinite(v[c]))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: %s %zu column %zu is not finite (%g)",
+                                 fn, what, index, c, (double)v[c]);
+    double norm_sq = s_norm_sq(v, dim);
+    if (metric == SHOAL_METRIC_COSINE && norm_sq == 0.0 && !zero_ok)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: %s %zu is a zero vector, which has no direction under cosine",
+                             fn, what, index);
+    if (metric != SHOAL_METRIC_COSINE && norm_sq > FLT_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: %s %zu has squared norm %.3g, more than a float holds (%.3g)",
+                             fn, what, index, norm_sq, (double)FLT_MAX);
+    return SHOAL_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* id -> row map: open addressing, linear probing, backward-shift deletion  */
+/* ------------------------------------------------------------------------ */
+
+/* TOPK_ID_NONE is never a stored id, so it marks a free slot. */
+#define S_MAP_FREE TOPK_ID_NONE
+
+typedef struct {
+    uint64_t *keys; /* cap slots; S_MAP_FREE marks an unused one */
+    size_t *rows;   /* rows[i] is the value of keys[i] */
+    size_t cap;     /* 0 or a power of two */
+    size_t count;   /* keys held; at most 3/4 of cap */
+} id_map_t;
+
+/* splitmix64's finaliser: callers' ids are often consecutive. */
+static size_t s_map_hash(uint64_t key)
+{
+    key ^= key >> 30;
+    key *= 0xbf58476d1ce4e5b9ULL;
+    key ^= key >> 27;
+    key *= 0x94d049bb133111ebULL;
+    key ^= key >> 31;
+    return (size_t)key;
+}
+
+/* The slot holding key, or the free slot where it would go (cap > count). */
+static size_t s_map_slot(const id_map_t *map, uint64_t key)
+{
+    size_t mask = map->cap - 1;
+    size_t i = s_map_hash(key) & mask;
+    while (map->keys[i] != key && map->keys[i] != S_MAP_FREE)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static size_t s_map_find(const id_map_t *map, uint64_t key)
+{
+    if (map->cap == 0 || key == S_MAP_FREE)
+        return FLAT_NO_ROW;
+    size_t i = s_map_slot(map, key);
+    return map->keys[i] == key ? map->rows[i] : FLAT_NO_ROW;
+}
+
+static void s_map_clear(id_map_t *map)
+{
+    for (size_t i = 0; i < map->cap; i++)
+        map->keys[i] = S_MAP_FREE;
+    map->count = 0;
+}
+
+/* Makes room for `want` keys without another allocation, rehashing if needed. */
+static int s_map_reserve(id_map_t *map, size_t want)
+{
+    size_t cap = S_MAP_CAP_MIN;
+    while (cap - cap / 4 < want) {
+        if (cap > SIZE_MAX / 2 / sizeof(uint64_t))
+            return SHOAL_ENOMEM;
+        cap *= 2;
+    }
+    if (cap <= map->cap)
+        return SHOAL_OK;
+    id_map_t bigger = {malloc(cap * sizeof(uint64_t)), malloc(cap * sizeof(size_t)), cap, 0};
+    if (!bigger.keys || !bigger.rows) {
+        free(bigger.keys);
+        free(bigger.rows);
+        return SHOAL_ENOMEM;
+    }
+    s_map_clear(&bigger);
+    for (size_t i = 0; i < map->cap; i++) {
+        if (map->keys[i] == S_MAP_FREE)
+            continue;
+        size_t slot = s_map_slot(&bigger, map->keys[i]);
+        bigger.keys[slot] = map->keys[i];
+        bigger.rows[slot] = map->rows[i];
+        bigger.count++;
+    }
+    free(map->keys);
+    free(map->rows);
+    *map = bigger;
+    return SHOAL_OK;
+}
+
+/* Sets key -> row; room was reserved. */
+static void s_map_put(id_map_t *map, uint64_t key, size_t row)
+{
+    size_t slot = s_map_slot(map, key);
+    if (map->keys[slot] == S_MAP_FREE)
+        map->count++;
+    map->keys[slot] = key;
+    map->rows[slot] = row;
+}
+
+/*
+ * Removes key (present). Every entry after the hole in the same probe run is
+ * moved back into the hole when its home slot does not lie cyclically in
+ * (hole, entry]: then it could not be found past the hole any more.
+ */
+static void s_map_remove(id_map_t *map, uint64_t key)
+{
+    size_t mask = map->cap - 1;
+    size_t hole = s_map_slot(map, key);
+    assert(map->keys[hole] == key);
+    for (size_t i = (hole + 1) & mask; map->keys[i] != S_MAP_FREE; i = (i + 1) & mask) {
+        size_t home = s_map_hash(map->keys[i]) & mask;
+        int stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
+        if (stays)
+            continue;
+        map->keys[hole] = map->keys[i];
+        map->rows[hole] = map->rows[i];
+        hole = i;
+    }
+    map->keys[hole] = S_MAP_FREE;
+    map->count--;
+}
+
+static void s_map_fini(id_map_t *map)
+{
+    free(map->keys);
+    free(map->rows);
+    memset(map, 0, sizeof *map);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Store                                                                    */
+/* ------------------------------------------------------------------------ */
+
+struct flat_store {
+    float *vecs;           /* cap x dim; rows [0, n) in use, normalised for cosine */
+    uint64_t *ids;         /* cap; ids[row] of rows [0, n) */
+    float *norms_sq;       /* cap; |x|^2 of rows [0, n) */
+    size_t n;              /* rows in use */
+    size_t cap;            /* rows allocated */
+    size_t dim;            /* floats per row */
+    shoal_metric_t metric; /* what the rows are stored for */
+    id_map_t map;          /* id -> row, for rows [0, n) */
+};
+
+flat_store_t *flat_store_new(size_t dim, shoal_metric_t metric, shoal_err_t *err)
+{
+    if (dim < 1) {
+        shoal_err_set(err, SHOAL_EINVAL, "flat_store_new: dim must be >= 1, got 0");
+        return NULL;
+    }
+    if (!s_metric_valid(metric)) {
+        shoal_err_set(err, SHOAL_EINVAL, "flat_store_new: unknown metric %d", (int)metric);
+        return NULL;
+    }
+    size_t row_bytes;
+    if (s_mul_overflows(dim, sizeof(float), &row_bytes)) {
+        shoal_err_set(err, SHOAL_EINVAL, "flat_store_new: dim %zu is too large", dim);
+        return NULL;
+    }
+    flat_store_t *store = calloc(1, sizeof *store);
+    if (!store) {
+        shoal_err_set(err, SHOAL_ENOMEM, "flat_store_new: out of memory");
+        return NULL;
+    }
+    store->dim = dim;
+    store->metric = metric;
+    return store;
+}
+
+void flat_store_destroy(flat_store_t **store_p)
+{
+    if (!store_p || !*store_p)
+        return;
+    flat_store_t *store = *store_p;
+    free(store->vecs);
+    free(store->ids);
+    free(store->norms_sq);
+    s_map_fini(&store->map);
+    free(store);
+    *store_p = NULL;
+}
+
+/* Makes room for `want` rows, doubling the capacity at least. */
+static int s_store_reserve(flat_store_t *store, size_t want, shoal_err_t *err)
+{
+    if (want <= store->cap)
+        return SHOAL_OK;
+    size_t cap = store->cap < S_ROWS_INITIAL ? S_ROWS_INITIAL : store->cap;
+    while (cap < want)
+        cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+    size_t vec_bytes, id_bytes;
+    if (s_mul_overflows(cap, store->dim, &vec_bytes) ||
+        s_mul_overflows(vec_bytes, sizeof(float), &vec_bytes) ||
+        s_mul_overflows(cap, sizeof(uint64_t), &id_bytes))
+        return shoal_err_set(err, SHOAL_ENOMEM, "flat_store_add: %zu rows of dim %zu overflow",
+                             want, store->dim);
+    /* Each array is kept as soon as it has grown; cap moves only when all did. */
+    float *vecs = realloc(store->vecs, vec_bytes);
+    if (vecs)
+        store->vecs = vecs;
+    uint64_t *ids = vecs ? realloc(store->ids, id_bytes) : NULL;
+    if (ids)
+        store->ids = ids;
+    float *norms = ids ? realloc(store->norms_sq, cap * sizeof(float)) : NULL;
+    if (!norms)
+        return shoal_err_set(err, SHOAL_ENOMEM,
+                             "flat_store_add: out of memory for %zu rows of dim %zu", cap,
+                             store->dim);
+    store->norms_sq = norms;
+    store->cap = cap;
+    return SHOAL_OK;
+}
+
+/* Copies a checked vector into row, normalising it for cosine. */
+static void s_store_write_row(flat_store_t *store, size_t row, const float *v)
+{
+    float *dst = store->vecs + row * store->dim;
+    memcpy(dst, v, store->dim * sizeof(float));
+    if (store->metric == SHOAL_METRIC_COSINE) {
+        int rc = dist_normalize(dst, store->dim);
+        assert(rc == SHOAL_OK && "checked before: finite and not zero");
+        (void)rc;
+    }
+    store->norms_sq[row] = (float)s_norm_sq(dst, store->dim);
+}
+
+int flat_store_add(flat_store_t *store, const uint64_t *ids, const float *vecs, size_t n,
+                   shoal_err_t *err)
+{
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_store_add: store is NULL");
+    if (n == 0)
+        return SHOAL_OK;
+    if (!ids || !vecs)
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_store_add: ids and vecs must not be NULL");
+    size_t dim = store->dim, values;
+    if (s_mul_overflows(n, dim, &values) || s_mul_overflows(values, sizeof(float), &values))
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_store_add: %zu rows of dim %zu overflow",
+                             n, dim);
+
+    /* Check everything first, counting ids not yet stored: an upper bound on
+     * the new rows (an id repeated in the batch is counted twice). */
+    size_t fresh = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == TOPK_ID_NONE)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "flat_store_add: row %zu has id %llu, which is reserved "
+                                 "(TOPK_ID_NONE)",
+                                 i, (unsigned long long)ids[i]);
+        int rc = s_check_vector("flat_store_add", "row", i, vecs + i * dim, dim, store->metric, 0,
+                                err);
+        if (rc != SHOAL_OK)
+            return rc;
+        if (s_map_find(&store->map, ids[i]) == FLAT_NO_ROW)
+            fresh++;
+    }
+    if (fresh > SIZE_MAX / 2 - store->n)
+        return shoal_err_set(err, SHOAL_ENOMEM, "flat_store_add: too many rows");
+    int rc = s_store_reserve(store, store->n + fresh, err);
+    if (rc != SHOAL_OK)
+        return rc;
+    if (s_map_reserve(&store->map, store->n + fresh) != SHOAL_OK)
+        return shoal_err_set(err, SHOAL_ENOMEM, "flat_store_add: out of memory for the id map "
+                                                "(%zu ids)",
+                             store->n + fresh);
+
+    /* Nothing can fail from here. A repeated id finds the row its first
+     * occurrence made and overwrites it: the last one wins. */
+    for (size_t i = 0; i < n; i++) {
+        size_t row = s_map_find(&store->map, ids[i]);
+        if (row == FLAT_NO_ROW) {
+            row = store->n++;
+            s_map_put(&store->map, ids[i], row);
+            store->ids[row] = ids[i];
+        }
+        s_store_write_row(store, row, vecs + i * dim);
+    }
+    return SHOAL_OK;
+}
+
+int flat_store_remove(flat_store_t *store, uint64_t id, size_t *moved_from, size_t *moved_to,
+                      shoal_err_t *err)
+{
+    if (moved_from)
+        *moved_from = FLAT_NO_ROW;
+    if (moved_to)
+        *moved_to = FLAT_NO_ROW;
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_store_remove: store is NULL");
+    size_t row = s_map_find(&store->map, id);
+    if (row == FLAT_NO_ROW)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "flat_store_remove: id %llu is not stored",
+                             (unsigned long long)id);
+    s_map_remove(&store->map, id);
+    size_t last = store->n - 1;
+    if (row != last) {
+        /* Keep the rows dense for the GEMM: the last row fills the hole. */
+        memcpy(store->vecs + row * store->dim, store->vecs + last * store->dim,
+               store->dim * sizeof(float));
+        store->ids[row] = store->ids[last];
+        store->norms_sq[row] = store->norms_sq[last];
+        s_map_put(&store->map, store->ids[row], row);
+        if (moved_from)
+            *moved_from = last;
+        if (moved_to)
+            *moved_to = row;
+    }
+    store->n = last;
+    return SHOAL_OK;
+}
+
+size_t flat_store_row(const flat_store_t *store, uint64_t id)
+{
+    return store ? s_map_find(&store->map, id) : FLAT_NO_ROW;
+}
+
+size_t flat_store_count(const flat_store_t *store)
+{
+    return store ? store->n : 0;
+}
+
+size_t flat_store_dim(const flat_store_t *store)
+{
+    return store ? store->dim : 0;
+}
+
+shoal_metric_t flat_store_metric(const flat_store_t *store)
+{
+    return store ? store->metric : SHOAL_METRIC_L2;
+}
+
+size_t flat_store_bytes(const flat_store_t *store)
+{
+    if (!store)
+        return 0;
+    /* Sizes that were allocated cannot overflow when added up again. */
+    return sizeof *store + store->cap * store->dim * sizeof(float) +
+           store->cap * (sizeof(uint64_t) + sizeof(float)) +
+           store->map.cap * (sizeof(uint64_t) + sizeof(size_t));
+}
+
+flat_view_t flat_store_view(const flat_store_t *store)
+{
+    flat_view_t view = {0};
+    if (!store)
+        return view;
+    view.vecs = store->vecs;
+    view.ids = store->ids;
+    view.norms_sq = store->norms_sq;
+    view.n = store->n;
+    view.dim = store->dim;
+    view.metric = store->metric;
+    return view;
+}
+
+int flat_have_blas(void)
+{
+#ifdef SHOAL_NO_BLAS
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: shared state                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* What every worker reads. */
+typedef struct {
+    const flat_view_t *view;    /* the rows */
+    const dist_kernels_t *kern; /* batch and pair kernels */
+    const float *queries;       /* nq x dim; normalised copy for cosine */
+    const float *qnorms_sq;     /* nq |q|^2 (L2 only, else NULL) */
+    size_t nq;                  /* queries */
+    size_t dim;                 /* floats per vector */
+    shoal_metric_t metric;      /* the view's metric */
+    size_t k;                   /* results per query (output stride) */
+    size_t keep;                /* min(k, n): heap capacity */
+    size_t query_tile;          /* tiled: queries per tile */
+    size_t row_tile;            /* tiled: rows per tile */
+    size_t block_rows;          /* kernels: rows per block */
+    size_t chunk_first;         /* kernels: first query of the current chunk */
+    size_t chunk_len;           /* kernels: queries in the current chunk */
+    uint64_t *ids;              /* nq x k output */
+    float *dists;               /* nq x k output, or NULL */
+} search_job_t;
+
+/* One thread's heaps and the buffers that turn them into sorted lists. */
+typedef struct {
+    topk_item_t *items; /* queries x keep: heap storage, then sort scratch */
+    topk_heap_t *heaps; /* one per query in flight */
+    float *dists;       /* queries x keep: sorted distances */
+    uint64_t *ids;      /* queries x keep: sorted ids */
+    id_map_t rows;      /* id -> row of the selected ids, for re-scoring */
+} select_state_t;
+
+typedef struct {
+    const search_job_t *job; /* shared, read-only */
+    select_state_t sel;      /* private selection state */
+    float *buf;              /* tiled: query_tile x row_tile; kernels: block_rows */
+    size_t first;            /* tiled: first query tile; kernels: first row */
+    size_t last;             /* one past the last tile / row */
+    pthread_t thread;        /* valid when started */
+    int started;             /* created, to be joined */
+} search_worker_t;
+
+static int s_select_init(select_state_t *sel, size_t queries, size_t keep)
+{
+    size_t slots;
+    memset(sel, 0, sizeof *sel);
+    if (s_mul_overflows(queries, keep, &slots) || slots > SIZE_MAX / S_SELECT_BYTES)
+        return SHOAL_ENOMEM;
+    sel->items = malloc(slots * sizeof(topk_item_t));
+    sel->heaps = malloc(queries * sizeof(topk_heap_t));
+    sel->dists = malloc(slots * sizeof(float));
+    sel->ids = malloc(slots * sizeof(uint64_t));
+    if (!sel->items || !sel->heaps || !sel->dists || !sel->ids)
+        return SHOAL_ENOMEM;
+    return s_map_reserve(&sel->rows, slots);
+}
+
+static void s_select_fini(select_state_t *sel)
+{
+    free(sel->items);
+    free(sel->heaps);
+    free(sel->dists);
+    free(sel->ids);
+    s_map_fini(&sel->rows);
+}
+
+static void s_select_begin(select_state_t *sel, size_t queries, size_t keep)
+{
+    for (size_t qi = 0; qi < queries; qi++)
+        topk_heap_init(&sel->heaps[qi], sel->items + qi * keep, keep);
+}
+
+/* Offers count candidates (distances d, ids) to heap; skips what cannot win. */
+static void s_offer(topk_heap_t *heap, const float *d, const uint64_t *ids, size_t count)
+{
+    float bound = topk_heap_bound(heap);
+    for (size_t r = 0; r < count; r++)
+        if (d[r] <= bound && topk_heap_push(heap, d[r], ids[r]))
+            bound = topk_heap_bound(heap);
+}
+
+/* The exact distance of query q to row, with the pair kernels. */
+static float s_exact(const search_job_t *job, size_t q, size_t row)
+{
+    const float *qv = job->queries + q * job->dim;
+    const float *xv = job->view->vecs + row * job->dim;
+    switch (job->metric) {
+    case SHOAL_METRIC_L2:
+        return job->kern->l2sq(qv, xv, job->dim);
+    case SHOAL_METRIC_IP:
+        return -job->kern->dot(qv, xv, job->dim);
+    default:
+        return 1.0f - job->kern->dot(qv, xv, job->dim);
+    }
+}
+
+static int s_cmp_items(const void *pa, const void *pb)
+{
+    const topk_item_t *a = pa, *b = pb;
+    if (topk_better(a->dist, a->id, b->dist, b->id))
+        return -1;
+    return topk_better(b->dist, b->id, a->dist, a->id);
+}
+
+/*
+ * Ends a selection for queries [q0, q0 + count): each heap becomes a sorted
+ * list in sel->dists / sel->ids (keep entries, padded), re-scored exactly.
+ * The selected ids are found among the view's rows [r0, r1), where they were
+ * scanned.
+ */
+static void s_select_finish(const search_job_t *job, select_state_t *sel, size_t q0, size_t count,
+                            size_t r0, size_t r1)
+{
+    const size_t keep = job->keep;
+    for (size_t qi = 0; qi < count; qi++)
+        topk_heap_extract(&sel->heaps[qi], sel->dists + qi * keep, sel->ids + qi * keep);
+
+    /* id -> row for every selected id, by one pass over the scanned rows. */
+    id_map_t *rows = &sel->rows;
+    s_map_clear(rows);
+    for (size_t i = 0; i < count * keep; i++)
+        if (sel->ids[i] != TOPK_ID_NONE)
+            s_map_put(rows, sel->ids[i], FLAT_NO_ROW);
+    if (rows->count > 0) {
+        const uint64_t *view_ids = job->view->ids;
+        for (size_t r = r0; r < r1; r++) {
+            size_t slot = s_map_slot(rows, view_ids[r]);
+            if (rows->keys[slot] == view_ids[r])
+                rows->rows[slot] = r;
+        }
+    }
+
+    for (size_t qi = 0; qi < count; qi++) {
+        float *d = sel->dists + qi * keep;
+        uint64_t *ids = sel->ids + qi * keep;
+        topk_item_t *items = sel->items + qi * keep; /* the heap is empty now */
+        size_t found = 0;
+        while (found < keep && ids[found] != TOPK_ID_NONE) {
+            size_t row = s_map_find(rows, ids[found]);
+            assert(row != FLAT_NO_ROW && "a selected id comes from a scanned row");
+            items[found].dist = s_exact(job, q0 + qi, row);
+            items[found].id = ids[found];
+            found++;
+        }
+        qsort(items, found, sizeof *items, s_cmp_items);
+        for (size_t j = 0; j < found; j++) {
+            d[j] = items[j].dist;
+            ids[j] = items[j].id;
+        }
+    }
+}
+
+/* Runs fn on every worker: share 0 on the calling thread, the others on their
+ * own; a share whose thread cannot start runs here too (slower, same answer). */
+static void s_run_workers(search_worker_t *workers, size_t count, void *(*fn)(void *))
+{
+    for (size_t t = 1; t < count; t++)
+        workers[t].started = pthread_create(&workers[t].thread, NULL, fn, &workers[t]) == 0;
+    fn(&workers[0]);
+    for (size_t t = 1; t < count; t++) {
+        if (workers[t].started)
+            pthread_join(workers[t].thread, NULL);
+        else
+            fn(&workers[t]);
+        workers[t].started = 0;
+    }
+}
+
+/* Copies a sorted list of keep entries to query q's output row, padding to k. */
+static void s_write_result(const search_job_t *job, size_t q, const float *d, const uint64_t *ids)
+{
+    uint64_t *out_ids = job->ids + q * job->k;
+    if (job->keep > 0) /* an empty store passes no lists */
+        memcpy(out_ids, ids, job->keep * sizeof(uint64_t));
+    for (size_t j = job->keep; j < job->k; j++)
+        out_ids[j] = TOPK_ID_NONE;
+    if (!job->dists)
+        return;
+    float *out_d = job->dists + q * job->k;
+    if (job->keep > 0)
+        memcpy(out_d, d, job->keep * sizeof(float));
+    for (size_t j = job->keep; j < job->k; j++)
+        out_d[j] = INFINITY;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: GEMM tiles                                                       */
+/* ------------------------------------------------------------------------ */
+
+#ifndef SHOAL_NO_BLAS
+static pthread_once_t s_blas_once = PTHREAD_ONCE_INIT;
+
+/* Our threads each run their own sgemm; OpenBLAS's pool would oversubscribe. */
+static void s_blas_single_thread(void)
+{
+    openblas_set_num_threads(1);
+}
+#endif
+
+/* dots[qi * rn + r] = q(q0 + qi) . x(r0 + r) for a qn x rn tile. */
+static void s_tile_dots(const search_job_t *job, size_t q0, size_t qn, size_t r0, size_t rn,
+                        float *dots)
+{
+    const float *q = job->queries + q0 * job->dim;
+    const float *x = job->view->vecs + r0 * job->dim;
+#ifndef SHOAL_NO_BLAS
+    /* Q (qn x dim) times X^T: X is row-major rn x dim, i.e. X^T column-major. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)qn, (int)rn, (int)job->dim, 1.0f,
+                q, (int)job->dim, x, (int)job->dim, 0.0f, dots, (int)rn);
+#else
+    for (size_t qi = 0; qi < qn; qi++)
+        job->kern->dot_batch(q + qi * job->dim, x, rn, job->dim, job->dim, dots + qi * rn);
+#endif
+}
+
+/* The fused pass: one query's dots against rows [r0, r0 + rn) into its heap. */
+static void s_tile_select(const search_job_t *job, size_t q, const float *dots, size_t r0,
+                          size_t rn, topk_heap_t *heap)
+{
+    const uint64_t *ids = job->view->ids + r0;
+    float bound = topk_heap_bound(heap);
+    if (job->metric == SHOAL_METRIC_L2) {
+        const float *xn = job->view->norms_sq + r0;
+        const float qn = job->qnorms_sq[q];
+        for (size_t r = 0; r < rn; r++) {
+            float d = qn + xn[r] - 2.0f * dots[r];
+            d = d < 0.0f ? 0.0f : d; /* cancellation can dip below zero */
+            if (d <= bound && topk_heap_push(heap, d, ids[r]))
+                bound = topk_heap_bound(heap);
+        }
+    } else {
+        const float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
+        for (size_t r = 0; r < rn; r++) {
+            float d = offset - dots[r];
+            if (d <= bound && topk_heap_push(heap, d, ids[r]))
+                bound = topk_heap_bound(heap);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: rows split among threads (kernels, or GEMM for mid-size batches) */
+/* ------------------------------------------------------------------------ */
+
+static void *s_kernels_main(void *arg)
+{
+    search_worker_t *w = arg;
+    const search_job_t *job = w->job;
+    const flat_view_t *view = job->view;
+    const size_t dim = job->dim;
+
+    s_select_begin(&w->sel, job->chunk_len, job->keep);
+    /* Block outside, queries inside: a block stays in cache for all of them. */
+    for (size_t b0 = w->first; b0 < w->last; b0 += job->block_rows) {
+        size_t bn = s_min(job->block_rows, w->last - b0);
+        const float *rows = view->vecs + b0 * dim;
+        for (size_t qi = 0; qi < job->chunk_len; qi++) {
+            const float *q = job->queries + (job->chunk_first + qi) * dim;
+            float *d = w->buf;
+            if (job->metric == SHOAL_METRIC_L2) {
+                job->kern->l2sq_batch(q, rows, bn, dim, dim, d);
+            } else {
+                job->kern->dot_batch(q, rows, bn, dim, dim, d);
+                float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
+                for (size_t r = 0; r < bn; r++)
+                    d[r] = offset - d[r];
+            }
+            s_offer(&w->sel.heaps[qi], d, view->ids + b0, bn);
+        }
+    }
+    s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
+    return NULL;
+}
+
+/*
+ * GEMM over a thread's rows: row tile outside, query tiles inside, so each
+ * row tile is packed by sgemm once per query tile of the chunk.
+ */
+static void *s_rows_gemm_main(void *arg)
+{
+    search_worker_t *w = arg;
+    const search_job_t *job = w->job;
+
+    s_select_begin(&w->sel, job->chunk_len, job->keep);
+    for (size_t r0 = w->first; r0 < w->last; r0 += job->row_tile) {
+        size_t rn = s_min(job->row_tile, w->last - r0);
+        for (size_t t0 = 0; t0 < job->chunk_len; t0 += job->query_tile) {
+            size_t qn = s_min(job->query_tile, job->chunk_len - t0);
+            size_t q0 = job->chunk_first + t0;
+            s_tile_dots(job, q0, qn, r0, rn, w->buf);
+            for (size_t qi = 0; qi < qn; qi++)
+                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.heaps[t0 + qi]);
+        }
+    }
+    s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
+    return NULL;
+}
+
+/*
+ * Rows split among threads, every thread scanning its rows for a chunk of
+ * queries into its own heaps; the per-thread lists are then merged. One
+ * query uses every core. gemm selects the scan: batch kernels, or GEMM tiles.
+ */
+static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int gemm,
+                         shoal_err_t *err)
+{
+    const size_t n = job->view->n, keep = job->keep;
+    size_t max_threads = (n + S_ROWS_PER_THREAD_MIN - 1) / S_ROWS_PER_THREAD_MIN;
+    if (threads > max_threads)
+        threads = max_threads;
+    if (threads < 1)
+        threads = 1;
+    job->block_rows = s_min(n, S_BLOCK_BYTES / (job->dim * sizeof(float)));
+    if (job->block_rows < 1)
+        job->block_rows = 1;
+    job->query_tile = s_min(S_QUERY_TILE_MAX, job->nq);
+    job->row_tile = s_min(n, S_ROW_TILE_MAX);
+    size_t buf_floats = gemm ? job->query_tile * job->row_tile : job->block_rows;
+    /* Queries per chunk: all the threads' selection state within the budget. */
+    size_t share = budget / threads;
+    size_t fixed = buf_floats * sizeof(float);
+    size_t chunk = share > fixed ? (share - fixed) / (S_SELECT_BYTES * keep) : 0;
+    chunk = chunk < 1 ? 1 : s_min(chunk, job->nq);
+    if (gemm && chunk < job->query_tile) {
+        /* A tiny budget: smaller tiles rather than more memory. */
+        job->query_tile = chunk;
+        job->row_tile = s_min(n, S_ROW_TILE_MIN);
+        buf_floats = job->query_tile * job->row_tile;
+    }
+
+    int rc = SHOAL_OK;
+    float *merged_d = malloc(job->k * sizeof(float));
+    uint64_t *merged_ids = malloc(job->k * sizeof(uint64_t));
+    const float **list_d = malloc(threads * sizeof *list_d);
+    const uint64_t **list_ids = malloc(threads * sizeof *list_ids);
+    size_t *list_len = malloc(threads * sizeof *list_len);
+    search_worker_t *workers = calloc(threads, sizeof *workers);
+    size_t nworkers = 0;
+    if (!merged_d || !merged_ids || !list_d || !list_ids || !list_len || !workers)
+        goto fail_nomem;
+    for (; nworkers < threads; nworkers++) {
+        search_worker_t *w = &workers[nworkers];
+        w->job = job;
+        w->first = n * nworkers / threads;
+        w->last = n * (nworkers + 1) / threads;
+        w->buf = malloc(buf_floats * sizeof(float));
+        if (!w->buf || s_select_init(&w->sel, chunk, keep) != SHOAL_OK) {
+            nworkers++; /* so its buffers are freed below */
+            goto fail_nomem;
+        }
+        list_len[nworkers] = keep;
+    }
+
+    LOG_DEBUG("flat_search: %s over rows, %zu queries x %zu rows, k=%zu, %zu threads, chunks "
+              "of %zu",
+              gemm ? "gemm" : "kernels", job->nq, n, job->k, threads, chunk);
+#ifndef SHOAL_NO_BLAS
+    if (gemm)
+        pthread_once(&s_blas_once, s_blas_single_thread);
+#endif
+    for (size_t q0 = 0; q0 < job->nq; q0 += chunk) {
+        job->chunk_first = q0;
+        job->chunk_len = s_min(chunk, job->nq - q0);
+        s_run_workers(workers, nworkers, gemm ? s_rows_gemm_main : s_kernels_main);
+        for (size_t qi = 0; qi < job->chunk_len; qi++) {
+            for (size_t t = 0; t < nworkers; t++) {
+                list_d[t] = workers[t].sel.dists + qi * keep;
+                list_ids[t] = workers[t].sel.ids + qi * keep;
+            }
+            topk_merge(list_d, list_ids, list_len, nworkers, keep, merged_d, merged_ids);
+            s_write_result(job, q0 + qi, merged_d, merged_ids);
+        }
+    }
+    goto done;
+
+fail_nomem:
+    rc = shoal_err_set(err, SHOAL_ENOMEM,
+                       "flat_search: out of memory for %zu threads' heaps (k=%zu, %zu queries)",
+                       threads, job->k, chunk);
+done:
+    for (size_t t = 0; t < nworkers; t++) {
+        free(workers[t].buf);
+        s_select_fini(&workers[t].sel);
+    }
+    free(workers);
+    free(list_len);
+    free(list_ids);
+    free(list_d);
+    free(merged_ids);
+    free(merged_d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: query tiles split among threads, GEMM per tile                   */
+/* ------------------------------------------------------------------------ */
+
+static void *s_tiled_main(void *arg)
+{
+    search_worker_t *w = arg;
+    const search_job_t *job = w->job;
+    const size_t n = job->view->n, keep = job->keep;
+
+    for (size_t tile = w->first; tile < w->last; tile++) {
+        size_t q0 = tile * job->query_tile;
+        size_t qn = s_min(job->query_tile, job->nq - q0);
+        s_select_begin(&w->sel, qn, keep);
+        for (size_t r0 = 0; r0 < n; r0 += job->row_tile) {
+            size_t rn = s_min(job->row_tile, n - r0);
+            s_tile_dots(job, q0, qn, r0, rn, w->buf);
+            for (size_t qi = 0; qi < qn; qi++)
+                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.heaps[qi]);
+        }
+        s_select_finish(job, &w->sel, q0, qn, 0, n);
+        for (size_t qi = 0; qi < qn; qi++)
+            s_write_result(job, q0 + qi, w->sel.dists + qi * keep, w->sel.ids + qi * keep);
+    }
+    return NULL;
+}
+
+/* Query tiles split among threads: for batches with a full tile per thread. */
+static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoal_err_t *err)
+{
+    const size_t n = job->view->n, keep = job->keep, nq = job->nq;
+    if (threads > nq)
+        threads = nq;
+    /* Every thread gets a tile when there are enough queries. */
+    size_t qt = s_min(S_QUERY_TILE_MAX, (nq + threads - 1) / threads);
+    size_t share = budget / threads;
+    size_t per_query = S_SELECT_BYTES * keep;
+    /* Heaps take at most half a thread's share; the tile gets the rest. */
+    qt = s_min(qt, share / 2 / per_query);
+    if (qt < 1)
+        qt = 1;
+    size_t left = share > qt * per_query ? share - qt * per_query : 0;
+    size_t rt = left / (qt * sizeof(float));
+    rt = rt < S_ROW_TILE_MIN ? S_ROW_TILE_MIN : rt > S_ROW_TILE_MAX ? S_ROW_TILE_MAX : rt;
+    rt = s_min(rt, n);
+    job->query_tile = qt;
+    job->row_tile = rt;
+    size_t ntiles = (nq + qt - 1) / qt;
+    if (threads > ntiles)
+        threads = ntiles;
+
+#ifndef SHOAL_NO_BLAS
+    pthread_once(&s_blas_once, s_blas_single_thread);
+#endif
+    int rc = SHOAL_OK;
+    search_worker_t *workers = calloc(threads, sizeof *workers);
+    size_t nworkers = 0;
+    if (!workers)
+        goto fail_nomem;
+    for (; nworkers < threads; nworkers++) {
+        search_worker_t *w = &workers[nworkers];
+        w->job = job;
+        w->first = ntiles * nworkers / threads;
+        w->last = ntiles * (nworkers + 1) / threads;
+        w->buf = malloc(qt * rt * sizeof(float));
+        if (!w->buf || s_select_init(&w->sel, qt, keep) != SHOAL_OK) {
+            nworkers++; /* so its buffers are freed below */
+            goto fail_nomem;
+        }
+    }
+    LOG_DEBUG("flat_search: %s tiles, %zu queries x %zu rows, k=%zu, %zu threads, tile %zu x %zu",
+              flat_have_blas() ? "gemm" : "kernel", nq, n, job->k, threads, qt, rt);
+    s_run_workers(workers, nworkers, s_tiled_main);
+    goto done;
+
+fail_nomem:
+    rc = shoal_err_set(err, SHOAL_ENOMEM,
+                       "flat_search: out of memory for %zu threads' tiles (%zu x %zu, k=%zu)",
+                       threads, qt, rt, job->k);
+done:
+    for (size_t t = 0; t < nworkers; t++) {
+        free(workers[t].buf);
+        s_select_fini(&workers[t].sel);
+    }
+    free(workers);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: entry point                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int s_check_search(const flat_view_t *view, const float *queries, size_t nq, size_t k,
+                          const flat_search_opts_t *opts, const uint64_t *ids, shoal_err_t *err)
+{
+    if (!view || !queries || !ids)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "flat_search: view, queries and ids must not be NULL");
+    if (view->dim < 1)
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_search: view dim must be >= 1, got 0");
+    if (!s_metric_valid(view->metric))
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_search: unknown metric %d",
+                             (int)view->metric);
+    if (view->n > 0 && (!view->vecs || !view->ids || !view->norms_sq))
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_search: view of %zu rows has NULL arrays",
+                             view->n);
+    if (k < 1 || k > FLAT_K_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "flat_search: k must be in 1..%d, got %zu",
+                             FLAT_K_MAX, k);
+    if (opts && (opts->force_path < 0 || opts->force_path > 2))
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "flat_search: force_path must be 0, 1 or 2, got %d",
+                             opts->force_path);
+    size_t size;
+    if (s_mul_overflows(nq, view->dim, &size) || s_mul_overflows(size, sizeof(float), &size) ||
+        s_mul_overflows(nq, k, &size) || s_mul_overflows(size, sizeof(uint64_t), &size) ||
+        s_mul_overflows(view->n, view->dim, &size) ||
+        s_mul_overflows(size, sizeof(float), &size))
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "flat_search: sizes overflow (nq=%zu n=%zu dim=%zu k=%zu)", nq,
+                             view->n, view->dim, k);
+    for (size_t q = 0; q < nq; q++) {
+        int rc = s_check_vector("flat_search", "query", q, queries + q * view->dim, view->dim,
+                                view->metric, 1, err);
+        if (rc != SHOAL_OK)
+            return rc;
+    }
+    return SHOAL_OK;
+}
+
+int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t k,
+                const flat_search_opts_t *opts, uint64_t *ids, float *dists, shoal_err_t *err)
+{
+    int rc = s_check_search(view, queries, nq, k, opts, ids, err);
+    if (rc != SHOAL_OK || nq == 0)
+        return rc;
+    const size_t dim = view->dim, n = view->n;
+    search_job_t job = {
+        .view = view,
+        .kern = dist_kernels(),
+        .queries = queries,
+        .nq = nq,
+        .dim = dim,
+        .metric = view->metric,
+        .k = k,
+        .keep = s_min(k, n),
+        .ids = ids,
+        .dists = dists,
+    };
+    if (n == 0) {
+        for (size_t q = 0; q < nq; q++)
+            s_write_result(&job, q, NULL, NULL);
+        return SHOAL_OK;
+    }
+
+    size_t threads = opts && opts->threads ? opts->threads : s_online_cores();
+    threads = s_min(threads, S_THREADS_MAX);
+    size_t budget = opts && opts->mem_budget ? opts->mem_budget : FLAT_MEM_BUDGET_DEFAULT;
+    int path = opts ? opts->force_path : 0;
+    if (path == 0)
+        path = nq >= FLAT_GEMM_MIN_QUERIES ? 2 : 1;
+    if (path == 2 && dim > INT_MAX)
+        path = 1; /* sgemm takes int sizes */
+
+    /* Queries as the kernels need them: unit length for cosine (a zero query
+     * stays zero, at distance 1 from every row), |q|^2 for the GEMM form of L2. */
+    float *copy = NULL, *qnorms = NULL;
+    if (view->metric == SHOAL_METRIC_COSINE) {
+        copy = malloc(nq * dim * sizeof(float));
+        if (!copy)
+            return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
+                                 nq);
+        memcpy(copy, queries, nq * dim * sizeof(float));
+        for (size_t q = 0; q < nq; q++)
+            (void)dist_normalize(copy + q * dim, dim); /* fails only for a zero query */
+        job.queries = copy;
+    } else if (view->metric == SHOAL_METRIC_L2 && path == 2) {
+        qnorms = malloc(nq * sizeof(float));
+        if (!qnorms)
+            return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
+                                 nq);
+        for (size_t q = 0; q < nq; q++)
+            qnorms[q] = (float)s_norm_sq(queries + q * dim, dim);
+        job.qnorms_sq = qnorms;
+    }
+
+    /* Splitting rows packs each row once per query tile overall instead of once
+     * per thread, and measured faster on small and mid-size batches; splitting
+     * queries needs no merge, whose serial cost grows with nq * k. */
+    if (path == 2 && nq >= threads * S_QUERY_TILE_MAX * S_QUERY_SPLIT_TILES)
+        rc = s_search_tiled(&job, threads, budget, err);
+    else
+        rc = s_search_rows(&job, threads, budget, path == 2, err);
+    free(copy);
+    free(qnorms);
+    return rc;
+}

@@ -1,0 +1,628 @@
+/*
+ * test_flat.c - the flat store (add, upsert, remove and its row moves, input
+ * checks) and exact search against groundtruth.h's independent brute force,
+ * on every path, tiling and thread count, and on siftsmall's shipped ground
+ * truth where present.
+ *
+ * Comparing two float computations: neighbours whose true distances differ
+ * by less than the rounding error may come out in either order. So where our
+ * id at position j differs from the reference's, both ids' distances are
+ * recomputed in double and must be equal within S_TIE_REL of the magnitudes
+ * involved (for L2 the distances, for IP |q| |x|, for cosine 1). Returned
+ * distances must be within S_DIST_REL of the double-precision ones.
+ */
+#include "common/datagen.h"
+#include "common/distance.h"
+#include "common/flat.h"
+#include "common/groundtruth.h"
+#include "common/topk.h"
+#include "common/vecfile.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define S_TIE_REL  1e-5
+#define S_DIST_REL 1e-4
+
+/* Stored ids are not row numbers, so a mix-up of the two shows. */
+#define S_ID(row)  (1000u + 7u * (uint64_t)(row))
+#define S_ROW(id)  ((size_t)(((id)-1000u) / 7u))
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static double s_dot(const float *a, const float *b, size_t dim)
+{
+    double sum = 0.0;
+    for (size_t d = 0; d < dim; d++)
+        sum += (double)a[d] * b[d];
+    return sum;
+}
+
+static double s_true_dist(shoal_metric_t metric, const float *q, const float *x, size_t dim)
+{
+    if (metric == SHOAL_METRIC_L2) {
+        double sum = 0.0;
+        for (size_t d = 0; d < dim; d++) {
+            double diff = (double)q[d] - x[d];
+            sum += diff * diff;
+        }
+        return sum;
+    }
+    if (metric == SHOAL_METRIC_IP)
+        return -s_dot(q, x, dim);
+    double nq = s_dot(q, q, dim), nx = s_dot(x, x, dim);
+    if (nq == 0 || nx == 0)
+        return 1.0;
+    return 1.0 - s_dot(q, x, dim) / sqrt(nq * nx);
+}
+
+static double s_magnitude(shoal_metric_t metric, const float *q, const float *x, size_t dim,
+                          double d)
+{
+    if (metric == SHOAL_METRIC_L2)
+        return fabs(d);
+    if (metric == SHOAL_METRIC_IP)
+        return sqrt(s_dot(q, q, dim) * s_dot(x, x, dim));
+    return 1.0;
+}
+
+static float *s_generate(size_t dim, uint64_t seed, unsigned stream, size_t n)
+{
+    datagen_params_t p = {.dim = dim, .seed = seed};
+    shoal_err_t err;
+    datagen_t *gen = datagen_new(&p, &err);
+    cr_assert_not_null(gen, "%s", err.msg);
+    float *v = malloc(n * dim * sizeof(float));
+    cr_assert_not_null(v);
+    datagen_fill(gen, stream, 0, n, v);
+    datagen_destroy(&gen);
+    return v;
+}
+
+/* A store holding base under ids S_ID(row), added in two batches. */
+static flat_store_t *s_store_of(const float *base, size_t n, size_t dim, shoal_metric_t metric)
+{
+    shoal_err_t err;
+    flat_store_t *store = flat_store_new(dim, metric, &err);
+    cr_assert_not_null(store, "%s", err.msg);
+    uint64_t *ids = malloc(n * sizeof(uint64_t));
+    cr_assert_not_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = S_ID(i);
+    size_t half = n / 2;
+    cr_assert_eq(flat_store_add(store, ids, base, half, &err), SHOAL_OK, "%s", err.msg);
+    cr_assert_eq(flat_store_add(store, ids + half, base + half * dim, n - half, &err), SHOAL_OK,
+                 "%s", err.msg);
+    cr_assert_eq(flat_store_count(store), n);
+    free(ids);
+    return store;
+}
+
+/*
+ * Checks our answer (store ids) against the reference (row numbers), both
+ * nq x k with the given strides, up to ties; and our distances.
+ */
+static void s_check(const float *base, size_t n, const float *queries, size_t nq, size_t dim,
+                    shoal_metric_t metric, size_t k, const uint64_t *ids, const float *dists,
+                    const uint64_t *ref, size_t ref_stride, const char *what)
+{
+    for (size_t q = 0; q < nq; q++) {
+        const float *qv = queries + q * dim;
+        for (size_t j = 0; j < k; j++) {
+            uint64_t id = ids[q * k + j];
+            uint64_t want = ref[q * ref_stride + j];
+            if (want == TOPK_ID_NONE) {
+                cr_assert_eq(id, TOPK_ID_NONE, "%s: query %zu pos %zu: expected padding", what,
+                             q, j);
+                cr_assert(isinf(dists[q * k + j]) && dists[q * k + j] > 0);
+                continue;
+            }
+            cr_assert(id != TOPK_ID_NONE && id >= 1000 && (id - 1000) % 7 == 0 &&
+                          S_ROW(id) < n,
+                      "%s: query %zu pos %zu: id %llu is not a stored id", what, q, j,
+                      (unsigned long long)id);
+            const float *xv = base + S_ROW(id) * dim;
+            double d = s_true_dist(metric, qv, xv, dim);
+            if (S_ROW(id) != want) {
+                const float *wv = base + want * dim;
+                double dw = s_true_dist(metric, qv, wv, dim);
+                double mag = fmax(s_magnitude(metric, qv, xv, dim, d),
+                                  s_magnitude(metric, qv, wv, dim, dw));
+                cr_assert(fabs(d - dw) <= S_TIE_REL * mag,
+                          "%s: query %zu pos %zu: row %zu (d=%.9g) where the reference has "
+                          "row %llu (d=%.9g)",
+                          what, q, j, S_ROW(id), d, (unsigned long long)want, dw);
+            }
+            double mag = fmax(s_magnitude(metric, qv, xv, dim, d), 1e-30);
+            cr_assert(fabs((double)dists[q * k + j] - d) <= S_DIST_REL * mag,
+                      "%s: query %zu pos %zu: distance %.9g, exact %.9g", what, q, j,
+                      (double)dists[q * k + j], d);
+            for (size_t i = 0; i < j; i++)
+                cr_assert_neq(ids[q * k + i], id, "%s: query %zu: id twice", what, q);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search against the brute force                                           */
+/* ------------------------------------------------------------------------ */
+
+static void s_check_metric(shoal_metric_t metric)
+{
+    const size_t n = 3000, dim = 24, max_nq = 300, max_k = 1000;
+    const size_t ks[] = {1, 10, 100, 1000};
+    const size_t nqs[] = {1, 7, 300};
+    float *base = s_generate(dim, 41, DATAGEN_STREAM_BASE, n);
+    float *queries = s_generate(dim, 41, DATAGEN_STREAM_QUERY, max_nq);
+    uint64_t *ref = malloc(max_nq * max_k * sizeof(uint64_t));
+    uint64_t *ids = malloc(max_nq * max_k * sizeof(uint64_t));
+    float *dists = malloc(max_nq * max_k * sizeof(float));
+    cr_assert(ref && ids && dists);
+    shoal_err_t err;
+    cr_assert_eq(gt_knn(base, n, queries, max_nq, dim, metric, max_k, 2, ref, NULL, &err),
+                 SHOAL_OK, "%s", err.msg);
+    flat_store_t *store = s_store_of(base, n, dim, metric);
+    flat_view_t view = flat_store_view(store);
+
+    for (size_t ki = 0; ki < 4; ki++) {
+        for (size_t qi = 0; qi < 3; qi++) {
+            for (int path = 0; path <= 2; path++) {
+                flat_search_opts_t opts = {.threads = 2, .force_path = path};
+                cr_assert_eq(flat_search(&view, queries, nqs[qi], ks[ki], &opts, ids, dists,
+                                         &err),
+                             SHOAL_OK, "%s", err.msg);
+                char what[96];
+                snprintf(what, sizeof what, "%s k=%zu nq=%zu path=%d",
+                         shoal_metric_name(metric), ks[ki], nqs[qi], path);
+                s_check(base, n, queries, nqs[qi], dim, metric, ks[ki], ids, dists, ref, max_k,
+                        what);
+            }
+        }
+    }
+    flat_store_destroy(&store);
+    cr_assert_null(store);
+    free(ref);
+    free(ids);
+    free(dists);
+    free(base);
+    free(queries);
+}
+
+Test(flat, matches_brute_force_l2)
+{
+    s_check_metric(SHOAL_METRIC_L2);
+}
+
+Test(flat, matches_brute_force_ip)
+{
+    s_check_metric(SHOAL_METRIC_IP);
+}
+
+Test(flat, matches_brute_force_cosine)
+{
+    s_check_metric(SHOAL_METRIC_COSINE);
+}
+
+/* Search with opts into fresh arrays (the caller frees them). */
+static void s_search(const flat_view_t *view, const float *queries, size_t nq, size_t k,
+                     flat_search_opts_t opts, uint64_t **ids, float **dists)
+{
+    *ids = malloc(nq * k * sizeof(uint64_t));
+    *dists = malloc(nq * k * sizeof(float));
+    cr_assert(*ids && *dists);
+    shoal_err_t err;
+    cr_assert_eq(flat_search(view, queries, nq, k, &opts, *ids, *dists, &err), SHOAL_OK, "%s",
+                 err.msg);
+}
+
+Test(flat, tiling_and_threads_do_not_change_answers)
+{
+    /* 20,000 rows: enough for 3 threads to split the rows on the kernel path. */
+    const size_t n = 20000, dim = 16, nq = 300, k = 10;
+    float *base = s_generate(dim, 5, DATAGEN_STREAM_BASE, n);
+    float *queries = s_generate(dim, 5, DATAGEN_STREAM_QUERY, nq);
+    for (shoal_metric_t m = SHOAL_METRIC_L2; m <= SHOAL_METRIC_COSINE; m++) {
+        flat_store_t *store = s_store_of(base, n, dim, m);
+        flat_view_t view = flat_store_view(store);
+        for (int path = 1; path <= 2; path++) {
+            uint64_t *ids1, *ids2;
+            float *d1, *d2;
+            s_search(&view, queries, nq, k, (flat_search_opts_t){.threads = 1, .force_path = path},
+                     &ids1, &d1);
+            const flat_search_opts_t variants[] = {
+                {.threads = 3, .force_path = path},
+                {.threads = 1, .mem_budget = 64 << 10, .force_path = path},
+                {.threads = 3, .mem_budget = 64 << 10, .force_path = path},
+            };
+            for (size_t v = 0; v < 3; v++) {
+                s_search(&view, queries, nq, k, variants[v], &ids2, &d2);
+                cr_assert(memcmp(ids1, ids2, nq * k * sizeof(uint64_t)) == 0,
+                          "%s path %d variant %zu: ids differ", shoal_metric_name(m), path, v);
+                cr_assert(memcmp(d1, d2, nq * k * sizeof(float)) == 0,
+                          "%s path %d variant %zu: distances differ", shoal_metric_name(m), path,
+                          v);
+                free(ids2);
+                free(d2);
+            }
+            free(ids1);
+            free(d1);
+        }
+        flat_store_destroy(&store);
+    }
+    free(base);
+    free(queries);
+}
+
+Test(flat, large_batches_split_by_query_tiles)
+{
+    /* Batches of several full query tiles per thread are split by queries. */
+    const size_t n = 1500, dim = 8, nq = 2500, k = 5;
+    float *base = s_generate(dim, 9, DATAGEN_STREAM_BASE, n);
+    float *queries = s_generate(dim, 9, DATAGEN_STREAM_QUERY, nq);
+    uint64_t *ref = malloc(nq * k * sizeof(uint64_t));
+    cr_assert_not_null(ref);
+    cr_assert_eq(gt_knn(base, n, queries, nq, dim, SHOAL_METRIC_L2, k, 2, ref, NULL, NULL), 0);
+    flat_store_t *store = s_store_of(base, n, dim, SHOAL_METRIC_L2);
+    flat_view_t view = flat_store_view(store);
+    const flat_search_opts_t variants[] = {
+        {.threads = 1, .force_path = 2},
+        {.threads = 1, .force_path = 2, .mem_budget = 64 << 10},
+        {.threads = 2},
+    };
+    for (size_t v = 0; v < 3; v++) {
+        uint64_t *ids;
+        float *dists;
+        s_search(&view, queries, nq, k, variants[v], &ids, &dists);
+        s_check(base, n, queries, nq, dim, SHOAL_METRIC_L2, k, ids, dists, ref, k, "query split");
+        free(ids);
+        free(dists);
+    }
+    flat_store_destroy(&store);
+    free(ref);
+    free(base);
+    free(queries);
+}
+
+Test(flat, k_larger_than_n_is_padded)
+{
+    const float base[4 * 2] = {0, 0, 1, 0, 2, 0, 3, 0};
+    const float query[2] = {2.9f, 0};
+    flat_store_t *store = s_store_of(base, 4, 2, SHOAL_METRIC_L2);
+    flat_view_t view = flat_store_view(store);
+    for (int path = 0; path <= 2; path++) {
+        uint64_t ids[7];
+        float dists[7];
+        flat_search_opts_t opts = {.force_path = path};
+        cr_assert_eq(flat_search(&view, query, 1, 7, &opts, ids, dists, NULL), SHOAL_OK);
+        const size_t rows[4] = {3, 2, 1, 0};
+        for (size_t j = 0; j < 4; j++) {
+            cr_assert_eq(ids[j], S_ID(rows[j]));
+            double want = (2.9 - (double)rows[j]) * (2.9 - (double)rows[j]);
+            cr_assert_float_eq(dists[j], want, 1e-5);
+        }
+        for (size_t j = 4; j < 7; j++) {
+            cr_assert_eq(ids[j], TOPK_ID_NONE);
+            cr_assert(isinf(dists[j]) && dists[j] > 0);
+        }
+        /* dists is optional */
+        cr_assert_eq(flat_search(&view, query, 1, 7, &opts, ids, NULL, NULL), SHOAL_OK);
+        cr_assert_eq(ids[0], S_ID(3));
+    }
+    flat_store_destroy(&store);
+
+    /* An empty store pads everything. */
+    store = flat_store_new(2, SHOAL_METRIC_L2, NULL);
+    view = flat_store_view(store);
+    uint64_t ids[3];
+    cr_assert_eq(flat_search(&view, query, 1, 3, NULL, ids, NULL, NULL), SHOAL_OK);
+    cr_assert(ids[0] == TOPK_ID_NONE && ids[2] == TOPK_ID_NONE);
+    flat_store_destroy(&store);
+}
+
+Test(flat, exact_ties_break_by_id)
+{
+    /* Rows 1, 3 and 4 are the same point, stored under descending ids. */
+    const float base[5 * 2] = {5, 5, 1, 2, 9, 9, 1, 2, 1, 2};
+    const uint64_t ids_in[5] = {50, 40, 30, 20, 10};
+    for (int path = 0; path <= 2; path++) {
+        flat_store_t *store = flat_store_new(2, SHOAL_METRIC_L2, NULL);
+        cr_assert_eq(flat_store_add(store, ids_in, base, 5, NULL), SHOAL_OK);
+        flat_view_t view = flat_store_view(store);
+        uint64_t ids[2];
+        flat_search_opts_t opts = {.force_path = path};
+        cr_assert_eq(flat_search(&view, base + 2, 1, 2, &opts, ids, NULL, NULL), SHOAL_OK);
+        cr_assert(ids[0] == 10 && ids[1] == 20, "path %d: %llu %llu", path,
+                  (unsigned long long)ids[0], (unsigned long long)ids[1]);
+        flat_store_destroy(&store);
+    }
+}
+
+Test(flat, cosine_zero_query_is_at_distance_one)
+{
+    const float base[3 * 2] = {1, 0, 0, 2, -3, 0};
+    const float zero[2] = {0, 0};
+    flat_store_t *store = s_store_of(base, 3, 2, SHOAL_METRIC_COSINE);
+    flat_view_t view = flat_store_view(store);
+    uint64_t ids[3];
+    float dists[3];
+    cr_assert_eq(flat_search(&view, zero, 1, 3, NULL, ids, dists, NULL), SHOAL_OK);
+    for (size_t j = 0; j < 3; j++) {
+        cr_assert_eq(ids[j], S_ID(j));
+        cr_assert_float_eq(dists[j], 1.0f, 1e-6);
+    }
+    /* Rows were normalised on the way in. */
+    cr_assert_float_eq(view.norms_sq[2], 1.0f, 1e-6);
+    cr_assert_float_eq(view.vecs[4], -1.0f, 1e-6);
+    flat_store_destroy(&store);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Real data                                                                */
+/* ------------------------------------------------------------------------ */
+
+static const char *s_datasets(void)
+{
+    const char *dir = getenv("SHOAL_DATASETS");
+    return dir && *dir ? dir : "../shared/datasets";
+}
+
+Test(flat, siftsmall_recall_is_one)
+{
+    char dir[1024], path[1200];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/siftsmall", s_datasets());
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        cr_skip_test("%s not found (set SHOAL_DATASETS): real-data recall not checked", dir);
+        return;
+    }
+    shoal_err_t err;
+    size_t n, dim, nq, qdim, ngt, gt_k;
+    snprintf(path, sizeof path, "%s/siftsmall_base.fvecs", dir);
+    float *base = vecfile_load_f32(path, &n, &dim, &err);
+    cr_assert_not_null(base, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall_query.fvecs", dir);
+    float *queries = vecfile_load_f32(path, &nq, &qdim, &err);
+    cr_assert_not_null(queries, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall_groundtruth.ivecs", dir);
+    int32_t *truth = vecfile_load_i32(path, &ngt, &gt_k, &err);
+    cr_assert_not_null(truth, "%s", err.msg);
+    const size_t k = 100;
+    cr_assert(qdim == dim && ngt == nq && gt_k >= k);
+
+    flat_store_t *store = s_store_of(base, n, dim, SHOAL_METRIC_L2);
+    flat_view_t view = flat_store_view(store);
+    uint64_t *ids = malloc(nq * k * sizeof(uint64_t));
+    float *dists = malloc(nq * k * sizeof(float));
+    cr_assert(ids && dists);
+    for (int p = 0; p <= 2; p++) {
+        flat_search_opts_t opts = {.force_path = p};
+        cr_assert_eq(flat_search(&view, queries, nq, k, &opts, ids, dists, &err), SHOAL_OK, "%s",
+                     err.msg);
+        for (size_t q = 0; q < nq; q++) {
+            const float *qv = queries + q * dim;
+            const int32_t *t = truth + q * gt_k;
+            double last = s_true_dist(SHOAL_METRIC_L2, qv, base + (size_t)t[k - 1] * dim, dim);
+            for (size_t j = 0; j < k; j++) {
+                size_t row = S_ROW(ids[q * k + j]);
+                int listed = 0;
+                for (size_t i = 0; i < k && !listed; i++)
+                    listed = (size_t)t[i] == row;
+                /* Not listed: only a tie with the shipped 100th is acceptable
+                 * (SIFT values are integers: distances are exact in double). */
+                if (!listed)
+                    cr_assert(s_true_dist(SHOAL_METRIC_L2, qv, base + row * dim, dim) <= last,
+                              "path %d query %zu: row %zu is not among the true 100", p, q, row);
+            }
+        }
+    }
+    flat_store_destroy(&store);
+    free(ids);
+    free(dists);
+    free(truth);
+    free(queries);
+    free(base);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Store                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Every stored id maps to its row and back; the count matches. */
+static void s_check_store(const flat_store_t *store)
+{
+    flat_view_t view = flat_store_view(store);
+    cr_assert_eq(view.n, flat_store_count(store));
+    for (size_t r = 0; r < view.n; r++)
+        cr_assert_eq(flat_store_row(store, view.ids[r]), r, "row %zu", r);
+}
+
+Test(flat, add_upsert_remove_round_trips)
+{
+    const size_t dim = 3;
+    shoal_err_t err;
+    flat_store_t *store = flat_store_new(dim, SHOAL_METRIC_L2, &err);
+    cr_assert_not_null(store);
+    cr_assert_eq(flat_store_dim(store), dim);
+    cr_assert_eq(flat_store_metric(store), SHOAL_METRIC_L2);
+    cr_assert_eq(flat_store_count(store), 0);
+
+    /* 1,000 rows: the row arrays and the id map both grow several times. */
+    enum { N = 1000 };
+    static float vecs[N * 3];
+    static uint64_t ids[N];
+    for (size_t i = 0; i < N; i++) {
+        ids[i] = (uint64_t)i * 1000003u; /* sparse ids */
+        for (size_t d = 0; d < dim; d++)
+            vecs[i * dim + d] = (float)(i + d);
+    }
+    for (size_t i = 0; i < N; i += 100)
+        cr_assert_eq(flat_store_add(store, ids + i, vecs + i * dim, 100, &err), SHOAL_OK, "%s",
+                     err.msg);
+    cr_assert_eq(flat_store_count(store), N);
+    cr_assert_gt(flat_store_bytes(store), N * dim * sizeof(float));
+    s_check_store(store);
+    for (size_t i = 0; i < N; i++)
+        cr_assert_eq(flat_store_row(store, ids[i]), i);
+    cr_assert_eq(flat_store_row(store, 5), FLAT_NO_ROW);
+
+    /* Upsert overwrites in place: same row, new vector and norm. */
+    const float moved[3] = {-1, -2, -2};
+    cr_assert_eq(flat_store_add(store, &ids[10], moved, 1, &err), SHOAL_OK);
+    cr_assert_eq(flat_store_count(store), N);
+    flat_view_t view = flat_store_view(store);
+    cr_assert_eq(flat_store_row(store, ids[10]), 10);
+    cr_assert(memcmp(view.vecs + 10 * dim, moved, sizeof moved) == 0);
+    cr_assert_float_eq(view.norms_sq[10], 9.0f, 1e-6);
+
+    /* Remove from the middle: the last row moves into the hole. */
+    size_t from, to;
+    cr_assert_eq(flat_store_remove(store, ids[10], &from, &to, &err), SHOAL_OK);
+    cr_assert_eq(from, N - 1);
+    cr_assert_eq(to, 10);
+    cr_assert_eq(flat_store_row(store, ids[N - 1]), 10);
+    cr_assert_eq(flat_store_row(store, ids[10]), FLAT_NO_ROW);
+    view = flat_store_view(store);
+    cr_assert(memcmp(view.vecs + 10 * dim, vecs + (N - 1) * dim, dim * sizeof(float)) == 0);
+    cr_assert_eq(flat_store_count(store), N - 1);
+    s_check_store(store);
+
+    /* Remove the last row: nothing moves. */
+    uint64_t last_id = view.ids[N - 2];
+    cr_assert_eq(flat_store_remove(store, last_id, &from, &to, &err), SHOAL_OK);
+    cr_assert_eq(from, FLAT_NO_ROW);
+    cr_assert_eq(to, FLAT_NO_ROW);
+    cr_assert_eq(flat_store_remove(store, last_id, NULL, NULL, &err), SHOAL_ENOTFOUND);
+    cr_assert(strstr(err.msg, "not stored") != NULL, "%s", err.msg);
+
+    /* Remove most of the rest in a scattered order (exercises the map's
+     * backward shift), checking the map after each batch. */
+    for (size_t i = 0; i < N; i += 3) {
+        if (flat_store_row(store, ids[i]) == FLAT_NO_ROW)
+            continue;
+        cr_assert_eq(flat_store_remove(store, ids[i], &from, &to, NULL), SHOAL_OK);
+        if (from != FLAT_NO_ROW) {
+            /* The moved id's row is the reported one. */
+            view = flat_store_view(store);
+            cr_assert_eq(flat_store_row(store, view.ids[to]), to);
+            cr_assert_eq(from, flat_store_count(store));
+        }
+    }
+    s_check_store(store);
+
+    /* Removed ids are never returned; re-adding brings one back. */
+    view = flat_store_view(store);
+    size_t count = flat_store_count(store);
+    uint64_t *found = malloc(count * sizeof(uint64_t));
+    cr_assert_not_null(found);
+    cr_assert_eq(flat_search(&view, vecs, 1, count, NULL, found, NULL, NULL), SHOAL_OK);
+    for (size_t j = 0; j < count; j++) {
+        cr_assert_neq(found[j], TOPK_ID_NONE);
+        size_t i = (size_t)(found[j] / 1000003u);
+        cr_assert(i % 3 != 0 && i != 10 && found[j] != last_id, "removed id %llu returned",
+                  (unsigned long long)found[j]);
+    }
+    free(found);
+    cr_assert_eq(flat_store_add(store, &ids[0], vecs, 1, NULL), SHOAL_OK);
+    cr_assert_eq(flat_store_row(store, ids[0]), count);
+    view = flat_store_view(store);
+    uint64_t best;
+    cr_assert_eq(flat_search(&view, vecs, 1, 1, NULL, &best, NULL, NULL), SHOAL_OK);
+    cr_assert_eq(best, ids[0]);
+    s_check_store(store);
+
+    flat_store_destroy(&store);
+    cr_assert_null(store);
+    flat_store_destroy(&store); /* NULL-safe */
+    flat_store_destroy(NULL);
+}
+
+Test(flat, duplicate_ids_in_one_batch_last_wins)
+{
+    const uint64_t ids[4] = {7, 8, 7, 7};
+    const float vecs[4 * 2] = {1, 1, 2, 2, 3, 3, 4, 4};
+    flat_store_t *store = flat_store_new(2, SHOAL_METRIC_IP, NULL);
+    cr_assert_eq(flat_store_add(store, ids, vecs, 4, NULL), SHOAL_OK);
+    cr_assert_eq(flat_store_count(store), 2);
+    flat_view_t view = flat_store_view(store);
+    size_t row = flat_store_row(store, 7);
+    cr_assert_eq(view.vecs[row * 2], 4.0f);
+    cr_assert_eq(view.vecs[flat_store_row(store, 8) * 2], 2.0f);
+    flat_store_destroy(&store);
+}
+
+Test(flat, bad_inputs)
+{
+    shoal_err_t err;
+    cr_assert_null(flat_store_new(0, SHOAL_METRIC_L2, &err));
+    cr_assert_eq(err.code, SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "dim") != NULL);
+    cr_assert_null(flat_store_new(4, (shoal_metric_t)9, &err));
+    cr_assert(strstr(err.msg, "metric") != NULL);
+
+    flat_store_t *store = flat_store_new(2, SHOAL_METRIC_COSINE, &err);
+    const uint64_t ids[3] = {1, 2, 3};
+    float vecs[3 * 2] = {1, 2, 3, 4, 5, 6};
+
+    vecs[3] = NAN;
+    cr_assert_eq(flat_store_add(store, ids, vecs, 3, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "row 1 column 1") != NULL, "%s", err.msg);
+    vecs[3] = INFINITY;
+    cr_assert_eq(flat_store_add(store, ids, vecs, 3, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "row 1 column 1") != NULL, "%s", err.msg);
+    vecs[3] = 4;
+    vecs[4] = vecs[5] = 0;
+    cr_assert_eq(flat_store_add(store, ids, vecs, 3, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "row 2") != NULL && strstr(err.msg, "zero") != NULL, "%s",
+              err.msg);
+    vecs[4] = 5;
+    const uint64_t bad_ids[3] = {1, TOPK_ID_NONE, 3};
+    cr_assert_eq(flat_store_add(store, bad_ids, vecs, 3, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "row 1") != NULL && strstr(err.msg, "reserved") != NULL, "%s",
+              err.msg);
+    /* A failed add adds nothing. */
+    cr_assert_eq(flat_store_count(store), 0);
+    cr_assert_eq(flat_store_add(store, ids, NULL, 3, &err), SHOAL_EINVAL);
+    cr_assert_eq(flat_store_add(NULL, ids, vecs, 3, &err), SHOAL_EINVAL);
+    cr_assert_eq(flat_store_add(store, ids, vecs, 3, &err), SHOAL_OK);
+    cr_assert_eq(flat_store_remove(store, 99, NULL, NULL, &err), SHOAL_ENOTFOUND);
+    cr_assert(strstr(err.msg, "99") != NULL);
+
+    flat_view_t view = flat_store_view(store);
+    uint64_t out[4];
+    const float q[2] = {1, 0};
+    cr_assert_eq(flat_search(&view, q, 1, 0, NULL, out, NULL, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "k must be") != NULL, "%s", err.msg);
+    cr_assert_eq(flat_search(&view, q, 1, FLAT_K_MAX + 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    const float nanq[2 * 2] = {1, 0, 0, NAN};
+    cr_assert_eq(flat_search(&view, nanq, 2, 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "query 1 column 1") != NULL, "%s", err.msg);
+    const float infq[2] = {-INFINITY, 0};
+    cr_assert_eq(flat_search(&view, infq, 1, 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    cr_assert_eq(flat_search(&view, q, 1, 1, NULL, NULL, NULL, &err), SHOAL_EINVAL);
+    cr_assert_eq(flat_search(NULL, q, 1, 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    flat_search_opts_t opts = {.force_path = 3};
+    cr_assert_eq(flat_search(&view, q, 1, 1, &opts, out, NULL, &err), SHOAL_EINVAL);
+    flat_view_t bad = view;
+    bad.dim = 0;
+    cr_assert_eq(flat_search(&bad, q, 1, 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    /* Sizes whose byte counts overflow are refused before anything is read. */
+    cr_assert_eq(flat_search(&view, q, SIZE_MAX / 2, 1, NULL, out, NULL, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "overflow") != NULL, "%s", err.msg);
+    flat_store_destroy(&store);
+
+    /* L2: a squared norm past FLT_MAX would overflow the GEMM form. */
+    store = flat_store_new(2, SHOAL_METRIC_L2, NULL);
+    const float huge[2] = {3e19f, 3e19f};
+    cr_assert_eq(flat_store_add(store, ids, huge, 1, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "squared norm") != NULL, "%s", err.msg);
+    /* A zero vector is fine under L2. */
+    const float zero[2] = {0, 0};
+    cr_assert_eq(flat_store_add(store, ids, zero, 1, &err), SHOAL_OK);
+    flat_store_destroy(&store);
+}

@@ -1,0 +1,925 @@
+/*
+ * test_hnsw.c - the HNSW index: recall against exact search on real and
+ * generated data (L2, cosine, inner product), deletion (no deleted id ever
+ * returned, recall of the rest, slot reuse), filtered search, searches
+ * running during a multi-threaded insert, upsert, save/load round trips and
+ * a table of corrupted blobs, and argument checks.
+ *
+ * Real data comes from $SHOAL_DATASETS (default ../shared/datasets); tests
+ * that need it skip, saying so, when it is absent. Builds use 2 threads so the
+ * suite stays quick on 2 cores and under sanitizers. Nothing here asserts a
+ * timing.
+ */
+#include "common/datagen.h"
+#include "common/distance.h"
+#include "common/groundtruth.h"
+#include "common/topk.h"
+#include "common/vecfile.h"
+#include "shard/hnsw.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define S_SEED    20240611ULL
+#define S_THREADS 2
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static const char *s_datasets(void)
+{
+    const char *dir = getenv("SHOAL_DATASETS");
+    return dir && *dir ? dir : "../shared/datasets";
+}
+
+/* Non-zero when DIR/sub exists. */
+static int s_have(const char *sub)
+{
+    char dir[1024];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/%s", s_datasets(), sub);
+    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+#define S_NEED(sub)                                                                                \
+    do {                                                                                           \
+        if (!s_have(sub)) {                                                                        \
+            cr_skip_test("%s/%s not found (set SHOAL_DATASETS to the shared datasets folder): "    \
+                         "real-data recall not checked",                                           \
+                         s_datasets(), sub);                                                       \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static void *s_load(const char *sub, const char *name, int ints, size_t *n, size_t *dim)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s/%s", s_datasets(), sub, name);
+    shoal_err_t err;
+    void *data = ints ? (void *)vecfile_load_i32(path, n, dim, &err)
+                      : (void *)vecfile_load_f32(path, n, dim, &err);
+    cr_assert_not_null(data, "loading %s: %s", path, err.msg);
+    return data;
+}
+
+static float *s_gen(size_t n, size_t dim, unsigned stream, int normalize, uint64_t seed)
+{
+    shoal_err_t err;
+    datagen_params_t p = {.dim = dim, .normalize = normalize, .seed = seed};
+    datagen_t *g = datagen_new(&p, &err);
+    cr_assert_not_null(g, "%s", err.msg);
+    float *out = malloc(n * dim * sizeof(float));
+    cr_assert_not_null(out);
+    datagen_fill(g, stream, 0, n, out);
+    datagen_destroy(&g);
+    return out;
+}
+
+static hnsw_t *s_new(size_t dim, shoal_metric_t metric)
+{
+    shoal_err_t err;
+    hnsw_params_t p = {.dim = dim, .metric = metric, .seed = S_SEED};
+    hnsw_t *ix = hnsw_new(&p, &err);
+    cr_assert_not_null(ix, "hnsw_new: %s", err.msg);
+    return ix;
+}
+
+/* An index over rows 0..n-1 of base, with ids equal to row numbers. */
+static hnsw_t *s_build(const float *base, size_t n, size_t dim, shoal_metric_t metric)
+{
+    hnsw_t *ix = s_new(dim, metric);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    shoal_err_t err;
+    int rc = hnsw_insert_batch(ix, ids, base, n, S_THREADS, &err);
+    cr_assert_eq(rc, 0, "hnsw_insert_batch: %s", err.msg);
+    cr_assert_eq(hnsw_count(ix), n);
+    free(ids);
+    return ix;
+}
+
+static void s_search_all(const hnsw_t *ix, const float *queries, size_t nq, size_t dim, size_t k,
+                         size_t ef, hnsw_filter_fn filter, void *arg, uint64_t *ids)
+{
+    float *dists = malloc(k * sizeof *dists);
+    for (size_t q = 0; q < nq; q++) {
+        shoal_err_t err;
+        int n = hnsw_search(ix, queries + q * dim, k, ef, filter, arg, ids + q * k, dists, &err);
+        cr_assert_geq(n, 0, "hnsw_search: %s", err.msg);
+        for (int i = 1; i < n; i++)
+            cr_assert_leq(dists[i - 1], dists[i], "results out of order");
+    }
+    free(dists);
+}
+
+static void s_validate(const hnsw_t *ix)
+{
+    shoal_err_t err;
+    int rc = hnsw_validate(ix, &err);
+    cr_assert_eq(rc, 0, "hnsw_validate: %s", err.msg);
+}
+
+/* Converts uint64 truth (gt_knn) to the int32 rows gt_recall wants, through map. */
+static int32_t *s_truth32(const uint64_t *ids, size_t n, const uint64_t *map)
+{
+    int32_t *t = malloc(n * sizeof *t);
+    for (size_t i = 0; i < n; i++)
+        t[i] = ids[i] == TOPK_ID_NONE ? -1 : (int32_t)(map ? map[ids[i]] : ids[i]);
+    return t;
+}
+
+/* Recall of the index on real data with shipped ground truth. */
+static double s_real_recall(const char *sub, const char *base_name, const char *query_name,
+                            const char *gt_name, shoal_metric_t metric, size_t ef)
+{
+    size_t n, dim, nq, qdim, ngt, gt_k;
+    float *base = s_load(sub, base_name, 0, &n, &dim);
+    float *queries = s_load(sub, query_name, 0, &nq, &qdim);
+    int32_t *truth = s_load(sub, gt_name, 1, &ngt, &gt_k);
+    cr_assert_eq(qdim, dim);
+    cr_assert_eq(ngt, nq);
+    hnsw_t *ix = s_build(base, n, dim, metric);
+    s_validate(ix);
+    const size_t k = 10;
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    s_search_all(ix, queries, nq, dim, k, ef, NULL, NULL, ids);
+    double recall = gt_recall(ids, k, truth, gt_k, nq, k);
+    hnsw_stats_t st;
+    hnsw_stats(ix, &st);
+    cr_log_info("%s: recall@10 = %.4f at ef %zu; %zu vectors, max level %d, %.1f bytes/vector", sub,
+                recall, ef, st.count, st.max_level, st.bytes_per_vector);
+    fprintf(stderr, "%s: recall@10 = %.4f at ef %zu; %.1f bytes/vector\n", sub, recall, ef,
+            st.bytes_per_vector);
+    hnsw_destroy(&ix);
+    cr_assert_null(ix);
+    free(base);
+    free(queries);
+    free(truth);
+    free(ids);
+    return recall;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recall                                                                   */
+/* ------------------------------------------------------------------------ */
+
+Test(hnsw, recall_siftsmall_l2)
+{
+    S_NEED("siftsmall");
+    double r = s_real_recall("siftsmall", "siftsmall_base.fvecs", "siftsmall_query.fvecs",
+                             "siftsmall_groundtruth.ivecs", SHOAL_METRIC_L2, 128);
+    cr_assert_geq(r, 0.95, "siftsmall recall@10 %.4f < 0.95", r);
+}
+
+Test(hnsw, recall_glove50_cosine)
+{
+    S_NEED("glove50");
+    double r = s_real_recall("glove50", "glove50_base.fvecs", "glove50_query.fvecs",
+                             "glove50_groundtruth_angular.ivecs", SHOAL_METRIC_COSINE, 128);
+    cr_assert_geq(r, 0.95, "glove50 recall@10 %.4f < 0.95", r);
+}
+
+Test(hnsw, recall_generated_ip)
+{
+    const size_t n = 10000, nq = 200, dim = 64, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 7);
+    float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, 0, 7);
+    uint64_t *gt = malloc(nq * k * sizeof *gt);
+    shoal_err_t err;
+    cr_assert_eq(gt_knn(base, n, queries, nq, dim, SHOAL_METRIC_IP, k, S_THREADS, gt, NULL, &err),
+                 0, "%s", err.msg);
+    int32_t *truth = s_truth32(gt, nq * k, NULL);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_IP);
+    s_validate(ix);
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    s_search_all(ix, queries, nq, dim, k, 128, NULL, NULL, ids);
+    double r = gt_recall(ids, k, truth, k, nq, k);
+    fprintf(stderr, "generated ip: recall@10 = %.4f at ef 128\n", r);
+    cr_assert_geq(r, 0.90, "inner-product recall@10 %.4f < 0.90", r);
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(gt);
+    free(truth);
+    free(ids);
+}
+
+/* One thread, same seed, same inserts: the same graph, so the same answers. */
+Test(hnsw, single_thread_builds_are_reproducible)
+{
+    const size_t n = 1500, dim = 16, nq = 20, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 3);
+    float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, 0, 3);
+    uint64_t ids_a[20 * 10], ids_b[20 * 10];
+    hnsw_t *ix[2];
+    for (int b = 0; b < 2; b++) {
+        ix[b] = s_new(dim, SHOAL_METRIC_L2);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(hnsw_insert(ix[b], i, base + i * dim, NULL), 0);
+    }
+    s_search_all(ix[0], queries, nq, dim, k, 20, NULL, NULL, ids_a);
+    s_search_all(ix[1], queries, nq, dim, k, 20, NULL, NULL, ids_b);
+    cr_assert_arr_eq(ids_a, ids_b, sizeof ids_a);
+    hnsw_destroy(&ix[0]);
+    hnsw_destroy(&ix[1]);
+    free(base);
+    free(queries);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deletion                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Exact top-k over the rows with live[row] set, as original row numbers. */
+static int32_t *s_truth_live(const float *base, size_t n, const unsigned char *live,
+                             const float *queries, size_t nq, size_t dim, shoal_metric_t metric,
+                             size_t k)
+{
+    float *sub = malloc(n * dim * sizeof *sub);
+    uint64_t *map = malloc(n * sizeof *map);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (live[i]) {
+            memcpy(sub + m * dim, base + i * dim, dim * sizeof(float));
+            map[m++] = i;
+        }
+    }
+    uint64_t *gt = malloc(nq * k * sizeof *gt);
+    shoal_err_t err;
+    cr_assert_eq(gt_knn(sub, m, queries, nq, dim, metric, k, S_THREADS, gt, NULL, &err), 0, "%s",
+                 err.msg);
+    int32_t *truth = s_truth32(gt, nq * k, map);
+    free(sub);
+    free(map);
+    free(gt);
+    return truth;
+}
+
+Test(hnsw, delete_then_reinsert_siftsmall, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    size_t n, dim, nq, qdim;
+    float *base = s_load("siftsmall", "siftsmall_base.fvecs", 0, &n, &dim);
+    float *queries = s_load("siftsmall", "siftsmall_query.fvecs", 0, &nq, &qdim);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    unsigned char *live = malloc(n);
+    memset(live, 1, n);
+    shoal_err_t err;
+
+    /* 10%: every tenth id. */
+    for (size_t i = 0; i < n; i += 10) {
+        cr_assert_eq(hnsw_delete(ix, i, &err), 0, "delete %zu: %s", i, err.msg);
+        live[i] = 0;
+    }
+    cr_assert_eq(hnsw_count(ix), n - n / 10);
+    s_validate(ix);
+    const size_t kbig = 100;
+    uint64_t *ids = malloc(nq * kbig * sizeof *ids);
+    const size_t efs[] = {1, 10, 100, 400};
+    for (size_t e = 0; e < sizeof efs / sizeof *efs; e++) {
+        s_search_all(ix, queries, nq, dim, kbig, efs[e], NULL, NULL, ids);
+        for (size_t i = 0; i < nq * kbig; i++) {
+            cr_assert(ids[i] != HNSW_ID_NONE, "fewer than %zu results at ef %zu", kbig, efs[e]);
+            cr_assert(ids[i] < n && live[ids[i]], "deleted id %llu returned at ef %zu",
+                      (unsigned long long)ids[i], efs[e]);
+        }
+    }
+    for (size_t i = 0; i < n; i += 10)
+        cr_assert(!hnsw_contains(ix, i));
+    int32_t *truth = s_truth_live(base, n, live, queries, nq, dim, SHOAL_METRIC_L2, 10);
+    s_search_all(ix, queries, nq, dim, 10, 128, NULL, NULL, ids);
+    double r1 = gt_recall(ids, 10, truth, 10, nq, 10);
+    fprintf(stderr, "siftsmall after deleting 10%%: recall@10 = %.4f\n", r1);
+    cr_assert_geq(r1, 0.93, "recall after deleting 10%%: %.4f", r1);
+
+    /* Then half of the rest, and put them back. */
+    hnsw_stats_t st;
+    for (size_t i = 1; i < n; i += 2)
+        cr_assert_eq(hnsw_delete(ix, i, &err), 0, "delete %zu: %s", i, err.msg);
+    s_validate(ix);
+    hnsw_stats(ix, &st);
+    cr_assert_eq(st.count, n / 2 - n / 10);
+    s_search_all(ix, queries, nq, dim, 10, 128, NULL, NULL, ids);
+    for (size_t i = 0; i < nq * 10; i++)
+        cr_assert(ids[i] % 2 == 0 && ids[i] % 10 != 0, "deleted id %llu returned",
+                  (unsigned long long)ids[i]);
+    for (size_t i = 1; i < n; i += 2)
+        cr_assert_eq(hnsw_insert(ix, i, base + i * dim, &err), 0, "%s", err.msg);
+    s_validate(ix);
+    hnsw_stats(ix, &st);
+    cr_assert_eq(st.count, n - n / 10);
+    cr_assert_leq(st.slots, n, "slots grew to %zu instead of being reused", st.slots);
+    cr_assert_eq(st.free_slots, n / 10);
+    s_search_all(ix, queries, nq, dim, 10, 128, NULL, NULL, ids);
+    double r2 = gt_recall(ids, 10, truth, 10, nq, 10);
+    fprintf(stderr, "siftsmall after deleting 50%% and re-inserting: recall@10 = %.4f\n", r2);
+    cr_assert_geq(r2, 0.95, "recall after re-inserting: %.4f", r2);
+
+    /* Everything goes, then the index works again from empty. */
+    for (size_t i = 0; i < n; i++) {
+        if (hnsw_contains(ix, i))
+            cr_assert_eq(hnsw_delete(ix, i, &err), 0, "%s", err.msg);
+    }
+    cr_assert_eq(hnsw_count(ix), 0);
+    s_validate(ix);
+    float d;
+    uint64_t id;
+    cr_assert_eq(hnsw_search(ix, queries, 1, 10, NULL, NULL, &id, &d, NULL), 0);
+    cr_assert_eq(id, HNSW_ID_NONE);
+    cr_assert_eq(hnsw_insert(ix, 77, base, &err), 0);
+    cr_assert_eq(hnsw_search(ix, base, 1, 10, NULL, NULL, &id, &d, NULL), 1);
+    cr_assert_eq(id, 77);
+    s_validate(ix);
+
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(live);
+    free(ids);
+    free(truth);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Filter                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int s_even(uint64_t id, void *arg)
+{
+    (void)arg;
+    return id % 2 == 0;
+}
+
+Test(hnsw, filtered_search_keeps_only_passing_ids)
+{
+    const size_t n = 6000, nq = 100, dim = 32, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 11);
+    float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, 0, 11);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    unsigned char *even = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        even[i] = i % 2 == 0;
+    int32_t *truth = s_truth_live(base, n, even, queries, nq, dim, SHOAL_METRIC_L2, k);
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    s_search_all(ix, queries, nq, dim, k, 64, s_even, NULL, ids);
+    for (size_t i = 0; i < nq * k; i++)
+        cr_assert(ids[i] != HNSW_ID_NONE && ids[i] % 2 == 0, "id %llu does not pass the filter",
+                  (unsigned long long)ids[i]);
+    double r = gt_recall(ids, k, truth, k, nq, k);
+    fprintf(stderr, "filtered (even ids): recall@10 = %.4f at ef 64\n", r);
+    cr_assert_geq(r, 0.90, "filtered recall %.4f", r);
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(even);
+    free(truth);
+    free(ids);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Concurrency                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    hnsw_t *ix;
+    const float *queries;
+    size_t nq, dim, n;
+    atomic_int *done;
+    size_t searches; /* out */
+    int bad;         /* out: first problem seen, 0 when none */
+} s_searcher_t;
+
+static void *s_searcher(void *arg)
+{
+    s_searcher_t *s = arg;
+    uint64_t ids[10];
+    float dists[10];
+    for (size_t q = 0; !atomic_load(s->done) || s->searches < 20; q = (q + 1) % s->nq) {
+        int n = hnsw_search(s->ix, s->queries + q * s->dim, 10, 32, NULL, NULL, ids, dists, NULL);
+        s->searches++;
+        if (n < 0) {
+            s->bad = 1;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ids[i] >= s->n || !isfinite(dists[i]) || (i && dists[i - 1] > dists[i]))
+                s->bad = 2;
+        }
+        for (int i = n; i < 10; i++) {
+            if (ids[i] != HNSW_ID_NONE)
+                s->bad = 3;
+        }
+        if (s->bad)
+            break;
+    }
+    return NULL;
+}
+
+Test(hnsw, searches_during_batch_insert)
+{
+    const size_t n = 6000, first = 500, nq = 100, dim = 48, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 5);
+    float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, 0, 5);
+    uint64_t *all = malloc(n * sizeof *all);
+    for (size_t i = 0; i < n; i++)
+        all[i] = i;
+    hnsw_t *ix = s_new(dim, SHOAL_METRIC_L2);
+    shoal_err_t err;
+    cr_assert_eq(hnsw_insert_batch(ix, all, base, first, 1, &err), 0, "%s", err.msg);
+
+    atomic_int done;
+    atomic_init(&done, 0);
+    s_searcher_t s[2];
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        s[i] = (s_searcher_t){
+            .ix = ix, .queries = queries, .nq = nq, .dim = dim, .n = n, .done = &done};
+        cr_assert_eq(pthread_create(&t[i], NULL, s_searcher, &s[i]), 0);
+    }
+    int rc = hnsw_insert_batch(ix, all + first, base + first * dim, n - first, S_THREADS, &err);
+    atomic_store(&done, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(s[i].bad, 0, "searcher %d saw a bad result (%d)", i, s[i].bad);
+    cr_assert_eq(hnsw_count(ix), n);
+    s_validate(ix);
+
+    uint64_t *gt = malloc(nq * k * sizeof *gt);
+    cr_assert_eq(gt_knn(base, n, queries, nq, dim, SHOAL_METRIC_L2, k, S_THREADS, gt, NULL, &err),
+                 0);
+    int32_t *truth = s_truth32(gt, nq * k, NULL);
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    s_search_all(ix, queries, nq, dim, k, 128, NULL, NULL, ids);
+    double r = gt_recall(ids, k, truth, k, nq, k);
+    fprintf(stderr, "after concurrent insert: recall@10 = %.4f (%zu + %zu searches ran)\n", r,
+            s[0].searches, s[1].searches);
+    cr_assert_geq(r, 0.95, "recall after a concurrent build %.4f", r);
+
+    /* A search after an insert returned sees the vector: a fresh one from
+     * the data's distribution, and an outlier far from everything (which
+     * keeps a way in even though the heuristic prunes all its back-links). */
+    uint64_t id;
+    float dist;
+    cr_assert_eq(hnsw_insert(ix, 123456789, queries + 3 * dim, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_search(ix, queries + 3 * dim, 1, 32, NULL, NULL, &id, &dist, &err), 1);
+    cr_assert_eq(id, 123456789);
+    cr_assert_float_eq(dist, 0.0f, 1e-6);
+    float v[48];
+    for (size_t d = 0; d < dim; d++)
+        v[d] = 100.0f + (float)d;
+    cr_assert_eq(hnsw_insert(ix, 987654321, v, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_search(ix, v, 1, 128, NULL, NULL, &id, &dist, &err), 1);
+    cr_assert_eq(id, 987654321);
+    cr_assert_float_eq(dist, 0.0f, 1e-3);
+
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(all);
+    free(gt);
+    free(truth);
+    free(ids);
+}
+
+/* Many threads insert while the index grows through several chunks. */
+Test(hnsw, batch_insert_grows_under_threads)
+{
+    const size_t n = 5000, dim = 8;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 9);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = 1000000 + i * 7;
+    hnsw_t *ix = s_new(dim, SHOAL_METRIC_L2);
+    shoal_err_t err;
+    cr_assert_eq(hnsw_insert_batch(ix, ids, base, n, 4, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_count(ix), n);
+    s_validate(ix);
+    float v[8];
+    for (size_t i = 0; i < n; i += 97) {
+        cr_assert_eq(hnsw_get(ix, ids[i], v, &err), 0);
+        cr_assert_arr_eq(v, base + i * dim, sizeof v);
+        uint64_t id;
+        float d;
+        cr_assert_eq(hnsw_search(ix, v, 1, 32, NULL, NULL, &id, &d, NULL), 1);
+        cr_assert_float_eq(d, 0.0f, 1e-6);
+    }
+    hnsw_destroy(&ix);
+    free(base);
+    free(ids);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Upsert                                                                   */
+/* ------------------------------------------------------------------------ */
+
+Test(hnsw, upsert_replaces_the_vector)
+{
+    const size_t n = 500, dim = 16;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 13);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    float v[16], out[16];
+    for (size_t d = 0; d < dim; d++)
+        v[d] = -50.0f - (float)d;
+    shoal_err_t err;
+    cr_assert_eq(hnsw_insert(ix, 42, v, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_count(ix), n);
+    cr_assert_eq(hnsw_get(ix, 42, out, &err), 0);
+    cr_assert_arr_eq(out, v, sizeof v);
+    uint64_t id[2];
+    float dist[2];
+    cr_assert_eq(hnsw_search(ix, v, 2, 32, NULL, NULL, id, dist, NULL), 2);
+    cr_assert_eq(id[0], 42);
+    cr_assert_float_eq(dist[0], 0.0f, 1e-6);
+    /* The old vector is gone: searching for it does not find 42 at 0. */
+    cr_assert_eq(hnsw_search(ix, base + 42 * dim, 1, 32, NULL, NULL, id, dist, NULL), 1);
+    cr_assert(id[0] != 42);
+    /* Upserts inside a batch too. */
+    uint64_t ids[3] = {1, 2, 3};
+    cr_assert_eq(hnsw_insert_batch(ix, ids, base + 10 * dim, 3, 2, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_count(ix), n);
+    cr_assert_eq(hnsw_get(ix, 2, out, NULL), 0);
+    cr_assert_arr_eq(out, base + 11 * dim, sizeof out);
+    s_validate(ix);
+    hnsw_destroy(&ix);
+    free(base);
+}
+
+Test(hnsw, cosine_stores_normalised)
+{
+    hnsw_t *ix = s_new(3, SHOAL_METRIC_COSINE);
+    float v[3] = {3, 0, 4}, out[3];
+    cr_assert_eq(hnsw_insert(ix, 1, v, NULL), 0);
+    cr_assert_eq(hnsw_get(ix, 1, out, NULL), 0);
+    cr_assert_float_eq(out[0], 0.6f, 1e-6);
+    cr_assert_float_eq(out[2], 0.8f, 1e-6);
+    float q[3] = {30, 0, 40};
+    uint64_t id;
+    float d;
+    cr_assert_eq(hnsw_search(ix, q, 1, 4, NULL, NULL, &id, &d, NULL), 1);
+    cr_assert_float_eq(d, 0.0f, 1e-6);
+    float zero[3] = {0, 0, 0};
+    shoal_err_t err;
+    cr_assert_eq(hnsw_insert(ix, 2, zero, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_count(ix), 1);
+    hnsw_destroy(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Save / load                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A small index with free slots, saved. */
+static hnsw_t *s_saved(uint8_t **blob, size_t *len, float **queries_out, size_t *dim_out)
+{
+    const size_t n = 1200, dim = 12;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 17);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    for (size_t i = 0; i < n; i += 9)
+        cr_assert_eq(hnsw_delete(ix, i, NULL), 0);
+    shoal_err_t err;
+    cr_assert_eq(hnsw_save_buffer(ix, blob, len, &err), 0, "%s", err.msg);
+    free(base);
+    if (queries_out)
+        *queries_out = s_gen(50, dim, DATAGEN_STREAM_QUERY, 0, 17);
+    if (dim_out)
+        *dim_out = dim;
+    return ix;
+}
+
+Test(hnsw, save_load_round_trip)
+{
+    uint8_t *blob;
+    size_t len, dim;
+    float *queries;
+    hnsw_t *ix = s_saved(&blob, &len, &queries, &dim);
+    shoal_err_t err;
+    hnsw_t *back = hnsw_load(blob, len, &err);
+    cr_assert_not_null(back, "hnsw_load: %s", err.msg);
+    s_validate(back);
+    cr_assert_eq(hnsw_count(back), hnsw_count(ix));
+    cr_assert_eq(hnsw_dim(back), dim);
+    cr_assert_eq(hnsw_metric(back), SHOAL_METRIC_L2);
+    hnsw_stats_t a, b;
+    hnsw_stats(ix, &a);
+    hnsw_stats(back, &b);
+    cr_assert_eq(a.max_level, b.max_level);
+    cr_assert_eq(b.slots, b.count, "free slots are compacted on save");
+    for (size_t q = 0; q < 50; q++) {
+        uint64_t i1[20], i2[20];
+        float d1[20], d2[20];
+        int n1 = hnsw_search(ix, queries + q * dim, 20, 40, NULL, NULL, i1, d1, NULL);
+        int n2 = hnsw_search(back, queries + q * dim, 20, 40, NULL, NULL, i2, d2, NULL);
+        cr_assert_eq(n1, n2);
+        cr_assert_arr_eq(i1, i2, sizeof i1);
+        cr_assert_arr_eq(d1, d2, sizeof d1);
+    }
+    /* Saving the loaded index gives the same bytes. */
+    uint8_t *blob2;
+    size_t len2;
+    cr_assert_eq(hnsw_save_buffer(back, &blob2, &len2, NULL), 0);
+    cr_assert_eq(len2, len);
+    cr_assert_arr_eq(blob2, blob, len);
+    /* And it keeps working: inserts and deletes. */
+    cr_assert_eq(hnsw_delete(back, 5, NULL), 0);
+    cr_assert_eq(hnsw_insert(back, 5, queries, NULL), 0);
+    s_validate(back);
+    free(blob2);
+    /* An empty index round-trips too. */
+    hnsw_t *empty = s_new(4, SHOAL_METRIC_IP);
+    cr_assert_eq(hnsw_save_buffer(empty, &blob2, &len2, NULL), 0);
+    hnsw_t *eback = hnsw_load(blob2, len2, &err);
+    cr_assert_not_null(eback, "%s", err.msg);
+    cr_assert_eq(hnsw_count(eback), 0);
+    hnsw_destroy(&eback);
+    hnsw_destroy(&empty);
+    free(blob2);
+    hnsw_destroy(&back);
+    hnsw_destroy(&ix);
+    free(blob);
+    free(queries);
+}
+
+static int s_failing_write(void *ctx, const void *data, size_t len)
+{
+    (void)data;
+    size_t *budget = ctx;
+    if (len > *budget)
+        return SHOAL_EIO;
+    *budget -= len;
+    return 0;
+}
+
+Test(hnsw, save_reports_write_errors)
+{
+    uint8_t *blob;
+    size_t len;
+    hnsw_t *ix = s_saved(&blob, &len, NULL, NULL);
+    size_t budget = 100;
+    shoal_err_t err;
+    cr_assert_eq(hnsw_save(ix, s_failing_write, &budget, &err), SHOAL_EIO);
+    cr_assert_neq(err.msg[0], '\0');
+    hnsw_destroy(&ix);
+    free(blob);
+}
+
+/* Loads a modified copy and expects NULL with code. */
+static void s_expect_bad(const uint8_t *blob, size_t len, int code, const char *what)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    uint8_t *copy = malloc(len ? len : 1);
+    memcpy(copy, blob, len);
+    hnsw_t *ix = hnsw_load(copy, len, &err);
+    cr_assert_null(ix, "%s: loaded", what);
+    cr_assert_eq(err.code, code, "%s: code %d (%s), expected %d", what, err.code, err.msg, code);
+    cr_assert_neq(err.msg[0], '\0');
+    free(copy);
+}
+
+static void s_set32(uint8_t *b, size_t off, uint32_t v)
+{
+    memcpy(b + off, &v, 4);
+}
+
+static void s_set64(uint8_t *b, size_t off, uint64_t v)
+{
+    memcpy(b + off, &v, 8);
+}
+
+Test(hnsw, load_rejects_corrupt_blobs, .timeout = 240)
+{
+    uint8_t *blob;
+    size_t len, dim;
+    hnsw_t *ix = s_saved(&blob, &len, NULL, &dim);
+    uint8_t *b = malloc(len);
+
+    /* Truncation: every 7 bytes through the header and the first records,
+     * then sampled through the body, and the last bytes. */
+    for (size_t cut = 0; cut < len; cut += (cut < 2048 ? 7 : len / 300 + 1))
+        s_expect_bad(blob, cut, SHOAL_ECORRUPT, "truncated");
+    for (size_t cut = len - 16; cut < len; cut++)
+        s_expect_bad(blob, cut, SHOAL_ECORRUPT, "truncated at the end");
+    /* Trailing garbage. */
+    uint8_t *longer = malloc(len + 4);
+    memcpy(longer, blob, len);
+    memset(longer + len, 0, 4);
+    s_expect_bad(longer, len + 4, SHOAL_ECORRUPT, "trailing bytes");
+    free(longer);
+
+    struct {
+        size_t off;
+        int wide; /* 4 or 8 bytes */
+        uint64_t value;
+        int code;
+        const char *what;
+    } table[] = {
+        {0, 8, 0x5858585858585858ULL, SHOAL_ECORRUPT, "magic"},
+        {8, 4, 2, SHOAL_EUNSUPPORTED, "version 2"},
+        {8, 4, 0, SHOAL_EUNSUPPORTED, "version 0"},
+        {12, 4, 0x04030201, SHOAL_EUNSUPPORTED, "other byte order"},
+        {12, 4, 0xdeadbeef, SHOAL_ECORRUPT, "endianness garbage"},
+        {16, 4, 0, SHOAL_ECORRUPT, "dim 0"},
+        {16, 4, 1u << 20, SHOAL_ECORRUPT, "dim huge"},
+        {16, 4, 11, SHOAL_ECORRUPT, "dim off by one"},
+        {20, 4, 3, SHOAL_ECORRUPT, "metric 3"},
+        {24, 4, 1, SHOAL_ECORRUPT, "M 1"},
+        {24, 4, 1000, SHOAL_ECORRUPT, "M 1000"},
+        {28, 4, 31, SHOAL_ECORRUPT, "M0 not 2M"},
+        {32, 4, 0, SHOAL_ECORRUPT, "ef_construction 0"},
+        {36, 4, 65, SHOAL_ECORRUPT, "max level 65"},
+        {36, 4, (uint32_t)-2, SHOAL_ECORRUPT, "max level -2"},
+        {36, 4, 0, SHOAL_ECORRUPT, "max level lower than a node's"},
+        {48, 8, UINT64_MAX, SHOAL_ECORRUPT, "nodes overflow"},
+        {48, 8, (uint64_t)1 << 61, SHOAL_ECORRUPT, "nodes * size overflows"},
+        {48, 8, 0, SHOAL_ECORRUPT, "nodes 0 with an entry"},
+        {48, 8, 3, SHOAL_ECORRUPT, "nodes too few"},
+        {56, 4, 0xfffffff0u, SHOAL_ECORRUPT, "entry past nodes"},
+        {56, 4, HNSW_ID_NONE & 0xffffffffu, SHOAL_ECORRUPT, "no entry with nodes"},
+        {60, 4, 1, SHOAL_ECORRUPT, "reserved"},
+    };
+    for (size_t t = 0; t < sizeof table / sizeof *table; t++) {
+        memcpy(b, blob, len);
+        if (table[t].wide == 8)
+            s_set64(b, table[t].off, table[t].value);
+        else
+            s_set32(b, table[t].off, (uint32_t)table[t].value);
+        s_expect_bad(b, len, table[t].code, table[t].what);
+    }
+
+    /* Node 0's record: id at 72, level at 80, vector at 84, then layer 0. */
+    const size_t rec = 72, links0 = rec + 12 + dim * 4;
+    uint32_t nodes;
+    memcpy(&nodes, blob + 48, 4);
+    uint32_t count0;
+    memcpy(&count0, blob + links0, 4);
+    cr_assert_gt(count0, 1);
+
+    memcpy(b, blob, len);
+    s_set32(b, links0 + 4, nodes);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "link past the nodes");
+    memcpy(b, blob, len);
+    s_set32(b, links0 + 4, 0);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "link to itself");
+    memcpy(b, blob, len);
+    uint32_t other;
+    memcpy(&other, b + links0 + 8, 4);
+    s_set32(b, links0 + 4, other);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "duplicate link");
+    memcpy(b, blob, len);
+    s_set32(b, links0, 33);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "more links than M0");
+    memcpy(b, blob, len);
+    s_set32(b, links0, 0xffffffffu);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "link count overflow");
+    memcpy(b, blob, len);
+    s_set32(b, rec + 8, 64);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "node level above max level");
+    memcpy(b, blob, len);
+    s_set64(b, rec, HNSW_ID_NONE);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "reserved id");
+    memcpy(b, blob, len);
+    float nan = NAN;
+    memcpy(b + rec + 12, &nan, 4);
+    s_expect_bad(b, len, SHOAL_ECORRUPT, "NaN in a vector");
+    /* Node 1's id made equal to node 0's. */
+    size_t rec1 = links0 + 4 + count0 * 4;
+    uint32_t level0;
+    memcpy(&level0, blob + rec + 8, 4);
+    if (level0 == 0) {
+        memcpy(b, blob, len);
+        memcpy(b + rec1, blob + rec, 8);
+        s_expect_bad(b, len, SHOAL_ECORRUPT, "duplicate id");
+    }
+
+    /* Random damage never crashes: each result is NULL or a valid index. */
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, 99);
+    for (int round = 0; round < 400; round++) {
+        memcpy(b, blob, len);
+        int flips = 1 + (int)(shoal_rng_next(&rng) % 4);
+        for (int f = 0; f < flips; f++)
+            b[shoal_rng_next(&rng) % len] ^= (uint8_t)(1u << (shoal_rng_next(&rng) % 8));
+        shoal_err_t err;
+        hnsw_t *got = hnsw_load(b, len, &err);
+        if (got) {
+            s_validate(got);
+            uint64_t id[5];
+            float d[5];
+            float q[12] = {0};
+            cr_assert_geq(hnsw_search(got, q, 5, 10, NULL, NULL, id, d, NULL), 0);
+            hnsw_destroy(&got);
+        } else {
+            cr_assert(err.code == SHOAL_ECORRUPT || err.code == SHOAL_EUNSUPPORTED,
+                      "round %d: code %d (%s)", round, err.code, err.msg);
+        }
+    }
+    free(b);
+    free(blob);
+    hnsw_destroy(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad input                                                                */
+/* ------------------------------------------------------------------------ */
+
+Test(hnsw, rejects_bad_parameters)
+{
+    shoal_err_t err;
+    hnsw_params_t p = {.dim = 8, .metric = SHOAL_METRIC_L2, .M = 1};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert_eq(err.code, SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "M") != NULL, "%s", err.msg);
+    p = (hnsw_params_t){.dim = 0, .metric = SHOAL_METRIC_L2};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert(strstr(err.msg, "dim") != NULL, "%s", err.msg);
+    p = (hnsw_params_t){.dim = HNSW_DIM_MAX + 1, .metric = SHOAL_METRIC_L2};
+    cr_assert_null(hnsw_new(&p, &err));
+    p = (hnsw_params_t){.dim = 8, .metric = (shoal_metric_t)7};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert(strstr(err.msg, "metric") != NULL, "%s", err.msg);
+    p = (hnsw_params_t){.dim = 8, .metric = SHOAL_METRIC_L2, .M = HNSW_M_MAX + 1};
+    cr_assert_null(hnsw_new(&p, &err));
+    p = (hnsw_params_t){.dim = 8, .ef_construction = HNSW_EF_CONSTRUCTION_MAX + 1};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert(strstr(err.msg, "ef_construction") != NULL, "%s", err.msg);
+    cr_assert_null(hnsw_new(NULL, &err));
+    hnsw_destroy(NULL);
+    hnsw_t *none = NULL;
+    hnsw_destroy(&none);
+}
+
+Test(hnsw, rejects_bad_input)
+{
+    const size_t dim = 4;
+    hnsw_t *ix = s_new(dim, SHOAL_METRIC_L2);
+    shoal_err_t err;
+    float good[4] = {1, 2, 3, 4};
+    float bad[4] = {1, NAN, 3, 4};
+    float inf[4] = {1, 2, INFINITY, 4};
+    cr_assert_eq(hnsw_insert(ix, 1, bad, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_insert(ix, 1, inf, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_insert(ix, HNSW_ID_NONE, good, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_count(ix), 0);
+    float rows[3 * 4] = {1, 1, 1, 1, 2, 2, 2, 2, 3, 3, -INFINITY, 3};
+    uint64_t ids[3] = {1, 2, 3};
+    cr_assert_eq(hnsw_insert_batch(ix, ids, rows, 3, 2, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "row 2") != NULL, "%s", err.msg);
+    cr_assert_eq(hnsw_count(ix), 0, "a bad row must insert none");
+    cr_assert_eq(hnsw_delete(ix, 9, &err), SHOAL_ENOTFOUND);
+
+    uint64_t id[2];
+    float d[2];
+    cr_assert_eq(hnsw_search(ix, good, 2, 10, NULL, NULL, id, d, &err), 0);
+    cr_assert_eq(id[0], HNSW_ID_NONE);
+    cr_assert(isinf(d[1]));
+    cr_assert_eq(hnsw_insert(ix, 1, good, &err), 0);
+    cr_assert_eq(hnsw_search(ix, good, 0, 10, NULL, NULL, id, d, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_search(ix, good, 1, 0, NULL, NULL, id, d, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_search(ix, bad, 1, 10, NULL, NULL, id, d, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_search(ix, good, 2, 10, NULL, NULL, id, d, &err), 1);
+    cr_assert_eq(id[0], 1);
+    cr_assert_eq(id[1], HNSW_ID_NONE);
+    cr_assert_eq(hnsw_get(ix, 2, good, &err), SHOAL_ENOTFOUND);
+    cr_assert_eq(hnsw_delete(ix, 2, &err), SHOAL_ENOTFOUND);
+    cr_assert_eq(hnsw_delete(ix, 1, &err), 0);
+    cr_assert_eq(hnsw_delete(ix, 1, &err), SHOAL_ENOTFOUND);
+    s_validate(ix);
+    cr_assert_null(hnsw_load(NULL, 0, &err));
+    cr_assert_eq(err.code, SHOAL_ECORRUPT);
+    hnsw_destroy(&ix);
+}
+
+Test(hnsw, small_m_and_tiny_graphs)
+{
+    /* M = 2 (M0 = 4) and a handful of points: every point still found. */
+    shoal_err_t err;
+    hnsw_params_t p = {
+        .dim = 2, .metric = SHOAL_METRIC_L2, .M = 2, .ef_construction = 4, .seed = 1};
+    hnsw_t *ix = hnsw_new(&p, &err);
+    cr_assert_not_null(ix, "%s", err.msg);
+    for (uint64_t i = 0; i < 200; i++) {
+        float v[2] = {(float)(i % 20), (float)(i / 20)};
+        cr_assert_eq(hnsw_insert(ix, i, v, &err), 0, "%s", err.msg);
+    }
+    s_validate(ix);
+    for (uint64_t i = 0; i < 200; i += 3) {
+        float v[2] = {(float)(i % 20), (float)(i / 20)};
+        uint64_t id;
+        float d;
+        cr_assert_eq(hnsw_search(ix, v, 1, 64, NULL, NULL, &id, &d, NULL), 1);
+        cr_assert_eq(id, i);
+    }
+    for (uint64_t i = 0; i < 200; i += 2)
+        cr_assert_eq(hnsw_delete(ix, i, &err), 0, "%s", err.msg);
+    s_validate(ix);
+    hnsw_destroy(&ix);
+}
