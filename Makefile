@@ -8,6 +8,10 @@
 #   make bench-distances  distance kernels, scalar vs SIMD
 #   make bench-hnsw    shoal's HNSW against hnswlib (BENCH_HNSW_N=... sets the
 #                      generated set's size; make bench-hnsw-quick: 20,000)
+#   make bench-flat    shoal's exact CPU search against Faiss's IndexFlatL2
+#   make bench-shard   a shoal-shard through its socket: inserts/s, socket cost,
+#                      restart vs rebuild (BENCH_SHARD_N=... sets the set's size)
+#   make bench-deps    install the peers the benchmarks compare with (needs root)
 #
 # Objects go to $(BUILD)/, binaries to $(BIN)/. Sanitizer builds use their own
 # BUILD and BIN so the two never mix.
@@ -93,10 +97,9 @@ endif
 # Libraries found through pkg-config. Recursive (=) so that pkg-config only
 # runs for targets that link them: gpu/ and common/ core build without them.
 # --------------------------------------------------------------------------
-PKG_ZMQ = $(shell pkg-config --cflags --libs libczmq libzmq)
-PKG_MSGPACK = $(shell pkg-config --cflags --libs msgpack)
-PKG_ROCKSDB = $(shell pkg-config --cflags --libs rocksdb)
-PKG_OPENBLAS = $(shell pkg-config --cflags --libs openblas)
+NET_PKGS := libczmq libzmq msgpack rocksdb
+NET_CFLAGS = $(shell pkg-config --cflags $(NET_PKGS))
+NET_LIBS = $(shell pkg-config --libs $(NET_PKGS))
 CRITERION_CFLAGS = $(shell pkg-config --cflags criterion)
 CRITERION_LIBS = $(shell pkg-config --libs criterion)
 
@@ -104,7 +107,10 @@ CRITERION_LIBS = $(shell pkg-config --libs criterion)
 # Sources
 # --------------------------------------------------------------------------
 # common/ core: no ZeroMQ, RocksDB or msgpack; gpu/ builds on these alone.
-COMMON_SRCS := $(wildcard common/*.c)
+# common/'s networked part: the wire codec (msgpack) and the RocksDB wrapper.
+NET_SRCS := $(wildcard common/wire*.c common/kv*.c)
+NET_OBJS := $(NET_SRCS:%.c=$(BUILD)/%.o)
+COMMON_SRCS := $(filter-out $(NET_SRCS),$(wildcard common/*.c))
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/%.o)
 
 # gpu_check.c is a program (make gpu-check), not part of the library.
@@ -116,6 +122,15 @@ GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 INDEX_SRCS := $(wildcard shard/hnsw*.c)
 INDEX_OBJS := $(INDEX_SRCS:%.c=$(BUILD)/%.o)
 
+# The shard server: storage layer and sockets (main.c holds only main()).
+SHARD_SRCS := $(filter-out $(INDEX_SRCS) shard/main.c,$(wildcard shard/*.c))
+SHARD_OBJS := $(SHARD_SRCS:%.c=$(BUILD)/%.o)
+SHARD_MAIN := $(if $(wildcard shard/main.c),$(BUILD)/shard/main.o)
+
+# The client library (client/*.c except the CLI's main).
+CLIENT_SRCS := $(filter-out client/main.c,$(wildcard client/*.c))
+CLIENT_OBJS := $(CLIENT_SRCS:%.c=$(BUILD)/%.o)
+
 BENCH_SRCS := $(wildcard bench/shoal_bench*.c)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
@@ -125,8 +140,11 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
 LIB_INDEX := $(BUILD)/libshoal_index.a
+LIB_NET := $(BUILD)/libshoal_net.a
+LIB_SHARD := $(BUILD)/libshoal_shard.a
+LIB_CLIENT := $(BUILD)/libshoal_client.a
 
-PROGRAMS := $(BIN)/shoal-bench
+PROGRAMS := $(BIN)/shoal-bench $(if $(SHARD_MAIN),$(BIN)/shoal-shard)
 
 # The SIMD kernels get their instruction sets per file; everything else stays
 # baseline x86-64 so one binary runs on any CPU and picks kernels at run time.
@@ -147,8 +165,8 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # --------------------------------------------------------------------------
 # Rules
 # --------------------------------------------------------------------------
-.PHONY: all deps test test-run test-asan demo bench-distances bench-hnsw bench-hnsw-quick \
-        clean info gpu-lib gpu-check
+.PHONY: all deps test test-run test-asan demo bench-distances bench-deps bench-hnsw \
+        bench-hnsw-quick bench-flat bench-shard clean info gpu-lib gpu-check
 
 all: $(PROGRAMS) $(TEST_BINS)
 	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
@@ -198,16 +216,40 @@ $(LIB_INDEX): $(INDEX_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
+$(LIB_NET): $(NET_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SHARD): $(SHARD_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_CLIENT): $(CLIENT_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(NET_OBJS) $(SHARD_OBJS) $(SHARD_MAIN) $(BENCH_OBJS) $(CLIENT_OBJS): CFLAGS_BASE += $(NET_CFLAGS)
+
+$(BIN)/shoal-shard: $(SHARD_MAIN) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
+                    $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(NET_LIBS) $(GPU_LDLIBS) \
+	    $(BLAS_LIBS) $(LDLIBS_BASE)
+
+$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
+                    $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(NET_LIBS) $(GPU_LDLIBS) \
+	    $(BLAS_LIBS) $(LDLIBS_BASE)
 
 $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(DEPFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(NET_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_INDEX) $(LIB_GPU) $(LIB_COMMON)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) \
+                  $(LIB_COMMON)
+	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(NET_LIBS) \
+	    $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 deps:
 	@bash deploy/install-deps.sh
@@ -217,11 +259,16 @@ deps:
 TEST_ENV = SHOAL_BIN=$(abspath $(BIN)) SHOAL_DATASETS=$(DATASETS) SHOAL_LOG_LEVEL=warn \
            SHOAL_TMP=$(abspath $(BUILD))/tmp
 test-run: all
-	@mkdir -p $(BUILD)/tmp
+	@mkdir -p $(BUILD)/tmp $(BUILD)/logs
 	@failed=(); \
 	for t in $(TEST_BINS); do \
 	    echo "=== $$t"; \
-	    if ! $(TEST_ENV) $$t --jobs=2; then failed+=("$$t"); fi; \
+	    log=$(BUILD)/logs/$$(basename $$t).log; \
+	    $(TEST_ENV) $$t --jobs=2 2>&1 | tee $$log; rc=$${PIPESTATUS[0]}; \
+	    if [ $$rc -ne 0 ]; then failed+=("$$t"); \
+	    elif grep -qE 'LeakSanitizer|AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:' $$log; then \
+	        echo "shoal: sanitizer report in $$t (see $$log)"; failed+=("$$t"); \
+	    fi; \
 	done; \
 	if [ $${#failed[@]} -ne 0 ]; then \
 	    echo "shoal: FAILED suites: $${failed[*]}"; exit 1; \
@@ -258,13 +305,48 @@ $(BIN)/hnswlib-bench: bench/hnswlib_bench.cpp $(LIB_COMMON) $(FLAGS_STAMP)
 	$(CXX) $(CXXFLAGS_BASE) $(CFLAGS) $(LDFLAGS_BASE) $(LDFLAGS) $< $(LIB_COMMON) -o $@ \
 	    $(BLAS_LIBS) $(LDLIBS_BASE)
 
-bench-hnsw:
+# The peers: hnswlib's headers, Debian's python3-faiss and python3-numpy.
+bench-deps:
+	@bash deploy/install-bench-deps.sh
+
+bench-hnsw: bench-deps
 	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(NATIVE_BUILD) BIN=$(NATIVE_BUILD)/bin \
 	    CFLAGS="$(NATIVE_CFLAGS)" $(NATIVE_BUILD)/bin/shoal-bench $(NATIVE_BUILD)/bin/hnswlib-bench
 	@BENCH_HNSW_N=$(BENCH_HNSW_N) SHOAL_DATASETS=$(DATASETS) bash bench/run_hnsw.sh $(NATIVE_BUILD)/bin
 
 bench-hnsw-quick:
 	@$(MAKE) --no-print-directory bench-hnsw BENCH_HNSW_N=20000
+
+# shoal's exact search against Faiss's (bench/run_flat.sh), run by Debian's
+# /usr/bin/python3. shoal runs from the native build, as in bench-hnsw, and once
+# from the default -O2 build so that both are visible; Debian's Faiss is a
+# generic build, which the output says.
+bench-flat: bench-deps
+	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(NATIVE_BUILD) BIN=$(NATIVE_BUILD)/bin \
+	    CFLAGS="$(NATIVE_CFLAGS)" $(NATIVE_BUILD)/bin/shoal-bench
+	@$(MAKE) --no-print-directory $(BIN)/shoal-bench
+	@SHOAL_DATASETS=$(DATASETS) bash bench/run_flat.sh $(NATIVE_BUILD)/bin $(BIN)
+
+# A shoal-shard process driven through its socket (bench/shoal_bench_shard.c):
+# insert rate, socket overhead against in-process HNSW, restart from the
+# checkpoint against a rebuild. Data: `shoal-bench gen` into
+# build/bench-data/gen-N-q1000-k10 (the same set bench-hnsw uses), made once and reused.
+# N is $(BENCH_SHARD_N), else 1,000,000, or 200,000 on fewer than 4 cores (1M
+# would take well over 15 minutes there: two HNSW builds of 1M on 2 cores).
+BENCH_SHARD_N ?=
+bench-shard: $(BIN)/shoal-bench $(BIN)/shoal-shard
+	@n=$(BENCH_SHARD_N); \
+	if [ -z "$$n" ]; then if [ "$$(nproc)" -ge 4 ]; then n=1000000; else n=200000; fi; fi; \
+	gen=build/bench-data/gen-$$n-q1000-k10; \
+	if [ ! -f "$$gen/groundtruth.ivecs" ]; then \
+	    echo "== generating $$gen"; \
+	    $(BIN)/shoal-bench gen --n $$n --dim 128 --queries 1000 --k 10 --seed 1 \
+	        --out "$$gen" || exit 1; \
+	else echo "bench-shard: reusing $$gen"; fi; \
+	mkdir -p $(BUILD)/tmp; \
+	SHOAL_TMP=$(abspath $(BUILD))/tmp SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} \
+	    $(BIN)/shoal-bench shard --base "$$gen/base.fvecs" --queries "$$gen/query.fvecs" \
+	    --gt "$$gen/groundtruth.ivecs" --shard-bin $(BIN)/shoal-shard
 
 demo: $(BIN)/shoal-bench
 	@bash deploy/demo.sh $(BIN)

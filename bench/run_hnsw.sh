@@ -10,7 +10,7 @@
 #   siftsmall  from ${SHOAL_DATASETS:-../shared/datasets}/siftsmall (skipped
 #              with a message when absent);
 #   gen-N      clustered, dim 128, 1000 queries, made once by `shoal-bench gen`
-#              into build/bench-data/gen-N and reused. N is $BENCH_HNSW_N, else
+#              into build/bench-data/gen-N-q1000-kK and reused. N is $BENCH_HNSW_N, else
 #              1,000,000, or 200,000 on machines with fewer than 4 cores (a
 #              1M build there takes well over 20 minutes per library).
 #
@@ -192,7 +192,7 @@ elif (( threads < 4 )); then
 else
     n=1000000
 fi
-gen=build/bench-data/gen-$n
+gen=build/bench-data/gen-$n-q1000-k$k   # the name carries every generation parameter
 if [[ ! -f "$gen/groundtruth.ivecs" ]]; then
     echo "== generating $gen"
     "$bin/shoal-bench" gen --n "$n" --dim 128 --queries 1000 --k "$k" --seed 1 --out "$gen"

@@ -5,6 +5,7 @@
  *   shoal-bench distances  distance kernels: vectors per second per kernel
  *   shoal-bench hnsw       HNSW index: build, memory, recall/qps/latency per ef
  *   shoal-bench flat       CPU exact k-NN: qps, GEMM throughput, recall
+ *   shoal-bench shard      a shoal-shard process: inserts, socket overhead, restart
  *
  * Later issues add further subcommands.
  */
@@ -28,6 +29,7 @@ static const struct {
     {"distances", bench_distances_main, "distance kernels: vectors/s, scalar vs SIMD"},
     {"hnsw", bench_hnsw_main, "HNSW index: build time, memory, recall/qps/latency per ef"},
     {"flat", bench_flat_main, "CPU exact k-NN: qps, GEMM gflops, recall (kernels or GEMM)"},
+    {"shard", bench_shard_main, "shoal-shard over its socket: insert rate, socket cost, restart"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])

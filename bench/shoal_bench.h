@@ -15,6 +15,7 @@ int bench_gen_main(int argc, char **argv);
 int bench_distances_main(int argc, char **argv);
 int bench_hnsw_main(int argc, char **argv);
 int bench_flat_main(int argc, char **argv);
+int bench_shard_main(int argc, char **argv);
 
 /*
  * Parses a whole decimal number in [min, max] for option `name` (e.g. "--n").

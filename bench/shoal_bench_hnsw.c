@@ -16,11 +16,20 @@
  *   - a warm-up pass at the largest ef runs first and is not counted, so the
  *     first timed ef does not pay for page faults and cold caches.
  *   - recall@k is gt_recall against the given ground truth (its first k ids).
+ *   - with --delete-frac F: after the sweep, ids 0 .. F*n-1 are deleted with
+ *     hnsw_delete_batch in batches of --delete-batch B (delete_s is the wall
+ *     time of all the batches), the graph is checked (hnsw_validate), and
+ *     the sweep runs again against exact neighbours among the remaining rows
+ *     (gt_knn, not the --gt file). hnswlib has no counterpart (it only marks
+ *     deletes), so bench/hnswlib_bench.cpp has no such option.
  *
  * Output (key=value, one line each, for scripts):
  *   n=.. dim=.. queries=.. metric=.. M=.. ef_construction=.. threads=.. k=..
  *   build_s=.. bytes_per_vector=..
  *   ef=.. recall@K=.. qps=.. p50_us=.. p99_us=..      (one line per ef)
+ *   with --delete-frac:
+ *   delete_frac=.. delete_batch=.. deleted=.. delete_s=.. deletes_per_s=..
+ *   after_delete ef=.. recall@K=.. qps=.. p50_us=.. p99_us=..  (one per ef)
  *
  * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
  */
@@ -28,6 +37,7 @@
 #include "common/distance.h"
 #include "common/error.h"
 #include "common/groundtruth.h"
+#include "common/topk.h"
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
 
@@ -40,10 +50,12 @@
 #define S_EXIT_RUNTIME 1
 #define S_EXIT_USAGE   2
 
-#define S_THREADS_MAX 1024
-#define S_K_DEFAULT   10
-#define S_K_MAX       4096
-#define S_EFS_MAX     64 /* values in one --ef list */
+#define S_THREADS_MAX          1024
+#define S_K_DEFAULT            10
+#define S_K_MAX                4096
+#define S_EFS_MAX              64 /* values in one --ef list */
+#define S_DELETE_BATCH_DEFAULT 1000
+#define S_DELETE_BATCH_MAX     1000000000
 
 static const size_t s_efs_default[] = {10, 20, 40, 80, 160, 320};
 
@@ -59,6 +71,8 @@ typedef struct {
     size_t threads;         /* --threads for the build (0 = every online core) */
     size_t k;               /* --k */
     uint64_t seed;          /* --seed */
+    double delete_frac;     /* --delete-frac: share of ids to delete after the sweep; 0 = none */
+    size_t delete_batch;    /* --delete-batch: ids per hnsw_delete_batch call */
 } hnsw_bench_opts_t;
 
 static void s_usage(FILE *out)
@@ -67,6 +81,7 @@ static void s_usage(FILE *out)
             "usage: shoal-bench hnsw --base F --queries Q --gt G [--metric l2|ip|cosine]\n"
             "                        [--M M] [--ef-construction E] [--ef 10,20,...]\n"
             "                        [--threads T] [--k K] [--seed S]\n"
+            "                        [--delete-frac F [--delete-batch B]]\n"
             "\n"
             "Builds shoal's HNSW index over F on T threads, then for each ef runs the\n"
             "queries one at a time on one thread and prints recall@K, qps and latency.\n"
@@ -81,8 +96,12 @@ static void s_usage(FILE *out)
             "                       (default 10,20,40,80,160,320)\n"
             "  --threads T          build threads (default: every online core)\n"
             "  --k K                neighbours per query (default %d)\n"
-            "  --seed S             level draws (default 0)\n",
-            HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT);
+            "  --seed S             level draws (default 0)\n"
+            "  --delete-frac F      then delete ids 0 .. F*n-1 (0 <= F < 1), time it, and\n"
+            "                       sweep again against exact search over the rest\n"
+            "  --delete-batch B     ids per hnsw_delete_batch call (default %d)\n",
+            HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT,
+            S_DELETE_BATCH_DEFAULT);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -119,6 +138,20 @@ static int s_parse_efs(const char *opt, const char *text, hnsw_bench_opts_t *o)
     }
 }
 
+/* A fraction in [0, 1) for opt. Prints why and returns -1 when it is not one. */
+static int s_parse_frac(const char *opt, const char *text, double *out)
+{
+    char *end;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || !(v >= 0.0 && v < 1.0)) {
+        fprintf(stderr, "shoal-bench hnsw: %s: expected a number in [0, 1), got \"%s\"\n", opt,
+                text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
 static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
 {
@@ -127,6 +160,7 @@ static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
     o->M = HNSW_M_DEFAULT;
     o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     o->k = S_K_DEFAULT;
+    o->delete_batch = S_DELETE_BATCH_DEFAULT;
     o->nefs = sizeof s_efs_default / sizeof s_efs_default[0];
     memcpy(o->efs, s_efs_default, sizeof s_efs_default);
 
@@ -141,6 +175,7 @@ static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
          &o->ef_construction},
         {"--threads", 0, S_THREADS_MAX, &o->threads},
         {"--k", 1, S_K_MAX, &o->k},
+        {"--delete-batch", 1, S_DELETE_BATCH_MAX, &o->delete_batch},
     };
     const size_t nsizes = sizeof sizes / sizeof sizes[0];
 
@@ -167,6 +202,9 @@ static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
                 return -1;
         } else if (!strcmp(opt, "--ef")) {
             if (s_parse_efs(opt, val, o) != 0)
+                return -1;
+        } else if (!strcmp(opt, "--delete-frac")) {
+            if (s_parse_frac(opt, val, &o->delete_frac) != 0)
                 return -1;
         } else if (!strcmp(opt, "--seed")) {
             if (bench_parse_u64(opt, val, &o->seed) != 0)
@@ -246,6 +284,88 @@ static int s_search_pass(const hnsw_t *index, const float *queries, size_t nq, s
     }
     *wall_s = bench_now() - start;
     return SHOAL_OK;
+}
+
+/* Buffers one sweep uses. */
+typedef struct {
+    uint64_t *found; /* nq * k ids */
+    float *dists;    /* nq * k distances */
+    double *lat;     /* nq latencies */
+} s_sweep_bufs_t;
+
+/* Every ef of o in order: one line per ef, starting with prefix. */
+static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const float *queries, size_t nq,
+                   size_t dim, const int32_t *gt, size_t gtdim, const char *prefix,
+                   s_sweep_bufs_t *b, shoal_err_t *err)
+{
+    for (size_t e = 0; e < o->nefs; e++) {
+        double wall_s = 0;
+        int rc = s_search_pass(index, queries, nq, dim, o->k, o->efs[e], b->found, b->dists, b->lat,
+                               &wall_s, err);
+        if (rc != SHOAL_OK)
+            return rc;
+        double recall = gt_recall(b->found, o->k, gt, gtdim, nq, o->k);
+        qsort(b->lat, nq, sizeof *b->lat, s_cmp_double);
+        printf("%sef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", prefix, o->efs[e],
+               o->k, recall, (double)nq / wall_s, s_percentile(b->lat, nq, 0.50) * 1e6,
+               s_percentile(b->lat, nq, 0.99) * 1e6);
+        fflush(stdout);
+    }
+    return SHOAL_OK;
+}
+
+/*
+ * --delete-frac: deletes ids 0 .. F*n-1 (ids[] holds 0..n-1) in batches,
+ * checks the graph, and sweeps again against exact search over base rows
+ * F*n .. n-1 (whose ids are their row numbers).
+ */
+static int s_delete_and_sweep(hnsw_t *index, const hnsw_bench_opts_t *o, const float *base,
+                              const uint64_t *ids, size_t n, const float *queries, size_t nq,
+                              size_t dim, size_t threads, s_sweep_bufs_t *b, shoal_err_t *err)
+{
+    size_t nd = (size_t)(o->delete_frac * (double)n);
+    double t0 = bench_now();
+    for (size_t at = 0; at < nd; at += o->delete_batch) {
+        size_t len = nd - at < o->delete_batch ? nd - at : o->delete_batch;
+        size_t deleted = 0;
+        int rc = hnsw_delete_batch(index, ids + at, len, &deleted, err);
+        if (rc != SHOAL_OK)
+            return shoal_err_prefix(err, "deleting ids %zu..%zu", at, at + len - 1);
+        if (deleted != len)
+            return shoal_err_set(err, SHOAL_EINTERNAL,
+                                 "deleting ids %zu..%zu: %zu deleted, expected %zu", at,
+                                 at + len - 1, deleted, len);
+    }
+    double delete_s = bench_now() - t0;
+    printf("delete_frac=%.3f delete_batch=%zu deleted=%zu delete_s=%.3f deletes_per_s=%.1f\n",
+           o->delete_frac, o->delete_batch, nd, delete_s,
+           delete_s > 0 ? (double)nd / delete_s : 0.0);
+    fflush(stdout);
+    int rc = hnsw_validate(index, err);
+    if (rc != SHOAL_OK)
+        return shoal_err_prefix(err, "after deleting %zu ids", nd);
+    if (nd == n)
+        return SHOAL_OK;
+
+    uint64_t *exact = malloc(nq * o->k * sizeof *exact);
+    int32_t *gt = malloc(nq * o->k * sizeof *gt);
+    if (!exact || !gt) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the exact neighbours");
+        goto done;
+    }
+    rc = gt_knn(base + nd * dim, n - nd, queries, nq, dim, o->metric, o->k, threads, exact, NULL,
+                err);
+    if (rc != SHOAL_OK) {
+        shoal_err_prefix(err, "exact neighbours among the remaining %zu", n - nd);
+        goto done;
+    }
+    for (size_t i = 0; i < nq * o->k; i++) /* rows from nd on: row r has id nd + r */
+        gt[i] = exact[i] == TOPK_ID_NONE ? -1 : (int32_t)(exact[i] + nd);
+    rc = s_sweep(index, o, queries, nq, dim, gt, o->k, "after_delete ", b, err);
+done:
+    free(exact);
+    free(gt);
+    return rc;
 }
 
 static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
@@ -334,9 +454,12 @@ static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
     printf("build_s=%.3f bytes_per_vector=%.1f\n", build_s, stats.bytes_per_vector);
     fflush(stdout);
 
-    /* The index holds its own copy: the base is no longer needed. */
-    free(base);
-    base = NULL;
+    /* The index holds its own copy: the base is needed only for the exact
+     * neighbours after deleting. */
+    if (o->delete_frac == 0) {
+        free(base);
+        base = NULL;
+    }
 
     size_t ef_max = 0;
     for (size_t e = 0; e < o->nefs; e++)
@@ -346,18 +469,10 @@ static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
     if (rc != SHOAL_OK)
         goto fail;
 
-    for (size_t e = 0; e < o->nefs; e++) {
-        rc = s_search_pass(index, queries, nq, dim, o->k, o->efs[e], found, dists, lat, &wall_s,
-                           err);
-        if (rc != SHOAL_OK)
-            goto fail;
-        double recall = gt_recall(found, o->k, gt, gtdim, nq, o->k);
-        qsort(lat, nq, sizeof *lat, s_cmp_double);
-        printf("ef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", o->efs[e], o->k, recall,
-               (double)nq / wall_s, s_percentile(lat, nq, 0.50) * 1e6,
-               s_percentile(lat, nq, 0.99) * 1e6);
-        fflush(stdout);
-    }
+    s_sweep_bufs_t bufs = {.found = found, .dists = dists, .lat = lat};
+    rc = s_sweep(index, o, queries, nq, dim, gt, gtdim, "", &bufs, err);
+    if (rc == SHOAL_OK && o->delete_frac > 0)
+        rc = s_delete_and_sweep(index, o, base, ids, n, queries, nq, dim, threads, &bufs, err);
 
 fail:
     hnsw_destroy(&index);

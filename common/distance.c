@@ -170,15 +170,15 @@ static void s_choose_kernels(void)
             if (s_cpu_supports((dist_impl_t)impl))
                 chosen = (dist_impl_t)impl;
             else
-                LOG_WARN("SHOAL_SIMD=\"%s\": this CPU does not support it; using %s", forced,
+                log_warn("SHOAL_SIMD=\"%s\": this CPU does not support it; using %s", forced,
                          s_tables[best]->name);
         }
         if (!found)
-            LOG_WARN("SHOAL_SIMD=\"%s\" is not one of scalar|avx2|avx512; using %s", forced,
+            log_warn("SHOAL_SIMD=\"%s\" is not one of scalar|avx2|avx512; using %s", forced,
                      s_tables[best]->name);
     }
     s_chosen = s_tables[chosen];
-    LOG_DEBUG("distance kernels: %s (best supported: %s%s)", s_chosen->name, s_tables[best]->name,
+    log_debug("distance kernels: %s (best supported: %s%s)", s_chosen->name, s_tables[best]->name,
               chosen != best ? ", lowered by SHOAL_SIMD" : "");
 }
 

@@ -858,7 +858,7 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
         list_len[nworkers] = keep;
     }
 
-    LOG_DEBUG("flat_search: %s over rows, %zu queries x %zu rows, k=%zu, %zu threads, chunks "
+    log_debug("flat_search: %s over rows, %zu queries x %zu rows, k=%zu, %zu threads, chunks "
               "of %zu",
               gemm ? "gemm" : "kernels", job->nq, n, job->k, threads, chunk);
 #ifndef SHOAL_NO_BLAS
@@ -968,7 +968,7 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
             goto fail_nomem;
         }
     }
-    LOG_DEBUG("flat_search: %s tiles, %zu queries x %zu rows, k=%zu, %zu threads, tile %zu x %zu",
+    log_debug("flat_search: %s tiles, %zu queries x %zu rows, k=%zu, %zu threads, tile %zu x %zu",
               flat_have_blas() ? "gemm" : "kernel", nq, n, job->k, threads, qt, rt);
     s_run_workers(workers, nworkers, s_tiled_main);
     goto done;

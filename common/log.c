@@ -55,7 +55,7 @@ void shoal_log_init_from_env(void)
     if (shoal_log_parse_level(text, &level) == SHOAL_OK)
         s_level = level;
     else
-        LOG_WARN("SHOAL_LOG_LEVEL=\"%s\" is not one of debug|info|warn|error|off; ignored", text);
+        log_warn("SHOAL_LOG_LEVEL=\"%s\" is not one of debug|info|warn|error|off; ignored", text);
 }
 
 void shoal_log(shoal_log_level_t level, const char *fmt, ...)

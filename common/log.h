@@ -48,10 +48,14 @@ void shoal_log_init_from_env(void);
 void shoal_log(shoal_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-#define LOG_DEBUG(...) shoal_log(SHOAL_LOG_DEBUG, __VA_ARGS__)
-#define LOG_INFO(...)  shoal_log(SHOAL_LOG_INFO, __VA_ARGS__)
-#define LOG_WARN(...)  shoal_log(SHOAL_LOG_WARN, __VA_ARGS__)
-#define LOG_ERROR(...) shoal_log(SHOAL_LOG_ERROR, __VA_ARGS__)
+/*
+ * Lower-case on purpose: <syslog.h> (pulled in by czmq) already defines
+ * LOG_DEBUG and LOG_INFO as priority numbers.
+ */
+#define log_debug(...) shoal_log(SHOAL_LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)  shoal_log(SHOAL_LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  shoal_log(SHOAL_LOG_WARN, __VA_ARGS__)
+#define log_error(...) shoal_log(SHOAL_LOG_ERROR, __VA_ARGS__)
 
 #ifdef __cplusplus
 }

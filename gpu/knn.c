@@ -137,7 +137,7 @@ int knn_parse_devices(const char *text, int *on_gpu, int *devices, int *ndevices
 /* The mirror is stale or broken: search on the CPU from now on. */
 static void s_gpu_lost(knn_engine_t *engine, const shoal_err_t *why)
 {
-    LOG_WARN("knn: GPU mirror failed (%s); searching on the CPU from now on", why->msg);
+    log_warn("knn: GPU mirror failed (%s); searching on the CPU from now on", why->msg);
     knn_cuda_destroy(&engine->cu);
     engine->on_gpu = 0;
     engine->ndevices = 0;
@@ -238,7 +238,7 @@ knn_engine_t *knn_engine_new(const knn_params_t *params, shoal_err_t *err)
             for (int i = 0; i < engine->ndevices; i++)
                 engine->devices[i] = i;
             if (s_gpu_start(engine, &e) == SHOAL_OK) {
-                LOG_INFO("knn: auto: searching on %s", engine->reason);
+                log_info("knn: auto: searching on %s", engine->reason);
                 return engine;
             }
             engine->ndevices = 0;
@@ -248,7 +248,7 @@ knn_engine_t *knn_engine_new(const knn_params_t *params, shoal_err_t *err)
         (void)count;
         engine->on_gpu = 0;
         snprintf(engine->reason, sizeof engine->reason, "%.159s", e.msg[0] ? e.msg : "no GPU device");
-        LOG_INFO("knn: auto: searching on the CPU (%s)", engine->reason);
+        log_info("knn: auto: searching on the CPU (%s)", engine->reason);
         return engine;
     }
 

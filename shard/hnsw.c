@@ -304,17 +304,18 @@ int hnsw_grow_to(hnsw_t *ix, size_t n)
     return 0;
 }
 
-int hnsw_free_push(hnsw_t *ix, uint32_t slot)
+int hnsw_free_reserve(hnsw_t *ix, size_t extra)
 {
-    if (ix->nfree == ix->free_cap) {
-        size_t cap = ix->free_cap ? ix->free_cap * 2 : 64;
-        uint32_t *fs = realloc(ix->free_slots, cap * sizeof *fs);
-        if (!fs)
-            return SHOAL_ENOMEM;
-        ix->free_slots = fs;
-        ix->free_cap = cap;
-    }
-    ix->free_slots[ix->nfree++] = slot;
+    if (ix->free_cap - ix->nfree >= extra)
+        return 0;
+    size_t cap = ix->free_cap ? ix->free_cap : 64;
+    while (cap - ix->nfree < extra)
+        cap *= 2;
+    uint32_t *fs = realloc(ix->free_slots, cap * sizeof *fs);
+    if (!fs)
+        return SHOAL_ENOMEM;
+    ix->free_slots = fs;
+    ix->free_cap = cap;
     return 0;
 }
 
@@ -853,7 +854,7 @@ static int s_insert_prepared(hnsw_t *ix, uint64_t id, const float *v, shoal_err_
     /* Upsert: delete and insert again, alone in the index. */
     pthread_rwlock_wrlock(&ix->rw);
     uint32_t slot = hnsw_map_find(ix, id);
-    rc = slot == HNSW_SLOT_NONE ? 0 : hnsw_delete_slot(ix, slot, err);
+    rc = hnsw_delete_slots(ix, &slot, 1, NULL, err);
     if (rc == 0)
         rc = s_insert_rd(ix, id, v, err);
     pthread_rwlock_unlock(&ix->rw);

@@ -16,13 +16,15 @@
  *
  * Deletion is real: the node is unlinked from every neighbour, the neighbours
  * that lost a link are reconnected among themselves with the same heuristic,
- * and its slot is freed for reuse; a deleted id is never returned.
+ * and its slot is freed for reuse; a deleted id is never returned. Deletes
+ * are cheapest in batches (hnsw_delete_batch), which share one pass over the
+ * index.
  *
  * Thread-safety (what may run together):
  *   - hnsw_search, hnsw_get, hnsw_contains, hnsw_count, hnsw_stats: with each
  *     other and with hnsw_insert / hnsw_insert_batch (per-node link locks);
- *   - hnsw_delete, hnsw_save, hnsw_validate: exclusive (they take the index's
- *     write lock and wait for the calls above to finish);
+ *   - hnsw_delete, hnsw_delete_batch, hnsw_save, hnsw_validate: exclusive
+ *     (they take the index's write lock and wait for the calls above);
  *   - a search that starts after an insert returned sees that vector.
  *
  * Ownership: hnsw_new / hnsw_load return an index the caller frees with
@@ -102,9 +104,20 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
 
 /*
  * Removes id: unlinks its node, repairs its neighbours' links, frees its slot.
- * SHOAL_ENOTFOUND when id is not present.
+ * SHOAL_ENOTFOUND when id is not present. A batch of one.
  */
 int hnsw_delete(hnsw_t *index, uint64_t id, shoal_err_t *err);
+
+/*
+ * Removes every id of ids[0..n) that is present, as one operation: finding
+ * the deleted nodes' in-neighbours takes one pass over the index for the
+ * whole batch (a pass per id with hnsw_delete), and each neighbour is
+ * repaired once. Absent ids are skipped and not counted; an id listed twice
+ * counts once. *deleted (may be NULL) gets how many were removed. Exclusive,
+ * like hnsw_delete. On failure (SHOAL_ENOMEM) none is removed.
+ */
+int hnsw_delete_batch(hnsw_t *index, const uint64_t *ids, size_t n, size_t *deleted,
+                      shoal_err_t *err);
 
 /*
  * The k nearest live vectors to query, best first (ties by id), searching with

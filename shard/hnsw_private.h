@@ -259,8 +259,8 @@ int hnsw_map_put(hnsw_t *ix, uint64_t id, uint32_t slot);
 void hnsw_map_remove(hnsw_t *ix, uint64_t id);
 /* Makes sure slots [0, n) are backed by chunks. */
 int hnsw_grow_to(hnsw_t *ix, size_t n);
-/* Pushes slot on the free list. */
-int hnsw_free_push(hnsw_t *ix, uint32_t slot);
+/* Makes room on the free list for extra more slots. */
+int hnsw_free_reserve(hnsw_t *ix, size_t extra);
 /* Allocates layer arrays for level (NULL for level 0 and on OOM). */
 uint32_t *hnsw_upper_alloc(hnsw_t *ix, int level);
 void hnsw_upper_free(hnsw_t *ix, hnsw_node_t *node);
@@ -273,8 +273,14 @@ void hnsw_upper_free(hnsw_t *ix, hnsw_node_t *node);
 hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_construction,
                    uint64_t seed, shoal_err_t *err);
 
-/* Deletes the node in slot; the write lock is held (hnsw_delete.c). */
-int hnsw_delete_slot(hnsw_t *ix, uint32_t slot, shoal_err_t *err);
+/*
+ * Deletes the nodes in slots[0..n) as one batch, with the write lock held
+ * (hnsw_delete.c). HNSW_SLOT_NONE entries are skipped and a slot listed twice
+ * is deleted once; *deleted (may be NULL) gets how many were. On failure
+ * (out of memory) nothing is deleted.
+ */
+int hnsw_delete_slots(hnsw_t *ix, const uint32_t *slots, size_t n, size_t *deleted,
+                      shoal_err_t *err);
 
 /* hnsw_validate with the write lock already held (hnsw_io.c). */
 int hnsw_validate_locked(hnsw_t *ix, shoal_err_t *err);

@@ -100,11 +100,11 @@ static void s_log_some(void)
 {
     shoal_log_set_ident("test-log");
     shoal_log_set_level(SHOAL_LOG_INFO);
-    LOG_DEBUG("hidden %d", 1);
-    LOG_INFO("shown %d", 2);
-    LOG_ERROR("also shown");
+    log_debug("hidden %d", 1);
+    log_info("shown %d", 2);
+    log_error("also shown");
     shoal_log_set_level(SHOAL_LOG_OFF);
-    LOG_ERROR("hidden when off");
+    log_error("hidden when off");
 }
 
 Test(log, lines_have_time_ident_level_and_respect_the_level)
@@ -126,8 +126,8 @@ static void s_log_from_env(void)
     shoal_log_set_level(SHOAL_LOG_INFO);
     setenv("SHOAL_LOG_LEVEL", "error", 1);
     shoal_log_init_from_env();
-    LOG_WARN("suppressed by env");
-    LOG_ERROR("kept by env");
+    log_warn("suppressed by env");
+    log_error("kept by env");
     setenv("SHOAL_LOG_LEVEL", "bogus", 1);
     shoal_log_init_from_env();
 }

@@ -1,9 +1,11 @@
 /*
  * test_hnsw.c - the HNSW index: recall against exact search on real and
- * generated data (L2, cosine, inner product), deletion (no deleted id ever
- * returned, recall of the rest, slot reuse), filtered search, searches
- * running during a multi-threaded insert, upsert, save/load round trips and
- * a table of corrupted blobs, and argument checks.
+ * generated data (L2, cosine, inner product), deletion one by one and in
+ * batches (no deleted id ever returned, recall of the rest against exact
+ * search, slot reuse, absent and repeated ids, deleting everything, the
+ * entry point and whole top levels), filtered search, searches running
+ * during a multi-threaded insert, upsert, save/load round trips and a table
+ * of corrupted blobs, and argument checks.
  *
  * Real data comes from $SHOAL_DATASETS (default ../shared/datasets); tests
  * that need it skip, saying so, when it is absent. Builds use 2 threads so the
@@ -345,6 +347,327 @@ Test(hnsw, delete_then_reinsert_siftsmall, .timeout = 240)
     free(live);
     free(ids);
     free(truth);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batch deletion                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Deletes list[0..n) in batches of `batch`, checking after every batch that
+ * each id was counted and the graph is valid; clears live[] for them.
+ */
+static void s_delete_in_batches(hnsw_t *ix, const uint64_t *list, size_t n, size_t batch,
+                                unsigned char *live)
+{
+    for (size_t at = 0; at < n; at += batch) {
+        size_t len = n - at < batch ? n - at : batch;
+        size_t deleted = 0;
+        shoal_err_t err;
+        int rc = hnsw_delete_batch(ix, list + at, len, &deleted, &err);
+        cr_assert_eq(rc, 0, "hnsw_delete_batch at %zu: %s", at, err.msg);
+        cr_assert_eq(deleted, len, "batch at %zu: %zu deleted, expected %zu", at, deleted, len);
+        s_validate(ix);
+        for (size_t i = 0; i < len; i++)
+            live[list[at + i]] = 0;
+    }
+}
+
+/* Recall@10 at ef 128 against exact search over the live rows; no deleted id returned. */
+static double s_live_recall(const hnsw_t *ix, const float *base, size_t n,
+                            const unsigned char *live, const float *queries, size_t nq, size_t dim)
+{
+    const size_t k = 10;
+    int32_t *truth = s_truth_live(base, n, live, queries, nq, dim, SHOAL_METRIC_L2, k);
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    s_search_all(ix, queries, nq, dim, k, 128, NULL, NULL, ids);
+    for (size_t i = 0; i < nq * k; i++)
+        cr_assert(ids[i] < n && live[ids[i]], "deleted or unknown id %llu returned",
+                  (unsigned long long)ids[i]);
+    double r = gt_recall(ids, k, truth, k, nq, k);
+    free(truth);
+    free(ids);
+    return r;
+}
+
+/*
+ * siftsmall: 10% deleted in batches of `batch` (0 = all at once), then more
+ * to reach 50%, then all put back; recall against exact search at each step.
+ */
+static void s_batch_delete_siftsmall(size_t batch)
+{
+    size_t n, dim, nq, qdim;
+    float *base = s_load("siftsmall", "siftsmall_base.fvecs", 0, &n, &dim);
+    float *queries = s_load("siftsmall", "siftsmall_query.fvecs", 0, &nq, &qdim);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    unsigned char *live = malloc(n);
+    memset(live, 1, n);
+    uint64_t *first = malloc(n * sizeof *first), *second = malloc(n * sizeof *second);
+    size_t nfirst = 0, nsecond = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i % 10 == 0)
+            first[nfirst++] = i;
+        else if (i % 2 == 1 && i % 10 != 9)
+            second[nsecond++] = i; /* 1, 3, 5, 7 of each ten: 40% */
+    }
+
+    s_delete_in_batches(ix, first, nfirst, batch ? batch : nfirst, live);
+    cr_assert_eq(hnsw_count(ix), n - nfirst);
+    double r10 = s_live_recall(ix, base, n, live, queries, nq, dim);
+    s_delete_in_batches(ix, second, nsecond, batch ? batch : nsecond, live);
+    cr_assert_eq(hnsw_count(ix), n / 2);
+    double r50 = s_live_recall(ix, base, n, live, queries, nq, dim);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(hnsw_contains(ix, i), live[i], "id %zu: contains %d, live %d", i,
+                     hnsw_contains(ix, i), live[i]);
+
+    hnsw_stats_t st;
+    hnsw_stats(ix, &st);
+    cr_assert_eq(st.free_slots, n / 2);
+    cr_assert_eq(st.deletes, n / 2);
+    shoal_err_t err;
+    for (size_t i = 0; i < n; i++) {
+        if (!live[i])
+            cr_assert_eq(hnsw_insert(ix, i, base + i * dim, &err), 0, "%s", err.msg);
+    }
+    memset(live, 1, n);
+    s_validate(ix);
+    hnsw_stats(ix, &st);
+    cr_assert_eq(st.count, n);
+    cr_assert_eq(st.slots, n, "slots grew to %zu instead of being reused", st.slots);
+    cr_assert_eq(st.free_slots, 0);
+    double rback = s_live_recall(ix, base, n, live, queries, nq, dim);
+    char label[32];
+    snprintf(label, sizeof label, batch ? "batches of %zu" : "one batch", batch);
+    fprintf(stderr,
+            "siftsmall, deleted in %s: recall@10 = %.4f after 10%%, %.4f after 50%%, "
+            "%.4f re-inserted\n",
+            label, r10, r50, rback);
+    cr_assert_geq(r10, 0.93, "batch %zu: recall after deleting 10%%: %.4f", batch, r10);
+    cr_assert_geq(r50, 0.93, "batch %zu: recall after deleting 50%%: %.4f", batch, r50);
+    cr_assert_geq(rback, 0.95, "batch %zu: recall after re-inserting: %.4f", batch, rback);
+
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(live);
+    free(first);
+    free(second);
+}
+
+Test(hnsw, batch_delete_siftsmall_by_1, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    s_batch_delete_siftsmall(1);
+}
+
+Test(hnsw, batch_delete_siftsmall_by_37, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    s_batch_delete_siftsmall(37);
+}
+
+Test(hnsw, batch_delete_siftsmall_by_1000, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    s_batch_delete_siftsmall(1000);
+}
+
+Test(hnsw, batch_delete_siftsmall_at_once, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    s_batch_delete_siftsmall(0);
+}
+
+Test(hnsw, batch_delete_counts_present_ids_once)
+{
+    const size_t n = 500, dim = 8;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 19);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    shoal_err_t err;
+    size_t deleted = 99;
+
+    uint64_t mixed[] = {1, 2, 2, 999999, HNSW_ID_NONE, 3, 1, 500, 2};
+    cr_assert_eq(hnsw_delete_batch(ix, mixed, sizeof mixed / sizeof *mixed, &deleted, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(deleted, 3);
+    cr_assert_eq(hnsw_count(ix), n - 3);
+    s_validate(ix);
+    /* Again: all absent now, nothing deleted, not an error. */
+    cr_assert_eq(hnsw_delete_batch(ix, mixed, sizeof mixed / sizeof *mixed, &deleted, &err), 0);
+    cr_assert_eq(deleted, 0);
+    cr_assert_eq(hnsw_delete(ix, 2, &err), SHOAL_ENOTFOUND);
+    /* deleted may be NULL; an empty batch is fine; NULL ids are not. */
+    uint64_t more[] = {10, 11};
+    cr_assert_eq(hnsw_delete_batch(ix, more, 2, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_count(ix), n - 5);
+    cr_assert_eq(hnsw_delete_batch(ix, more, 0, &deleted, &err), 0);
+    cr_assert_eq(deleted, 0);
+    cr_assert_eq(hnsw_delete_batch(ix, NULL, 3, &deleted, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_delete_batch(NULL, more, 2, &deleted, &err), SHOAL_EINVAL);
+    for (size_t i = 0; i < 12; i++)
+        cr_assert_eq(hnsw_contains(ix, i), !(i >= 1 && i <= 3) && i != 10 && i != 11, "id %zu", i);
+    s_validate(ix);
+    hnsw_destroy(&ix);
+    free(base);
+}
+
+/* Empty after deleting everything (at once, or in batches of 37), then usable again. */
+Test(hnsw, batch_delete_everything)
+{
+    const size_t n = 2000, dim = 16;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 23);
+    float *queries = s_gen(10, dim, DATAGEN_STREAM_QUERY, 0, 23);
+    for (int variant = 0; variant < 2; variant++) {
+        hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+        /* Every id, in a shuffled order, with some listed twice. */
+        uint64_t *all = malloc((n + n / 10) * sizeof *all);
+        for (size_t i = 0; i < n; i++)
+            all[i] = i;
+        shoal_rng_t rng;
+        shoal_rng_seed(&rng, 29);
+        for (size_t i = n - 1; i > 0; i--) {
+            size_t j = shoal_rng_next(&rng) % (i + 1);
+            uint64_t t = all[i];
+            all[i] = all[j];
+            all[j] = t;
+        }
+        for (size_t i = 0; i < n / 10; i++)
+            all[n + i] = all[i * 7];
+        size_t total = n + n / 10, batch = variant == 0 ? total : 37, sum = 0;
+        shoal_err_t err;
+        for (size_t at = 0; at < total; at += batch) {
+            size_t len = total - at < batch ? total - at : batch, deleted;
+            cr_assert_eq(hnsw_delete_batch(ix, all + at, len, &deleted, &err), 0, "%s", err.msg);
+            sum += deleted;
+            s_validate(ix);
+        }
+        cr_assert_eq(sum, n);
+        cr_assert_eq(hnsw_count(ix), 0);
+        hnsw_stats_t st;
+        hnsw_stats(ix, &st);
+        cr_assert_eq(st.max_level, -1);
+        cr_assert_eq(st.free_slots, n);
+        uint64_t ids[5];
+        float dists[5];
+        cr_assert_eq(hnsw_search(ix, queries, 5, 10, NULL, NULL, ids, dists, &err), 0);
+        for (int i = 0; i < 5; i++) {
+            cr_assert_eq(ids[i], HNSW_ID_NONE);
+            cr_assert(isinf(dists[i]));
+        }
+        /* New inserts reuse the slots, and are found. */
+        for (size_t i = 0; i < 300; i++)
+            cr_assert_eq(hnsw_insert(ix, 5000 + i, base + i * dim, &err), 0, "%s", err.msg);
+        s_validate(ix);
+        hnsw_stats(ix, &st);
+        cr_assert_eq(st.count, 300);
+        cr_assert_eq(st.slots, n);
+        for (size_t i = 0; i < 300; i += 7) {
+            cr_assert_eq(hnsw_search(ix, base + i * dim, 1, 32, NULL, NULL, ids, dists, NULL), 1);
+            cr_assert_eq(ids[0], 5000 + i);
+        }
+        hnsw_destroy(&ix);
+        free(all);
+    }
+    free(base);
+    free(queries);
+}
+
+/*
+ * Node levels and the entry point's id, read from a saved blob (the format
+ * is documented in shard/hnsw_io.c): levels[i] for ids[i], n of them.
+ */
+static size_t s_levels(const hnsw_t *ix, uint64_t *ids, int *levels, uint64_t *entry_id)
+{
+    uint8_t *blob;
+    size_t len;
+    shoal_err_t err;
+    cr_assert_eq(hnsw_save_buffer(ix, &blob, &len, &err), 0, "%s", err.msg);
+    uint32_t dim, entry;
+    uint64_t nodes;
+    memcpy(&dim, blob + 16, 4);
+    memcpy(&nodes, blob + 48, 8);
+    memcpy(&entry, blob + 56, 4);
+    size_t pos = 72;
+    for (uint64_t r = 0; r < nodes; r++) {
+        uint32_t level;
+        memcpy(&ids[r], blob + pos, 8);
+        memcpy(&level, blob + pos + 8, 4);
+        levels[r] = (int)level;
+        if (r == entry)
+            *entry_id = ids[r];
+        pos += 12 + (size_t)dim * 4;
+        for (uint32_t lc = 0; lc <= level; lc++) {
+            uint32_t count;
+            memcpy(&count, blob + pos, 4);
+            pos += 4 + (size_t)count * 4;
+        }
+    }
+    cr_assert_eq(pos, len);
+    free(blob);
+    return (size_t)nodes;
+}
+
+/* The entry point alone, then every node of the top level at once, down to layer 0. */
+Test(hnsw, batch_delete_entry_point_and_top_levels)
+{
+    const size_t n = 3000, dim = 16, nq = 50;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 31);
+    float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, 0, 31);
+    shoal_err_t err;
+    /* M = 4 gives several levels. */
+    hnsw_params_t p = {.dim = dim, .metric = SHOAL_METRIC_L2, .M = 4, .seed = S_SEED};
+    hnsw_t *ix = hnsw_new(&p, &err);
+    cr_assert_not_null(ix, "%s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(hnsw_insert(ix, i, base + i * dim, &err), 0, "%s", err.msg);
+    unsigned char *live = malloc(n);
+    memset(live, 1, n);
+    uint64_t *ids = malloc(n * sizeof *ids), *top = malloc(n * sizeof *top);
+    int *levels = malloc(n * sizeof *levels);
+    uint64_t entry;
+
+    size_t m = s_levels(ix, ids, levels, &entry);
+    hnsw_stats_t st;
+    hnsw_stats(ix, &st);
+    int max_level = st.max_level;
+    cr_assert_geq(max_level, 2, "M = 4 should give several levels, got %d", max_level);
+    size_t deleted;
+    cr_assert_eq(hnsw_delete_batch(ix, &entry, 1, &deleted, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 1);
+    live[entry] = 0;
+    s_validate(ix);
+    cr_assert(!hnsw_contains(ix, entry));
+
+    while (max_level > 0) {
+        m = s_levels(ix, ids, levels, &entry);
+        size_t ntop = 0;
+        for (size_t i = 0; i < m; i++) {
+            if (levels[i] == max_level)
+                top[ntop++] = ids[i];
+        }
+        cr_assert_gt(ntop, 0);
+        cr_assert_eq(hnsw_delete_batch(ix, top, ntop, &deleted, &err), 0, "%s", err.msg);
+        cr_assert_eq(deleted, ntop);
+        for (size_t i = 0; i < ntop; i++)
+            live[top[i]] = 0;
+        s_validate(ix);
+        hnsw_stats(ix, &st);
+        cr_assert_lt(st.max_level, max_level, "the top level %d is still there", max_level);
+        max_level = st.max_level;
+        double r = s_live_recall(ix, base, n, live, queries, nq, dim);
+        cr_assert_geq(r, 0.90, "recall %.4f with the top at level %d", r, max_level);
+    }
+    cr_assert_eq(max_level, 0);
+    cr_assert_gt(hnsw_count(ix), n / 2);
+
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+    free(live);
+    free(ids);
+    free(top);
+    free(levels);
 }
 
 /* ------------------------------------------------------------------------ */

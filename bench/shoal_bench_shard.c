@@ -1,0 +1,635 @@
+/*
+ * shoal_bench_shard.c - `shoal-bench shard`: one real bin/shoal-shard, driven
+ * through its socket by the client library, against the same work done
+ * in-process.
+ *
+ * What is measured, and how:
+ *   - insert_vps: the base inserted through the socket in batches of --batch
+ *     (client insert calls, one after the other; each is acknowledged only
+ *     when durable, the shard runs with --sync on and its background
+ *     checkpoints). Vectors / wall time of all the calls.
+ *   - socket qps: the queries one at a time through the socket (mode hnsw,
+ *     --ef, --k), after an untimed warm-up pass; in-process qps: the same
+ *     queries one at a time with hnsw_search on an index built here with the
+ *     same M / ef_construction on --threads threads.
+ *     socket_overhead_ratio = in-process qps / socket qps (> 1: the socket,
+ *     the codec and the server's hand-offs cost that factor).
+ *   - restart_s: the shard is stopped with SIGTERM (which checkpoints; that
+ *     time is stop_s), started again, and timed from the spawn until the
+ *     ready file exists and the first search has been answered.
+ *   - rebuild_s: what a restart without a checkpoint would at least pay:
+ *     hnsw_insert_batch of the same vectors in-process on --threads threads
+ *     (the in-process index above; reading the vectors back from RocksDB is
+ *     not counted, so the speedup is a lower bound).
+ *     restart_speedup = rebuild_s / restart_s.
+ *
+ * Output: key=value lines, last
+ *   RESULT shard insert_vps=.. socket_overhead_ratio=.. restart_speedup=..
+ *
+ * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
+ */
+#include "bench/shoal_bench.h"
+
+#include <czmq.h>
+
+#include "client/shoal_client.h"
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/groundtruth.h"
+#include "common/vecfile.h"
+#include "shard/hnsw.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_EXIT_RUNTIME 1
+#define S_EXIT_USAGE   2
+
+#define S_PATH_MAX        4096
+#define S_THREADS_MAX     1024
+#define S_BATCH_DEFAULT   10000
+#define S_EF_DEFAULT      64
+#define S_K_DEFAULT       10
+#define S_WARMUP_MAX      200    /* queries of the untimed warm-up pass */
+#define S_READY_WAIT_S    1800.0 /* a start (recovery of a large set) may take this long */
+#define S_STOP_WAIT_S     1800.0 /* a stop (final checkpoint) may take this long */
+#define S_CALL_TIMEOUT_MS 600000 /* one client call */
+
+typedef struct {
+    const char *base;       /* --base */
+    const char *queries;    /* --queries */
+    const char *gt;         /* --gt (optional) */
+    const char *shard_bin;  /* --shard-bin (default: next to this program) */
+    size_t n;               /* --n: first n base rows (0 = all) */
+    size_t batch;           /* --batch */
+    size_t ef;              /* --ef */
+    size_t threads;         /* --threads (0 = online cores) */
+    size_t k;               /* --k */
+    size_t M;               /* --M */
+    size_t ef_construction; /* --ef-construction */
+} shard_bench_opts_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: shoal-bench shard --base F --queries Q [--gt G] [--n N] [--batch B]\n"
+            "                         [--ef E] [--threads T] [--k K] [--M M]\n"
+            "                         [--ef-construction E] [--shard-bin PATH]\n"
+            "\n"
+            "Starts bin/shoal-shard on a free port with a temporary data dir (sync on),\n"
+            "inserts the base through the socket, searches the queries one at a time\n"
+            "through the socket and in-process, stops and restarts the shard, and prints\n"
+            "  RESULT shard insert_vps=.. socket_overhead_ratio=.. restart_speedup=..\n"
+            "\n"
+            "  --base F             base vectors (.fvecs, .bvecs or .npy); ids = row numbers\n"
+            "  --queries Q          query vectors, same dimension\n"
+            "  --gt G               exact neighbours (.ivecs) for recall (optional)\n"
+            "  --n N                use the first N base rows (default: all; recall then\n"
+            "                       needs N = all rows)\n"
+            "  --batch B            vectors per insert request (default %d)\n"
+            "  --ef E               HNSW search candidates (default %d)\n"
+            "  --threads T          shard threads and in-process build threads\n"
+            "                       (default: every online core)\n"
+            "  --k K                neighbours per query (default %d)\n"
+            "  --M M                links per node (default %d)\n"
+            "  --ef-construction E  build candidates (default %d)\n"
+            "  --shard-bin PATH     the shoal-shard binary (default: next to shoal-bench)\n"
+            "\n"
+            "Temporary data goes under $SHOAL_TMP (default /tmp) and is removed.\n",
+            S_BATCH_DEFAULT, S_EF_DEFAULT, S_K_DEFAULT, HNSW_M_DEFAULT,
+            HNSW_EF_CONSTRUCTION_DEFAULT);
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, shard_bench_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->batch = S_BATCH_DEFAULT;
+    o->ef = S_EF_DEFAULT;
+    o->k = S_K_DEFAULT;
+    o->M = HNSW_M_DEFAULT;
+    o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
+    const struct {
+        const char *name;
+        size_t min, max;
+        size_t *value;
+    } sizes[] = {
+        {"--n", 0, (size_t)1 << 40, &o->n},
+        {"--batch", 1, 10000000, &o->batch},
+        {"--ef", HNSW_EF_MIN, HNSW_EF_MAX, &o->ef},
+        {"--threads", 0, S_THREADS_MAX, &o->threads},
+        {"--k", 1, 4096, &o->k},
+        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M},
+        {"--ef-construction", HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
+         &o->ef_construction},
+    };
+    const size_t nsizes = sizeof sizes / sizeof sizes[0];
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
+            return 1;
+        if (strncmp(opt, "--", 2) != 0) {
+            fprintf(stderr, "shoal-bench shard: unexpected argument \"%s\"\n", opt);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "shoal-bench shard: %s needs a value\n", opt);
+            return -1;
+        }
+        const char *val = argv[++i];
+        size_t j = 0;
+        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
+            j++;
+        if (j < nsizes) {
+            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
+                return -1;
+        } else if (!strcmp(opt, "--base")) {
+            o->base = val;
+        } else if (!strcmp(opt, "--queries")) {
+            o->queries = val;
+        } else if (!strcmp(opt, "--gt")) {
+            o->gt = val;
+        } else if (!strcmp(opt, "--shard-bin")) {
+            o->shard_bin = val;
+        } else {
+            fprintf(stderr, "shoal-bench shard: unknown option %s\n", opt);
+            return -1;
+        }
+    }
+    const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : NULL;
+    if (missing) {
+        fprintf(stderr, "shoal-bench shard: %s is required (see shoal-bench shard --help)\n",
+                missing);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The shard process                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    char bin[S_PATH_MAX];      /* shoal-shard */
+    char dir[S_PATH_MAX - 64]; /* scratch folder: data/ and ready (room for those names) */
+    char data_dir[S_PATH_MAX]; /* --data-dir */
+    char ready[S_PATH_MAX];    /* --ready-file */
+    char threads[32];          /* --threads */
+    pid_t pid;                 /* running child, or 0 */
+    char endpoint[256];        /* from the ready file */
+} s_shard_t;
+
+static void s_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *dir = opendir(path);
+        if (dir) {
+            struct dirent *e;
+            while ((e = readdir(dir)) != NULL) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                char child[S_PATH_MAX];
+                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+                if (len > 0 && len < S_PATH_MAX)
+                    s_remove_tree(child);
+            }
+            closedir(dir);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* The shard binary next to this program (/proc/self/exe), unless given. */
+static int s_find_bin(const char *given, char *out, shoal_err_t *err)
+{
+    if (given) {
+        snprintf(out, S_PATH_MAX, "%s", given);
+    } else {
+        char self[S_PATH_MAX - 64];
+        ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (len <= 0)
+            return shoal_err_set(err, SHOAL_EIO,
+                                 "cannot find this program's folder; use "
+                                 "--shard-bin");
+        self[len] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(out, S_PATH_MAX, "%s/shoal-shard", self);
+    }
+    if (access(out, X_OK) != 0)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "%s is not an executable (--shard-bin)", out);
+    return 0;
+}
+
+/* Starts the shard and waits for its ready file. */
+static int s_shard_start(s_shard_t *sh, shoal_err_t *err)
+{
+    unlink(sh->ready);
+    char *argv[] = {
+        sh->bin,   "--listen",  "tcp://127.0.0.1:*", "--data-dir", sh->data_dir, "--ready-file",
+        sh->ready, "--threads", sh->threads,         "--sync",     "on",         "--log-level",
+        "warn",    NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return shoal_err_set(err, SHOAL_EIO, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
+        if (getppid() != parent)
+            _exit(127);
+        execv(sh->bin, argv);
+        _exit(127);
+    }
+    sh->pid = pid;
+    double end = bench_now() + S_READY_WAIT_S;
+    while (access(sh->ready, R_OK) != 0) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            sh->pid = 0;
+            return shoal_err_set(err, SHOAL_EUNAVAIL,
+                                 "%s exited before it was ready (status "
+                                 "0x%x)",
+                                 sh->bin, status);
+        }
+        if (bench_now() > end)
+            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s", sh->bin,
+                                 S_READY_WAIT_S);
+        s_sleep_ms(2);
+    }
+    FILE *f = fopen(sh->ready, "r");
+    if (!f || !fgets(sh->endpoint, sizeof sh->endpoint, f)) {
+        if (f)
+            fclose(f);
+        return shoal_err_set(err, SHOAL_EIO, "cannot read %s", sh->ready);
+    }
+    fclose(f);
+    sh->endpoint[strcspn(sh->endpoint, "\r\n")] = '\0';
+    return 0;
+}
+
+/* SIGTERM and wait; 0 when it exited 0. */
+static int s_shard_stop(s_shard_t *sh, shoal_err_t *err)
+{
+    if (sh->pid <= 0)
+        return 0;
+    kill(sh->pid, SIGTERM);
+    double end = bench_now() + S_STOP_WAIT_S;
+    int status = 0;
+    while (waitpid(sh->pid, &status, WNOHANG) != sh->pid) {
+        if (bench_now() > end) {
+            kill(sh->pid, SIGKILL);
+            waitpid(sh->pid, &status, 0);
+            sh->pid = 0;
+            return shoal_err_set(err, SHOAL_ETIMEOUT, "the shard did not stop in %.0f s",
+                                 S_STOP_WAIT_S);
+        }
+        s_sleep_ms(2);
+    }
+    sh->pid = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "the shard stopped with status 0x%x", status);
+    return 0;
+}
+
+static void s_shard_kill(s_shard_t *sh)
+{
+    if (sh->pid > 0) {
+        kill(sh->pid, SIGKILL);
+        waitpid(sh->pid, NULL, 0);
+        sh->pid = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Measuring                                                                */
+/* ------------------------------------------------------------------------ */
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double s_percentile(double *values, size_t n, double p)
+{
+    qsort(values, n, sizeof *values, s_cmp_double);
+    size_t rank = (size_t)ceil(p * (double)n);
+    rank = rank < 1 ? 1 : rank > n ? n : rank;
+    return values[rank - 1];
+}
+
+/* Queries one at a time through the socket; found[q*k..], lat[q] seconds. */
+static int s_socket_pass(shoal_client_t *client, const float *queries, size_t nq, size_t dim,
+                         const shard_bench_opts_t *o, uint64_t *found, double *lat, double *wall_s,
+                         shoal_err_t *err)
+{
+    shoal_search_opts_t sopts = {.k = o->k, .mode = WIRE_MODE_HNSW, .ef = o->ef};
+    double start = bench_now();
+    for (size_t q = 0; q < nq; q++) {
+        uint64_t *ids = NULL;
+        double t0 = bench_now();
+        int rc = shoal_client_search(client, "bench", queries + q * dim, 1, dim, &sopts, &ids, NULL,
+                                     NULL, err);
+        if (lat)
+            lat[q] = bench_now() - t0;
+        if (rc != 0)
+            return shoal_err_prefix(err, "socket search %zu", q);
+        if (found)
+            memcpy(found + q * o->k, ids, o->k * sizeof *ids);
+        free(ids);
+    }
+    *wall_s = bench_now() - start;
+    return 0;
+}
+
+static int s_inprocess_pass(const hnsw_t *index, const float *queries, size_t nq, size_t dim,
+                            const shard_bench_opts_t *o, uint64_t *found, float *dists, double *lat,
+                            double *wall_s, shoal_err_t *err)
+{
+    double start = bench_now();
+    for (size_t q = 0; q < nq; q++) {
+        double t0 = bench_now();
+        int got = hnsw_search(index, queries + q * dim, o->k, o->ef, NULL, NULL, found + q * o->k,
+                              dists + q * o->k, err);
+        if (lat)
+            lat[q] = bench_now() - t0;
+        if (got < 0)
+            return shoal_err_prefix(err, "in-process search %zu", q);
+    }
+    *wall_s = bench_now() - start;
+    return 0;
+}
+
+static void s_print_recall(const char *label, const uint64_t *found, const int32_t *gt, size_t gtk,
+                           size_t nq, size_t k)
+{
+    if (gt)
+        printf("%s_recall@%zu=%.4f\n", label, k, gt_recall(found, k, gt, gtk, nq, k));
+}
+
+static int s_run(const shard_bench_opts_t *o, shoal_err_t *err)
+{
+    vecfile_t *vf = NULL;
+    float *base = NULL, *queries = NULL, *dists = NULL;
+    int32_t *gt = NULL;
+    uint64_t *ids = NULL, *found = NULL, *found2 = NULL;
+    double *lat = NULL;
+    hnsw_t *index = NULL;
+    shoal_client_t *client = NULL;
+    s_shard_t sh;
+    memset(&sh, 0, sizeof sh);
+    int rc;
+
+    size_t threads = o->threads;
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (size_t)cores : 1;
+    }
+    rc = s_find_bin(o->shard_bin, sh.bin, err);
+    if (rc != 0)
+        return rc;
+
+    vf = vecfile_open(o->base, err);
+    if (!vf)
+        return shoal_err_prefix(err, "--base");
+    size_t rows = vecfile_count(vf), dim = vecfile_dim(vf);
+    size_t n = o->n && o->n < rows ? o->n : rows;
+    base = malloc(n * dim * sizeof *base);
+    ids = malloc(n * sizeof *ids);
+    if (!base || !ids) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for %zu vectors", n);
+        goto done;
+    }
+    rc = vecfile_read_f32(vf, 0, n, base, err);
+    vecfile_close(&vf);
+    if (rc != 0)
+        goto done;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    size_t nq, qdim, ngt = 0, gtk = 0;
+    queries = vecfile_load_f32(o->queries, &nq, &qdim, err);
+    if (!queries) {
+        rc = shoal_err_prefix(err, "--queries");
+        goto done;
+    }
+    if (qdim != dim) {
+        rc = shoal_err_set(err, SHOAL_EDIM, "--queries: dim %zu, expected %zu", qdim, dim);
+        goto done;
+    }
+    if (o->gt && n == rows) {
+        gt = vecfile_load_i32(o->gt, &ngt, &gtk, err);
+        if (!gt) {
+            rc = shoal_err_prefix(err, "--gt");
+            goto done;
+        }
+        if (ngt != nq || gtk < o->k) {
+            rc = shoal_err_set(err, SHOAL_EINVAL, "--gt: %zu x %zu ids, need %zu x >= %zu", ngt,
+                               gtk, nq, o->k);
+            goto done;
+        }
+    } else if (o->gt) {
+        printf("recall=skipped (--n %zu < %zu rows: the ground truth is for the whole file)\n", n,
+               rows);
+    }
+    found = malloc(nq * o->k * sizeof *found);
+    found2 = malloc(nq * o->k * sizeof *found2);
+    dists = malloc(nq * o->k * sizeof *dists);
+    lat = malloc(nq * sizeof *lat);
+    if (!found || !found2 || !dists || !lat) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for %zu queries", nq);
+        goto done;
+    }
+    printf("n=%zu dim=%zu queries=%zu batch=%zu threads=%zu M=%zu ef_construction=%zu ef=%zu "
+           "k=%zu sync=on\n",
+           n, dim, nq, o->batch, threads, o->M, o->ef_construction, o->ef, o->k);
+    fflush(stdout);
+
+    /* Scratch folder and the first start. */
+    const char *root = getenv("SHOAL_TMP");
+    snprintf(sh.dir, sizeof sh.dir, "%s/shoal-bench-shard.XXXXXX", root && *root ? root : "/tmp");
+    if (!mkdtemp(sh.dir)) {
+        rc = shoal_err_set(err, SHOAL_EIO, "mkdtemp %s: %s", sh.dir, strerror(errno));
+        sh.dir[0] = '\0';
+        goto done;
+    }
+    snprintf(sh.data_dir, sizeof sh.data_dir, "%s/data", sh.dir);
+    snprintf(sh.ready, sizeof sh.ready, "%s/ready", sh.dir);
+    snprintf(sh.threads, sizeof sh.threads, "%zu", threads);
+    rc = s_shard_start(&sh, err);
+    if (rc != 0)
+        goto done;
+    client = shoal_client_new(sh.endpoint, S_CALL_TIMEOUT_MS, err);
+    if (!client) {
+        rc = err->code ? err->code : SHOAL_EINTERNAL;
+        goto done;
+    }
+    rc = shoal_client_create(client, "bench", dim, SHOAL_METRIC_L2, o->M, o->ef_construction, err);
+    if (rc != 0)
+        goto done;
+
+    /* Insert through the socket. */
+    double t0 = bench_now();
+    for (size_t at = 0; at < n; at += o->batch) {
+        size_t m = n - at < o->batch ? n - at : o->batch;
+        rc = shoal_client_insert(client, "bench", ids + at, base + at * dim, m, dim, NULL, err);
+        if (rc != 0) {
+            shoal_err_prefix(err, "insert of rows %zu..%zu", at, at + m - 1);
+            goto done;
+        }
+    }
+    double insert_s = bench_now() - t0;
+    double insert_vps = (double)n / insert_s;
+    printf("insert_s=%.3f insert_vps=%.1f\n", insert_s, insert_vps);
+    fflush(stdout);
+    /* A checkpoint now, so no background one competes with the timed searches. */
+    rc = shoal_client_checkpoint(client, "bench", err);
+    if (rc != 0)
+        goto done;
+
+    /* Search through the socket. */
+    size_t warm = nq < S_WARMUP_MAX ? nq : S_WARMUP_MAX;
+    double wall_s;
+    rc = s_socket_pass(client, queries, warm, dim, o, NULL, NULL, &wall_s, err);
+    if (rc == 0)
+        rc = s_socket_pass(client, queries, nq, dim, o, found, lat, &wall_s, err);
+    if (rc != 0)
+        goto done;
+    double socket_qps = (double)nq / wall_s;
+    printf("socket_qps=%.1f socket_p50_us=%.1f socket_p99_us=%.1f\n", socket_qps,
+           s_percentile(lat, nq, 0.50) * 1e6, s_percentile(lat, nq, 0.99) * 1e6);
+    s_print_recall("socket", found, gt, gtk, nq, o->k);
+    fflush(stdout);
+
+    /* The same in-process: build (this is also rebuild_s), then search. */
+    hnsw_params_t params = {
+        .dim = dim, .metric = SHOAL_METRIC_L2, .M = o->M, .ef_construction = o->ef_construction};
+    index = hnsw_new(&params, err);
+    if (!index) {
+        rc = err->code ? err->code : SHOAL_EINTERNAL;
+        goto done;
+    }
+    t0 = bench_now();
+    rc = hnsw_insert_batch(index, ids, base, n, threads, err);
+    double rebuild_s = bench_now() - t0;
+    if (rc != 0)
+        goto done;
+    rc = s_inprocess_pass(index, queries, warm, dim, o, found2, dists, NULL, &wall_s, err);
+    if (rc == 0)
+        rc = s_inprocess_pass(index, queries, nq, dim, o, found2, dists, lat, &wall_s, err);
+    if (rc != 0)
+        goto done;
+    double inproc_qps = (double)nq / wall_s;
+    printf("inprocess_build_s=%.3f inprocess_qps=%.1f inprocess_p50_us=%.1f "
+           "inprocess_p99_us=%.1f\n",
+           rebuild_s, inproc_qps, s_percentile(lat, nq, 0.50) * 1e6,
+           s_percentile(lat, nq, 0.99) * 1e6);
+    s_print_recall("inprocess", found2, gt, gtk, nq, o->k);
+    fflush(stdout);
+    hnsw_destroy(&index);
+
+    /* Stop (final checkpoint), restart, first search answered. */
+    shoal_client_destroy(&client);
+    t0 = bench_now();
+    rc = s_shard_stop(&sh, err);
+    if (rc != 0)
+        goto done;
+    double stop_s = bench_now() - t0;
+    t0 = bench_now();
+    rc = s_shard_start(&sh, err);
+    if (rc != 0)
+        goto done;
+    client = shoal_client_new(sh.endpoint, S_CALL_TIMEOUT_MS, err);
+    if (!client) {
+        rc = err->code ? err->code : SHOAL_EINTERNAL;
+        goto done;
+    }
+    rc = s_socket_pass(client, queries, 1, dim, o, found2, NULL, &wall_s, err);
+    if (rc != 0)
+        goto done;
+    double restart_s = bench_now() - t0;
+    void *info = NULL;
+    size_t info_len = 0;
+    double loaded = -1, replayed = -1;
+    if (shoal_client_stats(client, "bench", NULL, &info, &info_len, err) == 0) {
+        wire_info_lookup(info, info_len, "collections.bench.loaded_from_checkpoint", &loaded);
+        wire_info_lookup(info, info_len, "collections.bench.replayed", &replayed);
+        free(info);
+    }
+    int same = memcmp(found, found2, o->k * sizeof *found) == 0;
+    printf("stop_s=%.3f restart_s=%.3f loaded_from_checkpoint=%.0f replayed=%.0f "
+           "first_result_same=%d\n",
+           stop_s, restart_s, loaded, replayed, same);
+    printf("rebuild_s=%.3f (in-process hnsw_insert_batch of the same %zu vectors on %zu threads)\n",
+           rebuild_s, n, threads);
+    shoal_client_destroy(&client);
+    rc = s_shard_stop(&sh, err);
+    if (rc != 0)
+        goto done;
+
+    printf("RESULT shard insert_vps=%.1f socket_overhead_ratio=%.3f restart_speedup=%.2f\n",
+           insert_vps, inproc_qps / socket_qps, rebuild_s / restart_s);
+    fflush(stdout);
+
+done:
+    shoal_client_destroy(&client);
+    s_shard_kill(&sh);
+    if (sh.dir[0])
+        s_remove_tree(sh.dir);
+    hnsw_destroy(&index);
+    vecfile_close(&vf);
+    free(lat);
+    free(dists);
+    free(found);
+    free(found2);
+    free(gt);
+    free(queries);
+    free(ids);
+    free(base);
+    return rc;
+}
+
+int bench_shard_main(int argc, char **argv)
+{
+    shard_bench_opts_t opts;
+    int parsed = s_parse(argc, argv, &opts);
+    if (parsed == 1) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (parsed != 0)
+        return S_EXIT_USAGE;
+    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
+    zsys_handler_set(NULL);
+
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (s_run(&opts, &err) != SHOAL_OK) {
+        fprintf(stderr, "shoal-bench shard: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
+        return S_EXIT_RUNTIME;
+    }
+    return 0;
+}

@@ -1,0 +1,158 @@
+/*
+ * shoal_client.h - a small synchronous client for anything that speaks
+ * docs/protocol.md (a shard today, the coordinator later): one call per op,
+ * plus a generic call over wire_request_t / wire_reply_t and a raw call that
+ * sends frames the caller built (tests of malformed requests).
+ *
+ * Transport: one ZeroMQ DEALER socket (czmq) connected to the endpoint. Every
+ * call sends one request and waits for its reply up to the client's timeout;
+ * one request is in flight at a time, and replies are matched by rid. On a
+ * timeout the socket is thrown away and a new one connected ("lazy pirate"),
+ * so a late reply to an abandoned request can never be taken for the answer
+ * to the next one. ZeroMQ reconnects by itself when the server restarts.
+ *
+ * Errors: every call returns 0 or a negative SHOAL_E* code. When the server
+ * answered with an error, the code and message are the server's, unchanged
+ * ("collection \"docs\": expected dim 128, got 96"); SHOAL_ETIMEOUT when no
+ * reply came in time; SHOAL_EPROTO when the reply could not be decoded.
+ *
+ * Ownership: arrays returned through `**` out-parameters are malloc'd and the
+ * caller's to free() (on error they are set to NULL). Input arrays are only
+ * read during the call. shoal_client_new returns a client the caller frees
+ * with shoal_client_destroy(&client).
+ *
+ * Thread-safety: a client belongs to one thread at a time (its socket does).
+ * czmq's default SIGINT/SIGTERM handler is installed by czmq at first use
+ * unless the program called zsys_handler_set(NULL) before.
+ */
+#ifndef SHOAL_CLIENT_H
+#define SHOAL_CLIENT_H
+
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHOAL_CLIENT_TIMEOUT_DEFAULT_MS 10000
+
+typedef struct shoal_client shoal_client_t;
+
+/*
+ * Connects to endpoint ("tcp://127.0.0.1:7701"); nothing is sent yet, so a
+ * server that is not up is only noticed by the first call (timeout).
+ * timeout_ms <= 0 uses SHOAL_CLIENT_TIMEOUT_DEFAULT_MS. NULL on error.
+ */
+shoal_client_t *shoal_client_new(const char *endpoint, int timeout_ms, shoal_err_t *err);
+
+/* Closes the socket and frees; NULL-safe; sets *client_p to NULL. */
+void shoal_client_destroy(shoal_client_t **client_p);
+
+/* The endpoint (borrowed, valid until destroy). */
+const char *shoal_client_endpoint(const shoal_client_t *client);
+
+/* Sets the per-call timeout (<= 0: the default). */
+void shoal_client_set_timeout(shoal_client_t *client, int timeout_ms);
+
+/* Limits under which replies are decoded (default wire_limits_default()). */
+void shoal_client_set_limits(shoal_client_t *client, const wire_limits_t *limits);
+
+/* ------------------------------------------------------------------------ */
+/* One call per op                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Liveness. *info / *info_len (both may be NULL) get the reply's info map (malloc'd). */
+int shoal_client_ping(shoal_client_t *client, void **info, size_t *info_len, shoal_err_t *err);
+
+/* M / ef_construction 0: the server's defaults. */
+int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, shoal_metric_t metric,
+                        size_t M, size_t ef_construction, shoal_err_t *err);
+
+int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err);
+
+/* Upserts n vectors (n x dim floats). *seq (may be NULL) gets the write's sequence number. */
+int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t *ids,
+                        const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err);
+
+/* Deletes n ids; *deleted (may be NULL) gets how many existed. */
+int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
+                        size_t *deleted, uint64_t *seq, shoal_err_t *err);
+
+typedef struct {
+    size_t k;               /* results per query, >= 1 */
+    wire_mode_t mode;       /* WIRE_MODE_AUTO (the zero value), _HNSW or _EXACT */
+    size_t ef;              /* HNSW candidates; 0 = the server's default */
+    const uint64_t *filter; /* allow-list of ids, or NULL */
+    size_t nfilter;         /* its length */
+} shoal_search_opts_t;
+
+/*
+ * Searches nq queries (nq x dim floats). *ids and *dists (nq x k each,
+ * best first, padded with TOPK_ID_NONE / +INFINITY) are malloc'd for the
+ * caller; dists may be NULL when not wanted. *used (may be NULL) gets the
+ * mode that ran.
+ */
+int shoal_client_search(shoal_client_t *client, const char *coll, const float *queries, size_t nq,
+                        size_t dim, const shoal_search_opts_t *opts, uint64_t **ids, float **dists,
+                        wire_mode_t *used, shoal_err_t *err);
+
+/*
+ * The stored vectors of n ids: *found (n flags) and *vecs (n x *dim floats,
+ * zeros where absent), both malloc'd for the caller.
+ */
+int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
+                     uint8_t **found, float **vecs, size_t *dim, shoal_err_t *err);
+
+/*
+ * Stats of the server (coll NULL or "") or one collection. *text (may be NULL)
+ * gets the info map as one line of JSON-like text; *info / *info_len (may be
+ * NULL) the map's msgpack bytes, for wire_info_lookup. Both malloc'd.
+ */
+int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, void **info,
+                       size_t *info_len, shoal_err_t *err);
+
+/* Checkpoints one collection, or all (coll NULL or ""). */
+int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Generic and raw calls                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* A received message's frames, copied out of ZeroMQ. */
+typedef struct {
+    size_t count; /* frames */
+    void **data;  /* data[i]: frame i's bytes (malloc'd; NULL for an empty frame) */
+    size_t *size; /* size[i]: its length */
+} shoal_frames_t;
+
+/* Frees; NULL-safe; sets *frames_p to NULL. */
+void shoal_frames_destroy(shoal_frames_t **frames_p);
+
+/*
+ * Sends req (its rid is set here) and decodes the reply into rep. On success
+ * (the server's code may still be an error: it is returned, with err filled)
+ * rep's bulk pointers point into *frames, which the caller frees with
+ * shoal_frames_destroy after wire_reply_fini(rep). On a transport or decode
+ * error nothing is left to free.
+ */
+int shoal_client_call(shoal_client_t *client, wire_request_t *req, wire_reply_t *rep,
+                      shoal_frames_t **frames, shoal_err_t *err);
+
+/*
+ * Sends nframes caller-built frames as they are and returns the next message
+ * that arrives, undecoded, in *reply (the caller's). Returns 0 when a reply
+ * came, SHOAL_ETIMEOUT when none did.
+ */
+int shoal_client_raw(shoal_client_t *client, const void *const *data, const size_t *sizes,
+                     size_t nframes, shoal_frames_t **reply, shoal_err_t *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

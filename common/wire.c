@@ -1,0 +1,1321 @@
+/*
+ * wire.c - the wire codec: requests and replies to and from frames.
+ * docs/protocol.md is the specification; wire.h the contract.
+ *
+ * Decoding runs in one fixed order so that nothing from the wire is believed
+ * before it is checked:
+ *   1. frame count and the total size, from the frame lengths alone;
+ *   2. the header's size, then a structural walk of its msgpack bytes
+ *      (wire_mp.c: complete, counts possible, nesting bounded), and only
+ *      then msgpack_unpack, which allocates from the counts it reads;
+ *   3. keys collected by name (duplicates rejected, unknown ones ignored);
+ *      "rid" and "op" picked out first, so an error reply can be addressed;
+ *   4. version, then the op's keys: type, presence, range against the limits;
+ *   5. frame count for the op, each bulk frame's length against the counts
+ *      (products computed with overflow checks);
+ *   6. bulk pointers bound: zero copy when aligned, else one owned copy.
+ *
+ * Encoding writes the map's entries into a scratch buffer while counting
+ * them, then the map header and the entries into frame 0's buffer: headers are
+ * tens of bytes, so the copy is nothing next to one bulk frame, and no op needs
+ * its key count worked out by hand.
+ *
+ * Considered and rejected: decoding with our own msgpack reader and no
+ * msgpack-c at all (the walk in step 2 is most of one). msgpack-c stays the
+ * reader, the walk only guards it, so there is one parser of record.
+ */
+#include "common/wire.h"
+#include "common/wire_private.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Names                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static const char *const s_op_names[WIRE_OP_COUNT] = {
+    [WIRE_OP_NONE] = NULL,
+    [WIRE_OP_PING] = "ping",
+    [WIRE_OP_CREATE_COLLECTION] = "create_collection",
+    [WIRE_OP_DROP_COLLECTION] = "drop_collection",
+    [WIRE_OP_INSERT] = "insert",
+    [WIRE_OP_DELETE] = "delete",
+    [WIRE_OP_SEARCH] = "search",
+    [WIRE_OP_GET] = "get",
+    [WIRE_OP_STATS] = "stats",
+    [WIRE_OP_CHECKPOINT] = "checkpoint",
+};
+
+static const char *const s_mode_names[] = {
+    [WIRE_MODE_AUTO] = "auto",
+    [WIRE_MODE_HNSW] = "hnsw",
+    [WIRE_MODE_EXACT] = "exact",
+};
+
+#define S_NMODES (sizeof s_mode_names / sizeof s_mode_names[0])
+
+const char *wire_op_name(wire_op_t op)
+{
+    if ((int)op <= (int)WIRE_OP_NONE || (int)op >= (int)WIRE_OP_COUNT)
+        return NULL;
+    return s_op_names[op];
+}
+
+wire_op_t wire_op_parse(const char *text, size_t len)
+{
+    if (!text)
+        return WIRE_OP_NONE;
+    for (int op = WIRE_OP_NONE + 1; op < WIRE_OP_COUNT; op++) {
+        if (strlen(s_op_names[op]) == len && memcmp(s_op_names[op], text, len) == 0)
+            return (wire_op_t)op;
+    }
+    return WIRE_OP_NONE;
+}
+
+const char *wire_mode_name(wire_mode_t mode)
+{
+    if ((unsigned)mode >= S_NMODES)
+        return "?";
+    return s_mode_names[mode];
+}
+
+/* Case-insensitive, as metrics are; ASCII only, whatever the locale. */
+static bool s_word_eq(const char *text, size_t len, const char *word)
+{
+    if (strlen(word) != len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != word[i])
+            return false;
+    }
+    return true;
+}
+
+static bool s_mode_parse(const char *text, size_t len, wire_mode_t *mode)
+{
+    for (size_t m = 0; m < S_NMODES; m++) {
+        if (s_word_eq(text, len, s_mode_names[m])) {
+            *mode = (wire_mode_t)m;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_metric_parse(const char *text, size_t len, shoal_metric_t *metric)
+{
+    static const shoal_metric_t all[] = {SHOAL_METRIC_L2, SHOAL_METRIC_IP, SHOAL_METRIC_COSINE};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (s_word_eq(text, len, shoal_metric_name(all[i]))) {
+            *metric = all[i];
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool s_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
+}
+
+/* Index of the first byte outside [A-Za-z0-9_.-], or len when there is none. */
+static size_t s_name_bad_at(const char *name, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (!s_name_char(name[i]))
+            return i;
+    }
+    return len;
+}
+
+/*
+ * Copies wire text into buf for a message: at most 40 bytes, anything outside
+ * printable ASCII (and the quote) shown as '?', so a message never carries
+ * control bytes or breaks its own quoting.
+ */
+static const char *s_printable(const char *text, size_t len, char *buf, size_t cap)
+{
+    size_t show = len > 40 ? 40 : len;
+    if (show > cap - 4)
+        show = cap - 4;
+    size_t i = 0;
+    for (; i < show; i++) {
+        unsigned char c = (unsigned char)text[i];
+        buf[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+    }
+    if (show < len) {
+        memcpy(buf + i, "...", 3);
+        i += 3;
+    }
+    buf[i] = '\0';
+    return buf;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Limits, frames, init / fini                                              */
+/* ------------------------------------------------------------------------ */
+
+wire_limits_t wire_limits_default(void)
+{
+    return (wire_limits_t){
+        .max_message_bytes = WIRE_MAX_MESSAGE_BYTES_DEFAULT,
+        .max_batch = WIRE_MAX_BATCH_DEFAULT,
+        .max_k = WIRE_MAX_K_DEFAULT,
+        .max_dim = WIRE_MAX_DIM_DEFAULT,
+        .max_filter = WIRE_MAX_FILTER_DEFAULT,
+    };
+}
+
+void wire_frames_fini(wire_frames_t *frames)
+{
+    if (!frames)
+        return;
+    free(frames->owned_header);
+    memset(frames, 0, sizeof *frames);
+}
+
+void wire_request_init(wire_request_t *req)
+{
+    memset(req, 0, sizeof *req);
+    req->version = WIRE_VERSION;
+    req->mode = WIRE_MODE_AUTO;
+    req->metric = SHOAL_METRIC_L2;
+}
+
+void wire_request_fini(wire_request_t *req)
+{
+    if (!req)
+        return;
+    free(req->owned);
+    wire_request_init(req);
+}
+
+void wire_reply_init(wire_reply_t *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    rep->version = WIRE_VERSION;
+    rep->mode_used = WIRE_MODE_AUTO;
+}
+
+void wire_reply_fini(wire_reply_t *rep)
+{
+    if (!rep)
+        return;
+    free(rep->owned);
+    wire_reply_init(rep);
+}
+
+void wire_reply_error(wire_reply_t *rep, wire_op_t op, uint64_t rid, int code, const char *msg)
+{
+    wire_reply_init(rep);
+    rep->op = wire_op_name(op) ? op : WIRE_OP_NONE;
+    rep->rid = rid;
+    /* An error reply with code 0 would read as success: that is a bug here. */
+    rep->code = code < 0 ? code : SHOAL_EINTERNAL;
+    snprintf(rep->msg, sizeof rep->msg, "%s", msg ? msg : "");
+}
+
+/* a * b * c in size_t, or false when it overflows. */
+static bool s_mul3(uint64_t a, uint64_t b, uint64_t c, size_t *out)
+{
+    uint64_t ab, abc;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc) || abc > SIZE_MAX)
+        return false;
+    *out = (size_t)abc;
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding: the header                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Every header key either direction knows; a direction ignores the others. */
+typedef enum {
+    S_KEY_V,
+    S_KEY_OP,
+    S_KEY_RID,
+    S_KEY_COLL,
+    S_KEY_DIM,
+    S_KEY_METRIC,
+    S_KEY_M,
+    S_KEY_EF_CONSTRUCTION,
+    S_KEY_N,
+    S_KEY_K,
+    S_KEY_MODE,
+    S_KEY_EF,
+    S_KEY_NFILTER,
+    S_KEY_CODE,
+    S_KEY_ERR,
+    S_KEY_MSG,
+    S_KEY_COUNT,
+    S_KEY_SEQ,
+    S_KEY_INFO,
+    S_NKEYS
+} s_key_t;
+
+static const char *const s_key_names[S_NKEYS] = {
+    [S_KEY_V] = "v",
+    [S_KEY_OP] = "op",
+    [S_KEY_RID] = "rid",
+    [S_KEY_COLL] = "coll",
+    [S_KEY_DIM] = "dim",
+    [S_KEY_METRIC] = "metric",
+    [S_KEY_M] = "M",
+    [S_KEY_EF_CONSTRUCTION] = "ef_construction",
+    [S_KEY_N] = "n",
+    [S_KEY_K] = "k",
+    [S_KEY_MODE] = "mode",
+    [S_KEY_EF] = "ef",
+    [S_KEY_NFILTER] = "nfilter",
+    [S_KEY_CODE] = "code",
+    [S_KEY_ERR] = "err",
+    [S_KEY_MSG] = "msg",
+    [S_KEY_COUNT] = "count",
+    [S_KEY_SEQ] = "seq",
+    [S_KEY_INFO] = "info",
+};
+
+#define S_BIT(key) (1u << (key))
+#define S_REQUEST_KEYS                                                                             \
+    (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_COLL) | S_BIT(S_KEY_DIM) |  \
+     S_BIT(S_KEY_METRIC) | S_BIT(S_KEY_M) | S_BIT(S_KEY_EF_CONSTRUCTION) | S_BIT(S_KEY_N) |        \
+     S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER))
+#define S_REPLY_KEYS                                                                               \
+    (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
+     S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
+     S_BIT(S_KEY_COUNT) | S_BIT(S_KEY_SEQ) | S_BIT(S_KEY_INFO))
+
+/* One decode in progress. */
+typedef struct {
+    const wire_frames_t *frames;        /* what is being decoded */
+    wire_limits_t lim;                  /* limits in force */
+    shoal_err_t *err;                   /* where failures are described (may be NULL) */
+    char prefix[32];                    /* "search: " once the op is known, else "" */
+    msgpack_zone zone;                  /* holds the unpacked header */
+    bool zone_live;                     /* zone needs destroying */
+    msgpack_object root;                /* the header map */
+    const msgpack_object *val[S_NKEYS]; /* each known key's value, NULL if absent */
+    int dup_key;                        /* first key seen twice, or -1 */
+} s_dec_t;
+
+static int s_fail(s_dec_t *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Records code and "<op>: <message>"; returns code. */
+static int s_fail(s_dec_t *d, int code, const char *fmt, ...)
+{
+    char text[SHOAL_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return shoal_err_set(d->err, code, "%s%s", d->prefix, text);
+}
+
+static void s_dec_init(s_dec_t *d, const wire_frames_t *frames, const wire_limits_t *limits,
+                       shoal_err_t *err)
+{
+    memset(d, 0, sizeof *d);
+    d->frames = frames;
+    d->lim = limits ? *limits : wire_limits_default();
+    d->err = err;
+    d->dup_key = -1;
+    shoal_err_clear(err);
+}
+
+static void s_dec_fini(s_dec_t *d)
+{
+    if (d->zone_live)
+        msgpack_zone_destroy(&d->zone);
+    d->zone_live = false;
+}
+
+static void s_dec_set_op(s_dec_t *d, wire_op_t op)
+{
+    snprintf(d->prefix, sizeof d->prefix, "%s: ", wire_op_name(op));
+}
+
+/* Steps 1 and 2: sizes from the frame lengths, then the header's bytes. */
+static int s_dec_header(s_dec_t *d, unsigned known_keys)
+{
+    const wire_frames_t *f = d->frames;
+    if (f->count == 0)
+        return s_fail(d, SHOAL_EPROTO, "empty message: no header frame");
+    if (f->count > WIRE_FRAMES_MAX)
+        return s_fail(d, SHOAL_EPROTO, "message has %zu frames, at most %d are allowed", f->count,
+                      WIRE_FRAMES_MAX);
+    size_t total = 0;
+    for (size_t i = 0; i < f->count; i++) {
+        if (!f->data[i] && f->size[i] > 0)
+            return s_fail(d, SHOAL_EINVAL, "frame %zu has %zu bytes but no data", i, f->size[i]);
+        if (__builtin_add_overflow(total, f->size[i], &total))
+            return s_fail(d, SHOAL_ELIMIT, "message size overflows size_t");
+    }
+    if (total > d->lim.max_message_bytes)
+        return s_fail(d, SHOAL_ELIMIT, "message has %zu bytes, the limit is %zu", total,
+                      d->lim.max_message_bytes);
+
+    const uint8_t *data = f->data[0];
+    size_t len = f->size[0];
+    if (len == 0)
+        return s_fail(d, SHOAL_EPROTO, "empty header frame (expected a msgpack map)");
+    if (len > WIRE_HEADER_MAX_BYTES)
+        return s_fail(d, SHOAL_ELIMIT, "header has %zu bytes, the limit is %u", len,
+                      WIRE_HEADER_MAX_BYTES);
+    size_t end = 0;
+    int rc = wire_mp_skip(data, len, &end, WIRE_DEPTH_MAX);
+    if (rc == WIRE_MP_TOO_DEEP)
+        return s_fail(d, SHOAL_ELIMIT, "msgpack header is nested deeper than %d levels",
+                      WIRE_DEPTH_MAX);
+    if (rc != WIRE_MP_OK)
+        return s_fail(d, SHOAL_EPROTO, "truncated or malformed msgpack header (%zu bytes)", len);
+
+    if (!msgpack_zone_init(&d->zone, 2048))
+        return s_fail(d, SHOAL_ENOMEM, "out of memory unpacking the header");
+    d->zone_live = true;
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack((const char *)data, end, &off, &d->zone, &d->root);
+    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
+        return s_fail(d, SHOAL_ENOMEM, "out of memory unpacking the header");
+    if (ur != MSGPACK_UNPACK_SUCCESS || off != end)
+        return s_fail(d, SHOAL_EPROTO, "truncated or malformed msgpack header (%zu bytes)", len);
+    if (d->root.type != MSGPACK_OBJECT_MAP)
+        return s_fail(d, SHOAL_EPROTO, "header is a msgpack %s, expected a map",
+                      wire_mp_type_name(&d->root));
+    if (end != len)
+        return s_fail(d, SHOAL_EPROTO, "header has %zu trailing bytes after the map", len - end);
+    const msgpack_object_map *map = &d->root.via.map;
+    if (map->size > WIRE_HEADER_KEYS_MAX)
+        return s_fail(d, SHOAL_ELIMIT, "header map has %" PRIu32 " keys, at most %d", map->size,
+                      WIRE_HEADER_KEYS_MAX);
+
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *key = &map->ptr[i].key;
+        if (key->type != MSGPACK_OBJECT_STR)
+            return s_fail(d, SHOAL_EPROTO, "header key %" PRIu32 " has type %s, expected str", i,
+                          wire_mp_type_name(key));
+        for (int k = 0; k < S_NKEYS; k++) {
+            if (!(known_keys & S_BIT(k)) || strlen(s_key_names[k]) != key->via.str.size ||
+                memcmp(s_key_names[k], key->via.str.ptr, key->via.str.size) != 0)
+                continue;
+            /* Reported after "rid" and "op" are picked out (s_check_dup). */
+            if (d->val[k] && d->dup_key < 0)
+                d->dup_key = k;
+            if (!d->val[k])
+                d->val[k] = &map->ptr[i].val;
+        }
+    }
+    return 0;
+}
+
+/* The getters return 0 (value stored, or absent and optional) or a code. */
+
+static int s_get_uint(s_dec_t *d, s_key_t key, bool required, uint64_t *out)
+{
+    const msgpack_object *o = d->val[key];
+    if (!o)
+        return required ? s_fail(d, SHOAL_EPROTO, "missing required key \"%s\"", s_key_names[key])
+                        : 0;
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return s_fail(d, SHOAL_EPROTO, "\"%s\" must be an unsigned integer, got %" PRId64,
+                      s_key_names[key], o->via.i64);
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return s_fail(d, SHOAL_EPROTO, "\"%s\" has type %s, expected unsigned integer",
+                      s_key_names[key], wire_mp_type_name(o));
+    *out = o->via.u64;
+    return 0;
+}
+
+static int s_get_str(s_dec_t *d, s_key_t key, bool required, const char **text, size_t *len)
+{
+    const msgpack_object *o = d->val[key];
+    if (!o)
+        return required ? s_fail(d, SHOAL_EPROTO, "missing required key \"%s\"", s_key_names[key])
+                        : 0;
+    if (o->type != MSGPACK_OBJECT_STR)
+        return s_fail(d, SHOAL_EPROTO, "\"%s\" has type %s, expected str", s_key_names[key],
+                      wire_mp_type_name(o));
+    *text = o->via.str.ptr;
+    *len = o->via.str.size;
+    return 0;
+}
+
+/* A required count in 1..limit: 0 is out of range, above the limit is a limit. */
+static int s_get_count(s_dec_t *d, s_key_t key, size_t limit, uint64_t *out)
+{
+    uint64_t v = 0;
+    int rc = s_get_uint(d, key, true, &v);
+    if (rc)
+        return rc;
+    if (v == 0 || v > limit)
+        return s_fail(d, v == 0 ? SHOAL_EINVAL : SHOAL_ELIMIT,
+                      "\"%s\" must be 1..%zu, got %" PRIu64, s_key_names[key], limit, v);
+    *out = v;
+    return 0;
+}
+
+/* k and dim are 32-bit fields whatever a server's limit says. */
+static size_t s_limit32(size_t limit)
+{
+    return limit > UINT32_MAX ? UINT32_MAX : limit;
+}
+
+static int s_get_count32(s_dec_t *d, s_key_t key, size_t limit, uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = s_get_count(d, key, s_limit32(limit), &v);
+    if (rc == 0)
+        *out = (uint32_t)v;
+    return rc;
+}
+
+/* An optional 32-bit tunable, 0 (the default) when absent. */
+static int s_get_tunable(s_dec_t *d, s_key_t key, uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = s_get_uint(d, key, false, &v);
+    if (rc)
+        return rc;
+    if (v > UINT32_MAX)
+        return s_fail(d, SHOAL_EINVAL, "\"%s\" must be 0..%" PRIu32 ", got %" PRIu64,
+                      s_key_names[key], UINT32_MAX, v);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* "coll": required, or optional where "" means every collection. */
+static int s_get_name(s_dec_t *d, bool required, char out[WIRE_NAME_MAX + 1])
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char show[48];
+    int rc = s_get_str(d, S_KEY_COLL, required, &text, &len);
+    if (rc || !text)
+        return rc;
+    if (len == 0) {
+        if (required)
+            return s_fail(d, SHOAL_EINVAL, "\"coll\" must not be empty");
+        return 0;
+    }
+    if (len > WIRE_NAME_MAX)
+        return s_fail(d, SHOAL_EINVAL, "\"coll\" has %zu bytes, at most %d are allowed", len,
+                      WIRE_NAME_MAX);
+    size_t bad = s_name_bad_at(text, len);
+    if (bad < len)
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"coll\" \"%s\" has a byte outside [A-Za-z0-9_.-] at offset %zu",
+                      s_printable(text, len, show, sizeof show), bad);
+    memcpy(out, text, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/*
+ * Step 3's first half: "rid" and "op", silently, when they are well-formed,
+ * so that whatever fails next can still be answered to the right request.
+ */
+static void s_peek_address(s_dec_t *d, wire_op_t *op, uint64_t *rid)
+{
+    /* A key given twice has no one value: it stays unknown. */
+    const msgpack_object *o = d->val[S_KEY_RID];
+    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && d->dup_key != S_KEY_RID)
+        *rid = o->via.u64;
+    o = d->val[S_KEY_OP];
+    if (o && o->type == MSGPACK_OBJECT_STR && d->dup_key != S_KEY_OP)
+        *op = wire_op_parse(o->via.str.ptr, o->via.str.size);
+}
+
+static int s_check_dup(s_dec_t *d)
+{
+    if (d->dup_key >= 0)
+        return s_fail(d, SHOAL_EPROTO, "duplicate key \"%s\"", s_key_names[d->dup_key]);
+    return 0;
+}
+
+static int s_check_version(s_dec_t *d)
+{
+    uint64_t v = 0;
+    int rc = s_get_uint(d, S_KEY_V, true, &v);
+    if (rc)
+        return rc;
+    if (v != WIRE_VERSION)
+        return s_fail(d, SHOAL_EPROTO,
+                      "protocol version %" PRIu64 " is not supported (this build speaks %d)", v,
+                      WIRE_VERSION);
+    return 0;
+}
+
+/* "op" must be present (when required) and known; on success the prefix names it. */
+static int s_check_op(s_dec_t *d, bool required, wire_op_t *op)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char show[48];
+    int rc = s_get_str(d, S_KEY_OP, required, &text, &len);
+    if (rc || !text)
+        return rc;
+    wire_op_t parsed = wire_op_parse(text, len);
+    if (parsed == WIRE_OP_NONE)
+        return s_fail(d, SHOAL_EPROTO, "unknown op \"%s\"",
+                      s_printable(text, len, show, sizeof show));
+    *op = parsed;
+    s_dec_set_op(d, parsed);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding: bulk frames                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int s_expect_frames(s_dec_t *d, size_t want, const char *layout)
+{
+    if (d->frames->count != want)
+        return s_fail(d, SHOAL_EPROTO, "expected %zu frame%s (%s), got %zu", want,
+                      want == 1 ? "" : "s", layout, d->frames->count);
+    return 0;
+}
+
+/*
+ * Checks that frame idx holds a x b elements of elem bytes (bname NULL: a
+ * alone), naming the factors when it does not.
+ */
+static int s_expect_size(s_dec_t *d, size_t idx, const char *aname, uint64_t a, const char *bname,
+                         uint64_t b, size_t elem)
+{
+    char how[112];
+    if (bname)
+        snprintf(how, sizeof how, "%s=%" PRIu64 " x %s=%" PRIu64 " x %zu", aname, a, bname, b,
+                 elem);
+    else
+        snprintf(how, sizeof how, "%s=%" PRIu64 " x %zu", aname, a, elem);
+    size_t want;
+    if (!s_mul3(a, bname ? b : 1, elem, &want))
+        return s_fail(d, SHOAL_ELIMIT, "frame %zu would need more than %zu bytes (%s)", idx,
+                      (size_t)SIZE_MAX, how);
+    if (d->frames->size[idx] != want)
+        return s_fail(d, SHOAL_EPROTO, "frame %zu has %zu bytes, expected %zu (%s)", idx,
+                      d->frames->size[idx], want, how);
+    return 0;
+}
+
+/*
+ * Step 6: out[i] points at bulk frame i + 1 (every op's bulk frames are 1..n),
+ * or at an aligned copy when the frame's buffer is not aligned to its element
+ * size align[i] (one allocation, *owned, for all the copies).
+ */
+static int s_bind(s_dec_t *d, const size_t *align, size_t nbulk, const void **out, void **owned)
+{
+    const wire_frames_t *f = d->frames;
+    size_t need = 0;
+    for (size_t i = 0; i < nbulk; i++) {
+        if ((uintptr_t)f->data[i + 1] % align[i] != 0)
+            need += f->size[i + 1] + 8; /* + room to realign */
+    }
+    uint8_t *copy = NULL;
+    if (need) {
+        copy = malloc(need);
+        if (!copy)
+            return s_fail(d, SHOAL_ENOMEM, "out of memory copying %zu bytes of unaligned frames",
+                          need);
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < nbulk; i++) {
+        const void *p = f->data[i + 1];
+        if ((uintptr_t)p % align[i] == 0) {
+            out[i] = p;
+            continue;
+        }
+        at = (at + 7) & ~(size_t)7; /* malloc's block is aligned for any element */
+        memcpy(copy + at, p, f->size[i + 1]);
+        out[i] = copy + at;
+        at += f->size[i + 1];
+    }
+    *owned = copy;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding: requests                                                       */
+/* ------------------------------------------------------------------------ */
+
+static int s_dec_create(s_dec_t *d, wire_request_t *req)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char show[48];
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
+        (rc = s_get_str(d, S_KEY_METRIC, true, &text, &len)))
+        return rc;
+    if (!s_metric_parse(text, len, &req->metric))
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"metric\" must be \"l2\", \"ip\" or \"cosine\", got \"%s\"",
+                      s_printable(text, len, show, sizeof show));
+    if ((rc = s_get_tunable(d, S_KEY_M, &req->M)) ||
+        (rc = s_get_tunable(d, S_KEY_EF_CONSTRUCTION, &req->ef_construction)))
+        return rc;
+    return s_expect_frames(d, 1, "header");
+}
+
+static int s_dec_insert(s_dec_t *d, wire_request_t *req)
+{
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
+        (rc = s_expect_frames(d, 3, "header, ids, vectors")) ||
+        (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))) ||
+        (rc = s_expect_size(d, 2, "n", req->n, "dim", req->dim, sizeof(float))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t), sizeof(float)};
+    const void *bulk[2];
+    if ((rc = s_bind(d, align, 2, bulk, &req->owned)))
+        return rc;
+    req->ids = bulk[0];
+    req->vecs = bulk[1];
+    return 0;
+}
+
+/* delete and get: a list of ids. */
+static int s_dec_ids(s_dec_t *d, wire_request_t *req)
+{
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
+        (rc = s_expect_frames(d, 2, "header, ids")) ||
+        (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t)};
+    const void *bulk[1];
+    if ((rc = s_bind(d, align, 1, bulk, &req->owned)))
+        return rc;
+    req->ids = bulk[0];
+    return 0;
+}
+
+static int s_dec_search(s_dec_t *d, wire_request_t *req)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char show[48];
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
+        (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &req->k)) ||
+        (rc = s_get_str(d, S_KEY_MODE, false, &text, &len)))
+        return rc;
+    if (text && !s_mode_parse(text, len, &req->mode))
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"mode\" must be \"auto\", \"hnsw\" or \"exact\", got \"%s\"",
+                      s_printable(text, len, show, sizeof show));
+    if ((rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_uint(d, S_KEY_NFILTER, false, &req->nfilter)))
+        return rc;
+    if (req->nfilter > d->lim.max_filter)
+        return s_fail(d, SHOAL_ELIMIT, "\"nfilter\" must be 0..%zu, got %" PRIu64,
+                      d->lim.max_filter, req->nfilter);
+    bool filtered = req->nfilter > 0;
+    if ((rc = s_expect_frames(d, filtered ? 3 : 2,
+                              filtered ? "header, queries, filter" : "header, queries")) ||
+        (rc = s_expect_size(d, 1, "n", req->n, "dim", req->dim, sizeof(float))) ||
+        (filtered &&
+         (rc = s_expect_size(d, 2, "nfilter", req->nfilter, NULL, 0, sizeof(uint64_t)))))
+        return rc;
+    const size_t align[] = {sizeof(float), sizeof(uint64_t)};
+    const void *bulk[2] = {NULL, NULL};
+    if ((rc = s_bind(d, align, filtered ? 2 : 1, bulk, &req->owned)))
+        return rc;
+    req->vecs = bulk[0];
+    req->filter = bulk[1];
+    return 0;
+}
+
+int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
+                        wire_request_t *req, shoal_err_t *err)
+{
+    s_dec_t d;
+    s_dec_init(&d, frames, limits, err);
+    wire_request_init(req);
+    int rc = s_dec_header(&d, S_REQUEST_KEYS);
+    if (rc)
+        goto done;
+    s_peek_address(&d, &req->op, &req->rid);
+    wire_op_t op = WIRE_OP_NONE;
+    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d)) || (rc = s_check_op(&d, true, &op)) ||
+        (rc = s_get_uint(&d, S_KEY_RID, true, &req->rid)))
+        goto done;
+
+    switch (op) {
+    case WIRE_OP_PING:
+        rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_CREATE_COLLECTION:
+        rc = s_dec_create(&d, req);
+        break;
+    case WIRE_OP_DROP_COLLECTION:
+        rc = s_get_name(&d, true, req->coll);
+        if (!rc)
+            rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_INSERT:
+        rc = s_dec_insert(&d, req);
+        break;
+    case WIRE_OP_DELETE:
+    case WIRE_OP_GET:
+        rc = s_dec_ids(&d, req);
+        break;
+    case WIRE_OP_SEARCH:
+        rc = s_dec_search(&d, req);
+        break;
+    case WIRE_OP_STATS:
+    case WIRE_OP_CHECKPOINT:
+        rc = s_get_name(&d, false, req->coll);
+        if (!rc)
+            rc = s_expect_frames(&d, 1, "header");
+        break;
+    default:
+        rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
+        break;
+    }
+
+done:
+    s_dec_fini(&d);
+    if (rc) {
+        /* Keep op and rid for the error reply; drop everything that points at frames. */
+        wire_op_t keep_op = req->op;
+        uint64_t keep_rid = req->rid;
+        wire_request_fini(req);
+        req->op = keep_op;
+        req->rid = keep_rid;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding: replies                                                        */
+/* ------------------------------------------------------------------------ */
+
+static int s_dec_code(s_dec_t *d, int *code)
+{
+    const msgpack_object *o = d->val[S_KEY_CODE];
+    if (!o)
+        return s_fail(d, SHOAL_EPROTO, "missing required key \"code\"");
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 != 0)
+            return s_fail(d, SHOAL_EPROTO, "\"code\" must be 0 or negative, got %" PRIu64,
+                          o->via.u64);
+        *code = 0;
+        return 0;
+    }
+    if (o->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return s_fail(d, SHOAL_EPROTO, "\"code\" has type %s, expected integer",
+                      wire_mp_type_name(o));
+    if (o->via.i64 < INT_MIN)
+        return s_fail(d, SHOAL_EPROTO, "\"code\" %" PRId64 " is out of range", o->via.i64);
+    *code = (int)o->via.i64;
+    return 0;
+}
+
+/* Keys every reply may have: err, msg, info. */
+static int s_dec_reply_common(s_dec_t *d, wire_reply_t *rep)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    int rc;
+    if ((rc = s_get_str(d, S_KEY_ERR, false, &text, &len)))
+        return rc;
+    text = NULL;
+    if ((rc = s_get_str(d, S_KEY_MSG, false, &text, &len)))
+        return rc;
+    if (text) {
+        /* A long message is cut, not refused: it is text for people. */
+        size_t keep = len < sizeof rep->msg - 1 ? len : sizeof rep->msg - 1;
+        memcpy(rep->msg, text, keep);
+        rep->msg[keep] = '\0';
+    }
+    const msgpack_object *info = d->val[S_KEY_INFO];
+    if (info) {
+        if (!wire_info_object_ok(info))
+            return s_fail(d, SHOAL_EPROTO,
+                          "\"info\" must be a map of string keys to numbers, strings and maps");
+        size_t voff = 0, vlen = 0;
+        if (!wire_mp_find_value(d->frames->data[0], d->frames->size[0], "info", &voff, &vlen))
+            return s_fail(d, SHOAL_EINTERNAL, "\"info\" was unpacked but not found in the header");
+        rep->info = (const uint8_t *)d->frames->data[0] + voff;
+        rep->info_len = vlen;
+    }
+    return 0;
+}
+
+static int s_dec_search_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    char show[48];
+    int rc;
+    if ((rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &rep->n)) ||
+        (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &rep->k)) ||
+        (rc = s_get_str(d, S_KEY_MODE, true, &text, &len)))
+        return rc;
+    if (!s_mode_parse(text, len, &rep->mode_used) || rep->mode_used == WIRE_MODE_AUTO)
+        return s_fail(d, SHOAL_EPROTO,
+                      "\"mode\" of a reply must be \"hnsw\" or \"exact\", got \"%s\"",
+                      s_printable(text, len, show, sizeof show));
+    if ((rc = s_expect_frames(d, 3, "header, ids, distances")) ||
+        (rc = s_expect_size(d, 1, "n", rep->n, "k", rep->k, sizeof(uint64_t))) ||
+        (rc = s_expect_size(d, 2, "n", rep->n, "k", rep->k, sizeof(float))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t), sizeof(float)};
+    const void *bulk[2];
+    if ((rc = s_bind(d, align, 2, bulk, &rep->owned)))
+        return rc;
+    rep->ids = bulk[0];
+    rep->dists = bulk[1];
+    return 0;
+}
+
+static int s_dec_get_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    int rc;
+    if ((rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &rep->n)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &rep->dim)) ||
+        (rc = s_expect_frames(d, 3, "header, found flags, vectors")) ||
+        (rc = s_expect_size(d, 1, "n", rep->n, NULL, 0, 1)) ||
+        (rc = s_expect_size(d, 2, "n", rep->n, "dim", rep->dim, sizeof(float))))
+        return rc;
+    const uint8_t *found = d->frames->data[1];
+    for (size_t i = 0; i < rep->n; i++) {
+        if (found[i] > 1)
+            return s_fail(d, SHOAL_EPROTO, "frame 1 byte %zu is %u, expected 0 or 1", i, found[i]);
+    }
+    const size_t align[] = {1, sizeof(float)};
+    const void *bulk[2];
+    if ((rc = s_bind(d, align, 2, bulk, &rep->owned)))
+        return rc;
+    rep->found = bulk[0];
+    rep->vecs = bulk[1];
+    return 0;
+}
+
+int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, wire_reply_t *rep,
+                      shoal_err_t *err)
+{
+    s_dec_t d;
+    s_dec_init(&d, frames, limits, err);
+    wire_reply_init(rep);
+    int rc = s_dec_header(&d, S_REPLY_KEYS);
+    if (rc)
+        goto done;
+    s_peek_address(&d, &rep->op, &rep->rid);
+    wire_op_t op = WIRE_OP_NONE;
+    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d)) || (rc = s_dec_code(&d, &rep->code)) ||
+        (rc = s_check_op(&d, rep->code == 0, &op)) ||
+        (rc = s_get_uint(&d, S_KEY_RID, true, &rep->rid)) || (rc = s_dec_reply_common(&d, rep)))
+        goto done;
+
+    if (rep->code != 0) {
+        rc = s_expect_frames(&d, 1, "header of an error reply");
+        goto done;
+    }
+    switch (op) {
+    case WIRE_OP_INSERT:
+    case WIRE_OP_DELETE:
+        if (!(rc = s_get_uint(&d, S_KEY_COUNT, true, &rep->count)) &&
+            !(rc = s_get_uint(&d, S_KEY_SEQ, true, &rep->seq)))
+            rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_SEARCH:
+        rc = s_dec_search_reply(&d, rep);
+        break;
+    case WIRE_OP_GET:
+        rc = s_dec_get_reply(&d, rep);
+        break;
+    case WIRE_OP_STATS:
+        if (!rep->info)
+            rc = s_fail(&d, SHOAL_EPROTO, "missing required key \"info\"");
+        else
+            rc = s_expect_frames(&d, 1, "header");
+        break;
+    default:
+        rc = s_expect_frames(&d, 1, "header");
+        break;
+    }
+
+done:
+    s_dec_fini(&d);
+    if (rc) {
+        wire_op_t keep_op = rep->op;
+        uint64_t keep_rid = rep->rid;
+        wire_reply_fini(rep);
+        rep->op = keep_op;
+        rep->rid = keep_rid;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encoding                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A header being written: its entries, counted, in a scratch buffer. */
+typedef struct {
+    msgpack_sbuffer body; /* the entries written so far */
+    msgpack_packer pk;    /* writes into body */
+    size_t nkeys;         /* entries written */
+    bool failed;          /* an allocation failed */
+} s_enc_t;
+
+static void s_enc_init(s_enc_t *e)
+{
+    msgpack_sbuffer_init(&e->body);
+    msgpack_packer_init(&e->pk, &e->body, msgpack_sbuffer_write);
+    e->nkeys = 0;
+    e->failed = false;
+}
+
+static void s_enc_key(s_enc_t *e, const char *key)
+{
+    size_t len = strlen(key);
+    if (msgpack_pack_str(&e->pk, len) || msgpack_pack_str_body(&e->pk, key, len))
+        e->failed = true;
+    e->nkeys++;
+}
+
+static void s_enc_uint(s_enc_t *e, const char *key, uint64_t value)
+{
+    s_enc_key(e, key);
+    if (msgpack_pack_uint64(&e->pk, value))
+        e->failed = true;
+}
+
+static void s_enc_int(s_enc_t *e, const char *key, int64_t value)
+{
+    s_enc_key(e, key);
+    if (msgpack_pack_int64(&e->pk, value))
+        e->failed = true;
+}
+
+static void s_enc_str(s_enc_t *e, const char *key, const char *value)
+{
+    size_t len = strlen(value);
+    s_enc_key(e, key);
+    if (msgpack_pack_str(&e->pk, len) || msgpack_pack_str_body(&e->pk, value, len))
+        e->failed = true;
+}
+
+/* A value that is msgpack already (the info map). */
+static void s_enc_raw(s_enc_t *e, const char *key, const void *bytes, size_t len)
+{
+    s_enc_key(e, key);
+    if (msgpack_sbuffer_write(&e->body, bytes, len))
+        e->failed = true;
+}
+
+static void s_enc_abandon(s_enc_t *e)
+{
+    msgpack_sbuffer_destroy(&e->body);
+}
+
+/* Puts the map header and the entries into out's frame 0; frees the scratch. */
+static int s_enc_finish(s_enc_t *e, wire_frames_t *out, shoal_err_t *err)
+{
+    msgpack_sbuffer head;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&head);
+    msgpack_packer_init(&pk, &head, msgpack_sbuffer_write);
+    bool failed = e->failed || msgpack_pack_map(&pk, e->nkeys) ||
+                  msgpack_sbuffer_write(&head, e->body.data, e->body.size);
+    msgpack_sbuffer_destroy(&e->body);
+    if (failed) {
+        msgpack_sbuffer_destroy(&head);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory encoding a header");
+    }
+    if (head.size > WIRE_HEADER_MAX_BYTES) {
+        size_t size = head.size;
+        msgpack_sbuffer_destroy(&head);
+        return shoal_err_set(err, SHOAL_ELIMIT, "encoded header has %zu bytes, the limit is %u",
+                             size, WIRE_HEADER_MAX_BYTES);
+    }
+    size_t size = head.size;
+    out->owned_header = msgpack_sbuffer_release(&head);
+    out->data[0] = out->owned_header;
+    out->size[0] = size;
+    out->count = 1;
+    return 0;
+}
+
+static void s_add_frame(wire_frames_t *out, const void *data, size_t size)
+{
+    out->data[out->count] = data;
+    out->size[out->count] = size;
+    out->count++;
+}
+
+/* Insert's and search's vectors: n x dim floats; their size in *vec_bytes. */
+static int s_check_vectors(const wire_request_t *req, const char *opname, size_t *vec_bytes,
+                           shoal_err_t *err)
+{
+    if (req->n == 0 || req->dim == 0)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: n and dim must be >= 1, got n=%" PRIu64 " dim=%" PRIu32, opname,
+                             req->n, req->dim);
+    if (!req->vecs)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: vecs is NULL", opname);
+    if (!s_mul3(req->n, req->dim, sizeof(float), vec_bytes) || req->n > SIZE_MAX / sizeof(uint64_t))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: n=%" PRIu64 " x dim=%" PRIu32 " overflows",
+                             opname, req->n, req->dim);
+    return 0;
+}
+
+/* The encoder's own checks of a request; 0 or SHOAL_EINVAL. */
+static int s_check_request(const wire_request_t *req, const char *opname, size_t *vec_bytes,
+                           shoal_err_t *err)
+{
+    size_t len = strnlen(req->coll, sizeof req->coll);
+    bool needs_coll =
+        req->op != WIRE_OP_PING && req->op != WIRE_OP_STATS && req->op != WIRE_OP_CHECKPOINT;
+    if (len == sizeof req->coll)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: collection name is not NUL-terminated",
+                             opname);
+    if (needs_coll && len == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: needs a collection name", opname);
+    if (s_name_bad_at(req->coll, len) < len)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: collection name \"%s\" has a byte outside [A-Za-z0-9_.-]", opname,
+                             req->coll);
+    switch (req->op) {
+    case WIRE_OP_CREATE_COLLECTION:
+        if (req->dim == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: dim must be >= 1", opname);
+        if (!strcmp(shoal_metric_name(req->metric), "?"))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: metric %d is not valid", opname,
+                                 (int)req->metric);
+        break;
+    case WIRE_OP_SEARCH:
+        if (req->k == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", opname);
+        if ((unsigned)req->mode >= S_NMODES)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
+                                 (int)req->mode);
+        if (req->nfilter > 0 && !req->filter)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter is %" PRIu64 " but filter is NULL",
+                                 opname, req->nfilter);
+        if (req->nfilter > SIZE_MAX / sizeof(uint64_t))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter %" PRIu64 " overflows", opname,
+                                 req->nfilter);
+        return s_check_vectors(req, opname, vec_bytes, err);
+    case WIRE_OP_INSERT:
+        if (!req->ids)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
+        return s_check_vectors(req, opname, vec_bytes, err);
+    case WIRE_OP_DELETE:
+    case WIRE_OP_GET:
+        if (req->n == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: n must be >= 1", opname);
+        if (!req->ids)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
+        if (req->n > SIZE_MAX / sizeof(uint64_t))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: n=%" PRIu64 " overflows", opname, req->n);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    shoal_err_clear(err);
+    const char *opname = wire_op_name(req->op);
+    if (!opname)
+        return shoal_err_set(err, SHOAL_EINVAL, "cannot encode a request with op %d", (int)req->op);
+    size_t vec_bytes = 0;
+    int rc = s_check_request(req, opname, &vec_bytes, err);
+    if (rc)
+        return rc;
+
+    s_enc_t e;
+    s_enc_init(&e);
+    s_enc_uint(&e, "v", req->version ? req->version : WIRE_VERSION);
+    s_enc_str(&e, "op", opname);
+    s_enc_uint(&e, "rid", req->rid);
+    if (req->coll[0])
+        s_enc_str(&e, "coll", req->coll);
+    switch (req->op) {
+    case WIRE_OP_CREATE_COLLECTION:
+        s_enc_uint(&e, "dim", req->dim);
+        s_enc_str(&e, "metric", shoal_metric_name(req->metric));
+        if (req->M)
+            s_enc_uint(&e, "M", req->M);
+        if (req->ef_construction)
+            s_enc_uint(&e, "ef_construction", req->ef_construction);
+        break;
+    case WIRE_OP_INSERT:
+        s_enc_uint(&e, "n", req->n);
+        s_enc_uint(&e, "dim", req->dim);
+        break;
+    case WIRE_OP_DELETE:
+    case WIRE_OP_GET:
+        s_enc_uint(&e, "n", req->n);
+        break;
+    case WIRE_OP_SEARCH:
+        s_enc_uint(&e, "n", req->n);
+        s_enc_uint(&e, "dim", req->dim);
+        s_enc_uint(&e, "k", req->k);
+        s_enc_str(&e, "mode", wire_mode_name(req->mode));
+        if (req->ef)
+            s_enc_uint(&e, "ef", req->ef);
+        if (req->nfilter)
+            s_enc_uint(&e, "nfilter", req->nfilter);
+        break;
+    default:
+        break;
+    }
+    if ((rc = s_enc_finish(&e, out, err)))
+        return rc;
+
+    switch (req->op) {
+    case WIRE_OP_INSERT:
+        s_add_frame(out, req->ids, (size_t)req->n * sizeof(uint64_t));
+        s_add_frame(out, req->vecs, vec_bytes);
+        break;
+    case WIRE_OP_DELETE:
+    case WIRE_OP_GET:
+        s_add_frame(out, req->ids, (size_t)req->n * sizeof(uint64_t));
+        break;
+    case WIRE_OP_SEARCH:
+        s_add_frame(out, req->vecs, vec_bytes);
+        if (req->nfilter)
+            s_add_frame(out, req->filter, (size_t)req->nfilter * sizeof(uint64_t));
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The encoder's own checks of a successful reply's results. */
+static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t *a_bytes,
+                         size_t *b_bytes, shoal_err_t *err)
+{
+    switch (rep->op) {
+    case WIRE_OP_SEARCH:
+        if (rep->n == 0 || rep->k == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n and k must be >= 1", opname);
+        if (rep->mode_used != WIRE_MODE_HNSW && rep->mode_used != WIRE_MODE_EXACT)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s reply: mode_used must be hnsw or exact, got %d", opname,
+                                 (int)rep->mode_used);
+        if (!rep->ids || !rep->dists)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: ids or dists is NULL", opname);
+        if (!s_mul3(rep->n, rep->k, sizeof(uint64_t), a_bytes) ||
+            !s_mul3(rep->n, rep->k, sizeof(float), b_bytes))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x k overflows", opname);
+        break;
+    case WIRE_OP_GET:
+        if (rep->n == 0 || rep->dim == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n and dim must be >= 1", opname);
+        if (!rep->found || !rep->vecs)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: found or vecs is NULL", opname);
+        if (!s_mul3(rep->n, 1, 1, a_bytes) || !s_mul3(rep->n, rep->dim, sizeof(float), b_bytes))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x dim overflows", opname);
+        break;
+    case WIRE_OP_STATS:
+        if (!rep->info)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s reply: needs an info map", opname);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    shoal_err_clear(err);
+    const char *opname = wire_op_name(rep->op);
+    if (rep->code > 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "reply code must be 0 or negative, got %d",
+                             rep->code);
+    if (rep->code == 0 && !opname)
+        return shoal_err_set(err, SHOAL_EINVAL, "a successful reply needs an op, got %d",
+                             (int)rep->op);
+    if (!opname && rep->op != WIRE_OP_NONE)
+        return shoal_err_set(err, SHOAL_EINVAL, "cannot encode a reply with op %d", (int)rep->op);
+    if (rep->info && !wire_info_bytes_ok(rep->info, rep->info_len))
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "reply info is not one msgpack map of numbers, strings and maps");
+    size_t a_bytes = 0, b_bytes = 0;
+    int rc;
+    if (rep->code == 0 && (rc = s_check_reply(rep, opname, &a_bytes, &b_bytes, err)))
+        return rc;
+
+    s_enc_t e;
+    s_enc_init(&e);
+    s_enc_uint(&e, "v", rep->version ? rep->version : WIRE_VERSION);
+    if (opname)
+        s_enc_str(&e, "op", opname);
+    s_enc_uint(&e, "rid", rep->rid);
+    s_enc_int(&e, "code", rep->code);
+    s_enc_str(&e, "err", shoal_errname(rep->code));
+    if (rep->code != 0) {
+        char msg[WIRE_MSG_MAX];
+        size_t len = strnlen(rep->msg, sizeof rep->msg);
+        if (len == sizeof rep->msg)
+            len--; /* an unterminated message is cut, not read past */
+        memcpy(msg, rep->msg, len);
+        msg[len] = '\0';
+        s_enc_str(&e, "msg", msg);
+    }
+    if (rep->info)
+        s_enc_raw(&e, "info", rep->info, rep->info_len);
+    if (rep->code == 0) {
+        switch (rep->op) {
+        case WIRE_OP_INSERT:
+        case WIRE_OP_DELETE:
+            s_enc_uint(&e, "count", rep->count);
+            s_enc_uint(&e, "seq", rep->seq);
+            break;
+        case WIRE_OP_SEARCH:
+            s_enc_uint(&e, "n", rep->n);
+            s_enc_uint(&e, "k", rep->k);
+            s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
+            break;
+        case WIRE_OP_GET:
+            s_enc_uint(&e, "n", rep->n);
+            s_enc_uint(&e, "dim", rep->dim);
+            break;
+        default:
+            break;
+        }
+    }
+    if (e.failed) {
+        s_enc_abandon(&e);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory encoding a reply header");
+    }
+    if ((rc = s_enc_finish(&e, out, err)))
+        return rc;
+    if (rep->code == 0 && rep->op == WIRE_OP_SEARCH) {
+        s_add_frame(out, rep->ids, a_bytes);
+        s_add_frame(out, rep->dists, b_bytes);
+    } else if (rep->code == 0 && rep->op == WIRE_OP_GET) {
+        s_add_frame(out, rep->found, a_bytes);
+        s_add_frame(out, rep->vecs, b_bytes);
+    }
+    return 0;
+}

@@ -1,0 +1,246 @@
+/*
+ * wire.h - shoal's wire codec: requests and replies to and from frames.
+ *
+ * docs/protocol.md is the specification; this module is its one implementation,
+ * used by the shard, the coordinator and the client. A message is a list of
+ * frames: frame 0 is a msgpack map (the header), frames 1.. carry bulk arrays as
+ * raw little-endian bytes (ids uint64, vectors and distances float32), so
+ * nothing is encoded one float at a time. The codec knows nothing about
+ * sockets: it turns structs into frames and frames into structs; servers move
+ * the frames with ZeroMQ.
+ *
+ * Decoding trusts nothing: every key's type, every count and every frame size
+ * is checked against the header and against wire_limits_t before anything is
+ * allocated from a wire-supplied size; unknown keys are ignored (fields are
+ * only ever appended), unknown ops and versions are errors. A decode error
+ * fills shoal_err_t with a message that names the problem ("insert: frame 2
+ * has 1000 bytes, expected 512 (n=1 x dim=128 x 4)") and, where the header
+ * could be read, the request's op and rid so the error reply can be matched.
+ *
+ * Bulk pointers in a decoded message point into the caller's frames (zero
+ * copy) when they are suitably aligned, and into a copy owned by the message
+ * otherwise; either way they stay valid until wire_request_fini /
+ * wire_reply_fini and as long as the frames live.
+ *
+ * Encoding: wire_*_encode fills a wire_frames_t whose frame 0 is a malloc'd
+ * msgpack buffer owned by the frames object and whose bulk frames point at the
+ * caller's arrays (borrowed: keep them alive until the frames are sent).
+ *
+ * Thread-safety: pure functions over caller-owned structs.
+ */
+#ifndef SHOAL_WIRE_H
+#define SHOAL_WIRE_H
+
+#include "common/distance.h"
+#include "common/error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WIRE_VERSION 1
+#define WIRE_NAME_MAX 64      /* collection names: 1..64 of [A-Za-z0-9_.-] */
+#define WIRE_FRAMES_MAX 4     /* header + at most 3 bulk frames */
+#define WIRE_MSG_MAX 512      /* longest error message carried */
+
+typedef enum {
+    WIRE_OP_NONE = 0,
+    WIRE_OP_PING,
+    WIRE_OP_CREATE_COLLECTION,
+    WIRE_OP_DROP_COLLECTION,
+    WIRE_OP_INSERT,
+    WIRE_OP_DELETE,
+    WIRE_OP_SEARCH,
+    WIRE_OP_GET,
+    WIRE_OP_STATS,
+    WIRE_OP_CHECKPOINT,
+    WIRE_OP_COUNT
+} wire_op_t;
+
+typedef enum {
+    WIRE_MODE_AUTO = 0,
+    WIRE_MODE_HNSW = 1,
+    WIRE_MODE_EXACT = 2,
+} wire_mode_t;
+
+/* "ping", "insert", ... ; NULL for an invalid op. */
+const char *wire_op_name(wire_op_t op);
+/* The op named by text, or WIRE_OP_NONE. */
+wire_op_t wire_op_parse(const char *text, size_t len);
+const char *wire_mode_name(wire_mode_t mode);
+
+/* Limits enforced while decoding (servers take them from flags). */
+typedef struct {
+    size_t max_message_bytes; /* all frames together */
+    size_t max_batch;         /* vectors / ids / queries in one request */
+    size_t max_k;             /* k of a search */
+    size_t max_dim;           /* dim of a collection */
+    size_t max_filter;        /* ids in a search's allow-list */
+} wire_limits_t;
+
+#define WIRE_MAX_MESSAGE_BYTES_DEFAULT (256u << 20)
+#define WIRE_MAX_BATCH_DEFAULT 1000000
+#define WIRE_MAX_K_DEFAULT 4096
+#define WIRE_MAX_DIM_DEFAULT 8192
+#define WIRE_MAX_FILTER_DEFAULT 10000000
+
+/* The defaults above. */
+wire_limits_t wire_limits_default(void);
+
+/* A message's frames (borrowed views, except frame 0 when encoded here). */
+typedef struct {
+    size_t count;                         /* frames in use */
+    const void *data[WIRE_FRAMES_MAX];    /* frame bytes */
+    size_t size[WIRE_FRAMES_MAX];         /* frame lengths */
+    void *owned_header;                   /* frame 0's buffer when encoded here, else NULL */
+} wire_frames_t;
+
+/* Frees the encoded header, if any; the frames object is empty afterwards. */
+void wire_frames_fini(wire_frames_t *frames);
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint32_t version;                /* WIRE_VERSION */
+    wire_op_t op;                    /* what to do */
+    uint64_t rid;                    /* request id, echoed in the reply */
+    char coll[WIRE_NAME_MAX + 1];    /* collection ("" where the op takes none) */
+
+    /* create_collection */
+    uint32_t dim;                    /* vector dimension */
+    shoal_metric_t metric;           /* distance */
+    uint32_t M;                      /* HNSW links per node; 0 = server default */
+    uint32_t ef_construction;        /* HNSW build candidates; 0 = server default */
+
+    /* insert, delete, get, search */
+    uint64_t n;                      /* vectors, ids or queries in the bulk frames */
+    const uint64_t *ids;             /* insert/delete/get: n ids (frame 1) */
+    const float *vecs;               /* insert: n x dim (frame 2); search: n x dim queries (frame 1) */
+
+    /* search */
+    uint32_t k;                      /* results per query */
+    wire_mode_t mode;                /* hnsw | exact | auto */
+    uint32_t ef;                     /* HNSW candidates; 0 = server default */
+    uint64_t nfilter;                /* allow-list length; 0 = no filter */
+    const uint64_t *filter;          /* allow-list of ids (frame 2), sorted or not */
+
+    void *owned;                     /* aligned copies made while decoding; freed by fini */
+} wire_request_t;
+
+/* Zeroes req (version WIRE_VERSION); call before filling one to encode. */
+void wire_request_init(wire_request_t *req);
+void wire_request_fini(wire_request_t *req);
+
+/*
+ * Checks req (op known, name valid, counts and pointers consistent; for
+ * insert and search, dim is the vectors' dimension and must be set) and
+ * encodes it. Returns 0 or a negative code.
+ */
+int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err_t *err);
+
+/*
+ * Decodes frames into req. Insert and search carry the vectors' "dim" in the
+ * header, so vector frames are size-checked here; whether that dim matches
+ * the collection's is for the server to say. Returns 0, or a negative code
+ * with err naming the problem; req->op and req->rid are set whenever the
+ * header could be read that far.
+ */
+int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
+                        wire_request_t *req, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Replies                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint32_t version;        /* WIRE_VERSION */
+    wire_op_t op;            /* the request's op (WIRE_OP_NONE if it could not be read) */
+    uint64_t rid;            /* the request's id (0 if it could not be read) */
+    int code;                /* SHOAL_OK or a negative SHOAL_E* code */
+    char msg[WIRE_MSG_MAX];  /* error message; "" on success */
+
+    /* search: n queries x k results (frames 1 and 2); get: n vectors (frame 2) */
+    uint64_t n;              /* queries (search) or ids (get) */
+    uint32_t k;              /* results per query (search) */
+    wire_mode_t mode_used;   /* search: the mode that ran (hnsw or exact, never auto) */
+    uint32_t dim;            /* get: vector dimension */
+    const uint64_t *ids;     /* search: n x k ids, TOPK_ID_NONE padding */
+    const float *dists;      /* search: n x k distances */
+    const uint8_t *found;    /* get: n flags (frame 1), 1 = present */
+    const float *vecs;       /* get: n x dim (frame 2), zeros where absent */
+
+    /* insert / delete */
+    uint64_t count;          /* vectors inserted / ids deleted */
+    uint64_t seq;            /* the shard's sequence number after the write */
+
+    /*
+     * Any successful or error reply may carry it; a successful stats reply
+     * must. A msgpack map encoded by the server (wire_info_* helpers below)
+     * carried as the header's "info" value, returned here as raw msgpack
+     * bytes (borrowed from frame 0).
+     */
+    const void *info;        /* msgpack bytes of the "info" map, or NULL */
+    size_t info_len;         /* their length */
+
+    void *owned;             /* aligned copies made while decoding */
+} wire_reply_t;
+
+void wire_reply_init(wire_reply_t *rep);
+void wire_reply_fini(wire_reply_t *rep);
+
+/* An error reply for req (op and rid may be unknown: WIRE_OP_NONE / 0). */
+void wire_reply_error(wire_reply_t *rep, wire_op_t op, uint64_t rid, int code, const char *msg);
+
+int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *err);
+int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits,
+                      wire_reply_t *rep, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* The "info" map of stats / ping replies                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A small builder for a msgpack map of string keys to numbers, strings and
+ * nested maps, so servers do not include msgpack themselves. Build it, then
+ * point wire_reply_t.info/info_len at wire_info_data/len before encoding.
+ */
+typedef struct wire_info wire_info_t;
+
+wire_info_t *wire_info_new(void);
+void wire_info_destroy(wire_info_t **info_p);
+/* Opens a map of n entries (the top level is one too); nested maps are values. */
+void wire_info_map(wire_info_t *info, size_t n);
+void wire_info_key(wire_info_t *info, const char *key);
+void wire_info_u64(wire_info_t *info, uint64_t value);
+void wire_info_i64(wire_info_t *info, int64_t value);
+void wire_info_f64(wire_info_t *info, double value);
+void wire_info_str(wire_info_t *info, const char *value);
+/* Non-zero if an allocation failed while building (the buffer is then unusable). */
+int wire_info_failed(const wire_info_t *info);
+const void *wire_info_data(const wire_info_t *info);
+size_t wire_info_len(const wire_info_t *info);
+
+/*
+ * Renders an info map as one line of JSON-like text into buf (for the CLI and
+ * tests): {"count": 10, "shard": {"up": 1}}. Returns 0, SHOAL_EFORMAT when
+ * the bytes are not a map of the kinds above, or SHOAL_ELIMIT when the text
+ * does not fit in cap bytes (buf then holds a NUL-terminated prefix).
+ */
+int wire_info_to_text(const void *data, size_t len, char *buf, size_t cap);
+
+/*
+ * Looks up a dotted path ("collections.docs.count") in an info map and returns
+ * it as a double in *value. Returns 0, SHOAL_ENOTFOUND, or SHOAL_EFORMAT.
+ */
+int wire_info_lookup(const void *data, size_t len, const char *path, double *value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,352 @@
+/*
+ * wire_info.c - the "info" map that replies carry (docs/protocol.md, section
+ * 5): a builder for servers, and readers (one line of text, a number by
+ * dotted path) for the CLI and tests.
+ *
+ * The builder is a msgpack_packer over an sbuffer. It remembers the first
+ * failed allocation and ignores every call after it, so a server builds the
+ * whole map and checks once. It does not count entries against the sizes
+ * given to wire_info_map: wire_reply_encode walks the finished bytes and
+ * refuses a map that is incomplete, overfull or of the wrong kinds, which
+ * catches the same mistakes without a second bookkeeping scheme here.
+ */
+#include "common/wire.h"
+#include "common/wire_private.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct wire_info {
+    msgpack_sbuffer sbuf; /* the map's bytes */
+    msgpack_packer pk;    /* writes into sbuf */
+    int failed;           /* an allocation failed; later calls do nothing */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Building                                                                 */
+/* ------------------------------------------------------------------------ */
+
+wire_info_t *wire_info_new(void)
+{
+    wire_info_t *info = calloc(1, sizeof *info);
+    if (!info)
+        return NULL;
+    msgpack_sbuffer_init(&info->sbuf);
+    msgpack_packer_init(&info->pk, &info->sbuf, msgpack_sbuffer_write);
+    return info;
+}
+
+void wire_info_destroy(wire_info_t **info_p)
+{
+    if (!info_p || !*info_p)
+        return;
+    msgpack_sbuffer_destroy(&(*info_p)->sbuf);
+    free(*info_p);
+    *info_p = NULL;
+}
+
+static bool s_usable(const wire_info_t *info)
+{
+    return info && !info->failed;
+}
+
+static void s_note(wire_info_t *info, int rc)
+{
+    if (rc != 0)
+        info->failed = 1;
+}
+
+void wire_info_map(wire_info_t *info, size_t n)
+{
+    if (s_usable(info))
+        s_note(info, msgpack_pack_map(&info->pk, n));
+}
+
+void wire_info_key(wire_info_t *info, const char *key)
+{
+    wire_info_str(info, key);
+}
+
+void wire_info_u64(wire_info_t *info, uint64_t value)
+{
+    if (s_usable(info))
+        s_note(info, msgpack_pack_uint64(&info->pk, value));
+}
+
+void wire_info_i64(wire_info_t *info, int64_t value)
+{
+    if (s_usable(info))
+        s_note(info, msgpack_pack_int64(&info->pk, value));
+}
+
+void wire_info_f64(wire_info_t *info, double value)
+{
+    if (s_usable(info))
+        s_note(info, msgpack_pack_double(&info->pk, value));
+}
+
+void wire_info_str(wire_info_t *info, const char *value)
+{
+    if (!s_usable(info))
+        return;
+    if (!value)
+        value = "";
+    size_t len = strlen(value);
+    s_note(info, msgpack_pack_str(&info->pk, len));
+    if (!info->failed)
+        s_note(info, msgpack_pack_str_body(&info->pk, value, len));
+}
+
+int wire_info_failed(const wire_info_t *info)
+{
+    return !info || info->failed;
+}
+
+const void *wire_info_data(const wire_info_t *info)
+{
+    return info ? info->sbuf.data : NULL;
+}
+
+size_t wire_info_len(const wire_info_t *info)
+{
+    return info ? info->sbuf.size : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checking                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static bool s_is_number(const msgpack_object *obj)
+{
+    return obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+           obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER || obj->type == MSGPACK_OBJECT_FLOAT32 ||
+           obj->type == MSGPACK_OBJECT_FLOAT64;
+}
+
+/* Depth is bounded by wire_mp_skip before anything is unpacked. */
+int wire_info_object_ok(const msgpack_object *obj)
+{
+    if (obj->type != MSGPACK_OBJECT_MAP)
+        return 0;
+    for (uint32_t i = 0; i < obj->via.map.size; i++) {
+        const msgpack_object_kv *kv = &obj->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR)
+            return 0;
+        if (kv->val.type == MSGPACK_OBJECT_MAP) {
+            if (!wire_info_object_ok(&kv->val))
+                return 0;
+        } else if (!s_is_number(&kv->val) && kv->val.type != MSGPACK_OBJECT_STR) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Unpacks data as one info map into *obj. On success the zone holds the
+ * objects and the caller destroys it; on failure nothing is left to free.
+ */
+static int s_open(const void *data, size_t len, msgpack_zone *zone, msgpack_object *obj)
+{
+    size_t end = 0;
+    if (!data || len == 0 || len > WIRE_HEADER_MAX_BYTES)
+        return SHOAL_EFORMAT;
+    if (wire_mp_skip(data, len, &end, WIRE_DEPTH_MAX - 1) != WIRE_MP_OK || end != len)
+        return SHOAL_EFORMAT;
+    if (!msgpack_zone_init(zone, 1024))
+        return SHOAL_ENOMEM;
+    size_t off = 0;
+    if (msgpack_unpack(data, len, &off, zone, obj) != MSGPACK_UNPACK_SUCCESS ||
+        !wire_info_object_ok(obj)) {
+        msgpack_zone_destroy(zone);
+        return SHOAL_EFORMAT;
+    }
+    return 0;
+}
+
+int wire_info_bytes_ok(const void *data, size_t len)
+{
+    msgpack_zone zone;
+    msgpack_object obj;
+    if (s_open(data, len, &zone, &obj) != 0)
+        return 0;
+    msgpack_zone_destroy(&zone);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* One line of text                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Text being written into a caller's buffer; what does not fit is dropped. */
+typedef struct {
+    char *buf;  /* the caller's buffer */
+    size_t cap; /* its size */
+    size_t len; /* bytes written, without the NUL */
+    bool full;  /* something did not fit */
+} s_text_t;
+
+static void s_put(s_text_t *t, const char *s, size_t n)
+{
+    size_t room = t->cap - 1 - t->len;
+    if (n > room) {
+        n = room;
+        t->full = true;
+    }
+    memcpy(t->buf + t->len, s, n);
+    t->len += n;
+    t->buf[t->len] = '\0';
+}
+
+static void s_puts(s_text_t *t, const char *s)
+{
+    s_put(t, s, strlen(s));
+}
+
+static void s_put_string(s_text_t *t, const char *s, size_t n)
+{
+    s_puts(t, "\"");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            s_put(t, esc, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            s_puts(t, esc);
+        } else {
+            s_put(t, (const char *)&c, 1);
+        }
+    }
+    s_puts(t, "\"");
+}
+
+/* The shortest decimal that reads back as the same value (as float if single). */
+static void s_put_float(s_text_t *t, double v, bool single)
+{
+    char num[40];
+    if (isnan(v)) {
+        s_puts(t, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        s_puts(t, v < 0 ? "-Infinity" : "Infinity");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, v);
+        if (single ? strtof(num, NULL) == (float)v : strtod(num, NULL) == v)
+            break;
+    }
+    s_puts(t, num);
+}
+
+static void s_render(s_text_t *t, const msgpack_object *obj)
+{
+    char num[32];
+    switch (obj->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        snprintf(num, sizeof num, "%" PRIu64, obj->via.u64);
+        s_puts(t, num);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        snprintf(num, sizeof num, "%" PRId64, obj->via.i64);
+        s_puts(t, num);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        s_put_float(t, obj->via.f64, obj->type == MSGPACK_OBJECT_FLOAT32);
+        break;
+    case MSGPACK_OBJECT_STR:
+        s_put_string(t, obj->via.str.ptr, obj->via.str.size);
+        break;
+    case MSGPACK_OBJECT_MAP:
+        s_puts(t, "{");
+        for (uint32_t i = 0; i < obj->via.map.size; i++) {
+            const msgpack_object_kv *kv = &obj->via.map.ptr[i];
+            if (i > 0)
+                s_puts(t, ", ");
+            s_put_string(t, kv->key.via.str.ptr, kv->key.via.str.size);
+            s_puts(t, ": ");
+            s_render(t, &kv->val);
+        }
+        s_puts(t, "}");
+        break;
+    default:
+        /* wire_info_object_ok admitted nothing else. */
+        break;
+    }
+}
+
+int wire_info_to_text(const void *data, size_t len, char *buf, size_t cap)
+{
+    if (!buf || cap == 0)
+        return SHOAL_ELIMIT;
+    buf[0] = '\0';
+    msgpack_zone zone;
+    msgpack_object obj;
+    int rc = s_open(data, len, &zone, &obj);
+    if (rc)
+        return rc;
+    s_text_t t = {buf, cap, 0, false};
+    s_render(&t, &obj);
+    msgpack_zone_destroy(&zone);
+    return t.full ? SHOAL_ELIMIT : 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lookup by dotted path                                                    */
+/* ------------------------------------------------------------------------ */
+
+static const msgpack_object *s_child(const msgpack_object *map, const char *key, size_t len)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_str *k = &map->via.map.ptr[i].key.via.str;
+        if (k->size == len && memcmp(k->ptr, key, len) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+int wire_info_lookup(const void *data, size_t len, const char *path, double *value)
+{
+    if (!path || !value)
+        return SHOAL_EINVAL;
+    msgpack_zone zone;
+    msgpack_object obj;
+    int rc = s_open(data, len, &zone, &obj);
+    if (rc)
+        return rc;
+    const msgpack_object *cur = &obj;
+    const char *seg = path;
+    for (;;) {
+        const char *dot = strchr(seg, '.');
+        size_t seglen = dot ? (size_t)(dot - seg) : strlen(seg);
+        cur = s_child(cur, seg, seglen);
+        if (!cur || !dot)
+            break;
+        seg = dot + 1;
+    }
+    if (!cur)
+        rc = SHOAL_ENOTFOUND;
+    else if (cur->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        *value = (double)cur->via.u64;
+    else if (cur->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *value = (double)cur->via.i64;
+    else if (cur->type == MSGPACK_OBJECT_FLOAT32 || cur->type == MSGPACK_OBJECT_FLOAT64)
+        *value = cur->via.f64;
+    else
+        rc = SHOAL_EFORMAT; /* a string or a map: not a number */
+    msgpack_zone_destroy(&zone);
+    return rc;
+}

@@ -1,0 +1,1397 @@
+/*
+ * server.c - the shard server: sockets, lanes of worker threads, process
+ * counters. server.h describes the actors; this file is their code.
+ *
+ * Why a load-balancing broker rather than PUSH/PULL: PUSH deals jobs round
+ * robin to every connected worker whether it is busy or not, so a query could
+ * wait behind a 100k-query batch on one worker while the others idle. Here a
+ * thread gets a job only when it has returned its previous one (the returned
+ * job doubles as "I am idle"), and the waiting jobs sit in one FIFO per lane
+ * in the loop, where shutdown can also find and refuse them.
+ *
+ * Why ping is answered by the loop itself: it is a liveness check, and its
+ * answer should not wait behind a long batch in the read lane; it reports the
+ * lanes' queue depths so a health checker still sees the load.
+ */
+#include "shard/server.h"
+
+#include <czmq.h>
+
+#include "common/log.h"
+#include "common/topk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Messages handled per socket per poll round, so no socket starves the rest. */
+#define S_BURST 64
+/* Queued request bytes (both lanes) above which the loop stops reading. */
+#define S_QUEUE_BYTES_MIN ((size_t)1 << 30)
+/* How long the ROUTER keeps unsent replies when it closes, in milliseconds. */
+#define S_CLOSE_LINGER_MS 2000
+/* The largest latency sample kept, in microseconds (about 71 minutes). */
+#define S_LATENCY_CAP_US UINT32_MAX
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Process figures copied at the moment a stats job is dispatched. */
+typedef struct {
+    double uptime_s;                  /* seconds since shard_server_new */
+    uint64_t requests[WIRE_OP_COUNT]; /* replies sent, by op (WIRE_OP_NONE: undecodable) */
+    uint64_t errors[WIRE_OP_COUNT];   /* of which error replies */
+    size_t samples[WIRE_OP_COUNT];    /* latency samples behind the percentiles */
+    double p50[WIRE_OP_COUNT];        /* latency percentiles in microseconds */
+    double p95[WIRE_OP_COUNT];
+    double p99[WIRE_OP_COUNT];
+    size_t inflight;     /* jobs running in lane threads */
+    size_t queued;       /* jobs waiting in the lanes' FIFOs */
+    int gpu_devices[64]; /* GPU ordinals the exact engines use */
+    int ngpu;            /* entries in gpu_devices */
+} s_snapshot_t;
+
+typedef struct s_job s_job_t;
+
+/* One request on its way through the server; owned by whoever holds it. */
+struct s_job {
+    s_job_t *next;          /* FIFO link while the job waits in a lane */
+    zframe_t *identity;     /* the client's routing id from the ROUTER */
+    int delimiter;          /* the client sent an empty delimiter frame (REQ) */
+    zmsg_t *frames;         /* the request frames; req's bulk pointers point into them */
+    size_t bytes;           /* their total size */
+    wire_request_t req;     /* the decoded request */
+    int64_t start_us;       /* monotonic time the loop received it */
+    s_snapshot_t *snapshot; /* stats only: process figures at dispatch */
+    zmsg_t *reply;          /* the encoded reply, once built */
+    int code;               /* the reply's status, for the counters */
+};
+
+typedef struct s_lane s_lane_t;
+
+/* One lane thread: the socket it owns and its join handle. */
+typedef struct {
+    s_lane_t *lane;   /* the lane it serves */
+    zsock_t *sock;    /* DEALER to the lane's back-end; the thread's own */
+    pthread_t thread; /* join handle */
+} s_worker_t;
+
+/* A lane: threads of one kind and the jobs waiting for them. */
+struct s_lane {
+    shard_server_t *server; /* back pointer (threads read store and limits) */
+    const char *name;       /* "read" or "write", for logs */
+    char endpoint[96];      /* the back-end's inproc endpoint */
+    zsock_t *backend;       /* ROUTER the threads connect to; the loop's */
+    s_worker_t *workers;    /* the threads */
+    size_t nworkers;        /* threads started */
+    zframe_t **idle;        /* routing ids of idle threads (a stack) */
+    size_t nidle;           /* entries in idle */
+    size_t busy;            /* jobs at threads */
+    s_job_t *head;          /* FIFO of waiting jobs: oldest */
+    s_job_t *tail;          /* newest */
+    size_t queued;          /* jobs in the FIFO */
+    size_t queued_bytes;    /* their request bytes */
+};
+
+struct shard_server {
+    shard_server_opts_t opts;         /* as given, with the strings below */
+    char *listen;                     /* copy of opts.listen */
+    char *data_dir;                   /* copy of opts.store.data_dir */
+    char *device;                     /* copy of opts.store.device */
+    char *endpoint;                   /* the bound endpoint */
+    wire_limits_t limits;             /* enforced on requests */
+    size_t queue_bytes_max;           /* backpressure threshold over both lanes */
+    shard_store_t *store;             /* the collections */
+    zsock_t *router;                  /* the clients' socket; the loop's */
+    int stop_pipe[2];                 /* shard_server_stop writes, the loop reads */
+    int64_t start_us;                 /* monotonic time of shard_server_new */
+    s_lane_t read;                    /* search, get, stats */
+    s_lane_t write;                   /* create, drop, insert, delete, checkpoint */
+    uint64_t requests[WIRE_OP_COUNT]; /* replies sent, by op */
+    uint64_t errors[WIRE_OP_COUNT];   /* error replies, by op */
+    uint32_t latency[WIRE_OP_COUNT][SHARD_SERVER_LATENCY_SAMPLES]; /* rings, microseconds */
+    size_t latency_len[WIRE_OP_COUNT];                             /* samples in each ring */
+    size_t latency_pos[WIRE_OP_COUNT];                             /* next slot to write */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static char *s_strdup(const char *text)
+{
+    if (!text)
+        return NULL;
+    size_t len = strlen(text) + 1;
+    char *copy = malloc(len);
+    if (copy)
+        memcpy(copy, text, len);
+    return copy;
+}
+
+static size_t s_op_index(wire_op_t op)
+{
+    return (op > WIRE_OP_NONE && op < WIRE_OP_COUNT) ? (size_t)op : 0;
+}
+
+/* The op's name for logs and stats keys; "invalid" for WIRE_OP_NONE. */
+static const char *s_op_label(size_t index)
+{
+    const char *name = index ? wire_op_name((wire_op_t)index) : NULL;
+    return name ? name : "invalid";
+}
+
+static int s_readable(zsock_t *sock)
+{
+    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
+}
+
+/* Sends one pointer-sized frame, after an optional routing id (consumed). */
+static int s_send_ptr(zsock_t *sock, zframe_t **identity, void *ptr)
+{
+    zmsg_t *msg = zmsg_new();
+    if (!msg)
+        return -1;
+    if (identity && zmsg_append(msg, identity) != 0)
+        goto fail;
+    if (zmsg_addmem(msg, &ptr, sizeof ptr) != 0)
+        goto fail;
+    if (zmsg_send(&msg, sock) != 0)
+        goto fail;
+    return 0;
+fail:
+    zmsg_destroy(&msg);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Encodes rep into a new message of copied frames. If rep cannot be encoded,
+ * an error reply saying so is encoded instead. *code gets the status sent.
+ * NULL only when even that fails (out of memory).
+ */
+static zmsg_t *s_encode_reply(const wire_reply_t *rep, int *code)
+{
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    *code = rep->code;
+    if (wire_reply_encode(rep, &frames, &err) != 0) {
+        log_error("encoding the %s reply (rid %" PRIu64 "): %s", s_op_label(s_op_index(rep->op)),
+                  rep->rid, err.msg);
+        wire_reply_t fallback;
+        wire_reply_init(&fallback);
+        char msg[SHOAL_ERR_MSG_MAX + 32];
+        snprintf(msg, sizeof msg, "encoding the reply: %s", err.msg);
+        wire_reply_error(&fallback, rep->op, rep->rid, err.code ? err.code : SHOAL_EINTERNAL, msg);
+        *code = fallback.code;
+        int rc = wire_reply_encode(&fallback, &frames, &err);
+        wire_reply_fini(&fallback);
+        if (rc != 0)
+            return NULL;
+    }
+    zmsg_t *msg = zmsg_new();
+    for (size_t i = 0; msg && i < frames.count; i++)
+        if (zmsg_addmem(msg, frames.data[i], frames.size[i]) != 0)
+            zmsg_destroy(&msg);
+    wire_frames_fini(&frames);
+    return msg;
+}
+
+/* Builds job->reply as an error reply. */
+static void s_job_fail(s_job_t *job, int code, const char *msg)
+{
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    wire_reply_error(&rep, job->req.op, job->req.rid, code, msg);
+    zmsg_destroy(&job->reply);
+    job->reply = s_encode_reply(&rep, &job->code);
+    wire_reply_fini(&rep);
+}
+
+static void s_job_destroy(s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    if (!job)
+        return;
+    wire_request_fini(&job->req);
+    zmsg_destroy(&job->frames);
+    zframe_destroy(&job->identity);
+    zmsg_destroy(&job->reply);
+    free(job->snapshot);
+    free(job);
+    *job_p = NULL;
+}
+
+/* Records one reply in the process counters. */
+static void s_count(shard_server_t *server, wire_op_t op, int code, int64_t micros)
+{
+    size_t i = s_op_index(op);
+    server->requests[i]++;
+    if (code != SHOAL_OK)
+        server->errors[i]++;
+    uint32_t sample = micros < 0                            ? 0
+                      : (uint64_t)micros > S_LATENCY_CAP_US ? S_LATENCY_CAP_US
+                                                            : (uint32_t)micros;
+    server->latency[i][server->latency_pos[i]] = sample;
+    server->latency_pos[i] = (server->latency_pos[i] + 1) % SHARD_SERVER_LATENCY_SAMPLES;
+    if (server->latency_len[i] < SHARD_SERVER_LATENCY_SAMPLES)
+        server->latency_len[i]++;
+}
+
+/*
+ * The loop's last step for every job: its reply goes out on the ROUTER with
+ * the envelope it came with, the counters are updated, the job is freed.
+ */
+static void s_job_finish(shard_server_t *server, s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    int64_t micros = zclock_usecs() - job->start_us;
+    s_count(server, job->req.op, job->code, micros);
+    if (job->code == SHOAL_EINTERNAL || job->code == SHOAL_EIO || job->code == SHOAL_ECORRUPT ||
+        job->code == SHOAL_ENOMEM)
+        log_error("%s (rid %" PRIu64 ") failed with %s", s_op_label(s_op_index(job->req.op)),
+                  job->req.rid, shoal_errname(job->code));
+    else
+        log_debug("%s (rid %" PRIu64 ") -> %s in %" PRId64 " us",
+                  s_op_label(s_op_index(job->req.op)), job->req.rid, shoal_errname(job->code),
+                  micros);
+    if (!job->reply) {
+        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
+                  s_op_label(s_op_index(job->req.op)), job->req.rid);
+    } else {
+        zmsg_t *reply = job->reply;
+        job->reply = NULL;
+        int rc = 0;
+        if (job->delimiter)
+            rc = zmsg_pushmem(reply, NULL, 0);
+        if (rc == 0)
+            rc = zmsg_prepend(reply, &job->identity);
+        /* Without ROUTER_MANDATORY a reply to a peer that left is dropped: fine. */
+        if (rc != 0 || zmsg_send(&reply, server->router) != 0)
+            log_warn("reply to %s (rid %" PRIu64 ") could not be sent",
+                     s_op_label(s_op_index(job->req.op)), job->req.rid);
+        zmsg_destroy(&reply);
+    }
+    s_job_destroy(job_p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks the codec leaves to the server                                    */
+/* ------------------------------------------------------------------------ */
+
+/* The collection's dim, or ENOTFOUND / EDIM (want_dim 0: any dim) with the usual words. */
+static int s_check_collection(shard_server_t *server, const char *coll, size_t want_dim,
+                              size_t *dim, shoal_err_t *err)
+{
+    int rc = shard_store_dim(server->store, coll, dim, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" does not exist", coll);
+    if (rc != 0)
+        return rc;
+    if (want_dim && want_dim != *dim)
+        return shoal_err_set(err, SHOAL_EDIM, "collection \"%s\": expected dim %zu, got %zu", coll,
+                             *dim, want_dim);
+    return 0;
+}
+
+/* Rewrites a store's ENOTFOUND for a collection into the usual words. */
+static int s_not_found(int rc, const char *coll, shoal_err_t *err)
+{
+    if (rc == SHOAL_ENOTFOUND && coll && *coll)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" does not exist", coll);
+    return rc;
+}
+
+/*
+ * Vectors must be finite: a NaN would poison every distance it touches and an
+ * infinity every sum. ids (may be NULL for queries) name the row's id.
+ */
+static int s_check_finite(const char *op, const float *vecs, size_t n, size_t dim,
+                          const uint64_t *ids, shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *row = vecs + i * dim;
+        for (size_t j = 0; j < dim; j++) {
+            if (isfinite(row[j]))
+                continue;
+            const char *what = isnan(row[j]) ? "NaN" : "Inf";
+            if (ids)
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "%s: vector %zu (id %" PRIu64 ") has a non-finite value "
+                                     "(%s) at index %zu",
+                                     op, i, ids[i], what, j);
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s: query %zu has a non-finite value (%s) at index %zu", op, i,
+                                 what, j);
+        }
+    }
+    return 0;
+}
+
+/* TOPK_ID_NONE pads result rows, so it can never be a stored id. */
+static int s_check_ids(const char *op, const uint64_t *ids, size_t n, shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == TOPK_ID_NONE)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s: id %" PRIu64 " at row %zu is reserved (it marks \"no "
+                                 "result\")",
+                                 op, ids[i], i);
+    return 0;
+}
+
+/* A reply of `bytes` bulk bytes must fit the message limit the peer also applies. */
+static int s_check_reply_size(shard_server_t *server, const char *op, size_t n, size_t per_row,
+                              shoal_err_t *err)
+{
+    size_t limit = server->limits.max_message_bytes;
+    if (per_row && n > (limit / per_row))
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "%s: the reply would need %zu x %zu bytes, over the message limit of "
+                             "%zu bytes (--max-message-bytes); split the request",
+                             op, n, per_row, limit);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The info maps                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Percentile p (0..100) of n sorted samples, nearest rank. */
+static double s_percentile(const uint32_t *sorted, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > n)
+        rank = n;
+    return sorted[rank - 1];
+}
+
+static int s_cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static size_t s_inflight(const shard_server_t *server)
+{
+    return server->read.busy + server->write.busy;
+}
+
+static size_t s_queued(const shard_server_t *server)
+{
+    return server->read.queued + server->write.queued;
+}
+
+static double s_uptime(const shard_server_t *server)
+{
+    return (double)(zclock_usecs() - server->start_us) / 1e6;
+}
+
+/* Copies the loop's counters for a stats job (runs on the loop thread). */
+static s_snapshot_t *s_snapshot_new(shard_server_t *server)
+{
+    s_snapshot_t *snap = calloc(1, sizeof *snap);
+    if (!snap)
+        return NULL;
+    snap->uptime_s = s_uptime(server);
+    snap->inflight = s_inflight(server);
+    snap->queued = s_queued(server);
+    uint32_t sorted[SHARD_SERVER_LATENCY_SAMPLES];
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
+        snap->requests[op] = server->requests[op];
+        snap->errors[op] = server->errors[op];
+        size_t n = server->latency_len[op];
+        snap->samples[op] = n;
+        memcpy(sorted, server->latency[op], n * sizeof sorted[0]);
+        qsort(sorted, n, sizeof sorted[0], s_cmp_u32);
+        snap->p50[op] = s_percentile(sorted, n, 50);
+        snap->p95[op] = s_percentile(sorted, n, 95);
+        snap->p99[op] = s_percentile(sorted, n, 99);
+    }
+    int n = shard_store_devices(server->store, snap->gpu_devices,
+                                (int)(sizeof snap->gpu_devices / sizeof snap->gpu_devices[0]));
+    snap->ngpu = n > 0 ? n : 0;
+    return snap;
+}
+
+/* "0,1" for the devices in use, "" for none. */
+static void s_device_list(const int *devices, int n, char *buf, size_t cap)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && len < cap; i++) {
+        int w = snprintf(buf + len, cap - len, "%s%d", i ? "," : "", devices[i]);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+}
+
+/* The per-collection map: every shard_coll_stats_t field (15 entries). */
+static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
+{
+    wire_info_key(info, c->name);
+    wire_info_map(info, 15);
+    wire_info_key(info, "dim");
+    wire_info_u64(info, c->dim);
+    wire_info_key(info, "metric");
+    wire_info_str(info, shoal_metric_name(c->metric));
+    wire_info_key(info, "M");
+    wire_info_u64(info, c->M);
+    wire_info_key(info, "ef_construction");
+    wire_info_u64(info, c->ef_construction);
+    wire_info_key(info, "count");
+    wire_info_u64(info, c->count);
+    wire_info_key(info, "deleted");
+    wire_info_u64(info, c->deleted);
+    wire_info_key(info, "memory_bytes");
+    wire_info_u64(info, c->hnsw_bytes + c->exact_bytes + c->device_bytes);
+    wire_info_key(info, "hnsw_bytes");
+    wire_info_u64(info, c->hnsw_bytes);
+    wire_info_key(info, "exact_bytes");
+    wire_info_u64(info, c->exact_bytes);
+    wire_info_key(info, "device_bytes");
+    wire_info_u64(info, c->device_bytes);
+    wire_info_key(info, "on_gpu");
+    wire_info_u64(info, c->on_gpu ? 1 : 0);
+    wire_info_key(info, "last_seq");
+    wire_info_u64(info, c->last_seq);
+    wire_info_key(info, "checkpoint_seq");
+    wire_info_u64(info, c->checkpoint_seq);
+    wire_info_key(info, "loaded_from_checkpoint");
+    wire_info_u64(info, c->loaded_from_checkpoint ? 1 : 0);
+    wire_info_key(info, "replayed");
+    wire_info_u64(info, c->replayed);
+}
+
+/* One counter per op plus "total" (WIRE_OP_COUNT + 1 entries with "invalid"). */
+static void s_info_counters(wire_info_t *info, const char *key, const uint64_t *counts)
+{
+    wire_info_key(info, key);
+    wire_info_map(info, WIRE_OP_COUNT + 1);
+    uint64_t total = 0;
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
+        total += counts[op];
+    wire_info_key(info, "total");
+    wire_info_u64(info, total);
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
+        wire_info_key(info, s_op_label(op));
+        wire_info_u64(info, counts[op]);
+    }
+}
+
+/*
+ * The stats reply's map; docs/protocol.md ("Shard stats") lists the keys.
+ * Built by a read-lane thread from the snapshot the loop took.
+ */
+static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_t *snap,
+                                 const shard_coll_stats_t *colls, size_t ncolls)
+{
+    wire_info_t *info = wire_info_new();
+    if (!info)
+        return NULL;
+    char devices[256];
+    s_device_list(snap->gpu_devices, snap->ngpu, devices, sizeof devices);
+    size_t with_samples = 0;
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
+        with_samples += snap->samples[op] > 0;
+
+    wire_info_map(info, 14);
+    wire_info_key(info, "role");
+    wire_info_str(info, "shard");
+    wire_info_key(info, "version");
+    wire_info_u64(info, WIRE_VERSION);
+    wire_info_key(info, "endpoint");
+    wire_info_str(info, server->endpoint);
+    wire_info_key(info, "data_dir");
+    wire_info_str(info, server->data_dir);
+    wire_info_key(info, "uptime_s");
+    wire_info_f64(info, snap->uptime_s);
+    wire_info_key(info, "workers");
+    wire_info_u64(info, server->read.nworkers);
+    wire_info_key(info, "inflight");
+    wire_info_u64(info, snap->inflight);
+    wire_info_key(info, "queued");
+    wire_info_u64(info, snap->queued);
+    wire_info_key(info, "gpu_devices");
+    wire_info_u64(info, (uint64_t)snap->ngpu);
+    wire_info_key(info, "gpu_device_ids");
+    wire_info_str(info, devices);
+    s_info_counters(info, "requests", snap->requests);
+    s_info_counters(info, "errors", snap->errors);
+    wire_info_key(info, "latency_us");
+    wire_info_map(info, with_samples);
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
+        if (!snap->samples[op])
+            continue;
+        wire_info_key(info, s_op_label(op));
+        wire_info_map(info, 4);
+        wire_info_key(info, "p50");
+        wire_info_f64(info, snap->p50[op]);
+        wire_info_key(info, "p95");
+        wire_info_f64(info, snap->p95[op]);
+        wire_info_key(info, "p99");
+        wire_info_f64(info, snap->p99[op]);
+        wire_info_key(info, "samples");
+        wire_info_u64(info, snap->samples[op]);
+    }
+    wire_info_key(info, "collections");
+    wire_info_map(info, ncolls);
+    for (size_t i = 0; i < ncolls; i++)
+        s_info_collection(info, &colls[i]);
+    if (wire_info_failed(info))
+        wire_info_destroy(&info);
+    return info;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ops (lane threads)                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Arrays a reply borrows until it is encoded. */
+typedef struct {
+    uint64_t *ids;     /* search ids */
+    float *dists;      /* search distances */
+    uint8_t *found;    /* get flags */
+    float *vecs;       /* get vectors */
+    wire_info_t *info; /* stats / create map */
+} s_scratch_t;
+
+static void s_scratch_fini(s_scratch_t *scratch)
+{
+    free(scratch->ids);
+    free(scratch->dists);
+    free(scratch->found);
+    free(scratch->vecs);
+    wire_info_destroy(&scratch->info);
+}
+
+static int s_attach_info(wire_reply_t *rep, s_scratch_t *scratch)
+{
+    if (!scratch->info || wire_info_failed(scratch->info))
+        return SHOAL_ENOMEM;
+    rep->info = wire_info_data(scratch->info);
+    rep->info_len = wire_info_len(scratch->info);
+    return 0;
+}
+
+static int s_do_search(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                       s_scratch_t *scratch, shoal_err_t *err)
+{
+    size_t dim;
+    int rc = s_check_collection(server, req->coll, req->dim, &dim, err);
+    if (rc != 0)
+        return rc;
+    if (req->k == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "search: k must be >= 1, got 0");
+    if (req->k > server->limits.max_k)
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "search: k = %" PRIu32 " is over the limit of %zu "
+                             "(--max-k)",
+                             req->k, server->limits.max_k);
+    size_t n = (size_t)req->n, k = req->k;
+    rc = s_check_reply_size(server, "search", n, k * (sizeof(uint64_t) + sizeof(float)), err);
+    if (rc == 0)
+        rc = s_check_finite("search", req->vecs, n, dim, NULL, err);
+    if (rc != 0)
+        return rc;
+    rep->n = n;
+    rep->k = (uint32_t)k;
+    if (n == 0)
+        return 0;
+    scratch->ids = malloc(n * k * sizeof *scratch->ids);
+    scratch->dists = malloc(n * k * sizeof *scratch->dists);
+    if (!scratch->ids || !scratch->dists)
+        return shoal_err_set(err, SHOAL_ENOMEM, "search: no memory for %zu x %zu results", n, k);
+    wire_mode_t used = req->mode;
+    rc = shard_store_search(server->store, req->coll, req->vecs, n, dim, k, req->mode, req->ef,
+                            req->nfilter ? req->filter : NULL, (size_t)req->nfilter, scratch->ids,
+                            scratch->dists, &used, err);
+    if (rc != 0)
+        return s_not_found(rc, req->coll, err);
+    rep->ids = scratch->ids;
+    rep->dists = scratch->dists;
+    rep->mode_used = used == WIRE_MODE_AUTO ? WIRE_MODE_HNSW : used;
+    return 0;
+}
+
+static int s_do_get(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                    s_scratch_t *scratch, shoal_err_t *err)
+{
+    size_t dim;
+    int rc = s_check_collection(server, req->coll, 0, &dim, err);
+    if (rc != 0)
+        return rc;
+    size_t n = (size_t)req->n;
+    rc = s_check_reply_size(server, "get", n, 1 + dim * sizeof(float), err);
+    if (rc != 0)
+        return rc;
+    rep->n = n;
+    rep->dim = (uint32_t)dim;
+    if (n == 0)
+        return 0;
+    scratch->found = calloc(n, 1);
+    scratch->vecs = calloc(n * dim, sizeof(float));
+    if (!scratch->found || !scratch->vecs)
+        return shoal_err_set(err, SHOAL_ENOMEM, "get: no memory for %zu vectors", n);
+    rc = shard_store_get(server->store, req->coll, req->ids, n, scratch->found, scratch->vecs, err);
+    if (rc != 0)
+        return s_not_found(rc, req->coll, err);
+    rep->found = scratch->found;
+    rep->vecs = scratch->vecs;
+    return 0;
+}
+
+static int s_do_stats(shard_server_t *server, const s_job_t *job, wire_reply_t *rep,
+                      s_scratch_t *scratch, shoal_err_t *err)
+{
+    if (!job->snapshot)
+        return shoal_err_set(err, SHOAL_ENOMEM, "stats: no memory for the process figures");
+    const char *coll = job->req.coll[0] ? job->req.coll : NULL;
+    shard_coll_stats_t *colls = NULL;
+    size_t ncolls = 0;
+    int rc = shard_store_stats(server->store, coll, &colls, &ncolls, err);
+    if (rc != 0)
+        return s_not_found(rc, coll, err);
+    scratch->info = s_stats_info(server, job->snapshot, colls, ncolls);
+    free(colls);
+    if (s_attach_info(rep, scratch) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "stats: no memory for the info map");
+    return 0;
+}
+
+static int s_do_create(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                       s_scratch_t *scratch, shoal_err_t *err)
+{
+    int rc = shard_store_create(server->store, req->coll, req->dim, req->metric, req->M,
+                                req->ef_construction, err);
+    if (rc != 0)
+        return rc;
+    /* The reply states the parameters in effect (defaults filled in). */
+    shard_coll_stats_t *colls = NULL;
+    size_t ncolls = 0;
+    if (shard_store_stats(server->store, req->coll, &colls, &ncolls, NULL) == 0 && ncolls == 1) {
+        scratch->info = wire_info_new();
+        if (scratch->info) {
+            wire_info_map(scratch->info, 4);
+            wire_info_key(scratch->info, "dim");
+            wire_info_u64(scratch->info, colls[0].dim);
+            wire_info_key(scratch->info, "metric");
+            wire_info_str(scratch->info, shoal_metric_name(colls[0].metric));
+            wire_info_key(scratch->info, "M");
+            wire_info_u64(scratch->info, colls[0].M);
+            wire_info_key(scratch->info, "ef_construction");
+            wire_info_u64(scratch->info, colls[0].ef_construction);
+            (void)s_attach_info(rep, scratch);
+        }
+    }
+    free(colls);
+    return 0;
+}
+
+static int s_do_insert(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                       shoal_err_t *err)
+{
+    size_t dim;
+    int rc = s_check_collection(server, req->coll, req->dim, &dim, err);
+    if (rc == 0)
+        rc = s_check_ids("insert", req->ids, (size_t)req->n, err);
+    if (rc == 0)
+        rc = s_check_finite("insert", req->vecs, (size_t)req->n, dim, req->ids, err);
+    if (rc != 0)
+        return rc;
+    uint64_t seq = 0;
+    if (req->n > 0) {
+        rc = shard_store_insert(server->store, req->coll, req->ids, req->vecs, (size_t)req->n, dim,
+                                &seq, err);
+        if (rc != 0)
+            return s_not_found(rc, req->coll, err);
+    }
+    rep->count = req->n;
+    rep->seq = seq;
+    return 0;
+}
+
+static int s_do_delete(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                       shoal_err_t *err)
+{
+    size_t dim;
+    int rc = s_check_collection(server, req->coll, 0, &dim, err);
+    if (rc != 0)
+        return rc;
+    size_t deleted = 0;
+    uint64_t seq = 0;
+    if (req->n > 0) {
+        rc = shard_store_delete(server->store, req->coll, req->ids, (size_t)req->n, &deleted, &seq,
+                                err);
+        if (rc != 0)
+            return s_not_found(rc, req->coll, err);
+    }
+    rep->count = deleted;
+    rep->seq = seq;
+    return 0;
+}
+
+static int s_do_checkpoint(shard_server_t *server, const wire_request_t *req, shoal_err_t *err)
+{
+    const char *coll = req->coll[0] ? req->coll : NULL;
+    int rc = shard_store_checkpoint(server->store, coll, err);
+    return rc != 0 ? s_not_found(rc, coll, err) : 0;
+}
+
+/* Runs job on a lane thread and leaves its encoded reply in job->reply. */
+static void s_job_run(shard_server_t *server, s_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = req->op;
+    rep.rid = req->rid;
+    s_scratch_t scratch;
+    memset(&scratch, 0, sizeof scratch);
+    shoal_err_t err;
+    shoal_err_clear(&err);
+
+    int rc;
+    switch (req->op) {
+    case WIRE_OP_SEARCH:
+        rc = s_do_search(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_GET:
+        rc = s_do_get(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_STATS:
+        rc = s_do_stats(server, job, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_CREATE_COLLECTION:
+        rc = s_do_create(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_DROP_COLLECTION:
+        rc = shard_store_drop(server->store, req->coll, &err);
+        rc = rc != 0 ? s_not_found(rc, req->coll, &err) : 0;
+        break;
+    case WIRE_OP_INSERT:
+        rc = s_do_insert(server, req, &rep, &err);
+        break;
+    case WIRE_OP_DELETE:
+        rc = s_do_delete(server, req, &rep, &err);
+        break;
+    case WIRE_OP_CHECKPOINT:
+        rc = s_do_checkpoint(server, req, &err);
+        break;
+    default:
+        rc = shoal_err_set(&err, SHOAL_EINTERNAL, "op %d reached a lane", (int)req->op);
+        break;
+    }
+    if (rc != 0) {
+        if (!err.msg[0])
+            shoal_err_set(&err, rc, "%s failed: %s", s_op_label(s_op_index(req->op)),
+                          shoal_strerror(rc));
+        s_job_fail(job, rc, err.msg);
+    } else {
+        job->reply = s_encode_reply(&rep, &job->code);
+    }
+    wire_reply_fini(&rep);
+    s_scratch_fini(&scratch);
+}
+
+/* A lane thread: says hello, then runs jobs until it receives a NULL job. */
+static void *s_worker_main(void *arg)
+{
+    s_worker_t *worker = arg;
+    shard_server_t *server = worker->lane->server;
+    void *hello = NULL;
+    if (s_send_ptr(worker->sock, NULL, hello) != 0)
+        log_error("%s lane: a thread could not report ready", worker->lane->name);
+    while (1) {
+        zmsg_t *msg = zmsg_recv(worker->sock);
+        if (!msg) {
+            if (errno == EINTR)
+                continue;
+            break; /* the context is shutting down */
+        }
+        s_job_t *job = NULL;
+        zframe_t *frame = zmsg_first(msg);
+        if (frame && zframe_size(frame) == sizeof job)
+            memcpy(&job, zframe_data(frame), sizeof job);
+        zmsg_destroy(&msg);
+        if (!job)
+            break;
+        s_job_run(server, job);
+        if (s_send_ptr(worker->sock, NULL, job) != 0) {
+            log_error("%s lane: a finished job could not be returned", worker->lane->name);
+            break;
+        }
+    }
+    zsock_destroy(&worker->sock);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lanes (loop thread)                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int s_lane_start(shard_server_t *server, s_lane_t *lane, const char *name, size_t nworkers,
+                        shoal_err_t *err)
+{
+    lane->server = server;
+    lane->name = name;
+    snprintf(lane->endpoint, sizeof lane->endpoint, "inproc://shoal-shard-%p-%s", (void *)server,
+             name);
+    lane->backend = zsock_new(ZMQ_ROUTER);
+    if (!lane->backend)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s lane: cannot create its socket", name);
+    zsock_set_router_mandatory(lane->backend, 1);
+    if (zsock_bind(lane->backend, "%s", lane->endpoint) != 0)
+        return shoal_err_set(err, SHOAL_EINTERNAL, "%s lane: cannot bind %s: %s", name,
+                             lane->endpoint, zmq_strerror(zmq_errno()));
+    lane->workers = calloc(nworkers, sizeof *lane->workers);
+    lane->idle = calloc(nworkers, sizeof *lane->idle);
+    if (!lane->workers || !lane->idle)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s lane: no memory for %zu threads", name,
+                             nworkers);
+
+    /*
+     * Lane threads leave SIGINT/SIGTERM/SIGHUP to the main thread. Their
+     * sockets are made here and handed over at pthread_create, which is the
+     * full memory barrier ZeroMQ asks for when a socket changes threads.
+     */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = 0;
+    for (size_t i = 0; i < nworkers; i++) {
+        s_worker_t *worker = &lane->workers[i];
+        worker->lane = lane;
+        worker->sock = zsock_new(ZMQ_DEALER);
+        if (!worker->sock || zsock_connect(worker->sock, "%s", lane->endpoint) != 0) {
+            zsock_destroy(&worker->sock);
+            rc = shoal_err_set(err, SHOAL_EINTERNAL, "%s lane: cannot connect a thread", name);
+            break;
+        }
+        int prc = pthread_create(&worker->thread, NULL, s_worker_main, worker);
+        if (prc != 0) {
+            zsock_destroy(&worker->sock);
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "%s lane: cannot start thread %zu: %s", name, i,
+                               strerror(prc));
+            break;
+        }
+        lane->nworkers++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Hands waiting jobs to idle threads. */
+static void s_lane_dispatch(shard_server_t *server, s_lane_t *lane)
+{
+    while (lane->nidle > 0 && lane->head) {
+        s_job_t *job = lane->head;
+        lane->head = job->next;
+        if (!lane->head)
+            lane->tail = NULL;
+        job->next = NULL;
+        lane->queued--;
+        lane->queued_bytes -= job->bytes;
+        if (job->req.op == WIRE_OP_STATS)
+            job->snapshot = s_snapshot_new(server);
+        zframe_t *identity = lane->idle[--lane->nidle];
+        if (s_send_ptr(lane->backend, &identity, job) != 0) {
+            /* Not expected on inproc; the thread is then lost to this lane. */
+            log_error("%s lane: cannot hand a job to a thread: %s", lane->name,
+                      zmq_strerror(zmq_errno()));
+            zframe_destroy(&identity);
+            s_job_fail(job, SHOAL_EINTERNAL, "the shard could not hand the request to a thread");
+            s_job_finish(server, &job);
+            continue;
+        }
+        lane->busy++;
+    }
+}
+
+static void s_lane_push(shard_server_t *server, s_lane_t *lane, s_job_t *job)
+{
+    job->next = NULL;
+    if (lane->tail)
+        lane->tail->next = job;
+    else
+        lane->head = job;
+    lane->tail = job;
+    lane->queued++;
+    lane->queued_bytes += job->bytes;
+    s_lane_dispatch(server, lane);
+}
+
+/* A message from a lane thread: hello (NULL) or a finished job. */
+static void s_lane_on_message(shard_server_t *server, s_lane_t *lane)
+{
+    zmsg_t *msg = zmsg_recv(lane->backend);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop(msg);
+    zframe_t *frame = zmsg_first(msg);
+    s_job_t *job = NULL;
+    if (frame && zframe_size(frame) == sizeof job)
+        memcpy(&job, zframe_data(frame), sizeof job);
+    zmsg_destroy(&msg);
+    if (job) {
+        lane->busy--;
+        s_job_finish(server, &job);
+    }
+    if (identity && lane->nidle < lane->nworkers)
+        lane->idle[lane->nidle++] = identity;
+    else
+        zframe_destroy(&identity);
+    s_lane_dispatch(server, lane);
+}
+
+/* Refuses every waiting job (shutdown): they were not run. */
+static void s_lane_refuse_waiting(shard_server_t *server, s_lane_t *lane)
+{
+    while (lane->head) {
+        s_job_t *job = lane->head;
+        lane->head = job->next;
+        lane->queued--;
+        lane->queued_bytes -= job->bytes;
+        s_job_fail(job, SHOAL_EUNAVAIL, "the shard is shutting down; the request was not run");
+        s_job_finish(server, &job);
+    }
+    lane->tail = NULL;
+}
+
+static int s_lane_drained(const s_lane_t *lane)
+{
+    return lane->busy == 0 && lane->nidle == lane->nworkers && !lane->head;
+}
+
+/* Stops and joins the threads (all idle), closes the back-end. */
+static void s_lane_stop(s_lane_t *lane)
+{
+    for (size_t i = 0; i < lane->nidle; i++)
+        if (s_send_ptr(lane->backend, &lane->idle[i], NULL) != 0)
+            zframe_destroy(&lane->idle[i]);
+    lane->nidle = 0;
+    for (size_t i = 0; i < lane->nworkers; i++)
+        pthread_join(lane->workers[i].thread, NULL);
+    lane->nworkers = 0;
+    zsock_destroy(&lane->backend);
+}
+
+/* A lane whose start failed half-way: wait for its threads' hellos, then stop them. */
+static void s_lane_abort(shard_server_t *server, s_lane_t *lane)
+{
+    while (lane->backend && lane->nidle < lane->nworkers) {
+        size_t before = lane->nidle;
+        s_lane_on_message(server, lane);
+        if (lane->nidle == before && !s_readable(lane->backend))
+            zclock_sleep(1); /* a recv interrupted by a signal: try again */
+    }
+    s_lane_stop(lane);
+}
+
+static void s_lane_free(s_lane_t *lane)
+{
+    for (size_t i = 0; i < lane->nidle; i++)
+        zframe_destroy(&lane->idle[i]);
+    zsock_destroy(&lane->backend);
+    free(lane->workers);
+    free(lane->idle);
+    lane->workers = NULL;
+    lane->idle = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests (loop thread)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Reads op and rid from frame 0 alone, for an error reply to a refused message. */
+static void s_peek_header(const wire_frames_t *frames, const wire_limits_t *limits,
+                          wire_request_t *req)
+{
+    wire_frames_t header = *frames;
+    header.count = frames->count ? 1 : 0;
+    wire_request_t peek;
+    wire_request_init(&peek);
+    shoal_err_t ignored;
+    (void)wire_request_decode(&header, limits, &peek, &ignored);
+    req->op = peek.op;
+    req->rid = peek.rid;
+    wire_request_fini(&peek);
+}
+
+static void s_reply_ping(shard_server_t *server, s_job_t *job)
+{
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    wire_info_t *info = wire_info_new();
+    if (info) {
+        wire_info_map(info, 5);
+        wire_info_key(info, "role");
+        wire_info_str(info, "shard");
+        wire_info_key(info, "version");
+        wire_info_u64(info, WIRE_VERSION);
+        wire_info_key(info, "uptime_s");
+        wire_info_f64(info, s_uptime(server));
+        wire_info_key(info, "inflight");
+        wire_info_u64(info, s_inflight(server));
+        wire_info_key(info, "queued");
+        wire_info_u64(info, s_queued(server));
+        if (!wire_info_failed(info)) {
+            rep.info = wire_info_data(info);
+            rep.info_len = wire_info_len(info);
+        }
+    }
+    job->reply = s_encode_reply(&rep, &job->code);
+    wire_reply_fini(&rep);
+    wire_info_destroy(&info);
+    s_job_finish(server, &job);
+}
+
+/*
+ * One message from the ROUTER: envelope, size checks, decode, then ping is
+ * answered here and everything else goes to its lane. While stopping, the
+ * message is refused with SHOAL_EUNAVAIL after its header is read.
+ */
+static void s_on_request(shard_server_t *server, int stopping)
+{
+    zmsg_t *msg = zmsg_recv(server->router);
+    if (!msg)
+        return;
+    s_job_t *job = calloc(1, sizeof *job);
+    zframe_t *identity = zmsg_pop(msg);
+    if (!job || !identity) {
+        log_error("dropping a request: %s", job ? "no routing id" : "out of memory");
+        free(job);
+        zframe_destroy(&identity);
+        zmsg_destroy(&msg);
+        return;
+    }
+    job->start_us = zclock_usecs();
+    job->identity = identity;
+    wire_request_init(&job->req);
+    zframe_t *first = zmsg_first(msg);
+    if (first && zframe_size(first) == 0) {
+        zframe_t *delimiter = zmsg_pop(msg);
+        zframe_destroy(&delimiter);
+        job->delimiter = 1;
+    }
+    job->frames = msg;
+
+    size_t nframes = zmsg_size(msg);
+    job->bytes = zmsg_content_size(msg);
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
+        frames.data[frames.count] = zframe_data(f);
+        frames.size[frames.count] = zframe_size(f);
+        frames.count++;
+    }
+
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc;
+    if (nframes == 0) {
+        rc = shoal_err_set(&err, SHOAL_EPROTO, "empty message: expected a msgpack header frame");
+    } else if (job->bytes > server->limits.max_message_bytes) {
+        s_peek_header(&frames, &server->limits, &job->req);
+        rc = shoal_err_set(&err, SHOAL_ELIMIT,
+                           "message of %zu bytes is over the limit of %zu bytes "
+                           "(--max-message-bytes)",
+                           job->bytes, server->limits.max_message_bytes);
+    } else if (nframes > WIRE_FRAMES_MAX) {
+        s_peek_header(&frames, &server->limits, &job->req);
+        rc = shoal_err_set(&err, SHOAL_EPROTO,
+                           "message has %zu frames, at most %d are allowed (a header and up to "
+                           "%d bulk frames)",
+                           nframes, WIRE_FRAMES_MAX, WIRE_FRAMES_MAX - 1);
+    } else {
+        rc = wire_request_decode(&frames, &server->limits, &job->req, &err);
+        if (rc != 0 && !err.msg[0])
+            shoal_err_set(&err, rc, "malformed request: %s", shoal_strerror(rc));
+    }
+    if (rc == 0 && stopping)
+        rc = shoal_err_set(&err, SHOAL_EUNAVAIL,
+                           "the shard is shutting down; the request was not run");
+    if (rc != 0) {
+        s_job_fail(job, rc, err.msg);
+        s_job_finish(server, &job);
+        return;
+    }
+
+    switch (job->req.op) {
+    case WIRE_OP_PING:
+        s_reply_ping(server, job);
+        break;
+    case WIRE_OP_SEARCH:
+    case WIRE_OP_GET:
+    case WIRE_OP_STATS:
+        s_lane_push(server, &server->read, job);
+        break;
+    case WIRE_OP_CREATE_COLLECTION:
+    case WIRE_OP_DROP_COLLECTION:
+    case WIRE_OP_INSERT:
+    case WIRE_OP_DELETE:
+    case WIRE_OP_CHECKPOINT:
+        s_lane_push(server, &server->write, job);
+        break;
+    default: {
+        char msg_text[96];
+        snprintf(msg_text, sizeof msg_text, "op %s is not served by a shard",
+                 s_op_label(s_op_index(job->req.op)));
+        s_job_fail(job, SHOAL_EPROTO, msg_text);
+        s_job_finish(server, &job);
+        break;
+    }
+    }
+}
+
+/* Too much waiting: stop reading the ROUTER until the lanes catch up. */
+static int s_backpressured(const shard_server_t *server)
+{
+    return server->read.queued >= SHARD_SERVER_QUEUE_MAX ||
+           server->write.queued >= SHARD_SERVER_QUEUE_MAX ||
+           server->read.queued_bytes + server->write.queued_bytes > server->queue_bytes_max;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                               */
+/* ------------------------------------------------------------------------ */
+
+void shard_server_opts_default(shard_server_opts_t *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->limits = wire_limits_default();
+    opts->store.device = "auto";
+    opts->store.sync = 1;
+    opts->stop_fd = -1;
+}
+
+static size_t s_online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (size_t)n : 1;
+}
+
+shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *err)
+{
+    if (!opts || !opts->listen || !*opts->listen || !opts->store.data_dir ||
+        !*opts->store.data_dir) {
+        shoal_err_set(err, SHOAL_EINVAL,
+                      "shard server: a listen endpoint and a data dir are "
+                      "required");
+        return NULL;
+    }
+    if (opts->workers > SHARD_SERVER_WORKERS_MAX) {
+        shoal_err_set(err, SHOAL_EINVAL, "shard server: %zu workers, at most %d", opts->workers,
+                      SHARD_SERVER_WORKERS_MAX);
+        return NULL;
+    }
+    shard_server_t *server = calloc(1, sizeof *server);
+    if (!server) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
+        return NULL;
+    }
+    server->stop_pipe[0] = server->stop_pipe[1] = -1;
+    server->opts = *opts;
+    server->limits = opts->limits;
+    server->start_us = zclock_usecs();
+    server->listen = s_strdup(opts->listen);
+    server->data_dir = s_strdup(opts->store.data_dir);
+    server->device = s_strdup(opts->store.device ? opts->store.device : "auto");
+    if (!server->listen || !server->data_dir || !server->device) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
+        goto fail;
+    }
+    server->opts.listen = server->listen;
+    server->opts.store.data_dir = server->data_dir;
+    server->opts.store.device = server->device;
+    if (server->opts.workers == 0)
+        server->opts.workers = s_online_cores();
+    if (server->opts.store.threads == 0)
+        server->opts.store.threads = server->opts.workers;
+    server->queue_bytes_max = server->limits.max_message_bytes * 4;
+    if (server->queue_bytes_max < S_QUEUE_BYTES_MIN)
+        server->queue_bytes_max = S_QUEUE_BYTES_MIN;
+
+    if (pipe(server->stop_pipe) != 0) {
+        shoal_err_set(err, SHOAL_EIO, "shard server: pipe: %s", strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(server->stop_pipe[i], F_SETFL, fcntl(server->stop_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(server->stop_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+
+    server->store = shard_store_open(&server->opts.store, err);
+    if (!server->store)
+        goto fail;
+
+    server->router = zsock_new(ZMQ_ROUTER);
+    if (!server->router) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard server: cannot create the ROUTER socket");
+        goto fail;
+    }
+    /* ZeroMQ drops a peer that sends one frame over the limit, before we read it. */
+    int64_t maxmsg = server->limits.max_message_bytes > (size_t)INT64_MAX
+                         ? -1
+                         : (int64_t)server->limits.max_message_bytes;
+    zmq_setsockopt(zsock_resolve(server->router), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zsock_set_linger(server->router, 0);
+    if (zsock_bind(server->router, "%s", server->listen) < 0) {
+        shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", server->listen,
+                      zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    const char *endpoint = zsock_endpoint(server->router);
+    server->endpoint = s_strdup(endpoint ? endpoint : server->listen);
+    if (!server->endpoint) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
+        goto fail;
+    }
+    return server;
+fail:
+    shard_server_destroy(&server);
+    return NULL;
+}
+
+int shard_server_run(shard_server_t *server, shoal_err_t *err)
+{
+    int rc = s_lane_start(server, &server->read, "read", server->opts.workers, err);
+    if (rc == 0)
+        rc = s_lane_start(server, &server->write, "write", 1, err);
+    if (rc != 0) {
+        s_lane_abort(server, &server->read);
+        s_lane_abort(server, &server->write);
+        return rc;
+    }
+    int stopping = 0;
+    int failed = 0;
+
+    while (1) {
+        zmq_pollitem_t items[5];
+        int n = 0;
+        items[n++] = (zmq_pollitem_t){zsock_resolve(server->read.backend), 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){zsock_resolve(server->write.backend), 0, ZMQ_POLLIN, 0};
+        int i_stop = -1, i_ext = -1, i_router = -1;
+        if (!stopping) {
+            i_stop = n;
+            items[n++] = (zmq_pollitem_t){NULL, server->stop_pipe[0], ZMQ_POLLIN, 0};
+            if (server->opts.stop_fd >= 0) {
+                i_ext = n;
+                items[n++] = (zmq_pollitem_t){NULL, server->opts.stop_fd, ZMQ_POLLIN, 0};
+            }
+            if (!s_backpressured(server)) {
+                i_router = n;
+                items[n++] = (zmq_pollitem_t){zsock_resolve(server->router), 0, ZMQ_POLLIN, 0};
+            }
+        }
+        if (zmq_poll(items, n, -1) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            failed = shoal_err_set(err, SHOAL_EINTERNAL, "shard server: poll: %s",
+                                   zmq_strerror(zmq_errno()));
+            log_error("%s", err ? err->msg : "shard server: poll failed");
+            return failed; /* threads may still hold jobs: the process must exit */
+        }
+        for (int b = 0; b < S_BURST && s_readable(server->read.backend); b++)
+            s_lane_on_message(server, &server->read);
+        for (int b = 0; b < S_BURST && s_readable(server->write.backend); b++)
+            s_lane_on_message(server, &server->write);
+
+        int stop_now = (i_stop >= 0 && (items[i_stop].revents & ZMQ_POLLIN)) ||
+                       (i_ext >= 0 && (items[i_ext].revents & ZMQ_POLLIN));
+        if (i_router >= 0 && !stop_now)
+            for (int b = 0; b < S_BURST && !s_backpressured(server) && s_readable(server->router);
+                 b++)
+                s_on_request(server, 0);
+        if (stop_now) {
+            char buf[64];
+            while (read(server->stop_pipe[0], buf, sizeof buf) > 0) {
+            }
+            stopping = 1;
+            log_info("stopping: %zu requests running, %zu waiting (refused)", s_inflight(server),
+                     s_queued(server));
+            s_lane_refuse_waiting(server, &server->read);
+            s_lane_refuse_waiting(server, &server->write);
+            /* Requests already received but not read get a definite "not run". */
+            for (int b = 0; b < SHARD_SERVER_QUEUE_MAX && s_readable(server->router); b++)
+                s_on_request(server, 1);
+        }
+        if (stopping && s_lane_drained(&server->read) && s_lane_drained(&server->write))
+            break;
+    }
+    s_lane_stop(&server->read);
+    s_lane_stop(&server->write);
+    /* The last replies are queued on the ROUTER: give them time to leave. */
+    zsock_set_linger(server->router, S_CLOSE_LINGER_MS);
+    zsock_destroy(&server->router);
+    return failed;
+}
+
+void shard_server_stop(shard_server_t *server)
+{
+    if (!server)
+        return;
+    int saved = errno;
+    ssize_t w = write(server->stop_pipe[1], "s", 1);
+    (void)w; /* a full pipe already holds a stop request */
+    errno = saved;
+}
+
+const char *shard_server_endpoint(const shard_server_t *server)
+{
+    return server->endpoint;
+}
+
+size_t shard_server_workers(const shard_server_t *server)
+{
+    return server->opts.workers;
+}
+
+shard_store_t *shard_server_store(shard_server_t *server)
+{
+    return server->store;
+}
+
+void shard_server_destroy(shard_server_t **server_p)
+{
+    if (!server_p || !*server_p)
+        return;
+    shard_server_t *server = *server_p;
+    zsock_destroy(&server->router);
+    s_lane_free(&server->read);
+    s_lane_free(&server->write);
+    shard_store_close(&server->store);
+    for (int i = 0; i < 2; i++)
+        if (server->stop_pipe[i] >= 0)
+            close(server->stop_pipe[i]);
+    free(server->listen);
+    free(server->data_dir);
+    free(server->device);
+    free(server->endpoint);
+    free(server);
+    *server_p = NULL;
+}

@@ -1,0 +1,1254 @@
+/*
+ * store.c - a shard's collections: opening and closing the store, the
+ * collection table, the write path (create, drop, insert, delete), reads
+ * (get, dim, stats) and the background checkpointer. Search lives in
+ * store_search.c, checkpoints and recovery in store_persist.c;
+ * store_private.h describes the key layout and the locks.
+ *
+ * The write path, for every insert and delete batch:
+ *   1. validate everything (nothing is written for a bad batch);
+ *   2. one RocksDB write batch: the vectors (or their deletion), one op-log
+ *      entry listing the ids, and the new sequence number; fsync'd when
+ *      opts.sync. From here the write survives kill -9;
+ *   3. apply it to the exact engine (under the collection's engine lock)
+ *      and to the HNSW graph (which locks itself; searches keep running);
+ *   4. return: a search that starts now sees the write.
+ * If step 3 fails (out of memory), the write is durable but not searchable
+ * until the next open; the error says so.
+ *
+ * Checkpoints. hnsw_save takes the graph's write lock, so searches of that
+ * collection wait while it is serialised (a few hundred ms per million
+ * 128-d vectors in memory, plus the RocksDB writes), and writes wait for
+ * write_mu. The background thread checkpoints a collection once it has
+ * checkpoint_every changed vectors, or checkpoint_secs after its last
+ * checkpoint when it has any change; close checkpoints whatever changed.
+ */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: writers must not starve */
+
+#include "shard/store_private.h"
+
+#include "common/log.h"
+#include "common/topk.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+double shard_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void s_rwlock_init_writer_first(pthread_rwlock_t *lock)
+{
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+}
+
+/* Names: 1..WIRE_NAME_MAX of [A-Za-z0-9_.-], as the wire protocol allows. */
+static int s_check_name(const char *name, shoal_err_t *err)
+{
+    if (!name || !*name)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection name is empty");
+    size_t len = strlen(name);
+    if (len > WIRE_NAME_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection name has %zu characters, at most %d",
+                             len, WIRE_NAME_MAX);
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-'))
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection name \"%s\": character %zu is not one of "
+                                 "[A-Za-z0-9_.-]",
+                                 name, i);
+    }
+    return 0;
+}
+
+shard_coll_t *shard_coll_find(shard_store_t *store, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < store->ncolls; i++)
+        if (strcmp(store->colls[i]->name, name) == 0)
+            return store->colls[i];
+    return NULL;
+}
+
+/* Looks a collection up, with the not-found message every entry point uses. */
+static shard_coll_t *s_find_or_fail(shard_store_t *store, const char *name, shoal_err_t *err)
+{
+    if (s_check_name(name, err))
+        return NULL;
+    shard_coll_t *coll = shard_coll_find(store, name);
+    if (!coll)
+        shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" not found", name);
+    return coll;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Keys                                                                     */
+/* ------------------------------------------------------------------------ */
+
+size_t shard_key_coll(uint8_t *out, const char *name)
+{
+    size_t len = strlen(name);
+    out[0] = 'C';
+    out[1] = '/';
+    memcpy(out + 2, name, len);
+    return 2 + len;
+}
+
+size_t shard_key_prefix(uint8_t *out, char tag, const char *name)
+{
+    size_t len = strlen(name);
+    out[0] = (uint8_t)tag;
+    out[1] = '/';
+    memcpy(out + 2, name, len);
+    out[2 + len] = 0;
+    return 3 + len;
+}
+
+size_t shard_key_range_end(uint8_t *out, char tag, const char *name)
+{
+    size_t len = shard_key_prefix(out, tag, name);
+    out[len - 1] = 1;
+    return len;
+}
+
+size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v)
+{
+    size_t len = shard_key_prefix(out, tag, name);
+    for (int i = 7; i >= 0; i--)
+        out[len++] = (uint8_t)(v >> (8 * i));
+    return len;
+}
+
+size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v)
+{
+    size_t len = shard_key_prefix(out, tag, name);
+    for (int i = 3; i >= 0; i--)
+        out[len++] = (uint8_t)(v >> (8 * i));
+    return len;
+}
+
+void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq)
+{
+    shard_seq_rec_t rec = {.magic = SHARD_SEQ_MAGIC, .version = SHARD_RECORD_VERSION, .seq = seq};
+    kv_batch_put(batch, "S", 1, &rec, sizeof rec);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Id sets                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* splitmix64's finaliser: sequential ids spread over the table. */
+static inline size_t s_hash(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return (size_t)x;
+}
+
+int shard_idset_init(shard_idset_t *set, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n + 1)
+        cap <<= 1;
+    set->slots = malloc(cap * sizeof *set->slots);
+    set->mask = cap - 1;
+    set->count = 0;
+    if (!set->slots)
+        return SHOAL_ENOMEM;
+    memset(set->slots, 0xff, cap * sizeof *set->slots);
+    return 0;
+}
+
+void shard_idset_fini(shard_idset_t *set)
+{
+    free(set->slots);
+    set->slots = NULL;
+    set->count = 0;
+}
+
+int shard_idset_add(shard_idset_t *set, uint64_t id)
+{
+    if (id == UINT64_MAX)
+        return 0;
+    for (size_t i = s_hash(id) & set->mask;; i = (i + 1) & set->mask) {
+        if (set->slots[i] == id)
+            return 0;
+        if (set->slots[i] == UINT64_MAX) {
+            set->slots[i] = id;
+            set->count++;
+            return 1;
+        }
+    }
+}
+
+int shard_idset_contains(const shard_idset_t *set, uint64_t id)
+{
+    if (id == UINT64_MAX)
+        return 0;
+    for (size_t i = s_hash(id) & set->mask;; i = (i + 1) & set->mask) {
+        if (set->slots[i] == id)
+            return 1;
+        if (set->slots[i] == UINT64_MAX)
+            return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collections in memory                                                    */
+/* ------------------------------------------------------------------------ */
+
+static shard_coll_t *s_coll_new(const char *name)
+{
+    shard_coll_t *coll = calloc(1, sizeof *coll);
+    if (!coll)
+        return NULL;
+    snprintf(coll->name, sizeof coll->name, "%s", name);
+    s_rwlock_init_writer_first(&coll->engine_lock);
+    coll->checkpoint_time = shard_now();
+    return coll;
+}
+
+static void s_coll_destroy(shard_coll_t **coll_p)
+{
+    if (!*coll_p)
+        return;
+    shard_coll_t *coll = *coll_p;
+    hnsw_destroy(&coll->hnsw);
+    knn_engine_destroy(&coll->engine);
+    pthread_rwlock_destroy(&coll->engine_lock);
+    free(coll);
+    *coll_p = NULL;
+}
+
+int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
+{
+    /* Same seed for a name every time: a rebuild draws the same levels. */
+    uint64_t seed = 0x73686f616cULL;
+    for (const char *p = coll->name; *p; p++)
+        seed = seed * 1099511628211ULL ^ (uint8_t)*p;
+    hnsw_params_t hp = {.dim = coll->dim,
+                        .metric = coll->metric,
+                        .M = coll->M,
+                        .ef_construction = coll->ef_construction,
+                        .seed = seed};
+    coll->hnsw = hnsw_new(&hp, err);
+    if (!coll->hnsw)
+        return err ? err->code : SHOAL_ENOMEM;
+    knn_params_t kp = {.dim = coll->dim,
+                       .metric = coll->metric,
+                       .device = store->device,
+                       .threads = store->opts.threads};
+    coll->engine = knn_engine_new(&kp, err);
+    if (!coll->engine) {
+        hnsw_destroy(&coll->hnsw);
+        return err ? err->code : SHOAL_ENOMEM;
+    }
+    knn_info_t info;
+    knn_engine_info(coll->engine, &info);
+    coll->on_gpu = info.on_gpu;
+    return 0;
+}
+
+/* Appends coll to the table (caller holds write_mu; takes colls_lock). */
+static int s_table_add(shard_store_t *store, shard_coll_t *coll)
+{
+    pthread_rwlock_wrlock(&store->colls_lock);
+    int rc = 0;
+    if (store->ncolls == store->colls_cap) {
+        size_t cap = store->colls_cap ? 2 * store->colls_cap : 8;
+        shard_coll_t **grown = realloc(store->colls, cap * sizeof *grown);
+        if (!grown)
+            rc = SHOAL_ENOMEM;
+        else {
+            store->colls = grown;
+            store->colls_cap = cap;
+        }
+    }
+    if (rc == 0)
+        store->colls[store->ncolls++] = coll;
+    pthread_rwlock_unlock(&store->colls_lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Background checkpointer                                                  */
+/* ------------------------------------------------------------------------ */
+
+static int s_due(const shard_store_t *store, const shard_coll_t *coll, double now)
+{
+    return coll->dirty && (coll->changes >= store->opts.checkpoint_every ||
+                           now - coll->checkpoint_time >= store->opts.checkpoint_secs);
+}
+
+/* Checkpoints every due collection, one per hold of write_mu so writers get
+ * in between. */
+static void s_checkpoint_due(shard_store_t *store)
+{
+    for (;;) {
+        pthread_mutex_lock(&store->write_mu);
+        shard_coll_t *due = NULL;
+        double now = shard_now();
+        for (size_t i = 0; i < store->ncolls && !due; i++)
+            if (s_due(store, store->colls[i], now))
+                due = store->colls[i];
+        if (due) {
+            shoal_err_t err;
+            shoal_err_clear(&err);
+            if (shard_checkpoint_coll(store, due, &err) != 0) {
+                log_warn("background checkpoint of \"%s\" failed: %s", due->name, err.msg);
+                /* Try again a full period later, not in a tight loop. */
+                due->checkpoint_time = now;
+                due->changes = 0;
+            }
+        }
+        pthread_mutex_unlock(&store->write_mu);
+        if (!due)
+            return;
+    }
+}
+
+static void *s_ckpt_main(void *arg)
+{
+    shard_store_t *store = arg;
+    double tick = store->opts.checkpoint_secs < 1.0 ? store->opts.checkpoint_secs : 1.0;
+    pthread_mutex_lock(&store->ckpt_mu);
+    while (!store->ckpt_stop) {
+        if (!store->ckpt_wake) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            double t = (double)until.tv_sec + (double)until.tv_nsec * 1e-9 + tick;
+            until.tv_sec = (time_t)t;
+            until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+            pthread_cond_timedwait(&store->ckpt_cond, &store->ckpt_mu, &until);
+        }
+        if (store->ckpt_stop)
+            break;
+        store->ckpt_wake = 0;
+        pthread_mutex_unlock(&store->ckpt_mu);
+        s_checkpoint_due(store);
+        pthread_mutex_lock(&store->ckpt_mu);
+    }
+    pthread_mutex_unlock(&store->ckpt_mu);
+    return NULL;
+}
+
+static void s_ckpt_poke(shard_store_t *store)
+{
+    pthread_mutex_lock(&store->ckpt_mu);
+    store->ckpt_wake = 1;
+    pthread_cond_signal(&store->ckpt_cond);
+    pthread_mutex_unlock(&store->ckpt_mu);
+}
+
+static void s_ckpt_stop(shard_store_t *store)
+{
+    if (!store->ckpt_running)
+        return;
+    pthread_mutex_lock(&store->ckpt_mu);
+    store->ckpt_stop = 1;
+    pthread_cond_signal(&store->ckpt_cond);
+    pthread_mutex_unlock(&store->ckpt_mu);
+    pthread_join(store->ckpt_thread, NULL);
+    store->ckpt_running = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Checks the format record, or writes one into an empty directory. */
+static int s_check_format(shard_store_t *store, shoal_err_t *err)
+{
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(store->kv, "F", 1, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND) {
+        /* A database with keys but no format record was not written by shoal. */
+        kv_iter_t *it = kv_iter_new(store->kv, NULL, 0, err);
+        if (!it)
+            return err ? err->code : SHOAL_ENOMEM;
+        int empty = !kv_iter_valid(it);
+        rc = kv_iter_status(it, err);
+        kv_iter_destroy(&it);
+        if (rc)
+            return rc;
+        if (!empty)
+            return shoal_err_set(err, SHOAL_EFORMAT,
+                                 "data dir %s holds a database without a shoal format record "
+                                 "(not a shard's data dir?)",
+                                 store->data_dir);
+        shard_format_rec_t rec = {.version = SHARD_FORMAT_VERSION,
+                                  .created_unix = (uint64_t)time(NULL)};
+        memcpy(rec.magic, SHARD_FORMAT_MAGIC, sizeof rec.magic);
+        kv_batch_t *batch = kv_batch_new();
+        if (!batch)
+            return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+        kv_batch_put(batch, "F", 1, &rec, sizeof rec);
+        shard_batch_put_seq(batch, 0);
+        rc = kv_write(store->kv, batch, 1, err);
+        kv_batch_destroy(&batch);
+        if (rc == 0)
+            log_info("data dir %s: new shard store (format version %u)", store->data_dir,
+                     SHARD_FORMAT_VERSION);
+        return rc;
+    }
+    if (rc)
+        return rc;
+    shard_format_rec_t rec;
+    if (vlen < 12 || memcmp(val, SHARD_FORMAT_MAGIC, 8) != 0) {
+        free(val);
+        return shoal_err_set(err, SHOAL_EFORMAT,
+                             "data dir %s: format record has no \"%s\" magic (not a shard's "
+                             "data dir?)",
+                             store->data_dir, SHARD_FORMAT_MAGIC);
+    }
+    memset(&rec, 0, sizeof rec);
+    memcpy(&rec, val, vlen < sizeof rec ? vlen : sizeof rec);
+    free(val);
+    if (rec.version != SHARD_FORMAT_VERSION)
+        return shoal_err_set(err, SHOAL_EUNSUPPORTED,
+                             "data dir %s has format version %u; this build reads format "
+                             "version %u only",
+                             store->data_dir, rec.version, SHARD_FORMAT_VERSION);
+    if (vlen != sizeof rec)
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "data dir %s: format record has %zu bytes, expected %zu",
+                             store->data_dir, vlen, sizeof rec);
+    return 0;
+}
+
+static int s_read_seq(shard_store_t *store, shoal_err_t *err)
+{
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(store->kv, "S", 1, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "data dir %s: sequence record \"S\" is missing",
+                             store->data_dir);
+    if (rc)
+        return rc;
+    shard_seq_rec_t rec;
+    int ok = vlen == sizeof rec;
+    if (ok) {
+        memcpy(&rec, val, sizeof rec);
+        ok = rec.magic == SHARD_SEQ_MAGIC && rec.version == SHARD_RECORD_VERSION;
+    }
+    free(val);
+    if (!ok)
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "data dir %s: sequence record is malformed (%zu bytes)",
+                             store->data_dir, vlen);
+    atomic_store(&store->seq, rec.seq);
+    return 0;
+}
+
+/* Loads every "C/<name>" collection. */
+static int s_load_collections(shard_store_t *store, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(store->kv, "C/", 2, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    int rc = 0;
+    for (; rc == 0 && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const char *key = kv_iter_key(it, &klen);
+        const void *val = kv_iter_value(it, &vlen);
+        char name[WIRE_NAME_MAX + 1];
+        if (klen - 2 > WIRE_NAME_MAX) {
+            rc =
+                shoal_err_set(err, SHOAL_ECORRUPT, "collection key of %zu bytes is too long", klen);
+            break;
+        }
+        memcpy(name, key + 2, klen - 2);
+        name[klen - 2] = 0;
+        if ((rc = s_check_name(name, err)) != 0) {
+            rc = shoal_err_prefix(err, "stored collection key: ");
+            break;
+        }
+        shard_coll_t *coll = s_coll_new(name);
+        if (!coll) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+            break;
+        }
+        double t0 = shard_now();
+        rc = shard_coll_decode(coll, val, vlen, err);
+        if (rc == 0)
+            rc = shard_coll_load(store, coll, err);
+        if (rc == 0)
+            rc = s_table_add(store, coll);
+        if (rc) {
+            shoal_err_prefix(err, "loading collection \"%s\": ", name);
+            s_coll_destroy(&coll);
+            break;
+        }
+        log_info("collection \"%s\": %zu vectors, graph %s (%zu writes replayed) in %.2f s",
+                 coll->name, hnsw_count(coll->hnsw),
+                 coll->loaded_from_checkpoint ? "loaded from checkpoint" : "rebuilt",
+                 coll->replayed, shard_now() - t0);
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+/* Finds out where exact engines run, with a probe engine of one dimension,
+ * so that a bad device string fails at open rather than at the first create. */
+static int s_probe_devices(shard_store_t *store, shoal_err_t *err)
+{
+    knn_params_t kp = {.dim = 1, .metric = SHOAL_METRIC_L2, .device = store->device, .threads = 1};
+    knn_engine_t *probe = knn_engine_new(&kp, err);
+    if (!probe)
+        return shoal_err_prefix(err, "exact engine on device \"%s\": ", store->device);
+    knn_info_t info;
+    knn_engine_info(probe, &info);
+    store->ndevices = info.on_gpu ? info.ndevices : 0;
+    for (int i = 0; i < store->ndevices && i < KNN_DEVICES_MAX; i++)
+        store->devices[i] = info.devices[i];
+    knn_engine_destroy(&probe);
+    return 0;
+}
+
+/* mkdir -p: RocksDB creates the data dir itself but not its parents. */
+static int s_mkdirs(const char *dir, shoal_err_t *err)
+{
+    char path[4096];
+    size_t len = strlen(dir);
+    if (len >= sizeof path)
+        return shoal_err_set(err, SHOAL_EINVAL, "data dir path has %zu characters, at most %zu",
+                             len, sizeof path - 1);
+    memcpy(path, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != 0)
+            continue;
+        char saved = path[i];
+        path[i] = 0;
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return shoal_err_set(err, SHOAL_EIO, "data dir %s: cannot create %s: %s", dir, path,
+                                 strerror(errno));
+        path[i] = saved;
+    }
+    return 0;
+}
+
+static void s_free(shard_store_t *store)
+{
+    for (size_t i = 0; i < store->ncolls; i++)
+        s_coll_destroy(&store->colls[i]);
+    free(store->colls);
+    kv_close(&store->kv);
+    pthread_mutex_destroy(&store->write_mu);
+    pthread_rwlock_destroy(&store->colls_lock);
+    pthread_mutex_destroy(&store->ckpt_mu);
+    pthread_cond_destroy(&store->ckpt_cond);
+    free(store->data_dir);
+    free(store->device);
+    free(store);
+}
+
+shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err)
+{
+    if (!opts || !opts->data_dir || !*opts->data_dir) {
+        shoal_err_set(err, SHOAL_EINVAL, "shard store: no data dir given");
+        return NULL;
+    }
+    shard_store_t *store = calloc(1, sizeof *store);
+    if (!store) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&store->write_mu, NULL);
+    s_rwlock_init_writer_first(&store->colls_lock);
+    pthread_mutex_init(&store->ckpt_mu, NULL);
+    pthread_condattr_t cattr;
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&store->ckpt_cond, &cattr);
+    pthread_condattr_destroy(&cattr);
+
+    store->opts = *opts;
+    store->data_dir = strdup(opts->data_dir);
+    store->device = strdup(opts->device && *opts->device ? opts->device : "auto");
+    if (!store->data_dir || !store->device) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
+        goto fail;
+    }
+    shard_store_opts_t *o = &store->opts;
+    o->data_dir = store->data_dir;
+    o->device = store->device;
+    if (o->threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        o->threads = cores > 0 ? (size_t)cores : 1;
+    }
+    if (o->checkpoint_every == 0)
+        o->checkpoint_every = SHARD_CHECKPOINT_EVERY_DEFAULT;
+    if (!(o->checkpoint_secs > 0))
+        o->checkpoint_secs = SHARD_CHECKPOINT_SECS_DEFAULT;
+    if (o->exact_min_batch == 0)
+        o->exact_min_batch = SHARD_EXACT_MIN_BATCH_DEFAULT;
+    if (o->hnsw_M == 0)
+        o->hnsw_M = HNSW_M_DEFAULT;
+    if (o->hnsw_ef_construction == 0)
+        o->hnsw_ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
+    if (o->hnsw_ef == 0)
+        o->hnsw_ef = HNSW_EF_DEFAULT;
+    if (o->hnsw_M < HNSW_M_MIN || o->hnsw_M > HNSW_M_MAX) {
+        shoal_err_set(err, SHOAL_EINVAL, "hnsw M must be in %d..%d, got %zu", HNSW_M_MIN,
+                      HNSW_M_MAX, o->hnsw_M);
+        goto fail;
+    }
+    if (o->hnsw_ef_construction > HNSW_EF_CONSTRUCTION_MAX) {
+        shoal_err_set(err, SHOAL_EINVAL, "hnsw ef_construction must be in %d..%d, got %zu",
+                      HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX, o->hnsw_ef_construction);
+        goto fail;
+    }
+    if (o->hnsw_ef > HNSW_EF_MAX) {
+        shoal_err_set(err, SHOAL_EINVAL, "hnsw ef must be in %d..%d, got %zu", HNSW_EF_MIN,
+                      HNSW_EF_MAX, o->hnsw_ef);
+        goto fail;
+    }
+
+    double t0 = shard_now();
+    if (s_mkdirs(store->data_dir, err))
+        goto fail;
+    store->kv = kv_open(store->data_dir, 1, err);
+    if (!store->kv)
+        goto fail;
+    double t_kv = shard_now() - t0;
+    if (s_check_format(store, err) || s_read_seq(store, err) || s_probe_devices(store, err) ||
+        s_load_collections(store, err))
+        goto fail;
+    log_info("data dir %s open: %zu collections, seq %llu, in %.2f s (RocksDB open and WAL "
+             "recovery %.2f s)",
+             store->data_dir, store->ncolls, (unsigned long long)atomic_load(&store->seq),
+             shard_now() - t0, t_kv);
+
+    if (pthread_create(&store->ckpt_thread, NULL, s_ckpt_main, store) != 0) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard store: cannot start the checkpoint thread");
+        goto fail;
+    }
+    store->ckpt_running = 1;
+    return store;
+
+fail:
+    s_free(store);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Close                                                                    */
+/* ------------------------------------------------------------------------ */
+
+void shard_store_close(shard_store_t **store_p)
+{
+    if (!store_p || !*store_p)
+        return;
+    shard_store_t *store = *store_p;
+    s_ckpt_stop(store);
+    pthread_mutex_lock(&store->write_mu);
+    for (size_t i = 0; i < store->ncolls; i++) {
+        shard_coll_t *coll = store->colls[i];
+        if (!coll->dirty)
+            continue;
+        shoal_err_t err;
+        shoal_err_clear(&err);
+        if (shard_checkpoint_coll(store, coll, &err) != 0)
+            log_error("final checkpoint of \"%s\" failed (the next open replays its log): %s",
+                      coll->name, err.msg);
+    }
+    /* Memtables to SST files now, so the next open need not replay the WAL
+     * (a clean restart then costs the checkpoint load and little else). */
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (kv_flush(store->kv, &err) != 0)
+        log_warn("data dir %s: flush at close failed (the next open replays the WAL): %s",
+                 store->data_dir, err.msg);
+    pthread_mutex_unlock(&store->write_mu);
+    s_free(store);
+    *store_p = NULL;
+}
+
+void shard_store_abandon(shard_store_t **store_p)
+{
+    if (!store_p || !*store_p)
+        return;
+    s_ckpt_stop(*store_p);
+    s_free(*store_p);
+    *store_p = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Create / drop                                                            */
+/* ------------------------------------------------------------------------ */
+
+int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal_metric_t metric,
+                       size_t M, size_t ef_construction, shoal_err_t *err)
+{
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "create: no store");
+    int rc = s_check_name(name, err);
+    if (rc)
+        return rc;
+    if (dim < 1 || dim > HNSW_DIM_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": dim must be in 1..%d, got %zu",
+                             name, HNSW_DIM_MAX, dim);
+    if (metric != SHOAL_METRIC_L2 && metric != SHOAL_METRIC_IP && metric != SHOAL_METRIC_COSINE)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": unknown metric %d", name,
+                             (int)metric);
+    if (M == 0)
+        M = store->opts.hnsw_M;
+    if (ef_construction == 0)
+        ef_construction = store->opts.hnsw_ef_construction;
+    if (M < HNSW_M_MIN || M > HNSW_M_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": M must be in %d..%d, got %zu",
+                             name, HNSW_M_MIN, HNSW_M_MAX, M);
+    if (ef_construction < HNSW_EF_CONSTRUCTION_MIN || ef_construction > HNSW_EF_CONSTRUCTION_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection \"%s\": ef_construction must be in %d..%d, got %zu", name,
+                             HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX, ef_construction);
+
+    pthread_mutex_lock(&store->write_mu);
+    shard_coll_t *coll = NULL;
+    kv_batch_t *batch = NULL;
+    if (shard_coll_find(store, name)) {
+        rc = shoal_err_set(err, SHOAL_EEXIST, "collection \"%s\" exists already", name);
+        goto done;
+    }
+    coll = s_coll_new(name);
+    batch = kv_batch_new();
+    if (!coll || !batch) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "create \"%s\": out of memory", name);
+        goto done;
+    }
+    coll->dim = dim;
+    coll->metric = metric;
+    coll->M = M;
+    coll->ef_construction = ef_construction;
+    if ((rc = shard_coll_make_indexes(store, coll, err)) != 0) {
+        shoal_err_prefix(err, "collection \"%s\": ", name);
+        goto done;
+    }
+    uint64_t seq = atomic_load(&store->seq);
+    shard_coll_rec_t rec = {.magic = SHARD_COLL_MAGIC,
+                            .version = SHARD_RECORD_VERSION,
+                            .dim = (uint32_t)dim,
+                            .metric = (uint32_t)metric,
+                            .M = (uint32_t)M,
+                            .ef_construction = (uint32_t)ef_construction,
+                            .created_seq = seq};
+    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    kv_batch_put(batch, key, shard_key_coll(key, name), &rec, sizeof rec);
+    /* Leftovers of an earlier collection of this name cannot exist (drop
+     * removes them in the same batch as its record), but a create must never
+     * resurrect them, so clear the ranges anyway: it costs three tombstones. */
+    static const char tags[3] = {'V', 'L', 'K'};
+    for (int t = 0; t < 3; t++) {
+        size_t klen = shard_key_prefix(key, tags[t], name);
+        size_t elen = shard_key_range_end(end, tags[t], name);
+        kv_batch_delete_range(batch, key, klen, end, elen);
+    }
+    /* A collection is rare and cheap to create: always durable at once. */
+    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+        shoal_err_prefix(err, "create \"%s\": ", name);
+        goto done;
+    }
+    atomic_store(&coll->last_seq, seq);
+    coll->dirty = 1; /* so the first checkpoint records the (empty) graph */
+    if ((rc = s_table_add(store, coll)) != 0) {
+        shoal_err_set(err, rc, "create \"%s\": out of memory", name);
+        goto done;
+    }
+    coll = NULL;
+    log_info("collection \"%s\" created: dim %zu, %s, M %zu, ef_construction %zu", name, dim,
+             shoal_metric_name(metric), M, ef_construction);
+done:
+    pthread_mutex_unlock(&store->write_mu);
+    s_coll_destroy(&coll);
+    kv_batch_destroy(&batch);
+    return rc;
+}
+
+int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err)
+{
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "drop: no store");
+    pthread_mutex_lock(&store->write_mu);
+    int rc = 0;
+    kv_batch_t *batch = NULL;
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    if (!coll) {
+        rc = err ? err->code : SHOAL_ENOTFOUND;
+        goto done;
+    }
+    if (!(batch = kv_batch_new())) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "drop \"%s\": out of memory", name);
+        goto done;
+    }
+    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    kv_batch_delete(batch, key, shard_key_coll(key, name));
+    static const char tags[3] = {'V', 'L', 'K'};
+    for (int t = 0; t < 3; t++) {
+        size_t klen = shard_key_prefix(key, tags[t], name);
+        size_t elen = shard_key_range_end(end, tags[t], name);
+        kv_batch_delete_range(batch, key, klen, end, elen);
+    }
+    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+        shoal_err_prefix(err, "drop \"%s\": ", name);
+        goto done;
+    }
+    /* Unlink under the table's write lock: searches of it have finished and
+     * no new one can find it. */
+    pthread_rwlock_wrlock(&store->colls_lock);
+    for (size_t i = 0; i < store->ncolls; i++) {
+        if (store->colls[i] == coll) {
+            memmove(&store->colls[i], &store->colls[i + 1],
+                    (store->ncolls - i - 1) * sizeof *store->colls);
+            store->ncolls--;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&store->colls_lock);
+    log_info("collection \"%s\" dropped (%zu vectors)", name, hnsw_count(coll->hnsw));
+    s_coll_destroy(&coll);
+done:
+    pthread_mutex_unlock(&store->write_mu);
+    kv_batch_destroy(&batch);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Insert                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Checks every row: ids, finite values, cosine's non-zero vectors. */
+static int s_check_rows(const shard_coll_t *coll, const uint64_t *ids, const float *vecs, size_t n,
+                        shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == HNSW_ID_NONE)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": row %zu: id %llu is reserved", coll->name, i,
+                                 (unsigned long long)ids[i]);
+        const float *v = vecs + i * coll->dim;
+        double norm = 0;
+        for (size_t j = 0; j < coll->dim; j++) {
+            if (!isfinite(v[j]))
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "collection \"%s\": row %zu, column %zu is not finite (%g)",
+                                     coll->name, i, j, (double)v[j]);
+            norm += (double)v[j] * v[j];
+        }
+        if (coll->metric == SHOAL_METRIC_COSINE && norm == 0)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": row %zu is a zero vector, which has no "
+                                 "cosine distance",
+                                 coll->name, i);
+    }
+    return 0;
+}
+
+/*
+ * An id listed twice in one batch: the last row wins, as it would for two
+ * batches in a row. Fills *keep (malloc'd, the rows to use, in order) when
+ * there are duplicates, else leaves it NULL.
+ */
+static int s_dedupe(const uint64_t *ids, size_t n, size_t **keep, size_t *nkeep)
+{
+    *keep = NULL;
+    *nkeep = n;
+    if (n < 2)
+        return 0;
+    shard_idset_t set;
+    uint8_t *last = malloc(n);
+    if (!last || shard_idset_init(&set, n)) {
+        free(last);
+        return SHOAL_ENOMEM;
+    }
+    /* Walking from the end, an id's first sighting is its last row. */
+    size_t unique = 0;
+    for (size_t i = n; i-- > 0;) {
+        last[i] = (uint8_t)shard_idset_add(&set, ids[i]);
+        unique += last[i];
+    }
+    shard_idset_fini(&set);
+    size_t *rows = unique == n ? NULL : malloc(unique * sizeof *rows);
+    if (unique != n && !rows) {
+        free(last);
+        return SHOAL_ENOMEM;
+    }
+    if (rows) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (last[i])
+                rows[m++] = i;
+        *keep = rows;
+        *nkeep = m;
+    }
+    free(last);
+    return 0;
+}
+
+/* Queues the op-log entry for seq: header + ids. */
+static int s_batch_put_log(kv_batch_t *batch, const char *name, uint64_t seq, uint32_t op,
+                           const uint64_t *ids, size_t n)
+{
+    size_t vlen = sizeof(shard_log_hdr_t) + n * sizeof(uint64_t);
+    uint8_t *val = malloc(vlen);
+    if (!val)
+        return SHOAL_ENOMEM;
+    shard_log_hdr_t hdr = {
+        .magic = SHARD_LOG_MAGIC, .version = SHARD_RECORD_VERSION, .op = op, .n = n};
+    memcpy(val, &hdr, sizeof hdr);
+    memcpy(val + sizeof hdr, ids, n * sizeof(uint64_t));
+    uint8_t key[SHARD_KEY_MAX];
+    kv_batch_put(batch, key, shard_key_u64(key, 'L', name, seq), val, vlen);
+    free(val);
+    return 0;
+}
+
+int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
+                       const float *vecs, size_t n, size_t dim, uint64_t *seq_out, shoal_err_t *err)
+{
+    if (!store || (n && (!ids || !vecs)))
+        return shoal_err_set(err, SHOAL_EINVAL, "insert: NULL argument");
+    pthread_mutex_lock(&store->write_mu);
+    int rc = 0;
+    kv_batch_t *batch = NULL;
+    size_t *keep = NULL;
+    uint64_t *kids = NULL;
+    float *kvecs = NULL;
+    uint8_t *val = NULL;
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    if (!coll) {
+        rc = err ? err->code : SHOAL_ENOTFOUND;
+        goto done;
+    }
+    if (dim != coll->dim) {
+        rc = shoal_err_set(err, SHOAL_EDIM, "collection \"%s\": expected dim %zu, got %zu", name,
+                           coll->dim, dim);
+        goto done;
+    }
+    if ((rc = s_check_rows(coll, ids, vecs, n, err)) != 0)
+        goto done;
+    if (n == 0) {
+        if (seq_out)
+            *seq_out = atomic_load(&store->seq);
+        goto done;
+    }
+    size_t m = n;
+    if ((rc = s_dedupe(ids, n, &keep, &m)) != 0) {
+        rc = shoal_err_set(err, rc, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    if (keep) {
+        kids = malloc(m * sizeof *kids);
+        kvecs = malloc(m * dim * sizeof *kvecs);
+        if (!kids || !kvecs) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+            goto done;
+        }
+        for (size_t i = 0; i < m; i++) {
+            kids[i] = ids[keep[i]];
+            memcpy(kvecs + i * dim, vecs + keep[i] * dim, dim * sizeof *kvecs);
+        }
+        ids = kids;
+        vecs = kvecs;
+    }
+
+    /* 1. RocksDB: vectors, log entry, sequence number; one atomic batch. */
+    uint64_t seq = atomic_load(&store->seq) + 1;
+    size_t vlen = sizeof(shard_vec_hdr_t) + dim * sizeof(float);
+    batch = kv_batch_new();
+    val = malloc(vlen);
+    if (!batch || !val) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    shard_vec_hdr_t hdr = {.magic = SHARD_VEC_MAGIC, .version = SHARD_RECORD_VERSION, .seq = seq};
+    memcpy(val, &hdr, sizeof hdr);
+    uint8_t key[SHARD_KEY_MAX];
+    for (size_t i = 0; i < m; i++) {
+        memcpy(val + sizeof hdr, vecs + i * dim, dim * sizeof(float));
+        kv_batch_put(batch, key, shard_key_u64(key, 'V', name, ids[i]), val, vlen);
+    }
+    if (s_batch_put_log(batch, name, seq, SHARD_LOG_INSERT, ids, m)) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    shard_batch_put_seq(batch, seq);
+    if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
+        shoal_err_prefix(err, "insert into \"%s\": ", name);
+        goto done;
+    }
+    atomic_store(&store->seq, seq);
+    atomic_store(&coll->last_seq, seq);
+    coll->dirty = 1;
+    coll->changes += m;
+    if (seq_out)
+        *seq_out = seq;
+
+    /* 2. The indexes. */
+    pthread_rwlock_wrlock(&coll->engine_lock);
+    rc = knn_engine_add(coll->engine, ids, vecs, m, err);
+    pthread_rwlock_unlock(&coll->engine_lock);
+    if (rc == 0)
+        rc = hnsw_insert_batch(coll->hnsw, ids, vecs, m, store->opts.threads, err);
+    if (rc) {
+        shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart: ", name);
+        log_error("%s", err ? err->msg : "insert: indexing failed");
+        goto done;
+    }
+    if (coll->changes >= store->opts.checkpoint_every)
+        s_ckpt_poke(store);
+done:
+    pthread_mutex_unlock(&store->write_mu);
+    kv_batch_destroy(&batch);
+    free(val);
+    free(keep);
+    free(kids);
+    free(kvecs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Delete                                                                   */
+/* ------------------------------------------------------------------------ */
+
+int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
+                       size_t *deleted, uint64_t *seq_out, shoal_err_t *err)
+{
+    if (deleted)
+        *deleted = 0;
+    if (!store || (n && !ids))
+        return shoal_err_set(err, SHOAL_EINVAL, "delete: NULL argument");
+    pthread_mutex_lock(&store->write_mu);
+    int rc = 0;
+    kv_batch_t *batch = NULL;
+    uint64_t *present = NULL;
+    shard_idset_t seen = {0};
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    if (!coll) {
+        rc = err ? err->code : SHOAL_ENOTFOUND;
+        goto done;
+    }
+    /* Only ids that are present are logged and counted; an id listed twice
+     * counts once. write_mu keeps the graph's membership still meanwhile. */
+    present = malloc((n ? n : 1) * sizeof *present);
+    if (!present || shard_idset_init(&seen, n)) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
+        goto done;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (hnsw_contains(coll->hnsw, ids[i]) && shard_idset_add(&seen, ids[i]))
+            present[m++] = ids[i];
+    if (m == 0) {
+        if (seq_out)
+            *seq_out = atomic_load(&store->seq);
+        goto done;
+    }
+
+    uint64_t seq = atomic_load(&store->seq) + 1;
+    if (!(batch = kv_batch_new()) ||
+        s_batch_put_log(batch, name, seq, SHARD_LOG_DELETE, present, m)) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
+        goto done;
+    }
+    uint8_t key[SHARD_KEY_MAX];
+    for (size_t i = 0; i < m; i++)
+        kv_batch_delete(batch, key, shard_key_u64(key, 'V', name, present[i]));
+    shard_batch_put_seq(batch, seq);
+    if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
+        shoal_err_prefix(err, "delete from \"%s\": ", name);
+        goto done;
+    }
+    atomic_store(&store->seq, seq);
+    atomic_store(&coll->last_seq, seq);
+    coll->dirty = 1;
+    coll->changes += m;
+    if (seq_out)
+        *seq_out = seq;
+
+    size_t removed = 0;
+    pthread_rwlock_wrlock(&coll->engine_lock);
+    rc = knn_engine_remove(coll->engine, present, m, NULL, err);
+    pthread_rwlock_unlock(&coll->engine_lock);
+    if (rc == 0)
+        rc = hnsw_delete_batch(coll->hnsw, present, m, &removed, err);
+    if (rc) {
+        shoal_err_prefix(err,
+                         "delete from \"%s\": stored, but the indexes keep the ids until "
+                         "restart: ",
+                         name);
+        log_error("%s", err ? err->msg : "delete: index update failed");
+        goto done;
+    }
+    atomic_fetch_add(&coll->deleted, removed);
+    if (deleted)
+        *deleted = removed;
+    if (coll->changes >= store->opts.checkpoint_every)
+        s_ckpt_poke(store);
+done:
+    pthread_mutex_unlock(&store->write_mu);
+    kv_batch_destroy(&batch);
+    free(present);
+    shard_idset_fini(&seen);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reads                                                                    */
+/* ------------------------------------------------------------------------ */
+
+int shard_store_get(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
+                    uint8_t *found, float *vecs, shoal_err_t *err)
+{
+    if (!store || (n && (!ids || !found || !vecs)))
+        return shoal_err_set(err, SHOAL_EINVAL, "get: NULL argument");
+    pthread_rwlock_rdlock(&store->colls_lock);
+    int rc = 0;
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    if (!coll) {
+        rc = err ? err->code : SHOAL_ENOTFOUND;
+        goto done;
+    }
+    /* The graph holds every live vector (normalised, for cosine). */
+    for (size_t i = 0; i < n; i++) {
+        float *out = vecs + i * coll->dim;
+        found[i] = hnsw_get(coll->hnsw, ids[i], out, NULL) == 0;
+        if (!found[i])
+            memset(out, 0, coll->dim * sizeof *out);
+    }
+done:
+    pthread_rwlock_unlock(&store->colls_lock);
+    return rc;
+}
+
+int shard_store_dim(shard_store_t *store, const char *name, size_t *dim, shoal_err_t *err)
+{
+    if (!store || !dim)
+        return shoal_err_set(err, SHOAL_EINVAL, "dim: NULL argument");
+    pthread_rwlock_rdlock(&store->colls_lock);
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    int rc = coll ? 0 : (err ? err->code : SHOAL_ENOTFOUND);
+    if (coll)
+        *dim = coll->dim;
+    pthread_rwlock_unlock(&store->colls_lock);
+    return rc;
+}
+
+static void s_fill_stats(shard_coll_t *coll, shard_coll_stats_t *st)
+{
+    memset(st, 0, sizeof *st);
+    snprintf(st->name, sizeof st->name, "%s", coll->name);
+    st->dim = coll->dim;
+    st->metric = coll->metric;
+    st->M = coll->M;
+    st->ef_construction = coll->ef_construction;
+    hnsw_stats_t hs;
+    hnsw_stats(coll->hnsw, &hs);
+    st->count = hs.count;
+    st->hnsw_bytes = hs.bytes;
+    st->deleted = atomic_load(&coll->deleted);
+    knn_info_t info;
+    pthread_rwlock_rdlock(&coll->engine_lock);
+    knn_engine_info(coll->engine, &info);
+    pthread_rwlock_unlock(&coll->engine_lock);
+    st->exact_bytes = info.host_bytes;
+    st->device_bytes = info.device_bytes;
+    st->on_gpu = info.on_gpu;
+    st->last_seq = atomic_load(&coll->last_seq);
+    st->checkpoint_seq = atomic_load(&coll->checkpoint_seq);
+    st->loaded_from_checkpoint = coll->loaded_from_checkpoint;
+    st->replayed = coll->replayed;
+}
+
+int shard_store_stats(shard_store_t *store, const char *name, shard_coll_stats_t **out,
+                      size_t *count, shoal_err_t *err)
+{
+    if (!store || !out || !count)
+        return shoal_err_set(err, SHOAL_EINVAL, "stats: NULL argument");
+    *out = NULL;
+    *count = 0;
+    pthread_rwlock_rdlock(&store->colls_lock);
+    int rc = 0;
+    if (name && *name) {
+        shard_coll_t *coll = s_find_or_fail(store, name, err);
+        if (!coll) {
+            rc = err ? err->code : SHOAL_ENOTFOUND;
+            goto done;
+        }
+        if (!(*out = malloc(sizeof **out))) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "stats: out of memory");
+            goto done;
+        }
+        s_fill_stats(coll, *out);
+        *count = 1;
+        goto done;
+    }
+    *out = malloc((store->ncolls ? store->ncolls : 1) * sizeof **out);
+    if (!*out) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "stats: out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < store->ncolls; i++)
+        s_fill_stats(store->colls[i], &(*out)[i]);
+    *count = store->ncolls;
+done:
+    pthread_rwlock_unlock(&store->colls_lock);
+    return rc;
+}
+
+int shard_store_devices(shard_store_t *store, int *devices, int max)
+{
+    if (!store)
+        return 0;
+    int n = store->ndevices < max ? store->ndevices : max;
+    for (int i = 0; i < n; i++)
+        devices[i] = store->devices[i];
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checkpoint on request                                                    */
+/* ------------------------------------------------------------------------ */
+
+int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *err)
+{
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "checkpoint: no store");
+    pthread_mutex_lock(&store->write_mu);
+    int rc = 0;
+    if (name && *name) {
+        shard_coll_t *coll = s_find_or_fail(store, name, err);
+        rc = coll ? shard_checkpoint_coll(store, coll, err) : (err ? err->code : SHOAL_ENOTFOUND);
+    } else {
+        for (size_t i = 0; i < store->ncolls && rc == 0; i++)
+            rc = shard_checkpoint_coll(store, store->colls[i], err);
+    }
+    pthread_mutex_unlock(&store->write_mu);
+    return rc;
+}

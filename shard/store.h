@@ -1,0 +1,141 @@
+/*
+ * store.h - a shard's collections, durable: the layer between the shard's
+ * sockets (shard/server.c) and its algorithms.
+ *
+ * Each collection holds the same vectors twice: an HNSW graph (shard/hnsw.h) for
+ * approximate search, and the exact engine (gpu/knn.h: GPU when present, CPU
+ * otherwise) for exact search and large batches. Both are in memory; RocksDB
+ * (common/kv.h) holds what survives a crash:
+ *   - every insert and delete batch is written to RocksDB (WAL on, fsync when
+ *     opts.sync) and only then applied to the indexes and acknowledged, so an
+ *     acknowledged write survives kill -9;
+ *   - each write batch gets the next sequence number; the HNSW graph is
+ *     checkpointed (hnsw_save) in the background every checkpoint_every
+ *     inserts or checkpoint_secs seconds, and at close, tagged with the last
+ *     sequence number it covers;
+ *   - opening loads the newest valid checkpoint and replays only the writes
+ *     after it; a corrupt checkpoint is detected, skipped with a warning, and
+ *     the graph is rebuilt from the stored vectors.
+ * Every persisted record carries a magic number and a format version; a data
+ * dir written by an incompatible version is refused with a clear message.
+ * docs/architecture.md ("Shard persistence") describes the key layout.
+ *
+ * Search modes: WIRE_MODE_HNSW, WIRE_MODE_EXACT, and WIRE_MODE_AUTO, which
+ * uses the exact engine when it runs on a GPU and the batch has at least
+ * opts.exact_min_batch queries (or when the collection is so small that exact
+ * search is as cheap as the graph), HNSW otherwise. The reply says which ran.
+ *
+ * Thread-safety: one writer thread calls create, drop, insert, delete and
+ * checkpoint; any number of threads call search, get and stats at the same
+ * time. A search that starts after an insert returned sees its vectors.
+ *
+ * Ownership: shard_store_open returns a store the caller closes with
+ * shard_store_close(&store), which checkpoints every collection first.
+ */
+#ifndef SHOAL_SHARD_STORE_H
+#define SHOAL_SHARD_STORE_H
+
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHARD_CHECKPOINT_EVERY_DEFAULT 100000 /* inserts */
+#define SHARD_CHECKPOINT_SECS_DEFAULT 300.0
+#define SHARD_EXACT_MIN_BATCH_DEFAULT 1024    /* queries; see docs/performance.md */
+
+typedef struct {
+    const char *data_dir;      /* RocksDB directory (created if absent) */
+    const char *device;        /* exact engine: "auto", "cpu", "gpu:0,1" */
+    size_t threads;            /* threads for index builds and batch searches; 0 = all cores */
+    int sync;                  /* non-zero: fsync the WAL before acknowledging a write */
+    size_t checkpoint_every;   /* inserts between checkpoints; 0 = default */
+    double checkpoint_secs;    /* seconds between checkpoints with writes; 0 = default */
+    size_t exact_min_batch;    /* auto mode: smallest batch sent to a GPU exact engine; 0 = default */
+    size_t hnsw_M;             /* default M for new collections; 0 = HNSW_M_DEFAULT */
+    size_t hnsw_ef_construction; /* default; 0 = HNSW default */
+    size_t hnsw_ef;            /* default search ef; 0 = HNSW_EF_DEFAULT */
+} shard_store_opts_t;
+
+typedef struct shard_store shard_store_t;
+
+/* Per-collection figures for stats. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1]; /* collection name */
+    size_t dim;                   /* vector dimension */
+    shoal_metric_t metric;        /* distance */
+    size_t M, ef_construction;    /* HNSW parameters */
+    size_t count;                 /* live vectors */
+    size_t deleted;               /* ids deleted since the store opened */
+    size_t hnsw_bytes;            /* memory of the graph */
+    size_t exact_bytes;           /* host memory of the exact engine */
+    size_t device_bytes;          /* GPU memory of the exact engine */
+    int on_gpu;                   /* exact engine runs on GPUs */
+    uint64_t last_seq;            /* newest write applied */
+    uint64_t checkpoint_seq;      /* newest write covered by the stored checkpoint */
+    int loaded_from_checkpoint;   /* 1 when opening loaded the graph rather than rebuilding */
+    size_t replayed;              /* writes replayed after the checkpoint at open */
+} shard_coll_stats_t;
+
+/* Opens (creating if needed) and recovers every collection. NULL on error. */
+shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err);
+
+/* Checkpoints every collection, stops background work, closes; NULL-safe. */
+void shard_store_close(shard_store_t **store_p);
+
+/* Closes without the final checkpoint (tests of recovery; a second signal). */
+void shard_store_abandon(shard_store_t **store_p);
+
+int shard_store_create(shard_store_t *store, const char *name, size_t dim,
+                       shoal_metric_t metric, size_t M, size_t ef_construction,
+                       shoal_err_t *err);
+
+int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err);
+
+/*
+ * Inserts (upserts) n vectors of dim floats. dim must be the collection's
+ * (SHOAL_EDIM otherwise, naming both); non-finite values are SHOAL_EINVAL
+ * naming the row. Durable (per opts.sync) and searchable when it returns.
+ * *seq (may be NULL) receives the batch's sequence number.
+ */
+int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
+                       const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err);
+
+/* Deletes n ids; absent ids are skipped. *deleted and *seq may be NULL. */
+int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
+                       size_t *deleted, uint64_t *seq, shoal_err_t *err);
+
+/*
+ * Searches nq queries (dim floats each) for k results each into ids / dists
+ * (nq x k, best first, padded with TOPK_ID_NONE / +INFINITY). ef = 0 uses the
+ * default. filter (nfilter ids, may be NULL) restricts results to those ids.
+ * *used (may be NULL) receives the mode that ran.
+ */
+int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
+                       size_t dim, size_t k, wire_mode_t mode, size_t ef,
+                       const uint64_t *filter, size_t nfilter, uint64_t *ids, float *dists,
+                       wire_mode_t *used, shoal_err_t *err);
+
+/* Copies the stored vectors of n ids into vecs (n x dim; zeros where absent). */
+int shard_store_get(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
+                    uint8_t *found, float *vecs, shoal_err_t *err);
+
+/* The collection's dimension, or SHOAL_ENOTFOUND. */
+int shard_store_dim(shard_store_t *store, const char *name, size_t *dim, shoal_err_t *err);
+
+/* Checkpoints one collection (name) or all (name NULL or ""), now. */
+int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *err);
+
+/*
+ * Stats of one collection (name) or all (NULL / ""): *out is a malloc'd array
+ * of *count entries that the caller frees.
+ */
+int shard_store_stats(shard_store_t *store, const char *name, shard_coll_stats_t **out,
+                      size_t *count, shoal_err_t *err);
+
+/* GPU devices the exact engines use (for process stats): writes up to max. */
+int shard_store_devices(shard_store_t *store, int *devices, int max);
+
+#endif

@@ -1,0 +1,647 @@
+/*
+ * store_persist.c - the shard store's durable side: record codecs, CRC-32,
+ * writing a checkpoint of a collection's graph, and loading a collection at
+ * open (store_private.h has the key layout).
+ *
+ * Recovery of one collection, at open:
+ *   1. the exact engine is rebuilt from the stored vectors ("V/<name>\0...");
+ *      it has no saved form: a scan of the vectors is as fast as a load;
+ *   2. the checkpoint header is read and checked (magic, version, seq not
+ *      beyond the store's "S", chunk count consistent with the length), the
+ *      chunks are read in order and their CRC-32 compared, and hnsw_load
+ *      checks the blob itself. Then the op-log entries after the checkpoint's
+ *      seq are replayed into the graph: an insert re-reads each id's vector
+ *      from "V/" (skipped when absent, or when a later logged write stored
+ *      it: that entry inserts it), a delete deletes the ids still present;
+ *   3. when there is no checkpoint, or any check fails (logged as a warning
+ *      that says which), or the replayed graph's count disagrees with the
+ *      stored vectors, the graph is rebuilt from all stored vectors with
+ *      hnsw_insert_batch on opts.threads threads.
+ */
+#include "shard/store_private.h"
+
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows read from "V/" per batch handed to the indexes at open. */
+#define S_SCAN_ROWS 8192
+
+/* ------------------------------------------------------------------------ */
+/* CRC-32                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Table-driven CRC-32 with the reflected IEEE polynomial 0xEDB88320 (zlib's
+ * crc32(), so `python3 -c 'import zlib; print(zlib.crc32(b))'` checks it). */
+static uint32_t s_crc_table[256];
+static pthread_once_t s_crc_once = PTHREAD_ONCE_INIT;
+
+static void s_crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int b = 0; b < 8; b++)
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        s_crc_table[i] = c;
+    }
+}
+
+uint32_t shard_crc32(uint32_t crc, const void *data, size_t len)
+{
+    pthread_once(&s_crc_once, s_crc_init);
+    const uint8_t *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++)
+        crc = s_crc_table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collection records                                                       */
+/* ------------------------------------------------------------------------ */
+
+int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_err_t *err)
+{
+    shard_coll_rec_t rec;
+    if (vlen < 8)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "collection record has %zu bytes", vlen);
+    memcpy(&rec, val, 8);
+    if (rec.magic != SHARD_COLL_MAGIC)
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "collection record has magic 0x%08x, "
+                             "expected 0x%08x",
+                             rec.magic, SHARD_COLL_MAGIC);
+    if (rec.version != SHARD_RECORD_VERSION)
+        return shoal_err_set(err, SHOAL_EUNSUPPORTED,
+                             "collection record has version %u, this build reads %u", rec.version,
+                             SHARD_RECORD_VERSION);
+    if (vlen != sizeof rec)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "collection record has %zu bytes, expected %zu",
+                             vlen, sizeof rec);
+    memcpy(&rec, val, sizeof rec);
+    if (rec.dim < 1 || rec.dim > HNSW_DIM_MAX || rec.metric > SHOAL_METRIC_COSINE ||
+        rec.M < HNSW_M_MIN || rec.M > HNSW_M_MAX ||
+        rec.ef_construction < HNSW_EF_CONSTRUCTION_MIN ||
+        rec.ef_construction > HNSW_EF_CONSTRUCTION_MAX)
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "collection record out of range: dim %u, metric %u, M %u, "
+                             "ef_construction %u",
+                             rec.dim, rec.metric, rec.M, rec.ef_construction);
+    coll->dim = rec.dim;
+    coll->metric = (shoal_metric_t)rec.metric;
+    coll->M = rec.M;
+    coll->ef_construction = rec.ef_construction;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing a checkpoint                                                     */
+/* ------------------------------------------------------------------------ */
+
+static _Atomic size_t s_chunk_bytes = SHARD_CHUNK_BYTES;
+
+void shard_store_set_chunk_bytes(size_t bytes)
+{
+    atomic_store(&s_chunk_bytes, bytes && bytes <= SHARD_CHUNK_BYTES ? bytes : SHARD_CHUNK_BYTES);
+}
+
+typedef struct {
+    shard_store_t *store; /* where chunks go */
+    shard_coll_t *coll;   /* whose graph */
+    uint8_t *buf;         /* the chunk being filled */
+    size_t cap;           /* chunk size */
+    size_t fill;          /* bytes in buf */
+    uint32_t base;        /* numbering base of the new chunks */
+    uint32_t nchunks;     /* chunks written so far */
+    uint64_t total;       /* blob bytes so far */
+    uint32_t crc;         /* CRC-32 so far */
+    int cleared;          /* the base's old range was cleared */
+    shoal_err_t err;      /* why a chunk write failed */
+} s_ckpt_writer_t;
+
+/* Writes the buffered chunk (unsynced: the header's sync write covers it,
+ * since the WAL is one ordered log). */
+static int s_flush_chunk(s_ckpt_writer_t *w)
+{
+    if (w->nchunks >= SHARD_CHUNK_BASE_HIGH)
+        return shoal_err_set(&w->err, SHOAL_ELIMIT, "checkpoint needs more than %u chunks",
+                             SHARD_CHUNK_BASE_HIGH);
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(&w->err, SHOAL_ENOMEM, "checkpoint: out of memory");
+    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    if (!w->cleared) {
+        /* Pieces of an earlier checkpoint attempt that crashed before its
+         * header was written may sit under this base: clear them first. */
+        size_t klen = shard_key_u32(key, 'K', w->coll->name, w->base);
+        size_t elen = w->base ? shard_key_range_end(end, 'K', w->coll->name)
+                              : shard_key_u32(end, 'K', w->coll->name, SHARD_CHUNK_BASE_HIGH);
+        kv_batch_delete_range(batch, key, klen, end, elen);
+        w->cleared = 1;
+    }
+    kv_batch_put(batch, key, shard_key_u32(key, 'K', w->coll->name, w->base + w->nchunks), w->buf,
+                 w->fill);
+    int rc = kv_write(w->store->kv, batch, 0, &w->err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return rc;
+    w->nchunks++;
+    w->fill = 0;
+    return 0;
+}
+
+static int s_ckpt_write(void *ctx, const void *data, size_t len)
+{
+    s_ckpt_writer_t *w = ctx;
+    const uint8_t *p = data;
+    w->crc = shard_crc32(w->crc, p, len);
+    w->total += len;
+    while (len > 0) {
+        size_t take = w->cap - w->fill;
+        if (take > len)
+            take = len;
+        memcpy(w->buf + w->fill, p, take);
+        w->fill += take;
+        p += take;
+        len -= take;
+        if (w->fill == w->cap) {
+            int rc = s_flush_chunk(w);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
+{
+    double t0 = shard_now();
+    /* write_mu is held: every write up to store->seq is in the graph, and
+     * none can start before the header is switched. */
+    uint64_t seq = atomic_load(&store->seq);
+    s_ckpt_writer_t w = {.store = store, .coll = coll, .cap = atomic_load(&s_chunk_bytes)};
+    shoal_err_clear(&w.err);
+    w.base = coll->has_checkpoint && coll->chunk_base == 0 ? SHARD_CHUNK_BASE_HIGH : 0;
+    kv_batch_t *batch = NULL;
+    int rc = 0;
+    if (!(w.buf = malloc(w.cap))) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "checkpoint \"%s\": out of memory", coll->name);
+        goto done;
+    }
+    shoal_err_t save_err;
+    shoal_err_clear(&save_err);
+    rc = hnsw_save(coll->hnsw, s_ckpt_write, &w, &save_err);
+    if (rc == 0 && w.fill > 0)
+        rc = s_flush_chunk(&w);
+    if (rc == 0 && w.total == 0)
+        rc = shoal_err_set(&save_err, SHOAL_EINTERNAL, "hnsw_save wrote nothing");
+    if (rc) {
+        /* A chunk write's reason is in w.err; hnsw_save's own in save_err. */
+        if (w.err.code)
+            shoal_err_set(err, w.err.code, "checkpoint \"%s\": %s", coll->name, w.err.msg);
+        else
+            shoal_err_set(err, rc, "checkpoint \"%s\": %s", coll->name, save_err.msg);
+        goto done;
+    }
+
+    /* Switch the header, drop the old chunks and the covered log, at once. */
+    shard_ckpt_rec_t rec = {.magic = SHARD_CKPT_MAGIC,
+                            .version = SHARD_RECORD_VERSION,
+                            .seq = seq,
+                            .blob_len = w.total,
+                            .crc32 = w.crc,
+                            .nchunks = w.nchunks,
+                            .chunk_base = w.base,
+                            .chunk_bytes = (uint32_t)w.cap};
+    if (!(batch = kv_batch_new())) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "checkpoint \"%s\": out of memory", coll->name);
+        goto done;
+    }
+    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    kv_batch_put(batch, key, shard_key_prefix(key, 'K', coll->name), &rec, sizeof rec);
+    if (w.base == 0)
+        kv_batch_delete_range(batch, key,
+                              shard_key_u32(key, 'K', coll->name, SHARD_CHUNK_BASE_HIGH), end,
+                              shard_key_range_end(end, 'K', coll->name));
+    else
+        kv_batch_delete_range(batch, key, shard_key_u32(key, 'K', coll->name, 0), end,
+                              shard_key_u32(end, 'K', coll->name, SHARD_CHUNK_BASE_HIGH));
+    kv_batch_delete_range(batch, key, shard_key_prefix(key, 'L', coll->name), end,
+                          shard_key_u64(end, 'L', coll->name, seq + 1));
+    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+        shoal_err_prefix(err, "checkpoint \"%s\": ", coll->name);
+        goto done;
+    }
+    coll->has_checkpoint = 1;
+    coll->chunk_base = w.base;
+    coll->dirty = 0;
+    coll->changes = 0;
+    coll->checkpoint_time = shard_now();
+    atomic_store(&coll->checkpoint_seq, seq);
+    log_info("checkpoint \"%s\": %zu vectors, %llu bytes in %u chunks, seq %llu, %.2f s",
+             coll->name, hnsw_count(coll->hnsw), (unsigned long long)w.total, w.nchunks,
+             (unsigned long long)seq, coll->checkpoint_time - t0);
+done:
+    free(w.buf);
+    kv_batch_destroy(&batch);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading a checkpoint                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Reads and checks coll's checkpoint. Returns the loaded graph, or NULL with
+ * *why saying why not (empty why: there is no checkpoint). A RocksDB read
+ * failure is also a reason to rebuild, not to refuse the open: the vectors
+ * are what matters, and their scan reports its own errors.
+ */
+static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *covered, char *why,
+                           size_t whylen)
+{
+    why[0] = 0;
+    uint8_t key[SHARD_KEY_MAX];
+    size_t klen = shard_key_prefix(key, 'K', coll->name);
+    void *val = NULL;
+    size_t vlen = 0;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = kv_get(store->kv, key, klen, &val, &vlen, &err);
+    if (rc == SHOAL_ENOTFOUND)
+        return NULL;
+    if (rc) {
+        snprintf(why, whylen, "reading its header: %s", err.msg);
+        return NULL;
+    }
+    shard_ckpt_rec_t rec;
+    memset(&rec, 0, sizeof rec);
+    memcpy(&rec, val, vlen < sizeof rec ? vlen : sizeof rec);
+    free(val);
+    uint64_t stored_seq = atomic_load(&store->seq);
+    if (vlen < 8 || rec.magic != SHARD_CKPT_MAGIC) {
+        snprintf(why, whylen, "header has a bad magic (%zu bytes)", vlen);
+        return NULL;
+    }
+    if (rec.version != SHARD_RECORD_VERSION) {
+        snprintf(why, whylen, "header has version %u, this build reads %u", rec.version,
+                 SHARD_RECORD_VERSION);
+        return NULL;
+    }
+    if (vlen != sizeof rec) {
+        snprintf(why, whylen, "header has %zu bytes, expected %zu", vlen, sizeof rec);
+        return NULL;
+    }
+    if (rec.seq > stored_seq) {
+        snprintf(why, whylen, "it covers seq %llu, beyond the store's last seq %llu",
+                 (unsigned long long)rec.seq, (unsigned long long)stored_seq);
+        return NULL;
+    }
+    if (rec.chunk_bytes == 0 || rec.chunk_bytes > (1u << 30) ||
+        (rec.chunk_base != 0 && rec.chunk_base != SHARD_CHUNK_BASE_HIGH) || rec.blob_len == 0 ||
+        rec.blob_len > SIZE_MAX / 2 ||
+        rec.nchunks != (rec.blob_len + rec.chunk_bytes - 1) / rec.chunk_bytes) {
+        snprintf(why, whylen, "header is inconsistent: %llu bytes in %u chunks of %u, base 0x%x",
+                 (unsigned long long)rec.blob_len, rec.nchunks, rec.chunk_bytes, rec.chunk_base);
+        return NULL;
+    }
+    uint8_t *blob = malloc(rec.blob_len);
+    if (!blob) {
+        snprintf(why, whylen, "no memory for its %llu bytes", (unsigned long long)rec.blob_len);
+        return NULL;
+    }
+    kv_iter_t *it = kv_iter_new(store->kv, key, klen, &err);
+    hnsw_t *graph = NULL;
+    if (!it) {
+        snprintf(why, whylen, "%s", err.msg);
+        goto done;
+    }
+    uint8_t want[SHARD_KEY_MAX];
+    size_t wlen = shard_key_u32(want, 'K', coll->name, rec.chunk_base);
+    kv_iter_seek(it, want, wlen);
+    uint64_t off = 0;
+    uint32_t crc = 0;
+    for (uint32_t i = 0; i < rec.nchunks; i++, kv_iter_next(it)) {
+        wlen = shard_key_u32(want, 'K', coll->name, rec.chunk_base + i);
+        size_t len = 0, clen = 0;
+        const void *k = kv_iter_valid(it) ? kv_iter_key(it, &len) : NULL;
+        if (!k || len != wlen || memcmp(k, want, wlen) != 0) {
+            snprintf(why, whylen, "chunk %u of %u is missing", i, rec.nchunks);
+            goto done;
+        }
+        const void *chunk = kv_iter_value(it, &clen);
+        uint64_t expect =
+            rec.blob_len - off < rec.chunk_bytes ? rec.blob_len - off : rec.chunk_bytes;
+        if (clen != expect) {
+            snprintf(why, whylen, "chunk %u has %zu bytes, expected %llu", i, clen,
+                     (unsigned long long)expect);
+            goto done;
+        }
+        memcpy(blob + off, chunk, clen);
+        crc = shard_crc32(crc, chunk, clen);
+        off += clen;
+    }
+    if (kv_iter_status(it, &err)) {
+        snprintf(why, whylen, "reading its chunks: %s", err.msg);
+        goto done;
+    }
+    if (crc != rec.crc32) {
+        snprintf(why, whylen, "CRC-32 of its %llu bytes is 0x%08x, header says 0x%08x",
+                 (unsigned long long)rec.blob_len, crc, rec.crc32);
+        goto done;
+    }
+    graph = hnsw_load(blob, rec.blob_len, &err);
+    if (!graph) {
+        snprintf(why, whylen, "%s", err.msg);
+        goto done;
+    }
+    if (hnsw_dim(graph) != coll->dim || hnsw_metric(graph) != coll->metric) {
+        snprintf(why, whylen, "graph has dim %zu, metric %s; the collection has dim %zu, %s",
+                 hnsw_dim(graph), shoal_metric_name(hnsw_metric(graph)), coll->dim,
+                 shoal_metric_name(coll->metric));
+        hnsw_destroy(&graph);
+        goto done;
+    }
+    *covered = rec.seq;
+    coll->has_checkpoint = 1;
+    coll->chunk_base = rec.chunk_base;
+done:
+    kv_iter_destroy(&it);
+    free(blob);
+    return graph;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scanning the vectors                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Checks one "V/" entry; on success *id and *vec (into the value) are set. */
+static int s_decode_vec(const shard_coll_t *coll, const uint8_t *key, size_t klen,
+                        const uint8_t *val, size_t vlen, uint64_t *id, const uint8_t **vec,
+                        uint64_t *seq, shoal_err_t *err)
+{
+    size_t plen = 3 + strlen(coll->name);
+    if (klen != plen + 8)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "vector key of %zu bytes, expected %zu", klen,
+                             plen + 8);
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++)
+        v = v << 8 | key[plen + i];
+    *id = v;
+    shard_vec_hdr_t hdr;
+    if (vlen != sizeof hdr + coll->dim * sizeof(float))
+        return shoal_err_set(err, SHOAL_ECORRUPT, "vector %llu has %zu bytes, expected %zu",
+                             (unsigned long long)v, vlen, sizeof hdr + coll->dim * sizeof(float));
+    memcpy(&hdr, val, sizeof hdr);
+    if (hdr.magic != SHARD_VEC_MAGIC || hdr.version != SHARD_RECORD_VERSION)
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "vector %llu has magic 0x%08x version %u, expected 0x%08x "
+                             "version %u",
+                             (unsigned long long)v, hdr.magic, hdr.version, SHARD_VEC_MAGIC,
+                             SHARD_RECORD_VERSION);
+    *vec = val + sizeof hdr;
+    if (seq)
+        *seq = hdr.seq;
+    return 0;
+}
+
+/* Feeds every stored vector to the engine and/or the graph (either NULL). */
+static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t *engine,
+                          hnsw_t *graph, uint64_t *max_seq, shoal_err_t *err)
+{
+    uint8_t prefix[SHARD_KEY_MAX];
+    size_t plen = shard_key_prefix(prefix, 'V', coll->name);
+    uint64_t *ids = malloc(S_SCAN_ROWS * sizeof *ids);
+    float *vecs = malloc(S_SCAN_ROWS * coll->dim * sizeof *vecs);
+    kv_iter_t *it = NULL;
+    int rc = 0;
+    if (!ids || !vecs) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (!(it = kv_iter_new(store->kv, prefix, plen, err))) {
+        rc = err ? err->code : SHOAL_ENOMEM;
+        goto done;
+    }
+    size_t n = 0;
+    for (;;) {
+        int more = kv_iter_valid(it);
+        if (more) {
+            size_t klen = 0, vlen = 0;
+            const uint8_t *key = kv_iter_key(it, &klen);
+            const uint8_t *val = kv_iter_value(it, &vlen);
+            const uint8_t *vec = NULL;
+            uint64_t seq = 0;
+            if ((rc = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, err)) != 0)
+                goto done;
+            if (seq > *max_seq)
+                *max_seq = seq;
+            memcpy(vecs + n * coll->dim, vec, coll->dim * sizeof(float));
+            n++;
+            kv_iter_next(it);
+        }
+        if (n == S_SCAN_ROWS || (!more && n > 0)) {
+            if (engine && (rc = knn_engine_add(engine, ids, vecs, n, err)) != 0)
+                goto done;
+            if (graph &&
+                (rc = hnsw_insert_batch(graph, ids, vecs, n, store->opts.threads, err)) != 0)
+                goto done;
+            n = 0;
+        }
+        if (!more)
+            break;
+    }
+    rc = kv_iter_status(it, err);
+done:
+    kv_iter_destroy(&it);
+    free(ids);
+    free(vecs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replaying the op log                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Re-inserts the logged ids of one insert entry whose vectors are still the
+ * ones that entry wrote. */
+static int s_replay_insert(shard_store_t *store, shard_coll_t *coll, hnsw_t *graph,
+                           uint64_t entry_seq, const uint64_t *ids, size_t n, shoal_err_t *err)
+{
+    uint64_t *keep = malloc((n ? n : 1) * sizeof *keep);
+    float *vecs = malloc((n ? n : 1) * coll->dim * sizeof *vecs);
+    int rc = 0;
+    if (!keep || !vecs) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+        goto done;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t key[SHARD_KEY_MAX];
+        size_t klen = shard_key_u64(key, 'V', coll->name, ids[i]);
+        void *val = NULL;
+        size_t vlen = 0;
+        rc = kv_get(store->kv, key, klen, &val, &vlen, err);
+        if (rc == SHOAL_ENOTFOUND) {
+            rc = 0; /* deleted later: a later entry deletes it from the graph too */
+            continue;
+        }
+        if (rc)
+            goto done;
+        uint64_t id = 0, seq = 0;
+        const uint8_t *vec = NULL;
+        rc = s_decode_vec(coll, key, klen, val, vlen, &id, &vec, &seq, err);
+        if (rc == 0 && seq <= entry_seq) {
+            keep[m] = id;
+            memcpy(vecs + m * coll->dim, vec, coll->dim * sizeof(float));
+            m++;
+        }
+        free(val);
+        if (rc)
+            goto done;
+    }
+    rc = hnsw_insert_batch(graph, keep, vecs, m, store->opts.threads, err);
+done:
+    free(keep);
+    free(vecs);
+    return rc;
+}
+
+/* Replays the log entries after covered into graph; counts them in *replayed. */
+static int s_replay(shard_store_t *store, shard_coll_t *coll, hnsw_t *graph, uint64_t covered,
+                    size_t *replayed, uint64_t *max_seq, shoal_err_t *err)
+{
+    uint8_t prefix[SHARD_KEY_MAX], from[SHARD_KEY_MAX];
+    size_t plen = shard_key_prefix(prefix, 'L', coll->name);
+    kv_iter_t *it = kv_iter_new(store->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    kv_iter_seek(it, from, shard_key_u64(from, 'L', coll->name, covered + 1));
+    uint64_t *ids = NULL;
+    int rc = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        if (klen != plen + 8) {
+            rc = shoal_err_set(err, SHOAL_ECORRUPT, "log key of %zu bytes, expected %zu", klen,
+                               plen + 8);
+            break;
+        }
+        uint64_t seq = 0;
+        for (size_t i = 0; i < 8; i++)
+            seq = seq << 8 | key[plen + i];
+        shard_log_hdr_t hdr;
+        if (vlen < sizeof hdr) {
+            rc = shoal_err_set(err, SHOAL_ECORRUPT, "log entry %llu has %zu bytes",
+                               (unsigned long long)seq, vlen);
+            break;
+        }
+        memcpy(&hdr, val, sizeof hdr);
+        if (hdr.magic != SHARD_LOG_MAGIC || hdr.version != SHARD_RECORD_VERSION ||
+            (hdr.op != SHARD_LOG_INSERT && hdr.op != SHARD_LOG_DELETE) ||
+            hdr.n != (vlen - sizeof hdr) / sizeof(uint64_t) ||
+            (vlen - sizeof hdr) % sizeof(uint64_t) != 0) {
+            rc = shoal_err_set(err, SHOAL_ECORRUPT,
+                               "log entry %llu is malformed (magic 0x%08x, version %u, op %u, "
+                               "n %llu, %zu bytes)",
+                               (unsigned long long)seq, hdr.magic, hdr.version, hdr.op,
+                               (unsigned long long)hdr.n, vlen);
+            break;
+        }
+        if (seq > atomic_load(&store->seq)) {
+            rc = shoal_err_set(err, SHOAL_ECORRUPT, "log entry %llu is beyond the last seq %llu",
+                               (unsigned long long)seq,
+                               (unsigned long long)atomic_load(&store->seq));
+            break;
+        }
+        size_t n = (size_t)hdr.n;
+        free(ids);
+        if (!(ids = malloc((n ? n : 1) * sizeof *ids))) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(ids, val + sizeof hdr, n * sizeof *ids);
+        if (hdr.op == SHARD_LOG_INSERT)
+            rc = s_replay_insert(store, coll, graph, seq, ids, n, err);
+        else
+            rc = hnsw_delete_batch(graph, ids, n, NULL, err);
+        if (rc) {
+            shoal_err_prefix(err, "replaying log entry %llu: ", (unsigned long long)seq);
+            break;
+        }
+        (*replayed)++;
+        if (seq > *max_seq)
+            *max_seq = seq;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    free(ids);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading a collection                                                     */
+/* ------------------------------------------------------------------------ */
+
+int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
+{
+    int rc = shard_coll_make_indexes(store, coll, err);
+    if (rc)
+        return rc;
+    char why[SHOAL_ERR_MSG_MAX + 64];
+    uint64_t covered = 0;
+    hnsw_t *graph = s_ckpt_load(store, coll, &covered, why, sizeof why);
+    if (!graph) {
+        if (why[0])
+            log_warn("collection \"%s\": checkpoint not usable (%s); rebuilding the graph from "
+                     "the stored vectors",
+                     coll->name, why);
+        else
+            log_info("collection \"%s\": no checkpoint; building the graph from the stored "
+                     "vectors",
+                     coll->name);
+    }
+    /* Exact engine always; the graph too when there is no checkpoint. */
+    uint64_t last_seq = covered;
+    if ((rc = s_scan_vectors(store, coll, coll->engine, graph ? NULL : coll->hnsw, &last_seq,
+                             err)) != 0)
+        goto fail;
+
+    size_t replayed = 0;
+    if (graph) {
+        if ((rc = s_replay(store, coll, graph, covered, &replayed, &last_seq, err)) != 0)
+            goto fail;
+        size_t in_graph = hnsw_count(graph), stored = knn_engine_count(coll->engine);
+        if (in_graph != stored) {
+            log_warn("collection \"%s\": checkpoint + log give %zu vectors but %zu are stored; "
+                     "rebuilding the graph",
+                     coll->name, in_graph, stored);
+            hnsw_destroy(&graph);
+            replayed = 0;
+            if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, &last_seq, err)) != 0)
+                goto fail;
+        } else {
+            hnsw_destroy(&coll->hnsw);
+            coll->hnsw = graph;
+            graph = NULL;
+            coll->loaded_from_checkpoint = 1;
+            atomic_store(&coll->checkpoint_seq, covered);
+        }
+    }
+    coll->replayed = replayed;
+    /* A rebuilt graph, or one with replayed writes, differs from the stored
+     * checkpoint: the next checkpoint (background or close) records it. */
+    coll->dirty = !coll->loaded_from_checkpoint || replayed > 0;
+    coll->changes = 0;
+    coll->checkpoint_time = shard_now();
+    atomic_store(&coll->last_seq, last_seq);
+    return 0;
+
+fail:
+    hnsw_destroy(&graph);
+    return rc;
+}

@@ -1,0 +1,282 @@
+/*
+ * store_private.h - what the shard store's files share: the store and
+ * collection structures, the on-disk key layout and record formats, and the
+ * small helpers (id sets, CRC-32) they all use.
+ *
+ * The store is split by lifecycle stage:
+ *   store.c          open/close, the collection table, create/drop,
+ *                    insert/delete/get, stats, the background checkpointer;
+ *   store_search.c   search: mode choice, threads, filters;
+ *   store_persist.c  record codecs, CRC-32, writing checkpoints and loading a
+ *                    collection at open (checkpoint + log replay, or rebuild).
+ *
+ * Key layout (docs/architecture.md, "Shard persistence"). Keys are bytes,
+ * ordered by memcmp; integers inside keys are big-endian so they sort
+ * numerically; collection names are 1..WIRE_NAME_MAX of [A-Za-z0-9_.-] (never
+ * NUL), so "<name>\0" ends a name unambiguously and a name's keys form one
+ * contiguous range [T/<name>\0, T/<name>\1).
+ *
+ *   "F"                           format record: "SHOALDB1", version, created
+ *   "S"                           last sequence number given to a write batch
+ *   "C/<name>"                    collection: dim, metric, M, ef_construction
+ *   "V/<name>\0<id u64 BE>"       one vector: header (magic, version, seq of the
+ *                                 write that stored it) + dim float32
+ *   "L/<name>\0<seq u64 BE>"      op log entry: insert|delete + n + n ids; only
+ *                                 entries newer than the checkpoint are kept
+ *   "K/<name>\0"                  checkpoint header: seq covered, blob length,
+ *                                 CRC-32 of the blob, chunk count and base
+ *   "K/<name>\0<chunk u32 BE>"    checkpoint chunk: <= 32 MiB of hnsw_save output
+ *
+ * Values are little-endian fixed layouts (the structs below, static_assert'ed;
+ * the host must be little-endian, which is checked at compile time).
+ *
+ * Checkpoint chunks alternate between two numbering bases, 0 and 2^31: a new
+ * checkpoint writes its chunks under the base the current header does not
+ * use, then one batch switches the header to them and deletes the old base's
+ * chunks and the log entries the new checkpoint covers. A crash at any point
+ * leaves either the old checkpoint or the new one whole.
+ *
+ * Locks, outermost first:
+ *   write_mu          serialises every write: create, drop, insert, delete,
+ *                     checkpoint (the API's writer thread and the background
+ *                     checkpointer both take it);
+ *   colls_lock        the collection table: searches, gets and stats hold it
+ *                     for reading for their whole run, so drop (which holds
+ *                     it for writing while unlinking) never frees a
+ *                     collection under them;
+ *   coll->engine_lock the exact engine: searches read, add/remove write;
+ *   ckpt_mu           the background thread's wake-up condition only.
+ * The HNSW index locks itself (hnsw.h).
+ */
+#ifndef SHOAL_SHARD_STORE_PRIVATE_H
+#define SHOAL_SHARD_STORE_PRIVATE_H
+
+#include "common/error.h"
+#include "common/kv.h"
+#include "common/wire.h"
+#include "gpu/knn.h"
+#include "shard/hnsw.h"
+#include "shard/store.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the store's records are little-endian structs: port the codecs first");
+
+/* ------------------------------------------------------------------------ */
+/* Formats                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define SHARD_FORMAT_MAGIC   "SHOALDB1" /* 8 bytes, no NUL stored */
+#define SHARD_FORMAT_VERSION 1u         /* the data dir as a whole */
+
+/* Record magics (little-endian u32 of four ASCII letters) and versions. */
+#define SHARD_SEQ_MAGIC      0x51455353u /* "SSEQ" */
+#define SHARD_COLL_MAGIC     0x4c4f4353u /* "SCOL" */
+#define SHARD_VEC_MAGIC      0x43455653u /* "SVEC" */
+#define SHARD_LOG_MAGIC      0x474f4c53u /* "SLOG" */
+#define SHARD_CKPT_MAGIC     0x54504b53u /* "SKPT" */
+#define SHARD_RECORD_VERSION 1u
+
+#define SHARD_LOG_INSERT 1u
+#define SHARD_LOG_DELETE 2u
+
+/* Checkpoint pieces: RocksDB handles large values, but a bounded piece keeps
+ * the memtable and the save buffer bounded too. */
+#define SHARD_CHUNK_BYTES     (32u << 20)
+#define SHARD_CHUNK_BASE_HIGH 0x80000000u /* the second numbering base */
+
+/*
+ * Test hook: the chunk size of checkpoints written from now on (0 restores
+ * SHARD_CHUNK_BYTES), so tests exercise many chunks with small graphs. The
+ * header records the size each checkpoint was written with.
+ */
+void shard_store_set_chunk_bytes(size_t bytes);
+
+/* "F": 24 bytes. */
+typedef struct {
+    char magic[8];         /* SHARD_FORMAT_MAGIC */
+    uint32_t version;      /* SHARD_FORMAT_VERSION */
+    uint32_t reserved;     /* 0 */
+    uint64_t created_unix; /* seconds since the epoch when the dir was made */
+} shard_format_rec_t;
+static_assert(sizeof(shard_format_rec_t) == 24, "format record layout");
+
+/* "S": 16 bytes. */
+typedef struct {
+    uint32_t magic;   /* SHARD_SEQ_MAGIC */
+    uint32_t version; /* SHARD_RECORD_VERSION */
+    uint64_t seq;     /* last sequence number written */
+} shard_seq_rec_t;
+static_assert(sizeof(shard_seq_rec_t) == 16, "seq record layout");
+
+/* "C/<name>": 32 bytes. */
+typedef struct {
+    uint32_t magic;           /* SHARD_COLL_MAGIC */
+    uint32_t version;         /* SHARD_RECORD_VERSION */
+    uint32_t dim;             /* floats per vector */
+    uint32_t metric;          /* shoal_metric_t */
+    uint32_t M;               /* HNSW links per node (resolved, never 0) */
+    uint32_t ef_construction; /* HNSW build candidates (resolved) */
+    uint64_t created_seq;     /* store sequence number when it was created */
+} shard_coll_rec_t;
+static_assert(sizeof(shard_coll_rec_t) == 32, "collection record layout");
+
+/* "V/<name>\0<id>": this header, then dim float32. */
+typedef struct {
+    uint32_t magic;   /* SHARD_VEC_MAGIC */
+    uint32_t version; /* SHARD_RECORD_VERSION */
+    uint64_t seq;     /* the write batch that stored this vector */
+} shard_vec_hdr_t;
+static_assert(sizeof(shard_vec_hdr_t) == 16, "vector header layout");
+
+/* "L/<name>\0<seq>": this header, then n uint64 ids. */
+typedef struct {
+    uint32_t magic;    /* SHARD_LOG_MAGIC */
+    uint32_t version;  /* SHARD_RECORD_VERSION */
+    uint32_t op;       /* SHARD_LOG_INSERT or SHARD_LOG_DELETE */
+    uint32_t reserved; /* 0 */
+    uint64_t n;        /* ids that follow */
+} shard_log_hdr_t;
+static_assert(sizeof(shard_log_hdr_t) == 24, "log header layout");
+
+/* "K/<name>\0": 40 bytes. */
+typedef struct {
+    uint32_t magic;       /* SHARD_CKPT_MAGIC */
+    uint32_t version;     /* SHARD_RECORD_VERSION */
+    uint64_t seq;         /* every write with seq <= this is in the blob */
+    uint64_t blob_len;    /* bytes of hnsw_save output */
+    uint32_t crc32;       /* CRC-32 (IEEE) of those bytes */
+    uint32_t nchunks;     /* ceil(blob_len / chunk_bytes) */
+    uint32_t chunk_base;  /* 0 or SHARD_CHUNK_BASE_HIGH: chunk i is key base + i */
+    uint32_t chunk_bytes; /* size of every chunk but the last */
+} shard_ckpt_rec_t;
+static_assert(sizeof(shard_ckpt_rec_t) == 40, "checkpoint header layout");
+
+/* Longest key: "V/" + name + NUL + u64. */
+#define SHARD_KEY_MAX (2 + WIRE_NAME_MAX + 1 + 8)
+
+/* ------------------------------------------------------------------------ */
+/* In memory                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    char name[WIRE_NAME_MAX + 1]; /* collection name */
+    size_t dim;                   /* floats per vector */
+    shoal_metric_t metric;        /* distance */
+    size_t M;                     /* HNSW links per node */
+    size_t ef_construction;       /* HNSW build candidates */
+    hnsw_t *hnsw;                 /* the graph (locks itself) */
+    knn_engine_t *engine;         /* the exact engine, under engine_lock */
+    pthread_rwlock_t engine_lock; /* searches read, add/remove write */
+    int on_gpu;                   /* the engine runs on GPUs */
+
+    /* Persistence state; written under the store's write_mu. */
+    int has_checkpoint;     /* a valid checkpoint header is stored */
+    uint32_t chunk_base;    /* its chunk numbering base */
+    int dirty;              /* changed since the stored checkpoint */
+    size_t changes;         /* vectors inserted + deleted since then */
+    double checkpoint_time; /* monotonic seconds of the last checkpoint (or open) */
+
+    /* Figures for stats, read without write_mu. */
+    _Atomic uint64_t last_seq;       /* newest write applied */
+    _Atomic uint64_t checkpoint_seq; /* newest write in the stored checkpoint */
+    _Atomic size_t deleted;          /* ids deleted since open */
+    int loaded_from_checkpoint;      /* set once at open */
+    size_t replayed;                 /* set once at open */
+} shard_coll_t;
+
+struct shard_store {
+    shard_store_opts_t opts; /* resolved options (strings point at the copies below) */
+    char *data_dir;          /* copy of opts.data_dir */
+    char *device;            /* copy of opts.device */
+    kv_t *kv;                /* the RocksDB */
+    _Atomic uint64_t seq;    /* last sequence number written (mirror of "S") */
+
+    pthread_mutex_t write_mu;    /* serialises writes (see the top of this file) */
+    pthread_rwlock_t colls_lock; /* the table below */
+    shard_coll_t **colls;        /* collections, in creation/load order */
+    size_t ncolls;               /* in use */
+    size_t colls_cap;            /* allocated */
+
+    int devices[KNN_DEVICES_MAX]; /* GPUs the engines use */
+    int ndevices;                 /* how many */
+
+    pthread_t ckpt_thread;    /* the background checkpointer */
+    int ckpt_running;         /* the thread was started */
+    pthread_mutex_t ckpt_mu;  /* guards stop / wake */
+    pthread_cond_t ckpt_cond; /* signalled on stop and when a collection is due */
+    int ckpt_stop;            /* the thread should exit */
+    int ckpt_wake;            /* a collection reached checkpoint_every */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Helpers shared by the store's files                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Monotonic seconds. */
+double shard_now(void);
+
+/* The collection called name, or NULL. Caller holds write_mu or colls_lock. */
+shard_coll_t *shard_coll_find(shard_store_t *store, const char *name);
+
+/* Keys. Each writes into out (SHARD_KEY_MAX bytes) and returns the length. */
+size_t shard_key_coll(uint8_t *out, const char *name);                      /* C/<name> */
+size_t shard_key_prefix(uint8_t *out, char tag, const char *name);          /* T/<name>\0 */
+size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v); /* T/<name>\0<BE64> */
+size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v); /* T/<name>\0<BE32> */
+/* End of a name's range for tag: T/<name>\1. */
+size_t shard_key_range_end(uint8_t *out, char tag, const char *name);
+
+/* Queues the "S" record for seq into batch. */
+void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq);
+
+/* CRC-32 (IEEE 802.3, reflected, the zlib one). crc = 0 to start. */
+uint32_t shard_crc32(uint32_t crc, const void *data, size_t len);
+
+/*
+ * A set of uint64 ids: open addressing, linear probing, power-of-two table.
+ * UINT64_MAX (TOPK_ID_NONE / HNSW_ID_NONE) is the empty marker and cannot be
+ * stored. Read-only use (contains) is safe from several threads.
+ */
+typedef struct {
+    uint64_t *slots; /* table; UINT64_MAX = empty */
+    size_t mask;     /* table size - 1 */
+    size_t count;    /* ids stored */
+} shard_idset_t;
+
+/* Sized for up to n ids. 0 or SHOAL_ENOMEM. */
+int shard_idset_init(shard_idset_t *set, size_t n);
+void shard_idset_fini(shard_idset_t *set);
+/* 1 if added, 0 if already there (or UINT64_MAX). Never grows: n bounds it. */
+int shard_idset_add(shard_idset_t *set, uint64_t id);
+int shard_idset_contains(const shard_idset_t *set, uint64_t id);
+
+/* ------------------------------------------------------------------------ */
+/* store_persist.c                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Writes a checkpoint of coll covering every write up to the store's current
+ * seq (see the top of this file). Caller holds write_mu.
+ */
+int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);
+
+/*
+ * At open: fills coll's indexes from the stored state (exact engine from the
+ * vectors; graph from the checkpoint + log replay, or rebuilt) and sets its
+ * persistence fields and figures.
+ */
+int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);
+
+/* Decodes a "C/<name>" record's value into coll's parameters. */
+int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_err_t *err);
+
+/* New empty indexes (graph and exact engine) for coll's parameters. */
+int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);
+
+#endif

@@ -1,0 +1,339 @@
+/*
+ * store_search.c - shard_store_search: checks, the choice of mode, and the
+ * three ways a batch is answered:
+ *   - graph:  hnsw_search per query, the batch split over opts.threads
+ *             threads (the graph allows concurrent searches and inserts);
+ *             a filter is a callback over a hash set of the allow-list;
+ *   - exact:  the exact engine (GPU or CPU GEMM + top-k) under the
+ *             collection's engine read lock;
+ *   - exact over an allow-list: distances from each query to just the
+ *             allowed ids that are present (their vectors fetched from the
+ *             graph with hnsw_get, a block at a time), top-k heaps per
+ *             query; exact by construction, and cheap when the list is short.
+ *
+ * Mode auto. One graph search computes roughly ef * M0 distances (the paper's
+ * layer-0 walk dominates); a filter that keeps a fraction f of the vectors
+ * stretches that walk to about ef * M0 / f before ef survivors are found,
+ * while exact search over the allowed ids costs f * count distances. Auto
+ * therefore picks exact over the allow-list when nallowed^2 <= ef * M0 *
+ * count, exact when the whole collection is no bigger than one graph search
+ * (count <= ef * M0) or when the engine is on a GPU and the batch has at
+ * least exact_min_batch queries, and the graph otherwise. The estimate is
+ * deliberately crude; docs/performance.md has the measured crossover.
+ */
+#include "shard/store_private.h"
+
+#include "common/distance.h"
+#include "common/topk.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Largest k (hnsw_search's and the CPU engine's bound). */
+#define S_K_MAX HNSW_EF_MAX
+/* A thread gets at least this many queries of a graph batch. */
+#define S_QUERIES_PER_THREAD 4
+/* Allowed vectors fetched per block in exact-over-allow-list search. */
+#define S_BLOCK_BYTES (4u << 20)
+/* Heap storage per thread in exact-over-allow-list search. */
+#define S_HEAP_BYTES (16u << 20)
+
+typedef struct s_job s_job_t;
+typedef int (*s_part_fn)(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err);
+
+struct s_job {
+    shard_coll_t *coll;          /* the collection searched */
+    const float *queries;        /* nq x dim */
+    size_t k;                    /* results per query */
+    size_t ef;                   /* graph candidates */
+    const shard_idset_t *filter; /* allow-list as a set, or NULL */
+    const uint64_t *allowed;     /* allowed ids present (exact over allow-list) */
+    size_t nallowed;             /* how many */
+    uint64_t *ids;               /* nq x k out */
+    float *dists;                /* nq x k out */
+};
+
+typedef struct {
+    s_job_t *job;    /* shared work */
+    s_part_fn fn;    /* what to run */
+    size_t q0, q1;   /* this part's queries */
+    int rc;          /* its result */
+    shoal_err_t err; /* its error */
+} s_part_t;
+
+static void *s_part_main(void *arg)
+{
+    s_part_t *part = arg;
+    shoal_err_clear(&part->err);
+    part->rc = part->fn(part->job, part->q0, part->q1, &part->err);
+    return NULL;
+}
+
+/* Runs fn over [0, nq) split in contiguous ranges on up to `threads` threads
+ * (the calling thread takes the first range). */
+static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads, size_t per_thread,
+                          shoal_err_t *err)
+{
+    size_t t = nq / per_thread;
+    if (t > threads)
+        t = threads;
+    if (t < 1)
+        t = 1;
+    if (t == 1)
+        return fn(job, 0, nq, err);
+    s_part_t *parts = calloc(t, sizeof *parts);
+    pthread_t *tids = calloc(t, sizeof *tids);
+    int *started = calloc(t, sizeof *started);
+    if (!parts || !tids || !started) {
+        free(parts);
+        free(tids);
+        free(started);
+        return fn(job, 0, nq, err); /* no memory for threads: do it here */
+    }
+    for (size_t i = 0; i < t; i++) {
+        parts[i] = (s_part_t){.job = job, .fn = fn, .q0 = nq * i / t, .q1 = nq * (i + 1) / t};
+        if (i > 0)
+            started[i] = pthread_create(&tids[i], NULL, s_part_main, &parts[i]) == 0;
+    }
+    /* Parts whose thread did not start run here, after the first. */
+    for (size_t i = 0; i < t; i++)
+        if (i == 0 || !started[i])
+            s_part_main(&parts[i]);
+    int rc = 0;
+    for (size_t i = 0; i < t; i++) {
+        if (started[i])
+            pthread_join(tids[i], NULL);
+        if (parts[i].rc && rc == 0) {
+            rc = parts[i].rc;
+            if (err)
+                *err = parts[i].err;
+        }
+    }
+    free(parts);
+    free(tids);
+    free(started);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Graph                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int s_filter_keep(uint64_t id, void *arg)
+{
+    return shard_idset_contains(arg, id);
+}
+
+static int s_graph_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
+{
+    size_t dim = job->coll->dim, k = job->k;
+    for (size_t q = q0; q < q1; q++) {
+        int rc = hnsw_search(job->coll->hnsw, job->queries + q * dim, k, job->ef,
+                             job->filter ? s_filter_keep : NULL, (void *)job->filter,
+                             job->ids + q * k, job->dists + q * k, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Exact over an allow-list                                                 */
+/* ------------------------------------------------------------------------ */
+
+static int s_allowed_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
+{
+    const shard_coll_t *coll = job->coll;
+    size_t dim = coll->dim, k = job->k, nq = q1 - q0;
+    const dist_kernels_t *kern = dist_kernels();
+    size_t block = S_BLOCK_BYTES / (dim * sizeof(float));
+    if (block < 1)
+        block = 1;
+    if (block > job->nallowed)
+        block = job->nallowed ? job->nallowed : 1;
+    size_t group = S_HEAP_BYTES / (k * sizeof(topk_item_t));
+    if (group < 1)
+        group = 1;
+    if (group > nq)
+        group = nq;
+
+    float *rows = malloc(block * dim * sizeof *rows);
+    uint64_t *row_ids = malloc(block * sizeof *row_ids);
+    float *d = malloc(block * sizeof *d);
+    float *qn = malloc(group * dim * sizeof *qn);
+    topk_item_t *items = malloc(group * k * sizeof *items);
+    topk_heap_t *heaps = malloc(group * sizeof *heaps);
+    int rc = 0;
+    if (!rows || !row_ids || !d || !qn || !items || !heaps) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "exact search over the allow-list: out of memory");
+        goto done;
+    }
+    for (size_t g0 = q0; g0 < q1; g0 += group) {
+        size_t ng = q1 - g0 < group ? q1 - g0 : group;
+        for (size_t j = 0; j < ng; j++) {
+            topk_heap_init(&heaps[j], items + j * k, k);
+            memcpy(qn + j * dim, job->queries + (g0 + j) * dim, dim * sizeof *qn);
+            /* The graph's vectors are unit length for cosine: so is the query,
+             * and the distance is 1 - dot. Zero queries were refused before. */
+            if (coll->metric == SHOAL_METRIC_COSINE)
+                dist_normalize(qn + j * dim, dim);
+        }
+        for (size_t b0 = 0; b0 < job->nallowed; b0 += block) {
+            size_t nb = 0;
+            for (size_t i = b0; i < job->nallowed && i < b0 + block; i++) {
+                /* Deleted since the list was made: skip it. */
+                if (hnsw_get(coll->hnsw, job->allowed[i], rows + nb * dim, NULL) == 0)
+                    row_ids[nb++] = job->allowed[i];
+            }
+            for (size_t j = 0; j < ng; j++) {
+                const float *q = qn + j * dim;
+                if (coll->metric == SHOAL_METRIC_L2) {
+                    kern->l2sq_batch(q, rows, nb, dim, dim, d);
+                } else {
+                    kern->dot_batch(q, rows, nb, dim, dim, d);
+                    float base = coll->metric == SHOAL_METRIC_IP ? 0.0f : 1.0f;
+                    for (size_t i = 0; i < nb; i++)
+                        d[i] = base - d[i];
+                }
+                for (size_t i = 0; i < nb; i++)
+                    topk_heap_push(&heaps[j], d[i], row_ids[i]);
+            }
+        }
+        for (size_t j = 0; j < ng; j++)
+            topk_heap_extract(&heaps[j], job->dists + (g0 + j) * k, job->ids + (g0 + j) * k);
+    }
+done:
+    free(rows);
+    free(row_ids);
+    free(d);
+    free(qn);
+    free(items);
+    free(heaps);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry point                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Finite values; for cosine, not all zero. Names the query row. */
+static int s_check_queries(const shard_coll_t *coll, const float *queries, size_t nq,
+                           shoal_err_t *err)
+{
+    for (size_t q = 0; q < nq; q++) {
+        const float *v = queries + q * coll->dim;
+        int nonzero = 0;
+        for (size_t j = 0; j < coll->dim; j++) {
+            if (!isfinite(v[j]))
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "collection \"%s\": query %zu, column %zu is not finite (%g)",
+                                     coll->name, q, j, (double)v[j]);
+            nonzero |= v[j] != 0.0f;
+        }
+        if (coll->metric == SHOAL_METRIC_COSINE && !nonzero)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": query %zu is a zero vector, which has no "
+                                 "cosine distance",
+                                 coll->name, q);
+    }
+    return 0;
+}
+
+int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
+                       size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
+                       size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
+                       shoal_err_t *err)
+{
+    if (!store || (nq && (!queries || !ids || !dists)) || (nfilter && !filter))
+        return shoal_err_set(err, SHOAL_EINVAL, "search: NULL argument");
+    if (k < 1 || k > S_K_MAX)
+        return shoal_err_set(err, k < 1 ? SHOAL_EINVAL : SHOAL_ELIMIT,
+                             "search: k must be in 1..%d, got %zu", S_K_MAX, k);
+    if (mode != WIRE_MODE_AUTO && mode != WIRE_MODE_HNSW && mode != WIRE_MODE_EXACT)
+        return shoal_err_set(err, SHOAL_EINVAL, "search: unknown mode %d", (int)mode);
+    if (nfilter == 0)
+        filter = NULL; /* an empty allow-list means no filter (as on the wire) */
+    if (ef == 0)
+        ef = store->opts.hnsw_ef;
+    if (ef > HNSW_EF_MAX)
+        return shoal_err_set(err, SHOAL_ELIMIT, "search: ef must be in %d..%d, got %zu",
+                             HNSW_EF_MIN, HNSW_EF_MAX, ef);
+
+    pthread_rwlock_rdlock(&store->colls_lock);
+    shard_idset_t set = {0};
+    uint64_t *allowed = NULL;
+    int rc = 0;
+    shard_coll_t *coll = shard_coll_find(store, name);
+    if (!coll) {
+        rc = shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" not found",
+                           name ? name : "(null)");
+        goto done;
+    }
+    if (dim != coll->dim) {
+        rc = shoal_err_set(err, SHOAL_EDIM, "collection \"%s\": expected dim %zu, got %zu",
+                           coll->name, coll->dim, dim);
+        goto done;
+    }
+    if ((rc = s_check_queries(coll, queries, nq, err)) != 0)
+        goto done;
+
+    /* The allow-list as a set (for the graph's callback) and as the list of
+     * distinct allowed ids present now (for exact search over it). */
+    size_t nallowed = 0;
+    if (filter) {
+        allowed = malloc((nfilter ? nfilter : 1) * sizeof *allowed);
+        if (!allowed || shard_idset_init(&set, nfilter)) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "search: out of memory for a filter of %zu ids",
+                               nfilter);
+            goto done;
+        }
+        for (size_t i = 0; i < nfilter; i++)
+            if (shard_idset_add(&set, filter[i]) && hnsw_contains(coll->hnsw, filter[i]))
+                allowed[nallowed++] = filter[i];
+    }
+
+    /* Choose (see the top of the file). */
+    size_t count = hnsw_count(coll->hnsw);
+    double graph_cost = (double)(ef > k ? ef : k) * (double)(2 * coll->M);
+    int exact;
+    if (mode == WIRE_MODE_EXACT)
+        exact = 1;
+    else if (mode == WIRE_MODE_HNSW)
+        exact = 0;
+    else if (filter)
+        exact = (double)nallowed * (double)nallowed <= graph_cost * (double)count;
+    else
+        exact = (double)count <= graph_cost || (coll->on_gpu && nq >= store->opts.exact_min_batch);
+    if (used)
+        *used = exact ? WIRE_MODE_EXACT : WIRE_MODE_HNSW;
+    if (nq == 0)
+        goto done;
+
+    s_job_t job = {.coll = coll,
+                   .queries = queries,
+                   .k = k,
+                   .ef = ef,
+                   .filter = filter ? &set : NULL,
+                   .allowed = allowed,
+                   .nallowed = nallowed,
+                   .ids = ids,
+                   .dists = dists};
+    if (exact && filter) {
+        rc = s_run_parallel(&job, s_allowed_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
+                            err);
+    } else if (exact) {
+        pthread_rwlock_rdlock(&coll->engine_lock);
+        rc = knn_engine_search(coll->engine, queries, nq, k, ids, dists, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    } else {
+        rc = s_run_parallel(&job, s_graph_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
+    }
+    if (rc)
+        shoal_err_prefix(err, "search \"%s\": ", coll->name);
+done:
+    pthread_rwlock_unlock(&store->colls_lock);
+    shard_idset_fini(&set);
+    free(allowed);
+    return rc;
+}

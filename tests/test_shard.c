@@ -1,0 +1,1457 @@
+/*
+ * test_shard.c - bin/shoal-shard as a client sees it: real processes on
+ * loopback, every op through the socket (client/shoal_client.h), malformed
+ * and out-of-limit requests answered with the right error while the server
+ * keeps serving, recall on siftsmall, durability across kill -9 and clean
+ * restarts, signals, and the command line.
+ *
+ * Each test starts its shards with an ephemeral port ("tcp://127.0.0.1:*")
+ * and learns the endpoint from --ready-file; data dirs live under $SHOAL_TMP
+ * (default /tmp) and are removed afterwards. Children are started with
+ * PR_SET_PDEATHSIG and killed in the suite's teardown, so a failing or timed
+ * out test leaves no shard behind. Every wait is bounded; no timing is
+ * asserted.
+ *
+ * Environment: SHOAL_BIN (folder of shoal-shard, default "bin"),
+ * SHOAL_DATASETS (default ../shared/datasets), SHOAL_TMP.
+ */
+#include "client/shoal_client.h"
+#include "common/datagen.h"
+#include "common/groundtruth.h"
+#include "common/topk.h"
+#include "common/vecfile.h"
+#include "common/wire.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_PATH_MAX     1024
+#define S_CHILDREN_MAX 16
+#define S_START_WAIT_S 60.0  /* a shard (ASan build, recovery) must be ready within this */
+#define S_STOP_WAIT_S  60.0  /* and stop within this after SIGTERM */
+#define S_TIMEOUT_MS   20000 /* client calls */
+
+/* ------------------------------------------------------------------------ */
+/* Scratch folders and child processes                                      */
+/* ------------------------------------------------------------------------ */
+
+static char s_tmp[S_PATH_MAX];
+static pid_t s_children[S_CHILDREN_MAX];
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void s_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *dir = opendir(path);
+        if (dir) {
+            struct dirent *e;
+            while ((e = readdir(dir)) != NULL) {
+                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                    continue;
+                char child[S_PATH_MAX];
+                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+                if (len > 0 && len < S_PATH_MAX)
+                    s_remove_tree(child);
+            }
+            closedir(dir);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+static void s_setup(void)
+{
+    const char *root = getenv("SHOAL_TMP");
+    if (!root || !*root)
+        root = "/tmp";
+    mkdir(root, 0777);
+    snprintf(s_tmp, sizeof s_tmp, "%s/test_shard.XXXXXX", root);
+    cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
+    memset(s_children, 0, sizeof s_children);
+}
+
+static void s_teardown(void)
+{
+    for (int i = 0; i < S_CHILDREN_MAX; i++) {
+        if (s_children[i] > 0) {
+            kill(s_children[i], SIGKILL);
+            waitpid(s_children[i], NULL, 0);
+            s_children[i] = 0;
+        }
+    }
+    if (s_tmp[0])
+        s_remove_tree(s_tmp);
+    s_tmp[0] = '\0';
+}
+
+TestSuite(shard, .init = s_setup, .fini = s_teardown, .timeout = 240);
+
+static const char *s_path(char *out, const char *name)
+{
+    int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
+    cr_assert(len > 0 && len < S_PATH_MAX);
+    return out;
+}
+
+static void s_bin(char *out, const char *prog)
+{
+    const char *dir = getenv("SHOAL_BIN");
+    if (!dir || !*dir)
+        dir = "bin";
+    snprintf(out, S_PATH_MAX, "%s/%s", dir, prog);
+    cr_assert(access(out, X_OK) == 0, "%s is not an executable (set SHOAL_BIN)", out);
+}
+
+static void s_child_add(pid_t pid)
+{
+    for (int i = 0; i < S_CHILDREN_MAX; i++)
+        if (s_children[i] == 0) {
+            s_children[i] = pid;
+            return;
+        }
+    cr_assert_fail("too many children");
+}
+
+static void s_child_forget(pid_t pid)
+{
+    for (int i = 0; i < S_CHILDREN_MAX; i++)
+        if (s_children[i] == pid)
+            s_children[i] = 0;
+}
+
+/*
+ * Starts argv[0] with stdout/stderr appended to the given files; the child
+ * dies with this process (PR_SET_PDEATHSIG).
+ */
+static pid_t s_spawn(char *const argv[], const char *out_path, const char *err_path)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (out >= 0)
+            dup2(out, 1);
+        if (err >= 0)
+            dup2(err, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    s_child_add(pid);
+    return pid;
+}
+
+/* Waits up to seconds for pid; returns 1 with *status when it exited. */
+static int s_wait(pid_t pid, double seconds, int *status)
+{
+    double end = s_now() + seconds;
+    while (1) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid) {
+            s_child_forget(pid);
+            return 1;
+        }
+        if (s_now() > end)
+            return 0;
+        s_sleep_ms(10);
+    }
+}
+
+/* A whole file as a string (caller frees); "" when absent. */
+static char *s_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        char *empty = calloc(1, 1);
+        cr_assert_not_null(empty);
+        return empty;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = calloc((size_t)(size > 0 ? size : 0) + 1, 1);
+    cr_assert_not_null(data);
+    size_t got = size > 0 ? fread(data, 1, (size_t)size, f) : 0;
+    data[got] = '\0';
+    fclose(f);
+    return data;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A shard under test                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    pid_t pid;                 /* running child, or 0 */
+    char name[64];             /* for the file names */
+    char data_dir[S_PATH_MAX]; /* kept across restarts */
+    char ready[S_PATH_MAX];    /* --ready-file */
+    char log[S_PATH_MAX];      /* stderr of every run, appended */
+    char endpoint[256];        /* from the ready file */
+} s_shard_t;
+
+static void s_shard_init(s_shard_t *sh, const char *name)
+{
+    memset(sh, 0, sizeof *sh);
+    snprintf(sh->name, sizeof sh->name, "%s", name);
+    char file[128];
+    snprintf(file, sizeof file, "%s.data", name);
+    s_path(sh->data_dir, file);
+    snprintf(file, sizeof file, "%s.ready", name);
+    s_path(sh->ready, file);
+    snprintf(file, sizeof file, "%s.log", name);
+    s_path(sh->log, file);
+}
+
+/* Starts the shard with extra flags (NULL-terminated) and waits until it is ready. */
+static void s_shard_start(s_shard_t *sh, const char *const *extra)
+{
+    char bin[S_PATH_MAX];
+    s_bin(bin, "shoal-shard");
+    unlink(sh->ready);
+    char *argv[64];
+    size_t argc = 0;
+    argv[argc++] = bin;
+    argv[argc++] = "--listen";
+    argv[argc++] = "tcp://127.0.0.1:*";
+    argv[argc++] = "--data-dir";
+    argv[argc++] = sh->data_dir;
+    argv[argc++] = "--ready-file";
+    argv[argc++] = sh->ready;
+    argv[argc++] = "--threads";
+    argv[argc++] = "2";
+    for (size_t i = 0; extra && extra[i]; i++) {
+        cr_assert_lt(argc, 62);
+        argv[argc++] = (char *)extra[i];
+    }
+    argv[argc] = NULL;
+    sh->pid = s_spawn(argv, sh->log, sh->log);
+
+    double end = s_now() + S_START_WAIT_S;
+    while (access(sh->ready, R_OK) != 0) {
+        int status;
+        if (waitpid(sh->pid, &status, WNOHANG) == sh->pid) {
+            s_child_forget(sh->pid);
+            sh->pid = 0;
+            char *log = s_slurp(sh->log);
+            cr_assert_fail("shoal-shard exited before it was ready (status %d):\n%s", status, log);
+        }
+        cr_assert_lt(s_now(), end, "shoal-shard not ready after %.0f s", S_START_WAIT_S);
+        s_sleep_ms(10);
+    }
+    char *text = s_slurp(sh->ready);
+    size_t len = strcspn(text, "\r\n");
+    cr_assert(len > 0 && len < sizeof sh->endpoint, "ready file holds \"%s\"", text);
+    memcpy(sh->endpoint, text, len);
+    sh->endpoint[len] = '\0';
+    free(text);
+}
+
+/* Sends sig and waits for the exit; returns the wait status. */
+static int s_shard_signal_wait(s_shard_t *sh, int sig)
+{
+    cr_assert_gt(sh->pid, 0);
+    kill(sh->pid, sig);
+    int status = 0;
+    int exited = s_wait(sh->pid, S_STOP_WAIT_S, &status);
+    if (!exited) {
+        kill(sh->pid, SIGKILL);
+        s_wait(sh->pid, 10, &status);
+    }
+    sh->pid = 0;
+    cr_assert(exited, "shoal-shard did not exit within %.0f s of signal %d", S_STOP_WAIT_S, sig);
+    /* a sanitizer build reports into the log: any report fails the test */
+    char *log = s_slurp(sh->log);
+    cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"),
+              "shoal-shard's log has a sanitizer report:\n%s", log);
+    free(log);
+    return status;
+}
+
+/* SIGTERM: must exit 0. */
+static void s_shard_stop(s_shard_t *sh)
+{
+    int status = s_shard_signal_wait(sh, SIGTERM);
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        char *log = s_slurp(sh->log);
+        cr_assert_fail("shoal-shard did not exit 0 after SIGTERM (status 0x%x):\n%s", status, log);
+    }
+}
+
+static void s_shard_kill9(s_shard_t *sh)
+{
+    int status = s_shard_signal_wait(sh, SIGKILL);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+static shoal_client_t *s_client(const s_shard_t *sh, int timeout_ms)
+{
+    shoal_err_t err;
+    shoal_client_t *client = shoal_client_new(sh->endpoint, timeout_ms, &err);
+    cr_assert_not_null(client, "client for %s: %s", sh->endpoint, err.msg);
+    return client;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Data                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* The test vector of id: reproducible from the id alone, values in [-1, 1). */
+static void s_vec(uint64_t id, size_t dim, float *out)
+{
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, id * 0x9E3779B97F4A7C15ULL + 12345);
+    for (size_t j = 0; j < dim; j++)
+        out[j] = (float)(shoal_rng_uniform(&rng) * 2.0 - 1.0);
+}
+
+static float *s_vecs(const uint64_t *ids, size_t n, size_t dim)
+{
+    float *v = malloc(n * dim * sizeof *v + 1);
+    cr_assert_not_null(v);
+    for (size_t i = 0; i < n; i++)
+        s_vec(ids[i], dim, v + i * dim);
+    return v;
+}
+
+static uint64_t *s_id_range(uint64_t first, size_t n)
+{
+    uint64_t *ids = malloc(n * sizeof *ids + 1);
+    cr_assert_not_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = first + i;
+    return ids;
+}
+
+static void s_create(shoal_client_t *c, const char *coll, size_t dim)
+{
+    shoal_err_t err;
+    int rc = shoal_client_create(c, coll, dim, SHOAL_METRIC_L2, 16, 100, &err);
+    cr_assert_eq(rc, 0, "create %s: %s", coll, err.msg);
+}
+
+static void s_insert_range(shoal_client_t *c, const char *coll, uint64_t first, size_t n,
+                           size_t dim)
+{
+    uint64_t *ids = s_id_range(first, n);
+    float *vecs = s_vecs(ids, n, dim);
+    shoal_err_t err;
+    int rc = shoal_client_insert(c, coll, ids, vecs, n, dim, NULL, &err);
+    cr_assert_eq(rc, 0, "insert %zu into %s: %s", n, coll, err.msg);
+    free(ids);
+    free(vecs);
+}
+
+/* Exact top-1 for the stored vector of each id: the id itself at distance ~0. */
+static void s_assert_findable(shoal_client_t *c, const char *coll, const uint64_t *ids, size_t n,
+                              size_t dim)
+{
+    for (size_t start = 0; start < n; start += 1000) {
+        size_t m = n - start < 1000 ? n - start : 1000;
+        float *q = s_vecs(ids + start, m, dim);
+        shoal_search_opts_t opts = {.k = 1, .mode = WIRE_MODE_EXACT};
+        uint64_t *found = NULL;
+        float *dists = NULL;
+        shoal_err_t err;
+        int rc = shoal_client_search(c, coll, q, m, dim, &opts, &found, &dists, NULL, &err);
+        cr_assert_eq(rc, 0, "exact search: %s", err.msg);
+        for (size_t i = 0; i < m; i++) {
+            cr_assert_eq(found[i], ids[start + i], "query for id %lu found id %lu",
+                         (unsigned long)ids[start + i], (unsigned long)found[i]);
+            cr_assert_lt(fabsf(dists[i]), 1e-3f, "id %lu at distance %g",
+                         (unsigned long)ids[start + i], dists[i]);
+        }
+        free(found);
+        free(dists);
+        free(q);
+    }
+}
+
+/* get returns each id's vector bit for bit. */
+static void s_assert_stored(shoal_client_t *c, const char *coll, const uint64_t *ids, size_t n,
+                            size_t dim)
+{
+    for (size_t start = 0; start < n; start += 5000) {
+        size_t m = n - start < 5000 ? n - start : 5000;
+        uint8_t *found = NULL;
+        float *vecs = NULL;
+        size_t got_dim = 0;
+        shoal_err_t err;
+        int rc = shoal_client_get(c, coll, ids + start, m, &found, &vecs, &got_dim, &err);
+        cr_assert_eq(rc, 0, "get: %s", err.msg);
+        cr_assert_eq(got_dim, dim);
+        float *want = s_vecs(ids + start, m, dim);
+        for (size_t i = 0; i < m; i++) {
+            cr_assert_eq(found[i], 1, "id %lu is missing", (unsigned long)ids[start + i]);
+            cr_assert(memcmp(vecs + i * dim, want + i * dim, dim * sizeof(float)) == 0,
+                      "id %lu: stored vector differs", (unsigned long)ids[start + i]);
+        }
+        free(want);
+        free(found);
+        free(vecs);
+    }
+}
+
+static void s_assert_absent(shoal_client_t *c, const char *coll, const uint64_t *ids, size_t n,
+                            size_t dim)
+{
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t got_dim = 0;
+    shoal_err_t err;
+    int rc = shoal_client_get(c, coll, ids, n, &found, &vecs, &got_dim, &err);
+    cr_assert_eq(rc, 0, "get: %s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(found[i], 0, "deleted id %lu is still there", (unsigned long)ids[i]);
+    free(found);
+    free(vecs);
+    /* and never a search result: exact top-1 for its own vector is another id */
+    float *q = s_vecs(ids, n, dim);
+    shoal_search_opts_t opts = {.k = 1, .mode = WIRE_MODE_EXACT};
+    uint64_t *res = NULL;
+    rc = shoal_client_search(c, coll, q, n, dim, &opts, &res, NULL, NULL, &err);
+    cr_assert_eq(rc, 0, "search: %s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_neq(res[i], ids[i], "deleted id %lu is still found", (unsigned long)ids[i]);
+    free(res);
+    free(q);
+}
+
+static double s_stat(shoal_client_t *c, const char *path)
+{
+    void *info = NULL;
+    size_t len = 0;
+    shoal_err_t err;
+    int rc = shoal_client_stats(c, NULL, NULL, &info, &len, &err);
+    cr_assert_eq(rc, 0, "stats: %s", err.msg);
+    double value = -1;
+    rc = wire_info_lookup(info, len, path, &value);
+    cr_assert_eq(rc, 0, "stats has no %s", path);
+    free(info);
+    return value;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Raw requests                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A request's frames as plain copies the tests can damage. */
+typedef struct {
+    size_t count;     /* frames */
+    uint8_t *data[8]; /* copies (malloc'd) */
+    size_t size[8];   /* lengths */
+} s_raw_t;
+
+static void s_raw_from_req(const wire_request_t *req, s_raw_t *raw)
+{
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    shoal_err_t err;
+    cr_assert_eq(wire_request_encode(req, &frames, &err), 0, "encode: %s", err.msg);
+    memset(raw, 0, sizeof *raw);
+    raw->count = frames.count;
+    for (size_t i = 0; i < frames.count; i++) {
+        raw->data[i] = malloc(frames.size[i] + 1);
+        cr_assert_not_null(raw->data[i]);
+        memcpy(raw->data[i], frames.data[i], frames.size[i]);
+        raw->size[i] = frames.size[i];
+    }
+    wire_frames_fini(&frames);
+}
+
+static void s_raw_fini(s_raw_t *raw)
+{
+    for (size_t i = 0; i < raw->count; i++)
+        free(raw->data[i]);
+    memset(raw, 0, sizeof *raw);
+}
+
+typedef enum { S_DROP, S_AS_STR, S_AS_UINT } s_edit_t;
+
+/* Re-packs frame 0 with `key` dropped or its value replaced. */
+static void s_raw_edit(s_raw_t *raw, const char *key, s_edit_t edit, const char *str, uint64_t u)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&up, (const char *)raw->data[0], raw->size[0], &off),
+                 MSGPACK_UNPACK_SUCCESS);
+    msgpack_object obj = up.data;
+    cr_assert_eq(obj.type, MSGPACK_OBJECT_MAP);
+    size_t n = obj.via.map.size, hits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *k = &obj.via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+            !memcmp(k->via.str.ptr, key, k->via.str.size))
+            hits++;
+    }
+    cr_assert_eq(hits, 1, "header has no key \"%s\"", key);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, edit == S_DROP ? n - 1 : n);
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *k = &obj.via.map.ptr[i].key;
+        int match = k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+                    !memcmp(k->via.str.ptr, key, k->via.str.size);
+        if (match && edit == S_DROP)
+            continue;
+        msgpack_pack_object(&pk, *k);
+        if (!match)
+            msgpack_pack_object(&pk, obj.via.map.ptr[i].val);
+        else if (edit == S_AS_STR) {
+            msgpack_pack_str(&pk, strlen(str));
+            msgpack_pack_str_body(&pk, str, strlen(str));
+        } else {
+            msgpack_pack_uint64(&pk, u);
+        }
+    }
+    free(raw->data[0]);
+    raw->data[0] = malloc(sbuf.size + 1);
+    cr_assert_not_null(raw->data[0]);
+    memcpy(raw->data[0], sbuf.data, sbuf.size);
+    raw->size[0] = sbuf.size;
+    msgpack_sbuffer_destroy(&sbuf);
+    msgpack_unpacked_destroy(&up);
+}
+
+/*
+ * Sends raw and returns the reply's code; msg gets its message. A reply
+ * that starts with an empty delimiter (REQ style) has it skipped.
+ */
+static int s_raw_send(shoal_client_t *c, const s_raw_t *raw, char *msg, size_t cap)
+{
+    const void *data[8];
+    for (size_t i = 0; i < raw->count; i++)
+        data[i] = raw->data[i];
+    shoal_frames_t *reply = NULL;
+    shoal_err_t err;
+    int rc = shoal_client_raw(c, data, raw->size, raw->count, &reply, &err);
+    if (rc != 0) {
+        snprintf(msg, cap, "%s", err.msg);
+        return rc;
+    }
+    size_t skip = reply->count > 0 && reply->size[0] == 0 ? 1 : 0;
+    cr_assert_leq(reply->count - skip, WIRE_FRAMES_MAX);
+    wire_frames_t in;
+    memset(&in, 0, sizeof in);
+    in.count = reply->count - skip;
+    for (size_t i = 0; i < in.count; i++) {
+        in.data[i] = reply->data[i + skip];
+        in.size[i] = reply->size[i + skip];
+    }
+    wire_limits_t limits = wire_limits_default();
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rc = wire_reply_decode(&in, &limits, &rep, &err);
+    cr_assert_eq(rc, 0, "reply does not decode: %s", err.msg);
+    snprintf(msg, cap, "%s", rep.msg);
+    int code = rep.code;
+    wire_reply_fini(&rep);
+    shoal_frames_destroy(&reply);
+    return code;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Every op                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define S_DIM 16
+
+Test(shard, every_op_through_the_socket)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "ops");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    shoal_err_t err;
+
+    void *info = NULL;
+    size_t info_len = 0;
+    cr_assert_eq(shoal_client_ping(c, &info, &info_len, &err), 0, "ping: %s", err.msg);
+    double uptime = -1;
+    cr_assert_eq(wire_info_lookup(info, info_len, "uptime_s", &uptime), 0);
+    cr_assert_geq(uptime, 0);
+    free(info);
+
+    s_create(c, "docs", S_DIM);
+    cr_assert_eq(shoal_client_create(c, "docs", S_DIM, SHOAL_METRIC_L2, 0, 0, &err), SHOAL_EEXIST);
+    s_insert_range(c, "docs", 1000, 300, S_DIM);
+
+    /* read-your-writes: each acknowledged vector is found by the next search */
+    for (uint64_t id = 5000; id < 5020; id++) {
+        float v[S_DIM];
+        s_vec(id, S_DIM, v);
+        uint64_t seq = 0;
+        cr_assert_eq(shoal_client_insert(c, "docs", &id, v, 1, S_DIM, &seq, &err), 0, "%s",
+                     err.msg);
+        cr_assert_gt(seq, 0);
+        shoal_search_opts_t opts = {.k = 3, .mode = WIRE_MODE_HNSW};
+        uint64_t *ids = NULL;
+        float *dists = NULL;
+        wire_mode_t used = WIRE_MODE_AUTO;
+        cr_assert_eq(shoal_client_search(c, "docs", v, 1, S_DIM, &opts, &ids, &dists, &used, &err),
+                     0, "%s", err.msg);
+        cr_assert_eq(ids[0], id);
+        cr_assert_eq(used, WIRE_MODE_HNSW);
+        free(ids);
+        free(dists);
+    }
+
+    uint64_t *all = s_id_range(1000, 300);
+    s_assert_stored(c, "docs", all, 300, S_DIM);
+    s_assert_findable(c, "docs", all, 300, S_DIM);
+
+    /* get of an absent id: found 0, zeros */
+    uint64_t mixed[2] = {1000, 777777};
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t dim = 0;
+    cr_assert_eq(shoal_client_get(c, "docs", mixed, 2, &found, &vecs, &dim, &err), 0);
+    cr_assert_eq(found[0], 1);
+    cr_assert_eq(found[1], 0);
+    for (size_t j = 0; j < S_DIM; j++)
+        cr_assert_eq(vecs[S_DIM + j], 0.0f);
+    free(found);
+    free(vecs);
+
+    /* a filtered search returns only allowed ids */
+    uint64_t allow[3] = {1010, 1020, 1030};
+    float q[S_DIM];
+    s_vec(1000, S_DIM, q);
+    shoal_search_opts_t fopts = {.k = 5, .mode = WIRE_MODE_EXACT, .filter = allow, .nfilter = 3};
+    uint64_t *ids = NULL;
+    float *dists = NULL;
+    cr_assert_eq(shoal_client_search(c, "docs", q, 1, S_DIM, &fopts, &ids, &dists, NULL, &err), 0,
+                 "%s", err.msg);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert(ids[i] == 1010 || ids[i] == 1020 || ids[i] == 1030, "id %lu not allowed",
+                  (unsigned long)ids[i]);
+    cr_assert_eq(ids[3], TOPK_ID_NONE);
+    cr_assert(isinf(dists[4]));
+    free(ids);
+    free(dists);
+
+    /* delete: count of those that existed; gone from get and search */
+    uint64_t del[4] = {1000, 1001, 1002, 999999};
+    size_t deleted = 0;
+    cr_assert_eq(shoal_client_delete(c, "docs", del, 4, &deleted, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 3);
+    s_assert_absent(c, "docs", del, 3, S_DIM);
+
+    /* stats: text and lookups */
+    char *text = NULL;
+    cr_assert_eq(shoal_client_stats(c, NULL, &text, &info, &info_len, &err), 0, "%s", err.msg);
+    cr_assert(strstr(text, "\"collections\"") && strstr(text, "\"docs\""), "%s", text);
+    double v = -1;
+    cr_assert_eq(wire_info_lookup(info, info_len, "collections.docs.count", &v), 0, "%s", text);
+    cr_assert_eq(v, 300 + 20 - 3);
+    cr_assert_eq(wire_info_lookup(info, info_len, "collections.docs.dim", &v), 0);
+    cr_assert_eq(v, S_DIM);
+    cr_assert_eq(wire_info_lookup(info, info_len, "requests.insert", &v), 0);
+    cr_assert_geq(v, 21);
+    cr_assert_eq(wire_info_lookup(info, info_len, "errors.create_collection", &v), 0);
+    cr_assert_eq(v, 1);
+    cr_assert_eq(wire_info_lookup(info, info_len, "latency_us.search.p99", &v), 0, "%s", text);
+    cr_assert_geq(v, 0);
+    cr_assert_eq(wire_info_lookup(info, info_len, "workers", &v), 0);
+    cr_assert_eq(v, 2);
+    free(text);
+    free(info);
+    cr_assert_eq(shoal_client_stats(c, "docs", NULL, NULL, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(shoal_client_stats(c, "nosuch", NULL, NULL, NULL, &err), SHOAL_ENOTFOUND);
+
+    /* checkpoint: afterwards the checkpoint covers the last write */
+    cr_assert_eq(shoal_client_checkpoint(c, "docs", &err), 0, "%s", err.msg);
+    cr_assert_eq(shoal_client_checkpoint(c, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(shoal_client_checkpoint(c, "nosuch", &err), SHOAL_ENOTFOUND);
+    cr_assert_eq(s_stat(c, "collections.docs.checkpoint_seq"),
+                 s_stat(c, "collections.docs.last_seq"));
+
+    /* a REQ-style client (empty delimiter first) gets the delimiter back */
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_PING;
+    req.rid = 77;
+    s_raw_t raw;
+    s_raw_from_req(&req, &raw);
+    memmove(&raw.data[1], &raw.data[0], sizeof raw.data[0]);
+    memmove(&raw.size[1], &raw.size[0], sizeof raw.size[0]);
+    raw.data[0] = malloc(1);
+    raw.size[0] = 0;
+    raw.count = 2;
+    char msg[WIRE_MSG_MAX];
+    cr_assert_eq(s_raw_send(c, &raw, msg, sizeof msg), 0, "%s", msg);
+    s_raw_fini(&raw);
+
+    /* drop: then the collection is gone */
+    cr_assert_eq(shoal_client_drop(c, "docs", &err), 0, "%s", err.msg);
+    ids = NULL;
+    shoal_search_opts_t opts = {.k = 1};
+    cr_assert_eq(shoal_client_search(c, "docs", q, 1, S_DIM, &opts, &ids, NULL, NULL, &err),
+                 SHOAL_ENOTFOUND);
+    cr_assert_str_eq(err.msg, "collection \"docs\" does not exist");
+    cr_assert_eq(shoal_client_drop(c, "docs", &err), SHOAL_ENOTFOUND);
+
+    free(all);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad requests                                                             */
+/* ------------------------------------------------------------------------ */
+
+#define S_KNOWN_ID 42
+
+/* After a bad request: the server still answers a ping and a valid search. */
+static void s_assert_serving(shoal_client_t *c)
+{
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_ping(c, NULL, NULL, &err), 0, "ping after a bad request: %s",
+                 err.msg);
+    uint64_t id = S_KNOWN_ID;
+    s_assert_findable(c, "c", &id, 1, S_DIM);
+}
+
+/* A valid search request (k = 13, a value nothing else in the header has). */
+static void s_search_req(wire_request_t *req, const float *q)
+{
+    wire_request_init(req);
+    req->op = WIRE_OP_SEARCH;
+    req->rid = 9001;
+    snprintf(req->coll, sizeof req->coll, "c");
+    req->n = 1;
+    req->dim = S_DIM;
+    req->vecs = q;
+    req->k = 13;
+    req->mode = WIRE_MODE_HNSW;
+}
+
+static void s_expect_raw(shoal_client_t *c, s_raw_t *raw, int code, const char *needle,
+                         const char *what)
+{
+    char msg[WIRE_MSG_MAX];
+    int got = s_raw_send(c, raw, msg, sizeof msg);
+    cr_assert_eq(got, code, "%s: got %s (%s), expected %s", what, shoal_errname(got), msg,
+                 shoal_errname(code));
+    if (needle)
+        cr_assert(strstr(msg, needle), "%s: message \"%s\" lacks \"%s\"", what, msg, needle);
+    s_raw_fini(raw);
+    s_assert_serving(c);
+}
+
+Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "bad");
+    const char *flags[] = {"--max-message-bytes", "65536", "--max-k", "100", NULL};
+    s_shard_start(&sh, flags);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    s_create(c, "c", S_DIM);
+    s_insert_range(c, "c", 1, 200, S_DIM);
+    s_assert_serving(c);
+
+    float q[S_DIM];
+    s_vec(S_KNOWN_ID, S_DIM, q);
+    wire_request_t req;
+    s_raw_t raw;
+    shoal_err_t err;
+
+    /* truncated msgpack */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    raw.size[0] /= 2;
+    s_expect_raw(c, &raw, SHOAL_EPROTO, NULL, "truncated header");
+
+    /* not msgpack at all */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    memcpy(raw.data[0], "\xc1\xc1\xc1", 3);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, NULL, "garbage header");
+
+    /* wrong field type: k as a string */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "k", S_AS_STR, "13", 0);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "\"k\"", "k as a string");
+
+    /* missing field: no k, no coll */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "k", S_DROP, NULL, 0);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "\"k\"", "missing k");
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "coll", S_DROP, NULL, 0);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "coll", "missing coll");
+
+    /* k = 0 and over the limit */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "k", S_AS_UINT, NULL, 0);
+    s_expect_raw(c, &raw, SHOAL_EINVAL, "\"k\"", "k = 0");
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "k", S_AS_UINT, NULL, 101);
+    s_expect_raw(c, &raw, SHOAL_ELIMIT, "k", "k over --max-k");
+
+    /* unknown op */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    s_raw_edit(&raw, "op", S_AS_STR, "frobnicate", 0);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "frobnicate", "unknown op");
+
+    /* payload size not matching the header: the query frame one float short */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    raw.size[1] -= 4;
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "frame 1", "short query frame");
+    /* an insert whose vectors frame is one byte long */
+    uint64_t ids2[2] = {900, 901};
+    float v2[2 * S_DIM];
+    s_vec(900, S_DIM, v2);
+    s_vec(901, S_DIM, v2 + S_DIM);
+    wire_request_init(&req);
+    req.op = WIRE_OP_INSERT;
+    req.rid = 5;
+    snprintf(req.coll, sizeof req.coll, "c");
+    req.n = 2;
+    req.dim = S_DIM;
+    req.ids = ids2;
+    req.vecs = v2;
+    s_raw_from_req(&req, &raw);
+    raw.size[2] += 1;
+    raw.data[2] = realloc(raw.data[2], raw.size[2]);
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "frame 2", "long vector frame");
+
+    /* too many frames, and an empty message (only a delimiter) */
+    s_search_req(&req, q);
+    s_raw_from_req(&req, &raw);
+    for (size_t i = raw.count; i < 5; i++) {
+        raw.data[i] = malloc(8);
+        memset(raw.data[i], 0, 8);
+        raw.size[i] = 8;
+    }
+    raw.count = 5;
+    s_expect_raw(c, &raw, SHOAL_EPROTO, "frames", "five frames");
+    memset(&raw, 0, sizeof raw);
+    raw.count = 1;
+    raw.data[0] = malloc(1);
+    raw.size[0] = 0;
+    s_expect_raw(c, &raw, SHOAL_EPROTO, NULL, "empty message");
+
+    /* dim mismatch: search and insert */
+    uint64_t *res = NULL;
+    shoal_search_opts_t opts = {.k = 5, .mode = WIRE_MODE_HNSW};
+    cr_assert_eq(shoal_client_search(c, "c", q, 1, 8, &opts, &res, NULL, NULL, &err), SHOAL_EDIM);
+    cr_assert_str_eq(err.msg, "collection \"c\": expected dim 16, got 8");
+    s_assert_serving(c);
+    cr_assert_eq(shoal_client_insert(c, "c", ids2, v2, 2, 8, NULL, &err), SHOAL_EDIM);
+    cr_assert_str_eq(err.msg, "collection \"c\": expected dim 16, got 8");
+    s_assert_serving(c);
+
+    /* NaN in an insert (row 1), Inf in a query (row 0): nothing inserted */
+    v2[S_DIM + 3] = NAN;
+    cr_assert_eq(shoal_client_insert(c, "c", ids2, v2, 2, S_DIM, NULL, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "vector 1") && strstr(err.msg, "901"), "%s", err.msg);
+    s_assert_absent(c, "c", ids2, 1, S_DIM);
+    s_assert_serving(c);
+    float bad_q[S_DIM];
+    memcpy(bad_q, q, sizeof bad_q);
+    bad_q[5] = INFINITY;
+    cr_assert_eq(shoal_client_search(c, "c", bad_q, 1, S_DIM, &opts, &res, NULL, NULL, &err),
+                 SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "query 0"), "%s", err.msg);
+    s_assert_serving(c);
+
+    /* k over the limit and unknown collection, through the typed calls */
+    opts.k = 101;
+    cr_assert_eq(shoal_client_search(c, "c", q, 1, S_DIM, &opts, &res, NULL, NULL, &err),
+                 SHOAL_ELIMIT);
+    s_assert_serving(c);
+    opts.k = 5;
+    cr_assert_eq(shoal_client_search(c, "nosuch", q, 1, S_DIM, &opts, &res, NULL, NULL, &err),
+                 SHOAL_ENOTFOUND);
+    cr_assert_str_eq(err.msg, "collection \"nosuch\" does not exist");
+    s_assert_serving(c);
+    cr_assert_eq(shoal_client_insert(c, "nosuch", ids2, q, 1, S_DIM, NULL, &err), SHOAL_ENOTFOUND);
+    s_assert_serving(c);
+
+    /* oversized: frames each under the limit but over it together -> elimit */
+    size_t n = 1000; /* ids 8,000 B + vectors 64,000 B > 65,536 B */
+    uint64_t *big_ids = s_id_range(100000, n);
+    float *big_vecs = s_vecs(big_ids, n, S_DIM);
+    cr_assert_eq(shoal_client_insert(c, "c", big_ids, big_vecs, n, S_DIM, NULL, &err), SHOAL_ELIMIT,
+                 "%s", err.msg);
+    cr_assert(strstr(err.msg, "65536"), "%s", err.msg);
+    s_assert_serving(c);
+    free(big_ids);
+    free(big_vecs);
+
+    /*
+     * One frame over the limit: ZeroMQ (ZMQ_MAXMSGSIZE) drops the connection
+     * before the server sees the message, so no reply comes (a timeout);
+     * the client's fresh connection and any other client are still served.
+     */
+    n = 2000; /* vectors 128,000 B */
+    big_ids = s_id_range(200000, n);
+    big_vecs = s_vecs(big_ids, n, S_DIM);
+    shoal_client_set_timeout(c, 1000);
+    cr_assert_eq(shoal_client_insert(c, "c", big_ids, big_vecs, n, S_DIM, NULL, &err),
+                 SHOAL_ETIMEOUT, "%s", err.msg);
+    shoal_client_set_timeout(c, S_TIMEOUT_MS);
+    free(big_ids);
+    free(big_vecs);
+    s_assert_serving(c);
+    shoal_client_t *c2 = s_client(&sh, S_TIMEOUT_MS);
+    s_assert_serving(c2);
+    shoal_client_destroy(&c2);
+
+    /* none of it changed the collection */
+    cr_assert_eq(s_stat(c, "collections.c.count"), 200);
+    cr_assert_geq(s_stat(c, "errors.total"), 20);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recall on siftsmall                                                      */
+/* ------------------------------------------------------------------------ */
+
+static const char *s_datasets(void)
+{
+    const char *dir = getenv("SHOAL_DATASETS");
+    return dir && *dir ? dir : "../shared/datasets";
+}
+
+Test(shard, siftsmall_recall_through_the_socket)
+{
+    char base_path[S_PATH_MAX], query_path[S_PATH_MAX], gt_path[S_PATH_MAX];
+    snprintf(base_path, sizeof base_path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
+    snprintf(query_path, sizeof query_path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
+    snprintf(gt_path, sizeof gt_path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
+    if (access(base_path, R_OK) != 0 || access(query_path, R_OK) != 0 || access(gt_path, R_OK) != 0)
+        cr_skip_test("siftsmall not found under %s (set SHOAL_DATASETS)", s_datasets());
+
+    shoal_err_t err;
+    size_t n, dim, nq, qdim, ngt, gtk;
+    float *base = vecfile_load_f32(base_path, &n, &dim, &err);
+    cr_assert_not_null(base, "%s", err.msg);
+    float *queries = vecfile_load_f32(query_path, &nq, &qdim, &err);
+    cr_assert_not_null(queries, "%s", err.msg);
+    int32_t *gt = vecfile_load_i32(gt_path, &ngt, &gtk, &err);
+    cr_assert_not_null(gt, "%s", err.msg);
+    cr_assert_eq(qdim, dim);
+    cr_assert_eq(ngt, nq);
+
+    s_shard_t sh;
+    s_shard_init(&sh, "sift");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, 120000);
+    cr_assert_eq(shoal_client_create(c, "sift", dim, SHOAL_METRIC_L2, 16, 200, &err), 0, "%s",
+                 err.msg);
+    uint64_t *ids = s_id_range(0, n);
+    for (size_t start = 0; start < n; start += 1000) {
+        size_t m = n - start < 1000 ? n - start : 1000;
+        cr_assert_eq(
+            shoal_client_insert(c, "sift", ids + start, base + start * dim, m, dim, NULL, &err), 0,
+            "%s", err.msg);
+    }
+
+    const size_t k = 10;
+    shoal_search_opts_t opts = {.k = k, .mode = WIRE_MODE_HNSW, .ef = 128};
+    uint64_t *found = NULL;
+    cr_assert_eq(shoal_client_search(c, "sift", queries, nq, dim, &opts, &found, NULL, NULL, &err),
+                 0, "%s", err.msg);
+    double recall_hnsw = gt_recall(found, k, gt, gtk, nq, k);
+    free(found);
+    opts.mode = WIRE_MODE_EXACT;
+    cr_assert_eq(shoal_client_search(c, "sift", queries, nq, dim, &opts, &found, NULL, NULL, &err),
+                 0, "%s", err.msg);
+    double recall_exact = gt_recall(found, k, gt, gtk, nq, k);
+    free(found);
+    cr_log_info("siftsmall via the socket: recall@10 hnsw(ef=128) %.4f, exact %.4f", recall_hnsw,
+                recall_exact);
+    cr_assert_geq(recall_hnsw, 0.95, "hnsw recall@10 %.4f", recall_hnsw);
+    cr_assert_eq(recall_exact, 1.0, "exact recall@10 %.4f", recall_exact);
+
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+    free(ids);
+    free(base);
+    free(queries);
+    free(gt);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Durability                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    pid_t pid;     /* whom to kill */
+    long delay_ms; /* when */
+} s_killer_t;
+
+static void *s_killer_main(void *arg)
+{
+    s_killer_t *killer = arg;
+    s_sleep_ms(killer->delay_ms);
+    kill(killer->pid, SIGKILL);
+    return NULL;
+}
+
+#define S_CRASH_DIM   16
+#define S_CRASH_BATCH 50
+
+Test(shard, kill9_loses_no_acknowledged_insert)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "crash");
+    const char *flags[] = {"--sync", "on", "--checkpoint-every", "500", NULL};
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, 20261121);
+    size_t cap = 1 << 20, nacked = 0;
+    uint64_t *acked = malloc(cap * sizeof *acked);
+    cr_assert_not_null(acked);
+    uint64_t next_id = 1;
+    shoal_err_t err;
+
+    for (int round = 0; round < 3; round++) {
+        s_shard_start(&sh, flags);
+        shoal_client_t *c = s_client(&sh, 1500);
+        if (round == 0)
+            s_create(c, "crash", S_CRASH_DIM);
+        /* what earlier rounds acknowledged is there after the restart */
+        s_assert_stored(c, "crash", acked, nacked, S_CRASH_DIM);
+
+        s_killer_t killer = {sh.pid, 100 + (long)(shoal_rng_uniform(&rng) * 900)};
+        pthread_t thread;
+        cr_assert_eq(pthread_create(&thread, NULL, s_killer_main, &killer), 0);
+        size_t before = nacked;
+        for (int batch = 0; batch < 100000; batch++) {
+            uint64_t ids[S_CRASH_BATCH];
+            for (size_t i = 0; i < S_CRASH_BATCH; i++)
+                ids[i] = next_id++;
+            float *vecs = s_vecs(ids, S_CRASH_BATCH, S_CRASH_DIM);
+            int rc =
+                shoal_client_insert(c, "crash", ids, vecs, S_CRASH_BATCH, S_CRASH_DIM, NULL, &err);
+            free(vecs);
+            if (rc != 0)
+                break; /* the shard died under us: this batch is unacknowledged */
+            cr_assert_leq(nacked + S_CRASH_BATCH, cap);
+            memcpy(acked + nacked, ids, sizeof ids);
+            nacked += S_CRASH_BATCH;
+        }
+        pthread_join(thread, NULL);
+        int status = 0;
+        cr_assert(s_wait(sh.pid, 10, &status), "the shard survived SIGKILL?");
+        cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        sh.pid = 0;
+        cr_log_info("round %d: killed after %ld ms, %zu inserts acknowledged", round,
+                    killer.delay_ms, nacked - before);
+        shoal_client_destroy(&c);
+    }
+
+    /* the final restart: every acknowledged id, bit for bit, and searchable */
+    s_shard_start(&sh, flags);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    s_assert_stored(c, "crash", acked, nacked, S_CRASH_DIM);
+    s_assert_findable(c, "crash", acked, nacked, S_CRASH_DIM);
+    cr_assert_geq(s_stat(c, "collections.crash.count"), (double)nacked);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+    free(acked);
+}
+
+/* Searches nq test queries; ids/dists malloc'd. */
+static void s_search_fixed(shoal_client_t *c, const char *coll, size_t nq, size_t dim,
+                           uint64_t **ids, float **dists)
+{
+    uint64_t *qids = s_id_range(900000, nq);
+    float *q = s_vecs(qids, nq, dim);
+    shoal_search_opts_t opts = {.k = 10, .mode = WIRE_MODE_HNSW, .ef = 64};
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_search(c, coll, q, nq, dim, &opts, ids, dists, NULL, &err), 0, "%s",
+                 err.msg);
+    free(q);
+    free(qids);
+}
+
+Test(shard, clean_restart_loads_the_checkpoint_and_answers_the_same)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "clean");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    const size_t dim = 32, n = 3000, nq = 25;
+    s_create(c, "emb", dim);
+    for (size_t start = 0; start < n; start += 500)
+        s_insert_range(c, "emb", 1 + start, 500, dim);
+    uint64_t *ids0, *ids1;
+    float *d0, *d1;
+    s_search_fixed(c, "emb", nq, dim, &ids0, &d0);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+
+    s_shard_start(&sh, NULL);
+    c = s_client(&sh, S_TIMEOUT_MS);
+    cr_assert_eq(s_stat(c, "collections.emb.loaded_from_checkpoint"), 1);
+    cr_assert_eq(s_stat(c, "collections.emb.replayed"), 0);
+    cr_assert_eq(s_stat(c, "collections.emb.count"), n);
+    s_search_fixed(c, "emb", nq, dim, &ids1, &d1);
+    cr_assert(memcmp(ids0, ids1, nq * 10 * sizeof *ids0) == 0, "ids differ after the restart");
+    cr_assert(memcmp(d0, d1, nq * 10 * sizeof *d0) == 0, "distances differ after the restart");
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+    free(ids0);
+    free(ids1);
+    free(d0);
+    free(d1);
+}
+
+Test(shard, deletes_survive_clean_and_kill9_restarts)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "del");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    const size_t dim = 16;
+    s_create(c, "d", dim);
+    s_insert_range(c, "d", 1, 1000, dim);
+    uint64_t gone1[200], gone2[100];
+    for (size_t i = 0; i < 200; i++)
+        gone1[i] = 1 + 2 * i; /* odd ids 1..399 */
+    for (size_t i = 0; i < 100; i++)
+        gone2[i] = 600 + i;
+    shoal_err_t err;
+    size_t deleted = 0;
+    cr_assert_eq(shoal_client_delete(c, "d", gone1, 200, &deleted, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 200);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+
+    s_shard_start(&sh, NULL);
+    c = s_client(&sh, S_TIMEOUT_MS);
+    s_assert_absent(c, "d", gone1, 200, dim);
+    cr_assert_eq(s_stat(c, "collections.d.count"), 800);
+    cr_assert_eq(shoal_client_delete(c, "d", gone2, 100, &deleted, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 100);
+    shoal_client_destroy(&c);
+    s_shard_kill9(&sh);
+
+    s_shard_start(&sh, NULL);
+    c = s_client(&sh, S_TIMEOUT_MS);
+    s_assert_absent(c, "d", gone1, 200, dim);
+    s_assert_absent(c, "d", gone2, 100, dim);
+    cr_assert_eq(s_stat(c, "collections.d.count"), 700);
+    uint64_t kept[3] = {2, 500, 1000};
+    s_assert_stored(c, "d", kept, 3, dim);
+    s_assert_findable(c, "d", kept, 3, dim);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Signals and the command line                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *endpoint; /* the shard */
+    int rc;               /* what the search returned (it may be cut short) */
+} s_heavy_t;
+
+/* A slow search (every node visited for every query) to keep a shutdown busy. */
+static void *s_heavy_main(void *arg)
+{
+    s_heavy_t *h = arg;
+    shoal_err_t err;
+    /* the server keeps working on the search even once this client gave up */
+    shoal_client_t *c = shoal_client_new(h->endpoint, 1500, &err);
+    if (!c) {
+        h->rc = err.code;
+        return NULL;
+    }
+    const size_t nq = 4000, dim = 32;
+    uint64_t *qids = s_id_range(500000, nq);
+    float *q = s_vecs(qids, nq, dim);
+    shoal_search_opts_t opts = {.k = 100, .mode = WIRE_MODE_HNSW, .ef = 8000};
+    uint64_t *ids = NULL;
+    h->rc = shoal_client_search(c, "s", q, nq, dim, &opts, &ids, NULL, NULL, &err);
+    free(ids);
+    free(q);
+    free(qids);
+    shoal_client_destroy(&c);
+    return NULL;
+}
+
+/*
+ * The first signal starts a graceful stop, which waits for a running search;
+ * the second, sent once the log shows the stop began (so the two cannot merge
+ * into one pending signal), must end the process at once.
+ */
+static void s_double_signal(int sig, const char *name)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, name);
+    const char *flags[] = {"--log-level", "info", NULL};
+    s_shard_start(&sh, flags);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    s_create(c, "s", 32);
+    s_insert_range(c, "s", 1, 8000, 32);
+    shoal_client_destroy(&c);
+
+    s_heavy_t heavy = {.endpoint = sh.endpoint};
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, s_heavy_main, &heavy), 0);
+    s_sleep_ms(300);
+    kill(sh.pid, sig);
+    double end = s_now() + 20;
+    int stopping = 0, status = 0, exited = 0;
+    while (!stopping && !exited && s_now() < end) {
+        char *log = s_slurp(sh.log);
+        stopping = strstr(log, "stopping:") != NULL;
+        free(log);
+        exited = waitpid(sh.pid, &status, WNOHANG) == sh.pid;
+        s_sleep_ms(5);
+    }
+    cr_assert(stopping || exited, "no sign of a stop 20 s after signal %d", sig);
+    if (!exited) {
+        kill(sh.pid, sig);
+        exited = s_wait(sh.pid, 20, &status);
+    } else {
+        s_child_forget(sh.pid);
+    }
+    cr_assert(exited, "shoal-shard still running 20 s after two signals %d", sig);
+    sh.pid = 0;
+    pthread_join(thread, NULL);
+    cr_assert(WIFEXITED(status), "status 0x%x", status);
+    /* 0 when the first stop finished before the second signal, else 128+sig */
+    cr_assert(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 128 + sig, "exit %d",
+              WEXITSTATUS(status));
+    cr_log_info("signal %d twice: exit %d (search %s)", sig, WEXITSTATUS(status),
+                shoal_errname(heavy.rc));
+}
+
+Test(shard, second_sigterm_exits_at_once)
+{
+    s_double_signal(SIGTERM, "term2");
+}
+
+Test(shard, second_sigint_exits_at_once)
+{
+    s_double_signal(SIGINT, "int2");
+}
+
+/* Runs shoal-shard with args to completion; returns the exit code, output in *out. */
+static int s_run_cli(const char *const *args, char **out)
+{
+    char bin[S_PATH_MAX], out_path[S_PATH_MAX];
+    s_bin(bin, "shoal-shard");
+    s_path(out_path, "cli.out");
+    unlink(out_path);
+    char *argv[32];
+    size_t argc = 0;
+    argv[argc++] = bin;
+    for (size_t i = 0; args[i]; i++)
+        argv[argc++] = (char *)args[i];
+    argv[argc] = NULL;
+    pid_t pid = s_spawn(argv, out_path, out_path);
+    int status = 0;
+    cr_assert(s_wait(pid, 30, &status), "shoal-shard %s did not exit", args[0]);
+    cr_assert(WIFEXITED(status));
+    *out = s_slurp(out_path);
+    return WEXITSTATUS(status);
+}
+
+Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
+{
+    char *out = NULL;
+    const char *help[] = {"--help", NULL};
+    cr_assert_eq(s_run_cli(help, &out), 0);
+    const char *flags[] = {"--listen",           "--data-dir",
+                           "--config",           "--threads",
+                           "--devices",          "--sync",
+                           "--checkpoint-every", "--checkpoint-secs",
+                           "--exact-min-batch",  "--max-message-bytes",
+                           "--max-batch",        "--max-k",
+                           "--max-dim",          "--log-level",
+                           "--ready-file",       "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        cr_assert(strstr(out, flags[i]), "--help does not list %s", flags[i]);
+    free(out);
+
+    char dir[S_PATH_MAX];
+    s_path(dir, "cli.data");
+    struct {
+        const char *args[6];
+        const char *needle;
+    } bad[] = {
+        {{"--data-dir", dir, "--threads", "abc", NULL}, "--threads"},
+        {{"--data-dir", dir, "--threads", "5000", NULL}, "--threads"},
+        {{"--data-dir", dir, "--max-k", "0", NULL}, "--max-k"},
+        {{"--data-dir", dir, "--sync", "maybe", NULL}, "--sync"},
+        {{"--data-dir", dir, "--devices", "gpu:", NULL}, "--devices"},
+        {{"--data-dir", dir, "--checkpoint-secs", "-1", NULL}, "--checkpoint-secs"},
+        {{"--data-dir", dir, "--max-message-bytes", "12x", NULL}, "--max-message-bytes"},
+        {{"--data-dir", dir, "--log-level", "loud", NULL}, "--log-level"},
+        {{"--data-dir", dir, "--bogus", "1", NULL}, "--bogus"},
+        {{"--data-dir", dir, "--max-dim", NULL}, "--max-dim"},
+        {{"--threads", "2", NULL}, "--data-dir"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = s_run_cli(bad[i].args, &out);
+        cr_assert_eq(rc, 2, "case %zu: exit %d, output: %s", i, rc, out);
+        cr_assert(strstr(out, bad[i].needle), "case %zu: message \"%s\" does not name %s", i, out,
+                  bad[i].needle);
+        free(out);
+    }
+
+    /* a config file with an unknown key names the file and line */
+    char conf[S_PATH_MAX];
+    s_path(conf, "bad.conf");
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "# a comment\n\ndata-dir = %s\nthreads = 1\nfrobs = 3\n", dir);
+    fclose(f);
+    const char *badconf[] = {"--config", conf, NULL};
+    cr_assert_eq(s_run_cli(badconf, &out), 2);
+    cr_assert(strstr(out, "line 5") && strstr(out, "frobs"), "%s", out);
+    free(out);
+}
+
+Test(shard, config_file_applies_and_flags_override_it)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "conf");
+    char conf[S_PATH_MAX];
+    s_path(conf, "shard.conf");
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "# shard settings\n"
+               "max_k = 5          # underscores work too\n"
+               "max-dim = \"64\"\n"
+               "sync = off\n"
+               "log-level = warn\n");
+    fclose(f);
+    const char *flags[] = {"--config", conf, "--max-k", "7", NULL};
+    s_shard_start(&sh, flags);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_create(c, "wide", 65, SHOAL_METRIC_L2, 0, 0, &err), SHOAL_ELIMIT,
+                 "max-dim from the file: %s", err.msg);
+    s_create(c, "c", S_DIM);
+    s_insert_range(c, "c", 1, 20, S_DIM);
+    float q[S_DIM];
+    s_vec(1, S_DIM, q);
+    uint64_t *ids = NULL;
+    shoal_search_opts_t opts = {.k = 7, .mode = WIRE_MODE_EXACT};
+    cr_assert_eq(shoal_client_search(c, "c", q, 1, S_DIM, &opts, &ids, NULL, NULL, &err), 0,
+                 "k = 7 (the flag's limit): %s", err.msg);
+    free(ids);
+    opts.k = 8;
+    cr_assert_eq(shoal_client_search(c, "c", q, 1, S_DIM, &opts, &ids, NULL, NULL, &err),
+                 SHOAL_ELIMIT);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Concurrency                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *endpoint; /* the shard */
+    int id;               /* which reader */
+    int failures;         /* calls that failed */
+    int done;             /* searches answered */
+} s_reader_t;
+
+static void *s_reader_main(void *arg)
+{
+    s_reader_t *r = arg;
+    shoal_err_t err;
+    shoal_client_t *c = shoal_client_new(r->endpoint, S_TIMEOUT_MS, &err);
+    if (!c) {
+        r->failures++;
+        return NULL;
+    }
+    for (int i = 0; i < 100; i++) {
+        float q[S_DIM];
+        uint64_t id = 1 + (uint64_t)((i * 7 + r->id) % 500);
+        s_vec(id, S_DIM, q);
+        shoal_search_opts_t opts = {.k = 1, .mode = WIRE_MODE_EXACT};
+        uint64_t *ids = NULL;
+        if (shoal_client_search(c, "c", q, 1, S_DIM, &opts, &ids, NULL, NULL, &err) != 0 ||
+            ids[0] != id)
+            r->failures++;
+        else
+            r->done++;
+        free(ids);
+    }
+    shoal_client_destroy(&c);
+    return NULL;
+}
+
+Test(shard, concurrent_clients_read_while_one_writes)
+{
+    s_shard_t sh;
+    s_shard_init(&sh, "conc");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    s_create(c, "c", S_DIM);
+    s_insert_range(c, "c", 1, 500, S_DIM);
+    s_reader_t readers[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        readers[i] = (s_reader_t){.endpoint = sh.endpoint, .id = i};
+        cr_assert_eq(pthread_create(&threads[i], NULL, s_reader_main, &readers[i]), 0);
+    }
+    for (int b = 0; b < 20; b++)
+        s_insert_range(c, "c", 10000 + (uint64_t)b * 50, 50, S_DIM);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(threads[i], NULL);
+        cr_assert_eq(readers[i].failures, 0, "reader %d: %d failures", i, readers[i].failures);
+        cr_assert_eq(readers[i].done, 100);
+    }
+    cr_assert_eq(s_stat(c, "collections.c.count"), 1500);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+}
