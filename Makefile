@@ -165,7 +165,7 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # --------------------------------------------------------------------------
 # Rules
 # --------------------------------------------------------------------------
-.PHONY: all deps test test-run test-asan demo bench-distances bench-deps bench-hnsw \
+.PHONY: all deps test test-run test-asan demo demo-run bench-distances bench-deps bench-hnsw \
         bench-hnsw-quick bench-flat bench-shard clean info gpu-lib gpu-check
 
 all: $(PROGRAMS) $(TEST_BINS)
@@ -348,7 +348,10 @@ bench-shard: $(BIN)/shoal-bench $(BIN)/shoal-shard
 	    $(BIN)/shoal-bench shard --base "$$gen/base.fvecs" --queries "$$gen/query.fvecs" \
 	    --gt "$$gen/groundtruth.ivecs" --shard-bin $(BIN)/shoal-shard
 
-demo: $(BIN)/shoal-bench
+demo: deps
+	@$(MAKE) --no-print-directory demo-run
+
+demo-run: $(BIN)/shoal-bench $(BIN)/shoal-shard
 	@bash deploy/demo.sh $(BIN)
 
 clean:
