@@ -776,6 +776,18 @@ Test(hnsw, searches_during_batch_insert)
     cr_assert_eq(hnsw_count(ix), n);
     s_validate(ix);
 
+    /* Every id inserted during the concurrent searches is findable: a query
+     * equal to its vector returns the id itself, at distance 0. */
+    for (size_t i = 0; i < n; i++) {
+        uint64_t self;
+        float d0;
+        cr_assert_eq(hnsw_search(ix, base + i * dim, 1, 64, NULL, NULL, &self, &d0, &err), 1,
+                     "%s", err.msg);
+        cr_assert_eq(self, all[i], "exact-match query for id %zu returned %llu", i,
+                     (unsigned long long)self);
+        cr_assert_float_eq(d0, 0.0f, 1e-6);
+    }
+
     uint64_t *gt = malloc(nq * k * sizeof *gt);
     cr_assert_eq(gt_knn(base, n, queries, nq, dim, SHOAL_METRIC_L2, k, S_THREADS, gt, NULL, &err),
                  0);
@@ -827,12 +839,14 @@ Test(hnsw, batch_insert_grows_under_threads)
     cr_assert_eq(hnsw_count(ix), n);
     s_validate(ix);
     float v[8];
-    for (size_t i = 0; i < n; i += 97) {
+    for (size_t i = 0; i < n; i++) {
         cr_assert_eq(hnsw_get(ix, ids[i], v, &err), 0);
         cr_assert_arr_eq(v, base + i * dim, sizeof v);
         uint64_t id;
         float d;
         cr_assert_eq(hnsw_search(ix, v, 1, 32, NULL, NULL, &id, &d, NULL), 1);
+        cr_assert_eq(id, ids[i], "exact-match query for id %llu returned %llu",
+                     (unsigned long long)ids[i], (unsigned long long)id);
         cr_assert_float_eq(d, 0.0f, 1e-6);
     }
     hnsw_destroy(&ix);
