@@ -122,6 +122,11 @@ GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 INDEX_SRCS := $(wildcard shard/hnsw*.c)
 INDEX_OBJS := $(INDEX_SRCS:%.c=$(BUILD)/%.o)
 
+# coordinator/'s algorithms (k-means, placement): no ZeroMQ or RocksDB. Named
+# one by one so that the coordinator server's files stay out of this library.
+COORD_ALGO_SRCS := $(wildcard coordinator/kmeans.c coordinator/placement.c)
+COORD_ALGO_OBJS := $(COORD_ALGO_SRCS:%.c=$(BUILD)/%.o)
+
 # The shard server: storage layer and sockets (main.c holds only main()).
 SHARD_SRCS := $(filter-out $(INDEX_SRCS) shard/main.c,$(wildcard shard/*.c))
 SHARD_OBJS := $(SHARD_SRCS:%.c=$(BUILD)/%.o)
@@ -140,6 +145,7 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
 LIB_INDEX := $(BUILD)/libshoal_index.a
+LIB_COORD := $(BUILD)/libshoal_coord.a
 LIB_NET := $(BUILD)/libshoal_net.a
 LIB_SHARD := $(BUILD)/libshoal_shard.a
 LIB_CLIENT := $(BUILD)/libshoal_client.a
@@ -216,6 +222,10 @@ $(LIB_INDEX): $(INDEX_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(LIB_COORD): $(COORD_ALGO_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(LIB_NET): $(NET_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -246,8 +256,8 @@ $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(NET_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) \
-                  $(LIB_COMMON)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
+                  $(LIB_GPU) $(LIB_COMMON)
 	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(NET_LIBS) \
 	    $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 

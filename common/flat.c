@@ -42,7 +42,18 @@
  * Memory. mem_budget covers what grows with the work in flight: distance tiles
  * (or row blocks), heaps, sorted lists and the re-scoring table, summed over
  * threads. Tiles never shrink below S_ROW_TILE_MIN rows x 1 query, so a tiny
- * budget is honoured only approximately.
+ * budget is honoured only approximately, and never grow past what the search
+ * needs (its queries, a thread's rows). Tile memory comes from a block the
+ * calling thread keeps between searches (s_scratch_get).
+ *
+ * Threads. A GEMM search gets at most one thread per
+ * FLAT_THREAD_WORK_DEFAULT multiply-adds: at 100 queries on siftsmall
+ * (256 MFLOP, ~3 ms on one core at sgemm's speed) two threads were slower
+ * than one, as thread start-up, the merge and each thread's own sgemm
+ * packing cost more than half the scan. One thread runs on the calling
+ * thread; no thread is started. The kernel path is bound by memory, not
+ * arithmetic, and keeps its rows-per-thread minimum: on 200,000 x 128 one
+ * query ran faster on two threads than on one.
  */
 #include "common/flat.h"
 #include "common/log.h"
@@ -540,7 +551,8 @@ typedef struct {
 typedef struct {
     const search_job_t *job; /* shared, read-only */
     select_state_t sel;      /* private selection state */
-    float *buf;              /* tiled: query_tile x row_tile; kernels: block_rows */
+    float *buf;              /* its slice of the tile memory: query_tile x row_tile
+                              * (tiled) or block_rows (kernels) floats */
     size_t first;            /* tiled: first query tile; kernels: first row */
     size_t last;             /* one past the last tile / row */
     pthread_t thread;        /* valid when started */
@@ -671,6 +683,70 @@ static void s_run_workers(search_worker_t *workers, size_t count, void *(*fn)(vo
             fn(&workers[t]);
         workers[t].started = 0;
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Search: tile memory kept by the calling thread                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every search needs tile (or block) buffers for its workers. Fresh ones from
+ * malloc are fresh pages for sizes like these, and faulting them in was ~10%
+ * of a 100-query search on siftsmall. So the calling thread keeps its last
+ * block, up to FLAT_SCRATCH_KEEP_MAX bytes, and hands slices of it to every
+ * worker, its own threads included. The block is reachable from a
+ * thread-local pointer and is freed by a pthread key's destructor when the
+ * thread exits (the main thread's stays reachable until the process ends).
+ */
+typedef struct {
+    float *buf;    /* the kept block, or NULL */
+    size_t floats; /* its size */
+} scratch_t;
+
+static _Thread_local scratch_t s_scratch;
+static pthread_key_t s_scratch_key;
+static pthread_once_t s_scratch_once = PTHREAD_ONCE_INIT;
+static int s_scratch_key_ok; /* the key exists; without it nothing is kept */
+
+static void s_scratch_key_create(void)
+{
+    s_scratch_key_ok = pthread_key_create(&s_scratch_key, free) == 0;
+}
+
+/*
+ * floats of tile memory for one search: the kept block when it is or can be
+ * made big enough within FLAT_SCRATCH_KEEP_MAX (*owned = 0), else a block of
+ * its own that the caller frees (*owned = 1). NULL when out of memory.
+ */
+static float *s_scratch_get(size_t floats, int *owned)
+{
+    *owned = 0;
+    if (floats <= s_scratch.floats)
+        return s_scratch.buf;
+    pthread_once(&s_scratch_once, s_scratch_key_create);
+    if (!s_scratch_key_ok || floats > FLAT_SCRATCH_KEEP_MAX / sizeof(float)) {
+        *owned = 1;
+        return malloc(floats * sizeof(float));
+    }
+    float *bigger = malloc(floats * sizeof(float));
+    if (!bigger)
+        return NULL;
+    if (pthread_setspecific(s_scratch_key, bigger) != 0) {
+        *owned = 1; /* the old block stays kept */
+        return bigger;
+    }
+    free(s_scratch.buf);
+    s_scratch.buf = bigger;
+    s_scratch.floats = floats;
+    return bigger;
+}
+
+/* Floats of a worker's slice: whole cache lines, so workers' slices never
+ * share one. */
+static size_t s_slice_floats(size_t floats)
+{
+    const size_t line = 64 / sizeof(float);
+    return (floats + line - 1) / line * line;
 }
 
 /* Copies a sorted list of keep entries to query q's output row, padding to k. */
@@ -817,11 +893,13 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
         threads = max_threads;
     if (threads < 1)
         threads = 1;
-    job->block_rows = s_min(n, S_BLOCK_BYTES / (job->dim * sizeof(float)));
+    /* No tile or block longer than a thread's share of the rows. */
+    const size_t share_rows = (n + threads - 1) / threads;
+    job->block_rows = s_min(share_rows, S_BLOCK_BYTES / (job->dim * sizeof(float)));
     if (job->block_rows < 1)
         job->block_rows = 1;
     job->query_tile = s_min(S_QUERY_TILE_MAX, job->nq);
-    job->row_tile = s_min(n, S_ROW_TILE_MAX);
+    job->row_tile = s_min(share_rows, S_ROW_TILE_MAX);
     size_t buf_floats = gemm ? job->query_tile * job->row_tile : job->block_rows;
     /* Queries per chunk: all the threads' selection state within the budget. */
     size_t share = budget / threads;
@@ -831,11 +909,13 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     if (gemm && chunk < job->query_tile) {
         /* A tiny budget: smaller tiles rather than more memory. */
         job->query_tile = chunk;
-        job->row_tile = s_min(n, S_ROW_TILE_MIN);
+        job->row_tile = s_min(share_rows, S_ROW_TILE_MIN);
         buf_floats = job->query_tile * job->row_tile;
     }
+    buf_floats = s_slice_floats(buf_floats);
 
-    int rc = SHOAL_OK;
+    int rc = SHOAL_OK, tiles_owned = 0;
+    float *tiles = s_scratch_get(buf_floats * threads, &tiles_owned);
     float *merged_d = malloc(job->k * sizeof(float));
     uint64_t *merged_ids = malloc(job->k * sizeof(uint64_t));
     const float **list_d = malloc(threads * sizeof *list_d);
@@ -843,15 +923,15 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     size_t *list_len = malloc(threads * sizeof *list_len);
     search_worker_t *workers = calloc(threads, sizeof *workers);
     size_t nworkers = 0;
-    if (!merged_d || !merged_ids || !list_d || !list_ids || !list_len || !workers)
+    if (!tiles || !merged_d || !merged_ids || !list_d || !list_ids || !list_len || !workers)
         goto fail_nomem;
     for (; nworkers < threads; nworkers++) {
         search_worker_t *w = &workers[nworkers];
         w->job = job;
         w->first = n * nworkers / threads;
         w->last = n * (nworkers + 1) / threads;
-        w->buf = malloc(buf_floats * sizeof(float));
-        if (!w->buf || s_select_init(&w->sel, chunk, keep) != SHOAL_OK) {
+        w->buf = tiles + nworkers * buf_floats;
+        if (s_select_init(&w->sel, chunk, keep) != SHOAL_OK) {
             nworkers++; /* so its buffers are freed below */
             goto fail_nomem;
         }
@@ -885,10 +965,10 @@ fail_nomem:
                        "flat_search: out of memory for %zu threads' heaps (k=%zu, %zu queries)",
                        threads, job->k, chunk);
 done:
-    for (size_t t = 0; t < nworkers; t++) {
-        free(workers[t].buf);
+    for (size_t t = 0; t < nworkers; t++)
         s_select_fini(&workers[t].sel);
-    }
+    if (tiles_owned)
+        free(tiles);
     free(workers);
     free(list_len);
     free(list_ids);
@@ -952,18 +1032,20 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
 #ifndef SHOAL_NO_BLAS
     pthread_once(&s_blas_once, s_blas_single_thread);
 #endif
-    int rc = SHOAL_OK;
+    int rc = SHOAL_OK, tiles_owned = 0;
+    const size_t buf_floats = s_slice_floats(qt * rt);
+    float *tiles = s_scratch_get(buf_floats * threads, &tiles_owned);
     search_worker_t *workers = calloc(threads, sizeof *workers);
     size_t nworkers = 0;
-    if (!workers)
+    if (!tiles || !workers)
         goto fail_nomem;
     for (; nworkers < threads; nworkers++) {
         search_worker_t *w = &workers[nworkers];
         w->job = job;
         w->first = ntiles * nworkers / threads;
         w->last = ntiles * (nworkers + 1) / threads;
-        w->buf = malloc(qt * rt * sizeof(float));
-        if (!w->buf || s_select_init(&w->sel, qt, keep) != SHOAL_OK) {
+        w->buf = tiles + nworkers * buf_floats;
+        if (s_select_init(&w->sel, qt, keep) != SHOAL_OK) {
             nworkers++; /* so its buffers are freed below */
             goto fail_nomem;
         }
@@ -978,10 +1060,10 @@ fail_nomem:
                        "flat_search: out of memory for %zu threads' tiles (%zu x %zu, k=%zu)",
                        threads, qt, rt, job->k);
 done:
-    for (size_t t = 0; t < nworkers; t++) {
-        free(workers[t].buf);
+    for (size_t t = 0; t < nworkers; t++)
         s_select_fini(&workers[t].sel);
-    }
+    if (tiles_owned)
+        free(tiles);
     free(workers);
     return rc;
 }
@@ -1061,6 +1143,19 @@ int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t
         path = nq >= FLAT_GEMM_MIN_QUERIES ? 2 : 1;
     if (path == 2 && dim > INT_MAX)
         path = 1; /* sgemm takes int sizes */
+    if (path == 2) {
+        /* Every GEMM thread gets its minimum of work, or fewer threads run.
+         * The kernel path streams the rows from memory and gains from a
+         * second core sooner; S_ROWS_PER_THREAD_MIN sizes it. */
+        size_t thread_work = opts && opts->thread_work ? opts->thread_work
+                                                       : FLAT_THREAD_WORK_DEFAULT;
+        size_t work;
+        if (s_mul_overflows(nq, n, &work) || s_mul_overflows(work, dim, &work))
+            work = SIZE_MAX;
+        threads = s_min(threads, work / thread_work);
+        if (threads < 1)
+            threads = 1;
+    }
 
     /* Queries as the kernels need them: unit length for cosine (a zero query
      * stays zero, at distance 1 from every row), |q|^2 for the GEMM form of L2. */

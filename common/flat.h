@@ -17,7 +17,9 @@
  * cancellation error.
  *
  * Memory stays bounded whatever nq is: distances are computed one tile at a
- * time, tiles sized from a budget (flat_search_opts_t.mem_budget).
+ * time, tiles sized from a budget (flat_search_opts_t.mem_budget) and never
+ * larger than the search needs. A calling thread keeps up to
+ * FLAT_SCRATCH_KEEP_MAX bytes of tiles between searches.
  *
  * Rows move: removing a row moves the last row into its place, keeping the
  * store dense for the GEMM. flat_store_remove reports the move so a mirror
@@ -27,7 +29,9 @@
  * CUDA toolkit): the batch path then uses the SIMD kernels for every query.
  *
  * Thread-safety: a store is not locked; the caller serialises writers against
- * everything else. flat_search only reads and runs its own threads.
+ * everything else. flat_search only reads and runs its own threads (none
+ * for small GEMM searches, see FLAT_THREAD_WORK_DEFAULT); any number of threads
+ * may search the same store at once.
  */
 #ifndef SHOAL_FLAT_H
 #define SHOAL_FLAT_H
@@ -49,6 +53,18 @@ extern "C" {
  * 100k x 128, k=10, 2 cores: the kernels win up to 16 queries (2-3x at 1-8),
  * the two are even at 32-48, GEMM wins from 64 (table: docs/performance.md). */
 #define FLAT_GEMM_MIN_QUERIES 32
+/* Multiply-adds (nq * n * dim) every thread of a GEMM search gets at least;
+ * a smaller search runs on fewer threads, down to the calling thread alone
+ * (no thread started). Below this, starting a thread, its sgemm packing and
+ * merging its lists cost more than its share of the scan saves. On siftsmall
+ * (10k x 128), k=10, 2 cores, one thread beat two at 100 queries (1.3e8
+ * multiply-adds: 4.9 vs 7.0 ms). The kernel path (few queries, bound by
+ * memory) is not limited by this. */
+#define FLAT_THREAD_WORK_DEFAULT ((size_t)1 << 26)
+/* Bytes of tile buffers a thread that calls flat_search keeps between calls
+ * (freed when it exits), so that repeated small searches do not fault in
+ * fresh pages every time; larger tiles are allocated and freed per call. */
+#define FLAT_SCRATCH_KEEP_MAX (16u << 20)
 
 typedef struct flat_store flat_store_t;
 
@@ -63,9 +79,10 @@ typedef struct {
 } flat_view_t;
 
 typedef struct {
-    size_t threads;    /* 0 = every online core */
-    size_t mem_budget; /* bytes for distance tiles; 0 = FLAT_MEM_BUDGET_DEFAULT */
-    int force_path;    /* 0 = choose; 1 = always kernels+heap; 2 = always GEMM */
+    size_t threads;     /* at most this many; 0 = every online core */
+    size_t mem_budget;  /* bytes for distance tiles; 0 = FLAT_MEM_BUDGET_DEFAULT */
+    int force_path;     /* 0 = choose; 1 = always kernels+heap; 2 = always GEMM */
+    size_t thread_work; /* GEMM: least multiply-adds per thread; 0 = FLAT_THREAD_WORK_DEFAULT */
 } flat_search_opts_t;
 
 /* Creates an empty store for vectors of dim floats. NULL on error. */

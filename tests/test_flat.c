@@ -20,6 +20,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,7 +174,7 @@ static void s_check_metric(shoal_metric_t metric)
     for (size_t ki = 0; ki < 4; ki++) {
         for (size_t qi = 0; qi < 3; qi++) {
             for (int path = 0; path <= 2; path++) {
-                flat_search_opts_t opts = {.threads = 2, .force_path = path};
+                flat_search_opts_t opts = {.threads = 2, .force_path = path, .thread_work = 1};
                 cr_assert_eq(flat_search(&view, queries, nqs[qi], ks[ki], &opts, ids, dists,
                                          &err),
                              SHOAL_OK, "%s", err.msg);
@@ -236,9 +237,9 @@ Test(flat, tiling_and_threads_do_not_change_answers)
             s_search(&view, queries, nq, k, (flat_search_opts_t){.threads = 1, .force_path = path},
                      &ids1, &d1);
             const flat_search_opts_t variants[] = {
-                {.threads = 3, .force_path = path},
+                {.threads = 3, .force_path = path, .thread_work = 1},
                 {.threads = 1, .mem_budget = 64 << 10, .force_path = path},
-                {.threads = 3, .mem_budget = 64 << 10, .force_path = path},
+                {.threads = 3, .mem_budget = 64 << 10, .force_path = path, .thread_work = 1},
             };
             for (size_t v = 0; v < 3; v++) {
                 s_search(&view, queries, nq, k, variants[v], &ids2, &d2);
@@ -273,7 +274,7 @@ Test(flat, large_batches_split_by_query_tiles)
     const flat_search_opts_t variants[] = {
         {.threads = 1, .force_path = 2},
         {.threads = 1, .force_path = 2, .mem_budget = 64 << 10},
-        {.threads = 2},
+        {.threads = 2, .thread_work = 1},
     };
     for (size_t v = 0; v < 3; v++) {
         uint64_t *ids;
@@ -285,6 +286,80 @@ Test(flat, large_batches_split_by_query_tiles)
     }
     flat_store_destroy(&store);
     free(ref);
+    free(base);
+    free(queries);
+}
+
+/* Searches a store from a thread of its own, which keeps tile memory until it
+ * exits (the sanitizer build checks that it is freed then). */
+typedef struct {
+    const flat_view_t *view;
+    const float *queries;
+    size_t nq, k;
+    uint64_t *ids;
+    float *dists;
+    int rc;
+} search_arg_t;
+
+static void *s_search_thread(void *arg)
+{
+    search_arg_t *a = arg;
+    flat_search_opts_t opts = {.threads = 2};
+    a->rc = flat_search(a->view, a->queries, a->nq, a->k, &opts, a->ids, a->dists, NULL);
+    return NULL;
+}
+
+Test(flat, small_searches_on_one_thread_match_threaded)
+{
+    /* Small enough that the GEMM path runs on the calling thread alone by
+     * default; the same search forced onto 2 and 3 threads must give the same
+     * bytes, for
+     * every path, and so must searches that reuse, grow and outgrow the tile
+     * memory the calling thread keeps, and a search from another thread. */
+    const size_t n = 9000, dim = 32, max_nq = 200, k = 10;
+    const size_t nqs[] = {1, 40, 200, 3};
+    float *base = s_generate(dim, 17, DATAGEN_STREAM_BASE, n);
+    float *queries = s_generate(dim, 17, DATAGEN_STREAM_QUERY, max_nq);
+    flat_store_t *store = s_store_of(base, n, dim, SHOAL_METRIC_L2);
+    flat_view_t view = flat_store_view(store);
+    for (size_t i = 0; i < sizeof nqs / sizeof nqs[0]; i++) {
+        size_t nq = nqs[i];
+        cr_assert_lt(nq * n * dim, FLAT_THREAD_WORK_DEFAULT * 2, "one GEMM thread by default");
+        for (int path = 0; path <= 2; path++) {
+            uint64_t *ids1, *ids2;
+            float *d1, *d2;
+            s_search(&view, queries, nq, k, (flat_search_opts_t){.threads = 2, .force_path = path},
+                     &ids1, &d1);
+            for (size_t threads = 2; threads <= 3; threads++) {
+                s_search(&view, queries, nq, k,
+                         (flat_search_opts_t){
+                             .threads = threads, .force_path = path, .thread_work = 1},
+                         &ids2, &d2);
+                cr_assert(memcmp(ids1, ids2, nq * k * sizeof(uint64_t)) == 0,
+                          "nq=%zu path %d threads %zu: ids differ", nq, path, threads);
+                cr_assert(memcmp(d1, d2, nq * k * sizeof(float)) == 0,
+                          "nq=%zu path %d threads %zu: distances differ", nq, path, threads);
+                free(ids2);
+                free(d2);
+            }
+            if (path == 0) {
+                search_arg_t a = {&view, queries, nq, k, malloc(nq * k * sizeof(uint64_t)),
+                                  malloc(nq * k * sizeof(float)), -1};
+                cr_assert(a.ids && a.dists);
+                pthread_t thread;
+                cr_assert_eq(pthread_create(&thread, NULL, s_search_thread, &a), 0);
+                cr_assert_eq(pthread_join(thread, NULL), 0);
+                cr_assert_eq(a.rc, SHOAL_OK);
+                cr_assert(memcmp(ids1, a.ids, nq * k * sizeof(uint64_t)) == 0);
+                cr_assert(memcmp(d1, a.dists, nq * k * sizeof(float)) == 0);
+                free(a.ids);
+                free(a.dists);
+            }
+            free(ids1);
+            free(d1);
+        }
+    }
+    flat_store_destroy(&store);
     free(base);
     free(queries);
 }
