@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const struct {
     const char *name;
@@ -99,6 +100,89 @@ double bench_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+size_t bench_threads(size_t threads)
+{
+    if (threads > 0)
+        return threads;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return cores > 0 ? (size_t)cores : 1;
+}
+
+int bench_parse_metric(const char *cmd, const char *text, shoal_metric_t *metric)
+{
+    if (shoal_metric_parse(text, metric) == 0)
+        return 0;
+    fprintf(stderr, "shoal-bench %s: --metric: expected l2, ip or cosine, got \"%s\"\n", cmd, text);
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The frame every subcommand shares                                        */
+/* ------------------------------------------------------------------------ */
+
+int bench_parse_args(const char *cmd, int argc, char **argv, const bench_opt_t *opts, size_t nopts,
+                     bench_other_fn *other, void *ctx)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
+            return 1;
+        const bench_opt_t *known = NULL;
+        for (size_t j = 0; j < nopts && !known; j++)
+            if (!strcmp(opt, opts[j].name))
+                known = &opts[j];
+        if (known && !known->value) {
+            *known->given = 1;
+            continue;
+        }
+        if (strncmp(opt, "--", 2) != 0) {
+            fprintf(stderr, "shoal-bench %s: unexpected argument \"%s\"\n", cmd, opt);
+            return -1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "shoal-bench %s: %s needs a value\n", cmd, opt);
+            return -1;
+        }
+        const char *val = argv[++i];
+        int rc;
+        if (known) {
+            /* bench_parse_size prints its own one-line reason. */
+            rc = bench_parse_size(opt, val, known->min, known->max, known->value);
+            if (rc == 0 && known->given)
+                *known->given = 1;
+        } else {
+            rc = other ? other(opt, val, ctx) : 1;
+        }
+        if (rc > 0)
+            fprintf(stderr, "shoal-bench %s: unknown option %s\n", cmd, opt);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int bench_command_main(const char *cmd, int argc, char **argv, void *opts,
+                       int (*parse)(int argc, char **argv, void *opts), void (*usage)(FILE *out),
+                       int (*run)(const void *opts, shoal_err_t *err))
+{
+    int parsed = parse(argc, argv, opts);
+    if (parsed == 1) {
+        usage(stdout);
+        return 0;
+    }
+    if (parsed != 0)
+        return BENCH_EXIT_USAGE;
+
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (run(opts, &err) != SHOAL_OK) {
+        fprintf(stderr, "shoal-bench %s: %s\n", cmd,
+                err.msg[0] ? err.msg : shoal_strerror(err.code));
+        return BENCH_EXIT_RUNTIME;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)

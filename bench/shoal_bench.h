@@ -7,8 +7,16 @@
 #ifndef SHOAL_BENCH_H
 #define SHOAL_BENCH_H
 
+#include "common/distance.h"
+#include "common/error.h"
+
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+/* Exit codes of every subcommand (0 is success). */
+#define BENCH_EXIT_RUNTIME 1 /* something failed while running */
+#define BENCH_EXIT_USAGE   2 /* bad options */
 
 /* Subcommands: argv[0] is the subcommand's name. Return the process exit code. */
 int bench_gen_main(int argc, char **argv);
@@ -27,5 +35,51 @@ int bench_parse_u64(const char *name, const char *text, uint64_t *out);
 
 /* Seconds from a monotonic clock. */
 double bench_now(void);
+
+/* threads, or every online core when threads is 0. */
+size_t bench_threads(size_t threads);
+
+/*
+ * --metric for subcommand cmd: l2, ip or cosine into *metric. On error prints
+ * "shoal-bench CMD: --metric: ..." to stderr and returns -1.
+ */
+int bench_parse_metric(const char *cmd, const char *text, shoal_metric_t *metric);
+
+/*
+ * One option of a subcommand's table: a whole number in [min, max] (as
+ * bench_parse_size reads it) into *value or, with value NULL, a flag that
+ * takes no value. *given, when not NULL, is set to 1 when the option appears.
+ */
+typedef struct {
+    const char *name; /* "--n" */
+    size_t min, max;  /* accepted range of the number */
+    size_t *value;    /* where the number goes; NULL for a flag */
+    int *given;       /* set to 1 when present; may be NULL, not for a flag */
+} bench_opt_t;
+
+/*
+ * Handles an option not in the table: 0 when taken, -1 after printing why it
+ * is wrong, 1 when it is not one of the subcommand's options.
+ */
+typedef int(bench_other_fn)(const char *opt, const char *val, void *ctx);
+
+/*
+ * Reads argv[1..] of subcommand cmd ("flat"): options of the table opts, and
+ * other options "--name value" through other(opt, val, ctx) (other may be
+ * NULL). Returns 1 at --help or -h, 0 when every option was read, or -1 after
+ * printing one line on stderr ("shoal-bench CMD: ...").
+ */
+int bench_parse_args(const char *cmd, int argc, char **argv, const bench_opt_t *opts, size_t nopts,
+                     bench_other_fn *other, void *ctx);
+
+/*
+ * The frame of a subcommand: parse(argc, argv, opts); at 1 prints usage on
+ * stdout and returns 0, at -1 returns 2 (usage error); then run(opts, err),
+ * which on failure prints "shoal-bench CMD: <err.msg>" and returns 1.
+ * opts is the subcommand's options struct, filled by parse and read by run.
+ */
+int bench_command_main(const char *cmd, int argc, char **argv, void *opts,
+                       int (*parse)(int argc, char **argv, void *opts), void (*usage)(FILE *out),
+                       int (*run)(const void *opts, shoal_err_t *err));
 
 #endif

@@ -27,9 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_EXIT_RUNTIME 1
-#define S_EXIT_USAGE   2
-
 #define S_N_DEFAULT    10000
 #define S_N_MAX        100000000
 #define S_DIM_MAX      65536
@@ -236,9 +233,9 @@ int bench_distances_main(int argc, char **argv)
         return 0;
     }
     if (rc < 0)
-        return S_EXIT_USAGE;
+        return BENCH_EXIT_USAGE;
 
-    int status = S_EXIT_RUNTIME;
+    int status = BENCH_EXIT_RUNTIME;
     float *queries = NULL, *base = NULL, *out = NULL;
     double *rates = NULL;
     if (o.n > SIZE_MAX / sizeof(float) / o.dim) {

@@ -27,8 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_EXIT_RUNTIME 1
-#define S_EXIT_USAGE   2
 #define S_THREADS_MAX  1024
 #define S_NQ_MAX       100000000
 #define S_REPS_MAX     101
@@ -69,77 +67,56 @@ static void s_usage(FILE *out)
             FLAT_K_MAX, (unsigned)(FLAT_MEM_BUDGET_DEFAULT >> 20));
 }
 
-/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
-static int s_parse(int argc, char **argv, flat_opts_t *o)
+/* The options that are not numbers; bench_other_fn. */
+static int s_parse_other(const char *opt, const char *val, void *ctx)
 {
+    flat_opts_t *o = ctx;
+    if (!strcmp(opt, "--base")) {
+        o->base = val;
+    } else if (!strcmp(opt, "--queries")) {
+        o->queries = val;
+    } else if (!strcmp(opt, "--gt")) {
+        o->gt = val;
+    } else if (!strcmp(opt, "--metric")) {
+        return bench_parse_metric("flat", val, &o->metric);
+    } else if (!strcmp(opt, "--path")) {
+        if (!strcmp(val, "auto"))
+            o->path = 0;
+        else if (!strcmp(val, "kernels"))
+            o->path = 1;
+        else if (!strcmp(val, "gemm"))
+            o->path = 2;
+        else {
+            fprintf(stderr,
+                    "shoal-bench flat: --path: expected auto, kernels or gemm, got \"%s\"\n", val);
+            return -1;
+        }
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, void *opts)
+{
+    flat_opts_t *o = opts;
     memset(o, 0, sizeof *o);
     o->k = 10;
     o->reps = 1;
     o->metric = SHOAL_METRIC_L2;
     size_t mem_mib = 0;
-    const struct {
-        const char *name;
-        size_t min, max;
-        size_t *value;
-    } sizes[] = {
-        {"--nq", 1, S_NQ_MAX, &o->nq},
-        {"--k", 1, FLAT_K_MAX, &o->k},
-        {"--threads", 0, S_THREADS_MAX, &o->threads},
-        {"--mem-mib", 1, 1u << 20, &mem_mib},
-        {"--reps", 1, S_REPS_MAX, &o->reps},
+    const bench_opt_t sizes[] = {
+        {"--nq", 1, S_NQ_MAX, &o->nq, NULL},
+        {"--k", 1, FLAT_K_MAX, &o->k, NULL},
+        {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
+        {"--mem-mib", 1, 1u << 20, &mem_mib, NULL},
+        {"--reps", 1, S_REPS_MAX, &o->reps, NULL},
     };
-    const size_t nsizes = sizeof sizes / sizeof sizes[0];
-
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
-            return 1;
-        if (strncmp(opt, "--", 2) != 0) {
-            fprintf(stderr, "shoal-bench flat: unexpected argument \"%s\"\n", opt);
-            return -1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "shoal-bench flat: %s needs a value\n", opt);
-            return -1;
-        }
-        const char *val = argv[++i];
-        size_t j = 0;
-        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
-            j++;
-        if (j < nsizes) {
-            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--base")) {
-            o->base = val;
-        } else if (!strcmp(opt, "--queries")) {
-            o->queries = val;
-        } else if (!strcmp(opt, "--gt")) {
-            o->gt = val;
-        } else if (!strcmp(opt, "--metric")) {
-            if (shoal_metric_parse(val, &o->metric) != 0) {
-                fprintf(stderr,
-                        "shoal-bench flat: --metric: expected l2, ip or cosine, got \"%s\"\n",
-                        val);
-                return -1;
-            }
-        } else if (!strcmp(opt, "--path")) {
-            if (!strcmp(val, "auto"))
-                o->path = 0;
-            else if (!strcmp(val, "kernels"))
-                o->path = 1;
-            else if (!strcmp(val, "gemm"))
-                o->path = 2;
-            else {
-                fprintf(stderr,
-                        "shoal-bench flat: --path: expected auto, kernels or gemm, got \"%s\"\n",
-                        val);
-                return -1;
-            }
-        } else {
-            fprintf(stderr, "shoal-bench flat: unknown option %s\n", opt);
-            return -1;
-        }
-    }
+    int rc = bench_parse_args("flat", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
+                              s_parse_other, o);
+    if (rc != 0)
+        return rc;
     o->mem_budget = mem_mib << 20;
     const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : NULL;
     if (missing) {
@@ -161,8 +138,9 @@ static int s_cmp_double(const void *pa, const void *pb)
     return a < b ? -1 : a > b;
 }
 
-static int s_run(const flat_opts_t *o, shoal_err_t *err)
+static int s_run(const void *opts, shoal_err_t *err)
 {
+    const flat_opts_t *o = opts;
     float *base = NULL, *file_queries = NULL, *queries = NULL, *dists = NULL;
     int32_t *truth = NULL;
     uint64_t *ids = NULL, *row_ids = NULL;
@@ -272,19 +250,5 @@ fail:
 int bench_flat_main(int argc, char **argv)
 {
     flat_opts_t opts;
-    int parsed = s_parse(argc, argv, &opts);
-    if (parsed == 1) {
-        s_usage(stdout);
-        return 0;
-    }
-    if (parsed != 0)
-        return S_EXIT_USAGE;
-
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    if (s_run(&opts, &err) != SHOAL_OK) {
-        fprintf(stderr, "shoal-bench flat: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
-        return S_EXIT_RUNTIME;
-    }
-    return 0;
+    return bench_command_main("flat", argc, argv, &opts, s_parse, s_usage, s_run);
 }

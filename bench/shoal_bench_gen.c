@@ -26,10 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-#define S_EXIT_RUNTIME 1
-#define S_EXIT_USAGE   2
 
 /* Below this many values a single thread generates everything. */
 #define S_PARALLEL_MIN_VALUES (1u << 20)
@@ -41,6 +37,7 @@ typedef struct {
     size_t queries;        /* --queries */
     size_t k;              /* --k: neighbours per query */
     uint64_t seed;         /* --seed */
+    int have_seed;         /* --seed was given: it is required */
     shoal_metric_t metric; /* --metric */
     int normalize;         /* --normalize */
     size_t clusters;       /* --clusters (0 = datagen's default) */
@@ -77,20 +74,35 @@ static void s_usage(FILE *out)
 /* Options                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
-static int s_parse(int argc, char **argv, gen_opts_t *o)
+/* The options that are not numbers; bench_other_fn. ctx: the gen_opts_t. */
+static int s_parse_other(const char *opt, const char *val, void *ctx)
 {
-    int have_n = 0, have_dim = 0, have_queries = 0, have_k = 0, have_seed = 0;
+    gen_opts_t *o = ctx;
+    if (!strcmp(opt, "--seed")) {
+        o->have_seed = 1;
+        return bench_parse_u64(opt, val, &o->seed);
+    }
+    if (!strcmp(opt, "--metric"))
+        return bench_parse_metric("gen", val, &o->metric);
+    if (!strcmp(opt, "--out")) {
+        if (!*val) {
+            fprintf(stderr, "shoal-bench gen: --out: expected a folder name\n");
+            return -1;
+        }
+        o->out = val;
+        return 0;
+    }
+    return 1;
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, void *opts)
+{
+    gen_opts_t *o = opts;
+    int have_n = 0, have_dim = 0, have_queries = 0, have_k = 0;
     memset(o, 0, sizeof *o);
     o->metric = SHOAL_METRIC_L2;
-
-    /* The numeric options: name, range, destination, "was given" flag. */
-    const struct {
-        const char *name;
-        size_t min, max;
-        size_t *value;
-        int *given;
-    } sizes[] = {
+    const bench_opt_t sizes[] = {
         {"--n", 1, INT32_MAX, &o->n, &have_n},
         {"--dim", 1, DATAGEN_DIM_MAX, &o->dim, &have_dim},
         {"--queries", 1, INT32_MAX, &o->queries, &have_queries},
@@ -98,63 +110,18 @@ static int s_parse(int argc, char **argv, gen_opts_t *o)
         {"--clusters", 1, DATAGEN_CLUSTERS_MAX, &o->clusters, NULL},
         {"--intrinsic-dim", 1, DATAGEN_INTRINSIC_DIM_MAX, &o->intrinsic_dim, NULL},
         {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
+        {"--normalize", 0, 0, NULL, &o->normalize},
     };
-    const size_t nsizes = sizeof sizes / sizeof sizes[0];
-
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
-            return 1;
-        if (!strcmp(opt, "--normalize")) {
-            o->normalize = 1;
-            continue;
-        }
-        if (strncmp(opt, "--", 2) != 0) {
-            fprintf(stderr, "shoal-bench gen: unexpected argument \"%s\"\n", opt);
-            return -1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "shoal-bench gen: %s needs a value\n", opt);
-            return -1;
-        }
-        const char *val = argv[++i];
-
-        size_t j = 0;
-        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
-            j++;
-        if (j < nsizes) {
-            /* bench_parse_size prints its own one-line reason. */
-            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
-                return -1;
-            if (sizes[j].given)
-                *sizes[j].given = 1;
-        } else if (!strcmp(opt, "--seed")) {
-            if (bench_parse_u64(opt, val, &o->seed) != 0)
-                return -1;
-            have_seed = 1;
-        } else if (!strcmp(opt, "--metric")) {
-            if (shoal_metric_parse(val, &o->metric) != 0) {
-                fprintf(stderr,
-                        "shoal-bench gen: --metric: expected l2, ip or cosine, got \"%s\"\n", val);
-                return -1;
-            }
-        } else if (!strcmp(opt, "--out")) {
-            if (!*val) {
-                fprintf(stderr, "shoal-bench gen: --out: expected a folder name\n");
-                return -1;
-            }
-            o->out = val;
-        } else {
-            fprintf(stderr, "shoal-bench gen: unknown option %s\n", opt);
-            return -1;
-        }
-    }
+    int rc = bench_parse_args("gen", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
+                              s_parse_other, o);
+    if (rc != 0)
+        return rc;
 
     const char *missing = !have_n         ? "--n"
                           : !have_dim     ? "--dim"
                           : !have_queries ? "--queries"
                           : !have_k       ? "--k"
-                          : !have_seed    ? "--seed"
+                          : !o->have_seed ? "--seed"
                           : !o->out       ? "--out"
                                           : NULL;
     if (missing) {
@@ -281,19 +248,16 @@ static int s_write(const char *dir, const char *name, const void *data, size_t r
     return rc;
 }
 
-static int s_run(const gen_opts_t *o, shoal_err_t *err)
+static int s_run(const void *opts, shoal_err_t *err)
 {
+    const gen_opts_t *o = opts;
     datagen_t *gen = NULL;
     float *base = NULL, *queries = NULL;
     uint64_t *ids = NULL;
     int32_t *ids32 = NULL;
     int rc;
 
-    size_t threads = o->threads;
-    if (threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cores > 0 ? (size_t)cores : 1;
-    }
+    size_t threads = bench_threads(o->threads);
 
     rc = s_make_dirs(o->out, err);
     if (rc != SHOAL_OK)
@@ -363,19 +327,5 @@ fail:
 int bench_gen_main(int argc, char **argv)
 {
     gen_opts_t opts;
-    int parsed = s_parse(argc, argv, &opts);
-    if (parsed == 1) {
-        s_usage(stdout);
-        return 0;
-    }
-    if (parsed != 0)
-        return S_EXIT_USAGE;
-
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    if (s_run(&opts, &err) != SHOAL_OK) {
-        fprintf(stderr, "shoal-bench gen: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
-        return S_EXIT_RUNTIME;
-    }
-    return 0;
+    return bench_command_main("gen", argc, argv, &opts, s_parse, s_usage, s_run);
 }

@@ -45,10 +45,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#define S_EXIT_RUNTIME 1
-#define S_EXIT_USAGE   2
 
 #define S_THREADS_MAX          1024
 #define S_K_DEFAULT            10
@@ -152,9 +148,36 @@ static int s_parse_frac(const char *opt, const char *text, double *out)
     return 0;
 }
 
-/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
-static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
+/* The options that are not numbers; bench_other_fn. ctx: the hnsw_bench_opts_t. */
+static int s_parse_other(const char *opt, const char *val, void *ctx)
 {
+    hnsw_bench_opts_t *o = ctx;
+    if (!strcmp(opt, "--ef"))
+        return s_parse_efs(opt, val, o);
+    if (!strcmp(opt, "--delete-frac"))
+        return s_parse_frac(opt, val, &o->delete_frac);
+    if (!strcmp(opt, "--seed"))
+        return bench_parse_u64(opt, val, &o->seed);
+    if (!strcmp(opt, "--metric"))
+        return bench_parse_metric("hnsw", val, &o->metric);
+    const char **file = !strcmp(opt, "--base")      ? &o->base
+                        : !strcmp(opt, "--queries") ? &o->queries
+                        : !strcmp(opt, "--gt")      ? &o->gt
+                                                    : NULL;
+    if (!file)
+        return 1;
+    if (!*val) {
+        fprintf(stderr, "shoal-bench hnsw: %s: expected a file name\n", opt);
+        return -1;
+    }
+    *file = val;
+    return 0;
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, void *opts)
+{
+    hnsw_bench_opts_t *o = opts;
     memset(o, 0, sizeof *o);
     o->metric = SHOAL_METRIC_L2;
     o->M = HNSW_M_DEFAULT;
@@ -164,73 +187,18 @@ static int s_parse(int argc, char **argv, hnsw_bench_opts_t *o)
     o->nefs = sizeof s_efs_default / sizeof s_efs_default[0];
     memcpy(o->efs, s_efs_default, sizeof s_efs_default);
 
-    /* The numeric options: name, range, destination. */
-    const struct {
-        const char *name;
-        size_t min, max;
-        size_t *value;
-    } sizes[] = {
-        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M},
+    const bench_opt_t sizes[] = {
+        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M, NULL},
         {"--ef-construction", HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
-         &o->ef_construction},
-        {"--threads", 0, S_THREADS_MAX, &o->threads},
-        {"--k", 1, S_K_MAX, &o->k},
-        {"--delete-batch", 1, S_DELETE_BATCH_MAX, &o->delete_batch},
+         &o->ef_construction, NULL},
+        {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
+        {"--k", 1, S_K_MAX, &o->k, NULL},
+        {"--delete-batch", 1, S_DELETE_BATCH_MAX, &o->delete_batch, NULL},
     };
-    const size_t nsizes = sizeof sizes / sizeof sizes[0];
-
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
-            return 1;
-        if (strncmp(opt, "--", 2) != 0) {
-            fprintf(stderr, "shoal-bench hnsw: unexpected argument \"%s\"\n", opt);
-            return -1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "shoal-bench hnsw: %s needs a value\n", opt);
-            return -1;
-        }
-        const char *val = argv[++i];
-
-        size_t j = 0;
-        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
-            j++;
-        if (j < nsizes) {
-            /* bench_parse_size prints its own one-line reason. */
-            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--ef")) {
-            if (s_parse_efs(opt, val, o) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--delete-frac")) {
-            if (s_parse_frac(opt, val, &o->delete_frac) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--seed")) {
-            if (bench_parse_u64(opt, val, &o->seed) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--metric")) {
-            if (shoal_metric_parse(val, &o->metric) != 0) {
-                fprintf(stderr,
-                        "shoal-bench hnsw: --metric: expected l2, ip or cosine, got \"%s\"\n", val);
-                return -1;
-            }
-        } else if (!strcmp(opt, "--base") || !strcmp(opt, "--queries") || !strcmp(opt, "--gt")) {
-            if (!*val) {
-                fprintf(stderr, "shoal-bench hnsw: %s: expected a file name\n", opt);
-                return -1;
-            }
-            if (!strcmp(opt, "--base"))
-                o->base = val;
-            else if (!strcmp(opt, "--queries"))
-                o->queries = val;
-            else
-                o->gt = val;
-        } else {
-            fprintf(stderr, "shoal-bench hnsw: unknown option %s\n", opt);
-            return -1;
-        }
-    }
+    int rc = bench_parse_args("hnsw", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
+                              s_parse_other, o);
+    if (rc != 0)
+        return rc;
 
     const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : !o->gt ? "--gt" : NULL;
     if (missing) {
@@ -368,8 +336,9 @@ done:
     return rc;
 }
 
-static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
+static int s_run(const void *opts, shoal_err_t *err)
 {
+    const hnsw_bench_opts_t *o = opts;
     float *base = NULL, *queries = NULL, *dists = NULL;
     int32_t *gt = NULL;
     uint64_t *ids = NULL, *found = NULL;
@@ -377,11 +346,7 @@ static int s_run(const hnsw_bench_opts_t *o, shoal_err_t *err)
     hnsw_t *index = NULL;
     int rc;
 
-    size_t threads = o->threads;
-    if (threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cores > 0 ? (size_t)cores : 1;
-    }
+    size_t threads = bench_threads(o->threads);
 
     size_t n, dim, nq, qdim, ngt, gtdim;
     base = vecfile_load_f32(o->base, &n, &dim, err);
@@ -489,19 +454,5 @@ fail:
 int bench_hnsw_main(int argc, char **argv)
 {
     hnsw_bench_opts_t opts;
-    int parsed = s_parse(argc, argv, &opts);
-    if (parsed == 1) {
-        s_usage(stdout);
-        return 0;
-    }
-    if (parsed != 0)
-        return S_EXIT_USAGE;
-
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    if (s_run(&opts, &err) != SHOAL_OK) {
-        fprintf(stderr, "shoal-bench hnsw: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
-        return S_EXIT_RUNTIME;
-    }
-    return 0;
+    return bench_command_main("hnsw", argc, argv, &opts, s_parse, s_usage, s_run);
 }

@@ -53,9 +53,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S_EXIT_RUNTIME 1
-#define S_EXIT_USAGE   2
-
 #define S_PATH_MAX        4096
 #define S_THREADS_MAX     1024
 #define S_BATCH_DEFAULT   10000
@@ -111,62 +108,47 @@ static void s_usage(FILE *out)
             HNSW_EF_CONSTRUCTION_DEFAULT);
 }
 
-/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
-static int s_parse(int argc, char **argv, shard_bench_opts_t *o)
+/* The options that are not numbers; bench_other_fn. ctx: the shard_bench_opts_t. */
+static int s_parse_other(const char *opt, const char *val, void *ctx)
 {
+    shard_bench_opts_t *o = ctx;
+    if (!strcmp(opt, "--base"))
+        o->base = val;
+    else if (!strcmp(opt, "--queries"))
+        o->queries = val;
+    else if (!strcmp(opt, "--gt"))
+        o->gt = val;
+    else if (!strcmp(opt, "--shard-bin"))
+        o->shard_bin = val;
+    else
+        return 1;
+    return 0;
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, void *opts)
+{
+    shard_bench_opts_t *o = opts;
     memset(o, 0, sizeof *o);
     o->batch = S_BATCH_DEFAULT;
     o->ef = S_EF_DEFAULT;
     o->k = S_K_DEFAULT;
     o->M = HNSW_M_DEFAULT;
     o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
-    const struct {
-        const char *name;
-        size_t min, max;
-        size_t *value;
-    } sizes[] = {
-        {"--n", 0, (size_t)1 << 40, &o->n},
-        {"--batch", 1, 10000000, &o->batch},
-        {"--ef", HNSW_EF_MIN, HNSW_EF_MAX, &o->ef},
-        {"--threads", 0, S_THREADS_MAX, &o->threads},
-        {"--k", 1, 4096, &o->k},
-        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M},
+    const bench_opt_t sizes[] = {
+        {"--n", 0, (size_t)1 << 40, &o->n, NULL},
+        {"--batch", 1, 10000000, &o->batch, NULL},
+        {"--ef", HNSW_EF_MIN, HNSW_EF_MAX, &o->ef, NULL},
+        {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
+        {"--k", 1, 4096, &o->k, NULL},
+        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M, NULL},
         {"--ef-construction", HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
-         &o->ef_construction},
+         &o->ef_construction, NULL},
     };
-    const size_t nsizes = sizeof sizes / sizeof sizes[0];
-    for (int i = 1; i < argc; i++) {
-        const char *opt = argv[i];
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h"))
-            return 1;
-        if (strncmp(opt, "--", 2) != 0) {
-            fprintf(stderr, "shoal-bench shard: unexpected argument \"%s\"\n", opt);
-            return -1;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "shoal-bench shard: %s needs a value\n", opt);
-            return -1;
-        }
-        const char *val = argv[++i];
-        size_t j = 0;
-        while (j < nsizes && strcmp(opt, sizes[j].name) != 0)
-            j++;
-        if (j < nsizes) {
-            if (bench_parse_size(opt, val, sizes[j].min, sizes[j].max, sizes[j].value) != 0)
-                return -1;
-        } else if (!strcmp(opt, "--base")) {
-            o->base = val;
-        } else if (!strcmp(opt, "--queries")) {
-            o->queries = val;
-        } else if (!strcmp(opt, "--gt")) {
-            o->gt = val;
-        } else if (!strcmp(opt, "--shard-bin")) {
-            o->shard_bin = val;
-        } else {
-            fprintf(stderr, "shoal-bench shard: unknown option %s\n", opt);
-            return -1;
-        }
-    }
+    int rc = bench_parse_args("shard", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
+                              s_parse_other, o);
+    if (rc != 0)
+        return rc;
     const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : NULL;
     if (missing) {
         fprintf(stderr, "shoal-bench shard: %s is required (see shoal-bench shard --help)\n",
@@ -391,8 +373,9 @@ static void s_print_recall(const char *label, const uint64_t *found, const int32
         printf("%s_recall@%zu=%.4f\n", label, k, gt_recall(found, k, gt, gtk, nq, k));
 }
 
-static int s_run(const shard_bench_opts_t *o, shoal_err_t *err)
+static int s_run(const void *opts, shoal_err_t *err)
 {
+    const shard_bench_opts_t *o = opts;
     vecfile_t *vf = NULL;
     float *base = NULL, *queries = NULL, *dists = NULL;
     int32_t *gt = NULL;
@@ -404,11 +387,9 @@ static int s_run(const shard_bench_opts_t *o, shoal_err_t *err)
     memset(&sh, 0, sizeof sh);
     int rc;
 
-    size_t threads = o->threads;
-    if (threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cores > 0 ? (size_t)cores : 1;
-    }
+    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
+    zsys_handler_set(NULL);
+    size_t threads = bench_threads(o->threads);
     rc = s_find_bin(o->shard_bin, sh.bin, err);
     if (rc != 0)
         return rc;
@@ -615,21 +596,5 @@ done:
 int bench_shard_main(int argc, char **argv)
 {
     shard_bench_opts_t opts;
-    int parsed = s_parse(argc, argv, &opts);
-    if (parsed == 1) {
-        s_usage(stdout);
-        return 0;
-    }
-    if (parsed != 0)
-        return S_EXIT_USAGE;
-    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
-    zsys_handler_set(NULL);
-
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    if (s_run(&opts, &err) != SHOAL_OK) {
-        fprintf(stderr, "shoal-bench shard: %s\n", err.msg[0] ? err.msg : shoal_strerror(err.code));
-        return S_EXIT_RUNTIME;
-    }
-    return 0;
+    return bench_command_main("shard", argc, argv, &opts, s_parse, s_usage, s_run);
 }

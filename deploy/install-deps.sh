@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# install-deps.sh - installs the Debian/Ubuntu packages shoal builds and tests
-# with, when they are missing. Used by `make deps` (and so `make test`) and by
-# the ansible roles. Quick when everything is present: it only asks dpkg.
+# install-deps.sh - installs Debian/Ubuntu packages when they are missing.
+# Quick when everything is present: it only asks dpkg.
+#
+#   install-deps.sh                    the packages shoal builds and tests with:
+#                                      `make deps` (and so `make test`) and the
+#                                      ansible roles
+#   install-deps.sh LABEL PACKAGE...   those packages; messages start "LABEL:"
+#                                      (install-bench-deps.sh)
 #
 # CUDA is optional and never installed here: the build uses it when nvcc is
 # found (see the Makefile) and builds CPU-only otherwise.
 set -euo pipefail
 
+label=deps
 packages=(
     build-essential pkg-config
     libzmq3-dev libczmq-dev libmsgpack-dev librocksdb-dev
     libcriterion-dev libopenblas-dev
 )
+if [[ $# -gt 0 ]]; then
+    label=$1
+    shift
+    packages=("$@")
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -20,16 +31,16 @@ for p in "${packages[@]}"; do
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "deps: all ${#packages[@]} packages present"
+    echo "$label: all ${#packages[@]} packages present"
     exit 0
 fi
 
-echo "deps: missing: ${missing[*]}"
+echo "$label: missing: ${missing[*]}"
 if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
         SUDO=(sudo -n)
     else
-        echo "deps: installing needs root. Run as root (or with sudo):" >&2
+        echo "$label: installing needs root. Run as root (or with sudo):" >&2
         echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
         exit 1
     fi
@@ -42,4 +53,4 @@ apt_opts=(-o DPkg::Lock::Timeout=600 -y --no-install-recommends)
 # A fresh machine has no package lists yet; refresh them once, then install.
 "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -q
 "${SUDO[@]}" apt-get "${apt_opts[@]}" install "${missing[@]}"
-echo "deps: installed ${missing[*]}"
+echo "$label: installed ${missing[*]}"
