@@ -12,6 +12,10 @@
 #   make bench-shard   a shoal-shard through its socket: inserts/s, socket cost,
 #                      restart vs rebuild (BENCH_SHARD_N=... sets the set's size)
 #   make bench-deps    install the peers the benchmarks compare with (needs root)
+#   make gpu-check     GPU engine against the CPU engine and torch (on a GPU host;
+#                      builds with gcc, nvcc and the CUDA libraries alone)
+#   make gpu-lib       gpu/ and the common core only (no ZeroMQ/RocksDB needed)
+#   make info          what the build detected (CUDA, BLAS, datasets)
 #
 # Objects go to $(BUILD)/, binaries to $(BIN)/. Sanitizer builds use their own
 # BUILD and BIN so the two never mix.

@@ -708,10 +708,19 @@ static void s_link_force(const hnsw_t *ix, uint32_t from, uint32_t to, int layer
     hnsw_node_unlock(node);
 }
 
+/* One layer's links back to a node being inserted, published at the end. */
+typedef struct {
+    uint32_t n;                /* selected neighbours */
+    uint32_t slot[HNSW_M_MAX]; /* their slots, nearest first */
+    float dist[HNSW_M_MAX];    /* their distances to the new node */
+} s_backlinks_t;
+
 /* Links the initialised node q of the given level into the graph. */
 static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level)
 {
     const float *v = hnsw_vec(ix, q);
+    s_backlinks_t local[2]; /* layers 0 and 1: nearly every node */
+    s_backlinks_t *back = local;
     int max_level;
     uint32_t ep;
     hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
@@ -746,7 +755,25 @@ static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level)
     scr->work[0].dist = cur_dist;
     scr->work[0].slot = cur;
     size_t neps = 1;
-    for (int lc = level < max_level ? level : max_level; lc >= 0; lc--) {
+
+    /*
+     * q's own links are set layer by layer on the way down, but the links
+     * back to q (which make it reachable) wait until every layer is done.
+     * Published layer by layer, q would be reachable on an upper layer while
+     * its lower lists were still empty: a concurrent descent landing on q
+     * there found no way on, and an insert searching through it linked its
+     * node to the wrong region (seen as nodes reachable only at ef ~2000 in
+     * about one concurrent build in seven; single-threaded builds never).
+     */
+    int top_layer = level < max_level ? level : max_level;
+    if (top_layer + 1 > 2) {
+        back = malloc((size_t)(top_layer + 1) * sizeof *back);
+        if (!back) {
+            rc = SHOAL_ENOMEM;
+            goto done;
+        }
+    }
+    for (int lc = top_layer; lc >= 0; lc--) {
         long nw =
             hnsw_search_layer(ix, scr, v, scr->work, neps, ix->ef_construction, lc, NULL, NULL);
         if (nw < 0) {
@@ -759,26 +786,28 @@ static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level)
                 scr->work[w++] = scr->res[i];
         }
         hnsw_cand_sort(scr->work, w);
-        uint32_t sel[HNSW_LINKS_MAX];
-        size_t ns = hnsw_select(ix, scr->work, w, ix->M, sel);
-        /* Links q -> e first, then e -> q: q is reachable only after. The
-         * distances of the selected are found again in work (sorted). */
-        for (size_t i = 0, j = 0; i < ns; i++) {
-            while (scr->work[j].slot != sel[i])
+        s_backlinks_t *b = &back[lc];
+        b->n = (uint32_t)hnsw_select(ix, scr->work, w, ix->M, b->slot);
+        /* The distances of the selected are found again in work (sorted). */
+        for (size_t i = 0, j = 0; i < b->n; i++) {
+            while (scr->work[j].slot != b->slot[i])
                 j++;
-            hnsw_link_add(ix, q, sel[i], scr->work[j].dist, lc);
+            b->dist[i] = scr->work[j].dist;
+            hnsw_link_add(ix, q, b->slot[i], b->dist[i], lc);
         }
-        size_t kept = 0;
-        for (size_t i = 0, j = 0; i < ns; i++) {
-            while (scr->work[j].slot != sel[i])
-                j++;
-            kept += hnsw_link_add(ix, sel[i], q, scr->work[j].dist, lc);
-        }
-        if (ns && !kept)
-            s_link_force(ix, sel[0], q, lc);
         neps = w;
     }
+    for (int lc = 0; lc <= top_layer; lc++) {
+        const s_backlinks_t *b = &back[lc];
+        size_t kept = 0;
+        for (size_t i = 0; i < b->n; i++)
+            kept += hnsw_link_add(ix, b->slot[i], q, b->dist[i], lc);
+        if (b->n && !kept)
+            s_link_force(ix, b->slot[0], q, lc);
+    }
 done:
+    if (back != local)
+        free(back);
     if (holds_top) {
         atomic_store(&ix->top, hnsw_top_pack(level, q));
         pthread_mutex_unlock(&ix->top_mu);
