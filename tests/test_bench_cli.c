@@ -11,6 +11,7 @@
 #include "common/distance.h"
 #include "common/groundtruth.h"
 #include "common/vecfile.h"
+#include "tests/test_support.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -43,32 +44,6 @@ static void s_make_tmp(void)
     mkdir(root, 0777); /* the Makefile creates it; this is for manual runs */
     snprintf(s_tmp, sizeof s_tmp, "%s/test_bench_cli.XXXXXX", root);
     cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
-}
-
-/* rm -r, for the folders this suite made. */
-static void s_remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *dir = opendir(path);
-        if (dir) {
-            struct dirent *e;
-            while ((e = readdir(dir)) != NULL) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char child[S_PATH_MAX];
-                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-                if (len > 0 && len < S_PATH_MAX)
-                    s_remove_tree(child);
-            }
-            closedir(dir);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
 }
 
 static void s_cleanup_tmp(void)

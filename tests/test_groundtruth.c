@@ -15,6 +15,7 @@
 #include "common/groundtruth.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
+#include "tests/test_support.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -31,43 +32,6 @@
 /* ------------------------------------------------------------------------ */
 /* Reference                                                                */
 /* ------------------------------------------------------------------------ */
-
-static double s_dot(const float *a, const float *b, size_t dim)
-{
-    double sum = 0.0;
-    for (size_t d = 0; d < dim; d++)
-        sum += (double)a[d] * b[d];
-    return sum;
-}
-
-static double s_true_dist(shoal_metric_t metric, const float *q, const float *x, size_t dim)
-{
-    if (metric == SHOAL_METRIC_L2) {
-        double sum = 0.0;
-        for (size_t d = 0; d < dim; d++) {
-            double diff = (double)q[d] - x[d];
-            sum += diff * diff;
-        }
-        return sum;
-    }
-    if (metric == SHOAL_METRIC_IP)
-        return -s_dot(q, x, dim);
-    double nq = s_dot(q, q, dim), nx = s_dot(x, x, dim);
-    if (nq == 0 || nx == 0)
-        return 1.0;
-    return 1.0 - s_dot(q, x, dim) / sqrt(nq * nx);
-}
-
-/* The size the float computation works at, for tolerances. */
-static double s_magnitude(shoal_metric_t metric, const float *q, const float *x, size_t dim,
-                          double d)
-{
-    if (metric == SHOAL_METRIC_L2)
-        return fabs(d);
-    if (metric == SHOAL_METRIC_IP)
-        return sqrt(s_dot(q, q, dim) * s_dot(x, x, dim));
-    return 1.0;
-}
 
 typedef struct {
     double dist;

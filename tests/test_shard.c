@@ -21,6 +21,7 @@
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "common/wire.h"
+#include "tests/test_support.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -63,31 +64,6 @@ static void s_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-static void s_remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *dir = opendir(path);
-        if (dir) {
-            struct dirent *e;
-            while ((e = readdir(dir)) != NULL) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char child[S_PATH_MAX];
-                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-                if (len > 0 && len < S_PATH_MAX)
-                    s_remove_tree(child);
-            }
-            closedir(dir);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
     }
 }
 
