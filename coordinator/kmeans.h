@@ -69,7 +69,7 @@ typedef struct {
     kmeans_init_t init; /* seeding method */
     uint64_t seed;      /* seeds init; same seed + same CPU engine = same centroids */
     const char *device; /* engine device: NULL/"auto", "cpu", "gpu:0,..." (knn.h) */
-    size_t threads;     /* engine CPU threads; 0 = every online core */
+    size_t threads;     /* seeding and engine CPU threads; 0 = every online core */
     double tol;         /* stop when |obj_prev - obj| <= tol |obj_prev|; 0 = default, <0 = never */
 } kmeans_opts_t;
 

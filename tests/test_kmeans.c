@@ -2,10 +2,10 @@
  * test_kmeans.c - k-means training and routing (coordinator/kmeans.h): the
  * objective never increases and ends near the true centres' on separated
  * blobs, k-means++ beats random seeding on a skewed set, runs are
- * deterministic for a seed, no centroid is left empty, cosine and IP
- * centroids are unit length, bad input is named, and kmeans_assign equals a
- * brute-force nearest-centroid search (groundtruth.h). Nothing here asserts a
- * timing.
+ * deterministic for a seed and bit-identical for any thread count, no
+ * centroid is left empty, cosine and IP centroids are unit length, bad input
+ * is named, and kmeans_assign equals a brute-force nearest-centroid search
+ * (groundtruth.h). Nothing here asserts a timing.
  */
 #include "common/datagen.h"
 #include "common/distance.h"
@@ -157,6 +157,47 @@ Test(kmeans, deterministic_for_a_seed)
     free(a);
     free(b);
     free(d);
+    free(x);
+}
+
+/* Seeding splits the rows over threads but adds their costs in a fixed chunk
+ * order, so the thread count must not change a bit of the centroids: after
+ * seeding plus one update (max_iters 1, seeding's work dominates) and after a
+ * full run. n is not a multiple of any chunk size, so the last chunk is short
+ * and three threads get unequal shares. */
+Test(kmeans, centroids_identical_for_any_thread_count)
+{
+    const size_t n = 5003, dim = 16, nlist = 24;
+    float *x = s_datagen(n, dim, 30, 17);
+    float *ref = malloc(nlist * dim * sizeof(float));
+    float *c = malloc(nlist * dim * sizeof(float));
+    cr_assert(ref && c);
+    const shoal_metric_t metrics[] = {SHOAL_METRIC_L2, SHOAL_METRIC_IP, SHOAL_METRIC_COSINE};
+    const size_t iters[] = {1, 0};
+    for (size_t m = 0; m < 3; m++) {
+        for (size_t it = 0; it < 2; it++) {
+            double ref_obj = 0.0;
+            for (size_t threads = 1; threads <= 3; threads++) {
+                kmeans_opts_t o = {.seed = 8, .device = "cpu", .threads = threads,
+                                   .max_iters = iters[it]};
+                kmeans_result_t r = {0};
+                shoal_err_t err;
+                float *out = threads == 1 ? ref : c;
+                cr_assert_eq(kmeans_train(x, n, dim, metrics[m], nlist, &o, out, &r, &err), 0,
+                             "%s", err.msg);
+                if (threads == 1) {
+                    ref_obj = r.objective;
+                    continue;
+                }
+                cr_assert_eq(memcmp(ref, c, nlist * dim * sizeof(float)), 0,
+                             "%s, max_iters %zu: threads %zu gives other centroids than 1",
+                             shoal_metric_name(metrics[m]), iters[it], threads);
+                cr_assert_eq(r.objective, ref_obj);
+            }
+        }
+    }
+    free(ref);
+    free(c);
     free(x);
 }
 
