@@ -136,7 +136,7 @@ kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err)
             continue;
         }
         if (s_take_error(&errptr, err, "open") != 0) {
-            shoal_err_prefix(err, "%s: ", dir);
+            shoal_err_prefix(err, "%s", dir);
             goto fail;
         }
     }

@@ -485,7 +485,7 @@ static int s_load_collections(shard_store_t *store, shoal_err_t *err)
         memcpy(name, key + 2, klen - 2);
         name[klen - 2] = 0;
         if ((rc = s_check_name(name, err)) != 0) {
-            rc = shoal_err_prefix(err, "stored collection key: ");
+            rc = shoal_err_prefix(err, "stored collection key");
             break;
         }
         shard_coll_t *coll = s_coll_new(name);
@@ -500,7 +500,7 @@ static int s_load_collections(shard_store_t *store, shoal_err_t *err)
         if (rc == 0)
             rc = s_table_add(store, coll);
         if (rc) {
-            shoal_err_prefix(err, "loading collection \"%s\": ", name);
+            shoal_err_prefix(err, "loading collection \"%s\"", name);
             s_coll_destroy(&coll);
             break;
         }
@@ -522,7 +522,7 @@ static int s_probe_devices(shard_store_t *store, shoal_err_t *err)
     knn_params_t kp = {.dim = 1, .metric = SHOAL_METRIC_L2, .device = store->device, .threads = 1};
     knn_engine_t *probe = knn_engine_new(&kp, err);
     if (!probe)
-        return shoal_err_prefix(err, "exact engine on device \"%s\": ", store->device);
+        return shoal_err_prefix(err, "exact engine on device \"%s\"", store->device);
     knn_info_t info;
     knn_engine_info(probe, &info);
     store->ndevices = info.on_gpu ? info.ndevices : 0;
@@ -748,7 +748,7 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
     coll->M = M;
     coll->ef_construction = ef_construction;
     if ((rc = shard_coll_make_indexes(store, coll, err)) != 0) {
-        shoal_err_prefix(err, "collection \"%s\": ", name);
+        shoal_err_prefix(err, "collection \"%s\"", name);
         goto done;
     }
     uint64_t seq = atomic_load(&store->seq);
@@ -772,7 +772,7 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
     }
     /* A collection is rare and cheap to create: always durable at once. */
     if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
-        shoal_err_prefix(err, "create \"%s\": ", name);
+        shoal_err_prefix(err, "create \"%s\"", name);
         goto done;
     }
     atomic_store(&coll->last_seq, seq);
@@ -816,7 +816,7 @@ int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err)
         kv_batch_delete_range(batch, key, klen, end, elen);
     }
     if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
-        shoal_err_prefix(err, "drop \"%s\": ", name);
+        shoal_err_prefix(err, "drop \"%s\"", name);
         goto done;
     }
     /* Unlink under the table's write lock: searches of it have finished and
@@ -1000,7 +1000,7 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
     }
     shard_batch_put_seq(batch, seq);
     if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
-        shoal_err_prefix(err, "insert into \"%s\": ", name);
+        shoal_err_prefix(err, "insert into \"%s\"", name);
         goto done;
     }
     atomic_store(&store->seq, seq);
@@ -1017,7 +1017,7 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
     if (rc == 0)
         rc = hnsw_insert_batch(coll->hnsw, ids, vecs, m, store->opts.threads, err);
     if (rc) {
-        shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart: ", name);
+        shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart", name);
         log_error("%s", err ? err->msg : "insert: indexing failed");
         goto done;
     }
@@ -1082,7 +1082,7 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
         kv_batch_delete(batch, key, shard_key_u64(key, 'V', name, present[i]));
     shard_batch_put_seq(batch, seq);
     if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
-        shoal_err_prefix(err, "delete from \"%s\": ", name);
+        shoal_err_prefix(err, "delete from \"%s\"", name);
         goto done;
     }
     atomic_store(&store->seq, seq);

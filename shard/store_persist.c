@@ -231,7 +231,7 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
     kv_batch_delete_range(batch, key, shard_key_prefix(key, 'L', coll->name), end,
                           shard_key_u64(end, 'L', coll->name, seq + 1));
     if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
-        shoal_err_prefix(err, "checkpoint \"%s\": ", coll->name);
+        shoal_err_prefix(err, "checkpoint \"%s\"", coll->name);
         goto done;
     }
     coll->has_checkpoint = 1;
@@ -569,7 +569,7 @@ static int s_replay(shard_store_t *store, shard_coll_t *coll, hnsw_t *graph, uin
         else
             rc = hnsw_delete_batch(graph, ids, n, NULL, err);
         if (rc) {
-            shoal_err_prefix(err, "replaying log entry %llu: ", (unsigned long long)seq);
+            shoal_err_prefix(err, "replaying log entry %llu", (unsigned long long)seq);
             break;
         }
         (*replayed)++;

@@ -330,7 +330,7 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
         rc = s_run_parallel(&job, s_graph_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
     }
     if (rc)
-        shoal_err_prefix(err, "search \"%s\": ", coll->name);
+        shoal_err_prefix(err, "search \"%s\"", coll->name);
 done:
     pthread_rwlock_unlock(&store->colls_lock);
     shard_idset_fini(&set);
