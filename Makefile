@@ -46,6 +46,8 @@ endif
 
 # Extra flags from the command line (make CFLAGS=...) come last.
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+# Links a program from the objects and archives among its prerequisites.
+LINK = $(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@
 
 # --------------------------------------------------------------------------
 # CUDA detection: nvcc on PATH, else $(CUDA_HOME)/bin/nvcc. NO_CUDA=1 skips.
@@ -201,7 +203,7 @@ $(BUILD)/gpu/gpu_check.o: CFLAGS_BASE += $(GPU_DEFS)
 
 $(GPU_CHECK): $(BUILD)/gpu/gpu_check.o $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK) $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 gpu-check: $(GPU_CHECK)
 	SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} $(GPU_CHECK) $(GPU_CHECK_ARGS)
@@ -214,31 +216,15 @@ $(BUILD)/%.cu.o: %.cu $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF $(@:.o=.d) -c $< -o $@
 
+# One static library per layer; each is rebuilt from its objects.
 $(LIB_COMMON): $(COMMON_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_GPU): $(GPU_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_INDEX): $(INDEX_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_COORD): $(COORD_ALGO_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_NET): $(NET_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_SHARD): $(SHARD_OBJS)
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
 $(LIB_CLIENT): $(CLIENT_OBJS)
+$(BUILD)/libshoal_%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
@@ -247,13 +233,13 @@ $(NET_OBJS) $(SHARD_OBJS) $(SHARD_MAIN) $(BENCH_OBJS) $(CLIENT_OBJS): CFLAGS_BAS
 $(BIN)/shoal-shard: $(SHARD_MAIN) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
                     $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(NET_LIBS) $(GPU_LDLIBS) \
+	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
 	    $(BLAS_LIBS) $(LDLIBS_BASE)
 
 $(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
                     $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(NET_LIBS) $(GPU_LDLIBS) \
+	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
 	    $(BLAS_LIBS) $(LDLIBS_BASE)
 
 $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
@@ -262,7 +248,7 @@ $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
                   $(LIB_GPU) $(LIB_COMMON)
-	$(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRITERION_LIBS) $(NET_LIBS) \
+	$(LINK) $(CRITERION_LIBS) $(NET_LIBS) \
 	    $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 deps:
