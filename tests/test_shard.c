@@ -1217,9 +1217,24 @@ static void s_double_signal(int sig, const char *name)
     s_heavy_t heavy = {.endpoint = sh.endpoint};
     pthread_t thread;
     cr_assert_eq(pthread_create(&thread, NULL, s_heavy_main, &heavy), 0);
-    s_sleep_ms(300);
-    kill(sh.pid, sig);
+    /* Wait (bounded) until the shard reports the search running. */
+    c = s_client(&sh, S_TIMEOUT_MS);
     double end = s_now() + 20;
+    double inflight = 0;
+    while (inflight < 1 && s_now() < end) {
+        void *info = NULL;
+        size_t len = 0;
+        shoal_err_t err;
+        cr_assert_eq(shoal_client_ping(c, &info, &len, &err), 0, "ping: %s", err.msg);
+        cr_assert_eq(wire_info_lookup(info, len, "inflight", &inflight), 0, "ping has no inflight");
+        free(info);
+        if (inflight < 1)
+            s_sleep_ms(5);
+    }
+    shoal_client_destroy(&c);
+    cr_assert_geq(inflight, 1, "the search was not running 20 s after it was sent");
+    kill(sh.pid, sig);
+    end = s_now() + 20;
     int stopping = 0, status = 0, exited = 0;
     while (!stopping && !exited && s_now() < end) {
         char *log = s_slurp(sh.log);
