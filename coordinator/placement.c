@@ -354,8 +354,10 @@ int placement_locality(const float *centroids, size_t nlist, size_t dim, shoal_m
         return shoal_err_set(err, SHOAL_EINVAL, "%s: nprobe must be in 1..nlist, got nprobe "
                              "%zu with nlist %zu", fn, nprobe, nlist);
     rc = placement_check(owners, nlist, nshards, replicas, err);
-    if (rc)
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: owners: %s", fn, err ? err->msg : "invalid");
+    if (rc) { /* the message is err's own: prefix it, not printed into itself */
+        shoal_err_prefix(err, "%s: owners", fn);
+        return err ? (err->code = SHOAL_EINVAL) : SHOAL_EINVAL;
+    }
     size_t nq;
     uint64_t *found;
     rc = s_probe(centroids, nlist, dim, metric, nprobe, &nq, &found, err);

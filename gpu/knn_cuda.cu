@@ -887,6 +887,15 @@ typedef struct {
     s_buf_t d_rows, d_vecs, d_norms, d_ids; /* device copies on the current device */
 } s_scatter_t;
 
+/* Frees sc's device buffers; the current device must be the one they were made on. */
+static void s_scatter_free_dev(s_scatter_t *sc)
+{
+    s_dev_free(&sc->d_rows);
+    s_dev_free(&sc->d_vecs);
+    s_dev_free(&sc->d_norms);
+    s_dev_free(&sc->d_ids);
+}
+
 /* Uploads c staged rows to device dv and scatters them into place. */
 static int s_scatter_flush(knn_cuda_t *cu, s_dev_t *dv, s_scatter_t *sc, size_t c,
                            shoal_err_t *err)
@@ -982,22 +991,11 @@ extern "C" int knn_cuda_set_rows(knn_cuda_t *cu, const size_t *rows, const float
             if (rc < 0)
                 goto fail;
         }
-        s_dev_free(&sc.d_rows);
-        s_dev_free(&sc.d_vecs);
-        s_dev_free(&sc.d_norms);
-        s_dev_free(&sc.d_ids);
+        s_scatter_free_dev(&sc);
     }
-    free(sc.rows);
-    free(sc.vecs);
-    free(sc.norms);
-    free(sc.ids);
-    return SHOAL_OK;
-
+    rc = SHOAL_OK;
 fail:
-    s_dev_free(&sc.d_rows); /* current device is the one they were made on */
-    s_dev_free(&sc.d_vecs);
-    s_dev_free(&sc.d_norms);
-    s_dev_free(&sc.d_ids);
+    s_scatter_free_dev(&sc); /* empty after success; else on the device that failed */
     free(sc.rows);
     free(sc.vecs);
     free(sc.norms);

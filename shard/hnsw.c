@@ -162,6 +162,17 @@ hnsw_t *hnsw_new(const hnsw_params_t *params, shoal_err_t *err)
     return hnsw_alloc(params->dim, params->metric, M, efc, params->seed, err);
 }
 
+static void s_scratch_free(hnsw_scratch_t *scr)
+{
+    free(scr->tags);
+    free(scr->cand);
+    free(scr->res);
+    free(scr->work);
+    free(scr->items);
+    free(scr->query);
+    free(scr);
+}
+
 void hnsw_destroy(hnsw_t **index_p)
 {
     if (!index_p || !*index_p)
@@ -173,16 +184,8 @@ void hnsw_destroy(hnsw_t **index_p)
         free(ix->pages[c >> HNSW_PAGE_SHIFT][c & (HNSW_PAGE_CHUNKS - 1)]);
     for (size_t p = 0; p < HNSW_DIR_PAGES; p++)
         free(ix->pages[p]);
-    for (size_t i = 0; i < ix->npool; i++) {
-        hnsw_scratch_t *scr = ix->pool[i];
-        free(scr->tags);
-        free(scr->cand);
-        free(scr->res);
-        free(scr->work);
-        free(scr->items);
-        free(scr->query);
-        free(scr);
-    }
+    for (size_t i = 0; i < ix->npool; i++)
+        s_scratch_free(ix->pool[i]);
     free(ix->pool);
     free(ix->free_slots);
     free(ix->map);
@@ -411,13 +414,7 @@ void hnsw_scratch_put(hnsw_t *ix, hnsw_scratch_t *scr)
     pthread_mutex_unlock(&ix->pool_mu);
     if (scr) { /* no room to keep it: drop it */
         atomic_fetch_sub(&ix->pool_bytes, scr->bytes);
-        free(scr->tags);
-        free(scr->cand);
-        free(scr->res);
-        free(scr->work);
-        free(scr->items);
-        free(scr->query);
-        free(scr);
+        s_scratch_free(scr);
     }
 }
 
