@@ -432,6 +432,13 @@ static s_snapshot_t *s_snapshot_new(shard_server_t *server)
     return snap;
 }
 
+/* One "key": unsigned entry of a stats map. */
+static void s_info_u64(wire_info_t *info, const char *key, uint64_t value)
+{
+    wire_info_key(info, key);
+    wire_info_u64(info, value);
+}
+
 /* "0,1" for the devices in use, "" for none. */
 static void s_device_list(const int *devices, int n, char *buf, size_t cap)
 {
@@ -450,36 +457,22 @@ static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
 {
     wire_info_key(info, c->name);
     wire_info_map(info, 15);
-    wire_info_key(info, "dim");
-    wire_info_u64(info, c->dim);
+    s_info_u64(info, "dim", c->dim);
     wire_info_key(info, "metric");
     wire_info_str(info, shoal_metric_name(c->metric));
-    wire_info_key(info, "M");
-    wire_info_u64(info, c->M);
-    wire_info_key(info, "ef_construction");
-    wire_info_u64(info, c->ef_construction);
-    wire_info_key(info, "count");
-    wire_info_u64(info, c->count);
-    wire_info_key(info, "deleted");
-    wire_info_u64(info, c->deleted);
-    wire_info_key(info, "memory_bytes");
-    wire_info_u64(info, c->hnsw_bytes + c->exact_bytes + c->device_bytes);
-    wire_info_key(info, "hnsw_bytes");
-    wire_info_u64(info, c->hnsw_bytes);
-    wire_info_key(info, "exact_bytes");
-    wire_info_u64(info, c->exact_bytes);
-    wire_info_key(info, "device_bytes");
-    wire_info_u64(info, c->device_bytes);
-    wire_info_key(info, "on_gpu");
-    wire_info_u64(info, c->on_gpu ? 1 : 0);
-    wire_info_key(info, "last_seq");
-    wire_info_u64(info, c->last_seq);
-    wire_info_key(info, "checkpoint_seq");
-    wire_info_u64(info, c->checkpoint_seq);
-    wire_info_key(info, "loaded_from_checkpoint");
-    wire_info_u64(info, c->loaded_from_checkpoint ? 1 : 0);
-    wire_info_key(info, "replayed");
-    wire_info_u64(info, c->replayed);
+    s_info_u64(info, "M", c->M);
+    s_info_u64(info, "ef_construction", c->ef_construction);
+    s_info_u64(info, "count", c->count);
+    s_info_u64(info, "deleted", c->deleted);
+    s_info_u64(info, "memory_bytes", c->hnsw_bytes + c->exact_bytes + c->device_bytes);
+    s_info_u64(info, "hnsw_bytes", c->hnsw_bytes);
+    s_info_u64(info, "exact_bytes", c->exact_bytes);
+    s_info_u64(info, "device_bytes", c->device_bytes);
+    s_info_u64(info, "on_gpu", c->on_gpu ? 1 : 0);
+    s_info_u64(info, "last_seq", c->last_seq);
+    s_info_u64(info, "checkpoint_seq", c->checkpoint_seq);
+    s_info_u64(info, "loaded_from_checkpoint", c->loaded_from_checkpoint ? 1 : 0);
+    s_info_u64(info, "replayed", c->replayed);
 }
 
 /* One counter per op plus "total" (WIRE_OP_COUNT + 1 entries with "invalid"). */
@@ -490,12 +483,9 @@ static void s_info_counters(wire_info_t *info, const char *key, const uint64_t *
     uint64_t total = 0;
     for (size_t op = 0; op < WIRE_OP_COUNT; op++)
         total += counts[op];
-    wire_info_key(info, "total");
-    wire_info_u64(info, total);
-    for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
-        wire_info_key(info, s_op_label(op));
-        wire_info_u64(info, counts[op]);
-    }
+    s_info_u64(info, "total", total);
+    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
+        s_info_u64(info, s_op_label(op), counts[op]);
 }
 
 /*
@@ -517,22 +507,17 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     wire_info_map(info, 14);
     wire_info_key(info, "role");
     wire_info_str(info, "shard");
-    wire_info_key(info, "version");
-    wire_info_u64(info, WIRE_VERSION);
+    s_info_u64(info, "version", WIRE_VERSION);
     wire_info_key(info, "endpoint");
     wire_info_str(info, server->endpoint);
     wire_info_key(info, "data_dir");
     wire_info_str(info, server->data_dir);
     wire_info_key(info, "uptime_s");
     wire_info_f64(info, snap->uptime_s);
-    wire_info_key(info, "workers");
-    wire_info_u64(info, server->read.nworkers);
-    wire_info_key(info, "inflight");
-    wire_info_u64(info, snap->inflight);
-    wire_info_key(info, "queued");
-    wire_info_u64(info, snap->queued);
-    wire_info_key(info, "gpu_devices");
-    wire_info_u64(info, (uint64_t)snap->ngpu);
+    s_info_u64(info, "workers", server->read.nworkers);
+    s_info_u64(info, "inflight", snap->inflight);
+    s_info_u64(info, "queued", snap->queued);
+    s_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
     wire_info_key(info, "gpu_device_ids");
     wire_info_str(info, devices);
     s_info_counters(info, "requests", snap->requests);
@@ -550,8 +535,7 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
         wire_info_f64(info, snap->p95[op]);
         wire_info_key(info, "p99");
         wire_info_f64(info, snap->p99[op]);
-        wire_info_key(info, "samples");
-        wire_info_u64(info, snap->samples[op]);
+        s_info_u64(info, "samples", snap->samples[op]);
     }
     wire_info_key(info, "collections");
     wire_info_map(info, ncolls);
@@ -1051,14 +1035,11 @@ static void s_reply_ping(shard_server_t *server, s_job_t *job)
         wire_info_map(info, 5);
         wire_info_key(info, "role");
         wire_info_str(info, "shard");
-        wire_info_key(info, "version");
-        wire_info_u64(info, WIRE_VERSION);
+        s_info_u64(info, "version", WIRE_VERSION);
         wire_info_key(info, "uptime_s");
         wire_info_f64(info, s_uptime(server));
-        wire_info_key(info, "inflight");
-        wire_info_u64(info, s_inflight(server));
-        wire_info_key(info, "queued");
-        wire_info_u64(info, s_queued(server));
+        s_info_u64(info, "inflight", s_inflight(server));
+        s_info_u64(info, "queued", s_queued(server));
         if (!wire_info_failed(info)) {
             rep.info = wire_info_data(info);
             rep.info_len = wire_info_len(info);

@@ -273,6 +273,18 @@ int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_
 }
 
 /* Appends coll to the table (caller holds write_mu; takes colls_lock). */
+/* Deletes a collection's vector, log and checkpoint (V/L/K) key ranges. */
+static void s_batch_clear_ranges(kv_batch_t *batch, const char *name)
+{
+    static const char tags[3] = {'V', 'L', 'K'};
+    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    for (int t = 0; t < 3; t++) {
+        size_t klen = shard_key_prefix(key, tags[t], name);
+        size_t elen = shard_key_range_end(end, tags[t], name);
+        kv_batch_delete_range(batch, key, klen, end, elen);
+    }
+}
+
 static int s_table_add(shard_store_t *store, shard_coll_t *coll)
 {
     pthread_rwlock_wrlock(&store->colls_lock);
@@ -759,17 +771,12 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
                             .M = (uint32_t)M,
                             .ef_construction = (uint32_t)ef_construction,
                             .created_seq = seq};
-    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    uint8_t key[SHARD_KEY_MAX];
     kv_batch_put(batch, key, shard_key_coll(key, name), &rec, sizeof rec);
     /* Leftovers of an earlier collection of this name cannot exist (drop
      * removes them in the same batch as its record), but a create must never
      * resurrect them, so clear the ranges anyway: it costs three tombstones. */
-    static const char tags[3] = {'V', 'L', 'K'};
-    for (int t = 0; t < 3; t++) {
-        size_t klen = shard_key_prefix(key, tags[t], name);
-        size_t elen = shard_key_range_end(end, tags[t], name);
-        kv_batch_delete_range(batch, key, klen, end, elen);
-    }
+    s_batch_clear_ranges(batch, name);
     /* A collection is rare and cheap to create: always durable at once. */
     if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "create \"%s\"", name);
@@ -807,14 +814,9 @@ int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err)
         rc = shoal_err_set(err, SHOAL_ENOMEM, "drop \"%s\": out of memory", name);
         goto done;
     }
-    uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
+    uint8_t key[SHARD_KEY_MAX];
     kv_batch_delete(batch, key, shard_key_coll(key, name));
-    static const char tags[3] = {'V', 'L', 'K'};
-    for (int t = 0; t < 3; t++) {
-        size_t klen = shard_key_prefix(key, tags[t], name);
-        size_t elen = shard_key_range_end(end, tags[t], name);
-        kv_batch_delete_range(batch, key, klen, end, elen);
-    }
+    s_batch_clear_ranges(batch, name);
     if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "drop \"%s\"", name);
         goto done;
@@ -843,6 +845,25 @@ done:
 /* Insert                                                                   */
 /* ------------------------------------------------------------------------ */
 
+int shard_check_vector(const shard_coll_t *coll, const char *what, size_t i, const float *v,
+                       shoal_err_t *err)
+{
+    int nonzero = 0;
+    for (size_t j = 0; j < coll->dim; j++) {
+        if (!isfinite(v[j]))
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": %s %zu, column %zu is not finite (%g)",
+                                 coll->name, what, i, j, (double)v[j]);
+        nonzero |= v[j] != 0.0f;
+    }
+    if (coll->metric == SHOAL_METRIC_COSINE && !nonzero)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection \"%s\": %s %zu is a zero vector, which has no "
+                             "cosine distance",
+                             coll->name, what, i);
+    return 0;
+}
+
 /* Checks every row: ids, finite values, cosine's non-zero vectors. */
 static int s_check_rows(const shard_coll_t *coll, const uint64_t *ids, const float *vecs, size_t n,
                         shoal_err_t *err)
@@ -852,20 +873,9 @@ static int s_check_rows(const shard_coll_t *coll, const uint64_t *ids, const flo
             return shoal_err_set(err, SHOAL_EINVAL,
                                  "collection \"%s\": row %zu: id %llu is reserved", coll->name, i,
                                  (unsigned long long)ids[i]);
-        const float *v = vecs + i * coll->dim;
-        double norm = 0;
-        for (size_t j = 0; j < coll->dim; j++) {
-            if (!isfinite(v[j]))
-                return shoal_err_set(err, SHOAL_EINVAL,
-                                     "collection \"%s\": row %zu, column %zu is not finite (%g)",
-                                     coll->name, i, j, (double)v[j]);
-            norm += (double)v[j] * v[j];
-        }
-        if (coll->metric == SHOAL_METRIC_COSINE && norm == 0)
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "collection \"%s\": row %zu is a zero vector, which has no "
-                                 "cosine distance",
-                                 coll->name, i);
+        int rc = shard_check_vector(coll, "row", i, vecs + i * coll->dim, err);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }

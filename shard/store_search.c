@@ -26,7 +26,6 @@
 #include "common/distance.h"
 #include "common/topk.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -222,20 +221,9 @@ static int s_check_queries(const shard_coll_t *coll, const float *queries, size_
                            shoal_err_t *err)
 {
     for (size_t q = 0; q < nq; q++) {
-        const float *v = queries + q * coll->dim;
-        int nonzero = 0;
-        for (size_t j = 0; j < coll->dim; j++) {
-            if (!isfinite(v[j]))
-                return shoal_err_set(err, SHOAL_EINVAL,
-                                     "collection \"%s\": query %zu, column %zu is not finite (%g)",
-                                     coll->name, q, j, (double)v[j]);
-            nonzero |= v[j] != 0.0f;
-        }
-        if (coll->metric == SHOAL_METRIC_COSINE && !nonzero)
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "collection \"%s\": query %zu is a zero vector, which has no "
-                                 "cosine distance",
-                                 coll->name, q);
+        int rc = shard_check_vector(coll, "query", q, queries + q * coll->dim, err);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
