@@ -189,12 +189,6 @@ static double s_time_passes(const distances_run_t *run, size_t passes)
     return elapsed;
 }
 
-static int s_compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /*
  * The median rate, in rows per second, over `reps` repetitions. Doubling the
  * passes until a run takes a third of the target both warms the caches and
@@ -216,7 +210,7 @@ static double s_measure(const distances_run_t *run, size_t reps, double *rates)
         elapsed = s_time_passes(run, passes);
         rates[r] = (double)passes * (double)run->n / (elapsed > 0 ? elapsed : 1e-9);
     }
-    qsort(rates, reps, sizeof rates[0], s_compare_double);
+    qsort(rates, reps, sizeof rates[0], bench_cmp_double);
     return reps % 2 ? rates[reps / 2] : (rates[reps / 2 - 1] + rates[reps / 2]) / 2;
 }
 

@@ -132,12 +132,6 @@ static size_t s_min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-static int s_cmp_double(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return a < b ? -1 : a > b;
-}
-
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const flat_opts_t *o = opts;
@@ -218,7 +212,7 @@ static int s_run(const void *opts, shoal_err_t *err)
             goto fail;
         times[r] = bench_now() - t0;
     }
-    qsort(times, o->reps, sizeof times[0], s_cmp_double);
+    qsort(times, o->reps, sizeof times[0], bench_cmp_double);
     double search_s = times[o->reps / 2];
 
     int gemm = o->path == 2 || (o->path == 0 && nq >= FLAT_GEMM_MIN_QUERIES);

@@ -41,7 +41,6 @@
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,23 +212,6 @@ static int s_parse(int argc, char **argv, void *opts)
 /* Measuring                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int s_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile (0 < p <= 1) of n sorted values; the C++ side does the same. */
-static double s_percentile(const double *sorted, size_t n, double p)
-{
-    size_t rank = (size_t)ceil(p * (double)n);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return sorted[rank - 1];
-}
-
 /*
  * Every query once, in order, one at a time, at ef: found ids into
  * found[q*k ..), each query's latency in seconds into lat (may be NULL), the
@@ -273,10 +255,10 @@ static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const float 
         if (rc != SHOAL_OK)
             return rc;
         double recall = gt_recall(b->found, o->k, gt, gtdim, nq, o->k);
-        qsort(b->lat, nq, sizeof *b->lat, s_cmp_double);
+        qsort(b->lat, nq, sizeof *b->lat, bench_cmp_double);
         printf("%sef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", prefix, o->efs[e],
-               o->k, recall, (double)nq / wall_s, s_percentile(b->lat, nq, 0.50) * 1e6,
-               s_percentile(b->lat, nq, 0.99) * 1e6);
+               o->k, recall, (double)nq / wall_s, bench_percentile(b->lat, nq, 0.50) * 1e6,
+               bench_percentile(b->lat, nq, 0.99) * 1e6);
         fflush(stdout);
     }
     return SHOAL_OK;

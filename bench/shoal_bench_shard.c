@@ -42,7 +42,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,20 +309,6 @@ static void s_shard_kill(s_shard_t *sh)
 /* Measuring                                                                */
 /* ------------------------------------------------------------------------ */
 
-static int s_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double s_percentile(double *values, size_t n, double p)
-{
-    qsort(values, n, sizeof *values, s_cmp_double);
-    size_t rank = (size_t)ceil(p * (double)n);
-    rank = rank < 1 ? 1 : rank > n ? n : rank;
-    return values[rank - 1];
-}
-
 /* Queries one at a time through the socket; found[q*k..], lat[q] seconds. */
 static int s_socket_pass(shoal_client_t *client, const float *queries, size_t nq, size_t dim,
                          const shard_bench_opts_t *o, uint64_t *found, double *lat, double *wall_s,
@@ -500,8 +485,9 @@ static int s_run(const void *opts, shoal_err_t *err)
     if (rc != 0)
         goto done;
     double socket_qps = (double)nq / wall_s;
+    qsort(lat, nq, sizeof *lat, bench_cmp_double);
     printf("socket_qps=%.1f socket_p50_us=%.1f socket_p99_us=%.1f\n", socket_qps,
-           s_percentile(lat, nq, 0.50) * 1e6, s_percentile(lat, nq, 0.99) * 1e6);
+           bench_percentile(lat, nq, 0.50) * 1e6, bench_percentile(lat, nq, 0.99) * 1e6);
     s_print_recall("socket", found, gt, gtk, nq, o->k);
     fflush(stdout);
 
@@ -524,10 +510,11 @@ static int s_run(const void *opts, shoal_err_t *err)
     if (rc != 0)
         goto done;
     double inproc_qps = (double)nq / wall_s;
+    qsort(lat, nq, sizeof *lat, bench_cmp_double);
     printf("inprocess_build_s=%.3f inprocess_qps=%.1f inprocess_p50_us=%.1f "
            "inprocess_p99_us=%.1f\n",
-           rebuild_s, inproc_qps, s_percentile(lat, nq, 0.50) * 1e6,
-           s_percentile(lat, nq, 0.99) * 1e6);
+           rebuild_s, inproc_qps, bench_percentile(lat, nq, 0.50) * 1e6,
+           bench_percentile(lat, nq, 0.99) * 1e6);
     s_print_recall("inprocess", found2, gt, gtk, nq, o->k);
     fflush(stdout);
     hnsw_destroy(&index);

@@ -1,11 +1,11 @@
 /*
  * shoal_client.c - the synchronous client (client/shoal_client.h).
  *
- * Every typed call is the same three steps: fill a wire_request_t, run it
- * through s_call (encode, send, wait for the reply with our rid, decode), copy
- * what the caller keeps out of the reply into malloc'd arrays. The reply's
- * frames are copied out of ZeroMQ into a shoal_frames_t so that the public
- * header needs no czmq type.
+ * Every typed call is the same three steps: fill a wire_request_t (s_request),
+ * run it through shoal_client_call (encode, send, wait for the reply with our
+ * rid, decode), copy what the caller keeps out of the reply into malloc'd
+ * arrays and free the reply (s_release). The reply's frames are copied out of
+ * ZeroMQ into a shoal_frames_t so that the public header needs no czmq type.
  */
 #include "client/shoal_client.h"
 
@@ -245,19 +245,27 @@ int shoal_client_raw(shoal_client_t *client, const void *const *data, const size
     return 0;
 }
 
+/* Frees what shoal_client_call left in rep and frames; returns rc. */
+static int s_release(wire_reply_t *rep, shoal_frames_t **frames, int rc)
+{
+    wire_reply_fini(rep);
+    shoal_frames_destroy(frames);
+    return rc;
+}
+
 /* Runs req and throws the reply away: for ops whose reply is only a status. */
 static int s_call_status(shoal_client_t *client, wire_request_t *req, shoal_err_t *err)
 {
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
-    int rc = shoal_client_call(client, req, &rep, &frames, err);
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, shoal_client_call(client, req, &rep, &frames, err));
 }
 
-static int s_set_coll(wire_request_t *req, const char *coll, shoal_err_t *err)
+/* A fresh request for op on collection coll (NULL: ""). */
+static int s_request(wire_request_t *req, wire_op_t op, const char *coll, shoal_err_t *err)
 {
+    wire_request_init(req);
+    req->op = op;
     if (!coll)
         coll = "";
     if (strlen(coll) > WIRE_NAME_MAX)
@@ -349,22 +357,18 @@ int shoal_client_ping(shoal_client_t *client, void **info, size_t *info_len, sho
         else if (info_len)
             *info_len = rep.info_len;
     }
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, shoal_metric_t metric,
                         size_t M, size_t ef_construction, shoal_err_t *err)
 {
-    wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_CREATE_COLLECTION;
     if (dim > UINT32_MAX || M > UINT32_MAX || ef_construction > UINT32_MAX)
         return shoal_err_set(err, SHOAL_EINVAL,
                              "create_collection: dim, M or ef_construction "
                              "does not fit in 32 bits");
-    int rc = s_set_coll(&req, coll, err);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
     if (rc != 0)
         return rc;
     req.dim = (uint32_t)dim;
@@ -377,21 +381,17 @@ int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, sh
 int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err)
 {
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_DROP_COLLECTION;
-    int rc = s_set_coll(&req, coll, err);
+    int rc = s_request(&req, WIRE_OP_DROP_COLLECTION, coll, err);
     return rc != 0 ? rc : s_call_status(client, &req, err);
 }
 
 int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t *ids,
                         const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err)
 {
-    wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_INSERT;
     if (dim > UINT32_MAX)
         return shoal_err_set(err, SHOAL_EINVAL, "insert: dim %zu does not fit in 32 bits", dim);
-    int rc = s_set_coll(&req, coll, err);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_INSERT, coll, err);
     if (rc != 0)
         return rc;
     req.n = n;
@@ -403,18 +403,14 @@ int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t
     rc = shoal_client_call(client, &req, &rep, &frames, err);
     if (rc == 0 && seq)
         *seq = rep.seq;
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
                         size_t *deleted, uint64_t *seq, shoal_err_t *err)
 {
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_DELETE;
-    int rc = s_set_coll(&req, coll, err);
+    int rc = s_request(&req, WIRE_OP_DELETE, coll, err);
     if (rc != 0)
         return rc;
     req.n = n;
@@ -428,9 +424,7 @@ int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t
         if (seq)
             *seq = rep.seq;
     }
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_search(shoal_client_t *client, const char *coll, const float *queries, size_t nq,
@@ -440,12 +434,10 @@ int shoal_client_search(shoal_client_t *client, const char *coll, const float *q
     *ids = NULL;
     if (dists)
         *dists = NULL;
-    wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_SEARCH;
     if (dim > UINT32_MAX || opts->k > UINT32_MAX || opts->ef > UINT32_MAX)
         return shoal_err_set(err, SHOAL_EINVAL, "search: dim, k or ef does not fit in 32 bits");
-    int rc = s_set_coll(&req, coll, err);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_SEARCH, coll, err);
     if (rc != 0)
         return rc;
     req.n = nq;
@@ -484,9 +476,7 @@ int shoal_client_search(shoal_client_t *client, const char *coll, const float *q
             }
         }
     }
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
@@ -496,9 +486,7 @@ int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *i
     *vecs = NULL;
     *dim = 0;
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_GET;
-    int rc = s_set_coll(&req, coll, err);
+    int rc = s_request(&req, WIRE_OP_GET, coll, err);
     if (rc != 0)
         return rc;
     req.n = n;
@@ -523,9 +511,7 @@ int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *i
             }
         }
     }
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, void **info,
@@ -538,9 +524,7 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
     if (info_len)
         *info_len = 0;
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_STATS;
-    int rc = s_set_coll(&req, coll, err);
+    int rc = s_request(&req, WIRE_OP_STATS, coll, err);
     if (rc != 0)
         return rc;
     wire_reply_t rep;
@@ -580,16 +564,12 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
         free(*text);
         *text = NULL;
     }
-    wire_reply_fini(&rep);
-    shoal_frames_destroy(&frames);
-    return rc;
+    return s_release(&rep, &frames, rc);
 }
 
 int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_t *err)
 {
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_CHECKPOINT;
-    int rc = s_set_coll(&req, coll, err);
+    int rc = s_request(&req, WIRE_OP_CHECKPOINT, coll, err);
     return rc != 0 ? rc : s_call_status(client, &req, err);
 }
