@@ -60,24 +60,41 @@ ifeq ($(NO_CUDA),)
 NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard $(CUDA_HOME)/bin/nvcc))
 endif
 
+# Where the toolkit lives: nvcc says so itself (its --dryrun prints TOP=),
+# because the nvcc on PATH may be a wrapper script in /usr/local/bin. The
+# libraries are then looked for in that tree (and the system's multiarch
+# directory); a toolkit without them builds CPU-only and says why.
+ifneq ($(NVCC),)
+CUDA_ROOT := $(realpath $(or $(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | \
+                 sed -n 's/^\#\$$ TOP=//p' | head -n 1),$(dir $(NVCC))/..))
+CUDA_LIBCANDS := $(CUDA_ROOT)/lib64 $(CUDA_ROOT)/lib $(CUDA_ROOT)/targets/x86_64-linux/lib \
+                 /usr/lib/x86_64-linux-gnu
+cuda_find = $(firstword $(wildcard $(addsuffix /lib$(1).so,$(CUDA_LIBCANDS))))
+CUDA_LIBS_FOUND := $(foreach l,cudart cublas nccl,$(call cuda_find,$(l)))
+ifneq ($(words $(CUDA_LIBS_FOUND)),3)
+$(warning nvcc found ($(NVCC)) but not all of libcudart, libcublas, libnccl under $(CUDA_LIBCANDS): building CPU-only)
+CUDA_MISSING := $(NVCC): libraries not found
+NVCC :=
+endif
+endif
+
 ifneq ($(NVCC),)
 HAVE_CUDA := 1
-CUDA_ROOT := $(abspath $(dir $(NVCC))/..)
-CUDA_LIBDIR := $(firstword $(wildcard $(CUDA_ROOT)/lib64 $(CUDA_ROOT)/targets/x86_64-linux/lib))
-CUDA_INCDIR := $(firstword $(wildcard $(CUDA_ROOT)/include))
+CUDA_LIBDIRS := $(sort $(patsubst %/,%,$(dir $(CUDA_LIBS_FOUND))))
+CUDA_INCDIR := $(firstword $(wildcard $(CUDA_ROOT)/include $(CUDA_ROOT)/targets/x86_64-linux/include))
 NVCC_ARCH := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 NVCCFLAGS := -O2 -std=c++17 $(NVCC_ARCH) -I. -Xcompiler -Wall,-Wextra,-Werror \
              -DSHOAL_HAVE_CUDA=1
 GPU_DEFS := -DSHOAL_HAVE_CUDA=1 $(if $(CUDA_INCDIR),-I$(CUDA_INCDIR))
-GPU_LDLIBS := $(if $(CUDA_LIBDIR),-L$(CUDA_LIBDIR) -Wl$(,)-rpath$(,)$(CUDA_LIBDIR)) \
+GPU_LDLIBS := $(foreach d,$(CUDA_LIBDIRS),-L$(d) -Wl$(,)-rpath$(,)$(d)) \
               -lcudart -lcublas -lnccl -lstdc++
 BUILD_KIND := cuda ($(NVCC))
 else
 HAVE_CUDA :=
 GPU_DEFS :=
 GPU_LDLIBS :=
-BUILD_KIND := cpu-only
+BUILD_KIND := cpu-only$(if $(CUDA_MISSING), ($(CUDA_MISSING)))
 endif
 
 # --------------------------------------------------------------------------
@@ -186,7 +203,7 @@ all: $(PROGRAMS) $(TEST_BINS)
 info:
 	@echo "build:     $(BUILD_KIND)"
 	@echo "nvcc:      $(or $(NVCC),none)"
-	@echo "cuda libs: $(or $(CUDA_LIBDIR),none)"
+	@echo "cuda libs: $(or $(CUDA_LIBDIRS),none)"
 	@echo "blas:      $(or $(BLAS_LIBS),none (SIMD kernels for batches))"
 	@echo "datasets:  $(DATASETS)"
 
