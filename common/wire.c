@@ -51,6 +51,8 @@ static const char *const s_op_names[WIRE_OP_COUNT] = {
     [WIRE_OP_GET] = "get",
     [WIRE_OP_STATS] = "stats",
     [WIRE_OP_CHECKPOINT] = "checkpoint",
+    [WIRE_OP_TRAIN] = "train",
+    [WIRE_OP_KNN_GRAPH] = "knn_graph",
 };
 
 static const char *const s_mode_names[] = {
@@ -262,6 +264,19 @@ typedef enum {
     S_KEY_COUNT,
     S_KEY_SEQ,
     S_KEY_INFO,
+    /* the coordinator's (docs/protocol.md section 11) */
+    S_KEY_NLIST,
+    S_KEY_INIT,
+    S_KEY_MAX_ITERS,
+    S_KEY_SEED,
+    S_KEY_NPROBE,
+    S_KEY_DEADLINE_MS,
+    S_KEY_CHUNK,
+    S_KEY_CURSOR,
+    S_KEY_PARTIAL,
+    S_KEY_MISSING,
+    S_KEY_FANOUT,
+    S_KEY_TOTAL,
     S_NKEYS
 } s_key_t;
 
@@ -285,17 +300,35 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_COUNT] = "count",
     [S_KEY_SEQ] = "seq",
     [S_KEY_INFO] = "info",
+    [S_KEY_NLIST] = "nlist",
+    [S_KEY_INIT] = "init",
+    [S_KEY_MAX_ITERS] = "max_iters",
+    [S_KEY_SEED] = "seed",
+    [S_KEY_NPROBE] = "nprobe",
+    [S_KEY_DEADLINE_MS] = "deadline_ms",
+    [S_KEY_CHUNK] = "chunk",
+    [S_KEY_CURSOR] = "cursor",
+    [S_KEY_PARTIAL] = "partial",
+    [S_KEY_MISSING] = "missing",
+    [S_KEY_FANOUT] = "fanout",
+    [S_KEY_TOTAL] = "total",
 };
 
-#define S_BIT(key) (1u << (key))
+/* The key sets below are bit masks over s_key_t. */
+_Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
+
+#define S_BIT(key) ((uint64_t)1 << (key))
 #define S_REQUEST_KEYS                                                                             \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_COLL) | S_BIT(S_KEY_DIM) |  \
      S_BIT(S_KEY_METRIC) | S_BIT(S_KEY_M) | S_BIT(S_KEY_EF_CONSTRUCTION) | S_BIT(S_KEY_N) |        \
-     S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER))
+     S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER) |                 \
+     S_BIT(S_KEY_NLIST) | S_BIT(S_KEY_INIT) | S_BIT(S_KEY_MAX_ITERS) | S_BIT(S_KEY_SEED) |         \
+     S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
-     S_BIT(S_KEY_COUNT) | S_BIT(S_KEY_SEQ) | S_BIT(S_KEY_INFO))
+     S_BIT(S_KEY_COUNT) | S_BIT(S_KEY_SEQ) | S_BIT(S_KEY_INFO) | S_BIT(S_KEY_PARTIAL) |            \
+     S_BIT(S_KEY_MISSING) | S_BIT(S_KEY_FANOUT) | S_BIT(S_KEY_CURSOR) | S_BIT(S_KEY_TOTAL))
 
 /* One decode in progress. */
 typedef struct {
@@ -347,7 +380,7 @@ static void s_dec_set_op(s_dec_t *d, wire_op_t op)
 }
 
 /* Steps 1 and 2: sizes from the frame lengths, then the header's bytes. */
-static int s_dec_header(s_dec_t *d, unsigned known_keys)
+static int s_dec_header(s_dec_t *d, uint64_t known_keys)
 {
     const wire_frames_t *f = d->frames;
     if (f->count == 0)
@@ -521,6 +554,42 @@ static int s_get_name(s_dec_t *d, bool required, char out[WIRE_NAME_MAX + 1])
     return 0;
 }
 
+/* Index of the first byte outside printable ASCII (0x20..0x7e), or len when there is none. */
+static size_t s_printable_bad_at(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c < 0x20 || c > 0x7e)
+            return i;
+    }
+    return len;
+}
+
+/*
+ * A string of printable ASCII, at most cap - 1 bytes, copied into out ("" when
+ * absent and optional). For "cursor" and "missing": both end up in logs and
+ * on terminals, so a control byte is refused rather than carried.
+ */
+static int s_get_text(s_dec_t *d, s_key_t key, bool required, char *out, size_t cap)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    int rc = s_get_str(d, key, required, &text, &len);
+    if (rc || !text)
+        return rc;
+    if (len > cap - 1)
+        return s_fail(d, SHOAL_EINVAL, "\"%s\" has %zu bytes, at most %zu are allowed",
+                      s_key_names[key], len, cap - 1);
+    size_t bad = s_printable_bad_at(text, len);
+    if (bad < len)
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"%s\" has a byte outside printable ASCII (0x%02x) at offset %zu",
+                      s_key_names[key], (unsigned)(unsigned char)text[bad], bad);
+    memcpy(out, text, len);
+    out[len] = '\0';
+    return 0;
+}
+
 /*
  * Step 3's first half: "rid" and "op", silently, when they are well-formed,
  * so that whatever fails next can still be answered to the right request.
@@ -664,7 +733,8 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
                       "\"metric\" must be \"l2\", \"ip\" or \"cosine\", got \"%s\"",
                       s_printable(text, len, show, sizeof show));
     if ((rc = s_get_tunable(d, S_KEY_M, &req->M)) ||
-        (rc = s_get_tunable(d, S_KEY_EF_CONSTRUCTION, &req->ef_construction)))
+        (rc = s_get_tunable(d, S_KEY_EF_CONSTRUCTION, &req->ef_construction)) ||
+        (rc = s_get_tunable(d, S_KEY_NLIST, &req->nlist)))
         return rc;
     return s_expect_frames(d, 1, "header");
 }
@@ -705,23 +775,32 @@ static int s_dec_ids(s_dec_t *d, wire_request_t *req)
     return 0;
 }
 
-static int s_dec_search(s_dec_t *d, wire_request_t *req)
+/* A request's optional "mode" (auto when absent). */
+static int s_get_request_mode(s_dec_t *d, wire_mode_t *mode)
 {
     const char *text = NULL;
     size_t len = 0;
     char show[48];
+    int rc = s_get_str(d, S_KEY_MODE, false, &text, &len);
+    if (rc)
+        return rc;
+    if (text && !s_mode_parse(text, len, mode))
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"mode\" must be \"auto\", \"hnsw\" or \"exact\", got \"%s\"",
+                      s_printable(text, len, show, sizeof show));
+    return 0;
+}
+
+static int s_dec_search(s_dec_t *d, wire_request_t *req)
+{
     int rc;
     if ((rc = s_get_name(d, true, req->coll)) ||
         (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
         (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
         (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &req->k)) ||
-        (rc = s_get_str(d, S_KEY_MODE, false, &text, &len)))
-        return rc;
-    if (text && !s_mode_parse(text, len, &req->mode))
-        return s_fail(d, SHOAL_EINVAL,
-                      "\"mode\" must be \"auto\", \"hnsw\" or \"exact\", got \"%s\"",
-                      s_printable(text, len, show, sizeof show));
-    if ((rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_tunable(d, S_KEY_NPROBE, &req->nprobe)) ||
+        (rc = s_get_tunable(d, S_KEY_DEADLINE_MS, &req->deadline_ms)) ||
         (rc = s_get_uint(d, S_KEY_NFILTER, false, &req->nfilter)))
         return rc;
     if (req->nfilter > d->lim.max_filter)
@@ -741,6 +820,51 @@ static int s_dec_search(s_dec_t *d, wire_request_t *req)
     req->vecs = bulk[0];
     req->filter = bulk[1];
     return 0;
+}
+
+/* train: the sample is n x dim floats in frame 1, laid out as a search's queries. */
+static int s_dec_train(s_dec_t *d, wire_request_t *req)
+{
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
+        (rc = s_get_tunable(d, S_KEY_INIT, &req->init)))
+        return rc;
+    if (req->init > 1)
+        return s_fail(d, SHOAL_EINVAL,
+                      "\"init\" must be 0 (k-means++) or 1 (random rows), got %" PRIu32, req->init);
+    if ((rc = s_get_tunable(d, S_KEY_MAX_ITERS, &req->max_iters)) ||
+        (rc = s_get_uint(d, S_KEY_SEED, false, &req->seed)) ||
+        (rc = s_expect_frames(d, 2, "header, sample")) ||
+        (rc = s_expect_size(d, 1, "n", req->n, "dim", req->dim, sizeof(float))))
+        return rc;
+    const size_t align[] = {sizeof(float)};
+    const void *bulk[1];
+    if ((rc = s_bind(d, align, 1, bulk, &req->owned)))
+        return rc;
+    req->vecs = bulk[0];
+    return 0;
+}
+
+/* knn_graph: header only; the rows come from the collection, picked by the cursor. */
+static int s_dec_knn_graph(s_dec_t *d, wire_request_t *req)
+{
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) ||
+        (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &req->k)) ||
+        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_tunable(d, S_KEY_NPROBE, &req->nprobe)) ||
+        (rc = s_get_tunable(d, S_KEY_DEADLINE_MS, &req->deadline_ms)) ||
+        (rc = s_get_tunable(d, S_KEY_CHUNK, &req->chunk)))
+        return rc;
+    /* A chunk's reply carries chunk rows, which max_batch bounds. */
+    if (req->chunk > d->lim.max_batch)
+        return s_fail(d, SHOAL_ELIMIT, "\"chunk\" must be 0..%zu, got %" PRIu32, d->lim.max_batch,
+                      req->chunk);
+    if ((rc = s_get_text(d, S_KEY_CURSOR, false, req->cursor, sizeof req->cursor)))
+        return rc;
+    return s_expect_frames(d, 1, "header");
 }
 
 int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
@@ -785,6 +909,12 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
         rc = s_get_name(&d, false, req->coll);
         if (!rc)
             rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_TRAIN:
+        rc = s_dec_train(&d, req);
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        rc = s_dec_knn_graph(&d, req);
         break;
     default:
         rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
@@ -860,20 +990,44 @@ static int s_dec_reply_common(s_dec_t *d, wire_reply_t *rep)
     return 0;
 }
 
-static int s_dec_search_reply(s_dec_t *d, wire_reply_t *rep)
+/* A reply's "mode": the one that ran, hnsw or exact (AUTO left when absent and optional). */
+static int s_get_reply_mode(s_dec_t *d, bool required, wire_mode_t *mode)
 {
     const char *text = NULL;
     size_t len = 0;
     char show[48];
-    int rc;
-    if ((rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &rep->n)) ||
-        (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &rep->k)) ||
-        (rc = s_get_str(d, S_KEY_MODE, true, &text, &len)))
+    int rc = s_get_str(d, S_KEY_MODE, required, &text, &len);
+    if (rc || !text)
         return rc;
-    if (!s_mode_parse(text, len, &rep->mode_used) || rep->mode_used == WIRE_MODE_AUTO)
+    if (!s_mode_parse(text, len, mode) || *mode == WIRE_MODE_AUTO)
         return s_fail(d, SHOAL_EPROTO,
                       "\"mode\" of a reply must be \"hnsw\" or \"exact\", got \"%s\"",
                       s_printable(text, len, show, sizeof show));
+    return 0;
+}
+
+/* The coordinator's optional keys of search and knn_graph replies. */
+static int s_dec_fanout_keys(s_dec_t *d, wire_reply_t *rep)
+{
+    uint64_t partial = 0;
+    int rc = s_get_uint(d, S_KEY_PARTIAL, false, &partial);
+    if (rc)
+        return rc;
+    if (partial > 1)
+        return s_fail(d, SHOAL_EPROTO, "\"partial\" must be 0 or 1, got %" PRIu64, partial);
+    rep->partial = (uint32_t)partial;
+    if ((rc = s_get_text(d, S_KEY_MISSING, false, rep->missing, sizeof rep->missing)))
+        return rc;
+    return s_get_uint(d, S_KEY_FANOUT, false, &rep->fanout);
+}
+
+static int s_dec_search_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    int rc;
+    if ((rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &rep->n)) ||
+        (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &rep->k)) ||
+        (rc = s_get_reply_mode(d, true, &rep->mode_used)) || (rc = s_dec_fanout_keys(d, rep)))
+        return rc;
     if ((rc = s_expect_frames(d, 3, "header, ids, distances")) ||
         (rc = s_expect_size(d, 1, "n", rep->n, "k", rep->k, sizeof(uint64_t))) ||
         (rc = s_expect_size(d, 2, "n", rep->n, "k", rep->k, sizeof(float))))
@@ -884,6 +1038,38 @@ static int s_dec_search_reply(s_dec_t *d, wire_reply_t *rep)
         return rc;
     rep->ids = bulk[0];
     rep->dists = bulk[1];
+    return 0;
+}
+
+/*
+ * knn_graph: n rows of k neighbours laid out as a search reply, then the rows'
+ * own ids. n may be 0 (an empty collection, or nothing left at the cursor);
+ * the three bulk frames are then present and empty.
+ */
+static int s_dec_knn_graph_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    int rc;
+    if ((rc = s_get_uint(d, S_KEY_N, true, &rep->n)))
+        return rc;
+    if (rep->n > d->lim.max_batch)
+        return s_fail(d, SHOAL_ELIMIT, "\"n\" must be 0..%zu, got %" PRIu64, d->lim.max_batch,
+                      rep->n);
+    if ((rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &rep->k)) ||
+        (rc = s_get_reply_mode(d, false, &rep->mode_used)) || (rc = s_dec_fanout_keys(d, rep)) ||
+        (rc = s_get_text(d, S_KEY_CURSOR, true, rep->cursor, sizeof rep->cursor)) ||
+        (rc = s_get_uint(d, S_KEY_TOTAL, true, &rep->total)) ||
+        (rc = s_expect_frames(d, 4, "header, ids, distances, row ids")) ||
+        (rc = s_expect_size(d, 1, "n", rep->n, "k", rep->k, sizeof(uint64_t))) ||
+        (rc = s_expect_size(d, 2, "n", rep->n, "k", rep->k, sizeof(float))) ||
+        (rc = s_expect_size(d, 3, "n", rep->n, NULL, 0, sizeof(uint64_t))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t), sizeof(float), sizeof(uint64_t)};
+    const void *bulk[3];
+    if ((rc = s_bind(d, align, 3, bulk, &rep->owned)))
+        return rc;
+    rep->ids = bulk[0];
+    rep->dists = bulk[1];
+    rep->qids = bulk[2];
     return 0;
 }
 
@@ -942,6 +1128,9 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
         break;
     case WIRE_OP_GET:
         rc = s_dec_get_reply(&d, rep);
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        rc = s_dec_knn_graph_reply(&d, rep);
         break;
     case WIRE_OP_STATS:
         if (!rep->info)
@@ -1024,6 +1213,17 @@ static void s_enc_raw(s_enc_t *e, const char *key, const void *bytes, size_t len
         e->failed = true;
 }
 
+/* partial, missing and fanout, each only when set (absent reads as 0 / ""). */
+static void s_enc_fanout_fields(s_enc_t *e, const wire_reply_t *rep)
+{
+    if (rep->partial)
+        s_enc_uint(e, "partial", rep->partial);
+    if (rep->missing[0])
+        s_enc_str(e, "missing", rep->missing);
+    if (rep->fanout)
+        s_enc_uint(e, "fanout", rep->fanout);
+}
+
 static void s_enc_abandon(s_enc_t *e)
 {
     msgpack_sbuffer_destroy(&e->body);
@@ -1080,6 +1280,24 @@ static int s_check_vectors(const wire_request_t *req, const char *opname, size_t
     return 0;
 }
 
+/*
+ * A text field about to be encoded (cursor, missing): NUL-terminated within
+ * its cap bytes and printable ASCII, as the decoder will insist.
+ */
+static int s_check_text(const char *text, size_t cap, const char *what, const char *key,
+                        shoal_err_t *err)
+{
+    size_t len = strnlen(text, cap);
+    if (len == cap)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: \"%s\" is not NUL-terminated", what, key);
+    size_t bad = s_printable_bad_at(text, len);
+    if (bad < len)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: \"%s\" has a byte outside printable ASCII (0x%02x) at offset %zu",
+                             what, key, (unsigned)(unsigned char)text[bad], bad);
+    return 0;
+}
+
 /* The encoder's own checks of a request; 0 or SHOAL_EINVAL. */
 static int s_check_request(const wire_request_t *req, const char *opname, size_t *vec_bytes,
                            shoal_err_t *err)
@@ -1121,6 +1339,19 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
         if (!req->ids)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
         return s_check_vectors(req, opname, vec_bytes, err);
+    case WIRE_OP_TRAIN:
+        if (req->init > 1)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s: init must be 0 (k-means++) or 1 (random rows), got %" PRIu32,
+                                 opname, req->init);
+        return s_check_vectors(req, opname, vec_bytes, err);
+    case WIRE_OP_KNN_GRAPH:
+        if (req->k == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", opname);
+        if ((unsigned)req->mode >= S_NMODES)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
+                                 (int)req->mode);
+        return s_check_text(req->cursor, sizeof req->cursor, opname, "cursor", err);
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:
         if (req->n == 0)
@@ -1163,6 +1394,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "M", req->M);
         if (req->ef_construction)
             s_enc_uint(&e, "ef_construction", req->ef_construction);
+        if (req->nlist)
+            s_enc_uint(&e, "nlist", req->nlist);
         break;
     case WIRE_OP_INSERT:
         s_enc_uint(&e, "n", req->n);
@@ -1181,6 +1414,34 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "ef", req->ef);
         if (req->nfilter)
             s_enc_uint(&e, "nfilter", req->nfilter);
+        if (req->nprobe)
+            s_enc_uint(&e, "nprobe", req->nprobe);
+        if (req->deadline_ms)
+            s_enc_uint(&e, "deadline_ms", req->deadline_ms);
+        break;
+    case WIRE_OP_TRAIN:
+        s_enc_uint(&e, "n", req->n);
+        s_enc_uint(&e, "dim", req->dim);
+        if (req->init)
+            s_enc_uint(&e, "init", req->init);
+        if (req->max_iters)
+            s_enc_uint(&e, "max_iters", req->max_iters);
+        if (req->seed)
+            s_enc_uint(&e, "seed", req->seed);
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        s_enc_uint(&e, "k", req->k);
+        s_enc_str(&e, "mode", wire_mode_name(req->mode));
+        if (req->ef)
+            s_enc_uint(&e, "ef", req->ef);
+        if (req->nprobe)
+            s_enc_uint(&e, "nprobe", req->nprobe);
+        if (req->deadline_ms)
+            s_enc_uint(&e, "deadline_ms", req->deadline_ms);
+        if (req->chunk)
+            s_enc_uint(&e, "chunk", req->chunk);
+        if (req->cursor[0])
+            s_enc_str(&e, "cursor", req->cursor);
         break;
     default:
         break;
@@ -1202,17 +1463,47 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
         if (req->nfilter)
             s_add_frame(out, req->filter, (size_t)req->nfilter * sizeof(uint64_t));
         break;
+    case WIRE_OP_TRAIN:
+        s_add_frame(out, req->vecs, vec_bytes);
+        break;
     default:
         break;
     }
     return 0;
 }
 
-/* The encoder's own checks of a successful reply's results. */
-static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t *a_bytes,
-                         size_t *b_bytes, shoal_err_t *err)
+/* The coordinator's fields of search and knn_graph replies; what is "<op> reply". */
+static int s_check_fanout_fields(const wire_reply_t *rep, const char *what, shoal_err_t *err)
 {
+    if (rep->partial > 1)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: partial must be 0 or 1, got %" PRIu32, what,
+                             rep->partial);
+    return s_check_text(rep->missing, sizeof rep->missing, what, "missing", err);
+}
+
+/* The encoder's own checks of a successful reply's results: bytes[i] is bulk frame i + 1's size. */
+static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t bytes[3],
+                         shoal_err_t *err)
+{
+    char what[48];
+    snprintf(what, sizeof what, "%s reply", opname);
+    int rc;
     switch (rep->op) {
+    case WIRE_OP_KNN_GRAPH:
+        if (rep->k == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", what);
+        if ((unsigned)rep->mode_used >= S_NMODES)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: mode_used %d is not valid", what,
+                                 (int)rep->mode_used);
+        if (rep->n > 0 && (!rep->ids || !rep->dists || !rep->qids))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: ids, dists or qids is NULL", what);
+        if (!s_mul3(rep->n, rep->k, sizeof(uint64_t), &bytes[0]) ||
+            !s_mul3(rep->n, rep->k, sizeof(float), &bytes[1]) ||
+            !s_mul3(rep->n, 1, sizeof(uint64_t), &bytes[2]))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: n x k overflows", what);
+        if ((rc = s_check_text(rep->cursor, sizeof rep->cursor, what, "cursor", err)))
+            return rc;
+        return s_check_fanout_fields(rep, what, err);
     case WIRE_OP_SEARCH:
         if (rep->n == 0 || rep->k == 0)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n and k must be >= 1", opname);
@@ -1222,16 +1513,16 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t *a_
                                  (int)rep->mode_used);
         if (!rep->ids || !rep->dists)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: ids or dists is NULL", opname);
-        if (!s_mul3(rep->n, rep->k, sizeof(uint64_t), a_bytes) ||
-            !s_mul3(rep->n, rep->k, sizeof(float), b_bytes))
+        if (!s_mul3(rep->n, rep->k, sizeof(uint64_t), &bytes[0]) ||
+            !s_mul3(rep->n, rep->k, sizeof(float), &bytes[1]))
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x k overflows", opname);
-        break;
+        return s_check_fanout_fields(rep, what, err);
     case WIRE_OP_GET:
         if (rep->n == 0 || rep->dim == 0)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n and dim must be >= 1", opname);
         if (!rep->found || !rep->vecs)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: found or vecs is NULL", opname);
-        if (!s_mul3(rep->n, 1, 1, a_bytes) || !s_mul3(rep->n, rep->dim, sizeof(float), b_bytes))
+        if (!s_mul3(rep->n, 1, 1, &bytes[0]) || !s_mul3(rep->n, rep->dim, sizeof(float), &bytes[1]))
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x dim overflows", opname);
         break;
     case WIRE_OP_STATS:
@@ -1260,9 +1551,9 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
     if (rep->info && !wire_info_bytes_ok(rep->info, rep->info_len))
         return shoal_err_set(err, SHOAL_EINVAL,
                              "reply info is not one msgpack map of numbers, strings and maps");
-    size_t a_bytes = 0, b_bytes = 0;
+    size_t bytes[3] = {0, 0, 0};
     int rc;
-    if (rep->code == 0 && (rc = s_check_reply(rep, opname, &a_bytes, &b_bytes, err)))
+    if (rep->code == 0 && (rc = s_check_reply(rep, opname, bytes, err)))
         return rc;
 
     s_enc_t e;
@@ -1295,6 +1586,16 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
             s_enc_uint(&e, "n", rep->n);
             s_enc_uint(&e, "k", rep->k);
             s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
+            s_enc_fanout_fields(&e, rep);
+            break;
+        case WIRE_OP_KNN_GRAPH:
+            s_enc_uint(&e, "n", rep->n);
+            s_enc_uint(&e, "k", rep->k);
+            if (rep->mode_used != WIRE_MODE_AUTO)
+                s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
+            s_enc_fanout_fields(&e, rep);
+            s_enc_str(&e, "cursor", rep->cursor);
+            s_enc_uint(&e, "total", rep->total);
             break;
         case WIRE_OP_GET:
             s_enc_uint(&e, "n", rep->n);
@@ -1311,11 +1612,15 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
     if ((rc = s_enc_finish(&e, out, err)))
         return rc;
     if (rep->code == 0 && rep->op == WIRE_OP_SEARCH) {
-        s_add_frame(out, rep->ids, a_bytes);
-        s_add_frame(out, rep->dists, b_bytes);
+        s_add_frame(out, rep->ids, bytes[0]);
+        s_add_frame(out, rep->dists, bytes[1]);
+    } else if (rep->code == 0 && rep->op == WIRE_OP_KNN_GRAPH) {
+        s_add_frame(out, rep->ids, bytes[0]);
+        s_add_frame(out, rep->dists, bytes[1]);
+        s_add_frame(out, rep->qids, bytes[2]);
     } else if (rep->code == 0 && rep->op == WIRE_OP_GET) {
-        s_add_frame(out, rep->found, a_bytes);
-        s_add_frame(out, rep->vecs, b_bytes);
+        s_add_frame(out, rep->found, bytes[0]);
+        s_add_frame(out, rep->vecs, bytes[1]);
     }
     return 0;
 }

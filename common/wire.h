@@ -45,6 +45,8 @@ extern "C" {
 #define WIRE_NAME_MAX 64      /* collection names: 1..64 of [A-Za-z0-9_.-] */
 #define WIRE_FRAMES_MAX 4     /* header + at most 3 bulk frames */
 #define WIRE_MSG_MAX 512      /* longest error message carried */
+#define WIRE_CURSOR_MAX 64    /* knn_graph cursor: printable ASCII, opaque to clients */
+#define WIRE_MISSING_MAX 1024 /* search reply: the missing shards, comma-separated */
 
 typedef enum {
     WIRE_OP_NONE = 0,
@@ -57,6 +59,8 @@ typedef enum {
     WIRE_OP_GET,
     WIRE_OP_STATS,
     WIRE_OP_CHECKPOINT,
+    WIRE_OP_TRAIN,     /* coordinator only: k-means on a sample, then list placement */
+    WIRE_OP_KNN_GRAPH, /* coordinator only: one chunk of the collection's k-NN graph */
     WIRE_OP_COUNT
 } wire_op_t;
 
@@ -116,6 +120,12 @@ typedef struct {
     shoal_metric_t metric;           /* distance */
     uint32_t M;                      /* HNSW links per node; 0 = server default */
     uint32_t ef_construction;        /* HNSW build candidates; 0 = server default */
+    uint32_t nlist;                  /* coordinator: IVF lists; 0 = coordinator default */
+
+    /* train (coordinator): the sample is n x dim floats in frame 1 (vecs) */
+    uint32_t init;                   /* 0 = k-means++ (default), 1 = random rows */
+    uint32_t max_iters;              /* Lloyd iterations; 0 = default */
+    uint64_t seed;                   /* k-means seed; sent only when non-zero */
 
     /* insert, delete, get, search */
     uint64_t n;                      /* vectors, ids or queries in the bulk frames */
@@ -128,6 +138,14 @@ typedef struct {
     uint32_t ef;                     /* HNSW candidates; 0 = server default */
     uint64_t nfilter;                /* allow-list length; 0 = no filter */
     const uint64_t *filter;          /* allow-list of ids (frame 2), sorted or not */
+
+    /* search and knn_graph at the coordinator (a shard ignores them) */
+    uint32_t nprobe;                 /* IVF lists probed per query; 0 = collection default */
+    uint32_t deadline_ms;            /* answer within this; 0 = coordinator default */
+
+    /* knn_graph: rows (stored vectors) per reply and where to go on */
+    uint32_t chunk;                  /* rows per reply; 0 = coordinator default */
+    char cursor[WIRE_CURSOR_MAX + 1];/* "" = from the start, else the previous reply's cursor */
 
     void *owned;                     /* aligned copies made while decoding; freed by fini */
 } wire_request_t;
@@ -173,6 +191,16 @@ typedef struct {
     const float *dists;      /* search: n x k distances */
     const uint8_t *found;    /* get: n flags (frame 1), 1 = present */
     const float *vecs;       /* get: n x dim (frame 2), zeros where absent */
+
+    /* search and knn_graph at the coordinator */
+    uint32_t partial;        /* 1 when some shards did not answer in time */
+    char missing[WIRE_MISSING_MAX]; /* those shards' endpoints, comma-separated ("" if none) */
+    uint64_t fanout;         /* sum over the queries of the shards each was sent to */
+
+    /* knn_graph: n rows x k neighbours in frames 1-2 (ids, dists) as for search */
+    const uint64_t *qids;    /* frame 3: the n rows' own ids */
+    char cursor[WIRE_CURSOR_MAX + 1]; /* pass back for the next chunk; "" = graph complete */
+    uint64_t total;          /* rows the whole graph has (for progress) */
 
     /* insert / delete */
     uint64_t count;          /* vectors inserted / ids deleted */

@@ -1140,9 +1140,9 @@ static void s_on_request(shard_server_t *server, int stopping)
         break;
     default: {
         char msg_text[96];
-        snprintf(msg_text, sizeof msg_text, "op %s is not served by a shard",
+        snprintf(msg_text, sizeof msg_text, "op %s is not served by a shard (ask the coordinator)",
                  s_op_label(s_op_index(job->req.op)));
-        s_job_fail(job, SHOAL_EPROTO, msg_text);
+        s_job_fail(job, SHOAL_EUNSUPPORTED, msg_text);
         s_job_finish(server, &job);
         break;
     }

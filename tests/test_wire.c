@@ -731,6 +731,410 @@ Test(wire, encode_refuses_bad_replies)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The coordinator's ops and fields                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Whether frame 0 (a msgpack map) has the key: optional keys are sent only when set. */
+static bool s_header_has(const wire_frames_t *frames, const char *key)
+{
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
+    msgpack_object obj;
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack(frames->data[0], frames->size[0], &off, &zone, &obj),
+                 MSGPACK_UNPACK_SUCCESS);
+    cr_assert_eq(obj.type, MSGPACK_OBJECT_MAP);
+    bool found = false;
+    for (uint32_t i = 0; i < obj.via.map.size; i++) {
+        const msgpack_object *k = &obj.via.map.ptr[i].key;
+        if (k->via.str.size == strlen(key) && !memcmp(k->via.str.ptr, key, k->via.str.size))
+            found = true;
+    }
+    msgpack_zone_destroy(&zone);
+    return found;
+}
+
+Test(wire, create_collection_carries_nlist_only_when_set)
+{
+    for (uint32_t nlist = 0; nlist <= 1024; nlist += 1024) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_CREATE_COLLECTION;
+        req.rid = 3;
+        strcpy(req.coll, "ivf");
+        req.dim = 128;
+        req.nlist = nlist;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(out.nlist, nlist);
+        cr_assert_eq(s_header_has(&frames, "nlist"), nlist != 0);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, search_carries_nprobe_and_deadline_only_when_set)
+{
+    float q[4] = {1, 2, 3, 4};
+    for (int set = 0; set < 2; set++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_SEARCH;
+        req.rid = 4;
+        strcpy(req.coll, "docs");
+        req.n = 1;
+        req.dim = 4;
+        req.k = 10;
+        req.vecs = q;
+        req.nprobe = set ? UINT32_MAX : 0;
+        req.deadline_ms = set ? 250 : 0;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, 2);
+        cr_assert_eq(out.nprobe, req.nprobe);
+        cr_assert_eq(out.deadline_ms, req.deadline_ms);
+        cr_assert_eq(s_header_has(&frames, "nprobe"), set);
+        cr_assert_eq(s_header_has(&frames, "deadline_ms"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, train_round_trip_with_and_without_options)
+{
+    enum { N = 5, DIM = 3 };
+    float sample[N * DIM];
+    s_fill_floats(sample, N * DIM, -1.0f);
+    for (int set = 0; set < 2; set++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_TRAIN;
+        req.rid = 50 + (uint64_t)set;
+        strcpy(req.coll, "docs");
+        req.n = N;
+        req.dim = DIM;
+        req.vecs = sample;
+        req.init = set ? 1 : 0;
+        req.max_iters = set ? 25 : 0;
+        req.seed = set ? UINT64_MAX : 0;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, 2);
+        cr_assert_eq(frames.size[1], sizeof sample);
+        cr_assert_eq(out.n, N);
+        cr_assert_eq(out.dim, DIM);
+        cr_assert_eq(out.vecs, sample, "aligned: used in place");
+        cr_assert_eq(out.init, req.init);
+        cr_assert_eq(out.max_iters, req.max_iters);
+        cr_assert_eq(out.seed, req.seed);
+        cr_assert_eq(s_header_has(&frames, "init"), set);
+        cr_assert_eq(s_header_has(&frames, "max_iters"), set);
+        cr_assert_eq(s_header_has(&frames, "seed"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, knn_graph_request_round_trip_with_and_without_cursor)
+{
+    for (int set = 0; set < 2; set++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_KNN_GRAPH;
+        req.rid = 60 + (uint64_t)set;
+        strcpy(req.coll, "docs");
+        req.k = set ? 4096 : 1;
+        req.mode = set ? WIRE_MODE_EXACT : WIRE_MODE_AUTO;
+        req.ef = set ? 100 : 0;
+        req.nprobe = set ? 8 : 0;
+        req.deadline_ms = set ? 5000 : 0;
+        req.chunk = set ? 1000000 : 0;
+        if (set) {
+            /* 64 printable bytes, space and '~' included */
+            memset(req.cursor, 'c', WIRE_CURSOR_MAX);
+            req.cursor[0] = ' ';
+            req.cursor[WIRE_CURSOR_MAX - 1] = '~';
+            req.cursor[WIRE_CURSOR_MAX] = '\0';
+        }
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, 1, "knn_graph has no bulk frames");
+        cr_assert_eq(out.k, req.k);
+        cr_assert_eq(out.mode, req.mode);
+        cr_assert_eq(out.ef, req.ef);
+        cr_assert_eq(out.nprobe, req.nprobe);
+        cr_assert_eq(out.deadline_ms, req.deadline_ms);
+        cr_assert_eq(out.chunk, req.chunk);
+        cr_assert_str_eq(out.cursor, req.cursor);
+        cr_assert_eq(s_header_has(&frames, "cursor"), set, "\"\" (the start) is not sent");
+        cr_assert_eq(s_header_has(&frames, "chunk"), set);
+        cr_assert_null(out.vecs);
+        cr_assert_null(out.owned);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, search_reply_carries_partial_missing_and_fanout)
+{
+    uint64_t ids[2] = {1, 2};
+    float dists[2] = {0.5f, 1.0f};
+    for (int set = 0; set < 2; set++) {
+        wire_reply_t rep, out;
+        wire_frames_t frames;
+        wire_reply_init(&rep);
+        rep.op = WIRE_OP_SEARCH;
+        rep.rid = 70;
+        rep.n = 1;
+        rep.k = 2;
+        rep.mode_used = WIRE_MODE_HNSW;
+        rep.ids = ids;
+        rep.dists = dists;
+        rep.fanout = set ? 3 : 0;
+        if (set) {
+            rep.partial = 1;
+            strcpy(rep.missing, "tcp://127.0.0.1:7702,tcp://127.0.0.1:7703");
+        }
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_eq(frames.count, 3);
+        cr_assert_eq(out.partial, rep.partial);
+        cr_assert_str_eq(out.missing, rep.missing);
+        cr_assert_eq(out.fanout, rep.fanout);
+        cr_assert_eq(s_header_has(&frames, "partial"), set);
+        cr_assert_eq(s_header_has(&frames, "missing"), set);
+        cr_assert_eq(s_header_has(&frames, "fanout"), set);
+        cr_assert_eq(memcmp(out.ids, ids, sizeof ids), 0);
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+    }
+
+    /* the longest missing list that fits */
+    wire_reply_t rep, out;
+    wire_frames_t frames;
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_SEARCH;
+    rep.rid = 71;
+    rep.n = 1;
+    rep.k = 2;
+    rep.mode_used = WIRE_MODE_EXACT;
+    rep.ids = ids;
+    rep.dists = dists;
+    rep.partial = 1;
+    memset(rep.missing, 'm', WIRE_MISSING_MAX - 1);
+    rep.missing[WIRE_MISSING_MAX - 1] = '\0';
+    s_reply_round_trip(&rep, &frames, &out);
+    cr_assert_str_eq(out.missing, rep.missing);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+}
+
+Test(wire, knn_graph_reply_round_trip)
+{
+    enum { N = 3, K = 2 };
+    uint64_t ids[N * K] = {5, 9, 4, TOPK_ID_NONE, 4, 5};
+    float dists[N * K] = {0.25f, 1.0f, 0.25f, INFINITY, 1.0f, 2.0f};
+    uint64_t qids[N] = {4, 5, 9};
+    const wire_mode_t modes[] = {WIRE_MODE_AUTO, WIRE_MODE_HNSW, WIRE_MODE_EXACT};
+    for (size_t m = 0; m < 3; m++) {
+        wire_reply_t rep, out;
+        wire_frames_t frames;
+        wire_reply_init(&rep);
+        rep.op = WIRE_OP_KNN_GRAPH;
+        rep.rid = 80 + m;
+        rep.n = N;
+        rep.k = K;
+        rep.mode_used = modes[m];
+        rep.ids = ids;
+        rep.dists = dists;
+        rep.qids = qids;
+        rep.total = 1000000;
+        rep.fanout = 6;
+        if (m == 1)
+            strcpy(rep.cursor, "s1.l17.i000000000042");
+        if (m == 2) {
+            rep.partial = 1;
+            strcpy(rep.missing, "tcp://h:1");
+        }
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_eq(frames.count, 4);
+        cr_assert_eq(frames.size[3], N * 8);
+        cr_assert_eq(out.n, N);
+        cr_assert_eq(out.k, K);
+        cr_assert_eq(out.mode_used, modes[m], "mode is optional: auto when absent");
+        cr_assert_eq(s_header_has(&frames, "mode"), m != 0);
+        cr_assert_eq(out.ids, ids, "aligned: used in place");
+        cr_assert_eq(memcmp(out.dists, dists, sizeof dists), 0);
+        cr_assert_eq(memcmp(out.qids, qids, sizeof qids), 0);
+        cr_assert_str_eq(out.cursor, rep.cursor);
+        cr_assert(s_header_has(&frames, "cursor"), "cursor is always sent, \"\" = done");
+        cr_assert_eq(out.total, 1000000);
+        cr_assert_eq(out.fanout, 6);
+        cr_assert_eq(out.partial, rep.partial);
+        cr_assert_str_eq(out.missing, rep.missing);
+        wire_reply_fini(&out);
+
+        /* qids at an odd address are copied */
+        uint64_t raw[8];
+        memcpy((uint8_t *)raw + 3, qids, sizeof qids);
+        frames.data[3] = (uint8_t *)raw + 3;
+        shoal_err_t err;
+        cr_assert_eq(wire_reply_decode(&frames, NULL, &out, &err), 0, "%s", err.msg);
+        cr_assert_not_null(out.owned);
+        cr_assert_eq((uintptr_t)out.qids % 8, 0);
+        cr_assert_eq(memcmp(out.qids, qids, sizeof qids), 0);
+        cr_assert_eq(out.ids, ids);
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, knn_graph_reply_may_be_empty)
+{
+    wire_reply_t rep, out;
+    wire_frames_t frames;
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_KNN_GRAPH;
+    rep.rid = 90;
+    rep.k = 10;
+    s_reply_round_trip(&rep, &frames, &out);
+    cr_assert_eq(frames.count, 4);
+    cr_assert_eq(frames.size[1] + frames.size[2] + frames.size[3], 0);
+    cr_assert_eq(out.n, 0);
+    cr_assert_eq(out.k, 10);
+    cr_assert_str_eq(out.cursor, "");
+    cr_assert_eq(out.total, 0);
+    cr_assert_null(out.owned);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+}
+
+Test(wire, train_reply_carries_its_report_in_info)
+{
+    wire_info_t *info = wire_info_new();
+    wire_info_map(info, 2);
+    wire_info_key(info, "iterations");
+    wire_info_u64(info, 12);
+    wire_info_key(info, "objective");
+    wire_info_f64(info, 0.5);
+    cr_assert_eq(wire_info_failed(info), 0);
+    wire_reply_t rep, out;
+    wire_frames_t frames;
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_TRAIN;
+    rep.rid = 91;
+    rep.info = wire_info_data(info);
+    rep.info_len = wire_info_len(info);
+    s_reply_round_trip(&rep, &frames, &out);
+    cr_assert_eq(frames.count, 1);
+    double value = 0;
+    cr_assert_eq(wire_info_lookup(out.info, out.info_len, "iterations", &value), 0);
+    cr_assert_eq(value, 12.0);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+    wire_info_destroy(&info);
+}
+
+Test(wire, encode_refuses_bad_coordinator_requests)
+{
+    float sample[4] = {0};
+    wire_request_t req;
+    wire_frames_t frames;
+    shoal_err_t err;
+
+    wire_request_init(&req);
+    req.op = WIRE_OP_TRAIN;
+    strcpy(req.coll, "c");
+    req.n = 1;
+    req.dim = 4;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "train without vecs");
+    cr_assert(strstr(err.msg, "train: vecs is NULL"), "%s", err.msg);
+    req.vecs = sample;
+    req.n = 0;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "train n = 0");
+    req.n = 1;
+    req.dim = 0;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "train dim = 0");
+    req.dim = 4;
+    req.init = 2;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "train init = 2");
+    cr_assert(strstr(err.msg, "init must be 0"), "%s", err.msg);
+    req.init = 1;
+    req.coll[0] = '\0';
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "train without coll");
+    strcpy(req.coll, "c");
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), 0, "%s", err.msg);
+    wire_frames_fini(&frames);
+
+    wire_request_init(&req);
+    req.op = WIRE_OP_KNN_GRAPH;
+    strcpy(req.coll, "c");
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "knn_graph k = 0");
+    req.k = 10;
+    req.mode = (wire_mode_t)5;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "knn_graph bad mode");
+    req.mode = WIRE_MODE_HNSW;
+    strcpy(req.cursor, "ab\ncd");
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "control byte");
+    cr_assert(strstr(err.msg, "\"cursor\" has a byte outside printable ASCII (0x0a) at offset 2"),
+              "%s", err.msg);
+    memset(req.cursor, 'x', sizeof req.cursor);
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL, "unterminated cursor");
+    cr_assert(strstr(err.msg, "not NUL-terminated"), "%s", err.msg);
+    strcpy(req.cursor, "next");
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), 0, "%s", err.msg);
+    wire_frames_fini(&frames);
+}
+
+Test(wire, encode_refuses_bad_coordinator_replies)
+{
+    uint64_t ids[1] = {1};
+    float dists[1] = {0};
+    wire_reply_t rep;
+    wire_frames_t frames;
+    shoal_err_t err;
+
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_KNN_GRAPH;
+    rep.n = 1;
+    rep.k = 1;
+    rep.ids = ids;
+    rep.dists = dists;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "qids NULL");
+    cr_assert(strstr(err.msg, "knn_graph reply: ids, dists or qids is NULL"), "%s", err.msg);
+    rep.qids = ids;
+    rep.k = 0;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "k = 0");
+    rep.k = 1;
+    rep.partial = 2;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "partial = 2");
+    rep.partial = 1;
+    strcpy(rep.missing, "tcp://a\x7f");
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "DEL in missing");
+    cr_assert(strstr(err.msg, "\"missing\" has a byte outside printable ASCII (0x7f) at offset 7"),
+              "%s", err.msg);
+    memset(rep.missing, 'm', sizeof rep.missing);
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "unterminated missing");
+    strcpy(rep.missing, "tcp://a:1");
+    memset(rep.cursor, 'c', sizeof rep.cursor);
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "unterminated cursor");
+    strcpy(rep.cursor, "more");
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    wire_frames_fini(&frames);
+
+    /* the same checks guard a search reply's coordinator fields */
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_SEARCH;
+    rep.n = 1;
+    rep.k = 1;
+    rep.mode_used = WIRE_MODE_HNSW;
+    rep.ids = ids;
+    rep.dists = dists;
+    rep.partial = 7;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "search partial = 7");
+    cr_assert(strstr(err.msg, "search reply: partial must be 0 or 1, got 7"), "%s", err.msg);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Malformed requests: a table                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -835,6 +1239,7 @@ static void s_pack_header(msgpack_sbuffer *sb, const kv_t *hdr)
 }
 
 static char s_long_name[66];
+static char s_long_missing[WIRE_MISSING_MAX + 1]; /* one byte over "missing"'s limit */
 
 /* One row per case. */
 /* clang-format off */
@@ -972,6 +1377,68 @@ static const bad_case_t s_bad_requests[] = {
      "get: expected 2 frames"},
     {"message over max_message_bytes", {HEAD("insert"), S("coll", "a"), U("n", 1), U("dim", 1)}, 2,
      {8, 4}, SHOAL_ELIMIT, "the limit is 40", {.max_message_bytes = 40}, .no_rid = true},
+
+    /* the coordinator's keys */
+    {"create: nlist is a str",
+     {HEAD("create_collection"), S("coll", "a"), U("dim", 4), S("metric", "l2"), S("nlist", "8")},
+     0, {0}, SHOAL_EPROTO, "create_collection: \"nlist\" has type str, expected unsigned integer"},
+    {"search: nprobe is a str",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), S("nprobe", "all")}, 1,
+     {4}, SHOAL_EPROTO, "search: \"nprobe\" has type str, expected unsigned integer"},
+    {"search: nprobe is a float",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), F("nprobe", 4.0)}, 1,
+     {4}, SHOAL_EPROTO, "\"nprobe\" has type float64"},
+    {"search: negative deadline_ms",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), I("deadline_ms", -5)}, 1,
+     {4}, SHOAL_EPROTO, "\"deadline_ms\" must be an unsigned integer, got -5"},
+    {"search: nprobe over 32 bits",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), U("nprobe", 1ull << 32)},
+     1, {4}, SHOAL_EINVAL, "\"nprobe\" must be 0..4294967295, got 4294967296"},
+    {"train: no coll", {HEAD("train"), U("n", 1), U("dim", 2)}, 1, {8}, SHOAL_EPROTO,
+     "train: missing required key \"coll\""},
+    {"train: no dim", {HEAD("train"), S("coll", "a"), U("n", 1)}, 1, {8}, SHOAL_EPROTO,
+     "train: missing required key \"dim\""},
+    {"train: n = 0", {HEAD("train"), S("coll", "a"), U("n", 0), U("dim", 2)}, 1, {0}, SHOAL_EINVAL,
+     "train: \"n\" must be 1..1000000, got 0"},
+    {"train: sample one float short", {HEAD("train"), S("coll", "a"), U("n", 2), U("dim", 3)}, 1,
+     {20}, SHOAL_EPROTO, "train: frame 1 has 20 bytes, expected 24 (n=2 x dim=3 x 4)"},
+    {"train: sample one byte long", {HEAD("train"), S("coll", "a"), U("n", 2), U("dim", 3)}, 1,
+     {25}, SHOAL_EPROTO, "frame 1 has 25 bytes, expected 24"},
+    {"train: no sample frame", {HEAD("train"), S("coll", "a"), U("n", 1), U("dim", 1)}, 0, {0},
+     SHOAL_EPROTO, "train: expected 2 frames (header, sample), got 1"},
+    {"train: init 2",
+     {HEAD("train"), S("coll", "a"), U("n", 1), U("dim", 1), U("init", 2)}, 1, {4}, SHOAL_EINVAL,
+     "train: \"init\" must be 0 (k-means++) or 1 (random rows), got 2"},
+    {"train: seed is a str",
+     {HEAD("train"), S("coll", "a"), U("n", 1), U("dim", 1), S("seed", "42")}, 1, {4},
+     SHOAL_EPROTO, "\"seed\" has type str"},
+    {"train: max_iters negative",
+     {HEAD("train"), S("coll", "a"), U("n", 1), U("dim", 1), I("max_iters", -1)}, 1, {4},
+     SHOAL_EPROTO, "\"max_iters\" must be an unsigned integer, got -1"},
+    {"knn_graph: no k", {HEAD("knn_graph"), S("coll", "a")}, 0, {0}, SHOAL_EPROTO,
+     "knn_graph: missing required key \"k\""},
+    {"knn_graph: k > max_k", {HEAD("knn_graph"), S("coll", "a"), U("k", 4097)}, 0, {0},
+     SHOAL_ELIMIT, "knn_graph: \"k\" must be 1..4096, got 4097"},
+    {"knn_graph: no coll", {HEAD("knn_graph"), U("k", 1)}, 0, {0}, SHOAL_EPROTO,
+     "knn_graph: missing required key \"coll\""},
+    {"knn_graph: bad mode", {HEAD("knn_graph"), S("coll", "a"), U("k", 1), S("mode", "ivf")}, 0,
+     {0}, SHOAL_EINVAL, "\"mode\" must be \"auto\", \"hnsw\" or \"exact\", got \"ivf\""},
+    {"knn_graph: nprobe is a str",
+     {HEAD("knn_graph"), S("coll", "a"), U("k", 1), S("nprobe", "4")}, 0, {0}, SHOAL_EPROTO,
+     "knn_graph: \"nprobe\" has type str, expected unsigned integer"},
+    {"knn_graph: cursor too long",
+     {HEAD("knn_graph"), S("coll", "a"), U("k", 1), S("cursor", s_long_name)}, 0, {0},
+     SHOAL_EINVAL, "knn_graph: \"cursor\" has 65 bytes, at most 64 are allowed"},
+    {"knn_graph: cursor with a control byte",
+     {HEAD("knn_graph"), S("coll", "a"), U("k", 1), S("cursor", "ab\x1b")}, 0, {0}, SHOAL_EINVAL,
+     "\"cursor\" has a byte outside printable ASCII (0x1b) at offset 2"},
+    {"knn_graph: cursor is a uint", {HEAD("knn_graph"), S("coll", "a"), U("k", 1), U("cursor", 3)},
+     0, {0}, SHOAL_EPROTO, "\"cursor\" has type uint, expected str"},
+    {"knn_graph: chunk over max_batch",
+     {HEAD("knn_graph"), S("coll", "a"), U("k", 1), U("chunk", 1000001)}, 0, {0}, SHOAL_ELIMIT,
+     "knn_graph: \"chunk\" must be 0..1000000, got 1000001"},
+    {"knn_graph: a bulk frame", {HEAD("knn_graph"), S("coll", "a"), U("k", 1)}, 1, {8},
+     SHOAL_EPROTO, "knn_graph: expected 1 frame (header), got 2"},
 };
 /* clang-format on */
 
@@ -1155,7 +1622,7 @@ Test(wire, malformed_headers)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 65);
     for (int i = 0; i < 65; i++) {
-        char key[8];
+        char key[16];
         snprintf(key, sizeof key, "k%d", i);
         msgpack_pack_str_with_body(&pk, key, strlen(key));
         msgpack_pack_uint8(&pk, 1);
@@ -1266,11 +1733,61 @@ static const bad_case_t s_bad_replies[] = {
      SHOAL_EPROTO, "frame 2 has 15 bytes, expected 16 (n=2 x dim=2 x 4)"},
     {"get reply: n over the limit", {RHEAD("get"), U("code", 0), U("n", 1000001), U("dim", 2)}, 2,
      {2, 16}, SHOAL_ELIMIT, "\"n\" must be 1..1000000"},
+
+    /* the coordinator's keys and knn_graph */
+    {"search reply: partial 2",
+     {RHEAD("search"), U("code", 0), U("n", 1), U("k", 1), S("mode", "hnsw"), U("partial", 2)}, 2,
+     {8, 4}, SHOAL_EPROTO, "search: \"partial\" must be 0 or 1, got 2"},
+    {"search reply: missing too long",
+     {RHEAD("search"), U("code", 0), U("n", 1), U("k", 1), S("mode", "hnsw"), U("partial", 1),
+      S("missing", s_long_missing)}, 2, {8, 4}, SHOAL_EINVAL,
+     "search: \"missing\" has 1024 bytes, at most 1023 are allowed"},
+    {"search reply: missing is a map",
+     {RHEAD("search"), U("code", 0), U("n", 1), U("k", 1), S("mode", "hnsw"), MAP0("missing")}, 2,
+     {8, 4}, SHOAL_EPROTO, "\"missing\" has type map, expected str"},
+    {"search reply: fanout is a str",
+     {RHEAD("search"), U("code", 0), U("n", 1), U("k", 1), S("mode", "hnsw"), S("fanout", "3")}, 2,
+     {8, 4}, SHOAL_EPROTO, "\"fanout\" has type str, expected unsigned integer"},
+    {"knn_graph reply: row ids one short",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 2), U("k", 3), S("cursor", ""), U("total", 2)}, 3,
+     {48, 24, 8}, SHOAL_EPROTO, "knn_graph: frame 3 has 8 bytes, expected 16 (n=2 x 8)"},
+    {"knn_graph reply: row ids one byte long",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 2), U("k", 3), S("cursor", ""), U("total", 2)}, 3,
+     {48, 24, 17}, SHOAL_EPROTO, "frame 3 has 17 bytes, expected 16"},
+    {"knn_graph reply: dists short",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 2), U("k", 3), S("cursor", ""), U("total", 2)}, 3,
+     {48, 20, 16}, SHOAL_EPROTO, "frame 2 has 20 bytes, expected 24 (n=2 x k=3 x 4)"},
+    {"knn_graph reply: no row ids frame",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), S("cursor", ""), U("total", 1)}, 2,
+     {8, 4}, SHOAL_EPROTO, "expected 4 frames (header, ids, distances, row ids), got 3"},
+    {"knn_graph reply: no cursor",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), U("total", 1)}, 3, {8, 4, 8},
+     SHOAL_EPROTO, "knn_graph: missing required key \"cursor\""},
+    {"knn_graph reply: no total",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), S("cursor", "")}, 3, {8, 4, 8},
+     SHOAL_EPROTO, "knn_graph: missing required key \"total\""},
+    {"knn_graph reply: cursor too long",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), S("cursor", s_long_missing),
+      U("total", 1)}, 3, {8, 4, 8}, SHOAL_EINVAL, "\"cursor\" has 1024 bytes, at most 64"},
+    {"knn_graph reply: mode auto",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), S("mode", "auto"), S("cursor", ""),
+      U("total", 1)}, 3, {8, 4, 8}, SHOAL_EPROTO, "\"mode\" of a reply must be"},
+    {"knn_graph reply: k = 0",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 0), U("k", 0), S("cursor", ""), U("total", 0)}, 3,
+     {0, 0, 0}, SHOAL_EINVAL, "knn_graph: \"k\" must be 1..4096, got 0"},
+    {"knn_graph reply: n over the limit",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1000001), U("k", 1), S("cursor", ""),
+      U("total", 1)}, 3, {8, 4, 8}, SHOAL_ELIMIT, "knn_graph: \"n\" must be 0..1000000, got 1000001"},
+    {"knn_graph reply: partial is a str",
+     {RHEAD("knn_graph"), U("code", 0), U("n", 1), U("k", 1), S("cursor", ""), U("total", 1),
+      S("partial", "yes")}, 3, {8, 4, 8}, SHOAL_EPROTO, "\"partial\" has type str"},
 };
 /* clang-format on */
 
 Test(wire, bad_replies_give_the_documented_code_and_message)
 {
+    memset(s_long_missing, 'm', WIRE_MISSING_MAX);
+    s_long_missing[WIRE_MISSING_MAX] = '\0';
     for (size_t i = 0; i < sizeof s_bad_replies / sizeof s_bad_replies[0]; i++) {
         const bad_case_t *c = &s_bad_replies[i];
         msgpack_sbuffer sb;
@@ -1364,7 +1881,7 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
     uint8_t found[N] = {1, 0};
 
     /* Valid messages of every kind, as seeds. */
-    wire_frames_t seeds[16];
+    wire_frames_t seeds[24];
     size_t nseeds = 0;
     shoal_err_t err;
     for (int op = WIRE_OP_NONE + 1; op < WIRE_OP_COUNT; op++) {
@@ -1383,11 +1900,20 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         req.ef = 50;
         req.nfilter = op == WIRE_OP_SEARCH ? 2 : 0;
         req.filter = ids;
+        req.nlist = 16;
+        req.init = 1;
+        req.max_iters = 9;
+        req.seed = 77;
+        req.nprobe = 3;
+        req.deadline_ms = 100;
+        req.chunk = 500;
+        strcpy(req.cursor, "s0.l3.i9");
         cr_assert_eq(wire_request_encode(&req, &seeds[nseeds++], &err), 0, "%s", err.msg);
     }
     wire_info_t *info = s_nested_info();
-    const wire_op_t reply_ops[] = {WIRE_OP_SEARCH, WIRE_OP_GET, WIRE_OP_STATS, WIRE_OP_INSERT};
-    for (size_t i = 0; i < 4; i++) {
+    const wire_op_t reply_ops[] = {WIRE_OP_SEARCH, WIRE_OP_GET,   WIRE_OP_STATS,
+                                   WIRE_OP_INSERT, WIRE_OP_TRAIN, WIRE_OP_KNN_GRAPH};
+    for (size_t i = 0; i < sizeof reply_ops / sizeof reply_ops[0]; i++) {
         wire_reply_t rep;
         wire_reply_init(&rep);
         rep.op = reply_ops[i];
@@ -1402,6 +1928,12 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         rep.vecs = vecs;
         rep.count = 2;
         rep.seq = 9;
+        rep.qids = ids;
+        rep.partial = 1;
+        strcpy(rep.missing, "tcp://127.0.0.1:7701,ipc:///tmp/s");
+        rep.fanout = 4;
+        strcpy(rep.cursor, "s1.l0.i2");
+        rep.total = 100;
         rep.info = wire_info_data(info);
         rep.info_len = wire_info_len(info);
         cr_assert_eq(wire_reply_encode(&rep, &seeds[nseeds++], &err), 0, "%s", err.msg);
