@@ -1,0 +1,1411 @@
+/*
+ * catalog.c - the coordinator's catalog in RocksDB (see catalog.h for the key
+ * layout, what stays in RAM and the thread rules).
+ *
+ * Value layouts (all integers little-endian, written byte by byte so the
+ * format does not depend on the host; keys use big-endian integers so they
+ * sort numerically):
+ *   F   "SHOALCAT" (8 bytes) | version u32                          12 bytes
+ *   S   count u32 | count x (len u16 | endpoint bytes)
+ *   C/  magic "CCOL" u32 | version u32 | dim | metric | nlist | M |
+ *       ef_construction | nprobe | trained (u32 each)               36 bytes
+ *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
+ *       centroids (nlist x dim f32) | owners (nlist x u32)
+ *   N/  count u64
+ *   I/  list u32
+ *   M/  empty
+ *   X/  magic "CINT" u32 | version u32 | n u64 | ids (n x u64) |
+ *       old lists (n x u32) | new lists (n x u32)
+ *
+ * Design decisions:
+ * - The reads that catalog.h allows on any thread (lookup, scan_list,
+ *   intents) never touch the RAM collection array (which the owning thread
+ *   may reallocate): they check the collection through its C/ record on
+ *   disk instead. RocksDB makes those reads safe next to the writer.
+ * - Txn numbers are global to the catalog (not per collection): one counter,
+ *   started at open from the largest X/ key plus one, taken atomically so
+ *   intents of different collections may be put from different threads.
+ * - Counts change by deltas computed per batch; the new values reach RAM only
+ *   after the synced batch is written. A count that would go below zero (the
+ *   caller passed an old list the map did not have) stays at zero and is
+ *   logged: the id map is the truth, the counts are a summary of it.
+ */
+#include "coordinator/catalog.h"
+
+#include "common/kv.h"
+#include "common/log.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CAT_FORMAT_MAGIC  "SHOALCAT" /* 8 bytes, no NUL stored */
+#define CAT_FORMAT_BYTES  12
+#define CAT_COLL_MAGIC    0x4c4f4343u /* "CCOL" */
+#define CAT_TRAINED_MAGIC 0x4e525443u /* "CTRN" */
+#define CAT_INTENT_MAGIC  0x544e4943u /* "CINT" */
+#define CAT_COLL_BYTES    36
+#define CAT_TRAINED_HDR   16
+#define CAT_INTENT_HDR    16
+#define CAT_KEY_MAX       (3 + WIRE_NAME_MAX + 12) /* "C/" name 0 list id */
+#define CAT_KEY_TEXT_MAX  160                      /* a key rendered for a message */
+
+struct catalog {
+    kv_t *kv;                  /* the database (own) */
+    char **shards;             /* nshards endpoints (own, each malloc'd) */
+    size_t nshards;            /* registry size */
+    catalog_coll_t *colls;     /* ncolls collections sorted by name (own) */
+    size_t ncolls;             /* collections */
+    size_t colls_cap;          /* slots allocated in colls */
+    _Atomic uint64_t next_txn; /* the next intent's number */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Byte order helpers                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void s_put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void s_put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t s_get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t s_get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void s_put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static void s_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint32_t s_get_be32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t s_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t s_float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float s_bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Names and keys                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* 1..WIRE_NAME_MAX bytes of [A-Za-z0-9_.-], given with its length. */
+static bool s_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > WIRE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static int s_check_name(const char *name, shoal_err_t *err)
+{
+    if (!name)
+        return shoal_err_set(err, SHOAL_EINVAL, "no collection name given");
+    size_t len = strnlen(name, WIRE_NAME_MAX + 1);
+    if (!s_name_ok(name, len))
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection name \"%.*s%s\" is not 1..%d characters of "
+                             "[A-Za-z0-9_.-]",
+                             WIRE_NAME_MAX, name, len > WIRE_NAME_MAX ? "..." : "", WIRE_NAME_MAX);
+    return 0;
+}
+
+/* Writes "<type>/<name>\0" into key (CAT_KEY_MAX bytes); returns its length. */
+static size_t s_key_prefix(uint8_t *key, char type, const char *name)
+{
+    size_t len = strlen(name);
+    key[0] = (uint8_t)type;
+    key[1] = '/';
+    memcpy(key + 2, name, len);
+    key[2 + len] = 0;
+    return 3 + len;
+}
+
+/* The key of the collection record, with a list or a list and id appended. */
+static size_t s_key_list(uint8_t *key, char type, const char *name, uint32_t list)
+{
+    size_t len = s_key_prefix(key, type, name);
+    s_put_be32(key + len, list);
+    return len + 4;
+}
+
+static size_t s_key_u64(uint8_t *key, char type, const char *name, uint64_t v)
+{
+    size_t len = s_key_prefix(key, type, name);
+    s_put_be64(key + len, v);
+    return len + 8;
+}
+
+static size_t s_key_member(uint8_t *key, const char *name, uint32_t list, uint64_t id)
+{
+    size_t len = s_key_list(key, 'M', name, list);
+    s_put_be64(key + len, id);
+    return len + 8;
+}
+
+/*
+ * A key as readable text for messages: "C/docs", "N/docs/list 3",
+ * "I/docs/id 17", "X/docs/txn 4", "M/docs/list 3/id 17"; other shapes and
+ * unprintable bytes in hex.
+ */
+static const char *s_key_text(const uint8_t *key, size_t klen, char *buf, size_t cap)
+{
+    size_t out = 0;
+    buf[0] = 0;
+#define S_EMIT(...)                                                                                \
+    do {                                                                                           \
+        if (out < cap) {                                                                           \
+            int w_ = snprintf(buf + out, cap - out, __VA_ARGS__);                                  \
+            out += w_ > 0 ? (size_t)w_ : 0;                                                        \
+        }                                                                                          \
+    } while (0)
+    size_t i = 0;
+    while (i < klen && key[i] != 0) {
+        if (key[i] >= 0x20 && key[i] < 0x7f)
+            S_EMIT("%c", key[i]);
+        else
+            S_EMIT("\\x%02x", key[i]);
+        i++;
+    }
+    if (i < klen) {
+        const uint8_t *rest = key + i + 1;
+        size_t rlen = klen - i - 1;
+        char type = (char)key[0];
+        if (rlen == 4)
+            S_EMIT("/list %u", s_get_be32(rest));
+        else if (rlen == 8 && type == 'X')
+            S_EMIT("/txn %llu", (unsigned long long)s_get_be64(rest));
+        else if (rlen == 8)
+            S_EMIT("/id %llu", (unsigned long long)s_get_be64(rest));
+        else if (rlen == 12)
+            S_EMIT("/list %u/id %llu", s_get_be32(rest), (unsigned long long)s_get_be64(rest + 4));
+        else if (rlen > 0) {
+            S_EMIT("/0x");
+            for (size_t j = 0; j < rlen && j < 16; j++)
+                S_EMIT("%02x", rest[j]);
+        }
+    }
+#undef S_EMIT
+    return buf;
+}
+
+static int s_corrupt(const catalog_t *cat, const uint8_t *key, size_t klen, shoal_err_t *err,
+                     const char *what)
+{
+    char text[CAT_KEY_TEXT_MAX];
+    return shoal_err_set(err, SHOAL_ECORRUPT, "catalog %s: record %s: %s", kv_dir(cat->kv),
+                         s_key_text(key, klen, text, sizeof text), what);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collection records                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
+{
+    s_put_le32(val, CAT_COLL_MAGIC);
+    s_put_le32(val + 4, CATALOG_FORMAT_VERSION);
+    s_put_le32(val + 8, c->dim);
+    s_put_le32(val + 12, (uint32_t)c->metric);
+    s_put_le32(val + 16, c->nlist);
+    s_put_le32(val + 20, c->M);
+    s_put_le32(val + 24, c->ef_construction);
+    s_put_le32(val + 28, c->nprobe);
+    s_put_le32(val + 32, c->trained ? 1u : 0u);
+}
+
+/* Parameters of a C/ value into c (no arrays). 0 or a reason in *why. */
+static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, char *why, size_t cap)
+{
+    if (vlen != CAT_COLL_BYTES) {
+        snprintf(why, cap, "%zu bytes, expected %d", vlen, CAT_COLL_BYTES);
+        return -1;
+    }
+    uint32_t magic = s_get_le32(val), version = s_get_le32(val + 4);
+    if (magic != CAT_COLL_MAGIC || version != CATALOG_FORMAT_VERSION) {
+        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version %u", magic, version,
+                 CAT_COLL_MAGIC, CATALOG_FORMAT_VERSION);
+        return -1;
+    }
+    c->dim = s_get_le32(val + 8);
+    uint32_t metric = s_get_le32(val + 12);
+    c->nlist = s_get_le32(val + 16);
+    c->M = s_get_le32(val + 20);
+    c->ef_construction = s_get_le32(val + 24);
+    c->nprobe = s_get_le32(val + 28);
+    uint32_t trained = s_get_le32(val + 32);
+    if (c->dim == 0 || c->nlist == 0 || c->nprobe > c->nlist || trained > 1 ||
+        metric > SHOAL_METRIC_COSINE) {
+        snprintf(why, cap, "bad parameters (dim %u, nlist %u, nprobe %u, metric %u, trained %u)",
+                 c->dim, c->nlist, c->nprobe, metric, trained);
+        return -1;
+    }
+    c->metric = (shoal_metric_t)metric;
+    c->trained = (int)trained;
+    return 0;
+}
+
+/*
+ * Reads and checks the C/ record of name from disk into *c (parameters
+ * only): SHOAL_ENOTFOUND when absent. Safe on any thread.
+ */
+static int s_disk_coll(catalog_t *cat, const char *name, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_prefix(key, 'C', name);
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" does not exist", name);
+    if (rc)
+        return rc;
+    char why[128];
+    rc = s_coll_decode(val, vlen, c, why, sizeof why);
+    free(val);
+    if (rc)
+        return s_corrupt(cat, key, klen, err, why);
+    return 0;
+}
+
+static void s_coll_free(catalog_coll_t *c)
+{
+    free(c->centroids);
+    free(c->owners);
+    free(c->list_counts);
+    c->centroids = NULL;
+    c->owners = NULL;
+    c->list_counts = NULL;
+}
+
+/* Index of name in the sorted array, or where it would go (*found 0). */
+static size_t s_coll_search(const catalog_t *cat, const char *name, int *found)
+{
+    size_t lo = 0, hi = cat->ncolls;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int cmp = strcmp(cat->colls[mid].name, name);
+        if (cmp == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+static catalog_coll_t *s_coll_get(catalog_t *cat, const char *name, shoal_err_t *err)
+{
+    if (s_check_name(name, err))
+        return NULL;
+    int found = 0;
+    size_t at = s_coll_search(cat, name, &found);
+    if (!found) {
+        shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" does not exist", name);
+        return NULL;
+    }
+    return &cat->colls[at];
+}
+
+/* Makes room for one more collection (before anything is written). */
+static int s_coll_reserve(catalog_t *cat, shoal_err_t *err)
+{
+    if (cat->ncolls < cat->colls_cap)
+        return 0;
+    size_t cap = cat->colls_cap ? cat->colls_cap * 2 : 8;
+    catalog_coll_t *grown = realloc(cat->colls, cap * sizeof *grown);
+    if (!grown)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %zu collections", cap);
+    cat->colls = grown;
+    cat->colls_cap = cap;
+    return 0;
+}
+
+/* Inserts c (its arrays handed over) at position at; room reserved. */
+static void s_coll_insert(catalog_t *cat, size_t at, const catalog_coll_t *c)
+{
+    memmove(&cat->colls[at + 1], &cat->colls[at], (cat->ncolls - at) * sizeof *cat->colls);
+    cat->colls[at] = *c;
+    cat->ncolls++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Open: format record, registry, collections, next txn                     */
+/* ------------------------------------------------------------------------ */
+
+static int s_load_format(catalog_t *cat, shoal_err_t *err)
+{
+    const char *dir = kv_dir(cat->kv);
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, "F", 1, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND) {
+        /* A database with keys but no format record was not written by us. */
+        kv_iter_t *it = kv_iter_new(cat->kv, NULL, 0, err);
+        if (!it)
+            return err ? err->code : SHOAL_ENOMEM;
+        int empty = !kv_iter_valid(it);
+        rc = kv_iter_status(it, err);
+        kv_iter_destroy(&it);
+        if (rc)
+            return rc;
+        if (!empty)
+            return shoal_err_set(err, SHOAL_EFORMAT,
+                                 "catalog %s holds a database without a format record (not a "
+                                 "coordinator catalog?)",
+                                 dir);
+        uint8_t rec[CAT_FORMAT_BYTES];
+        memcpy(rec, CAT_FORMAT_MAGIC, 8);
+        s_put_le32(rec + 8, CATALOG_FORMAT_VERSION);
+        rc = kv_put(cat->kv, "F", 1, rec, sizeof rec, 1, err);
+        if (rc == 0)
+            log_info("catalog %s: new catalog (format version %u)", dir, CATALOG_FORMAT_VERSION);
+        return rc;
+    }
+    if (rc)
+        return rc;
+    const uint8_t *p = val;
+    if (vlen < 8 || memcmp(p, CAT_FORMAT_MAGIC, 8) != 0) {
+        free(val);
+        return shoal_err_set(err, SHOAL_EFORMAT,
+                             "catalog %s: format record has no \"%s\" magic (not a coordinator "
+                             "catalog?)",
+                             dir, CAT_FORMAT_MAGIC);
+    }
+    if (vlen < CAT_FORMAT_BYTES) {
+        free(val);
+        return shoal_err_set(err, SHOAL_ECORRUPT, "catalog %s: record F: %zu bytes, expected %d",
+                             dir, vlen, CAT_FORMAT_BYTES);
+    }
+    uint32_t version = s_get_le32(p + 8);
+    free(val);
+    if (version != CATALOG_FORMAT_VERSION)
+        return shoal_err_set(err, SHOAL_EFORMAT,
+                             "catalog %s has format version %u; this build reads format "
+                             "version %u only",
+                             dir, version, CATALOG_FORMAT_VERSION);
+    if (vlen != CAT_FORMAT_BYTES)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "catalog %s: record F: %zu bytes, expected %d",
+                             dir, vlen, CAT_FORMAT_BYTES);
+    return 0;
+}
+
+static void s_shards_free(char **shards, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(shards[i]);
+    free(shards);
+}
+
+static int s_load_shards(catalog_t *cat, shoal_err_t *err)
+{
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, "S", 1, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    const uint8_t *p = val;
+    char why[128] = "";
+    char **shards = NULL;
+    size_t n = 0, at = 4;
+    uint32_t count = vlen >= 4 ? s_get_le32(p) : 0;
+    if (vlen < 4 || count > CATALOG_SHARDS_MAX) {
+        snprintf(why, sizeof why, "%zu bytes, count %u (at most %d)", vlen, count,
+                 CATALOG_SHARDS_MAX);
+        goto corrupt;
+    }
+    shards = calloc(count ? count : 1, sizeof *shards);
+    if (!shards) {
+        free(val);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %u shards", count);
+    }
+    for (; n < count; n++) {
+        if (vlen - at < 2) {
+            snprintf(why, sizeof why, "shard %zu: record ends at byte %zu", n, at);
+            goto corrupt;
+        }
+        size_t len = (size_t)p[at] | ((size_t)p[at + 1] << 8);
+        at += 2;
+        if (len == 0 || len > CATALOG_ENDPOINT_MAX || vlen - at < len || memchr(p + at, 0, len)) {
+            snprintf(why, sizeof why, "shard %zu: bad endpoint of %zu bytes at byte %zu", n, len,
+                     at);
+            goto corrupt;
+        }
+        shards[n] = malloc(len + 1);
+        if (!shards[n]) {
+            s_shards_free(shards, n);
+            free(val);
+            return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+        }
+        memcpy(shards[n], p + at, len);
+        shards[n][len] = 0;
+        at += len;
+        for (size_t j = 0; j < n; j++) {
+            if (strcmp(shards[j], shards[n]) == 0) {
+                snprintf(why, sizeof why, "shards %zu and %zu are both %.60s", j, n, shards[n]);
+                n++;
+                goto corrupt;
+            }
+        }
+    }
+    if (at != vlen) {
+        snprintf(why, sizeof why, "%zu bytes after the last shard", vlen - at);
+        goto corrupt;
+    }
+    free(val);
+    cat->shards = shards;
+    cat->nshards = count;
+    return 0;
+corrupt:
+    s_shards_free(shards, n);
+    free(val);
+    return s_corrupt(cat, (const uint8_t *)"S", 1, err, why);
+}
+
+/* T/<c>: centroids and owners of a collection whose parameters are loaded. */
+static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_prefix(key, 'T', c->name);
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return c->trained ? s_corrupt(cat, key, klen, err, "missing for a trained collection") : 0;
+    if (rc)
+        return rc;
+    const uint8_t *p = val;
+    char why[160];
+    size_t ncent = (size_t)c->nlist * c->dim;
+    size_t want = CAT_TRAINED_HDR + ncent * 4 + (size_t)c->nlist * 4;
+    if (!c->trained) {
+        snprintf(why, sizeof why, "present but the collection record says untrained");
+        goto corrupt;
+    }
+    if (vlen != want) {
+        snprintf(why, sizeof why, "%zu bytes, expected %zu (nlist %u x dim %u)", vlen, want,
+                 c->nlist, c->dim);
+        goto corrupt;
+    }
+    uint32_t magic = s_get_le32(p), version = s_get_le32(p + 4);
+    uint32_t nlist = s_get_le32(p + 8), dim = s_get_le32(p + 12);
+    if (magic != CAT_TRAINED_MAGIC || version != CATALOG_FORMAT_VERSION) {
+        snprintf(why, sizeof why, "magic 0x%08x version %u, expected 0x%08x version %u", magic,
+                 version, CAT_TRAINED_MAGIC, CATALOG_FORMAT_VERSION);
+        goto corrupt;
+    }
+    if (nlist != c->nlist || dim != c->dim) {
+        snprintf(why, sizeof why, "nlist %u dim %u, the collection has nlist %u dim %u", nlist, dim,
+                 c->nlist, c->dim);
+        goto corrupt;
+    }
+    c->centroids = malloc(ncent * sizeof *c->centroids);
+    c->owners = malloc((size_t)c->nlist * sizeof *c->owners);
+    if (!c->centroids || !c->owners) {
+        free(val);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for collection \"%s\" centroids",
+                             c->name);
+    }
+    const uint8_t *q = p + CAT_TRAINED_HDR;
+    for (size_t i = 0; i < ncent; i++) {
+        c->centroids[i] = s_bits_float(s_get_le32(q + 4 * i));
+        if (!isfinite(c->centroids[i])) {
+            snprintf(why, sizeof why, "centroid value %zu is not finite", i);
+            goto corrupt;
+        }
+    }
+    q += ncent * 4;
+    for (uint32_t l = 0; l < c->nlist; l++) {
+        c->owners[l] = s_get_le32(q + 4 * (size_t)l);
+        if (c->owners[l] >= cat->nshards) {
+            snprintf(why, sizeof why, "list %u is owned by shard %u, the registry has %zu", l,
+                     c->owners[l], cat->nshards);
+            goto corrupt;
+        }
+    }
+    free(val);
+    return 0;
+corrupt:
+    free(val);
+    return s_corrupt(cat, key, klen, err, why);
+}
+
+/* N/<c>...: the per-list counts. */
+static int s_load_counts(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t prefix[CAT_KEY_MAX];
+    size_t plen = s_key_prefix(prefix, 'N', c->name);
+    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    int rc = 0;
+    c->count = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        char why[96];
+        if (klen != plen + 4 || vlen != 8) {
+            snprintf(why, sizeof why, "key of %zu bytes, value of %zu (expected %zu and 8)", klen,
+                     vlen, plen + 4);
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        uint32_t list = s_get_be32(key + plen);
+        if (list >= c->nlist) {
+            snprintf(why, sizeof why, "list %u out of range (nlist %u)", list, c->nlist);
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        c->list_counts[list] = s_get_le64(val);
+        c->count += c->list_counts[list];
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+static int s_load_colls(catalog_t *cat, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(cat->kv, "C/", 2, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    int rc = 0;
+    for (; rc == 0 && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        char why[160];
+        catalog_coll_t c;
+        memset(&c, 0, sizeof c);
+        size_t nlen = klen >= 3 ? klen - 3 : 0;
+        if (nlen == 0 || key[klen - 1] != 0 || !s_name_ok((const char *)key + 2, nlen)) {
+            rc = s_corrupt(cat, key, klen, err, "not a valid collection key");
+            break;
+        }
+        memcpy(c.name, key + 2, nlen);
+        c.name[nlen] = 0;
+        if (s_coll_decode(val, vlen, &c, why, sizeof why)) {
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        c.list_counts = calloc(c.nlist, sizeof *c.list_counts);
+        if (!c.list_counts) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %u list counts", c.nlist);
+            break;
+        }
+        rc = s_load_trained(cat, &c, err);
+        if (rc == 0)
+            rc = s_load_counts(cat, &c, err);
+        /* Keys come in name order, so appending keeps the array sorted. */
+        if (rc == 0)
+            rc = s_coll_reserve(cat, err);
+        if (rc == 0)
+            s_coll_insert(cat, cat->ncolls, &c);
+        if (rc)
+            s_coll_free(&c);
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+/* The next txn: one past the largest X/ key of any collection. */
+static int s_load_next_txn(catalog_t *cat, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(cat->kv, "X/", 2, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    uint64_t max = 0;
+    int rc = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *zero = memchr(key + 2, 0, klen - 2);
+        if (!zero || (size_t)(key + klen - zero) != 9) {
+            rc = s_corrupt(cat, key, klen, err, "not a valid intent key");
+            break;
+        }
+        uint64_t txn = s_get_be64(zero + 1);
+        if (txn > max)
+            max = txn;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    if (rc == 0 && max == UINT64_MAX)
+        rc = shoal_err_set(err, SHOAL_ECORRUPT, "catalog %s: intent txn numbers are exhausted",
+                           kv_dir(cat->kv));
+    atomic_store(&cat->next_txn, max + 1);
+    return rc;
+}
+
+catalog_t *catalog_open(const char *dir, shoal_err_t *err)
+{
+    catalog_t *cat = calloc(1, sizeof *cat);
+    if (!cat) {
+        shoal_err_set(err, SHOAL_ENOMEM, "catalog %s: out of memory", dir ? dir : "(null)");
+        return NULL;
+    }
+    atomic_init(&cat->next_txn, 1);
+    cat->kv = kv_open(dir, 1, err);
+    if (!cat->kv)
+        goto fail;
+    if (s_load_format(cat, err) || s_load_shards(cat, err) || s_load_colls(cat, err) ||
+        s_load_next_txn(cat, err))
+        goto fail;
+    log_info("catalog %s: %zu shards, %zu collections", dir, cat->nshards, cat->ncolls);
+    return cat;
+fail:
+    catalog_close(&cat);
+    return NULL;
+}
+
+void catalog_close(catalog_t **cat_p)
+{
+    if (!cat_p || !*cat_p)
+        return;
+    catalog_t *cat = *cat_p;
+    for (size_t i = 0; i < cat->ncolls; i++)
+        s_coll_free(&cat->colls[i]);
+    free(cat->colls);
+    s_shards_free(cat->shards, cat->nshards);
+    kv_close(&cat->kv);
+    free(cat);
+    *cat_p = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shard registry                                                           */
+/* ------------------------------------------------------------------------ */
+
+static int s_check_endpoints(const char *const *endpoints, size_t n, shoal_err_t *err)
+{
+    if (n > CATALOG_SHARDS_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "%zu shards given, at most %d", n,
+                             CATALOG_SHARDS_MAX);
+    for (size_t i = 0; i < n; i++) {
+        size_t len = endpoints[i] ? strnlen(endpoints[i], CATALOG_ENDPOINT_MAX + 1) : 0;
+        if (len == 0 || len > CATALOG_ENDPOINT_MAX)
+            return shoal_err_set(err, SHOAL_EINVAL, "shard %zu: endpoint must be 1..%d bytes", i,
+                                 CATALOG_ENDPOINT_MAX);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(endpoints[i], endpoints[j]) == 0)
+                return shoal_err_set(err, SHOAL_EINVAL, "shards %zu and %zu are both %s", j, i,
+                                     endpoints[i]);
+    }
+    return 0;
+}
+
+int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, shoal_err_t *err)
+{
+    if (n == 0)
+        return 0;
+    int rc = s_check_endpoints(endpoints, n, err);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < cat->nshards; i++) {
+        if (i >= n)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "shard %zu is %s in the catalog, not given (%zu shards given, "
+                                 "the catalog has %zu; shards cannot be removed)",
+                                 i, cat->shards[i], n, cat->nshards);
+        if (strcmp(cat->shards[i], endpoints[i]) != 0)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "shard %zu is %s in the catalog, %s given (shards can only be "
+                                 "appended)",
+                                 i, cat->shards[i], endpoints[i]);
+    }
+    if (n == cat->nshards)
+        return 0;
+
+    size_t bytes = 4;
+    for (size_t i = 0; i < n; i++)
+        bytes += 2 + strlen(endpoints[i]);
+    uint8_t *val = malloc(bytes);
+    char **shards = calloc(n, sizeof *shards);
+    size_t copied = 0;
+    if (!val || !shards) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+        goto done;
+    }
+    s_put_le32(val, (uint32_t)n);
+    size_t at = 4;
+    for (; copied < n; copied++) {
+        size_t len = strlen(endpoints[copied]);
+        val[at] = (uint8_t)len;
+        val[at + 1] = (uint8_t)(len >> 8);
+        memcpy(val + at + 2, endpoints[copied], len);
+        at += 2 + len;
+        shards[copied] = strdup(endpoints[copied]);
+        if (!shards[copied]) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+            goto done;
+        }
+    }
+    rc = kv_put(cat->kv, "S", 1, val, bytes, 1, err);
+    if (rc) {
+        shoal_err_prefix(err, "storing the shard registry");
+        goto done;
+    }
+    log_info("catalog %s: shard registry now has %zu shards (was %zu)", kv_dir(cat->kv), n,
+             cat->nshards);
+    s_shards_free(cat->shards, cat->nshards);
+    cat->shards = shards;
+    cat->nshards = n;
+    shards = NULL;
+    copied = 0;
+done:
+    s_shards_free(shards, copied);
+    free(val);
+    return rc;
+}
+
+size_t catalog_shard_count(const catalog_t *cat)
+{
+    return cat->nshards;
+}
+
+const char *catalog_shard(const catalog_t *cat, size_t i)
+{
+    return i < cat->nshards ? cat->shards[i] : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Collections                                                              */
+/* ------------------------------------------------------------------------ */
+
+int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *err)
+{
+    int rc = s_check_name(params->name, err);
+    if (rc)
+        return rc;
+    if (params->dim == 0 || params->nlist == 0)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection \"%s\": dim %u and nlist %u must be >= 1", params->name,
+                             params->dim, params->nlist);
+    if (params->nprobe > params->nlist)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": nprobe %u > nlist %u",
+                             params->name, params->nprobe, params->nlist);
+    if ((unsigned)params->metric > SHOAL_METRIC_COSINE)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": metric %d is not l2/ip/cosine",
+                             params->name, (int)params->metric);
+    int found = 0;
+    size_t at = s_coll_search(cat, params->name, &found);
+    if (found)
+        return shoal_err_set(err, SHOAL_EEXIST, "collection \"%s\" exists already", params->name);
+
+    catalog_coll_t c;
+    memset(&c, 0, sizeof c);
+    memcpy(c.name, params->name, strlen(params->name) + 1);
+    c.dim = params->dim;
+    c.metric = params->metric;
+    c.nlist = params->nlist;
+    c.M = params->M;
+    c.ef_construction = params->ef_construction;
+    c.nprobe = params->nprobe;
+    c.list_counts = calloc(c.nlist, sizeof *c.list_counts);
+    if (!c.list_counts)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory for %u lists",
+                             c.name, c.nlist);
+    uint8_t key[CAT_KEY_MAX], val[CAT_COLL_BYTES];
+    size_t klen = s_key_prefix(key, 'C', c.name);
+    s_coll_encode(&c, val);
+    rc = s_coll_reserve(cat, err);
+    if (rc == 0)
+        rc = kv_put(cat->kv, key, klen, val, sizeof val, 1, err);
+    if (rc == 0)
+        s_coll_insert(cat, at, &c);
+    if (rc) {
+        shoal_err_prefix(err, "creating collection \"%s\"", c.name);
+        s_coll_free(&c);
+    }
+    return rc;
+}
+
+int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
+    static const char types[] = "CTNIMX";
+    for (size_t t = 0; t < sizeof types - 1; t++) {
+        uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
+        size_t len = s_key_prefix(begin, types[t], name);
+        memcpy(end, begin, len);
+        end[len - 1] = 1; /* every key "<t>/<name>\0..." is below "<t>/<name>\1" */
+        kv_batch_delete_range(batch, begin, len, end, len);
+    }
+    int rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return shoal_err_prefix(err, "dropping collection \"%s\"", name);
+    size_t at = (size_t)(c - cat->colls);
+    s_coll_free(c);
+    memmove(&cat->colls[at], &cat->colls[at + 1], (cat->ncolls - at - 1) * sizeof *cat->colls);
+    cat->ncolls--;
+    return 0;
+}
+
+const catalog_coll_t *catalog_find(const catalog_t *cat, const char *name)
+{
+    if (!name)
+        return NULL;
+    int found = 0;
+    size_t at = s_coll_search(cat, name, &found);
+    return found ? &cat->colls[at] : NULL;
+}
+
+size_t catalog_coll_count(const catalog_t *cat)
+{
+    return cat->ncolls;
+}
+
+const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i)
+{
+    return i < cat->ncolls ? &cat->colls[i] : NULL;
+}
+
+int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
+                        const uint32_t *owners, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (c->trained)
+        return shoal_err_set(err, SHOAL_EEXIST,
+                             "collection \"%s\" is trained already (its ids are placed by its "
+                             "centroids)",
+                             name);
+    size_t ncent = (size_t)c->nlist * c->dim;
+    for (size_t i = 0; i < ncent; i++)
+        if (!isfinite(centroids[i]))
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": centroid %zu value %zu is not finite", name,
+                                 i / c->dim, i % c->dim);
+    for (uint32_t l = 0; l < c->nlist; l++)
+        if (owners[l] >= cat->nshards)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": list %u owner %u out of range (%zu shards)",
+                                 name, l, owners[l], cat->nshards);
+
+    int rc = SHOAL_ENOMEM;
+    size_t tlen = CAT_TRAINED_HDR + ncent * 4 + (size_t)c->nlist * 4;
+    uint8_t *tval = malloc(tlen);
+    float *cent_copy = malloc(ncent * sizeof *cent_copy);
+    uint32_t *own_copy = malloc((size_t)c->nlist * sizeof *own_copy);
+    kv_batch_t *batch = kv_batch_new();
+    if (!tval || !cent_copy || !own_copy || !batch) {
+        shoal_err_set(err, SHOAL_ENOMEM,
+                      "collection \"%s\": out of memory for %zu bytes of "
+                      "centroids",
+                      name, tlen);
+        goto done;
+    }
+    s_put_le32(tval, CAT_TRAINED_MAGIC);
+    s_put_le32(tval + 4, CATALOG_FORMAT_VERSION);
+    s_put_le32(tval + 8, c->nlist);
+    s_put_le32(tval + 12, c->dim);
+    uint8_t *q = tval + CAT_TRAINED_HDR;
+    for (size_t i = 0; i < ncent; i++)
+        s_put_le32(q + 4 * i, s_float_bits(centroids[i]));
+    q += ncent * 4;
+    for (uint32_t l = 0; l < c->nlist; l++)
+        s_put_le32(q + 4 * (size_t)l, owners[l]);
+    memcpy(cent_copy, centroids, ncent * sizeof *cent_copy);
+    memcpy(own_copy, owners, (size_t)c->nlist * sizeof *own_copy);
+
+    uint8_t key[CAT_KEY_MAX], cval[CAT_COLL_BYTES];
+    catalog_coll_t updated = *c;
+    updated.trained = 1;
+    s_coll_encode(&updated, cval);
+    size_t klen = s_key_prefix(key, 'C', name);
+    kv_batch_put(batch, key, klen, cval, sizeof cval);
+    klen = s_key_prefix(key, 'T', name);
+    kv_batch_put(batch, key, klen, tval, tlen);
+    rc = kv_write(cat->kv, batch, 1, err);
+    if (rc) {
+        shoal_err_prefix(err, "storing the trained state of \"%s\"", name);
+        goto done;
+    }
+    c->trained = 1;
+    c->centroids = cent_copy;
+    c->owners = own_copy;
+    cent_copy = NULL;
+    own_copy = NULL;
+done:
+    kv_batch_destroy(&batch);
+    free(tval);
+    free(cent_copy);
+    free(own_copy);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Id map and membership                                                    */
+/* ------------------------------------------------------------------------ */
+
+int catalog_lookup(catalog_t *cat, const char *name, const uint64_t *ids, size_t n, uint32_t *lists,
+                   shoal_err_t *err)
+{
+    int rc = s_check_name(name, err);
+    catalog_coll_t c;
+    if (rc || (rc = s_disk_coll(cat, name, &c, err)))
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t key[CAT_KEY_MAX];
+        size_t klen = s_key_u64(key, 'I', name, ids[i]);
+        void *val = NULL;
+        size_t vlen = 0;
+        rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
+        if (rc == SHOAL_ENOTFOUND) {
+            lists[i] = CATALOG_LIST_NONE;
+            continue;
+        }
+        if (rc)
+            return rc;
+        uint32_t list = vlen == 4 ? s_get_le32(val) : CATALOG_LIST_NONE;
+        free(val);
+        if (list >= c.nlist) {
+            char why[96];
+            snprintf(why, sizeof why, "%zu bytes naming list %u (nlist %u)", vlen,
+                     vlen == 4 ? list : 0, c.nlist);
+            return s_corrupt(cat, key, klen, err, why);
+        }
+        lists[i] = list;
+    }
+    return 0;
+}
+
+typedef struct {
+    uint64_t id; /* the id */
+    size_t pos;  /* its position in the caller's batch */
+} s_occ_t;
+
+static int s_occ_cmp(const void *a, const void *b)
+{
+    const s_occ_t *x = a, *y = b;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+typedef struct {
+    uint32_t list; /* a list */
+    int64_t delta; /* change of its count (+1 / -1 per id) */
+} s_delta_t;
+
+static int s_delta_cmp(const void *a, const void *b)
+{
+    const s_delta_t *x = a, *y = b;
+    return x->list < y->list ? -1 : x->list > y->list;
+}
+
+/*
+ * The id map update shared by insert and delete. new_lists NULL: delete.
+ * Each distinct id counts once: its old list is the one given at its first
+ * occurrence (the map before the batch), its new list the last one.
+ */
+static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const uint32_t *old_lists,
+                   const uint32_t *new_lists, size_t n, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    for (size_t i = 0; i < n; i++) {
+        if (old_lists[i] != CATALOG_LIST_NONE && old_lists[i] >= c->nlist)
+            return shoal_err_set(err, SHOAL_EINVAL, "\"%s\": id %llu old list %u >= nlist %u", name,
+                                 (unsigned long long)ids[i], old_lists[i], c->nlist);
+        if (new_lists && new_lists[i] >= c->nlist)
+            return shoal_err_set(err, SHOAL_EINVAL, "\"%s\": id %llu new list %u >= nlist %u", name,
+                                 (unsigned long long)ids[i], new_lists[i], c->nlist);
+    }
+    if (n == 0)
+        return 0;
+
+    int rc = 0;
+    s_occ_t *occ = malloc(n * sizeof *occ);
+    s_delta_t *deltas = malloc(2 * n * sizeof *deltas);
+    kv_batch_t *batch = kv_batch_new();
+    if (!occ || !deltas || !batch) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "\"%s\": out of memory for a batch of %zu ids", name,
+                           n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        occ[i] = (s_occ_t){.id = ids[i], .pos = i};
+    qsort(occ, n, sizeof *occ, s_occ_cmp);
+
+    size_t nd = 0;
+    uint8_t key[CAT_KEY_MAX];
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j + 1 < n && occ[j + 1].id == occ[i].id)
+            j++;
+        uint64_t id = occ[i].id;
+        uint32_t from = old_lists[occ[i].pos];
+        uint32_t to = new_lists ? new_lists[occ[j].pos] : CATALOG_LIST_NONE;
+        i = j + 1;
+        if (from != CATALOG_LIST_NONE && from != to) {
+            kv_batch_delete(batch, key, s_key_member(key, name, from, id));
+            deltas[nd++] = (s_delta_t){.list = from, .delta = -1};
+        }
+        if (to == CATALOG_LIST_NONE) {
+            if (from != CATALOG_LIST_NONE)
+                kv_batch_delete(batch, key, s_key_u64(key, 'I', name, id));
+            continue;
+        }
+        uint8_t lval[4];
+        s_put_le32(lval, to);
+        kv_batch_put(batch, key, s_key_u64(key, 'I', name, id), lval, sizeof lval);
+        kv_batch_put(batch, key, s_key_member(key, name, to, id), "", 0);
+        if (from != to)
+            deltas[nd++] = (s_delta_t){.list = to, .delta = 1};
+    }
+
+    /* Fold the deltas per list, then the new counts (kept in deltas[].delta). */
+    qsort(deltas, nd, sizeof *deltas, s_delta_cmp);
+    size_t nl = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (nl > 0 && deltas[nl - 1].list == deltas[i].list)
+            deltas[nl - 1].delta += deltas[i].delta;
+        else
+            deltas[nl++] = deltas[i];
+    }
+    for (size_t i = 0; i < nl; i++) {
+        uint64_t cur = c->list_counts[deltas[i].list];
+        int64_t d = deltas[i].delta;
+        uint64_t next = cur;
+        if (d < 0 && (uint64_t)(-d) > cur) {
+            log_warn("catalog: \"%s\" list %u count %llu cannot drop by %lld (stale old list "
+                     "given); kept at 0",
+                     name, deltas[i].list, (unsigned long long)cur, (long long)-d);
+            next = 0;
+        } else {
+            next = d < 0 ? cur - (uint64_t)(-d) : cur + (uint64_t)d;
+        }
+        deltas[i].delta = (int64_t)next;
+        size_t klen = s_key_list(key, 'N', name, deltas[i].list);
+        if (next == 0) {
+            kv_batch_delete(batch, key, klen);
+        } else {
+            uint8_t cval[8];
+            s_put_le64(cval, next);
+            kv_batch_put(batch, key, klen, cval, sizeof cval);
+        }
+    }
+    rc = kv_write(cat->kv, batch, 1, err);
+    if (rc) {
+        shoal_err_prefix(err, "updating the id map of \"%s\"", name);
+        goto done;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        uint64_t next = (uint64_t)deltas[i].delta;
+        c->count = c->count - c->list_counts[deltas[i].list] + next;
+        c->list_counts[deltas[i].list] = next;
+    }
+done:
+    kv_batch_destroy(&batch);
+    free(occ);
+    free(deltas);
+    return rc;
+}
+
+int catalog_apply_insert(catalog_t *cat, const char *name, const uint64_t *ids,
+                         const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
+                         shoal_err_t *err)
+{
+    return s_apply(cat, name, ids, old_lists, new_lists, n, err);
+}
+
+int catalog_apply_delete(catalog_t *cat, const char *name, const uint64_t *ids,
+                         const uint32_t *old_lists, size_t n, shoal_err_t *err)
+{
+    return s_apply(cat, name, ids, old_lists, NULL, n, err);
+}
+
+int catalog_scan_list(catalog_t *cat, const char *name, uint32_t list, uint64_t from_id,
+                      uint64_t *ids, size_t max, size_t *got, shoal_err_t *err)
+{
+    *got = 0;
+    int rc = s_check_name(name, err);
+    catalog_coll_t c;
+    if (rc || (rc = s_disk_coll(cat, name, &c, err)))
+        return rc;
+    if (list >= c.nlist)
+        return shoal_err_set(err, SHOAL_EINVAL, "\"%s\": list %u >= nlist %u", name, list, c.nlist);
+    if (max == 0)
+        return 0;
+    uint8_t prefix[CAT_KEY_MAX], start[CAT_KEY_MAX];
+    size_t plen = s_key_list(prefix, 'M', name, list);
+    size_t slen = s_key_member(start, name, list, from_id);
+    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    kv_iter_seek(it, start, slen);
+    size_t count = 0;
+    for (; count < max && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        if (klen != plen + 8) {
+            rc = s_corrupt(cat, key, klen, err, "membership key of the wrong length");
+            break;
+        }
+        ids[count++] = s_get_be64(key + plen);
+    }
+    if (rc == 0 && count < max)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    *got = count;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Write intents                                                            */
+/* ------------------------------------------------------------------------ */
+
+int catalog_intent_put(catalog_t *cat, const char *name, const uint64_t *ids,
+                       const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
+                       uint64_t *txn, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    for (size_t i = 0; i < n; i++)
+        if ((old_lists[i] != CATALOG_LIST_NONE && old_lists[i] >= c->nlist) ||
+            new_lists[i] >= c->nlist)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "\"%s\": intent entry %zu moves id %llu from list %u to %u "
+                                 "(nlist %u)",
+                                 name, i, (unsigned long long)ids[i], old_lists[i], new_lists[i],
+                                 c->nlist);
+    if (n > (SIZE_MAX - CAT_INTENT_HDR) / 16)
+        return shoal_err_set(err, SHOAL_ELIMIT, "\"%s\": intent of %zu ids is too large", name, n);
+    size_t vlen = CAT_INTENT_HDR + 16 * n;
+    uint8_t *val = malloc(vlen);
+    if (!val)
+        return shoal_err_set(err, SHOAL_ENOMEM, "\"%s\": out of memory for an intent of %zu ids",
+                             name, n);
+    s_put_le32(val, CAT_INTENT_MAGIC);
+    s_put_le32(val + 4, CATALOG_FORMAT_VERSION);
+    s_put_le64(val + 8, n);
+    uint8_t *p = val + CAT_INTENT_HDR;
+    for (size_t i = 0; i < n; i++)
+        s_put_le64(p + 8 * i, ids[i]);
+    p += 8 * n;
+    for (size_t i = 0; i < n; i++)
+        s_put_le32(p + 4 * i, old_lists[i]);
+    p += 4 * n;
+    for (size_t i = 0; i < n; i++)
+        s_put_le32(p + 4 * i, new_lists[i]);
+    uint64_t number = atomic_fetch_add(&cat->next_txn, 1);
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_u64(key, 'X', name, number);
+    int rc = kv_put(cat->kv, key, klen, val, vlen, 1, err);
+    free(val);
+    if (rc)
+        return shoal_err_prefix(err, "storing intent %llu of \"%s\"", (unsigned long long)number,
+                                name);
+    *txn = number;
+    return 0;
+}
+
+int catalog_intent_clear(catalog_t *cat, const char *name, uint64_t txn, shoal_err_t *err)
+{
+    int rc = s_check_name(name, err);
+    if (rc)
+        return rc;
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+    uint8_t key[CAT_KEY_MAX];
+    kv_batch_delete(batch, key, s_key_u64(key, 'X', name, txn));
+    rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return shoal_err_prefix(err, "clearing intent %llu of \"%s\"", (unsigned long long)txn,
+                                name);
+    return 0;
+}
+
+void catalog_intents_free(catalog_intent_t *intents, size_t count)
+{
+    if (!intents)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        free(intents[i].ids);
+        free(intents[i].old_lists);
+        free(intents[i].new_lists);
+    }
+    free(intents);
+}
+
+/* One X/ value into *in (arrays malloc'd). 0, SHOAL_ENOMEM, or 1 with *why. */
+static int s_intent_decode(const uint8_t *val, size_t vlen, uint32_t nlist, catalog_intent_t *in,
+                           char *why, size_t cap)
+{
+    if (vlen < CAT_INTENT_HDR) {
+        snprintf(why, cap, "%zu bytes, shorter than its %d-byte header", vlen, CAT_INTENT_HDR);
+        return 1;
+    }
+    uint32_t magic = s_get_le32(val), version = s_get_le32(val + 4);
+    uint64_t n = s_get_le64(val + 8);
+    if (magic != CAT_INTENT_MAGIC || version != CATALOG_FORMAT_VERSION) {
+        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version %u", magic, version,
+                 CAT_INTENT_MAGIC, CATALOG_FORMAT_VERSION);
+        return 1;
+    }
+    if (n != (vlen - CAT_INTENT_HDR) / 16 || (vlen - CAT_INTENT_HDR) % 16 != 0) {
+        snprintf(why, cap, "%zu bytes for %llu ids", vlen, (unsigned long long)n);
+        return 1;
+    }
+    in->n = (size_t)n;
+    in->ids = malloc((n ? n : 1) * sizeof *in->ids);
+    in->old_lists = malloc((n ? n : 1) * sizeof *in->old_lists);
+    in->new_lists = malloc((n ? n : 1) * sizeof *in->new_lists);
+    if (!in->ids || !in->old_lists || !in->new_lists)
+        return SHOAL_ENOMEM;
+    const uint8_t *p = val + CAT_INTENT_HDR;
+    for (size_t i = 0; i < n; i++) {
+        in->ids[i] = s_get_le64(p + 8 * i);
+        in->old_lists[i] = s_get_le32(p + 8 * n + 4 * i);
+        in->new_lists[i] = s_get_le32(p + 12 * n + 4 * i);
+        if ((in->old_lists[i] != CATALOG_LIST_NONE && in->old_lists[i] >= nlist) ||
+            in->new_lists[i] >= nlist) {
+            snprintf(why, cap, "entry %zu moves id %llu from list %u to %u (nlist %u)", i,
+                     (unsigned long long)in->ids[i], in->old_lists[i], in->new_lists[i], nlist);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, size_t *count,
+                    shoal_err_t *err)
+{
+    *out = NULL;
+    *count = 0;
+    int rc = s_check_name(name, err);
+    catalog_coll_t c;
+    if (rc || (rc = s_disk_coll(cat, name, &c, err)))
+        return rc;
+    uint8_t prefix[CAT_KEY_MAX];
+    size_t plen = s_key_prefix(prefix, 'X', name);
+    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    catalog_intent_t *list = NULL;
+    size_t n = 0, cap = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        if (klen != plen + 8) {
+            rc = s_corrupt(cat, key, klen, err, "intent key of the wrong length");
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            catalog_intent_t *grown = realloc(list, ncap * sizeof *grown);
+            if (!grown) {
+                rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %zu intents", ncap);
+                break;
+            }
+            list = grown;
+            cap = ncap;
+        }
+        catalog_intent_t *in = &list[n++];
+        memset(in, 0, sizeof *in);
+        in->txn = s_get_be64(key + plen);
+        char why[160];
+        int drc = s_intent_decode(val, vlen, c.nlist, in, why, sizeof why);
+        if (drc == SHOAL_ENOMEM) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for intent of %zu ids", in->n);
+            break;
+        }
+        if (drc) {
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    if (rc) {
+        catalog_intents_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *count = n;
+    return 0;
+}

@@ -1,0 +1,203 @@
+/*
+ * catalog.h - the coordinator's catalog, persisted in its own RocksDB
+ * (common/kv.h): the shard registry, the collections (parameters, trained
+ * centroids, list -> shard placement, per-list counts), the id -> list map,
+ * the list -> ids membership used to walk a collection, and write intents.
+ *
+ * Keys (bytewise order; <c> is the collection name followed by one 0 byte;
+ * integers big-endian so they sort numerically):
+ *   F                     format record: magic "SHOALCAT", version u32
+ *   S                     shard registry: count u32, then per shard u16 len + endpoint
+ *   C/<c>                 collection record: magic, version, dim, metric, nlist, M,
+ *                         ef_construction, nprobe, trained flag
+ *   T/<c>                 trained state: magic, version, nlist, dim, then centroids
+ *                         (nlist x dim float32 LE) and owners (nlist x u32 LE)
+ *   N/<c><list u32>       ids in that list (u64 LE)
+ *   I/<c><id u64>         id -> list (u32 LE)
+ *   M/<c><list u32><id u64>  membership, empty value
+ *   X/<c><txn u64>        write intent (see below)
+ * Every value with a record header carries a magic and a format version; a
+ * catalog written by another format version is refused at open, with the
+ * versions named. Record lengths are checked on load; a record that does not
+ * parse is SHOAL_ECORRUPT naming the key, never trusted.
+ *
+ * What lives in RAM: the shard registry and, per collection, its parameters,
+ * centroids, owners and per-list counts (O(nlist), not O(vectors)). The id map
+ * and the membership stay on disk and are read per request.
+ *
+ * Writes: every mutating call is one atomic RocksDB batch written with sync
+ * (fsync'd WAL) before it returns, and the RAM state follows only on success.
+ * Id-map updates (catalog_apply_*) are read-modify-write of the counts: the
+ * caller must not run two of them on one collection at once (the coordinator
+ * has a single writer per collection).
+ *
+ * Write intents: before an insert batch is sent to shards the coordinator
+ * records which ids go from which list to which (catalog_intent_put); after
+ * the shards answered and the id map was updated, and stale copies on other
+ * shards were deleted, it clears the intent. An intent found at start-up is
+ * an interrupted write: for each of its ids, every shard among the old and
+ * new lists' owners that is not the owner of the list the id map now names
+ * (all of them when the id is absent) may hold a stale copy and gets a delete.
+ *
+ * Thread-safety: lookups and scans (catalog_lookup, catalog_scan_list,
+ * catalog_intents) may run on any thread while one thread writes; everything
+ * that changes or returns RAM state (collections, shards) belongs to the
+ * thread that owns the catalog (the coordinator's loop).
+ * Ownership: catalog_open returns a catalog freed by catalog_close(&cat).
+ * Returned collection pointers are borrowed and valid until the next call
+ * that creates, drops or trains a collection.
+ */
+#ifndef SHOAL_CATALOG_H
+#define SHOAL_CATALOG_H
+
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CATALOG_FORMAT_VERSION 1
+#define CATALOG_LIST_NONE UINT32_MAX   /* "this id is not in the map" */
+#define CATALOG_SHARDS_MAX 4096        /* shards in the registry */
+#define CATALOG_ENDPOINT_MAX 255       /* bytes of one shard endpoint */
+
+typedef struct catalog catalog_t;
+
+/* One collection as the coordinator knows it. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1];
+    uint32_t dim;
+    shoal_metric_t metric;
+    uint32_t nlist;           /* IVF lists (fixed at create) */
+    uint32_t M;               /* HNSW parameters passed to the shards (0 = shard default) */
+    uint32_t ef_construction;
+    uint32_t nprobe;          /* default lists probed per query */
+    int trained;              /* centroids and owners are set */
+    float *centroids;         /* nlist x dim when trained, else NULL (catalog's) */
+    uint32_t *owners;         /* nlist shard indexes when trained, else NULL (catalog's) */
+    uint64_t *list_counts;    /* nlist ids per list (catalog's; zeros until trained) */
+    uint64_t count;           /* sum of list_counts */
+} catalog_coll_t;
+
+/* An interrupted (or in-progress) write, as catalog_intent_put stored it. */
+typedef struct {
+    uint64_t txn;             /* its number, increasing */
+    size_t n;                 /* ids */
+    uint64_t *ids;            /* n ids */
+    uint32_t *old_lists;      /* n lists before the write (CATALOG_LIST_NONE: new id) */
+    uint32_t *new_lists;      /* n lists after it */
+} catalog_intent_t;
+
+/*
+ * Opens (creating when absent) the catalog in dir and loads the registry and
+ * every collection. NULL on error: SHOAL_EIO (locked by another process, I/O),
+ * SHOAL_ECORRUPT (a record that does not parse, named), SHOAL_EFORMAT (another
+ * format version).
+ */
+catalog_t *catalog_open(const char *dir, shoal_err_t *err);
+void catalog_close(catalog_t **cat_p);
+
+/* ------------------------------------------------------------------------ */
+/* Shard registry                                                           */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Reconciles the registry with the shards named at start-up (n may be 0:
+ * keep the registry as stored). An empty registry takes the list as given.
+ * Otherwise the stored shards must be a prefix of the given list, in the same
+ * order (placements name shards by index): new shards may be appended, none
+ * removed or reordered; anything else is SHOAL_EINVAL naming the first
+ * difference ("shard 1 is tcp://a:7702 in the catalog, tcp://b:7702 given").
+ * Duplicated endpoints are SHOAL_EINVAL.
+ */
+int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, shoal_err_t *err);
+size_t catalog_shard_count(const catalog_t *cat);
+/* Endpoint of shard i (borrowed), NULL when out of range. */
+const char *catalog_shard(const catalog_t *cat, size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* Collections                                                              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Records a new collection from params (name, dim, metric, nlist, M,
+ * ef_construction, nprobe; the rest ignored), untrained. SHOAL_EEXIST when the
+ * name is taken, SHOAL_EINVAL for dim/nlist 0 or nprobe > nlist.
+ */
+int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *err);
+
+/* Removes a collection and every key under it. SHOAL_ENOTFOUND when absent. */
+int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err);
+
+/* The collection named name (borrowed), or NULL. */
+const catalog_coll_t *catalog_find(const catalog_t *cat, const char *name);
+size_t catalog_coll_count(const catalog_t *cat);
+/* Collection i in name order (borrowed), NULL when out of range. */
+const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i);
+
+/*
+ * Stores the trained state: centroids (nlist x dim) and owners (nlist shard
+ * indexes, each < catalog_shard_count). Training an already trained
+ * collection is SHOAL_EEXIST (its ids are placed by the old centroids);
+ * SHOAL_EINVAL for an owner out of range or a non-finite centroid.
+ */
+int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
+                        const uint32_t *owners, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Id map and membership                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* lists[i] = the list of ids[i], or CATALOG_LIST_NONE. */
+int catalog_lookup(catalog_t *cat, const char *name, const uint64_t *ids, size_t n,
+                   uint32_t *lists, shoal_err_t *err);
+
+/*
+ * Records that ids[i] now lives in new_lists[i] (old_lists[i] is where the
+ * map had it, as catalog_lookup returned, or CATALOG_LIST_NONE): I/ and M/
+ * keys and the counts, in one synced batch. An id repeated in the batch: the
+ * last occurrence wins (as on the shards).
+ */
+int catalog_apply_insert(catalog_t *cat, const char *name, const uint64_t *ids,
+                         const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
+                         shoal_err_t *err);
+
+/* Removes ids (old_lists from catalog_lookup; NONE entries are skipped). */
+int catalog_apply_delete(catalog_t *cat, const char *name, const uint64_t *ids,
+                         const uint32_t *old_lists, size_t n, shoal_err_t *err);
+
+/*
+ * Up to max ids of list `list` that are >= from_id, ascending, into ids;
+ * *got gets how many. Fewer than max means the list has no more.
+ */
+int catalog_scan_list(catalog_t *cat, const char *name, uint32_t list, uint64_t from_id,
+                      uint64_t *ids, size_t max, size_t *got, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Write intents                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Stores an intent (synced); *txn gets its number. */
+int catalog_intent_put(catalog_t *cat, const char *name, const uint64_t *ids,
+                       const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
+                       uint64_t *txn, shoal_err_t *err);
+int catalog_intent_clear(catalog_t *cat, const char *name, uint64_t txn, shoal_err_t *err);
+
+/*
+ * The intents of a collection, oldest first: *out gets a malloc'd array of
+ * *count intents, freed with catalog_intents_free.
+ */
+int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, size_t *count,
+                    shoal_err_t *err);
+void catalog_intents_free(catalog_intent_t *intents, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
