@@ -6,6 +6,10 @@
  * rid, decode), copy what the caller keeps out of the reply into malloc'd
  * arrays and free the reply (s_release). The reply's frames are copied out of
  * ZeroMQ into a shoal_frames_t so that the public header needs no czmq type.
+ *
+ * Calls whose request carries a server-side deadline (search, knn_graph at the
+ * coordinator) wait at least that deadline plus S_DEADLINE_MARGIN_MS, so a
+ * partial answer sent at the deadline is not lost to the client's own timeout.
  */
 #include "client/shoal_client.h"
 
@@ -19,6 +23,14 @@
 
 /* The info map rendered as text grows its buffer up to this size. */
 #define S_TEXT_MAX ((size_t)64 << 20)
+
+/*
+ * A request that carries a deadline for the server (search, knn_graph) is
+ * waited for at least this long past that deadline, so the server's partial
+ * answer, which comes after the deadline plus its own merge work and the
+ * trip back, is received rather than abandoned.
+ */
+#define S_DEADLINE_MARGIN_MS 2000
 
 struct shoal_client {
     char *endpoint;       /* where to connect (owned) */
@@ -284,6 +296,51 @@ static void *s_dup(const void *data, size_t len)
     return copy;
 }
 
+/*
+ * shoal_client_call for a request that carries req->deadline_ms: the wait is
+ * stretched to the deadline plus a margin when the client's timeout is
+ * shorter, then put back.
+ */
+static int s_call_deadline(shoal_client_t *client, wire_request_t *req, wire_reply_t *rep,
+                           shoal_frames_t **frames, shoal_err_t *err)
+{
+    int saved = client->timeout_ms;
+    int64_t wanted = (int64_t)req->deadline_ms + S_DEADLINE_MARGIN_MS;
+    if (req->deadline_ms > 0 && wanted > saved)
+        client->timeout_ms = wanted > INT32_MAX ? INT32_MAX : (int)wanted;
+    int rc = shoal_client_call(client, req, rep, frames, err);
+    client->timeout_ms = saved;
+    return rc;
+}
+
+/*
+ * The info map (NULL: none, rendered "{}") as one line of text in a malloc'd
+ * buffer that grows until it fits. what names the op for messages.
+ */
+static int s_info_text(const void *info, size_t info_len, const char *what, char **text,
+                       shoal_err_t *err)
+{
+    *text = NULL;
+    if (!info) {
+        *text = s_dup("{}", 3);
+        return *text ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", what);
+    }
+    for (size_t cap = 4096; cap <= S_TEXT_MAX; cap *= 2) {
+        char *buf = malloc(cap);
+        if (!buf)
+            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", what);
+        int trc = wire_info_to_text(info, info_len, buf, cap);
+        if (trc == 0) {
+            *text = buf;
+            return 0;
+        }
+        free(buf);
+        if (trc != SHOAL_ELIMIT)
+            return shoal_err_set(err, trc, "%s: the info map is malformed", what);
+    }
+    return shoal_err_set(err, SHOAL_ELIMIT, "%s: the info map is too large as text", what);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Public API                                                               */
 /* ------------------------------------------------------------------------ */
@@ -427,15 +484,73 @@ int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t
     return s_release(&rep, &frames, rc);
 }
 
-int shoal_client_search(shoal_client_t *client, const char *coll, const float *queries, size_t nq,
-                        size_t dim, const shoal_search_opts_t *opts, uint64_t **ids, float **dists,
-                        wire_mode_t *used, shoal_err_t *err)
+int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim,
+                            shoal_metric_t metric, const shoal_create_opts_t *opts,
+                            shoal_err_t *err)
+{
+    shoal_create_opts_t zero = {0, 0, 0};
+    if (!opts)
+        opts = &zero;
+    if (dim > UINT32_MAX || opts->nlist > UINT32_MAX || opts->M > UINT32_MAX ||
+        opts->ef_construction > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "create_collection: dim, nlist, M or ef_construction "
+                             "does not fit in 32 bits");
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
+    if (rc != 0)
+        return rc;
+    req.dim = (uint32_t)dim;
+    req.metric = metric;
+    req.nlist = (uint32_t)opts->nlist;
+    req.M = (uint32_t)opts->M;
+    req.ef_construction = (uint32_t)opts->ef_construction;
+    return s_call_status(client, &req, err);
+}
+
+int shoal_client_train(shoal_client_t *client, const char *coll, const float *sample, size_t n,
+                       size_t dim, const shoal_train_opts_t *opts, char **text, shoal_err_t *err)
+{
+    if (text)
+        *text = NULL;
+    shoal_train_opts_t zero = {0, 0, 0};
+    if (!opts)
+        opts = &zero;
+    if (dim > UINT32_MAX || opts->max_iters > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "train: dim %zu or max_iters %zu does not fit in 32 bits", dim,
+                             opts->max_iters);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_TRAIN, coll, err);
+    if (rc != 0)
+        return rc;
+    req.n = n;
+    req.dim = (uint32_t)dim;
+    req.vecs = sample;
+    req.init = opts->random_init ? 1 : 0;
+    req.max_iters = (uint32_t)opts->max_iters;
+    req.seed = opts->seed;
+    wire_reply_t rep;
+    shoal_frames_t *frames = NULL;
+    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    if (rc == 0 && text)
+        rc = s_info_text(rep.info, rep.info_len, "train", text, err);
+    return s_release(&rep, &frames, rc);
+}
+
+int shoal_client_search_ex(shoal_client_t *client, const char *coll, const float *queries,
+                           size_t nq, size_t dim, const shoal_search_opts_t *opts, uint64_t **ids,
+                           float **dists, shoal_search_info_t *info, shoal_err_t *err)
 {
     *ids = NULL;
     if (dists)
         *dists = NULL;
-    if (dim > UINT32_MAX || opts->k > UINT32_MAX || opts->ef > UINT32_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL, "search: dim, k or ef does not fit in 32 bits");
+    if (info)
+        memset(info, 0, sizeof *info);
+    if (dim > UINT32_MAX || opts->k > UINT32_MAX || opts->ef > UINT32_MAX ||
+        opts->nprobe > UINT32_MAX || opts->deadline_ms > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "search: dim, k, ef, nprobe or deadline_ms does not fit in 32 bits");
     wire_request_t req;
     int rc = s_request(&req, WIRE_OP_SEARCH, coll, err);
     if (rc != 0)
@@ -448,9 +563,11 @@ int shoal_client_search(shoal_client_t *client, const char *coll, const float *q
     req.ef = (uint32_t)opts->ef;
     req.filter = opts->nfilter ? opts->filter : NULL;
     req.nfilter = opts->filter ? opts->nfilter : 0;
+    req.nprobe = (uint32_t)opts->nprobe;
+    req.deadline_ms = (uint32_t)opts->deadline_ms;
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
-    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    rc = s_call_deadline(client, &req, &rep, &frames, err);
     if (rc == 0) {
         if (rep.n != nq || rep.k != opts->k) {
             rc = shoal_err_set(err, SHOAL_EPROTO,
@@ -464,8 +581,12 @@ int shoal_client_search(shoal_client_t *client, const char *coll, const float *q
                 *dists = s_dup(rep.dists, total * sizeof **dists);
             if (!*ids || (dists && !*dists))
                 rc = shoal_err_set(err, SHOAL_ENOMEM, "search: no memory for the results");
-            if (used)
-                *used = rep.mode_used;
+            if (info) {
+                info->used = rep.mode_used;
+                info->partial = rep.partial != 0;
+                snprintf(info->missing, sizeof info->missing, "%s", rep.missing);
+                info->fanout = rep.fanout;
+            }
         }
         if (rc != 0) {
             free(*ids);
@@ -474,9 +595,88 @@ int shoal_client_search(shoal_client_t *client, const char *coll, const float *q
                 free(*dists);
                 *dists = NULL;
             }
+            if (info)
+                memset(info, 0, sizeof *info);
         }
     }
     return s_release(&rep, &frames, rc);
+}
+
+int shoal_client_search(shoal_client_t *client, const char *coll, const float *queries, size_t nq,
+                        size_t dim, const shoal_search_opts_t *opts, uint64_t **ids, float **dists,
+                        wire_mode_t *used, shoal_err_t *err)
+{
+    shoal_search_info_t info;
+    int rc = shoal_client_search_ex(client, coll, queries, nq, dim, opts, ids, dists, &info, err);
+    if (rc == 0 && used)
+        *used = info.used;
+    return rc;
+}
+
+void shoal_knn_chunk_fini(shoal_knn_chunk_t *chunk)
+{
+    if (!chunk)
+        return;
+    free(chunk->qids);
+    free(chunk->ids);
+    free(chunk->dists);
+    memset(chunk, 0, sizeof *chunk);
+}
+
+int shoal_client_knn_graph(shoal_client_t *client, const char *coll,
+                           const shoal_search_opts_t *opts, size_t chunk_rows, const char *cursor,
+                           shoal_knn_chunk_t *chunk, shoal_err_t *err)
+{
+    memset(chunk, 0, sizeof *chunk);
+    if (!cursor)
+        cursor = "";
+    if (strlen(cursor) > WIRE_CURSOR_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "knn_graph: cursor has %zu bytes, at most %d",
+                             strlen(cursor), WIRE_CURSOR_MAX);
+    if (opts->k > UINT32_MAX || opts->ef > UINT32_MAX || opts->nprobe > UINT32_MAX ||
+        opts->deadline_ms > UINT32_MAX || chunk_rows > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "knn_graph: k, ef, nprobe, deadline_ms or chunk rows "
+                             "does not fit in 32 bits");
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_KNN_GRAPH, coll, err);
+    if (rc != 0)
+        return rc;
+    req.k = (uint32_t)opts->k;
+    req.mode = opts->mode;
+    req.ef = (uint32_t)opts->ef;
+    req.nprobe = (uint32_t)opts->nprobe;
+    req.deadline_ms = (uint32_t)opts->deadline_ms;
+    req.chunk = (uint32_t)chunk_rows;
+    snprintf(req.cursor, sizeof req.cursor, "%s", cursor);
+    wire_reply_t rep;
+    shoal_frames_t *frames = NULL;
+    rc = s_call_deadline(client, &req, &rep, &frames, err);
+    if (rc != 0)
+        return s_release(&rep, &frames, rc);
+    if (rep.n > 0 && (rep.k != opts->k || !rep.ids || !rep.dists || !rep.qids)) {
+        rc = shoal_err_set(err, SHOAL_EPROTO,
+                           "knn_graph: reply has %" PRIu64 " rows x %" PRIu32
+                           " neighbours%s, expected k=%zu with ids, distances and row ids",
+                           rep.n, rep.k, rep.qids ? "" : " without row ids", opts->k);
+        return s_release(&rep, &frames, rc);
+    }
+    size_t n = (size_t)rep.n;
+    chunk->n = n;
+    chunk->k = opts->k;
+    chunk->qids = s_dup(rep.qids, n * sizeof *chunk->qids);
+    chunk->ids = s_dup(rep.ids, n * opts->k * sizeof *chunk->ids);
+    chunk->dists = s_dup(rep.dists, n * opts->k * sizeof *chunk->dists);
+    if (!chunk->qids || !chunk->ids || !chunk->dists) {
+        shoal_knn_chunk_fini(chunk);
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "knn_graph: no memory for a chunk of %zu rows", n);
+        return s_release(&rep, &frames, rc);
+    }
+    snprintf(chunk->cursor, sizeof chunk->cursor, "%s", rep.cursor);
+    chunk->total = rep.total;
+    chunk->partial = rep.partial != 0;
+    snprintf(chunk->missing, sizeof chunk->missing, "%s", rep.missing);
+    return s_release(&rep, &frames, 0);
 }
 
 int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
@@ -532,27 +732,8 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
     rc = shoal_client_call(client, &req, &rep, &frames, err);
     if (rc == 0 && !rep.info)
         rc = shoal_err_set(err, SHOAL_EPROTO, "stats: the reply has no info map");
-    if (rc == 0 && text) {
-        for (size_t cap = 4096; cap <= S_TEXT_MAX; cap *= 2) {
-            char *buf = malloc(cap);
-            if (!buf) {
-                rc = shoal_err_set(err, SHOAL_ENOMEM, "stats: out of memory");
-                break;
-            }
-            int trc = wire_info_to_text(rep.info, rep.info_len, buf, cap);
-            if (trc == 0) {
-                *text = buf;
-                break;
-            }
-            free(buf);
-            if (trc != SHOAL_ELIMIT) {
-                rc = shoal_err_set(err, trc, "stats: the info map is malformed");
-                break;
-            }
-        }
-        if (rc == 0 && !*text)
-            rc = shoal_err_set(err, SHOAL_ELIMIT, "stats: the info map is too large as text");
-    }
+    if (rc == 0 && text)
+        rc = s_info_text(rep.info, rep.info_len, "stats", text, err);
     if (rc == 0 && info) {
         *info = s_dup(rep.info, rep.info_len);
         if (!*info)

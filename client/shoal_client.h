@@ -1,6 +1,6 @@
 /*
  * shoal_client.h - a small synchronous client for anything that speaks
- * docs/protocol.md (a shard today, the coordinator later): one call per op,
+ * docs/protocol.md (the coordinator, or a shard directly): one call per op,
  * plus a generic call over wire_request_t / wire_reply_t and a raw call that
  * sends frames the caller built (tests of malformed requests).
  *
@@ -83,13 +83,53 @@ int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t
 int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
                         size_t *deleted, uint64_t *seq, shoal_err_t *err);
 
+/* Coordinator: create with IVF parameters (zeros: the coordinator's defaults). */
+typedef struct {
+    size_t nlist;           /* IVF lists */
+    size_t M;               /* HNSW links per node on the shards */
+    size_t ef_construction; /* HNSW build candidates on the shards */
+} shoal_create_opts_t;
+
+int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim,
+                            shoal_metric_t metric, const shoal_create_opts_t *opts,
+                            shoal_err_t *err);
+
+/* Coordinator: train options (a zeroed struct or NULL: defaults). */
+typedef struct {
+    int random_init;        /* 0 = k-means++, 1 = random sample rows */
+    size_t max_iters;       /* 0 = default */
+    uint64_t seed;          /* 0 = the coordinator's */
+} shoal_train_opts_t;
+
+/*
+ * Coordinator: trains coll's centroids on n sample rows (n x dim floats) and
+ * places its lists on the shards. *text (may be NULL) gets what training
+ * reported (iterations, objective, balance, locality) as one line of text,
+ * malloc'd for the caller. The call waits the client's timeout like any
+ * other: k-means on a large sample takes minutes, so raise it first
+ * (shoal_client_set_timeout; the CLI uses 600 s).
+ */
+int shoal_client_train(shoal_client_t *client, const char *coll, const float *sample, size_t n,
+                       size_t dim, const shoal_train_opts_t *opts, char **text,
+                       shoal_err_t *err);
+
 typedef struct {
     size_t k;               /* results per query, >= 1 */
     wire_mode_t mode;       /* WIRE_MODE_AUTO (the zero value), _HNSW or _EXACT */
     size_t ef;              /* HNSW candidates; 0 = the server's default */
     const uint64_t *filter; /* allow-list of ids, or NULL */
     size_t nfilter;         /* its length */
+    size_t nprobe;          /* coordinator: lists probed; 0 = the collection's default */
+    size_t deadline_ms;     /* coordinator: answer within; 0 = its default */
 } shoal_search_opts_t;
+
+/* What a search reply said besides the results. */
+typedef struct {
+    wire_mode_t used;                /* the mode that ran */
+    int partial;                     /* 1 when some shards missed the deadline */
+    char missing[WIRE_MISSING_MAX];  /* their endpoints, comma-separated */
+    uint64_t fanout;                 /* sum over queries of shards asked (coordinator) */
+} shoal_search_info_t;
 
 /*
  * Searches nq queries (nq x dim floats). *ids and *dists (nq x k each,
@@ -100,6 +140,36 @@ typedef struct {
 int shoal_client_search(shoal_client_t *client, const char *coll, const float *queries, size_t nq,
                         size_t dim, const shoal_search_opts_t *opts, uint64_t **ids, float **dists,
                         wire_mode_t *used, shoal_err_t *err);
+
+/* shoal_client_search with the reply's extra fields in *info (may be NULL). */
+int shoal_client_search_ex(shoal_client_t *client, const char *coll, const float *queries,
+                           size_t nq, size_t dim, const shoal_search_opts_t *opts, uint64_t **ids,
+                           float **dists, shoal_search_info_t *info, shoal_err_t *err);
+
+/* Coordinator: one chunk of the k-NN graph. */
+typedef struct {
+    size_t n;                        /* rows in this chunk */
+    size_t k;                        /* neighbours per row */
+    uint64_t *qids;                  /* n row ids (malloc'd, the caller's via _chunk_fini) */
+    uint64_t *ids;                   /* n x k neighbour ids, TOPK_ID_NONE padding */
+    float *dists;                    /* n x k distances */
+    char cursor[WIRE_CURSOR_MAX + 1];/* pass to the next call; "" = the graph is complete */
+    uint64_t total;                  /* rows of the whole graph */
+    int partial;                     /* some shards missed the deadline for this chunk */
+    char missing[WIRE_MISSING_MAX];
+} shoal_knn_chunk_t;
+
+void shoal_knn_chunk_fini(shoal_knn_chunk_t *chunk);
+
+/*
+ * Fetches the chunk after cursor ("" or NULL: the first). opts: k (>= 1),
+ * mode, ef, nprobe, deadline_ms as for search (filter ignored); chunk_rows 0
+ * = the coordinator's default. On success *chunk is filled (free with
+ * shoal_knn_chunk_fini).
+ */
+int shoal_client_knn_graph(shoal_client_t *client, const char *coll,
+                           const shoal_search_opts_t *opts, size_t chunk_rows,
+                           const char *cursor, shoal_knn_chunk_t *chunk, shoal_err_t *err);
 
 /*
  * The stored vectors of n ids: *found (n flags) and *vecs (n x *dim floats,

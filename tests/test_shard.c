@@ -41,7 +41,6 @@
 #include <unistd.h>
 
 #define S_PATH_MAX     1024
-#define S_CHILDREN_MAX 16
 #define S_START_WAIT_S 60.0  /* a shard (ASan build, recovery) must be ready within this */
 #define S_STOP_WAIT_S  60.0  /* and stop within this after SIGTERM */
 #define S_TIMEOUT_MS   20000 /* client calls */
@@ -51,21 +50,6 @@
 /* ------------------------------------------------------------------------ */
 
 static char s_tmp[S_PATH_MAX];
-static pid_t s_children[S_CHILDREN_MAX];
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 static void s_setup(void)
 {
@@ -75,18 +59,12 @@ static void s_setup(void)
     mkdir(root, 0777);
     snprintf(s_tmp, sizeof s_tmp, "%s/test_shard.XXXXXX", root);
     cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
-    memset(s_children, 0, sizeof s_children);
+    s_children_kill();
 }
 
 static void s_teardown(void)
 {
-    for (int i = 0; i < S_CHILDREN_MAX; i++) {
-        if (s_children[i] > 0) {
-            kill(s_children[i], SIGKILL);
-            waitpid(s_children[i], NULL, 0);
-            s_children[i] = 0;
-        }
-    }
+    s_children_kill();
     if (s_tmp[0])
         s_remove_tree(s_tmp);
     s_tmp[0] = '\0';
@@ -99,94 +77,6 @@ static const char *s_path(char *out, const char *name)
     int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
     cr_assert(len > 0 && len < S_PATH_MAX);
     return out;
-}
-
-static void s_bin(char *out, const char *prog)
-{
-    const char *dir = getenv("SHOAL_BIN");
-    if (!dir || !*dir)
-        dir = "bin";
-    snprintf(out, S_PATH_MAX, "%s/%s", dir, prog);
-    cr_assert(access(out, X_OK) == 0, "%s is not an executable (set SHOAL_BIN)", out);
-}
-
-static void s_child_add(pid_t pid)
-{
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] == 0) {
-            s_children[i] = pid;
-            return;
-        }
-    cr_assert_fail("too many children");
-}
-
-static void s_child_forget(pid_t pid)
-{
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] == pid)
-            s_children[i] = 0;
-}
-
-/*
- * Starts argv[0] with stdout/stderr appended to the given files; the child
- * dies with this process (PR_SET_PDEATHSIG).
- */
-static pid_t s_spawn(char *const argv[], const char *out_path, const char *err_path)
-{
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (out >= 0)
-            dup2(out, 1);
-        if (err >= 0)
-            dup2(err, 2);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    s_child_add(pid);
-    return pid;
-}
-
-/* Waits up to seconds for pid; returns 1 with *status when it exited. */
-static int s_wait(pid_t pid, double seconds, int *status)
-{
-    double end = s_now() + seconds;
-    while (1) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid) {
-            s_child_forget(pid);
-            return 1;
-        }
-        if (s_now() > end)
-            return 0;
-        s_sleep_ms(10);
-    }
-}
-
-/* A whole file as a string (caller frees); "" when absent. */
-static char *s_slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        char *empty = calloc(1, 1);
-        cr_assert_not_null(empty);
-        return empty;
-    }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *data = calloc((size_t)(size > 0 ? size : 0) + 1, 1);
-    cr_assert_not_null(data);
-    size_t got = size > 0 ? fread(data, 1, (size_t)size, f) : 0;
-    data[got] = '\0';
-    fclose(f);
-    return data;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -220,7 +110,6 @@ static void s_shard_start(s_shard_t *sh, const char *const *extra)
 {
     char bin[S_PATH_MAX];
     s_bin(bin, "shoal-shard");
-    unlink(sh->ready);
     char *argv[64];
     size_t argc = 0;
     argv[argc++] = bin;
@@ -237,46 +126,15 @@ static void s_shard_start(s_shard_t *sh, const char *const *extra)
         argv[argc++] = (char *)extra[i];
     }
     argv[argc] = NULL;
-    sh->pid = s_spawn(argv, sh->log, sh->log);
-
-    double end = s_now() + S_START_WAIT_S;
-    while (access(sh->ready, R_OK) != 0) {
-        int status;
-        if (waitpid(sh->pid, &status, WNOHANG) == sh->pid) {
-            s_child_forget(sh->pid);
-            sh->pid = 0;
-            char *log = s_slurp(sh->log);
-            cr_assert_fail("shoal-shard exited before it was ready (status %d):\n%s", status, log);
-        }
-        cr_assert_lt(s_now(), end, "shoal-shard not ready after %.0f s", S_START_WAIT_S);
-        s_sleep_ms(10);
-    }
-    char *text = s_slurp(sh->ready);
-    size_t len = strcspn(text, "\r\n");
-    cr_assert(len > 0 && len < sizeof sh->endpoint, "ready file holds \"%s\"", text);
-    memcpy(sh->endpoint, text, len);
-    sh->endpoint[len] = '\0';
-    free(text);
+    sh->pid =
+        s_server_start(argv, sh->ready, sh->log, S_START_WAIT_S, sh->endpoint, sizeof sh->endpoint);
 }
 
 /* Sends sig and waits for the exit; returns the wait status. */
 static int s_shard_signal_wait(s_shard_t *sh, int sig)
 {
-    cr_assert_gt(sh->pid, 0);
-    kill(sh->pid, sig);
-    int status = 0;
-    int exited = s_wait(sh->pid, S_STOP_WAIT_S, &status);
-    if (!exited) {
-        kill(sh->pid, SIGKILL);
-        s_wait(sh->pid, 10, &status);
-    }
+    int status = s_server_signal(sh->pid, sig, S_STOP_WAIT_S, sh->log);
     sh->pid = 0;
-    cr_assert(exited, "shoal-shard did not exit within %.0f s of signal %d", S_STOP_WAIT_S, sig);
-    /* a sanitizer build reports into the log: any report fails the test */
-    char *log = s_slurp(sh->log);
-    cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"),
-              "shoal-shard's log has a sanitizer report:\n%s", log);
-    free(log);
     return status;
 }
 

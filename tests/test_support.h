@@ -13,18 +13,35 @@
  * |q| |x|, for cosine 1. The tolerances themselves stay in each suite.
  *
  * Scratch folders: s_remove_tree() is rm -r for the folders a suite made.
+ *
+ * Child processes (the process suites: test_shard, test_cluster): s_spawn()
+ * starts a program that dies with the test (PR_SET_PDEATHSIG) and records it
+ * in a per-test-process registry that s_children_kill() empties (a suite's
+ * fini calls it, so a failed test leaves nothing running); s_server_start()
+ * also waits, bounded, for the server's --ready-file and reads the bound
+ * endpoint from it; s_server_signal() signals a server and waits, bounded,
+ * for its exit. Every wait is bounded polling; nothing asserts a timing.
+ * These helpers assert with Criterion, so only Criterion suites include this.
  */
 #ifndef SHOAL_TESTS_TEST_SUPPORT_H
 #define SHOAL_TESTS_TEST_SUPPORT_H
 
 #include "common/distance.h"
 
+#include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -100,6 +117,198 @@ static inline void s_remove_tree(const char *path)
     } else {
         unlink(path);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Child processes                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define S_SUPPORT_CHILDREN_MAX 16
+
+static inline double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A poll interval, not a synchronisation: callers loop on a condition. */
+static inline void s_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/*
+ * The registry of running children. A function-local static rather than a
+ * file-scope one, so that suites which never start a process get no
+ * unused-variable warning; Criterion runs each test in its own process.
+ */
+static inline pid_t *s_children(void)
+{
+    static pid_t children[S_SUPPORT_CHILDREN_MAX];
+    return children;
+}
+
+static inline void s_child_add(pid_t pid)
+{
+    pid_t *children = s_children();
+    for (int i = 0; i < S_SUPPORT_CHILDREN_MAX; i++)
+        if (children[i] == 0) {
+            children[i] = pid;
+            return;
+        }
+    cr_assert_fail("too many children");
+}
+
+static inline void s_child_forget(pid_t pid)
+{
+    pid_t *children = s_children();
+    for (int i = 0; i < S_SUPPORT_CHILDREN_MAX; i++)
+        if (children[i] == pid)
+            children[i] = 0;
+}
+
+/* SIGKILLs and reaps every child still registered. */
+static inline void s_children_kill(void)
+{
+    pid_t *children = s_children();
+    for (int i = 0; i < S_SUPPORT_CHILDREN_MAX; i++) {
+        if (children[i] > 0) {
+            kill(children[i], SIGKILL);
+            waitpid(children[i], NULL, 0);
+        }
+        children[i] = 0;
+    }
+}
+
+/* $SHOAL_BIN/prog (default bin/prog) into out (S_SUPPORT_PATH_MAX bytes); must be executable. */
+static inline void s_bin(char *out, const char *prog)
+{
+    const char *dir = getenv("SHOAL_BIN");
+    if (!dir || !*dir)
+        dir = "bin";
+    snprintf(out, S_SUPPORT_PATH_MAX, "%s/%s", dir, prog);
+    cr_assert(access(out, X_OK) == 0, "%s is not an executable (set SHOAL_BIN)", out);
+}
+
+/*
+ * Starts argv[0] with stdout/stderr appended to the given files; the child
+ * dies with this process (PR_SET_PDEATHSIG).
+ */
+static inline pid_t s_spawn(char *const argv[], const char *out_path, const char *err_path)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int out = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (out >= 0)
+            dup2(out, 1);
+        if (err >= 0)
+            dup2(err, 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    s_child_add(pid);
+    return pid;
+}
+
+/* Waits up to seconds for pid; returns 1 with *status when it exited. */
+static inline int s_wait(pid_t pid, double seconds, int *status)
+{
+    double end = s_now() + seconds;
+    while (1) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid) {
+            s_child_forget(pid);
+            return 1;
+        }
+        if (s_now() > end)
+            return 0;
+        s_sleep_ms(10);
+    }
+}
+
+/* A whole file as a string (caller frees); "" when absent. */
+static inline char *s_slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        char *empty = calloc(1, 1);
+        cr_assert_not_null(empty);
+        return empty;
+    }
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = calloc((size_t)(size > 0 ? size : 0) + 1, 1);
+    cr_assert_not_null(data);
+    size_t got = size > 0 ? fread(data, 1, (size_t)size, f) : 0;
+    data[got] = '\0';
+    fclose(f);
+    return data;
+}
+
+/*
+ * Starts a server (argv must include its --ready-file ready) with its output
+ * appended to log, and waits up to wait_s for the ready file; endpoint (cap
+ * bytes) gets the file's first line, the bound endpoint. Fails the test,
+ * showing the log, when the server exits first.
+ */
+static inline pid_t s_server_start(char *const argv[], const char *ready, const char *log,
+                                   double wait_s, char *endpoint, size_t cap)
+{
+    unlink(ready);
+    pid_t pid = s_spawn(argv, log, log);
+    double end = s_now() + wait_s;
+    while (access(ready, R_OK) != 0) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            s_child_forget(pid);
+            char *text = s_slurp(log);
+            cr_assert_fail("%s exited before it was ready (status 0x%x):\n%s", argv[0], status,
+                           text);
+        }
+        cr_assert_lt(s_now(), end, "%s not ready after %.0f s", argv[0], wait_s);
+        s_sleep_ms(10);
+    }
+    char *text = s_slurp(ready);
+    size_t len = strcspn(text, "\r\n");
+    cr_assert(len > 0 && len < cap, "ready file %s holds \"%s\"", ready, text);
+    memcpy(endpoint, text, len);
+    endpoint[len] = '\0';
+    free(text);
+    return pid;
+}
+
+/*
+ * Sends sig to a server and waits up to wait_s for its exit (then SIGKILLs
+ * it); returns the wait status. Fails the test when it did not exit in time
+ * or when its log has a sanitizer report.
+ */
+static inline int s_server_signal(pid_t pid, int sig, double wait_s, const char *log)
+{
+    cr_assert_gt(pid, 0);
+    kill(pid, sig);
+    int status = 0;
+    int exited = s_wait(pid, wait_s, &status);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        s_wait(pid, 10, &status);
+    }
+    cr_assert(exited, "pid %d did not exit within %.0f s of signal %d (log %s)", (int)pid, wait_s,
+              sig, log);
+    char *text = s_slurp(log);
+    cr_assert(!strstr(text, "Sanitizer") && !strstr(text, "runtime error:"),
+              "%s has a sanitizer report:\n%s", log, text);
+    free(text);
+    return status;
 }
 
 #endif

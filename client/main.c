@@ -1,0 +1,1318 @@
+/*
+ * main.c - bin/shoal, the command-line client of a shoal cluster.
+ *
+ * One command per run: `shoal [-c ENDPOINT] [-t MS] COMMAND ARGS...`. Every
+ * command is a thin layer over client/shoal_client.h (the only way this
+ * program talks to a server) and common/ (vector files, recall, logging):
+ * parse and check the arguments, connect, run the calls, print one result
+ * line on stdout. Progress (load, knn-graph) goes to stderr: a bar redrawn in
+ * place on a terminal, plain lines every ~2 s or 10% otherwise, so logs of
+ * scripted runs stay readable.
+ *
+ * Errors: exit status 1 for a failure, 2 for a usage error (unknown option,
+ * missing or malformed value), each with exactly one line on stderr,
+ * "shoal: <command>: <message>" ("shoal: <message>" before a command is
+ * known). Arguments are checked before anything is sent.
+ *
+ * Signals: czmq installs its own SIGINT/SIGTERM handler when the first
+ * socket is made; this program puts the default action back afterwards, so
+ * Ctrl-C stops a long load at once like any other command-line tool.
+ *
+ * Single-threaded; everything allocated is freed before exit.
+ */
+#include "client/shoal_client.h"
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/groundtruth.h"
+#include "common/log.h"
+#include "common/topk.h"
+#include "common/vecfile.h"
+#include "common/wire.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:7700"
+#define S_ENDPOINT_ENV     "SHOAL_COORDINATOR"
+
+#define S_EXIT_FAIL  1 /* the command failed */
+#define S_EXIT_USAGE 2 /* the command line is wrong */
+
+/*
+ * Default per-request timeouts when -t is not given. A train runs k-means
+ * and placement before it answers; a load batch waits for HNSW inserts on
+ * every shard involved; a knn-graph chunk is a batch search of chunk rows.
+ * Search and the small ops use the library's default.
+ */
+#define S_TIMEOUT_TRAIN_MS 600000
+#define S_TIMEOUT_LOAD_MS  120000
+#define S_TIMEOUT_KNN_MS   300000
+
+#define S_TIMEOUT_MS_MAX 86400000 /* -t: one day */
+
+/* Requests stay under the server's default message limit, with room for the header. */
+#define S_MESSAGE_BYTES_MAX ((uint64_t)WIRE_MAX_MESSAGE_BYTES_DEFAULT - 65536)
+
+#define S_LOAD_BATCH_DEFAULT 10000
+#define S_TRAIN_ROWS_DEFAULT 100000
+#define S_SEARCH_K_DEFAULT   10
+#define S_IDS_MAX            10000000 /* ids one delete/get command accepts */
+#define S_DELETE_BATCH       100000   /* ids per delete request */
+#define S_GET_IDS_MAX        100000   /* get is for debugging: one request */
+#define S_MISSING_MAX        4096     /* union of missing shards printed */
+#define S_PROGRESS_PLAIN_S   2.0      /* plain progress lines at least this far apart */
+#define S_PROGRESS_TTY_S     0.1      /* redraws of the bar at most this often */
+#define S_BAR_WIDTH          30
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Set when the failure is a usage error (exit status 2 rather than 1). */
+static int s_usage_failed;
+
+/* Records a usage error in err; returns SHOAL_EINVAL. */
+static int s_bad(shoal_err_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int s_bad(shoal_err_t *err, const char *fmt, ...)
+{
+    char buf[SHOAL_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    s_usage_failed = 1;
+    return shoal_err_set(err, SHOAL_EINVAL, "%s", buf);
+}
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/*
+ * Parses a decimal integer in [min, max] given for option (or argument)
+ * name. Rejects signs, spaces, empty text, trailing characters and overflow.
+ */
+static int s_parse_u64(const char *name, const char *text, uint64_t min, uint64_t max,
+                       uint64_t *out, shoal_err_t *err)
+{
+    if (!text || !isdigit((unsigned char)text[0]))
+        return s_bad(err, "%s: expected an integer in [%" PRIu64 ", %" PRIu64 "], got \"%s\"", name,
+                     min, max, text ? text : "");
+    errno = 0;
+    char *end = NULL;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno == ERANGE || *end != '\0' || value < min || value > max)
+        return s_bad(err, "%s: expected an integer in [%" PRIu64 ", %" PRIu64 "], got \"%s\"", name,
+                     min, max, text);
+    *out = (uint64_t)value;
+    return 0;
+}
+
+/* As s_parse_u64 into a size_t; an absent option (text NULL) leaves *out as it is. */
+static int s_opt_size(const char *name, const char *text, uint64_t min, uint64_t max, size_t *out,
+                      shoal_err_t *err)
+{
+    if (!text)
+        return 0;
+    uint64_t value = 0;
+    if (max > SIZE_MAX)
+        max = SIZE_MAX;
+    int rc = s_parse_u64(name, text, min, max, &value, err);
+    if (rc == 0)
+        *out = (size_t)value;
+    return rc;
+}
+
+static int s_parse_mode(const char *text, wire_mode_t *mode, shoal_err_t *err)
+{
+    if (!text)
+        return 0;
+    if (!strcmp(text, "auto"))
+        *mode = WIRE_MODE_AUTO;
+    else if (!strcmp(text, "hnsw"))
+        *mode = WIRE_MODE_HNSW;
+    else if (!strcmp(text, "exact"))
+        *mode = WIRE_MODE_EXACT;
+    else
+        return s_bad(err, "--mode: expected auto, hnsw or exact, got \"%s\"", text);
+    return 0;
+}
+
+/* Prints text with line breaks turned into spaces, so an error stays one line. */
+static void s_print_one_line(FILE *out, const char *text)
+{
+    for (const char *p = text; *p; p++)
+        fputc(*p == '\n' || *p == '\r' ? ' ' : *p, out);
+}
+
+/*
+ * Adds the comma-separated names of list to set (a comma-separated union of
+ * at most cap bytes); names that do not fit are dropped and "..." ends the set.
+ */
+static void s_union_add(char *set, size_t cap, const char *list)
+{
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        int present = 0;
+        for (const char *q = set; *q && len > 0;) {
+            size_t qlen = strcspn(q, ",");
+            if (qlen == len && !strncmp(q, p, len))
+                present = 1;
+            q += qlen;
+            if (*q == ',')
+                q++;
+        }
+        size_t used = strlen(set);
+        if (len > 0 && !present) {
+            if (used + len + 5 < cap) {
+                if (used)
+                    set[used++] = ',';
+                memcpy(set + used, p, len);
+                set[used + len] = '\0';
+            } else if (used + 4 < cap && (used < 3 || strcmp(set + used - 3, "..."))) {
+                strcpy(set + used, used ? ",..." : "...");
+            }
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+}
+
+/* An id as .ivecs stores it: -1 for padding; SHOAL_ELIMIT when it does not fit int32. */
+static int s_id_to_i32(uint64_t id, int32_t *out, const char *path, shoal_err_t *err)
+{
+    if (id == TOPK_ID_NONE) {
+        *out = -1;
+        return 0;
+    }
+    if (id > INT32_MAX)
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "%s: id %" PRIu64 " does not fit in .ivecs (int32, at most %d)", path,
+                             id, INT32_MAX);
+    *out = (int32_t)id;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Argument parsing                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* One option of a command; every option takes a value. */
+typedef struct {
+    const char *name;   /* "--dim" */
+    const char *alias;  /* "-k", or NULL */
+    const char **value; /* receives the value text (borrowed from argv), NULL if absent */
+} s_opt_t;
+
+/*
+ * Splits argv (argv[0] is the command) into options and positional
+ * arguments: "--opt value", "--opt=value", "-k value"; "--" ends options.
+ * pos_names name the positional arguments; the first npos_min are required.
+ * Returns 0, 1 when --help / -h was given, or SHOAL_EINVAL.
+ */
+static int s_parse_args(int argc, char **argv, const s_opt_t *opts, size_t nopts,
+                        const char *const *pos_names, size_t npos_min, size_t npos_max,
+                        const char **pos, size_t *npos, shoal_err_t *err)
+{
+    *npos = 0;
+    for (size_t i = 0; i < nopts; i++)
+        *opts[i].value = NULL;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return 1;
+        else if (!strcmp(argv[i], "--"))
+            break;
+    int options_done = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!options_done && !strcmp(arg, "--")) {
+            options_done = 1;
+            continue;
+        }
+        if (!options_done && arg[0] == '-' && arg[1] != '\0') {
+            const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+            size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+            const s_opt_t *opt = NULL;
+            for (size_t j = 0; j < nopts && !opt; j++) {
+                const char *n = opts[j].name, *a = opts[j].alias;
+                if ((strlen(n) == len && !strncmp(n, arg, len)) ||
+                    (a && strlen(a) == len && !strncmp(a, arg, len)))
+                    opt = &opts[j];
+            }
+            if (!opt)
+                return s_bad(err, "unknown option \"%.*s\" (see --help)", (int)len, arg);
+            if (eq) {
+                *opt->value = eq + 1;
+            } else {
+                if (i + 1 >= argc)
+                    return s_bad(err, "option %s needs a value", arg);
+                *opt->value = argv[++i];
+            }
+            if (!**opt->value)
+                return s_bad(err, "option %s has an empty value", opt->name);
+            continue;
+        }
+        if (*npos >= npos_max)
+            return s_bad(err, "unexpected argument \"%s\" (see --help)", arg);
+        pos[(*npos)++] = arg;
+    }
+    if (*npos < npos_min)
+        return s_bad(err, "missing argument %s (see --help)", pos_names[*npos]);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Connection                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *cmd;        /* the command's name, for messages */
+    const char *endpoint;   /* -c, $SHOAL_COORDINATOR or the default */
+    int timeout_ms;         /* -t; 0 = the command's default */
+    shoal_client_t *client; /* connected by s_connect, destroyed by main */
+} s_cli_t;
+
+static int s_connect(s_cli_t *cli, int default_timeout_ms, shoal_err_t *err)
+{
+    int timeout = cli->timeout_ms > 0 ? cli->timeout_ms : default_timeout_ms;
+    cli->client = shoal_client_new(cli->endpoint, timeout, err);
+    if (!cli->client)
+        return err->code ? err->code : SHOAL_EINVAL;
+    /* czmq caught these when it made the socket: give them back their default */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Progress on stderr                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *what; /* "load", "knn-graph" */
+    const char *unit; /* "vectors", "rows" */
+    int tty;          /* stderr is a terminal: redraw a bar in place */
+    double start;     /* when the work began */
+    double last;      /* when progress was last shown */
+    int last_tenth;   /* plain mode: the last 10% step shown */
+    int drawn;        /* tty mode: a bar is on screen (needs a newline) */
+} s_progress_t;
+
+static void s_progress_init(s_progress_t *p, const char *what, const char *unit)
+{
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->unit = unit;
+    p->tty = isatty(STDERR_FILENO);
+    p->start = p->last = s_now();
+}
+
+static void s_format_eta(char *buf, size_t cap, double seconds)
+{
+    if (!(seconds >= 0) || seconds > 1e7) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    unsigned long s = (unsigned long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, cap, "%lu:%02lu:%02lu", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, cap, "%lu:%02lu", s / 60, s % 60);
+}
+
+/* done of total (total 0: unknown) units finished; final: the work is over. */
+static void s_progress_update(s_progress_t *p, uint64_t done, uint64_t total, int final)
+{
+    double now = s_now();
+    double elapsed = now - p->start;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0.0;
+    double frac = total ? (double)done / (double)total : 0.0;
+    if (frac > 1.0)
+        frac = 1.0;
+    char eta[32];
+    uint64_t left = done < total ? total - done : 0;
+    s_format_eta(eta, sizeof eta, rate > 0 && total ? (double)left / rate : -1.0);
+    if (p->tty) {
+        if (!final && now - p->last < S_PROGRESS_TTY_S)
+            return;
+        p->last = now;
+        char bar[S_BAR_WIDTH + 1];
+        int fill = (int)(frac * S_BAR_WIDTH);
+        for (int i = 0; i < S_BAR_WIDTH; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[S_BAR_WIDTH] = '\0';
+        fprintf(stderr, "\r%s [%s] %5.1f%% %" PRIu64 "/%" PRIu64 " %.0f %s/s ETA %s\033[K", p->what,
+                bar, frac * 100.0, done, total, rate, p->unit, eta);
+        p->drawn = 1;
+        if (final) {
+            fputc('\n', stderr);
+            p->drawn = 0;
+        }
+        fflush(stderr);
+        return;
+    }
+    if (final)
+        return; /* the result line on stdout says it */
+    int tenth = (int)(frac * 10.0);
+    if (now - p->last < S_PROGRESS_PLAIN_S && tenth <= p->last_tenth)
+        return;
+    p->last = now;
+    p->last_tenth = tenth;
+    fprintf(stderr, "%s: %" PRIu64 "/%" PRIu64 " %s (%.0f%%) %.0f %s/s eta %s\n", p->what, done,
+            total, p->unit, frac * 100.0, rate, p->unit, eta);
+    fflush(stderr);
+}
+
+/* Ends a bar left on screen by a failure, so the error starts its own line. */
+static void s_progress_abort(s_progress_t *p)
+{
+    if (p->drawn) {
+        fputc('\n', stderr);
+        p->drawn = 0;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Ids from the command line or a file                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t *ids; /* malloc'd */
+    size_t n;      /* in use */
+    size_t cap;    /* allocated */
+} s_ids_t;
+
+static int s_ids_push(s_ids_t *v, uint64_t id, shoal_err_t *err)
+{
+    if (v->n >= S_IDS_MAX)
+        return s_bad(err, "--ids: more than %d ids", S_IDS_MAX);
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        uint64_t *ids = realloc(v->ids, cap * sizeof *ids);
+        if (!ids)
+            return shoal_err_set(err, SHOAL_ENOMEM, "--ids: out of memory");
+        v->ids = ids;
+        v->cap = cap;
+    }
+    v->ids[v->n++] = id;
+    return 0;
+}
+
+/* One id as text of len bytes; ids are below TOPK_ID_NONE, which marks padding. */
+static int s_id_parse(const char *text, size_t len, const char *where, uint64_t *out,
+                      shoal_err_t *err)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof buf)
+        return s_bad(err, "--ids: %s: \"%.*s\" is not an id", where, (int)(len < 40 ? len : 40),
+                     text);
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    char name[96];
+    snprintf(name, sizeof name, "--ids: %s", where);
+    return s_parse_u64(name, buf, 0, TOPK_ID_NONE - 1, out, err);
+}
+
+/* "1,2,10-20": ids and inclusive ranges, comma-separated (spaces allowed around). */
+static int s_ids_parse_list(const char *text, size_t len, const char *where, s_ids_t *v,
+                            shoal_err_t *err)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t end = i;
+        while (end < len && text[end] != ',')
+            end++;
+        size_t a = i, b = end;
+        while (a < b && isspace((unsigned char)text[a]))
+            a++;
+        while (b > a && isspace((unsigned char)text[b - 1]))
+            b--;
+        const char *dash = memchr(text + a, '-', b - a);
+        uint64_t lo, hi;
+        int rc;
+        if (dash) {
+            rc = s_id_parse(text + a, (size_t)(dash - (text + a)), where, &lo, err);
+            if (rc == 0)
+                rc = s_id_parse(dash + 1, (size_t)(text + b - dash - 1), where, &hi, err);
+            if (rc == 0 && hi < lo)
+                rc = s_bad(err, "--ids: %s: range %" PRIu64 "-%" PRIu64 " is backwards", where, lo,
+                           hi);
+            if (rc == 0 && hi - lo >= S_IDS_MAX)
+                rc = s_bad(err, "--ids: %s: range %" PRIu64 "-%" PRIu64 " has more than %d ids",
+                           where, lo, hi, S_IDS_MAX);
+        } else {
+            rc = s_id_parse(text + a, b - a, where, &lo, err);
+            hi = lo;
+        }
+        for (uint64_t id = lo; rc == 0; id++) {
+            rc = s_ids_push(v, id, err);
+            if (id == hi)
+                break;
+        }
+        if (rc != 0)
+            return rc;
+        i = end + 1;
+    }
+    return 0;
+}
+
+/* A file with one id (or list) per line; blank lines and lines starting with '#' skipped. */
+static int s_ids_parse_file(const char *path, s_ids_t *v, shoal_err_t *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return shoal_err_set(err, SHOAL_EIO, "--ids: cannot open %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    size_t lineno = 0;
+    int rc = 0;
+    while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        size_t len = (size_t)got;
+        while (len > 0 && isspace((unsigned char)line[len - 1]))
+            len--;
+        size_t start = 0;
+        while (start < len && isspace((unsigned char)line[start]))
+            start++;
+        if (start == len || line[start] == '#')
+            continue;
+        char where[1100];
+        snprintf(where, sizeof where, "%s line %zu", path, lineno);
+        rc = s_ids_parse_list(line + start, len - start, where, v, err);
+    }
+    if (rc == 0 && ferror(f))
+        rc = shoal_err_set(err, SHOAL_EIO, "--ids: reading %s failed", path);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* The ids of --ids: a readable file's contents, else a list. */
+static int s_ids_parse(const char *arg, s_ids_t *v, shoal_err_t *err)
+{
+    memset(v, 0, sizeof *v);
+    struct stat st;
+    int rc;
+    if (stat(arg, &st) == 0 && S_ISREG(st.st_mode))
+        rc = s_ids_parse_file(arg, v, err);
+    else if (strspn(arg, "0123456789,- ") != strlen(arg))
+        rc = s_bad(err, "--ids: \"%s\" is neither a file nor a list like 1,2,10-20", arg);
+    else
+        rc = s_ids_parse_list(arg, strlen(arg), "list", v, err);
+    if (rc == 0 && v->n == 0)
+        rc = s_bad(err, "--ids: \"%s\" holds no ids", arg);
+    if (rc != 0) {
+        free(v->ids);
+        memset(v, 0, sizeof *v);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Commands                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static const char s_help_create[] =
+    "usage: shoal create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M]\n"
+    "                    [--ef-construction E]\n"
+    "Creates collection NAME of D-dimensional vectors. --nlist: IVF lists (the\n"
+    "coordinator's default if absent); --M, --ef-construction: HNSW parameters\n"
+    "of the shards (their defaults if absent). Train it before loading.\n";
+
+static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s;
+    s_opt_t opts[] = {{"--dim", NULL, &dim_s},
+                      {"--metric", NULL, &metric_s},
+                      {"--nlist", NULL, &nlist_s},
+                      {"--M", "-M", &m_s},
+                      {"--ef-construction", NULL, &efc_s}};
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 5, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if (!dim_s)
+        return s_bad(err, "--dim is required");
+    if (!metric_s)
+        return s_bad(err, "--metric is required");
+    size_t dim = 0;
+    shoal_create_opts_t copts = {0, 0, 0};
+    shoal_metric_t metric;
+    if ((rc = s_opt_size("--dim", dim_s, 1, WIRE_MAX_DIM_DEFAULT, &dim, err)) != 0 ||
+        (rc = s_opt_size("--nlist", nlist_s, 1, UINT32_MAX, &copts.nlist, err)) != 0 ||
+        (rc = s_opt_size("--M", m_s, 2, UINT32_MAX, &copts.M, err)) != 0 ||
+        (rc = s_opt_size("--ef-construction", efc_s, 1, UINT32_MAX, &copts.ef_construction, err)) !=
+            0)
+        return rc;
+    if (shoal_metric_parse(metric_s, &metric) != 0)
+        return s_bad(err, "--metric: expected l2, ip or cosine, got \"%s\"", metric_s);
+    if ((rc = s_connect(cli, 0, err)) != 0)
+        return rc;
+    rc = shoal_client_create_ivf(cli->client, pos[0], dim, metric, &copts, err);
+    if (rc == 0)
+        printf("created %s dim=%zu metric=%s\n", pos[0], dim, shoal_metric_name(metric));
+    return rc;
+}
+
+static const char s_help_train[] =
+    "usage: shoal train NAME SAMPLE_FILE [--max-rows N] [--seed S]\n"
+    "                   [--init plusplus|random] [--max-iters I]\n"
+    "Trains the IVF centroids of NAME on rows of SAMPLE_FILE (.fvecs, .bvecs or\n"
+    ".npy) and places the lists on the shards. At most --max-rows rows are sent\n"
+    "(default 100000), taken evenly spread over the file. Prints one line:\n"
+    "rows=N seconds=S report={...what the coordinator reported...}.\n";
+
+static int s_cmd_train(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *rows_s, *seed_s, *init_s, *iters_s;
+    s_opt_t opts[] = {{"--max-rows", NULL, &rows_s},
+                      {"--seed", NULL, &seed_s},
+                      {"--init", NULL, &init_s},
+                      {"--max-iters", NULL, &iters_s}};
+    const char *names[] = {"NAME", "SAMPLE_FILE"}, *pos[2];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 4, names, 2, 2, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    size_t max_rows = S_TRAIN_ROWS_DEFAULT;
+    shoal_train_opts_t topts = {0, 0, 0};
+    if ((rc = s_opt_size("--max-rows", rows_s, 1, WIRE_MAX_BATCH_DEFAULT, &max_rows, err)) != 0 ||
+        (rc = s_opt_size("--max-iters", iters_s, 1, UINT32_MAX, &topts.max_iters, err)) != 0)
+        return rc;
+    if (seed_s && (rc = s_parse_u64("--seed", seed_s, 1, UINT64_MAX, &topts.seed, err)) != 0)
+        return rc;
+    if (init_s && !strcmp(init_s, "random"))
+        topts.random_init = 1;
+    else if (init_s && strcmp(init_s, "plusplus") != 0)
+        return s_bad(err, "--init: expected plusplus or random, got \"%s\"", init_s);
+
+    vecfile_t *vf = vecfile_open(pos[1], err);
+    if (!vf)
+        return err->code;
+    size_t count = vecfile_count(vf), dim = vecfile_dim(vf);
+    size_t rows = count < max_rows ? count : max_rows;
+    float *sample = NULL;
+    char *text = NULL;
+    if ((uint64_t)rows * dim * sizeof(float) > S_MESSAGE_BYTES_MAX) {
+        rc = s_bad(err,
+                   "a sample of %zu x %zu floats is over the %u-byte message limit; "
+                   "lower --max-rows",
+                   rows, dim, (unsigned)WIRE_MAX_MESSAGE_BYTES_DEFAULT);
+        goto done;
+    }
+    sample = malloc(rows * dim * sizeof *sample);
+    if (!sample) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for a sample of %zu x %zu", rows, dim);
+        goto done;
+    }
+    if (rows == count) {
+        rc = vecfile_read_f32(vf, 0, count, sample, err);
+    } else {
+        /* evenly spread rows, so a file sorted by anything still gives a fair sample */
+        for (size_t i = 0; rc == 0 && i < rows; i++)
+            rc = vecfile_read_f32(vf, (size_t)((uint64_t)i * count / rows), 1, sample + i * dim,
+                                  err);
+    }
+    if (rc != 0)
+        goto done;
+    if ((rc = s_connect(cli, S_TIMEOUT_TRAIN_MS, err)) != 0)
+        goto done;
+    double t0 = s_now();
+    rc = shoal_client_train(cli->client, pos[0], sample, rows, dim, &topts, &text, err);
+    if (rc == 0) {
+        printf("rows=%zu seconds=%.3f report=", rows, s_now() - t0);
+        s_print_one_line(stdout, text);
+        putchar('\n');
+    }
+done:
+    free(text);
+    free(sample);
+    vecfile_close(&vf);
+    return rc;
+}
+
+static const char s_help_load[] =
+    "usage: shoal load NAME FILE [--ids-start N] [--batch B]\n"
+    "Inserts (upserts) every row of FILE (.fvecs, .bvecs or .npy) into NAME with\n"
+    "id = ids-start (default 0) + row number, B rows per request (default 10000).\n"
+    "Progress on stderr (a bar on a terminal); last line on stdout:\n"
+    "loaded=N seconds=S vps=R.\n";
+
+static int s_cmd_load(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *start_s, *batch_s;
+    s_opt_t opts[] = {{"--ids-start", NULL, &start_s}, {"--batch", NULL, &batch_s}};
+    const char *names[] = {"NAME", "FILE"}, *pos[2];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 2, names, 2, 2, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    uint64_t ids_start = 0;
+    size_t batch = S_LOAD_BATCH_DEFAULT;
+    if ((start_s &&
+         (rc = s_parse_u64("--ids-start", start_s, 0, TOPK_ID_NONE - 1, &ids_start, err)) != 0) ||
+        (rc = s_opt_size("--batch", batch_s, 1, WIRE_MAX_BATCH_DEFAULT, &batch, err)) != 0)
+        return rc;
+
+    vecfile_t *vf = vecfile_open(pos[1], err);
+    if (!vf)
+        return err->code;
+    size_t count = vecfile_count(vf), dim = vecfile_dim(vf);
+    float *buf = NULL;
+    uint64_t *ids = NULL;
+    s_progress_t progress;
+    s_progress_init(&progress, "load", "vectors");
+    if (count > TOPK_ID_NONE - ids_start) {
+        rc = s_bad(err, "%zu rows from --ids-start %" PRIu64 " pass the largest id %" PRIu64, count,
+                   ids_start, (uint64_t)TOPK_ID_NONE - 1);
+        goto done;
+    }
+    if (batch > count)
+        batch = count;
+    if ((uint64_t)batch * (dim * sizeof(float) + sizeof(uint64_t)) > S_MESSAGE_BYTES_MAX) {
+        rc = s_bad(err, "--batch %zu of dim %zu is over the %u-byte message limit", batch, dim,
+                   (unsigned)WIRE_MAX_MESSAGE_BYTES_DEFAULT);
+        goto done;
+    }
+    const float *contiguous = vecfile_contiguous_f32(vf);
+    ids = malloc(batch * sizeof *ids);
+    if (!contiguous)
+        buf = malloc(batch * dim * sizeof *buf);
+    if (!ids || (!contiguous && !buf)) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for a batch of %zu x %zu", batch, dim);
+        goto done;
+    }
+    if ((rc = s_connect(cli, S_TIMEOUT_LOAD_MS, err)) != 0)
+        goto done;
+    progress.start = s_now();
+    for (size_t at = 0; at < count; at += batch) {
+        size_t n = count - at < batch ? count - at : batch;
+        const float *vecs = contiguous ? contiguous + at * dim : buf;
+        if (!contiguous && (rc = vecfile_read_f32(vf, at, n, buf, err)) != 0)
+            goto done;
+        for (size_t i = 0; i < n; i++)
+            ids[i] = ids_start + at + i;
+        rc = shoal_client_insert(cli->client, pos[0], ids, vecs, n, dim, NULL, err);
+        if (rc != 0) {
+            shoal_err_prefix(err, "rows %zu..%zu of %s", at, at + n - 1, pos[1]);
+            goto done;
+        }
+        s_progress_update(&progress, at + n, count, at + n == count);
+    }
+    double seconds = s_now() - progress.start;
+    printf("loaded=%zu seconds=%.3f vps=%.1f\n", count, seconds,
+           seconds > 0 ? (double)count / seconds : 0.0);
+done:
+    if (rc != 0)
+        s_progress_abort(&progress);
+    free(ids);
+    free(buf);
+    vecfile_close(&vf);
+    return rc;
+}
+
+static const char s_help_search[] =
+    "usage: shoal search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E]\n"
+    "                    [--mode auto|hnsw|exact] [--batch B] [--deadline-ms D]\n"
+    "                    [--gt GT.ivecs] [--out OUT.ivecs]\n"
+    "Searches NAME with every row of QUERY_FILE, B queries per request (default\n"
+    "1, so the latency percentiles are per query; with B > 1 they are per\n"
+    "request). Prints one line:\n"
+    "  queries=N k=K [recall@K=R] qps=Q p50_ms=.. p95_ms=.. p99_ms=..\n"
+    "  shards_per_query=S [partial=1 missing_shards=a,b]\n"
+    "recall@K only with --gt (an .ivecs of true neighbour ids per query);\n"
+    "shards_per_query = shards asked, summed over queries, / queries. A partial\n"
+    "answer (shards that missed the deadline) still exits 0. --out writes the\n"
+    "result ids as .ivecs, K per row, -1 for padding. Defaults: K=10, nprobe,\n"
+    "ef and the deadline from the server, mode auto.\n";
+
+static int s_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted values (n >= 1). */
+static double s_percentile(const double *sorted, size_t n, double p)
+{
+    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
+    return sorted[rank > 0 ? rank - 1 : 0];
+}
+
+static int s_write_result_ivecs(const char *path, const uint64_t *ids, size_t n, size_t k,
+                                shoal_err_t *err)
+{
+    int32_t *rows = malloc(n * k * sizeof *rows + 1);
+    if (!rows)
+        return shoal_err_set(err, SHOAL_ENOMEM, "--out: no memory for %zu x %zu ids", n, k);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n * k; i++)
+        rc = s_id_to_i32(ids[i], &rows[i], path, err);
+    if (rc == 0)
+        rc = vecfile_write_ivecs(path, rows, n, k, err);
+    free(rows);
+    return rc;
+}
+
+static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *k_s, *nprobe_s, *ef_s, *mode_s, *batch_s, *deadline_s, *gt_path, *out_path;
+    s_opt_t opts[] = {{"-k", "--k", &k_s},         {"--nprobe", NULL, &nprobe_s},
+                      {"--ef", NULL, &ef_s},       {"--mode", NULL, &mode_s},
+                      {"--batch", NULL, &batch_s}, {"--deadline-ms", NULL, &deadline_s},
+                      {"--gt", NULL, &gt_path},    {"--out", NULL, &out_path}};
+    const char *names[] = {"NAME", "QUERY_FILE"}, *pos[2];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 8, names, 2, 2, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    shoal_search_opts_t sopts;
+    memset(&sopts, 0, sizeof sopts);
+    sopts.k = S_SEARCH_K_DEFAULT;
+    size_t batch = 1;
+    if ((rc = s_opt_size("-k", k_s, 1, WIRE_MAX_K_DEFAULT, &sopts.k, err)) != 0 ||
+        (rc = s_opt_size("--nprobe", nprobe_s, 1, UINT32_MAX, &sopts.nprobe, err)) != 0 ||
+        (rc = s_opt_size("--ef", ef_s, 1, UINT32_MAX, &sopts.ef, err)) != 0 ||
+        (rc = s_opt_size("--batch", batch_s, 1, WIRE_MAX_BATCH_DEFAULT, &batch, err)) != 0 ||
+        (rc = s_opt_size("--deadline-ms", deadline_s, 1, S_TIMEOUT_MS_MAX, &sopts.deadline_ms,
+                         err)) != 0 ||
+        (rc = s_parse_mode(mode_s, &sopts.mode, err)) != 0)
+        return rc;
+
+    size_t nq = 0, dim = 0, gn = 0, gdim = 0;
+    int32_t *truth = NULL;
+    uint64_t *all_ids = NULL, *ids = NULL;
+    double *lat = NULL;
+    float *queries = vecfile_load_f32(pos[1], &nq, &dim, err);
+    if (!queries)
+        return err->code;
+    if (gt_path) {
+        truth = vecfile_load_i32(gt_path, &gn, &gdim, err);
+        if (!truth) {
+            rc = shoal_err_prefix(err, "--gt");
+            goto done;
+        }
+        if (gn != nq) {
+            rc = s_bad(err, "--gt %s has %zu rows, %s has %zu queries", gt_path, gn, pos[1], nq);
+            goto done;
+        }
+        if (gdim < sopts.k) {
+            rc =
+                s_bad(err, "--gt %s has %zu ids per row, fewer than k=%zu", gt_path, gdim, sopts.k);
+            goto done;
+        }
+    }
+    if (batch > nq)
+        batch = nq;
+    if ((uint64_t)batch * dim * sizeof(float) > S_MESSAGE_BYTES_MAX) {
+        rc = s_bad(err, "--batch %zu of dim %zu is over the %u-byte message limit", batch, dim,
+                   (unsigned)WIRE_MAX_MESSAGE_BYTES_DEFAULT);
+        goto done;
+    }
+    size_t nreq = (nq + batch - 1) / batch;
+    all_ids = malloc(nq * sopts.k * sizeof *all_ids);
+    lat = malloc(nreq * sizeof *lat);
+    if (!all_ids || !lat) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for %zu x %zu results", nq, sopts.k);
+        goto done;
+    }
+    if ((rc = s_connect(cli, 0, err)) != 0)
+        goto done;
+
+    char missing[S_MISSING_MAX] = "";
+    int partial = 0;
+    uint64_t fanout = 0;
+    double t0 = s_now();
+    for (size_t r = 0; r < nreq; r++) {
+        size_t at = r * batch, n = nq - at < batch ? nq - at : batch;
+        shoal_search_info_t info;
+        double t = s_now();
+        rc = shoal_client_search_ex(cli->client, pos[0], queries + at * dim, n, dim, &sopts, &ids,
+                                    NULL, &info, err);
+        lat[r] = (s_now() - t) * 1000.0;
+        if (rc != 0) {
+            shoal_err_prefix(err, "queries %zu..%zu", at, at + n - 1);
+            goto done;
+        }
+        memcpy(all_ids + at * sopts.k, ids, n * sopts.k * sizeof *ids);
+        free(ids);
+        ids = NULL;
+        fanout += info.fanout;
+        if (info.partial) {
+            partial = 1;
+            s_union_add(missing, sizeof missing, info.missing);
+        }
+    }
+    double seconds = s_now() - t0;
+    qsort(lat, nreq, sizeof *lat, s_cmp_double);
+    if (out_path && (rc = s_write_result_ivecs(out_path, all_ids, nq, sopts.k, err)) != 0)
+        goto done;
+    printf("queries=%zu k=%zu", nq, sopts.k);
+    if (truth)
+        printf(" recall@%zu=%.4f", sopts.k, gt_recall(all_ids, sopts.k, truth, gdim, nq, sopts.k));
+    printf(" qps=%.1f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f shards_per_query=%.2f",
+           seconds > 0 ? (double)nq / seconds : 0.0, s_percentile(lat, nreq, 50),
+           s_percentile(lat, nreq, 95), s_percentile(lat, nreq, 99), (double)fanout / (double)nq);
+    if (partial)
+        printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
+    putchar('\n');
+done:
+    free(ids);
+    free(lat);
+    free(all_ids);
+    free(truth);
+    free(queries);
+    return rc;
+}
+
+static const char s_help_delete[] =
+    "usage: shoal delete NAME --ids FILE_OR_LIST\n"
+    "Deletes ids from NAME. FILE_OR_LIST is a file with one id per line (blank\n"
+    "lines and lines starting with # are skipped), or a list such as\n"
+    "1,2,3,10-20 (ranges inclusive). Prints deleted=N: how many existed.\n";
+
+static int s_cmd_delete(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *ids_s;
+    s_opt_t opts[] = {{"--ids", NULL, &ids_s}};
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 1, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if (!ids_s)
+        return s_bad(err, "--ids is required");
+    s_ids_t v;
+    if ((rc = s_ids_parse(ids_s, &v, err)) != 0)
+        return rc;
+    size_t total = 0;
+    if ((rc = s_connect(cli, 0, err)) == 0) {
+        for (size_t at = 0; rc == 0 && at < v.n; at += S_DELETE_BATCH) {
+            size_t n = v.n - at < S_DELETE_BATCH ? v.n - at : S_DELETE_BATCH, deleted = 0;
+            rc = shoal_client_delete(cli->client, pos[0], v.ids + at, n, &deleted, NULL, err);
+            total += deleted;
+        }
+    }
+    if (rc == 0)
+        printf("deleted=%zu\n", total);
+    free(v.ids);
+    return rc;
+}
+
+static const char s_help_get[] =
+    "usage: shoal get NAME --ids LIST\n"
+    "Prints, per id (LIST or file as for delete), \"ID found=0\" or \"ID found=1\"\n"
+    "followed by the stored vector. For debugging.\n";
+
+static int s_cmd_get(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *ids_s;
+    s_opt_t opts[] = {{"--ids", NULL, &ids_s}};
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 1, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if (!ids_s)
+        return s_bad(err, "--ids is required");
+    s_ids_t v;
+    if ((rc = s_ids_parse(ids_s, &v, err)) != 0)
+        return rc;
+    if (v.n > S_GET_IDS_MAX) {
+        free(v.ids);
+        return s_bad(err, "--ids: %zu ids, get takes at most %d", v.n, S_GET_IDS_MAX);
+    }
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t dim = 0;
+    if ((rc = s_connect(cli, 0, err)) == 0)
+        rc = shoal_client_get(cli->client, pos[0], v.ids, v.n, &found, &vecs, &dim, err);
+    for (size_t i = 0; rc == 0 && i < v.n; i++) {
+        printf("%" PRIu64 " found=%d", v.ids[i], found[i] ? 1 : 0);
+        for (size_t j = 0; found[i] && j < dim; j++)
+            printf(" %.9g", (double)vecs[i * dim + j]);
+        putchar('\n');
+    }
+    free(found);
+    free(vecs);
+    free(v.ids);
+    return rc;
+}
+
+static const char s_help_status[] =
+    "usage: shoal status [NAME]\n"
+    "Prints the server's stats (or NAME's) as one line of JSON-like text.\n";
+
+static int s_cmd_status(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *names[] = {"NAME"}, *pos[1] = {NULL};
+    size_t npos;
+    int rc = s_parse_args(argc, argv, NULL, 0, names, 0, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    char *text = NULL;
+    if ((rc = s_connect(cli, 0, err)) == 0)
+        rc = shoal_client_stats(cli->client, npos ? pos[0] : NULL, &text, NULL, NULL, err);
+    if (rc == 0) {
+        s_print_one_line(stdout, text);
+        putchar('\n');
+    }
+    free(text);
+    return rc;
+}
+
+static const char s_help_knn[] =
+    "usage: shoal knn-graph NAME -k K --out FILE.ivecs [--nprobe N] [--ef E]\n"
+    "                       [--mode auto|hnsw|exact] [--chunk C] [--deadline-ms D]\n"
+    "Fetches the k-nearest-neighbour graph of every stored vector of NAME, C rows\n"
+    "per request (default: the coordinator's), and writes it as it arrives:\n"
+    "FILE.ivecs gets one row of K neighbour ids per stored vector (-1 padding),\n"
+    "and FILE.ivecs.rows (OUT with \".rows\" appended) the id of the vector each\n"
+    "row belongs to, one decimal per line, in the same order. Progress on stderr;\n"
+    "last line on stdout: rows=N seconds=S [partial=1 missing_shards=a,b].\n";
+
+/* The writers of knn-graph's two outputs. */
+typedef struct {
+    vecfile_writer_t *graph; /* FILE.ivecs (via FILE.ivecs.tmp) */
+    FILE *rows;              /* FILE.ivecs.rows.tmp */
+    char rows_tmp[4096];     /* its name */
+    char rows_path[4096];    /* its final name */
+    int32_t *buf;            /* one chunk's ids as int32 */
+    size_t buf_cap;          /* in ids */
+} s_knn_out_t;
+
+static int s_knn_write(s_knn_out_t *o, const shoal_knn_chunk_t *c, const char *path,
+                       shoal_err_t *err)
+{
+    size_t need = c->n * c->k;
+    if (need > o->buf_cap) {
+        int32_t *buf = realloc(o->buf, need * sizeof *buf);
+        if (!buf)
+            return shoal_err_set(err, SHOAL_ENOMEM, "no memory for a chunk of %zu rows", c->n);
+        o->buf = buf;
+        o->buf_cap = need;
+    }
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < need; i++)
+        rc = s_id_to_i32(c->ids[i], &o->buf[i], path, err);
+    if (rc == 0 && c->n)
+        rc = vecfile_writer_append(o->graph, o->buf, c->n, err);
+    for (size_t i = 0; rc == 0 && i < c->n; i++)
+        if (fprintf(o->rows, "%" PRIu64 "\n", c->qids[i]) < 0)
+            rc = shoal_err_set(err, SHOAL_EIO, "writing %s: %s", o->rows_tmp, strerror(errno));
+    return rc;
+}
+
+static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *k_s, *out_path, *nprobe_s, *ef_s, *mode_s, *chunk_s, *deadline_s;
+    s_opt_t opts[] = {{"-k", "--k", &k_s},
+                      {"--out", NULL, &out_path},
+                      {"--nprobe", NULL, &nprobe_s},
+                      {"--ef", NULL, &ef_s},
+                      {"--mode", NULL, &mode_s},
+                      {"--chunk", NULL, &chunk_s},
+                      {"--deadline-ms", NULL, &deadline_s}};
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, opts, 7, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if (!k_s)
+        return s_bad(err, "-k is required");
+    if (!out_path)
+        return s_bad(err, "--out is required");
+    shoal_search_opts_t sopts;
+    memset(&sopts, 0, sizeof sopts);
+    size_t chunk_rows = 0;
+    if ((rc = s_opt_size("-k", k_s, 1, WIRE_MAX_K_DEFAULT, &sopts.k, err)) != 0 ||
+        (rc = s_opt_size("--nprobe", nprobe_s, 1, UINT32_MAX, &sopts.nprobe, err)) != 0 ||
+        (rc = s_opt_size("--ef", ef_s, 1, UINT32_MAX, &sopts.ef, err)) != 0 ||
+        (rc = s_opt_size("--chunk", chunk_s, 1, WIRE_MAX_BATCH_DEFAULT, &chunk_rows, err)) != 0 ||
+        (rc = s_opt_size("--deadline-ms", deadline_s, 1, S_TIMEOUT_MS_MAX, &sopts.deadline_ms,
+                         err)) != 0 ||
+        (rc = s_parse_mode(mode_s, &sopts.mode, err)) != 0)
+        return rc;
+
+    s_knn_out_t o;
+    memset(&o, 0, sizeof o);
+    s_progress_t progress;
+    s_progress_init(&progress, "knn-graph", "rows");
+    shoal_knn_chunk_t chunk;
+    memset(&chunk, 0, sizeof chunk);
+    if (snprintf(o.rows_path, sizeof o.rows_path, "%s.rows", out_path) >= (int)sizeof o.rows_path ||
+        snprintf(o.rows_tmp, sizeof o.rows_tmp, "%s.rows.tmp", out_path) >= (int)sizeof o.rows_tmp)
+        return s_bad(err, "--out: path too long");
+    vecfile_format_t format;
+    if (vecfile_format_from_path(out_path, &format, err) != 0 || format != VECFILE_IVECS)
+        return s_bad(err, "--out: \"%s\" must end in .ivecs", out_path);
+    o.graph = vecfile_writer_new(out_path, VECFILE_IVECS, sopts.k, err);
+    if (!o.graph)
+        return err->code;
+    o.rows = fopen(o.rows_tmp, "w");
+    if (!o.rows) {
+        rc = shoal_err_set(err, SHOAL_EIO, "cannot create %s: %s", o.rows_tmp, strerror(errno));
+        goto done;
+    }
+    if ((rc = s_connect(cli, S_TIMEOUT_KNN_MS, err)) != 0)
+        goto done;
+
+    char cursor[WIRE_CURSOR_MAX + 1] = "";
+    char missing[S_MISSING_MAX] = "";
+    int partial = 0;
+    uint64_t rows = 0, total = 0;
+    progress.start = s_now();
+    do {
+        rc = shoal_client_knn_graph(cli->client, pos[0], &sopts, chunk_rows, cursor, &chunk, err);
+        if (rc != 0) {
+            if (rows > 0)
+                shoal_err_prefix(err, "after %" PRIu64 " rows", rows);
+            goto done;
+        }
+        if ((rc = s_knn_write(&o, &chunk, out_path, err)) != 0)
+            goto done;
+        if (chunk.n == 0 && chunk.cursor[0] && !strcmp(chunk.cursor, cursor)) {
+            rc = shoal_err_set(err, SHOAL_EPROTO,
+                               "the coordinator sent cursor \"%s\" back without rows", cursor);
+            goto done;
+        }
+        rows += chunk.n;
+        total = chunk.total;
+        if (chunk.partial) {
+            partial = 1;
+            s_union_add(missing, sizeof missing, chunk.missing);
+        }
+        snprintf(cursor, sizeof cursor, "%s", chunk.cursor);
+        shoal_knn_chunk_fini(&chunk);
+        s_progress_update(&progress, rows, total > rows ? total : rows, cursor[0] == '\0');
+    } while (cursor[0]);
+
+    if (fclose(o.rows) != 0) {
+        o.rows = NULL;
+        rc = shoal_err_set(err, SHOAL_EIO, "writing %s: %s", o.rows_tmp, strerror(errno));
+        goto done;
+    }
+    o.rows = NULL;
+    if ((rc = vecfile_writer_close(&o.graph, err)) != 0)
+        goto done;
+    if (rename(o.rows_tmp, o.rows_path) != 0) {
+        rc = shoal_err_set(err, SHOAL_EIO, "renaming %s to %s: %s", o.rows_tmp, o.rows_path,
+                           strerror(errno));
+        goto done;
+    }
+    printf("rows=%" PRIu64 " seconds=%.3f", rows, s_now() - progress.start);
+    if (partial)
+        printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
+    putchar('\n');
+done:
+    if (rc != 0) {
+        s_progress_abort(&progress);
+        if (o.rows)
+            fclose(o.rows);
+        if (o.rows_tmp[0])
+            unlink(o.rows_tmp);
+        vecfile_writer_abort(&o.graph);
+    }
+    shoal_knn_chunk_fini(&chunk);
+    free(o.buf);
+    return rc;
+}
+
+static const char s_help_drop[] = "usage: shoal drop NAME\nDrops collection NAME and its data.\n";
+
+static int s_cmd_drop(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, NULL, 0, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if ((rc = s_connect(cli, 0, err)) == 0)
+        rc = shoal_client_drop(cli->client, pos[0], err);
+    if (rc == 0)
+        printf("dropped %s\n", pos[0]);
+    return rc;
+}
+
+static const char s_help_ping[] =
+    "usage: shoal ping\nChecks that the server answers; prints the round trip and its info.\n";
+
+static int s_cmd_ping(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    size_t npos;
+    int rc = s_parse_args(argc, argv, NULL, 0, NULL, 0, 0, NULL, &npos, err);
+    if (rc != 0)
+        return rc;
+    void *info = NULL;
+    size_t info_len = 0;
+    if ((rc = s_connect(cli, 0, err)) != 0)
+        return rc;
+    double t0 = s_now();
+    rc = shoal_client_ping(cli->client, &info, &info_len, err);
+    if (rc == 0) {
+        printf("pong endpoint=%s rtt_ms=%.3f", cli->endpoint, (s_now() - t0) * 1000.0);
+        char text[4096];
+        if (info && wire_info_to_text(info, info_len, text, sizeof text) == 0) {
+            fputs(" info=", stdout);
+            s_print_one_line(stdout, text);
+        }
+        putchar('\n');
+    }
+    free(info);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Main                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;                                                  /* as typed */
+    int (*run)(s_cli_t *cli, int argc, char **argv, shoal_err_t *err); /* the command */
+    const char *help;                                                  /* its --help text */
+} s_command_t;
+
+static const s_command_t s_commands[] = {
+    {"create", s_cmd_create, s_help_create}, {"train", s_cmd_train, s_help_train},
+    {"load", s_cmd_load, s_help_load},       {"search", s_cmd_search, s_help_search},
+    {"delete", s_cmd_delete, s_help_delete}, {"get", s_cmd_get, s_help_get},
+    {"status", s_cmd_status, s_help_status}, {"knn-graph", s_cmd_knn, s_help_knn},
+    {"drop", s_cmd_drop, s_help_drop},       {"ping", s_cmd_ping, s_help_ping},
+};
+
+static const char s_help_main[] =
+    "usage: shoal [-c ENDPOINT] [-t MS] COMMAND [ARGS...]\n"
+    "\n"
+    "Client of a shoal cluster (the coordinator, or one shard for the ops it serves).\n"
+    "\n"
+    "Options:\n"
+    "  -c, --coordinator ENDPOINT  server to talk to (default $" S_ENDPOINT_ENV
+    ", else " S_ENDPOINT_DEFAULT ")\n"
+    "  -t, --timeout-ms MS         wait at most MS for each reply (default: 10000;\n"
+    "                              train 600000, load 120000, knn-graph 300000)\n"
+    "  -h, --help                  this text; COMMAND --help for a command's\n"
+    "\n"
+    "Commands:\n"
+    "  create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M] [--ef-construction E]\n"
+    "  train NAME SAMPLE_FILE [--max-rows N] [--seed S] [--init plusplus|random]\n"
+    "  load NAME FILE [--ids-start N] [--batch B]\n"
+    "  search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E] [--mode M] [--batch B]\n"
+    "         [--deadline-ms D] [--gt GT.ivecs] [--out OUT.ivecs]\n"
+    "  delete NAME --ids FILE_OR_LIST\n"
+    "  get NAME --ids LIST\n"
+    "  status [NAME]\n"
+    "  knn-graph NAME -k K --out FILE.ivecs [--nprobe N] [--ef E] [--mode M] [--chunk C]\n"
+    "  drop NAME\n"
+    "  ping\n"
+    "\n"
+    "Vector files: .fvecs, .bvecs, .npy (float32, 2-D); ground truth and outputs: .ivecs.\n"
+    "Exit status: 0 success, 1 failure, 2 bad command line; one line on stderr\n"
+    "(\"shoal: COMMAND: message\") when not 0.\n";
+
+/* Reports a top-level usage error and returns the exit status. */
+static int s_main_usage(const char *fmt, const char *arg)
+{
+    fputs("shoal: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs(" (see shoal --help)\n", stderr);
+    return S_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    shoal_log_set_ident("shoal");
+    shoal_log_init_from_env();
+
+    s_cli_t cli;
+    memset(&cli, 0, sizeof cli);
+    cli.endpoint = getenv(S_ENDPOINT_ENV);
+    if (!cli.endpoint || !*cli.endpoint)
+        cli.endpoint = S_ENDPOINT_DEFAULT;
+
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *arg = argv[i], *value = NULL;
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            fputs(s_help_main, stdout);
+            return 0;
+        }
+        int is_c = !strcmp(arg, "-c") || !strcmp(arg, "--coordinator");
+        int is_t = !strcmp(arg, "-t") || !strcmp(arg, "--timeout-ms");
+        if (!strncmp(arg, "--coordinator=", 14)) {
+            is_c = 1;
+            value = arg + 14;
+        } else if (!strncmp(arg, "--timeout-ms=", 13)) {
+            is_t = 1;
+            value = arg + 13;
+        }
+        if (!is_c && !is_t)
+            return s_main_usage("unknown option \"%s\"", arg);
+        if (!value) {
+            if (i + 1 >= argc)
+                return s_main_usage("option %s needs a value", arg);
+            value = argv[++i];
+        }
+        if (!*value)
+            return s_main_usage("option %s has an empty value", arg);
+        if (is_c) {
+            cli.endpoint = value;
+        } else {
+            shoal_err_t err;
+            uint64_t ms;
+            if (s_parse_u64("--timeout-ms", value, 1, S_TIMEOUT_MS_MAX, &ms, &err) != 0)
+                return s_main_usage("%s", err.msg);
+            cli.timeout_ms = (int)ms;
+        }
+    }
+    if (i >= argc)
+        return s_main_usage("%s", "no command given");
+    const s_command_t *cmd = NULL;
+    for (size_t c = 0; c < sizeof s_commands / sizeof s_commands[0]; c++)
+        if (!strcmp(argv[i], s_commands[c].name))
+            cmd = &s_commands[c];
+    if (!cmd)
+        return s_main_usage("unknown command \"%s\"", argv[i]);
+
+    cli.cmd = cmd->name;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = cmd->run(&cli, argc - i, argv + i, &err);
+    shoal_client_destroy(&cli.client);
+    if (rc == 1) { /* --help */
+        fputs(cmd->help, stdout);
+        return 0;
+    }
+    if (rc == 0) {
+        if (fflush(stdout) != 0) {
+            fprintf(stderr, "shoal: %s: writing the output failed: %s\n", cmd->name,
+                    strerror(errno));
+            return S_EXIT_FAIL;
+        }
+        return 0;
+    }
+    fprintf(stderr, "shoal: %s: ", cmd->name);
+    if (rc == SHOAL_ETIMEOUT)
+        fputs("timed out: ", stderr);
+    s_print_one_line(stderr, err.msg[0] ? err.msg : shoal_strerror(rc));
+    fputc('\n', stderr);
+    return s_usage_failed ? S_EXIT_USAGE : S_EXIT_FAIL;
+}

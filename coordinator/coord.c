@@ -1,0 +1,1192 @@
+/*
+ * coord.c - the coordinator's loop: the clients' ROUTER, one DEALER per
+ * shard, the rid table that matches shard replies to jobs, deadlines,
+ * health pings, the training thread, routing engines, ping and stats.
+ * coord.h is the contract; coord_private.h lists the files.
+ *
+ * Why one DEALER per shard with ZMQ_IMMEDIATE: a send to a shard that is not
+ * connected fails at once (EAGAIN) instead of queueing for a peer that may
+ * never come back, so a dead shard costs a search nothing but its absence;
+ * every send is ZMQ_DONTWAIT so the loop never blocks on a shard.
+ *
+ * Why replies are matched by a coordinator rid rather than the client's: two
+ * clients may use the same rid, and a late reply of a finished job must not
+ * be taken for the answer of a new one; rids are never reused.
+ */
+#include "coordinator/coord_private.h"
+
+#include "common/log.h"
+#include "common/topk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Messages handled per socket per poll round, so no socket starves the rest. */
+#define S_BURST 64
+/* How long the ROUTER keeps unsent replies when it closes, in milliseconds. */
+#define S_CLOSE_LINGER_MS 2000
+/* Messages a shard link may queue before sends fail (then: shard missing). */
+#define S_SHARD_HWM 100000
+/* At start, how long to wait for the shard connections at most (ms). */
+#define S_CONNECT_WAIT_MS 2000
+
+/* One outstanding shard request. */
+typedef struct {
+    coord_job_t *job; /* NULL for a ping */
+    uint32_t shard;   /* shard index */
+    uint32_t tag;     /* the job's own meaning */
+} s_pending_t;
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static char *s_strdup(const char *text)
+{
+    if (!text)
+        return NULL;
+    size_t len = strlen(text) + 1;
+    char *copy = malloc(len);
+    if (copy)
+        memcpy(copy, text, len);
+    return copy;
+}
+
+static size_t s_op_index(wire_op_t op)
+{
+    return (op > WIRE_OP_NONE && op < WIRE_OP_COUNT) ? (size_t)op : 0;
+}
+
+static const char *s_op_label(size_t index)
+{
+    const char *name = index ? wire_op_name((wire_op_t)index) : NULL;
+    return name ? name : "invalid";
+}
+
+static int s_readable(zsock_t *sock)
+{
+    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
+}
+
+static void s_rid_key(uint64_t rid, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%" PRIx64, rid);
+}
+
+static void s_pending_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+const catalog_coll_t *coord_coll(coord_t *coord, const char *name, shoal_err_t *err)
+{
+    const catalog_coll_t *coll = catalog_find(coord->cat, name);
+    if (!coll)
+        shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" does not exist", name);
+    return coll;
+}
+
+int coord_check_finite(const char *op, const float *vecs, size_t n, size_t dim, const uint64_t *ids,
+                       shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const float *row = vecs + i * dim;
+        for (size_t j = 0; j < dim; j++) {
+            if (isfinite(row[j]))
+                continue;
+            const char *what = isnan(row[j]) ? "NaN" : "Inf";
+            if (ids)
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "%s: vector %zu (id %" PRIu64 ") has a non-finite value "
+                                     "(%s) at index %zu",
+                                     op, i, ids[i], what, j);
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s: row %zu has a non-finite value (%s) at index %zu", op, i,
+                                 what, j);
+        }
+    }
+    return 0;
+}
+
+int coord_shard_usable(const coord_t *coord, size_t s)
+{
+    return s < coord->nshards && coord->shards[s].state != COORD_SHARD_DOWN;
+}
+
+void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap)
+{
+    size_t len = strlen(buf);
+    for (size_t s = 0; s < coord->nshards && len + 1 < cap; s++) {
+        if (!flags[s])
+            continue;
+        int w = snprintf(buf + len, cap - len, "%s%s", len ? "," : "", coord->shards[s].endpoint);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+        if (len >= cap)
+            len = cap - 1;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Replies to clients                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Encodes rep into copied frames; an error reply saying so when it cannot. */
+static zmsg_t *s_encode_reply(const wire_reply_t *rep, int *code)
+{
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    *code = rep->code;
+    if (wire_reply_encode(rep, &frames, &err) != 0) {
+        log_error("encoding the %s reply (rid %" PRIu64 "): %s", s_op_label(s_op_index(rep->op)),
+                  rep->rid, err.msg);
+        wire_reply_t fallback;
+        wire_reply_init(&fallback);
+        char msg[SHOAL_ERR_MSG_MAX + 32];
+        snprintf(msg, sizeof msg, "encoding the reply: %s", err.msg);
+        wire_reply_error(&fallback, rep->op, rep->rid, err.code ? err.code : SHOAL_EINTERNAL, msg);
+        *code = fallback.code;
+        int rc = wire_reply_encode(&fallback, &frames, &err);
+        wire_reply_fini(&fallback);
+        if (rc != 0)
+            return NULL;
+    }
+    zmsg_t *msg = zmsg_new();
+    for (size_t i = 0; msg && i < frames.count; i++)
+        if (zmsg_addmem(msg, frames.data[i], frames.size[i]) != 0)
+            zmsg_destroy(&msg);
+    wire_frames_fini(&frames);
+    return msg;
+}
+
+static void s_count(coord_t *coord, wire_op_t op, int code, int64_t micros)
+{
+    size_t i = s_op_index(op);
+    coord->requests[i]++;
+    if (code != SHOAL_OK)
+        coord->errors[i]++;
+    uint32_t sample = micros < 0 ? 0 : micros > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)micros;
+    coord->latency[i][coord->latency_pos[i]] = sample;
+    coord->latency_pos[i] = (coord->latency_pos[i] + 1) % COORD_LATENCY_SAMPLES;
+    if (coord->latency_len[i] < COORD_LATENCY_SAMPLES)
+        coord->latency_len[i]++;
+}
+
+/* Sends a reply with the job's envelope (consumes the identity). */
+static void s_send_reply(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
+{
+    int code = rep->code;
+    zmsg_t *msg = s_encode_reply(rep, &code);
+    int64_t micros = zclock_usecs() - job->start_us;
+    s_count(coord, job->req.op, code, micros);
+    if (code == SHOAL_EINTERNAL || code == SHOAL_EIO || code == SHOAL_ECORRUPT ||
+        code == SHOAL_ENOMEM)
+        log_error("%s (rid %" PRIu64 ") failed: %s", s_op_label(s_op_index(job->req.op)),
+                  job->req.rid, rep->msg);
+    else
+        log_debug("%s (rid %" PRIu64 ") -> %s in %" PRId64 " us",
+                  s_op_label(s_op_index(job->req.op)), job->req.rid, shoal_errname(code), micros);
+    if (!msg) {
+        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
+                  s_op_label(s_op_index(job->req.op)), job->req.rid);
+        return;
+    }
+    int rc = 0;
+    if (job->delimiter)
+        rc = zmsg_pushmem(msg, NULL, 0);
+    if (rc == 0)
+        rc = zmsg_prepend(msg, &job->identity);
+    if (rc != 0 || zmsg_send(&msg, coord->router) != 0)
+        log_warn("reply to %s (rid %" PRIu64 ") could not be sent",
+                 s_op_label(s_op_index(job->req.op)), job->req.rid);
+    zmsg_destroy(&msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Jobs                                                                     */
+/* ------------------------------------------------------------------------ */
+
+coord_job_t *coord_job_new(coord_t *coord, int is_write)
+{
+    coord_job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->waiting = calloc(coord->nshards ? coord->nshards : 1, sizeof *job->waiting);
+    if (!job->waiting) {
+        free(job);
+        return NULL;
+    }
+    wire_request_init(&job->req);
+    job->is_write = is_write;
+    job->start_us = zclock_usecs();
+    job->next = coord->jobs;
+    if (coord->jobs)
+        coord->jobs->prev = job;
+    coord->jobs = job;
+    return job;
+}
+
+void coord_job_end(coord_t *coord, coord_job_t **job_p)
+{
+    coord_job_t *job = *job_p;
+    if (!job)
+        return;
+    char key[32];
+    for (size_t i = 0; i < job->nrids; i++) {
+        s_rid_key(job->rids[i], key, sizeof key);
+        zhashx_delete(coord->pending, key);
+    }
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        coord->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    if (job->client)
+        coord->client_jobs--;
+    if (coord->write_active == job)
+        coord->write_active = NULL;
+    if (job->free_state)
+        job->free_state(job->state);
+    wire_request_fini(&job->req);
+    zmsg_destroy(&job->frames);
+    zframe_destroy(&job->identity);
+    free(job->waiting);
+    free(job->rids);
+    free(job);
+    *job_p = NULL;
+}
+
+void coord_reply(coord_t *coord, coord_job_t **job_p, const wire_reply_t *rep)
+{
+    coord_job_t *job = *job_p;
+    if (job && job->identity)
+        s_send_reply(coord, job, rep);
+    coord_job_end(coord, job_p);
+}
+
+void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, ...)
+{
+    coord_job_t *job = *job_p;
+    char msg[WIRE_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (!job->client)
+        log_warn("internal %s: %s", s_op_label(s_op_index(job->req.op)), msg);
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    wire_reply_error(&rep, job->req.op, job->req.rid, code ? code : SHOAL_EINTERNAL, msg);
+    coord_reply(coord, job_p, &rep);
+    wire_reply_fini(&rep);
+}
+
+void coord_job_submit(coord_t *coord, coord_job_t *job)
+{
+    if (!job->is_write) {
+        job->started = 1;
+        job->start(coord, job);
+        return;
+    }
+    job->fifo_next = NULL;
+    if (coord->fifo_tail)
+        coord->fifo_tail->fifo_next = job;
+    else
+        coord->fifo_head = job;
+    coord->fifo_tail = job;
+    coord->fifo_len++;
+}
+
+/* Starts waiting writes, one at a time. */
+static void s_writes_pump(coord_t *coord)
+{
+    while (!coord->write_active && coord->fifo_head) {
+        coord_job_t *job = coord->fifo_head;
+        coord->fifo_head = job->fifo_next;
+        if (!coord->fifo_head)
+            coord->fifo_tail = NULL;
+        coord->fifo_len--;
+        job->fifo_next = NULL;
+        job->started = 1;
+        coord->write_active = job;
+        job->start(coord, job); /* may end it, clearing write_active */
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shard links                                                              */
+/* ------------------------------------------------------------------------ */
+
+static int s_job_add_rid(coord_job_t *job, uint64_t rid)
+{
+    if (job->nrids == job->caprids) {
+        size_t cap = job->caprids ? job->caprids * 2 : 8;
+        uint64_t *rids = realloc(job->rids, cap * sizeof *rids);
+        if (!rids)
+            return -1;
+        job->rids = rids;
+        job->caprids = cap;
+    }
+    job->rids[job->nrids++] = rid;
+    return 0;
+}
+
+int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req)
+{
+    if (s >= coord->nshards)
+        return -1;
+    req->rid = ++coord->next_rid;
+    wire_frames_t frames;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (wire_request_encode(req, &frames, &err) != 0) {
+        log_error("encoding a %s for %s: %s", s_op_label(s_op_index(req->op)),
+                  coord->shards[s].endpoint, err.msg);
+        return -1;
+    }
+    s_pending_t *p = malloc(sizeof *p);
+    if (!p || (job && s_job_add_rid(job, req->rid) != 0)) {
+        free(p);
+        wire_frames_fini(&frames);
+        return -1;
+    }
+    p->job = job;
+    p->shard = (uint32_t)s;
+    p->tag = tag;
+    void *sock = zsock_resolve(coord->shards[s].dealer);
+    int rc = 0;
+    for (size_t i = 0; i < frames.count && rc == 0; i++) {
+        int flags = ZMQ_DONTWAIT | (i + 1 < frames.count ? ZMQ_SNDMORE : 0);
+        if (zmq_send(sock, frames.data[i], frames.size[i], flags) < 0)
+            rc = -1;
+    }
+    wire_frames_fini(&frames);
+    if (rc != 0) {
+        /* Only the first part can fail: ZeroMQ queues a message atomically. */
+        log_debug("%s to %s not sent: %s", s_op_label(s_op_index(req->op)),
+                  coord->shards[s].endpoint, zmq_strerror(zmq_errno()));
+        free(p);
+        if (job)
+            job->nrids--;
+        return -1;
+    }
+    char key[32];
+    s_rid_key(req->rid, key, sizeof key);
+    zhashx_insert(coord->pending, key, p);
+    if (job) {
+        job->pending++;
+        job->waiting[s]++;
+    }
+    return 0;
+}
+
+/* The shard answered something: health bookkeeping. */
+static void s_shard_seen(coord_t *coord, size_t s)
+{
+    coord_shard_t *shard = &coord->shards[s];
+    shard->last_seen_us = zclock_usecs();
+    if (shard->state == COORD_SHARD_UP)
+        return;
+    coord_shard_state_t was = shard->state;
+    shard->state = COORD_SHARD_UP;
+    if (was == COORD_SHARD_DOWN)
+        log_info("shard %s is back up", shard->endpoint);
+    else
+        log_info("shard %s is up", shard->endpoint);
+    coord_ensure_collections(coord, s);
+    if (!coord->stopping)
+        coord_redrive_schedule(coord);
+}
+
+/* One message from shard s's DEALER. */
+static void s_on_shard_message(coord_t *coord, size_t s)
+{
+    zmsg_t *msg = zmsg_recv(coord->shards[s].dealer);
+    if (!msg)
+        return;
+    s_shard_seen(coord, s);
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
+        frames.data[frames.count] = zframe_data(f);
+        frames.size[frames.count] = zframe_size(f);
+        frames.count++;
+    }
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = zmsg_size(msg) > WIRE_FRAMES_MAX
+                 ? shoal_err_set(&err, SHOAL_EPROTO, "reply has %zu frames", zmsg_size(msg))
+                 : wire_reply_decode(&frames, &coord->limits, &rep, &err);
+    uint64_t rid = rep.rid;
+    char key[32];
+    s_rid_key(rid, key, sizeof key);
+    s_pending_t *p = rid ? zhashx_lookup(coord->pending, key) : NULL;
+    if (!p) {
+        if (rc != 0)
+            log_warn("undecodable reply from %s: %s", coord->shards[s].endpoint, err.msg);
+        else
+            log_debug("late or unknown reply (rid %" PRIu64 ") from %s dropped", rid,
+                      coord->shards[s].endpoint);
+        goto done;
+    }
+    coord_job_t *job = p->job;
+    uint32_t tag = p->tag;
+    if (p->shard != s) {
+        log_warn("reply rid %" PRIu64 " came from %s, not the shard asked", rid,
+                 coord->shards[s].endpoint);
+        goto done;
+    }
+    zhashx_delete(coord->pending, key);
+    if (coord->shards[s].ping_rid == rid)
+        coord->shards[s].ping_rid = 0;
+    if (!job)
+        goto done;
+    if (rc != 0) {
+        wire_reply_fini(&rep);
+        wire_reply_init(&rep);
+        char text[WIRE_MSG_MAX];
+        snprintf(text, sizeof text, "undecodable reply: %s", err.msg);
+        wire_reply_error(&rep, job->req.op, rid, rc, text);
+    }
+    job->pending--;
+    job->waiting[s]--;
+    if (job->on_reply)
+        job->on_reply(coord, job, s, tag, &rep);
+done:
+    wire_reply_fini(&rep);
+    zmsg_destroy(&msg);
+}
+
+/* Pings every shard; marks the silent ones down. */
+static void s_health_tick(coord_t *coord, int64_t now)
+{
+    for (size_t s = 0; s < coord->nshards; s++) {
+        coord_shard_t *shard = &coord->shards[s];
+        if (shard->state != COORD_SHARD_DOWN &&
+            now - shard->last_seen_us > (int64_t)coord->opts.down_after_ms * 1000) {
+            shard->state = COORD_SHARD_DOWN;
+            log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
+                     coord->opts.down_after_ms);
+        }
+        if (shard->ping_rid) {
+            char key[32];
+            s_rid_key(shard->ping_rid, key, sizeof key);
+            zhashx_delete(coord->pending, key);
+            shard->ping_rid = 0;
+        }
+        wire_request_t req;
+        wire_request_init(&req);
+        req.op = WIRE_OP_PING;
+        if (coord_send(coord, NULL, s, 0, &req) == 0)
+            shard->ping_rid = req.rid;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Routing engines                                                          */
+/* ------------------------------------------------------------------------ */
+
+void coord_router_forget(coord_t *coord, const char *name)
+{
+    for (size_t i = 0; i < coord->nrouters; i++) {
+        if (strcmp(coord->routers[i].name, name) != 0)
+            continue;
+        knn_engine_destroy(&coord->routers[i].engine);
+        coord->routers[i] = coord->routers[--coord->nrouters];
+        return;
+    }
+}
+
+static knn_engine_t *s_router_get(coord_t *coord, const catalog_coll_t *coll, shoal_err_t *err)
+{
+    for (size_t i = 0; i < coord->nrouters; i++)
+        if (!strcmp(coord->routers[i].name, coll->name))
+            return coord->routers[i].engine;
+    coord_router_t *grown = realloc(coord->routers, (coord->nrouters + 1) * sizeof *grown);
+    if (!grown) {
+        shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory");
+        return NULL;
+    }
+    coord->routers = grown;
+    knn_params_t params = {.dim = coll->dim,
+                           .metric = coll->metric,
+                           .device = coord->device,
+                           .threads = coord->opts.threads};
+    knn_engine_t *engine = knn_engine_new(&params, err);
+    if (!engine) {
+        shoal_err_prefix(err, "collection \"%s\": routing engine", coll->name);
+        return NULL;
+    }
+    uint64_t *ids = malloc(coll->nlist * sizeof *ids);
+    int rc = ids ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory");
+    for (size_t j = 0; ids && j < coll->nlist; j++)
+        ids[j] = j;
+    if (rc == 0)
+        rc = knn_engine_add(engine, ids, coll->centroids, coll->nlist, err);
+    free(ids);
+    if (rc != 0) {
+        knn_engine_destroy(&engine);
+        shoal_err_prefix(err, "collection \"%s\": loading the centroids", coll->name);
+        return NULL;
+    }
+    coord_router_t *r = &coord->routers[coord->nrouters++];
+    snprintf(r->name, sizeof r->name, "%s", coll->name);
+    r->engine = engine;
+    return engine;
+}
+
+int coord_route(coord_t *coord, const catalog_coll_t *coll, const float *vecs, size_t n,
+                size_t nprobe, uint32_t *lists, shoal_err_t *err)
+{
+    if (!coll->trained)
+        return shoal_err_set(err, SHOAL_EINTERNAL, "collection \"%s\" is not trained", coll->name);
+    if (nprobe == 0 || nprobe > coll->nlist)
+        return shoal_err_set(err, SHOAL_EINVAL, "nprobe must be 1..%u, got %zu", coll->nlist,
+                             nprobe);
+    if (n == 0)
+        return 0;
+    knn_engine_t *engine = s_router_get(coord, coll, err);
+    if (!engine)
+        return err ? err->code : SHOAL_EINTERNAL;
+    uint64_t *found = malloc(n * nprobe * sizeof *found);
+    if (!found)
+        return shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory for %zu x %zu lists", n,
+                             nprobe);
+    int rc = knn_engine_search(engine, vecs, n, nprobe, found, NULL, err);
+    if (rc == 0)
+        for (size_t i = 0; i < n * nprobe; i++)
+            lists[i] = found[i] < coll->nlist ? (uint32_t)found[i] : 0;
+    else
+        shoal_err_prefix(err, "collection \"%s\": routing", coll->name);
+    free(found);
+    return rc;
+}
+
+void coord_record_fanout(coord_t *coord, const uint32_t *per_query, size_t nq)
+{
+    for (size_t q = 0; q < nq; q++) {
+        size_t v = per_query[q] > coord->nshards ? coord->nshards : per_query[q];
+        coord->fanout_hist[v]++;
+        coord->fanout_sum += per_query[q];
+    }
+    coord->fanout_queries += nq;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The training thread                                                      */
+/* ------------------------------------------------------------------------ */
+
+void coord_train_free(coord_train_t **task_p)
+{
+    coord_train_t *task = *task_p;
+    if (!task)
+        return;
+    free(task->sample);
+    free(task->centroids);
+    free(task->owners);
+    free(task->sizes);
+    free(task);
+    *task_p = NULL;
+}
+
+static void *s_train_main(void *arg)
+{
+    coord_t *coord = arg;
+    coord_train_t *t = coord->train_task;
+    int64_t t0 = zclock_usecs();
+    t->result.sizes = t->sizes;
+    t->rc = kmeans_train(t->sample, t->n, t->dim, t->metric, t->nlist, &t->kopts, t->centroids,
+                         &t->result, &t->err);
+    if (t->rc == 0) {
+        t->rc = placement_assign(t->centroids, t->nlist, t->dim, t->metric, t->sizes, t->nshards, 1,
+                                 t->owners, &t->report, &t->err);
+        if (t->rc != 0)
+            shoal_err_prefix(&t->err, "placing the lists");
+    } else {
+        shoal_err_prefix(&t->err, "k-means");
+    }
+    t->train_ms = (double)(zclock_usecs() - t0) / 1000.0;
+    ssize_t w = write(coord->train_pipe[1], "t", 1);
+    (void)w;
+    return NULL;
+}
+
+int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *coll,
+                      const float *sample, size_t n, uint32_t init, uint32_t max_iters,
+                      uint64_t seed, shoal_err_t *err)
+{
+    if (coord->train_running)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "a training run is in progress");
+    coord_train_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return shoal_err_set(err, SHOAL_ENOMEM, "train: out of memory");
+    t->job = job;
+    t->n = n;
+    t->dim = coll->dim;
+    t->nlist = coll->nlist;
+    t->metric = coll->metric;
+    t->nshards = coord->nshards;
+    t->kopts.max_iters = max_iters;
+    t->kopts.init = init ? KMEANS_INIT_RANDOM : KMEANS_INIT_PLUSPLUS;
+    t->kopts.seed = seed;
+    t->kopts.device = coord->device;
+    t->kopts.threads = coord->opts.threads;
+    t->sample = malloc(n * coll->dim * sizeof(float));
+    t->centroids = malloc((size_t)coll->nlist * coll->dim * sizeof(float));
+    t->owners = malloc(coll->nlist * sizeof(uint32_t));
+    t->sizes = calloc(coll->nlist, sizeof(uint64_t));
+    if (!t->sample || !t->centroids || !t->owners || !t->sizes) {
+        coord_train_free(&t);
+        return shoal_err_set(err, SHOAL_ENOMEM, "train: out of memory for %zu x %u floats", n,
+                             coll->dim);
+    }
+    memcpy(t->sample, sample, n * coll->dim * sizeof(float));
+    coord->train_task = t;
+    /* The thread leaves SIGINT/SIGTERM to the main thread. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int prc = pthread_create(&coord->train_thread, NULL, s_train_main, coord);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (prc != 0) {
+        coord->train_task = NULL;
+        coord_train_free(&t);
+        return shoal_err_set(err, SHOAL_ENOMEM, "train: cannot start the thread: %s",
+                             strerror(prc));
+    }
+    coord->train_running = 1;
+    return 0;
+}
+
+/* The training thread said it is done: join it and hand the result over. */
+static void s_train_collect(coord_t *coord)
+{
+    char buf[16];
+    while (read(coord->train_pipe[0], buf, sizeof buf) > 0) {
+    }
+    if (!coord->train_running)
+        return;
+    pthread_join(coord->train_thread, NULL);
+    coord->train_running = 0;
+    coord_train_t *task = coord->train_task;
+    coord->train_task = NULL;
+    coord_job_t *job = task->job;
+    coord->train_done = task;
+    job->on_train(coord, job);
+    coord_train_free(&coord->train_done); /* NULL when the handler took it */
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests from clients                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void s_peek_header(const wire_frames_t *frames, const wire_limits_t *limits,
+                          wire_request_t *req)
+{
+    wire_frames_t header = *frames;
+    header.count = frames->count ? 1 : 0;
+    wire_request_t peek;
+    wire_request_init(&peek);
+    shoal_err_t ignored;
+    (void)wire_request_decode(&header, limits, &peek, &ignored);
+    req->op = peek.op;
+    req->rid = peek.rid;
+    wire_request_fini(&peek);
+}
+
+static void s_on_request(coord_t *coord, int stopping)
+{
+    zmsg_t *msg = zmsg_recv(coord->router);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop(msg);
+    int is_write = 0;
+    coord_job_t *job = identity ? coord_job_new(coord, 0) : NULL;
+    if (!job) {
+        log_error("dropping a request: %s", identity ? "out of memory" : "no routing id");
+        zframe_destroy(&identity);
+        zmsg_destroy(&msg);
+        return;
+    }
+    coord->client_jobs++;
+    job->client = 1;
+    job->identity = identity;
+    zframe_t *first = zmsg_first(msg);
+    if (first && zframe_size(first) == 0) {
+        zframe_t *delimiter = zmsg_pop(msg);
+        zframe_destroy(&delimiter);
+        job->delimiter = 1;
+    }
+    job->frames = msg;
+    size_t nframes = zmsg_size(msg);
+    size_t bytes = zmsg_content_size(msg);
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
+        frames.data[frames.count] = zframe_data(f);
+        frames.size[frames.count] = zframe_size(f);
+        frames.count++;
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc;
+    if (nframes == 0) {
+        rc = shoal_err_set(&err, SHOAL_EPROTO, "empty message: expected a msgpack header frame");
+    } else if (bytes > coord->limits.max_message_bytes) {
+        s_peek_header(&frames, &coord->limits, &job->req);
+        rc = shoal_err_set(&err, SHOAL_ELIMIT,
+                           "message of %zu bytes is over the limit of %zu bytes "
+                           "(--max-message-bytes)",
+                           bytes, coord->limits.max_message_bytes);
+    } else if (nframes > WIRE_FRAMES_MAX) {
+        s_peek_header(&frames, &coord->limits, &job->req);
+        rc = shoal_err_set(&err, SHOAL_EPROTO,
+                           "message has %zu frames, at most %d are allowed (a header and up to "
+                           "%d bulk frames)",
+                           nframes, WIRE_FRAMES_MAX, WIRE_FRAMES_MAX - 1);
+    } else {
+        rc = wire_request_decode(&frames, &coord->limits, &job->req, &err);
+        if (rc != 0 && !err.msg[0])
+            shoal_err_set(&err, rc, "malformed request: %s", shoal_strerror(rc));
+    }
+    if (rc == 0 && stopping)
+        rc = shoal_err_set(&err, SHOAL_EUNAVAIL,
+                           "the coordinator is shutting down; the request was not run");
+    if (rc != 0) {
+        coord_fail(coord, &job, rc, "%s", err.msg);
+        return;
+    }
+    switch (job->req.op) {
+    case WIRE_OP_PING:
+        coord_op_ping(coord, job);
+        return;
+    case WIRE_OP_STATS:
+        coord_op_stats(coord, job);
+        return;
+    case WIRE_OP_CREATE_COLLECTION:
+        job->start = coord_op_create;
+        is_write = 1;
+        break;
+    case WIRE_OP_DROP_COLLECTION:
+        job->start = coord_op_drop;
+        is_write = 1;
+        break;
+    case WIRE_OP_TRAIN:
+        job->start = coord_op_train;
+        is_write = 1;
+        break;
+    case WIRE_OP_INSERT:
+        job->start = coord_op_insert;
+        is_write = 1;
+        break;
+    case WIRE_OP_DELETE:
+        job->start = coord_op_delete;
+        is_write = 1;
+        break;
+    case WIRE_OP_SEARCH:
+        job->start = coord_op_search;
+        break;
+    case WIRE_OP_GET:
+        job->start = coord_op_get;
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        job->start = coord_op_knn_graph;
+        break;
+    case WIRE_OP_CHECKPOINT:
+        job->start = coord_op_checkpoint;
+        break;
+    default:
+        coord_fail(coord, &job, SHOAL_EUNSUPPORTED, "op %s is not served by the coordinator",
+                   s_op_label(s_op_index(job->req.op)));
+        return;
+    }
+    job->is_write = is_write;
+    coord_job_submit(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Runs the timeouts of jobs whose deadline passed; returns the next deadline (0: none). */
+static int64_t s_deadlines(coord_t *coord, int64_t now)
+{
+    coord_job_t *job = coord->jobs;
+    while (job) {
+        coord_job_t *following = job->next;
+        if (job->deadline_us && job->deadline_us <= now && job->on_timeout) {
+            job->deadline_us = 0;
+            job->on_timeout(coord, job); /* may end it, and with it others: rescan */
+            following = coord->jobs;
+        }
+        job = following;
+    }
+    int64_t next = 0;
+    for (job = coord->jobs; job; job = job->next)
+        if (job->deadline_us && (!next || job->deadline_us < next))
+            next = job->deadline_us;
+    return next;
+}
+
+/* Stopping: waiting writes and idle internal jobs are given up. */
+static void s_refuse_waiting(coord_t *coord)
+{
+    while (coord->fifo_head) {
+        coord_job_t *job = coord->fifo_head;
+        coord->fifo_head = job->fifo_next;
+        coord->fifo_len--;
+        if (job->client)
+            coord_fail(coord, &job, SHOAL_EUNAVAIL,
+                       "the coordinator is shutting down; the request was not run");
+        else
+            coord_job_end(coord, &job);
+    }
+    coord->fifo_tail = NULL;
+    /* Internal jobs in progress (re-drives) are abandoned: their intents stay. */
+    coord_job_t *job = coord->jobs;
+    while (job) {
+        coord_job_t *following = job->next;
+        if (!job->client &&
+            !(coord->train_running && coord->train_task && coord->train_task->job == job))
+            coord_job_end(coord, &job);
+        job = following;
+    }
+}
+
+int coord_run(coord_t *coord, shoal_err_t *err)
+{
+    int failed = 0;
+    coord->next_ping_us = zclock_usecs();
+    coord_redrive_schedule(coord);
+    zmq_pollitem_t *items = calloc(coord->nshards + 4, sizeof *items);
+    if (!items)
+        return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+    while (1) {
+        int64_t now = zclock_usecs();
+        s_writes_pump(coord);
+        if (now >= coord->next_ping_us) {
+            s_health_tick(coord, now);
+            coord->next_ping_us = now + (int64_t)coord->opts.ping_interval_ms * 1000;
+        }
+        int64_t next = s_deadlines(coord, now);
+        s_writes_pump(coord);
+        if (coord->stopping && !coord->jobs && !coord->train_running)
+            break;
+        int64_t wake = coord->next_ping_us;
+        if (next && next < wake)
+            wake = next;
+        now = zclock_usecs();
+        long timeout_ms = wake > now ? (long)((wake - now + 999) / 1000) : 0;
+
+        size_t n = 0;
+        for (size_t s = 0; s < coord->nshards; s++)
+            items[n++] = (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
+        size_t i_train = n;
+        items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
+        size_t i_stop = SIZE_MAX, i_ext = SIZE_MAX, i_router = SIZE_MAX;
+        if (!coord->stopping) {
+            i_stop = n;
+            items[n++] = (zmq_pollitem_t){NULL, coord->stop_pipe[0], ZMQ_POLLIN, 0};
+            if (coord->opts.stop_fd >= 0) {
+                i_ext = n;
+                items[n++] = (zmq_pollitem_t){NULL, coord->opts.stop_fd, ZMQ_POLLIN, 0};
+            }
+            if (coord->client_jobs < COORD_JOBS_MAX && coord->fifo_len < COORD_WRITES_MAX) {
+                i_router = n;
+                items[n++] = (zmq_pollitem_t){zsock_resolve(coord->router), 0, ZMQ_POLLIN, 0};
+            }
+        }
+        if (zmq_poll(items, (int)n, timeout_ms) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            failed = shoal_err_set(err, SHOAL_EINTERNAL, "coordinator: poll: %s",
+                                   zmq_strerror(zmq_errno()));
+            log_error("%s", err ? err->msg : "coordinator: poll failed");
+            break;
+        }
+        for (size_t s = 0; s < coord->nshards; s++)
+            for (int b = 0; b < S_BURST && s_readable(coord->shards[s].dealer); b++)
+                s_on_shard_message(coord, s);
+        if (items[i_train].revents & ZMQ_POLLIN)
+            s_train_collect(coord);
+        int stop_now = (i_stop != SIZE_MAX && (items[i_stop].revents & ZMQ_POLLIN)) ||
+                       (i_ext != SIZE_MAX && (items[i_ext].revents & ZMQ_POLLIN));
+        if (i_router != SIZE_MAX && !stop_now)
+            for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
+                            coord->fifo_len < COORD_WRITES_MAX && s_readable(coord->router);
+                 b++)
+                s_on_request(coord, 0);
+        if (stop_now) {
+            char buf[64];
+            while (read(coord->stop_pipe[0], buf, sizeof buf) > 0) {
+            }
+            coord->stopping = 1;
+            log_info("stopping: %zu client requests in progress or waiting; waiting writes "
+                     "are refused",
+                     coord->client_jobs);
+            s_refuse_waiting(coord);
+            for (int b = 0; b < COORD_JOBS_MAX && s_readable(coord->router); b++)
+                s_on_request(coord, 1);
+        }
+    }
+    free(items);
+    zsock_set_linger(coord->router, S_CLOSE_LINGER_MS);
+    zsock_destroy(&coord->router);
+    return failed;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                               */
+/* ------------------------------------------------------------------------ */
+
+void coord_opts_default(coord_opts_t *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->listen = "tcp://127.0.0.1:7700";
+    opts->limits = wire_limits_default();
+    opts->nlist_default = COORD_NLIST_DEFAULT;
+    opts->nprobe_default = COORD_NPROBE_DEFAULT;
+    opts->deadline_ms = COORD_DEADLINE_MS_DEFAULT;
+    opts->write_timeout_ms = COORD_WRITE_TIMEOUT_MS_DEFAULT;
+    opts->ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
+    opts->down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
+    opts->chunk_default = COORD_CHUNK_DEFAULT;
+    opts->device = "auto";
+    opts->stop_fd = -1;
+}
+
+static int s_pipe(int fds[2])
+{
+    if (pipe(fds) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+/*
+ * Waits (bounded) until every shard link is connected, so the first requests
+ * after start-up do not find a link still handshaking and call its shard
+ * missing. A ping that leaves proves the connection; its answer comes later
+ * and only counts as "seen".
+ */
+static void s_connect_wait(coord_t *coord)
+{
+    int64_t until = zclock_usecs() + (int64_t)S_CONNECT_WAIT_MS * 1000;
+    if (coord->opts.down_after_ms < S_CONNECT_WAIT_MS)
+        until = zclock_usecs() + (int64_t)coord->opts.down_after_ms * 1000;
+    uint8_t *sent = calloc(coord->nshards, 1);
+    if (!sent)
+        return;
+    size_t left = coord->nshards;
+    while (left && zclock_usecs() < until) {
+        for (size_t s = 0; s < coord->nshards; s++) {
+            if (sent[s])
+                continue;
+            wire_request_t req;
+            wire_request_init(&req);
+            req.op = WIRE_OP_PING;
+            if (coord_send(coord, NULL, s, 0, &req) == 0) {
+                coord->shards[s].ping_rid = req.rid;
+                sent[s] = 1;
+                left--;
+            }
+        }
+        if (left)
+            zclock_sleep(5);
+    }
+    free(sent);
+}
+
+coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
+{
+    if (!opts || !opts->listen || !*opts->listen || !opts->data_dir || !*opts->data_dir) {
+        shoal_err_set(err, SHOAL_EINVAL,
+                      "coordinator: a listen endpoint and a data dir are "
+                      "required");
+        return NULL;
+    }
+    coord_t *coord = calloc(1, sizeof *coord);
+    if (!coord) {
+        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+        return NULL;
+    }
+    coord->stop_pipe[0] = coord->stop_pipe[1] = -1;
+    coord->train_pipe[0] = coord->train_pipe[1] = -1;
+    coord->opts = *opts;
+    coord->limits = opts->limits;
+    coord->start_us = zclock_usecs();
+    coord->listen = s_strdup(opts->listen);
+    coord->data_dir = s_strdup(opts->data_dir);
+    coord->device = s_strdup(opts->device && *opts->device ? opts->device : "auto");
+    coord->pending = zhashx_new();
+    if (!coord->listen || !coord->data_dir || !coord->device || !coord->pending) {
+        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+        goto fail;
+    }
+    zhashx_set_destructor(coord->pending, s_pending_free);
+    coord->opts.listen = coord->listen;
+    coord->opts.data_dir = coord->data_dir;
+    coord->opts.device = coord->device;
+    coord->opts.shards = NULL;
+    if (!coord->opts.nlist_default)
+        coord->opts.nlist_default = COORD_NLIST_DEFAULT;
+    if (!coord->opts.nprobe_default)
+        coord->opts.nprobe_default = COORD_NPROBE_DEFAULT;
+    if (!coord->opts.deadline_ms)
+        coord->opts.deadline_ms = COORD_DEADLINE_MS_DEFAULT;
+    if (!coord->opts.write_timeout_ms)
+        coord->opts.write_timeout_ms = COORD_WRITE_TIMEOUT_MS_DEFAULT;
+    if (!coord->opts.ping_interval_ms)
+        coord->opts.ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
+    if (!coord->opts.down_after_ms)
+        coord->opts.down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
+    if (!coord->opts.chunk_default)
+        coord->opts.chunk_default = COORD_CHUNK_DEFAULT;
+    if (s_pipe(coord->stop_pipe) != 0 || s_pipe(coord->train_pipe) != 0) {
+        shoal_err_set(err, SHOAL_EIO, "coordinator: pipe: %s", strerror(errno));
+        goto fail;
+    }
+
+    coord->cat = catalog_open(coord->data_dir, err);
+    if (!coord->cat)
+        goto fail;
+    if (catalog_shards_set(coord->cat, opts->shards, opts->nshards, err) != 0)
+        goto fail;
+    coord->nshards = catalog_shard_count(coord->cat);
+    if (coord->nshards == 0) {
+        shoal_err_set(err, SHOAL_EINVAL, "no shards: give --shards");
+        goto fail;
+    }
+    coord->shards = calloc(coord->nshards, sizeof *coord->shards);
+    coord->fanout_hist = calloc(coord->nshards + 1, sizeof *coord->fanout_hist);
+    if (!coord->shards || !coord->fanout_hist) {
+        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+        goto fail;
+    }
+
+    coord->router = zsock_new(ZMQ_ROUTER);
+    if (!coord->router) {
+        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: cannot create the ROUTER socket");
+        goto fail;
+    }
+    int64_t maxmsg = coord->limits.max_message_bytes > (size_t)INT64_MAX
+                         ? -1
+                         : (int64_t)coord->limits.max_message_bytes;
+    zmq_setsockopt(zsock_resolve(coord->router), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zsock_set_linger(coord->router, 0);
+    zsock_set_sndhwm(coord->router, 0);
+    if (zsock_bind(coord->router, "%s", coord->listen) < 0) {
+        shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", coord->listen,
+                      zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    const char *endpoint = zsock_endpoint(coord->router);
+    coord->endpoint = s_strdup(endpoint ? endpoint : coord->listen);
+    if (!coord->endpoint) {
+        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+        goto fail;
+    }
+
+    for (size_t s = 0; s < coord->nshards; s++) {
+        coord_shard_t *shard = &coord->shards[s];
+        shard->endpoint = s_strdup(catalog_shard(coord->cat, s));
+        shard->dealer = zsock_new(ZMQ_DEALER);
+        if (!shard->endpoint || !shard->dealer) {
+            shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+            goto fail;
+        }
+        zsock_set_immediate(shard->dealer, 1);
+        zsock_set_linger(shard->dealer, 0);
+        zsock_set_sndhwm(shard->dealer, S_SHARD_HWM);
+        zsock_set_rcvhwm(shard->dealer, 0);
+        zsock_set_reconnect_ivl(shard->dealer, 100);
+        zsock_set_reconnect_ivl_max(shard->dealer, 1000);
+        if (zsock_connect(shard->dealer, "%s", shard->endpoint) != 0) {
+            shoal_err_set(err, SHOAL_EINVAL, "shard %zu: cannot connect to %s: %s", s,
+                          shard->endpoint, zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+        shard->state = COORD_SHARD_UNKNOWN;
+        shard->last_seen_us = coord->start_us; /* the down clock starts now */
+    }
+    s_connect_wait(coord);
+    return coord;
+fail:
+    coord_destroy(&coord);
+    return NULL;
+}
+
+void coord_stop(coord_t *coord)
+{
+    if (!coord)
+        return;
+    int saved = errno;
+    ssize_t w = write(coord->stop_pipe[1], "s", 1);
+    (void)w;
+    errno = saved;
+}
+
+const char *coord_endpoint(const coord_t *coord)
+{
+    return coord->endpoint;
+}
+
+void coord_destroy(coord_t **coord_p)
+{
+    if (!coord_p || !*coord_p)
+        return;
+    coord_t *coord = *coord_p;
+    if (coord->train_running) {
+        pthread_join(coord->train_thread, NULL);
+        coord->train_running = 0;
+    }
+    coord_train_free(&coord->train_task);
+    while (coord->jobs) {
+        coord_job_t *job = coord->jobs;
+        coord_job_end(coord, &job);
+    }
+    zhashx_destroy(&coord->pending);
+    zsock_destroy(&coord->router);
+    for (size_t s = 0; coord->shards && s < coord->nshards; s++) {
+        zsock_destroy(&coord->shards[s].dealer);
+        free(coord->shards[s].endpoint);
+    }
+    free(coord->shards);
+    for (size_t i = 0; i < coord->nrouters; i++)
+        knn_engine_destroy(&coord->routers[i].engine);
+    free(coord->routers);
+    free(coord->fanout_hist);
+    catalog_close(&coord->cat);
+    for (int i = 0; i < 2; i++) {
+        if (coord->stop_pipe[i] >= 0)
+            close(coord->stop_pipe[i]);
+        if (coord->train_pipe[i] >= 0)
+            close(coord->train_pipe[i]);
+    }
+    free(coord->listen);
+    free(coord->data_dir);
+    free(coord->device);
+    free(coord->endpoint);
+    free(coord);
+    *coord_p = NULL;
+}

@@ -1,0 +1,138 @@
+/*
+ * coord.h - the coordinator server: the cluster's only door for clients.
+ * It holds the catalog (coordinator/catalog.h), routes writes to the shards
+ * owning each vector's IVF list, fans searches out to the shards owning each
+ * query's probed lists and merges their answers (coordinator/fanout.h).
+ * Requests and replies follow docs/protocol.md (common/wire.h).
+ *
+ * Threads and sockets:
+ *   loop thread (coord_run's caller) owns every socket: the ROUTER bound to
+ *       the listen endpoint (clients), one DEALER per shard (connected to its
+ *       endpoint), and the inproc end of the training worker. It never waits
+ *       on a shard: every shard request is sent without blocking and becomes
+ *       a pending entry (keyed by a coordinator-unique rid) of a job; replies
+ *       advance the job; a deadline per job ends it. Routing (the batched
+ *       exact search against the centroids) and merging run on this thread.
+ *   training worker: one thread that runs k-means and placement for `train`
+ *       (seconds to minutes), then hands the result back to the loop, which
+ *       stores it in the catalog and replies.
+ *
+ * Ops (docs/protocol.md, section "Coordinator"):
+ *   ping, stats                       answered by the loop at once
+ *   create_collection, drop_collection, train, insert, delete
+ *                                     writes: one at a time, in arrival order
+ *                                     (a FIFO of at most COORD_WRITES_MAX), so
+ *                                     writes to one id never race
+ *   search, get, knn_graph            run concurrently with each other and with
+ *                                     the one write in progress
+ *   checkpoint                        forwarded to every shard
+ * Writes need every shard they touch to be up: a write that would touch a
+ * shard marked down is refused with SHOAL_EUNAVAIL naming it, before anything
+ * is written. create and drop touch every shard.
+ *
+ * Insert (an upsert; ids already present are replaced):
+ *   1. the collection must be trained; if it is not and the batch holds at
+ *      least nlist vectors, it is trained on this batch first (documented "on
+ *      the first vectors inserted"); otherwise SHOAL_EINVAL says to train.
+ *   2. each vector's nearest centroid (kmeans_assign, nprobe 1) is its list;
+ *      catalog_lookup gives the list it had.
+ *   3. an intent (catalog.h) records old and new lists, synced;
+ *   4. one insert sub-batch per owning shard; all must acknowledge within the
+ *      write timeout;
+ *   5. the id map is updated (synced); ids whose old list is owned by another
+ *      shard are deleted there; the intent is cleared; the client gets its
+ *      acknowledgement. A failure in 4 answers the client with the shard's
+ *      error (not acknowledged) and re-drives the intent at once; an intent
+ *      that cannot be completed (a shard went down) stays and is re-driven
+ *      when the shard is back up, and at start-up.
+ * Delete: ids looked up in the id map, one delete per owning shard, then the
+ *   map updated; the reply's count is the ids that were present.
+ * Search: each query's nprobe nearest centroids, the plan (fanout.h), one
+ *   search sub-batch per shard holding only its queries (k, mode, ef, filter
+ *   passed through), the merge. A shard marked down is not asked; a shard that
+ *   misses the deadline (request deadline_ms, else opts.deadline_ms) is given
+ *   up: the reply then has partial = 1 and names the missing shards. A shard's
+ *   error reply fails the whole request, prefixed with the shard's endpoint.
+ *   A collection not yet trained holds nothing (inserts need centroids): its
+ *   searches are answered with padding only, and its k-NN graph is empty.
+ * knn_graph: a cursor walks the collection's lists in placement order (shard
+ *   by shard, by list within a shard, by id within a list); each call takes the
+ *   next `chunk` ids from the membership, gets their vectors from their shards,
+ *   searches them through the search path with k + 1, drops each row's own id
+ *   (or the last entry when it is not there) and replies n rows with the next
+ *   cursor ("" when done) and the total.
+ * Health: every shard is pinged every ping_interval_ms; one that has not
+ *   answered anything for down_after_ms is marked down (logged once) and back
+ *   up at its next answer (logged), when the coordinator makes sure every
+ *   catalog collection exists on it and re-drives pending intents.
+ * Backpressure: at most COORD_JOBS_MAX client requests in progress; beyond
+ *   that the loop stops reading the ROUTER.
+ *
+ * Stopping: coord_stop() (async-signal-safe) or opts.stop_fd becoming
+ * readable: the loop stops reading requests, lets jobs in progress finish (or
+ * reach their deadline), then returns; coord_destroy closes the catalog.
+ * Thread-safety: coord_run on one thread; coord_stop from anywhere.
+ * Ownership: coord_new returns a server freed by coord_destroy(&coord).
+ */
+#ifndef SHOAL_COORD_H
+#define SHOAL_COORD_H
+
+#include "common/error.h"
+#include "common/wire.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define COORD_JOBS_MAX 4096          /* client requests in progress */
+#define COORD_WRITES_MAX 1024        /* writes waiting */
+#define COORD_NLIST_DEFAULT 256      /* IVF lists when create does not say */
+#define COORD_NPROBE_DEFAULT 16      /* lists probed when neither create nor search says */
+#define COORD_DEADLINE_MS_DEFAULT 5000
+#define COORD_WRITE_TIMEOUT_MS_DEFAULT 60000
+#define COORD_PING_INTERVAL_MS_DEFAULT 500
+#define COORD_DOWN_AFTER_MS_DEFAULT 2000
+#define COORD_CHUNK_DEFAULT 1024     /* knn_graph rows per reply */
+#define COORD_LATENCY_SAMPLES 1024   /* per op, for the percentiles in stats */
+
+typedef struct {
+    const char *listen;              /* endpoint to bind; "tcp://127.0.0.1:*" picks a port */
+    const char *data_dir;            /* the catalog's RocksDB directory */
+    const char *const *shards;       /* shard endpoints (may be empty: the catalog's) */
+    size_t nshards;
+    wire_limits_t limits;            /* enforced on client requests */
+    uint32_t nlist_default;          /* COORD_NLIST_DEFAULT */
+    uint32_t nprobe_default;         /* COORD_NPROBE_DEFAULT */
+    uint32_t deadline_ms;            /* search / knn_graph default deadline */
+    uint32_t write_timeout_ms;       /* how long a write waits for its shards */
+    uint32_t ping_interval_ms;
+    uint32_t down_after_ms;
+    uint32_t chunk_default;          /* knn_graph */
+    const char *device;              /* k-means and routing engine: auto | cpu | gpu:0,.. */
+    size_t threads;                  /* k-means / routing CPU threads; 0 = online cores */
+    int stop_fd;                     /* when readable, stop; -1 = none */
+} coord_opts_t;
+
+typedef struct coord coord_t;
+
+/* The defaults above, wire_limits_default(), no shards, stop_fd -1. */
+void coord_opts_default(coord_opts_t *opts);
+
+/*
+ * Opens the catalog, reconciles the shard registry (catalog_shards_set),
+ * binds the ROUTER and connects to the shards. NULL on error (err says why:
+ * the catalog's error, "no shards: give --shards", a bind failure).
+ */
+coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err);
+
+/* Serves until stopped; 0 after a clean stop, negative when the loop failed. */
+int coord_run(coord_t *coord, shoal_err_t *err);
+
+/* Asks the loop to stop. Async-signal-safe. */
+void coord_stop(coord_t *coord);
+
+/* The bound endpoint (borrowed). */
+const char *coord_endpoint(const coord_t *coord);
+
+void coord_destroy(coord_t **coord_p);
+
+#endif

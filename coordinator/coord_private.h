@@ -1,0 +1,224 @@
+/*
+ * coord_private.h - what the coordinator's files share: the server struct,
+ * jobs, shard links and the helpers the op files call. coord.h is the
+ * contract; this header is the inside of it.
+ *
+ * Files, split by lifecycle stage:
+ *   coord.c         the loop: sockets, jobs and their rid table, deadlines,
+ *                   health (pings), the training thread, routing engines,
+ *                   start and stop.
+ *   coord_stats.c   ping and stats replies.
+ *   coord_write.c   create, drop, train, insert (upsert), delete, checkpoint
+ *                   and the re-drive of interrupted writes (intents).
+ *   coord_search.c  search, get and knn_graph.
+ *
+ * Jobs: every client request becomes a job; internal work (re-driving
+ * intents) is a job without a client. A job sends shard requests through
+ * coord_send; each gets a coordinator-unique rid, recorded in the rid table
+ * with (job, shard, tag); a shard's reply is handed to job->on_reply with
+ * that shard and tag. A job ends through coord_reply / coord_fail (client
+ * jobs) or coord_job_end (internal ones): its rids leave the table, so late
+ * replies are dropped. A handler that ended the job must not touch it again.
+ *
+ * Thread-safety: everything here belongs to the loop thread, except the
+ * coord_train_t between coord_train_start and the loop's pickup, which the
+ * training thread owns.
+ */
+#ifndef SHOAL_COORD_PRIVATE_H
+#define SHOAL_COORD_PRIVATE_H
+
+#include "coordinator/catalog.h"
+#include "coordinator/coord.h"
+#include "coordinator/fanout.h"
+#include "coordinator/kmeans.h"
+#include "coordinator/placement.h"
+#include "gpu/knn.h"
+
+#include <czmq.h>
+
+#include <pthread.h>
+#include <stdint.h>
+
+typedef enum {
+    COORD_SHARD_UNKNOWN = 0, /* not heard from yet (routed to as if up) */
+    COORD_SHARD_UP = 1,      /* answered within down_after_ms */
+    COORD_SHARD_DOWN = 2,    /* silent for down_after_ms */
+} coord_shard_state_t;
+
+/* One shard link. */
+typedef struct {
+    char *endpoint;            /* its endpoint (copy) */
+    zsock_t *dealer;           /* DEALER connected to it; the loop's */
+    coord_shard_state_t state; /* health */
+    int64_t last_seen_us;      /* monotonic time of its last message (0: never) */
+    uint64_t ping_rid;         /* rid of the ping in flight, 0 when none */
+} coord_shard_t;
+
+typedef struct coord_job coord_job_t;
+typedef struct coord_train coord_train_t;
+
+typedef void (*coord_job_fn)(coord_t *coord, coord_job_t *job);
+typedef void (*coord_reply_fn)(coord_t *coord, coord_job_t *job, size_t shard, uint32_t tag,
+                               const wire_reply_t *rep);
+
+/* A request in progress (client or internal). */
+struct coord_job {
+    coord_job_t *prev, *next;        /* the active list (every job that exists) */
+    coord_job_t *fifo_next;          /* the write FIFO link while waiting */
+    zframe_t *identity;              /* the client's routing id; NULL for an internal job */
+    int delimiter;                   /* the client sent an empty delimiter frame (REQ) */
+    zmsg_t *frames;                  /* the request frames; req's bulk pointers point into them */
+    wire_request_t req;              /* the decoded request */
+    int64_t start_us;                /* when the loop received it */
+    int64_t deadline_us;             /* when on_timeout runs; 0 = none (waiting, training) */
+    int client;                      /* a client's request (else internal) */
+    int is_write;                    /* goes through the write FIFO */
+    int started;                     /* a write: left the FIFO */
+    size_t pending;                  /* shard requests outstanding */
+    uint32_t *waiting;               /* nshards: requests outstanding per shard */
+    uint64_t *rids;                  /* rids sent (for removal from the table at the end) */
+    size_t nrids, caprids;           /* used / capacity of rids */
+    coord_job_fn start;              /* runs when the job starts (FIFO head, or at once) */
+    coord_reply_fn on_reply;         /* a shard answered */
+    coord_job_fn on_timeout;         /* the deadline passed */
+    coord_job_fn on_train;           /* the training thread finished (coord->train_done) */
+    void (*free_state)(void *state); /* frees state */
+    void *state;                     /* the op's own state */
+};
+
+/* A k-means + placement run handed to the training thread. */
+struct coord_train {
+    coord_job_t *job; /* whose on_train gets the result */
+    float *sample;    /* n x dim (owned copy) */
+    size_t n, dim, nlist, nshards;
+    shoal_metric_t metric;
+    kmeans_opts_t kopts;       /* device points at coord's copy */
+    float *centroids;          /* nlist x dim (result) */
+    uint32_t *owners;          /* nlist (result) */
+    uint64_t *sizes;           /* nlist (kmeans sizes) */
+    kmeans_result_t result;    /* iters, objective, splits */
+    placement_report_t report; /* imbalance, locality */
+    double train_ms;           /* wall time of the run */
+    int rc;                    /* 0 or the failure */
+    shoal_err_t err;           /* why it failed */
+};
+
+/* A collection's routing engine: its centroids resident in an exact engine. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1]; /* collection */
+    knn_engine_t *engine;         /* centroids as ids 0..nlist-1 */
+} coord_router_t;
+
+struct coord {
+    coord_opts_t opts;     /* as given; strings point at the copies below */
+    char *listen;          /* copy of opts.listen */
+    char *data_dir;        /* copy of opts.data_dir */
+    char *device;          /* copy of opts.device */
+    char *endpoint;        /* the bound endpoint */
+    wire_limits_t limits;  /* enforced on client requests */
+    catalog_t *cat;        /* the catalog; the loop's */
+    zsock_t *router;       /* clients' socket */
+    coord_shard_t *shards; /* one per catalog shard */
+    size_t nshards;
+    int stop_pipe[2];                   /* coord_stop writes, the loop reads */
+    int64_t start_us;                   /* coord_new's time */
+    uint64_t next_rid;                  /* last rid used towards the shards */
+    zhashx_t *pending;                  /* rid (hex text) -> coord_pending_t */
+    coord_job_t *jobs;                  /* active list head */
+    size_t client_jobs;                 /* client jobs in the list */
+    coord_job_t *fifo_head, *fifo_tail; /* writes waiting */
+    size_t fifo_len;
+    coord_job_t *write_active; /* the write in progress, or NULL */
+    int train_pipe[2];         /* the training thread's "done" byte */
+    pthread_t train_thread;    /* valid while train_running */
+    int train_running;
+    coord_train_t *train_task; /* the task in flight */
+    coord_train_t *train_done; /* the finished task handed to on_train */
+    coord_router_t *routers;   /* routing engines */
+    size_t nrouters;
+    int64_t next_ping_us;                                   /* when the next ping round goes */
+    int stopping;                                           /* the loop is draining */
+    int redrive_queued;                                     /* a re-drive job waits in the FIFO */
+    uint64_t requests[WIRE_OP_COUNT];                       /* replies sent per op */
+    uint64_t errors[WIRE_OP_COUNT];                         /* of which errors */
+    uint32_t latency[WIRE_OP_COUNT][COORD_LATENCY_SAMPLES]; /* rings, microseconds */
+    size_t latency_len[WIRE_OP_COUNT];
+    size_t latency_pos[WIRE_OP_COUNT];
+    uint64_t *fanout_hist;   /* nshards + 1: queries by shards touched */
+    uint64_t fanout_queries; /* queries counted */
+    uint64_t fanout_sum;     /* shards touched, summed */
+};
+
+/* ---- coord.c: jobs and shards ---- */
+
+/* A new job in the active list (not started). NULL when out of memory. */
+coord_job_t *coord_job_new(coord_t *coord, int is_write);
+/* Queues a write (or starts any other job at once). */
+void coord_job_submit(coord_t *coord, coord_job_t *job);
+/* Ends a job: rids leave the table, state freed; *job_p NULL. */
+void coord_job_end(coord_t *coord, coord_job_t **job_p);
+/* Sends rep to the job's client (if any), counts it, ends the job. */
+void coord_reply(coord_t *coord, coord_job_t **job_p, const wire_reply_t *rep);
+/* An error reply with a formatted message, then the end. */
+void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * Sends req to shard s on behalf of job (NULL: a ping) with a fresh rid,
+ * without blocking. 0 when it left (the reply comes to job->on_reply with
+ * tag), -1 when the shard cannot take it now (not connected, queue full).
+ */
+int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req);
+
+/* 1 when shard s may be routed to (not known down). */
+int coord_shard_usable(const coord_t *coord, size_t s);
+/* Appends "ep" (comma-separated) to buf for each s with flags[s] != 0. */
+void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap);
+
+/* Per query, its nprobe nearest lists (the collection's routing engine). */
+int coord_route(coord_t *coord, const catalog_coll_t *coll, const float *vecs, size_t n,
+                size_t nprobe, uint32_t *lists, shoal_err_t *err);
+/* Forgets a collection's routing engine (drop). */
+void coord_router_forget(coord_t *coord, const char *name);
+/* Counts a search's queries in the fan-out histogram. */
+void coord_record_fanout(coord_t *coord, const uint32_t *per_query, size_t nq);
+
+/*
+ * Starts the training thread on a copy of sample for job; when done, the
+ * loop sets coord->train_done and calls job->on_train, whose handler owns the
+ * task (coord_train_free). SHOAL_EUNAVAIL if a run is in progress.
+ */
+int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *coll,
+                      const float *sample, size_t n, uint32_t init, uint32_t max_iters,
+                      uint64_t seed, shoal_err_t *err);
+void coord_train_free(coord_train_t **task_p);
+
+/* ---- coord_stats.c: answered at once by the loop ---- */
+void coord_op_ping(coord_t *coord, coord_job_t *job);
+void coord_op_stats(coord_t *coord, coord_job_t *job);
+
+/* ---- coord_write.c ---- */
+void coord_op_create(coord_t *coord, coord_job_t *job);
+void coord_op_drop(coord_t *coord, coord_job_t *job);
+void coord_op_train(coord_t *coord, coord_job_t *job);
+void coord_op_insert(coord_t *coord, coord_job_t *job);
+void coord_op_delete(coord_t *coord, coord_job_t *job);
+void coord_op_checkpoint(coord_t *coord, coord_job_t *job);
+/* Queues an internal job that re-drives every collection's intents. */
+void coord_redrive_schedule(coord_t *coord);
+/* Sends create_collection for every catalog collection to shard s (answers ignored). */
+void coord_ensure_collections(coord_t *coord, size_t s);
+
+/* ---- coord_search.c ---- */
+void coord_op_search(coord_t *coord, coord_job_t *job);
+void coord_op_get(coord_t *coord, coord_job_t *job);
+void coord_op_knn_graph(coord_t *coord, coord_job_t *job);
+
+/* ---- shared checks ---- */
+/* The collection or ENOTFOUND "collection \"x\" does not exist". */
+const catalog_coll_t *coord_coll(coord_t *coord, const char *name, shoal_err_t *err);
+/* Every value finite; names the row (and its id when ids given). */
+int coord_check_finite(const char *op, const float *vecs, size_t n, size_t dim, const uint64_t *ids,
+                       shoal_err_t *err);
+
+#endif

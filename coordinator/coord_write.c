@@ -1,0 +1,1068 @@
+/*
+ * coord_write.c - the coordinator's writes: create, drop, train, insert
+ * (upsert), delete, checkpoint, and the re-drive of interrupted inserts.
+ *
+ * Writes run one at a time (the loop's FIFO), so each one validates against
+ * the catalog when it starts, not when it arrived. Each is a small state
+ * machine over phases; a phase sends one request per shard involved and
+ * continues when every one answered (or the write timeout passed).
+ *
+ * Why an insert is "intent, shards, id map, stale copies, clear": the id map
+ * must never name a list whose shard did not store the vector, and a moved id
+ * must not stay on its old shard. The intent records both lists before any
+ * shard is touched, so a crash anywhere leaves enough to finish the job
+ * (catalog.h: each id is deleted from every shard that is not the owner of
+ * the list the id map names).
+ */
+#include "coordinator/coord_private.h"
+
+#include "common/log.h"
+#include "common/topk.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The state of any write (fields by op). */
+typedef struct {
+    int phase;                              /* op-specific step */
+    void (*next)(coord_t *, coord_job_t *); /* runs when a phase is complete */
+    int accept;                  /* a shard code that counts as success (EEXIST, ENOTFOUND) */
+    int timed_out;               /* the phase ended by the deadline */
+    int fail_code;               /* first shard failure (0: none) */
+    char fail_msg[WIRE_MSG_MAX]; /* its message, naming the shard */
+    uint32_t *ok;                /* nshards: answered with success this phase */
+    uint32_t *sent;              /* nshards: a request went this phase */
+    char coll[WIRE_NAME_MAX + 1];
+    /* insert / delete / re-drive */
+    size_t n;            /* ids handled (after removing repeats) */
+    uint64_t *ids;       /* n */
+    float *vecs;         /* insert: n x dim */
+    uint32_t *old_lists; /* n */
+    uint32_t *new_lists; /* n (insert) */
+    size_t nshards;      /* length of the per-shard arrays */
+    uint64_t txn;        /* the insert's intent */
+    uint64_t count;      /* the reply's count */
+    uint64_t **sids;     /* nshards: ids sent to shard s */
+    float **svecs;       /* nshards: their vectors (insert) */
+    size_t *sn;          /* nshards: how many */
+    /* re-drive */
+    size_t coll_at;            /* next collection to re-drive */
+    catalog_intent_t *intents; /* the current collection's */
+    size_t nintents;
+} s_write_t;
+
+static void s_batches_free(s_write_t *w, size_t nshards)
+{
+    for (size_t s = 0; w->sids && s < nshards; s++) {
+        free(w->sids[s]);
+        w->sids[s] = NULL;
+        if (w->svecs) {
+            free(w->svecs[s]);
+            w->svecs[s] = NULL;
+        }
+        w->sn[s] = 0;
+    }
+}
+
+static void s_state_free(void *state)
+{
+    s_write_t *w = state;
+    if (!w)
+        return;
+    s_batches_free(w, w->nshards);
+    free(w->sids);
+    free(w->svecs);
+    free(w->sn);
+    free(w->ok);
+    free(w->sent);
+    free(w->ids);
+    free(w->vecs);
+    free(w->old_lists);
+    free(w->new_lists);
+    catalog_intents_free(w->intents, w->nintents);
+    free(w);
+}
+
+static s_write_t *s_state_new(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    size_t ns = coord->nshards;
+    w->nshards = ns;
+    w->ok = calloc(ns, sizeof *w->ok);
+    w->sent = calloc(ns, sizeof *w->sent);
+    w->sids = calloc(ns, sizeof *w->sids);
+    w->svecs = calloc(ns, sizeof *w->svecs);
+    w->sn = calloc(ns, sizeof *w->sn);
+    if (!w->ok || !w->sent || !w->sids || !w->svecs || !w->sn) {
+        s_state_free(w);
+        return NULL;
+    }
+    snprintf(w->coll, sizeof w->coll, "%s", job->req.coll);
+    job->state = w;
+    job->free_state = s_state_free;
+    return w;
+}
+
+/* Clears the per-phase flags. */
+static void s_phase_reset(coord_t *coord, s_write_t *w)
+{
+    memset(w->ok, 0, coord->nshards * sizeof *w->ok);
+    memset(w->sent, 0, coord->nshards * sizeof *w->sent);
+    w->timed_out = 0;
+    w->fail_code = 0;
+    w->fail_msg[0] = '\0';
+}
+
+static void s_record_fail(s_write_t *w, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_record_fail(s_write_t *w, int code, const char *fmt, ...)
+{
+    if (w->fail_code)
+        return;
+    w->fail_code = code ? code : SHOAL_EINTERNAL;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->fail_msg, sizeof w->fail_msg, fmt, ap);
+    va_end(ap);
+}
+
+/* A shard's answer to a write phase. */
+static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
+                       const wire_reply_t *rep)
+{
+    (void)tag;
+    s_write_t *w = job->state;
+    if (rep->code == SHOAL_OK || (w->accept && rep->code == w->accept)) {
+        w->ok[s] = 1;
+    } else {
+        s_record_fail(w, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
+                      coord->shards[s].endpoint,
+                      rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
+    }
+    if (job->pending == 0)
+        w->next(coord, job);
+}
+
+static void s_on_timeout(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    w->timed_out = 1;
+    char list[WIRE_MSG_MAX / 2] = "";
+    coord_shard_list(coord, job->waiting, list, sizeof list);
+    w->fail_code = 0; /* the timeout is what the client hears about */
+    s_record_fail(w, SHOAL_ETIMEOUT, "%s: shard(s) %s did not answer within %u ms",
+                  wire_op_name(job->req.op), list, coord->opts.write_timeout_ms);
+    w->next(coord, job);
+}
+
+/* Sends req to shard s for this phase; a send that fails is that shard's failure. */
+static void s_send(coord_t *coord, coord_job_t *job, size_t s, wire_request_t *req)
+{
+    s_write_t *w = job->state;
+    if (coord_send(coord, job, s, 0, req) == 0) {
+        w->sent[s] = 1;
+        return;
+    }
+    s_record_fail(w, SHOAL_EUNAVAIL, "%s: shard %s is not reachable", wire_op_name(job->req.op),
+                  coord->shards[s].endpoint);
+}
+
+/* Arms the phase: handlers, deadline; runs next at once when nothing was sent. */
+static void s_phase_wait(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    job->on_reply = s_on_reply;
+    job->on_timeout = s_on_timeout;
+    job->deadline_us = zclock_usecs() + (int64_t)coord->opts.write_timeout_ms * 1000;
+    if (job->pending == 0) {
+        job->deadline_us = 0;
+        w->next(coord, job);
+    }
+}
+
+/* SHOAL_EUNAVAIL naming the shards among flags that are down (0 when none). */
+static int s_check_down(coord_t *coord, const uint32_t *flags, const char *op, shoal_err_t *err)
+{
+    char list[WIRE_MSG_MAX / 2] = "";
+    uint32_t *down = calloc(coord->nshards, sizeof *down);
+    if (!down)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", op);
+    int any = 0;
+    for (size_t s = 0; s < coord->nshards; s++)
+        if ((!flags || flags[s]) && !coord_shard_usable(coord, s))
+            down[s] = 1, any = 1;
+    if (any)
+        coord_shard_list(coord, down, list, sizeof list);
+    free(down);
+    if (any)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "%s: shard(s) %s down; nothing was written", op,
+                             list);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* create_collection                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void s_create_done(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    if (w->fail_code) {
+        /* Roll back: the catalog, and the shards that created it. */
+        shoal_err_t err;
+        shoal_err_clear(&err);
+        if (catalog_drop(coord->cat, w->coll, &err) != 0)
+            log_error("create_collection \"%s\": rollback: %s", w->coll, err.msg);
+        for (size_t s = 0; s < coord->nshards; s++) {
+            if (!w->ok[s])
+                continue;
+            wire_request_t req;
+            wire_request_init(&req);
+            req.op = WIRE_OP_DROP_COLLECTION;
+            snprintf(req.coll, sizeof req.coll, "%s", w->coll);
+            (void)coord_send(coord, NULL, s, 0, &req); /* answer ignored */
+        }
+        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+        return;
+    }
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    wire_info_t *info = wire_info_new();
+    if (c && info) {
+        wire_info_map(info, 6);
+        wire_info_key(info, "dim");
+        wire_info_u64(info, c->dim);
+        wire_info_key(info, "metric");
+        wire_info_str(info, shoal_metric_name(c->metric));
+        wire_info_key(info, "nlist");
+        wire_info_u64(info, c->nlist);
+        wire_info_key(info, "nprobe");
+        wire_info_u64(info, c->nprobe);
+        wire_info_key(info, "M");
+        wire_info_u64(info, c->M);
+        wire_info_key(info, "ef_construction");
+        wire_info_u64(info, c->ef_construction);
+    }
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    if (info && !wire_info_failed(info)) {
+        rep.info = wire_info_data(info);
+        rep.info_len = wire_info_len(info);
+    }
+    log_info("created collection \"%s\" (dim %u, nlist %u)", w->coll, c ? c->dim : 0,
+             c ? c->nlist : 0);
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+    wire_info_destroy(&info);
+}
+
+void coord_op_create(coord_t *coord, coord_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (req->dim == 0 || req->dim > coord->limits.max_dim) {
+        coord_fail(coord, &job, req->dim ? SHOAL_ELIMIT : SHOAL_EINVAL,
+                   "create_collection: \"dim\" must be 1..%zu, got %u", coord->limits.max_dim,
+                   req->dim);
+        return;
+    }
+    uint32_t nlist = req->nlist ? req->nlist : coord->opts.nlist_default;
+    if (nlist > coord->limits.max_batch) {
+        coord_fail(coord, &job, SHOAL_EINVAL,
+                   "create_collection: \"nlist\" must be 1..%zu (a training sample holds at most "
+                   "--max-batch vectors), got %u",
+                   coord->limits.max_batch, nlist);
+        return;
+    }
+    uint32_t nprobe = req->nprobe ? req->nprobe : coord->opts.nprobe_default;
+    if (req->nprobe > nlist) {
+        coord_fail(coord, &job, SHOAL_EINVAL,
+                   "create_collection: \"nprobe\" must be 1..nlist = %u, got %u", nlist,
+                   req->nprobe);
+        return;
+    }
+    if (nprobe > nlist)
+        nprobe = nlist;
+    if (catalog_find(coord->cat, req->coll)) {
+        coord_fail(coord, &job, SHOAL_EEXIST, "collection \"%s\" already exists", req->coll);
+        return;
+    }
+    if (s_check_down(coord, NULL, "create_collection", &err) != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    catalog_coll_t params;
+    memset(&params, 0, sizeof params);
+    snprintf(params.name, sizeof params.name, "%s", req->coll);
+    params.dim = req->dim;
+    params.metric = req->metric;
+    params.nlist = nlist;
+    params.nprobe = nprobe;
+    params.M = req->M;
+    params.ef_construction = req->ef_construction;
+    s_write_t *w = s_state_new(coord, job);
+    if (!w) {
+        coord_fail(coord, &job, SHOAL_ENOMEM, "create_collection: out of memory");
+        return;
+    }
+    if (catalog_create(coord->cat, &params, &err) != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    w->accept = SHOAL_EEXIST;
+    w->next = s_create_done;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_CREATE_COLLECTION;
+        snprintf(sub.coll, sizeof sub.coll, "%s", req->coll);
+        sub.dim = req->dim;
+        sub.metric = req->metric;
+        sub.M = req->M;
+        sub.ef_construction = req->ef_construction;
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+void coord_ensure_collections(coord_t *coord, size_t s)
+{
+    size_t n = catalog_coll_count(coord->cat);
+    for (size_t i = 0; i < n; i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        wire_request_t req;
+        wire_request_init(&req);
+        req.op = WIRE_OP_CREATE_COLLECTION;
+        snprintf(req.coll, sizeof req.coll, "%s", c->name);
+        req.dim = c->dim;
+        req.metric = c->metric;
+        req.M = c->M;
+        req.ef_construction = c->ef_construction;
+        (void)coord_send(coord, NULL, s, 0, &req); /* EEXIST expected; answer ignored */
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* drop_collection                                                          */
+/* ------------------------------------------------------------------------ */
+
+static void s_drop_done(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    if (w->fail_code) {
+        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+        return;
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    coord_router_forget(coord, w->coll);
+    if (catalog_drop(coord->cat, w->coll, &err) != 0) {
+        coord_fail(coord, &job, err.code, "drop_collection: %s", err.msg);
+        return;
+    }
+    log_info("dropped collection \"%s\"", w->coll);
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+}
+
+void coord_op_drop(coord_t *coord, coord_job_t *job)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (!coord_coll(coord, job->req.coll, &err) ||
+        s_check_down(coord, NULL, "drop_collection", &err) != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    s_write_t *w = s_state_new(coord, job);
+    if (!w) {
+        coord_fail(coord, &job, SHOAL_ENOMEM, "drop_collection: out of memory");
+        return;
+    }
+    w->accept = SHOAL_ENOTFOUND;
+    w->next = s_drop_done;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_DROP_COLLECTION;
+        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* train                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Stores a finished training run; 0, or the error (err says why). */
+static int s_train_store(coord_t *coord, const char *name, coord_train_t *t, shoal_err_t *err)
+{
+    if (t->rc != 0) {
+        *err = t->err;
+        if (!err->code)
+            err->code = t->rc;
+        return t->rc;
+    }
+    coord_router_forget(coord, name);
+    int rc = catalog_set_trained(coord->cat, name, t->centroids, t->owners, err);
+    if (rc != 0)
+        return rc;
+    log_info("trained collection \"%s\": nlist %zu, %zu iterations, objective %g, %zu empty "
+             "splits, imbalance %.3f, %.2f shards/query at nprobe %zu, %.0f ms",
+             name, t->nlist, t->result.iters, t->result.objective, t->result.empty_splits,
+             t->report.imbalance, t->report.locality[PLACEMENT_SCORE_NPROBES - 1],
+             t->report.locality_nprobe[PLACEMENT_SCORE_NPROBES - 1], t->train_ms);
+    return 0;
+}
+
+static wire_info_t *s_train_info(const coord_train_t *t)
+{
+    wire_info_t *info = wire_info_new();
+    if (!info)
+        return NULL;
+    wire_info_map(info, 8);
+    wire_info_key(info, "nlist");
+    wire_info_u64(info, t->nlist);
+    wire_info_key(info, "n");
+    wire_info_u64(info, t->n);
+    wire_info_key(info, "iters");
+    wire_info_u64(info, t->result.iters);
+    wire_info_key(info, "objective");
+    wire_info_f64(info, t->result.objective);
+    wire_info_key(info, "empty_splits");
+    wire_info_u64(info, t->result.empty_splits);
+    wire_info_key(info, "train_ms");
+    wire_info_f64(info, t->train_ms);
+    wire_info_key(info, "imbalance");
+    wire_info_f64(info, t->report.imbalance);
+    wire_info_key(info, "locality");
+    wire_info_map(info, PLACEMENT_SCORE_NPROBES);
+    for (size_t i = 0; i < PLACEMENT_SCORE_NPROBES; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "nprobe_%zu", t->report.locality_nprobe[i]);
+        wire_info_key(info, key);
+        wire_info_f64(info, t->report.locality[i]);
+    }
+    return info;
+}
+
+static void s_train_done(coord_t *coord, coord_job_t *job)
+{
+    coord_train_t *t = coord->train_done;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (s_train_store(coord, job->req.coll, t, &err) != 0) {
+        coord_fail(coord, &job, err.code, "train: collection \"%s\": %s", job->req.coll, err.msg);
+        return;
+    }
+    wire_info_t *info = s_train_info(t);
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    if (info && !wire_info_failed(info)) {
+        rep.info = wire_info_data(info);
+        rep.info_len = wire_info_len(info);
+    }
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+    wire_info_destroy(&info);
+}
+
+void coord_op_train(coord_t *coord, coord_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    const catalog_coll_t *c = coord_coll(coord, req->coll, &err);
+    int rc = c ? 0 : err.code;
+    if (rc == 0 && c->trained)
+        rc = shoal_err_set(&err, SHOAL_EEXIST,
+                           "train: collection \"%s\" is already trained (its ids are placed by "
+                           "those centroids)",
+                           req->coll);
+    if (rc == 0 && req->dim != c->dim)
+        rc = shoal_err_set(&err, SHOAL_EDIM, "collection \"%s\": expected dim %u, got %u",
+                           req->coll, c->dim, req->dim);
+    if (rc == 0 && req->n < c->nlist)
+        rc = shoal_err_set(&err, SHOAL_EINVAL,
+                           "train: collection \"%s\" has nlist %u: the sample needs at least "
+                           "that many vectors, got %" PRIu64,
+                           req->coll, c->nlist, req->n);
+    if (rc == 0 && req->max_iters > KMEANS_MAX_ITERS_MAX)
+        rc = shoal_err_set(&err, SHOAL_EINVAL, "train: \"max_iters\" must be 0..%d, got %u",
+                           KMEANS_MAX_ITERS_MAX, req->max_iters);
+    if (rc == 0 && req->init > 1)
+        rc =
+            shoal_err_set(&err, SHOAL_EINVAL,
+                          "train: \"init\" must be 0 (k-means++) or 1 (random), got %u", req->init);
+    if (rc == 0)
+        rc = coord_check_finite("train", req->vecs, (size_t)req->n, c->dim, NULL, &err);
+    if (rc == 0) {
+        job->on_train = s_train_done;
+        rc = coord_train_start(coord, job, c, req->vecs, (size_t)req->n, req->init, req->max_iters,
+                               req->seed, &err);
+    }
+    if (rc != 0)
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* insert                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static const uint64_t *s_sort_ids; /* qsort's context (loop thread only) */
+
+static int s_cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int s_cmp_pos_by_id(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    uint64_t ix = s_sort_ids[x], iy = s_sort_ids[y];
+    if (ix != iy)
+        return ix < iy ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+/*
+ * The positions to keep of n ids: one per distinct id, its last occurrence
+ * (as on the shards), in ascending position order. *kept gets the count.
+ */
+static size_t *s_last_occurrences(const uint64_t *ids, size_t n, size_t *kept)
+{
+    size_t *pos = malloc(n * sizeof *pos);
+    if (!pos)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        pos[i] = i;
+    s_sort_ids = ids;
+    qsort(pos, n, sizeof *pos, s_cmp_pos_by_id);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i + 1 == n || ids[pos[i + 1]] != ids[pos[i]])
+            pos[m++] = pos[i];
+    qsort(pos, m, sizeof *pos, s_cmp_size); /* back to position order */
+    *kept = m;
+    return pos;
+}
+
+static void s_insert_finish(coord_t *coord, coord_job_t *job);
+
+/* Phase 2 done: stale copies deleted (or not), the intent cleared if they were. */
+static void s_insert_cleaned(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (w->fail_code) {
+        log_warn("insert into \"%s\": stale copies not deleted yet (%s); intent %" PRIu64
+                 " stays and is re-driven",
+                 w->coll, w->fail_msg, w->txn);
+        coord_redrive_schedule(coord);
+    } else if (catalog_intent_clear(coord->cat, w->coll, w->txn, &err) != 0) {
+        log_warn("insert into \"%s\": clearing intent %" PRIu64 ": %s", w->coll, w->txn, err.msg);
+    }
+    s_insert_finish(coord, job);
+}
+
+static void s_insert_finish(coord_t *coord, coord_job_t *job)
+{
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    rep.count = job->req.n;
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+}
+
+/* Phase 1 done: every shard stored its sub-batch, or one failed. */
+static void s_insert_stored(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (w->fail_code) {
+        coord_redrive_schedule(coord); /* removes what the shards that did answer stored */
+        coord_fail(coord, &job, w->fail_code, "%s; nothing was acknowledged", w->fail_msg);
+        return;
+    }
+    if (catalog_apply_insert(coord->cat, w->coll, w->ids, w->old_lists, w->new_lists, w->n, &err) !=
+        0) {
+        coord_redrive_schedule(coord);
+        coord_fail(coord, &job, err.code, "insert: updating the id map: %s", err.msg);
+        return;
+    }
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    s_batches_free(w, coord->nshards);
+    s_phase_reset(coord, w);
+    w->next = s_insert_cleaned;
+    for (size_t i = 0; c && i < w->n; i++) {
+        if (w->old_lists[i] == CATALOG_LIST_NONE || w->old_lists[i] >= c->nlist)
+            continue;
+        uint32_t from = c->owners[w->old_lists[i]], to = c->owners[w->new_lists[i]];
+        if (from == to || from >= coord->nshards)
+            continue;
+        if (!w->sids[from] && !(w->sids[from] = malloc(w->n * sizeof(uint64_t)))) {
+            s_record_fail(w, SHOAL_ENOMEM, "out of memory");
+            break;
+        }
+        w->sids[from][w->sn[from]++] = w->ids[i];
+    }
+    for (size_t s = 0; s < coord->nshards; s++) {
+        if (!w->sn[s])
+            continue;
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_DELETE;
+        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
+        sub.n = w->sn[s];
+        sub.ids = w->sids[s];
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/* The collection is trained: route, record the intent, send the sub-batches. */
+static void s_insert_route(coord_t *coord, coord_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    const catalog_coll_t *c = coord_coll(coord, w->coll, &err);
+    if (!c) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    size_t dim = c->dim, kept = 0;
+    size_t *pos = s_last_occurrences(req->ids, (size_t)req->n, &kept);
+    w->n = kept;
+    w->ids = malloc((kept ? kept : 1) * sizeof *w->ids);
+    w->vecs = malloc((kept ? kept : 1) * dim * sizeof *w->vecs);
+    w->old_lists = malloc((kept ? kept : 1) * sizeof *w->old_lists);
+    w->new_lists = malloc((kept ? kept : 1) * sizeof *w->new_lists);
+    uint32_t *touched = calloc(coord->nshards, sizeof *touched);
+    int rc = 0;
+    if (!pos || !w->ids || !w->vecs || !w->old_lists || !w->new_lists || !touched)
+        rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory for %zu vectors", kept);
+    for (size_t i = 0; rc == 0 && i < kept; i++) {
+        w->ids[i] = req->ids[pos[i]];
+        memcpy(w->vecs + i * dim, req->vecs + pos[i] * dim, dim * sizeof(float));
+    }
+    free(pos);
+    if (rc == 0)
+        rc = coord_route(coord, c, w->vecs, kept, 1, w->new_lists, &err);
+    if (rc == 0)
+        rc = catalog_lookup(coord->cat, w->coll, w->ids, kept, w->old_lists, &err);
+    for (size_t i = 0; rc == 0 && i < kept; i++) {
+        touched[c->owners[w->new_lists[i]]] = 1;
+        uint32_t old = w->old_lists[i];
+        if (old != CATALOG_LIST_NONE && old < c->nlist)
+            touched[c->owners[old]] = 1;
+    }
+    if (rc == 0)
+        rc = s_check_down(coord, touched, "insert", &err);
+    free(touched);
+    if (rc == 0)
+        rc = catalog_intent_put(coord->cat, w->coll, w->ids, w->old_lists, w->new_lists, kept,
+                                &w->txn, &err);
+    /* Per-shard sub-batches. */
+    for (size_t i = 0; rc == 0 && i < kept; i++) {
+        uint32_t s = c->owners[w->new_lists[i]];
+        if (!w->sids[s]) {
+            w->sids[s] = malloc(kept * sizeof(uint64_t));
+            w->svecs[s] = malloc(kept * dim * sizeof(float));
+            if (!w->sids[s] || !w->svecs[s]) {
+                rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
+                coord_redrive_schedule(coord);
+                break;
+            }
+        }
+        w->sids[s][w->sn[s]] = w->ids[i];
+        memcpy(w->svecs[s] + w->sn[s] * dim, w->vecs + i * dim, dim * sizeof(float));
+        w->sn[s]++;
+    }
+    if (rc != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    w->next = s_insert_stored;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        if (!w->sn[s])
+            continue;
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_INSERT;
+        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
+        sub.n = w->sn[s];
+        sub.dim = (uint32_t)dim;
+        sub.ids = w->sids[s];
+        sub.vecs = w->svecs[s];
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/* Training on the first batch finished. */
+static void s_insert_trained(coord_t *coord, coord_job_t *job)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (s_train_store(coord, job->req.coll, coord->train_done, &err) != 0) {
+        coord_fail(coord, &job, err.code, "insert: training collection \"%s\" on this batch: %s",
+                   job->req.coll, err.msg);
+        return;
+    }
+    s_insert_route(coord, job);
+}
+
+void coord_op_insert(coord_t *coord, coord_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    const catalog_coll_t *c = coord_coll(coord, req->coll, &err);
+    int rc = c ? 0 : err.code;
+    if (rc == 0 && req->dim != c->dim)
+        rc = shoal_err_set(&err, SHOAL_EDIM, "collection \"%s\": expected dim %u, got %u",
+                           req->coll, c->dim, req->dim);
+    for (size_t i = 0; rc == 0 && i < req->n; i++)
+        if (req->ids[i] == TOPK_ID_NONE)
+            rc = shoal_err_set(&err, SHOAL_EINVAL,
+                               "insert: id %" PRIu64 " at row %zu is reserved (it marks \"no "
+                               "result\")",
+                               req->ids[i], i);
+    if (rc == 0)
+        rc = coord_check_finite("insert", req->vecs, (size_t)req->n, c->dim, req->ids, &err);
+    if (rc == 0 && !c->trained && req->n < c->nlist)
+        rc = shoal_err_set(&err, SHOAL_EINVAL,
+                           "insert: collection \"%s\" is not trained: send train first, or "
+                           "insert at least nlist = %u vectors in one batch (they train it)",
+                           req->coll, c->nlist);
+    if (rc == 0 && !s_state_new(coord, job))
+        rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
+    if (rc != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    if (c->trained) {
+        s_insert_route(coord, job);
+        return;
+    }
+    log_info("collection \"%s\" is not trained: training on the first %" PRIu64 " vectors inserted",
+             req->coll, req->n);
+    job->on_train = s_insert_trained;
+    if (coord_train_start(coord, job, c, req->vecs, (size_t)req->n, 0, 0, 0, &err) != 0)
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* delete                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void s_delete_done(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (w->fail_code) {
+        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+        return;
+    }
+    if (catalog_apply_delete(coord->cat, w->coll, w->ids, w->old_lists, w->n, &err) != 0) {
+        coord_fail(coord, &job, err.code, "delete: updating the id map: %s", err.msg);
+        return;
+    }
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    rep.count = w->count;
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+}
+
+static int s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void coord_op_delete(coord_t *coord, coord_job_t *job)
+{
+    const wire_request_t *req = &job->req;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    const catalog_coll_t *c = coord_coll(coord, req->coll, &err);
+    s_write_t *w = c ? s_state_new(coord, job) : NULL;
+    int rc = !c ? err.code : !w ? shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory") : 0;
+    size_t n = (size_t)req->n;
+    uint32_t *touched = NULL;
+    if (rc == 0) {
+        w->ids = malloc(n * sizeof *w->ids);
+        w->old_lists = malloc(n * sizeof *w->old_lists);
+        touched = calloc(coord->nshards, sizeof *touched);
+        if (!w->ids || !w->old_lists || !touched)
+            rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory for %zu ids", n);
+    }
+    if (rc == 0) {
+        memcpy(w->ids, req->ids, n * sizeof *w->ids);
+        qsort(w->ids, n, sizeof *w->ids, s_cmp_u64);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (m == 0 || w->ids[m - 1] != w->ids[i])
+                w->ids[m++] = w->ids[i];
+        w->n = m;
+        if (c->trained)
+            rc = catalog_lookup(coord->cat, w->coll, w->ids, m, w->old_lists, &err);
+        else
+            for (size_t i = 0; i < m; i++)
+                w->old_lists[i] = CATALOG_LIST_NONE;
+    }
+    for (size_t i = 0; rc == 0 && i < w->n; i++) {
+        uint32_t l = w->old_lists[i];
+        if (l == CATALOG_LIST_NONE || l >= c->nlist)
+            continue;
+        uint32_t s = c->owners[l];
+        if (!w->sids[s] && !(w->sids[s] = malloc(w->n * sizeof(uint64_t)))) {
+            rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory");
+            break;
+        }
+        w->sids[s][w->sn[s]++] = w->ids[i];
+        touched[s] = 1;
+        w->count++;
+    }
+    if (rc == 0)
+        rc = s_check_down(coord, touched, "delete", &err);
+    free(touched);
+    if (rc != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    w->next = s_delete_done;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        if (!w->sn[s])
+            continue;
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_DELETE;
+        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
+        sub.n = w->sn[s];
+        sub.ids = w->sids[s];
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* checkpoint                                                               */
+/* ------------------------------------------------------------------------ */
+
+static void s_checkpoint_done(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    if (w->fail_code) {
+        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+        return;
+    }
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+}
+
+void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (job->req.coll[0] && !coord_coll(coord, job->req.coll, &err)) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    if (s_check_down(coord, NULL, "checkpoint", &err) != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    s_write_t *w = s_state_new(coord, job);
+    if (!w) {
+        coord_fail(coord, &job, SHOAL_ENOMEM, "checkpoint: out of memory");
+        return;
+    }
+    w->next = s_checkpoint_done;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_CHECKPOINT;
+        snprintf(sub.coll, sizeof sub.coll, "%s", job->req.coll);
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Re-driving intents                                                       */
+/* ------------------------------------------------------------------------ */
+
+static void s_redrive_next(coord_t *coord, coord_job_t *job);
+
+/* One collection's deletes answered: clear its intents when all went well. */
+static void s_redrive_answered(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (w->fail_code) {
+        log_warn("re-driving the intents of \"%s\": %s (they stay)", w->coll, w->fail_msg);
+        if (w->timed_out) {
+            coord_job_end(coord, &job); /* late answers must not count for the next one */
+            return;
+        }
+    } else {
+        for (size_t i = 0; i < w->nintents; i++)
+            if (catalog_intent_clear(coord->cat, w->coll, w->intents[i].txn, &err) != 0)
+                log_warn("clearing intent %" PRIu64 " of \"%s\": %s", w->intents[i].txn, w->coll,
+                         err.msg);
+        if (w->nintents)
+            log_info("re-drove %zu interrupted write(s) of \"%s\"", w->nintents, w->coll);
+    }
+    s_redrive_next(coord, job);
+}
+
+/* Builds and sends the deletes of one collection's intents; 0 when sent or nothing to do. */
+static int s_redrive_collection(coord_t *coord, coord_job_t *job, const catalog_coll_t *c)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    catalog_intents_free(w->intents, w->nintents);
+    w->intents = NULL;
+    w->nintents = 0;
+    s_batches_free(w, coord->nshards);
+    s_phase_reset(coord, w);
+    snprintf(w->coll, sizeof w->coll, "%s", c->name);
+    if (!c->trained)
+        return 0;
+    if (catalog_intents(coord->cat, c->name, &w->intents, &w->nintents, &err) != 0) {
+        log_warn("re-drive: reading the intents of \"%s\": %s", c->name, err.msg);
+        return 0;
+    }
+    if (!w->nintents)
+        return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < w->nintents; i++)
+        total += w->intents[i].n;
+    uint32_t *cur = malloc((total ? total : 1) * sizeof *cur);
+    uint32_t *touched = calloc(coord->nshards, sizeof *touched);
+    int rc = cur && touched ? 0 : SHOAL_ENOMEM;
+    size_t at = 0;
+    for (size_t i = 0; rc == 0 && i < w->nintents; i++) {
+        const catalog_intent_t *in = &w->intents[i];
+        rc = catalog_lookup(coord->cat, c->name, in->ids, in->n, cur + at, &err);
+        at += in->n;
+    }
+    at = 0;
+    for (size_t i = 0; rc == 0 && i < w->nintents; i++) {
+        const catalog_intent_t *in = &w->intents[i];
+        for (size_t j = 0; rc == 0 && j < in->n; j++, at++) {
+            uint32_t keep = cur[at] < c->nlist ? c->owners[cur[at]] : UINT32_MAX;
+            uint32_t cand[2] = {
+                in->old_lists[j] < c->nlist ? c->owners[in->old_lists[j]] : UINT32_MAX,
+                in->new_lists[j] < c->nlist ? c->owners[in->new_lists[j]] : UINT32_MAX};
+            for (int k = 0; k < 2; k++) {
+                uint32_t s = cand[k];
+                if (s >= coord->nshards || s == keep || (k == 1 && cand[0] == s))
+                    continue;
+                if (!w->sids[s] && !(w->sids[s] = malloc(total * sizeof(uint64_t)))) {
+                    rc = SHOAL_ENOMEM;
+                    break;
+                }
+                w->sids[s][w->sn[s]++] = in->ids[j];
+                touched[s] = 1;
+            }
+        }
+    }
+    if (rc == 0 && s_check_down(coord, touched, "re-drive", &err) != 0)
+        rc = err.code;
+    free(cur);
+    free(touched);
+    if (rc != 0) {
+        log_info("intents of \"%s\" wait (%s)", c->name, err.msg[0] ? err.msg : shoal_strerror(rc));
+        return 0;
+    }
+    w->next = s_redrive_answered;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        if (!w->sn[s])
+            continue;
+        wire_request_t sub;
+        wire_request_init(&sub);
+        sub.op = WIRE_OP_DELETE;
+        snprintf(sub.coll, sizeof sub.coll, "%s", c->name);
+        sub.n = w->sn[s];
+        sub.ids = w->sids[s];
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job); /* nothing sent: answered at once */
+    return 1;
+}
+
+static void s_redrive_next(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    while (w->coll_at < catalog_coll_count(coord->cat)) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, w->coll_at++);
+        if (s_redrive_collection(coord, job, c))
+            return; /* continues in s_redrive_answered */
+    }
+    coord_job_end(coord, &job);
+}
+
+static void s_redrive_start(coord_t *coord, coord_job_t *job)
+{
+    coord->redrive_queued = 0;
+    s_redrive_next(coord, job);
+}
+
+void coord_redrive_schedule(coord_t *coord)
+{
+    if (coord->redrive_queued || coord->stopping)
+        return;
+    coord_job_t *job = coord_job_new(coord, 1);
+    if (!job) {
+        log_error("re-drive: out of memory");
+        return;
+    }
+    job->req.op = WIRE_OP_INSERT;
+    if (!s_state_new(coord, job)) {
+        coord_job_end(coord, &job);
+        log_error("re-drive: out of memory");
+        return;
+    }
+    job->start = s_redrive_start;
+    /* At the head: it must run before any later write touches the same ids. */
+    job->fifo_next = coord->fifo_head;
+    coord->fifo_head = job;
+    if (!coord->fifo_tail)
+        coord->fifo_tail = job;
+    coord->fifo_len++;
+    coord->redrive_queued = 1;
+}

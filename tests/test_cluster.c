@@ -1,0 +1,1120 @@
+/*
+ * test_cluster.c - the cluster as a client sees it: one bin/shoal-coordinator
+ * in front of three bin/shoal-shard processes on loopback, driven through the
+ * client library (client/shoal_client.h) and, in one test, through the CLI
+ * (bin/shoal). Covers issue 6's process tests: recall on siftsmall (default
+ * and exact), upsert moving an id and delete removing it across a restart of
+ * every process, a SIGKILLed shard giving partial answers that name it and
+ * complete ones after its restart, a SIGKILLed coordinator coming back with
+ * its catalog, bad requests answered with errors while the coordinator keeps
+ * serving, and the k-NN graph against exact neighbours.
+ *
+ * Every test starts its own cluster: data dirs and logs in a fresh folder
+ * under $SHOAL_TMP (removed afterwards), ephemeral ports learnt from
+ * --ready-file; a restarted process gets its old endpoint and data dir back.
+ * Children die with the test (tests/test_support.h). Every wait for a state
+ * change is bounded polling; no timing is asserted.
+ *
+ * Environment: SHOAL_BIN (folder of the programs, default "bin"),
+ * SHOAL_DATASETS (default ../shared/datasets; siftsmall is needed, tests skip
+ * without it), SHOAL_TMP (default /tmp).
+ */
+#include "client/shoal_client.h"
+#include "common/groundtruth.h"
+#include "common/topk.h"
+#include "common/vecfile.h"
+#include "common/wire.h"
+#include "tests/test_support.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define S_PATH_MAX        S_SUPPORT_PATH_MAX
+#define S_NSHARDS         3
+#define S_START_WAIT_S    60.0   /* a process must be ready within this */
+#define S_STOP_WAIT_S     60.0   /* and exit within this after a signal */
+#define S_POLL_WAIT_S     30.0   /* a state change (shard up again) must show within this */
+#define S_POLL_MS         50     /* between polls */
+#define S_TIMEOUT_MS      60000  /* client calls: loads and graph chunks on two busy cores */
+#define S_POLL_TIMEOUT_MS 5000   /* client calls while polling a process that may be down */
+#define S_PING_MS         "100"  /* coordinator --ping-interval-ms */
+#define S_DOWN_MS         "1000" /* coordinator --down-after-ms */
+#define S_K               10
+
+/* ------------------------------------------------------------------------ */
+/* Scratch folder                                                           */
+/* ------------------------------------------------------------------------ */
+
+static char s_tmp[S_PATH_MAX];
+
+static void s_setup(void)
+{
+    const char *root = getenv("SHOAL_TMP");
+    if (!root || !*root)
+        root = "/tmp";
+    mkdir(root, 0777);
+    snprintf(s_tmp, sizeof s_tmp, "%s/test_cluster.XXXXXX", root);
+    cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
+    s_children_kill();
+}
+
+static void s_teardown(void)
+{
+    s_children_kill();
+    if (s_tmp[0])
+        s_remove_tree(s_tmp);
+    s_tmp[0] = '\0';
+}
+
+TestSuite(cluster, .init = s_setup, .fini = s_teardown, .timeout = 300);
+
+static const char *s_path(char *out, const char *name)
+{
+    int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
+    cr_assert(len > 0 && len < S_PATH_MAX);
+    return out;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cluster                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* One server process; data dir and endpoint are kept across restarts. */
+typedef struct {
+    pid_t pid;                 /* running child, or 0 */
+    char data_dir[S_PATH_MAX]; /* --data-dir */
+    char ready[S_PATH_MAX];    /* --ready-file */
+    char log[S_PATH_MAX];      /* output of every run, appended */
+    char endpoint[256];        /* bound endpoint ("" before the first start) */
+} s_proc_t;
+
+typedef struct {
+    s_proc_t coord;                   /* bin/shoal-coordinator */
+    s_proc_t shards[S_NSHARDS];       /* bin/shoal-shard */
+    char shard_list[S_NSHARDS * 256]; /* --shards: their endpoints, comma-separated */
+    char deadline_ms[16];             /* --deadline-ms */
+} s_cluster_t;
+
+static void s_proc_init(s_proc_t *p, const char *name)
+{
+    memset(p, 0, sizeof *p);
+    char file[128];
+    snprintf(file, sizeof file, "%s.data", name);
+    s_path(p->data_dir, file);
+    snprintf(file, sizeof file, "%s.ready", name);
+    s_path(p->ready, file);
+    snprintf(file, sizeof file, "%s.log", name);
+    s_path(p->log, file);
+}
+
+/*
+ * Starts p from argv (its --listen value is p's old endpoint on a restart) and
+ * checks that a restarted process got its old endpoint back.
+ */
+static void s_proc_start(s_proc_t *p, char *const argv[])
+{
+    char before[sizeof p->endpoint];
+    snprintf(before, sizeof before, "%s", p->endpoint);
+    p->pid =
+        s_server_start(argv, p->ready, p->log, S_START_WAIT_S, p->endpoint, sizeof p->endpoint);
+    if (before[0])
+        cr_assert_str_eq(p->endpoint, before, "%s restarted on another endpoint", argv[0]);
+}
+
+static const char *s_listen(const s_proc_t *p)
+{
+    return p->endpoint[0] ? p->endpoint : "tcp://127.0.0.1:*";
+}
+
+static void s_shard_start(s_proc_t *p)
+{
+    char bin[S_PATH_MAX], listen[sizeof p->endpoint];
+    s_bin(bin, "shoal-shard");
+    snprintf(listen, sizeof listen, "%s", s_listen(p));
+    char *argv[] = {bin,      "--listen",  listen, "--data-dir", p->data_dir, "--ready-file",
+                    p->ready, "--threads", "1",    NULL};
+    s_proc_start(p, argv);
+}
+
+static void s_coord_start(s_cluster_t *cl)
+{
+    s_proc_t *p = &cl->coord;
+    char bin[S_PATH_MAX], listen[sizeof p->endpoint];
+    s_bin(bin, "shoal-coordinator");
+    snprintf(listen, sizeof listen, "%s", s_listen(p));
+    char *argv[] = {bin,         "--listen",           listen,          "--data-dir",
+                    p->data_dir, "--shards",           cl->shard_list,  "--ready-file",
+                    p->ready,    "--ping-interval-ms", S_PING_MS,       "--down-after-ms",
+                    S_DOWN_MS,   "--deadline-ms",      cl->deadline_ms, NULL};
+    s_proc_start(p, argv);
+}
+
+/* SIGTERM: the process must exit 0. */
+static void s_proc_stop(s_proc_t *p)
+{
+    int status = s_server_signal(p->pid, SIGTERM, S_STOP_WAIT_S, p->log);
+    p->pid = 0;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        char *log = s_slurp(p->log);
+        cr_assert_fail("%s did not exit 0 after SIGTERM (status 0x%x):\n%s", p->log, status, log);
+    }
+}
+
+static void s_proc_kill9(s_proc_t *p)
+{
+    int status = s_server_signal(p->pid, SIGKILL, S_STOP_WAIT_S, p->log);
+    p->pid = 0;
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+static shoal_client_t *s_client(const s_cluster_t *cl, int timeout_ms)
+{
+    shoal_err_t err;
+    shoal_client_t *c = shoal_client_new(cl->coord.endpoint, timeout_ms, &err);
+    cr_assert_not_null(c, "client for %s: %s", cl->coord.endpoint, err.msg);
+    return c;
+}
+
+/*
+ * Waits (bounded polling) until the coordinator can write to every shard:
+ * create touches every shard and is refused with SHOAL_EUNAVAIL while one is
+ * not (yet) up. The probe collection is dropped again.
+ */
+static void s_wait_shards_up(const s_cluster_t *cl)
+{
+    shoal_client_t *c = s_client(cl, S_POLL_TIMEOUT_MS);
+    shoal_create_opts_t opts = {.nlist = 4};
+    shoal_err_t err;
+    double end = s_now() + S_POLL_WAIT_S;
+    int rc;
+    while ((rc = shoal_client_create_ivf(c, "probe_up", 4, SHOAL_METRIC_L2, &opts, &err)) != 0) {
+        cr_assert(rc == SHOAL_EUNAVAIL || rc == SHOAL_ETIMEOUT, "create probe_up: %s (%s)", err.msg,
+                  shoal_errname(rc));
+        cr_assert_lt(s_now(), end, "the coordinator still cannot reach every shard: %s", err.msg);
+        s_sleep_ms(S_POLL_MS);
+    }
+    rc = shoal_client_drop(c, "probe_up", &err);
+    cr_assert_eq(rc, 0, "drop probe_up: %s", err.msg);
+    shoal_client_destroy(&c);
+}
+
+/* Starts three shards and the coordinator; deadline_ms is the coordinator's --deadline-ms. */
+static void s_cluster_start(s_cluster_t *cl, unsigned deadline_ms)
+{
+    memset(cl, 0, sizeof *cl);
+    snprintf(cl->deadline_ms, sizeof cl->deadline_ms, "%u", deadline_ms);
+    size_t off = 0;
+    for (int i = 0; i < S_NSHARDS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "shard%d", i);
+        s_proc_init(&cl->shards[i], name);
+        s_shard_start(&cl->shards[i]);
+        int len = snprintf(cl->shard_list + off, sizeof cl->shard_list - off, "%s%s", i ? "," : "",
+                           cl->shards[i].endpoint);
+        cr_assert(len > 0 && (size_t)len < sizeof cl->shard_list - off);
+        off += (size_t)len;
+    }
+    s_proc_init(&cl->coord, "coord");
+    s_coord_start(cl);
+    s_wait_shards_up(cl);
+}
+
+/* ------------------------------------------------------------------------ */
+/* siftsmall                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    char base_path[S_PATH_MAX]; /* the .fvecs / .ivecs files, for the CLI */
+    char query_path[S_PATH_MAX];
+    char gt_path[S_PATH_MAX];
+    float *base; /* n x dim */
+    size_t n, dim;
+    float *queries; /* nq x dim */
+    size_t nq;
+    int32_t *gt; /* nq x gtk, best first */
+    size_t gtk;
+} s_sift_t;
+
+static void s_sift_load(s_sift_t *s)
+{
+    memset(s, 0, sizeof *s);
+    const char *dir = getenv("SHOAL_DATASETS");
+    if (!dir || !*dir)
+        dir = "../shared/datasets";
+    snprintf(s->base_path, S_PATH_MAX, "%s/siftsmall/siftsmall_base.fvecs", dir);
+    snprintf(s->query_path, S_PATH_MAX, "%s/siftsmall/siftsmall_query.fvecs", dir);
+    snprintf(s->gt_path, S_PATH_MAX, "%s/siftsmall/siftsmall_groundtruth.ivecs", dir);
+    if (access(s->base_path, R_OK) != 0 || access(s->query_path, R_OK) != 0 ||
+        access(s->gt_path, R_OK) != 0)
+        cr_skip_test("siftsmall not found under %s (set SHOAL_DATASETS)", dir);
+    shoal_err_t err;
+    size_t qdim, ngt;
+    s->base = vecfile_load_f32(s->base_path, &s->n, &s->dim, &err);
+    cr_assert_not_null(s->base, "%s", err.msg);
+    s->queries = vecfile_load_f32(s->query_path, &s->nq, &qdim, &err);
+    cr_assert_not_null(s->queries, "%s", err.msg);
+    s->gt = vecfile_load_i32(s->gt_path, &ngt, &s->gtk, &err);
+    cr_assert_not_null(s->gt, "%s", err.msg);
+    cr_assert_eq(qdim, s->dim);
+    cr_assert_eq(ngt, s->nq);
+    cr_assert_geq(s->gtk, S_K);
+}
+
+static void s_sift_free(s_sift_t *s)
+{
+    free(s->base);
+    free(s->queries);
+    free(s->gt);
+    memset(s, 0, sizeof *s);
+}
+
+static const float *s_row(const s_sift_t *s, uint64_t id)
+{
+    return s->base + id * s->dim;
+}
+
+/*
+ * Creates coll with nlist lists, trains it on the first n base rows and
+ * inserts them (ids = row numbers) in batches of 1000.
+ */
+static void s_load(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n, size_t nlist)
+{
+    shoal_err_t err;
+    shoal_create_opts_t copts = {.nlist = nlist};
+    int rc = shoal_client_create_ivf(c, coll, s->dim, SHOAL_METRIC_L2, &copts, &err);
+    cr_assert_eq(rc, 0, "create %s: %s", coll, err.msg);
+    char *text = NULL;
+    rc = shoal_client_train(c, coll, s->base, n, s->dim, NULL, &text, &err);
+    cr_assert_eq(rc, 0, "train %s: %s", coll, err.msg);
+    cr_log_info("train %s: %s", coll, text ? text : "");
+    free(text);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    cr_assert_not_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    for (size_t start = 0; start < n; start += 1000) {
+        size_t m = n - start < 1000 ? n - start : 1000;
+        rc = shoal_client_insert(c, coll, ids + start, s->base + start * s->dim, m, s->dim, NULL,
+                                 &err);
+        cr_assert_eq(rc, 0, "insert rows %zu.. into %s: %s", start, coll, err.msg);
+    }
+    free(ids);
+}
+
+/* A search that must succeed; info gets partial / missing / fanout. */
+static void s_search(shoal_client_t *c, const char *coll, const float *q, size_t nq, size_t dim,
+                     wire_mode_t mode, size_t nprobe, uint64_t **ids, float **dists,
+                     shoal_search_info_t *info)
+{
+    shoal_search_opts_t opts = {.k = S_K, .mode = mode, .nprobe = nprobe};
+    shoal_err_t err;
+    memset(info, 0, sizeof *info);
+    int rc = shoal_client_search_ex(c, coll, q, nq, dim, &opts, ids, dists, info, &err);
+    cr_assert_eq(rc, 0, "search %s (mode %d, nprobe %zu): %s", coll, (int)mode, nprobe, err.msg);
+}
+
+/* Recall@10 of a complete default search (the collection's nprobe, the shards' ef). */
+static double s_default_recall(shoal_client_t *c, const char *coll, const s_sift_t *s)
+{
+    uint64_t *ids = NULL;
+    shoal_search_info_t info;
+    s_search(c, coll, s->queries, s->nq, s->dim, WIRE_MODE_AUTO, 0, &ids, NULL, &info);
+    cr_assert_eq(info.partial, 0, "default search partial, missing %s", info.missing);
+    double recall = gt_recall(ids, S_K, s->gt, s->gtk, s->nq, S_K);
+    cr_log_info("%s: default recall@10 %.4f, shards per query %.2f", coll, recall,
+                (double)info.fanout / (double)s->nq);
+    free(ids);
+    return recall;
+}
+
+/*
+ * Exact results against the ground truth: every query's 10 ids are distinct
+ * and each is in the true top 10 or ties with its 10th distance (squared L2
+ * of integer-valued SIFT vectors: ties are exact).
+ */
+static void s_assert_exact(const s_sift_t *s, const uint64_t *ids)
+{
+    size_t ties = 0;
+    for (size_t q = 0; q < s->nq; q++) {
+        const float *qv = s->queries + q * s->dim;
+        const int32_t *truth = s->gt + q * s->gtk;
+        double kth = s_true_dist(SHOAL_METRIC_L2, qv, s_row(s, (uint64_t)truth[S_K - 1]), s->dim);
+        for (size_t j = 0; j < S_K; j++) {
+            uint64_t id = ids[q * S_K + j];
+            cr_assert_lt(id, s->n, "query %zu rank %zu: id %lu", q, j, (unsigned long)id);
+            for (size_t i = 0; i < j; i++)
+                cr_assert_neq(ids[q * S_K + i], id, "query %zu: id %lu twice", q,
+                              (unsigned long)id);
+            int in_truth = 0;
+            for (size_t t = 0; t < S_K; t++)
+                in_truth |= (uint64_t)truth[t] == id;
+            if (in_truth)
+                continue;
+            double d = s_true_dist(SHOAL_METRIC_L2, qv, s_row(s, id), s->dim);
+            cr_assert_leq(d, kth * (1 + 1e-9) + 1e-6,
+                          "query %zu rank %zu: id %lu (distance %.1f) is not in the true top 10 "
+                          "(10th distance %.1f)",
+                          q, j, (unsigned long)id, d, kth);
+            ties++;
+        }
+    }
+    cr_log_info("exact search: all %zu queries exact (%zu ties at the 10th distance)", s->nq, ties);
+}
+
+/* Exact search over every list (mode exact, nprobe = nlist), checked against the truth. */
+static void s_check_exact(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t nlist)
+{
+    uint64_t *ids = NULL;
+    shoal_search_info_t info;
+    s_search(c, coll, s->queries, s->nq, s->dim, WIRE_MODE_EXACT, nlist, &ids, NULL, &info);
+    cr_assert_eq(info.partial, 0, "exact search partial, missing %s", info.missing);
+    cr_assert_eq(info.used, WIRE_MODE_EXACT);
+    s_assert_exact(s, ids);
+    free(ids);
+}
+
+/*
+ * Polls a search until it answers completely (every shard up and answering),
+ * for at most S_POLL_WAIT_S; client calls get a short timeout meanwhile.
+ */
+static void s_wait_complete(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t nlist)
+{
+    shoal_client_set_timeout(c, S_POLL_TIMEOUT_MS);
+    shoal_search_opts_t opts = {.k = S_K, .mode = WIRE_MODE_EXACT, .nprobe = nlist};
+    double end = s_now() + S_POLL_WAIT_S;
+    char last[SHOAL_ERR_MSG_MAX + WIRE_MISSING_MAX] = "";
+    while (1) {
+        uint64_t *ids = NULL;
+        shoal_search_info_t info;
+        shoal_err_t err;
+        int rc =
+            shoal_client_search_ex(c, coll, s->queries, 1, s->dim, &opts, &ids, NULL, &info, &err);
+        free(ids);
+        if (rc == 0 && !info.partial)
+            break;
+        snprintf(last, sizeof last, "%s", rc ? err.msg : info.missing);
+        cr_assert_lt(s_now(), end, "no complete answer after %.0f s (last: %s)", S_POLL_WAIT_S,
+                     last);
+        s_sleep_ms(S_POLL_MS);
+    }
+    shoal_client_set_timeout(c, S_TIMEOUT_MS);
+}
+
+/* The collection's count from the coordinator's stats ("collections.NAME.count"). */
+static double s_count(shoal_client_t *c, const char *coll)
+{
+    void *info = NULL;
+    size_t len = 0;
+    char *text = NULL;
+    shoal_err_t err;
+    int rc = shoal_client_stats(c, NULL, &text, &info, &len, &err);
+    cr_assert_eq(rc, 0, "stats: %s", err.msg);
+    char path[128];
+    snprintf(path, sizeof path, "collections.%s.count", coll);
+    double value = -1;
+    rc = wire_info_lookup(info, len, path, &value);
+    cr_assert_eq(rc, 0, "stats have no %s: %s", path, text ? text : "");
+    free(info);
+    free(text);
+    return value;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Recall                                                                */
+/* ------------------------------------------------------------------------ */
+
+#define S_NLIST 64
+
+Test(cluster, siftsmall_recall_default_and_exact)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 20000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, s.n, S_NLIST);
+
+    double recall = s_default_recall(c, "sift", &s);
+    cr_assert_geq(recall, 0.95, "default recall@10 %.4f", recall);
+    s_check_exact(c, "sift", &s, S_NLIST);
+
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. Upsert and delete, across a restart of every process                  */
+/* ------------------------------------------------------------------------ */
+
+#define S_SMALL_N     2000
+#define S_SMALL_NLIST 32
+
+/* The row (of the first n) farthest from row id. */
+static uint64_t s_farthest(const s_sift_t *s, uint64_t id, size_t n)
+{
+    uint64_t best = id;
+    double best_d = -1;
+    for (uint64_t i = 0; i < n; i++) {
+        double d = s_true_dist(SHOAL_METRIC_L2, s_row(s, id), s_row(s, i), s->dim);
+        if (d > best_d) {
+            best_d = d;
+            best = i;
+        }
+    }
+    return best;
+}
+
+static int s_has(const uint64_t *ids, size_t k, uint64_t id)
+{
+    for (size_t j = 0; j < k; j++)
+        if (ids[j] == id)
+            return 1;
+    return 0;
+}
+
+/* Searches q with the default options and exactly over every list; returns both rows. */
+static void s_search_both(shoal_client_t *c, const char *coll, const float *q, size_t dim,
+                          uint64_t out[2][S_K], float dists[2][S_K])
+{
+    for (int exact = 0; exact < 2; exact++) {
+        uint64_t *ids = NULL;
+        float *d = NULL;
+        shoal_search_info_t info;
+        s_search(c, coll, q, 1, dim, exact ? WIRE_MODE_EXACT : WIRE_MODE_AUTO,
+                 exact ? S_SMALL_NLIST : 0, &ids, &d, &info);
+        cr_assert_eq(info.partial, 0, "partial answer, missing %s", info.missing);
+        memcpy(out[exact], ids, sizeof out[exact]);
+        memcpy(dists[exact], d, sizeof dists[exact]);
+        free(ids);
+        free(d);
+    }
+}
+
+/* id holds now_vec (bit for bit) and is found with it first at distance 0, not with old_vec. */
+static void s_assert_moved(shoal_client_t *c, uint64_t id, const float *old_vec,
+                           const float *now_vec, size_t dim)
+{
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t got_dim = 0;
+    shoal_err_t err;
+    int rc = shoal_client_get(c, "sift", &id, 1, &found, &vecs, &got_dim, &err);
+    cr_assert_eq(rc, 0, "get %lu: %s", (unsigned long)id, err.msg);
+    cr_assert_eq(got_dim, dim);
+    cr_assert_eq(found[0], 1, "upserted id %lu not found by get", (unsigned long)id);
+    cr_assert(memcmp(vecs, now_vec, dim * sizeof(float)) == 0, "id %lu: stored vector differs",
+              (unsigned long)id);
+    free(found);
+    free(vecs);
+
+    uint64_t ids[2][S_K];
+    float dists[2][S_K];
+    s_search_both(c, "sift", now_vec, dim, ids, dists);
+    for (int m = 0; m < 2; m++) {
+        cr_assert_eq(ids[m][0], id, "%s search with the new vector: first is %lu, not %lu",
+                     m ? "exact" : "default", (unsigned long)ids[m][0], (unsigned long)id);
+        cr_assert_lt(fabsf(dists[m][0]), 1e-3f, "id %lu at distance %g", (unsigned long)id,
+                     dists[m][0]);
+    }
+    s_search_both(c, "sift", old_vec, dim, ids, dists);
+    for (int m = 0; m < 2; m++)
+        cr_assert(!s_has(ids[m], S_K, id), "%s search with the old vector still returns %lu",
+                  m ? "exact" : "default", (unsigned long)id);
+}
+
+/* id is gone: get does not find it, searches with either vector do not return it. */
+static void s_assert_gone(shoal_client_t *c, uint64_t id, const float *old_vec,
+                          const float *last_vec, size_t dim)
+{
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t got_dim = 0;
+    shoal_err_t err;
+    int rc = shoal_client_get(c, "sift", &id, 1, &found, &vecs, &got_dim, &err);
+    cr_assert_eq(rc, 0, "get %lu: %s", (unsigned long)id, err.msg);
+    cr_assert_eq(found[0], 0, "deleted id %lu still found by get", (unsigned long)id);
+    free(found);
+    free(vecs);
+    uint64_t ids[2][S_K];
+    float dists[2][S_K];
+    const float *vs[2] = {old_vec, last_vec};
+    for (int v = 0; v < 2; v++) {
+        s_search_both(c, "sift", vs[v], dim, ids, dists);
+        for (int m = 0; m < 2; m++)
+            cr_assert(!s_has(ids[m], S_K, id), "%s search with its %s vector returns deleted %lu",
+                      m ? "exact" : "default", v ? "last" : "old", (unsigned long)id);
+    }
+}
+
+Test(cluster, upsert_moves_an_id_and_delete_removes_it_across_restarts)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 20000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, S_SMALL_N, S_SMALL_NLIST);
+    size_t dim = s.dim;
+
+    /*
+     * moved: upserted with a point near the row farthest from it (another
+     * list), offset so that no stored vector equals it. gone: upserted the
+     * same way, then deleted.
+     */
+    const uint64_t moved = 7, gone = 11;
+    float *vecs = malloc(2 * dim * sizeof *vecs);
+    cr_assert_not_null(vecs);
+    uint64_t far_moved = s_farthest(&s, moved, S_SMALL_N),
+             far_gone = s_farthest(&s, gone, S_SMALL_N);
+    for (size_t d = 0; d < dim; d++) {
+        vecs[d] = s_row(&s, far_moved)[d] + 1.0f;
+        vecs[dim + d] = s_row(&s, far_gone)[d] + 2.0f;
+    }
+    uint64_t up_ids[2] = {moved, gone};
+    shoal_err_t err;
+    int rc = shoal_client_insert(c, "sift", up_ids, vecs, 2, dim, NULL, &err);
+    cr_assert_eq(rc, 0, "upsert: %s", err.msg);
+    s_assert_moved(c, moved, s_row(&s, moved), vecs, dim);
+    s_assert_moved(c, gone, s_row(&s, gone), vecs + dim, dim);
+
+    size_t deleted = 99;
+    rc = shoal_client_delete(c, "sift", &gone, 1, &deleted, NULL, &err);
+    cr_assert_eq(rc, 0, "delete: %s", err.msg);
+    cr_assert_eq(deleted, 1);
+    s_assert_gone(c, gone, s_row(&s, gone), vecs + dim, dim);
+    s_assert_moved(c, moved, s_row(&s, moved), vecs, dim);
+    rc = shoal_client_delete(c, "sift", &gone, 1, &deleted, NULL, &err);
+    cr_assert_eq(rc, 0, "second delete: %s", err.msg);
+    cr_assert_eq(deleted, 0, "a second delete of %lu counted %zu", (unsigned long)gone, deleted);
+    shoal_client_destroy(&c);
+
+    /* every process stopped cleanly and started again on its data */
+    s_proc_stop(&cl.coord);
+    for (int i = 0; i < S_NSHARDS; i++)
+        s_proc_stop(&cl.shards[i]);
+    for (int i = 0; i < S_NSHARDS; i++)
+        s_shard_start(&cl.shards[i]);
+    s_coord_start(&cl);
+    c = s_client(&cl, S_TIMEOUT_MS);
+    s_wait_complete(c, "sift", &s, S_SMALL_NLIST);
+
+    s_assert_moved(c, moved, s_row(&s, moved), vecs, dim);
+    s_assert_gone(c, gone, s_row(&s, gone), vecs + dim, dim);
+
+    shoal_client_destroy(&c);
+    free(vecs);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. A shard killed                                                        */
+/* ------------------------------------------------------------------------ */
+
+Test(cluster, killed_shard_gives_partial_answers_naming_it_then_recovers)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 3000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, s.n, S_NLIST);
+    s_check_exact(c, "sift", &s, S_NLIST);
+
+    s_proc_t *victim = &cl.shards[1];
+    s_proc_kill9(victim);
+
+    /*
+     * Every list probed, so every query needs every shard. The first search
+     * may wait for the deadline (the shard not yet marked down), later ones
+     * not; all must answer, partial, naming exactly the dead shard, with the
+     * live shards' results (about two thirds of the true neighbours).
+     */
+    for (int round = 0; round < 3; round++) {
+        uint64_t *ids = NULL;
+        shoal_search_info_t info;
+        s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_EXACT, S_NLIST, &ids, NULL, &info);
+        cr_assert_eq(info.partial, 1, "round %d: a shard is dead but the answer is complete",
+                     round);
+        cr_assert_str_eq(info.missing, victim->endpoint,
+                         "round %d: missing \"%s\", expected \"%s\"", round, info.missing,
+                         victim->endpoint);
+        for (size_t i = 0; i < s.nq * S_K; i++)
+            cr_assert_lt(ids[i], s.n, "round %d: result %zu is id %lu", round, i,
+                         (unsigned long)ids[i]);
+        double recall = gt_recall(ids, S_K, s.gt, s.gtk, s.nq, S_K);
+        cr_log_info("round %d with %s dead: recall@10 %.4f", round, victim->endpoint, recall);
+        cr_assert_geq(recall, 0.3, "round %d: partial recall@10 %.4f", round, recall);
+        free(ids);
+    }
+    /* the default search answers too; when partial, it names only the dead shard */
+    uint64_t *ids = NULL;
+    shoal_search_info_t info;
+    s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_AUTO, 0, &ids, NULL, &info);
+    if (info.partial)
+        cr_assert_str_eq(info.missing, victim->endpoint);
+    free(ids);
+
+    s_shard_start(victim);
+    s_wait_complete(c, "sift", &s, S_NLIST);
+    s_check_exact(c, "sift", &s, S_NLIST);
+    double recall = s_default_recall(c, "sift", &s);
+    cr_assert_geq(recall, 0.95, "default recall@10 after the shard's restart %.4f", recall);
+
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. The coordinator killed                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Same answers: distances equal rank by rank, and the same ids except where a
+ * tie with the 10th distance lets another id in.
+ */
+static void s_assert_same_answers(const uint64_t *ids_a, const float *d_a, const uint64_t *ids_b,
+                                  const float *d_b, size_t nq)
+{
+    for (size_t q = 0; q < nq; q++) {
+        const uint64_t *ra = ids_a + q * S_K, *rb = ids_b + q * S_K;
+        const float *da = d_a + q * S_K, *db = d_b + q * S_K;
+        for (size_t j = 0; j < S_K; j++) {
+            cr_assert(fabsf(da[j] - db[j]) <= 1e-4f * fabsf(da[j]) + 1e-3f,
+                      "query %zu rank %zu: distance %g before, %g after", q, j, da[j], db[j]);
+            if (da[j] == da[S_K - 1])
+                continue;
+            cr_assert(s_has(rb, S_K, ra[j]), "query %zu: id %lu (rank %zu) no longer returned", q,
+                      (unsigned long)ra[j], j);
+        }
+    }
+}
+
+Test(cluster, coordinator_sigkill_keeps_catalog_and_answers)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 20000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, s.n, S_NLIST);
+    cr_assert_eq(s_count(c, "sift"), (double)s.n);
+
+    uint64_t *ids[2][2] = {{NULL, NULL}, {NULL, NULL}};
+    float *dists[2][2] = {{NULL, NULL}, {NULL, NULL}};
+    shoal_search_info_t info;
+    for (int after = 0; after < 2; after++) {
+        if (after) {
+            shoal_client_destroy(&c);
+            s_proc_kill9(&cl.coord);
+            s_coord_start(&cl);
+            c = s_client(&cl, S_TIMEOUT_MS);
+            s_wait_complete(c, "sift", &s, S_NLIST);
+            cr_assert_eq(s_count(c, "sift"), (double)s.n);
+        }
+        s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_AUTO, 0, &ids[after][0],
+                 &dists[after][0], &info);
+        cr_assert_eq(info.partial, 0, "partial, missing %s", info.missing);
+        s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_EXACT, S_NLIST, &ids[after][1],
+                 &dists[after][1], &info);
+        cr_assert_eq(info.partial, 0, "partial, missing %s", info.missing);
+    }
+    for (int m = 0; m < 2; m++)
+        s_assert_same_answers(ids[0][m], dists[0][m], ids[1][m], dists[1][m], s.nq);
+    double recall = gt_recall(ids[1][0], S_K, s.gt, s.gtk, s.nq, S_K);
+    cr_assert_geq(recall, 0.95, "default recall@10 after the restart %.4f", recall);
+    s_assert_exact(&s, ids[1][1]);
+
+    for (int a = 0; a < 2; a++)
+        for (int m = 0; m < 2; m++) {
+            free(ids[a][m]);
+            free(dists[a][m]);
+        }
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. Bad requests                                                          */
+/* ------------------------------------------------------------------------ */
+
+#define S_BAD_N     500
+#define S_BAD_NLIST 16
+#define S_KNOWN_ID  42
+
+/* After a bad request: the coordinator still answers a ping and finds a stored row. */
+static void s_assert_serving(shoal_client_t *c, const s_sift_t *s)
+{
+    shoal_err_t err;
+    int rc = shoal_client_ping(c, NULL, NULL, &err);
+    cr_assert_eq(rc, 0, "ping after a bad request: %s", err.msg);
+    uint64_t *ids = NULL;
+    float *dists = NULL;
+    shoal_search_info_t info;
+    s_search(c, "c", s_row(s, S_KNOWN_ID), 1, s->dim, WIRE_MODE_EXACT, S_BAD_NLIST, &ids, &dists,
+             &info);
+    cr_assert_eq(ids[0], S_KNOWN_ID, "after a bad request row %d finds %lu", S_KNOWN_ID,
+                 (unsigned long)ids[0]);
+    cr_assert_lt(fabsf(dists[0]), 1e-3f);
+    free(ids);
+    free(dists);
+}
+
+/* A search expected to fail with code; needle (may be NULL) must be in the message. */
+static void s_expect_search(shoal_client_t *c, const s_sift_t *s, const char *coll, const float *q,
+                            size_t dim, const shoal_search_opts_t *opts, int code,
+                            const char *needle, const char *what)
+{
+    uint64_t *ids = NULL;
+    shoal_err_t err;
+    int rc = shoal_client_search(c, coll, q, 1, dim, opts, &ids, NULL, NULL, &err);
+    cr_assert_eq(rc, code, "%s: got %s (%s), expected %s", what, shoal_errname(rc),
+                 rc ? err.msg : "", shoal_errname(code));
+    cr_assert_null(ids, "%s: ids returned with an error", what);
+    if (needle)
+        cr_assert(strstr(err.msg, needle), "%s: message \"%s\" lacks \"%s\"", what, err.msg,
+                  needle);
+    s_assert_serving(c, s);
+}
+
+/* A search request's frames as copies a test may damage. */
+typedef struct {
+    size_t count; /* frames */
+    uint8_t *data[WIRE_FRAMES_MAX];
+    size_t size[WIRE_FRAMES_MAX];
+} s_raw_t;
+
+static void s_raw_search(s_raw_t *raw, const float *q, size_t dim)
+{
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_SEARCH;
+    req.rid = 777;
+    snprintf(req.coll, sizeof req.coll, "c");
+    req.n = 1;
+    req.dim = dim;
+    req.vecs = q;
+    req.k = S_K;
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    shoal_err_t err;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), 0, "encode: %s", err.msg);
+    memset(raw, 0, sizeof *raw);
+    raw->count = frames.count;
+    for (size_t i = 0; i < frames.count; i++) {
+        raw->data[i] = malloc(frames.size[i] + 1);
+        cr_assert_not_null(raw->data[i]);
+        memcpy(raw->data[i], frames.data[i], frames.size[i]);
+        raw->size[i] = frames.size[i];
+    }
+    wire_frames_fini(&frames);
+}
+
+/* Sends raw (then frees it) and expects an error reply with code. */
+static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int code,
+                         const char *needle, const char *what)
+{
+    const void *data[WIRE_FRAMES_MAX];
+    for (size_t i = 0; i < raw->count; i++)
+        data[i] = raw->data[i];
+    shoal_frames_t *reply = NULL;
+    shoal_err_t err;
+    int rc = shoal_client_raw(c, data, raw->size, raw->count, &reply, &err);
+    cr_assert_eq(rc, 0, "%s: no reply: %s", what, err.msg);
+    size_t skip = reply->count > 0 && reply->size[0] == 0 ? 1 : 0; /* an empty delimiter */
+    cr_assert(reply->count > skip && reply->count - skip <= WIRE_FRAMES_MAX,
+              "%s: a reply of %zu frames", what, reply->count);
+    wire_frames_t in;
+    memset(&in, 0, sizeof in);
+    in.count = reply->count - skip;
+    for (size_t i = 0; i < in.count; i++) {
+        in.data[i] = reply->data[i + skip];
+        in.size[i] = reply->size[i + skip];
+    }
+    wire_limits_t limits = wire_limits_default();
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rc = wire_reply_decode(&in, &limits, &rep, &err);
+    cr_assert_eq(rc, 0, "%s: the reply does not decode: %s", what, err.msg);
+    cr_assert_eq(rep.code, code, "%s: got %s (%s), expected %s", what, shoal_errname(rep.code),
+                 rep.msg, shoal_errname(code));
+    if (needle)
+        cr_assert(strstr(rep.msg, needle), "%s: message \"%s\" lacks \"%s\"", what, rep.msg,
+                  needle);
+    wire_reply_fini(&rep);
+    shoal_frames_destroy(&reply);
+    for (size_t i = 0; i < raw->count; i++)
+        free(raw->data[i]);
+    memset(raw, 0, sizeof *raw);
+    s_assert_serving(c, s);
+}
+
+Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    size_t dim = s.dim;
+    s_cluster_t cl;
+    s_cluster_start(&cl, 20000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "c", &s, S_BAD_N, S_BAD_NLIST);
+    s_assert_serving(c, &s);
+    const float *q = s_row(&s, S_KNOWN_ID);
+    shoal_err_t err;
+    int rc;
+
+    /* wrong dim: search and insert */
+    shoal_search_opts_t opts = {.k = S_K};
+    s_expect_search(c, &s, "c", q, dim / 2, &opts, SHOAL_EDIM, "128", "search with half the dim");
+    uint64_t new_ids[2] = {S_BAD_N + 1, S_BAD_N + 2};
+    float *two = malloc(2 * dim * sizeof *two);
+    cr_assert_not_null(two);
+    memcpy(two, s_row(&s, S_BAD_N + 1), dim * sizeof *two);
+    memcpy(two + dim, s_row(&s, S_BAD_N + 2), dim * sizeof *two);
+    rc = shoal_client_insert(c, "c", new_ids, two, 2, dim / 2, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EDIM, "insert with half the dim: %s (%s)", shoal_errname(rc), err.msg);
+    s_assert_serving(c, &s);
+
+    /* unknown collection */
+    s_expect_search(c, &s, "nosuch", q, dim, &opts, SHOAL_ENOTFOUND, "nosuch",
+                    "search an unknown collection");
+    rc = shoal_client_insert(c, "nosuch", new_ids, two, 2, dim, NULL, &err);
+    cr_assert_eq(rc, SHOAL_ENOTFOUND, "insert into an unknown collection: %s (%s)",
+                 shoal_errname(rc), err.msg);
+    s_assert_serving(c, &s);
+
+    /* k = 0, k over the limit, nprobe over nlist */
+    opts.k = 0;
+    s_expect_search(c, &s, "c", q, dim, &opts, SHOAL_EINVAL, NULL, "k = 0");
+    opts.k = WIRE_MAX_K_DEFAULT + 1;
+    s_expect_search(c, &s, "c", q, dim, &opts, SHOAL_ELIMIT, NULL, "k over the limit");
+    opts.k = S_K;
+    opts.nprobe = S_BAD_NLIST + 1;
+    s_expect_search(c, &s, "c", q, dim, &opts, SHOAL_EINVAL, "nprobe", "nprobe over nlist");
+    opts.nprobe = 0;
+
+    /* NaN in a query and in an insert (row 1): nothing inserted */
+    float *bad = malloc(dim * sizeof *bad);
+    cr_assert_not_null(bad);
+    memcpy(bad, q, dim * sizeof *bad);
+    bad[3] = NAN;
+    s_expect_search(c, &s, "c", bad, dim, &opts, SHOAL_EINVAL, NULL, "NaN in a query");
+    two[dim + 5] = NAN;
+    rc = shoal_client_insert(c, "c", new_ids, two, 2, dim, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EINVAL, "NaN in an insert: %s (%s)", shoal_errname(rc), err.msg);
+    s_assert_serving(c, &s);
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t got_dim = 0;
+    rc = shoal_client_get(c, "c", new_ids, 2, &found, &vecs, &got_dim, &err);
+    cr_assert_eq(rc, 0, "get: %s", err.msg);
+    cr_assert(found[0] == 0 && found[1] == 0, "a batch with a NaN was partly inserted");
+    free(found);
+    free(vecs);
+
+    /* train twice; an untrained collection; training on fewer rows than nlist */
+    rc = shoal_client_train(c, "c", s.base, S_BAD_N, dim, NULL, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EEXIST, "second train: %s (%s)", shoal_errname(rc), err.msg);
+    s_assert_serving(c, &s);
+    shoal_create_opts_t copts = {.nlist = S_BAD_NLIST};
+    rc = shoal_client_create_ivf(c, "untrained", dim, SHOAL_METRIC_L2, &copts, &err);
+    cr_assert_eq(rc, 0, "create untrained: %s", err.msg);
+    /* An untrained collection holds nothing (inserts need centroids), so a
+     * search is answered, with every slot padding, rather than refused. */
+    uint64_t *ids = NULL;
+    rc = shoal_client_search(c, "untrained", q, 1, dim, &opts, &ids, NULL, NULL, &err);
+    cr_assert_eq(rc, 0, "search on an untrained collection: %s (%s)", shoal_errname(rc), err.msg);
+    for (size_t j = 0; j < opts.k; j++)
+        cr_assert_eq(ids[j], TOPK_ID_NONE, "untrained collection returned id %llu",
+                     (unsigned long long)ids[j]);
+    free(ids);
+    s_assert_serving(c, &s);
+    rc = shoal_client_train(c, "untrained", s.base, S_BAD_NLIST - 1, dim, NULL, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EINVAL, "train on %d rows for nlist %d: %s (%s)", S_BAD_NLIST - 1,
+                 S_BAD_NLIST, shoal_errname(rc), err.msg);
+    s_assert_serving(c, &s);
+    rc = shoal_client_train(c, "untrained", s.base, S_BAD_N, dim, NULL, NULL, &err);
+    cr_assert_eq(rc, 0, "train after the refused one: %s", err.msg);
+
+    /* malformed frames */
+    s_raw_t raw;
+    s_raw_search(&raw, q, dim);
+    memset(raw.data[0], 0xc1, raw.size[0] < 4 ? raw.size[0] : 4); /* 0xc1: never valid msgpack */
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, NULL, "garbage header");
+    s_raw_search(&raw, q, dim);
+    raw.size[0] /= 2;
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, NULL, "truncated header");
+    s_raw_search(&raw, q, dim);
+    cr_assert_geq(raw.count, 2);
+    raw.size[1] -= sizeof(float);
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, "frame 1", "query frame one float short");
+    /* unknown op: the op string "search" renamed in place (same length, still msgpack) */
+    s_raw_search(&raw, q, dim);
+    const char *op = "\xa6search";
+    size_t at = 0;
+    while (at + 7 <= raw.size[0] && memcmp(raw.data[0] + at, op, 7) != 0)
+        at++;
+    cr_assert_leq(at + 7, raw.size[0], "no op string in the encoded header");
+    memcpy(raw.data[0] + at + 1, "frobni", 6);
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, "frobni", "unknown op");
+
+    /* none of it changed the collection */
+    cr_assert_eq(s_count(c, "c"), (double)S_BAD_N);
+
+    free(bad);
+    free(two);
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. k-NN graph                                                            */
+/* ------------------------------------------------------------------------ */
+
+Test(cluster, knn_graph_matches_exact_neighbours)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 30000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, s.n, S_NLIST);
+
+    uint64_t *graph = malloc(s.n * S_K * sizeof *graph);
+    uint8_t *seen = calloc(s.n, 1);
+    cr_assert(graph && seen);
+    shoal_search_opts_t opts = {.k = S_K};
+    char cursor[WIRE_CURSOR_MAX + 1] = "";
+    size_t rows = 0, chunks = 0;
+    do {
+        shoal_knn_chunk_t chunk;
+        shoal_err_t err;
+        int rc = shoal_client_knn_graph(c, "sift", &opts, 0, cursor, &chunk, &err);
+        cr_assert_eq(rc, 0, "knn_graph chunk %zu: %s", chunks, err.msg);
+        cr_assert_eq(chunk.partial, 0, "chunk %zu partial, missing %s", chunks, chunk.missing);
+        cr_assert_eq(chunk.k, S_K);
+        cr_assert_eq(chunk.total, s.n, "total %lu", (unsigned long)chunk.total);
+        for (size_t r = 0; r < chunk.n; r++) {
+            uint64_t qid = chunk.qids[r];
+            cr_assert_lt(qid, s.n, "row id %lu", (unsigned long)qid);
+            cr_assert_eq(seen[qid], 0, "row %lu appears twice", (unsigned long)qid);
+            seen[qid] = 1;
+            const uint64_t *row = chunk.ids + r * S_K;
+            cr_assert(!s_has(row, S_K, qid), "row %lu lists itself", (unsigned long)qid);
+            memcpy(graph + qid * S_K, row, S_K * sizeof *row);
+        }
+        rows += chunk.n;
+        chunks++;
+        snprintf(cursor, sizeof cursor, "%s", chunk.cursor);
+        shoal_knn_chunk_fini(&chunk);
+        cr_assert_leq(chunks, s.n + 1, "the cursor never ends");
+    } while (cursor[0]);
+    cr_assert_eq(rows, s.n, "%zu rows in %zu chunks for %zu stored ids", rows, chunks, s.n);
+
+    /* exact neighbours: k + 1 over the base, each row's own id dropped (else the last) */
+    uint64_t *exact = malloc(s.n * (S_K + 1) * sizeof *exact);
+    int32_t *truth = malloc(s.n * S_K * sizeof *truth);
+    cr_assert(exact && truth);
+    shoal_err_t err;
+    int rc =
+        gt_knn(s.base, s.n, s.base, s.n, s.dim, SHOAL_METRIC_L2, S_K + 1, 2, exact, NULL, &err);
+    cr_assert_eq(rc, 0, "gt_knn: %s", err.msg);
+    for (size_t i = 0; i < s.n; i++) {
+        size_t out = 0;
+        for (size_t j = 0; j <= S_K && out < S_K; j++)
+            if (exact[i * (S_K + 1) + j] != i)
+                truth[i * S_K + out++] = (int32_t)exact[i * (S_K + 1) + j];
+    }
+    double recall = gt_recall(graph, S_K, truth, S_K, s.n, S_K);
+    cr_log_info("knn_graph: %zu rows in %zu chunks, recall@10 %.4f", rows, chunks, recall);
+    cr_assert_geq(recall, 0.95, "knn_graph recall@10 %.4f", recall);
+
+    free(exact);
+    free(truth);
+    free(graph);
+    free(seen);
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 7. The CLI                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Runs bin/shoal -c ENDPOINT args...; must exit 0; returns its output (caller frees). */
+static char *s_cli(const s_cluster_t *cl, const char *const *args)
+{
+    char bin[S_PATH_MAX], out_path[S_PATH_MAX];
+    s_bin(bin, "shoal");
+    s_path(out_path, "cli.out");
+    unlink(out_path);
+    char *argv[32];
+    size_t argc = 0;
+    argv[argc++] = bin;
+    argv[argc++] = "-c";
+    argv[argc++] = (char *)cl->coord.endpoint;
+    for (size_t i = 0; args[i]; i++) {
+        cr_assert_lt(argc, 31);
+        argv[argc++] = (char *)args[i];
+    }
+    argv[argc] = NULL;
+    pid_t pid = s_spawn(argv, out_path, out_path);
+    int status = 0;
+    int exited = s_wait(pid, 240, &status);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        s_wait(pid, 10, &status);
+    }
+    char *out = s_slurp(out_path);
+    cr_assert(exited, "shoal %s did not exit:\n%s", args[0], out);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "shoal %s failed (status 0x%x):\n%s",
+              args[0], status, out);
+    return out;
+}
+
+Test(cluster, cli_loads_and_searches_siftsmall)
+{
+    s_sift_t s;
+    s_sift_load(&s);
+    s_cluster_t cl;
+    s_cluster_start(&cl, 20000);
+
+    const char *create[] = {"create", "sift",    "--dim", "128", "--metric",
+                            "l2",     "--nlist", "64",    NULL};
+    free(s_cli(&cl, create));
+    const char *train[] = {"train", "sift", s.base_path, NULL};
+    free(s_cli(&cl, train));
+    const char *load[] = {"load", "sift", s.base_path, "--batch", "1000", NULL};
+    free(s_cli(&cl, load));
+    const char *search[] = {"search", "sift", s.query_path, "-k", "10", "--gt", s.gt_path, NULL};
+    char *out = s_cli(&cl, search);
+
+    /* the key=value line */
+    const char *line = strstr(out, "recall@10=");
+    cr_assert_not_null(line, "no recall@10= in the search output:\n%s", out);
+    while (line > out && line[-1] != '\n')
+        line--;
+    size_t len = strcspn(line, "\n");
+    char kv[1024];
+    snprintf(kv, sizeof kv, "%.*s", (int)(len < sizeof kv ? len : sizeof kv - 1), line);
+    double recall = strtod(strstr(kv, "recall@10=") + strlen("recall@10="), NULL);
+    cr_log_info("shoal search: %s", kv);
+    cr_assert_geq(recall, 0.95, "CLI recall@10 %.4f in \"%s\"", recall, kv);
+    const char *keys[] = {"qps=", "p50_ms=", "p95_ms=", "p99_ms=", "shards_per_query="};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        cr_assert(strstr(kv, keys[i]), "\"%s\" lacks %s", kv, keys[i]);
+    cr_assert_null(strstr(kv, "partial=1"), "\"%s\": partial", kv);
+    free(out);
+
+    /* and the client sees what the CLI loaded */
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    cr_assert_eq(s_count(c, "sift"), (double)s.n);
+    shoal_client_destroy(&c);
+    s_sift_free(&s);
+}
