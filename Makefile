@@ -11,6 +11,8 @@
 #   make bench-flat    shoal's exact CPU search against Faiss's IndexFlatL2
 #   make bench-shard   a shoal-shard through its socket: inserts/s, socket cost,
 #                      restart vs rebuild (BENCH_SHARD_N=... sets the set's size)
+#   make bench-cluster coordinator + 4 shards against one in-process HNSW at the
+#                      same recall (BENCH_N=... sets the set's size, default 200,000)
 #   make bench-deps    install the peers the benchmarks compare with (needs root)
 #   make gpu-check     GPU engine against the CPU engine and torch (on a GPU host;
 #                      builds with gcc, nvcc and the CUDA libraries alone)
@@ -145,10 +147,15 @@ GPU_OBJS := $(GPU_C_SRCS:%.c=$(BUILD)/%.o) $(GPU_CU_SRCS:%.cu=$(BUILD)/%.cu.o)
 INDEX_SRCS := $(wildcard shard/hnsw*.c)
 INDEX_OBJS := $(INDEX_SRCS:%.c=$(BUILD)/%.o)
 
-# coordinator/'s algorithms (k-means, placement): no ZeroMQ or RocksDB. Named
-# one by one so that the coordinator server's files stay out of this library.
-COORD_ALGO_SRCS := $(wildcard coordinator/kmeans.c coordinator/placement.c)
+# coordinator/'s algorithms (k-means, placement, fan-out plan and merge): no
+# ZeroMQ or RocksDB. Named one by one so that the server's files stay out.
+COORD_ALGO_SRCS := $(wildcard coordinator/kmeans.c coordinator/placement.c coordinator/fanout.c)
 COORD_ALGO_OBJS := $(COORD_ALGO_SRCS:%.c=$(BUILD)/%.o)
+
+# The coordinator server: catalog (RocksDB) and sockets (main.c holds main()).
+COORDSRV_SRCS := $(filter-out $(COORD_ALGO_SRCS) coordinator/main.c,$(wildcard coordinator/*.c))
+COORDSRV_OBJS := $(COORDSRV_SRCS:%.c=$(BUILD)/%.o)
+COORD_MAIN := $(if $(wildcard coordinator/main.c),$(BUILD)/coordinator/main.o)
 
 # The shard server: storage layer and sockets (main.c holds only main()).
 SHARD_SRCS := $(filter-out $(INDEX_SRCS) shard/main.c,$(wildcard shard/*.c))
@@ -158,6 +165,7 @@ SHARD_MAIN := $(if $(wildcard shard/main.c),$(BUILD)/shard/main.o)
 # The client library (client/*.c except the CLI's main).
 CLIENT_SRCS := $(filter-out client/main.c,$(wildcard client/*.c))
 CLIENT_OBJS := $(CLIENT_SRCS:%.c=$(BUILD)/%.o)
+CLI_MAIN := $(if $(wildcard client/main.c),$(BUILD)/client/main.o)
 
 BENCH_SRCS := $(wildcard bench/shoal_bench*.c)
 BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
@@ -169,11 +177,13 @@ LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
 LIB_INDEX := $(BUILD)/libshoal_index.a
 LIB_COORD := $(BUILD)/libshoal_coord.a
+LIB_COORDSRV := $(BUILD)/libshoal_coordsrv.a
 LIB_NET := $(BUILD)/libshoal_net.a
 LIB_SHARD := $(BUILD)/libshoal_shard.a
 LIB_CLIENT := $(BUILD)/libshoal_client.a
 
-PROGRAMS := $(BIN)/shoal-bench $(if $(SHARD_MAIN),$(BIN)/shoal-shard)
+PROGRAMS := $(BIN)/shoal-bench $(if $(SHARD_MAIN),$(BIN)/shoal-shard) \
+            $(if $(COORD_MAIN),$(BIN)/shoal-coordinator) $(if $(CLI_MAIN),$(BIN)/shoal)
 
 # The SIMD kernels get their instruction sets per file; everything else stays
 # baseline x86-64 so one binary runs on any CPU and picks kernels at run time.
@@ -195,7 +205,7 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # Rules
 # --------------------------------------------------------------------------
 .PHONY: all deps test test-run test-asan demo demo-run bench-distances bench-deps bench-hnsw \
-        bench-hnsw-quick bench-flat bench-shard clean info gpu-lib gpu-check
+        bench-hnsw-quick bench-flat bench-shard bench-cluster clean info gpu-lib gpu-check
 
 all: $(PROGRAMS) $(TEST_BINS)
 	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
@@ -238,6 +248,7 @@ $(LIB_COMMON): $(COMMON_OBJS)
 $(LIB_GPU): $(GPU_OBJS)
 $(LIB_INDEX): $(INDEX_OBJS)
 $(LIB_COORD): $(COORD_ALGO_OBJS)
+$(LIB_COORDSRV): $(COORDSRV_OBJS)
 $(LIB_NET): $(NET_OBJS)
 $(LIB_SHARD): $(SHARD_OBJS)
 $(LIB_CLIENT): $(CLIENT_OBJS)
@@ -245,7 +256,8 @@ $(BUILD)/libshoal_%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(NET_OBJS) $(SHARD_OBJS) $(SHARD_MAIN) $(BENCH_OBJS) $(CLIENT_OBJS): CFLAGS_BASE += $(NET_CFLAGS)
+$(NET_OBJS) $(SHARD_OBJS) $(SHARD_MAIN) $(BENCH_OBJS) $(CLIENT_OBJS) $(CLI_MAIN) \
+    $(COORDSRV_OBJS) $(COORD_MAIN): CFLAGS_BASE += $(NET_CFLAGS)
 
 $(BIN)/shoal-shard: $(SHARD_MAIN) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
                     $(FLAGS_STAMP)
@@ -253,8 +265,19 @@ $(BIN)/shoal-shard: $(SHARD_MAIN) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU
 	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
 	    $(BLAS_LIBS) $(LDLIBS_BASE)
 
-$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
-                    $(FLAGS_STAMP)
+$(BIN)/shoal-coordinator: $(COORD_MAIN) $(LIB_COORDSRV) $(LIB_COORD) $(LIB_NET) $(LIB_GPU) \
+                          $(LIB_COMMON) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
+	    $(BLAS_LIBS) $(LDLIBS_BASE)
+
+$(BIN)/shoal: $(CLI_MAIN) $(LIB_CLIENT) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
+	    $(BLAS_LIBS) $(LDLIBS_BASE)
+
+$(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
+                    $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
 	    $(BLAS_LIBS) $(LDLIBS_BASE)
@@ -263,7 +286,8 @@ $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CRITERION_CFLAGS) $(NET_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_COORDSRV) $(LIB_SHARD) $(LIB_COORD) \
+                  $(LIB_INDEX) $(LIB_NET) \
                   $(LIB_GPU) $(LIB_COMMON)
 	$(LINK) $(CRITERION_LIBS) $(NET_LIBS) \
 	    $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
@@ -365,11 +389,33 @@ bench-shard: $(BIN)/shoal-bench $(BIN)/shoal-shard
 	    $(BIN)/shoal-bench shard --base "$$gen/base.fvecs" --queries "$$gen/query.fvecs" \
 	    --gt "$$gen/groundtruth.ivecs" --shard-bin $(BIN)/shoal-shard
 
+# One coordinator + 4 shards on loopback (bench/shoal_bench_cluster.c) against
+# one in-process HNSW of the same data, same total threads, same recall@10
+# (>= 0.95): batch-of-1000 and single-query throughput, p50/p99, shards per
+# query. Data: `shoal-bench gen` into build/bench-data/gen-N-q1000-k10, made
+# once and reused; N is $(BENCH_N), else 200,000 (1,000,000 with BENCH_N=1000000).
+BENCH_N ?= 200000
+BENCH_CLUSTER_ARGS ?=
+bench-cluster: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+	@gen=build/bench-data/gen-$(BENCH_N)-q1000-k10; \
+	if [ ! -f "$$gen/groundtruth.ivecs" ]; then \
+	    echo "== generating $$gen"; \
+	    $(BIN)/shoal-bench gen --n $(BENCH_N) --dim 128 --queries 1000 --k 10 --seed 1 \
+	        --out "$$gen" || exit 1; \
+	else echo "bench-cluster: reusing $$gen"; fi; \
+	mkdir -p $(BUILD)/tmp; \
+	SHOAL_TMP=$(abspath $(BUILD))/tmp SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} \
+	    $(BIN)/shoal-bench cluster --base "$$gen/base.fvecs" --queries "$$gen/query.fvecs" \
+	    --gt "$$gen/groundtruth.ivecs" --shards 4 --shard-bin $(BIN)/shoal-shard \
+	    --coordinator-bin $(BIN)/shoal-coordinator $(BENCH_CLUSTER_ARGS)
+
 demo: deps
 	@$(MAKE) --no-print-directory demo-run
 
-demo-run: $(BIN)/shoal-bench $(BIN)/shoal-shard
-	@bash deploy/demo.sh $(BIN)
+# deploy/demo.sh: one coordinator + three shards on loopback, data and logs in
+# DEMO_DIR (default build/demo, wiped first); DEMO_KEEP=1 leaves them running.
+demo-run: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator $(BIN)/shoal
+	@SHOAL_DATASETS=$${SHOAL_DATASETS:-$(DATASETS)} bash deploy/demo.sh $(BIN)
 
 clean:
 	rm -rf build bin

@@ -6,6 +6,7 @@
  *   shoal-bench hnsw       HNSW index: build, memory, recall/qps/latency per ef
  *   shoal-bench flat       CPU exact k-NN: qps, GEMM throughput, recall
  *   shoal-bench shard      a shoal-shard process: inserts, socket overhead, restart
+ *   shoal-bench cluster    coordinator + shards against one in-process HNSW
  *
  * Later issues add further subcommands.
  */
@@ -13,12 +14,17 @@
 #include "common/log.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +38,7 @@ static const struct {
     {"hnsw", bench_hnsw_main, "HNSW index: build time, memory, recall/qps/latency per ef"},
     {"flat", bench_flat_main, "CPU exact k-NN: qps, GEMM gflops, recall (kernels or GEMM)"},
     {"shard", bench_shard_main, "shoal-shard over its socket: insert rate, socket cost, restart"},
+    {"cluster", bench_cluster_main, "coordinator + shards vs one in-process HNSW, same recall"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])
@@ -197,6 +204,148 @@ int bench_command_main(const char *cmd, int argc, char **argv, void *opts,
         return BENCH_EXIT_RUNTIME;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Server processes                                                         */
+/* ------------------------------------------------------------------------ */
+
+void bench_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+void bench_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlink(path);
+        return;
+    }
+    DIR *dir = opendir(path);
+    if (dir) {
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char child[BENCH_PATH_MAX];
+            int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+            if (len > 0 && len < BENCH_PATH_MAX)
+                bench_remove_tree(child);
+        }
+        closedir(dir);
+    }
+    rmdir(path);
+}
+
+int bench_find_bin(const char *given, const char *name, const char *flag, char *out,
+                   shoal_err_t *err)
+{
+    int len;
+    if (given) {
+        len = snprintf(out, BENCH_PATH_MAX, "%s", given);
+    } else {
+        char self[BENCH_PATH_MAX];
+        ssize_t got = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (got <= 0)
+            return shoal_err_set(err, SHOAL_EIO, "cannot find this program's folder; use %s",
+                                 flag);
+        self[got] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        len = snprintf(out, BENCH_PATH_MAX, "%s/%s", self, name);
+    }
+    if (len < 0 || len >= BENCH_PATH_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: path longer than %d bytes", flag,
+                             BENCH_PATH_MAX - 1);
+    if (access(out, X_OK) != 0)
+        return shoal_err_set(err, SHOAL_ENOTFOUND, "%s is not an executable (%s)", out, flag);
+    return 0;
+}
+
+int bench_child_spawn(bench_child_t *c, char *const argv[], shoal_err_t *err)
+{
+    unlink(c->ready);
+    c->endpoint[0] = '\0';
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        return shoal_err_set(err, SHOAL_EIO, "%s: fork: %s", c->name, strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
+        if (getppid() != parent)
+            _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    c->pid = pid;
+    return 0;
+}
+
+int bench_child_wait_ready(bench_child_t *c, double wait_s, shoal_err_t *err)
+{
+    double end = bench_now() + wait_s;
+    while (access(c->ready, R_OK) != 0) {
+        int status;
+        if (c->pid <= 0)
+            return shoal_err_set(err, SHOAL_EUNAVAIL, "%s is not running", c->name);
+        if (waitpid(c->pid, &status, WNOHANG) == c->pid) {
+            c->pid = 0;
+            return shoal_err_set(err, SHOAL_EUNAVAIL,
+                                 "%s exited before it was ready (status 0x%x)", c->name, status);
+        }
+        if (bench_now() > end)
+            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s", c->name,
+                                 wait_s);
+        bench_sleep_ms(2);
+    }
+    FILE *f = fopen(c->ready, "r");
+    if (!f || !fgets(c->endpoint, sizeof c->endpoint, f)) {
+        if (f)
+            fclose(f);
+        return shoal_err_set(err, SHOAL_EIO, "%s: cannot read %s", c->name, c->ready);
+    }
+    fclose(f);
+    c->endpoint[strcspn(c->endpoint, "\r\n")] = '\0';
+    return 0;
+}
+
+int bench_child_stop(bench_child_t *c, double wait_s, shoal_err_t *err)
+{
+    if (c->pid <= 0)
+        return 0;
+    kill(c->pid, SIGTERM);
+    double end = bench_now() + wait_s;
+    int status = 0;
+    while (waitpid(c->pid, &status, WNOHANG) != c->pid) {
+        if (bench_now() > end) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &status, 0);
+            c->pid = 0;
+            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s did not stop in %.0f s", c->name,
+                                 wait_s);
+        }
+        bench_sleep_ms(2);
+    }
+    c->pid = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "%s stopped with status 0x%x", c->name,
+                             status);
+    return 0;
+}
+
+void bench_child_kill(bench_child_t *c)
+{
+    if (c && c->pid > 0) {
+        kill(c->pid, SIGKILL);
+        waitpid(c->pid, NULL, 0);
+        c->pid = 0;
+    }
 }
 
 int main(int argc, char **argv)

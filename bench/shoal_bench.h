@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* Exit codes of every subcommand (0 is success). */
 #define BENCH_EXIT_RUNTIME 1 /* something failed while running */
@@ -24,6 +25,7 @@ int bench_distances_main(int argc, char **argv);
 int bench_hnsw_main(int argc, char **argv);
 int bench_flat_main(int argc, char **argv);
 int bench_shard_main(int argc, char **argv);
+int bench_cluster_main(int argc, char **argv);
 
 /*
  * Parses a whole decimal number in [min, max] for option `name` (e.g. "--n").
@@ -87,5 +89,49 @@ int bench_parse_args(const char *cmd, int argc, char **argv, const bench_opt_t *
 int bench_command_main(const char *cmd, int argc, char **argv, void *opts,
                        int (*parse)(int argc, char **argv, void *opts), void (*usage)(FILE *out),
                        int (*run)(const void *opts, shoal_err_t *err));
+
+/* ------------------------------------------------------------------------ */
+/* Server processes (shard, cluster): start, wait for ready, stop           */
+/* ------------------------------------------------------------------------ */
+
+#define BENCH_PATH_MAX 4096
+
+/* Sleeps ms milliseconds (resumed after signals). */
+void bench_sleep_ms(long ms);
+
+/* Removes path and everything under it; errors are ignored (scratch data). */
+void bench_remove_tree(const char *path);
+
+/*
+ * The program `name` ("shoal-shard") into out (BENCH_PATH_MAX bytes): given
+ * when not NULL, else next to this program (/proc/self/exe). flag names the
+ * option for messages ("--shard-bin"). Fails when it is not executable.
+ */
+int bench_find_bin(const char *given, const char *name, const char *flag, char *out,
+                   shoal_err_t *err);
+
+/*
+ * One server child process. Started with a --ready-file: once that file
+ * exists, its first line is the bound endpoint. The child gets SIGKILL when
+ * the benchmark dies (PR_SET_PDEATHSIG), so none is ever left behind.
+ */
+typedef struct {
+    char name[64];              /* for messages: "shard 2" */
+    char ready[BENCH_PATH_MAX]; /* the ready file (argv must name it too) */
+    pid_t pid;                  /* running child, or 0 */
+    char endpoint[256];         /* read from the ready file by bench_child_wait_ready */
+} bench_child_t;
+
+/* Removes c->ready, then forks and execs argv (argv[0]: the binary's path). */
+int bench_child_spawn(bench_child_t *c, char *const argv[], shoal_err_t *err);
+
+/* Waits up to wait_s for the ready file and reads c->endpoint from it. */
+int bench_child_wait_ready(bench_child_t *c, double wait_s, shoal_err_t *err);
+
+/* SIGTERM, then waits up to wait_s (then SIGKILL); 0 when it exited 0. */
+int bench_child_stop(bench_child_t *c, double wait_s, shoal_err_t *err);
+
+/* SIGKILL and reap; NULL-safe for a child that is not running. */
+void bench_child_kill(bench_child_t *c);
 
 #endif

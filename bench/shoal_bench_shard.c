@@ -39,20 +39,11 @@
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#define S_PATH_MAX        4096
 #define S_THREADS_MAX     1024
 #define S_BATCH_DEFAULT   10000
 #define S_EF_DEFAULT      64
@@ -162,147 +153,22 @@ static int s_parse(int argc, char **argv, void *opts)
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    char bin[S_PATH_MAX];      /* shoal-shard */
-    char dir[S_PATH_MAX - 64]; /* scratch folder: data/ and ready (room for those names) */
-    char data_dir[S_PATH_MAX]; /* --data-dir */
-    char ready[S_PATH_MAX];    /* --ready-file */
-    char threads[32];          /* --threads */
-    pid_t pid;                 /* running child, or 0 */
-    char endpoint[256];        /* from the ready file */
+    char bin[BENCH_PATH_MAX];      /* shoal-shard */
+    char dir[BENCH_PATH_MAX - 64]; /* scratch folder: data/ and ready (room for those names) */
+    char data_dir[BENCH_PATH_MAX]; /* --data-dir */
+    char threads[32];              /* --threads */
+    bench_child_t proc;            /* the process; proc.ready is --ready-file */
 } s_shard_t;
-
-static void s_remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *dir = opendir(path);
-        if (dir) {
-            struct dirent *e;
-            while ((e = readdir(dir)) != NULL) {
-                if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-                    continue;
-                char child[S_PATH_MAX];
-                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-                if (len > 0 && len < S_PATH_MAX)
-                    s_remove_tree(child);
-            }
-            closedir(dir);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-static void s_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* The shard binary next to this program (/proc/self/exe), unless given. */
-static int s_find_bin(const char *given, char *out, shoal_err_t *err)
-{
-    if (given) {
-        snprintf(out, S_PATH_MAX, "%s", given);
-    } else {
-        char self[S_PATH_MAX - 64];
-        ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (len <= 0)
-            return shoal_err_set(err, SHOAL_EIO,
-                                 "cannot find this program's folder; use "
-                                 "--shard-bin");
-        self[len] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash)
-            *slash = '\0';
-        snprintf(out, S_PATH_MAX, "%s/shoal-shard", self);
-    }
-    if (access(out, X_OK) != 0)
-        return shoal_err_set(err, SHOAL_ENOTFOUND, "%s is not an executable (--shard-bin)", out);
-    return 0;
-}
 
 /* Starts the shard and waits for its ready file. */
 static int s_shard_start(s_shard_t *sh, shoal_err_t *err)
 {
-    unlink(sh->ready);
-    char *argv[] = {
-        sh->bin,   "--listen",  "tcp://127.0.0.1:*", "--data-dir", sh->data_dir, "--ready-file",
-        sh->ready, "--threads", sh->threads,         "--sync",     "on",         "--log-level",
-        "warn",    NULL};
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        return shoal_err_set(err, SHOAL_EIO, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the benchmark */
-        if (getppid() != parent)
-            _exit(127);
-        execv(sh->bin, argv);
-        _exit(127);
-    }
-    sh->pid = pid;
-    double end = bench_now() + S_READY_WAIT_S;
-    while (access(sh->ready, R_OK) != 0) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            sh->pid = 0;
-            return shoal_err_set(err, SHOAL_EUNAVAIL,
-                                 "%s exited before it was ready (status "
-                                 "0x%x)",
-                                 sh->bin, status);
-        }
-        if (bench_now() > end)
-            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s", sh->bin,
-                                 S_READY_WAIT_S);
-        s_sleep_ms(2);
-    }
-    FILE *f = fopen(sh->ready, "r");
-    if (!f || !fgets(sh->endpoint, sizeof sh->endpoint, f)) {
-        if (f)
-            fclose(f);
-        return shoal_err_set(err, SHOAL_EIO, "cannot read %s", sh->ready);
-    }
-    fclose(f);
-    sh->endpoint[strcspn(sh->endpoint, "\r\n")] = '\0';
-    return 0;
-}
-
-/* SIGTERM and wait; 0 when it exited 0. */
-static int s_shard_stop(s_shard_t *sh, shoal_err_t *err)
-{
-    if (sh->pid <= 0)
-        return 0;
-    kill(sh->pid, SIGTERM);
-    double end = bench_now() + S_STOP_WAIT_S;
-    int status = 0;
-    while (waitpid(sh->pid, &status, WNOHANG) != sh->pid) {
-        if (bench_now() > end) {
-            kill(sh->pid, SIGKILL);
-            waitpid(sh->pid, &status, 0);
-            sh->pid = 0;
-            return shoal_err_set(err, SHOAL_ETIMEOUT, "the shard did not stop in %.0f s",
-                                 S_STOP_WAIT_S);
-        }
-        s_sleep_ms(2);
-    }
-    sh->pid = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        return shoal_err_set(err, SHOAL_EUNAVAIL, "the shard stopped with status 0x%x", status);
-    return 0;
-}
-
-static void s_shard_kill(s_shard_t *sh)
-{
-    if (sh->pid > 0) {
-        kill(sh->pid, SIGKILL);
-        waitpid(sh->pid, NULL, 0);
-        sh->pid = 0;
-    }
+    char *argv[] = {sh->bin,      "--listen",  "tcp://127.0.0.1:*", "--data-dir",
+                    sh->data_dir, "--ready-file", sh->proc.ready,   "--threads",
+                    sh->threads,  "--sync",    "on",                "--log-level",
+                    "warn",       NULL};
+    int rc = bench_child_spawn(&sh->proc, argv, err);
+    return rc != 0 ? rc : bench_child_wait_ready(&sh->proc, S_READY_WAIT_S, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -375,7 +241,8 @@ static int s_run(const void *opts, shoal_err_t *err)
     /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
     zsys_handler_set(NULL);
     size_t threads = bench_threads(o->threads);
-    rc = s_find_bin(o->shard_bin, sh.bin, err);
+    snprintf(sh.proc.name, sizeof sh.proc.name, "the shard");
+    rc = bench_find_bin(o->shard_bin, "shoal-shard", "--shard-bin", sh.bin, err);
     if (rc != 0)
         return rc;
 
@@ -443,12 +310,12 @@ static int s_run(const void *opts, shoal_err_t *err)
         goto done;
     }
     snprintf(sh.data_dir, sizeof sh.data_dir, "%s/data", sh.dir);
-    snprintf(sh.ready, sizeof sh.ready, "%s/ready", sh.dir);
+    snprintf(sh.proc.ready, sizeof sh.proc.ready, "%s/ready", sh.dir);
     snprintf(sh.threads, sizeof sh.threads, "%zu", threads);
     rc = s_shard_start(&sh, err);
     if (rc != 0)
         goto done;
-    client = shoal_client_new(sh.endpoint, S_CALL_TIMEOUT_MS, err);
+    client = shoal_client_new(sh.proc.endpoint, S_CALL_TIMEOUT_MS, err);
     if (!client) {
         rc = err->code ? err->code : SHOAL_EINTERNAL;
         goto done;
@@ -522,7 +389,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     /* Stop (final checkpoint), restart, first search answered. */
     shoal_client_destroy(&client);
     t0 = bench_now();
-    rc = s_shard_stop(&sh, err);
+    rc = bench_child_stop(&sh.proc, S_STOP_WAIT_S, err);
     if (rc != 0)
         goto done;
     double stop_s = bench_now() - t0;
@@ -530,7 +397,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     rc = s_shard_start(&sh, err);
     if (rc != 0)
         goto done;
-    client = shoal_client_new(sh.endpoint, S_CALL_TIMEOUT_MS, err);
+    client = shoal_client_new(sh.proc.endpoint, S_CALL_TIMEOUT_MS, err);
     if (!client) {
         rc = err->code ? err->code : SHOAL_EINTERNAL;
         goto done;
@@ -554,7 +421,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     printf("rebuild_s=%.3f (in-process hnsw_insert_batch of the same %zu vectors on %zu threads)\n",
            rebuild_s, n, threads);
     shoal_client_destroy(&client);
-    rc = s_shard_stop(&sh, err);
+    rc = bench_child_stop(&sh.proc, S_STOP_WAIT_S, err);
     if (rc != 0)
         goto done;
 
@@ -564,9 +431,9 @@ static int s_run(const void *opts, shoal_err_t *err)
 
 done:
     shoal_client_destroy(&client);
-    s_shard_kill(&sh);
+    bench_child_kill(&sh.proc);
     if (sh.dir[0])
-        s_remove_tree(sh.dir);
+        bench_remove_tree(sh.dir);
     hnsw_destroy(&index);
     vecfile_close(&vf);
     free(lat);

@@ -1,0 +1,927 @@
+/*
+ * shoal_bench_cluster.c - `shoal-bench cluster`: one bin/shoal-coordinator in
+ * front of --shards bin/shoal-shard processes on loopback, against the same
+ * data in one in-process HNSW (shard/hnsw.h), at the same recall@k.
+ *
+ * What is compared, and how:
+ *   - Both sides hold the same base (ids = row numbers) with the same M and
+ *     ef_construction. The cluster's collection is trained on an evenly
+ *     strided sample of the base (--train-sample rows) and loaded through the
+ *     client library in batches of --batch; the in-process index is built with
+ *     hnsw_insert_batch on --threads threads.
+ *   - Threads: T = --threads (default: online cores) in total. Shard i gets
+ *     --threads T/S (+1 for the first T%S shards), at least 1 each, so the
+ *     shards' sum is T unless T < S (then it is S, which the output says). The
+ *     coordinator gets --threads T for k-means and routing (routing runs
+ *     before the shards work on a batch, so the two do not overlap much). The
+ *     in-process side builds and batch-searches on T threads and
+ *     single-searches on one.
+ *   - The operating point: the smallest setting reaching --target. For the
+ *     cluster, nprobe of --nprobe-list ascending and, for each, ef of
+ *     --ef-list ascending: the cluster's recall@k over every query (mode
+ *     hnsw, batches of --nbatch); the first pair reaching --target ends the
+ *     sweep (the smallest nprobe, then the smallest ef: fewest shards, then
+ *     least work; throughput from a single sweep pass is too noisy to choose
+ *     by). An nprobe whose recall stops growing with ef moves on to the next.
+ *     The in-process side takes the first ef reaching --target. When a side
+ *     never reaches it, its most accurate setting is used and the output says
+ *     so.
+ *   - At those settings, --reps repetitions (after one untimed warm-up) of:
+ *     batch throughput (cluster: the first --nbatch queries in one search
+ *     request; in-process: the same queries on T threads in parallel), and
+ *     single-query throughput and p50/p99 latency (every query, one request
+ *     at a time from one client thread; in-process: one thread). Within a
+ *     repetition each pass is repeated until S_MIN_PASS_S has passed (so a
+ *     fast in-process pass is not timed over a few milliseconds); latencies
+ *     come from the first pass. Reported values are medians over the
+ *     repetitions; shards_per_query is the coordinator's fan-out (the reply's
+ *     fanout / queries) for the batch.
+ *
+ * Output: key=value lines, a side-by-side table, and last
+ *   RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..
+ *          single_qps_ratio_vs_inprocess=.. shards_per_query=..
+ * (ratios: cluster / in-process, > 1 means the cluster is faster).
+ *
+ * The processes get SIGKILL if the benchmark dies (bench_child_t); scratch
+ * data lives under $SHOAL_TMP (default /tmp) and is removed.
+ *
+ * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
+ */
+#include "bench/shoal_bench.h"
+
+#include <czmq.h>
+
+#include "client/shoal_client.h"
+#include "common/distance.h"
+#include "common/error.h"
+#include "common/groundtruth.h"
+#include "common/vecfile.h"
+#include "shard/hnsw.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_SHARDS_MAX          64
+#define S_SHARDS_DEFAULT      4
+#define S_THREADS_MAX         1024
+#define S_LIST_MAX            32     /* values in --ef-list / --nprobe-list */
+#define S_K_DEFAULT           10
+#define S_BATCH_DEFAULT       10000  /* vectors per insert request */
+#define S_NBATCH_DEFAULT      1000   /* queries per batch search request */
+#define S_REPS_DEFAULT        5
+#define S_MIN_PASS_S          0.5    /* a timed measurement repeats its pass this long */
+#define S_TRAIN_DEFAULT       50000  /* sample rows for k-means */
+#define S_TARGET_DEFAULT      0.95
+#define S_EF_LIST_DEFAULT     "10,12,16,24,32,48,64,96,128,192,256,384,512"
+#define S_NPROBE_LIST_DEFAULT "4,8,16,32"
+#define S_PLATEAU             0.001  /* recall gain below which a sweep stops */
+#define S_READY_WAIT_S        600.0
+#define S_STOP_WAIT_S         600.0
+#define S_CALL_TIMEOUT_MS     600000 /* one client call (training, big inserts) */
+#define S_DEADLINE_MS         600000 /* searches: never partial because of a deadline */
+#define S_COLL                "bench"
+
+typedef struct {
+    const char *base;        /* --base */
+    const char *queries;     /* --queries */
+    const char *gt;          /* --gt */
+    const char *coord_bin;   /* --coordinator-bin (default: next to this program) */
+    const char *shard_bin;   /* --shard-bin (default: next to this program) */
+    size_t shards;           /* --shards */
+    size_t threads;          /* --threads (0 = online cores) */
+    size_t nlist;            /* --nlist (0 = the coordinator's default) */
+    size_t k;                /* --k */
+    size_t M;                /* --M */
+    size_t ef_construction;  /* --ef-construction */
+    size_t batch;            /* --batch: vectors per insert request */
+    size_t nbatch;           /* --nbatch: queries per batch search */
+    size_t reps;             /* --reps */
+    size_t train_sample;     /* --train-sample */
+    double target;           /* --target recall@k */
+    size_t efs[S_LIST_MAX];  /* --ef-list, ascending */
+    size_t nefs;
+    size_t nprobes[S_LIST_MAX]; /* --nprobe-list, ascending */
+    size_t nnprobes;
+} cluster_bench_opts_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: shoal-bench cluster --base F --queries Q --gt G [--shards S] [--threads T]\n"
+            "                           [--nlist N] [--coordinator-bin PATH] [--shard-bin PATH]\n"
+            "                           [options]\n"
+            "\n"
+            "Starts S shoal-shard processes and one shoal-coordinator on loopback, loads the\n"
+            "base through the client library, and compares the cluster with one in-process\n"
+            "HNSW of the same data at the same recall@k: batch and single-query throughput,\n"
+            "p50/p99 latency, shards touched per query. Last line:\n"
+            "  RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..\n"
+            "         single_qps_ratio_vs_inprocess=.. shards_per_query=..\n"
+            "\n"
+            "  --base F              base vectors (.fvecs, .bvecs or .npy); ids = row numbers\n"
+            "  --queries Q           query vectors, same dimension\n"
+            "  --gt G                exact neighbours (.ivecs), at least k per query\n"
+            "  --shards S            shard processes (default %d)\n"
+            "  --threads T           total threads: the shards' --threads sum to T (at least\n"
+            "                        1 each), in-process build and batch search use T\n"
+            "                        (default: every online core)\n"
+            "  --nlist N             IVF lists (default: the coordinator's)\n"
+            "  --k K                 neighbours per query (default %d)\n"
+            "  --M M                 links per node (default %d)\n"
+            "  --ef-construction E   build candidates (default %d)\n"
+            "  --batch B             vectors per insert request (default %d)\n"
+            "  --nbatch B            queries per batch search request (default %d)\n"
+            "  --reps R              timed repetitions; medians are reported (default %d)\n"
+            "  --train-sample N      rows k-means trains on (default %d, at most the base)\n"
+            "  --target R            recall@k both sides must reach (default %.2f)\n"
+            "  --ef-list A,B,..      ef values swept, ascending (default %s)\n"
+            "  --nprobe-list A,B,..  nprobe values swept, ascending (default %s)\n"
+            "  --coordinator-bin P   the shoal-coordinator binary (default: next to shoal-bench)\n"
+            "  --shard-bin P         the shoal-shard binary (default: next to shoal-bench)\n"
+            "\n"
+            "Scratch data goes under $SHOAL_TMP (default /tmp) and is removed.\n",
+            S_SHARDS_DEFAULT, S_K_DEFAULT, HNSW_M_DEFAULT, HNSW_EF_CONSTRUCTION_DEFAULT,
+            S_BATCH_DEFAULT, S_NBATCH_DEFAULT, S_REPS_DEFAULT, S_TRAIN_DEFAULT, S_TARGET_DEFAULT,
+            S_EF_LIST_DEFAULT, S_NPROBE_LIST_DEFAULT);
+}
+
+/* "16,32,64" into out (strictly ascending, each in [min, max]); prints why on error. */
+static int s_parse_list(const char *name, const char *text, size_t min, size_t max, size_t *out,
+                        size_t *count)
+{
+    char buf[512];
+    if (strlen(text) >= sizeof buf) {
+        fprintf(stderr, "shoal-bench cluster: %s: list longer than %zu characters\n", name,
+                sizeof buf - 1);
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", text);
+    *count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (*count == S_LIST_MAX) {
+            fprintf(stderr, "shoal-bench cluster: %s: more than %d values\n", name, S_LIST_MAX);
+            return -1;
+        }
+        size_t v;
+        if (bench_parse_size(name, tok, min, max, &v) != 0)
+            return -1;
+        if (*count > 0 && v <= out[*count - 1]) {
+            fprintf(stderr, "shoal-bench cluster: %s: values must be ascending, got %zu after %zu\n",
+                    name, v, out[*count - 1]);
+            return -1;
+        }
+        out[(*count)++] = v;
+    }
+    if (*count == 0) {
+        fprintf(stderr, "shoal-bench cluster: %s: expected a comma-separated list\n", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The options that are not single numbers; bench_other_fn. ctx: the options. */
+static int s_parse_other(const char *opt, const char *val, void *ctx)
+{
+    cluster_bench_opts_t *o = ctx;
+    if (!strcmp(opt, "--base")) {
+        o->base = val;
+    } else if (!strcmp(opt, "--queries")) {
+        o->queries = val;
+    } else if (!strcmp(opt, "--gt")) {
+        o->gt = val;
+    } else if (!strcmp(opt, "--coordinator-bin")) {
+        o->coord_bin = val;
+    } else if (!strcmp(opt, "--shard-bin")) {
+        o->shard_bin = val;
+    } else if (!strcmp(opt, "--ef-list")) {
+        return s_parse_list(opt, val, HNSW_EF_MIN, HNSW_EF_MAX, o->efs, &o->nefs);
+    } else if (!strcmp(opt, "--nprobe-list")) {
+        return s_parse_list(opt, val, 1, 1u << 20, o->nprobes, &o->nnprobes);
+    } else if (!strcmp(opt, "--target")) {
+        char *end = NULL;
+        errno = 0;
+        double t = strtod(val, &end);
+        if (errno || end == val || *end || !(t > 0.0 && t <= 1.0)) {
+            fprintf(stderr, "shoal-bench cluster: --target: expected a recall in (0, 1], got "
+                            "\"%s\"\n",
+                    val);
+            return -1;
+        }
+        o->target = t;
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
+/* Returns 0, 1 for --help, or -1 after printing one line on stderr. */
+static int s_parse(int argc, char **argv, void *opts)
+{
+    cluster_bench_opts_t *o = opts;
+    memset(o, 0, sizeof *o);
+    o->shards = S_SHARDS_DEFAULT;
+    o->k = S_K_DEFAULT;
+    o->M = HNSW_M_DEFAULT;
+    o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
+    o->batch = S_BATCH_DEFAULT;
+    o->nbatch = S_NBATCH_DEFAULT;
+    o->reps = S_REPS_DEFAULT;
+    o->train_sample = S_TRAIN_DEFAULT;
+    o->target = S_TARGET_DEFAULT;
+    if (s_parse_list("--ef-list", S_EF_LIST_DEFAULT, 1, HNSW_EF_MAX, o->efs, &o->nefs) != 0 ||
+        s_parse_list("--nprobe-list", S_NPROBE_LIST_DEFAULT, 1, 1u << 20, o->nprobes,
+                     &o->nnprobes) != 0)
+        return -1;
+    const bench_opt_t sizes[] = {
+        {"--shards", 1, S_SHARDS_MAX, &o->shards, NULL},
+        {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
+        {"--nlist", 0, 1u << 20, &o->nlist, NULL},
+        {"--k", 1, 4096, &o->k, NULL},
+        {"--M", HNSW_M_MIN, HNSW_M_MAX, &o->M, NULL},
+        {"--ef-construction", HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
+         &o->ef_construction, NULL},
+        {"--batch", 1, 10000000, &o->batch, NULL},
+        {"--nbatch", 1, 1000000, &o->nbatch, NULL},
+        {"--reps", 1, 100, &o->reps, NULL},
+        {"--train-sample", 1, (size_t)1 << 32, &o->train_sample, NULL},
+    };
+    int rc = bench_parse_args("cluster", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
+                              s_parse_other, o);
+    if (rc != 0)
+        return rc;
+    const char *missing = !o->base ? "--base" : !o->queries ? "--queries" : !o->gt ? "--gt" : NULL;
+    if (missing) {
+        fprintf(stderr, "shoal-bench cluster: %s is required (see shoal-bench cluster --help)\n",
+                missing);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The cluster's processes                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    char dir[BENCH_PATH_MAX - 64];        /* scratch folder ("" = none made) */
+    char shard_bin[BENCH_PATH_MAX];       /* shoal-shard */
+    char coord_bin[BENCH_PATH_MAX];       /* shoal-coordinator */
+    size_t nshards;                       /* shard processes */
+    size_t shard_threads[S_SHARDS_MAX];   /* --threads of each shard */
+    bench_child_t shards[S_SHARDS_MAX];   /* the shard processes */
+    bench_child_t coord;                  /* the coordinator */
+} s_cluster_t;
+
+/* Shard i's --threads: T split as evenly as possible, at least 1 each. */
+static size_t s_shard_threads(size_t total, size_t nshards, size_t i)
+{
+    size_t t = total / nshards + (i < total % nshards ? 1 : 0);
+    return t ? t : 1;
+}
+
+/* Starts every shard (in parallel), waits until all are ready, then the coordinator. */
+static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
+{
+    char data_dir[BENCH_PATH_MAX], nthreads[32];
+    for (size_t i = 0; i < c->nshards; i++) {
+        bench_child_t *sh = &c->shards[i];
+        snprintf(sh->name, sizeof sh->name, "shard %zu", i);
+        snprintf(sh->ready, sizeof sh->ready, "%s/shard%zu.ready", c->dir, i);
+        snprintf(data_dir, sizeof data_dir, "%s/shard%zu", c->dir, i);
+        snprintf(nthreads, sizeof nthreads, "%zu", c->shard_threads[i]);
+        char *argv[] = {c->shard_bin, "--listen",   "tcp://127.0.0.1:*", "--data-dir",
+                        data_dir,     "--ready-file", sh->ready,         "--threads",
+                        nthreads,     "--log-level", "warn",             NULL};
+        int rc = bench_child_spawn(sh, argv, err);
+        if (rc != 0)
+            return rc;
+    }
+    char list[S_SHARDS_MAX * 64] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < c->nshards; i++) {
+        int rc = bench_child_wait_ready(&c->shards[i], S_READY_WAIT_S, err);
+        if (rc != 0)
+            return rc;
+        int len = snprintf(list + used, sizeof list - used, "%s%s", i ? "," : "",
+                           c->shards[i].endpoint);
+        if (len < 0 || (size_t)len >= sizeof list - used)
+            return shoal_err_set(err, SHOAL_ELIMIT, "the shards' endpoints exceed %zu bytes",
+                                 sizeof list - 1);
+        used += (size_t)len;
+    }
+    bench_child_t *co = &c->coord;
+    snprintf(co->name, sizeof co->name, "the coordinator");
+    snprintf(co->ready, sizeof co->ready, "%s/coordinator.ready", c->dir);
+    snprintf(data_dir, sizeof data_dir, "%s/coordinator", c->dir);
+    snprintf(nthreads, sizeof nthreads, "%zu", threads);
+    char *argv[] = {c->coord_bin, "--listen",     "tcp://127.0.0.1:*", "--data-dir",
+                    data_dir,     "--shards",     list,                "--ready-file",
+                    co->ready,    "--threads",    nthreads,            "--log-level",
+                    "warn",       NULL};
+    int rc = bench_child_spawn(co, argv, err);
+    return rc != 0 ? rc : bench_child_wait_ready(co, S_READY_WAIT_S, err);
+}
+
+/* SIGTERM to the coordinator, then to every shard; the first failure is reported. */
+static int s_cluster_stop(s_cluster_t *c, shoal_err_t *err)
+{
+    int rc = bench_child_stop(&c->coord, S_STOP_WAIT_S, err);
+    for (size_t i = 0; i < c->nshards; i++) {
+        shoal_err_t e2;
+        shoal_err_clear(&e2);
+        int rc2 = bench_child_stop(&c->shards[i], S_STOP_WAIT_S, rc ? &e2 : err);
+        rc = rc ? rc : rc2;
+    }
+    return rc;
+}
+
+static void s_cluster_kill(s_cluster_t *c)
+{
+    bench_child_kill(&c->coord);
+    for (size_t i = 0; i < c->nshards; i++)
+        bench_child_kill(&c->shards[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cluster passes                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const float *queries; /* nq x dim */
+    size_t nq, dim, k;
+} s_work_t;
+
+/*
+ * Every query in requests of `per` queries; found (nq x k, may be NULL) gets
+ * the ids, *secs the wall time, *fanout the sum of shards asked.
+ */
+static int s_cluster_pass(shoal_client_t *client, const s_work_t *w, size_t per, size_t nprobe,
+                          size_t ef, uint64_t *found, double *lat, double *secs, uint64_t *fanout,
+                          shoal_err_t *err)
+{
+    shoal_search_opts_t sopts = {.k = w->k, .mode = WIRE_MODE_HNSW, .ef = ef, .nprobe = nprobe,
+                                 .deadline_ms = S_DEADLINE_MS};
+    *fanout = 0;
+    double start = bench_now();
+    for (size_t at = 0; at < w->nq; at += per) {
+        size_t m = w->nq - at < per ? w->nq - at : per;
+        uint64_t *ids = NULL;
+        shoal_search_info_t info;
+        double t0 = bench_now();
+        int rc = shoal_client_search_ex(client, S_COLL, w->queries + at * w->dim, m, w->dim,
+                                        &sopts, &ids, NULL, &info, err);
+        if (lat)
+            lat[at / per] = bench_now() - t0;
+        if (rc != 0)
+            return shoal_err_prefix(err, "cluster search of queries %zu..%zu", at, at + m - 1);
+        if (info.partial) {
+            free(ids);
+            return shoal_err_set(err, SHOAL_EUNAVAIL,
+                                 "cluster search of queries %zu..%zu: partial answer, "
+                                 "missing shards %s",
+                                 at, at + m - 1, info.missing);
+        }
+        *fanout += info.fanout;
+        if (found)
+            memcpy(found + at * w->k, ids, m * w->k * sizeof *ids);
+        free(ids);
+    }
+    *secs = bench_now() - start;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* In-process passes                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const hnsw_t *index;
+    const s_work_t *w;
+    size_t ef;
+    uint64_t *found;      /* nq x k */
+    float *dists;         /* nq x k */
+    atomic_size_t next;   /* next query to take */
+    atomic_int failed;    /* set by the first thread that fails */
+    shoal_err_t err;      /* that thread's error */
+    pthread_mutex_t lock; /* guards err */
+} s_parallel_t;
+
+static void *s_parallel_worker(void *arg)
+{
+    s_parallel_t *p = arg;
+    const s_work_t *w = p->w;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    for (;;) {
+        size_t q = atomic_fetch_add(&p->next, 1);
+        if (q >= w->nq || atomic_load(&p->failed))
+            break;
+        if (hnsw_search(p->index, w->queries + q * w->dim, w->k, p->ef, NULL, NULL,
+                        p->found + q * w->k, p->dists + q * w->k, &err) < 0) {
+            pthread_mutex_lock(&p->lock);
+            if (!atomic_exchange(&p->failed, 1)) {
+                p->err = err;
+                shoal_err_prefix(&p->err, "in-process search %zu", q);
+            }
+            pthread_mutex_unlock(&p->lock);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Every query on `threads` threads in parallel; found gets the ids. */
+static int s_inprocess_batch(const hnsw_t *index, const s_work_t *w, size_t ef, size_t threads,
+                             uint64_t *found, float *dists, double *secs, shoal_err_t *err)
+{
+    pthread_t tids[S_THREADS_MAX];
+    s_parallel_t p = {.index = index, .w = w, .ef = ef, .found = found, .dists = dists};
+    atomic_init(&p.next, 0);
+    atomic_init(&p.failed, 0);
+    shoal_err_clear(&p.err);
+    pthread_mutex_init(&p.lock, NULL);
+    size_t started = 0;
+    int rc = 0;
+    double start = bench_now();
+    for (; started < threads; started++) {
+        int e = pthread_create(&tids[started], NULL, s_parallel_worker, &p);
+        if (e != 0) {
+            rc = shoal_err_set(err, SHOAL_EIO, "pthread_create: %s", strerror(e));
+            atomic_store(&p.failed, 1);
+            break;
+        }
+    }
+    for (size_t i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    *secs = bench_now() - start;
+    pthread_mutex_destroy(&p.lock);
+    if (rc == 0 && atomic_load(&p.failed)) {
+        *err = p.err;
+        rc = p.err.code ? p.err.code : SHOAL_EINTERNAL;
+    }
+    return rc;
+}
+
+/* Every query one at a time on this thread; lat[q] its seconds. */
+static int s_inprocess_single(const hnsw_t *index, const s_work_t *w, size_t ef, uint64_t *found,
+                              float *dists, double *lat, double *secs, shoal_err_t *err)
+{
+    double start = bench_now();
+    for (size_t q = 0; q < w->nq; q++) {
+        double t0 = bench_now();
+        int got = hnsw_search(index, w->queries + q * w->dim, w->k, ef, NULL, NULL,
+                              found + q * w->k, dists + q * w->k, err);
+        lat[q] = bench_now() - t0;
+        if (got < 0)
+            return shoal_err_prefix(err, "in-process search %zu", q);
+    }
+    *secs = bench_now() - start;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* One side at its operating point; throughputs and latencies are medians over reps. */
+typedef struct {
+    size_t nprobe;           /* cluster: lists probed (0 for in-process) */
+    size_t ef;               /* HNSW candidates */
+    int reached;             /* recall >= target */
+    double recall;           /* recall@k over every query */
+    double batch_qps;        /* queries/s, batches of nbatch */
+    double single_qps;       /* queries/s, one per request / call */
+    double p50_ms, p99_ms;   /* single-query latency */
+    double shards_per_query; /* cluster: fan-out of the batch */
+} s_side_t;
+
+/* Median of n values (sorted in place). */
+static double s_median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Per-rep values for the medians. */
+typedef struct {
+    double batch_qps[100], single_qps[100], p50[100], p99[100];
+} s_reps_t;
+
+static void s_reps_finish(s_reps_t *r, size_t reps, s_side_t *side)
+{
+    side->batch_qps = s_median(r->batch_qps, reps);
+    side->single_qps = s_median(r->single_qps, reps);
+    side->p50_ms = s_median(r->p50, reps) * 1e3;
+    side->p99_ms = s_median(r->p99, reps) * 1e3;
+}
+
+/* Latency percentiles of one pass (lat sorted in place). */
+static void s_latency(double *lat, size_t n, double *p50, double *p99)
+{
+    qsort(lat, n, sizeof *lat, bench_cmp_double);
+    *p50 = bench_percentile(lat, n, 0.50);
+    *p99 = bench_percentile(lat, n, 0.99);
+}
+
+static void s_print_table(const cluster_bench_opts_t *o, const s_side_t *c, const s_side_t *p,
+                          size_t nbatch)
+{
+    char cs[64], ps[64], row[64];
+    snprintf(cs, sizeof cs, "nprobe=%zu ef=%zu", c->nprobe, c->ef);
+    snprintf(ps, sizeof ps, "ef=%zu", p->ef);
+    printf("\n%-28s %18s %18s %8s\n", "", "cluster", "in-process", "ratio");
+    printf("%-28s %18s %18s\n", "setting", cs, ps);
+    snprintf(row, sizeof row, "recall@%zu", o->k);
+    printf("%-28s %18.4f %18.4f\n", row, c->recall, p->recall);
+    snprintf(row, sizeof row, "batch qps (%zu/request)", nbatch);
+    printf("%-28s %18.1f %18.1f %8.3f\n", row, c->batch_qps, p->batch_qps,
+           c->batch_qps / p->batch_qps);
+    printf("%-28s %18.1f %18.1f %8.3f\n", "single-query qps", c->single_qps, p->single_qps,
+           c->single_qps / p->single_qps);
+    printf("%-28s %18.3f %18.3f\n", "single-query p50 ms", c->p50_ms, p->p50_ms);
+    printf("%-28s %18.3f %18.3f\n", "single-query p99 ms", c->p99_ms, p->p99_ms);
+    printf("%-28s %18.2f %18s\n\n", "shards per query", c->shards_per_query, "1 (one index)");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The run                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const cluster_bench_opts_t *o;
+    size_t threads;       /* T */
+    size_t n, dim;        /* base */
+    float *base;          /* n x dim */
+    uint64_t *ids;        /* 0..n-1 */
+    float *queries;       /* nq x dim */
+    s_work_t all;         /* every query */
+    s_work_t batch;       /* the first nbatch queries */
+    int32_t *gt;          /* nq x gtk */
+    size_t gtk;
+    uint64_t *found;      /* nq x k */
+    float *dists;         /* nq x k */
+    double *lat;          /* 2 x nq: latencies of a pass, then scratch for repeats */
+} s_ctx_t;
+
+static double s_recall(const s_ctx_t *x)
+{
+    return gt_recall(x->found, x->o->k, x->gt, x->gtk, x->all.nq, x->o->k);
+}
+
+/* Loads base, queries and ground truth. */
+static int s_load_data(s_ctx_t *x, shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = x->o;
+    x->base = vecfile_load_f32(o->base, &x->n, &x->dim, err);
+    if (!x->base)
+        return shoal_err_prefix(err, "--base");
+    size_t nq, qdim, ngt;
+    float *queries = vecfile_load_f32(o->queries, &nq, &qdim, err);
+    if (!queries)
+        return shoal_err_prefix(err, "--queries");
+    x->queries = queries;
+    x->all = (s_work_t){.queries = queries, .nq = nq, .dim = qdim, .k = o->k};
+    if (qdim != x->dim)
+        return shoal_err_set(err, SHOAL_EDIM, "--queries: dim %zu, expected %zu", qdim, x->dim);
+    x->batch = x->all;
+    x->batch.nq = nq < o->nbatch ? nq : o->nbatch;
+    x->gt = vecfile_load_i32(o->gt, &ngt, &x->gtk, err);
+    if (!x->gt)
+        return shoal_err_prefix(err, "--gt");
+    if (ngt != nq || x->gtk < o->k)
+        return shoal_err_set(err, SHOAL_EINVAL, "--gt: %zu x %zu ids, need %zu x >= %zu", ngt,
+                             x->gtk, nq, o->k);
+    x->ids = malloc(x->n * sizeof *x->ids);
+    x->found = malloc(nq * o->k * sizeof *x->found);
+    x->dists = malloc(nq * o->k * sizeof *x->dists);
+    x->lat = malloc(2 * nq * sizeof *x->lat);
+    if (!x->ids || !x->found || !x->dists || !x->lat)
+        return shoal_err_set(err, SHOAL_ENOMEM, "no memory for %zu vectors and %zu queries", x->n,
+                             nq);
+    for (size_t i = 0; i < x->n; i++)
+        x->ids[i] = i;
+    return 0;
+}
+
+/* Creates, trains on a strided sample, loads the base, checkpoints. */
+static int s_cluster_load(s_ctx_t *x, shoal_client_t *client, shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = x->o;
+    shoal_create_opts_t copts = {.nlist = o->nlist, .M = o->M,
+                                 .ef_construction = o->ef_construction};
+    int rc = shoal_client_create_ivf(client, S_COLL, x->dim, SHOAL_METRIC_L2, &copts, err);
+    if (rc != 0)
+        return shoal_err_prefix(err, "create");
+
+    size_t ns = o->train_sample < x->n ? o->train_sample : x->n;
+    float *sample = malloc(ns * x->dim * sizeof *sample);
+    if (!sample)
+        return shoal_err_set(err, SHOAL_ENOMEM, "no memory for a %zu-row sample", ns);
+    for (size_t i = 0; i < ns; i++)
+        memcpy(sample + i * x->dim, x->base + (i * (x->n / ns)) * x->dim,
+               x->dim * sizeof *sample);
+    char *text = NULL;
+    double t0 = bench_now();
+    rc = shoal_client_train(client, S_COLL, sample, ns, x->dim, NULL, &text, err);
+    double train_s = bench_now() - t0;
+    free(sample);
+    if (rc != 0)
+        return shoal_err_prefix(err, "train on %zu rows", ns);
+    printf("cluster_train_s=%.3f train_rows=%zu train: %s\n", train_s, ns, text ? text : "");
+    free(text);
+    fflush(stdout);
+
+    t0 = bench_now();
+    for (size_t at = 0; at < x->n; at += o->batch) {
+        size_t m = x->n - at < o->batch ? x->n - at : o->batch;
+        rc = shoal_client_insert(client, S_COLL, x->ids + at, x->base + at * x->dim, m, x->dim,
+                                 NULL, err);
+        if (rc != 0)
+            return shoal_err_prefix(err, "insert of rows %zu..%zu", at, at + m - 1);
+    }
+    double load_s = bench_now() - t0;
+    /* A checkpoint now, so that no background one competes with the timed searches. */
+    rc = shoal_client_checkpoint(client, S_COLL, err);
+    if (rc != 0)
+        return shoal_err_prefix(err, "checkpoint");
+    printf("cluster_load_s=%.3f cluster_load_vps=%.1f\n", load_s, (double)x->n / load_s);
+    fflush(stdout);
+    return 0;
+}
+
+/* Sweeps nprobe x ef; picks the cluster's operating point into *side. */
+static int s_cluster_sweep(s_ctx_t *x, shoal_client_t *client, s_side_t *side, shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = x->o;
+    memset(side, 0, sizeof *side);
+    side->recall = -1.0;
+    for (size_t pi = 0; pi < o->nnprobes && !side->reached; pi++) {
+        double prev = -1.0;
+        for (size_t ei = 0; ei < o->nefs; ei++) {
+            double secs;
+            uint64_t fanout;
+            int rc = s_cluster_pass(client, &x->all, o->nbatch, o->nprobes[pi], o->efs[ei],
+                                    x->found, NULL, &secs, &fanout, err);
+            if (rc != 0)
+                return rc;
+            double recall = s_recall(x);
+            printf("sweep cluster nprobe=%zu ef=%zu recall@%zu=%.4f qps=%.1f "
+                   "shards_per_query=%.2f\n",
+                   o->nprobes[pi], o->efs[ei], o->k, recall, (double)x->all.nq / secs,
+                   (double)fanout / (double)x->all.nq);
+            fflush(stdout);
+            if (recall > side->recall) {
+                side->nprobe = o->nprobes[pi];
+                side->ef = o->efs[ei];
+                side->recall = recall;
+            }
+            if (recall >= o->target) {
+                side->reached = 1;
+                break;
+            }
+            if (prev >= 0 && recall - prev < S_PLATEAU)
+                break; /* this nprobe's lists hold no more of the neighbours */
+            prev = recall;
+        }
+    }
+    return 0;
+}
+
+static int s_cluster_measure(s_ctx_t *x, shoal_client_t *client, s_side_t *side,
+                             shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = x->o;
+    s_reps_t r;
+    double secs, total;
+    uint64_t fanout;
+    /* Untimed warm-up of both kinds of request. */
+    int rc = s_cluster_pass(client, &x->batch, x->batch.nq, side->nprobe, side->ef, NULL, NULL,
+                            &secs, &fanout, err);
+    if (rc == 0)
+        rc = s_cluster_pass(client, &x->all, 1, side->nprobe, side->ef, NULL, x->lat, &secs,
+                            &fanout, err);
+    for (size_t i = 0; rc == 0 && i < o->reps; i++) {
+        size_t passes = 0;
+        for (total = 0.0; rc == 0 && total < S_MIN_PASS_S; total += secs, passes++)
+            rc = s_cluster_pass(client, &x->batch, x->batch.nq, side->nprobe, side->ef, NULL,
+                                NULL, &secs, &fanout, err);
+        if (rc != 0)
+            break;
+        r.batch_qps[i] = (double)(passes * x->batch.nq) / total;
+        side->shards_per_query = (double)fanout / (double)x->batch.nq;
+        passes = 0;
+        for (total = 0.0; rc == 0 && total < S_MIN_PASS_S; total += secs, passes++)
+            rc = s_cluster_pass(client, &x->all, 1, side->nprobe, side->ef, NULL,
+                                passes ? NULL : x->lat, &secs, &fanout, err);
+        if (rc != 0)
+            break;
+        r.single_qps[i] = (double)(passes * x->all.nq) / total;
+        s_latency(x->lat, x->all.nq, &r.p50[i], &r.p99[i]);
+        printf("rep %zu cluster batch_qps=%.1f single_qps=%.1f p50_ms=%.3f p99_ms=%.3f\n", i,
+               r.batch_qps[i], r.single_qps[i], r.p50[i] * 1e3, r.p99[i] * 1e3);
+        fflush(stdout);
+    }
+    if (rc == 0)
+        s_reps_finish(&r, o->reps, side);
+    return rc;
+}
+
+/* Builds the in-process index, sweeps ef and measures at the first reaching the target. */
+static int s_inprocess_side(s_ctx_t *x, s_side_t *side, shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = x->o;
+    hnsw_params_t params = {
+        .dim = x->dim, .metric = SHOAL_METRIC_L2, .M = o->M, .ef_construction = o->ef_construction};
+    hnsw_t *index = hnsw_new(&params, err);
+    if (!index)
+        return err->code ? err->code : SHOAL_EINTERNAL;
+    double t0 = bench_now();
+    int rc = hnsw_insert_batch(index, x->ids, x->base, x->n, x->threads, err);
+    if (rc != 0)
+        goto done;
+    printf("inprocess_build_s=%.3f build_threads=%zu\n", bench_now() - t0, x->threads);
+    fflush(stdout);
+
+    memset(side, 0, sizeof *side);
+    double secs, prev = -1.0;
+    for (size_t ei = 0; ei < o->nefs; ei++) {
+        rc = s_inprocess_batch(index, &x->all, o->efs[ei], x->threads, x->found, x->dists, &secs,
+                               err);
+        if (rc != 0)
+            goto done;
+        double recall = s_recall(x);
+        printf("sweep inprocess ef=%zu recall@%zu=%.4f qps=%.1f\n", o->efs[ei], o->k, recall,
+               (double)x->all.nq / secs);
+        fflush(stdout);
+        if (recall > side->recall || ei == 0) {
+            side->ef = o->efs[ei];
+            side->recall = recall;
+        }
+        if (recall >= o->target) {
+            side->reached = 1;
+            break;
+        }
+        if (prev >= 0 && recall - prev < S_PLATEAU)
+            break;
+        prev = recall;
+    }
+
+    s_reps_t r;
+    rc = s_inprocess_batch(index, &x->batch, side->ef, x->threads, x->found, x->dists, &secs, err);
+    if (rc == 0)
+        rc = s_inprocess_single(index, &x->all, side->ef, x->found, x->dists, x->lat, &secs, err);
+    for (size_t i = 0; rc == 0 && i < o->reps; i++) {
+        size_t passes = 0;
+        double total;
+        for (total = 0.0; rc == 0 && total < S_MIN_PASS_S; total += secs, passes++)
+            rc = s_inprocess_batch(index, &x->batch, side->ef, x->threads, x->found, x->dists,
+                                   &secs, err);
+        if (rc != 0)
+            break;
+        r.batch_qps[i] = (double)(passes * x->batch.nq) / total;
+        passes = 0;
+        for (total = 0.0; rc == 0 && total < S_MIN_PASS_S; total += secs, passes++)
+            rc = s_inprocess_single(index, &x->all, side->ef, x->found, x->dists,
+                                    passes ? x->lat + x->all.nq : x->lat, &secs, err);
+        if (rc != 0)
+            break;
+        r.single_qps[i] = (double)(passes * x->all.nq) / total;
+        s_latency(x->lat, x->all.nq, &r.p50[i], &r.p99[i]);
+        printf("rep %zu inprocess batch_qps=%.1f single_qps=%.1f p50_ms=%.3f p99_ms=%.3f\n", i,
+               r.batch_qps[i], r.single_qps[i], r.p50[i] * 1e3, r.p99[i] * 1e3);
+        fflush(stdout);
+    }
+    if (rc == 0)
+        s_reps_finish(&r, o->reps, side);
+done:
+    hnsw_destroy(&index);
+    return rc;
+}
+
+static int s_run(const void *opts, shoal_err_t *err)
+{
+    const cluster_bench_opts_t *o = opts;
+    s_ctx_t x;
+    memset(&x, 0, sizeof x);
+    x.o = o;
+    x.threads = bench_threads(o->threads);
+    s_cluster_t *c = calloc(1, sizeof *c);
+    shoal_client_t *client = NULL;
+    s_side_t cs, ps;
+    int rc;
+    if (!c)
+        return shoal_err_set(err, SHOAL_ENOMEM, "no memory for the cluster's state");
+
+    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
+    zsys_handler_set(NULL);
+    rc = bench_find_bin(o->shard_bin, "shoal-shard", "--shard-bin", c->shard_bin, err);
+    if (rc == 0)
+        rc = bench_find_bin(o->coord_bin, "shoal-coordinator", "--coordinator-bin", c->coord_bin,
+                            err);
+    if (rc == 0)
+        rc = s_load_data(&x, err);
+    if (rc != 0)
+        goto done;
+
+    c->nshards = o->shards;
+    size_t shard_sum = 0;
+    char split[S_SHARDS_MAX * 8] = "";
+    for (size_t i = 0, used = 0; i < c->nshards; i++) {
+        c->shard_threads[i] = s_shard_threads(x.threads, c->nshards, i);
+        shard_sum += c->shard_threads[i];
+        int len = snprintf(split + used, sizeof split - used, "%s%zu", i ? "," : "",
+                           c->shard_threads[i]);
+        used += len > 0 && (size_t)len < sizeof split - used ? (size_t)len : 0;
+    }
+    char nlist[32] = "default";
+    if (o->nlist)
+        snprintf(nlist, sizeof nlist, "%zu", o->nlist);
+    printf("n=%zu dim=%zu queries=%zu batch_queries=%zu k=%zu M=%zu ef_construction=%zu "
+           "shards=%zu nlist=%s target_recall=%.2f reps=%zu mode=hnsw\n",
+           x.n, x.dim, x.all.nq, x.batch.nq, o->k, o->M, o->ef_construction, o->shards, nlist,
+           o->target, o->reps);
+    printf("threads: total T=%zu; shard --threads %s (sum %zu%s); coordinator --threads %zu "
+           "(k-means, routing); in-process build and batch search on %zu threads, "
+           "single-query on 1; cluster client: 1 thread\n",
+           x.threads, split, shard_sum,
+           shard_sum > x.threads ? ": T < shards, each shard needs at least 1" : " = T",
+           x.threads, x.threads);
+    fflush(stdout);
+
+    const char *root = getenv("SHOAL_TMP");
+    snprintf(c->dir, sizeof c->dir, "%s/shoal-bench-cluster.XXXXXX", root && *root ? root : "/tmp");
+    if (!mkdtemp(c->dir)) {
+        rc = shoal_err_set(err, SHOAL_EIO, "mkdtemp %s: %s", c->dir, strerror(errno));
+        c->dir[0] = '\0';
+        goto done;
+    }
+    rc = s_cluster_start(c, x.threads, err);
+    if (rc != 0)
+        goto done;
+    printf("cluster: coordinator %s, shards", c->coord.endpoint);
+    for (size_t i = 0; i < c->nshards; i++)
+        printf(" %s", c->shards[i].endpoint);
+    printf("\n");
+    client = shoal_client_new(c->coord.endpoint, S_CALL_TIMEOUT_MS, err);
+    if (!client) {
+        rc = err->code ? err->code : SHOAL_EINTERNAL;
+        goto done;
+    }
+    rc = s_cluster_load(&x, client, err);
+    if (rc == 0)
+        rc = s_cluster_sweep(&x, client, &cs, err);
+    if (rc == 0)
+        rc = s_cluster_measure(&x, client, &cs, err);
+    if (rc != 0)
+        goto done;
+    shoal_client_destroy(&client);
+    /* The in-process side runs alone: the cluster is stopped first. */
+    rc = s_cluster_stop(c, err);
+    if (rc != 0)
+        goto done;
+
+    rc = s_inprocess_side(&x, &ps, err);
+    if (rc != 0)
+        goto done;
+
+    if (!cs.reached)
+        printf("warning: the cluster did not reach recall@%zu >= %.2f (best %.4f); widen "
+               "--nprobe-list / --ef-list\n",
+               o->k, o->target, cs.recall);
+    if (!ps.reached)
+        printf("warning: in-process HNSW did not reach recall@%zu >= %.2f (best %.4f); widen "
+               "--ef-list\n",
+               o->k, o->target, ps.recall);
+    s_print_table(o, &cs, &ps, x.batch.nq);
+    printf("RESULT cluster recall=%.4f batch_qps_ratio_vs_inprocess=%.3f "
+           "single_qps_ratio_vs_inprocess=%.3f shards_per_query=%.2f\n",
+           cs.recall, cs.batch_qps / ps.batch_qps, cs.single_qps / ps.single_qps,
+           cs.shards_per_query);
+    fflush(stdout);
+
+done:
+    shoal_client_destroy(&client);
+    s_cluster_kill(c);
+    if (c->dir[0])
+        bench_remove_tree(c->dir);
+    free(c);
+    free(x.base);
+    free(x.ids);
+    free(x.queries);
+    free(x.gt);
+    free(x.found);
+    free(x.dists);
+    free(x.lat);
+    return rc;
+}
+
+int bench_cluster_main(int argc, char **argv)
+{
+    cluster_bench_opts_t opts;
+    return bench_command_main("cluster", argc, argv, &opts, s_parse, s_usage, s_run);
+}
