@@ -730,6 +730,28 @@ done:
     return rc;
 }
 
+/* The option texts search and knn-graph share, and each one's row count option. */
+typedef struct {
+    const char *k, *nprobe, *ef, *mode; /* -k, --nprobe, --ef, --mode */
+    const char *rows;                   /* --batch (search) or --chunk (knn-graph) */
+    const char *deadline;               /* --deadline-ms */
+} s_search_args_t;
+
+/* Parses a's values into sopts and *rows (rows_name names a->rows in messages). */
+static int s_search_args_parse(const s_search_args_t *a, const char *rows_name, size_t *rows,
+                               shoal_search_opts_t *sopts, shoal_err_t *err)
+{
+    int rc;
+    if ((rc = s_opt_size("-k", a->k, 1, WIRE_MAX_K_DEFAULT, &sopts->k, err)) != 0 ||
+        (rc = s_opt_size("--nprobe", a->nprobe, 1, UINT32_MAX, &sopts->nprobe, err)) != 0 ||
+        (rc = s_opt_size("--ef", a->ef, 1, UINT32_MAX, &sopts->ef, err)) != 0 ||
+        (rc = s_opt_size(rows_name, a->rows, 1, WIRE_MAX_BATCH_DEFAULT, rows, err)) != 0 ||
+        (rc = s_opt_size("--deadline-ms", a->deadline, 1, S_TIMEOUT_MS_MAX, &sopts->deadline_ms,
+                         err)) != 0)
+        return rc;
+    return s_parse_mode(a->mode, &sopts->mode, err);
+}
+
 static const char s_help_search[] =
     "usage: shoal search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E]\n"
     "                    [--mode auto|hnsw|exact] [--batch B] [--deadline-ms D]\n"
@@ -775,11 +797,12 @@ static int s_write_result_ivecs(const char *path, const uint64_t *ids, size_t n,
 
 static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *k_s, *nprobe_s, *ef_s, *mode_s, *batch_s, *deadline_s, *gt_path, *out_path;
-    s_opt_t opts[] = {{"-k", "--k", &k_s},         {"--nprobe", NULL, &nprobe_s},
-                      {"--ef", NULL, &ef_s},       {"--mode", NULL, &mode_s},
-                      {"--batch", NULL, &batch_s}, {"--deadline-ms", NULL, &deadline_s},
-                      {"--gt", NULL, &gt_path},    {"--out", NULL, &out_path}};
+    const char *gt_path, *out_path;
+    s_search_args_t a;
+    s_opt_t opts[] = {{"-k", "--k", &a.k},        {"--nprobe", NULL, &a.nprobe},
+                      {"--ef", NULL, &a.ef},      {"--mode", NULL, &a.mode},
+                      {"--batch", NULL, &a.rows}, {"--deadline-ms", NULL, &a.deadline},
+                      {"--gt", NULL, &gt_path},   {"--out", NULL, &out_path}};
     const char *names[] = {"NAME", "QUERY_FILE"}, *pos[2];
     size_t npos;
     int rc = s_parse_args(argc, argv, opts, 8, names, 2, 2, pos, &npos, err);
@@ -789,13 +812,7 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     memset(&sopts, 0, sizeof sopts);
     sopts.k = S_SEARCH_K_DEFAULT;
     size_t batch = 1;
-    if ((rc = s_opt_size("-k", k_s, 1, WIRE_MAX_K_DEFAULT, &sopts.k, err)) != 0 ||
-        (rc = s_opt_size("--nprobe", nprobe_s, 1, UINT32_MAX, &sopts.nprobe, err)) != 0 ||
-        (rc = s_opt_size("--ef", ef_s, 1, UINT32_MAX, &sopts.ef, err)) != 0 ||
-        (rc = s_opt_size("--batch", batch_s, 1, WIRE_MAX_BATCH_DEFAULT, &batch, err)) != 0 ||
-        (rc = s_opt_size("--deadline-ms", deadline_s, 1, S_TIMEOUT_MS_MAX, &sopts.deadline_ms,
-                         err)) != 0 ||
-        (rc = s_parse_mode(mode_s, &sopts.mode, err)) != 0)
+    if ((rc = s_search_args_parse(&a, "--batch", &batch, &sopts, err)) != 0)
         return rc;
 
     size_t nq = 0, dim = 0, gn = 0, gdim = 0;
@@ -884,13 +901,11 @@ done:
     return rc;
 }
 
-static const char s_help_delete[] =
-    "usage: shoal delete NAME --ids FILE_OR_LIST\n"
-    "Deletes ids from NAME. FILE_OR_LIST is a file with one id per line (blank\n"
-    "lines and lines starting with # are skipped), or a list such as\n"
-    "1,2,3,10-20 (ranges inclusive). Prints deleted=N: how many existed.\n";
-
-static int s_cmd_delete(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+/*
+ * Parses "NAME --ids FILE_OR_LIST" (delete, get): *name (borrowed from argv)
+ * and the ids (v->ids is the caller's to free when this returned 0).
+ */
+static int s_parse_name_ids(int argc, char **argv, const char **name, s_ids_t *v, shoal_err_t *err)
 {
     const char *ids_s;
     s_opt_t opts[] = {{"--ids", NULL, &ids_s}};
@@ -901,14 +916,30 @@ static int s_cmd_delete(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         return rc;
     if (!ids_s)
         return s_bad(err, "--ids is required");
+    if ((rc = s_ids_parse(ids_s, v, err)) != 0)
+        return rc;
+    *name = pos[0];
+    return 0;
+}
+
+static const char s_help_delete[] =
+    "usage: shoal delete NAME --ids FILE_OR_LIST\n"
+    "Deletes ids from NAME. FILE_OR_LIST is a file with one id per line (blank\n"
+    "lines and lines starting with # are skipped), or a list such as\n"
+    "1,2,3,10-20 (ranges inclusive). Prints deleted=N: how many existed.\n";
+
+static int s_cmd_delete(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *name;
     s_ids_t v;
-    if ((rc = s_ids_parse(ids_s, &v, err)) != 0)
+    int rc = s_parse_name_ids(argc, argv, &name, &v, err);
+    if (rc != 0)
         return rc;
     size_t total = 0;
     if ((rc = s_connect(cli, 0, err)) == 0) {
         for (size_t at = 0; rc == 0 && at < v.n; at += S_DELETE_BATCH) {
             size_t n = v.n - at < S_DELETE_BATCH ? v.n - at : S_DELETE_BATCH, deleted = 0;
-            rc = shoal_client_delete(cli->client, pos[0], v.ids + at, n, &deleted, NULL, err);
+            rc = shoal_client_delete(cli->client, name, v.ids + at, n, &deleted, NULL, err);
             total += deleted;
         }
     }
@@ -925,17 +956,10 @@ static const char s_help_get[] =
 
 static int s_cmd_get(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *ids_s;
-    s_opt_t opts[] = {{"--ids", NULL, &ids_s}};
-    const char *names[] = {"NAME"}, *pos[1];
-    size_t npos;
-    int rc = s_parse_args(argc, argv, opts, 1, names, 1, 1, pos, &npos, err);
-    if (rc != 0)
-        return rc;
-    if (!ids_s)
-        return s_bad(err, "--ids is required");
+    const char *name;
     s_ids_t v;
-    if ((rc = s_ids_parse(ids_s, &v, err)) != 0)
+    int rc = s_parse_name_ids(argc, argv, &name, &v, err);
+    if (rc != 0)
         return rc;
     if (v.n > S_GET_IDS_MAX) {
         free(v.ids);
@@ -945,7 +969,7 @@ static int s_cmd_get(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     float *vecs = NULL;
     size_t dim = 0;
     if ((rc = s_connect(cli, 0, err)) == 0)
-        rc = shoal_client_get(cli->client, pos[0], v.ids, v.n, &found, &vecs, &dim, err);
+        rc = shoal_client_get(cli->client, name, v.ids, v.n, &found, &vecs, &dim, err);
     for (size_t i = 0; rc == 0 && i < v.n; i++) {
         printf("%" PRIu64 " found=%d", v.ids[i], found[i] ? 1 : 0);
         for (size_t j = 0; found[i] && j < dim; j++)
@@ -1024,33 +1048,28 @@ static int s_knn_write(s_knn_out_t *o, const shoal_knn_chunk_t *c, const char *p
 
 static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *k_s, *out_path, *nprobe_s, *ef_s, *mode_s, *chunk_s, *deadline_s;
-    s_opt_t opts[] = {{"-k", "--k", &k_s},
+    const char *out_path;
+    s_search_args_t a;
+    s_opt_t opts[] = {{"-k", "--k", &a.k},
                       {"--out", NULL, &out_path},
-                      {"--nprobe", NULL, &nprobe_s},
-                      {"--ef", NULL, &ef_s},
-                      {"--mode", NULL, &mode_s},
-                      {"--chunk", NULL, &chunk_s},
-                      {"--deadline-ms", NULL, &deadline_s}};
+                      {"--nprobe", NULL, &a.nprobe},
+                      {"--ef", NULL, &a.ef},
+                      {"--mode", NULL, &a.mode},
+                      {"--chunk", NULL, &a.rows},
+                      {"--deadline-ms", NULL, &a.deadline}};
     const char *names[] = {"NAME"}, *pos[1];
     size_t npos;
     int rc = s_parse_args(argc, argv, opts, 7, names, 1, 1, pos, &npos, err);
     if (rc != 0)
         return rc;
-    if (!k_s)
+    if (!a.k)
         return s_bad(err, "-k is required");
     if (!out_path)
         return s_bad(err, "--out is required");
     shoal_search_opts_t sopts;
     memset(&sopts, 0, sizeof sopts);
     size_t chunk_rows = 0;
-    if ((rc = s_opt_size("-k", k_s, 1, WIRE_MAX_K_DEFAULT, &sopts.k, err)) != 0 ||
-        (rc = s_opt_size("--nprobe", nprobe_s, 1, UINT32_MAX, &sopts.nprobe, err)) != 0 ||
-        (rc = s_opt_size("--ef", ef_s, 1, UINT32_MAX, &sopts.ef, err)) != 0 ||
-        (rc = s_opt_size("--chunk", chunk_s, 1, WIRE_MAX_BATCH_DEFAULT, &chunk_rows, err)) != 0 ||
-        (rc = s_opt_size("--deadline-ms", deadline_s, 1, S_TIMEOUT_MS_MAX, &sopts.deadline_ms,
-                         err)) != 0 ||
-        (rc = s_parse_mode(mode_s, &sopts.mode, err)) != 0)
+    if ((rc = s_search_args_parse(&a, "--chunk", &chunk_rows, &sopts, err)) != 0)
         return rc;
 
     s_knn_out_t o;

@@ -417,6 +417,22 @@ int shoal_client_ping(shoal_client_t *client, void **info, size_t *info_len, sho
     return s_release(&rep, &frames, rc);
 }
 
+/* Sends create_collection (nlist 0: the server's default, or none on a shard). */
+static int s_create(shoal_client_t *client, const char *coll, uint32_t dim, shoal_metric_t metric,
+                    uint32_t nlist, uint32_t M, uint32_t ef_construction, shoal_err_t *err)
+{
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
+    if (rc != 0)
+        return rc;
+    req.dim = dim;
+    req.metric = metric;
+    req.nlist = nlist;
+    req.M = M;
+    req.ef_construction = ef_construction;
+    return s_call_status(client, &req, err);
+}
+
 int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, shoal_metric_t metric,
                         size_t M, size_t ef_construction, shoal_err_t *err)
 {
@@ -424,15 +440,8 @@ int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, sh
         return shoal_err_set(err, SHOAL_EINVAL,
                              "create_collection: dim, M or ef_construction "
                              "does not fit in 32 bits");
-    wire_request_t req;
-    int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
-    if (rc != 0)
-        return rc;
-    req.dim = (uint32_t)dim;
-    req.metric = metric;
-    req.M = (uint32_t)M;
-    req.ef_construction = (uint32_t)ef_construction;
-    return s_call_status(client, &req, err);
+    return s_create(client, coll, (uint32_t)dim, metric, 0, (uint32_t)M, (uint32_t)ef_construction,
+                    err);
 }
 
 int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err)
@@ -496,16 +505,8 @@ int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim
         return shoal_err_set(err, SHOAL_EINVAL,
                              "create_collection: dim, nlist, M or ef_construction "
                              "does not fit in 32 bits");
-    wire_request_t req;
-    int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
-    if (rc != 0)
-        return rc;
-    req.dim = (uint32_t)dim;
-    req.metric = metric;
-    req.nlist = (uint32_t)opts->nlist;
-    req.M = (uint32_t)opts->M;
-    req.ef_construction = (uint32_t)opts->ef_construction;
-    return s_call_status(client, &req, err);
+    return s_create(client, coll, (uint32_t)dim, metric, (uint32_t)opts->nlist, (uint32_t)opts->M,
+                    (uint32_t)opts->ef_construction, err);
 }
 
 int shoal_client_train(shoal_client_t *client, const char *coll, const float *sample, size_t n,

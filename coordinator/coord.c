@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/topk.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -36,6 +37,9 @@
 #define S_SHARD_HWM 100000
 /* At start, how long to wait for the shard connections at most (ms). */
 #define S_CONNECT_WAIT_MS 2000
+
+static_assert(COORD_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
+              "the coordinator's latency ring is wire_io's");
 
 /* One outstanding shard request. */
 typedef struct {
@@ -57,22 +61,6 @@ static char *s_strdup(const char *text)
     if (copy)
         memcpy(copy, text, len);
     return copy;
-}
-
-static size_t s_op_index(wire_op_t op)
-{
-    return (op > WIRE_OP_NONE && op < WIRE_OP_COUNT) ? (size_t)op : 0;
-}
-
-static const char *s_op_label(size_t index)
-{
-    const char *name = index ? wire_op_name((wire_op_t)index) : NULL;
-    return name ? name : "invalid";
-}
-
-static int s_readable(zsock_t *sock)
-{
-    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
 }
 
 static void s_rid_key(uint64_t rid, char *buf, size_t cap)
@@ -97,23 +85,7 @@ const catalog_coll_t *coord_coll(coord_t *coord, const char *name, shoal_err_t *
 int coord_check_finite(const char *op, const float *vecs, size_t n, size_t dim, const uint64_t *ids,
                        shoal_err_t *err)
 {
-    for (size_t i = 0; i < n; i++) {
-        const float *row = vecs + i * dim;
-        for (size_t j = 0; j < dim; j++) {
-            if (isfinite(row[j]))
-                continue;
-            const char *what = isnan(row[j]) ? "NaN" : "Inf";
-            if (ids)
-                return shoal_err_set(err, SHOAL_EINVAL,
-                                     "%s: vector %zu (id %" PRIu64 ") has a non-finite value "
-                                     "(%s) at index %zu",
-                                     op, i, ids[i], what, j);
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "%s: row %zu has a non-finite value (%s) at index %zu", op, i,
-                                 what, j);
-        }
-    }
-    return 0;
+    return wire_io_check_finite(op, "row", vecs, n, dim, ids, err);
 }
 
 int coord_shard_usable(const coord_t *coord, size_t s)
@@ -123,16 +95,20 @@ int coord_shard_usable(const coord_t *coord, size_t s)
 
 void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap)
 {
+    /* Whole endpoints only: one that does not fit ends the list with ",...". */
     size_t len = strlen(buf);
-    for (size_t s = 0; s < coord->nshards && len + 1 < cap; s++) {
+    for (size_t s = 0; s < coord->nshards; s++) {
         if (!flags[s])
             continue;
-        int w = snprintf(buf + len, cap - len, "%s%s", len ? "," : "", coord->shards[s].endpoint);
-        if (w < 0)
-            break;
-        len += (size_t)w;
-        if (len >= cap)
-            len = cap - 1;
+        const char *ep = coord->shards[s].endpoint;
+        size_t need = (len ? 1 : 0) + strlen(ep);
+        if (len + need + 4 >= cap) { /* keep room for ",..." */
+            if (len + 4 < cap)
+                memcpy(buf + len, len ? ",..." : "...", len ? 5 : 4);
+            return;
+        }
+        snprintf(buf + len, cap - len, "%s%s", len ? "," : "", ep);
+        len += need;
     }
 }
 
@@ -140,77 +116,15 @@ void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, si
 /* Replies to clients                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* Encodes rep into copied frames; an error reply saying so when it cannot. */
-static zmsg_t *s_encode_reply(const wire_reply_t *rep, int *code)
-{
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    *code = rep->code;
-    if (wire_reply_encode(rep, &frames, &err) != 0) {
-        log_error("encoding the %s reply (rid %" PRIu64 "): %s", s_op_label(s_op_index(rep->op)),
-                  rep->rid, err.msg);
-        wire_reply_t fallback;
-        wire_reply_init(&fallback);
-        char msg[SHOAL_ERR_MSG_MAX + 32];
-        snprintf(msg, sizeof msg, "encoding the reply: %s", err.msg);
-        wire_reply_error(&fallback, rep->op, rep->rid, err.code ? err.code : SHOAL_EINTERNAL, msg);
-        *code = fallback.code;
-        int rc = wire_reply_encode(&fallback, &frames, &err);
-        wire_reply_fini(&fallback);
-        if (rc != 0)
-            return NULL;
-    }
-    zmsg_t *msg = zmsg_new();
-    for (size_t i = 0; msg && i < frames.count; i++)
-        if (zmsg_addmem(msg, frames.data[i], frames.size[i]) != 0)
-            zmsg_destroy(&msg);
-    wire_frames_fini(&frames);
-    return msg;
-}
-
-static void s_count(coord_t *coord, wire_op_t op, int code, int64_t micros)
-{
-    size_t i = s_op_index(op);
-    coord->requests[i]++;
-    if (code != SHOAL_OK)
-        coord->errors[i]++;
-    uint32_t sample = micros < 0 ? 0 : micros > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)micros;
-    coord->latency[i][coord->latency_pos[i]] = sample;
-    coord->latency_pos[i] = (coord->latency_pos[i] + 1) % COORD_LATENCY_SAMPLES;
-    if (coord->latency_len[i] < COORD_LATENCY_SAMPLES)
-        coord->latency_len[i]++;
-}
-
-/* Sends a reply with the job's envelope (consumes the identity). */
+/* Sends a reply with the job's envelope (consumes the identity) and counts it. */
 static void s_send_reply(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
 {
     int code = rep->code;
-    zmsg_t *msg = s_encode_reply(rep, &code);
-    int64_t micros = zclock_usecs() - job->start_us;
-    s_count(coord, job->req.op, code, micros);
-    if (code == SHOAL_EINTERNAL || code == SHOAL_EIO || code == SHOAL_ECORRUPT ||
-        code == SHOAL_ENOMEM)
-        log_error("%s (rid %" PRIu64 ") failed: %s", s_op_label(s_op_index(job->req.op)),
-                  job->req.rid, rep->msg);
-    else
-        log_debug("%s (rid %" PRIu64 ") -> %s in %" PRId64 " us",
-                  s_op_label(s_op_index(job->req.op)), job->req.rid, shoal_errname(code), micros);
-    if (!msg) {
-        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
-                  s_op_label(s_op_index(job->req.op)), job->req.rid);
-        return;
-    }
-    int rc = 0;
-    if (job->delimiter)
-        rc = zmsg_pushmem(msg, NULL, 0);
-    if (rc == 0)
-        rc = zmsg_prepend(msg, &job->identity);
-    if (rc != 0 || zmsg_send(&msg, coord->router) != 0)
-        log_warn("reply to %s (rid %" PRIu64 ") could not be sent",
-                 s_op_label(s_op_index(job->req.op)), job->req.rid);
-    zmsg_destroy(&msg);
+    zmsg_t *msg = wire_io_encode_reply(rep, &code);
+    wire_io_count(&coord->counters, job->req.op, job->req.rid, code, zclock_usecs() - job->start_us,
+                  rep->msg);
+    wire_io_send_reply(coord->router, &msg, &job->identity, job->delimiter, job->req.op,
+                       job->req.rid);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -285,7 +199,7 @@ void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (!job->client)
-        log_warn("internal %s: %s", s_op_label(s_op_index(job->req.op)), msg);
+        log_warn("internal %s: %s", wire_io_op_name(job->req.op), msg);
     wire_reply_t rep;
     wire_reply_init(&rep);
     wire_reply_error(&rep, job->req.op, job->req.rid, code ? code : SHOAL_EINTERNAL, msg);
@@ -352,8 +266,8 @@ int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_re
     shoal_err_t err;
     shoal_err_clear(&err);
     if (wire_request_encode(req, &frames, &err) != 0) {
-        log_error("encoding a %s for %s: %s", s_op_label(s_op_index(req->op)),
-                  coord->shards[s].endpoint, err.msg);
+        log_error("encoding a %s for %s: %s", wire_io_op_name(req->op), coord->shards[s].endpoint,
+                  err.msg);
         return -1;
     }
     s_pending_t *p = malloc(sizeof *p);
@@ -375,8 +289,8 @@ int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_re
     wire_frames_fini(&frames);
     if (rc != 0) {
         /* Only the first part can fail: ZeroMQ queues a message atomically. */
-        log_debug("%s to %s not sent: %s", s_op_label(s_op_index(req->op)),
-                  coord->shards[s].endpoint, zmq_strerror(zmq_errno()));
+        log_debug("%s to %s not sent: %s", wire_io_op_name(req->op), coord->shards[s].endpoint,
+                  zmq_strerror(zmq_errno()));
         free(p);
         if (job)
             job->nrids--;
@@ -418,12 +332,7 @@ static void s_on_shard_message(coord_t *coord, size_t s)
         return;
     s_shard_seen(coord, s);
     wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
-        frames.data[frames.count] = zframe_data(f);
-        frames.size[frames.count] = zframe_size(f);
-        frames.count++;
-    }
+    wire_io_frames(msg, &frames);
     wire_reply_t rep;
     wire_reply_init(&rep);
     shoal_err_t err;
@@ -697,30 +606,41 @@ static void s_train_collect(coord_t *coord)
 /* Requests from clients                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void s_peek_header(const wire_frames_t *frames, const wire_limits_t *limits,
-                          wire_request_t *req)
-{
-    wire_frames_t header = *frames;
-    header.count = frames->count ? 1 : 0;
-    wire_request_t peek;
-    wire_request_init(&peek);
-    shoal_err_t ignored;
-    (void)wire_request_decode(&header, limits, &peek, &ignored);
-    req->op = peek.op;
-    req->rid = peek.rid;
-    wire_request_fini(&peek);
-}
+/* How each client op is served. */
+typedef enum {
+    S_AT_ONCE, /* answered by the loop now (ping, stats) */
+    S_WRITE,   /* through the write FIFO */
+    S_READ,    /* started now, runs alongside others */
+} s_route_kind_t;
+
+static const struct {
+    wire_op_t op;        /* the request's op */
+    coord_job_fn fn;     /* its handler (job->start unless S_AT_ONCE) */
+    s_route_kind_t kind; /* when it runs */
+} s_routes[] = {
+    {WIRE_OP_PING, coord_op_ping, S_AT_ONCE},
+    {WIRE_OP_STATS, coord_op_stats, S_AT_ONCE},
+    {WIRE_OP_CREATE_COLLECTION, coord_op_create, S_WRITE},
+    {WIRE_OP_DROP_COLLECTION, coord_op_drop, S_WRITE},
+    {WIRE_OP_TRAIN, coord_op_train, S_WRITE},
+    {WIRE_OP_INSERT, coord_op_insert, S_WRITE},
+    {WIRE_OP_DELETE, coord_op_delete, S_WRITE},
+    {WIRE_OP_SEARCH, coord_op_search, S_READ},
+    {WIRE_OP_GET, coord_op_get, S_READ},
+    {WIRE_OP_KNN_GRAPH, coord_op_knn_graph, S_READ},
+    {WIRE_OP_CHECKPOINT, coord_op_checkpoint, S_READ},
+};
 
 static void s_on_request(coord_t *coord, int stopping)
 {
-    zmsg_t *msg = zmsg_recv(coord->router);
+    zframe_t *identity = NULL;
+    int delimiter = 0;
+    zmsg_t *msg = wire_io_recv(coord->router, &identity, &delimiter);
     if (!msg)
         return;
-    zframe_t *identity = zmsg_pop(msg);
-    int is_write = 0;
-    coord_job_t *job = identity ? coord_job_new(coord, 0) : NULL;
+    coord_job_t *job = coord_job_new(coord, 0);
     if (!job) {
-        log_error("dropping a request: %s", identity ? "out of memory" : "no routing id");
+        log_error("dropping a request: out of memory");
         zframe_destroy(&identity);
         zmsg_destroy(&msg);
         return;
@@ -728,44 +648,11 @@ static void s_on_request(coord_t *coord, int stopping)
     coord->client_jobs++;
     job->client = 1;
     job->identity = identity;
-    zframe_t *first = zmsg_first(msg);
-    if (first && zframe_size(first) == 0) {
-        zframe_t *delimiter = zmsg_pop(msg);
-        zframe_destroy(&delimiter);
-        job->delimiter = 1;
-    }
+    job->delimiter = delimiter;
     job->frames = msg;
-    size_t nframes = zmsg_size(msg);
-    size_t bytes = zmsg_content_size(msg);
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
-        frames.data[frames.count] = zframe_data(f);
-        frames.size[frames.count] = zframe_size(f);
-        frames.count++;
-    }
     shoal_err_t err;
     shoal_err_clear(&err);
-    int rc;
-    if (nframes == 0) {
-        rc = shoal_err_set(&err, SHOAL_EPROTO, "empty message: expected a msgpack header frame");
-    } else if (bytes > coord->limits.max_message_bytes) {
-        s_peek_header(&frames, &coord->limits, &job->req);
-        rc = shoal_err_set(&err, SHOAL_ELIMIT,
-                           "message of %zu bytes is over the limit of %zu bytes "
-                           "(--max-message-bytes)",
-                           bytes, coord->limits.max_message_bytes);
-    } else if (nframes > WIRE_FRAMES_MAX) {
-        s_peek_header(&frames, &coord->limits, &job->req);
-        rc = shoal_err_set(&err, SHOAL_EPROTO,
-                           "message has %zu frames, at most %d are allowed (a header and up to "
-                           "%d bulk frames)",
-                           nframes, WIRE_FRAMES_MAX, WIRE_FRAMES_MAX - 1);
-    } else {
-        rc = wire_request_decode(&frames, &coord->limits, &job->req, &err);
-        if (rc != 0 && !err.msg[0])
-            shoal_err_set(&err, rc, "malformed request: %s", shoal_strerror(rc));
-    }
+    int rc = wire_io_decode(msg, &coord->limits, &job->req, &err);
     if (rc == 0 && stopping)
         rc = shoal_err_set(&err, SHOAL_EUNAVAIL,
                            "the coordinator is shutting down; the request was not run");
@@ -773,52 +660,20 @@ static void s_on_request(coord_t *coord, int stopping)
         coord_fail(coord, &job, rc, "%s", err.msg);
         return;
     }
-    switch (job->req.op) {
-    case WIRE_OP_PING:
-        coord_op_ping(coord, job);
-        return;
-    case WIRE_OP_STATS:
-        coord_op_stats(coord, job);
-        return;
-    case WIRE_OP_CREATE_COLLECTION:
-        job->start = coord_op_create;
-        is_write = 1;
-        break;
-    case WIRE_OP_DROP_COLLECTION:
-        job->start = coord_op_drop;
-        is_write = 1;
-        break;
-    case WIRE_OP_TRAIN:
-        job->start = coord_op_train;
-        is_write = 1;
-        break;
-    case WIRE_OP_INSERT:
-        job->start = coord_op_insert;
-        is_write = 1;
-        break;
-    case WIRE_OP_DELETE:
-        job->start = coord_op_delete;
-        is_write = 1;
-        break;
-    case WIRE_OP_SEARCH:
-        job->start = coord_op_search;
-        break;
-    case WIRE_OP_GET:
-        job->start = coord_op_get;
-        break;
-    case WIRE_OP_KNN_GRAPH:
-        job->start = coord_op_knn_graph;
-        break;
-    case WIRE_OP_CHECKPOINT:
-        job->start = coord_op_checkpoint;
-        break;
-    default:
-        coord_fail(coord, &job, SHOAL_EUNSUPPORTED, "op %s is not served by the coordinator",
-                   s_op_label(s_op_index(job->req.op)));
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        if (s_routes[i].op != job->req.op)
+            continue;
+        if (s_routes[i].kind == S_AT_ONCE) {
+            s_routes[i].fn(coord, job);
+            return;
+        }
+        job->start = s_routes[i].fn;
+        job->is_write = s_routes[i].kind == S_WRITE;
+        coord_job_submit(coord, job);
         return;
     }
-    job->is_write = is_write;
-    coord_job_submit(coord, job);
+    coord_fail(coord, &job, SHOAL_EUNSUPPORTED, "op %s is not served by the coordinator",
+               wire_io_op_name(job->req.op));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -922,7 +777,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             break;
         }
         for (size_t s = 0; s < coord->nshards; s++)
-            for (int b = 0; b < S_BURST && s_readable(coord->shards[s].dealer); b++)
+            for (int b = 0; b < S_BURST && wire_io_readable(coord->shards[s].dealer); b++)
                 s_on_shard_message(coord, s);
         if (items[i_train].revents & ZMQ_POLLIN)
             s_train_collect(coord);
@@ -930,7 +785,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
                        (i_ext != SIZE_MAX && (items[i_ext].revents & ZMQ_POLLIN));
         if (i_router != SIZE_MAX && !stop_now)
             for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
-                            coord->fifo_len < COORD_WRITES_MAX && s_readable(coord->router);
+                            coord->fifo_len < COORD_WRITES_MAX && wire_io_readable(coord->router);
                  b++)
                 s_on_request(coord, 0);
         if (stop_now) {
@@ -942,7 +797,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
                      "are refused",
                      coord->client_jobs);
             s_refuse_waiting(coord);
-            for (int b = 0; b < COORD_JOBS_MAX && s_readable(coord->router); b++)
+            for (int b = 0; b < COORD_JOBS_MAX && wire_io_readable(coord->router); b++)
                 s_on_request(coord, 1);
         }
     }
@@ -1084,28 +939,11 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         goto fail;
     }
 
-    coord->router = zsock_new(ZMQ_ROUTER);
-    if (!coord->router) {
-        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: cannot create the ROUTER socket");
+    coord->router = wire_io_router_bind("coordinator", coord->listen,
+                                        coord->limits.max_message_bytes, &coord->endpoint, err);
+    if (!coord->router)
         goto fail;
-    }
-    int64_t maxmsg = coord->limits.max_message_bytes > (size_t)INT64_MAX
-                         ? -1
-                         : (int64_t)coord->limits.max_message_bytes;
-    zmq_setsockopt(zsock_resolve(coord->router), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    zsock_set_linger(coord->router, 0);
     zsock_set_sndhwm(coord->router, 0);
-    if (zsock_bind(coord->router, "%s", coord->listen) < 0) {
-        shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", coord->listen,
-                      zmq_strerror(zmq_errno()));
-        goto fail;
-    }
-    const char *endpoint = zsock_endpoint(coord->router);
-    coord->endpoint = s_strdup(endpoint ? endpoint : coord->listen);
-    if (!coord->endpoint) {
-        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
-        goto fail;
-    }
 
     for (size_t s = 0; s < coord->nshards; s++) {
         coord_shard_t *shard = &coord->shards[s];

@@ -32,6 +32,7 @@
 #include "coordinator/fanout.h"
 #include "coordinator/kmeans.h"
 #include "coordinator/placement.h"
+#include "common/wire_io.h"
 #include "gpu/knn.h"
 
 #include <czmq.h>
@@ -136,17 +137,13 @@ struct coord {
     coord_train_t *train_done; /* the finished task handed to on_train */
     coord_router_t *routers;   /* routing engines */
     size_t nrouters;
-    int64_t next_ping_us;                                   /* when the next ping round goes */
-    int stopping;                                           /* the loop is draining */
-    int redrive_queued;                                     /* a re-drive job waits in the FIFO */
-    uint64_t requests[WIRE_OP_COUNT];                       /* replies sent per op */
-    uint64_t errors[WIRE_OP_COUNT];                         /* of which errors */
-    uint32_t latency[WIRE_OP_COUNT][COORD_LATENCY_SAMPLES]; /* rings, microseconds */
-    size_t latency_len[WIRE_OP_COUNT];
-    size_t latency_pos[WIRE_OP_COUNT];
-    uint64_t *fanout_hist;   /* nshards + 1: queries by shards touched */
-    uint64_t fanout_queries; /* queries counted */
-    uint64_t fanout_sum;     /* shards touched, summed */
+    int64_t next_ping_us;        /* when the next ping round goes */
+    int stopping;                /* the loop is draining */
+    int redrive_queued;          /* a re-drive job waits in the FIFO */
+    wire_io_counters_t counters; /* replies, errors, latency by op */
+    uint64_t *fanout_hist;       /* nshards + 1: queries by shards touched */
+    uint64_t fanout_queries;     /* queries counted */
+    uint64_t fanout_sum;         /* shards touched, summed */
 };
 
 /* ---- coord.c: jobs and shards ---- */

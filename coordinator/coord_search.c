@@ -324,13 +324,19 @@ static int s_nprobe(const coord_job_t *job, const catalog_coll_t *c, size_t *npr
     return 0;
 }
 
+/* A success reply to job's request, the rest of it zero. */
+static void s_reply_start(wire_reply_t *rep, const coord_job_t *job)
+{
+    wire_reply_init(rep);
+    rep->op = job->req.op;
+    rep->rid = job->req.rid;
+}
+
 static void s_search_done(coord_t *coord, coord_job_t *job)
 {
     s_read_t *r = job->state;
     wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
+    s_reply_start(&rep, job);
     rep.n = r->nq;
     rep.k = (uint32_t)r->k;
     rep.ids = r->merge.ids;
@@ -462,9 +468,7 @@ static void s_get_done(coord_t *coord, coord_job_t *job)
         return;
     }
     wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
+    s_reply_start(&rep, job);
     rep.n = r->n;
     rep.dim = (uint32_t)r->dim;
     rep.found = r->found;
@@ -561,9 +565,7 @@ static void s_knn_reply(coord_t *coord, coord_job_t *job, size_t n, const uint64
 {
     s_read_t *r = job->state;
     wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
+    s_reply_start(&rep, job);
     rep.n = n;
     rep.k = job->req.k;
     rep.ids = ids;

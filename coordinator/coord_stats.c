@@ -11,17 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *s_op_label(size_t index)
-{
-    const char *name = index ? wire_op_name((wire_op_t)index) : NULL;
-    return name ? name : "invalid";
-}
-
-static size_t s_op_index(wire_op_t op)
-{
-    return (op > WIRE_OP_NONE && op < WIRE_OP_COUNT) ? (size_t)op : 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Ping and stats                                                           */
 /* ------------------------------------------------------------------------ */
@@ -29,24 +18,6 @@ static size_t s_op_index(wire_op_t op)
 static double s_uptime(const coord_t *coord)
 {
     return (double)(zclock_usecs() - coord->start_us) / 1e6;
-}
-
-static void s_info_u64(wire_info_t *info, const char *key, uint64_t value)
-{
-    wire_info_key(info, key);
-    wire_info_u64(info, value);
-}
-
-static void s_info_f64(wire_info_t *info, const char *key, double value)
-{
-    wire_info_key(info, key);
-    wire_info_f64(info, value);
-}
-
-static void s_info_str(wire_info_t *info, const char *key, const char *value)
-{
-    wire_info_key(info, key);
-    wire_info_str(info, value);
 }
 
 static size_t s_shards_up(const coord_t *coord)
@@ -59,18 +30,17 @@ static size_t s_shards_up(const coord_t *coord)
 
 static void s_reply_info(coord_t *coord, coord_job_t *job, wire_info_t *info)
 {
-    if (!info || wire_info_failed(info)) {
-        wire_info_destroy(&info);
-        coord_fail(coord, &job, SHOAL_ENOMEM, "%s: no memory for the info map",
-                   s_op_label(s_op_index(job->req.op)));
-        return;
-    }
     wire_reply_t rep;
     wire_reply_init(&rep);
     rep.op = job->req.op;
     rep.rid = job->req.rid;
-    rep.info = wire_info_data(info);
-    rep.info_len = wire_info_len(info);
+    if (wire_io_reply_info(&rep, info) != 0) {
+        wire_reply_fini(&rep);
+        wire_info_destroy(&info);
+        coord_fail(coord, &job, SHOAL_ENOMEM, "%s: no memory for the info map",
+                   wire_io_op_name(job->req.op));
+        return;
+    }
     coord_reply(coord, &job, &rep);
     wire_reply_fini(&rep);
     wire_info_destroy(&info);
@@ -81,12 +51,12 @@ void coord_op_ping(coord_t *coord, coord_job_t *job)
     wire_info_t *info = wire_info_new();
     if (info) {
         wire_info_map(info, 6);
-        s_info_str(info, "role", "coordinator");
-        s_info_u64(info, "version", WIRE_VERSION);
-        s_info_f64(info, "uptime_s", s_uptime(coord));
-        s_info_u64(info, "shards", coord->nshards);
-        s_info_u64(info, "shards_up", s_shards_up(coord));
-        s_info_u64(info, "inflight", coord->client_jobs);
+        wire_io_info_str(info, "role", "coordinator");
+        wire_io_info_u64(info, "version", WIRE_VERSION);
+        wire_io_info_f64(info, "uptime_s", s_uptime(coord));
+        wire_io_info_u64(info, "shards", coord->nshards);
+        wire_io_info_u64(info, "shards_up", s_shards_up(coord));
+        wire_io_info_u64(info, "inflight", coord->client_jobs);
     }
     s_reply_info(coord, job, info);
 }
@@ -105,9 +75,9 @@ static void s_info_shards(coord_t *coord, wire_info_t *info)
         const coord_shard_t *shard = &coord->shards[s];
         wire_info_key(info, shard->endpoint);
         wire_info_map(info, 4);
-        s_info_u64(info, "index", s);
-        s_info_str(info, "state", s_state_name(shard->state));
-        s_info_u64(info, "up", shard->state == COORD_SHARD_UP);
+        wire_io_info_u64(info, "index", s);
+        wire_io_info_str(info, "state", s_state_name(shard->state));
+        wire_io_info_u64(info, "up", shard->state == COORD_SHARD_UP);
         wire_info_key(info, "last_seen_ms_ago");
         if (shard->last_seen_us)
             wire_info_f64(info, (double)(now - shard->last_seen_us) / 1000.0);
@@ -130,15 +100,15 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
 {
     wire_info_key(info, c->name);
     wire_info_map(info, 11);
-    s_info_u64(info, "dim", c->dim);
-    s_info_str(info, "metric", shoal_metric_name(c->metric));
-    s_info_u64(info, "nlist", c->nlist);
-    s_info_u64(info, "nprobe", c->nprobe);
-    s_info_u64(info, "M", c->M);
-    s_info_u64(info, "ef_construction", c->ef_construction);
-    s_info_u64(info, "trained", c->trained ? 1 : 0);
-    s_info_u64(info, "count", c->count);
-    s_info_u64(info, "pending_intents", s_intents_count(coord, c->name));
+    wire_io_info_u64(info, "dim", c->dim);
+    wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
+    wire_io_info_u64(info, "nlist", c->nlist);
+    wire_io_info_u64(info, "nprobe", c->nprobe);
+    wire_io_info_u64(info, "M", c->M);
+    wire_io_info_u64(info, "ef_construction", c->ef_construction);
+    wire_io_info_u64(info, "trained", c->trained ? 1 : 0);
+    wire_io_info_u64(info, "count", c->count);
+    wire_io_info_u64(info, "pending_intents", s_intents_count(coord, c->name));
     /* Per shard (by index): vectors and lists it owns. */
     uint64_t *counts = calloc(coord->nshards + 1, sizeof *counts);
     uint64_t *lists = calloc(coord->nshards + 1, sizeof *lists);
@@ -153,49 +123,22 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
     wire_info_map(info, coord->nshards);
     for (size_t s = 0; s < coord->nshards; s++) {
         snprintf(key, sizeof key, "%zu", s);
-        s_info_u64(info, key, counts ? counts[s] : 0);
+        wire_io_info_u64(info, key, counts ? counts[s] : 0);
     }
     wire_info_key(info, "shard_lists");
     wire_info_map(info, coord->nshards);
     for (size_t s = 0; s < coord->nshards; s++) {
         snprintf(key, sizeof key, "%zu", s);
-        s_info_u64(info, key, lists ? lists[s] : 0);
+        wire_io_info_u64(info, key, lists ? lists[s] : 0);
     }
     free(counts);
     free(lists);
 }
 
-static int s_cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static double s_percentile(const uint32_t *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
-    rank = rank < 1 ? 1 : rank > n ? n : rank;
-    return sorted[rank - 1];
-}
-
-static void s_info_counters(wire_info_t *info, const char *key, const uint64_t *counts)
-{
-    wire_info_key(info, key);
-    wire_info_map(info, WIRE_OP_COUNT + 1);
-    uint64_t total = 0;
-    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
-        total += counts[op];
-    s_info_u64(info, "total", total);
-    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
-        s_info_u64(info, s_op_label(op), counts[op]);
-}
-
 static void s_info_process(coord_t *coord, wire_info_t *info)
 {
-    s_info_counters(info, "requests", coord->requests);
-    s_info_counters(info, "errors", coord->errors);
+    wire_io_info_counters(info, "requests", coord->counters.requests);
+    wire_io_info_counters(info, "errors", coord->counters.errors);
 
     /* Fan-out: shards per query over every search since start. */
     double p99 = 0;
@@ -211,30 +154,28 @@ static void s_info_process(coord_t *coord, wire_info_t *info)
     }
     wire_info_key(info, "fanout");
     wire_info_map(info, 3);
-    s_info_u64(info, "queries", coord->fanout_queries);
-    s_info_f64(info, "mean",
-               coord->fanout_queries ? (double)coord->fanout_sum / (double)coord->fanout_queries
-                                     : 0.0);
-    s_info_f64(info, "p99", p99);
+    wire_io_info_u64(info, "queries", coord->fanout_queries);
+    wire_io_info_f64(
+        info, "mean",
+        coord->fanout_queries ? (double)coord->fanout_sum / (double)coord->fanout_queries : 0.0);
+    wire_io_info_f64(info, "p99", p99);
 
     size_t with = 0;
     for (size_t op = 0; op < WIRE_OP_COUNT; op++)
-        with += coord->latency_len[op] > 0;
+        with += coord->counters.latency_len[op] > 0;
     wire_info_key(info, "latency_ms");
     wire_info_map(info, with);
-    uint32_t sorted[COORD_LATENCY_SAMPLES];
     for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
-        size_t n = coord->latency_len[op];
+        double p50, p95, p99_us;
+        size_t n = wire_io_latency(&coord->counters, op, &p50, &p95, &p99_us);
         if (!n)
             continue;
-        memcpy(sorted, coord->latency[op], n * sizeof sorted[0]);
-        qsort(sorted, n, sizeof sorted[0], s_cmp_u32);
-        wire_info_key(info, s_op_label(op));
+        wire_info_key(info, wire_io_op_label(op));
         wire_info_map(info, 4);
-        s_info_f64(info, "p50", s_percentile(sorted, n, 50) / 1000.0);
-        s_info_f64(info, "p95", s_percentile(sorted, n, 95) / 1000.0);
-        s_info_f64(info, "p99", s_percentile(sorted, n, 99) / 1000.0);
-        s_info_u64(info, "samples", n);
+        wire_io_info_f64(info, "p50", p50 / 1000.0);
+        wire_io_info_f64(info, "p95", p95 / 1000.0);
+        wire_io_info_f64(info, "p99", p99_us / 1000.0);
+        wire_io_info_u64(info, "samples", n);
     }
 }
 
@@ -258,21 +199,21 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_info_map(info, 4);
     } else {
         wire_info_map(info, 16);
-        s_info_str(info, "endpoint", coord->endpoint);
-        s_info_str(info, "data_dir", coord->data_dir);
-        s_info_str(info, "device", coord->device);
-        s_info_u64(info, "version", WIRE_VERSION);
-        s_info_u64(info, "shards_up", s_shards_up(coord));
-        s_info_u64(info, "inflight", coord->client_jobs);
-        s_info_u64(info, "writes_queued", coord->fifo_len);
+        wire_io_info_str(info, "endpoint", coord->endpoint);
+        wire_io_info_str(info, "data_dir", coord->data_dir);
+        wire_io_info_str(info, "device", coord->device);
+        wire_io_info_u64(info, "version", WIRE_VERSION);
+        wire_io_info_u64(info, "shards_up", s_shards_up(coord));
+        wire_io_info_u64(info, "inflight", coord->client_jobs);
+        wire_io_info_u64(info, "writes_queued", coord->fifo_len);
         size_t intents = 0;
         for (size_t i = 0; i < ncolls; i++)
             intents += s_intents_count(coord, catalog_coll_at(coord->cat, i)->name);
-        s_info_u64(info, "pending_intents", intents);
+        wire_io_info_u64(info, "pending_intents", intents);
         s_info_process(coord, info); /* 4 entries */
     }
-    s_info_str(info, "role", "coordinator");
-    s_info_f64(info, "uptime_s", s_uptime(coord));
+    wire_io_info_str(info, "role", "coordinator");
+    wire_io_info_f64(info, "uptime_s", s_uptime(coord));
     s_info_shards(coord, info);
     wire_info_key(info, "collections");
     wire_info_map(info, ncolls);

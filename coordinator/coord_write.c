@@ -206,6 +206,128 @@ static int s_check_down(coord_t *coord, const uint32_t *flags, const char *op, s
     return 0;
 }
 
+/* A sub-request of op on collection coll, the rest of it zero. */
+static void s_sub_init(wire_request_t *sub, wire_op_t op, const char *coll)
+{
+    wire_request_init(sub);
+    sub->op = op;
+    snprintf(sub->coll, sizeof sub->coll, "%s", coll);
+}
+
+/*
+ * Sends one copy of tmpl per shard and arms the phase: to every shard
+ * (batched 0), or to each shard with a batch queued in w->sids / w->svecs,
+ * which the copy carries (batched 1). The ids and vectors stay w's.
+ */
+static void s_fan_out(coord_t *coord, coord_job_t *job, const wire_request_t *tmpl, int batched)
+{
+    s_write_t *w = job->state;
+    for (size_t s = 0; s < coord->nshards; s++) {
+        if (batched && !w->sn[s])
+            continue;
+        wire_request_t sub = *tmpl;
+        if (batched) {
+            sub.n = w->sn[s];
+            sub.ids = w->sids[s];
+            sub.vecs = w->svecs[s];
+        }
+        s_send(coord, job, s, &sub);
+    }
+    s_phase_wait(coord, job);
+}
+
+/*
+ * Sends each shard its batch (w->sids / w->svecs) as an op request on w->coll
+ * (dim: an insert's) and continues in next when all answered.
+ */
+static void s_send_batches(coord_t *coord, coord_job_t *job, wire_op_t op, uint32_t dim,
+                           void (*next)(coord_t *, coord_job_t *))
+{
+    s_write_t *w = job->state;
+    w->next = next;
+    wire_request_t sub;
+    s_sub_init(&sub, op, w->coll);
+    sub.dim = dim;
+    s_fan_out(coord, job, &sub, 1);
+}
+
+/*
+ * Queues id (and its dim floats at vec, when vec is not NULL) for shard s;
+ * a batch has room for cap rows. 0, or -1 out of memory.
+ */
+static int s_batch_add(s_write_t *w, size_t s, uint64_t id, const float *vec, size_t dim,
+                       size_t cap)
+{
+    if (!w->sids[s]) {
+        w->sids[s] = malloc(cap * sizeof(uint64_t));
+        if (vec)
+            w->svecs[s] = malloc(cap * dim * sizeof(float));
+        if (!w->sids[s] || (vec && !w->svecs[s]))
+            return -1;
+    }
+    w->sids[s][w->sn[s]] = id;
+    if (vec)
+        memcpy(w->svecs[s] + w->sn[s] * dim, vec, dim * sizeof(float));
+    w->sn[s]++;
+    return 0;
+}
+
+/* The shard that owns list l of c, or UINT32_MAX when l names no list. */
+static uint32_t s_owner(const catalog_coll_t *c, uint32_t l)
+{
+    return l < c->nlist ? c->owners[l] : UINT32_MAX;
+}
+
+/*
+ * Queues a delete of id from the shards that may hold a stale copy of it:
+ * the owners of lists a and b, but not the owner of list keep (where the id
+ * map says it lives). touched (optional) marks the shards. 0, or -1 out of
+ * memory.
+ */
+static int s_stale_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint64_t id,
+                       uint32_t keep, uint32_t a, uint32_t b, size_t cap, uint32_t *touched)
+{
+    uint32_t owner_keep = s_owner(c, keep);
+    uint32_t cand[2] = {s_owner(c, a), s_owner(c, b)};
+    for (int k = 0; k < 2; k++) {
+        uint32_t s = cand[k];
+        if (s >= coord->nshards || s == owner_keep || (k == 1 && cand[0] == s))
+            continue;
+        if (s_batch_add(w, s, id, NULL, 0, cap) != 0)
+            return -1;
+        if (touched)
+            touched[s] = 1;
+    }
+    return 0;
+}
+
+/* Fails the job with the phase's first failure; 1 when there was one. */
+static int s_phase_failed(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    if (!w->fail_code)
+        return 0;
+    coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+    return 1;
+}
+
+/* Answers the job's client with success, count, and info (may be NULL; destroyed). */
+static void s_reply_ok(coord_t *coord, coord_job_t *job, uint64_t count, wire_info_t *info)
+{
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    rep.op = job->req.op;
+    rep.rid = job->req.rid;
+    rep.count = count;
+    if (info && !wire_info_failed(info)) {
+        rep.info = wire_info_data(info);
+        rep.info_len = wire_info_len(info);
+    }
+    coord_reply(coord, &job, &rep);
+    wire_reply_fini(&rep);
+    wire_info_destroy(&info);
+}
+
 /* ------------------------------------------------------------------------ */
 /* create_collection                                                        */
 /* ------------------------------------------------------------------------ */
@@ -223,9 +345,7 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
             if (!w->ok[s])
                 continue;
             wire_request_t req;
-            wire_request_init(&req);
-            req.op = WIRE_OP_DROP_COLLECTION;
-            snprintf(req.coll, sizeof req.coll, "%s", w->coll);
+            s_sub_init(&req, WIRE_OP_DROP_COLLECTION, w->coll);
             (void)coord_send(coord, NULL, s, 0, &req); /* answer ignored */
         }
         coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
@@ -248,19 +368,19 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
         wire_info_key(info, "ef_construction");
         wire_info_u64(info, c->ef_construction);
     }
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    if (info && !wire_info_failed(info)) {
-        rep.info = wire_info_data(info);
-        rep.info_len = wire_info_len(info);
-    }
     log_info("created collection \"%s\" (dim %u, nlist %u)", w->coll, c ? c->dim : 0,
              c ? c->nlist : 0);
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
-    wire_info_destroy(&info);
+    s_reply_ok(coord, job, 0, info);
+}
+
+/* The shards' create_collection for collection c. */
+static void s_create_sub(wire_request_t *sub, const catalog_coll_t *c)
+{
+    s_sub_init(sub, WIRE_OP_CREATE_COLLECTION, c->name);
+    sub->dim = c->dim;
+    sub->metric = c->metric;
+    sub->M = c->M;
+    sub->ef_construction = c->ef_construction;
 }
 
 void coord_op_create(coord_t *coord, coord_job_t *job)
@@ -319,18 +439,9 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
     }
     w->accept = SHOAL_EEXIST;
     w->next = s_create_done;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_CREATE_COLLECTION;
-        snprintf(sub.coll, sizeof sub.coll, "%s", req->coll);
-        sub.dim = req->dim;
-        sub.metric = req->metric;
-        sub.M = req->M;
-        sub.ef_construction = req->ef_construction;
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    wire_request_t sub;
+    s_create_sub(&sub, &params);
+    s_fan_out(coord, job, &sub, 0);
 }
 
 void coord_ensure_collections(coord_t *coord, size_t s)
@@ -339,13 +450,7 @@ void coord_ensure_collections(coord_t *coord, size_t s)
     for (size_t i = 0; i < n; i++) {
         const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
         wire_request_t req;
-        wire_request_init(&req);
-        req.op = WIRE_OP_CREATE_COLLECTION;
-        snprintf(req.coll, sizeof req.coll, "%s", c->name);
-        req.dim = c->dim;
-        req.metric = c->metric;
-        req.M = c->M;
-        req.ef_construction = c->ef_construction;
+        s_create_sub(&req, c);
         (void)coord_send(coord, NULL, s, 0, &req); /* EEXIST expected; answer ignored */
     }
 }
@@ -357,10 +462,8 @@ void coord_ensure_collections(coord_t *coord, size_t s)
 static void s_drop_done(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
-    if (w->fail_code) {
-        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+    if (s_phase_failed(coord, job))
         return;
-    }
     shoal_err_t err;
     shoal_err_clear(&err);
     coord_router_forget(coord, w->coll);
@@ -369,12 +472,7 @@ static void s_drop_done(coord_t *coord, coord_job_t *job)
         return;
     }
     log_info("dropped collection \"%s\"", w->coll);
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
+    s_reply_ok(coord, job, 0, NULL);
 }
 
 void coord_op_drop(coord_t *coord, coord_job_t *job)
@@ -393,14 +491,9 @@ void coord_op_drop(coord_t *coord, coord_job_t *job)
     }
     w->accept = SHOAL_ENOTFOUND;
     w->next = s_drop_done;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_DROP_COLLECTION;
-        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    wire_request_t sub;
+    s_sub_init(&sub, WIRE_OP_DROP_COLLECTION, w->coll);
+    s_fan_out(coord, job, &sub, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -468,18 +561,7 @@ static void s_train_done(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "train: collection \"%s\": %s", job->req.coll, err.msg);
         return;
     }
-    wire_info_t *info = s_train_info(t);
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    if (info && !wire_info_failed(info)) {
-        rep.info = wire_info_data(info);
-        rep.info_len = wire_info_len(info);
-    }
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
-    wire_info_destroy(&info);
+    s_reply_ok(coord, job, 0, s_train_info(t));
 }
 
 void coord_op_train(coord_t *coord, coord_job_t *job)
@@ -563,8 +645,6 @@ static size_t *s_last_occurrences(const uint64_t *ids, size_t n, size_t *kept)
     return pos;
 }
 
-static void s_insert_finish(coord_t *coord, coord_job_t *job);
-
 /* Phase 2 done: stale copies deleted (or not), the intent cleared if they were. */
 static void s_insert_cleaned(coord_t *coord, coord_job_t *job)
 {
@@ -579,18 +659,7 @@ static void s_insert_cleaned(coord_t *coord, coord_job_t *job)
     } else if (catalog_intent_clear(coord->cat, w->coll, w->txn, &err) != 0) {
         log_warn("insert into \"%s\": clearing intent %" PRIu64 ": %s", w->coll, w->txn, err.msg);
     }
-    s_insert_finish(coord, job);
-}
-
-static void s_insert_finish(coord_t *coord, coord_job_t *job)
-{
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    rep.count = job->req.n;
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
+    s_reply_ok(coord, job, job->req.n, NULL);
 }
 
 /* Phase 1 done: every shard stored its sub-batch, or one failed. */
@@ -613,31 +682,14 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
     s_batches_free(w, coord->nshards);
     s_phase_reset(coord, w);
-    w->next = s_insert_cleaned;
     for (size_t i = 0; c && i < w->n; i++) {
-        if (w->old_lists[i] == CATALOG_LIST_NONE || w->old_lists[i] >= c->nlist)
-            continue;
-        uint32_t from = c->owners[w->old_lists[i]], to = c->owners[w->new_lists[i]];
-        if (from == to || from >= coord->nshards)
-            continue;
-        if (!w->sids[from] && !(w->sids[from] = malloc(w->n * sizeof(uint64_t)))) {
+        if (s_stale_add(coord, w, c, w->ids[i], w->new_lists[i], w->old_lists[i], w->new_lists[i],
+                        w->n, NULL) != 0) {
             s_record_fail(w, SHOAL_ENOMEM, "out of memory");
             break;
         }
-        w->sids[from][w->sn[from]++] = w->ids[i];
     }
-    for (size_t s = 0; s < coord->nshards; s++) {
-        if (!w->sn[s])
-            continue;
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_DELETE;
-        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
-        sub.n = w->sn[s];
-        sub.ids = w->sids[s];
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_insert_cleaned);
 }
 
 /* The collection is trained: route, record the intent, send the sub-batches. */
@@ -686,39 +738,17 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
                                 &w->txn, &err);
     /* Per-shard sub-batches. */
     for (size_t i = 0; rc == 0 && i < kept; i++) {
-        uint32_t s = c->owners[w->new_lists[i]];
-        if (!w->sids[s]) {
-            w->sids[s] = malloc(kept * sizeof(uint64_t));
-            w->svecs[s] = malloc(kept * dim * sizeof(float));
-            if (!w->sids[s] || !w->svecs[s]) {
-                rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
-                coord_redrive_schedule(coord);
-                break;
-            }
+        if (s_batch_add(w, c->owners[w->new_lists[i]], w->ids[i], w->vecs + i * dim, dim, kept) !=
+            0) {
+            rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
+            coord_redrive_schedule(coord);
         }
-        w->sids[s][w->sn[s]] = w->ids[i];
-        memcpy(w->svecs[s] + w->sn[s] * dim, w->vecs + i * dim, dim * sizeof(float));
-        w->sn[s]++;
     }
     if (rc != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
-    w->next = s_insert_stored;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        if (!w->sn[s])
-            continue;
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_INSERT;
-        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
-        sub.n = w->sn[s];
-        sub.dim = (uint32_t)dim;
-        sub.ids = w->sids[s];
-        sub.vecs = w->svecs[s];
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    s_send_batches(coord, job, WIRE_OP_INSERT, (uint32_t)dim, s_insert_stored);
 }
 
 /* Training on the first batch finished. */
@@ -783,21 +813,13 @@ static void s_delete_done(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (w->fail_code) {
-        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
+    if (s_phase_failed(coord, job))
         return;
-    }
     if (catalog_apply_delete(coord->cat, w->coll, w->ids, w->old_lists, w->n, &err) != 0) {
         coord_fail(coord, &job, err.code, "delete: updating the id map: %s", err.msg);
         return;
     }
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    rep.count = w->count;
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
+    s_reply_ok(coord, job, w->count, NULL);
 }
 
 static int s_cmp_u64(const void *a, const void *b)
@@ -842,11 +864,10 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
         if (l == CATALOG_LIST_NONE || l >= c->nlist)
             continue;
         uint32_t s = c->owners[l];
-        if (!w->sids[s] && !(w->sids[s] = malloc(w->n * sizeof(uint64_t)))) {
+        if (s_batch_add(w, s, w->ids[i], NULL, 0, w->n) != 0) {
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory");
             break;
         }
-        w->sids[s][w->sn[s]++] = w->ids[i];
         touched[s] = 1;
         w->count++;
     }
@@ -857,19 +878,7 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
-    w->next = s_delete_done;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        if (!w->sn[s])
-            continue;
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_DELETE;
-        snprintf(sub.coll, sizeof sub.coll, "%s", w->coll);
-        sub.n = w->sn[s];
-        sub.ids = w->sids[s];
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_delete_done);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -878,17 +887,8 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
 
 static void s_checkpoint_done(coord_t *coord, coord_job_t *job)
 {
-    s_write_t *w = job->state;
-    if (w->fail_code) {
-        coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
-        return;
-    }
-    wire_reply_t rep;
-    wire_reply_init(&rep);
-    rep.op = job->req.op;
-    rep.rid = job->req.rid;
-    coord_reply(coord, &job, &rep);
-    wire_reply_fini(&rep);
+    if (!s_phase_failed(coord, job))
+        s_reply_ok(coord, job, 0, NULL);
 }
 
 void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
@@ -909,14 +909,9 @@ void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
         return;
     }
     w->next = s_checkpoint_done;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_CHECKPOINT;
-        snprintf(sub.coll, sizeof sub.coll, "%s", job->req.coll);
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job);
+    wire_request_t sub;
+    s_sub_init(&sub, WIRE_OP_CHECKPOINT, job->req.coll);
+    s_fan_out(coord, job, &sub, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -983,23 +978,10 @@ static int s_redrive_collection(coord_t *coord, coord_job_t *job, const catalog_
     at = 0;
     for (size_t i = 0; rc == 0 && i < w->nintents; i++) {
         const catalog_intent_t *in = &w->intents[i];
-        for (size_t j = 0; rc == 0 && j < in->n; j++, at++) {
-            uint32_t keep = cur[at] < c->nlist ? c->owners[cur[at]] : UINT32_MAX;
-            uint32_t cand[2] = {
-                in->old_lists[j] < c->nlist ? c->owners[in->old_lists[j]] : UINT32_MAX,
-                in->new_lists[j] < c->nlist ? c->owners[in->new_lists[j]] : UINT32_MAX};
-            for (int k = 0; k < 2; k++) {
-                uint32_t s = cand[k];
-                if (s >= coord->nshards || s == keep || (k == 1 && cand[0] == s))
-                    continue;
-                if (!w->sids[s] && !(w->sids[s] = malloc(total * sizeof(uint64_t)))) {
-                    rc = SHOAL_ENOMEM;
-                    break;
-                }
-                w->sids[s][w->sn[s]++] = in->ids[j];
-                touched[s] = 1;
-            }
-        }
+        for (size_t j = 0; rc == 0 && j < in->n; j++, at++)
+            if (s_stale_add(coord, w, c, in->ids[j], cur[at], in->old_lists[j], in->new_lists[j],
+                            total, touched) != 0)
+                rc = SHOAL_ENOMEM;
     }
     if (rc == 0 && s_check_down(coord, touched, "re-drive", &err) != 0)
         rc = err.code;
@@ -1009,19 +991,8 @@ static int s_redrive_collection(coord_t *coord, coord_job_t *job, const catalog_
         log_info("intents of \"%s\" wait (%s)", c->name, err.msg[0] ? err.msg : shoal_strerror(rc));
         return 0;
     }
-    w->next = s_redrive_answered;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        if (!w->sn[s])
-            continue;
-        wire_request_t sub;
-        wire_request_init(&sub);
-        sub.op = WIRE_OP_DELETE;
-        snprintf(sub.coll, sizeof sub.coll, "%s", c->name);
-        sub.n = w->sn[s];
-        sub.ids = w->sids[s];
-        s_send(coord, job, s, &sub);
-    }
-    s_phase_wait(coord, job); /* nothing sent: answered at once */
+    /* w->coll is c->name; nothing sent: answered at once */
+    s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_redrive_answered);
     return 1;
 }
 

@@ -19,10 +19,12 @@
 
 #include "common/log.h"
 #include "common/topk.h"
+#include "common/wire_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,8 +40,6 @@
 #define S_QUEUE_BYTES_MIN ((size_t)1 << 30)
 /* How long the ROUTER keeps unsent replies when it closes, in milliseconds. */
 #define S_CLOSE_LINGER_MS 2000
-/* The largest latency sample kept, in microseconds (about 71 minutes). */
-#define S_LATENCY_CAP_US UINT32_MAX
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                    */
@@ -103,25 +103,24 @@ struct s_lane {
 };
 
 struct shard_server {
-    shard_server_opts_t opts;         /* as given, with the strings below */
-    char *listen;                     /* copy of opts.listen */
-    char *data_dir;                   /* copy of opts.store.data_dir */
-    char *device;                     /* copy of opts.store.device */
-    char *endpoint;                   /* the bound endpoint */
-    wire_limits_t limits;             /* enforced on requests */
-    size_t queue_bytes_max;           /* backpressure threshold over both lanes */
-    shard_store_t *store;             /* the collections */
-    zsock_t *router;                  /* the clients' socket; the loop's */
-    int stop_pipe[2];                 /* shard_server_stop writes, the loop reads */
-    int64_t start_us;                 /* monotonic time of shard_server_new */
-    s_lane_t read;                    /* search, get, stats */
-    s_lane_t write;                   /* create, drop, insert, delete, checkpoint */
-    uint64_t requests[WIRE_OP_COUNT]; /* replies sent, by op */
-    uint64_t errors[WIRE_OP_COUNT];   /* error replies, by op */
-    uint32_t latency[WIRE_OP_COUNT][SHARD_SERVER_LATENCY_SAMPLES]; /* rings, microseconds */
-    size_t latency_len[WIRE_OP_COUNT];                             /* samples in each ring */
-    size_t latency_pos[WIRE_OP_COUNT];                             /* next slot to write */
+    shard_server_opts_t opts;    /* as given, with the strings below */
+    char *listen;                /* copy of opts.listen */
+    char *data_dir;              /* copy of opts.store.data_dir */
+    char *device;                /* copy of opts.store.device */
+    char *endpoint;              /* the bound endpoint */
+    wire_limits_t limits;        /* enforced on requests */
+    size_t queue_bytes_max;      /* backpressure threshold over both lanes */
+    shard_store_t *store;        /* the collections */
+    zsock_t *router;             /* the clients' socket; the loop's */
+    int stop_pipe[2];            /* shard_server_stop writes, the loop reads */
+    int64_t start_us;            /* monotonic time of shard_server_new */
+    s_lane_t read;               /* search, get, stats */
+    s_lane_t write;              /* create, drop, insert, delete, checkpoint */
+    wire_io_counters_t counters; /* replies sent, errors, latency rings, by op */
 };
+
+static_assert(SHARD_SERVER_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
+              "the shard's latency ring is wire_io's");
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -136,23 +135,6 @@ static char *s_strdup(const char *text)
     if (copy)
         memcpy(copy, text, len);
     return copy;
-}
-
-static size_t s_op_index(wire_op_t op)
-{
-    return (op > WIRE_OP_NONE && op < WIRE_OP_COUNT) ? (size_t)op : 0;
-}
-
-/* The op's name for logs and stats keys; "invalid" for WIRE_OP_NONE. */
-static const char *s_op_label(size_t index)
-{
-    const char *name = index ? wire_op_name((wire_op_t)index) : NULL;
-    return name ? name : "invalid";
-}
-
-static int s_readable(zsock_t *sock)
-{
-    return (zsock_events(sock) & ZMQ_POLLIN) != 0;
 }
 
 /* Sends one pointer-sized frame, after an optional routing id (consumed). */
@@ -177,40 +159,6 @@ fail:
 /* Replies                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/*
- * Encodes rep into a new message of copied frames. If rep cannot be encoded,
- * an error reply saying so is encoded instead. *code gets the status sent.
- * NULL only when even that fails (out of memory).
- */
-static zmsg_t *s_encode_reply(const wire_reply_t *rep, int *code)
-{
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    *code = rep->code;
-    if (wire_reply_encode(rep, &frames, &err) != 0) {
-        log_error("encoding the %s reply (rid %" PRIu64 "): %s", s_op_label(s_op_index(rep->op)),
-                  rep->rid, err.msg);
-        wire_reply_t fallback;
-        wire_reply_init(&fallback);
-        char msg[SHOAL_ERR_MSG_MAX + 32];
-        snprintf(msg, sizeof msg, "encoding the reply: %s", err.msg);
-        wire_reply_error(&fallback, rep->op, rep->rid, err.code ? err.code : SHOAL_EINTERNAL, msg);
-        *code = fallback.code;
-        int rc = wire_reply_encode(&fallback, &frames, &err);
-        wire_reply_fini(&fallback);
-        if (rc != 0)
-            return NULL;
-    }
-    zmsg_t *msg = zmsg_new();
-    for (size_t i = 0; msg && i < frames.count; i++)
-        if (zmsg_addmem(msg, frames.data[i], frames.size[i]) != 0)
-            zmsg_destroy(&msg);
-    wire_frames_fini(&frames);
-    return msg;
-}
-
 /* Builds job->reply as an error reply. */
 static void s_job_fail(s_job_t *job, int code, const char *msg)
 {
@@ -218,7 +166,7 @@ static void s_job_fail(s_job_t *job, int code, const char *msg)
     wire_reply_init(&rep);
     wire_reply_error(&rep, job->req.op, job->req.rid, code, msg);
     zmsg_destroy(&job->reply);
-    job->reply = s_encode_reply(&rep, &job->code);
+    job->reply = wire_io_encode_reply(&rep, &job->code);
     wire_reply_fini(&rep);
 }
 
@@ -236,22 +184,6 @@ static void s_job_destroy(s_job_t **job_p)
     *job_p = NULL;
 }
 
-/* Records one reply in the process counters. */
-static void s_count(shard_server_t *server, wire_op_t op, int code, int64_t micros)
-{
-    size_t i = s_op_index(op);
-    server->requests[i]++;
-    if (code != SHOAL_OK)
-        server->errors[i]++;
-    uint32_t sample = micros < 0                            ? 0
-                      : (uint64_t)micros > S_LATENCY_CAP_US ? S_LATENCY_CAP_US
-                                                            : (uint32_t)micros;
-    server->latency[i][server->latency_pos[i]] = sample;
-    server->latency_pos[i] = (server->latency_pos[i] + 1) % SHARD_SERVER_LATENCY_SAMPLES;
-    if (server->latency_len[i] < SHARD_SERVER_LATENCY_SAMPLES)
-        server->latency_len[i]++;
-}
-
 /*
  * The loop's last step for every job: its reply goes out on the ROUTER with
  * the envelope it came with, the counters are updated, the job is freed.
@@ -259,33 +191,10 @@ static void s_count(shard_server_t *server, wire_op_t op, int code, int64_t micr
 static void s_job_finish(shard_server_t *server, s_job_t **job_p)
 {
     s_job_t *job = *job_p;
-    int64_t micros = zclock_usecs() - job->start_us;
-    s_count(server, job->req.op, job->code, micros);
-    if (job->code == SHOAL_EINTERNAL || job->code == SHOAL_EIO || job->code == SHOAL_ECORRUPT ||
-        job->code == SHOAL_ENOMEM)
-        log_error("%s (rid %" PRIu64 ") failed with %s", s_op_label(s_op_index(job->req.op)),
-                  job->req.rid, shoal_errname(job->code));
-    else
-        log_debug("%s (rid %" PRIu64 ") -> %s in %" PRId64 " us",
-                  s_op_label(s_op_index(job->req.op)), job->req.rid, shoal_errname(job->code),
-                  micros);
-    if (!job->reply) {
-        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
-                  s_op_label(s_op_index(job->req.op)), job->req.rid);
-    } else {
-        zmsg_t *reply = job->reply;
-        job->reply = NULL;
-        int rc = 0;
-        if (job->delimiter)
-            rc = zmsg_pushmem(reply, NULL, 0);
-        if (rc == 0)
-            rc = zmsg_prepend(reply, &job->identity);
-        /* Without ROUTER_MANDATORY a reply to a peer that left is dropped: fine. */
-        if (rc != 0 || zmsg_send(&reply, server->router) != 0)
-            log_warn("reply to %s (rid %" PRIu64 ") could not be sent",
-                     s_op_label(s_op_index(job->req.op)), job->req.rid);
-        zmsg_destroy(&reply);
-    }
+    wire_io_count(&server->counters, job->req.op, job->req.rid, job->code,
+                  zclock_usecs() - job->start_us, NULL);
+    wire_io_send_reply(server->router, &job->reply, &job->identity, job->delimiter, job->req.op,
+                       job->req.rid);
     s_job_destroy(job_p);
 }
 
@@ -323,23 +232,7 @@ static int s_not_found(int rc, const char *coll, shoal_err_t *err)
 static int s_check_finite(const char *op, const float *vecs, size_t n, size_t dim,
                           const uint64_t *ids, shoal_err_t *err)
 {
-    for (size_t i = 0; i < n; i++) {
-        const float *row = vecs + i * dim;
-        for (size_t j = 0; j < dim; j++) {
-            if (isfinite(row[j]))
-                continue;
-            const char *what = isnan(row[j]) ? "NaN" : "Inf";
-            if (ids)
-                return shoal_err_set(err, SHOAL_EINVAL,
-                                     "%s: vector %zu (id %" PRIu64 ") has a non-finite value "
-                                     "(%s) at index %zu",
-                                     op, i, ids[i], what, j);
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "%s: query %zu has a non-finite value (%s) at index %zu", op, i,
-                                 what, j);
-        }
-    }
-    return 0;
+    return wire_io_check_finite(op, "query", vecs, n, dim, ids, err);
 }
 
 /* TOPK_ID_NONE pads result rows, so it can never be a stored id. */
@@ -371,25 +264,6 @@ static int s_check_reply_size(shard_server_t *server, const char *op, size_t n, 
 /* The info maps                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Percentile p (0..100) of n sorted samples, nearest rank. */
-static double s_percentile(const uint32_t *sorted, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
-    if (rank < 1)
-        rank = 1;
-    if (rank > n)
-        rank = n;
-    return sorted[rank - 1];
-}
-
-static int s_cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
 static size_t s_inflight(const shard_server_t *server)
 {
     return server->read.busy + server->write.busy;
@@ -414,29 +288,16 @@ static s_snapshot_t *s_snapshot_new(shard_server_t *server)
     snap->uptime_s = s_uptime(server);
     snap->inflight = s_inflight(server);
     snap->queued = s_queued(server);
-    uint32_t sorted[SHARD_SERVER_LATENCY_SAMPLES];
     for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
-        snap->requests[op] = server->requests[op];
-        snap->errors[op] = server->errors[op];
-        size_t n = server->latency_len[op];
-        snap->samples[op] = n;
-        memcpy(sorted, server->latency[op], n * sizeof sorted[0]);
-        qsort(sorted, n, sizeof sorted[0], s_cmp_u32);
-        snap->p50[op] = s_percentile(sorted, n, 50);
-        snap->p95[op] = s_percentile(sorted, n, 95);
-        snap->p99[op] = s_percentile(sorted, n, 99);
+        snap->requests[op] = server->counters.requests[op];
+        snap->errors[op] = server->counters.errors[op];
+        snap->samples[op] =
+            wire_io_latency(&server->counters, op, &snap->p50[op], &snap->p95[op], &snap->p99[op]);
     }
     int n = shard_store_devices(server->store, snap->gpu_devices,
                                 (int)(sizeof snap->gpu_devices / sizeof snap->gpu_devices[0]));
     snap->ngpu = n > 0 ? n : 0;
     return snap;
-}
-
-/* One "key": unsigned entry of a stats map. */
-static void s_info_u64(wire_info_t *info, const char *key, uint64_t value)
-{
-    wire_info_key(info, key);
-    wire_info_u64(info, value);
 }
 
 /* "0,1" for the devices in use, "" for none. */
@@ -457,35 +318,21 @@ static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
 {
     wire_info_key(info, c->name);
     wire_info_map(info, 15);
-    s_info_u64(info, "dim", c->dim);
-    wire_info_key(info, "metric");
-    wire_info_str(info, shoal_metric_name(c->metric));
-    s_info_u64(info, "M", c->M);
-    s_info_u64(info, "ef_construction", c->ef_construction);
-    s_info_u64(info, "count", c->count);
-    s_info_u64(info, "deleted", c->deleted);
-    s_info_u64(info, "memory_bytes", c->hnsw_bytes + c->exact_bytes + c->device_bytes);
-    s_info_u64(info, "hnsw_bytes", c->hnsw_bytes);
-    s_info_u64(info, "exact_bytes", c->exact_bytes);
-    s_info_u64(info, "device_bytes", c->device_bytes);
-    s_info_u64(info, "on_gpu", c->on_gpu ? 1 : 0);
-    s_info_u64(info, "last_seq", c->last_seq);
-    s_info_u64(info, "checkpoint_seq", c->checkpoint_seq);
-    s_info_u64(info, "loaded_from_checkpoint", c->loaded_from_checkpoint ? 1 : 0);
-    s_info_u64(info, "replayed", c->replayed);
-}
-
-/* One counter per op plus "total" (WIRE_OP_COUNT + 1 entries with "invalid"). */
-static void s_info_counters(wire_info_t *info, const char *key, const uint64_t *counts)
-{
-    wire_info_key(info, key);
-    wire_info_map(info, WIRE_OP_COUNT + 1);
-    uint64_t total = 0;
-    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
-        total += counts[op];
-    s_info_u64(info, "total", total);
-    for (size_t op = 0; op < WIRE_OP_COUNT; op++)
-        s_info_u64(info, s_op_label(op), counts[op]);
+    wire_io_info_u64(info, "dim", c->dim);
+    wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
+    wire_io_info_u64(info, "M", c->M);
+    wire_io_info_u64(info, "ef_construction", c->ef_construction);
+    wire_io_info_u64(info, "count", c->count);
+    wire_io_info_u64(info, "deleted", c->deleted);
+    wire_io_info_u64(info, "memory_bytes", c->hnsw_bytes + c->exact_bytes + c->device_bytes);
+    wire_io_info_u64(info, "hnsw_bytes", c->hnsw_bytes);
+    wire_io_info_u64(info, "exact_bytes", c->exact_bytes);
+    wire_io_info_u64(info, "device_bytes", c->device_bytes);
+    wire_io_info_u64(info, "on_gpu", c->on_gpu ? 1 : 0);
+    wire_io_info_u64(info, "last_seq", c->last_seq);
+    wire_io_info_u64(info, "checkpoint_seq", c->checkpoint_seq);
+    wire_io_info_u64(info, "loaded_from_checkpoint", c->loaded_from_checkpoint ? 1 : 0);
+    wire_io_info_u64(info, "replayed", c->replayed);
 }
 
 /*
@@ -505,37 +352,29 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
         with_samples += snap->samples[op] > 0;
 
     wire_info_map(info, 14);
-    wire_info_key(info, "role");
-    wire_info_str(info, "shard");
-    s_info_u64(info, "version", WIRE_VERSION);
-    wire_info_key(info, "endpoint");
-    wire_info_str(info, server->endpoint);
-    wire_info_key(info, "data_dir");
-    wire_info_str(info, server->data_dir);
-    wire_info_key(info, "uptime_s");
-    wire_info_f64(info, snap->uptime_s);
-    s_info_u64(info, "workers", server->read.nworkers);
-    s_info_u64(info, "inflight", snap->inflight);
-    s_info_u64(info, "queued", snap->queued);
-    s_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
-    wire_info_key(info, "gpu_device_ids");
-    wire_info_str(info, devices);
-    s_info_counters(info, "requests", snap->requests);
-    s_info_counters(info, "errors", snap->errors);
+    wire_io_info_str(info, "role", "shard");
+    wire_io_info_u64(info, "version", WIRE_VERSION);
+    wire_io_info_str(info, "endpoint", server->endpoint);
+    wire_io_info_str(info, "data_dir", server->data_dir);
+    wire_io_info_f64(info, "uptime_s", snap->uptime_s);
+    wire_io_info_u64(info, "workers", server->read.nworkers);
+    wire_io_info_u64(info, "inflight", snap->inflight);
+    wire_io_info_u64(info, "queued", snap->queued);
+    wire_io_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
+    wire_io_info_str(info, "gpu_device_ids", devices);
+    wire_io_info_counters(info, "requests", snap->requests);
+    wire_io_info_counters(info, "errors", snap->errors);
     wire_info_key(info, "latency_us");
     wire_info_map(info, with_samples);
     for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
         if (!snap->samples[op])
             continue;
-        wire_info_key(info, s_op_label(op));
+        wire_info_key(info, wire_io_op_label(op));
         wire_info_map(info, 4);
-        wire_info_key(info, "p50");
-        wire_info_f64(info, snap->p50[op]);
-        wire_info_key(info, "p95");
-        wire_info_f64(info, snap->p95[op]);
-        wire_info_key(info, "p99");
-        wire_info_f64(info, snap->p99[op]);
-        s_info_u64(info, "samples", snap->samples[op]);
+        wire_io_info_f64(info, "p50", snap->p50[op]);
+        wire_io_info_f64(info, "p95", snap->p95[op]);
+        wire_io_info_f64(info, "p99", snap->p99[op]);
+        wire_io_info_u64(info, "samples", snap->samples[op]);
     }
     wire_info_key(info, "collections");
     wire_info_map(info, ncolls);
@@ -570,11 +409,7 @@ static void s_scratch_fini(s_scratch_t *scratch)
 
 static int s_attach_info(wire_reply_t *rep, s_scratch_t *scratch)
 {
-    if (!scratch->info || wire_info_failed(scratch->info))
-        return SHOAL_ENOMEM;
-    rep->info = wire_info_data(scratch->info);
-    rep->info_len = wire_info_len(scratch->info);
-    return 0;
+    return wire_io_reply_info(rep, scratch->info);
 }
 
 static int s_do_search(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
@@ -787,11 +622,10 @@ static void s_job_run(shard_server_t *server, s_job_t *job)
     }
     if (rc != 0) {
         if (!err.msg[0])
-            shoal_err_set(&err, rc, "%s failed: %s", s_op_label(s_op_index(req->op)),
-                          shoal_strerror(rc));
+            shoal_err_set(&err, rc, "%s failed: %s", wire_io_op_name(req->op), shoal_strerror(rc));
         s_job_fail(job, rc, err.msg);
     } else {
-        job->reply = s_encode_reply(&rep, &job->code);
+        job->reply = wire_io_encode_reply(&rep, &job->code);
     }
     wire_reply_fini(&rep);
     s_scratch_fini(&scratch);
@@ -988,7 +822,7 @@ static void s_lane_abort(shard_server_t *server, s_lane_t *lane)
     while (lane->backend && lane->nidle < lane->nworkers) {
         size_t before = lane->nidle;
         s_lane_on_message(server, lane);
-        if (lane->nidle == before && !s_readable(lane->backend))
+        if (lane->nidle == before && !wire_io_readable(lane->backend))
             zclock_sleep(1); /* a recv interrupted by a signal: try again */
     }
     s_lane_stop(lane);
@@ -1009,21 +843,6 @@ static void s_lane_free(s_lane_t *lane)
 /* Requests (loop thread)                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Reads op and rid from frame 0 alone, for an error reply to a refused message. */
-static void s_peek_header(const wire_frames_t *frames, const wire_limits_t *limits,
-                          wire_request_t *req)
-{
-    wire_frames_t header = *frames;
-    header.count = frames->count ? 1 : 0;
-    wire_request_t peek;
-    wire_request_init(&peek);
-    shoal_err_t ignored;
-    (void)wire_request_decode(&header, limits, &peek, &ignored);
-    req->op = peek.op;
-    req->rid = peek.rid;
-    wire_request_fini(&peek);
-}
-
 static void s_reply_ping(shard_server_t *server, s_job_t *job)
 {
     wire_reply_t rep;
@@ -1033,19 +852,14 @@ static void s_reply_ping(shard_server_t *server, s_job_t *job)
     wire_info_t *info = wire_info_new();
     if (info) {
         wire_info_map(info, 5);
-        wire_info_key(info, "role");
-        wire_info_str(info, "shard");
-        s_info_u64(info, "version", WIRE_VERSION);
-        wire_info_key(info, "uptime_s");
-        wire_info_f64(info, s_uptime(server));
-        s_info_u64(info, "inflight", s_inflight(server));
-        s_info_u64(info, "queued", s_queued(server));
-        if (!wire_info_failed(info)) {
-            rep.info = wire_info_data(info);
-            rep.info_len = wire_info_len(info);
-        }
+        wire_io_info_str(info, "role", "shard");
+        wire_io_info_u64(info, "version", WIRE_VERSION);
+        wire_io_info_f64(info, "uptime_s", s_uptime(server));
+        wire_io_info_u64(info, "inflight", s_inflight(server));
+        wire_io_info_u64(info, "queued", s_queued(server));
     }
-    job->reply = s_encode_reply(&rep, &job->code);
+    (void)wire_io_reply_info(&rep, info);
+    job->reply = wire_io_encode_reply(&rep, &job->code);
     wire_reply_fini(&rep);
     wire_info_destroy(&info);
     s_job_finish(server, &job);
@@ -1058,61 +872,28 @@ static void s_reply_ping(shard_server_t *server, s_job_t *job)
  */
 static void s_on_request(shard_server_t *server, int stopping)
 {
-    zmsg_t *msg = zmsg_recv(server->router);
+    zframe_t *identity = NULL;
+    int delimiter = 0;
+    zmsg_t *msg = wire_io_recv(server->router, &identity, &delimiter);
     if (!msg)
         return;
     s_job_t *job = calloc(1, sizeof *job);
-    zframe_t *identity = zmsg_pop(msg);
-    if (!job || !identity) {
-        log_error("dropping a request: %s", job ? "no routing id" : "out of memory");
-        free(job);
+    if (!job) {
+        log_error("dropping a request: out of memory");
         zframe_destroy(&identity);
         zmsg_destroy(&msg);
         return;
     }
     job->start_us = zclock_usecs();
     job->identity = identity;
+    job->delimiter = delimiter;
     wire_request_init(&job->req);
-    zframe_t *first = zmsg_first(msg);
-    if (first && zframe_size(first) == 0) {
-        zframe_t *delimiter = zmsg_pop(msg);
-        zframe_destroy(&delimiter);
-        job->delimiter = 1;
-    }
     job->frames = msg;
-
-    size_t nframes = zmsg_size(msg);
     job->bytes = zmsg_content_size(msg);
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX; f = zmsg_next(msg)) {
-        frames.data[frames.count] = zframe_data(f);
-        frames.size[frames.count] = zframe_size(f);
-        frames.count++;
-    }
 
     shoal_err_t err;
     shoal_err_clear(&err);
-    int rc;
-    if (nframes == 0) {
-        rc = shoal_err_set(&err, SHOAL_EPROTO, "empty message: expected a msgpack header frame");
-    } else if (job->bytes > server->limits.max_message_bytes) {
-        s_peek_header(&frames, &server->limits, &job->req);
-        rc = shoal_err_set(&err, SHOAL_ELIMIT,
-                           "message of %zu bytes is over the limit of %zu bytes "
-                           "(--max-message-bytes)",
-                           job->bytes, server->limits.max_message_bytes);
-    } else if (nframes > WIRE_FRAMES_MAX) {
-        s_peek_header(&frames, &server->limits, &job->req);
-        rc = shoal_err_set(&err, SHOAL_EPROTO,
-                           "message has %zu frames, at most %d are allowed (a header and up to "
-                           "%d bulk frames)",
-                           nframes, WIRE_FRAMES_MAX, WIRE_FRAMES_MAX - 1);
-    } else {
-        rc = wire_request_decode(&frames, &server->limits, &job->req, &err);
-        if (rc != 0 && !err.msg[0])
-            shoal_err_set(&err, rc, "malformed request: %s", shoal_strerror(rc));
-    }
+    int rc = wire_io_decode(msg, &server->limits, &job->req, &err);
     if (rc == 0 && stopping)
         rc = shoal_err_set(&err, SHOAL_EUNAVAIL,
                            "the shard is shutting down; the request was not run");
@@ -1141,7 +922,7 @@ static void s_on_request(shard_server_t *server, int stopping)
     default: {
         char msg_text[96];
         snprintf(msg_text, sizeof msg_text, "op %s is not served by a shard (ask the coordinator)",
-                 s_op_label(s_op_index(job->req.op)));
+                 wire_io_op_name(job->req.op));
         s_job_fail(job, SHOAL_EUNSUPPORTED, msg_text);
         s_job_finish(server, &job);
         break;
@@ -1230,28 +1011,10 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     if (!server->store)
         goto fail;
 
-    server->router = zsock_new(ZMQ_ROUTER);
-    if (!server->router) {
-        shoal_err_set(err, SHOAL_ENOMEM, "shard server: cannot create the ROUTER socket");
+    server->router = wire_io_router_bind("shard server", server->listen,
+                                         server->limits.max_message_bytes, &server->endpoint, err);
+    if (!server->router)
         goto fail;
-    }
-    /* ZeroMQ drops a peer that sends one frame over the limit, before we read it. */
-    int64_t maxmsg = server->limits.max_message_bytes > (size_t)INT64_MAX
-                         ? -1
-                         : (int64_t)server->limits.max_message_bytes;
-    zmq_setsockopt(zsock_resolve(server->router), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    zsock_set_linger(server->router, 0);
-    if (zsock_bind(server->router, "%s", server->listen) < 0) {
-        shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", server->listen,
-                      zmq_strerror(zmq_errno()));
-        goto fail;
-    }
-    const char *endpoint = zsock_endpoint(server->router);
-    server->endpoint = s_strdup(endpoint ? endpoint : server->listen);
-    if (!server->endpoint) {
-        shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
-        goto fail;
-    }
     return server;
 fail:
     shard_server_destroy(&server);
@@ -1297,16 +1060,16 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
             log_error("%s", err ? err->msg : "shard server: poll failed");
             return failed; /* threads may still hold jobs: the process must exit */
         }
-        for (int b = 0; b < S_BURST && s_readable(server->read.backend); b++)
+        for (int b = 0; b < S_BURST && wire_io_readable(server->read.backend); b++)
             s_lane_on_message(server, &server->read);
-        for (int b = 0; b < S_BURST && s_readable(server->write.backend); b++)
+        for (int b = 0; b < S_BURST && wire_io_readable(server->write.backend); b++)
             s_lane_on_message(server, &server->write);
 
         int stop_now = (i_stop >= 0 && (items[i_stop].revents & ZMQ_POLLIN)) ||
                        (i_ext >= 0 && (items[i_ext].revents & ZMQ_POLLIN));
         if (i_router >= 0 && !stop_now)
-            for (int b = 0; b < S_BURST && !s_backpressured(server) && s_readable(server->router);
-                 b++)
+            for (int b = 0;
+                 b < S_BURST && !s_backpressured(server) && wire_io_readable(server->router); b++)
                 s_on_request(server, 0);
         if (stop_now) {
             char buf[64];
@@ -1318,7 +1081,7 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
             s_lane_refuse_waiting(server, &server->read);
             s_lane_refuse_waiting(server, &server->write);
             /* Requests already received but not read get a definite "not run". */
-            for (int b = 0; b < SHARD_SERVER_QUEUE_MAX && s_readable(server->router); b++)
+            for (int b = 0; b < SHARD_SERVER_QUEUE_MAX && wire_io_readable(server->router); b++)
                 s_on_request(server, 1);
         }
         if (stopping && s_lane_drained(&server->read) && s_lane_drained(&server->write))

@@ -53,14 +53,6 @@ static void s_cleanup_tmp(void)
     s_tmp[0] = '\0';
 }
 
-/* "<dir>/<name>" into out (S_PATH_MAX bytes). */
-static const char *s_join(char *out, const char *dir, const char *name)
-{
-    int len = snprintf(out, S_PATH_MAX, "%s/%s", dir, name);
-    cr_assert(len > 0 && len < S_PATH_MAX, "path too long: %s/%s", dir, name);
-    return out;
-}
-
 /* "<s_tmp>/<name>" into out (S_PATH_MAX bytes). */
 static const char *s_tmp_path(char *out, const char *name)
 {
@@ -115,13 +107,8 @@ static run_result_t s_run_bench(const char *const *args)
     cr_assert(access(bin, X_OK) == 0, "%s is not an executable (set SHOAL_BIN)", bin);
 
     char *argv[64];
-    size_t argc = 0;
-    argv[argc++] = bin;
-    for (size_t i = 0; args[i]; i++) {
-        cr_assert_lt(argc, 63);
-        argv[argc++] = (char *)args[i];
-    }
-    argv[argc] = NULL;
+    char *head[] = {bin};
+    s_argv_fill(argv, 64, head, 1, args);
 
     posix_spawn_file_actions_t actions;
     cr_assert_eq(posix_spawn_file_actions_init(&actions), 0);

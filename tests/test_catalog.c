@@ -97,6 +97,28 @@ static void s_train(catalog_t *cat, const char *name)
     free(own);
 }
 
+/* One collection a test starts with (s_open_with). */
+typedef struct {
+    const char *name; /* collection name */
+    uint32_t dim;     /* its dim */
+    uint32_t nlist;   /* its lists */
+    int trained;      /* 1: trained by s_train */
+} s_coll_spec_t;
+
+/* Opens the catalog with nshards shards, creates the n collections in order, then trains the marked
+ * ones. */
+static catalog_t *s_open_with(size_t nshards, const s_coll_spec_t *specs, size_t n)
+{
+    catalog_t *cat = s_open();
+    s_set_shards(cat, nshards);
+    for (size_t i = 0; i < n; i++)
+        s_create(cat, specs[i].name, specs[i].dim, specs[i].nlist);
+    for (size_t i = 0; i < n; i++)
+        if (specs[i].trained)
+            s_train(cat, specs[i].name);
+    return cat;
+}
+
 /* Looks ids up and upserts them into new_lists. */
 static void s_upsert(catalog_t *cat, const char *name, const uint64_t *ids,
                      const uint32_t *new_lists, size_t n)
@@ -235,11 +257,8 @@ Test(catalog, create_find_drop)
 
 Test(catalog, persists_across_reopen)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "docs", 3, 4);
-    s_create(cat, "empty", 2, 2);
-    s_train(cat, "docs");
+    const s_coll_spec_t colls[] = {{"docs", 3, 4, 1}, {"empty", 2, 2, 0}};
+    catalog_t *cat = s_open_with(2, colls, 2);
     uint64_t ids[] = {10, 11, 12, 13, 14};
     uint32_t lists[] = {0, 1, 1, 3, 0};
     s_upsert(cat, "docs", ids, lists, 5);
@@ -345,10 +364,8 @@ Test(catalog, registry_rules)
 
 Test(catalog, upsert_moves_lists)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "docs", 2, 3);
-    s_train(cat, "docs");
+    const s_coll_spec_t colls[] = {{"docs", 2, 3, 1}};
+    catalog_t *cat = s_open_with(2, colls, 1);
     uint64_t ids[10];
     uint32_t lists[10];
     for (size_t i = 0; i < 10; i++) {
@@ -418,10 +435,8 @@ Test(catalog, upsert_moves_lists)
 
 Test(catalog, delete_ids)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 1);
-    s_create(cat, "docs", 2, 2);
-    s_train(cat, "docs");
+    const s_coll_spec_t colls[] = {{"docs", 2, 2, 1}};
+    catalog_t *cat = s_open_with(1, colls, 1);
     uint64_t ids[] = {1, 2, 3, 4};
     uint32_t lists[] = {0, 0, 1, 1};
     s_upsert(cat, "docs", ids, lists, 4);
@@ -500,9 +515,8 @@ Test(catalog, random_batches_match_model)
 
 Test(catalog, training_rules)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "docs", 2, 2);
+    const s_coll_spec_t colls[] = {{"docs", 2, 2, 0}};
+    catalog_t *cat = s_open_with(2, colls, 1);
     float cent[4] = {1, 2, 3, 4};
     uint32_t own[2] = {0, 2};
     shoal_err_t err;
@@ -525,12 +539,8 @@ Test(catalog, training_rules)
 
 Test(catalog, intents_and_txn_numbers)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "a", 2, 4);
-    s_create(cat, "b", 2, 4);
-    s_train(cat, "a");
-    s_train(cat, "b");
+    const s_coll_spec_t colls[] = {{"a", 2, 4, 1}, {"b", 2, 4, 1}};
+    catalog_t *cat = s_open_with(2, colls, 2);
     shoal_err_t err;
     uint64_t ids1[] = {5, 6, 7};
     uint32_t old1[] = {CATALOG_LIST_NONE, 1, 2}, new1[] = {0, 3, 2};
@@ -587,12 +597,9 @@ Test(catalog, intents_and_txn_numbers)
 
 Test(catalog, drop_then_recreate_is_clean)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "docs", 2, 3);
-    s_create(cat, "docs2", 2, 3); /* shares a prefix: must survive the drop */
-    s_train(cat, "docs");
-    s_train(cat, "docs2");
+    /* docs2 shares a prefix with docs: it must survive the drop */
+    const s_coll_spec_t colls[] = {{"docs", 2, 3, 1}, {"docs2", 2, 3, 1}};
+    catalog_t *cat = s_open_with(2, colls, 2);
     uint64_t ids[] = {1, 2, 3};
     uint32_t lists[] = {0, 1, 2};
     s_upsert(cat, "docs", ids, lists, 3);
@@ -662,10 +669,8 @@ Test(catalog, corrupt_collection_record_refused)
 
 Test(catalog, corrupt_trained_record_refused)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 2);
-    s_create(cat, "docs", 2, 3);
-    s_train(cat, "docs");
+    const s_coll_spec_t colls[] = {{"docs", 2, 3, 1}};
+    catalog_t *cat = s_open_with(2, colls, 1);
     catalog_close(&cat);
     uint8_t short_val[20] = {0};
     s_raw_put("T/docs", 7, short_val, sizeof short_val);
@@ -674,9 +679,8 @@ Test(catalog, corrupt_trained_record_refused)
 
 Test(catalog, corrupt_intent_and_count_refused)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 1);
-    s_create(cat, "docs", 2, 3);
+    const s_coll_spec_t colls[] = {{"docs", 2, 3, 0}};
+    catalog_t *cat = s_open_with(1, colls, 1);
     catalog_close(&cat);
     /* A count for list 7 of a 3-list collection. */
     uint8_t nkey[] = {'N', '/', 'd', 'o', 'c', 's', 0, 0, 0, 0, 7};
@@ -687,9 +691,8 @@ Test(catalog, corrupt_intent_and_count_refused)
 
 Test(catalog, bad_intent_value_reported)
 {
-    catalog_t *cat = s_open();
-    s_set_shards(cat, 1);
-    s_create(cat, "docs", 2, 3);
+    const s_coll_spec_t colls[] = {{"docs", 2, 3, 0}};
+    catalog_t *cat = s_open_with(1, colls, 1);
     catalog_close(&cat);
     uint8_t xkey[] = {'X', '/', 'd', 'o', 'c', 's', 0, 0, 0, 0, 0, 0, 0, 0, 9};
     s_raw_put(xkey, sizeof xkey, "short", 5);

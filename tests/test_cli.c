@@ -50,36 +50,15 @@
 /* Scratch folder and child processes                                       */
 /* ------------------------------------------------------------------------ */
 
-static char s_tmp[S_PATH_MAX];
 static char s_endpoint[256]; /* the shard's, once started */
 
 static void s_setup(void)
 {
-    const char *root = getenv("SHOAL_TMP");
-    if (!root || !*root)
-        root = "/tmp";
-    mkdir(root, 0777);
-    snprintf(s_tmp, sizeof s_tmp, "%s/test_cli.XXXXXX", root);
-    cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
+    s_process_suite_init("test_cli");
     s_endpoint[0] = '\0';
 }
 
-static void s_teardown(void)
-{
-    s_children_kill();
-    if (s_tmp[0])
-        s_remove_tree(s_tmp);
-    s_tmp[0] = '\0';
-}
-
-TestSuite(cli, .init = s_setup, .fini = s_teardown, .timeout = 240);
-
-static const char *s_path(char *out, const char *name)
-{
-    int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
-    cr_assert(len > 0 && len < S_PATH_MAX);
-    return out;
-}
+TestSuite(cli, .init = s_setup, .fini = s_process_suite_fini, .timeout = 240);
 
 /* ------------------------------------------------------------------------ */
 /* Running bin/shoal                                                        */
@@ -103,16 +82,11 @@ static s_run_t s_shoalv(const char *const *args)
 {
     char bin[S_PATH_MAX], out[S_PATH_MAX], err[S_PATH_MAX];
     s_bin(bin, "shoal");
-    s_path(out, "cli.out");
-    s_path(err, "cli.err");
+    s_scratch_path(out, "cli.out");
+    s_scratch_path(err, "cli.err");
     char *argv[64];
-    size_t argc = 0;
-    argv[argc++] = bin;
-    for (size_t i = 0; args[i]; i++) {
-        cr_assert_lt(argc, 63);
-        argv[argc++] = (char *)args[i];
-    }
-    argv[argc] = NULL;
+    char *head[] = {bin};
+    s_argv_fill(argv, 64, head, 1, args);
     unlink(out); /* s_spawn appends */
     unlink(err);
     pid_t pid = s_spawn(argv, out, err);
@@ -296,9 +270,9 @@ static void s_shard_start(void)
 {
     char bin[S_PATH_MAX], data[S_PATH_MAX], ready[S_PATH_MAX], log[S_PATH_MAX];
     s_bin(bin, "shoal-shard");
-    s_path(data, "shard.data");
-    s_path(ready, "shard.ready");
-    s_path(log, "shard.log");
+    s_scratch_path(data, "shard.data");
+    s_scratch_path(ready, "shard.ready");
+    s_scratch_path(log, "shard.log");
     char *argv[] = {bin,          "--listen",  "tcp://127.0.0.1:*",
                     "--data-dir", data,        "--ready-file",
                     ready,        "--threads", "2",
@@ -406,12 +380,12 @@ Test(cli, commands_against_a_shard)
     s_shard_start();
     char base_path[S_PATH_MAX], query_path[S_PATH_MAX], gt_path[S_PATH_MAX], out_path[S_PATH_MAX];
     char ids_path[S_PATH_MAX], graph_path[S_PATH_MAX];
-    s_path(base_path, "base.fvecs");
-    s_path(query_path, "query.fvecs");
-    s_path(gt_path, "gt.ivecs");
-    s_path(out_path, "out.ivecs");
-    s_path(ids_path, "ids.txt");
-    s_path(graph_path, "graph.ivecs");
+    s_scratch_path(base_path, "base.fvecs");
+    s_scratch_path(query_path, "query.fvecs");
+    s_scratch_path(gt_path, "gt.ivecs");
+    s_scratch_path(out_path, "out.ivecs");
+    s_scratch_path(ids_path, "ids.txt");
+    s_scratch_path(graph_path, "graph.ivecs");
 
     float *base = s_random(S_N, S_DIM, 11);
     float *queries = s_random(S_NQ, S_DIM, 12);
@@ -485,7 +459,7 @@ Test(cli, commands_against_a_shard)
 
     /* a file of the wrong dimension: the server's error, one line */
     char wrong_path[S_PATH_MAX];
-    s_path(wrong_path, "wrong.fvecs");
+    s_scratch_path(wrong_path, "wrong.fvecs");
     cr_assert_eq(vecfile_write_fvecs(wrong_path, base, 10, 8, &err), 0, "%s", err.msg);
     r = s_shoal("-c", ep, "load", "docs", wrong_path, NULL);
     s_expect_failure(&r, "shoal: load: ", "dim");

@@ -52,48 +52,19 @@
 /* Scratch folder                                                           */
 /* ------------------------------------------------------------------------ */
 
-static char s_tmp[S_PATH_MAX];
-
 static void s_setup(void)
 {
-    const char *root = getenv("SHOAL_TMP");
-    if (!root || !*root)
-        root = "/tmp";
-    mkdir(root, 0777);
-    snprintf(s_tmp, sizeof s_tmp, "%s/test_cluster.XXXXXX", root);
-    cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
-    s_children_kill();
+    s_process_suite_init("test_cluster");
 }
 
-static void s_teardown(void)
-{
-    s_children_kill();
-    if (s_tmp[0])
-        s_remove_tree(s_tmp);
-    s_tmp[0] = '\0';
-}
-
-TestSuite(cluster, .init = s_setup, .fini = s_teardown, .timeout = 300);
-
-static const char *s_path(char *out, const char *name)
-{
-    int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
-    cr_assert(len > 0 && len < S_PATH_MAX);
-    return out;
-}
+TestSuite(cluster, .init = s_setup, .fini = s_process_suite_fini, .timeout = 300);
 
 /* ------------------------------------------------------------------------ */
 /* The cluster                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* One server process; data dir and endpoint are kept across restarts. */
-typedef struct {
-    pid_t pid;                 /* running child, or 0 */
-    char data_dir[S_PATH_MAX]; /* --data-dir */
-    char ready[S_PATH_MAX];    /* --ready-file */
-    char log[S_PATH_MAX];      /* output of every run, appended */
-    char endpoint[256];        /* bound endpoint ("" before the first start) */
-} s_proc_t;
+/* One server process (tests/test_support.h). */
+typedef s_server_t s_proc_t;
 
 typedef struct {
     s_proc_t coord;                   /* bin/shoal-coordinator */
@@ -101,18 +72,6 @@ typedef struct {
     char shard_list[S_NSHARDS * 256]; /* --shards: their endpoints, comma-separated */
     char deadline_ms[16];             /* --deadline-ms */
 } s_cluster_t;
-
-static void s_proc_init(s_proc_t *p, const char *name)
-{
-    memset(p, 0, sizeof *p);
-    char file[128];
-    snprintf(file, sizeof file, "%s.data", name);
-    s_path(p->data_dir, file);
-    snprintf(file, sizeof file, "%s.ready", name);
-    s_path(p->ready, file);
-    snprintf(file, sizeof file, "%s.log", name);
-    s_path(p->log, file);
-}
 
 /*
  * Starts p from argv (its --listen value is p's old endpoint on a restart) and
@@ -128,16 +87,23 @@ static void s_proc_start(s_proc_t *p, char *const argv[])
         cr_assert_str_eq(p->endpoint, before, "%s restarted on another endpoint", argv[0]);
 }
 
-static const char *s_listen(const s_proc_t *p)
+/* p's old endpoint on a restart, else a fixed free port (s_free_port says why). */
+static void s_listen(const s_proc_t *p, char *buf, size_t cap)
 {
-    return p->endpoint[0] ? p->endpoint : "tcp://127.0.0.1:*";
+    if (p->endpoint[0]) {
+        snprintf(buf, cap, "%s", p->endpoint);
+        return;
+    }
+    int port = s_free_port();
+    cr_assert(port > 0, "no free port below the ephemeral range");
+    snprintf(buf, cap, "tcp://127.0.0.1:%d", port);
 }
 
 static void s_shard_start(s_proc_t *p)
 {
     char bin[S_PATH_MAX], listen[sizeof p->endpoint];
     s_bin(bin, "shoal-shard");
-    snprintf(listen, sizeof listen, "%s", s_listen(p));
+    s_listen(p, listen, sizeof listen);
     char *argv[] = {bin,      "--listen",  listen, "--data-dir", p->data_dir, "--ready-file",
                     p->ready, "--threads", "1",    NULL};
     s_proc_start(p, argv);
@@ -148,7 +114,7 @@ static void s_coord_start(s_cluster_t *cl)
     s_proc_t *p = &cl->coord;
     char bin[S_PATH_MAX], listen[sizeof p->endpoint];
     s_bin(bin, "shoal-coordinator");
-    snprintf(listen, sizeof listen, "%s", s_listen(p));
+    s_listen(p, listen, sizeof listen);
     char *argv[] = {bin,         "--listen",           listen,          "--data-dir",
                     p->data_dir, "--shards",           cl->shard_list,  "--ready-file",
                     p->ready,    "--ping-interval-ms", S_PING_MS,       "--down-after-ms",
@@ -214,14 +180,14 @@ static void s_cluster_start(s_cluster_t *cl, unsigned deadline_ms)
     for (int i = 0; i < S_NSHARDS; i++) {
         char name[32];
         snprintf(name, sizeof name, "shard%d", i);
-        s_proc_init(&cl->shards[i], name);
+        s_server_init(&cl->shards[i], name);
         s_shard_start(&cl->shards[i]);
         int len = snprintf(cl->shard_list + off, sizeof cl->shard_list - off, "%s%s", i ? "," : "",
                            cl->shards[i].endpoint);
         cr_assert(len > 0 && (size_t)len < sizeof cl->shard_list - off);
         off += (size_t)len;
     }
-    s_proc_init(&cl->coord, "coord");
+    s_server_init(&cl->coord, "coord");
     s_coord_start(cl);
     s_wait_shards_up(cl);
 }
@@ -306,6 +272,28 @@ static void s_load(shoal_client_t *c, const char *coll, const s_sift_t *s, size_
         cr_assert_eq(rc, 0, "insert rows %zu.. into %s: %s", start, coll, err.msg);
     }
     free(ids);
+}
+
+/*
+ * A test's start: siftsmall into s, the cluster started with deadline_ms and
+ * its first n rows (0: all) loaded into coll with nlist lists. Returns a
+ * client of the coordinator (s_finish() ends both).
+ */
+static shoal_client_t *s_start_loaded(s_sift_t *s, s_cluster_t *cl, unsigned deadline_ms,
+                                      const char *coll, size_t n, size_t nlist)
+{
+    s_sift_load(s);
+    s_cluster_start(cl, deadline_ms);
+    shoal_client_t *c = s_client(cl, S_TIMEOUT_MS);
+    s_load(c, coll, s, n ? n : s->n, nlist);
+    return c;
+}
+
+/* A test's end: the client destroyed, siftsmall freed. */
+static void s_finish(shoal_client_t **c, s_sift_t *s)
+{
+    shoal_client_destroy(c);
+    s_sift_free(s);
 }
 
 /* A search that must succeed; info gets partial / missing / fanout. */
@@ -435,18 +423,14 @@ static double s_count(shoal_client_t *c, const char *coll)
 Test(cluster, siftsmall_recall_default_and_exact)
 {
     s_sift_t s;
-    s_sift_load(&s);
     s_cluster_t cl;
-    s_cluster_start(&cl, 20000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "sift", &s, s.n, S_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
 
     double recall = s_default_recall(c, "sift", &s);
     cr_assert_geq(recall, 0.95, "default recall@10 %.4f", recall);
     s_check_exact(c, "sift", &s, S_NLIST);
 
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -497,9 +481,8 @@ static void s_search_both(shoal_client_t *c, const char *coll, const float *q, s
     }
 }
 
-/* id holds now_vec (bit for bit) and is found with it first at distance 0, not with old_vec. */
-static void s_assert_moved(shoal_client_t *c, uint64_t id, const float *old_vec,
-                           const float *now_vec, size_t dim)
+/* get of id from "sift": it holds want (dim floats, bit for bit), or (want NULL) is absent. */
+static void s_assert_get(shoal_client_t *c, uint64_t id, const float *want, size_t dim)
 {
     uint8_t *found = NULL;
     float *vecs = NULL;
@@ -507,13 +490,23 @@ static void s_assert_moved(shoal_client_t *c, uint64_t id, const float *old_vec,
     shoal_err_t err;
     int rc = shoal_client_get(c, "sift", &id, 1, &found, &vecs, &got_dim, &err);
     cr_assert_eq(rc, 0, "get %lu: %s", (unsigned long)id, err.msg);
-    cr_assert_eq(got_dim, dim);
-    cr_assert_eq(found[0], 1, "upserted id %lu not found by get", (unsigned long)id);
-    cr_assert(memcmp(vecs, now_vec, dim * sizeof(float)) == 0, "id %lu: stored vector differs",
-              (unsigned long)id);
+    if (want) {
+        cr_assert_eq(got_dim, dim);
+        cr_assert_eq(found[0], 1, "upserted id %lu not found by get", (unsigned long)id);
+        cr_assert(memcmp(vecs, want, dim * sizeof(float)) == 0, "id %lu: stored vector differs",
+                  (unsigned long)id);
+    } else {
+        cr_assert_eq(found[0], 0, "deleted id %lu still found by get", (unsigned long)id);
+    }
     free(found);
     free(vecs);
+}
 
+/* id holds now_vec (bit for bit) and is found with it first at distance 0, not with old_vec. */
+static void s_assert_moved(shoal_client_t *c, uint64_t id, const float *old_vec,
+                           const float *now_vec, size_t dim)
+{
+    s_assert_get(c, id, now_vec, dim);
     uint64_t ids[2][S_K];
     float dists[2][S_K];
     s_search_both(c, "sift", now_vec, dim, ids, dists);
@@ -533,15 +526,7 @@ static void s_assert_moved(shoal_client_t *c, uint64_t id, const float *old_vec,
 static void s_assert_gone(shoal_client_t *c, uint64_t id, const float *old_vec,
                           const float *last_vec, size_t dim)
 {
-    uint8_t *found = NULL;
-    float *vecs = NULL;
-    size_t got_dim = 0;
-    shoal_err_t err;
-    int rc = shoal_client_get(c, "sift", &id, 1, &found, &vecs, &got_dim, &err);
-    cr_assert_eq(rc, 0, "get %lu: %s", (unsigned long)id, err.msg);
-    cr_assert_eq(found[0], 0, "deleted id %lu still found by get", (unsigned long)id);
-    free(found);
-    free(vecs);
+    s_assert_get(c, id, NULL, dim);
     uint64_t ids[2][S_K];
     float dists[2][S_K];
     const float *vs[2] = {old_vec, last_vec};
@@ -556,11 +541,8 @@ static void s_assert_gone(shoal_client_t *c, uint64_t id, const float *old_vec,
 Test(cluster, upsert_moves_an_id_and_delete_removes_it_across_restarts)
 {
     s_sift_t s;
-    s_sift_load(&s);
     s_cluster_t cl;
-    s_cluster_start(&cl, 20000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "sift", &s, S_SMALL_N, S_SMALL_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", S_SMALL_N, S_SMALL_NLIST);
     size_t dim = s.dim;
 
     /*
@@ -620,11 +602,8 @@ Test(cluster, upsert_moves_an_id_and_delete_removes_it_across_restarts)
 Test(cluster, killed_shard_gives_partial_answers_naming_it_then_recovers)
 {
     s_sift_t s;
-    s_sift_load(&s);
     s_cluster_t cl;
-    s_cluster_start(&cl, 3000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "sift", &s, s.n, S_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 3000, "sift", 0, S_NLIST);
     s_check_exact(c, "sift", &s, S_NLIST);
 
     s_proc_t *victim = &cl.shards[1];
@@ -667,8 +646,7 @@ Test(cluster, killed_shard_gives_partial_answers_naming_it_then_recovers)
     double recall = s_default_recall(c, "sift", &s);
     cr_assert_geq(recall, 0.95, "default recall@10 after the shard's restart %.4f", recall);
 
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -699,11 +677,8 @@ static void s_assert_same_answers(const uint64_t *ids_a, const float *d_a, const
 Test(cluster, coordinator_sigkill_keeps_catalog_and_answers)
 {
     s_sift_t s;
-    s_sift_load(&s);
     s_cluster_t cl;
-    s_cluster_start(&cl, 20000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "sift", &s, s.n, S_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
     cr_assert_eq(s_count(c, "sift"), (double)s.n);
 
     uint64_t *ids[2][2] = {{NULL, NULL}, {NULL, NULL}};
@@ -736,8 +711,7 @@ Test(cluster, coordinator_sigkill_keeps_catalog_and_answers)
             free(ids[a][m]);
             free(dists[a][m]);
         }
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -783,65 +757,28 @@ static void s_expect_search(shoal_client_t *c, const s_sift_t *s, const char *co
     s_assert_serving(c, s);
 }
 
-/* A search request's frames as copies a test may damage. */
-typedef struct {
-    size_t count; /* frames */
-    uint8_t *data[WIRE_FRAMES_MAX];
-    size_t size[WIRE_FRAMES_MAX];
-} s_raw_t;
-
+/* A search request's frames as copies a test may damage (tests/test_support.h). */
 static void s_raw_search(s_raw_t *raw, const float *q, size_t dim)
 {
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_SEARCH;
-    req.rid = 777;
-    snprintf(req.coll, sizeof req.coll, "c");
+    s_request_start(&req, WIRE_OP_SEARCH, 777, "c");
     req.n = 1;
     req.dim = dim;
     req.vecs = q;
     req.k = S_K;
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    shoal_err_t err;
-    cr_assert_eq(wire_request_encode(&req, &frames, &err), 0, "encode: %s", err.msg);
-    memset(raw, 0, sizeof *raw);
-    raw->count = frames.count;
-    for (size_t i = 0; i < frames.count; i++) {
-        raw->data[i] = malloc(frames.size[i] + 1);
-        cr_assert_not_null(raw->data[i]);
-        memcpy(raw->data[i], frames.data[i], frames.size[i]);
-        raw->size[i] = frames.size[i];
-    }
-    wire_frames_fini(&frames);
+    s_raw_from_req(&req, raw);
 }
 
 /* Sends raw (then frees it) and expects an error reply with code. */
 static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int code,
                          const char *needle, const char *what)
 {
-    const void *data[WIRE_FRAMES_MAX];
-    for (size_t i = 0; i < raw->count; i++)
-        data[i] = raw->data[i];
-    shoal_frames_t *reply = NULL;
+    shoal_frames_t *reply;
     shoal_err_t err;
-    int rc = shoal_client_raw(c, data, raw->size, raw->count, &reply, &err);
+    int rc = s_raw_call(c, raw, &reply, &err);
     cr_assert_eq(rc, 0, "%s: no reply: %s", what, err.msg);
-    size_t skip = reply->count > 0 && reply->size[0] == 0 ? 1 : 0; /* an empty delimiter */
-    cr_assert(reply->count > skip && reply->count - skip <= WIRE_FRAMES_MAX,
-              "%s: a reply of %zu frames", what, reply->count);
-    wire_frames_t in;
-    memset(&in, 0, sizeof in);
-    in.count = reply->count - skip;
-    for (size_t i = 0; i < in.count; i++) {
-        in.data[i] = reply->data[i + skip];
-        in.size[i] = reply->size[i + skip];
-    }
-    wire_limits_t limits = wire_limits_default();
     wire_reply_t rep;
-    wire_reply_init(&rep);
-    rc = wire_reply_decode(&in, &limits, &rep, &err);
-    cr_assert_eq(rc, 0, "%s: the reply does not decode: %s", what, err.msg);
+    s_reply_decode(reply, &rep, what);
     cr_assert_eq(rep.code, code, "%s: got %s (%s), expected %s", what, shoal_errname(rep.code),
                  rep.msg, shoal_errname(code));
     if (needle)
@@ -849,21 +786,16 @@ static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int
                   needle);
     wire_reply_fini(&rep);
     shoal_frames_destroy(&reply);
-    for (size_t i = 0; i < raw->count; i++)
-        free(raw->data[i]);
-    memset(raw, 0, sizeof *raw);
+    s_raw_fini(raw);
     s_assert_serving(c, s);
 }
 
 Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
 {
     s_sift_t s;
-    s_sift_load(&s);
-    size_t dim = s.dim;
     s_cluster_t cl;
-    s_cluster_start(&cl, 20000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "c", &s, S_BAD_N, S_BAD_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "c", S_BAD_N, S_BAD_NLIST);
+    size_t dim = s.dim;
     s_assert_serving(c, &s);
     const float *q = s_row(&s, S_KNOWN_ID);
     shoal_err_t err;
@@ -969,8 +901,7 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
 
     free(bad);
     free(two);
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -980,11 +911,8 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
 Test(cluster, knn_graph_matches_exact_neighbours)
 {
     s_sift_t s;
-    s_sift_load(&s);
     s_cluster_t cl;
-    s_cluster_start(&cl, 30000);
-    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
-    s_load(c, "sift", &s, s.n, S_NLIST);
+    shoal_client_t *c = s_start_loaded(&s, &cl, 30000, "sift", 0, S_NLIST);
 
     uint64_t *graph = malloc(s.n * S_K * sizeof *graph);
     uint8_t *seen = calloc(s.n, 1);
@@ -1039,8 +967,7 @@ Test(cluster, knn_graph_matches_exact_neighbours)
     free(truth);
     free(graph);
     free(seen);
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1052,18 +979,11 @@ static char *s_cli(const s_cluster_t *cl, const char *const *args)
 {
     char bin[S_PATH_MAX], out_path[S_PATH_MAX];
     s_bin(bin, "shoal");
-    s_path(out_path, "cli.out");
+    s_scratch_path(out_path, "cli.out");
     unlink(out_path);
     char *argv[32];
-    size_t argc = 0;
-    argv[argc++] = bin;
-    argv[argc++] = "-c";
-    argv[argc++] = (char *)cl->coord.endpoint;
-    for (size_t i = 0; args[i]; i++) {
-        cr_assert_lt(argc, 31);
-        argv[argc++] = (char *)args[i];
-    }
-    argv[argc] = NULL;
+    char *head[] = {bin, "-c", (char *)cl->coord.endpoint};
+    s_argv_fill(argv, 32, head, 3, args);
     pid_t pid = s_spawn(argv, out_path, out_path);
     int status = 0;
     int exited = s_wait(pid, 240, &status);
@@ -1115,6 +1035,5 @@ Test(cluster, cli_loads_and_searches_siftsmall)
     /* and the client sees what the CLI loaded */
     shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
     cr_assert_eq(s_count(c, "sift"), (double)s.n);
-    shoal_client_destroy(&c);
-    s_sift_free(&s);
+    s_finish(&c, &s);
 }

@@ -49,83 +49,30 @@
 /* Scratch folders and child processes                                      */
 /* ------------------------------------------------------------------------ */
 
-static char s_tmp[S_PATH_MAX];
-
 static void s_setup(void)
 {
-    const char *root = getenv("SHOAL_TMP");
-    if (!root || !*root)
-        root = "/tmp";
-    mkdir(root, 0777);
-    snprintf(s_tmp, sizeof s_tmp, "%s/test_shard.XXXXXX", root);
-    cr_assert_not_null(mkdtemp(s_tmp), "mkdtemp under %s failed", root);
-    s_children_kill();
+    s_process_suite_init("test_shard");
 }
 
-static void s_teardown(void)
-{
-    s_children_kill();
-    if (s_tmp[0])
-        s_remove_tree(s_tmp);
-    s_tmp[0] = '\0';
-}
-
-TestSuite(shard, .init = s_setup, .fini = s_teardown, .timeout = 240);
-
-static const char *s_path(char *out, const char *name)
-{
-    int len = snprintf(out, S_PATH_MAX, "%s/%s", s_tmp, name);
-    cr_assert(len > 0 && len < S_PATH_MAX);
-    return out;
-}
+TestSuite(shard, .init = s_setup, .fini = s_process_suite_fini, .timeout = 240);
 
 /* ------------------------------------------------------------------------ */
 /* A shard under test                                                       */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    pid_t pid;                 /* running child, or 0 */
-    char name[64];             /* for the file names */
-    char data_dir[S_PATH_MAX]; /* kept across restarts */
-    char ready[S_PATH_MAX];    /* --ready-file */
-    char log[S_PATH_MAX];      /* stderr of every run, appended */
-    char endpoint[256];        /* from the ready file */
-} s_shard_t;
-
-static void s_shard_init(s_shard_t *sh, const char *name)
-{
-    memset(sh, 0, sizeof *sh);
-    snprintf(sh->name, sizeof sh->name, "%s", name);
-    char file[128];
-    snprintf(file, sizeof file, "%s.data", name);
-    s_path(sh->data_dir, file);
-    snprintf(file, sizeof file, "%s.ready", name);
-    s_path(sh->ready, file);
-    snprintf(file, sizeof file, "%s.log", name);
-    s_path(sh->log, file);
-}
+/* A shard process (tests/test_support.h): data dir kept across restarts. */
+typedef s_server_t s_shard_t;
 
 /* Starts the shard with extra flags (NULL-terminated) and waits until it is ready. */
 static void s_shard_start(s_shard_t *sh, const char *const *extra)
 {
     char bin[S_PATH_MAX];
     s_bin(bin, "shoal-shard");
+    char *head[] = {bin,          "--listen",   "tcp://127.0.0.1:*",
+                    "--data-dir", sh->data_dir, "--ready-file",
+                    sh->ready,    "--threads",  "2"};
     char *argv[64];
-    size_t argc = 0;
-    argv[argc++] = bin;
-    argv[argc++] = "--listen";
-    argv[argc++] = "tcp://127.0.0.1:*";
-    argv[argc++] = "--data-dir";
-    argv[argc++] = sh->data_dir;
-    argv[argc++] = "--ready-file";
-    argv[argc++] = sh->ready;
-    argv[argc++] = "--threads";
-    argv[argc++] = "2";
-    for (size_t i = 0; extra && extra[i]; i++) {
-        cr_assert_lt(argc, 62);
-        argv[argc++] = (char *)extra[i];
-    }
-    argv[argc] = NULL;
+    s_argv_fill(argv, 63, head, 9, extra); /* room for 53 extra flags */
     sh->pid =
         s_server_start(argv, sh->ready, sh->log, S_START_WAIT_S, sh->endpoint, sizeof sh->endpoint);
 }
@@ -305,37 +252,6 @@ static double s_stat(shoal_client_t *c, const char *path)
 /* Raw requests                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* A request's frames as plain copies the tests can damage. */
-typedef struct {
-    size_t count;     /* frames */
-    uint8_t *data[8]; /* copies (malloc'd) */
-    size_t size[8];   /* lengths */
-} s_raw_t;
-
-static void s_raw_from_req(const wire_request_t *req, s_raw_t *raw)
-{
-    wire_frames_t frames;
-    memset(&frames, 0, sizeof frames);
-    shoal_err_t err;
-    cr_assert_eq(wire_request_encode(req, &frames, &err), 0, "encode: %s", err.msg);
-    memset(raw, 0, sizeof *raw);
-    raw->count = frames.count;
-    for (size_t i = 0; i < frames.count; i++) {
-        raw->data[i] = malloc(frames.size[i] + 1);
-        cr_assert_not_null(raw->data[i]);
-        memcpy(raw->data[i], frames.data[i], frames.size[i]);
-        raw->size[i] = frames.size[i];
-    }
-    wire_frames_fini(&frames);
-}
-
-static void s_raw_fini(s_raw_t *raw)
-{
-    for (size_t i = 0; i < raw->count; i++)
-        free(raw->data[i]);
-    memset(raw, 0, sizeof *raw);
-}
-
 typedef enum { S_DROP, S_AS_STR, S_AS_UINT } s_edit_t;
 
 /* Re-packs frame 0 with `key` dropped or its value replaced. */
@@ -392,30 +308,15 @@ static void s_raw_edit(s_raw_t *raw, const char *key, s_edit_t edit, const char 
  */
 static int s_raw_send(shoal_client_t *c, const s_raw_t *raw, char *msg, size_t cap)
 {
-    const void *data[8];
-    for (size_t i = 0; i < raw->count; i++)
-        data[i] = raw->data[i];
-    shoal_frames_t *reply = NULL;
+    shoal_frames_t *reply;
     shoal_err_t err;
-    int rc = shoal_client_raw(c, data, raw->size, raw->count, &reply, &err);
+    int rc = s_raw_call(c, raw, &reply, &err);
     if (rc != 0) {
         snprintf(msg, cap, "%s", err.msg);
         return rc;
     }
-    size_t skip = reply->count > 0 && reply->size[0] == 0 ? 1 : 0;
-    cr_assert_leq(reply->count - skip, WIRE_FRAMES_MAX);
-    wire_frames_t in;
-    memset(&in, 0, sizeof in);
-    in.count = reply->count - skip;
-    for (size_t i = 0; i < in.count; i++) {
-        in.data[i] = reply->data[i + skip];
-        in.size[i] = reply->size[i + skip];
-    }
-    wire_limits_t limits = wire_limits_default();
     wire_reply_t rep;
-    wire_reply_init(&rep);
-    rc = wire_reply_decode(&in, &limits, &rep, &err);
-    cr_assert_eq(rc, 0, "reply does not decode: %s", err.msg);
+    s_reply_decode(reply, &rep, "raw request");
     snprintf(msg, cap, "%s", rep.msg);
     int code = rep.code;
     wire_reply_fini(&rep);
@@ -432,7 +333,7 @@ static int s_raw_send(shoal_client_t *c, const s_raw_t *raw, char *msg, size_t c
 Test(shard, every_op_through_the_socket)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "ops");
+    s_server_init(&sh, "ops");
     s_shard_start(&sh, NULL);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
     shoal_err_t err;
@@ -615,7 +516,7 @@ static void s_expect_raw(shoal_client_t *c, s_raw_t *raw, int code, const char *
 Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "bad");
+    s_server_init(&sh, "bad");
     const char *flags[] = {"--max-message-bytes", "65536", "--max-k", "100", NULL};
     s_shard_start(&sh, flags);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
@@ -683,10 +584,7 @@ Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
     float v2[2 * S_DIM];
     s_vec(900, S_DIM, v2);
     s_vec(901, S_DIM, v2 + S_DIM);
-    wire_request_init(&req);
-    req.op = WIRE_OP_INSERT;
-    req.rid = 5;
-    snprintf(req.coll, sizeof req.coll, "c");
+    s_request_start(&req, WIRE_OP_INSERT, 5, "c");
     req.n = 2;
     req.dim = S_DIM;
     req.ids = ids2;
@@ -817,7 +715,7 @@ Test(shard, siftsmall_recall_through_the_socket)
     cr_assert_eq(ngt, nq);
 
     s_shard_t sh;
-    s_shard_init(&sh, "sift");
+    s_server_init(&sh, "sift");
     s_shard_start(&sh, NULL);
     shoal_client_t *c = s_client(&sh, 120000);
     cr_assert_eq(shoal_client_create(c, "sift", dim, SHOAL_METRIC_L2, 16, 200, &err), 0, "%s",
@@ -878,7 +776,7 @@ static void *s_killer_main(void *arg)
 Test(shard, kill9_loses_no_acknowledged_insert)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "crash");
+    s_server_init(&sh, "crash");
     const char *flags[] = {"--sync", "on", "--checkpoint-every", "500", NULL};
     shoal_rng_t rng;
     shoal_rng_seed(&rng, 20261121);
@@ -952,7 +850,7 @@ static void s_search_fixed(shoal_client_t *c, const char *coll, size_t nq, size_
 Test(shard, clean_restart_loads_the_checkpoint_and_answers_the_same)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "clean");
+    s_server_init(&sh, "clean");
     s_shard_start(&sh, NULL);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
     const size_t dim = 32, n = 3000, nq = 25;
@@ -984,7 +882,7 @@ Test(shard, clean_restart_loads_the_checkpoint_and_answers_the_same)
 Test(shard, deletes_survive_clean_and_kill9_restarts)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "del");
+    s_server_init(&sh, "del");
     s_shard_start(&sh, NULL);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
     const size_t dim = 16;
@@ -1064,7 +962,7 @@ static void *s_heavy_main(void *arg)
 static void s_double_signal(int sig, const char *name)
 {
     s_shard_t sh;
-    s_shard_init(&sh, name);
+    s_server_init(&sh, name);
     const char *flags[] = {"--log-level", "info", NULL};
     s_shard_start(&sh, flags);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
@@ -1134,7 +1032,7 @@ static int s_run_cli(const char *const *args, char **out)
 {
     char bin[S_PATH_MAX], out_path[S_PATH_MAX];
     s_bin(bin, "shoal-shard");
-    s_path(out_path, "cli.out");
+    s_scratch_path(out_path, "cli.out");
     unlink(out_path);
     char *argv[32];
     size_t argc = 0;
@@ -1168,7 +1066,7 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
     free(out);
 
     char dir[S_PATH_MAX];
-    s_path(dir, "cli.data");
+    s_scratch_path(dir, "cli.data");
     struct {
         const char *args[6];
         const char *needle;
@@ -1195,7 +1093,7 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
 
     /* a config file with an unknown key names the file and line */
     char conf[S_PATH_MAX];
-    s_path(conf, "bad.conf");
+    s_scratch_path(conf, "bad.conf");
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
     fprintf(f, "# a comment\n\ndata-dir = %s\nthreads = 1\nfrobs = 3\n", dir);
@@ -1209,9 +1107,9 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
 Test(shard, config_file_applies_and_flags_override_it)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "conf");
+    s_server_init(&sh, "conf");
     char conf[S_PATH_MAX];
-    s_path(conf, "shard.conf");
+    s_scratch_path(conf, "shard.conf");
     FILE *f = fopen(conf, "w");
     cr_assert_not_null(f);
     fprintf(f, "# shard settings\n"
@@ -1282,7 +1180,7 @@ static void *s_reader_main(void *arg)
 Test(shard, concurrent_clients_read_while_one_writes)
 {
     s_shard_t sh;
-    s_shard_init(&sh, "conc");
+    s_server_init(&sh, "conc");
     s_shard_start(&sh, NULL);
     shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
     s_create(c, "c", S_DIM);

@@ -12,7 +12,10 @@
  * works at, for scaling tie and distance tolerances: for L2 |d|, for IP
  * |q| |x|, for cosine 1. The tolerances themselves stay in each suite.
  *
- * Scratch folders: s_remove_tree() is rm -r for the folders a suite made.
+ * Scratch folders: s_remove_tree() is rm -r for the folders a suite made;
+ * s_scratch_make() / s_scratch_remove() make and remove the running test's
+ * folder under $SHOAL_TMP, s_scratch() names it and s_scratch_path() joins a
+ * name to it (the process suites and test_cli).
  *
  * Child processes (the process suites: test_shard, test_cluster): s_spawn()
  * starts a program that dies with the test (PR_SET_PDEATHSIG) and records it
@@ -20,7 +23,11 @@
  * fini calls it, so a failed test leaves nothing running); s_server_start()
  * also waits, bounded, for the server's --ready-file and reads the bound
  * endpoint from it; s_server_signal() signals a server and waits, bounded,
- * for its exit. Every wait is bounded polling; nothing asserts a timing.
+ * for its exit. s_server_t keeps one server's files and endpoint across
+ * restarts; s_process_suite_init() / s_process_suite_fini() are the process
+ * suites' init and fini (scratch folder, no child left running);
+ * s_argv_fill() builds a child's argv. Every wait is bounded polling;
+ * nothing asserts a timing.
  * These helpers assert with Criterion, so only Criterion suites include this.
  */
 #ifndef SHOAL_TESTS_TEST_SUPPORT_H
@@ -43,6 +50,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 /* ------------------------------------------------------------------------ */
 /* Double-precision reference distances                                     */
@@ -119,6 +128,52 @@ static inline void s_remove_tree(const char *path)
     }
 }
 
+/* "<dir>/<name>" into out (S_SUPPORT_PATH_MAX bytes); fails the test when too long. */
+static inline const char *s_join(char *out, const char *dir, const char *name)
+{
+    int len = snprintf(out, S_SUPPORT_PATH_MAX, "%s/%s", dir, name);
+    cr_assert(len > 0 && len < S_SUPPORT_PATH_MAX, "path too long: %s/%s", dir, name);
+    return out;
+}
+
+/*
+ * The running test's scratch folder ("" when there is none). A function-local
+ * static, like the child registry below: Criterion runs each test in its own
+ * process, and suites without a scratch folder get no unused warning.
+ */
+static inline char *s_scratch(void)
+{
+    static char dir[S_SUPPORT_PATH_MAX];
+    return dir;
+}
+
+/* Makes the scratch folder: a fresh $SHOAL_TMP/<prefix>.XXXXXX (SHOAL_TMP default /tmp). */
+static inline void s_scratch_make(const char *prefix)
+{
+    const char *root = getenv("SHOAL_TMP");
+    if (!root || !*root)
+        root = "/tmp";
+    mkdir(root, 0777); /* the Makefile creates it; this is for manual runs */
+    char *dir = s_scratch();
+    snprintf(dir, S_SUPPORT_PATH_MAX, "%s/%s.XXXXXX", root, prefix);
+    cr_assert_not_null(mkdtemp(dir), "mkdtemp under %s failed", root);
+}
+
+/* Removes the scratch folder with everything in it (none made: nothing to do). */
+static inline void s_scratch_remove(void)
+{
+    char *dir = s_scratch();
+    if (dir[0])
+        s_remove_tree(dir);
+    dir[0] = '\0';
+}
+
+/* "<scratch folder>/<name>" into out (S_SUPPORT_PATH_MAX bytes). */
+static inline const char *s_scratch_path(char *out, const char *name)
+{
+    return s_join(out, s_scratch(), name);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Child processes                                                          */
 /* ------------------------------------------------------------------------ */
@@ -181,6 +236,39 @@ static inline void s_children_kill(void)
         }
         children[i] = 0;
     }
+}
+
+/* The process suites' init: a fresh scratch folder named after prefix, no child running. */
+static inline void s_process_suite_init(const char *prefix)
+{
+    s_scratch_make(prefix);
+    s_children_kill();
+}
+
+/* Their fini: every child killed, the scratch folder removed. */
+static inline void s_process_suite_fini(void)
+{
+    s_children_kill();
+    s_scratch_remove();
+}
+
+/*
+ * Fills argv (room for cap entries) with the nhead entries of head, then
+ * args (NULL-terminated), then NULL. Fails the test when they do not fit.
+ */
+static inline void s_argv_fill(char **argv, size_t cap, char *const *head, size_t nhead,
+                               const char *const *args)
+{
+    size_t argc = 0;
+    for (size_t i = 0; i < nhead; i++) {
+        cr_assert_lt(argc, cap - 1);
+        argv[argc++] = head[i];
+    }
+    for (size_t i = 0; args && args[i]; i++) {
+        cr_assert_lt(argc, cap - 1);
+        argv[argc++] = (char *)args[i];
+    }
+    argv[argc] = NULL;
 }
 
 /* $SHOAL_BIN/prog (default bin/prog) into out (S_SUPPORT_PATH_MAX bytes); must be executable. */
@@ -309,6 +397,142 @@ static inline int s_server_signal(pid_t pid, int sig, double wait_s, const char 
               "%s has a sanitizer report:\n%s", log, text);
     free(text);
     return status;
+}
+
+#if defined(SHOAL_CLIENT_H) && defined(SHOAL_WIRE_H)
+/*
+ * Decodes a raw reply from shoal_client_raw (a leading empty delimiter, REQ
+ * style, is skipped) into rep, which the caller wire_reply_fini()s. Fails the
+ * test when it has no frames or too many, or does not decode; what names
+ * the request in the messages. Only for suites that include
+ * client/shoal_client.h and common/wire.h first.
+ */
+static inline void s_reply_decode(const shoal_frames_t *reply, wire_reply_t *rep, const char *what)
+{
+    size_t skip = reply->count > 0 && reply->size[0] == 0 ? 1 : 0; /* an empty delimiter */
+    cr_assert(reply->count > skip && reply->count - skip <= WIRE_FRAMES_MAX,
+              "%s: a reply of %zu frames", what, reply->count);
+    wire_frames_t in;
+    memset(&in, 0, sizeof in);
+    in.count = reply->count - skip;
+    for (size_t i = 0; i < in.count; i++) {
+        in.data[i] = reply->data[i + skip];
+        in.size[i] = reply->size[i + skip];
+    }
+    wire_limits_t limits = wire_limits_default();
+    shoal_err_t err;
+    wire_reply_init(rep);
+    int rc = wire_reply_decode(&in, &limits, rep, &err);
+    cr_assert_eq(rc, 0, "%s: the reply does not decode: %s", what, err.msg);
+}
+
+/* Frames a raw request may have: more than any valid one, so tests can add some. */
+#define S_SUPPORT_RAW_FRAMES_MAX 8
+
+/* A request's frames as plain copies a test can damage. */
+typedef struct {
+    size_t count;                            /* frames */
+    uint8_t *data[S_SUPPORT_RAW_FRAMES_MAX]; /* copies (malloc'd) */
+    size_t size[S_SUPPORT_RAW_FRAMES_MAX];   /* lengths */
+} s_raw_t;
+
+/* req, otherwise empty, for op on collection coll with request id rid. */
+static inline void s_request_start(wire_request_t *req, wire_op_t op, uint64_t rid,
+                                   const char *coll)
+{
+    wire_request_init(req);
+    req->op = op;
+    req->rid = rid;
+    snprintf(req->coll, sizeof req->coll, "%s", coll);
+}
+
+/* raw gets copies of req's encoded frames (s_raw_fini frees them). */
+static inline void s_raw_from_req(const wire_request_t *req, s_raw_t *raw)
+{
+    wire_frames_t frames;
+    memset(&frames, 0, sizeof frames);
+    shoal_err_t err;
+    cr_assert_eq(wire_request_encode(req, &frames, &err), 0, "encode: %s", err.msg);
+    memset(raw, 0, sizeof *raw);
+    raw->count = frames.count;
+    for (size_t i = 0; i < frames.count; i++) {
+        raw->data[i] = malloc(frames.size[i] + 1);
+        cr_assert_not_null(raw->data[i]);
+        memcpy(raw->data[i], frames.data[i], frames.size[i]);
+        raw->size[i] = frames.size[i];
+    }
+    wire_frames_fini(&frames);
+}
+
+/* Sends raw through c: 0 with *reply (shoal_frames_destroy it), or the client's error. */
+static inline int s_raw_call(shoal_client_t *c, const s_raw_t *raw, shoal_frames_t **reply,
+                             shoal_err_t *err)
+{
+    const void *data[S_SUPPORT_RAW_FRAMES_MAX];
+    for (size_t i = 0; i < raw->count; i++)
+        data[i] = raw->data[i];
+    *reply = NULL;
+    return shoal_client_raw(c, data, raw->size, raw->count, reply, err);
+}
+
+static inline void s_raw_fini(s_raw_t *raw)
+{
+    for (size_t i = 0; i < raw->count; i++)
+        free(raw->data[i]);
+    memset(raw, 0, sizeof *raw);
+}
+#endif
+
+/* A server process under test; its files and endpoint are kept across restarts. */
+typedef struct {
+    pid_t pid;                         /* running child, or 0 */
+    char data_dir[S_SUPPORT_PATH_MAX]; /* --data-dir */
+    char ready[S_SUPPORT_PATH_MAX];    /* --ready-file */
+    char log[S_SUPPORT_PATH_MAX];      /* output of every run, appended */
+    char endpoint[256];                /* bound endpoint ("" before the first start) */
+} s_server_t;
+
+/* p, not running, with files <name>.data, <name>.ready, <name>.log in the scratch folder. */
+static inline void s_server_init(s_server_t *p, const char *name)
+{
+    memset(p, 0, sizeof *p);
+    char file[128];
+    snprintf(file, sizeof file, "%s.data", name);
+    s_scratch_path(p->data_dir, file);
+    snprintf(file, sizeof file, "%s.ready", name);
+    s_scratch_path(p->ready, file);
+    snprintf(file, sizeof file, "%s.log", name);
+    s_scratch_path(p->log, file);
+}
+
+/*
+ * A TCP port on 127.0.0.1 that is free now, below the kernel's ephemeral range
+ * (32768 and up): a server restarted on a port the kernel picked ("*") can
+ * find it taken as the local port of some other connection, so processes that
+ * must come back on the same endpoint get their port from here. Starts at a
+ * point derived from the pid, so parallel tests try different ports.
+ */
+static inline int s_free_port(void)
+{
+    static unsigned next;
+    if (next == 0)
+        next = (unsigned)getpid() * 7919u;
+    for (int tries = 0; tries < 4000; tries++) {
+        int port = 20000 + (int)(next++ % 12000u);
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            return -1;
+        struct sockaddr_in a;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return port;
+    }
+    return -1;
 }
 
 #endif

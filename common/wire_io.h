@@ -1,0 +1,133 @@
+/*
+ * wire_io.h - the socket side of shoal's servers (shard and coordinator),
+ * around the codec in wire.h: a request taken off a ROUTER with its envelope
+ * (routing id, optional empty delimiter from REQ peers), the size and frame
+ * checks against wire_limits_t, an encoded reply sent back with the same
+ * envelope, per-op reply counters with latency percentiles, and the small
+ * writers of stats/ping info maps.
+ *
+ * Ownership: functions that take a `**` consume what it points at and set it
+ * to NULL; a returned zmsg_t is the caller's. Thread-safety: no state of its
+ * own; a socket and a wire_io_counters_t belong to one thread (the loop).
+ */
+#ifndef SHOAL_WIRE_IO_H
+#define SHOAL_WIRE_IO_H
+
+#include "common/wire.h"
+
+#include <czmq.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Latency samples kept per op (a ring: the newest ones). */
+#define WIRE_IO_LATENCY_SAMPLES 1024
+
+/* ---- ops ---- */
+
+/* op as an index into per-op arrays; 0 (WIRE_OP_NONE) for anything invalid. */
+size_t wire_io_op_index(wire_op_t op);
+/* The name of the op at index, for logs and stats keys; "invalid" for 0. */
+const char *wire_io_op_label(size_t index);
+/* wire_io_op_label(wire_io_op_index(op)). */
+const char *wire_io_op_name(wire_op_t op);
+
+/* 1 when sock has a message waiting. */
+int wire_io_readable(zsock_t *sock);
+
+/* ---- sockets ---- */
+
+/*
+ * A new ROUTER bound to listen, refusing (in ZeroMQ) any frame over
+ * max_message_bytes, linger 0; *endpoint gets a copy of the bound endpoint
+ * (the caller's to free). NULL on error, err naming the problem, prefixed
+ * with who ("shard server").
+ */
+zsock_t *wire_io_router_bind(const char *who, const char *listen, size_t max_message_bytes,
+                             char **endpoint, shoal_err_t *err);
+
+/* frames gets views of msg's first WIRE_FRAMES_MAX frames (valid while msg lives). */
+void wire_io_frames(zmsg_t *msg, wire_frames_t *frames);
+
+/* ---- requests ---- */
+
+/*
+ * Receives one message from a ROUTER and takes its envelope off: *identity
+ * gets the routing id (the caller's), *delimiter 1 when an empty delimiter
+ * frame followed it. NULL when nothing came, or when the message had no
+ * routing id (logged and dropped).
+ */
+zmsg_t *wire_io_recv(zsock_t *router, zframe_t **identity, int *delimiter);
+
+/*
+ * Decodes the request frames in msg (envelope removed) under limits: an
+ * empty message, one over max_message_bytes or with too many frames is
+ * refused before decoding (req still gets op and rid from frame 0 when they
+ * can be read, so the error reply matches). 0, or a code with err saying
+ * why. req's bulk pointers point into msg: keep it alive.
+ */
+int wire_io_decode(zmsg_t *msg, const wire_limits_t *limits, wire_request_t *req, shoal_err_t *err);
+
+/*
+ * Every value of n rows of dim floats finite (NaN and Inf would poison every
+ * distance). The message names the row as "<what> i" ("query 3"), or as
+ * "vector i (id X)" when ids are given. 0 or SHOAL_EINVAL.
+ */
+int wire_io_check_finite(const char *op, const char *what, const float *vecs, size_t n, size_t dim,
+                         const uint64_t *ids, shoal_err_t *err);
+
+/* ---- replies ---- */
+
+/*
+ * Encodes rep into a new message of copied frames; when rep cannot be
+ * encoded, an error reply saying so instead. *code gets the status sent.
+ * NULL only when even that fails (out of memory).
+ */
+zmsg_t *wire_io_encode_reply(const wire_reply_t *rep, int *code);
+
+/*
+ * Sends *reply_p (consumed) behind *identity (consumed) and, when delimiter,
+ * an empty frame. A NULL *reply_p (it could not be built) or a failed send
+ * is logged with op and rid; a reply to a peer that left is dropped.
+ */
+void wire_io_send_reply(zsock_t *router, zmsg_t **reply_p, zframe_t **identity, int delimiter,
+                        wire_op_t op, uint64_t rid);
+
+/* rep->info from info when it is there and complete: 0, else SHOAL_ENOMEM. */
+int wire_io_reply_info(wire_reply_t *rep, const wire_info_t *info);
+
+/* ---- counters ---- */
+
+/* Replies sent by a server, per op (index 0: undecodable requests). */
+typedef struct {
+    uint64_t requests[WIRE_OP_COUNT];                         /* replies sent */
+    uint64_t errors[WIRE_OP_COUNT];                           /* of which errors */
+    uint32_t latency[WIRE_OP_COUNT][WIRE_IO_LATENCY_SAMPLES]; /* rings, microseconds */
+    size_t latency_len[WIRE_OP_COUNT];                        /* samples in each ring */
+    size_t latency_pos[WIRE_OP_COUNT];                        /* next slot to write */
+} wire_io_counters_t;
+
+/*
+ * Counts one reply (status code, micros since the request came) and logs it:
+ * a failure of the server's own (internal, I/O, corrupt, out of memory) at
+ * error level with detail (the error text, or NULL for the code's name),
+ * the rest at debug level.
+ */
+void wire_io_count(wire_io_counters_t *c, wire_op_t op, uint64_t rid, int code, int64_t micros,
+                   const char *detail);
+
+/* Nearest-rank percentiles (microseconds) of op index's samples; returns their count. */
+size_t wire_io_latency(const wire_io_counters_t *c, size_t op, double *p50, double *p95,
+                       double *p99);
+
+/* ---- info maps ---- */
+
+/* One "key": value entry. */
+void wire_io_info_u64(wire_info_t *info, const char *key, uint64_t value);
+void wire_io_info_f64(wire_info_t *info, const char *key, double value);
+void wire_io_info_str(wire_info_t *info, const char *key, const char *value);
+
+/* key: {"total": sum, op name: count, ...} (WIRE_OP_COUNT + 1 entries). */
+void wire_io_info_counters(wire_info_t *info, const char *key, const uint64_t *counts);
+
+#endif
