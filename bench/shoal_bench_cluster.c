@@ -76,8 +76,8 @@
 #define S_MIN_PASS_S          0.5    /* a timed measurement repeats its pass this long */
 #define S_TRAIN_DEFAULT       50000  /* sample rows for k-means */
 #define S_TARGET_DEFAULT      0.95
-#define S_EF_LIST_DEFAULT     "10,12,16,24,32,48,64,96,128,192,256,384,512"
-#define S_NPROBE_LIST_DEFAULT "4,8,16,32"
+#define S_EF_LIST_DEFAULT     "10,12,14,16,18,20,22,24,28,32,40,48,64,96,128,192,256,384,512"
+#define S_NPROBE_LIST_DEFAULT "2,4,8,16,32"
 #define S_PLATEAU             0.001  /* recall gain below which a sweep stops */
 #define S_READY_WAIT_S        600.0
 #define S_STOP_WAIT_S         600.0
