@@ -288,6 +288,17 @@ int kv_get(kv_t *kv, const void *key, size_t klen, void **val, size_t *vlen, sho
     return 0;
 }
 
+int kv_is_empty(kv_t *kv, int *empty, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(kv, NULL, 0, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    *empty = !kv_iter_valid(it);
+    int rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
 int kv_flush(kv_t *kv, shoal_err_t *err)
 {
     rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();

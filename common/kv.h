@@ -99,6 +99,9 @@ int kv_put(kv_t *kv, const void *key, size_t klen, const void *val, size_t vlen,
  */
 int kv_get(kv_t *kv, const void *key, size_t klen, void **val, size_t *vlen, shoal_err_t *err);
 
+/* *empty = 1 when the database holds no key at all (a format check's first question). */
+int kv_is_empty(kv_t *kv, int *empty, shoal_err_t *err);
+
 /* Flushes the memtable to SST files and waits (before a backup, in tests). */
 int kv_flush(kv_t *kv, shoal_err_t *err);
 

@@ -404,12 +404,8 @@ static int s_load_format(catalog_t *cat, shoal_err_t *err)
     int rc = kv_get(cat->kv, "F", 1, &val, &vlen, err);
     if (rc == SHOAL_ENOTFOUND) {
         /* A database with keys but no format record was not written by us. */
-        kv_iter_t *it = kv_iter_new(cat->kv, NULL, 0, err);
-        if (!it)
-            return err ? err->code : SHOAL_ENOMEM;
-        int empty = !kv_iter_valid(it);
-        rc = kv_iter_status(it, err);
-        kv_iter_destroy(&it);
+        int empty = 0;
+        rc = kv_is_empty(cat->kv, &empty, err);
         if (rc)
             return rc;
         if (!empty)

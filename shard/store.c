@@ -399,12 +399,8 @@ static int s_check_format(shard_store_t *store, shoal_err_t *err)
     int rc = kv_get(store->kv, "F", 1, &val, &vlen, err);
     if (rc == SHOAL_ENOTFOUND) {
         /* A database with keys but no format record was not written by shoal. */
-        kv_iter_t *it = kv_iter_new(store->kv, NULL, 0, err);
-        if (!it)
-            return err ? err->code : SHOAL_ENOMEM;
-        int empty = !kv_iter_valid(it);
-        rc = kv_iter_status(it, err);
-        kv_iter_destroy(&it);
+        int empty = 0;
+        rc = kv_is_empty(store->kv, &empty, err);
         if (rc)
             return rc;
         if (!empty)
