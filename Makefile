@@ -50,6 +50,8 @@ endif
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
 # Links a program from the objects and archives among its prerequisites.
 LINK = $(CC) $(LDFLAGS_BASE) $(LDFLAGS) $(filter %.o %.a,$^) -o $@
+# The networked programs and tests: ZeroMQ, msgpack, RocksDB, CUDA, BLAS.
+LINK_NET = $(LINK) $(NET_LIBS) $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
 
 # --------------------------------------------------------------------------
 # CUDA detection: nvcc on PATH, else $(CUDA_HOME)/bin/nvcc. NO_CUDA=1 skips.
@@ -262,25 +264,21 @@ $(NET_OBJS) $(SHARD_OBJS) $(SHARD_MAIN) $(BENCH_OBJS) $(CLIENT_OBJS) $(CLI_MAIN)
 $(BIN)/shoal-shard: $(SHARD_MAIN) $(LIB_SHARD) $(LIB_INDEX) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) \
                     $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
-	    $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK_NET)
 
 $(BIN)/shoal-coordinator: $(COORD_MAIN) $(LIB_COORDSRV) $(LIB_COORD) $(LIB_NET) $(LIB_GPU) \
                           $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
-	    $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK_NET)
 
 $(BIN)/shoal: $(CLI_MAIN) $(LIB_CLIENT) $(LIB_NET) $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
-	    $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK_NET)
 
 $(BIN)/shoal-bench: $(BENCH_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
                     $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
-	$(LINK) $(NET_LIBS) $(GPU_LDLIBS) \
-	    $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK_NET)
 
 $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
@@ -289,8 +287,7 @@ $(BUILD)/tests/%.o: tests/%.c $(FLAGS_STAMP)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB_CLIENT) $(LIB_COORDSRV) $(LIB_SHARD) $(LIB_COORD) \
                   $(LIB_INDEX) $(LIB_NET) \
                   $(LIB_GPU) $(LIB_COMMON)
-	$(LINK) $(CRITERION_LIBS) $(NET_LIBS) \
-	    $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE)
+	$(LINK_NET) $(CRITERION_LIBS)
 
 deps:
 	@bash deploy/install-deps.sh
