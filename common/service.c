@@ -41,14 +41,19 @@ int service_signals_install(const char *prog)
     s_second_len = len < 0                             ? 0
                    : (size_t)len < sizeof s_second_msg ? (size_t)len
                                                        : sizeof s_second_msg - 1;
-    if (pipe(s_stop_pipe) != 0)
+    if (pipe(s_stop_pipe) != 0) {
+        log_error("cannot install signal handlers: pipe: %s", strerror(errno));
         return -1;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = s_on_signal;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+        log_error("cannot install signal handlers: sigaction: %s", strerror(errno));
+        service_signals_fini();
         return -1;
+    }
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     return s_stop_pipe[0];

@@ -14,7 +14,8 @@
 
 /*
  * Creates the stop pipe and installs the handlers; prog prefixes the
- * "second signal" message. Returns the pipe's read end, or -1 (errno set).
+ * "second signal" message. Returns the pipe's read end, or -1 after logging
+ * "cannot install signal handlers: why" (nothing is left open then).
  */
 int service_signals_install(const char *prog);
 

@@ -29,7 +29,6 @@
 #include "common/service.h"
 #include "gpu/knn.h"
 
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,10 +205,8 @@ int main(int argc, char **argv)
 
     zsys_handler_set(NULL); /* before any socket: the signals are ours */
     int stop_fd = service_signals_install(S_NAME);
-    if (stop_fd < 0) {
-        log_error("cannot install signal handlers: %s", strerror(errno));
+    if (stop_fd < 0)
         return S_EXIT_RUNTIME;
-    }
 
     coord_opts_t opts = cfg.opts;
     opts.listen = cfg.listen;

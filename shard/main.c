@@ -32,7 +32,6 @@
 #include "common/service.h"
 #include "shard/hnsw.h"
 
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,10 +203,8 @@ int main(int argc, char **argv)
     /* Before any czmq socket: czmq must leave SIGINT/SIGTERM to us. */
     zsys_handler_set(NULL);
     int stop_fd = service_signals_install(S_NAME);
-    if (stop_fd < 0) {
-        log_error("cannot install signal handlers: %s", strerror(errno));
+    if (stop_fd < 0)
         return S_EXIT_RUNTIME;
-    }
 
     shard_server_opts_t opts;
     shard_server_opts_default(&opts);
