@@ -71,6 +71,20 @@ static void s_reply_round_trip(const wire_reply_t *rep, wire_frames_t *frames, w
     cr_assert_str_eq(out->msg, rep->msg);
 }
 
+/* rep: a successful search reply of n x k results; ids and dists are borrowed. */
+static void s_search_reply(wire_reply_t *rep, uint64_t rid, uint64_t n, uint32_t k,
+                           wire_mode_t mode, const uint64_t *ids, const float *dists)
+{
+    wire_reply_init(rep);
+    rep->op = WIRE_OP_SEARCH;
+    rep->rid = rid;
+    rep->n = n;
+    rep->k = k;
+    rep->mode_used = mode;
+    rep->ids = ids;
+    rep->dists = dists;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Names                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -360,14 +374,7 @@ Test(wire, worked_example_matches_the_document)
     uint64_t ids[6] = {7, 12, 3, 12, 9, 7};
     float dists[6] = {0.0f, 0.5f, 1.25f, 0.1f, 0.1f, 2.0f};
     wire_reply_t rep, out;
-    wire_reply_init(&rep);
-    rep.op = WIRE_OP_SEARCH;
-    rep.rid = 42;
-    rep.n = 2;
-    rep.k = 3;
-    rep.mode_used = WIRE_MODE_EXACT;
-    rep.ids = ids;
-    rep.dists = dists;
+    s_search_reply(&rep, 42, 2, 3, WIRE_MODE_EXACT, ids, dists);
     s_reply_round_trip(&rep, &frames, &out);
     cr_assert_eq(frames.size[1], 48);
     cr_assert_eq(frames.size[2], 24);
@@ -504,14 +511,7 @@ Test(wire, search_reply_round_trip_with_padding)
     for (size_t m = 0; m < 2; m++) {
         wire_reply_t rep, out;
         wire_frames_t frames;
-        wire_reply_init(&rep);
-        rep.op = WIRE_OP_SEARCH;
-        rep.rid = 17;
-        rep.n = N;
-        rep.k = K;
-        rep.mode_used = modes[m];
-        rep.ids = ids;
-        rep.dists = dists;
+        s_search_reply(&rep, 17, N, K, modes[m], ids, dists);
         s_reply_round_trip(&rep, &frames, &out);
         cr_assert_eq(frames.count, 3);
         cr_assert_eq(out.n, N);
@@ -882,14 +882,7 @@ Test(wire, search_reply_carries_partial_missing_and_fanout)
     for (int set = 0; set < 2; set++) {
         wire_reply_t rep, out;
         wire_frames_t frames;
-        wire_reply_init(&rep);
-        rep.op = WIRE_OP_SEARCH;
-        rep.rid = 70;
-        rep.n = 1;
-        rep.k = 2;
-        rep.mode_used = WIRE_MODE_HNSW;
-        rep.ids = ids;
-        rep.dists = dists;
+        s_search_reply(&rep, 70, 1, 2, WIRE_MODE_HNSW, ids, dists);
         rep.fanout = set ? 3 : 0;
         if (set) {
             rep.partial = 1;
@@ -911,14 +904,7 @@ Test(wire, search_reply_carries_partial_missing_and_fanout)
     /* the longest missing list that fits */
     wire_reply_t rep, out;
     wire_frames_t frames;
-    wire_reply_init(&rep);
-    rep.op = WIRE_OP_SEARCH;
-    rep.rid = 71;
-    rep.n = 1;
-    rep.k = 2;
-    rep.mode_used = WIRE_MODE_EXACT;
-    rep.ids = ids;
-    rep.dists = dists;
+    s_search_reply(&rep, 71, 1, 2, WIRE_MODE_EXACT, ids, dists);
     rep.partial = 1;
     memset(rep.missing, 'm', WIRE_MISSING_MAX - 1);
     rep.missing[WIRE_MISSING_MAX - 1] = '\0';
@@ -1122,13 +1108,7 @@ Test(wire, encode_refuses_bad_coordinator_replies)
     wire_frames_fini(&frames);
 
     /* the same checks guard a search reply's coordinator fields */
-    wire_reply_init(&rep);
-    rep.op = WIRE_OP_SEARCH;
-    rep.n = 1;
-    rep.k = 1;
-    rep.mode_used = WIRE_MODE_HNSW;
-    rep.ids = ids;
-    rep.dists = dists;
+    s_search_reply(&rep, 0, 1, 1, WIRE_MODE_HNSW, ids, dists);
     rep.partial = 7;
     cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL, "search partial = 7");
     cr_assert(strstr(err.msg, "search reply: partial must be 0 or 1, got 7"), "%s", err.msg);
