@@ -52,6 +52,7 @@ typedef struct {
     size_t coll_at;            /* next collection to re-drive */
     catalog_intent_t *intents; /* the current collection's */
     size_t nintents;
+    size_t intent_at;          /* next of them to re-drive */
 } s_write_t;
 
 static void s_batches_free(s_write_t *w, size_t nshards)
@@ -918,80 +919,93 @@ void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
 /* Re-driving intents                                                       */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Intents are re-driven one at a time: an intent holds at most one insert
+ * batch of ids, so its deletes fit a shard's batch limit, where the deletes of
+ * many intents together might not (and would then fail every time).
+ */
 static void s_redrive_next(coord_t *coord, coord_job_t *job);
 
-/* One collection's deletes answered: clear its intents when all went well. */
+/* The stale copies of intent txn of w->coll are gone: forget it. */
+static void s_redrive_clear(coord_t *coord, s_write_t *w, uint64_t txn)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (catalog_intent_clear(coord->cat, w->coll, txn, &err) != 0)
+        log_warn("clearing intent %" PRIu64 " of \"%s\": %s", txn, w->coll, err.msg);
+    else
+        log_info("re-drove interrupted write %" PRIu64 " of \"%s\"", txn, w->coll);
+}
+
+/* One intent's deletes answered: clear it when all went well. */
 static void s_redrive_answered(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    if (w->fail_code) {
-        log_warn("re-driving the intents of \"%s\": %s (they stay)", w->coll, w->fail_msg);
+    uint64_t txn = w->intents[w->intent_at - 1].txn;
+    if (!w->fail_code) {
+        s_redrive_clear(coord, w, txn);
+    } else {
+        log_warn("re-driving intent %" PRIu64 " of \"%s\": %s (it stays)", txn, w->coll,
+                 w->fail_msg);
         if (w->timed_out) {
             coord_job_end(coord, &job); /* late answers must not count for the next one */
             return;
         }
-    } else {
-        for (size_t i = 0; i < w->nintents; i++)
-            if (catalog_intent_clear(coord->cat, w->coll, w->intents[i].txn, &err) != 0)
-                log_warn("clearing intent %" PRIu64 " of \"%s\": %s", w->intents[i].txn, w->coll,
-                         err.msg);
-        if (w->nintents)
-            log_info("re-drove %zu interrupted write(s) of \"%s\"", w->nintents, w->coll);
     }
     s_redrive_next(coord, job);
 }
 
-/* Builds and sends the deletes of one collection's intents; 0 when sent or nothing to do. */
-static int s_redrive_collection(coord_t *coord, coord_job_t *job, const catalog_coll_t *c)
+/* Reads collection c's intents into w (none when untrained or unreadable). */
+static void s_redrive_load(coord_t *coord, s_write_t *w, const catalog_coll_t *c)
 {
-    s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
     catalog_intents_free(w->intents, w->nintents);
     w->intents = NULL;
     w->nintents = 0;
+    w->intent_at = 0;
+    snprintf(w->coll, sizeof w->coll, "%s", c->name);
+    if (c->trained && catalog_intents(coord->cat, c->name, &w->intents, &w->nintents, &err) != 0)
+        log_warn("re-drive: reading the intents of \"%s\": %s", c->name, err.msg);
+}
+
+/*
+ * Sends the deletes of one intent of c (w->coll); 1 when sent (continues in
+ * s_redrive_answered), 0 when it was settled here (nothing to delete: cleared)
+ * or has to wait (a shard down).
+ */
+static int s_redrive_intent(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
+                            const catalog_intent_t *in)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
     s_batches_free(w, coord->nshards);
     s_phase_reset(coord, w);
-    snprintf(w->coll, sizeof w->coll, "%s", c->name);
-    if (!c->trained)
-        return 0;
-    if (catalog_intents(coord->cat, c->name, &w->intents, &w->nintents, &err) != 0) {
-        log_warn("re-drive: reading the intents of \"%s\": %s", c->name, err.msg);
-        return 0;
-    }
-    if (!w->nintents)
-        return 0;
-    size_t total = 0;
-    for (size_t i = 0; i < w->nintents; i++)
-        total += w->intents[i].n;
-    uint32_t *cur = malloc((total ? total : 1) * sizeof *cur);
+    uint32_t *cur = malloc((in->n ? in->n : 1) * sizeof *cur);
     uint32_t *touched = calloc(coord->nshards, sizeof *touched);
-    int rc = cur && touched ? 0 : SHOAL_ENOMEM;
-    size_t at = 0;
-    for (size_t i = 0; rc == 0 && i < w->nintents; i++) {
-        const catalog_intent_t *in = &w->intents[i];
-        rc = catalog_lookup(coord->cat, c->name, in->ids, in->n, cur + at, &err);
-        at += in->n;
-    }
-    at = 0;
-    for (size_t i = 0; rc == 0 && i < w->nintents; i++) {
-        const catalog_intent_t *in = &w->intents[i];
-        for (size_t j = 0; rc == 0 && j < in->n; j++, at++)
-            if (s_stale_add(coord, w, c, in->ids[j], cur[at], in->old_lists[j], in->new_lists[j],
-                            total, touched) != 0)
-                rc = SHOAL_ENOMEM;
-    }
-    if (rc == 0 && s_check_down(coord, touched, "re-drive", &err) != 0)
-        rc = err.code;
+    int rc = cur && touched ? 0 : shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = catalog_lookup(coord->cat, c->name, in->ids, in->n, cur, &err);
+    for (size_t j = 0; rc == 0 && j < in->n; j++)
+        if (s_stale_add(coord, w, c, in->ids[j], cur[j], in->old_lists[j], in->new_lists[j],
+                        in->n, touched) != 0)
+            rc = shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = s_check_down(coord, touched, "re-drive", &err);
+    int any = 0;
+    for (size_t s = 0; touched && s < coord->nshards; s++)
+        any |= touched[s] != 0;
     free(cur);
     free(touched);
     if (rc != 0) {
-        log_info("intents of \"%s\" wait (%s)", c->name, err.msg[0] ? err.msg : shoal_strerror(rc));
+        log_info("intent %" PRIu64 " of \"%s\" waits (%s)", in->txn, c->name, err.msg);
         return 0;
     }
-    /* w->coll is c->name; nothing sent: answered at once */
+    if (!any) { /* settled here, so a run of such intents does not recurse */
+        s_redrive_clear(coord, w, in->txn);
+        return 0;
+    }
     s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_redrive_answered);
     return 1;
 }
@@ -999,10 +1013,14 @@ static int s_redrive_collection(coord_t *coord, coord_job_t *job, const catalog_
 static void s_redrive_next(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
-    while (w->coll_at < catalog_coll_count(coord->cat)) {
-        const catalog_coll_t *c = catalog_coll_at(coord->cat, w->coll_at++);
-        if (s_redrive_collection(coord, job, c))
-            return; /* continues in s_redrive_answered */
+    for (;;) {
+        const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+        while (c && w->intent_at < w->nintents)
+            if (s_redrive_intent(coord, job, c, &w->intents[w->intent_at++]))
+                return; /* continues in s_redrive_answered */
+        if (w->coll_at >= catalog_coll_count(coord->cat))
+            break;
+        s_redrive_load(coord, w, catalog_coll_at(coord->cat, w->coll_at++));
     }
     coord_job_end(coord, &job);
 }
