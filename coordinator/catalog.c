@@ -260,6 +260,32 @@ static int s_corrupt(const catalog_t *cat, const uint8_t *key, size_t klen, shoa
 /* Collection records                                                       */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The parameter rules shared by catalog_create and the loader: dim and nlist
+ * >= 1, nprobe <= nlist, a known metric, and a trained record (T/) whose size
+ * nlist x (dim + 1) x 4 fits a size_t. 0 or -1 with the reason in why.
+ */
+static int s_coll_check(const catalog_coll_t *c, char *why, size_t cap)
+{
+    if (c->dim == 0 || c->nlist == 0) {
+        snprintf(why, cap, "dim %u and nlist %u must be >= 1", c->dim, c->nlist);
+        return -1;
+    }
+    if (c->nprobe > c->nlist) {
+        snprintf(why, cap, "nprobe %u > nlist %u", c->nprobe, c->nlist);
+        return -1;
+    }
+    if ((unsigned)c->metric > SHOAL_METRIC_COSINE) {
+        snprintf(why, cap, "metric %u is not l2/ip/cosine", (unsigned)c->metric);
+        return -1;
+    }
+    if ((uint64_t)c->nlist * ((uint64_t)c->dim + 1) > (SIZE_MAX - CAT_TRAINED_HDR) / 4) {
+        snprintf(why, cap, "nlist %u x dim %u centroids do not fit in memory", c->nlist, c->dim);
+        return -1;
+    }
+    return 0;
+}
+
 static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
 {
     s_put_le32(val, CAT_COLL_MAGIC);
@@ -293,15 +319,13 @@ static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, cha
     c->ef_construction = s_get_le32(val + 24);
     c->nprobe = s_get_le32(val + 28);
     uint32_t trained = s_get_le32(val + 32);
-    if (c->dim == 0 || c->nlist == 0 || c->nprobe > c->nlist || trained > 1 ||
-        metric > SHOAL_METRIC_COSINE) {
-        snprintf(why, cap, "bad parameters (dim %u, nlist %u, nprobe %u, metric %u, trained %u)",
-                 c->dim, c->nlist, c->nprobe, metric, trained);
+    if (trained > 1) {
+        snprintf(why, cap, "trained flag %u, expected 0 or 1", trained);
         return -1;
     }
     c->metric = (shoal_metric_t)metric;
     c->trained = (int)trained;
-    return 0;
+    return s_coll_check(c, why, cap);
 }
 
 /*
@@ -843,16 +867,9 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     int rc = s_check_name(params->name, err);
     if (rc)
         return rc;
-    if (params->dim == 0 || params->nlist == 0)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "collection \"%s\": dim %u and nlist %u must be >= 1", params->name,
-                             params->dim, params->nlist);
-    if (params->nprobe > params->nlist)
-        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": nprobe %u > nlist %u",
-                             params->name, params->nprobe, params->nlist);
-    if ((unsigned)params->metric > SHOAL_METRIC_COSINE)
-        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": metric %d is not l2/ip/cosine",
-                             params->name, (int)params->metric);
+    char why[128];
+    if (s_coll_check(params, why, sizeof why))
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
     int found = 0;
     size_t at = s_coll_search(cat, params->name, &found);
     if (found)

@@ -667,6 +667,43 @@ Test(catalog, corrupt_collection_record_refused)
     s_expect_open_fails(SHOAL_ECORRUPT, "C/docs");
 }
 
+/* Little-endian u32 at p. */
+static void s_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+Test(catalog, oversized_collection_record_refused)
+{
+    catalog_t *cat = s_open();
+    catalog_close(&cat);
+    /* nlist 2^31 x dim 2^31+1: the centroid bytes overflow a size_t. */
+    uint8_t val[36] = {0};
+    const uint32_t fields[] = {0x4c4f4343u, CATALOG_FORMAT_VERSION, 0x80000001u, 0, 0x80000000u,
+                               0, 0, 1, 0};
+    for (size_t i = 0; i < 9; i++)
+        s_le32(val + 4 * i, fields[i]);
+    s_raw_put("C/huge", 7, val, sizeof val);
+    s_expect_open_fails(SHOAL_ECORRUPT, "C/huge");
+
+    /* catalog_create refuses the same parameters. */
+    s_remove_tree(s_dir);
+    mkdir(s_dir, 0755);
+    cat = s_open();
+    catalog_coll_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "huge");
+    p.dim = 0x80000001u;
+    p.nlist = 0x80000000u;
+    p.nprobe = 1;
+    shoal_err_t err;
+    cr_assert_eq(catalog_create(cat, &p, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "huge") && strstr(err.msg, "nlist"), "%s", err.msg);
+    cr_assert_eq(catalog_coll_count(cat), 0);
+    catalog_close(&cat);
+}
+
 Test(catalog, corrupt_trained_record_refused)
 {
     const s_coll_spec_t colls[] = {{"docs", 2, 3, 1}};
@@ -677,7 +714,7 @@ Test(catalog, corrupt_trained_record_refused)
     s_expect_open_fails(SHOAL_ECORRUPT, "T/docs");
 }
 
-Test(catalog, corrupt_intent_and_count_refused)
+Test(catalog, corrupt_count_refused)
 {
     const s_coll_spec_t colls[] = {{"docs", 2, 3, 0}};
     catalog_t *cat = s_open_with(1, colls, 1);
