@@ -1,10 +1,11 @@
 /*
  * fanout.c - the fan-out plan and the merge of shard answers (see fanout.h).
  *
- * Plan: two passes over the probed lists. A stamp per shard (the last query
- * that marked it) makes "distinct shards of query q" O(nprobe) without
- * sorting; the first pass counts, the second fills, so each shard's query
- * indexes come out ascending because queries are visited in order.
+ * Plan: two passes over the probed lists (s_plan_pass). A stamp per shard
+ * (the last query that marked it) makes "distinct shards of query q"
+ * O(nprobe) without sorting; the first pass counts, the second fills, so each
+ * shard's query indexes come out ascending because queries are visited in
+ * order.
  *
  * Merge: the running row of a query is sorted and holds each id once. A
  * shard's row is merged into it like the merge step of merge sort, taking the
@@ -32,6 +33,34 @@
 /* Plan                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * One pass over the probed lists, visiting each (query, distinct shard) pair
+ * once in query order (stamp[s] = q + 1 once s is visited for q; stamp is
+ * zeroed on entry). Without out: counts them into plan->counts / per_query /
+ * fanout. With out: appends q to out[s] at cursor fill[s].
+ */
+static void s_plan_pass(fanout_plan_t *plan, const uint32_t *lists, size_t nprobe,
+                        const uint32_t *owners, size_t *stamp, uint32_t **out, size_t *fill)
+{
+    memset(stamp, 0, plan->nshards * sizeof *stamp);
+    for (size_t q = 0; q < plan->nq; q++) {
+        const uint32_t *row = lists + q * nprobe;
+        for (size_t p = 0; p < nprobe; p++) {
+            uint32_t s = owners[row[p]];
+            if (stamp[s] == q + 1)
+                continue;
+            stamp[s] = q + 1;
+            if (out) {
+                out[s][fill[s]++] = (uint32_t)q;
+            } else {
+                plan->counts[s]++;
+                plan->per_query[q]++;
+                plan->fanout++;
+            }
+        }
+    }
+}
+
 int fanout_plan_build(const uint32_t *lists, size_t nq, size_t nprobe, const uint32_t *owners,
                       size_t nlist, size_t nshards, fanout_plan_t *plan, shoal_err_t *err)
 {
@@ -50,25 +79,15 @@ int fanout_plan_build(const uint32_t *lists, size_t nq, size_t nprobe, const uin
 
     int rc = 0;
     size_t *stamp = calloc(nshards ? nshards : 1, sizeof *stamp);
+    size_t *fill = calloc(nshards ? nshards : 1, sizeof *fill);
     plan->counts = calloc(nshards ? nshards : 1, sizeof *plan->counts);
     plan->queries = calloc(nshards ? nshards : 1, sizeof *plan->queries);
     plan->per_query = calloc(nq ? nq : 1, sizeof *plan->per_query);
-    if (!stamp || !plan->counts || !plan->queries || !plan->per_query)
+    if (!stamp || !fill || !plan->counts || !plan->queries || !plan->per_query)
         goto nomem;
 
-    /* Pass 1: distinct shards per query (stamp[s] = q + 1 once s is counted for q). */
-    for (size_t q = 0; q < nq; q++) {
-        const uint32_t *row = lists + q * nprobe;
-        for (size_t p = 0; p < nprobe; p++) {
-            uint32_t s = owners[row[p]];
-            if (stamp[s] == q + 1)
-                continue;
-            stamp[s] = q + 1;
-            plan->counts[s]++;
-            plan->per_query[q]++;
-        }
-        plan->fanout += plan->per_query[q];
-    }
+    /* Pass 1 counts; pass 2 fills in query order, so each sub-batch is ascending. */
+    s_plan_pass(plan, lists, nprobe, owners, stamp, NULL, NULL);
     for (size_t s = 0; s < nshards; s++) {
         if (plan->counts[s] == 0)
             continue;
@@ -76,28 +95,15 @@ int fanout_plan_build(const uint32_t *lists, size_t nq, size_t nprobe, const uin
         if (!plan->queries[s])
             goto nomem;
     }
-
-    /* Pass 2: fill in query order; counts[] serve as the cursors and end where they were. */
-    memset(stamp, 0, (nshards ? nshards : 1) * sizeof *stamp);
-    size_t *fill = plan->counts;
-    for (size_t s = 0; s < nshards; s++)
-        fill[s] = 0;
-    for (size_t q = 0; q < nq; q++) {
-        const uint32_t *row = lists + q * nprobe;
-        for (size_t p = 0; p < nprobe; p++) {
-            uint32_t s = owners[row[p]];
-            if (stamp[s] == q + 1)
-                continue;
-            stamp[s] = q + 1;
-            plan->queries[s][fill[s]++] = (uint32_t)q;
-        }
-    }
+    s_plan_pass(plan, lists, nprobe, owners, stamp, plan->queries, fill);
     free(stamp);
+    free(fill);
     return 0;
 nomem:
     rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory planning %zu queries over %zu shards", nq,
                        nshards);
     free(stamp);
+    free(fill);
     fanout_plan_fini(plan);
     return rc;
 }
