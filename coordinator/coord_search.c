@@ -16,6 +16,7 @@
 #include "common/topk.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,20 @@ typedef struct {
     size_t kk; /* k asked from the search path (k + 1, capped) */
 } s_read_t;
 
-static void s_get_arrays_free(s_read_t *r, size_t nshards);
+/* The per-shard get arrays (freed as soon as the get phase is over). */
+static void s_get_arrays_free(s_read_t *r)
+{
+    for (size_t s = 0; s < r->nshards; s++) {
+        if (r->gpos)
+            free(r->gpos[s]);
+        if (r->gids)
+            free(r->gids[s]);
+    }
+    free(r->gpos);
+    free(r->gids);
+    r->gpos = NULL;
+    r->gids = NULL;
+}
 
 static void s_read_free(void *state)
 {
@@ -70,7 +84,7 @@ static void s_read_free(void *state)
         fanout_plan_fini(&r->plan);
     if (r->have_merge)
         fanout_merge_fini(&r->merge);
-    s_get_arrays_free(r, r->nshards);
+    s_get_arrays_free(r);
     free(r->wait);
     free(r->missing);
     free(r->found);
@@ -80,21 +94,6 @@ static void s_read_free(void *state)
     free(r->qvecs);
     free(r->gn);
     free(r);
-}
-
-/* The per-shard get arrays (freed separately: their length is nshards). */
-static void s_get_arrays_free(s_read_t *r, size_t nshards)
-{
-    for (size_t s = 0; s < nshards; s++) {
-        if (r->gpos)
-            free(r->gpos[s]);
-        if (r->gids)
-            free(r->gids[s]);
-    }
-    free(r->gpos);
-    free(r->gids);
-    r->gpos = NULL;
-    r->gids = NULL;
 }
 
 static s_read_t *s_read_new(coord_t *coord, coord_job_t *job)
@@ -324,6 +323,17 @@ static int s_nprobe(const coord_job_t *job, const catalog_coll_t *c, size_t *npr
     return 0;
 }
 
+/* The k a search or knn_graph request asks for, checked against --max-k. */
+static int s_check_k(const coord_t *coord, const coord_job_t *job, shoal_err_t *err)
+{
+    uint32_t k = job->req.k;
+    if (k == 0 || k > coord->limits.max_k)
+        return shoal_err_set(err, k ? SHOAL_ELIMIT : SHOAL_EINVAL,
+                             "%s: \"k\" must be 1..%zu, got %u", wire_op_name(job->req.op),
+                             coord->limits.max_k, k);
+    return 0;
+}
+
 /* A success reply to job's request, the rest of it zero. */
 static void s_reply_start(wire_reply_t *rep, const coord_job_t *job)
 {
@@ -360,9 +370,8 @@ void coord_op_search(coord_t *coord, coord_job_t *job)
     if (rc == 0 && req->dim != c->dim)
         rc = shoal_err_set(&err, SHOAL_EDIM, "collection \"%s\": expected dim %u, got %u",
                            req->coll, c->dim, req->dim);
-    if (rc == 0 && (req->k == 0 || req->k > coord->limits.max_k))
-        rc = shoal_err_set(&err, req->k ? SHOAL_ELIMIT : SHOAL_EINVAL,
-                           "search: \"k\" must be 1..%zu, got %u", coord->limits.max_k, req->k);
+    if (rc == 0)
+        rc = s_check_k(coord, job, &err);
     if (rc == 0 && req->n > coord->limits.max_message_bytes / ((size_t)req->k * 12))
         rc = shoal_err_set(&err, SHOAL_ELIMIT,
                            "search: the reply (%" PRIu64 " x %u results) would exceed "
@@ -421,27 +430,18 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
         r->gpos[s][r->gn[s]] = (uint32_t)i;
         r->gids[s][r->gn[s]++] = r->ids[i];
     }
-    if (down_fails) {
+    for (size_t s = 0; s < ns; s++)
+        if (r->gn[s] && !coord_shard_usable(coord, s))
+            r->missing[s] = 1;
+    if (down_fails && s_partial(coord, r)) {
         char list[WIRE_MSG_MAX / 2] = "";
-        uint32_t *down = calloc(ns, sizeof *down);
-        int any = 0;
-        for (size_t s = 0; down && s < ns; s++)
-            if (r->gn[s] && !coord_shard_usable(coord, s))
-                down[s] = 1, any = 1;
-        if (any)
-            coord_shard_list(coord, down, list, sizeof list);
-        free(down);
-        if (any)
-            return shoal_err_set(err, SHOAL_EUNAVAIL, "%s: shard(s) %s down",
-                                 wire_op_name(job->req.op), list);
+        coord_shard_list(coord, r->missing, list, sizeof list);
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "%s: shard(s) %s down", wire_op_name(job->req.op),
+                             list);
     }
     for (size_t s = 0; s < ns; s++) {
-        if (!r->gn[s])
+        if (!r->gn[s] || r->missing[s])
             continue;
-        if (!coord_shard_usable(coord, s)) {
-            r->missing[s] = 1;
-            continue;
-        }
         wire_request_t q;
         wire_request_init(&q);
         q.op = WIRE_OP_GET;
@@ -513,12 +513,8 @@ void coord_op_get(coord_t *coord, coord_job_t *job)
     if (rc == 0)
         rc = s_get_start(coord, job, c, lists, 1, &err);
     free(lists);
-    if (rc != 0) {
-        if (r)
-            s_get_arrays_free(r, coord->nshards);
+    if (rc != 0)
         coord_fail(coord, &job, err.code, "%s", err.msg);
-        return;
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -549,14 +545,9 @@ static int s_cursor_parse(const char *text, size_t nlist, size_t *pos, uint64_t 
     return 0;
 }
 
-static const uint32_t *s_walk_owners; /* qsort's context (loop thread only) */
-
-static int s_cmp_walk(const void *a, const void *b)
+static int s_cmp_u64(const void *a, const void *b)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    uint32_t ox = s_walk_owners[x], oy = s_walk_owners[y];
-    if (ox != oy)
-        return ox < oy ? -1 : 1;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
 }
 
@@ -626,6 +617,13 @@ static void s_knn_fetched(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "knn_graph: %s", err.msg);
         return;
     }
+    /* A write between the phases may have dropped and re-created it. */
+    if (c->dim != r->dim || !c->trained) {
+        coord_fail(coord, &job, SHOAL_EUNAVAIL,
+                   "knn_graph: collection \"%s\" changed while the chunk was read; ask again",
+                   r->coll);
+        return;
+    }
     size_t m = 0;
     for (size_t i = 0; i < r->n; i++)
         m += r->found[i];
@@ -643,7 +641,7 @@ static void s_knn_fetched(coord_t *coord, coord_job_t *job)
         j++;
     }
     r->nrows = m;
-    s_get_arrays_free(r, coord->nshards);
+    s_get_arrays_free(r);
     if (m == 0) {
         s_knn_reply(coord, job, 0, NULL, NULL);
         return;
@@ -664,9 +662,8 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
     int rc = c ? 0 : err.code;
     size_t nprobe = 0, pos = 0, chunk = req->chunk ? req->chunk : coord->opts.chunk_default;
     uint64_t from = 0;
-    if (rc == 0 && (req->k == 0 || req->k > coord->limits.max_k))
-        rc = shoal_err_set(&err, req->k ? SHOAL_ELIMIT : SHOAL_EINVAL,
-                           "knn_graph: \"k\" must be 1..%zu, got %u", coord->limits.max_k, req->k);
+    if (rc == 0)
+        rc = s_check_k(coord, job, &err);
     if (rc == 0 && (chunk > coord->limits.max_batch ||
                     chunk > coord->limits.max_message_bytes / ((size_t)req->k * 12 + 8)))
         rc = shoal_err_set(&err, SHOAL_ELIMIT,
@@ -695,8 +692,8 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
         return;
     }
 
-    /* The walk: lists by (owner shard, list). */
-    uint32_t *walk = malloc(c->nlist * sizeof *walk);
+    /* The walk: lists by (owner shard, list), sorted as owner << 32 | list. */
+    uint64_t *walk = malloc(c->nlist * sizeof *walk);
     uint32_t *row_lists = malloc(chunk * sizeof *row_lists);
     r->rows = malloc(chunk * sizeof *r->rows);
     if (!walk || !row_lists || !r->rows) {
@@ -706,16 +703,15 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
         return;
     }
     for (uint32_t l = 0; l < c->nlist; l++)
-        walk[l] = l;
-    s_walk_owners = c->owners;
-    qsort(walk, c->nlist, sizeof *walk, s_cmp_walk);
+        walk[l] = (uint64_t)c->owners[l] << 32 | l;
+    qsort(walk, c->nlist, sizeof *walk, s_cmp_u64);
     size_t got = 0;
     while (rc == 0 && got < chunk && pos < c->nlist) {
         size_t asked = chunk - got, g = 0;
-        rc =
-            catalog_scan_list(coord->cat, c->name, walk[pos], from, r->rows + got, asked, &g, &err);
+        uint32_t list = (uint32_t)walk[pos];
+        rc = catalog_scan_list(coord->cat, c->name, list, from, r->rows + got, asked, &g, &err);
         for (size_t i = 0; i < g; i++)
-            row_lists[got + i] = walk[pos];
+            row_lists[got + i] = list;
         got += g;
         if (rc == 0 && g < asked) {
             pos++;
@@ -737,8 +733,6 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
     r->done = s_knn_fetched;
     rc = s_get_start(coord, job, c, row_lists, 0, &err);
     free(row_lists);
-    if (rc != 0) {
-        s_get_arrays_free(r, coord->nshards);
+    if (rc != 0)
         coord_fail(coord, &job, err.code, "%s", err.msg);
-    }
 }
