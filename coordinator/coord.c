@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,17 +52,6 @@ typedef struct {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
-
-static char *s_strdup(const char *text)
-{
-    if (!text)
-        return NULL;
-    size_t len = strlen(text) + 1;
-    char *copy = malloc(len);
-    if (copy)
-        memcpy(copy, text, len);
-    return copy;
-}
 
 static void s_rid_key(uint64_t rid, char *buf, size_t cap)
 {
@@ -385,8 +375,9 @@ static void s_health_tick(coord_t *coord, int64_t now)
 {
     for (size_t s = 0; s < coord->nshards; s++) {
         coord_shard_t *shard = &coord->shards[s];
+        int64_t since = shard->last_seen_us ? shard->last_seen_us : coord->start_us;
         if (shard->state != COORD_SHARD_DOWN &&
-            now - shard->last_seen_us > (int64_t)coord->opts.down_after_ms * 1000) {
+            now - since > (int64_t)coord->opts.down_after_ms * 1000) {
             shard->state = COORD_SHARD_DOWN;
             log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
                      coord->opts.down_after_ms);
@@ -841,35 +832,42 @@ static int s_pipe(int fds[2])
 /*
  * Waits (bounded) until every shard link is connected, so the first requests
  * after start-up do not find a link still handshaking and call its shard
- * missing. A ping that leaves proves the connection; its answer comes later
- * and only counts as "seen".
+ * missing. With ZMQ_IMMEDIATE a DEALER is writable only once connected, so
+ * the wait is a poll for POLLOUT; each link then gets its first ping (whose
+ * answer comes later and only counts as "seen"). ping_rid marks the links
+ * done.
  */
 static void s_connect_wait(coord_t *coord)
 {
-    int64_t until = zclock_usecs() + (int64_t)S_CONNECT_WAIT_MS * 1000;
-    if (coord->opts.down_after_ms < S_CONNECT_WAIT_MS)
-        until = zclock_usecs() + (int64_t)coord->opts.down_after_ms * 1000;
-    uint8_t *sent = calloc(coord->nshards, 1);
-    if (!sent)
+    uint32_t wait_ms = coord->opts.down_after_ms < S_CONNECT_WAIT_MS ? coord->opts.down_after_ms
+                                                                     : S_CONNECT_WAIT_MS;
+    int64_t until = zclock_usecs() + (int64_t)wait_ms * 1000;
+    zmq_pollitem_t *items = calloc(coord->nshards, sizeof *items);
+    if (!items)
         return;
-    size_t left = coord->nshards;
-    while (left && zclock_usecs() < until) {
+    while (1) {
+        int n = 0;
+        for (size_t s = 0; s < coord->nshards; s++)
+            if (!coord->shards[s].ping_rid)
+                items[n++] =
+                    (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLOUT, 0};
+        int64_t left_us = until - zclock_usecs();
+        if (n == 0 || left_us <= 0)
+            break;
+        if (zmq_poll(items, n, (long)((left_us + 999) / 1000)) < 0 && zmq_errno() != EINTR)
+            break;
+        int i = 0;
         for (size_t s = 0; s < coord->nshards; s++) {
-            if (sent[s])
+            if (coord->shards[s].ping_rid || !(items[i++].revents & ZMQ_POLLOUT))
                 continue;
             wire_request_t req;
             wire_request_init(&req);
             req.op = WIRE_OP_PING;
-            if (coord_send(coord, NULL, s, 0, &req) == 0) {
+            if (coord_send(coord, NULL, s, 0, &req) == 0)
                 coord->shards[s].ping_rid = req.rid;
-                sent[s] = 1;
-                left--;
-            }
         }
-        if (left)
-            zclock_sleep(5);
     }
-    free(sent);
+    free(items);
 }
 
 coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
@@ -890,9 +888,9 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     coord->opts = *opts;
     coord->limits = opts->limits;
     coord->start_us = zclock_usecs();
-    coord->listen = s_strdup(opts->listen);
-    coord->data_dir = s_strdup(opts->data_dir);
-    coord->device = s_strdup(opts->device && *opts->device ? opts->device : "auto");
+    coord->listen = strdup(opts->listen);
+    coord->data_dir = strdup(opts->data_dir);
+    coord->device = strdup(opts->device && *opts->device ? opts->device : "auto");
     coord->pending = zhashx_new();
     if (!coord->listen || !coord->data_dir || !coord->device || !coord->pending) {
         shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
@@ -947,7 +945,7 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
 
     for (size_t s = 0; s < coord->nshards; s++) {
         coord_shard_t *shard = &coord->shards[s];
-        shard->endpoint = s_strdup(catalog_shard(coord->cat, s));
+        shard->endpoint = strdup(catalog_shard(coord->cat, s));
         shard->dealer = zsock_new(ZMQ_DEALER);
         if (!shard->endpoint || !shard->dealer) {
             shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
@@ -965,7 +963,6 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
             goto fail;
         }
         shard->state = COORD_SHARD_UNKNOWN;
-        shard->last_seen_us = coord->start_us; /* the down clock starts now */
     }
     s_connect_wait(coord);
     return coord;

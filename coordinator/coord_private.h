@@ -51,7 +51,8 @@ typedef struct {
     char *endpoint;            /* its endpoint (copy) */
     zsock_t *dealer;           /* DEALER connected to it; the loop's */
     coord_shard_state_t state; /* health */
-    int64_t last_seen_us;      /* monotonic time of its last message (0: never) */
+    int64_t last_seen_us;      /* monotonic time of its last message (0: never; the
+                                  down clock then runs from coord->start_us) */
     uint64_t ping_rid;         /* rid of the ping in flight, 0 when none */
 } coord_shard_t;
 

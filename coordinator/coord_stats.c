@@ -6,6 +6,8 @@
  */
 #include "coordinator/coord_private.h"
 
+#include "common/log.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,29 +76,37 @@ static void s_info_shards(coord_t *coord, wire_info_t *info)
     for (size_t s = 0; s < coord->nshards; s++) {
         const coord_shard_t *shard = &coord->shards[s];
         wire_info_key(info, shard->endpoint);
-        wire_info_map(info, 4);
+        wire_info_map(info, shard->last_seen_us ? 4 : 3);
         wire_io_info_u64(info, "index", s);
         wire_io_info_str(info, "state", s_state_name(shard->state));
         wire_io_info_u64(info, "up", shard->state == COORD_SHARD_UP);
-        wire_info_key(info, "last_seen_ms_ago");
-        if (shard->last_seen_us)
-            wire_info_f64(info, (double)(now - shard->last_seen_us) / 1000.0);
-        else
-            wire_info_f64(info, -1.0);
+        if (shard->last_seen_us) /* absent before the first answer */
+            wire_io_info_f64(info, "last_seen_ms_ago",
+                             (double)(now - shard->last_seen_us) / 1000.0);
     }
 }
 
+/* A collection's interrupted writes (0, logged, when they cannot be read). */
 static size_t s_intents_count(coord_t *coord, const char *name)
 {
     catalog_intent_t *intents = NULL;
     size_t n = 0;
-    if (catalog_intents(coord->cat, name, &intents, &n, NULL) != 0)
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (catalog_intents(coord->cat, name, &intents, &n, &err) != 0) {
+        log_warn("stats: collection \"%s\": reading the intents: %s", name, err.msg);
         return 0;
+    }
     catalog_intents_free(intents, n);
     return n;
 }
 
-static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_coll_t *c)
+/*
+ * One collection's map; intents is its pending-intent count, counts / lists
+ * are nshards scratch entries for the per-shard sums.
+ */
+static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_coll_t *c,
+                              size_t intents, uint64_t *counts, uint64_t *lists)
 {
     wire_info_key(info, c->name);
     wire_info_map(info, 11);
@@ -108,11 +118,11 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
     wire_io_info_u64(info, "ef_construction", c->ef_construction);
     wire_io_info_u64(info, "trained", c->trained ? 1 : 0);
     wire_io_info_u64(info, "count", c->count);
-    wire_io_info_u64(info, "pending_intents", s_intents_count(coord, c->name));
+    wire_io_info_u64(info, "pending_intents", intents);
     /* Per shard (by index): vectors and lists it owns. */
-    uint64_t *counts = calloc(coord->nshards + 1, sizeof *counts);
-    uint64_t *lists = calloc(coord->nshards + 1, sizeof *lists);
-    for (size_t l = 0; counts && lists && c->trained && l < c->nlist; l++) {
+    memset(counts, 0, coord->nshards * sizeof *counts);
+    memset(lists, 0, coord->nshards * sizeof *lists);
+    for (size_t l = 0; c->trained && l < c->nlist; l++) {
         if (c->owners[l] < coord->nshards) {
             counts[c->owners[l]] += c->list_counts[l];
             lists[c->owners[l]]++;
@@ -123,16 +133,14 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
     wire_info_map(info, coord->nshards);
     for (size_t s = 0; s < coord->nshards; s++) {
         snprintf(key, sizeof key, "%zu", s);
-        wire_io_info_u64(info, key, counts ? counts[s] : 0);
+        wire_io_info_u64(info, key, counts[s]);
     }
     wire_info_key(info, "shard_lists");
     wire_info_map(info, coord->nshards);
     for (size_t s = 0; s < coord->nshards; s++) {
         snprintf(key, sizeof key, "%zu", s);
-        wire_io_info_u64(info, key, lists ? lists[s] : 0);
+        wire_io_info_u64(info, key, lists[s]);
     }
-    free(counts);
-    free(lists);
 }
 
 static void s_info_process(coord_t *coord, wire_info_t *info)
@@ -189,12 +197,22 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
-    wire_info_t *info = wire_info_new();
+    size_t ncolls = one ? 1 : catalog_coll_count(coord->cat);
+    /* Each collection's intents are read once (a catalog scan), then reused. */
+    size_t *intents = calloc(ncolls ? ncolls : 1, sizeof *intents);
+    uint64_t *scratch = calloc(2 * coord->nshards, sizeof *scratch);
+    wire_info_t *info = intents && scratch ? wire_info_new() : NULL;
     if (!info) {
-        s_reply_info(coord, job, NULL);
+        free(intents);
+        free(scratch);
+        coord_fail(coord, &job, SHOAL_ENOMEM, "stats: out of memory");
         return;
     }
-    size_t ncolls = one ? 1 : catalog_coll_count(coord->cat);
+    size_t intents_all = 0;
+    for (size_t i = 0; i < ncolls; i++) {
+        intents[i] = s_intents_count(coord, one ? one->name : catalog_coll_at(coord->cat, i)->name);
+        intents_all += intents[i];
+    }
     if (one) {
         wire_info_map(info, 4);
     } else {
@@ -206,10 +224,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "shards_up", s_shards_up(coord));
         wire_io_info_u64(info, "inflight", coord->client_jobs);
         wire_io_info_u64(info, "writes_queued", coord->fifo_len);
-        size_t intents = 0;
-        for (size_t i = 0; i < ncolls; i++)
-            intents += s_intents_count(coord, catalog_coll_at(coord->cat, i)->name);
-        wire_io_info_u64(info, "pending_intents", intents);
+        wire_io_info_u64(info, "pending_intents", intents_all);
         s_info_process(coord, info); /* 4 entries */
     }
     wire_io_info_str(info, "role", "coordinator");
@@ -218,6 +233,9 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     wire_info_key(info, "collections");
     wire_info_map(info, ncolls);
     for (size_t i = 0; i < ncolls; i++)
-        s_info_collection(coord, info, one ? one : catalog_coll_at(coord->cat, i));
+        s_info_collection(coord, info, one ? one : catalog_coll_at(coord->cat, i), intents[i],
+                          scratch, scratch + coord->nshards);
+    free(intents);
+    free(scratch);
     s_reply_info(coord, job, info);
 }

@@ -126,17 +126,6 @@ static_assert(SHARD_SERVER_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static char *s_strdup(const char *text)
-{
-    if (!text)
-        return NULL;
-    size_t len = strlen(text) + 1;
-    char *copy = malloc(len);
-    if (copy)
-        memcpy(copy, text, len);
-    return copy;
-}
-
 /* Sends one pointer-sized frame, after an optional routing id (consumed). */
 static int s_send_ptr(zsock_t *sock, zframe_t **identity, void *ptr)
 {
@@ -980,9 +969,9 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     server->opts = *opts;
     server->limits = opts->limits;
     server->start_us = zclock_usecs();
-    server->listen = s_strdup(opts->listen);
-    server->data_dir = s_strdup(opts->store.data_dir);
-    server->device = s_strdup(opts->store.device ? opts->store.device : "auto");
+    server->listen = strdup(opts->listen);
+    server->data_dir = strdup(opts->store.data_dir);
+    server->device = strdup(opts->store.device ? opts->store.device : "auto");
     if (!server->listen || !server->data_dir || !server->device) {
         shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
         goto fail;
