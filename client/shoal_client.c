@@ -233,6 +233,19 @@ int shoal_client_call(shoal_client_t *client, wire_request_t *req, wire_reply_t 
             wire_reply_init(rep);
             return code;
         }
+        /*
+         * The decoder checked the reply's fields against the op the reply
+         * names; the typed calls read the fields of the op they sent, so the
+         * two must agree (a search reply always carries ids and dists, etc.).
+         */
+        if (rep->op != req->op) {
+            const char *got = wire_op_name(rep->op) ? wire_op_name(rep->op) : "?";
+            wire_reply_fini(rep);
+            shoal_frames_destroy(&frames);
+            wire_reply_init(rep);
+            return shoal_err_set(err, SHOAL_EPROTO, "%s: reply from %s is for op %s", what,
+                                 client->endpoint, got);
+        }
         *frames_out = frames;
         return 0;
     }
@@ -294,6 +307,26 @@ static void *s_dup(const void *data, size_t len)
     if (copy && len)
         memcpy(copy, data, len);
     return copy;
+}
+
+/*
+ * Runs op on coll with n ids (delete, get); rep and *frames as
+ * shoal_client_call leaves them (initialised when the request is refused).
+ */
+static int s_call_ids(shoal_client_t *client, wire_op_t op, const char *coll,
+                      const uint64_t *ids, size_t n, wire_reply_t *rep, shoal_frames_t **frames,
+                      shoal_err_t *err)
+{
+    wire_request_t req;
+    int rc = s_request(&req, op, coll, err);
+    if (rc != 0) {
+        wire_reply_init(rep);
+        *frames = NULL;
+        return rc;
+    }
+    req.n = n;
+    req.ids = ids;
+    return shoal_client_call(client, &req, rep, frames, err);
 }
 
 /*
@@ -475,15 +508,9 @@ int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t
 int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
                         size_t *deleted, uint64_t *seq, shoal_err_t *err)
 {
-    wire_request_t req;
-    int rc = s_request(&req, WIRE_OP_DELETE, coll, err);
-    if (rc != 0)
-        return rc;
-    req.n = n;
-    req.ids = ids;
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
-    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    int rc = s_call_ids(client, WIRE_OP_DELETE, coll, ids, n, &rep, &frames, err);
     if (rc == 0) {
         if (deleted)
             *deleted = (size_t)rep.count;
@@ -655,11 +682,12 @@ int shoal_client_knn_graph(shoal_client_t *client, const char *coll,
     rc = s_call_deadline(client, &req, &rep, &frames, err);
     if (rc != 0)
         return s_release(&rep, &frames, rc);
-    if (rep.n > 0 && (rep.k != opts->k || !rep.ids || !rep.dists || !rep.qids)) {
+    /* the decoder saw ids, dists and qids for every row of a knn_graph reply */
+    if (rep.n > 0 && rep.k != opts->k) {
         rc = shoal_err_set(err, SHOAL_EPROTO,
                            "knn_graph: reply has %" PRIu64 " rows x %" PRIu32
-                           " neighbours%s, expected k=%zu with ids, distances and row ids",
-                           rep.n, rep.k, rep.qids ? "" : " without row ids", opts->k);
+                           " neighbours, expected k=%zu",
+                           rep.n, rep.k, opts->k);
         return s_release(&rep, &frames, rc);
     }
     size_t n = (size_t)rep.n;
@@ -686,15 +714,9 @@ int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *i
     *found = NULL;
     *vecs = NULL;
     *dim = 0;
-    wire_request_t req;
-    int rc = s_request(&req, WIRE_OP_GET, coll, err);
-    if (rc != 0)
-        return rc;
-    req.n = n;
-    req.ids = ids;
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
-    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    int rc = s_call_ids(client, WIRE_OP_GET, coll, ids, n, &rep, &frames, err);
     if (rc == 0) {
         if (rep.n != n) {
             rc = shoal_err_set(err, SHOAL_EPROTO, "get: reply has %" PRIu64 " rows, expected %zu",
