@@ -87,12 +87,7 @@ static s_run_t s_shoalv(const char *const *args)
     char *argv[64];
     char *head[] = {bin};
     s_argv_fill(argv, 64, head, 1, args);
-    unlink(out); /* s_spawn appends */
-    unlink(err);
-    pid_t pid = s_spawn(argv, out, err);
-    int status = 0;
-    cr_assert(s_wait(pid, S_RUN_WAIT_S, &status), "bin/shoal %s did not finish within %.0f s",
-              args[0] ? args[0] : "", S_RUN_WAIT_S);
+    int status = s_run_to_end(argv, out, err, S_RUN_WAIT_S);
     s_run_t r;
     r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     r.out = s_slurp(out);
@@ -452,9 +447,22 @@ Test(cli, commands_against_a_shard)
     s_run_fini(&r);
     outs = vecfile_load_i32(out_path, &on, &od, &err);
     cr_assert_not_null(outs, "%s", err.msg);
-    cr_expect_eq(od, 600);
-    cr_expect_eq(outs[S_N - 1] >= 100, 1);
-    cr_expect_eq(outs[S_N], -1);
+    cr_assert_eq(on, S_NQ);
+    cr_assert_eq(od, 600);
+    for (size_t q = 0; q < S_NQ; q++) {
+        /* every stored id once, in 100..599, then padding */
+        uint8_t seen[S_N] = {0};
+        for (size_t j = 0; j < 600; j++) {
+            int32_t id = outs[q * 600 + j];
+            if (j >= S_N) {
+                cr_expect_eq(id, -1, "query %zu slot %zu: %d, not padding", q, j, id);
+                continue;
+            }
+            cr_assert(id >= 100 && id < 100 + S_N, "query %zu slot %zu: id %d", q, j, id);
+            cr_expect_eq(seen[id - 100], 0, "query %zu: id %d twice", q, id);
+            seen[id - 100] = 1;
+        }
+    }
     free(outs);
 
     /* a file of the wrong dimension: the server's error, one line */

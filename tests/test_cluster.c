@@ -10,8 +10,9 @@
  * serving, and the k-NN graph against exact neighbours.
  *
  * Every test starts its own cluster: data dirs and logs in a fresh folder
- * under $SHOAL_TMP (removed afterwards), ephemeral ports learnt from
- * --ready-file; a restarted process gets its old endpoint and data dir back.
+ * under $SHOAL_TMP (removed afterwards), each process on a fixed free port
+ * below the ephemeral range (s_free_port in tests/test_support.h says why);
+ * a restarted process gets its old endpoint and data dir back.
  * Children die with the test (tests/test_support.h). Every wait for a state
  * change is bounded polling; no timing is asserted.
  *
@@ -196,49 +197,12 @@ static void s_cluster_start(s_cluster_t *cl, unsigned deadline_ms)
 /* siftsmall                                                                */
 /* ------------------------------------------------------------------------ */
 
-typedef struct {
-    char base_path[S_PATH_MAX]; /* the .fvecs / .ivecs files, for the CLI */
-    char query_path[S_PATH_MAX];
-    char gt_path[S_PATH_MAX];
-    float *base; /* n x dim */
-    size_t n, dim;
-    float *queries; /* nq x dim */
-    size_t nq;
-    int32_t *gt; /* nq x gtk, best first */
-    size_t gtk;
-} s_sift_t;
+/* siftsmall, with its file paths for the CLI (tests/test_support.h). */
+typedef s_dataset_t s_sift_t;
 
 static void s_sift_load(s_sift_t *s)
 {
-    memset(s, 0, sizeof *s);
-    const char *dir = getenv("SHOAL_DATASETS");
-    if (!dir || !*dir)
-        dir = "../shared/datasets";
-    snprintf(s->base_path, S_PATH_MAX, "%s/siftsmall/siftsmall_base.fvecs", dir);
-    snprintf(s->query_path, S_PATH_MAX, "%s/siftsmall/siftsmall_query.fvecs", dir);
-    snprintf(s->gt_path, S_PATH_MAX, "%s/siftsmall/siftsmall_groundtruth.ivecs", dir);
-    if (access(s->base_path, R_OK) != 0 || access(s->query_path, R_OK) != 0 ||
-        access(s->gt_path, R_OK) != 0)
-        cr_skip_test("siftsmall not found under %s (set SHOAL_DATASETS)", dir);
-    shoal_err_t err;
-    size_t qdim, ngt;
-    s->base = vecfile_load_f32(s->base_path, &s->n, &s->dim, &err);
-    cr_assert_not_null(s->base, "%s", err.msg);
-    s->queries = vecfile_load_f32(s->query_path, &s->nq, &qdim, &err);
-    cr_assert_not_null(s->queries, "%s", err.msg);
-    s->gt = vecfile_load_i32(s->gt_path, &ngt, &s->gtk, &err);
-    cr_assert_not_null(s->gt, "%s", err.msg);
-    cr_assert_eq(qdim, s->dim);
-    cr_assert_eq(ngt, s->nq);
-    cr_assert_geq(s->gtk, S_K);
-}
-
-static void s_sift_free(s_sift_t *s)
-{
-    free(s->base);
-    free(s->queries);
-    free(s->gt);
-    memset(s, 0, sizeof *s);
+    s_dataset_load(s, "siftsmall", S_K);
 }
 
 static const float *s_row(const s_sift_t *s, uint64_t id)
@@ -293,7 +257,7 @@ static shoal_client_t *s_start_loaded(s_sift_t *s, s_cluster_t *cl, unsigned dea
 static void s_finish(shoal_client_t **c, s_sift_t *s)
 {
     shoal_client_destroy(c);
-    s_sift_free(s);
+    s_dataset_free(s);
 }
 
 /* A search that must succeed; info gets partial / missing / fanout. */
@@ -592,7 +556,7 @@ Test(cluster, upsert_moves_an_id_and_delete_removes_it_across_restarts)
 
     shoal_client_destroy(&c);
     free(vecs);
-    s_sift_free(&s);
+    s_dataset_free(&s);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -980,19 +944,11 @@ static char *s_cli(const s_cluster_t *cl, const char *const *args)
     char bin[S_PATH_MAX], out_path[S_PATH_MAX];
     s_bin(bin, "shoal");
     s_scratch_path(out_path, "cli.out");
-    unlink(out_path);
     char *argv[32];
     char *head[] = {bin, "-c", (char *)cl->coord.endpoint};
     s_argv_fill(argv, 32, head, 3, args);
-    pid_t pid = s_spawn(argv, out_path, out_path);
-    int status = 0;
-    int exited = s_wait(pid, 240, &status);
-    if (!exited) {
-        kill(pid, SIGKILL);
-        s_wait(pid, 10, &status);
-    }
+    int status = s_run_to_end(argv, out_path, out_path, 240);
     char *out = s_slurp(out_path);
-    cr_assert(exited, "shoal %s did not exit:\n%s", args[0], out);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "shoal %s failed (status 0x%x):\n%s",
               args[0], status, out);
     return out;

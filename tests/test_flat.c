@@ -406,12 +406,6 @@ Test(flat, cosine_zero_query_is_at_distance_one)
 /* Real data                                                                */
 /* ------------------------------------------------------------------------ */
 
-static const char *s_datasets(void)
-{
-    const char *dir = getenv("SHOAL_DATASETS");
-    return dir && *dir ? dir : "../shared/datasets";
-}
-
 /*
  * An independent reference: every distance in double precision with plain
  * loops, all rows sorted by (distance, row) with qsort. Shares no code with the
@@ -488,29 +482,16 @@ Test(flat, matches_scalar_double_reference)
  * id missing from the shipped list is accepted only when its exact distance
  * ties the shipped 100th neighbour's (the list had to choose among ties too).
  */
-static void s_check_dataset(const char *sub, const char *base_name, const char *query_name,
-                            const char *gt_name, shoal_metric_t metric)
+static void s_check_dataset(const char *sub)
 {
-    char dir[1024], path[1200];
-    struct stat st;
-    snprintf(dir, sizeof dir, "%s/%s", s_datasets(), sub);
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        cr_skip_test("%s not found (set SHOAL_DATASETS): real-data recall not checked", dir);
-        return;
-    }
-    shoal_err_t err;
-    size_t n, dim, nq, qdim, ngt, gt_k;
-    snprintf(path, sizeof path, "%s/%s", dir, base_name);
-    float *base = vecfile_load_f32(path, &n, &dim, &err);
-    cr_assert_not_null(base, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/%s", dir, query_name);
-    float *queries = vecfile_load_f32(path, &nq, &qdim, &err);
-    cr_assert_not_null(queries, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/%s", dir, gt_name);
-    int32_t *truth = vecfile_load_i32(path, &ngt, &gt_k, &err);
-    cr_assert_not_null(truth, "%s", err.msg);
     const size_t k = 100;
-    cr_assert(qdim == dim && ngt == nq && gt_k >= k);
+    s_dataset_t ds;
+    s_dataset_load(&ds, sub, k);
+    const float *base = ds.base, *queries = ds.queries;
+    const int32_t *truth = ds.gt;
+    size_t n = ds.n, dim = ds.dim, nq = ds.nq, gt_k = ds.gtk;
+    shoal_metric_t metric = ds.metric;
+    shoal_err_t err;
 
     flat_store_t *store = s_store_of(base, n, dim, metric);
     flat_view_t view = flat_store_view(store);
@@ -551,21 +532,17 @@ static void s_check_dataset(const char *sub, const char *base_name, const char *
     flat_store_destroy(&store);
     free(ids);
     free(dists);
-    free(truth);
-    free(queries);
-    free(base);
+    s_dataset_free(&ds);
 }
 
 Test(flat, siftsmall_recall_is_one)
 {
-    s_check_dataset("siftsmall", "siftsmall_base.fvecs", "siftsmall_query.fvecs",
-                    "siftsmall_groundtruth.ivecs", SHOAL_METRIC_L2);
+    s_check_dataset("siftsmall");
 }
 
 Test(flat, glove50_cosine_recall_is_one)
 {
-    s_check_dataset("glove50", "glove50_base.fvecs", "glove50_query.fvecs",
-                    "glove50_groundtruth_angular.ivecs", SHOAL_METRIC_COSINE);
+    s_check_dataset("glove50");
 }
 
 /* ------------------------------------------------------------------------ */

@@ -318,48 +318,21 @@ Test(groundtruth, recall_hand_made)
 /* Real data with shipped ground truth                                      */
 /* ------------------------------------------------------------------------ */
 
-static const char *s_datasets(void)
-{
-    const char *dir = getenv("SHOAL_DATASETS");
-    return dir && *dir ? dir : "../shared/datasets";
-}
-
-/* Loads DIR/sub/name as float32 (or int32 when ints), asserting success. */
-static void *s_load(const char *sub, const char *name, int ints, size_t *n, size_t *dim)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s/%s", s_datasets(), sub, name);
-    shoal_err_t err;
-    void *data = ints ? (void *)vecfile_load_i32(path, n, dim, &err)
-                      : (void *)vecfile_load_f32(path, n, dim, &err);
-    cr_assert_not_null(data, "loading %s: %s", path, err.msg);
-    return data;
-}
-
 /*
  * Recall@100 of our exact search against the shipped top-100 must be 1.0,
  * except that an id of ours missing from the shipped list is accepted when its
  * true distance ties the shipped 100th neighbour's (the shipped list had to
  * pick one of the tied points too).
  */
-static void s_check_real(const char *sub, const char *base_name, const char *query_name,
-                         const char *gt_name, shoal_metric_t metric)
+static void s_check_real(const char *sub)
 {
-    char dir[1024];
-    struct stat st;
-    snprintf(dir, sizeof dir, "%s/%s", s_datasets(), sub);
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        cr_skip_test("%s not found (set SHOAL_DATASETS): real-data ground truth not checked", dir);
-        return;
-    }
-    size_t n, dim, nq, qdim, ngt, gt_k;
-    float *base = s_load(sub, base_name, 0, &n, &dim);
-    float *queries = s_load(sub, query_name, 0, &nq, &qdim);
-    int32_t *truth = s_load(sub, gt_name, 1, &ngt, &gt_k);
-    cr_assert_eq(qdim, dim);
-    cr_assert_eq(ngt, nq);
     const size_t k = 100;
-    cr_assert_geq(gt_k, k);
+    s_dataset_t ds;
+    s_dataset_load(&ds, sub, k);
+    const float *base = ds.base, *queries = ds.queries;
+    const int32_t *truth = ds.gt;
+    size_t n = ds.n, dim = ds.dim, nq = ds.nq, gt_k = ds.gtk;
+    shoal_metric_t metric = ds.metric;
 
     uint64_t *ids = malloc(nq * k * sizeof(uint64_t));
     cr_assert_not_null(ids);
@@ -398,19 +371,15 @@ static void s_check_real(const char *sub, const char *base_name, const char *que
     if (ties == 0)
         cr_assert_float_eq(gt_recall(ids, k, truth, gt_k, nq, k), 1.0, 1e-12);
     free(ids);
-    free(base);
-    free(queries);
-    free(truth);
+    s_dataset_free(&ds);
 }
 
 Test(groundtruth, siftsmall_shipped_truth)
 {
-    s_check_real("siftsmall", "siftsmall_base.fvecs", "siftsmall_query.fvecs",
-                 "siftsmall_groundtruth.ivecs", SHOAL_METRIC_L2);
+    s_check_real("siftsmall");
 }
 
 Test(groundtruth, glove50_shipped_truth)
 {
-    s_check_real("glove50", "glove50_base.fvecs", "glove50_query.fvecs",
-                 "glove50_groundtruth_angular.ivecs", SHOAL_METRIC_COSINE);
+    s_check_real("glove50");
 }

@@ -442,9 +442,7 @@ Test(shard, every_op_through_the_socket)
 
     /* a REQ-style client (empty delimiter first) gets the delimiter back */
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_PING;
-    req.rid = 77;
+    s_request_start(&req, WIRE_OP_PING, 77, "");
     s_raw_t raw;
     s_raw_from_req(&req, &raw);
     memmove(&raw.data[1], &raw.data[0], sizeof raw.data[0]);
@@ -486,18 +484,17 @@ static void s_assert_serving(shoal_client_t *c)
     s_assert_findable(c, "c", &id, 1, S_DIM);
 }
 
-/* A valid search request (k = 13, a value nothing else in the header has). */
-static void s_search_req(wire_request_t *req, const float *q)
+/* raw: a valid search request's frames (k = 13, a value nothing else in the header has). */
+static void s_raw_search(s_raw_t *raw, const float *q)
 {
-    wire_request_init(req);
-    req->op = WIRE_OP_SEARCH;
-    req->rid = 9001;
-    snprintf(req->coll, sizeof req->coll, "c");
-    req->n = 1;
-    req->dim = S_DIM;
-    req->vecs = q;
-    req->k = 13;
-    req->mode = WIRE_MODE_HNSW;
+    wire_request_t req;
+    s_request_start(&req, WIRE_OP_SEARCH, 9001, "c");
+    req.n = 1;
+    req.dim = S_DIM;
+    req.vecs = q;
+    req.k = 13;
+    req.mode = WIRE_MODE_HNSW;
+    s_raw_from_req(&req, raw);
 }
 
 static void s_expect_raw(shoal_client_t *c, s_raw_t *raw, int code, const char *needle,
@@ -531,52 +528,43 @@ Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
     shoal_err_t err;
 
     /* truncated msgpack */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     raw.size[0] /= 2;
     s_expect_raw(c, &raw, SHOAL_EPROTO, NULL, "truncated header");
 
     /* not msgpack at all */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     memcpy(raw.data[0], "\xc1\xc1\xc1", 3);
     s_expect_raw(c, &raw, SHOAL_EPROTO, NULL, "garbage header");
 
     /* wrong field type: k as a string */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "k", S_AS_STR, "13", 0);
     s_expect_raw(c, &raw, SHOAL_EPROTO, "\"k\"", "k as a string");
 
     /* missing field: no k, no coll */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "k", S_DROP, NULL, 0);
     s_expect_raw(c, &raw, SHOAL_EPROTO, "\"k\"", "missing k");
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "coll", S_DROP, NULL, 0);
     s_expect_raw(c, &raw, SHOAL_EPROTO, "coll", "missing coll");
 
     /* k = 0 and over the limit */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "k", S_AS_UINT, NULL, 0);
     s_expect_raw(c, &raw, SHOAL_EINVAL, "\"k\"", "k = 0");
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "k", S_AS_UINT, NULL, 101);
     s_expect_raw(c, &raw, SHOAL_ELIMIT, "k", "k over --max-k");
 
     /* unknown op */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     s_raw_edit(&raw, "op", S_AS_STR, "frobnicate", 0);
     s_expect_raw(c, &raw, SHOAL_EPROTO, "frobnicate", "unknown op");
 
     /* payload size not matching the header: the query frame one float short */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     raw.size[1] -= 4;
     s_expect_raw(c, &raw, SHOAL_EPROTO, "frame 1", "short query frame");
     /* an insert whose vectors frame is one byte long */
@@ -595,8 +583,7 @@ Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
     s_expect_raw(c, &raw, SHOAL_EPROTO, "frame 2", "long vector frame");
 
     /* too many frames, and an empty message (only a delimiter) */
-    s_search_req(&req, q);
-    s_raw_from_req(&req, &raw);
+    s_raw_search(&raw, q);
     for (size_t i = raw.count; i < 5; i++) {
         raw.data[i] = malloc(8);
         memset(raw.data[i], 0, 8);
@@ -688,31 +675,14 @@ Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
 /* Recall on siftsmall                                                      */
 /* ------------------------------------------------------------------------ */
 
-static const char *s_datasets(void)
-{
-    const char *dir = getenv("SHOAL_DATASETS");
-    return dir && *dir ? dir : "../shared/datasets";
-}
-
 Test(shard, siftsmall_recall_through_the_socket)
 {
-    char base_path[S_PATH_MAX], query_path[S_PATH_MAX], gt_path[S_PATH_MAX];
-    snprintf(base_path, sizeof base_path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
-    snprintf(query_path, sizeof query_path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
-    snprintf(gt_path, sizeof gt_path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
-    if (access(base_path, R_OK) != 0 || access(query_path, R_OK) != 0 || access(gt_path, R_OK) != 0)
-        cr_skip_test("siftsmall not found under %s (set SHOAL_DATASETS)", s_datasets());
-
+    s_dataset_t ds;
+    s_dataset_load(&ds, "siftsmall", 10);
+    const float *base = ds.base, *queries = ds.queries;
+    const int32_t *gt = ds.gt;
+    size_t n = ds.n, dim = ds.dim, nq = ds.nq, gtk = ds.gtk;
     shoal_err_t err;
-    size_t n, dim, nq, qdim, ngt, gtk;
-    float *base = vecfile_load_f32(base_path, &n, &dim, &err);
-    cr_assert_not_null(base, "%s", err.msg);
-    float *queries = vecfile_load_f32(query_path, &nq, &qdim, &err);
-    cr_assert_not_null(queries, "%s", err.msg);
-    int32_t *gt = vecfile_load_i32(gt_path, &ngt, &gtk, &err);
-    cr_assert_not_null(gt, "%s", err.msg);
-    cr_assert_eq(qdim, dim);
-    cr_assert_eq(ngt, nq);
 
     s_shard_t sh;
     s_server_init(&sh, "sift");
@@ -748,9 +718,7 @@ Test(shard, siftsmall_recall_through_the_socket)
     shoal_client_destroy(&c);
     s_shard_stop(&sh);
     free(ids);
-    free(base);
-    free(queries);
-    free(gt);
+    s_dataset_free(&ds);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1033,17 +1001,11 @@ static int s_run_cli(const char *const *args, char **out)
     char bin[S_PATH_MAX], out_path[S_PATH_MAX];
     s_bin(bin, "shoal-shard");
     s_scratch_path(out_path, "cli.out");
-    unlink(out_path);
     char *argv[32];
-    size_t argc = 0;
-    argv[argc++] = bin;
-    for (size_t i = 0; args[i]; i++)
-        argv[argc++] = (char *)args[i];
-    argv[argc] = NULL;
-    pid_t pid = s_spawn(argv, out_path, out_path);
-    int status = 0;
-    cr_assert(s_wait(pid, 30, &status), "shoal-shard %s did not exit", args[0]);
-    cr_assert(WIFEXITED(status));
+    char *head[] = {bin};
+    s_argv_fill(argv, 32, head, 1, args);
+    int status = s_run_to_end(argv, out_path, out_path, 30);
+    cr_assert(WIFEXITED(status), "shoal-shard %s: status 0x%x", args[0], status);
     *out = s_slurp(out_path);
     return WEXITSTATUS(status);
 }

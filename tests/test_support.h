@@ -26,14 +26,19 @@
  * for its exit. s_server_t keeps one server's files and endpoint across
  * restarts; s_process_suite_init() / s_process_suite_fini() are the process
  * suites' init and fini (scratch folder, no child left running);
- * s_argv_fill() builds a child's argv. Every wait is bounded polling;
- * nothing asserts a timing.
+ * s_argv_fill() builds a child's argv; s_run_to_end() runs a program (a
+ * CLI) to its exit. Every wait is bounded polling; nothing asserts a timing.
+ *
+ * Real data: s_dataset_load() reads a dataset's base, queries and shipped
+ * ground truth from $SHOAL_DATASETS (default ../shared/datasets), skipping
+ * the test when the dataset's folder is absent.
  * These helpers assert with Criterion, so only Criterion suites include this.
  */
 #ifndef SHOAL_TESTS_TEST_SUPPORT_H
 #define SHOAL_TESTS_TEST_SUPPORT_H
 
 #include "common/distance.h"
+#include "common/vecfile.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -323,6 +328,29 @@ static inline int s_wait(pid_t pid, double seconds, int *status)
     }
 }
 
+/*
+ * Runs argv[0] to its exit with stdout and stderr appended to out_path and
+ * err_path (both truncated first; they may be the one file); returns the
+ * wait status. Fails the test, after SIGKILLing it, when it is still
+ * running after wait_s.
+ */
+static inline int s_run_to_end(char *const argv[], const char *out_path, const char *err_path,
+                               double wait_s)
+{
+    unlink(out_path);
+    unlink(err_path);
+    pid_t pid = s_spawn(argv, out_path, err_path);
+    int status = 0;
+    int exited = s_wait(pid, wait_s, &status);
+    if (!exited) {
+        kill(pid, SIGKILL);
+        s_wait(pid, 10, &status);
+    }
+    cr_assert(exited, "%s %s did not exit within %.0f s", argv[0], argv[1] ? argv[1] : "",
+              wait_s);
+    return status;
+}
+
 /* A whole file as a string (caller frees); "" when absent. */
 static inline char *s_slurp(const char *path)
 {
@@ -397,6 +425,83 @@ static inline int s_server_signal(pid_t pid, int sig, double wait_s, const char 
               "%s has a sanitizer report:\n%s", log, text);
     free(text);
     return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Real datasets                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The folder of the shared datasets: $SHOAL_DATASETS, else ../shared/datasets. */
+static inline const char *s_datasets(void)
+{
+    const char *dir = getenv("SHOAL_DATASETS");
+    return dir && *dir ? dir : "../shared/datasets";
+}
+
+/* A dataset with shipped ground truth, loaded whole. */
+typedef struct {
+    shoal_metric_t metric;               /* the metric of its ground truth */
+    char base_path[S_SUPPORT_PATH_MAX];  /* the files, for programs that read them */
+    char query_path[S_SUPPORT_PATH_MAX];
+    char gt_path[S_SUPPORT_PATH_MAX];
+    float *base;                         /* n x dim */
+    size_t n, dim;
+    float *queries;                      /* nq x dim */
+    size_t nq;
+    int32_t *gt;                         /* nq x gtk true neighbour ids, best first */
+    size_t gtk;
+} s_dataset_t;
+
+/*
+ * Loads the shared dataset sub ("siftsmall", "glove50"): skips the test when
+ * its folder is absent; fails it when a file does not load, the dimensions
+ * disagree or the truth has fewer than min_gtk ids per query.
+ */
+static inline void s_dataset_load(s_dataset_t *d, const char *sub, size_t min_gtk)
+{
+    static const struct {
+        const char *sub, *base, *query, *gt; /* folder and file names */
+        shoal_metric_t metric;               /* of the ground truth */
+    } known[] = {
+        {"siftsmall", "siftsmall_base.fvecs", "siftsmall_query.fvecs",
+         "siftsmall_groundtruth.ivecs", SHOAL_METRIC_L2},
+        {"glove50", "glove50_base.fvecs", "glove50_query.fvecs",
+         "glove50_groundtruth_angular.ivecs", SHOAL_METRIC_COSINE},
+    };
+    size_t i = 0;
+    while (i < sizeof known / sizeof known[0] && strcmp(known[i].sub, sub) != 0)
+        i++;
+    cr_assert_lt(i, sizeof known / sizeof known[0], "no dataset named %s", sub);
+    memset(d, 0, sizeof *d);
+    d->metric = known[i].metric;
+    char dir[S_SUPPORT_PATH_MAX];
+    s_join(dir, s_datasets(), sub);
+    s_join(d->base_path, dir, known[i].base);
+    s_join(d->query_path, dir, known[i].query);
+    s_join(d->gt_path, dir, known[i].gt);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        cr_skip_test("%s not found (set SHOAL_DATASETS): real-data checks skipped", dir);
+    shoal_err_t err;
+    size_t qdim = 0, ngt = 0;
+    d->base = vecfile_load_f32(d->base_path, &d->n, &d->dim, &err);
+    cr_assert_not_null(d->base, "%s", err.msg);
+    d->queries = vecfile_load_f32(d->query_path, &d->nq, &qdim, &err);
+    cr_assert_not_null(d->queries, "%s", err.msg);
+    d->gt = vecfile_load_i32(d->gt_path, &ngt, &d->gtk, &err);
+    cr_assert_not_null(d->gt, "%s", err.msg);
+    cr_assert_eq(qdim, d->dim, "%s: queries of dim %zu, base of dim %zu", sub, qdim, d->dim);
+    cr_assert_eq(ngt, d->nq, "%s: %zu truth rows for %zu queries", sub, ngt, d->nq);
+    cr_assert_geq(d->gtk, min_gtk, "%s: %zu true ids per query, fewer than %zu", sub, d->gtk,
+                  min_gtk);
+}
+
+static inline void s_dataset_free(s_dataset_t *d)
+{
+    free(d->base);
+    free(d->queries);
+    free(d->gt);
+    memset(d, 0, sizeof *d);
 }
 
 #if defined(SHOAL_CLIENT_H) && defined(SHOAL_WIRE_H)
