@@ -7,7 +7,9 @@
  * every process, a SIGKILLed shard giving partial answers that name it and
  * complete ones after its restart, a SIGKILLed coordinator coming back with
  * its catalog, bad requests answered with errors while the coordinator keeps
- * serving, and the k-NN graph against exact neighbours.
+ * serving, the k-NN graph against exact neighbours, and write intents left
+ * in a killed coordinator's catalog re-driven (stale copies deleted) when it
+ * starts again.
  *
  * Every test starts its own cluster: data dirs and logs in a fresh folder
  * under $SHOAL_TMP (removed afterwards), each process on a fixed free port
@@ -21,7 +23,9 @@
  * without it), SHOAL_TMP (default /tmp).
  */
 #include "client/shoal_client.h"
+#include "coordinator/catalog.h"
 #include "common/groundtruth.h"
+#include "common/log.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "common/wire.h"
@@ -55,6 +59,7 @@
 
 static void s_setup(void)
 {
+    shoal_log_init_from_env(); /* the catalog opened in-process logs too */
     s_process_suite_init("test_cluster");
 }
 
@@ -991,5 +996,185 @@ Test(cluster, cli_loads_and_searches_siftsmall)
     /* and the client sees what the CLI loaded */
     shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
     cr_assert_eq(s_count(c, "sift"), (double)s.n);
+    s_finish(&c, &s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. Interrupted writes re-driven at start-up                              */
+/* ------------------------------------------------------------------------ */
+
+#define S_REDRIVE_X      5         /* a stored id: a stale copy planted on another shard */
+#define S_REDRIVE_Y      1000000   /* an id the map never had: copies planted on two shards */
+#define S_REDRIVE_Y_ROW  6         /* the row whose vector Y's copies get */
+
+/* A client talking to shard p directly (the shard speaks the same protocol). */
+static shoal_client_t *s_shard_client(const s_proc_t *p)
+{
+    shoal_err_t err;
+    shoal_client_t *c = shoal_client_new(p->endpoint, S_TIMEOUT_MS, &err);
+    cr_assert_not_null(c, "client for shard %s: %s", p->endpoint, err.msg);
+    return c;
+}
+
+/* found flag of id in "sift" on the server c talks to (a shard or the coordinator). */
+static int s_found(shoal_client_t *c, uint64_t id, const char *where)
+{
+    uint8_t *found = NULL;
+    float *vecs = NULL;
+    size_t got_dim = 0;
+    shoal_err_t err;
+    int rc = shoal_client_get(c, "sift", &id, 1, &found, &vecs, &got_dim, &err);
+    cr_assert_eq(rc, 0, "get %lu from %s: %s", (unsigned long)id, where, err.msg);
+    int f = found[0];
+    free(found);
+    free(vecs);
+    return f;
+}
+
+/* Inserts id with vec into "sift" on shard p, behind the coordinator's back. */
+static void s_plant(s_proc_t *p, uint64_t id, const float *vec, size_t dim)
+{
+    shoal_client_t *sc = s_shard_client(p);
+    shoal_err_t err;
+    int rc = shoal_client_insert(sc, "sift", &id, vec, 1, dim, NULL, &err);
+    cr_assert_eq(rc, 0, "insert %lu on shard %s: %s", (unsigned long)id, p->endpoint, err.msg);
+    cr_assert_eq(s_found(sc, id, p->endpoint), 1, "planted id %lu not on shard %s",
+                 (unsigned long)id, p->endpoint);
+    shoal_client_destroy(&sc);
+}
+
+/* The coordinator's top-level "pending_intents". */
+static double s_pending_intents(shoal_client_t *c)
+{
+    void *info = NULL;
+    size_t len = 0;
+    char *text = NULL;
+    shoal_err_t err;
+    int rc = shoal_client_stats(c, NULL, &text, &info, &len, &err);
+    cr_assert_eq(rc, 0, "stats: %s", err.msg);
+    double value = -1;
+    rc = wire_info_lookup(info, len, "pending_intents", &value);
+    cr_assert_eq(rc, 0, "stats have no pending_intents: %s", text ? text : "");
+    free(info);
+    free(text);
+    return value;
+}
+
+/*
+ * Two interrupted upserts, written into the catalog of a SIGKILLed
+ * coordinator as if it had crashed between sending to the shards and deleting
+ * stale copies: X moved from list L2 (shard B) to L (shard A, where the map has
+ * it) with its old copy still on B; Y (never in the map) with copies on A and
+ * B. The restarted coordinator must delete exactly the stale copies.
+ */
+Test(cluster, coordinator_restart_redrives_interrupted_writes)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", S_SMALL_N, S_SMALL_NLIST);
+    size_t dim = s.dim;
+    const uint64_t x = S_REDRIVE_X, y = S_REDRIVE_Y;
+    const float *xvec = s_row(&s, x), *yvec = s_row(&s, S_REDRIVE_Y_ROW);
+    shoal_client_destroy(&c);
+    s_proc_kill9(&cl.coord);
+
+    /* X's list and owner, another shard's list, from the coordinator's catalog */
+    shoal_err_t err;
+    catalog_t *cat = catalog_open(cl.coord.data_dir, &err);
+    cr_assert_not_null(cat, "catalog_open %s: %s", cl.coord.data_dir, err.msg);
+    cr_assert_eq(catalog_shard_count(cat), S_NSHARDS);
+    for (size_t i = 0; i < S_NSHARDS; i++)
+        cr_assert_str_eq(catalog_shard(cat, i), cl.shards[i].endpoint, "catalog shard %zu", i);
+    const catalog_coll_t *coll = catalog_find(cat, "sift");
+    cr_assert_not_null(coll, "no collection sift in the catalog");
+    cr_assert(coll->trained, "sift not trained in the catalog");
+    cr_assert_eq(coll->nlist, S_SMALL_NLIST);
+    uint32_t lists[2] = {0, 0};
+    uint64_t lookup_ids[2] = {x, y};
+    int rc = catalog_lookup(cat, "sift", lookup_ids, 2, lists, &err);
+    cr_assert_eq(rc, 0, "catalog_lookup: %s", err.msg);
+    uint32_t l = lists[0];
+    cr_assert_lt(l, coll->nlist, "id %lu not in the map", (unsigned long)x);
+    cr_assert_eq(lists[1], CATALOG_LIST_NONE, "id %lu in the map", (unsigned long)y);
+    uint32_t a = coll->owners[l], l2 = CATALOG_LIST_NONE;
+    for (uint32_t i = 0; i < coll->nlist && l2 == CATALOG_LIST_NONE; i++)
+        if (coll->owners[i] != a)
+            l2 = i;
+    cr_assert_neq(l2, CATALOG_LIST_NONE, "every list is on shard %u", a);
+    uint32_t b = coll->owners[l2];
+    cr_assert(a < S_NSHARDS && b < S_NSHARDS);
+    s_proc_t *shard_a = &cl.shards[a], *shard_b = &cl.shards[b];
+    cr_log_info("id %lu: list %u on shard %u; stale copy in list %u on shard %u",
+                (unsigned long)x, l, a, l2, b);
+
+    /* the stale copies, then the intents that name them */
+    shoal_client_t *ca = s_shard_client(shard_a), *cb = s_shard_client(shard_b);
+    cr_assert_eq(s_found(cb, x, shard_b->endpoint), 0, "id %lu already on shard %u",
+                 (unsigned long)x, b);
+    cr_assert_eq(s_found(ca, x, shard_a->endpoint), 1, "id %lu not on its shard %u",
+                 (unsigned long)x, a);
+    s_plant(shard_b, x, xvec, dim);
+    s_plant(shard_a, y, yvec, dim);
+    s_plant(shard_b, y, yvec, dim);
+    uint64_t txn[2] = {0, 0};
+    rc = catalog_intent_put(cat, "sift", &x, &l2, &l, 1, &txn[0], &err);
+    cr_assert_eq(rc, 0, "intent for %lu: %s", (unsigned long)x, err.msg);
+    rc = catalog_intent_put(cat, "sift", &y, &l2, &l, 1, &txn[1], &err);
+    cr_assert_eq(rc, 0, "intent for %lu: %s", (unsigned long)y, err.msg);
+    catalog_intent_t *intents = NULL;
+    size_t nintents = 0;
+    rc = catalog_intents(cat, "sift", &intents, &nintents, &err);
+    cr_assert_eq(rc, 0, "catalog_intents: %s", err.msg);
+    cr_assert_eq(nintents, 2, "%zu intents stored", nintents);
+    catalog_intents_free(intents, nintents);
+    catalog_close(&cat);
+
+    /* the restarted coordinator re-drives them (bounded polling) */
+    s_coord_start(&cl);
+    c = s_client(&cl, S_POLL_TIMEOUT_MS);
+    double end = s_now() + S_POLL_WAIT_S, pending;
+    while ((pending = s_pending_intents(c)) != 0) {
+        cr_assert_lt(s_now(), end, "%.0f intents still pending after %.0f s", pending,
+                     S_POLL_WAIT_S);
+        s_sleep_ms(S_POLL_MS);
+    }
+    shoal_client_set_timeout(c, S_TIMEOUT_MS);
+    s_wait_complete(c, "sift", &s, S_SMALL_NLIST);
+
+    /* X: the stale copy gone from B, the live one kept on A, found once */
+    cr_assert_eq(s_found(cb, x, shard_b->endpoint), 0, "stale copy of %lu still on shard %u",
+                 (unsigned long)x, b);
+    cr_assert_eq(s_found(ca, x, shard_a->endpoint), 1, "id %lu lost from its shard %u",
+                 (unsigned long)x, a);
+    cr_assert_eq(s_found(c, x, "the coordinator"), 1, "the coordinator lost id %lu",
+                 (unsigned long)x);
+    uint64_t *ids = NULL;
+    float *dists = NULL;
+    shoal_search_info_t info;
+    s_search(c, "sift", xvec, 1, dim, WIRE_MODE_EXACT, S_SMALL_NLIST, &ids, &dists, &info);
+    cr_assert_eq(info.partial, 0, "partial, missing %s", info.missing);
+    size_t times = 0;
+    for (size_t j = 0; j < S_K; j++)
+        times += ids[j] == x;
+    cr_assert_eq(times, 1, "exact search with row %lu returns it %zu times", (unsigned long)x,
+                 times);
+    free(ids);
+    free(dists);
+
+    /* Y: gone from both shards, never returned */
+    cr_assert_eq(s_found(ca, y, shard_a->endpoint), 0, "unmapped id %lu still on shard %u",
+                 (unsigned long)y, a);
+    cr_assert_eq(s_found(cb, y, shard_b->endpoint), 0, "unmapped id %lu still on shard %u",
+                 (unsigned long)y, b);
+    cr_assert_eq(s_found(c, y, "the coordinator"), 0, "the coordinator finds unmapped %lu",
+                 (unsigned long)y);
+    s_search(c, "sift", yvec, 1, dim, WIRE_MODE_EXACT, S_SMALL_NLIST, &ids, &dists, &info);
+    cr_assert_eq(info.partial, 0, "partial, missing %s", info.missing);
+    cr_assert(!s_has(ids, S_K, y), "exact search returns unmapped id %lu", (unsigned long)y);
+    free(ids);
+    free(dists);
+
+    shoal_client_destroy(&ca);
+    shoal_client_destroy(&cb);
     s_finish(&c, &s);
 }
