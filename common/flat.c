@@ -58,6 +58,7 @@
 #include "common/flat.h"
 #include "common/log.h"
 #include "common/topk.h"
+#include "common/vec_check.h"
 
 #include <assert.h>
 #include <float.h>
@@ -133,30 +134,6 @@ static int s_metric_valid(shoal_metric_t metric)
            metric == SHOAL_METRIC_COSINE;
 }
 
-/*
- * Checks one input vector: every value finite; under cosine not zero unless
- * zero_ok; under L2 and IP a squared norm that fits a float (else
- * |q|^2 + |x|^2 and the dots overflow). `what` and `index` name it in the
- * message ("row 3").
- */
-static int s_check_vector(const char *fn, const char *what, size_t index, const float *v,
-                          size_t dim, shoal_metric_t metric, int zero_ok, shoal_err_t *err)
-{
-    for (size_t c = 0; c < dim; c++)
-        if (!isfinite(v[c]))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: %s %zu column %zu is not finite (%g)",
-                                 fn, what, index, c, (double)v[c]);
-    double norm_sq = s_norm_sq(v, dim);
-    if (metric == SHOAL_METRIC_COSINE && norm_sq == 0.0 && !zero_ok)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "%s: %s %zu is a zero vector, which has no direction under cosine",
-                             fn, what, index);
-    if (metric != SHOAL_METRIC_COSINE && norm_sq > FLT_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "%s: %s %zu has squared norm %.3g, more than a float holds (%.3g)",
-                             fn, what, index, norm_sq, (double)FLT_MAX);
-    return SHOAL_OK;
-}
 
 /* ------------------------------------------------------------------------ */
 /* id -> row map: open addressing, linear probing, backward-shift deletion  */
@@ -394,22 +371,21 @@ int flat_store_add(flat_store_t *store, const uint64_t *ids, const float *vecs, 
     /* Check everything first, counting ids not yet stored: an upper bound on
      * the new rows (an id repeated in the batch is counted twice). */
     size_t fresh = 0;
+    int rc = vec_check_rows("flat_store_add", "row", vecs, n, dim, store->metric, NULL, err);
+    if (rc != SHOAL_OK)
+        return rc;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] == TOPK_ID_NONE)
             return shoal_err_set(err, SHOAL_EINVAL,
                                  "flat_store_add: row %zu has id %llu, which is reserved "
                                  "(TOPK_ID_NONE)",
                                  i, (unsigned long long)ids[i]);
-        int rc = s_check_vector("flat_store_add", "row", i, vecs + i * dim, dim, store->metric, 0,
-                                err);
-        if (rc != SHOAL_OK)
-            return rc;
         if (s_map_find(&store->map, ids[i]) == FLAT_NO_ROW)
             fresh++;
     }
     if (fresh > SIZE_MAX / 2 - store->n)
         return shoal_err_set(err, SHOAL_ENOMEM, "flat_store_add: too many rows");
-    int rc = s_store_reserve(store, store->n + fresh, err);
+    rc = s_store_reserve(store, store->n + fresh, err);
     if (rc != SHOAL_OK)
         return rc;
     if (s_map_reserve(&store->map, store->n + fresh) != SHOAL_OK)
@@ -1102,10 +1078,11 @@ static int s_check_search(const flat_view_t *view, const float *queries, size_t 
                              "flat_search: sizes overflow (nq=%zu n=%zu dim=%zu k=%zu)", nq,
                              view->n, view->dim, k);
     for (size_t q = 0; q < nq; q++) {
-        int rc = s_check_vector("flat_search", "query", q, queries + q * view->dim, view->dim,
-                                view->metric, 1, err);
+        shoal_err_t why;
+        shoal_err_clear(&why);
+        int rc = vec_check_engine_query(view->metric, queries + q * view->dim, view->dim, &why);
         if (rc != SHOAL_OK)
-            return rc;
+            return shoal_err_set(err, rc, "flat_search: query %zu %s", q, why.msg);
     }
     return SHOAL_OK;
 }

@@ -17,6 +17,7 @@
 
 #include "common/log.h"
 #include "common/topk.h"
+#include "common/vec_check.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -72,10 +73,10 @@ const catalog_coll_t *coord_coll(coord_t *coord, const char *name, shoal_err_t *
     return coll;
 }
 
-int coord_check_finite(const char *op, const float *vecs, size_t n, size_t dim, const uint64_t *ids,
-                       shoal_err_t *err)
+int coord_check_vectors(const char *op, const catalog_coll_t *coll, const float *vecs, size_t n,
+                        const uint64_t *ids, shoal_err_t *err)
 {
-    return wire_io_check_finite(op, "row", vecs, n, dim, ids, err);
+    return vec_check_rows(op, "row", vecs, n, coll->dim, coll->metric, ids, err);
 }
 
 int coord_shard_usable(const coord_t *coord, size_t s)

@@ -215,8 +215,8 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job);
 /* ---- shared checks ---- */
 /* The collection or ENOTFOUND "collection \"x\" does not exist". */
 const catalog_coll_t *coord_coll(coord_t *coord, const char *name, shoal_err_t *err);
-/* Every value finite; names the row (and its id when ids given). */
-int coord_check_finite(const char *op, const float *vecs, size_t n, size_t dim, const uint64_t *ids,
-                       shoal_err_t *err);
+/* vec_check_rows under coll's metric and dim; names the row (and its id when ids given). */
+int coord_check_vectors(const char *op, const catalog_coll_t *coll, const float *vecs, size_t n,
+                        const uint64_t *ids, shoal_err_t *err);
 
 #endif

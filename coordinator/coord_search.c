@@ -380,7 +380,7 @@ void coord_op_search(coord_t *coord, coord_job_t *job)
     if (rc == 0)
         rc = s_nprobe(job, c, &nprobe, &err);
     if (rc == 0)
-        rc = coord_check_finite("search", req->vecs, (size_t)req->n, c->dim, NULL, &err);
+        rc = coord_check_vectors("search", c, req->vecs, (size_t)req->n, NULL, &err);
     s_read_t *r = rc == 0 ? s_read_new(coord, job) : NULL;
     if (rc == 0 && !r)
         rc = shoal_err_set(&err, SHOAL_ENOMEM, "search: out of memory");

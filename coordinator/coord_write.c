@@ -593,7 +593,7 @@ void coord_op_train(coord_t *coord, coord_job_t *job)
             shoal_err_set(&err, SHOAL_EINVAL,
                           "train: \"init\" must be 0 (k-means++) or 1 (random), got %u", req->init);
     if (rc == 0)
-        rc = coord_check_finite("train", req->vecs, (size_t)req->n, c->dim, NULL, &err);
+        rc = coord_check_vectors("train", c, req->vecs, (size_t)req->n, NULL, &err);
     if (rc == 0) {
         job->on_train = s_train_done;
         rc = coord_train_start(coord, job, c, req->vecs, (size_t)req->n, req->init, req->max_iters,
@@ -782,7 +782,7 @@ void coord_op_insert(coord_t *coord, coord_job_t *job)
                                "result\")",
                                req->ids[i], i);
     if (rc == 0)
-        rc = coord_check_finite("insert", req->vecs, (size_t)req->n, c->dim, req->ids, &err);
+        rc = coord_check_vectors("insert", c, req->vecs, (size_t)req->n, req->ids, &err);
     if (rc == 0 && !c->trained && req->n < c->nlist)
         rc = shoal_err_set(&err, SHOAL_EINVAL,
                            "insert: collection \"%s\" is not trained: send train first, or "

@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "common/topk.h"
+#include "common/vec_check.h"
 
 #include <errno.h>
 #include <math.h>
@@ -844,19 +845,12 @@ done:
 int shard_check_vector(const shard_coll_t *coll, const char *what, size_t i, const float *v,
                        shoal_err_t *err)
 {
-    int nonzero = 0;
-    for (size_t j = 0; j < coll->dim; j++) {
-        if (!isfinite(v[j]))
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "collection \"%s\": %s %zu, column %zu is not finite (%g)",
-                                 coll->name, what, i, j, (double)v[j]);
-        nonzero |= v[j] != 0.0f;
-    }
-    if (coll->metric == SHOAL_METRIC_COSINE && !nonzero)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "collection \"%s\": %s %zu is a zero vector, which has no "
-                             "cosine distance",
-                             coll->name, what, i);
+    shoal_err_t why;
+    shoal_err_clear(&why);
+    int rc = vec_check(coll->metric, v, coll->dim, &why);
+    if (rc != 0)
+        return shoal_err_set(err, rc, "collection \"%s\": %s %zu %s", coll->name, what, i,
+                             why.msg);
     return 0;
 }
 

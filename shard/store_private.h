@@ -279,8 +279,8 @@ int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_er
 /* New empty indexes (graph and exact engine) for coll's parameters. */
 int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);
 
-/* One input vector v, the i-th "row" or "query" (what): finite values and,
- * for cosine, not all zero. */
+/* One input vector v, the i-th "row" or "query" (what): vec_check under the
+ * collection's metric, the message naming the collection and the row. */
 int shard_check_vector(const shard_coll_t *coll, const char *what, size_t i, const float *v,
                        shoal_err_t *err);
 

@@ -323,7 +323,7 @@ Test(store, errors_name_the_problem)
     /* A NaN in row 2 refuses the whole batch and names row and column. */
     v[2 * dim + 5] = NAN;
     cr_assert_eq(shard_store_insert(st, "a", ids, v, 4, dim, NULL, &err), SHOAL_EINVAL);
-    cr_assert(strstr(err.msg, "row 2, column 5"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "row 2 column 5"), "%s", err.msg);
     cr_assert_eq(s_stats(st, "a").count, 0);
     cr_assert_eq(s_stats(st, "a").last_seq, 0);
     v[2 * dim + 5] = INFINITY;
