@@ -7,6 +7,8 @@
  *   shoal-bench flat       CPU exact k-NN: qps, GEMM throughput, recall
  *   shoal-bench shard      a shoal-shard process: inserts, socket overhead, restart
  *   shoal-bench cluster    coordinator + shards against one in-process HNSW
+ *   shoal-bench chaos      kill -9 / restart while writing; every acked write checked
+ *   shoal-bench leak       RSS growth of a cluster under mixed load
  *
  * Later issues add further subcommands.
  */
@@ -39,6 +41,8 @@ static const struct {
     {"flat", bench_flat_main, "CPU exact k-NN: qps, GEMM gflops, recall (kernels or GEMM)"},
     {"shard", bench_shard_main, "shoal-shard over its socket: insert rate, socket cost, restart"},
     {"cluster", bench_cluster_main, "coordinator + shards vs one in-process HNSW, same recall"},
+    {"chaos", bench_chaos_main, "kill -9 and restart processes while writing; verify every ack"},
+    {"leak", bench_leak_main, "mixed load from two clients; RSS growth per process"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])

@@ -26,6 +26,8 @@ int bench_hnsw_main(int argc, char **argv);
 int bench_flat_main(int argc, char **argv);
 int bench_shard_main(int argc, char **argv);
 int bench_cluster_main(int argc, char **argv);
+int bench_chaos_main(int argc, char **argv);
+int bench_leak_main(int argc, char **argv);
 
 /*
  * Parses a whole decimal number in [min, max] for option `name` (e.g. "--n").
