@@ -8,9 +8,13 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Ops                                                                      */
@@ -54,6 +58,15 @@ zsock_t *wire_io_router_bind(const char *who, const char *listen, size_t max_mes
     int64_t maxmsg = max_message_bytes > (size_t)INT64_MAX ? -1 : (int64_t)max_message_bytes;
     zmq_setsockopt(zsock_resolve(router), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zsock_set_linger(router, 0);
+    /*
+     * Before the bind, so every peer's pipe gets them. The count bounds the
+     * small error replies a peer's queue may hold (the byte budget bounds the
+     * rest); MANDATORY turns "peer gone" and "peer full" into errors that a
+     * non-blocking send reports, so they can be counted, where the default
+     * would drop silently or, with a full queue, block the loop.
+     */
+    zsock_set_sndhwm(router, WIRE_IO_REPLY_HWM);
+    zsock_set_router_mandatory(router, 1);
     if (zsock_bind(router, "%s", listen) < 0) {
         shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", listen, zmq_strerror(zmq_errno()));
         zsock_destroy(&router);
@@ -200,29 +213,6 @@ zmsg_t *wire_io_encode_reply(const wire_reply_t *rep, int *code)
     return msg;
 }
 
-void wire_io_send_reply(zsock_t *router, zmsg_t **reply_p, zframe_t **identity, int delimiter,
-                        wire_op_t op, uint64_t rid)
-{
-    zmsg_t *reply = *reply_p;
-    *reply_p = NULL;
-    if (!reply) {
-        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
-                  wire_io_op_name(op), rid);
-        zframe_destroy(identity);
-        return;
-    }
-    int rc = 0;
-    if (delimiter)
-        rc = zmsg_pushmem(reply, NULL, 0);
-    if (rc == 0)
-        rc = zmsg_prepend(reply, identity);
-    /* Without ROUTER_MANDATORY a reply to a peer that left is dropped: fine. */
-    if (rc != 0 || zmsg_send(&reply, router) != 0)
-        log_warn("reply to %s (rid %" PRIu64 ") could not be sent", wire_io_op_name(op), rid);
-    zmsg_destroy(&reply);
-    zframe_destroy(identity);
-}
-
 int wire_io_reply_info(wire_reply_t *rep, const wire_info_t *info)
 {
     if (!info || wire_info_failed(info))
@@ -230,6 +220,347 @@ int wire_io_reply_info(wire_reply_t *rep, const wire_info_t *info)
     rep->info = wire_info_data(info);
     rep->info_len = wire_info_len(info);
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The reply budget                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Replies sent between two sweeps of the peers with nothing queued. */
+#define S_PEER_SWEEP 256
+
+/* One peer's share of the queued replies (wire_io.h). */
+typedef struct {
+    atomic_size_t bytes; /* its replies' bytes still in ZeroMQ */
+    atomic_int refs;     /* the budget's map (while listed) + one per queued reply */
+} s_peer_t;
+
+struct wire_io_budget {
+    char who[48];                 /* the server, for logs */
+    size_t max_bytes;             /* --max-pending-reply-bytes */
+    atomic_size_t pending;        /* reply bytes in ZeroMQ, all peers */
+    atomic_uint_fast64_t dropped; /* replies refused or not deliverable */
+    atomic_int refs;              /* the owner + one per queued reply */
+    zhashx_t *peers;              /* routing id (hex) -> s_peer_t; the loop's */
+    size_t sends;                 /* replies since the last sweep of idle peers */
+    int refusing;                 /* replies are being refused (logged once) */
+    uint64_t dropped_at_full;     /* dropped when refusing began */
+};
+
+/* One reply in libzmq's hands: its frames are views into msg. */
+typedef struct {
+    wire_io_budget_t *budget; /* held (refs) until the last frame is freed */
+    s_peer_t *peer;           /* same */
+    zmsg_t *msg;              /* the reply, whose frames libzmq reads */
+    size_t bytes;             /* its content size, as counted */
+    atomic_int frames_left;   /* frames libzmq has not freed yet */
+} s_queued_t;
+
+static void s_peer_release(s_peer_t *peer)
+{
+    if (atomic_fetch_sub(&peer->refs, 1) == 1)
+        free(peer);
+}
+
+/* zhashx destructor: the map's hold. */
+static void s_peer_unlist(void **item)
+{
+    if (*item)
+        s_peer_release(*item);
+    *item = NULL;
+}
+
+static void s_budget_release(wire_io_budget_t *budget)
+{
+    if (atomic_fetch_sub(&budget->refs, 1) == 1)
+        free(budget);
+}
+
+/*
+ * libzmq's free callback, once per frame, on whatever thread frees it. The
+ * last frame frees the reply first and only then takes its bytes off, so a
+ * reader that sees pending 0 sees the memory gone too.
+ */
+static void s_frame_free(void *data, void *hint)
+{
+    (void)data;
+    s_queued_t *q = hint;
+    if (atomic_fetch_sub(&q->frames_left, 1) != 1)
+        return;
+    zmsg_destroy(&q->msg);
+    atomic_fetch_sub(&q->peer->bytes, q->bytes);
+    atomic_fetch_sub(&q->budget->pending, q->bytes);
+    s_peer_release(q->peer);
+    s_budget_release(q->budget);
+    free(q);
+}
+
+wire_io_budget_t *wire_io_budget_new(const char *who, size_t max_bytes, shoal_err_t *err)
+{
+    if (max_bytes == 0)
+        max_bytes = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
+    if (max_bytes < WIRE_IO_PENDING_REPLY_BYTES_MIN || max_bytes > WIRE_IO_PENDING_REPLY_BYTES_MAX) {
+        shoal_err_set(err, SHOAL_EINVAL,
+                      "%s: --max-pending-reply-bytes %zu is out of range: expected %zu..%zu", who,
+                      max_bytes, WIRE_IO_PENDING_REPLY_BYTES_MIN, WIRE_IO_PENDING_REPLY_BYTES_MAX);
+        return NULL;
+    }
+    wire_io_budget_t *budget = calloc(1, sizeof *budget);
+    if (!budget || !(budget->peers = zhashx_new())) {
+        free(budget);
+        shoal_err_set(err, SHOAL_ENOMEM, "%s: no memory for the reply budget", who);
+        return NULL;
+    }
+    zhashx_set_destructor(budget->peers, s_peer_unlist);
+    snprintf(budget->who, sizeof budget->who, "%s", who);
+    budget->max_bytes = max_bytes;
+    atomic_init(&budget->pending, 0);
+    atomic_init(&budget->dropped, 0);
+    atomic_init(&budget->refs, 1);
+#ifdef __GLIBC__
+    /*
+     * A fixed threshold also stops glibc from raising it to the size of each
+     * freed mmapped block (up to 32 MiB), after which a burst of large replies
+     * would be served from the heap and kept by the process once freed.
+     */
+    mallopt(M_MMAP_THRESHOLD, (int)WIRE_IO_MMAP_THRESHOLD);
+#endif
+    return budget;
+}
+
+void wire_io_budget_destroy(wire_io_budget_t **budget_p)
+{
+    if (!budget_p || !*budget_p)
+        return;
+    wire_io_budget_t *budget = *budget_p;
+    zhashx_destroy(&budget->peers); /* queued replies hold their peers themselves */
+    s_budget_release(budget);
+    *budget_p = NULL;
+}
+
+/* Forgets the peers with nothing queued (they left, or read everything). */
+static void s_peers_sweep(wire_io_budget_t *budget)
+{
+    budget->sends = 0;
+    zlistx_t *keys = zhashx_keys(budget->peers);
+    if (!keys)
+        return;
+    for (const char *key = zlistx_first(keys); key; key = zlistx_next(keys)) {
+        s_peer_t *peer = zhashx_lookup(budget->peers, key);
+        if (peer && atomic_load(&peer->bytes) == 0)
+            zhashx_delete(budget->peers, key);
+    }
+    zlistx_destroy(&keys);
+}
+
+/* The peer's record, listed on first use; NULL when out of memory. */
+static s_peer_t *s_peer_get(wire_io_budget_t *budget, const char *key)
+{
+    s_peer_t *peer = zhashx_lookup(budget->peers, key);
+    if (peer)
+        return peer;
+    peer = calloc(1, sizeof *peer);
+    if (!peer)
+        return NULL;
+    atomic_init(&peer->bytes, 0);
+    atomic_init(&peer->refs, 1);
+    if (zhashx_insert(budget->peers, key, peer) != 0) {
+        free(peer);
+        return NULL;
+    }
+    return peer;
+}
+
+/* Logs the end of a refusing spell once the queues are down to half the budget. */
+static void s_budget_check_drained(wire_io_budget_t *budget)
+{
+    size_t pending = atomic_load(&budget->pending);
+    if (!budget->refusing || pending > budget->max_bytes / 2)
+        return;
+    budget->refusing = 0;
+    log_info("%s: reply budget: %zu bytes queued, under half of --max-pending-reply-bytes %zu "
+             "again; %" PRIu64 " replies were dropped meanwhile",
+             budget->who, pending, budget->max_bytes,
+             (uint64_t)atomic_load(&budget->dropped) - budget->dropped_at_full);
+}
+
+void wire_io_budget_stats(wire_io_budget_t *budget, wire_io_budget_stats_t *stats)
+{
+    s_peers_sweep(budget);
+    s_budget_check_drained(budget);
+    stats->pending_bytes = atomic_load(&budget->pending);
+    stats->dropped = atomic_load(&budget->dropped);
+    stats->max_bytes = budget->max_bytes;
+}
+
+void wire_io_info_budget(wire_info_t *info, const wire_io_budget_stats_t *stats)
+{
+    wire_io_info_u64(info, "pending_reply_bytes", stats->pending_bytes);
+    wire_io_info_u64(info, "replies_dropped", stats->dropped);
+    wire_io_info_u64(info, "max_pending_reply_bytes", stats->max_bytes);
+}
+
+/*
+ * Whether a reply of bytes may be queued for a peer that has mine queued,
+ * with pending queued in all: the total within the budget, and a peer that
+ * already waits on replies within half of it (its first reply may use all).
+ */
+static int s_budget_fits(const wire_io_budget_t *budget, size_t pending, size_t mine, size_t bytes)
+{
+    if (bytes > budget->max_bytes || pending > budget->max_bytes - bytes)
+        return 0;
+    return mine == 0 || mine + bytes <= budget->max_bytes / 2;
+}
+
+/* The small SHOAL_ELIMIT reply sent instead of a refused one; NULL when out of memory. */
+static zmsg_t *s_refusal(const wire_io_budget_t *budget, wire_op_t op, uint64_t rid, size_t bytes,
+                         size_t pending, size_t mine)
+{
+    char text[SHOAL_ERR_MSG_MAX];
+    snprintf(text, sizeof text,
+             "%s: the %zu-byte reply does not fit in --max-pending-reply-bytes %zu: %zu bytes "
+             "are queued for peers that have not read their replies (%zu for this one; a peer "
+             "with replies waiting may hold at most %zu)",
+             wire_io_op_name(op), bytes, budget->max_bytes, pending, mine, budget->max_bytes / 2);
+    wire_reply_t rep;
+    wire_reply_init(&rep);
+    wire_reply_error(&rep, op, rid, SHOAL_ELIMIT, text);
+    int code;
+    zmsg_t *msg = wire_io_encode_reply(&rep, &code);
+    wire_reply_fini(&rep);
+    return msg;
+}
+
+/*
+ * Hands *msg_p (consumed) to libzmq behind id (and an empty delimiter), its
+ * frames without a copy, counted against budget and peer until freed.
+ * Every frame is prepared before the first is sent, so a failure never
+ * leaves half a message on the ROUTER. 0, or the zmq errno (EHOSTUNREACH:
+ * the peer left; EAGAIN: its queue is full; ENOMEM).
+ */
+static int s_queue(zsock_t *router, wire_io_budget_t *budget, s_peer_t *peer, zframe_t *id,
+                   int delimiter, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    size_t nframes = zmsg_size(msg);
+    s_queued_t *q = nframes && nframes <= WIRE_FRAMES_MAX ? calloc(1, sizeof *q) : NULL;
+    if (!q) {
+        zmsg_destroy(&msg);
+        return ENOMEM;
+    }
+    q->budget = budget;
+    q->peer = peer;
+    q->msg = msg;
+    q->bytes = zmsg_content_size(msg);
+    atomic_init(&q->frames_left, (int)nframes);
+    atomic_fetch_add(&budget->refs, 1);
+    atomic_fetch_add(&peer->refs, 1);
+    atomic_fetch_add(&peer->bytes, q->bytes);
+    atomic_fetch_add(&budget->pending, q->bytes);
+
+    /* From here each frame is released exactly once: by libzmq, or below. */
+    zmq_msg_t parts[WIRE_FRAMES_MAX];
+    size_t ready = 0;
+    int rc = 0;
+    for (zframe_t *f = zmsg_first(msg); f && ready < nframes; f = zmsg_next(msg)) {
+        if (zmq_msg_init_data(&parts[ready], zframe_data(f), zframe_size(f), s_frame_free, q) != 0)
+            break;
+        ready++;
+    }
+    if (ready < nframes) {
+        rc = ENOMEM;
+        for (size_t i = ready; i < nframes; i++)
+            s_frame_free(NULL, q);
+        goto close_rest;
+    }
+    void *sock = zsock_resolve(router);
+    if (zmq_send(sock, zframe_data(id), zframe_size(id), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        (delimiter && zmq_send(sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)) {
+        rc = zmq_errno();
+        goto close_rest;
+    }
+    size_t sent = 0;
+    for (; sent < nframes; sent++) {
+        int flags = ZMQ_DONTWAIT | (sent + 1 < nframes ? ZMQ_SNDMORE : 0);
+        if (zmq_msg_send(&parts[sent], sock, flags) < 0) {
+            rc = zmq_errno();
+            break;
+        }
+    }
+    for (size_t i = sent; i < nframes; i++)
+        zmq_msg_close(&parts[i]);
+    return rc;
+close_rest:
+    for (size_t i = 0; i < ready; i++)
+        zmq_msg_close(&parts[i]);
+    return rc;
+}
+
+void wire_io_send_reply(zsock_t *router, wire_io_budget_t *budget, zmsg_t **reply_p,
+                        zframe_t **identity, int delimiter, wire_op_t op, uint64_t rid)
+{
+    zmsg_t *reply = *reply_p;
+    *reply_p = NULL;
+    char *key = NULL;
+    s_peer_t *peer = NULL;
+    if (!reply) {
+        log_error("no reply could be built for %s (rid %" PRIu64 "): out of memory",
+                  wire_io_op_name(op), rid);
+        goto dropped;
+    }
+    if (++budget->sends >= S_PEER_SWEEP)
+        s_peers_sweep(budget);
+    if (!*identity || !(key = zframe_strhex(*identity)) || !(peer = s_peer_get(budget, key))) {
+        log_error("%s reply (rid %" PRIu64 ") dropped: out of memory", wire_io_op_name(op), rid);
+        goto dropped;
+    }
+
+    size_t bytes = zmsg_content_size(reply);
+    size_t pending = atomic_load(&budget->pending), mine = atomic_load(&peer->bytes);
+    int refused = 0;
+    if (!s_budget_fits(budget, pending, mine, bytes)) {
+        refused = 1;
+        atomic_fetch_add(&budget->dropped, 1);
+        if (!budget->refusing) {
+            budget->refusing = 1;
+            budget->dropped_at_full = atomic_load(&budget->dropped) - 1;
+            log_warn("%s: reply budget full: %zu bytes are queued for peers that have not read "
+                     "their replies (%zu for this one), --max-pending-reply-bytes is %zu; "
+                     "replies that do not fit get SHOAL_ELIMIT until the queues drain (first: "
+                     "%s rid %" PRIu64 ", %zu bytes)",
+                     budget->who, pending, mine, budget->max_bytes, wire_io_op_name(op), rid,
+                     bytes);
+        }
+        zmsg_destroy(&reply);
+        reply = s_refusal(budget, op, rid, bytes, pending, mine);
+        if (!reply)
+            goto done;
+    } else {
+        s_budget_check_drained(budget);
+    }
+    int rc = s_queue(router, budget, peer, *identity, delimiter, &reply);
+    if (rc != 0) {
+        /* A refused reply is counted already; its stand-in is not counted again. */
+        if (!refused)
+            atomic_fetch_add(&budget->dropped, 1);
+        if (rc == EHOSTUNREACH)
+            log_debug("%s reply (rid %" PRIu64 ") dropped: the peer left", wire_io_op_name(op),
+                      rid);
+        else if (rc == EAGAIN)
+            log_debug("%s reply (rid %" PRIu64 ") dropped: the peer has %d replies waiting",
+                      wire_io_op_name(op), rid, WIRE_IO_REPLY_HWM);
+        else
+            log_warn("%s reply (rid %" PRIu64 ") could not be sent: %s", wire_io_op_name(op), rid,
+                     zmq_strerror(rc));
+    }
+    goto done;
+dropped:
+    atomic_fetch_add(&budget->dropped, 1);
+done:
+    zmsg_destroy(&reply);
+    zstr_free(&key);
+    zframe_destroy(identity);
 }
 
 /* ------------------------------------------------------------------------ */

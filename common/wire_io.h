@@ -3,12 +3,13 @@
  * around the codec in wire.h: a request taken off a ROUTER with its envelope
  * (routing id, optional empty delimiter from REQ peers), the size and frame
  * checks against wire_limits_t, an encoded reply sent back with the same
- * envelope, per-op reply counters with latency percentiles, and the small
- * writers of stats/ping info maps.
+ * envelope under a budget of queued reply bytes, per-op reply counters with
+ * latency percentiles, and the small writers of stats/ping info maps.
  *
  * Ownership: functions that take a `**` consume what it points at and set it
  * to NULL; a returned zmsg_t is the caller's. Thread-safety: no state of its
- * own; a socket and a wire_io_counters_t belong to one thread (the loop).
+ * own besides a budget's atomics (below); a socket, its budget and a
+ * wire_io_counters_t belong to one thread (the loop).
  */
 #ifndef SHOAL_WIRE_IO_H
 #define SHOAL_WIRE_IO_H
@@ -39,7 +40,10 @@ int wire_io_readable(zsock_t *sock);
 
 /*
  * A new ROUTER bound to listen, refusing (in ZeroMQ) any frame over
- * max_message_bytes, linger 0; *endpoint gets a copy of the bound endpoint
+ * max_message_bytes, linger 0, WIRE_IO_REPLY_HWM replies queued per peer and
+ * ZMQ_ROUTER_MANDATORY (a send to a peer that left or is full fails at once
+ * instead of vanishing or blocking; use wire_io_send_reply to send on it);
+ * *endpoint gets a copy of the bound endpoint
  * (the caller's to free). NULL on error, err naming the problem, prefixed
  * with who ("shard server").
  */
@@ -85,13 +89,81 @@ int wire_io_check_finite(const char *op, const char *what, const float *vecs, si
  */
 zmsg_t *wire_io_encode_reply(const wire_reply_t *rep, int *code);
 
+/* ---- the reply budget ---- */
+
+/*
+ * Reply bytes a server may hold queued for peers that have not read them
+ * (--max-pending-reply-bytes): default, least and most.
+ */
+#define WIRE_IO_PENDING_REPLY_BYTES_DEFAULT ((size_t)256 << 20)
+#define WIRE_IO_PENDING_REPLY_BYTES_MIN     ((size_t)1 << 20)
+#define WIRE_IO_PENDING_REPLY_BYTES_MAX     ((size_t)1 << 40)
+/* Replies queued for one peer, in messages (ZMQ_SNDHWM of the ROUTER). */
+#define WIRE_IO_REPLY_HWM 1000
+/* Allocations this large or larger are mmapped, so they go back to the OS when freed. */
+#define WIRE_IO_MMAP_THRESHOLD ((size_t)1 << 20)
+/* Entries wire_io_info_budget writes. */
+#define WIRE_IO_BUDGET_INFO_ENTRIES 3
+
+/*
+ * What a server's replies hold in ZeroMQ's queues. Every reply frame goes to
+ * libzmq without a copy and with a free callback; the callback (run by
+ * whichever thread libzmq frees the frame on: its I/O thread once the bytes
+ * are on the wire, or any thread when the queue of a peer that left is
+ * dropped) takes the reply's bytes off the counters. A reply is queued only
+ * when the total stays within max_bytes and, when its peer already has
+ * replies waiting, that peer's share stays within half of max_bytes (so one
+ * peer that reads nothing cannot take the whole budget from the others);
+ * otherwise a small SHOAL_ELIMIT reply naming the budget goes in its place,
+ * and the reply is counted as dropped. A peer that left (ROUTER_MANDATORY
+ * reports it) or whose WIRE_IO_REPLY_HWM messages are all waiting gets
+ * nothing, and that reply is counted as dropped too. Entering and leaving
+ * the refusing state is logged once each, not each drop.
+ *
+ * Thread-safety: new, destroy, wire_io_send_reply and wire_io_budget_stats
+ * belong to the loop thread that owns the ROUTER; the counters are atomics,
+ * so libzmq's threads may take bytes off while the loop adds. Ownership:
+ * wire_io_budget_destroy drops the owner's hold; the object itself lives on
+ * until the last queued frame is freed (queues may outlive the socket's
+ * close by the linger period), so a late callback never touches freed
+ * memory.
+ */
+typedef struct wire_io_budget wire_io_budget_t;
+
+/* Counters of a budget at one moment. */
+typedef struct {
+    uint64_t pending_bytes; /* reply bytes queued in ZeroMQ now */
+    uint64_t dropped;       /* replies refused or not deliverable since start */
+    uint64_t max_bytes;     /* the budget */
+} wire_io_budget_stats_t;
+
+/*
+ * A budget of max_bytes (WIRE_IO_PENDING_REPLY_BYTES_MIN..MAX; 0 means the
+ * default) for the server named who ("shard server"). Also fixes malloc's mmap
+ * threshold at WIRE_IO_MMAP_THRESHOLD (glibc): large reply buffers then come
+ * from mmap and are unmapped when freed, where the default, self-raising
+ * threshold would keep a freed burst of replies in the heap for good. NULL
+ * with err set on a bad max_bytes or no memory.
+ */
+wire_io_budget_t *wire_io_budget_new(const char *who, size_t max_bytes, shoal_err_t *err);
+
+/* Drops the owner's hold (see above). NULL-safe; sets *budget_p to NULL. */
+void wire_io_budget_destroy(wire_io_budget_t **budget_p);
+
+/* The counters now; also forgets peers with nothing queued and logs a state change. */
+void wire_io_budget_stats(wire_io_budget_t *budget, wire_io_budget_stats_t *stats);
+
+/* "pending_reply_bytes", "replies_dropped", "max_pending_reply_bytes". */
+void wire_io_info_budget(wire_info_t *info, const wire_io_budget_stats_t *stats);
+
 /*
  * Sends *reply_p (consumed) behind *identity (consumed) and, when delimiter,
- * an empty frame. A NULL *reply_p (it could not be built) or a failed send
- * is logged with op and rid; a reply to a peer that left is dropped.
+ * an empty frame, under budget as described above. Never blocks. A NULL
+ * *reply_p (it could not be built) or a failed send is logged with op and
+ * rid; a dropped reply is counted in the budget.
  */
-void wire_io_send_reply(zsock_t *router, zmsg_t **reply_p, zframe_t **identity, int delimiter,
-                        wire_op_t op, uint64_t rid);
+void wire_io_send_reply(zsock_t *router, wire_io_budget_t *budget, zmsg_t **reply_p,
+                        zframe_t **identity, int delimiter, wire_op_t op, uint64_t rid);
 
 /* rep->info from info when it is there and complete: 0, else SHOAL_ENOMEM. */
 int wire_io_reply_info(wire_reply_t *rep, const wire_info_t *info);

@@ -114,8 +114,8 @@ static void s_send_reply(coord_t *coord, coord_job_t *job, const wire_reply_t *r
     zmsg_t *msg = wire_io_encode_reply(rep, &code);
     wire_io_count(&coord->counters, job->req.op, job->req.rid, code, zclock_usecs() - job->start_us,
                   rep->msg);
-    wire_io_send_reply(coord->router, &msg, &job->identity, job->delimiter, job->req.op,
-                       job->req.rid);
+    wire_io_send_reply(coord->router, coord->reply_budget, &msg, &job->identity, job->delimiter,
+                       job->req.op, job->req.rid);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -815,6 +815,7 @@ void coord_opts_default(coord_opts_t *opts)
     opts->ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
     opts->down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
     opts->chunk_default = COORD_CHUNK_DEFAULT;
+    opts->max_pending_reply_bytes = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
     opts->device = "auto";
     opts->stop_fd = -1;
 }
@@ -938,11 +939,14 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         goto fail;
     }
 
+    coord->reply_budget =
+        wire_io_budget_new("coordinator", coord->opts.max_pending_reply_bytes, err);
+    if (!coord->reply_budget)
+        goto fail;
     coord->router = wire_io_router_bind("coordinator", coord->listen,
                                         coord->limits.max_message_bytes, &coord->endpoint, err);
     if (!coord->router)
         goto fail;
-    zsock_set_sndhwm(coord->router, 0);
 
     for (size_t s = 0; s < coord->nshards; s++) {
         coord_shard_t *shard = &coord->shards[s];
@@ -1003,6 +1007,7 @@ void coord_destroy(coord_t **coord_p)
     }
     zhashx_destroy(&coord->pending);
     zsock_destroy(&coord->router);
+    wire_io_budget_destroy(&coord->reply_budget);
     for (size_t s = 0; coord->shards && s < coord->nshards; s++) {
         zsock_destroy(&coord->shards[s].dealer);
         free(coord->shards[s].endpoint);

@@ -66,7 +66,10 @@
  *   up at its next answer (logged), when the coordinator makes sure every
  *   catalog collection exists on it and re-drives pending intents.
  * Backpressure: at most COORD_JOBS_MAX client requests in progress; beyond
- *   that the loop stops reading the ROUTER.
+ *   that the loop stops reading the ROUTER. Replies waiting for clients that
+ *   do not read them are bounded by opts.max_pending_reply_bytes (wire_io.h's
+ *   reply budget): beyond it a reply is replaced by a SHOAL_ELIMIT error and
+ *   counted in stats.
  *
  * Stopping: coord_stop() (async-signal-safe) or opts.stop_fd becoming
  * readable: the loop stops reading requests, lets jobs in progress finish (or
@@ -110,6 +113,7 @@ typedef struct {
     const char *device;              /* k-means and routing engine: auto | cpu | gpu:0,.. */
     size_t threads;                  /* k-means / routing CPU threads; 0 = online cores */
     int stop_fd;                     /* when readable, stop; -1 = none */
+    size_t max_pending_reply_bytes;  /* reply bytes queued for unread clients; 0 = default */
 } coord_opts_t;
 
 typedef struct coord coord_t;

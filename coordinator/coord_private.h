@@ -142,6 +142,7 @@ struct coord {
     int stopping;                /* the loop is draining */
     int redrive_queued;          /* a re-drive job waits in the FIFO */
     wire_io_counters_t counters; /* replies, errors, latency by op */
+    wire_io_budget_t *reply_budget; /* bytes of client replies queued in ZeroMQ */
     uint64_t *fanout_hist;       /* nshards + 1: queries by shards touched */
     uint64_t fanout_queries;     /* queries counted */
     uint64_t fanout_sum;         /* shards touched, summed */

@@ -216,7 +216,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     if (one) {
         wire_info_map(info, 4);
     } else {
-        wire_info_map(info, 16);
+        wire_info_map(info, 16 + WIRE_IO_BUDGET_INFO_ENTRIES);
         wire_io_info_str(info, "endpoint", coord->endpoint);
         wire_io_info_str(info, "data_dir", coord->data_dir);
         wire_io_info_str(info, "device", coord->device);
@@ -226,6 +226,9 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "writes_queued", coord->fifo_len);
         wire_io_info_u64(info, "pending_intents", intents_all);
         s_info_process(coord, info); /* 4 entries */
+        wire_io_budget_stats_t replies;
+        wire_io_budget_stats(coord->reply_budget, &replies);
+        wire_io_info_budget(info, &replies);
     }
     wire_io_info_str(info, "role", "coordinator");
     wire_io_info_f64(info, "uptime_s", s_uptime(coord));

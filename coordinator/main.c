@@ -27,6 +27,7 @@
 #include "common/cliopt.h"
 #include "common/log.h"
 #include "common/service.h"
+#include "common/wire_io.h"
 #include "gpu/knn.h"
 
 #include <stddef.h>
@@ -96,6 +97,9 @@ static const cliopt_t s_options[] = {
      "largest collection dimension"},
     {"max-filter", CLIOPT_SIZE, S_FIELD(opts.limits.max_filter), 1, 1e10, "N",
      "most ids in a search's allow-list"},
+    {"max-pending-reply-bytes", CLIOPT_SIZE, S_FIELD(opts.max_pending_reply_bytes),
+     WIRE_IO_PENDING_REPLY_BYTES_MIN, WIRE_IO_PENDING_REPLY_BYTES_MAX, "B",
+     "reply bytes queued for clients that have not read them; beyond, replies are refused"},
     {"log-level", CLIOPT_LEVEL, S_FIELD(log_level), 0, 0, "debug|info|warn|error|off",
      "lowest level logged (default: $SHOAL_LOG_LEVEL, else info)"},
     {"ready-file", CLIOPT_TEXT, S_FIELD(ready_file), 0, 0, "PATH",

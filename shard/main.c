@@ -30,6 +30,7 @@
 #include "common/cliopt.h"
 #include "common/log.h"
 #include "common/service.h"
+#include "common/wire_io.h"
 #include "shard/hnsw.h"
 
 #include <stddef.h>
@@ -65,6 +66,7 @@ typedef struct {
     size_t max_k;                /* --max-k */
     size_t max_dim;              /* --max-dim */
     size_t max_filter;           /* --max-filter */
+    size_t max_pending_reply;    /* --max-pending-reply-bytes */
     size_t hnsw_m;               /* --hnsw-m */
     size_t hnsw_ef_construction; /* --hnsw-ef-construction */
     size_t hnsw_ef;              /* --hnsw-ef */
@@ -98,6 +100,9 @@ static const cliopt_t s_options[] = {
      "largest collection dimension"},
     {"max-filter", CLIOPT_SIZE, S_FIELD(max_filter), 1, 1e10, "N",
      "most ids in a search's allow-list"},
+    {"max-pending-reply-bytes", CLIOPT_SIZE, S_FIELD(max_pending_reply),
+     WIRE_IO_PENDING_REPLY_BYTES_MIN, WIRE_IO_PENDING_REPLY_BYTES_MAX, "B",
+     "reply bytes queued for clients that have not read them; beyond, replies are refused"},
     {"hnsw-m", CLIOPT_SIZE, S_FIELD(hnsw_m), HNSW_M_MIN, HNSW_M_MAX, "M",
      "HNSW links per node for collections created without one"},
     {"hnsw-ef-construction", CLIOPT_SIZE, S_FIELD(hnsw_ef_construction), HNSW_EF_CONSTRUCTION_MIN,
@@ -128,6 +133,7 @@ static void s_config_defaults(s_config_t *cfg)
     cfg->max_k = limits.max_k;
     cfg->max_dim = limits.max_dim;
     cfg->max_filter = limits.max_filter;
+    cfg->max_pending_reply = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
     cfg->hnsw_m = HNSW_M_DEFAULT;
     cfg->hnsw_ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     cfg->hnsw_ef = HNSW_EF_DEFAULT;
@@ -216,6 +222,7 @@ int main(int argc, char **argv)
     opts.limits.max_k = cfg.max_k;
     opts.limits.max_dim = cfg.max_dim;
     opts.limits.max_filter = cfg.max_filter;
+    opts.max_pending_reply_bytes = cfg.max_pending_reply;
     opts.store.data_dir = cfg.data_dir;
     opts.store.device = cfg.devices;
     opts.store.threads = cfg.threads;

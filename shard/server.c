@@ -58,6 +58,7 @@ typedef struct {
     size_t queued;       /* jobs waiting in the lanes' FIFOs */
     int gpu_devices[64]; /* GPU ordinals the exact engines use */
     int ngpu;            /* entries in gpu_devices */
+    wire_io_budget_stats_t replies; /* queued reply bytes, dropped replies */
 } s_snapshot_t;
 
 typedef struct s_job s_job_t;
@@ -117,6 +118,7 @@ struct shard_server {
     s_lane_t read;               /* search, get, stats */
     s_lane_t write;              /* create, drop, insert, delete, checkpoint */
     wire_io_counters_t counters; /* replies sent, errors, latency rings, by op */
+    wire_io_budget_t *reply_budget; /* bytes of replies queued in ZeroMQ */
 };
 
 static_assert(SHARD_SERVER_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
@@ -182,8 +184,8 @@ static void s_job_finish(shard_server_t *server, s_job_t **job_p)
     s_job_t *job = *job_p;
     wire_io_count(&server->counters, job->req.op, job->req.rid, job->code,
                   zclock_usecs() - job->start_us, NULL);
-    wire_io_send_reply(server->router, &job->reply, &job->identity, job->delimiter, job->req.op,
-                       job->req.rid);
+    wire_io_send_reply(server->router, server->reply_budget, &job->reply, &job->identity,
+                       job->delimiter, job->req.op, job->req.rid);
     s_job_destroy(job_p);
 }
 
@@ -286,6 +288,7 @@ static s_snapshot_t *s_snapshot_new(shard_server_t *server)
     int n = shard_store_devices(server->store, snap->gpu_devices,
                                 (int)(sizeof snap->gpu_devices / sizeof snap->gpu_devices[0]));
     snap->ngpu = n > 0 ? n : 0;
+    wire_io_budget_stats(server->reply_budget, &snap->replies);
     return snap;
 }
 
@@ -340,7 +343,7 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     for (size_t op = 0; op < WIRE_OP_COUNT; op++)
         with_samples += snap->samples[op] > 0;
 
-    wire_info_map(info, 14);
+    wire_info_map(info, 14 + WIRE_IO_BUDGET_INFO_ENTRIES);
     wire_io_info_str(info, "role", "shard");
     wire_io_info_u64(info, "version", WIRE_VERSION);
     wire_io_info_str(info, "endpoint", server->endpoint);
@@ -351,6 +354,7 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     wire_io_info_u64(info, "queued", snap->queued);
     wire_io_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
     wire_io_info_str(info, "gpu_device_ids", devices);
+    wire_io_info_budget(info, &snap->replies);
     wire_io_info_counters(info, "requests", snap->requests);
     wire_io_info_counters(info, "errors", snap->errors);
     wire_info_key(info, "latency_us");
@@ -1000,6 +1004,10 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     if (!server->store)
         goto fail;
 
+    server->reply_budget =
+        wire_io_budget_new("shard server", server->opts.max_pending_reply_bytes, err);
+    if (!server->reply_budget)
+        goto fail;
     server->router = wire_io_router_bind("shard server", server->listen,
                                          server->limits.max_message_bytes, &server->endpoint, err);
     if (!server->router)
@@ -1115,6 +1123,7 @@ void shard_server_destroy(shard_server_t **server_p)
         return;
     shard_server_t *server = *server_p;
     zsock_destroy(&server->router);
+    wire_io_budget_destroy(&server->reply_budget);
     s_lane_free(&server->read);
     s_lane_free(&server->write);
     shard_store_close(&server->store);

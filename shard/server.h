@@ -27,6 +27,9 @@
  * Backpressure: while a lane's FIFO holds SHARD_SERVER_QUEUE_MAX jobs or more
  * than the queued-bytes cap, the loop stops reading the ROUTER; senders then
  * block on ZeroMQ's high-water marks instead of growing the shard's memory.
+ * Replies waiting for peers that do not read them are bounded by
+ * opts.max_pending_reply_bytes (wire_io.h's reply budget): beyond it a reply
+ * is replaced by a SHOAL_ELIMIT error and counted in stats.
  *
  * Limits: every request is checked against opts.limits: ZMQ_MAXMSGSIZE makes
  * ZeroMQ drop a connection that sends a single frame over max_message_bytes
@@ -80,6 +83,7 @@ typedef struct {
     wire_limits_t limits;     /* enforced on every request */
     shard_store_opts_t store; /* passed to shard_store_open */
     int stop_fd;              /* when readable, stop gracefully; -1 = none */
+    size_t max_pending_reply_bytes; /* reply bytes queued for unread peers; 0 = default */
 } shard_server_opts_t;
 
 typedef struct shard_server shard_server_t;
