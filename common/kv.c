@@ -22,6 +22,7 @@ struct kv {
     rocksdb_writeoptions_t *write_sync;         /* WAL on, fsync before returning */
     rocksdb_readoptions_t *read;                /* point reads */
     char *dir;                                  /* directory, for messages */
+    int read_only;                              /* opened by kv_open_read_only */
 };
 
 struct kv_batch {
@@ -109,7 +110,8 @@ static void s_free_options(kv_t *kv)
     kv->cache = NULL;
 }
 
-kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err)
+/* kv_open and kv_open_read_only: the same options, another RocksDB entry point. */
+static kv_t *s_open(const char *dir, int create_if_missing, int read_only, shoal_err_t *err)
 {
     if (!dir || !*dir) {
         shoal_err_set(err, SHOAL_EINVAL, "kv_open: no directory given");
@@ -129,13 +131,16 @@ kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err)
             goto fail;
         }
         char *errptr = NULL;
-        kv->db = rocksdb_open(kv->options, dir, &errptr);
+        /* Read-only: the WAL is replayed into memory and nothing is written
+         * (no flush, no new MANIFEST), so it opens on a full disk. */
+        kv->db = read_only ? rocksdb_open_for_read_only(kv->options, dir, 0, &errptr)
+                           : rocksdb_open(kv->options, dir, &errptr);
         if (errptr && i == 0 && strstr(errptr, "not linked")) {
             rocksdb_free(errptr);
             s_free_options(kv);
             continue;
         }
-        if (s_take_error(&errptr, err, "open") != 0) {
+        if (s_take_error(&errptr, err, read_only ? "open read-only" : "open") != 0) {
             shoal_err_prefix(err, "%s", dir);
             goto fail;
         }
@@ -152,11 +157,27 @@ kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err)
     rocksdb_writeoptions_set_sync(kv->write_sync, 1);
     rocksdb_writeoptions_disable_WAL(kv->write_sync, 0);
     rocksdb_readoptions_set_verify_checksums(kv->read, 1);
+    kv->read_only = read_only;
     return kv;
 
 fail:
     kv_close(&kv);
     return NULL;
+}
+
+kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err)
+{
+    return s_open(dir, create_if_missing, 0, err);
+}
+
+kv_t *kv_open_read_only(const char *dir, shoal_err_t *err)
+{
+    return s_open(dir, 0, 1, err);
+}
+
+int kv_is_read_only(const kv_t *kv)
+{
+    return kv->read_only;
 }
 
 void kv_close(kv_t **kv_p)

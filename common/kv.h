@@ -54,6 +54,17 @@ typedef struct kv_iter kv_iter_t;
  */
 kv_t *kv_open(const char *dir, int create_if_missing, shoal_err_t *err);
 
+/*
+ * Opens an existing database read-only: the WAL is replayed into memory and
+ * nothing is written, so this works where kv_open cannot (a full disk).
+ * Reads and iteration work as usual; every write fails (SHOAL_EUNSUPPORTED).
+ * NULL on error, with kv_open's codes.
+ */
+kv_t *kv_open_read_only(const char *dir, shoal_err_t *err);
+
+/* Non-zero when kv was opened by kv_open_read_only. */
+int kv_is_read_only(const kv_t *kv);
+
 /* Closes and frees; NULL-safe; sets *kv_p to NULL. */
 void kv_close(kv_t **kv_p);
 

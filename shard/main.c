@@ -70,6 +70,7 @@ typedef struct {
     size_t hnsw_m;               /* --hnsw-m */
     size_t hnsw_ef_construction; /* --hnsw-ef-construction */
     size_t hnsw_ef;              /* --hnsw-ef */
+    size_t min_free_bytes;       /* --min-free-bytes */
 } s_config_t;
 
 #define S_FIELD(f) CLIOPT_FIELD(s_config_t, f)
@@ -109,6 +110,8 @@ static const cliopt_t s_options[] = {
      HNSW_EF_CONSTRUCTION_MAX, "E", "HNSW build candidate list, same"},
     {"hnsw-ef", CLIOPT_SIZE, S_FIELD(hnsw_ef), HNSW_EF_MIN, HNSW_EF_MAX, "E",
      "HNSW search candidate list for searches that give none"},
+    {"min-free-bytes", CLIOPT_SIZE, S_FIELD(min_free_bytes), 1 << 20, 1e15, "B",
+     "free space kept on the data dir's disk; writes that would use it are refused"},
     {"log-level", CLIOPT_LEVEL, S_FIELD(log_level), 0, 0, "debug|info|warn|error|off",
      "lowest level logged (default: $SHOAL_LOG_LEVEL, else info)"},
     {"ready-file", CLIOPT_TEXT, S_FIELD(ready_file), 0, 0, "PATH",
@@ -137,6 +140,7 @@ static void s_config_defaults(s_config_t *cfg)
     cfg->hnsw_m = HNSW_M_DEFAULT;
     cfg->hnsw_ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     cfg->hnsw_ef = HNSW_EF_DEFAULT;
+    cfg->min_free_bytes = SHARD_MIN_FREE_BYTES_DEFAULT;
 }
 
 /* CLIOPT_DEVICES: auto, cpu or gpu:N[,N...] (the store checks the ordinals). */
@@ -233,6 +237,7 @@ int main(int argc, char **argv)
     opts.store.hnsw_M = cfg.hnsw_m;
     opts.store.hnsw_ef_construction = cfg.hnsw_ef_construction;
     opts.store.hnsw_ef = cfg.hnsw_ef;
+    opts.store.min_free_bytes = cfg.min_free_bytes;
 
     shoal_err_t err;
     shoal_err_clear(&err);

@@ -305,11 +305,11 @@ static void s_device_list(const int *devices, int n, char *buf, size_t cap)
     }
 }
 
-/* The per-collection map: every shard_coll_stats_t field (15 entries). */
+/* The per-collection map: every shard_coll_stats_t field (16 entries). */
 static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
 {
     wire_info_key(info, c->name);
-    wire_info_map(info, 15);
+    wire_info_map(info, 16);
     wire_io_info_u64(info, "dim", c->dim);
     wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
     wire_io_info_u64(info, "M", c->M);
@@ -325,6 +325,7 @@ static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
     wire_io_info_u64(info, "checkpoint_seq", c->checkpoint_seq);
     wire_io_info_u64(info, "loaded_from_checkpoint", c->loaded_from_checkpoint ? 1 : 0);
     wire_io_info_u64(info, "replayed", c->replayed);
+    wire_io_info_u64(info, "quarantined", c->quarantined);
 }
 
 /*
@@ -343,7 +344,9 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     for (size_t op = 0; op < WIRE_OP_COUNT; op++)
         with_samples += snap->samples[op] > 0;
 
-    wire_info_map(info, 14 + WIRE_IO_BUDGET_INFO_ENTRIES);
+    shard_disk_stats_t disk;
+    shard_store_disk_stats(server->store, &disk);
+    wire_info_map(info, 18 + WIRE_IO_BUDGET_INFO_ENTRIES);
     wire_io_info_str(info, "role", "shard");
     wire_io_info_u64(info, "version", WIRE_VERSION);
     wire_io_info_str(info, "endpoint", server->endpoint);
@@ -354,6 +357,10 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     wire_io_info_u64(info, "queued", snap->queued);
     wire_io_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
     wire_io_info_str(info, "gpu_device_ids", devices);
+    wire_io_info_u64(info, "disk_free_bytes", disk.free_bytes);
+    wire_io_info_u64(info, "min_free_bytes", disk.min_free_bytes);
+    wire_io_info_u64(info, "writes_refused_disk", disk.writes_refused);
+    wire_io_info_u64(info, "read_only", disk.read_only ? 1 : 0);
     wire_io_info_budget(info, &snap->replies);
     wire_io_info_counters(info, "requests", snap->requests);
     wire_io_info_counters(info, "errors", snap->errors);

@@ -16,6 +16,14 @@
  * If step 3 fails (out of memory), the write is durable but not searchable
  * until the next open; the error says so.
  *
+ * Every RocksDB write goes through shard_kv_write, which first checks the
+ * data dir's free space against the reserve (opts.min_free_bytes). Why a
+ * reserve rather than handling "No space left on device": RocksDB asserts
+ * (aborting the process) on some of its out-of-space paths, and a database
+ * that hit one stops taking writes until it is reopened. Keeping RocksDB from
+ * ever filling the disk avoids both; the reserve also leaves room for its
+ * memtable flushes and compactions, which write without asking us.
+ *
  * Checkpoints. hnsw_save takes the graph's write lock, so searches of that
  * collection wait while it is serialised (a few hundred ms per million
  * 128-d vectors in memory, plus the RocksDB writes), and writes wait for
@@ -37,7 +45,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -273,19 +284,19 @@ int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_
     return 0;
 }
 
-/* Appends coll to the table (caller holds write_mu; takes colls_lock). */
-/* Deletes a collection's vector, log and checkpoint (V/L/K) key ranges. */
+/* Deletes a collection's vector, log, checkpoint and quarantine key ranges. */
 static void s_batch_clear_ranges(kv_batch_t *batch, const char *name)
 {
-    static const char tags[3] = {'V', 'L', 'K'};
+    static const char tags[4] = {SHARD_TAG_VEC, 'L', 'K', SHARD_TAG_QUARANTINE};
     uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < 4; t++) {
         size_t klen = shard_key_prefix(key, tags[t], name);
         size_t elen = shard_key_range_end(end, tags[t], name);
         kv_batch_delete_range(batch, key, klen, end, elen);
     }
 }
 
+/* Appends coll to the table (caller holds write_mu; takes colls_lock). */
 static int s_table_add(shard_store_t *store, shard_coll_t *coll)
 {
     pthread_rwlock_wrlock(&store->colls_lock);
@@ -304,6 +315,134 @@ static int s_table_add(shard_store_t *store, shard_coll_t *coll)
         store->colls[store->ncolls++] = coll;
     pthread_rwlock_unlock(&store->colls_lock);
     return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Disk space and the write gate                                            */
+/* ------------------------------------------------------------------------ */
+
+static int s_free_bytes(const char *dir, uint64_t *free_bytes)
+{
+    struct statvfs sv;
+    if (statvfs(dir, &sv) != 0)
+        return -1;
+    *free_bytes = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+    return 0;
+}
+
+/*
+ * Bytes of RocksDB write-ahead log files ("*.log") in dir: what RocksDB
+ * still has to write once more, as a table file, when it flushes the
+ * memtable (or recovers at open) before it can delete them.
+ */
+static uint64_t s_wal_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t total = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        struct stat st;
+        if (len > 4 && strcmp(e->d_name + len - 4, ".log") == 0 &&
+            fstatat(dirfd(d), e->d_name, &st, 0) == 0)
+            total += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return total;
+}
+
+/*
+ * shard_space_check without the count and the log (the open asks it too).
+ * The need is the write itself plus the log not yet flushed: both become a
+ * table file before the log's space comes back.
+ */
+static int s_space_left(shard_store_t *store, uint64_t bytes, shoal_err_t *err)
+{
+    uint64_t free_bytes = 0;
+    if (s_free_bytes(store->data_dir, &free_bytes) != 0)
+        return shoal_err_set(err, SHOAL_EIO, "data dir %s: cannot read its free space: %s",
+                             store->data_dir, strerror(errno));
+    uint64_t reserve = store->opts.min_free_bytes;
+    uint64_t wal = s_wal_bytes(store->data_dir);
+    uint64_t need = bytes + wal;
+    if (free_bytes >= reserve && free_bytes - reserve >= need)
+        return 0;
+    /* The reason first: a long data dir path may be cut off at the end. */
+    return shoal_err_set(err, SHOAL_EIO,
+                         "writes refused until space is freed: %llu bytes free, %llu to write "
+                         "(%llu of it log to flush), under the reserve of %llu "
+                         "(--min-free-bytes) on data dir %s",
+                         (unsigned long long)free_bytes, (unsigned long long)need,
+                         (unsigned long long)wal, (unsigned long long)reserve, store->data_dir);
+}
+
+int shard_space_check(shard_store_t *store, uint64_t bytes, shoal_err_t *err)
+{
+    shoal_err_t why;
+    shoal_err_clear(&why);
+    int rc = s_space_left(store, bytes, &why);
+    if (rc) {
+        atomic_fetch_add(&store->writes_refused, 1);
+        if (!atomic_exchange(&store->space_low, 1))
+            log_warn("%s", why.msg);
+        return shoal_err_set(err, rc, "%s", why.msg);
+    }
+    if (atomic_exchange(&store->space_low, 0))
+        log_info("data dir %s: free space is above the reserve again; writes resume",
+                 store->data_dir);
+    return 0;
+}
+
+/* Closes the database and opens it for writing; when that fails, read-only
+ * again, so reads of a later open still work (caller holds write_mu). */
+static int s_reopen(shard_store_t *store, shoal_err_t *err)
+{
+    kv_close(&store->kv);
+    store->kv = kv_open(store->data_dir, 0, err);
+    if (store->kv) {
+        atomic_store(&store->read_only, 0);
+        store->reopen = 0;
+        log_info("data dir %s: database reopened for writing", store->data_dir);
+        return 0;
+    }
+    shoal_err_prefix(err, "data dir %s: reopening the database for writing", store->data_dir);
+    log_error("%s", err ? err->msg : "reopen failed");
+    shoal_err_t ro_err;
+    shoal_err_clear(&ro_err);
+    store->kv = kv_open_read_only(store->data_dir, &ro_err);
+    atomic_store(&store->read_only, store->kv != NULL);
+    store->reopen = store->kv == NULL;
+    return err ? err->code : SHOAL_EIO;
+}
+
+int shard_kv_write(shard_store_t *store, kv_batch_t *batch, int sync, shoal_err_t *err)
+{
+    int rc = shard_space_check(store, kv_batch_bytes(batch), err);
+    if (rc)
+        return rc;
+    if ((atomic_load(&store->read_only) || store->reopen || !store->kv) &&
+        (rc = s_reopen(store, err)) != 0)
+        return rc;
+    rc = kv_write(store->kv, batch, sync, err);
+    /* After some I/O errors (a failed WAL write, a full disk) RocksDB
+     * refuses every write until it is reopened; the next write does that. */
+    if (rc == SHOAL_EIO)
+        store->reopen = 1;
+    return rc;
+}
+
+void shard_store_disk_stats(shard_store_t *store, shard_disk_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!store)
+        return;
+    if (s_free_bytes(store->data_dir, &out->free_bytes) != 0)
+        out->free_bytes = 0;
+    out->min_free_bytes = store->opts.min_free_bytes;
+    out->writes_refused = atomic_load(&store->writes_refused);
+    out->read_only = atomic_load(&store->read_only);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -417,7 +556,7 @@ static int s_check_format(shard_store_t *store, shoal_err_t *err)
             return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
         kv_batch_put(batch, "F", 1, &rec, sizeof rec);
         shard_batch_put_seq(batch, 0);
-        rc = kv_write(store->kv, batch, 1, err);
+        rc = shard_kv_write(store, batch, 1, err);
         kv_batch_destroy(&batch);
         if (rc == 0)
             log_info("data dir %s: new shard store (format version %u)", store->data_dir,
@@ -563,6 +702,30 @@ static int s_mkdirs(const char *dir, shoal_err_t *err)
     return 0;
 }
 
+/*
+ * Opens RocksDB: for writing, or read-only when the data dir is under the
+ * reserve once the log to recover is counted, since a writable open writes
+ * (a new MANIFEST, the recovered log flushed to a table) and RocksDB may
+ * abort when that runs out of space. The first write after space is back
+ * reopens it (shard_kv_write).
+ */
+static int s_open_kv(shard_store_t *store, shoal_err_t *err)
+{
+    shoal_err_t why;
+    shoal_err_clear(&why);
+    if (s_space_left(store, 0, &why) == 0) {
+        store->kv = kv_open(store->data_dir, 1, err);
+        return store->kv ? 0 : (err ? err->code : SHOAL_EIO);
+    }
+    store->kv = kv_open_read_only(store->data_dir, err);
+    if (!store->kv)
+        return shoal_err_prefix(err, "%s; opening read-only instead", why.msg);
+    atomic_store(&store->read_only, 1);
+    atomic_store(&store->space_low, 1);
+    log_warn("%s; opened the database read-only (searches, gets and stats are served)", why.msg);
+    return 0;
+}
+
 static void s_free(shard_store_t *store)
 {
     for (size_t i = 0; i < store->ncolls; i++)
@@ -624,6 +787,8 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
         o->hnsw_ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     if (o->hnsw_ef == 0)
         o->hnsw_ef = HNSW_EF_DEFAULT;
+    if (o->min_free_bytes == 0)
+        o->min_free_bytes = SHARD_MIN_FREE_BYTES_DEFAULT;
     if (o->hnsw_M < HNSW_M_MIN || o->hnsw_M > HNSW_M_MAX) {
         shoal_err_set(err, SHOAL_EINVAL, "hnsw M must be in %d..%d, got %zu", HNSW_M_MIN,
                       HNSW_M_MAX, o->hnsw_M);
@@ -641,19 +806,16 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
     }
 
     double t0 = shard_now();
-    if (s_mkdirs(store->data_dir, err))
-        goto fail;
-    store->kv = kv_open(store->data_dir, 1, err);
-    if (!store->kv)
+    if (s_mkdirs(store->data_dir, err) || s_open_kv(store, err))
         goto fail;
     double t_kv = shard_now() - t0;
     if (s_check_format(store, err) || s_read_seq(store, err) || s_probe_devices(store, err) ||
         s_load_collections(store, err))
         goto fail;
-    log_info("data dir %s open: %zu collections, seq %llu, in %.2f s (RocksDB open and WAL "
+    log_info("data dir %s open%s: %zu collections, seq %llu, in %.2f s (RocksDB open and WAL "
              "recovery %.2f s)",
-             store->data_dir, store->ncolls, (unsigned long long)atomic_load(&store->seq),
-             shard_now() - t0, t_kv);
+             store->data_dir, atomic_load(&store->read_only) ? " read-only" : "", store->ncolls,
+             (unsigned long long)atomic_load(&store->seq), shard_now() - t0, t_kv);
 
     if (pthread_create(&store->ckpt_thread, NULL, s_ckpt_main, store) != 0) {
         shoal_err_set(err, SHOAL_ENOMEM, "shard store: cannot start the checkpoint thread");
@@ -692,7 +854,11 @@ void shard_store_close(shard_store_t **store_p)
      * (a clean restart then costs the checkpoint load and little else). */
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (kv_flush(store->kv, &err) != 0)
+    if (!store->kv || kv_is_read_only(store->kv))
+        ; /* nothing of this run's to flush */
+    else if (s_space_left(store, 0, &err) != 0)
+        log_warn("skipping the flush at close (the next open replays the WAL): %s", err.msg);
+    else if (kv_flush(store->kv, &err) != 0)
         log_warn("data dir %s: flush at close failed (the next open replays the WAL): %s",
                  store->data_dir, err.msg);
     pthread_mutex_unlock(&store->write_mu);
@@ -775,7 +941,7 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
      * resurrect them, so clear the ranges anyway: it costs three tombstones. */
     s_batch_clear_ranges(batch, name);
     /* A collection is rare and cheap to create: always durable at once. */
-    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+    if ((rc = shard_kv_write(store, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "create \"%s\"", name);
         goto done;
     }
@@ -814,7 +980,7 @@ int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err)
     uint8_t key[SHARD_KEY_MAX];
     kv_batch_delete(batch, key, shard_key_coll(key, name));
     s_batch_clear_ranges(batch, name);
-    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+    if ((rc = shard_kv_write(store, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "drop \"%s\"", name);
         goto done;
     }
@@ -999,7 +1165,7 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
         goto done;
     }
     shard_batch_put_seq(batch, seq);
-    if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
+    if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "insert into \"%s\"", name);
         goto done;
     }
@@ -1081,7 +1247,7 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
     for (size_t i = 0; i < m; i++)
         kv_batch_delete(batch, key, shard_key_u64(key, 'V', name, present[i]));
     shard_batch_put_seq(batch, seq);
-    if ((rc = kv_write(store->kv, batch, store->opts.sync, err)) != 0) {
+    if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "delete from \"%s\"", name);
         goto done;
     }
@@ -1184,6 +1350,7 @@ static void s_fill_stats(shard_coll_t *coll, shard_coll_stats_t *st)
     st->checkpoint_seq = atomic_load(&coll->checkpoint_seq);
     st->loaded_from_checkpoint = coll->loaded_from_checkpoint;
     st->replayed = coll->replayed;
+    st->quarantined = coll->quarantined;
 }
 
 int shard_store_stats(shard_store_t *store, const char *name, shard_coll_stats_t **out,

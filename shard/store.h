@@ -18,6 +18,21 @@
  *     the graph is rebuilt from the stored vectors.
  * Every persisted record carries a magic number and a format version; a data
  * dir written by an incompatible version is refused with a clear message.
+ * A stored vector that fails its checks at open (malformed record, or a row
+ * vec_check refuses) does not stop the open: it is moved to a quarantine key
+ * range, logged once with its collection and id, counted in stats
+ * (quarantined), and the rest is served.
+ *
+ * Disk space: before every write (create, drop, insert, delete, checkpoint)
+ * the data dir's free space is read (statvfs); a write that would leave less
+ * than opts.min_free_bytes free is refused with SHOAL_EIO, nothing written,
+ * and counted. RocksDB itself never runs out of space that way (it aborts on
+ * some out-of-space paths), reads keep working, and writes resume by
+ * themselves once space is freed. Opening a data dir that is already under
+ * the reserve opens RocksDB read-only (searches, gets and stats served); the
+ * first write after space is back reopens it for writing. A RocksDB write
+ * that fails with an I/O error anyway has the database reopened before the
+ * next write, which clears RocksDB's stopped state.
  * docs/architecture.md ("Shard persistence") describes the key layout.
  *
  * Search modes: WIRE_MODE_HNSW, WIRE_MODE_EXACT, and WIRE_MODE_AUTO, which
@@ -45,6 +60,9 @@
 #define SHARD_CHECKPOINT_EVERY_DEFAULT 100000 /* inserts */
 #define SHARD_CHECKPOINT_SECS_DEFAULT 300.0
 #define SHARD_EXACT_MIN_BATCH_DEFAULT 1024    /* queries; see docs/performance.md */
+/* Free space kept on the data dir's filesystem: above RocksDB's memtable
+ * (64 MiB, flushed as one file) with room for a compaction's output. */
+#define SHARD_MIN_FREE_BYTES_DEFAULT (256u << 20)
 
 typedef struct {
     const char *data_dir;      /* RocksDB directory (created if absent) */
@@ -57,6 +75,7 @@ typedef struct {
     size_t hnsw_M;             /* default M for new collections; 0 = HNSW_M_DEFAULT */
     size_t hnsw_ef_construction; /* default; 0 = HNSW default */
     size_t hnsw_ef;            /* default search ef; 0 = HNSW_EF_DEFAULT */
+    size_t min_free_bytes;     /* writes refused under this much free space; 0 = default */
 } shard_store_opts_t;
 
 typedef struct shard_store shard_store_t;
@@ -77,7 +96,16 @@ typedef struct {
     uint64_t checkpoint_seq;      /* newest write covered by the stored checkpoint */
     int loaded_from_checkpoint;   /* 1 when opening loaded the graph rather than rebuilding */
     size_t replayed;              /* writes replayed after the checkpoint at open */
+    size_t quarantined;           /* stored rows held in quarantine (bad at some open) */
 } shard_coll_stats_t;
+
+/* The data dir's space, for stats. */
+typedef struct {
+    uint64_t free_bytes;     /* free space now (statvfs; 0 when it cannot be read) */
+    uint64_t min_free_bytes; /* the reserve writes keep */
+    uint64_t writes_refused; /* writes refused for space since open */
+    int read_only;           /* RocksDB is open read-only (opened under the reserve) */
+} shard_disk_stats_t;
 
 /* Opens (creating if needed) and recovers every collection. NULL on error. */
 shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err);
@@ -134,6 +162,9 @@ int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *
  */
 int shard_store_stats(shard_store_t *store, const char *name, shard_coll_stats_t **out,
                       size_t *count, shoal_err_t *err);
+
+/* The data dir's space figures (any thread). */
+void shard_store_disk_stats(shard_store_t *store, shard_disk_stats_t *out);
 
 /* GPU devices the exact engines use (for process stats): writes up to max. */
 int shard_store_devices(shard_store_t *store, int *devices, int max);

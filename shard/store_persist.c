@@ -17,10 +17,22 @@
  *      that says which), or the replayed graph's count disagrees with the
  *      stored vectors, the graph is rebuilt from all stored vectors with
  *      hnsw_insert_batch on opts.threads threads.
+ *
+ * Quarantine. A stored vector that fails its checks in step 1 (a malformed
+ * record, or a row vec_check refuses: written by an older build that checked
+ * less, or planted) would otherwise fail the whole open, for good. It is
+ * moved as it is to "Q/<name>\0<id>" in one batch with the deletion of its
+ * "V/" key, logged once (collection, id, why), and counted; the open goes on
+ * without it. Moved, not skipped, so the next open neither pays for it nor
+ * logs it again, and an operator can still read it back. When the move
+ * cannot be written (read-only open, disk under the reserve) the row is
+ * skipped in memory only and met again at the next open. Replay skips such
+ * rows too (their ids are simply absent from the graph).
  */
 #include "shard/store_private.h"
 
 #include "common/log.h"
+#include "common/vec_check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +155,7 @@ static int s_flush_chunk(s_ckpt_writer_t *w)
     }
     kv_batch_put(batch, key, shard_key_u32(key, 'K', w->coll->name, w->base + w->nchunks), w->buf,
                  w->fill);
-    int rc = kv_write(w->store->kv, batch, 0, &w->err);
+    int rc = shard_kv_write(w->store, batch, 0, &w->err);
     kv_batch_destroy(&batch);
     if (rc)
         return rc;
@@ -185,7 +197,15 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
     shoal_err_clear(&w.err);
     w.base = coll->has_checkpoint && coll->chunk_base == 0 ? SHARD_CHUNK_BASE_HIGH : 0;
     kv_batch_t *batch = NULL;
-    int rc = 0;
+    /* The blob is about the graph's memory: refuse before serialising it
+     * rather than after half of its chunks are written. */
+    hnsw_stats_t hs;
+    hnsw_stats(coll->hnsw, &hs);
+    int rc = shard_space_check(store, hs.bytes, err);
+    if (rc) {
+        shoal_err_prefix(err, "checkpoint \"%s\"", coll->name);
+        goto done;
+    }
     if (!(w.buf = malloc(w.cap))) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "checkpoint \"%s\": out of memory", coll->name);
         goto done;
@@ -230,7 +250,7 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
                               shard_key_u32(end, 'K', coll->name, SHARD_CHUNK_BASE_HIGH));
     kv_batch_delete_range(batch, key, shard_key_prefix(key, 'L', coll->name), end,
                           shard_key_u64(end, 'L', coll->name, seq + 1));
-    if ((rc = kv_write(store->kv, batch, 1, err)) != 0) {
+    if ((rc = shard_kv_write(store, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "checkpoint \"%s\"", coll->name);
         goto done;
     }
@@ -407,9 +427,80 @@ static int s_decode_vec(const shard_coll_t *coll, const uint8_t *key, size_t kle
     return 0;
 }
 
-/* Feeds every stored vector to the engine and/or the graph (either NULL). */
+/* vec_check of a stored row, the message naming it. */
+static int s_check_stored(const shard_coll_t *coll, uint64_t id, const float *vec,
+                          shoal_err_t *err)
+{
+    shoal_err_t why;
+    shoal_err_clear(&why);
+    int rc = vec_check(coll->metric, vec, coll->dim, &why);
+    if (rc)
+        return shoal_err_set(err, rc, "vector %llu %s", (unsigned long long)id, why.msg);
+    return 0;
+}
+
+/*
+ * Moves the "V/" entry key -> val to the quarantine range (see the top of
+ * this file); why says what is wrong with it. *moved is set when the move
+ * was written; a failed move is logged, not fatal.
+ */
+static void s_quarantine(shard_store_t *store, const shard_coll_t *coll, const uint8_t *key,
+                         size_t klen, const void *val, size_t vlen, const char *why, int *moved)
+{
+    *moved = 0;
+    uint8_t qkey[SHARD_KEY_MAX + 64];
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    kv_batch_t *batch = klen <= sizeof qkey ? kv_batch_new() : NULL;
+    int rc = SHOAL_ENOMEM;
+    if (batch) {
+        /* Same key with the quarantine tag: "V/<name>\0..." -> "Q/<name>\0...". */
+        memcpy(qkey, key, klen);
+        qkey[0] = SHARD_TAG_QUARANTINE;
+        kv_batch_put(batch, qkey, klen, val, vlen);
+        kv_batch_delete(batch, key, klen);
+        rc = shard_kv_write(store, batch, 1, &err);
+        kv_batch_destroy(&batch);
+    } else {
+        shoal_err_set(&err, SHOAL_ENOMEM, "no batch for a key of %zu bytes", klen);
+    }
+    if (rc == 0) {
+        *moved = 1;
+        log_warn("collection \"%s\": stored %s; moved to quarantine (not served)", coll->name,
+                 why);
+    } else {
+        log_warn("collection \"%s\": stored %s; skipped, not served, but not moved to "
+                 "quarantine (%s), so the next open meets it again",
+                 coll->name, why, err.msg);
+    }
+}
+
+/* Rows kept in coll's quarantine range. */
+static int s_count_quarantine(shard_store_t *store, const shard_coll_t *coll, size_t *count,
+                              shoal_err_t *err)
+{
+    uint8_t prefix[SHARD_KEY_MAX];
+    size_t plen = shard_key_prefix(prefix, SHARD_TAG_QUARANTINE, coll->name);
+    kv_iter_t *it = kv_iter_new(store->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    *count = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it))
+        (*count)++;
+    int rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+/*
+ * Feeds every stored vector to the engine and/or the graph (either NULL).
+ * Rows that fail their checks are left out; with quarantine set (the first
+ * scan of an open) they are also moved to quarantine and counted in
+ * *unmoved when that move could not be written.
+ */
 static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t *engine,
-                          hnsw_t *graph, uint64_t *max_seq, shoal_err_t *err)
+                          hnsw_t *graph, int quarantine, size_t *unmoved, uint64_t *max_seq,
+                          shoal_err_t *err)
 {
     uint8_t prefix[SHARD_KEY_MAX];
     size_t plen = shard_key_prefix(prefix, 'V', coll->name);
@@ -434,12 +525,22 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
             const uint8_t *val = kv_iter_value(it, &vlen);
             const uint8_t *vec = NULL;
             uint64_t seq = 0;
-            if ((rc = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, err)) != 0)
-                goto done;
-            if (seq > *max_seq)
-                *max_seq = seq;
-            memcpy(vecs + n * coll->dim, vec, coll->dim * sizeof(float));
-            n++;
+            shoal_err_t bad;
+            shoal_err_clear(&bad);
+            int ok = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, &bad) == 0;
+            if (ok) {
+                memcpy(vecs + n * coll->dim, vec, coll->dim * sizeof(float));
+                ok = s_check_stored(coll, ids[n], vecs + n * coll->dim, &bad) == 0;
+            }
+            if (ok) {
+                if (seq > *max_seq)
+                    *max_seq = seq;
+                n++;
+            } else if (quarantine) {
+                int moved = 0;
+                s_quarantine(store, coll, key, klen, val, vlen, bad.msg, &moved);
+                *unmoved += !moved;
+            }
             kv_iter_next(it);
         }
         if (n == S_SCAN_ROWS || (!more && n > 0)) {
@@ -492,15 +593,15 @@ static int s_replay_insert(shard_store_t *store, shard_coll_t *coll, hnsw_t *gra
             goto done;
         uint64_t id = 0, seq = 0;
         const uint8_t *vec = NULL;
-        rc = s_decode_vec(coll, key, klen, val, vlen, &id, &vec, &seq, err);
-        if (rc == 0 && seq <= entry_seq) {
+        /* A row that fails its checks was left out by the scan (and moved
+         * to quarantine): leave it out here too. */
+        if (s_decode_vec(coll, key, klen, val, vlen, &id, &vec, &seq, NULL) == 0 &&
+            seq <= entry_seq) {
             keep[m] = id;
             memcpy(vecs + m * coll->dim, vec, coll->dim * sizeof(float));
-            m++;
+            m += s_check_stored(coll, id, vecs + m * coll->dim, NULL) == 0;
         }
         free(val);
-        if (rc)
-            goto done;
     }
     rc = hnsw_insert_batch(graph, keep, vecs, m, store->opts.threads, err);
 done:
@@ -607,9 +708,16 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
     }
     /* Exact engine always; the graph too when there is no checkpoint. */
     uint64_t last_seq = covered;
-    if ((rc = s_scan_vectors(store, coll, coll->engine, graph ? NULL : coll->hnsw, &last_seq,
-                             err)) != 0)
+    size_t unmoved = 0, held = 0;
+    if ((rc = s_scan_vectors(store, coll, coll->engine, graph ? NULL : coll->hnsw, 1, &unmoved,
+                             &last_seq, err)) != 0 ||
+        (rc = s_count_quarantine(store, coll, &held, err)) != 0)
         goto fail;
+    coll->quarantined = held + unmoved;
+    if (coll->quarantined > 0)
+        log_warn("collection \"%s\": %zu stored rows in quarantine (key range \"Q/%s\"), "
+                 "not served",
+                 coll->name, coll->quarantined, coll->name);
 
     size_t replayed = 0;
     if (graph) {
@@ -622,7 +730,8 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
                      coll->name, in_graph, stored);
             hnsw_destroy(&graph);
             replayed = 0;
-            if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, &last_seq, err)) != 0)
+            if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, 0, &unmoved, &last_seq,
+                                     err)) != 0)
                 goto fail;
         } else {
             hnsw_destroy(&coll->hnsw);

@@ -26,6 +26,8 @@
  *   "K/<name>\0"                  checkpoint header: seq covered, blob length,
  *                                 CRC-32 of the blob, chunk count and base
  *   "K/<name>\0<chunk u32 BE>"    checkpoint chunk: <= 32 MiB of hnsw_save output
+ *   "Q/<name>\0<id u64 BE>"       a quarantined vector: a "V/" record that failed
+ *                                 its checks at open, moved here as it was
  *
  * Values are little-endian fixed layouts (the structs below, static_assert'ed;
  * the host must be little-endian, which is checked at compile time).
@@ -81,6 +83,10 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define SHARD_LOG_MAGIC      0x474f4c53u /* "SLOG" */
 #define SHARD_CKPT_MAGIC     0x54504b53u /* "SKPT" */
 #define SHARD_RECORD_VERSION 1u
+
+/* The tags of a collection's key ranges (drop clears them all). */
+#define SHARD_TAG_VEC        'V'
+#define SHARD_TAG_QUARANTINE 'Q'
 
 #define SHARD_LOG_INSERT 1u
 #define SHARD_LOG_DELETE 2u
@@ -188,14 +194,21 @@ typedef struct {
     _Atomic size_t deleted;          /* ids deleted since open */
     int loaded_from_checkpoint;      /* set once at open */
     size_t replayed;                 /* set once at open */
+    size_t quarantined;              /* rows in its "Q/" range; set once at open */
 } shard_coll_t;
 
 struct shard_store {
     shard_store_opts_t opts; /* resolved options (strings point at the copies below) */
     char *data_dir;          /* copy of opts.data_dir */
     char *device;            /* copy of opts.device */
-    kv_t *kv;                /* the RocksDB */
+    kv_t *kv;                /* the RocksDB (replaced, under write_mu, by a reopen) */
     _Atomic uint64_t seq;    /* last sequence number written (mirror of "S") */
+
+    /* Disk space (shard_kv_write). */
+    _Atomic int read_only;           /* kv is open read-only: reopen before a write */
+    int reopen;                      /* a write failed with an I/O error: reopen first */
+    _Atomic uint64_t writes_refused; /* writes refused under the reserve */
+    _Atomic int space_low;           /* the last check refused (logs each change once) */
 
     pthread_mutex_t write_mu;    /* serialises writes (see the top of this file) */
     pthread_rwlock_t colls_lock; /* the table below */
@@ -231,6 +244,22 @@ size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v); /* T
 size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v); /* T/<name>\0<BE32> */
 /* End of a name's range for tag: T/<name>\1. */
 size_t shard_key_range_end(uint8_t *out, char tag, const char *name);
+
+/*
+ * The data dir's free space against the reserve: 0 when a write of about
+ * bytes leaves at least opts.min_free_bytes free, else SHOAL_EIO saying so,
+ * counted in writes_refused. Any thread.
+ */
+int shard_space_check(shard_store_t *store, uint64_t bytes, shoal_err_t *err);
+
+/*
+ * Every write of the store goes through here: shard_space_check on the
+ * batch's size, a reopen for writing when the database is read-only or a
+ * write failed with an I/O error before, then kv_write. Caller holds
+ * write_mu (a reopen replaces store->kv) and prefixes err with what it was
+ * writing.
+ */
+int shard_kv_write(shard_store_t *store, kv_batch_t *batch, int sync, shoal_err_t *err);
 
 /* Queues the "S" record for seq into batch. */
 void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq);

@@ -196,3 +196,32 @@ Test(kv, errors_are_shoal_codes)
     cr_assert(strstr(err.msg, "rocksdb open"), "%s", err.msg);
     kv_close(&kv);
 }
+
+Test(kv, read_only_open_reads_the_wal_and_writes_nothing)
+{
+    kv_t *kv = s_open();
+    shoal_err_t err;
+    cr_assert_eq(kv_put(kv, "a", 1, "one", 3, 1, &err), 0);
+    cr_assert_eq(kv_is_read_only(kv), 0);
+    kv_close(&kv); /* "a" only in the WAL: a read-only open replays it in memory */
+
+    kv = kv_open_read_only(s_dir, &err);
+    cr_assert_not_null(kv, "%s", err.msg);
+    cr_assert_eq(kv_is_read_only(kv), 1);
+    void *val = NULL;
+    size_t vlen = 0;
+    cr_assert_eq(kv_get(kv, "a", 1, &val, &vlen, &err), 0, "%s", err.msg);
+    cr_assert_eq(vlen, 3);
+    free(val);
+    char buf[64];
+    s_list(kv, "", 0, buf, sizeof buf);
+    cr_assert_str_eq(buf, "a");
+    int rc = kv_put(kv, "b", 1, "two", 3, 1, &err);
+    cr_assert_eq(rc, SHOAL_EUNSUPPORTED, "%d: %s", rc, err.msg);
+    kv_close(&kv);
+
+    char missing[1100];
+    snprintf(missing, sizeof missing, "%s/none", s_dir);
+    cr_assert_null(kv_open_read_only(missing, &err));
+    cr_assert(strstr(err.msg, "read-only") && strstr(err.msg, missing), "%s", err.msg);
+}

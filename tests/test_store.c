@@ -1125,3 +1125,202 @@ Test(store, searches_run_during_writes_and_see_them)
     free(v);
     free(ids);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Bad rows: refused before the write, quarantined at open                  */
+/* ------------------------------------------------------------------------ */
+
+Test(store, huge_rows_are_refused_and_nothing_is_written)
+{
+    const size_t dim = 4;
+    shard_store_t *st = s_open();
+    s_create(st, "v", dim, SHOAL_METRIC_L2);
+    s_create(st, "w", dim, SHOAL_METRIC_IP);
+    /* Row 0 is fine, row 1 finite but with a squared norm of 4e40. */
+    float rows[2 * 4] = {0.5f, 0.25f, 0.0f, 1.0f, 1e20f, 1e20f, 1e20f, 1e20f};
+    uint64_t ids[2] = {7, 8};
+    const char *names[2] = {"v", "w"};
+    for (int c = 0; c < 2; c++) {
+        shoal_err_t err;
+        shoal_err_clear(&err);
+        int rc = shard_store_insert(st, names[c], ids, rows, 2, dim, NULL, &err);
+        cr_assert_eq(rc, SHOAL_EINVAL, "%s: got %d: %s", names[c], rc, err.msg);
+        cr_assert(strstr(err.msg, "row 1"), "%s", err.msg);
+        cr_assert(strstr(err.msg, "squared norm"), "%s", err.msg);
+        cr_assert_eq(s_stats(st, names[c]).count, 0);
+        uint8_t found[2] = {1, 1};
+        float out[2 * 4];
+        cr_assert_eq(shard_store_get(st, names[c], ids, 2, found, out, NULL), 0);
+        cr_assert(!found[0] && !found[1], "a row of the refused batch is there");
+    }
+    /* As after kill -9: no final checkpoint, the next open replays. */
+    shard_store_abandon(&st);
+    cr_assert_eq(s_count_keys("V/", 2, 0), 0, "a refused row reached RocksDB");
+    cr_assert_eq(s_count_keys("L/", 2, 0), 0, "a refused batch was logged");
+    st = s_open();
+    cr_assert_eq(s_stats(st, "v").count, 0);
+    cr_assert_eq(s_stats(st, "w").count, 0);
+    shard_store_close(&st);
+}
+
+/* Writes a "V/" record for id of name directly: dim floats of value, or,
+ * with short_by > 0, a record that many bytes too short. */
+static void s_plant_row(const char *name, uint64_t id, size_t dim, float value, size_t short_by)
+{
+    shoal_err_t err;
+    kv_t *kv = kv_open(s_dir, 0, &err);
+    cr_assert_not_null(kv, "kv_open: %s", err.msg);
+    uint8_t key[SHARD_KEY_MAX];
+    size_t klen = shard_key_u64(key, 'V', name, id);
+    size_t vlen = sizeof(shard_vec_hdr_t) + dim * sizeof(float);
+    uint8_t *val = malloc(vlen);
+    cr_assert_not_null(val);
+    shard_vec_hdr_t hdr = {.magic = SHARD_VEC_MAGIC, .version = SHARD_RECORD_VERSION, .seq = 1};
+    memcpy(val, &hdr, sizeof hdr);
+    for (size_t j = 0; j < dim; j++)
+        memcpy(val + sizeof hdr + j * sizeof(float), &value, sizeof(float));
+    cr_assert_eq(kv_put(kv, key, klen, val, vlen - short_by, 1, &err), 0, "%s", err.msg);
+    free(val);
+    kv_close(&kv);
+}
+
+Test(store, bad_stored_rows_are_quarantined_and_the_rest_served)
+{
+    const size_t n = 200, dim = 8;
+    shard_store_t *st = s_open();
+    s_create(st, "q", dim, SHOAL_METRIC_L2);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 0);
+    s_insert(st, "q", ids, v, n, dim);
+    shard_store_close(&st); /* the checkpoint holds ids 0..n-1 */
+
+    /* Id 5 overwritten with a huge row (the checkpoint still has its old
+     * one), id 1000 new and huge, id 1001 a record 4 bytes short. */
+    s_plant_row("q", 5, dim, 1e20f, 0);
+    s_plant_row("q", 1000, dim, 1e20f, 0);
+    s_plant_row("q", 1001, dim, 0.5f, 4);
+
+    shoal_log_set_level(SHOAL_LOG_WARN);
+    s_capture_begin();
+    st = s_open();
+    char *log = s_capture_end();
+    const char *lines[3] = {"stored vector 5 has squared norm", "stored vector 1000 has squared",
+                            "stored vector 1001 has"};
+    for (int i = 0; i < 3; i++) {
+        const char *at = strstr(log, lines[i]);
+        cr_assert(at, "no line \"%s\" in:\n%s", lines[i], log);
+        cr_assert(!strstr(at + 1, lines[i]), "\"%s\" logged twice:\n%s", lines[i], log);
+    }
+    cr_assert(strstr(log, "collection \"q\""), "%s", log);
+    free(log);
+
+    shard_coll_stats_t s = s_stats(st, "q");
+    cr_assert_eq(s.count, n - 1);
+    cr_assert_eq(s.quarantined, 3);
+    uint64_t bad[3] = {5, 1000, 1001};
+    uint8_t found[3];
+    float out[3 * 8];
+    cr_assert_eq(shard_store_get(st, "q", bad, 3, found, out, NULL), 0);
+    cr_assert(!found[0] && !found[1] && !found[2], "a quarantined row is served");
+    /* The rest answers: every other row finds itself, exactly and in the graph. */
+    for (int mode = 0; mode < 2; mode++) {
+        uint64_t got[200];
+        float dist[200];
+        s_search(st, "q", v, n, dim, 1, mode ? WIRE_MODE_EXACT : WIRE_MODE_HNSW, 0, NULL, 0, got,
+                 dist, NULL);
+        size_t self = 0;
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_neq(got[i], 5, "quarantined id 5 found");
+            self += got[i] == ids[i];
+        }
+        cr_assert_geq(self, n - 1 - (mode ? 0 : 2), "mode %d: %zu of %zu rows find themselves",
+                      mode, self, n - 1);
+    }
+    /* Writes work; the id can be written again (a new, good row). */
+    s_insert(st, "q", &ids[5], v + 5 * dim, 1, dim);
+    cr_assert_eq(s_stats(st, "q").count, n);
+    shard_store_close(&st);
+
+    /* Moved, not skipped: the rows sit in the quarantine range, the next
+     * open logs no id again and counts them still. */
+    cr_assert_eq(s_count_keys("Q/q", 4, 0), 3);
+    s_capture_begin();
+    st = s_open();
+    log = s_capture_end();
+    cr_assert(!strstr(log, "stored vector"), "logged again:\n%s", log);
+    free(log);
+    s = s_stats(st, "q");
+    cr_assert_eq(s.count, n);
+    cr_assert_eq(s.quarantined, 3);
+    /* Drop clears the quarantine with the rest. */
+    cr_assert_eq(shard_store_drop(st, "q", NULL), 0);
+    shard_store_close(&st);
+    cr_assert_eq(s_count_keys("Q/q", 4, 0), 0);
+    free(v);
+    free(ids);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Disk space reserve                                                       */
+/* ------------------------------------------------------------------------ */
+
+Test(store, under_the_reserve_writes_are_refused_and_reads_served)
+{
+    const size_t n = 300, dim = 8;
+    shard_store_t *st = s_open();
+    s_create(st, "d", dim, SHOAL_METRIC_L2);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 0);
+    s_insert(st, "d", ids, v, n - 100, dim);
+    shard_store_abandon(&st); /* the last rows only in the WAL and log */
+
+    /* A reserve no disk has: the store opens read-only and serves reads. */
+    shard_store_opts_t o = s_opts();
+    o.min_free_bytes = (size_t)1 << 60;
+    shoal_log_set_level(SHOAL_LOG_WARN);
+    s_capture_begin();
+    st = s_open_with(&o);
+    char *log = s_capture_end();
+    cr_assert(strstr(log, "opened the database read-only"), "%s", log);
+    free(log);
+    shard_disk_stats_t disk;
+    shard_store_disk_stats(st, &disk);
+    cr_assert_eq(disk.read_only, 1);
+    cr_assert_eq(disk.min_free_bytes, (uint64_t)1 << 60);
+    cr_assert_gt(disk.free_bytes, 0);
+    cr_assert_eq(s_stats(st, "d").count, n - 100);
+    uint64_t got[8];
+    float dist[8];
+    s_search(st, "d", v, 8, dim, 1, WIRE_MODE_EXACT, 0, NULL, 0, got, dist, NULL);
+    for (size_t i = 0; i < 8; i++)
+        cr_assert_eq(got[i], ids[i]);
+
+    /* Every kind of write is refused, naming the reserve, and counted. */
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = shard_store_insert(st, "d", ids + n - 100, v + (n - 100) * dim, 100, dim, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EIO, "insert: %d %s", rc, err.msg);
+    cr_assert(strstr(err.msg, "--min-free-bytes") && strstr(err.msg, "insert into \"d\""), "%s",
+              err.msg);
+    rc = shard_store_delete(st, "d", ids, 1, NULL, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EIO, "delete: %d %s", rc, err.msg);
+    rc = shard_store_create(st, "e", dim, SHOAL_METRIC_L2, 0, 0, &err);
+    cr_assert_eq(rc, SHOAL_EIO, "create: %d %s", rc, err.msg);
+    rc = shard_store_checkpoint(st, "d", &err);
+    cr_assert_eq(rc, SHOAL_EIO, "checkpoint: %d %s", rc, err.msg);
+    shard_store_disk_stats(st, &disk);
+    cr_assert_eq(disk.writes_refused, 4);
+    cr_assert_eq(s_stats(st, "d").count, n - 100);
+    shard_store_close(&st); /* its checkpoint is refused too, and logged */
+
+    /* A normal reserve: writable again, nothing lost. */
+    st = s_open();
+    shard_store_disk_stats(st, &disk);
+    cr_assert_eq(disk.read_only, 0);
+    cr_assert_eq(disk.writes_refused, 0);
+    s_insert(st, "d", ids + n - 100, v + (n - 100) * dim, 100, dim);
+    cr_assert_eq(s_stats(st, "d").count, n);
+    shard_store_close(&st);
+    free(v);
+    free(ids);
+}
