@@ -118,6 +118,7 @@ typedef struct {
     size_t nids;           /* --ids: the id space */
     size_t settle_seconds; /* --settle-seconds: bound on the re-drive wait */
     size_t search_sample;  /* --search-sample */
+    int plant;             /* --plant: break the end state on purpose; the checks must see it */
     /* leak */
     size_t warmup_seconds; /* --warmup-seconds (0: a fifth of --seconds) */
     size_t live;           /* --live: ids each client keeps present */
@@ -149,7 +150,10 @@ static void s_usage_chaos(FILE *out)
             "  --port-base P         first of 4 fixed ports (default 7900)\n"
             "  --coordinator-bin P   the shoal-coordinator binary (default: next to shoal-bench)\n"
             "  --shard-bin P         the shoal-shard binary (default: next to shoal-bench)\n"
-            "  --keep                keep data and logs under $SHOAL_TMP/shoal-chaos-PID\n");
+            "  --keep                keep data and logs under $SHOAL_TMP/shoal-chaos-PID\n"
+            "  --plant               self-test of the checks: before them, delete one acked id\n"
+            "                        from its shard, put a deleted id on shard 0 and a stored\n"
+            "                        id on every shard; exit 0 only if all three are reported\n");
 }
 
 static void s_usage_leak(FILE *out)
@@ -205,6 +209,7 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
         {"--ids", 1, 10000000, &o->nids, NULL},
         {"--settle-seconds", 1, 3600, &o->settle_seconds, NULL},
         {"--search-sample", 0, 1000000, &o->search_sample, NULL},
+        {"--plant", 0, 0, NULL, &o->plant},
         /* leak */
         {"--warmup-seconds", 0, 86400, &o->warmup_seconds, NULL},
         {"--live", 1, 10000000, &o->live, NULL},
@@ -212,11 +217,11 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
     };
     /* Each subcommand reads only its own rows (the first 6 are shared). */
     const bench_opt_t *rows = common;
-    size_t nrows = 10;
+    size_t nrows = 11;
     bench_opt_t leak_rows[9];
     if (o->leak) {
         memcpy(leak_rows, common, 6 * sizeof *common);
-        memcpy(leak_rows + 6, common + 10, 3 * sizeof *common);
+        memcpy(leak_rows + 6, common + 11, 3 * sizeof *common);
         rows = leak_rows;
         nrows = 9;
     }
@@ -814,7 +819,10 @@ static int s_get_all(const s_opts_t *o, shoal_client_t *c, const s_idstate_t *mo
         float *vecs = NULL;
         size_t dim = 0;
         rc = shoal_client_get(c, S_COLL, ids, n, &found, &vecs, &dim, err);
-        if (rc == 0 && dim != o->dim)
+        size_t nfound = 0;
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            nfound += found[i] != 0;
+        if (rc == 0 && nfound && dim != o->dim)
             rc = shoal_err_set(err, SHOAL_EDIM, "get from %s: expected dim %zu, got %zu",
                                shoal_client_endpoint(c), o->dim, dim);
         for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -841,29 +849,12 @@ static int s_get_all(const s_opts_t *o, shoal_client_t *c, const s_idstate_t *mo
             printf("VIOLATION " __VA_ARGS__);                                                    \
     } while (0)
 
-static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model, s_check_t *chk,
-                   shoal_err_t *err)
+/* 1. Each id's state through the coordinator against the model. */
+static void s_check_model(const s_opts_t *o, const s_idstate_t *model, const uint8_t *present,
+                          const uint32_t *state, s_check_t *chk)
 {
-    memset(chk, 0, sizeof *chk);
-    size_t n = o->nids;
-    uint8_t *present = calloc(n, 1);
-    uint32_t *state = calloc(n, sizeof *state), *sstate = calloc(n, sizeof *sstate);
-    uint8_t *shard_present = calloc(n, 1);
-    uint8_t *holders = calloc(n, 1);
-    shoal_client_t *coord = s_client(cl->listen[S_NSHARDS], S_CHECK_TIMEOUT_MS, err);
-    int rc = 0;
-    if (!present || !state || !sstate || !shard_present || !holders || !coord) {
-        rc = coord ? shoal_err_set(err, SHOAL_ENOMEM, "no memory for the checks")
-                   : (err->code ? err->code : SHOAL_ENOMEM);
-        goto done;
-    }
-
-    /* 1. every id through the coordinator, against the model */
-    rc = s_get_all(o, coord, model, present, state, err);
-    if (rc != 0)
-        goto done;
     char desc[256];
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < o->nids; i++) {
         const s_idstate_t *st = &model[i];
         chk->present += present[i];
         if (s_model_allows(st, state[i]))
@@ -887,23 +878,29 @@ static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
                         state[i], desc);
         }
     }
+}
 
-    /* 2. every shard directly: who holds which id */
-    for (size_t s = 0; s < S_NSHARDS; s++) {
+/* 2. Every shard directly: which shards hold each id, and their counts. */
+static int s_check_shards(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
+                          const uint8_t *present, s_check_t *chk, shoal_err_t *err)
+{
+    size_t n = o->nids;
+    uint8_t *held = calloc(n, 1), *holders = calloc(n, 1);
+    uint32_t *sstate = calloc(n, sizeof *sstate);
+    int rc = held && holders && sstate ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "no memory");
+    for (size_t s = 0; rc == 0 && s < S_NSHARDS; s++) {
         shoal_client_t *sc = s_client(cl->listen[s], S_CHECK_TIMEOUT_MS, err);
         if (!sc) {
             rc = err->code ? err->code : SHOAL_ENOMEM;
-            goto done;
+            break;
         }
-        rc = s_get_all(o, sc, model, shard_present, sstate, err);
+        rc = s_get_all(o, sc, model, held, sstate, err);
         if (rc == 0)
             rc = s_stat(sc, S_COLL, "collections." S_COLL ".count", &chk->shard_counts[s], err);
         shoal_client_destroy(&sc);
-        if (rc != 0)
-            goto done;
         chk->shard_sum += chk->shard_counts[s];
-        for (size_t i = 0; i < n; i++) {
-            if (!shard_present[i])
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            if (!held[i])
                 continue;
             holders[i]++;
             if (!present[i]) {
@@ -914,33 +911,64 @@ static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
             }
         }
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; rc == 0 && i < n; i++) {
         if (holders[i] > 1) {
             chk->duplicated++;
             S_VIOLATION(chk, "duplicated: id %zu is held by %u shards\n", i + 1,
                         (unsigned)holders[i]);
         }
     }
+    free(held);
+    free(holders);
+    free(sstate);
+    return rc;
+}
 
-    /* 3. exact search of a sample of stored vectors: each id at most once, itself found */
-    size_t nq = 0;
-    uint64_t *qids = malloc((o->search_sample ? o->search_sample : 1) * sizeof *qids);
-    float *queries = malloc((o->search_sample ? o->search_sample : 1) * o->dim * sizeof *queries);
-    if (!qids || !queries) {
-        free(qids);
-        free(queries);
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "no memory for the search sample");
-        goto done;
-    }
-    size_t stride = chk->present > o->search_sample ? chk->present / o->search_sample : 1;
-    for (size_t i = 0, seen = 0; i < n && nq < o->search_sample; i++) {
-        if (!present[i] || state[i] == UINT32_MAX)
-            continue;
-        if (seen++ % stride == 0) {
-            qids[nq] = i + 1;
-            s_vector(o->seed, i + 1, state[i], o->dim, queries + nq * o->dim);
-            nq++;
+/* The results of nq exact searches for qids' own vectors (nq x S_SEARCH_K ids). */
+static void s_check_rows(const uint64_t *qids, const uint64_t *res, size_t nq, s_check_t *chk)
+{
+    for (size_t q = 0; q < nq; q++) {
+        const uint64_t *row = res + q * S_SEARCH_K;
+        int self = 0;
+        for (size_t a = 0; a < S_SEARCH_K; a++) {
+            self |= row[a] == qids[q];
+            for (size_t b = a + 1; row[a] != UINT64_MAX && b < S_SEARCH_K; b++) {
+                if (row[a] == row[b]) {
+                    chk->duplicated++;
+                    S_VIOLATION(chk, "duplicated: exact search for id %" PRIu64
+                                     " returned id %" PRIu64 " twice\n",
+                                qids[q], row[a]);
+                }
+            }
         }
+        if (!self) {
+            chk->search_missed++;
+            S_VIOLATION(chk, "search_missed: exact search with id %" PRIu64
+                             "'s own vector did not return it\n",
+                        qids[q]);
+        }
+    }
+}
+
+/*
+ * 3. Exact search (every list probed) of an evenly strided sample of the
+ * stored vectors: each id at most once per answer, and the vector's own id
+ * among them.
+ */
+static int s_check_search(shoal_client_t *coord, const s_opts_t *o, const uint8_t *present,
+                          const uint32_t *state, s_check_t *chk, shoal_err_t *err)
+{
+    size_t cap = o->search_sample ? o->search_sample : 1, nq = 0;
+    uint64_t *qids = malloc(cap * sizeof *qids);
+    float *queries = malloc(cap * o->dim * sizeof *queries);
+    int rc = qids && queries ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "no memory for the sample");
+    size_t stride = chk->present > o->search_sample ? chk->present / o->search_sample : 1;
+    for (size_t i = 0, seen = 0; rc == 0 && i < o->nids && nq < o->search_sample; i++) {
+        if (!present[i] || state[i] == UINT32_MAX || seen++ % stride != 0)
+            continue;
+        qids[nq] = i + 1;
+        s_vector(o->seed, i + 1, state[i], o->dim, queries + nq * o->dim);
+        nq++;
     }
     shoal_search_opts_t sopts = {.k = S_SEARCH_K, .mode = WIRE_MODE_EXACT, .nprobe = o->nlist,
                                  .deadline_ms = S_CHECK_TIMEOUT_MS};
@@ -953,42 +981,44 @@ static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
         if (rc == 0 && info.partial)
             rc = shoal_err_set(err, SHOAL_EUNAVAIL, "exact search: partial answer, missing %s",
                                info.missing);
-        for (size_t q = 0; rc == 0 && q < m; q++) {
-            const uint64_t *row = res + q * S_SEARCH_K;
-            int self = 0;
-            for (size_t a = 0; a < S_SEARCH_K; a++) {
-                if (row[a] == qids[at + q])
-                    self = 1;
-                for (size_t b2 = a + 1; row[a] != UINT64_MAX && b2 < S_SEARCH_K; b2++) {
-                    if (row[a] == row[b2]) {
-                        chk->duplicated++;
-                        S_VIOLATION(chk, "duplicated: exact search for id %" PRIu64
-                                         " returned id %" PRIu64 " twice\n",
-                                    qids[at + q], row[a]);
-                    }
-                }
-            }
-            if (!self) {
-                chk->search_missed++;
-                S_VIOLATION(chk, "search_missed: exact search with id %" PRIu64
-                                 "'s own vector did not return it\n",
-                            qids[at + q]);
-            }
-        }
+        if (rc == 0)
+            s_check_rows(qids + at, res, m, chk);
         free(res);
     }
+    if (rc == 0)
+        printf("searched=%zu\n", nq);
     free(qids);
     free(queries);
+    return rc;
+}
+
+/* Every check of the end state; the counts of what failed go to *chk. */
+static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model, s_check_t *chk,
+                   shoal_err_t *err)
+{
+    memset(chk, 0, sizeof *chk);
+    uint8_t *present = calloc(o->nids, 1);
+    uint32_t *state = calloc(o->nids, sizeof *state);
+    shoal_client_t *coord = s_client(cl->listen[S_NSHARDS], S_CHECK_TIMEOUT_MS, err);
+    int rc = 0;
+    if (!present || !state || !coord) {
+        rc = coord ? shoal_err_set(err, SHOAL_ENOMEM, "no memory for the checks")
+                   : (err->code ? err->code : SHOAL_ENOMEM);
+        goto done;
+    }
+    rc = s_get_all(o, coord, model, present, state, err);
     if (rc != 0)
         goto done;
-    printf("searched=%zu\n", nq);
-
-    /* 4. counts */
-    rc = s_stat(coord, S_COLL, "collections." S_COLL ".count", &chk->coord_count, err);
+    s_check_model(o, model, present, state, chk);
+    rc = s_check_shards(cl, o, model, present, chk, err);
+    if (rc == 0)
+        rc = s_check_search(coord, o, present, state, chk, err);
+    if (rc == 0)
+        rc = s_stat(coord, S_COLL, "collections." S_COLL ".count", &chk->coord_count, err);
     if (rc != 0)
         goto done;
     /*
-     * The shards' sum against the ids the coordinator's gets found needs no
+     * 4. The shards' sum against the ids the coordinator's gets found needs no
      * test of its own: a difference is an orphan or a duplicate, counted above.
      */
     double d = chk->coord_count - chk->shard_sum;
@@ -1002,9 +1032,59 @@ done:
     shoal_client_destroy(&coord);
     free(present);
     free(state);
-    free(sstate);
-    free(shard_present);
-    free(holders);
+    return rc;
+}
+
+/*
+ * --plant: three faults written straight to the shards, behind the
+ * coordinator's back, so a run shows that the checks can fail: an
+ * acknowledged id deleted everywhere (lost), an acknowledged-deleted id put
+ * back on shard 0 (an orphan), a stored id put on every shard (duplicated).
+ */
+static int s_plant(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
+                   shoal_err_t *err)
+{
+    uint64_t lost = 0, orphan = 0, dup = 0;
+    uint32_t orphan_v = 0, dup_v = 0;
+    for (size_t i = 0; i < o->nids; i++) {
+        const s_idstate_t *st = &model[i];
+        if (st->ncand != 1 || st->wide)
+            continue;
+        if (st->cand[0] == 0 && st->version && !orphan)
+            orphan = i + 1, orphan_v = st->version;
+        else if (st->cand[0] && !lost)
+            lost = i + 1;
+        else if (st->cand[0] && !dup)
+            dup = i + 1, dup_v = st->cand[0];
+    }
+    if (!lost || !orphan || !dup)
+        return shoal_err_set(err, SHOAL_EINVAL, "--plant: the run left no ids to plant faults on");
+    float *vec = malloc(o->dim * sizeof *vec);
+    if (!vec)
+        return shoal_err_set(err, SHOAL_ENOMEM, "no memory");
+    int rc = 0;
+    for (size_t s = 0; rc == 0 && s < S_NSHARDS; s++) {
+        shoal_client_t *sc = s_client(cl->listen[s], S_CHECK_TIMEOUT_MS, err);
+        rc = sc ? 0 : (err->code ? err->code : SHOAL_ENOMEM);
+        if (rc == 0)
+            rc = shoal_client_delete(sc, S_COLL, &lost, 1, NULL, NULL, err);
+        if (rc == 0) {
+            s_vector(o->seed, dup, dup_v, o->dim, vec);
+            rc = shoal_client_insert(sc, S_COLL, &dup, vec, 1, o->dim, NULL, err);
+        }
+        if (rc == 0 && s == 0) {
+            s_vector(o->seed, orphan, orphan_v, o->dim, vec);
+            rc = shoal_client_insert(sc, S_COLL, &orphan, vec, 1, o->dim, NULL, err);
+        }
+        shoal_client_destroy(&sc);
+    }
+    if (rc == 0)
+        printf("plant: deleted id %" PRIu64 " everywhere, put id %" PRIu64 " back on shard 0, "
+               "id %" PRIu64 " on every shard\n",
+               lost, orphan, dup);
+    else
+        shoal_err_prefix(err, "--plant");
+    free(vec);
     return rc;
 }
 
@@ -1138,6 +1218,8 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
     memset(&chk, 0, sizeof chk);
     rc = s_settle(cl, (double)o->settle_seconds, &chk.pending_intents, err);
     double left = chk.pending_intents;
+    if (rc == 0 && o->plant)
+        rc = s_plant(cl, o, w->ids, err);
     if (rc == 0)
         rc = s_check(cl, o, w->ids, &chk, err);
     if (rc != 0)
@@ -1157,10 +1239,17 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
            cycles, w->acked_writes, chk.present, chk.lost, chk.duplicated, chk.resurrected,
            chk.count_mismatch, chk.wrong, chk.orphans, chk.search_missed, w->unknown_writes,
            chk.pending_intents, o->seed, bench_now() - t0);
-    if (violated)
+    if (o->plant) {
+        /* Other violations may come with the planted ones; these three must. */
+        int seen = chk.lost > 0 && chk.orphans > 0 && chk.duplicated > 0;
+        printf("plant: the checks %s the planted faults\n", seen ? "reported" : "MISSED");
+        if (!seen)
+            rc = shoal_err_set(err, SHOAL_EINTERNAL, "--plant: a planted fault went unreported");
+    } else if (violated) {
         rc = shoal_err_set(err, SHOAL_EINTERNAL,
                            "%zu violations (see VIOLATION lines; seed %" PRIu64 ")", bad,
                            o->seed);
+    }
 done:
     if (thread_started) {
         atomic_store(&w->stop, 1);
