@@ -22,6 +22,11 @@
 #                      builds with gcc, nvcc and the CUDA libraries alone)
 #   make gpu-lib       gpu/ and the common core only (no ZeroMQ/RocksDB needed)
 #   make info          what the build detected (CUDA, BLAS, datasets)
+#   make deb           the Debian package build/deb/shoal_VERSION_amd64.deb (CPU and,
+#                      when found, CUDA builds; lintian-checked; deploy/deb)
+#   make deploy-deps   install ansible, ansible-lint, debootstrap, nspawn, lintian
+#   make test-deploy   the package and deploy/ansible on 4 booted Debian hosts
+#                      (deploy/test-deploy.sh; needs root; docs/deploy.md)
 #
 # Objects go to $(BUILD)/, binaries to $(BIN)/. Sanitizer builds use their own
 # BUILD and BIN so the two never mix.
@@ -212,7 +217,7 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # --------------------------------------------------------------------------
 .PHONY: all deps test test-run test-asan test-chaos demo demo-run bench-distances bench-deps \
         bench-hnsw bench-hnsw-quick bench-flat bench-shard bench-cluster bench-leak clean info \
-        gpu-lib gpu-check
+        gpu-lib gpu-check deb deploy-deps test-deploy
 
 all: $(PROGRAMS) $(TEST_BINS)
 	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
@@ -442,6 +447,48 @@ demo: deps
 # DEMO_DIR (default build/demo, wiped first); DEMO_KEEP=1 leaves them running.
 demo-run: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator $(BIN)/shoal
 	@SHOAL_DATASETS=$${SHOAL_DATASETS:-$(DATASETS)} bash deploy/demo.sh $(BIN)
+
+# --------------------------------------------------------------------------
+# Debian package and the deploy test (deploy/deb, deploy/ansible, docs/deploy.md)
+# --------------------------------------------------------------------------
+# The package holds a CPU-only build and, when CUDA is found, a CUDA build of
+# the four programs; /usr/bin/NAME runs the CUDA one where its libraries load.
+# The CUDA build is linked without an rpath (Debian packages find libraries
+# through ld.so.conf, where NVIDIA's packages put theirs). DEB_VERSION: the
+# last commit's date and hash unless given.
+DEB_DIR ?= build/deb
+DEB_VERSION ?= 0.1.0+git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0)
+DEB_PROGRAMS := shoal-coordinator shoal-shard shoal shoal-bench
+DEB_FILE = $(DEB_DIR)/shoal_$(DEB_VERSION)_amd64.deb
+DEB_CUDA_LDLIBS := $(foreach d,$(CUDA_LIBDIRS),-L$(d)) -lcudart -lcublas -lnccl -lstdc++
+
+deb:
+	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(DEB_DIR)/cpu BIN=$(DEB_DIR)/cpu/bin \
+	    $(addprefix $(DEB_DIR)/cpu/bin/,$(DEB_PROGRAMS))
+ifneq ($(HAVE_CUDA),)
+	@$(MAKE) --no-print-directory BUILD=$(DEB_DIR)/cuda BIN=$(DEB_DIR)/cuda/bin \
+	    GPU_LDLIBS='$(DEB_CUDA_LDLIBS)' $(addprefix $(DEB_DIR)/cuda/bin/,$(DEB_PROGRAMS))
+endif
+	@rm -f $(DEB_DIR)/shoal_*_amd64.deb
+	@bash deploy/deb/build-deb.sh $(DEB_VERSION) $(DEB_DIR) $(DEB_DIR)/cpu/bin \
+	    $(if $(HAVE_CUDA),$(DEB_DIR)/cuda/bin)
+	@if command -v lintian >/dev/null; then \
+	    lintian --fail-on error \
+	        $(DEB_FILE) && echo "deb: lintian: no errors"; \
+	else echo "deb: lintian not installed (make deploy-deps): not checked"; fi
+	@echo "deb: $(DEB_FILE)"
+
+deploy-deps:
+	@bash deploy/install-deps.sh deploy-deps ansible ansible-lint debootstrap \
+	    systemd-container lintian dpkg-dev openssh-client
+
+# Boots 4 Debian 12 hosts with systemd-nspawn, each in its own network
+# namespace, and deploys the package with deploy/ansible over SSH; the host
+# image is cached in /var/cache/shoal-test (SHOAL_TEST_CACHE), keyed by its
+# package list. Needs root.
+test-deploy: deploy-deps deb
+	@SHOAL_DATASETS=$${SHOAL_DATASETS:-$(DATASETS)} \
+	    bash deploy/test-deploy.sh $(DEB_FILE) $(DEB_DIR)/cpu/bin
 
 clean:
 	rm -rf build bin

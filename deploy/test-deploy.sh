@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# test-deploy.sh - deploys shoal's package with deploy/ansible on 4 booted
+# Debian 12 hosts on this machine, and checks the cluster over the network
+# (`make test-deploy`; needs root).
+#
+#   test-deploy.sh PACKAGE.deb CLI_BIN_DIR
+#
+# Hosts: a Debian 12 root (deploy/test-deploy-image.sh, cached) booted four
+# times with systemd-nspawn, each on an overlay of the image and in its own
+# network namespace; the four are joined by a bridge that lives in a namespace
+# of its own, and the controller (ansible, the CLI from CLI_BIN_DIR) runs in a
+# fifth. The private addresses exist only inside these namespaces, which have
+# no route anywhere else. h1 runs the coordinator, h2 and h3 a shard each, h4
+# two shard instances: four shards.
+#
+# Phases (each timed): image, boot, site.yml, units, data (siftsmall, recall@10
+# >= 0.95), kill -9 of a shard (systemd restarts it, no acknowledged write
+# lost), rolling_restart.yml under a stream of searches, upgrade.yml, a second
+# site.yml (changed=0 everywhere), ansible-lint. Everything it starts is torn
+# down on exit, also on failure; logs stay in build/test-deploy/logs.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+    echo "usage: test-deploy.sh PACKAGE.deb CLI_BIN_DIR" >&2
+    exit 2
+fi
+deb=$(realpath "$1")
+cli=$(realpath "$2")/shoal
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+datasets=${SHOAL_DATASETS:-$repo/../shared/datasets}
+sift=$datasets/siftsmall
+# Copies of each IVF list the cluster runs with. The coordinator has no
+# replication yet, so 1.
+# TODO: set 2 once replication lands; the rolling restart below then asserts
+# zero failed and zero partial searches (see `replication`).
+replication=1
+
+[[ $(id -u) -eq 0 ]] || { echo "test-deploy: needs root (namespaces, nspawn)" >&2; exit 1; }
+for f in "$deb" "$cli" "$sift/siftsmall_base.fvecs"; do
+    [[ -e $f ]] || { echo "test-deploy: missing $f" >&2; exit 1; }
+done
+
+t0=$(date +%s)
+phase_start=$t0
+timings=()
+say() { echo "test-deploy: $*"; }
+fail() { echo "test-deploy: FAILED: $*" >&2; exit 1; }
+# Ends the current phase: records its duration and prints it.
+phase_done() {
+    local now
+    now=$(date +%s)
+    timings+=("$(printf '%-16s %4d s' "$1" $((now - phase_start)))")
+    say "phase $1 done in $((now - phase_start)) s"
+    phase_start=$now
+}
+
+# -------------------------------------------------------------------------
+# Names, addresses and teardown
+# -------------------------------------------------------------------------
+run_id=$(( $$ % 100000 ))
+ns=shoal-dt$run_id            # namespace prefix: $ns-br, $ns-ctl, $ns-h1 ...
+net=10.213.0
+ctl_addr=$net.2
+hosts=(h1 h2 h3 h4)
+declare -A addr=([h1]=$net.11 [h2]=$net.12 [h3]=$net.13 [h4]=$net.14)
+base=$repo/build/test-deploy
+work=$base/run-$run_id
+logs=$base/logs
+rm -rf "$logs"
+mkdir -p "$work" "$logs"
+declare -A nspawn_pid=()
+client_pid=
+
+teardown() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null
+    for h in "${!nspawn_pid[@]}"; do
+        ctl timeout 15 ssh "${ssh_opts[@]}" "root@${addr[$h]}" journalctl --no-pager \
+            -u 'shoal-*' > "$logs/$h-journal.txt" 2>/dev/null
+        kill -TERM "${nspawn_pid[$h]}" 2>/dev/null     # container powers off
+    done
+    for h in "${!nspawn_pid[@]}"; do
+        for _ in $(seq 1 150); do kill -0 "${nspawn_pid[$h]}" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "${nspawn_pid[$h]}" 2>/dev/null
+        wait "${nspawn_pid[$h]}" 2>/dev/null
+    done
+    for h in "${hosts[@]}"; do
+        mountpoint -q "$work/$h/root" && { umount "$work/$h/root" || umount -l "$work/$h/root"; }
+        ip netns del "$ns-$h" 2>/dev/null
+    done
+    ip netns del "$ns-ctl" 2>/dev/null
+    ip netns del "$ns-br" 2>/dev/null
+    rm -rf "$work"
+    echo
+    say "phase timings:"
+    printf '  %s\n' "${timings[@]}"
+    say "total $(( $(date +%s) - t0 )) s; logs in $logs"
+    if [[ $rc -eq 0 ]]; then say "PASSED"; else say "FAILED (exit $rc)"; fi
+    exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command in the controller's namespace.
+ctl() { ip netns exec "$ns-ctl" "$@"; }
+ssh_opts=(-i "$work/id" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+          -o LogLevel=ERROR -o ConnectTimeout=5 -o BatchMode=yes)
+# Runs a command on host $1 over SSH from the controller.
+on() { local h=$1; shift; ctl ssh "${ssh_opts[@]}" "root@${addr[$h]}" "$@"; }
+coord=tcp://${addr[h1]}:7700
+shoal() { ctl "$cli" -c "$coord" "$@"; }
+nshards=4
+
+# Prints "shards shards_up" as the coordinator reports them (ping).
+shards_up() {
+    shoal -t 2000 ping 2>/dev/null | sed -n 's/.*"shards": \([0-9]*\), "shards_up": \([0-9]*\).*/\1 \2/p'
+}
+wait_all_up() {
+    for _ in $(seq 1 120); do
+        [[ $(shards_up) == "$nshards $nshards" ]] && return 0
+        sleep 1
+    done
+    fail "the coordinator does not report $nshards shards up (last: $(shards_up))"
+}
+
+# -------------------------------------------------------------------------
+# Phase: the host image (cached)
+# -------------------------------------------------------------------------
+image=$(bash "$here/test-deploy-image.sh")
+phase_done image
+
+# -------------------------------------------------------------------------
+# Phase: network and hosts
+# -------------------------------------------------------------------------
+ssh-keygen -q -t ed25519 -N '' -f "$work/id" -C "shoal-test-deploy"
+ip netns add "$ns-br"
+ip -n "$ns-br" link add br0 type bridge
+ip -n "$ns-br" link set br0 up
+# Adds namespace $ns-$1 with eth0 on the bridge at address $2.
+add_node() {
+    ip netns add "$ns-$1"
+    ip -n "$ns-br" link add "v-$1" type veth peer name eth0 netns "$ns-$1"
+    ip -n "$ns-br" link set "v-$1" master br0 up
+    ip -n "$ns-$1" addr add "$2/24" dev eth0
+    ip -n "$ns-$1" link set eth0 up
+    ip -n "$ns-$1" link set lo up
+}
+add_node ctl "$ctl_addr"
+for h in "${hosts[@]}"; do
+    add_node "$h" "${addr[$h]}"
+    d=$work/$h
+    mkdir -p "$d/upper" "$d/work" "$d/root"
+    mount -t overlay overlay -o "lowerdir=$image,upperdir=$d/upper,workdir=$d/work" "$d/root"
+    install -d -m 0700 "$d/root/root/.ssh"
+    install -m 0600 "$work/id.pub" "$d/root/root/.ssh/authorized_keys"
+    echo "$h" > "$d/root/etc/hostname"
+    systemd-nspawn --register=no --keep-unit --quiet -D "$d/root" -M "$h" -b \
+        --network-namespace-path="/run/netns/$ns-$h" --console=passive \
+        > "$logs/$h-console.log" 2>&1 &
+    nspawn_pid[$h]=$!
+done
+for h in "${hosts[@]}"; do
+    for i in $(seq 1 120); do
+        on "$h" true 2>/dev/null && break
+        kill -0 "${nspawn_pid[$h]}" 2>/dev/null || fail "$h did not boot (see $logs/$h-console.log)"
+        [[ $i -lt 120 ]] || fail "no SSH on $h after 120 s"
+        sleep 1
+    done
+done
+say "4 hosts booted, SSH answers"
+phase_done boot
+
+# -------------------------------------------------------------------------
+# Phase: site.yml
+# -------------------------------------------------------------------------
+inventory=$work/inventory.yml
+cat > "$inventory" <<EOF
+all:
+  vars:
+    ansible_user: root
+    ansible_ssh_private_key_file: $work/id
+    ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    shoal_package_file: $deb
+    shoal_replication_factor: $replication
+    shoal_shard_threads: 1
+    shoal_coordinator_threads: 1
+    shoal_coordinator_nlist: 64
+  children:
+    coordinators:
+      hosts:
+        h1: {ansible_host: ${addr[h1]}}
+    shards:
+      hosts:
+        h2: {ansible_host: ${addr[h2]}}
+        h3: {ansible_host: ${addr[h3]}}
+        h4:
+          ansible_host: ${addr[h4]}
+          shoal_shard_instances:
+            - {name: "0", port: 7701}
+            - {name: "1", port: 7702, data_dir: /srv/shoal/shard-1}
+EOF
+cp "$inventory" "$logs/inventory.yml"
+mkdir -p "$work/ansible-cp" "$work/ansible-tmp"
+# Runs a playbook from the controller; output to the terminal and $logs/$1.log.
+playbook() {
+    local log=$logs/$1.log
+    shift
+    ctl env ANSIBLE_CONFIG="$repo/deploy/ansible/ansible.cfg" ANSIBLE_HOST_KEY_CHECKING=False \
+        ANSIBLE_SSH_CONTROL_PATH_DIR="$work/ansible-cp" ANSIBLE_LOCAL_TEMP="$work/ansible-tmp" \
+        ANSIBLE_NOCOLOR=1 ansible-playbook -i "$inventory" "$@" 2>&1 | tee "$log" |
+        grep -E '^(PLAY|TASK|fatal|failed|ERROR|[a-z0-9]+ +: ok=)' || true
+    grep -qE 'failed=[1-9]|unreachable=[1-9]' "$log" && fail "$1: a host failed (see $log)"
+    grep -qE ': ok=' "$log" || fail "$1: no play recap (see $log)"
+}
+playbook site "$repo/deploy/ansible/site.yml"
+phase_done site.yml
+
+# -------------------------------------------------------------------------
+# Phase: every unit active under systemd on its host
+# -------------------------------------------------------------------------
+declare -A units=([h1]=shoal-coordinator.service [h2]=shoal-shard@0.service
+                  [h3]=shoal-shard@0.service [h4]="shoal-shard@0.service shoal-shard@1.service")
+for h in "${hosts[@]}"; do
+    for u in ${units[$h]}; do
+        state=$(on "$h" systemctl is-active "$u" || true)
+        [[ $state == active ]] || fail "$u on $h is $state"
+        say "$h: $u active (user $(on "$h" systemctl show -p User --value "$u"))"
+    done
+done
+[[ $(shards_up) == "$nshards $nshards" ]] || fail "shards up: $(shards_up)"
+say "the coordinator reports $nshards shards, all up"
+phase_done units
+
+# -------------------------------------------------------------------------
+# Phase: create, train and load siftsmall through the CLI; recall@10
+# -------------------------------------------------------------------------
+shoal create sift --dim 128 --metric l2 --nlist 64
+shoal train sift "$sift/siftsmall_base.fvecs" > "$logs/train.txt"
+shoal load sift "$sift/siftsmall_base.fvecs" --batch 2000 2>/dev/null
+# Checks recall@10 on the query set against the ground truth; $1 names the moment.
+check_recall() {
+    local out recall
+    out=$(shoal search sift "$sift/siftsmall_query.fvecs" -k 10 --gt "$sift/siftsmall_groundtruth.ivecs")
+    say "search ($1): $out"
+    [[ $out != *partial=1* ]] || fail "partial answer $1"
+    recall=$(sed -n 's/.*recall@10=\([0-9.]*\).*/\1/p' <<< "$out")
+    awk -v r="$recall" 'BEGIN { exit !(r >= 0.95) }' || fail "recall@10 $recall < 0.95 ($1)"
+}
+check_recall "after load"
+count() { shoal status sift | sed -n 's/.*"count": \([0-9]*\).*/\1/p'; }
+[[ $(count) == 10000 ]] || fail "count $(count), expected 10000"
+phase_done data
+
+# -------------------------------------------------------------------------
+# Phase: kill -9 a shard through systemd; it is restarted, nothing is lost
+# -------------------------------------------------------------------------
+# 100 more vectors (the queries, ids 1000000..1000099), acknowledged before the kill.
+shoal load sift "$sift/siftsmall_query.fvecs" --ids-start 1000000 2>/dev/null
+extra_ids=$(seq -s, 1000000 1000099)
+check_extra() {
+    local found
+    found=$(shoal get sift --ids "$extra_ids" | grep -c ' found=1 ' || true)
+    [[ $found == 100 ]] || fail "$found of 100 acknowledged vectors found ($1)"
+    [[ $(count) == 10100 ]] || fail "count $(count), expected 10100 ($1)"
+    say "all 100 acknowledged vectors present, count 10100 ($1)"
+}
+check_extra "before the kill"
+restarts=$(on h2 systemctl show -p NRestarts --value shoal-shard@0.service)
+on h2 systemctl kill -s KILL shoal-shard@0.service
+for i in $(seq 1 60); do
+    now=$(on h2 systemctl show -p NRestarts --value shoal-shard@0.service)
+    state=$(on h2 systemctl is-active shoal-shard@0.service || true)
+    [[ $now -gt $restarts && $state == active ]] && break
+    [[ $i -lt 60 ]] || fail "systemd did not restart shoal-shard@0 on h2 (NRestarts $now, $state)"
+    sleep 1
+done
+say "systemd restarted shoal-shard@0 on h2 after SIGKILL (NRestarts $restarts -> $now)"
+wait_all_up
+check_extra "after the kill"
+check_recall "after the kill"
+phase_done kill
+
+# -------------------------------------------------------------------------
+# Phase: rolling_restart.yml while a client searches continuously
+# -------------------------------------------------------------------------
+# The client: 100 queries per run in requests of 10, over and over; counts
+# requests, failed runs and partial answers until told to stop.
+search_loop() {
+    local runs=0 failed=0 partial=0 out
+    while [[ ! -e $work/stop-searching ]]; do
+        runs=$((runs + 1))
+        if out=$(shoal -t 5000 search sift "$sift/siftsmall_query.fvecs" -k 10 --batch 10 2>&1); then
+            [[ $out == *partial=1* ]] && partial=$((partial + 1))
+        else
+            failed=$((failed + 1))
+            echo "$out" >> "$logs/search-failures.txt"
+        fi
+    done
+    echo "$runs $failed $partial" > "$work/search-counts"
+}
+# Runs playbook $1 under the search client, prints the counts and checks them.
+under_searches() {
+    local name=$1 runs failed partial
+    shift
+    rm -f "$work/stop-searching" "$work/search-counts"
+    search_loop &
+    client_pid=$!
+    playbook "$name" "$@"
+    touch "$work/stop-searching"
+    wait "$client_pid"
+    client_pid=
+    read -r runs failed partial < "$work/search-counts"
+    say "$name under searches: $((runs * 10)) requests ($runs runs of 100 queries)," \
+        "$failed failed runs, $partial runs with partial answers (R = $replication)"
+    if [[ $replication -ge 2 ]]; then
+        [[ $failed -eq 0 && $partial -eq 0 ]] ||
+            fail "$name: $failed failed and $partial partial search runs with R = $replication"
+    else
+        # TODO: with R = 1 a restarting shard's lists are missing for a moment,
+        # so partial (and timed-out) answers are expected and only counted; the
+        # zero-failures assertion above applies once replication gives R = 2.
+        say "$name: R = 1, failures and partial answers counted, not asserted"
+    fi
+}
+under_searches rolling_restart "$repo/deploy/ansible/rolling_restart.yml"
+for h in h2 h3 h4; do
+    for u in ${units[$h]}; do
+        [[ $(on "$h" systemctl is-active "$u" || true) == active ]] || fail "$u on $h not active after the restart"
+    done
+done
+wait_all_up
+check_extra "after the rolling restart"
+check_recall "after the rolling restart"
+phase_done rolling_restart
+
+# -------------------------------------------------------------------------
+# Phase: upgrade.yml to a newer package (the same programs, version + 1)
+# -------------------------------------------------------------------------
+old_version=$(dpkg-deb -f "$deb" Version)
+new_version=$old_version.1
+dpkg-deb -R "$deb" "$work/newpkg"
+sed -i "s/^Version: .*/Version: $new_version/" "$work/newpkg/DEBIAN/control"
+new_deb=$work/shoal_${new_version}_amd64.deb
+dpkg-deb --root-owner-group -Zxz --build "$work/newpkg" "$new_deb" > /dev/null
+under_searches upgrade "$repo/deploy/ansible/upgrade.yml" -e "shoal_package_file=$new_deb"
+for h in "${hosts[@]}"; do
+    v=$(on "$h" dpkg-query -W -f '${Version}' shoal)
+    [[ $v == "$new_version" ]] || fail "$h has shoal $v after the upgrade, expected $new_version"
+done
+say "every host runs shoal $new_version"
+wait_all_up
+check_extra "after the upgrade"
+check_recall "after the upgrade"
+phase_done upgrade
+
+# -------------------------------------------------------------------------
+# Phase: a second site.yml changes nothing (with the upgraded package)
+# -------------------------------------------------------------------------
+playbook site-again "$repo/deploy/ansible/site.yml" -e "shoal_package_file=$new_deb"
+if grep -E ': ok=' "$logs/site-again.log" | grep -qE 'changed=[1-9]'; then
+    grep -E ': ok=' "$logs/site-again.log"
+    fail "the second site.yml run changed something (see $logs/site-again.log)"
+fi
+say "second site.yml: changed=0 on every host"
+phase_done idempotence
+
+# -------------------------------------------------------------------------
+# Phase: ansible-lint (Debian's) on deploy/ansible
+# -------------------------------------------------------------------------
+(cd "$repo/deploy/ansible" && ANSIBLE_NOCOLOR=1 ansible-lint --nocolor) > "$logs/ansible-lint.log" 2>&1 ||
+    { cat "$logs/ansible-lint.log"; fail "ansible-lint"; }
+tail -n 1 "$logs/ansible-lint.log"
+phase_done ansible-lint
