@@ -25,13 +25,17 @@
  *            queries on 2 cores); batches of S_QUERY_SPLIT_TILES full query
  *            tiles per thread split the queries, which needs no merge.
  *            Without OpenBLAS the tile is filled with the dot batch kernel.
- * Either way a query's heap holds real ids, so ties are broken by id. After
- * the scan the selected ids are mapped back to rows (one pass over the view's
- * ids with a small hash table: the view has no id map, and the pass costs
- * O(n), against O(n * dim * queries) for the scan), re-scored with the pair
- * kernels and sorted again. That makes returned distances independent of the
- * path, the thread count and the tiling, and free of the GEMM form's
- * cancellation (|q|^2 + |x|^2 - 2 q.x loses the digits that |q - x|^2 keeps).
+ * Either way the scan only nominates candidates; the answer is decided by
+ * the documented distance, the pair kernels' (s_exact). The GEMM form
+ * |q|^2 + |x|^2 - 2 q.x rounds at the size of the norms, so near-duplicates
+ * (distances far below |x|^2) come out in any order, and the batch kernels
+ * sum in another order than the pair kernels. So each query keeps every row
+ * whose scan distance, less a proven bound on the scan's error, is within
+ * the k-th best plus that bound (see "Candidates" below and the derivation
+ * of the bound in flat_search), re-scores them with the pair kernels and
+ * sorts by (distance, id). The result is the top k by the documented
+ * distance, ties by id, on every path, thread count and tiling, and the
+ * returned distances carry no cancellation error.
  *
  * OpenBLAS threads. The tiled path calls sgemm from its own threads, one tile
  * each, so OpenBLAS is set to one thread (openblas_set_num_threads(1), once per
@@ -40,7 +44,7 @@
  * every core its own share of a small batch. The setting is process-wide.
  *
  * Memory. mem_budget covers what grows with the work in flight: distance tiles
- * (or row blocks), heaps, sorted lists and the re-scoring table, summed over
+ * (or row blocks), candidate lists, heaps and sorted lists, summed over
  * threads. Tiles never shrink below S_ROW_TILE_MIN rows x 1 query, so a tiny
  * budget is honoured only approximately, and never grow past what the search
  * needs (its queries, a thread's rows). Tile memory comes from a block the
@@ -92,9 +96,6 @@
  * the fewest rows worth a thread of their own. */
 #define S_BLOCK_BYTES       (256 * 1024)
 #define S_ROWS_PER_THREAD_MIN 4096
-/* Bytes of selection state per query and kept result: heap item, sorted
- * distance and id, and up to two re-scoring table slots (id + row). */
-#define S_SELECT_BYTES (sizeof(topk_item_t) + sizeof(float) + sizeof(uint64_t) + 2 * 16)
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -500,12 +501,16 @@ typedef struct {
     const flat_view_t *view;    /* the rows */
     const dist_kernels_t *kern; /* batch and pair kernels */
     const float *queries;       /* nq x dim; normalised copy for cosine */
-    const float *qnorms_sq;     /* nq |q|^2 (L2 only, else NULL) */
+    const float *qnorms_sq;     /* nq |q|^2 (of the normalised copy for cosine) */
     size_t nq;                  /* queries */
     size_t dim;                 /* floats per vector */
     shoal_metric_t metric;      /* the view's metric */
     size_t k;                   /* results per query (output stride) */
-    size_t keep;                /* min(k, n): heap capacity */
+    size_t keep;                /* min(k, n): results a worker keeps per query */
+    size_t cap;                 /* candidates a query can hold (s_cand_cap(keep)) */
+    float slack_norms;          /* error bound of the scan: per unit of |q|^2 + |x|^2 */
+    float slack_rel;            /*   plus per unit of |scan distance| */
+    float slack_min;            /*   plus this (the subnormal range) */
     size_t query_tile;          /* tiled: queries per tile */
     size_t row_tile;            /* tiled: rows per tile */
     size_t block_rows;          /* kernels: rows per block */
@@ -515,13 +520,70 @@ typedef struct {
     float *dists;               /* nq x k output, or NULL */
 } search_job_t;
 
-/* One thread's heaps and the buffers that turn them into sorted lists. */
+/*
+ * Candidates. The scan (GEMM or batch kernels) computes a distance d that
+ * may differ from the documented one, the pair kernel's (s_exact), by up to
+ * slack = slack_norms * (|q|^2 + |x|^2) + slack_rel * |d| + slack_min (the
+ * bound and why it holds: flat_search). So a row's documented distance lies
+ * in [lo, hi] = [d - slack, d + slack]. Let T be the keep-th smallest hi seen:
+ * keep rows have a documented distance <= T, so a row with lo > T is
+ * strictly worse than the keep-th best and can never be returned. A query
+ * keeps every row with lo <= T (T only falls, so what it drops stays out),
+ * re-scores them with s_exact and sorts by (distance, id): exactly the top
+ * keep by the documented distance, whatever the scan's rounding.
+ *
+ * T is the bound of a heap of the keep smallest hi. The candidates live in a
+ * fixed array of cap; when it fills, those above the current T are dropped.
+ * If that frees less than a quarter, the half with the largest lo is evicted
+ * and the smallest evicted lo remembered (lost_lo); rows at or above it are
+ * no longer added. Early in a scan T is still high and a dense cluster far
+ * from the query can fill the array; once T falls below lost_lo nothing
+ * evicted mattered. Only when lost_lo <= T at the end (more than ~cap/2 rows
+ * within the slack of the k-th: a cluster of near-duplicates around the
+ * query) is the query scanned again with s_exact alone (s_select_finish), at
+ * the kernel path's speed; memory never grows. On ordinary data the slack
+ * is far below the gaps between neighbours and a query holds keep plus a
+ * few candidates.
+ */
 typedef struct {
-    topk_item_t *items; /* queries x keep: heap storage, then sort scratch */
-    topk_heap_t *heaps; /* one per query in flight */
-    float *dists;       /* queries x keep: sorted distances */
-    uint64_t *ids;      /* queries x keep: sorted ids */
-    id_map_t rows;      /* id -> row of the selected ids, for re-scoring */
+    float lo;   /* scan distance - slack */
+    float hi;   /* scan distance + slack */
+    size_t row; /* row of the view */
+} cand_t;
+
+/* A query keeps at most this many candidates beyond 2 * keep. */
+#define S_CAND_EXTRA 64
+
+static size_t s_cand_cap(size_t keep)
+{
+    return 2 * keep + S_CAND_EXTRA;
+}
+
+/* One query's candidates. */
+typedef struct {
+    cand_t *items;   /* cap slots */
+    size_t count;    /* used slots */
+    topk_heap_t his; /* the keep smallest hi seen; its bound is T */
+    float lost_lo;   /* smallest lo evicted for room, +INFINITY if none */
+} cand_list_t;
+
+/* Bytes of selection state per query in flight: candidates, the hi heap,
+ * the sorted list; and per worker: the re-scoring scratch. */
+static size_t s_select_bytes(size_t keep)
+{
+    return s_cand_cap(keep) * sizeof(cand_t) + keep * sizeof(topk_item_t) +
+           keep * (sizeof(float) + sizeof(uint64_t)) + sizeof(cand_list_t);
+}
+
+/* One thread's candidate lists and the buffers that turn them into sorted
+ * lists. */
+typedef struct {
+    cand_t *cands;       /* queries x cap */
+    topk_item_t *his;    /* queries x keep: the hi heaps' storage */
+    cand_list_t *lists;  /* one per query in flight */
+    topk_item_t *scored; /* cap: one query's re-scored candidates */
+    float *dists;        /* queries x keep: sorted distances */
+    uint64_t *ids;       /* queries x keep: sorted ids */
 } select_state_t;
 
 typedef struct {
@@ -537,44 +599,111 @@ typedef struct {
 
 static int s_select_init(select_state_t *sel, size_t queries, size_t keep)
 {
-    size_t slots;
+    size_t cap = s_cand_cap(keep), slots;
     memset(sel, 0, sizeof *sel);
-    if (s_mul_overflows(queries, keep, &slots) || slots > SIZE_MAX / S_SELECT_BYTES)
+    if (s_mul_overflows(queries, s_select_bytes(keep), &slots))
         return SHOAL_ENOMEM;
-    sel->items = malloc(slots * sizeof(topk_item_t));
-    sel->heaps = malloc(queries * sizeof(topk_heap_t));
-    sel->dists = malloc(slots * sizeof(float));
-    sel->ids = malloc(slots * sizeof(uint64_t));
-    if (!sel->items || !sel->heaps || !sel->dists || !sel->ids)
+    sel->cands = malloc(queries * cap * sizeof(cand_t));
+    sel->his = malloc(queries * keep * sizeof(topk_item_t));
+    sel->lists = malloc(queries * sizeof(cand_list_t));
+    sel->scored = malloc(cap * sizeof(topk_item_t));
+    sel->dists = malloc(queries * keep * sizeof(float));
+    sel->ids = malloc(queries * keep * sizeof(uint64_t));
+    if (!sel->cands || !sel->his || !sel->lists || !sel->scored || !sel->dists || !sel->ids)
         return SHOAL_ENOMEM;
-    return s_map_reserve(&sel->rows, slots);
+    return SHOAL_OK;
 }
 
 static void s_select_fini(select_state_t *sel)
 {
-    free(sel->items);
-    free(sel->heaps);
+    free(sel->cands);
+    free(sel->his);
+    free(sel->lists);
+    free(sel->scored);
     free(sel->dists);
     free(sel->ids);
-    s_map_fini(&sel->rows);
 }
 
-static void s_select_begin(select_state_t *sel, size_t queries, size_t keep)
+static void s_select_begin(const search_job_t *job, select_state_t *sel, size_t queries)
 {
-    for (size_t qi = 0; qi < queries; qi++)
-        topk_heap_init(&sel->heaps[qi], sel->items + qi * keep, keep);
+    for (size_t qi = 0; qi < queries; qi++) {
+        cand_list_t *list = &sel->lists[qi];
+        list->items = sel->cands + qi * job->cap;
+        list->count = 0;
+        list->lost_lo = INFINITY;
+        topk_heap_init(&list->his, sel->his + qi * job->keep, job->keep);
+    }
 }
 
-/* Offers count candidates (distances d, ids) to heap; skips what cannot win. */
-static void s_offer(topk_heap_t *heap, const float *d, const uint64_t *ids, size_t count)
+/* T: a candidate whose lo is above it cannot be in the top keep. */
+static inline float s_cand_bound(const cand_list_t *list)
 {
-    float bound = topk_heap_bound(heap);
-    for (size_t r = 0; r < count; r++)
-        if (d[r] <= bound && topk_heap_push(heap, d[r], ids[r]))
-            bound = topk_heap_bound(heap);
+    return topk_heap_bound(&list->his);
 }
 
-/* The exact distance of query q to row, with the pair kernels. */
+/* The scan's error bound for distance d, where norms = |q|^2 + |x|^2. */
+static inline float s_slack(const search_job_t *job, float d, float norms)
+{
+    return job->slack_norms * norms + job->slack_rel * fabsf(d) + job->slack_min;
+}
+
+static int s_cmp_lo(const void *pa, const void *pb)
+{
+    const cand_t *a = pa, *b = pb;
+    return (a->lo > b->lo) - (a->lo < b->lo);
+}
+
+/* Makes room in a full list: drops the candidates above T, and when that
+ * leaves it more than 3/4 full evicts the half with the largest lo (see
+ * "Candidates" above). */
+static void s_cand_make_room(const search_job_t *job, cand_list_t *list)
+{
+    float bound = s_cand_bound(list);
+    size_t kept = 0;
+    for (size_t i = 0; i < list->count; i++)
+        if (list->items[i].lo <= bound)
+            list->items[kept++] = list->items[i];
+    list->count = kept;
+    if (kept <= job->cap - job->cap / 4)
+        return;
+    qsort(list->items, kept, sizeof *list->items, s_cmp_lo);
+    list->count = job->cap / 2;
+    if (list->items[list->count].lo < list->lost_lo)
+        list->lost_lo = list->items[list->count].lo;
+}
+
+/* Adds a row whose lo passed T; the caller re-reads T afterwards. */
+static void s_cand_add(const search_job_t *job, cand_list_t *list, float lo, float hi, size_t row)
+{
+    if (hi <= topk_heap_bound(&list->his))
+        topk_heap_push(&list->his, hi, row);
+    if (!(lo < list->lost_lo))
+        return;
+    if (list->count == job->cap) {
+        s_cand_make_room(job, list);
+        if (!(lo <= s_cand_bound(list) && lo < list->lost_lo))
+            return;
+    }
+    list->items[list->count++] = (cand_t){lo, hi, row};
+}
+
+/* Offers count rows from row r0 on at scan distances d to query q's list. */
+static void s_offer(const search_job_t *job, size_t q, cand_list_t *list, const float *d,
+                    size_t r0, size_t count)
+{
+    const float qn = job->qnorms_sq[q];
+    const float *xn = job->view->norms_sq + r0;
+    float bound = s_cand_bound(list);
+    for (size_t r = 0; r < count; r++) {
+        float slack = s_slack(job, d[r], qn + xn[r]);
+        if (d[r] - slack <= bound) {
+            s_cand_add(job, list, d[r] - slack, d[r] + slack, r0 + r);
+            bound = s_cand_bound(list);
+        }
+    }
+}
+
+/* The documented distance of query q to row, with the pair kernels. */
 static float s_exact(const search_job_t *job, size_t q, size_t row)
 {
     const float *qv = job->queries + q * job->dim;
@@ -598,49 +727,51 @@ static int s_cmp_items(const void *pa, const void *pb)
 }
 
 /*
- * Ends a selection for queries [q0, q0 + count): each heap becomes a sorted
- * list in sel->dists / sel->ids (keep entries, padded), re-scored exactly.
- * The selected ids are found among the view's rows [r0, r1), where they were
- * scanned.
+ * Ends a selection for queries [q0, q0 + count): each query's candidates are
+ * re-scored with s_exact and the best keep, by (distance, id), written sorted
+ * to sel->dists / sel->ids (padded). A query that lost a candidate that
+ * may matter is scanned again over the rows [r0, r1) it was offered, with
+ * s_exact alone.
  */
 static void s_select_finish(const search_job_t *job, select_state_t *sel, size_t q0, size_t count,
                             size_t r0, size_t r1)
 {
     const size_t keep = job->keep;
-    for (size_t qi = 0; qi < count; qi++)
-        topk_heap_extract(&sel->heaps[qi], sel->dists + qi * keep, sel->ids + qi * keep);
-
-    /* id -> row for every selected id, by one pass over the scanned rows. */
-    id_map_t *rows = &sel->rows;
-    s_map_clear(rows);
-    for (size_t i = 0; i < count * keep; i++)
-        if (sel->ids[i] != TOPK_ID_NONE)
-            s_map_put(rows, sel->ids[i], FLAT_NO_ROW);
-    if (rows->count > 0) {
-        const uint64_t *view_ids = job->view->ids;
-        for (size_t r = r0; r < r1; r++) {
-            size_t slot = s_map_slot(rows, view_ids[r]);
-            if (rows->keys[slot] == view_ids[r])
-                rows->rows[slot] = r;
-        }
-    }
-
+    const uint64_t *view_ids = job->view->ids;
     for (size_t qi = 0; qi < count; qi++) {
+        const cand_list_t *list = &sel->lists[qi];
         float *d = sel->dists + qi * keep;
         uint64_t *ids = sel->ids + qi * keep;
-        topk_item_t *items = sel->items + qi * keep; /* the heap is empty now */
         size_t found = 0;
-        while (found < keep && ids[found] != TOPK_ID_NONE) {
-            size_t row = s_map_find(rows, ids[found]);
-            assert(row != FLAT_NO_ROW && "a selected id comes from a scanned row");
-            items[found].dist = s_exact(job, q0 + qi, row);
-            items[found].id = ids[found];
+        float bound = s_cand_bound(list);
+        if (list->lost_lo <= bound) {
+            topk_heap_t heap;
+            topk_heap_init(&heap, sel->scored, keep);
+            for (size_t r = r0; r < r1; r++) {
+                float e = s_exact(job, q0 + qi, r);
+                if (e <= topk_heap_bound(&heap))
+                    topk_heap_push(&heap, e, view_ids[r]);
+            }
+            topk_heap_extract(&heap, d, ids);
+            continue;
+        }
+        for (size_t i = 0; i < list->count; i++) {
+            if (list->items[i].lo > bound)
+                continue;
+            size_t row = list->items[i].row;
+            sel->scored[found].dist = s_exact(job, q0 + qi, row);
+            sel->scored[found].id = view_ids[row];
             found++;
         }
-        qsort(items, found, sizeof *items, s_cmp_items);
-        for (size_t j = 0; j < found; j++) {
-            d[j] = items[j].dist;
-            ids[j] = items[j].id;
+        qsort(sel->scored, found, sizeof *sel->scored, s_cmp_items);
+        size_t j = 0;
+        for (; j < found && j < keep; j++) {
+            d[j] = sel->scored[j].dist;
+            ids[j] = sel->scored[j].id;
+        }
+        for (; j < keep; j++) {
+            d[j] = INFINITY;
+            ids[j] = TOPK_ID_NONE;
         }
     }
 }
@@ -772,27 +903,27 @@ static void s_tile_dots(const search_job_t *job, size_t q0, size_t qn, size_t r0
 #endif
 }
 
-/* The fused pass: one query's dots against rows [r0, r0 + rn) into its heap. */
+/* The fused pass: one query's dots against rows [r0, r0 + rn) into its list. */
 static void s_tile_select(const search_job_t *job, size_t q, const float *dots, size_t r0,
-                          size_t rn, topk_heap_t *heap)
+                          size_t rn, cand_list_t *list)
 {
-    const uint64_t *ids = job->view->ids + r0;
-    float bound = topk_heap_bound(heap);
-    if (job->metric == SHOAL_METRIC_L2) {
-        const float *xn = job->view->norms_sq + r0;
-        const float qn = job->qnorms_sq[q];
-        for (size_t r = 0; r < rn; r++) {
-            float d = qn + xn[r] - 2.0f * dots[r];
+    const float *xn = job->view->norms_sq + r0;
+    const float qn = job->qnorms_sq[q];
+    const int l2 = job->metric == SHOAL_METRIC_L2;
+    const float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
+    float bound = s_cand_bound(list);
+    for (size_t r = 0; r < rn; r++) {
+        float norms = qn + xn[r], d;
+        if (l2) {
+            d = norms - 2.0f * dots[r];
             d = d < 0.0f ? 0.0f : d; /* cancellation can dip below zero */
-            if (d <= bound && topk_heap_push(heap, d, ids[r]))
-                bound = topk_heap_bound(heap);
+        } else {
+            d = offset - dots[r];
         }
-    } else {
-        const float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
-        for (size_t r = 0; r < rn; r++) {
-            float d = offset - dots[r];
-            if (d <= bound && topk_heap_push(heap, d, ids[r]))
-                bound = topk_heap_bound(heap);
+        float slack = s_slack(job, d, norms);
+        if (d - slack <= bound) {
+            s_cand_add(job, list, d - slack, d + slack, r0 + r);
+            bound = s_cand_bound(list);
         }
     }
 }
@@ -808,13 +939,14 @@ static void *s_kernels_main(void *arg)
     const flat_view_t *view = job->view;
     const size_t dim = job->dim;
 
-    s_select_begin(&w->sel, job->chunk_len, job->keep);
+    s_select_begin(job, &w->sel, job->chunk_len);
     /* Block outside, queries inside: a block stays in cache for all of them. */
     for (size_t b0 = w->first; b0 < w->last; b0 += job->block_rows) {
         size_t bn = s_min(job->block_rows, w->last - b0);
         const float *rows = view->vecs + b0 * dim;
         for (size_t qi = 0; qi < job->chunk_len; qi++) {
-            const float *q = job->queries + (job->chunk_first + qi) * dim;
+            size_t qrow = job->chunk_first + qi;
+            const float *q = job->queries + qrow * dim;
             float *d = w->buf;
             if (job->metric == SHOAL_METRIC_L2) {
                 job->kern->l2sq_batch(q, rows, bn, dim, dim, d);
@@ -824,7 +956,7 @@ static void *s_kernels_main(void *arg)
                 for (size_t r = 0; r < bn; r++)
                     d[r] = offset - d[r];
             }
-            s_offer(&w->sel.heaps[qi], d, view->ids + b0, bn);
+            s_offer(job, qrow, &w->sel.lists[qi], d, b0, bn);
         }
     }
     s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
@@ -840,7 +972,7 @@ static void *s_rows_gemm_main(void *arg)
     search_worker_t *w = arg;
     const search_job_t *job = w->job;
 
-    s_select_begin(&w->sel, job->chunk_len, job->keep);
+    s_select_begin(job, &w->sel, job->chunk_len);
     for (size_t r0 = w->first; r0 < w->last; r0 += job->row_tile) {
         size_t rn = s_min(job->row_tile, w->last - r0);
         for (size_t t0 = 0; t0 < job->chunk_len; t0 += job->query_tile) {
@@ -848,7 +980,7 @@ static void *s_rows_gemm_main(void *arg)
             size_t q0 = job->chunk_first + t0;
             s_tile_dots(job, q0, qn, r0, rn, w->buf);
             for (size_t qi = 0; qi < qn; qi++)
-                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.heaps[t0 + qi]);
+                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.lists[t0 + qi]);
         }
     }
     s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
@@ -879,8 +1011,8 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     size_t buf_floats = gemm ? job->query_tile * job->row_tile : job->block_rows;
     /* Queries per chunk: all the threads' selection state within the budget. */
     size_t share = budget / threads;
-    size_t fixed = buf_floats * sizeof(float);
-    size_t chunk = share > fixed ? (share - fixed) / (S_SELECT_BYTES * keep) : 0;
+    size_t fixed = buf_floats * sizeof(float) + job->cap * sizeof(topk_item_t);
+    size_t chunk = share > fixed ? (share - fixed) / s_select_bytes(keep) : 0;
     chunk = chunk < 1 ? 1 : s_min(chunk, job->nq);
     if (gemm && chunk < job->query_tile) {
         /* A tiny budget: smaller tiles rather than more memory. */
@@ -967,12 +1099,12 @@ static void *s_tiled_main(void *arg)
     for (size_t tile = w->first; tile < w->last; tile++) {
         size_t q0 = tile * job->query_tile;
         size_t qn = s_min(job->query_tile, job->nq - q0);
-        s_select_begin(&w->sel, qn, keep);
+        s_select_begin(job, &w->sel, qn);
         for (size_t r0 = 0; r0 < n; r0 += job->row_tile) {
             size_t rn = s_min(job->row_tile, n - r0);
             s_tile_dots(job, q0, qn, r0, rn, w->buf);
             for (size_t qi = 0; qi < qn; qi++)
-                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.heaps[qi]);
+                s_tile_select(job, q0 + qi, w->buf + qi * rn, r0, rn, &w->sel.lists[qi]);
         }
         s_select_finish(job, &w->sel, q0, qn, 0, n);
         for (size_t qi = 0; qi < qn; qi++)
@@ -990,7 +1122,7 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
     /* Every thread gets a tile when there are enough queries. */
     size_t qt = s_min(S_QUERY_TILE_MAX, (nq + threads - 1) / threads);
     size_t share = budget / threads;
-    size_t per_query = S_SELECT_BYTES * keep;
+    size_t per_query = s_select_bytes(keep);
     /* Heaps take at most half a thread's share; the tile gets the rest. */
     qt = s_min(qt, share / 2 / per_query);
     if (qt < 1)
@@ -1103,6 +1235,7 @@ int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t
         .metric = view->metric,
         .k = k,
         .keep = s_min(k, n),
+        .cap = s_cand_cap(s_min(k, n)),
         .ids = ids,
         .dists = dists,
     };
@@ -1135,26 +1268,55 @@ int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t
     }
 
     /* Queries as the kernels need them: unit length for cosine (a zero query
-     * stays zero, at distance 1 from every row), |q|^2 for the GEMM form of L2. */
-    float *copy = NULL, *qnorms = NULL;
+     * stays zero, at distance 1 from every row), and |q|^2 for the GEMM form
+     * of L2 and every metric's error bound. */
+    float *copy = NULL, *qnorms = malloc(nq * sizeof(float));
+    if (!qnorms)
+        return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries", nq);
     if (view->metric == SHOAL_METRIC_COSINE) {
         copy = malloc(nq * dim * sizeof(float));
-        if (!copy)
+        if (!copy) {
+            free(qnorms);
             return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
                                  nq);
+        }
         memcpy(copy, queries, nq * dim * sizeof(float));
         for (size_t q = 0; q < nq; q++)
             (void)dist_normalize(copy + q * dim, dim); /* fails only for a zero query */
         job.queries = copy;
-    } else if (view->metric == SHOAL_METRIC_L2 && path == 2) {
-        qnorms = malloc(nq * sizeof(float));
-        if (!qnorms)
-            return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
-                                 nq);
-        for (size_t q = 0; q < nq; q++)
-            qnorms[q] = (float)s_norm_sq(queries + q * dim, dim);
-        job.qnorms_sq = qnorms;
     }
+    for (size_t q = 0; q < nq; q++)
+        qnorms[q] = (float)s_norm_sq(job.queries + q * dim, dim);
+    job.qnorms_sq = qnorms;
+
+    /*
+     * How far the scan's distance d can be from the documented one, s_exact's
+     * (see "Candidates"). u = FLT_EPSILON / 2 is float's unit roundoff;
+     * gamma_m = m u / (1 - m u) bounds the error of an m-term sum or dot
+     * product in float in any order, with or without FMA (Higham, Accuracy
+     * and Stability of Numerical Algorithms, 2nd ed., sec. 3.1), so sgemm's
+     * dot products and every kernel are covered. S = |q|^2 + |x|^2, which is
+     * at least 2 |q||x| >= 2 sum |q_i x_i|. R is the real distance.
+     *   GEMM, L2: |q|^2 and |x|^2 rounded to float (u S), q.x (gamma_dim
+     *     |q||x|, times 2: gamma_dim S), their sum (u S) and the difference
+     *     (u |d| <= 2u S): |d - R| <= (dim + 4) u S to first order. This is
+     *     the bug's cause: it scales with the norms, not with the distance.
+     *   Kernels, L2: a sum of squares of exact-sign terms, no cancellation:
+     *     |d - R| <= gamma_(dim+2) R.
+     *   Either path, IP and cosine: -q.x or 1 - q.x: gamma_dim S / 2 + u |d|.
+     *   s_exact is one more computation of the same kind: for L2 within
+     *     gamma_(dim+2) R of R, for IP and cosine gamma_dim S / 2 + u |d|.
+     * Adding the scan's bound and s_exact's, every case is below
+     * (dim + 4) u (S + |d|) plus second-order terms. The slack is twice that
+     * and more, (dim + 8) FLT_EPSILON (S + |d|), which also covers rounding
+     * lo and hi themselves; the kernels' L2 needs no S term. slack_min covers
+     * the subnormal range, where rounding is absolute (FLT_TRUE_MIN / 2 per
+     * operation) rather than relative.
+     */
+    const float slack = (float)(dim + 8) * FLT_EPSILON;
+    job.slack_norms = path == 1 && view->metric == SHOAL_METRIC_L2 ? 0.0f : slack;
+    job.slack_rel = slack;
+    job.slack_min = (float)(dim + 8) * FLT_MIN;
 
     /* Splitting rows packs each row once per query tile overall instead of once
      * per thread, and measured faster on small and mid-size batches; splitting

@@ -8,13 +8,14 @@
  *     L2:      |q|^2 + |x|^2 - 2 q.x   (|x|^2 kept per row, |q|^2 per query)
  *     IP:      -q.x
  *     cosine:  1 - q.x                 (rows normalised on add, queries on search)
- * A fused selection then keeps each query's k best (distance, id) pairs with
- * topk.h's heaps, so ties are broken by id and results are deterministic.
- * Few queries skip the GEMM and run distance.h's batch kernels straight into
- * the heaps; the switch point (FLAT_GEMM_MIN_QUERIES) was measured, see
- * docs/performance.md. The final k of every query are re-scored with the
- * direct kernel, so returned distances do not carry the GEMM form's
- * cancellation error.
+ * A fused pass then keeps, per query, every row that may be among its k best
+ * given the GEMM form's rounding error (a bound that grows with |q|^2 + |x|^2,
+ * derived in flat.c), and re-scores those with distance.h's pair kernels.
+ * Few queries skip the GEMM and run distance.h's batch kernels instead (the
+ * switch point, FLAT_GEMM_MIN_QUERIES, was measured, see docs/performance.md),
+ * with the same re-scoring. Either way a search returns the top k by the
+ * pair kernels' distance (L2: sum (q_i - x_i)^2), ties broken by id: the same
+ * ids and distances on every path, also among near-duplicates.
  *
  * Memory stays bounded whatever nq is: distances are computed one tile at a
  * time, tiles sized from a budget (flat_search_opts_t.mem_budget) and never
@@ -123,7 +124,8 @@ size_t flat_store_bytes(const flat_store_t *store);
 flat_view_t flat_store_view(const flat_store_t *store);
 
 /*
- * Exact k nearest rows of view for each of nq queries: ids[q*k ..] and
+ * Exact k nearest rows of view for each of nq queries, by distance.h's pair
+ * kernels (the distances returned): ids[q*k ..] and
  * dists[q*k ..] best first (ties by id), padded with TOPK_ID_NONE / +INFINITY
  * when k > n. dists may be NULL. opts may be NULL (defaults).
  * k in 1..FLAT_K_MAX; non-finite queries are SHOAL_EINVAL.

@@ -546,6 +546,353 @@ Test(flat, glove50_cosine_recall_is_one)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Near-duplicates: exact is exact on every path                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The GEMM form |q|^2 + |x|^2 - 2 q.x rounds at the size of the norms, so it
+ * cannot order vectors that are closer together than that (issue 9, bug 6:
+ * batches of 32 or more missed the query's own row). The contract checked
+ * here: on every path and batch size, a search returns the top k by the
+ * distance it reports (distance.h's pair kernels; what s_documented_knn
+ * computes by brute force), ties by id, bit for bit.
+ */
+
+/* The distance flat_search documents: the pair kernel on the stored row (and,
+ * for cosine, on the normalised query). */
+static float s_documented_dist(shoal_metric_t metric, const float *q, const float *x, size_t dim)
+{
+    const dist_kernels_t *kern = dist_kernels();
+    if (metric == SHOAL_METRIC_L2)
+        return kern->l2sq(q, x, dim);
+    if (metric == SHOAL_METRIC_IP)
+        return -kern->dot(q, x, dim);
+    return 1.0f - kern->dot(q, x, dim);
+}
+
+/* Brute force over every row of view: the k best by (documented distance, id),
+ * kept by insertion into a sorted list (no heap, no GEMM, no tiling). */
+static void s_documented_knn(const flat_view_t *view, const float *queries, size_t nq, size_t k,
+                             uint64_t *ids, float *dists)
+{
+    const size_t dim = view->dim;
+    float *q = malloc(dim * sizeof(float));
+    cr_assert_not_null(q);
+    for (size_t qi = 0; qi < nq; qi++) {
+        memcpy(q, queries + qi * dim, dim * sizeof(float));
+        if (view->metric == SHOAL_METRIC_COSINE)
+            cr_assert_eq(dist_normalize(q, dim), 0);
+        uint64_t *oi = ids + qi * k;
+        float *od = dists + qi * k;
+        size_t count = 0;
+        for (size_t r = 0; r < view->n; r++) {
+            float d = s_documented_dist(view->metric, q, view->vecs + r * dim, dim);
+            uint64_t id = view->ids[r];
+            size_t pos = count;
+            while (pos > 0 && (d < od[pos - 1] || (d == od[pos - 1] && id < oi[pos - 1])))
+                pos--;
+            if (pos >= k)
+                continue;
+            size_t last = count < k ? count : k - 1;
+            memmove(oi + pos + 1, oi + pos, (last - pos) * sizeof(uint64_t));
+            memmove(od + pos + 1, od + pos, (last - pos) * sizeof(float));
+            oi[pos] = id;
+            od[pos] = d;
+            if (count < k)
+                count++;
+        }
+        for (size_t j = count; j < k; j++) {
+            oi[j] = TOPK_ID_NONE;
+            od[j] = INFINITY;
+        }
+    }
+    free(q);
+}
+
+/* nq queries searched in batches of `batch` with opts; ids / dists are nq x k. */
+static void s_search_batches(const flat_view_t *view, const float *queries, size_t nq, size_t k,
+                             size_t batch, flat_search_opts_t opts, uint64_t *ids, float *dists)
+{
+    shoal_err_t err;
+    for (size_t q0 = 0; q0 < nq; q0 += batch) {
+        size_t bn = nq - q0 < batch ? nq - q0 : batch;
+        cr_assert_eq(flat_search(view, queries + q0 * view->dim, bn, k, &opts, ids + q0 * k,
+                                 dists + q0 * k, &err),
+                     SHOAL_OK, "%s", err.msg);
+    }
+}
+
+/* Our answer equals the documented brute force, ids and distances bit for bit. */
+static void s_check_documented(const uint64_t *ids, const float *dists, const uint64_t *want_ids,
+                               const float *want_dists, size_t nq, size_t k, const char *what)
+{
+    for (size_t q = 0; q < nq; q++)
+        for (size_t j = 0; j < k; j++)
+            cr_assert(ids[q * k + j] == want_ids[q * k + j] &&
+                          dists[q * k + j] == want_dists[q * k + j],
+                      "%s: query %zu pos %zu: id %llu d=%.9g, the true top-%zu has id %llu "
+                      "d=%.9g",
+                      what, q, j, (unsigned long long)ids[q * k + j], (double)dists[q * k + j],
+                      k, (unsigned long long)want_ids[q * k + j],
+                      (double)want_dists[q * k + j]);
+}
+
+/* The k best rows of base for each query in double precision, ties by row
+ * (rows are stored in id order in these tests, so that is by id). */
+static s_ref_item_t *s_double_knn(const float *base, size_t n, const float *queries, size_t nq,
+                                  size_t dim, shoal_metric_t metric, size_t k)
+{
+    s_ref_item_t *all = malloc(n * sizeof *all), *best = malloc(nq * k * sizeof *best);
+    cr_assert(all && best && k <= n);
+    for (size_t q = 0; q < nq; q++) {
+        for (size_t r = 0; r < n; r++) {
+            all[r].dist = s_true_dist(metric, queries + q * dim, base + r * dim, dim);
+            all[r].row = r;
+        }
+        qsort(all, n, sizeof *all, s_cmp_ref);
+        memcpy(best + q * k, all, k * sizeof *best);
+    }
+    free(all);
+    return best;
+}
+
+/*
+ * Our answer (ids, nq x k) against the double-precision brute force (ref,
+ * nq x ref_k, rows of base, which are the store's rows): the same rows,
+ * except where the two distances tie within S_TIE_REL (float cannot order
+ * those).
+ */
+static void s_check_double(const flat_store_t *store, const float *base, const float *queries,
+                           size_t nq, size_t k, const uint64_t *ids, const s_ref_item_t *ref,
+                           size_t ref_k, const char *what)
+{
+    flat_view_t view = flat_store_view(store);
+    const size_t dim = view.dim;
+    for (size_t q = 0; q < nq; q++) {
+        const float *qv = queries + q * dim;
+        for (size_t j = 0; j < k; j++) {
+            const s_ref_item_t *want = &ref[q * ref_k + j];
+            uint64_t id = ids[q * k + j];
+            size_t row = flat_store_row(store, id);
+            cr_assert_neq(row, FLAT_NO_ROW, "%s: query %zu pos %zu: id %llu not stored", what, q,
+                          j, (unsigned long long)id);
+            if (row == want->row)
+                continue;
+            double d = s_true_dist(view.metric, qv, base + row * dim, dim);
+            double mag = fmax(s_magnitude(view.metric, qv, base + row * dim, dim, d),
+                              s_magnitude(view.metric, qv, base + want->row * dim, dim,
+                                          want->dist));
+            cr_assert(fabs(d - want->dist) <= S_TIE_REL * mag,
+                      "%s: query %zu pos %zu: row %zu (d=%.12g) where the double reference has "
+                      "row %zu (d=%.12g)",
+                      what, q, j, row, d, want->row, want->dist);
+        }
+    }
+}
+
+/* Batch sizes around the GEMM switch (FLAT_GEMM_MIN_QUERIES). */
+static const size_t s_batches[] = {31, 32, 64, 100};
+
+/*
+ * The reported data: 87,971 dim-16 rows in +-10 whose neighbouring ids are
+ * near-duplicates (squared distance ~1.7e-4 at squared norms ~800); ids
+ * 14700..14799 searched as queries, k = 3.
+ */
+Test(flat, repro_near_duplicates_exact_in_every_batch_size)
+{
+    char dir[S_SUPPORT_PATH_MAX], base_path[S_SUPPORT_PATH_MAX], ids_path[S_SUPPORT_PATH_MAX];
+    s_join(dir, s_datasets(), "../repro/exact_near_duplicates");
+    s_join(base_path, dir, "base.fvecs");
+    s_join(ids_path, dir, "ids.ivecs");
+    struct stat st;
+    if (stat(base_path, &st) != 0 || stat(ids_path, &st) != 0)
+        cr_skip_test("%s not found (set SHOAL_DATASETS): repro skipped", dir);
+    shoal_err_t err;
+    size_t n, dim, nid, one;
+    float *base = vecfile_load_f32(base_path, &n, &dim, &err);
+    cr_assert_not_null(base, "%s", err.msg);
+    int32_t *file_ids = vecfile_load_i32(ids_path, &nid, &one, &err);
+    cr_assert_not_null(file_ids, "%s", err.msg);
+    cr_assert(nid == n && one == 1, "%zu ids of dim %zu for %zu rows", nid, one, n);
+    uint64_t *ids_in = malloc(n * sizeof(uint64_t));
+    cr_assert_not_null(ids_in);
+    for (size_t r = 0; r < n; r++) {
+        cr_assert_geq(file_ids[r], 0);
+        ids_in[r] = (uint64_t)file_ids[r];
+        cr_assert(r == 0 || ids_in[r] > ids_in[r - 1], "ids ascend with rows");
+    }
+    flat_store_t *store = flat_store_new(dim, SHOAL_METRIC_L2, &err);
+    cr_assert_not_null(store, "%s", err.msg);
+    cr_assert_eq(flat_store_add(store, ids_in, base, n, &err), SHOAL_OK, "%s", err.msg);
+    flat_view_t view = flat_store_view(store);
+
+    /* The ids of 14700..14799 that are stored (14761 is not). */
+    enum { IDS = 100, K = 3 };
+    float *queries = malloc(IDS * dim * sizeof(float));
+    uint64_t own[IDS];
+    cr_assert_not_null(queries);
+    size_t nq = 0;
+    for (uint64_t id = 14700; id < 14700 + IDS; id++) {
+        size_t row = flat_store_row(store, id);
+        if (row == FLAT_NO_ROW)
+            continue;
+        own[nq] = id;
+        memcpy(queries + nq++ * dim, base + row * dim, dim * sizeof(float));
+    }
+    cr_assert_geq(nq, 96);
+    uint64_t want_ids[IDS * K], ids[IDS * K];
+    float want_d[IDS * K], dists[IDS * K];
+    s_documented_knn(&view, queries, nq, K, want_ids, want_d);
+    s_ref_item_t *ref = s_double_knn(base, n, queries, nq, dim, SHOAL_METRIC_L2, K);
+    for (size_t b = 0; b < sizeof s_batches / sizeof s_batches[0]; b++) {
+        s_search_batches(&view, queries, nq, K, s_batches[b], (flat_search_opts_t){.threads = 2},
+                         ids, dists);
+        char what[64];
+        snprintf(what, sizeof what, "repro, batches of %zu", s_batches[b]);
+        size_t missed = 0;
+        for (size_t q = 0; q < nq; q++)
+            missed += ids[q * K] != own[q] || dists[q * K] != 0.0f;
+        cr_assert_eq(missed, 0, "%s: %zu of %zu queries do not find themselves first at 0", what,
+                     missed, nq);
+        s_check_documented(ids, dists, want_ids, want_d, nq, K, what);
+        s_check_double(store, base, queries, nq, K, ids, ref, K, what);
+    }
+    free(ref);
+    flat_store_destroy(&store);
+    free(queries);
+    free(ids_in);
+    free(file_ids);
+    free(base);
+}
+
+/*
+ * Generated near-duplicates, so the checks run without the repro data:
+ * clusters of 5 to 35 rows (one of 400, more than a query keeps candidates
+ * for) around centres uniform in +-10, members a few ulps of the components
+ * apart. Rows are stored cluster after cluster.
+ */
+#define S_DUP_DIM 16
+#define S_DUP_N   9000
+#define S_DUP_BIG 400
+
+static float *s_near_duplicates(void)
+{
+    float *v = malloc(S_DUP_N * S_DUP_DIM * sizeof(float));
+    cr_assert_not_null(v);
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, 906);
+    float centre[S_DUP_DIM];
+    size_t left = 0;
+    for (size_t r = 0, c = 0; r < S_DUP_N; r++, left--) {
+        if (left == 0) {
+            for (size_t d = 0; d < S_DUP_DIM; d++)
+                centre[d] = (float)(20.0 * shoal_rng_uniform(&rng) - 10.0);
+            left = c == 0 ? S_DUP_BIG : 5 + 5 * (c % 7);
+            c++;
+        }
+        for (size_t d = 0; d < S_DUP_DIM; d++)
+            v[r * S_DUP_DIM + d] = centre[d] + (float)(1e-5 * shoal_rng_normal(&rng));
+    }
+    return v;
+}
+
+/* 100 stored rows as queries, 4 of them in the big cluster. */
+enum { S_DUP_NQ = 100 };
+
+static float *s_near_duplicate_queries(const float *base)
+{
+    float *q = malloc(S_DUP_NQ * S_DUP_DIM * sizeof(float));
+    cr_assert_not_null(q);
+    for (size_t i = 0; i < S_DUP_NQ; i++)
+        memcpy(q + i * S_DUP_DIM, base + (i * 89 % S_DUP_N) * S_DUP_DIM,
+               S_DUP_DIM * sizeof(float));
+    return q;
+}
+
+static void s_check_near_duplicates(shoal_metric_t metric)
+{
+    float *base = s_near_duplicates();
+    float *queries = s_near_duplicate_queries(base);
+    flat_store_t *store = s_store_of(base, S_DUP_N, S_DUP_DIM, metric);
+    flat_view_t view = flat_store_view(store);
+    const size_t ks[] = {1, 3, 10};
+    enum { KMAX = 10 };
+    uint64_t want_ids[S_DUP_NQ * KMAX], ids[S_DUP_NQ * KMAX];
+    float want_d[S_DUP_NQ * KMAX], dists[S_DUP_NQ * KMAX];
+    s_ref_item_t *ref = s_double_knn(base, S_DUP_N, queries, S_DUP_NQ, S_DUP_DIM, metric, KMAX);
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        size_t k = ks[ki];
+        s_documented_knn(&view, queries, S_DUP_NQ, k, want_ids, want_d);
+        for (size_t b = 0; b < sizeof s_batches / sizeof s_batches[0]; b++) {
+            s_search_batches(&view, queries, S_DUP_NQ, k, s_batches[b],
+                             (flat_search_opts_t){.threads = 2, .thread_work = 1}, ids, dists);
+            char what[80];
+            snprintf(what, sizeof what, "%s k=%zu batches of %zu", shoal_metric_name(metric), k,
+                     s_batches[b]);
+            if (metric == SHOAL_METRIC_L2)
+                for (size_t q = 0; q < S_DUP_NQ; q++)
+                    cr_assert(ids[q * k] == S_ID(q * 89 % S_DUP_N) && dists[q * k] == 0.0f,
+                              "%s: query %zu is not first at 0 (id %llu d=%.9g)", what, q,
+                              (unsigned long long)ids[q * k], (double)dists[q * k]);
+            s_check_documented(ids, dists, want_ids, want_d, S_DUP_NQ, k, what);
+            s_check_double(store, base, queries, S_DUP_NQ, k, ids, ref, KMAX, what);
+        }
+    }
+    free(ref);
+    flat_store_destroy(&store);
+    free(queries);
+    free(base);
+}
+
+Test(flat, near_duplicates_exact_l2)
+{
+    s_check_near_duplicates(SHOAL_METRIC_L2);
+}
+
+Test(flat, near_duplicates_exact_ip)
+{
+    s_check_near_duplicates(SHOAL_METRIC_IP);
+}
+
+Test(flat, near_duplicates_exact_cosine)
+{
+    s_check_near_duplicates(SHOAL_METRIC_COSINE);
+}
+
+/* The kernel path and the GEMM path give the same bytes on the same input,
+ * on one thread and on several, whatever the tiles. */
+Test(flat, kernel_and_gemm_paths_agree_bit_for_bit)
+{
+    float *base = s_near_duplicates();
+    float *queries = s_near_duplicate_queries(base);
+    enum { K = 10 };
+    for (shoal_metric_t m = SHOAL_METRIC_L2; m <= SHOAL_METRIC_COSINE; m++) {
+        flat_store_t *store = s_store_of(base, S_DUP_N, S_DUP_DIM, m);
+        flat_view_t view = flat_store_view(store);
+        uint64_t ids1[S_DUP_NQ * K], ids2[S_DUP_NQ * K];
+        float d1[S_DUP_NQ * K], d2[S_DUP_NQ * K];
+        s_search_batches(&view, queries, S_DUP_NQ, K, S_DUP_NQ,
+                         (flat_search_opts_t){.threads = 1, .force_path = 1}, ids1, d1);
+        const flat_search_opts_t variants[] = {
+            {.threads = 1, .force_path = 2},
+            {.threads = 2, .force_path = 2, .thread_work = 1},
+            {.threads = 1, .force_path = 2, .mem_budget = 64 << 10},
+            {.threads = 2, .force_path = 1},
+        };
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            s_search_batches(&view, queries, S_DUP_NQ, K, S_DUP_NQ, variants[v], ids2, d2);
+            cr_assert(memcmp(ids1, ids2, sizeof ids1) == 0, "%s variant %zu: ids differ",
+                      shoal_metric_name(m), v);
+            cr_assert(memcmp(d1, d2, sizeof d1) == 0, "%s variant %zu: distances differ",
+                      shoal_metric_name(m), v);
+        }
+        flat_store_destroy(&store);
+    }
+    free(queries);
+    free(base);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Store                                                                    */
 /* ------------------------------------------------------------------------ */
 
