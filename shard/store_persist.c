@@ -14,8 +14,8 @@
  *      from "V/" (skipped when absent, or when a later logged write stored
  *      it: that entry inserts it), a delete deletes the ids still present;
  *   3. when there is no checkpoint, or any check fails (logged as a warning
- *      that says which), or the replayed graph's count disagrees with the
- *      stored vectors, the graph is rebuilt from all stored vectors with
+ *      that says which), or a log entry is malformed, or the replayed
+ *      graph's count disagrees with the stored vectors, the graph is rebuilt from all stored vectors with
  *      hnsw_insert_batch on opts.threads threads.
  *
  * Quarantine. A stored vector that fails its checks in step 1 (a malformed
@@ -721,13 +721,25 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
 
     size_t replayed = 0;
     if (graph) {
-        if ((rc = s_replay(store, coll, graph, covered, &replayed, &last_seq, err)) != 0)
+        /* A malformed log entry only costs the replay: the vectors are the
+         * truth, and the next checkpoint deletes the entry. */
+        shoal_err_t why;
+        shoal_err_clear(&why);
+        rc = s_replay(store, coll, graph, covered, &replayed, &last_seq, &why);
+        if (rc != 0 && rc != SHOAL_ECORRUPT) {
+            shoal_err_set(err, rc, "%s", why.msg);
             goto fail;
+        }
         size_t in_graph = hnsw_count(graph), stored = knn_engine_count(coll->engine);
-        if (in_graph != stored) {
+        if (rc == SHOAL_ECORRUPT)
+            log_warn("collection \"%s\": op log not usable (%s); rebuilding the graph from the "
+                     "stored vectors",
+                     coll->name, why.msg);
+        else if (in_graph != stored)
             log_warn("collection \"%s\": checkpoint + log give %zu vectors but %zu are stored; "
                      "rebuilding the graph",
                      coll->name, in_graph, stored);
+        if (rc == SHOAL_ECORRUPT || in_graph != stored) {
             hnsw_destroy(&graph);
             replayed = 0;
             if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, 0, &unmoved, &last_seq,

@@ -1324,3 +1324,50 @@ Test(store, under_the_reserve_writes_are_refused_and_reads_served)
     free(v);
     free(ids);
 }
+
+Test(store, malformed_log_entry_rebuilds_the_graph)
+{
+    const size_t n = 300, dim = 8;
+    shard_store_t *st = s_open();
+    s_create(st, "g", dim, SHOAL_METRIC_L2);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 0);
+    s_insert(st, "g", ids, v, 200, dim);
+    shoal_err_t err;
+    cr_assert_eq(shard_store_checkpoint(st, "g", &err), 0, "%s", err.msg);
+    s_insert(st, "g", ids + 200, v + 200 * dim, 100, dim);
+    uint64_t seq = s_stats(st, "g").last_seq;
+    shard_store_abandon(&st); /* the last batch only in the log */
+
+    /* Its log entry cut to 3 bytes. */
+    kv_t *kv = kv_open(s_dir, 0, &err);
+    cr_assert_not_null(kv, "%s", err.msg);
+    uint8_t key[SHARD_KEY_MAX];
+    cr_assert_eq(kv_put(kv, key, shard_key_u64(key, 'L', "g", seq), "bad", 3, 1, &err), 0);
+    kv_close(&kv);
+
+    shoal_log_set_level(SHOAL_LOG_WARN);
+    s_capture_begin();
+    st = s_open();
+    char *log = s_capture_end();
+    cr_assert(strstr(log, "op log not usable (log entry"), "%s", log);
+    free(log);
+    shard_coll_stats_t s = s_stats(st, "g");
+    cr_assert_eq(s.loaded_from_checkpoint, 0);
+    cr_assert_eq(s.count, n);
+    uint64_t got[300];
+    float dist[300];
+    s_search(st, "g", v, n, dim, 1, WIRE_MODE_HNSW, 0, NULL, 0, got, dist, NULL);
+    size_t self = 0;
+    for (size_t i = 0; i < n; i++)
+        self += got[i] == ids[i];
+    cr_assert_geq(self, n - 3, "%zu of %zu rows find themselves", self, n);
+    /* The close's checkpoint covers the bad entry, and deletes it. */
+    shard_store_close(&st);
+    st = s_open();
+    cr_assert_eq(s_stats(st, "g").loaded_from_checkpoint, 1);
+    cr_assert_eq(s_stats(st, "g").count, n);
+    shard_store_close(&st);
+    free(v);
+    free(ids);
+}
