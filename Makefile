@@ -318,10 +318,23 @@ test-run: all
 	        echo "shoal: sanitizer report in $$t (see $$log)"; failed+=("$$t"); \
 	    fi; \
 	done; \
+	$(if $(SAN),,echo "=== test-python"; \
+	    $(MAKE) --no-print-directory test-python || failed+=("test-python");) \
 	if [ $${#failed[@]} -ne 0 ]; then \
 	    echo "shoal: FAILED suites: $${failed[*]}"; exit 1; \
 	fi; \
-	echo "shoal: all $(words $(TEST_BINS)) suites passed ($(BUILD_KIND)$(if $(SAN), sanitizers))"
+	echo "shoal: all $(words $(TEST_BINS)) suites passed$(if $(SAN),, and the Python client's tests) ($(BUILD_KIND)$(if $(SAN), sanitizers))"
+
+# The Python client's tests (client/python/tests) with Debian's python3 and its
+# python3-zmq/-msgpack/-numpy/-pytest, against the programs in $(BIN); they
+# start their own cluster on ports 7980-7985 and print pytest's summary line.
+# test-run runs them after the C suites, except in sanitizer builds (test-asan).
+PYTHON ?= /usr/bin/python3
+.PHONY: test-python
+test-python: $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+	@mkdir -p $(BUILD)/tmp
+	@cd client/python && $(TEST_ENV) $(PYTHON) -m pytest -p no:cacheprovider -q -rs \
+	    --basetemp=$(abspath $(BUILD))/tmp/pytest tests
 
 test: deps
 	@$(MAKE) --no-print-directory test-run
