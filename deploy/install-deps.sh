@@ -17,6 +17,8 @@ packages=(
     build-essential pkg-config
     libzmq3-dev libczmq-dev libmsgpack-dev librocksdb-dev
     libcriterion-dev libopenblas-dev
+    # the Python client (client/python) and its tests (make test-python)
+    python3 python3-zmq python3-msgpack python3-numpy python3-pytest
 )
 if [[ $# -gt 0 ]]; then
     label=$1
