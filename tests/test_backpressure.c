@@ -50,6 +50,17 @@
 /* Resident memory allowed over the baseline once the flooding peer left. */
 #define S_AFTER_MIB 48.0
 
+/*
+ * Under AddressSanitizer freed memory sits in its quarantine (256 MB by
+ * default) and RSS says nothing about what the server holds: the memory
+ * checks are left to the plain build, the counters are checked in both.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define S_RSS_CHECKED 0
+#else
+#define S_RSS_CHECKED 1
+#endif
+
 static void s_setup(void)
 {
     s_process_suite_init("test_backpressure");
@@ -243,10 +254,10 @@ static void s_check_flood(const s_server_t *p, const char *coll)
         s_sleep_ms(S_POLL_MS);
     }
     double peak = s_vm_mib(p->pid, "VmHWM");
-    cr_assert_leq(peak - base, S_BUDGET_MIB + S_MARGIN_MIB,
-                  "peak RSS grew by %.0f MiB (from %.0f MiB), over the %.0f MiB budget + "
-                  "%.0f MiB",
-                  peak - base, base, S_BUDGET_MIB, S_MARGIN_MIB);
+    cr_assert(!S_RSS_CHECKED || peak - base <= S_BUDGET_MIB + S_MARGIN_MIB,
+              "peak RSS grew by %.0f MiB (from %.0f MiB), over the %.0f MiB budget + "
+              "%.0f MiB",
+              peak - base, base, S_BUDGET_MIB, S_MARGIN_MIB);
     cr_assert_gt(s_stat(c, "replies_dropped"), 0, "no reply was refused");
     double pending = s_stat(c, "pending_reply_bytes");
     cr_assert_gt(pending, 0, "nothing is pending for a peer that reads nothing");
@@ -268,8 +279,8 @@ static void s_check_flood(const s_server_t *p, const char *coll)
     cr_log_info("RSS %.0f MiB before the flood, peak %.0f MiB, %.0f MiB after the peer left; "
                 "%.0f bytes were pending, %.0f replies dropped",
                 base, peak, after, pending, s_stat(c, "replies_dropped"));
-    cr_assert_leq(after - base, S_AFTER_MIB,
-                  "RSS %.0f MiB after the peer left, %.0f MiB before the flood", after, base);
+    cr_assert(!S_RSS_CHECKED || after - base <= S_AFTER_MIB,
+              "RSS %.0f MiB after the peer left, %.0f MiB before the flood", after, base);
     shoal_client_destroy(&c);
 }
 
