@@ -16,6 +16,8 @@
  *   M/  empty
  *   X/  magic "CINT" u32 | version u32 | n u64 | ids (n x u64) |
  *       old lists (n x u32) | new lists (n x u32)
+ *       (a new list of 0xffffffff, CATALOG_LIST_NONE, is a delete: the
+ *       layout and version are those of insert intents, which are unchanged)
  *
  * Design decisions:
  * - The reads that catalog.h allows on any thread (lookup, scan_list,
@@ -1256,7 +1258,7 @@ int catalog_intent_put(catalog_t *cat, const char *name, const uint64_t *ids,
         return err ? err->code : SHOAL_ENOTFOUND;
     for (size_t i = 0; i < n; i++)
         if ((old_lists[i] != CATALOG_LIST_NONE && old_lists[i] >= c->nlist) ||
-            new_lists[i] >= c->nlist)
+            (new_lists[i] != CATALOG_LIST_NONE && new_lists[i] >= c->nlist))
             return shoal_err_set(err, SHOAL_EINVAL,
                                  "\"%s\": intent entry %zu moves id %llu from list %u to %u "
                                  "(nlist %u)",
@@ -1354,7 +1356,7 @@ static int s_intent_decode(const uint8_t *val, size_t vlen, uint32_t nlist, cata
         in->old_lists[i] = s_get_le32(p + 8 * n + 4 * i);
         in->new_lists[i] = s_get_le32(p + 12 * n + 4 * i);
         if ((in->old_lists[i] != CATALOG_LIST_NONE && in->old_lists[i] >= nlist) ||
-            in->new_lists[i] >= nlist) {
+            (in->new_lists[i] != CATALOG_LIST_NONE && in->new_lists[i] >= nlist)) {
             snprintf(why, cap, "entry %zu moves id %llu from list %u to %u (nlist %u)", i,
                      (unsigned long long)in->ids[i], in->old_lists[i], in->new_lists[i], nlist);
             return 1;

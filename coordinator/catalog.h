@@ -28,14 +28,16 @@
  * Writes: every mutating call is one atomic RocksDB batch written with sync
  * (fsync'd WAL) before it returns, and the RAM state follows only on success.
  * Id-map updates (catalog_apply_*) are read-modify-write of the counts: the
- * caller must not run two of them on one collection at once (the coordinator
- * has a single writer per collection).
+ * caller must not run two of them on one collection at once from two threads
+ * (the coordinator calls them from its loop only; writes that run at the same
+ * time there touch disjoint ids, so the old lists each was given stay true).
  *
  * Write intents: before an insert batch is sent to shards the coordinator
  * records which ids go from which list to which (catalog_intent_put); after
  * the shards answered and the id map was updated, and stale copies on other
- * shards were deleted, it clears the intent. An intent found at start-up is
- * an interrupted write: for each of its ids, every shard among the old and
+ * shards were deleted, it clears the intent. A delete records an intent too,
+ * with new list CATALOG_LIST_NONE for every id. An intent left behind is an
+ * interrupted write: for each of its ids, every shard among the old and
  * new lists' owners that is not the owner of the list the id map now names
  * (all of them when the id is absent) may hold a stale copy and gets a delete.
  *
@@ -90,7 +92,7 @@ typedef struct {
     size_t n;                 /* ids */
     uint64_t *ids;            /* n ids */
     uint32_t *old_lists;      /* n lists before the write (CATALOG_LIST_NONE: new id) */
-    uint32_t *new_lists;      /* n lists after it */
+    uint32_t *new_lists;      /* n lists after it (CATALOG_LIST_NONE: a delete) */
 } catalog_intent_t;
 
 /*
@@ -182,7 +184,10 @@ int catalog_scan_list(catalog_t *cat, const char *name, uint32_t list, uint64_t 
 /* Write intents                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Stores an intent (synced); *txn gets its number. */
+/*
+ * Stores an intent (synced); *txn gets its number. new_lists[i] may be
+ * CATALOG_LIST_NONE (the id is being deleted); other lists must be < nlist.
+ */
 int catalog_intent_put(catalog_t *cat, const char *name, const uint64_t *ids,
                        const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
                        uint64_t *txn, shoal_err_t *err);

@@ -39,6 +39,8 @@
 #define S_SHARD_HWM 100000
 /* At start, how long to wait for the shard connections at most (ms). */
 #define S_CONNECT_WAIT_MS 2000
+/* Intents waiting for a shard are tried again this often without a shard event (ms). */
+#define S_REDRIVE_RETRY_MS 10000
 
 static_assert(COORD_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
               "the coordinator's latency ring is wire_io's");
@@ -160,8 +162,19 @@ void coord_job_end(coord_t *coord, coord_job_t **job_p)
         job->next->prev = job->prev;
     if (job->client)
         coord->client_jobs--;
-    if (coord->write_active == job)
-        coord->write_active = NULL;
+    if (coord->redrive_job == job) {
+        coord->redrive_job = NULL;
+    } else if (job->is_write && job->started && coord->redrive_deferred) {
+        /* The write that held a skipped intent's ids may be this one. Not after the
+           re-drive itself: it would find the same writes running and spin. */
+        coord->redrive_deferred = 0;
+        coord_redrive_schedule(coord);
+    }
+    if (job->is_write && job->started) {
+        coord->writes_running--;
+        coord->pump_dirty = 1;
+    }
+    coord_scope_clear(&job->scope);
     if (job->free_state)
         job->free_state(job->state);
     wire_request_fini(&job->req);
@@ -198,6 +211,143 @@ void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, 
     wire_reply_fini(&rep);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Write scheduling (coord_private.h says why scopes)                       */
+/* ------------------------------------------------------------------------ */
+
+/* Waiting writes looked at per pump pass: bounds the pairwise scope checks. */
+#define S_PUMP_WINDOW 64
+
+static int s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void coord_scope_clear(coord_scope_t *sc)
+{
+    free(sc->ids);
+    memset(sc, 0, sizeof *sc);
+}
+
+int coord_scope_set_ids(coord_scope_t *sc, const char *coll, const uint64_t *ids, size_t n)
+{
+    coord_scope_clear(sc);
+    snprintf(sc->coll, sizeof sc->coll, "%s", coll);
+    sc->ids = malloc((n ? n : 1) * sizeof *sc->ids);
+    if (!sc->ids) {
+        sc->kind = COORD_SCOPE_COLL; /* still correct, only coarser */
+        return -1;
+    }
+    memcpy(sc->ids, ids, n * sizeof *ids);
+    qsort(sc->ids, n, sizeof *sc->ids, s_cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || sc->ids[m - 1] != sc->ids[i])
+            sc->ids[m++] = sc->ids[i];
+    sc->nids = m;
+    sc->kind = COORD_SCOPE_IDS;
+    return 0;
+}
+
+/* 1 when id is in the sorted array a of n. */
+static int s_has_id(const uint64_t *a, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (a[mid] == id)
+            return 1;
+        if (a[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+/* 1 when two scopes may not run at the same time. */
+static int s_scopes_conflict(const coord_scope_t *a, const coord_scope_t *b)
+{
+    if (a->kind == COORD_SCOPE_NONE || b->kind == COORD_SCOPE_NONE)
+        return 0;
+    if (a->trains && b->trains)
+        return 1;
+    if (a->kind == COORD_SCOPE_ALL || b->kind == COORD_SCOPE_ALL)
+        return 1;
+    if (strcmp(a->coll, b->coll) != 0)
+        return 0;
+    if (a->kind == COORD_SCOPE_COLL || b->kind == COORD_SCOPE_COLL)
+        return 1;
+    const coord_scope_t *small = a->nids <= b->nids ? a : b, *large = small == a ? b : a;
+    for (size_t i = 0; i < small->nids; i++)
+        if (s_has_id(large->ids, large->nids, small->ids[i]))
+            return 1;
+    return 0;
+}
+
+/*
+ * A waiting write's scope as it would run now: an insert into a collection
+ * that is not trained (or does not exist) trains it first, which changes
+ * every id's placement, so it takes the whole collection and the training
+ * thread. Decided when looked at, not at arrival: an earlier train may have
+ * run since.
+ */
+static void s_scope_now(const coord_t *coord, coord_job_t *job)
+{
+    if (job->req.op != WIRE_OP_INSERT || job->scope.kind != COORD_SCOPE_IDS)
+        return;
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    if (c && c->trained)
+        return;
+    coord_scope_clear(&job->scope);
+    snprintf(job->scope.coll, sizeof job->scope.coll, "%s", job->req.coll);
+    job->scope.kind = COORD_SCOPE_COLL;
+    job->scope.trains = c != NULL;
+}
+
+/* The scope a client write's request implies. */
+static void s_scope_of_request(coord_job_t *job)
+{
+    coord_scope_t *sc = &job->scope;
+    const wire_request_t *req = &job->req;
+    coord_scope_clear(sc);
+    snprintf(sc->coll, sizeof sc->coll, "%s", req->coll);
+    switch (req->op) {
+    case WIRE_OP_INSERT:
+    case WIRE_OP_DELETE:
+        (void)coord_scope_set_ids(sc, req->coll, req->ids, (size_t)req->n);
+        break;
+    case WIRE_OP_TRAIN:
+        sc->kind = COORD_SCOPE_COLL;
+        sc->trains = 1;
+        break;
+    default: /* create, drop, repair: the whole collection */
+        sc->kind = req->coll[0] ? COORD_SCOPE_COLL : COORD_SCOPE_ALL;
+        break;
+    }
+}
+
+int coord_scope_busy(const coord_t *coord, const coord_job_t *self, const coord_scope_t *sc)
+{
+    for (const coord_job_t *job = coord->jobs; job; job = job->next)
+        if (job != self && job->is_write && job->started && s_scopes_conflict(sc, &job->scope))
+            return 1;
+    return 0;
+}
+
+void coord_writes_changed(coord_t *coord)
+{
+    coord->pump_dirty = 1;
+}
+
+void coord_write_begin(coord_t *coord, coord_job_t *job)
+{
+    job->is_write = 1;
+    job->started = 1;
+    coord->writes_running++;
+}
+
 void coord_job_submit(coord_t *coord, coord_job_t *job)
 {
     if (!job->is_write) {
@@ -205,6 +355,8 @@ void coord_job_submit(coord_t *coord, coord_job_t *job)
         job->start(coord, job);
         return;
     }
+    if (job->scope.kind == COORD_SCOPE_NONE)
+        s_scope_of_request(job);
     job->fifo_next = NULL;
     if (coord->fifo_tail)
         coord->fifo_tail->fifo_next = job;
@@ -212,21 +364,53 @@ void coord_job_submit(coord_t *coord, coord_job_t *job)
         coord->fifo_head = job;
     coord->fifo_tail = job;
     coord->fifo_len++;
+    coord->pump_dirty = 1;
 }
 
-/* Starts waiting writes, one at a time. */
+/* 1 when waiting write job must keep waiting: it overlaps a running or an earlier waiting write. */
+static int s_write_blocked(coord_t *coord, coord_job_t *job)
+{
+    s_scope_now(coord, job);
+    if (coord_scope_busy(coord, job, &job->scope))
+        return 1;
+    for (coord_job_t *e = coord->fifo_head; e && e != job; e = e->fifo_next) {
+        s_scope_now(coord, e);
+        if (s_scopes_conflict(&job->scope, &e->scope))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Starts every waiting write that may run now (coord_private.h), oldest
+ * first; looks again while a start or an end changed what runs.
+ */
 static void s_writes_pump(coord_t *coord)
 {
-    while (!coord->write_active && coord->fifo_head) {
-        coord_job_t *job = coord->fifo_head;
-        coord->fifo_head = job->fifo_next;
-        if (!coord->fifo_head)
-            coord->fifo_tail = NULL;
-        coord->fifo_len--;
-        job->fifo_next = NULL;
-        job->started = 1;
-        coord->write_active = job;
-        job->start(coord, job); /* may end it, clearing write_active */
+    while (coord->pump_dirty) {
+        coord->pump_dirty = 0;
+        coord_job_t *prev = NULL, *job = coord->fifo_head;
+        for (size_t seen = 0; job && seen < S_PUMP_WINDOW &&
+                              coord->writes_running < COORD_WRITES_RUNNING_MAX;
+             seen++) {
+            coord_job_t *following = job->fifo_next;
+            if (s_write_blocked(coord, job)) {
+                prev = job;
+                job = following;
+                continue;
+            }
+            if (prev)
+                prev->fifo_next = following;
+            else
+                coord->fifo_head = following;
+            if (coord->fifo_tail == job)
+                coord->fifo_tail = prev;
+            coord->fifo_len--;
+            job->fifo_next = NULL;
+            coord_write_begin(coord, job);
+            job->start(coord, job); /* may end it (then pump_dirty is set again) */
+            job = following;
+        }
     }
 }
 
@@ -371,6 +555,27 @@ done:
     zmsg_destroy(&msg);
 }
 
+/*
+ * Shard s was just marked down: every job with a request outstanding to it
+ * is told at once (on_shard_down), rather than waiting out its deadline for
+ * an answer that is not coming. A handler may end jobs, so the walk starts
+ * over after each call; down_round keeps a job from being told twice.
+ */
+static void s_jobs_shard_down(coord_t *coord, size_t s)
+{
+    uint64_t round = ++coord->down_round;
+    coord_job_t *job = coord->jobs;
+    while (job) {
+        if (job->waiting[s] && job->on_shard_down && job->down_round != round) {
+            job->down_round = round;
+            job->on_shard_down(coord, job, s);
+            job = coord->jobs;
+            continue;
+        }
+        job = job->next;
+    }
+}
+
 /* Pings every shard; marks the silent ones down. */
 static void s_health_tick(coord_t *coord, int64_t now)
 {
@@ -382,6 +587,7 @@ static void s_health_tick(coord_t *coord, int64_t now)
             shard->state = COORD_SHARD_DOWN;
             log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
                      coord->opts.down_after_ms);
+            s_jobs_shard_down(coord, s);
         }
         if (shard->ping_rid) {
             char key[32];
@@ -692,6 +898,24 @@ static int64_t s_deadlines(coord_t *coord, int64_t now)
     return next;
 }
 
+/*
+ * Starts a re-drive pass when one is wanted and none runs; intents that wait
+ * for a shard are tried again every S_REDRIVE_RETRY_MS even without a shard
+ * coming back up (a shard that answered a delete with an error stays up).
+ */
+static void s_redrive_tick(coord_t *coord, int64_t now)
+{
+    if (coord->stopping)
+        return;
+    if (now >= coord->next_redrive_retry_us) {
+        coord->next_redrive_retry_us = now + S_REDRIVE_RETRY_MS * 1000;
+        if (zhashx_size(coord->redrive_waits))
+            coord_redrive_schedule(coord);
+    }
+    if (coord->redrive_wanted && !coord->redrive_job)
+        coord_redrive_run(coord);
+}
+
 /* Stopping: waiting writes and idle internal jobs are given up. */
 static void s_refuse_waiting(coord_t *coord)
 {
@@ -721,6 +945,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
 {
     int failed = 0;
     coord->next_ping_us = zclock_usecs();
+    coord->next_redrive_retry_us = coord->next_ping_us + S_REDRIVE_RETRY_MS * 1000;
     coord_redrive_schedule(coord);
     zmq_pollitem_t *items = calloc(coord->nshards + 4, sizeof *items);
     if (!items)
@@ -734,6 +959,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         }
         int64_t next = s_deadlines(coord, now);
         s_writes_pump(coord);
+        s_redrive_tick(coord, now);
         if (coord->stopping && !coord->jobs && !coord->train_running)
             break;
         int64_t wake = coord->next_ping_us;
@@ -894,7 +1120,9 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     coord->data_dir = strdup(opts->data_dir);
     coord->device = strdup(opts->device && *opts->device ? opts->device : "auto");
     coord->pending = zhashx_new();
-    if (!coord->listen || !coord->data_dir || !coord->device || !coord->pending) {
+    coord->redrive_waits = zhashx_new();
+    if (!coord->listen || !coord->data_dir || !coord->device || !coord->pending ||
+        !coord->redrive_waits) {
         shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
         goto fail;
     }
@@ -1006,6 +1234,7 @@ void coord_destroy(coord_t **coord_p)
         coord_job_end(coord, &job);
     }
     zhashx_destroy(&coord->pending);
+    zhashx_destroy(&coord->redrive_waits);
     zsock_destroy(&coord->router);
     wire_io_budget_destroy(&coord->reply_budget);
     for (size_t s = 0; coord->shards && s < coord->nshards; s++) {

@@ -20,11 +20,15 @@
  * Ops (docs/protocol.md, section "Coordinator"):
  *   ping, stats                       answered by the loop at once
  *   create_collection, drop_collection, train, insert, delete
- *                                     writes: one at a time, in arrival order
- *                                     (a FIFO of at most COORD_WRITES_MAX), so
- *                                     writes to one id never race
+ *                                     writes: queued (a FIFO of at most
+ *                                     COORD_WRITES_MAX); one starts when it
+ *                                     shares no id (insert, delete) or
+ *                                     collection (create, drop, train) with a
+ *                                     running or earlier queued write, so
+ *                                     writes to one id keep arrival order and
+ *                                     never race (coord_private.h)
  *   search, get, knn_graph            run concurrently with each other and with
- *                                     the one write in progress
+ *                                     the writes in progress
  *   checkpoint                        forwarded to every shard
  * Writes need every shard they touch to be up: a write that would touch a
  * shard marked down is refused with SHOAL_EUNAVAIL naming it, before anything
@@ -45,14 +49,20 @@
  *      error (not acknowledged) and re-drives the intent at once; an intent
  *      that cannot be completed (a shard went down) stays and is re-driven
  *      when the shard is back up, and at start-up.
- * Delete: ids looked up in the id map, one delete per owning shard, then the
- *   map updated; the reply's count is the ids that were present.
+ * Delete: ids looked up in the id map; an intent (new list none) and the map
+ *   update, synced; one delete per owning shard; the intent cleared; the
+ *   reply's count is the ids that were present. A shard failure answers the
+ *   error but rolls forward: the intent stays and the re-drive deletes the
+ *   copies when the shard is back. A write waiting on a shard that is marked
+ *   down ends at once with SHOAL_EUNAVAIL, its intent kept.
  * Search: each query's nprobe nearest centroids, the plan (fanout.h), one
  *   search sub-batch per shard holding only its queries (k, mode, ef, filter
  *   passed through), the merge. A shard marked down is not asked; a shard that
  *   misses the deadline (request deadline_ms, else opts.deadline_ms) is given
- *   up: the reply then has partial = 1 and names the missing shards. A shard's
- *   error reply fails the whole request, prefixed with the shard's endpoint.
+ *   up: the reply then has partial = 1 and names the missing shards. So is a
+ *   shard that lacks the collection (SHOAL_ENOTFOUND): the coordinator
+ *   re-creates it there. Another error reply from a shard fails the whole
+ *   request, prefixed with the shard's endpoint.
  *   A collection not yet trained holds nothing (inserts need centroids): its
  *   searches are answered with padding only, and its k-NN graph is empty.
  * knn_graph: a cursor walks the collection's lists in placement order (shard

@@ -20,6 +20,22 @@
  * jobs) or coord_job_end (internal ones): its rids leave the table, so late
  * replies are dropped. A handler that ended the job must not touch it again.
  *
+ * Writes: each write job has a scope (coord_scope_t: the ids of one
+ * collection, a whole collection, or everything). Writes wait in a FIFO and
+ * one starts when its scope overlaps no running write's and no earlier
+ * waiting write's, so writes to one id keep their arrival order while writes
+ * to other ids (or collections) overtake a slow one; at most
+ * COORD_WRITES_RUNNING_MAX run at once. Why ids and not whole collections:
+ * an insert's old-list lookup and its stale-copy deletes are only true while
+ * no other write changes the same ids, and that is all they need; a frozen
+ * shard then holds up only the writes that share ids with the one stuck on it.
+ * Sorted id arrays, not a hash set: one sort per write, and an overlap test
+ * (binary search of the smaller in the larger) needs nothing else.
+ * Re-drive: one internal job at a time walks the intents; its scope is the
+ * intent in flight, so it never races a client write of the same ids.
+ * A shard marked down ends the phase of every job waiting on it at once
+ * (on_shard_down): a write then fails with SHOAL_EUNAVAIL, its intent kept.
+ *
  * Thread-safety: everything here belongs to the loop thread, except the
  * coord_train_t between coord_train_start and the loop's pickup, which the
  * training thread owns.
@@ -54,12 +70,34 @@ typedef struct {
     int64_t last_seen_us;      /* monotonic time of its last message (0: never; the
                                   down clock then runs from coord->start_us) */
     uint64_t ping_rid;         /* rid of the ping in flight, 0 when none */
+    size_t redrive_waiting;    /* intents whose re-drive waits for this shard */
+    int repairing;             /* a repair job (re-creating a collection) exists */
 } coord_shard_t;
+
+/* What a write touches (see the file comment). */
+typedef enum {
+    COORD_SCOPE_NONE = 0, /* nothing (a re-drive between two intents) */
+    COORD_SCOPE_IDS = 1,  /* ids of one collection */
+    COORD_SCOPE_COLL = 2, /* all of one collection (create, drop, train, repair) */
+    COORD_SCOPE_ALL = 3,  /* every collection */
+} coord_scope_kind_t;
+
+typedef struct {
+    coord_scope_kind_t kind;
+    char coll[WIRE_NAME_MAX + 1]; /* the collection (IDS, COLL) */
+    uint64_t *ids;                /* IDS: sorted, distinct (owned) */
+    size_t nids;
+    int trains; /* runs k-means: such writes run one at a time (one training thread) */
+} coord_scope_t;
+
+/* At most this many writes run at once (more wait in the FIFO). */
+#define COORD_WRITES_RUNNING_MAX 64
 
 typedef struct coord_job coord_job_t;
 typedef struct coord_train coord_train_t;
 
 typedef void (*coord_job_fn)(coord_t *coord, coord_job_t *job);
+typedef void (*coord_shard_fn)(coord_t *coord, coord_job_t *job, size_t shard);
 typedef void (*coord_reply_fn)(coord_t *coord, coord_job_t *job, size_t shard, uint32_t tag,
                                const wire_reply_t *rep);
 
@@ -75,7 +113,8 @@ struct coord_job {
     int64_t deadline_us;             /* when on_timeout runs; 0 = none (waiting, training) */
     int client;                      /* a client's request (else internal) */
     int is_write;                    /* goes through the write FIFO */
-    int started;                     /* a write: left the FIFO */
+    int started;                     /* a write: left the FIFO (it is running) */
+    coord_scope_t scope;             /* a write: what it touches */
     size_t pending;                  /* shard requests outstanding */
     uint32_t *waiting;               /* nshards: requests outstanding per shard */
     uint64_t *rids;                  /* rids sent (for removal from the table at the end) */
@@ -84,6 +123,8 @@ struct coord_job {
     coord_reply_fn on_reply;         /* a shard answered */
     coord_job_fn on_timeout;         /* the deadline passed */
     coord_job_fn on_train;           /* the training thread finished (coord->train_done) */
+    coord_shard_fn on_shard_down;    /* a shard it waits on was marked down (may be NULL) */
+    uint64_t down_round;             /* the shard-down round that last called it */
     void (*free_state)(void *state); /* frees state */
     void *state;                     /* the op's own state */
 };
@@ -130,7 +171,9 @@ struct coord {
     size_t client_jobs;                 /* client jobs in the list */
     coord_job_t *fifo_head, *fifo_tail; /* writes waiting */
     size_t fifo_len;
-    coord_job_t *write_active; /* the write in progress, or NULL */
+    size_t writes_running;     /* writes started and not ended (the re-drive job too) */
+    int pump_dirty;            /* a write was queued or ended: look at the FIFO again */
+    uint64_t down_round;       /* counts shard-down events (on_shard_down bookkeeping) */
     int train_pipe[2];         /* the training thread's "done" byte */
     pthread_t train_thread;    /* valid while train_running */
     int train_running;
@@ -140,7 +183,15 @@ struct coord {
     size_t nrouters;
     int64_t next_ping_us;        /* when the next ping round goes */
     int stopping;                /* the loop is draining */
-    int redrive_queued;          /* a re-drive job waits in the FIFO */
+    coord_job_t *redrive_job;    /* the re-drive job, or NULL */
+    int redrive_wanted;          /* start a re-drive pass when none runs */
+    int redrive_deferred;        /* an intent was skipped (a write held its ids): after
+                                    the next write ends, re-drive again */
+    zhashx_t *redrive_waits;     /* intent key -> waited-on shard + 1 (coord_write.c) */
+    int64_t next_redrive_retry_us; /* when waiting intents are tried again (no shard event) */
+    uint64_t redrive_attempts;   /* intents whose deletes were sent */
+    uint64_t redrive_settled;    /* intents re-driven to the end and cleared */
+    uint64_t repairs;            /* collections re-created on shards that lacked them */
     wire_io_counters_t counters; /* replies, errors, latency by op */
     wire_io_budget_t *reply_budget; /* bytes of client replies queued in ZeroMQ */
     uint64_t *fanout_hist;       /* nshards + 1: queries by shards touched */
@@ -152,8 +203,17 @@ struct coord {
 
 /* A new job in the active list (not started). NULL when out of memory. */
 coord_job_t *coord_job_new(coord_t *coord, int is_write);
-/* Queues a write (or starts any other job at once). */
+/* Queues a write (or starts any other job at once); a write's scope comes from its request. */
 void coord_job_submit(coord_t *coord, coord_job_t *job);
+/* Counts job (internal, is_write) as a running write started outside the FIFO. */
+void coord_write_begin(coord_t *coord, coord_job_t *job);
+/* Sets sc to the sorted distinct ids of coll; -1 out of memory (sc then COLL). */
+int coord_scope_set_ids(coord_scope_t *sc, const char *coll, const uint64_t *ids, size_t n);
+void coord_scope_clear(coord_scope_t *sc);
+/* 1 when sc overlaps a running write other than self. */
+int coord_scope_busy(const coord_t *coord, const coord_job_t *self, const coord_scope_t *sc);
+/* A running write's scope changed: waiting writes are looked at again. */
+void coord_writes_changed(coord_t *coord);
 /* Ends a job: rids leave the table, state freed; *job_p NULL. */
 void coord_job_end(coord_t *coord, coord_job_t **job_p);
 /* Sends rep to the job's client (if any), counts it, ends the job. */
@@ -203,8 +263,16 @@ void coord_op_train(coord_t *coord, coord_job_t *job);
 void coord_op_insert(coord_t *coord, coord_job_t *job);
 void coord_op_delete(coord_t *coord, coord_job_t *job);
 void coord_op_checkpoint(coord_t *coord, coord_job_t *job);
-/* Queues an internal job that re-drives every collection's intents. */
+/* Asks for a re-drive pass over every collection's intents (the loop starts it). */
 void coord_redrive_schedule(coord_t *coord);
+/* Starts the re-drive job (the loop, when wanted and none runs). */
+void coord_redrive_run(coord_t *coord);
+/*
+ * Shard s answered SHOAL_ENOTFOUND for collection coll, which the catalog
+ * has: queues a write that re-creates it there (one per shard at a time) and
+ * logs what was lost.
+ */
+void coord_repair_collection(coord_t *coord, size_t s, const char *coll);
 /* Sends create_collection for every catalog collection to shard s (answers ignored). */
 void coord_ensure_collections(coord_t *coord, size_t s);
 

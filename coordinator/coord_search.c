@@ -8,7 +8,9 @@
  * phase), so a late answer of an earlier phase is ignored in the next one.
  * A shard that is down is not asked and, like one that misses the deadline,
  * is named in the reply's `missing` (search, knn_graph) or fails the request
- * (get: there is no partial answer to a lookup by id).
+ * (get: there is no partial answer to a lookup by id). So is a shard that
+ * answers SHOAL_ENOTFOUND for the collection (it lost it): the coordinator
+ * then re-creates it there (coord_repair_collection).
  */
 #include "coordinator/coord_private.h"
 
@@ -135,6 +137,14 @@ static int s_partial(const coord_t *coord, const s_read_t *r)
 static void s_on_search_reply(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
 {
     s_read_t *r = job->state;
+    if (rep->code == SHOAL_ENOTFOUND) {
+        /* The shard lost a catalog collection: a partial answer without it, and a repair. */
+        coord_repair_collection(coord, s, r->coll);
+        r->missing[s] = 1;
+        if (r->outstanding == 0)
+            r->done(coord, job);
+        return;
+    }
     if (rep->code != SHOAL_OK) {
         coord_fail(coord, &job, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
                    coord->shards[s].endpoint, rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
@@ -156,6 +166,8 @@ static void s_on_search_reply(coord_t *coord, coord_job_t *job, size_t s, const 
 static void s_on_get_reply(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
 {
     s_read_t *r = job->state;
+    if (rep->code == SHOAL_ENOTFOUND)
+        coord_repair_collection(coord, s, r->coll);
     if (rep->code != SHOAL_OK || rep->n != r->gn[s] || (rep->n && rep->dim != r->dim) ||
         (rep->n && (!rep->found || !rep->vecs))) {
         if (job->req.op == WIRE_OP_KNN_GRAPH) {
@@ -163,6 +175,11 @@ static void s_on_get_reply(coord_t *coord, coord_job_t *job, size_t s, const wir
             log_warn("knn_graph: get from %s: %s", coord->shards[s].endpoint,
                      rep->code ? rep->msg : "answer of the wrong shape");
             r->missing[s] = 1;
+        } else if (rep->code == SHOAL_ENOTFOUND) {
+            coord_fail(coord, &job, SHOAL_EUNAVAIL,
+                       "get: shard %s lacks collection \"%s\" (being re-created there)",
+                       coord->shards[s].endpoint, r->coll);
+            return;
         } else {
             coord_fail(coord, &job, rep->code ? rep->code : SHOAL_EPROTO, "get: shard %s: %s",
                        coord->shards[s].endpoint,

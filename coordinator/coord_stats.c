@@ -216,7 +216,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     if (one) {
         wire_info_map(info, 4);
     } else {
-        wire_info_map(info, 16 + WIRE_IO_BUDGET_INFO_ENTRIES);
+        wire_info_map(info, 21 + WIRE_IO_BUDGET_INFO_ENTRIES);
         wire_io_info_str(info, "endpoint", coord->endpoint);
         wire_io_info_str(info, "data_dir", coord->data_dir);
         wire_io_info_str(info, "device", coord->device);
@@ -225,6 +225,12 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "inflight", coord->client_jobs);
         wire_io_info_u64(info, "writes_queued", coord->fifo_len);
         wire_io_info_u64(info, "pending_intents", intents_all);
+        wire_io_info_u64(info, "writes_running", coord->writes_running);
+        /* Re-drive of interrupted writes (coord_write.c): sent, finished, waiting for a shard. */
+        wire_io_info_u64(info, "redrive_attempts", coord->redrive_attempts);
+        wire_io_info_u64(info, "redrive_settled", coord->redrive_settled);
+        wire_io_info_u64(info, "redrive_waiting", zhashx_size(coord->redrive_waits));
+        wire_io_info_u64(info, "repairs", coord->repairs);
         s_info_process(coord, info); /* 4 entries */
         wire_io_budget_stats_t replies;
         wire_io_budget_stats(coord->reply_budget, &replies);

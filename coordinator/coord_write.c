@@ -2,10 +2,12 @@
  * coord_write.c - the coordinator's writes: create, drop, train, insert
  * (upsert), delete, checkpoint, and the re-drive of interrupted inserts.
  *
- * Writes run one at a time (the loop's FIFO), so each one validates against
- * the catalog when it starts, not when it arrived. Each is a small state
- * machine over phases; a phase sends one request per shard involved and
- * continues when every one answered (or the write timeout passed).
+ * Writes wait in the loop's FIFO until nothing running touches their ids or
+ * collection (coord_private.h), so each one validates against the catalog
+ * when it starts, not when it arrived. Each is a small state machine over
+ * phases; a phase sends one request per shard involved and continues when
+ * every one answered, the write timeout passed, or a shard it waits on was
+ * marked down (then at once, as failed: nothing more is coming from it).
  *
  * Why an insert is "intent, shards, id map, stale copies, clear": the id map
  * must never name a list whose shard did not store the vector, and a moved id
@@ -13,6 +15,18 @@
  * shard is touched, so a crash anywhere leaves enough to finish the job
  * (catalog.h: each id is deleted from every shard that is not the owner of
  * the list the id map names).
+ *
+ * Why a delete is "intent, id map, shards, clear" (roll forward): a delete
+ * that reached some shards cannot be taken back there, and the client asked
+ * for the ids to go. So the id map forgets them first, and whatever shard
+ * misses its delete (down, hung, crashed coordinator) is finished by the
+ * re-drive rule above, which deletes every copy the map no longer names. The
+ * map, the per-list counts and the shards agree once the shards are back; in
+ * between, a search may still find a deleted id on a shard that missed it.
+ *
+ * Re-drive logging: one line when a shard starts holding up intents and one
+ * when none waits for it any more; per intent only at debug level; counters
+ * (redrive_attempts / redrive_settled / redrive_waiting) in stats.
  */
 #include "coordinator/coord_private.h"
 
@@ -32,6 +46,7 @@ typedef struct {
     int accept;                  /* a shard code that counts as success (EEXIST, ENOTFOUND) */
     int timed_out;               /* the phase ended by the deadline */
     int fail_code;               /* first shard failure (0: none) */
+    size_t fail_shard;           /* the shard it names (SIZE_MAX: none) */
     char fail_msg[WIRE_MSG_MAX]; /* its message, naming the shard */
     uint32_t *ok;                /* nshards: answered with success this phase */
     uint32_t *sent;              /* nshards: a request went this phase */
@@ -43,7 +58,8 @@ typedef struct {
     uint32_t *old_lists; /* n */
     uint32_t *new_lists; /* n (insert) */
     size_t nshards;      /* length of the per-shard arrays */
-    uint64_t txn;        /* the insert's intent */
+    uint64_t txn;        /* the write's intent */
+    int has_txn;         /* txn was stored (and is this job's until it ends) */
     uint64_t count;      /* the reply's count */
     uint64_t **sids;     /* nshards: ids sent to shard s */
     float **svecs;       /* nshards: their vectors (insert) */
@@ -53,6 +69,8 @@ typedef struct {
     catalog_intent_t *intents; /* the current collection's */
     size_t nintents;
     size_t intent_at;          /* next of them to re-drive */
+    /* repair */
+    size_t repair_shard; /* the shard that lacks w->coll */
 } s_write_t;
 
 static void s_batches_free(s_write_t *w, size_t nshards)
@@ -104,6 +122,7 @@ static s_write_t *s_state_new(coord_t *coord, coord_job_t *job)
         return NULL;
     }
     snprintf(w->coll, sizeof w->coll, "%s", job->req.coll);
+    w->fail_shard = SIZE_MAX;
     job->state = w;
     job->free_state = s_state_free;
     return w;
@@ -116,17 +135,20 @@ static void s_phase_reset(coord_t *coord, s_write_t *w)
     memset(w->sent, 0, coord->nshards * sizeof *w->sent);
     w->timed_out = 0;
     w->fail_code = 0;
+    w->fail_shard = SIZE_MAX;
     w->fail_msg[0] = '\0';
 }
 
-static void s_record_fail(s_write_t *w, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static void s_record_fail(s_write_t *w, size_t s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void s_record_fail(s_write_t *w, int code, const char *fmt, ...)
+/* Records the phase's first failure; s is the shard it names (SIZE_MAX: none). */
+static void s_record_fail(s_write_t *w, size_t s, int code, const char *fmt, ...)
 {
     if (w->fail_code)
         return;
     w->fail_code = code ? code : SHOAL_EINTERNAL;
+    w->fail_shard = s;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->fail_msg, sizeof w->fail_msg, fmt, ap);
@@ -139,15 +161,43 @@ static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
 {
     (void)tag;
     s_write_t *w = job->state;
+    /* A shard that lost a collection the catalog has needs it back (coord_repair_collection). */
+    if (rep->code == SHOAL_ENOTFOUND &&
+        (job->req.op == WIRE_OP_INSERT || job->req.op == WIRE_OP_DELETE))
+        coord_repair_collection(coord, s, w->coll);
     if (rep->code == SHOAL_OK || (w->accept && rep->code == w->accept)) {
         w->ok[s] = 1;
     } else {
-        s_record_fail(w, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
+        s_record_fail(w, s, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
                       coord->shards[s].endpoint,
                       rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
     }
     if (job->pending == 0)
         w->next(coord, job);
+}
+
+/* The first shard flagged in flags (SIZE_MAX: none). */
+static size_t s_first_shard(const coord_t *coord, const uint32_t *flags)
+{
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (flags[s])
+            return s;
+    return SIZE_MAX;
+}
+
+/*
+ * A shard this phase waits on was marked down: the phase ends now, failed
+ * (every next handler ends the job when requests are still outstanding).
+ */
+static void s_on_shard_down(coord_t *coord, coord_job_t *job, size_t s)
+{
+    s_write_t *w = job->state;
+    w->fail_code = 0; /* the shard going down is what the client hears about */
+    s_record_fail(w, s, SHOAL_EUNAVAIL, "%s: shard %s was marked down (no answer for %u ms)",
+                  wire_op_name(job->req.op), coord->shards[s].endpoint,
+                  coord->opts.down_after_ms);
+    job->deadline_us = 0;
+    w->next(coord, job);
 }
 
 static void s_on_timeout(coord_t *coord, coord_job_t *job)
@@ -157,7 +207,8 @@ static void s_on_timeout(coord_t *coord, coord_job_t *job)
     char list[WIRE_MSG_MAX / 2] = "";
     coord_shard_list(coord, job->waiting, list, sizeof list);
     w->fail_code = 0; /* the timeout is what the client hears about */
-    s_record_fail(w, SHOAL_ETIMEOUT, "%s: shard(s) %s did not answer within %u ms",
+    s_record_fail(w, s_first_shard(coord, job->waiting), SHOAL_ETIMEOUT,
+                  "%s: shard(s) %s did not answer within %u ms",
                   wire_op_name(job->req.op), list, coord->opts.write_timeout_ms);
     w->next(coord, job);
 }
@@ -170,7 +221,7 @@ static void s_send(coord_t *coord, coord_job_t *job, size_t s, wire_request_t *r
         w->sent[s] = 1;
         return;
     }
-    s_record_fail(w, SHOAL_EUNAVAIL, "%s: shard %s is not reachable", wire_op_name(job->req.op),
+    s_record_fail(w, s, SHOAL_EUNAVAIL, "%s: shard %s is not reachable", wire_op_name(job->req.op),
                   coord->shards[s].endpoint);
 }
 
@@ -180,6 +231,7 @@ static void s_phase_wait(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     job->on_reply = s_on_reply;
     job->on_timeout = s_on_timeout;
+    job->on_shard_down = s_on_shard_down;
     job->deadline_us = zclock_usecs() + (int64_t)coord->opts.write_timeout_ms * 1000;
     if (job->pending == 0) {
         job->deadline_us = 0;
@@ -460,6 +512,8 @@ void coord_ensure_collections(coord_t *coord, size_t s)
 /* drop_collection                                                          */
 /* ------------------------------------------------------------------------ */
 
+static void s_redrive_forget_coll(coord_t *coord, const char *coll);
+
 static void s_drop_done(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
@@ -468,6 +522,7 @@ static void s_drop_done(coord_t *coord, coord_job_t *job)
     shoal_err_t err;
     shoal_err_clear(&err);
     coord_router_forget(coord, w->coll);
+    s_redrive_forget_coll(coord, w->coll);
     if (catalog_drop(coord->cat, w->coll, &err) != 0) {
         coord_fail(coord, &job, err.code, "drop_collection: %s", err.msg);
         return;
@@ -686,7 +741,7 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
     for (size_t i = 0; c && i < w->n; i++) {
         if (s_stale_add(coord, w, c, w->ids[i], w->new_lists[i], w->old_lists[i], w->new_lists[i],
                         w->n, NULL) != 0) {
-            s_record_fail(w, SHOAL_ENOMEM, "out of memory");
+            s_record_fail(w, SIZE_MAX, SHOAL_ENOMEM, "out of memory");
             break;
         }
     }
@@ -737,6 +792,8 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
     if (rc == 0)
         rc = catalog_intent_put(coord->cat, w->coll, w->ids, w->old_lists, w->new_lists, kept,
                                 &w->txn, &err);
+    if (rc == 0)
+        w->has_txn = 1;
     /* Per-shard sub-batches. */
     for (size_t i = 0; rc == 0 && i < kept; i++) {
         if (s_batch_add(w, c->owners[w->new_lists[i]], w->ids[i], w->vecs + i * dim, dim, kept) !=
@@ -809,24 +866,71 @@ void coord_op_insert(coord_t *coord, coord_job_t *job)
 /* delete                                                                   */
 /* ------------------------------------------------------------------------ */
 
+static int s_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The shards answered (or one failed): the intent cleared, or kept for the re-drive. */
 static void s_delete_done(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (s_phase_failed(coord, job))
-        return;
-    if (catalog_apply_delete(coord->cat, w->coll, w->ids, w->old_lists, w->n, &err) != 0) {
-        coord_fail(coord, &job, err.code, "delete: updating the id map: %s", err.msg);
+    if (w->fail_code) {
+        /* Rolled forward: the map already forgot the ids; the re-drive deletes the copies. */
+        coord_redrive_schedule(coord);
+        const char *where =
+            w->fail_shard < coord->nshards ? coord->shards[w->fail_shard].endpoint : "it";
+        coord_fail(coord, &job, w->fail_code,
+                   "%s; the %" PRIu64 " ids are deleted from the id map and the delete completes "
+                   "when shard %s is back (intent %" PRIu64 ")",
+                   w->fail_msg, w->count, where, w->txn);
         return;
     }
+    if (w->has_txn && catalog_intent_clear(coord->cat, w->coll, w->txn, &err) != 0)
+        log_warn("delete from \"%s\": clearing intent %" PRIu64 ": %s (the re-drive clears it)",
+                 w->coll, w->txn, err.msg);
     s_reply_ok(coord, job, w->count, NULL);
 }
 
-static int s_cmp_u64(const void *a, const void *b)
+/*
+ * Records the intent of a delete (the ids the map has, new list NONE), then
+ * removes them from the map: see the file comment for why in this order. A
+ * crash between the two leaves an intent whose ids the map still names on
+ * their owners, which the re-drive clears without deleting anything.
+ */
+static int s_delete_commit(coord_t *coord, s_write_t *w, shoal_err_t *err)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    if (w->count == 0)
+        return 0; /* none of the ids is stored: nothing to send, nothing to record */
+    uint64_t *ids = malloc(w->count * sizeof *ids);
+    uint32_t *old = malloc(w->count * sizeof *old);
+    uint32_t *none = malloc(w->count * sizeof *none);
+    int rc = ids && old && none ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "delete: out of memory");
+    size_t m = 0;
+    for (size_t i = 0; rc == 0 && i < w->n; i++) {
+        if (w->old_lists[i] == CATALOG_LIST_NONE)
+            continue;
+        ids[m] = w->ids[i];
+        old[m] = w->old_lists[i];
+        none[m++] = CATALOG_LIST_NONE;
+    }
+    if (rc == 0)
+        rc = catalog_intent_put(coord->cat, w->coll, ids, old, none, m, &w->txn, err);
+    if (rc == 0) {
+        w->has_txn = 1;
+        rc = catalog_apply_delete(coord->cat, w->coll, ids, old, m, err);
+        if (rc != 0) {
+            shoal_err_prefix(err, "delete: updating the id map");
+            coord_redrive_schedule(coord); /* clears the intent: nothing was sent */
+        }
+    }
+    free(ids);
+    free(old);
+    free(none);
+    return rc;
 }
 
 void coord_op_delete(coord_t *coord, coord_job_t *job)
@@ -840,8 +944,8 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
     size_t n = (size_t)req->n;
     uint32_t *touched = NULL;
     if (rc == 0) {
-        w->ids = malloc(n * sizeof *w->ids);
-        w->old_lists = malloc(n * sizeof *w->old_lists);
+        w->ids = malloc((n ? n : 1) * sizeof *w->ids);
+        w->old_lists = malloc((n ? n : 1) * sizeof *w->old_lists);
         touched = calloc(coord->nshards, sizeof *touched);
         if (!w->ids || !w->old_lists || !touched)
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory for %zu ids", n);
@@ -862,8 +966,10 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
     }
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
         uint32_t l = w->old_lists[i];
-        if (l == CATALOG_LIST_NONE || l >= c->nlist)
+        if (l == CATALOG_LIST_NONE || l >= c->nlist) {
+            w->old_lists[i] = CATALOG_LIST_NONE;
             continue;
+        }
         uint32_t s = c->owners[l];
         if (s_batch_add(w, s, w->ids[i], NULL, 0, w->n) != 0) {
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory");
@@ -875,10 +981,13 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
     if (rc == 0)
         rc = s_check_down(coord, touched, "delete", &err);
     free(touched);
+    if (rc == 0)
+        rc = s_delete_commit(coord, w, &err);
     if (rc != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
+    w->accept = SHOAL_ENOTFOUND; /* a shard without the collection holds none of the ids */
     s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_delete_done);
 }
 
@@ -923,32 +1032,118 @@ void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
  * Intents are re-driven one at a time: an intent holds at most one insert
  * batch of ids, so its deletes fit a shard's batch limit, where the deletes of
  * many intents together might not (and would then fail every time).
+ *
+ * When: at start-up, when a shard comes back up, after a write that left its
+ * intent behind, after a write ends that held the ids of an intent skipped
+ * for it, and every S_REDRIVE_RETRY_MS (coord.c) while some intent waits. A
+ * pass never spins: an intent whose shard is down is noted (redrive_waits)
+ * and skipped without a request, and only state changes are logged.
  */
 static void s_redrive_next(coord_t *coord, coord_job_t *job);
 
-/* The stale copies of intent txn of w->coll are gone: forget it. */
-static void s_redrive_clear(coord_t *coord, s_write_t *w, uint64_t txn)
+/* "insert" or "delete": what the interrupted write was (a delete's new lists are NONE). */
+static const char *s_intent_kind(const catalog_intent_t *in)
+{
+    return in->n && in->new_lists[0] == CATALOG_LIST_NONE ? "delete" : "insert";
+}
+
+/* The redrive_waits key of intent txn of coll. */
+static void s_wait_key(char *buf, size_t cap, const char *coll, uint64_t txn)
+{
+    snprintf(buf, cap, "%s\x1f%" PRIx64, coll, txn);
+}
+
+/* One fewer intent waits for shard s; logs when none waits any more. */
+static void s_shard_wait_done(coord_t *coord, size_t s)
+{
+    coord_shard_t *shard = &coord->shards[s];
+    if (shard->redrive_waiting && --shard->redrive_waiting == 0)
+        log_info("re-drive: no interrupted write waits for shard %s any more", shard->endpoint);
+}
+
+/* Intent in of coll waits for shard s (why: the failure); logs when s starts holding any up. */
+static void s_redrive_wait(coord_t *coord, const char *coll, const catalog_intent_t *in, size_t s,
+                           const char *why)
+{
+    if (s >= coord->nshards)
+        s = 0; /* a failure without a shard (out of memory): counted on the first */
+    char key[WIRE_NAME_MAX + 32];
+    s_wait_key(key, sizeof key, coll, in->txn);
+    uintptr_t was = (uintptr_t)zhashx_lookup(coord->redrive_waits, key);
+    if (was == s + 1)
+        return;
+    if (was)
+        s_shard_wait_done(coord, was - 1);
+    zhashx_update(coord->redrive_waits, key, (void *)(uintptr_t)(s + 1));
+    coord_shard_t *shard = &coord->shards[s];
+    if (shard->redrive_waiting++ == 0)
+        log_warn("re-drive: interrupted writes wait for shard %s (the first, %s %" PRIu64
+                 " of \"%s\" with %zu ids: %s); they are re-driven when it is back up (stats: "
+                 "redrive_waiting)",
+                 shard->endpoint, s_intent_kind(in), in->txn, coll, in->n, why);
+    log_debug("re-drive: interrupted %s %" PRIu64 " of \"%s\" (%zu ids) waits for shard %s",
+              s_intent_kind(in), in->txn, coll, in->n, shard->endpoint);
+}
+
+/* Intent txn of coll no longer waits (settled, or its collection dropped). */
+static void s_redrive_unwait(coord_t *coord, const char *coll, uint64_t txn)
+{
+    char key[WIRE_NAME_MAX + 32];
+    s_wait_key(key, sizeof key, coll, txn);
+    uintptr_t was = (uintptr_t)zhashx_lookup(coord->redrive_waits, key);
+    if (!was)
+        return;
+    zhashx_delete(coord->redrive_waits, key);
+    s_shard_wait_done(coord, was - 1);
+}
+
+/* Forgets the waits of a dropped collection's intents. */
+static void s_redrive_forget_coll(coord_t *coord, const char *coll)
+{
+    size_t len = strlen(coll);
+    zlistx_t *keys = zhashx_keys(coord->redrive_waits);
+    for (const char *key = keys ? zlistx_first(keys) : NULL; key; key = zlistx_next(keys)) {
+        if (strncmp(key, coll, len) != 0 || key[len] != '\x1f')
+            continue;
+        uintptr_t was = (uintptr_t)zhashx_lookup(coord->redrive_waits, key);
+        zhashx_delete(coord->redrive_waits, key);
+        if (was)
+            s_shard_wait_done(coord, was - 1);
+    }
+    zlistx_destroy(&keys);
+}
+
+/* The stale copies of intent in of w->coll are gone: forget it. */
+static void s_redrive_clear(coord_t *coord, s_write_t *w, const catalog_intent_t *in)
 {
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (catalog_intent_clear(coord->cat, w->coll, txn, &err) != 0)
-        log_warn("clearing intent %" PRIu64 " of \"%s\": %s", txn, w->coll, err.msg);
-    else
-        log_info("re-drove interrupted write %" PRIu64 " of \"%s\"", txn, w->coll);
+    if (catalog_intent_clear(coord->cat, w->coll, in->txn, &err) != 0) {
+        log_warn("re-drive: clearing intent %" PRIu64 " of \"%s\": %s", in->txn, w->coll, err.msg);
+        return;
+    }
+    coord->redrive_settled++;
+    s_redrive_unwait(coord, w->coll, in->txn);
+    log_debug("re-drive: interrupted %s %" PRIu64 " of \"%s\" (%zu ids) settled", s_intent_kind(in),
+              in->txn, w->coll, in->n);
 }
 
 /* One intent's deletes answered: clear it when all went well. */
 static void s_redrive_answered(coord_t *coord, coord_job_t *job)
 {
     s_write_t *w = job->state;
-    uint64_t txn = w->intents[w->intent_at - 1].txn;
+    const catalog_intent_t *in = &w->intents[w->intent_at - 1];
+    coord_scope_clear(&job->scope);
+    coord_writes_changed(coord);
     if (!w->fail_code) {
-        s_redrive_clear(coord, w, txn);
+        s_redrive_clear(coord, w, in);
     } else {
-        log_warn("re-driving intent %" PRIu64 " of \"%s\": %s (it stays)", txn, w->coll,
-                 w->fail_msg);
-        if (w->timed_out) {
-            coord_job_end(coord, &job); /* late answers must not count for the next one */
+        s_redrive_wait(coord, w->coll, in, w->fail_shard, w->fail_msg);
+        if (job->pending) {
+            /* Answers still out (timeout, shard down) would count for the next intent:
+               end this pass and start another, which skips the down shard's intents. */
+            coord_redrive_schedule(coord);
+            coord_job_end(coord, &job);
             return;
         }
     }
@@ -969,15 +1164,37 @@ static void s_redrive_load(coord_t *coord, s_write_t *w, const catalog_coll_t *c
         log_warn("re-drive: reading the intents of \"%s\": %s", c->name, err.msg);
 }
 
+/* 1 when intent txn belongs to a write still running (it clears or hands it over itself). */
+static int s_intent_live(const coord_t *coord, uint64_t txn)
+{
+    for (const coord_job_t *job = coord->jobs; job; job = job->next) {
+        const s_write_t *w = job->free_state == s_state_free ? job->state : NULL;
+        if (w && job != coord->redrive_job && w->has_txn && w->txn == txn)
+            return 1;
+    }
+    return 0;
+}
+
 /*
  * Sends the deletes of one intent of c (w->coll); 1 when sent (continues in
- * s_redrive_answered), 0 when it was settled here (nothing to delete: cleared)
- * or has to wait (a shard down).
+ * s_redrive_answered), 0 when it was settled here (nothing to delete:
+ * cleared), has to wait (a shard down) or was skipped (its write still runs,
+ * or another write holds its ids).
  */
 static int s_redrive_intent(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
                             const catalog_intent_t *in)
 {
     s_write_t *w = job->state;
+    if (s_intent_live(coord, in->txn))
+        return 0;
+    coord_scope_t scope;
+    memset(&scope, 0, sizeof scope);
+    if (coord_scope_set_ids(&scope, c->name, in->ids, in->n) != 0 ||
+        coord_scope_busy(coord, job, &scope)) {
+        coord_scope_clear(&scope);
+        coord->redrive_deferred = 1; /* tried again when a write ends */
+        return 0;
+    }
     shoal_err_t err;
     shoal_err_clear(&err);
     s_batches_free(w, coord->nshards);
@@ -991,21 +1208,29 @@ static int s_redrive_intent(coord_t *coord, coord_job_t *job, const catalog_coll
         if (s_stale_add(coord, w, c, in->ids[j], cur[j], in->old_lists[j], in->new_lists[j],
                         in->n, touched) != 0)
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
-    if (rc == 0)
-        rc = s_check_down(coord, touched, "re-drive", &err);
+    size_t down = SIZE_MAX;
     int any = 0;
-    for (size_t s = 0; touched && s < coord->nshards; s++)
+    for (size_t s = 0; rc == 0 && s < coord->nshards; s++) {
         any |= touched[s] != 0;
+        if (touched[s] && !coord_shard_usable(coord, s) && down == SIZE_MAX)
+            down = s;
+    }
     free(cur);
     free(touched);
-    if (rc != 0) {
-        log_info("intent %" PRIu64 " of \"%s\" waits (%s)", in->txn, c->name, err.msg);
+    if (rc != 0 || down != SIZE_MAX) {
+        s_redrive_wait(coord, c->name, in, down, rc ? err.msg : "it is down");
+        coord_scope_clear(&scope);
         return 0;
     }
     if (!any) { /* settled here, so a run of such intents does not recurse */
-        s_redrive_clear(coord, w, in->txn);
+        coord_scope_clear(&scope);
+        s_redrive_clear(coord, w, in);
         return 0;
     }
+    coord_scope_clear(&job->scope);
+    job->scope = scope; /* the ids are this job's until the deletes are answered */
+    coord->redrive_attempts++;
+    w->accept = SHOAL_ENOTFOUND; /* a shard without the collection holds no stale copy */
     s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_redrive_answered);
     return 1;
 }
@@ -1025,33 +1250,109 @@ static void s_redrive_next(coord_t *coord, coord_job_t *job)
     coord_job_end(coord, &job);
 }
 
-static void s_redrive_start(coord_t *coord, coord_job_t *job)
-{
-    coord->redrive_queued = 0;
-    s_redrive_next(coord, job);
-}
-
 void coord_redrive_schedule(coord_t *coord)
 {
-    if (coord->redrive_queued || coord->stopping)
-        return;
+    if (!coord->stopping)
+        coord->redrive_wanted = 1;
+}
+
+void coord_redrive_run(coord_t *coord)
+{
+    coord->redrive_wanted = 0;
     coord_job_t *job = coord_job_new(coord, 1);
     if (!job) {
         log_error("re-drive: out of memory");
         return;
     }
-    job->req.op = WIRE_OP_INSERT;
+    /* Its requests are deletes: their errors say "delete". */
+    job->req.op = WIRE_OP_DELETE;
     if (!s_state_new(coord, job)) {
         coord_job_end(coord, &job);
         log_error("re-drive: out of memory");
         return;
     }
-    job->start = s_redrive_start;
-    /* At the head: it must run before any later write touches the same ids. */
-    job->fifo_next = coord->fifo_head;
-    coord->fifo_head = job;
-    if (!coord->fifo_tail)
-        coord->fifo_tail = job;
-    coord->fifo_len++;
-    coord->redrive_queued = 1;
+    /* Started at once, outside the FIFO: its scope is the intent in flight, none before. */
+    coord_write_begin(coord, job);
+    coord->redrive_job = job;
+    s_redrive_next(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Repair: a collection a shard lacks                                       */
+/* ------------------------------------------------------------------------ */
+
+/* The ids the catalog places on lists that shard s owns. */
+static uint64_t s_ids_on_shard(const catalog_coll_t *c, size_t s)
+{
+    uint64_t n = 0;
+    for (uint32_t l = 0; c->trained && l < c->nlist; l++)
+        if (c->owners[l] == s)
+            n += c->list_counts[l];
+    return n;
+}
+
+static void s_repair_done(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    size_t s = w->repair_shard;
+    coord->shards[s].repairing = 0;
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    if (w->fail_code) {
+        log_warn("repair: re-creating collection \"%s\" on shard %s: %s (tried again at the "
+                 "next answer that lacks it)",
+                 w->coll, coord->shards[s].endpoint, w->fail_msg);
+    } else if (c) {
+        coord->repairs++;
+        log_warn("repair: re-created collection \"%s\" on shard %s; the %" PRIu64
+                 " ids the catalog places on that shard's lists were lost with it (no replica) "
+                 "and stay counted until deleted or inserted again",
+                 w->coll, coord->shards[s].endpoint, s_ids_on_shard(c, s));
+    }
+    coord_job_end(coord, &job);
+}
+
+static void s_repair_start(coord_t *coord, coord_job_t *job)
+{
+    s_write_t *w = job->state;
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    if (!c || !coord_shard_usable(coord, w->repair_shard)) { /* dropped, or gone meanwhile */
+        coord->shards[w->repair_shard].repairing = 0;
+        coord_job_end(coord, &job);
+        return;
+    }
+    w->accept = SHOAL_EEXIST;
+    w->next = s_repair_done;
+    wire_request_t sub;
+    s_create_sub(&sub, c);
+    s_send(coord, job, w->repair_shard, &sub);
+    s_phase_wait(coord, job);
+}
+
+void coord_repair_collection(coord_t *coord, size_t s, const char *coll)
+{
+    if (s >= coord->nshards || coord->shards[s].repairing || coord->stopping)
+        return;
+    const catalog_coll_t *c = catalog_find(coord->cat, coll);
+    if (!c)
+        return;
+    /* A write of the whole collection: ordered with its create, drop and inserts. */
+    coord_job_t *job = coord_job_new(coord, 1);
+    s_write_t *w = NULL;
+    if (job) {
+        job->req.op = WIRE_OP_CREATE_COLLECTION;
+        snprintf(job->req.coll, sizeof job->req.coll, "%s", coll);
+        w = s_state_new(coord, job);
+    }
+    if (!w) {
+        coord_job_end(coord, &job);
+        log_error("repair: out of memory");
+        return;
+    }
+    w->repair_shard = s;
+    job->start = s_repair_start;
+    coord->shards[s].repairing = 1;
+    log_warn("repair: shard %s lacks collection \"%s\" (dropped there behind the coordinator's "
+             "back?): answers leave that shard out until it is re-created; re-creating it",
+             coord->shards[s].endpoint, coll);
+    coord_job_submit(coord, job);
 }

@@ -595,6 +595,32 @@ Test(catalog, intents_and_txn_numbers)
     catalog_close(&cat);
 }
 
+/* A delete's intent: new lists CATALOG_LIST_NONE, stored and read back across a reopen. */
+Test(catalog, delete_intent_round_trips)
+{
+    const s_coll_spec_t colls[] = {{"a", 2, 4, 1}};
+    catalog_t *cat = s_open_with(2, colls, 1);
+    shoal_err_t err;
+    uint64_t ids[] = {11, 12};
+    uint32_t old[] = {1, 3}, none[] = {CATALOG_LIST_NONE, CATALOG_LIST_NONE};
+    uint64_t txn = 0;
+    cr_assert_eq(catalog_intent_put(cat, "a", ids, old, none, 2, &txn, &err), 0, "%s", err.msg);
+    cat = s_reopen(&cat);
+    catalog_intent_t *in = NULL;
+    size_t n = 0;
+    cr_assert_eq(catalog_intents(cat, "a", &in, &n, &err), 0, "%s", err.msg);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(in[0].txn, txn);
+    cr_assert_eq(in[0].n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert_eq(in[0].ids[i], ids[i]);
+        cr_assert_eq(in[0].old_lists[i], old[i]);
+        cr_assert_eq(in[0].new_lists[i], CATALOG_LIST_NONE);
+    }
+    catalog_intents_free(in, n);
+    catalog_close(&cat);
+}
+
 Test(catalog, drop_then_recreate_is_clean)
 {
     /* docs2 shares a prefix with docs: it must survive the drop */
