@@ -248,26 +248,36 @@ class Client:
     def _call(self, op, header, frames=()):
         return self._wait(self._send(op, header, frames))
 
-    def _pipeline(self, requests, window=None):
+    def _pipeline(self, requests, window=None, budget=None):
         """Sends (op, header, frames, ctx) requests with up to `window` in
-        flight; yields (ctx, header, frames) in order. On an error the rest
-        is abandoned (late replies are dropped) and the error raised."""
+        flight and (when budget is given) at most `budget` rows (header "n")
+        in flight beyond the first request; yields (ctx, header, frames) in
+        order. On an error the rest is abandoned (late replies are dropped)
+        and the error raised.
+
+        The row budget keeps large searches from queueing behind each other
+        at the server: a request's deadline runs from its arrival, so many
+        big ones sent at once would miss it and come back partial."""
         window = window or self.window
         pending = collections.deque()
-        requests = iter(requests)
+        rows = 0
         try:
             for op, header, frames, ctx in requests:
-                pending.append((self._send(op, header, frames), ctx))
-                if len(pending) >= window:
-                    rid, c = pending.popleft()
+                n = header.get("n", 1)
+                while pending and (len(pending) >= window or
+                                   (budget is not None and rows + n > budget)):
+                    rid, c, m = pending.popleft()
+                    rows -= m
                     h, f = self._wait(rid)
                     yield c, h, f
+                pending.append((self._send(op, header, frames), ctx, n))
+                rows += n
             while pending:
-                rid, c = pending.popleft()
+                rid, c, _ = pending.popleft()
                 h, f = self._wait(rid)
                 yield c, h, f
         finally:
-            for rid, _ in pending:
+            for rid, _, _ in pending:
                 self._inflight.pop(rid, None)
                 self._stash.pop(rid, None)
 
@@ -524,7 +534,8 @@ class Client:
                     yield op, h, f, (i, a, b)
 
         modes, partial, missing, fanout = set(), False, [], 0
-        for (i, a, b), header, frames in self._pipeline(requests()):
+        budget = 2 * self.search_batch
+        for (i, a, b), header, frames in self._pipeline(requests(), budget=budget):
             m = b - a
             rk = header.get("k", k)
             if rk != k or header.get("n", m) != m:
