@@ -10,7 +10,9 @@
  * the server must still answer another client (a ping and a full-size get);
  * its stats must count the refused replies (replies_dropped) and, once the
  * flooding peer disconnects, report pending_reply_bytes back at 0, with the
- * resident memory back near where it was before the flood.
+ * resident memory back near where it was before the flood. A second flood
+ * read late gets, in order, the replies that fitted and then SHOAL_ELIMIT
+ * naming --max-pending-reply-bytes for the rest.
  *
  * Without the budget the replies queue in ZeroMQ's per-peer pipe (the
  * coordinator set no high-water mark; a shard's 1,000-message mark is 16 GB
@@ -211,6 +213,45 @@ static zsock_t *s_flood(const char *endpoint, const char *coll)
     return dealer;
 }
 
+/*
+ * Reads the S_FLOOD replies the flooding peer has coming, in order: each is
+ * either the full get or SHOAL_ELIMIT naming the budget. *refused gets how
+ * many were refused.
+ */
+static void s_read_flood(zsock_t *dealer, size_t *refused)
+{
+    *refused = 0;
+    zsock_set_rcvtimeo(dealer, S_TIMEOUT_MS);
+    wire_limits_t limits = wire_limits_default();
+    for (uint64_t r = 0; r < S_FLOOD; r++) {
+        zmsg_t *msg = zmsg_recv(dealer);
+        cr_assert_not_null(msg, "reply %lu of %d did not come", (unsigned long)r, S_FLOOD);
+        wire_frames_t frames;
+        memset(&frames, 0, sizeof frames);
+        for (zframe_t *f = zmsg_first(msg); f && frames.count < WIRE_FRAMES_MAX;
+             f = zmsg_next(msg)) {
+            frames.data[frames.count] = zframe_data(f);
+            frames.size[frames.count++] = zframe_size(f);
+        }
+        wire_reply_t rep;
+        wire_reply_init(&rep);
+        shoal_err_t err;
+        cr_assert_eq(wire_reply_decode(&frames, &limits, &rep, &err), 0, "reply %lu: %s",
+                     (unsigned long)r, err.msg);
+        cr_assert_eq(rep.rid, 1 + r, "replies out of order");
+        if (rep.code == SHOAL_ELIMIT) {
+            cr_assert(strstr(rep.msg, "--max-pending-reply-bytes"), "ELIMIT says: %s", rep.msg);
+            (*refused)++;
+        } else {
+            cr_assert_eq(rep.code, 0, "reply %lu: %s", (unsigned long)r, rep.msg);
+            cr_assert_eq(rep.n, S_GET_IDS);
+            cr_assert_eq(rep.dim, S_DIM);
+        }
+        wire_reply_fini(&rep);
+        zmsg_destroy(&msg);
+    }
+}
+
 /* A full-size get from a client that reads its replies. */
 static void s_get_ok(shoal_client_t *c, const char *coll)
 {
@@ -230,6 +271,16 @@ static void s_get_ok(shoal_client_t *c, const char *coll)
     free(ids);
 }
 
+/* Waits until the server has answered (or refused) gets get requests since its start. */
+static void s_wait_gets(shoal_client_t *c, double gets)
+{
+    double end = s_now() + S_WAIT_S;
+    while (s_stat(c, "requests.get") < gets) {
+        cr_assert_lt(s_now(), end, "the server did not get through %.0f gets", gets);
+        s_sleep_ms(S_POLL_MS);
+    }
+}
+
 /*
  * The whole check against the server process pid at p (the collection coll
  * of dim S_DIM exists there).
@@ -247,12 +298,7 @@ static void s_check_flood(const s_server_t *p, const char *coll)
     s_reset_peak(p->pid);
 
     zsock_t *flood = s_flood(p->endpoint, coll);
-    /* Every flooded request has been answered (or refused) by the server. */
-    double end = s_now() + S_WAIT_S;
-    while (s_stat(c, "requests.get") < gets_before + S_FLOOD) {
-        cr_assert_lt(s_now(), end, "the server did not get through %d gets", S_FLOOD);
-        s_sleep_ms(S_POLL_MS);
-    }
+    s_wait_gets(c, gets_before + S_FLOOD);
     double peak = s_vm_mib(p->pid, "VmHWM");
     cr_assert(!S_RSS_CHECKED || peak - base <= S_BUDGET_MIB + S_MARGIN_MIB,
               "peak RSS grew by %.0f MiB (from %.0f MiB), over the %.0f MiB budget + "
@@ -269,7 +315,7 @@ static void s_check_flood(const s_server_t *p, const char *coll)
 
     /* The flooding peer leaves: its queued replies are let go. */
     zsock_destroy(&flood);
-    end = s_now() + S_WAIT_S;
+    double end = s_now() + S_WAIT_S;
     while (s_stat(c, "pending_reply_bytes") != 0) {
         cr_assert_lt(s_now(), end, "pending_reply_bytes still %.0f after the peer left",
                      s_stat(c, "pending_reply_bytes"));
@@ -281,6 +327,18 @@ static void s_check_flood(const s_server_t *p, const char *coll)
                 base, peak, after, pending, s_stat(c, "replies_dropped"));
     cr_assert(!S_RSS_CHECKED || after - base <= S_AFTER_MIB,
               "RSS %.0f MiB after the peer left, %.0f MiB before the flood", after, base);
+
+    /* A peer that reads late gets every reply: those that fitted, then the refusals. */
+    double dropped = s_stat(c, "replies_dropped");
+    gets_before = s_stat(c, "requests.get");
+    flood = s_flood(p->endpoint, coll);
+    s_wait_gets(c, gets_before + S_FLOOD);
+    size_t refused = 0;
+    s_read_flood(flood, &refused);
+    zsock_destroy(&flood);
+    cr_assert_gt(refused, 0);
+    cr_assert_lt(refused, S_FLOOD);
+    cr_assert_eq(s_stat(c, "replies_dropped"), dropped + (double)refused);
     shoal_client_destroy(&c);
 }
 
