@@ -1279,7 +1279,10 @@ typedef struct {
     size_t index;         /* 0 or 1: its id ring is [index * 2 live, (index + 1) * 2 live) */
     atomic_int *stop;
     uint64_t rng;
-    uint64_t searches, inserted, deleted, errors;
+    atomic_uint_fast64_t searches; /* the next three are also read by the progress lines */
+    atomic_uint_fast64_t inserted;
+    atomic_uint_fast64_t deleted;
+    uint64_t errors;
     char last_error[SHOAL_ERR_MSG_MAX + 32];
 } s_leaker_t;
 
@@ -1311,13 +1314,13 @@ static void *s_leaker_main(void *arg)
         }
         int rc = shoal_client_insert(c, S_COLL, ids, vecs, b, o->dim, NULL, &err);
         if (rc == 0)
-            l->inserted += b;
+            atomic_fetch_add(&l->inserted, b);
         if (rc == 0 && t * b >= o->live) {
             for (size_t i = 0; i < b; i++)
                 ids[i] = base + (t * b + ring - o->live + i) % ring;
             rc = shoal_client_delete(c, S_COLL, ids, b, NULL, NULL, &err);
             if (rc == 0)
-                l->deleted += b;
+                atomic_fetch_add(&l->deleted, b);
         }
         if (rc == 0 && t * b >= o->live) {
             for (size_t i = 0; i < nq * o->dim; i++)
@@ -1327,7 +1330,7 @@ static void *s_leaker_main(void *arg)
             rc = shoal_client_search(c, S_COLL, vecs, nq, o->dim, &sopts, &res, NULL, NULL, &err);
             free(res);
             if (rc == 0)
-                l->searches += nq;
+                atomic_fetch_add(&l->searches, nq);
         }
         if (rc != 0) {
             l->errors++;
@@ -1340,6 +1343,18 @@ done:
     free(ids);
     free(vecs);
     return NULL;
+}
+
+/* The two clients' searches, inserted and deleted ids so far, summed. */
+static void s_totals(s_leaker_t *leakers, uint64_t *searches, uint64_t *inserted,
+                     uint64_t *deleted)
+{
+    *searches = *inserted = *deleted = 0;
+    for (size_t i = 0; i < 2; i++) {
+        *searches += atomic_load(&leakers[i].searches);
+        *inserted += atomic_load(&leakers[i].inserted);
+        *deleted += atomic_load(&leakers[i].deleted);
+    }
 }
 
 /* VmRSS of pid in KiB, or 0 when it cannot be read. */
@@ -1382,6 +1397,11 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
     atomic_int stop;
     atomic_init(&stop, 0);
     memset(leakers, 0, sizeof leakers);
+    for (size_t i = 0; i < 2; i++) {
+        atomic_init(&leakers[i].searches, 0);
+        atomic_init(&leakers[i].inserted, 0);
+        atomic_init(&leakers[i].deleted, 0);
+    }
     int rc = cl && rss && when ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "no memory");
     if (rc == 0)
         rc = s_cluster_init(cl, o, err);
@@ -1429,14 +1449,14 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
         if (rc != 0 || now >= (double)o->seconds)
             break;
         if (ns % 30 == 0) {
+            uint64_t searches, inserted, deleted;
+            s_totals(leakers, &searches, &inserted, &deleted);
             printf("t=%.0fs rss_mib: coordinator=%.1f shards=%.1f,%.1f,%.1f ops: searches=%" PRIu64
                    " inserted=%" PRIu64 " deleted=%" PRIu64 "\n",
                    now, rss[(ns - 1) * S_NPROCS + S_NSHARDS] / 1024,
                    rss[(ns - 1) * S_NPROCS] / 1024, rss[(ns - 1) * S_NPROCS + 1] / 1024,
                    rss[(ns - 1) * S_NPROCS + 2] / 1024,
-                   leakers[0].searches + leakers[1].searches,
-                   leakers[0].inserted + leakers[1].inserted,
-                   leakers[0].deleted + leakers[1].deleted);
+                   searches, inserted, deleted);
             fflush(stdout);
         }
         double next = t0 + (double)ns;
@@ -1487,9 +1507,8 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
             worst_shard = growth[i];
     }
     double secs = when[ns - 1];
-    uint64_t searches = leakers[0].searches + leakers[1].searches;
-    uint64_t inserted = leakers[0].inserted + leakers[1].inserted;
-    uint64_t deleted = leakers[0].deleted + leakers[1].deleted;
+    uint64_t searches, inserted, deleted;
+    s_totals(leakers, &searches, &inserted, &deleted);
     uint64_t errors = leakers[0].errors + leakers[1].errors;
     printf("ops: searches=%" PRIu64 " (%.0f/s) inserted=%" PRIu64 " (%.0f/s) deleted=%" PRIu64
            " errors=%" PRIu64 " samples=%zu measured_from_s=%.0f\n",
