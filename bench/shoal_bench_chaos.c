@@ -30,9 +30,11 @@
  *     printed next to both).
  * Last line: RESULT chaos cycles=N acked_writes=N vectors=N lost=0
  * duplicated=0 resurrected=0 count_mismatch=0 (then wrong, orphans, ...);
- * the exit code is 1 on any violation. Nothing asserts a timing: the pauses
- * are drawn so that --cycles fit in about --seconds, and a slow machine just
- * takes longer.
+ * the exit code is 1 on any violation. --plant is the checks' own test: it
+ * writes a lost, an orphaned and a duplicated id straight to the shards
+ * before checking, and passes only when all three are reported. Nothing
+ * asserts a timing: the pauses are drawn so that --cycles fit in about
+ * --seconds, and a slow machine just takes longer.
  *
  * leak: two client threads run mixed search / insert / delete (each keeps
  * --live ids present: a batch inserted, the oldest batch deleted, ids reused
