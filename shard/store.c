@@ -854,11 +854,10 @@ void shard_store_close(shard_store_t **store_p)
      * (a clean restart then costs the checkpoint load and little else). */
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (!store->kv || kv_is_read_only(store->kv))
-        ; /* nothing of this run's to flush */
-    else if (s_space_left(store, 0, &err) != 0)
+    int writable = store->kv && !kv_is_read_only(store->kv); /* else nothing to flush */
+    if (writable && s_space_left(store, 0, &err) != 0)
         log_warn("skipping the flush at close (the next open replays the WAL): %s", err.msg);
-    else if (kv_flush(store->kv, &err) != 0)
+    else if (writable && kv_flush(store->kv, &err) != 0)
         log_warn("data dir %s: flush at close failed (the next open replays the WAL): %s",
                  store->data_dir, err.msg);
     pthread_mutex_unlock(&store->write_mu);

@@ -1024,7 +1024,8 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
                            "--exact-min-batch",  "--max-message-bytes",
                            "--max-batch",        "--max-k",
                            "--max-dim",          "--log-level",
-                           "--ready-file",       "--help"};
+                           "--ready-file",       "--min-free-bytes",
+                           "--help"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not list %s", flags[i]);
     free(out);
@@ -1043,6 +1044,7 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
         {{"--data-dir", dir, "--checkpoint-secs", "-1", NULL}, "--checkpoint-secs"},
         {{"--data-dir", dir, "--max-message-bytes", "12x", NULL}, "--max-message-bytes"},
         {{"--data-dir", dir, "--log-level", "loud", NULL}, "--log-level"},
+        {{"--data-dir", dir, "--min-free-bytes", "4096", NULL}, "--min-free-bytes"},
         {{"--data-dir", dir, "--bogus", "1", NULL}, "--bogus"},
         {{"--data-dir", dir, "--max-dim", NULL}, "--max-dim"},
         {{"--threads", "2", NULL}, "--data-dir"},
