@@ -129,7 +129,7 @@ class Client:
 
     def __init__(self, endpoint=None, timeout=30.0, *, max_batch=DEFAULT_MAX_BATCH,
                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, write_batch=65536,
-                 search_batch=8192, window=16, context=None):
+                 search_batch=2048, window=16, context=None):
         self.endpoint = endpoint or os.environ.get("SHOAL_COORDINATOR") or DEFAULT_ENDPOINT
         self.timeout = float(timeout)
         self.max_batch = int(max_batch)
