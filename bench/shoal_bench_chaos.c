@@ -43,8 +43,9 @@
  * of the first samples after --warmup-seconds to the median of the last
  * ones, so a single sample caught mid-allocation does not decide it. Last
  * line: RESULT leak coordinator_rss_growth_pct=.. shard_rss_growth_pct=..
- * (the largest shard's). A benchmark: it reports, the goal (< 5 %) is read
- * by people.
+ * (the largest shard's) and the same for the low-water marks (s_rss_report
+ * says why RocksDB's memtables call for those). A benchmark: it reports, the
+ * goal (< 5 %) is read by people.
  *
  * Process logs (and the data) live under $SHOAL_TMP (default /tmp) in
  * shoal-chaos-PID/; they are removed after a passing run and kept, with
@@ -167,6 +168,7 @@ static void s_usage_leak(FILE *out)
             "two clients doing mixed search/insert/delete for S seconds, sampling each\n"
             "process's RSS every second. Prints RSS after warm-up and at the end, and last:\n"
             "  RESULT leak coordinator_rss_growth_pct=.. shard_rss_growth_pct=..\n"
+            "         coordinator_lowwater_growth_pct=.. shard_lowwater_growth_pct=..\n"
             "\n"
             "  --seconds S           length of the run (default 600)\n"
             "  --warmup-seconds W    samples before W are not compared (default S/5)\n"
@@ -1385,6 +1387,79 @@ static double s_median(const double *v, size_t n)
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
 
+/* The least-squares slope, MiB per minute, of process i's samples [first, ns). */
+static double s_rss_slope(const double *rss, const double *when, size_t first, size_t ns,
+                          size_t i)
+{
+    double sx = 0, sy = 0, sxx = 0, sxy = 0, m = (double)(ns - first);
+    for (size_t j = first; j < ns; j++) {
+        double x = when[j] / 60.0, y = rss[j * S_NPROCS + i] / 1024;
+        sx += x, sy += y, sxx += x * x, sxy += x * y;
+    }
+    double den = m * sxx - sx * sx;
+    return den > 0 ? (m * sxy - sx * sy) / den : 0;
+}
+
+/* The lowest of process i's samples [from, to). */
+static double s_rss_min(const double *rss, size_t from, size_t to, size_t i)
+{
+    double low = rss[from * S_NPROCS + i];
+    for (size_t j = from + 1; j < to; j++)
+        low = rss[j * S_NPROCS + i] < low ? rss[j * S_NPROCS + i] : low;
+    return low;
+}
+
+/* Samples of process i in (from, to) that fell by a fifth or more: memtable flushes, mostly. */
+static size_t s_rss_drops(const double *rss, size_t from, size_t to, size_t i)
+{
+    size_t drops = 0;
+    for (size_t j = from + 1; j < to; j++)
+        drops += rss[j * S_NPROCS + i] < 0.8 * rss[(j - 1) * S_NPROCS + i];
+    return drops;
+}
+
+/*
+ * Prints each process's RSS after warm-up (samples from first on) and at the
+ * end (the last ones), with three views of the change:
+ *   growth: end against after-warm-up, medians of S_RSS_TAIL samples each;
+ *   low-water growth: the lowest sample of the second half against the
+ *     lowest of the first. RocksDB's memtables (64 MiB each by default) fill
+ *     and are flushed in a saw-tooth that can take most of a 10-minute run;
+ *     the troughs of a saw-tooth do not rise unless memory is kept, but the
+ *     comparison only means that when each half holds a drop (drops=a,b);
+ *   slope: least squares over every sample after warm-up.
+ * growth[0] / low[0] get the coordinator's, growth[1] / low[1] the largest
+ * shard's.
+ */
+static void s_rss_report(const s_cluster_t *cl, const double *rss, const double *when,
+                         size_t first, size_t ns, double growth[2], double low[2])
+{
+    growth[1] = low[1] = -1e9;
+    size_t mid = first + (ns - first) / 2;
+    for (size_t i = 0; i < S_NPROCS; i++) {
+        double a[S_RSS_TAIL], z[S_RSS_TAIL];
+        for (size_t j = 0; j < S_RSS_TAIL; j++) {
+            a[j] = rss[(first + j) * S_NPROCS + i];
+            z[j] = rss[(ns - S_RSS_TAIL + j) * S_NPROCS + i];
+        }
+        double start = s_median(a, S_RSS_TAIL), end = s_median(z, S_RSS_TAIL);
+        double g = start > 0 ? 100.0 * (end - start) / start : 0;
+        double low1 = s_rss_min(rss, first, mid, i), low2 = s_rss_min(rss, mid, ns, i);
+        double lg = low1 > 0 ? 100.0 * (low2 - low1) / low1 : 0;
+        printf("rss %-16s after_warmup_mib=%.1f end_mib=%.1f growth_pct=%.2f "
+               "lowwater_mib=%.1f,%.1f lowwater_growth_pct=%.2f drops=%zu,%zu "
+               "slope_mib_per_min=%.2f\n",
+               cl->procs[i].name, start / 1024, end / 1024, g, low1 / 1024, low2 / 1024, lg,
+               s_rss_drops(rss, first, mid, i), s_rss_drops(rss, mid - 1, ns, i),
+               s_rss_slope(rss, when, first, ns, i));
+        size_t k = i < S_NSHARDS ? 1 : 0;
+        if (k == 0 || g > growth[1])
+            growth[k] = g;
+        if (k == 0 || lg > low[1])
+            low[k] = lg;
+    }
+}
+
 static int s_leak_run(const void *opts, shoal_err_t *err)
 {
     const s_opts_t *o = opts;
@@ -1482,32 +1557,8 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
                            ns - first);
         goto done;
     }
-    double growth[S_NPROCS], worst_shard = -1e9;
-    for (size_t i = 0; i < S_NPROCS; i++) {
-        double a[S_RSS_TAIL], z[S_RSS_TAIL];
-        for (size_t j = 0; j < S_RSS_TAIL; j++) {
-            a[j] = rss[(first + j) * S_NPROCS + i];
-            z[j] = rss[(ns - S_RSS_TAIL + j) * S_NPROCS + i];
-        }
-        double start = s_median(a, S_RSS_TAIL), end = s_median(z, S_RSS_TAIL);
-        growth[i] = start > 0 ? 100.0 * (end - start) / start : 0;
-        /*
-         * The least-squares slope after warm-up tells steady growth (a leak,
-         * or a cache still filling) from a step that has levelled off.
-         */
-        double sx = 0, sy = 0, sxx = 0, sxy = 0, m = (double)(ns - first);
-        for (size_t j = first; j < ns; j++) {
-            double x = when[j] / 60.0, y = rss[j * S_NPROCS + i] / 1024;
-            sx += x, sy += y, sxx += x * x, sxy += x * y;
-        }
-        double den = m * sxx - sx * sx;
-        double slope = den > 0 ? (m * sxy - sx * sy) / den : 0;
-        printf("rss %-16s after_warmup_mib=%.1f end_mib=%.1f growth_pct=%.2f "
-               "slope_mib_per_min=%.2f\n",
-               cl->procs[i].name, start / 1024, end / 1024, growth[i], slope);
-        if (i < S_NSHARDS && growth[i] > worst_shard)
-            worst_shard = growth[i];
-    }
+    double growth[2], low[2]; /* [0]: the coordinator, [1]: the worst shard */
+    s_rss_report(cl, rss, when, first, ns, growth, low);
     double secs = when[ns - 1];
     uint64_t searches, inserted, deleted;
     s_totals(leakers, &searches, &inserted, &deleted);
@@ -1522,8 +1573,9 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
     size_t unclean = 0;
     s_cluster_stop(cl, &unclean);
     printf("RESULT leak coordinator_rss_growth_pct=%.2f shard_rss_growth_pct=%.2f "
+           "coordinator_lowwater_growth_pct=%.2f shard_lowwater_growth_pct=%.2f "
            "seconds=%.0f errors=%" PRIu64 "\n",
-           growth[S_NSHARDS], worst_shard, secs, errors);
+           growth[0], growth[1], low[0], low[1], secs, errors);
 done:
     atomic_store(&stop, 1);
     for (size_t i = 0; i < started; i++)
