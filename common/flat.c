@@ -687,9 +687,13 @@ static void s_cand_add(const search_job_t *job, cand_list_t *list, float lo, flo
     list->items[list->count++] = (cand_t){lo, hi, row};
 }
 
-/* Offers count rows from row r0 on at scan distances d to query q's list. */
-static void s_offer(const search_job_t *job, size_t q, cand_list_t *list, const float *d,
-                    size_t r0, size_t count)
+/* Rows a pass of s_offer tests at once: a fixed count the compiler
+ * vectorises, small enough to stay in registers. */
+#define S_OFFER_BLOCK 16
+
+/* Adds the rows [r0, r0 + count) at scan distances d whose lo passes T. */
+static void s_offer_rows(const search_job_t *job, size_t q, cand_list_t *list, const float *d,
+                         size_t r0, size_t count)
 {
     const float qn = job->qnorms_sq[q];
     const float *xn = job->view->norms_sq + r0;
@@ -701,6 +705,31 @@ static void s_offer(const search_job_t *job, size_t q, cand_list_t *list, const 
             bound = s_cand_bound(list);
         }
     }
+}
+
+/*
+ * Offers count rows from row r0 on at scan distances d to query q's list.
+ * Nearly every row fails T, so blocks are first only counted, in a loop of
+ * fixed length without branches, and only a block with a row that passes is
+ * walked again to add it. The count subtracts the slack twice, so that the
+ * two passes rounding it differently (a fused multiply-add in one of them)
+ * cannot make it miss a row the second pass would add.
+ */
+static void s_offer(const search_job_t *job, size_t q, cand_list_t *list, const float *d,
+                    size_t r0, size_t count)
+{
+    const float qn = job->qnorms_sq[q];
+    const float *xn = job->view->norms_sq + r0;
+    size_t r = 0;
+    for (; r + S_OFFER_BLOCK <= count; r += S_OFFER_BLOCK) {
+        const float bound = s_cand_bound(list);
+        int pass = 0;
+        for (size_t i = r; i < r + S_OFFER_BLOCK; i++)
+            pass += d[i] - 2.0f * s_slack(job, d[i], qn + xn[i]) <= bound;
+        if (pass)
+            s_offer_rows(job, q, list, d + r, r0 + r, S_OFFER_BLOCK);
+    }
+    s_offer_rows(job, q, list, d + r, r0 + r, count - r);
 }
 
 /* The documented distance of query q to row, with the pair kernels. */
@@ -903,29 +932,24 @@ static void s_tile_dots(const search_job_t *job, size_t q0, size_t qn, size_t r0
 #endif
 }
 
-/* The fused pass: one query's dots against rows [r0, r0 + rn) into its list. */
-static void s_tile_select(const search_job_t *job, size_t q, const float *dots, size_t r0,
-                          size_t rn, cand_list_t *list)
+/* The fused pass: one query's dots against rows [r0, r0 + rn) become its
+ * distances, in place, and are offered to its list. */
+static void s_tile_select(const search_job_t *job, size_t q, float *dots, size_t r0, size_t rn,
+                          cand_list_t *list)
 {
-    const float *xn = job->view->norms_sq + r0;
-    const float qn = job->qnorms_sq[q];
-    const int l2 = job->metric == SHOAL_METRIC_L2;
-    const float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
-    float bound = s_cand_bound(list);
-    for (size_t r = 0; r < rn; r++) {
-        float norms = qn + xn[r], d;
-        if (l2) {
-            d = norms - 2.0f * dots[r];
-            d = d < 0.0f ? 0.0f : d; /* cancellation can dip below zero */
-        } else {
-            d = offset - dots[r];
+    if (job->metric == SHOAL_METRIC_L2) {
+        const float *xn = job->view->norms_sq + r0;
+        const float qn = job->qnorms_sq[q];
+        for (size_t r = 0; r < rn; r++) {
+            float d = qn + xn[r] - 2.0f * dots[r];
+            dots[r] = d < 0.0f ? 0.0f : d; /* cancellation can dip below zero */
         }
-        float slack = s_slack(job, d, norms);
-        if (d - slack <= bound) {
-            s_cand_add(job, list, d - slack, d + slack, r0 + r);
-            bound = s_cand_bound(list);
-        }
+    } else {
+        const float offset = job->metric == SHOAL_METRIC_COSINE ? 1.0f : 0.0f;
+        for (size_t r = 0; r < rn; r++)
+            dots[r] = offset - dots[r];
     }
+    s_offer(job, q, list, dots, r0, rn);
 }
 
 /* ------------------------------------------------------------------------ */
