@@ -153,7 +153,7 @@ def test_late_replies_are_dropped(cluster):
 @pytest.fixture(scope="module")
 def frail(tmp_path_factory):
     c = Cluster(str(tmp_path_factory.mktemp("frail")), [7983, 7984, 7985],
-                coord_args=["--write-timeout-ms", "1500", "--down-after-ms", "2500",
+                coord_args=["--write-timeout-ms", "1500", "--down-after-ms", "5000",
                             "--ping-interval-ms", "200", "--deadline-ms", "1000"])
     try:
         c.start()

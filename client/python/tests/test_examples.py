@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
-from conftest import Cluster
+from conftest import PATIENT_ARGS, Cluster
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
-    c = Cluster(str(tmp_path_factory.mktemp("plain")), [7986, 7987, 7988])
+    c = Cluster(str(tmp_path_factory.mktemp("plain")), [7986, 7987, 7988],
+                coord_args=PATIENT_ARGS)
     try:
         c.start()
         yield c
