@@ -352,7 +352,7 @@ new_deb=$work/shoal_${new_version}_amd64.deb
 dpkg-deb --root-owner-group -Zxz --build "$work/newpkg" "$new_deb" > /dev/null
 under_searches upgrade "$repo/deploy/ansible/upgrade.yml" -e "shoal_package_file=$new_deb"
 for h in "${hosts[@]}"; do
-    v=$(on "$h" dpkg-query -W -f '${Version}' shoal)
+    v=$(on "$h" "dpkg-query -W -f '\${Version}' shoal")
     [[ $v == "$new_version" ]] || fail "$h has shoal $v after the upgrade, expected $new_version"
 done
 say "every host runs shoal $new_version"
