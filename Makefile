@@ -475,8 +475,12 @@ DEB_PROGRAMS := shoal-coordinator shoal-shard shoal shoal-bench
 DEB_FILE = $(DEB_DIR)/shoal_$(DEB_VERSION)_amd64.deb
 DEB_CUDA_LDLIBS := $(foreach d,$(CUDA_LIBDIRS),-L$(d)) -lcudart -lcublas -lnccl -lstdc++
 
+# The CPU build's objects live where `make NO_CUDA=1 BUILD=build/nocuda test`
+# (.ci/run) puts them, so CI compiles them once; only the links are the deb's.
+DEB_CPU_BUILD ?= build/nocuda
+
 deb:
-	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(DEB_DIR)/cpu BIN=$(DEB_DIR)/cpu/bin \
+	@$(MAKE) --no-print-directory NO_CUDA=1 BUILD=$(DEB_CPU_BUILD) BIN=$(DEB_DIR)/cpu/bin \
 	    $(addprefix $(DEB_DIR)/cpu/bin/,$(DEB_PROGRAMS))
 ifneq ($(HAVE_CUDA),)
 	@$(MAKE) --no-print-directory BUILD=$(DEB_DIR)/cuda BIN=$(DEB_DIR)/cuda/bin \
