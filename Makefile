@@ -510,4 +510,4 @@ test-deploy: deploy-deps deb
 clean:
 	rm -rf build bin
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -path '$(BUILD)/test-deploy' -prune -o -path '$(BUILD)/tmp' -prune -o -name '*.d' -type f -print 2>/dev/null)
