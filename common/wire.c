@@ -53,6 +53,9 @@ static const char *const s_op_names[WIRE_OP_COUNT] = {
     [WIRE_OP_CHECKPOINT] = "checkpoint",
     [WIRE_OP_TRAIN] = "train",
     [WIRE_OP_KNN_GRAPH] = "knn_graph",
+    [WIRE_OP_LIST_COUNTS] = "list_counts",
+    [WIRE_OP_LIST_EXPORT] = "list_export",
+    [WIRE_OP_LIST_DROP] = "list_drop",
 };
 
 static const char *const s_mode_names[] = {
@@ -277,6 +280,10 @@ typedef enum {
     S_KEY_MISSING,
     S_KEY_FANOUT,
     S_KEY_TOTAL,
+    /* a shard's list ops (docs/protocol.md sections 4.10-4.12) */
+    S_KEY_LIST,
+    S_KEY_LIMIT,
+    S_KEY_DONE,
     S_NKEYS
 } s_key_t;
 
@@ -312,6 +319,9 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_MISSING] = "missing",
     [S_KEY_FANOUT] = "fanout",
     [S_KEY_TOTAL] = "total",
+    [S_KEY_LIST] = "list",
+    [S_KEY_LIMIT] = "limit",
+    [S_KEY_DONE] = "done",
 };
 
 /* The key sets below are bit masks over s_key_t. */
@@ -323,12 +333,14 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_METRIC) | S_BIT(S_KEY_M) | S_BIT(S_KEY_EF_CONSTRUCTION) | S_BIT(S_KEY_N) |        \
      S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER) |                 \
      S_BIT(S_KEY_NLIST) | S_BIT(S_KEY_INIT) | S_BIT(S_KEY_MAX_ITERS) | S_BIT(S_KEY_SEED) |         \
-     S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR))
+     S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR) |   \
+     S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
      S_BIT(S_KEY_COUNT) | S_BIT(S_KEY_SEQ) | S_BIT(S_KEY_INFO) | S_BIT(S_KEY_PARTIAL) |            \
-     S_BIT(S_KEY_MISSING) | S_BIT(S_KEY_FANOUT) | S_BIT(S_KEY_CURSOR) | S_BIT(S_KEY_TOTAL))
+     S_BIT(S_KEY_MISSING) | S_BIT(S_KEY_FANOUT) | S_BIT(S_KEY_CURSOR) | S_BIT(S_KEY_TOTAL) |      \
+     S_BIT(S_KEY_DONE))
 
 /* One decode in progress. */
 typedef struct {
@@ -739,23 +751,58 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
     return s_expect_frames(d, 1, "header");
 }
 
+/*
+ * insert: ids and vectors, then optionally each row's IVF list. The lists
+ * frame is told by the frame count alone, so an insert from before lists
+ * existed (three frames) stays valid: its rows have WIRE_LIST_NONE.
+ */
 static int s_dec_insert(s_dec_t *d, wire_request_t *req)
 {
     int rc;
     if ((rc = s_get_name(d, true, req->coll)) ||
         (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
-        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
-        (rc = s_expect_frames(d, 3, "header, ids, vectors")) ||
-        (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))) ||
-        (rc = s_expect_size(d, 2, "n", req->n, "dim", req->dim, sizeof(float))))
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)))
         return rc;
-    const size_t align[] = {sizeof(uint64_t), sizeof(float)};
-    const void *bulk[2];
-    if ((rc = s_bind(d, align, 2, bulk, &req->owned)))
+    bool has_lists = d->frames->count == 4;
+    if ((rc = s_expect_frames(d, has_lists ? 4 : 3,
+                              has_lists ? "header, ids, vectors, lists" : "header, ids, vectors")) ||
+        (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))) ||
+        (rc = s_expect_size(d, 2, "n", req->n, "dim", req->dim, sizeof(float))) ||
+        (has_lists && (rc = s_expect_size(d, 3, "n", req->n, NULL, 0, sizeof(uint32_t)))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t), sizeof(float), sizeof(uint32_t)};
+    const void *bulk[3] = {NULL, NULL, NULL};
+    if ((rc = s_bind(d, align, has_lists ? 3 : 2, bulk, &req->owned)))
         return rc;
     req->ids = bulk[0];
     req->vecs = bulk[1];
+    req->lists = bulk[2];
     return 0;
+}
+
+/* "list": required, any 32-bit value (WIRE_LIST_NONE names the rows with no list). */
+static int s_get_list(s_dec_t *d, uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = s_get_uint(d, S_KEY_LIST, true, &v);
+    if (rc)
+        return rc;
+    if (v > UINT32_MAX)
+        return s_fail(d, SHOAL_EINVAL, "\"list\" must be 0..%" PRIu32 ", got %" PRIu64,
+                      UINT32_MAX, v);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* list_export: which list, how many rows, from where. */
+static int s_dec_list_export(s_dec_t *d, wire_request_t *req)
+{
+    int rc;
+    if ((rc = s_get_name(d, true, req->coll)) || (rc = s_get_list(d, &req->list)) ||
+        (rc = s_get_count32(d, S_KEY_LIMIT, d->lim.max_batch, &req->limit)) ||
+        (rc = s_get_text(d, S_KEY_CURSOR, false, req->cursor, sizeof req->cursor)))
+        return rc;
+    return s_expect_frames(d, 1, "header");
 }
 
 /* delete and get: a list of ids. */
@@ -915,6 +962,18 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
         break;
     case WIRE_OP_KNN_GRAPH:
         rc = s_dec_knn_graph(&d, req);
+        break;
+    case WIRE_OP_LIST_COUNTS:
+        rc = s_get_name(&d, true, req->coll);
+        if (!rc)
+            rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        rc = s_dec_list_export(&d, req);
+        break;
+    case WIRE_OP_LIST_DROP:
+        if (!(rc = s_get_name(&d, true, req->coll)) && !(rc = s_get_list(&d, &req->list)))
+            rc = s_expect_frames(&d, 1, "header");
         break;
     default:
         rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
@@ -1096,6 +1155,60 @@ static int s_dec_get_reply(s_dec_t *d, wire_reply_t *rep)
     return 0;
 }
 
+/* A reply's "n" that may be 0: 0..max_batch. */
+static int s_get_rows(s_dec_t *d, uint64_t *n)
+{
+    int rc = s_get_uint(d, S_KEY_N, true, n);
+    if (rc)
+        return rc;
+    if (*n > d->lim.max_batch)
+        return s_fail(d, SHOAL_ELIMIT, "\"n\" must be 0..%zu, got %" PRIu64, d->lim.max_batch, *n);
+    return 0;
+}
+
+/* list_counts: n lists and n counts; n is 0 for an empty collection. */
+static int s_dec_list_counts_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    int rc;
+    if ((rc = s_get_rows(d, &rep->n)) || (rc = s_expect_frames(d, 3, "header, lists, counts")) ||
+        (rc = s_expect_size(d, 1, "n", rep->n, NULL, 0, sizeof(uint32_t))) ||
+        (rc = s_expect_size(d, 2, "n", rep->n, NULL, 0, sizeof(uint64_t))))
+        return rc;
+    const size_t align[] = {sizeof(uint32_t), sizeof(uint64_t)};
+    const void *bulk[2];
+    if ((rc = s_bind(d, align, 2, bulk, &rep->owned)))
+        return rc;
+    rep->lists = bulk[0];
+    rep->counts = bulk[1];
+    return 0;
+}
+
+/* list_export: n rows (0 at the end of a list) of ids and vectors, cursor and done. */
+static int s_dec_list_export_reply(s_dec_t *d, wire_reply_t *rep)
+{
+    int rc;
+    uint64_t done = 0;
+    if ((rc = s_get_rows(d, &rep->n)) ||
+        (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &rep->dim)) ||
+        (rc = s_get_text(d, S_KEY_CURSOR, true, rep->cursor, sizeof rep->cursor)) ||
+        (rc = s_get_uint(d, S_KEY_DONE, true, &done)))
+        return rc;
+    if (done > 1)
+        return s_fail(d, SHOAL_EPROTO, "\"done\" must be 0 or 1, got %" PRIu64, done);
+    rep->done = (uint32_t)done;
+    if ((rc = s_expect_frames(d, 3, "header, ids, vectors")) ||
+        (rc = s_expect_size(d, 1, "n", rep->n, NULL, 0, sizeof(uint64_t))) ||
+        (rc = s_expect_size(d, 2, "n", rep->n, "dim", rep->dim, sizeof(float))))
+        return rc;
+    const size_t align[] = {sizeof(uint64_t), sizeof(float)};
+    const void *bulk[2];
+    if ((rc = s_bind(d, align, 2, bulk, &rep->owned)))
+        return rc;
+    rep->ids = bulk[0];
+    rep->vecs = bulk[1];
+    return 0;
+}
+
 int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, wire_reply_t *rep,
                       shoal_err_t *err)
 {
@@ -1119,6 +1232,7 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
     switch (op) {
     case WIRE_OP_INSERT:
     case WIRE_OP_DELETE:
+    case WIRE_OP_LIST_DROP:
         if (!(rc = s_get_uint(&d, S_KEY_COUNT, true, &rep->count)) &&
             !(rc = s_get_uint(&d, S_KEY_SEQ, true, &rep->seq)))
             rc = s_expect_frames(&d, 1, "header");
@@ -1131,6 +1245,12 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
         break;
     case WIRE_OP_KNN_GRAPH:
         rc = s_dec_knn_graph_reply(&d, rep);
+        break;
+    case WIRE_OP_LIST_COUNTS:
+        rc = s_dec_list_counts_reply(&d, rep);
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        rc = s_dec_list_export_reply(&d, rep);
         break;
     case WIRE_OP_STATS:
         if (!rep->info)
@@ -1339,6 +1459,10 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
         if (!req->ids)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
         return s_check_vectors(req, opname, vec_bytes, err);
+    case WIRE_OP_LIST_EXPORT:
+        if (req->limit == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: limit must be >= 1", opname);
+        return s_check_text(req->cursor, sizeof req->cursor, opname, "cursor", err);
     case WIRE_OP_TRAIN:
         if (req->init > 1)
             return shoal_err_set(err, SHOAL_EINVAL,
@@ -1443,6 +1567,15 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
         if (req->cursor[0])
             s_enc_str(&e, "cursor", req->cursor);
         break;
+    case WIRE_OP_LIST_EXPORT:
+        s_enc_uint(&e, "list", req->list);
+        s_enc_uint(&e, "limit", req->limit);
+        if (req->cursor[0])
+            s_enc_str(&e, "cursor", req->cursor);
+        break;
+    case WIRE_OP_LIST_DROP:
+        s_enc_uint(&e, "list", req->list);
+        break;
     default:
         break;
     }
@@ -1453,6 +1586,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
     case WIRE_OP_INSERT:
         s_add_frame(out, req->ids, (size_t)req->n * sizeof(uint64_t));
         s_add_frame(out, req->vecs, vec_bytes);
+        if (req->lists)
+            s_add_frame(out, req->lists, (size_t)req->n * sizeof(uint32_t));
         break;
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:
@@ -1529,6 +1664,25 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t byt
         if (!rep->info)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: needs an info map", opname);
         break;
+    case WIRE_OP_LIST_COUNTS:
+        if (rep->n > 0 && (!rep->lists || !rep->counts))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: lists or counts is NULL", what);
+        if (!s_mul3(rep->n, 1, sizeof(uint32_t), &bytes[0]) ||
+            !s_mul3(rep->n, 1, sizeof(uint64_t), &bytes[1]))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: n overflows", what);
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        if (rep->dim == 0)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: dim must be >= 1", what);
+        if (rep->done > 1)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: done must be 0 or 1, got %" PRIu32,
+                                 what, rep->done);
+        if (rep->n > 0 && (!rep->ids || !rep->vecs))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: ids or vecs is NULL", what);
+        if (!s_mul3(rep->n, 1, sizeof(uint64_t), &bytes[0]) ||
+            !s_mul3(rep->n, rep->dim, sizeof(float), &bytes[1]))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: n x dim overflows", what);
+        return s_check_text(rep->cursor, sizeof rep->cursor, what, "cursor", err);
     default:
         break;
     }
@@ -1579,6 +1733,7 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
         switch (rep->op) {
         case WIRE_OP_INSERT:
         case WIRE_OP_DELETE:
+        case WIRE_OP_LIST_DROP:
             s_enc_uint(&e, "count", rep->count);
             s_enc_uint(&e, "seq", rep->seq);
             break;
@@ -1601,6 +1756,15 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
             s_enc_uint(&e, "n", rep->n);
             s_enc_uint(&e, "dim", rep->dim);
             break;
+        case WIRE_OP_LIST_COUNTS:
+            s_enc_uint(&e, "n", rep->n);
+            break;
+        case WIRE_OP_LIST_EXPORT:
+            s_enc_uint(&e, "n", rep->n);
+            s_enc_uint(&e, "dim", rep->dim);
+            s_enc_str(&e, "cursor", rep->cursor);
+            s_enc_uint(&e, "done", rep->done);
+            break;
         default:
             break;
         }
@@ -1620,6 +1784,12 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
         s_add_frame(out, rep->qids, bytes[2]);
     } else if (rep->code == 0 && rep->op == WIRE_OP_GET) {
         s_add_frame(out, rep->found, bytes[0]);
+        s_add_frame(out, rep->vecs, bytes[1]);
+    } else if (rep->code == 0 && rep->op == WIRE_OP_LIST_COUNTS) {
+        s_add_frame(out, rep->lists, bytes[0]);
+        s_add_frame(out, rep->counts, bytes[1]);
+    } else if (rep->code == 0 && rep->op == WIRE_OP_LIST_EXPORT) {
+        s_add_frame(out, rep->ids, bytes[0]);
         s_add_frame(out, rep->vecs, bytes[1]);
     }
     return 0;

@@ -47,6 +47,8 @@ extern "C" {
 #define WIRE_MSG_MAX 512      /* longest error message carried */
 #define WIRE_CURSOR_MAX 64    /* knn_graph cursor: printable ASCII, opaque to clients */
 #define WIRE_MISSING_MAX 1024 /* search reply: the missing shards, comma-separated */
+/* The IVF list of a row inserted without one (an insert with no "lists" frame). */
+#define WIRE_LIST_NONE 0xFFFFFFFFu
 
 typedef enum {
     WIRE_OP_NONE = 0,
@@ -61,6 +63,9 @@ typedef enum {
     WIRE_OP_CHECKPOINT,
     WIRE_OP_TRAIN,     /* coordinator only: k-means on a sample, then list placement */
     WIRE_OP_KNN_GRAPH, /* coordinator only: one chunk of the collection's k-NN graph */
+    WIRE_OP_LIST_COUNTS, /* shard: vectors per IVF list */
+    WIRE_OP_LIST_EXPORT, /* shard: one chunk of one list's ids and vectors */
+    WIRE_OP_LIST_DROP,   /* shard: delete every vector of one list */
     WIRE_OP_COUNT
 } wire_op_t;
 
@@ -131,6 +136,7 @@ typedef struct {
     uint64_t n;                      /* vectors, ids or queries in the bulk frames */
     const uint64_t *ids;             /* insert/delete/get: n ids (frame 1) */
     const float *vecs;               /* insert: n x dim (frame 2); search: n x dim queries (frame 1) */
+    const uint32_t *lists;           /* insert: n IVF lists (frame 3), or NULL: every row WIRE_LIST_NONE */
 
     /* search */
     uint32_t k;                      /* results per query */
@@ -145,7 +151,11 @@ typedef struct {
 
     /* knn_graph: rows (stored vectors) per reply and where to go on */
     uint32_t chunk;                  /* rows per reply; 0 = coordinator default */
-    char cursor[WIRE_CURSOR_MAX + 1];/* "" = from the start, else the previous reply's cursor */
+    char cursor[WIRE_CURSOR_MAX + 1];/* "" = from the start, else the previous reply's cursor (also list_export) */
+
+    /* list_export, list_drop: which IVF list (WIRE_LIST_NONE is one too) */
+    uint32_t list;                   /* the list */
+    uint32_t limit;                  /* list_export: rows per reply, 1..max_batch */
 
     void *owned;                     /* aligned copies made while decoding; freed by fini */
 } wire_request_t;
@@ -187,10 +197,10 @@ typedef struct {
     uint32_t k;              /* results per query (search) */
     wire_mode_t mode_used;   /* search: the mode that ran (hnsw or exact, never auto) */
     uint32_t dim;            /* get: vector dimension */
-    const uint64_t *ids;     /* search: n x k ids, TOPK_ID_NONE padding */
+    const uint64_t *ids;     /* search: n x k ids, TOPK_ID_NONE padding; list_export: n ids */
     const float *dists;      /* search: n x k distances */
     const uint8_t *found;    /* get: n flags (frame 1), 1 = present */
-    const float *vecs;       /* get: n x dim (frame 2), zeros where absent */
+    const float *vecs;       /* get: n x dim (frame 2), zeros where absent; list_export: n x dim */
 
     /* search and knn_graph at the coordinator */
     uint32_t partial;        /* 1 when some shards did not answer in time */
@@ -199,10 +209,18 @@ typedef struct {
 
     /* knn_graph: n rows x k neighbours in frames 1-2 (ids, dists) as for search */
     const uint64_t *qids;    /* frame 3: the n rows' own ids */
-    char cursor[WIRE_CURSOR_MAX + 1]; /* pass back for the next chunk; "" = graph complete */
+    char cursor[WIRE_CURSOR_MAX + 1]; /* pass back for the next chunk; knn_graph: "" = graph complete */
     uint64_t total;          /* rows the whole graph has (for progress) */
 
-    /* insert / delete */
+    /* list_counts: n lists (frame 1) and their vector counts (frame 2), by list */
+    const uint32_t *lists;   /* n lists, ascending, each with at least one vector */
+    const uint64_t *counts;  /* n counts */
+
+    /* list_export: n rows, ids (frame 1) and vectors (frame 2, n x dim), then
+     * "cursor" (pass it back for the next chunk) and done */
+    uint32_t done;           /* 1 when the list had no rows after this chunk */
+
+    /* insert / delete / list_drop */
     uint64_t count;          /* vectors inserted / ids deleted */
     uint64_t seq;            /* the shard's sequence number after the write */
 

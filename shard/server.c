@@ -115,8 +115,8 @@ struct shard_server {
     zsock_t *router;             /* the clients' socket; the loop's */
     int stop_pipe[2];            /* shard_server_stop writes, the loop reads */
     int64_t start_us;            /* monotonic time of shard_server_new */
-    s_lane_t read;               /* search, get, stats */
-    s_lane_t write;              /* create, drop, insert, delete, checkpoint */
+    s_lane_t read;               /* search, get, stats, list_counts, list_export */
+    s_lane_t write;              /* create, drop, insert, delete, checkpoint, list_drop */
     wire_io_counters_t counters; /* replies sent, errors, latency rings, by op */
     wire_io_budget_t *reply_budget; /* bytes of replies queued in ZeroMQ */
 };
@@ -391,10 +391,12 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
 
 /* Arrays a reply borrows until it is encoded. */
 typedef struct {
-    uint64_t *ids;     /* search ids */
+    uint64_t *ids;     /* search ids; list_export ids */
     float *dists;      /* search distances */
     uint8_t *found;    /* get flags */
-    float *vecs;       /* get vectors */
+    float *vecs;       /* get vectors; list_export vectors */
+    uint32_t *lists;   /* list_counts lists */
+    uint64_t *counts;  /* list_counts counts */
     wire_info_t *info; /* stats / create map */
 } s_scratch_t;
 
@@ -404,6 +406,8 @@ static void s_scratch_fini(s_scratch_t *scratch)
     free(scratch->dists);
     free(scratch->found);
     free(scratch->vecs);
+    free(scratch->lists);
+    free(scratch->counts);
     wire_info_destroy(&scratch->info);
 }
 
@@ -539,8 +543,8 @@ static int s_do_insert(shard_server_t *server, const wire_request_t *req, wire_r
         return rc;
     uint64_t seq = 0;
     if (req->n > 0) {
-        rc = shard_store_insert(server->store, req->coll, req->ids, req->vecs, (size_t)req->n, dim,
-                                &seq, err);
+        rc = shard_store_insert_lists(server->store, req->coll, req->ids, req->vecs, req->lists,
+                                      (size_t)req->n, dim, &seq, err);
         if (rc != 0)
             return s_not_found(rc, req->coll, err);
     }
@@ -565,6 +569,62 @@ static int s_do_delete(shard_server_t *server, const wire_request_t *req, wire_r
             return s_not_found(rc, req->coll, err);
     }
     rep->count = deleted;
+    rep->seq = seq;
+    return 0;
+}
+
+static int s_do_list_counts(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                            s_scratch_t *scratch, shoal_err_t *err)
+{
+    size_t n = 0;
+    int rc = shard_store_list_counts(server->store, req->coll, &scratch->lists, &scratch->counts,
+                                     &n, err);
+    if (rc != 0)
+        return s_not_found(rc, req->coll, err);
+    rep->n = n;
+    rep->lists = scratch->lists;
+    rep->counts = scratch->counts;
+    return 0;
+}
+
+static int s_do_list_export(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                            s_scratch_t *scratch, shoal_err_t *err)
+{
+    size_t dim;
+    int rc = s_check_collection(server, req->coll, 0, &dim, err);
+    if (rc != 0)
+        return rc;
+    size_t limit = req->limit;
+    if ((rc = s_check_reply_size(server, "list_export", limit,
+                                 sizeof(uint64_t) + dim * sizeof(float), err)) != 0)
+        return rc;
+    scratch->ids = malloc(limit * sizeof *scratch->ids);
+    scratch->vecs = malloc(limit * dim * sizeof *scratch->vecs);
+    if (!scratch->ids || !scratch->vecs)
+        return shoal_err_set(err, SHOAL_ENOMEM, "list_export: no memory for %zu rows", limit);
+    size_t n = 0;
+    int done = 0;
+    rc = shard_store_list_export(server->store, req->coll, req->list, req->cursor, limit,
+                                 scratch->ids, scratch->vecs, &n, rep->cursor, &done, err);
+    if (rc != 0)
+        return s_not_found(rc, req->coll, err);
+    rep->n = n;
+    rep->dim = (uint32_t)dim;
+    rep->ids = scratch->ids;
+    rep->vecs = scratch->vecs;
+    rep->done = (uint32_t)done;
+    return 0;
+}
+
+static int s_do_list_drop(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                          shoal_err_t *err)
+{
+    size_t removed = 0;
+    uint64_t seq = 0;
+    int rc = shard_store_list_drop(server->store, req->coll, req->list, &removed, &seq, err);
+    if (rc != 0)
+        return s_not_found(rc, req->coll, err);
+    rep->count = removed;
     rep->seq = seq;
     return 0;
 }
@@ -615,6 +675,15 @@ static void s_job_run(shard_server_t *server, s_job_t *job)
         break;
     case WIRE_OP_CHECKPOINT:
         rc = s_do_checkpoint(server, req, &err);
+        break;
+    case WIRE_OP_LIST_COUNTS:
+        rc = s_do_list_counts(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        rc = s_do_list_export(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_LIST_DROP:
+        rc = s_do_list_drop(server, req, &rep, &err);
         break;
     default:
         rc = shoal_err_set(&err, SHOAL_EINTERNAL, "op %d reached a lane", (int)req->op);
@@ -910,6 +979,8 @@ static void s_on_request(shard_server_t *server, int stopping)
     case WIRE_OP_SEARCH:
     case WIRE_OP_GET:
     case WIRE_OP_STATS:
+    case WIRE_OP_LIST_COUNTS:
+    case WIRE_OP_LIST_EXPORT:
         s_lane_push(server, &server->read, job);
         break;
     case WIRE_OP_CREATE_COLLECTION:
@@ -917,6 +988,7 @@ static void s_on_request(shard_server_t *server, int stopping)
     case WIRE_OP_INSERT:
     case WIRE_OP_DELETE:
     case WIRE_OP_CHECKPOINT:
+    case WIRE_OP_LIST_DROP:
         s_lane_push(server, &server->write, job);
         break;
     default: {

@@ -113,6 +113,11 @@ static shard_coll_t *s_find_or_fail(shard_store_t *store, const char *name, shoa
     return coll;
 }
 
+shard_coll_t *shard_coll_find_or_fail(shard_store_t *store, const char *name, shoal_err_t *err)
+{
+    return s_find_or_fail(store, name, err);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Keys                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -156,6 +161,14 @@ size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v)
     size_t len = shard_key_prefix(out, tag, name);
     for (int i = 3; i >= 0; i--)
         out[len++] = (uint8_t)(v >> (8 * i));
+    return len;
+}
+
+size_t shard_key_member(uint8_t *out, const char *name, uint32_t list, uint64_t id)
+{
+    size_t len = shard_key_u32(out, SHARD_TAG_MEMBER, name, list);
+    for (int i = 7; i >= 0; i--)
+        out[len++] = (uint8_t)(id >> (8 * i));
     return len;
 }
 
@@ -239,6 +252,7 @@ static shard_coll_t *s_coll_new(const char *name)
         return NULL;
     snprintf(coll->name, sizeof coll->name, "%s", name);
     s_rwlock_init_writer_first(&coll->engine_lock);
+    pthread_mutex_init(&coll->lists_mu, NULL);
     coll->checkpoint_time = shard_now();
     return coll;
 }
@@ -251,6 +265,8 @@ static void s_coll_destroy(shard_coll_t **coll_p)
     hnsw_destroy(&coll->hnsw);
     knn_engine_destroy(&coll->engine);
     pthread_rwlock_destroy(&coll->engine_lock);
+    shard_lists_fini(coll);
+    pthread_mutex_destroy(&coll->lists_mu);
     free(coll);
     *coll_p = NULL;
 }
@@ -284,12 +300,12 @@ int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_
     return 0;
 }
 
-/* Deletes a collection's vector, log, checkpoint and quarantine key ranges. */
+/* Deletes a collection's vector, log, checkpoint, quarantine and membership key ranges. */
 static void s_batch_clear_ranges(kv_batch_t *batch, const char *name)
 {
-    static const char tags[4] = {SHARD_TAG_VEC, 'L', 'K', SHARD_TAG_QUARANTINE};
+    static const char tags[5] = {SHARD_TAG_VEC, 'L', 'K', SHARD_TAG_QUARANTINE, SHARD_TAG_MEMBER};
     uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < 5; t++) {
         size_t klen = shard_key_prefix(key, tags[t], name);
         size_t elen = shard_key_range_end(end, tags[t], name);
         kv_batch_delete_range(batch, key, klen, end, elen);
@@ -561,6 +577,7 @@ static int s_check_format(shard_store_t *store, shoal_err_t *err)
         if (rc == 0)
             log_info("data dir %s: new shard store (format version %u)", store->data_dir,
                      SHARD_FORMAT_VERSION);
+        store->format_found = SHARD_FORMAT_VERSION;
         return rc;
     }
     if (rc)
@@ -576,15 +593,58 @@ static int s_check_format(shard_store_t *store, shoal_err_t *err)
     memset(&rec, 0, sizeof rec);
     memcpy(&rec, val, vlen < sizeof rec ? vlen : sizeof rec);
     free(val);
-    if (rec.version != SHARD_FORMAT_VERSION)
+    if (rec.version != SHARD_FORMAT_VERSION && rec.version != SHARD_FORMAT_VERSION_V1)
         return shoal_err_set(err, SHOAL_EUNSUPPORTED,
                              "data dir %s has format version %u; this build reads format "
-                             "version %u only",
-                             store->data_dir, rec.version, SHARD_FORMAT_VERSION);
+                             "version %u (upgraded at open) or %u only",
+                             store->data_dir, rec.version, SHARD_FORMAT_VERSION_V1,
+                             SHARD_FORMAT_VERSION);
+    store->format_found = rec.version;
     if (vlen != sizeof rec)
         return shoal_err_set(err, SHOAL_ECORRUPT,
                              "data dir %s: format record has %zu bytes, expected %zu",
                              store->data_dir, vlen, sizeof rec);
+    return 0;
+}
+
+/*
+ * After a version-1 dir's collections are loaded (and their rows upgraded,
+ * store_persist.c): "F" says version 2, keeping its created time. Left at 1
+ * when an upgrade write failed or the database is read-only: the next open
+ * upgrades what is left.
+ */
+static int s_upgrade_format(shard_store_t *store, shoal_err_t *err)
+{
+    if (store->format_found == SHARD_FORMAT_VERSION || store->upgrade_failed ||
+        atomic_load(&store->read_only))
+        return 0;
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(store->kv, "F", 1, &val, &vlen, err);
+    if (rc)
+        return rc;
+    shard_format_rec_t rec;
+    memset(&rec, 0, sizeof rec);
+    memcpy(&rec, val, vlen < sizeof rec ? vlen : sizeof rec);
+    free(val);
+    rec.version = SHARD_FORMAT_VERSION;
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+    kv_batch_put(batch, "F", 1, &rec, sizeof rec);
+    shoal_err_t why;
+    shoal_err_clear(&why);
+    rc = shard_kv_write(store, batch, 1, &why);
+    kv_batch_destroy(&batch);
+    if (rc) {
+        /* Not fatal: the rows are upgraded; the next open writes "F" again. */
+        log_warn("data dir %s: format record left at version %u: %s", store->data_dir,
+                 SHARD_FORMAT_VERSION_V1, why.msg);
+        return 0;
+    }
+    log_info("data dir %s: upgraded from format version %u to %u (rows carry their IVF list)",
+             store->data_dir, SHARD_FORMAT_VERSION_V1, SHARD_FORMAT_VERSION);
+    store->format_found = SHARD_FORMAT_VERSION;
     return 0;
 }
 
@@ -810,7 +870,7 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
         goto fail;
     double t_kv = shard_now() - t0;
     if (s_check_format(store, err) || s_read_seq(store, err) || s_probe_devices(store, err) ||
-        s_load_collections(store, err))
+        s_load_collections(store, err) || s_upgrade_format(store, err))
         goto fail;
     log_info("data dir %s open%s: %zu collections, seq %llu, in %.2f s (RocksDB open and WAL "
              "recovery %.2f s)",
@@ -1094,8 +1154,46 @@ static int s_batch_put_log(kv_batch_t *batch, const char *name, uint64_t seq, ui
     return 0;
 }
 
+/*
+ * The stored list of each row already present (had[i] set; others left
+ * alone): read from its "V/" record, since an upsert that changes an id's
+ * list must delete its old "M/" key and count. Only ids the graph holds are
+ * looked up, so a batch of new ids costs no read. Caller holds write_mu.
+ */
+static int s_read_old_lists(shard_store_t *store, shard_coll_t *coll, const uint64_t *ids,
+                            size_t n, uint8_t *had, uint32_t *old, shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        had[i] = 0;
+        if (!hnsw_contains(coll->hnsw, ids[i]))
+            continue;
+        uint8_t key[SHARD_KEY_MAX];
+        void *val = NULL;
+        size_t vlen = 0;
+        int rc = kv_get(store->kv, key, shard_key_u64(key, SHARD_TAG_VEC, coll->name, ids[i]),
+                        &val, &vlen, err);
+        if (rc == SHOAL_ENOTFOUND)
+            continue;
+        if (rc)
+            return shoal_err_prefix(err, "reading the stored row of id %llu",
+                                    (unsigned long long)ids[i]);
+        const uint8_t *vec = NULL;
+        /* A record that no longer decodes has no list to move away from. */
+        had[i] = shard_vec_decode(coll, ids[i], val, vlen, &vec, NULL, &old[i], NULL, NULL) == 0;
+        free(val);
+    }
+    return 0;
+}
+
 int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
                        const float *vecs, size_t n, size_t dim, uint64_t *seq_out, shoal_err_t *err)
+{
+    return shard_store_insert_lists(store, name, ids, vecs, NULL, n, dim, seq_out, err);
+}
+
+int shard_store_insert_lists(shard_store_t *store, const char *name, const uint64_t *ids,
+                             const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                             uint64_t *seq_out, shoal_err_t *err)
 {
     if (!store || (n && (!ids || !vecs)))
         return shoal_err_set(err, SHOAL_EINVAL, "insert: NULL argument");
@@ -1105,6 +1203,8 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
     size_t *keep = NULL;
     uint64_t *kids = NULL;
     float *kvecs = NULL;
+    uint32_t *klists = NULL, *old = NULL;
+    uint8_t *had = NULL;
     uint8_t *val = NULL;
     shard_coll_t *coll = s_find_or_fail(store, name, err);
     if (!coll) {
@@ -1131,33 +1231,52 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
     if (keep) {
         kids = malloc(m * sizeof *kids);
         kvecs = malloc(m * dim * sizeof *kvecs);
-        if (!kids || !kvecs) {
+        klists = lists ? malloc(m * sizeof *klists) : NULL;
+        if (!kids || !kvecs || (lists && !klists)) {
             rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
             goto done;
         }
         for (size_t i = 0; i < m; i++) {
             kids[i] = ids[keep[i]];
             memcpy(kvecs + i * dim, vecs + keep[i] * dim, dim * sizeof *kvecs);
+            if (lists)
+                klists[i] = lists[keep[i]];
         }
         ids = kids;
         vecs = kvecs;
+        lists = klists;
+    }
+    had = malloc(m);
+    old = malloc(m * sizeof *old);
+    if (!had || !old) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    if ((rc = s_read_old_lists(store, coll, ids, m, had, old, err)) != 0) {
+        shoal_err_prefix(err, "insert into \"%s\"", name);
+        goto done;
     }
 
-    /* 1. RocksDB: vectors, log entry, sequence number; one atomic batch. */
+    /* 1. RocksDB: vectors, list memberships, log entry, sequence number; one atomic batch. */
     uint64_t seq = atomic_load(&store->seq) + 1;
-    size_t vlen = sizeof(shard_vec_hdr_t) + dim * sizeof(float);
+    size_t vlen = sizeof(shard_vec_hdr2_t) + dim * sizeof(float);
     batch = kv_batch_new();
     val = malloc(vlen);
     if (!batch || !val) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
         goto done;
     }
-    shard_vec_hdr_t hdr = {.magic = SHARD_VEC_MAGIC, .version = SHARD_RECORD_VERSION, .seq = seq};
-    memcpy(val, &hdr, sizeof hdr);
     uint8_t key[SHARD_KEY_MAX];
     for (size_t i = 0; i < m; i++) {
+        uint32_t list = lists ? lists[i] : WIRE_LIST_NONE;
+        shard_vec_hdr2_t hdr = {
+            .magic = SHARD_VEC_MAGIC, .version = SHARD_VEC_VERSION, .seq = seq, .list = list};
+        memcpy(val, &hdr, sizeof hdr);
         memcpy(val + sizeof hdr, vecs + i * dim, dim * sizeof(float));
-        kv_batch_put(batch, key, shard_key_u64(key, 'V', name, ids[i]), val, vlen);
+        kv_batch_put(batch, key, shard_key_u64(key, SHARD_TAG_VEC, name, ids[i]), val, vlen);
+        kv_batch_put(batch, key, shard_key_member(key, name, list, ids[i]), "", 0);
+        if (had[i] && old[i] != list)
+            kv_batch_delete(batch, key, shard_key_member(key, name, old[i], ids[i]));
     }
     if (s_batch_put_log(batch, name, seq, SHARD_LOG_INSERT, ids, m)) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
@@ -1174,6 +1293,14 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
     coll->changes += m;
     if (seq_out)
         *seq_out = seq;
+    for (size_t i = 0; i < m; i++) {
+        uint32_t list = lists ? lists[i] : WIRE_LIST_NONE;
+        if ((had[i] && shard_lists_add(coll, old[i], -1) != 0) ||
+            shard_lists_add(coll, list, 1) != 0)
+            log_error("insert into \"%s\": out of memory counting list %u (its count is low "
+                      "until the next open)",
+                      name, list);
+    }
 
     /* 2. The indexes. */
     pthread_rwlock_wrlock(&coll->engine_lock);
@@ -1195,6 +1322,9 @@ done:
     free(keep);
     free(kids);
     free(kvecs);
+    free(klists);
+    free(had);
+    free(old);
     return rc;
 }
 
@@ -1211,28 +1341,56 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
         return shoal_err_set(err, SHOAL_EINVAL, "delete: NULL argument");
     pthread_mutex_lock(&store->write_mu);
     int rc = 0;
+    shard_coll_t *coll = s_find_or_fail(store, name, err);
+    if (!coll)
+        rc = err ? err->code : SHOAL_ENOTFOUND;
+    else
+        rc = shard_delete_locked(store, coll, ids, NULL, n, deleted, seq_out, err);
+    pthread_mutex_unlock(&store->write_mu);
+    return rc;
+}
+
+int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t *ids,
+                        const uint32_t *lists, size_t n, size_t *deleted, uint64_t *seq_out,
+                        shoal_err_t *err)
+{
+    if (deleted)
+        *deleted = 0;
+    const char *name = coll->name;
+    int rc = 0;
     kv_batch_t *batch = NULL;
     uint64_t *present = NULL;
+    uint32_t *plists = NULL;
+    uint8_t *known = NULL;
     shard_idset_t seen = {0};
-    shard_coll_t *coll = s_find_or_fail(store, name, err);
-    if (!coll) {
-        rc = err ? err->code : SHOAL_ENOTFOUND;
-        goto done;
-    }
     /* Only ids that are present are logged and counted; an id listed twice
      * counts once. write_mu keeps the graph's membership still meanwhile. */
     present = malloc((n ? n : 1) * sizeof *present);
-    if (!present || shard_idset_init(&seen, n)) {
+    plists = malloc((n ? n : 1) * sizeof *plists);
+    known = malloc(n ? n : 1);
+    if (!present || !plists || !known || shard_idset_init(&seen, n)) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
         goto done;
     }
     size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (hnsw_contains(coll->hnsw, ids[i]) && shard_idset_add(&seen, ids[i]))
-            present[m++] = ids[i];
+    for (size_t i = 0; i < n; i++) {
+        if (hnsw_contains(coll->hnsw, ids[i]) && shard_idset_add(&seen, ids[i])) {
+            present[m] = ids[i];
+            if (lists)
+                plists[m] = lists[i];
+            m++;
+        }
+    }
     if (m == 0) {
         if (seq_out)
             *seq_out = atomic_load(&store->seq);
+        goto done;
+    }
+    /* Each id's list, for its "M/" key and its count. */
+    if (lists)
+        memset(known, 1, m);
+    else if ((rc = s_read_old_lists(store, coll, present, m, known, plists, err)) != 0) {
+        shoal_err_prefix(err, "delete from \"%s\"", name);
         goto done;
     }
 
@@ -1243,8 +1401,11 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
         goto done;
     }
     uint8_t key[SHARD_KEY_MAX];
-    for (size_t i = 0; i < m; i++)
-        kv_batch_delete(batch, key, shard_key_u64(key, 'V', name, present[i]));
+    for (size_t i = 0; i < m; i++) {
+        kv_batch_delete(batch, key, shard_key_u64(key, SHARD_TAG_VEC, name, present[i]));
+        if (known[i])
+            kv_batch_delete(batch, key, shard_key_member(key, name, plists[i], present[i]));
+    }
     shard_batch_put_seq(batch, seq);
     if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "delete from \"%s\"", name);
@@ -1256,6 +1417,9 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
     coll->changes += m;
     if (seq_out)
         *seq_out = seq;
+    for (size_t i = 0; i < m; i++)
+        if (known[i])
+            (void)shard_lists_add(coll, plists[i], -1); /* a decrement never allocates */
 
     size_t removed = 0;
     pthread_rwlock_wrlock(&coll->engine_lock);
@@ -1277,9 +1441,10 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
     if (coll->changes >= store->opts.checkpoint_every)
         s_ckpt_poke(store);
 done:
-    pthread_mutex_unlock(&store->write_mu);
     kv_batch_destroy(&batch);
     free(present);
+    free(plists);
+    free(known);
     shard_idset_fini(&seen);
     return rc;
 }

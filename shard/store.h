@@ -35,14 +35,23 @@
  * next write, which clears RocksDB's stopped state.
  * docs/architecture.md ("Shard persistence") describes the key layout.
  *
+ * IVF lists. Every stored vector carries the IVF list the coordinator routed
+ * it to (WIRE_LIST_NONE when inserted without one), persisted with it. Per
+ * list the store counts its vectors (in memory, rebuilt at open), exports
+ * them in chunks behind a cursor (a prefix scan of the list's membership key
+ * range; the cursor names the last id returned, so it survives restarts) and
+ * drops them through the normal delete path. These serve replica repair,
+ * rebuilding a wiped shard and moving lists between shards.
+ *
  * Search modes: WIRE_MODE_HNSW, WIRE_MODE_EXACT, and WIRE_MODE_AUTO, which
  * uses the exact engine when it runs on a GPU and the batch has at least
  * opts.exact_min_batch queries (or when the collection is so small that exact
  * search is as cheap as the graph), HNSW otherwise. The reply says which ran.
  *
- * Thread-safety: one writer thread calls create, drop, insert, delete and
- * checkpoint; any number of threads call search, get and stats at the same
- * time. A search that starts after an insert returned sees its vectors.
+ * Thread-safety: one writer thread calls create, drop, insert, delete,
+ * list_drop and checkpoint; any number of threads call search, get, stats,
+ * list_counts and list_export at the same time (list_export holds the write
+ * lock for one chunk: it reads RocksDB, which a write may reopen). A search that starts after an insert returned sees its vectors.
  *
  * Ownership: shard_store_open returns a store the caller closes with
  * shard_store_close(&store), which checkpoints every collection first.
@@ -131,6 +140,15 @@ int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err);
 int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
                        const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err);
 
+/*
+ * shard_store_insert with each row's IVF list: lists (NULL: every row
+ * WIRE_LIST_NONE) has n entries. An upsert that gives an id another list
+ * moves it to that list.
+ */
+int shard_store_insert_lists(shard_store_t *store, const char *name, const uint64_t *ids,
+                             const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                             uint64_t *seq, shoal_err_t *err);
+
 /* Deletes n ids; absent ids are skipped. *deleted and *seq may be NULL. */
 int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
                        size_t *deleted, uint64_t *seq, shoal_err_t *err);
@@ -162,6 +180,35 @@ int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *
  */
 int shard_store_stats(shard_store_t *store, const char *name, shard_coll_stats_t **out,
                       size_t *count, shoal_err_t *err);
+
+/*
+ * The collection's lists with at least one vector, ascending, and their
+ * counts: *lists and *counts are malloc'd arrays of *n entries the caller
+ * frees (NULL when *n is 0).
+ */
+int shard_store_list_counts(shard_store_t *store, const char *name, uint32_t **lists,
+                            uint64_t **counts, size_t *n, shoal_err_t *err);
+
+/*
+ * One chunk of list's rows in id order: up to limit (>= 1) ids and their
+ * stored vectors, bit for bit as inserted, into ids (limit) and vecs (limit x
+ * the collection's dim); *n receives the rows. cursor "" (or NULL) starts at
+ * the list's first id, else it is a previous call's next for the same list
+ * (SHOAL_EINVAL otherwise). next (WIRE_CURSOR_MAX + 1 bytes) receives the
+ * cursor to go on with; *done is 1 when no rows followed this chunk (a chunk
+ * of limit rows may be followed by an empty one with done). Rows written
+ * during a walk may or may not be seen, by id order.
+ */
+int shard_store_list_export(shard_store_t *store, const char *name, uint32_t list,
+                            const char *cursor, size_t limit, uint64_t *ids, float *vecs,
+                            size_t *n, char *next, int *done, shoal_err_t *err);
+
+/*
+ * Deletes every vector of list, as one delete batch (log entry, graph and
+ * exact engine kept consistent). *removed and *seq may be NULL.
+ */
+int shard_store_list_drop(shard_store_t *store, const char *name, uint32_t list, size_t *removed,
+                          uint64_t *seq, shoal_err_t *err);
 
 /* The data dir's space figures (any thread). */
 void shard_store_disk_stats(shard_store_t *store, shard_disk_stats_t *out);

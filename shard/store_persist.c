@@ -397,10 +397,48 @@ done:
 /* Scanning the vectors                                                     */
 /* ------------------------------------------------------------------------ */
 
-/* Checks one "V/" entry; on success *id and *vec (into the value) are set. */
+int shard_vec_decode(const shard_coll_t *coll, uint64_t id, const uint8_t *val, size_t vlen,
+                     const uint8_t **vec, uint64_t *seq, uint32_t *list, uint32_t *version,
+                     shoal_err_t *err)
+{
+    shard_vec_hdr_t v1;
+    if (vlen < sizeof v1)
+        return shoal_err_set(err, SHOAL_ECORRUPT, "vector %llu has %zu bytes, a header needs %zu",
+                             (unsigned long long)id, vlen, sizeof v1);
+    memcpy(&v1, val, sizeof v1);
+    if (v1.magic != SHARD_VEC_MAGIC ||
+        (v1.version != SHARD_VEC_VERSION_V1 && v1.version != SHARD_VEC_VERSION))
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "vector %llu has magic 0x%08x version %u, expected 0x%08x "
+                             "version %u or %u",
+                             (unsigned long long)id, v1.magic, v1.version, SHARD_VEC_MAGIC,
+                             SHARD_VEC_VERSION_V1, SHARD_VEC_VERSION);
+    size_t hlen = v1.version == SHARD_VEC_VERSION_V1 ? sizeof v1 : sizeof(shard_vec_hdr2_t);
+    if (vlen != hlen + coll->dim * sizeof(float))
+        return shoal_err_set(err, SHOAL_ECORRUPT,
+                             "vector %llu has %zu bytes, expected %zu (a version %u record)",
+                             (unsigned long long)id, vlen, hlen + coll->dim * sizeof(float),
+                             v1.version);
+    uint32_t l = WIRE_LIST_NONE;
+    if (v1.version == SHARD_VEC_VERSION) {
+        shard_vec_hdr2_t v2;
+        memcpy(&v2, val, sizeof v2);
+        l = v2.list;
+    }
+    *vec = val + hlen;
+    if (seq)
+        *seq = v1.seq;
+    if (list)
+        *list = l;
+    if (version)
+        *version = v1.version;
+    return 0;
+}
+
+/* Checks one "V/" entry; on success *id, *vec (into the value), *seq, *list are set. */
 static int s_decode_vec(const shard_coll_t *coll, const uint8_t *key, size_t klen,
                         const uint8_t *val, size_t vlen, uint64_t *id, const uint8_t **vec,
-                        uint64_t *seq, shoal_err_t *err)
+                        uint64_t *seq, uint32_t *list, uint32_t *version, shoal_err_t *err)
 {
     size_t plen = 3 + strlen(coll->name);
     if (klen != plen + 8)
@@ -410,21 +448,7 @@ static int s_decode_vec(const shard_coll_t *coll, const uint8_t *key, size_t kle
     for (size_t i = 0; i < 8; i++)
         v = v << 8 | key[plen + i];
     *id = v;
-    shard_vec_hdr_t hdr;
-    if (vlen != sizeof hdr + coll->dim * sizeof(float))
-        return shoal_err_set(err, SHOAL_ECORRUPT, "vector %llu has %zu bytes, expected %zu",
-                             (unsigned long long)v, vlen, sizeof hdr + coll->dim * sizeof(float));
-    memcpy(&hdr, val, sizeof hdr);
-    if (hdr.magic != SHARD_VEC_MAGIC || hdr.version != SHARD_RECORD_VERSION)
-        return shoal_err_set(err, SHOAL_ECORRUPT,
-                             "vector %llu has magic 0x%08x version %u, expected 0x%08x "
-                             "version %u",
-                             (unsigned long long)v, hdr.magic, hdr.version, SHARD_VEC_MAGIC,
-                             SHARD_RECORD_VERSION);
-    *vec = val + sizeof hdr;
-    if (seq)
-        *seq = hdr.seq;
-    return 0;
+    return shard_vec_decode(coll, v, val, vlen, vec, seq, list, version, err);
 }
 
 /* vec_check of a stored row, the message naming it. */
@@ -441,11 +465,13 @@ static int s_check_stored(const shard_coll_t *coll, uint64_t id, const float *ve
 
 /*
  * Moves the "V/" entry key -> val to the quarantine range (see the top of
- * this file); why says what is wrong with it. *moved is set when the move
- * was written; a failed move is logged, not fatal.
+ * this file); why says what is wrong with it. Its "M/" key goes too when the
+ * record could say its list (has_list). *moved is set when the move was
+ * written; a failed move is logged, not fatal.
  */
 static void s_quarantine(shard_store_t *store, const shard_coll_t *coll, const uint8_t *key,
-                         size_t klen, const void *val, size_t vlen, const char *why, int *moved)
+                         size_t klen, const void *val, size_t vlen, int has_list, uint32_t list,
+                         uint64_t id, const char *why, int *moved)
 {
     *moved = 0;
     uint8_t qkey[SHARD_KEY_MAX + 64];
@@ -459,6 +485,10 @@ static void s_quarantine(shard_store_t *store, const shard_coll_t *coll, const u
         qkey[0] = SHARD_TAG_QUARANTINE;
         kv_batch_put(batch, qkey, klen, val, vlen);
         kv_batch_delete(batch, key, klen);
+        if (has_list) {
+            uint8_t mkey[SHARD_KEY_MAX];
+            kv_batch_delete(batch, mkey, shard_key_member(mkey, coll->name, list, id));
+        }
         rc = shard_kv_write(store, batch, 1, &err);
         kv_batch_destroy(&batch);
     } else {
@@ -493,25 +523,73 @@ static int s_count_quarantine(shard_store_t *store, const shard_coll_t *coll, si
 }
 
 /*
+ * Upgrades a version-1 row (no list) in batch: rewritten as version 2 with
+ * list WIRE_LIST_NONE and the same seq, and its "M/" key added.
+ */
+static void s_upgrade_row(const shard_coll_t *coll, kv_batch_t *batch, const uint8_t *key,
+                          size_t klen, uint64_t id, uint64_t seq, const uint8_t *vec,
+                          uint8_t *buf)
+{
+    shard_vec_hdr2_t hdr = {.magic = SHARD_VEC_MAGIC,
+                            .version = SHARD_VEC_VERSION,
+                            .seq = seq,
+                            .list = WIRE_LIST_NONE};
+    memcpy(buf, &hdr, sizeof hdr);
+    memcpy(buf + sizeof hdr, vec, coll->dim * sizeof(float));
+    kv_batch_put(batch, key, klen, buf, sizeof hdr + coll->dim * sizeof(float));
+    uint8_t mkey[SHARD_KEY_MAX];
+    kv_batch_put(batch, mkey, shard_key_member(mkey, coll->name, WIRE_LIST_NONE, id), "", 0);
+}
+
+/* Writes the queued upgrades (if any); a failure is logged and remembered. */
+static void s_upgrade_flush(shard_store_t *store, const shard_coll_t *coll, kv_batch_t *batch,
+                            size_t *queued)
+{
+    if (*queued == 0)
+        return;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    /* Read-only: a write would reopen the database under the scan's iterator. */
+    if (atomic_load(&store->read_only))
+        shoal_err_set(&err, SHOAL_EIO, "the database is open read-only");
+    if (err.code || shard_kv_write(store, batch, 0, &err) != 0) {
+        if (!store->upgrade_failed)
+            log_warn("collection \"%s\": rows without a list could not be upgraded (%s); they "
+                     "are served as list none, but list_export of that list misses them until "
+                     "an open that can write",
+                     coll->name, err.msg);
+        store->upgrade_failed = 1;
+    }
+    kv_batch_clear(batch);
+    *queued = 0;
+}
+
+/*
  * Feeds every stored vector to the engine and/or the graph (either NULL).
- * Rows that fail their checks are left out; with quarantine set (the first
- * scan of an open) they are also moved to quarantine and counted in
- * *unmoved when that move could not be written.
+ * Rows that fail their checks are left out. With first set (the first scan
+ * of an open) they are also moved to quarantine and counted in *unmoved when
+ * that move could not be written; the per-list counts are rebuilt; and
+ * version-1 rows are upgraded (s_upgrade_row).
  */
 static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t *engine,
-                          hnsw_t *graph, int quarantine, size_t *unmoved, uint64_t *max_seq,
+                          hnsw_t *graph, int first, size_t *unmoved, uint64_t *max_seq,
                           shoal_err_t *err)
 {
     uint8_t prefix[SHARD_KEY_MAX];
     size_t plen = shard_key_prefix(prefix, 'V', coll->name);
     uint64_t *ids = malloc(S_SCAN_ROWS * sizeof *ids);
     float *vecs = malloc(S_SCAN_ROWS * coll->dim * sizeof *vecs);
+    uint8_t *upbuf = first ? malloc(sizeof(shard_vec_hdr2_t) + coll->dim * sizeof(float)) : NULL;
+    kv_batch_t *upgrades = first ? kv_batch_new() : NULL;
+    size_t nupgrades = 0;
     kv_iter_t *it = NULL;
     int rc = 0;
-    if (!ids || !vecs) {
+    if (!ids || !vecs || (first && (!upbuf || !upgrades))) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
         goto done;
     }
+    if (first)
+        shard_lists_fini(coll);
     if (!(it = kv_iter_new(store->kv, prefix, plen, err))) {
         rc = err ? err->code : SHOAL_ENOMEM;
         goto done;
@@ -525,20 +603,36 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
             const uint8_t *val = kv_iter_value(it, &vlen);
             const uint8_t *vec = NULL;
             uint64_t seq = 0;
+            uint32_t list = WIRE_LIST_NONE, version = 0;
             shoal_err_t bad;
             shoal_err_clear(&bad);
-            int ok = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, &bad) == 0;
+            int decoded = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, &list,
+                                       &version, &bad) == 0;
+            int ok = decoded;
             if (ok) {
                 memcpy(vecs + n * coll->dim, vec, coll->dim * sizeof(float));
                 ok = s_check_stored(coll, ids[n], vecs + n * coll->dim, &bad) == 0;
+            }
+            if (ok && first) {
+                if (shard_lists_add(coll, list, 1) != 0) {
+                    rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory counting lists");
+                    goto done;
+                }
+                if (version == SHARD_VEC_VERSION_V1) {
+                    s_upgrade_row(coll, upgrades, key, klen, ids[n], seq, vec, upbuf);
+                    if (++nupgrades == S_SCAN_ROWS)
+                        s_upgrade_flush(store, coll, upgrades, &nupgrades);
+                }
             }
             if (ok) {
                 if (seq > *max_seq)
                     *max_seq = seq;
                 n++;
-            } else if (quarantine) {
+            } else if (first) {
                 int moved = 0;
-                s_quarantine(store, coll, key, klen, val, vlen, bad.msg, &moved);
+                s_quarantine(store, coll, key, klen, val, vlen,
+                             decoded && version == SHARD_VEC_VERSION, list, ids[n], bad.msg,
+                             &moved);
                 *unmoved += !moved;
             }
             kv_iter_next(it);
@@ -555,8 +649,12 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
             break;
     }
     rc = kv_iter_status(it, err);
+    if (rc == 0 && first)
+        s_upgrade_flush(store, coll, upgrades, &nupgrades);
 done:
     kv_iter_destroy(&it);
+    kv_batch_destroy(&upgrades);
+    free(upbuf);
     free(ids);
     free(vecs);
     return rc;
@@ -595,7 +693,7 @@ static int s_replay_insert(shard_store_t *store, shard_coll_t *coll, hnsw_t *gra
         const uint8_t *vec = NULL;
         /* A row that fails its checks was left out by the scan (and moved
          * to quarantine): leave it out here too. */
-        if (s_decode_vec(coll, key, klen, val, vlen, &id, &vec, &seq, NULL) == 0 &&
+        if (s_decode_vec(coll, key, klen, val, vlen, &id, &vec, &seq, NULL, NULL, NULL) == 0 &&
             seq <= entry_seq) {
             keep[m] = id;
             memcpy(vecs + m * coll->dim, vec, coll->dim * sizeof(float));

@@ -8,7 +8,9 @@
  *                    insert/delete/get, stats, the background checkpointer;
  *   store_search.c   search: mode choice, threads, filters;
  *   store_persist.c  record codecs, CRC-32, writing checkpoints and loading a
- *                    collection at open (checkpoint + log replay, or rebuild).
+ *                    collection at open (checkpoint + log replay, or rebuild);
+ *   store_lists.c    IVF lists: the per-list counts, list_counts, list_export,
+ *                    list_drop.
  *
  * Key layout (docs/architecture.md, "Shard persistence"). Keys are bytes,
  * ordered by memcmp; integers inside keys are big-endian so they sort
@@ -20,7 +22,11 @@
  *   "S"                           last sequence number given to a write batch
  *   "C/<name>"                    collection: dim, metric, M, ef_construction
  *   "V/<name>\0<id u64 BE>"       one vector: header (magic, version, seq of the
- *                                 write that stored it) + dim float32
+ *                                 write that stored it, its IVF list) + dim float32
+ *   "M/<name>\0<list u32 BE><id u64 BE>"
+ *                                 list membership, empty value: one per "V/" row,
+ *                                 so one list's rows are one contiguous key range
+ *                                 (export is a prefix scan in id order)
  *   "L/<name>\0<seq u64 BE>"      op log entry: insert|delete + n + n ids; only
  *                                 entries newer than the checkpoint are kept
  *   "K/<name>\0"                  checkpoint header: seq covered, blob length,
@@ -28,6 +34,13 @@
  *   "K/<name>\0<chunk u32 BE>"    checkpoint chunk: <= 32 MiB of hnsw_save output
  *   "Q/<name>\0<id u64 BE>"       a quarantined vector: a "V/" record that failed
  *                                 its checks at open, moved here as it was
+ *
+ * "V/" is the truth and "M/" an index of it, always written in the same batch
+ * (insert: the new key, and the old one's deletion when an upsert moves the
+ * id to another list; delete: the deletion). Readers of "M/" still check each
+ * row's "V/" record (list_export, list_drop) and skip a key whose row is gone
+ * or names another list: a "V/" record too malformed to say its list moves to
+ * quarantine with its "M/" key left behind.
  *
  * Values are little-endian fixed layouts (the structs below, static_assert'ed;
  * the host must be little-endian, which is checked at compile time).
@@ -74,7 +87,15 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 /* ------------------------------------------------------------------------ */
 
 #define SHARD_FORMAT_MAGIC   "SHOALDB1" /* 8 bytes, no NUL stored */
-#define SHARD_FORMAT_VERSION 1u         /* the data dir as a whole */
+/*
+ * The data dir as a whole. 2: vector records carry their IVF list and "M/"
+ * keys exist. A version-1 dir is read and upgraded at open (each collection's
+ * version-1 rows get list WIRE_LIST_NONE, are rewritten as version 2 with their
+ * "M/" key, and then "F" says 2), so a build that knows no lists refuses it
+ * rather than quarantining rows it cannot read.
+ */
+#define SHARD_FORMAT_VERSION    2u
+#define SHARD_FORMAT_VERSION_V1 1u
 
 /* Record magics (little-endian u32 of four ASCII letters) and versions. */
 #define SHARD_SEQ_MAGIC      0x51455353u /* "SSEQ" */
@@ -83,10 +104,14 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define SHARD_LOG_MAGIC      0x474f4c53u /* "SLOG" */
 #define SHARD_CKPT_MAGIC     0x54504b53u /* "SKPT" */
 #define SHARD_RECORD_VERSION 1u
+/* "V/" records: 1 = shard_vec_hdr_t (no list), 2 = shard_vec_hdr2_t. */
+#define SHARD_VEC_VERSION_V1 1u
+#define SHARD_VEC_VERSION    2u
 
 /* The tags of a collection's key ranges (drop clears them all). */
 #define SHARD_TAG_VEC        'V'
 #define SHARD_TAG_QUARANTINE 'Q'
+#define SHARD_TAG_MEMBER     'M'
 
 #define SHARD_LOG_INSERT 1u
 #define SHARD_LOG_DELETE 2u
@@ -132,13 +157,23 @@ typedef struct {
 } shard_coll_rec_t;
 static_assert(sizeof(shard_coll_rec_t) == 32, "collection record layout");
 
-/* "V/<name>\0<id>": this header, then dim float32. */
+/* "V/<name>\0<id>", version 1 (read, never written): this header, then dim float32. */
 typedef struct {
     uint32_t magic;   /* SHARD_VEC_MAGIC */
-    uint32_t version; /* SHARD_RECORD_VERSION */
+    uint32_t version; /* SHARD_VEC_VERSION_V1 */
     uint64_t seq;     /* the write batch that stored this vector */
 } shard_vec_hdr_t;
 static_assert(sizeof(shard_vec_hdr_t) == 16, "vector header layout");
+
+/* "V/<name>\0<id>", version 2: this header, then dim float32. */
+typedef struct {
+    uint32_t magic;    /* SHARD_VEC_MAGIC */
+    uint32_t version;  /* SHARD_VEC_VERSION */
+    uint64_t seq;      /* the write batch that stored this vector */
+    uint32_t list;     /* its IVF list, WIRE_LIST_NONE when inserted without one */
+    uint32_t reserved; /* 0 */
+} shard_vec_hdr2_t;
+static_assert(sizeof(shard_vec_hdr2_t) == 24, "vector header (version 2) layout");
 
 /* "L/<name>\0<seq>": this header, then n uint64 ids. */
 typedef struct {
@@ -163,12 +198,25 @@ typedef struct {
 } shard_ckpt_rec_t;
 static_assert(sizeof(shard_ckpt_rec_t) == 40, "checkpoint header layout");
 
-/* Longest key: "V/" + name + NUL + u64. */
-#define SHARD_KEY_MAX (2 + WIRE_NAME_MAX + 1 + 8)
+/* Longest key: "M/" + name + NUL + u32 + u64. */
+#define SHARD_KEY_MAX (2 + WIRE_NAME_MAX + 1 + 4 + 8)
 
 /* ------------------------------------------------------------------------ */
 /* In memory                                                                */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * Vectors per IVF list, for list_counts without a scan: sorted by list (a
+ * shard holds some hundreds of lists per collection, and a new list is rare
+ * next to the rows that update a count), lists with count 0 removed.
+ * Rebuilt at open from the "V/" scan; updated after each write is durable.
+ */
+typedef struct {
+    uint32_t *lists;  /* ascending */
+    uint64_t *counts; /* counts[i] vectors in lists[i], never 0 */
+    size_t n;         /* lists in use */
+    size_t cap;       /* allocated */
+} shard_list_counts_t;
 
 typedef struct {
     char name[WIRE_NAME_MAX + 1]; /* collection name */
@@ -195,6 +243,10 @@ typedef struct {
     int loaded_from_checkpoint;      /* set once at open */
     size_t replayed;                 /* set once at open */
     size_t quarantined;              /* rows in its "Q/" range; set once at open */
+
+    /* Per-list counts: written under write_mu and lists_mu, read under lists_mu. */
+    pthread_mutex_t lists_mu;          /* guards list_counts */
+    shard_list_counts_t list_counts;   /* vectors per list */
 } shard_coll_t;
 
 struct shard_store {
@@ -216,6 +268,10 @@ struct shard_store {
     size_t ncolls;               /* in use */
     size_t colls_cap;            /* allocated */
 
+    /* Format upgrade at open (SHARD_FORMAT_VERSION's comment). */
+    uint32_t format_found; /* "F"'s version as found at open */
+    int upgrade_failed;    /* a version-1 row could not be rewritten: "F" stays 1 */
+
     int devices[KNN_DEVICES_MAX]; /* GPUs the engines use */
     int ndevices;                 /* how many */
 
@@ -236,12 +292,16 @@ double shard_now(void);
 
 /* The collection called name, or NULL. Caller holds write_mu or colls_lock. */
 shard_coll_t *shard_coll_find(shard_store_t *store, const char *name);
+/* The same after checking the name; NULL with EINVAL / ENOTFOUND in err. */
+shard_coll_t *shard_coll_find_or_fail(shard_store_t *store, const char *name, shoal_err_t *err);
 
 /* Keys. Each writes into out (SHARD_KEY_MAX bytes) and returns the length. */
 size_t shard_key_coll(uint8_t *out, const char *name);                      /* C/<name> */
 size_t shard_key_prefix(uint8_t *out, char tag, const char *name);          /* T/<name>\0 */
 size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v); /* T/<name>\0<BE64> */
 size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v); /* T/<name>\0<BE32> */
+/* M/<name>\0<list BE32><id BE64> */
+size_t shard_key_member(uint8_t *out, const char *name, uint32_t list, uint64_t id);
 /* End of a name's range for tag: T/<name>\1. */
 size_t shard_key_range_end(uint8_t *out, char tag, const char *name);
 
@@ -286,8 +346,38 @@ int shard_idset_add(shard_idset_t *set, uint64_t id);
 int shard_idset_contains(const shard_idset_t *set, uint64_t id);
 
 /* ------------------------------------------------------------------------ */
+/* store_lists.c                                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Adds delta (negative: removes) to list's count. Caller holds write_mu (or
+ * owns coll alone, at open). 0, or SHOAL_ENOMEM when a new list's slot
+ * cannot be allocated (the count is then low until the next open).
+ */
+int shard_lists_add(shard_coll_t *coll, uint32_t list, int64_t delta);
+void shard_lists_fini(shard_coll_t *coll);
+
+/*
+ * Deletes n ids of coll with the write path of shard_store_delete (log entry,
+ * "V/" and "M/" keys, indexes, counts); caller holds write_mu. lists (may be
+ * NULL) are the ids' lists when the caller read them already.
+ */
+int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t *ids,
+                        const uint32_t *lists, size_t n, size_t *deleted, uint64_t *seq,
+                        shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
 /* store_persist.c                                                          */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * Decodes a "V/" value of either version for coll: *vec points at its dim
+ * floats inside val, *seq (may be NULL) and *list (may be NULL; WIRE_LIST_NONE
+ * for version 1) are set. *version (may be NULL) says which it was.
+ */
+int shard_vec_decode(const shard_coll_t *coll, uint64_t id, const uint8_t *val, size_t vlen,
+                     const uint8_t **vec, uint64_t *seq, uint32_t *list, uint32_t *version,
+                     shoal_err_t *err);
 
 /*
  * Writes a checkpoint of coll covering every write up to the store's current

@@ -1419,6 +1419,43 @@ static const bad_case_t s_bad_requests[] = {
      "knn_graph: \"chunk\" must be 0..1000000, got 1000001"},
     {"knn_graph: a bulk frame", {HEAD("knn_graph"), S("coll", "a"), U("k", 1)}, 1, {8},
      SHOAL_EPROTO, "knn_graph: expected 1 frame (header), got 2"},
+
+    /* the lists frame of an insert, and the list ops */
+    {"insert: lists frame short by a row", {HEAD("insert"), S("coll", "a"), U("n", 2), U("dim", 1)},
+     3, {16, 8, 4}, SHOAL_EPROTO, "insert: frame 3 has 4 bytes, expected 8 (n=2 x 4)"},
+    {"insert: lists frame of uint64s", {HEAD("insert"), S("coll", "a"), U("n", 2), U("dim", 1)},
+     3, {16, 8, 16}, SHOAL_EPROTO, "insert: frame 3 has 16 bytes, expected 8 (n=2 x 4)"},
+    {"insert: empty lists frame", {HEAD("insert"), S("coll", "a"), U("n", 1), U("dim", 1)},
+     3, {8, 4, 0}, SHOAL_EPROTO, "insert: frame 3 has 0 bytes, expected 4"},
+    {"list_counts: no coll", {HEAD("list_counts")}, 0, {0}, SHOAL_EPROTO,
+     "list_counts: missing required key \"coll\""},
+    {"list_counts: a bulk frame", {HEAD("list_counts"), S("coll", "a")}, 1, {4}, SHOAL_EPROTO,
+     "list_counts: expected 1 frame (header), got 2"},
+    {"list_export: limit 0", {HEAD("list_export"), S("coll", "a"), U("list", 3), U("limit", 0)},
+     0, {0}, SHOAL_EINVAL, "list_export: \"limit\" must be 1..1000000, got 0"},
+    {"list_export: limit over max_batch",
+     {HEAD("list_export"), S("coll", "a"), U("list", 3), U("limit", 1000001)}, 0, {0},
+     SHOAL_ELIMIT, "list_export: \"limit\" must be 1..1000000, got 1000001"},
+    {"list_export: limit above 64 bits' worth of sense",
+     {HEAD("list_export"), S("coll", "a"), U("list", 3), U("limit", UINT64_MAX)}, 0, {0},
+     SHOAL_ELIMIT, "\"limit\" must be 1..1000000"},
+    {"list_export: no limit", {HEAD("list_export"), S("coll", "a"), U("list", 3)}, 0, {0},
+     SHOAL_EPROTO, "list_export: missing required key \"limit\""},
+    {"list_export: no list", {HEAD("list_export"), S("coll", "a"), U("limit", 3)}, 0, {0},
+     SHOAL_EPROTO, "list_export: missing required key \"list\""},
+    {"list_export: list above 32 bits",
+     {HEAD("list_export"), S("coll", "a"), U("list", 1ull << 32), U("limit", 3)}, 0, {0},
+     SHOAL_EINVAL, "\"list\" must be 0..4294967295, got 4294967296"},
+    {"list_export: negative list",
+     {HEAD("list_export"), S("coll", "a"), I("list", -1), U("limit", 3)}, 0, {0},
+     SHOAL_EPROTO, "\"list\" must be an unsigned integer, got -1"},
+    {"list_export: cursor with a control byte",
+     {HEAD("list_export"), S("coll", "a"), U("list", 3), U("limit", 3), S("cursor", "a\n")}, 0,
+     {0}, SHOAL_EINVAL, "\"cursor\" has a byte outside printable ASCII (0x0a) at offset 1"},
+    {"list_drop: no list", {HEAD("list_drop"), S("coll", "a")}, 0, {0}, SHOAL_EPROTO,
+     "list_drop: missing required key \"list\""},
+    {"list_drop: list is a str", {HEAD("list_drop"), S("coll", "a"), S("list", "3")}, 0, {0},
+     SHOAL_EPROTO, "list_drop: \"list\" has type str, expected unsigned integer"},
 };
 /* clang-format on */
 
@@ -1888,11 +1925,16 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         req.deadline_ms = 100;
         req.chunk = 500;
         strcpy(req.cursor, "s0.l3.i9");
+        req.list = 7;
+        req.limit = 5;
         cr_assert_eq(wire_request_encode(&req, &seeds[nseeds++], &err), 0, "%s", err.msg);
     }
     wire_info_t *info = s_nested_info();
-    const wire_op_t reply_ops[] = {WIRE_OP_SEARCH, WIRE_OP_GET,   WIRE_OP_STATS,
-                                   WIRE_OP_INSERT, WIRE_OP_TRAIN, WIRE_OP_KNN_GRAPH};
+    const wire_op_t reply_ops[] = {WIRE_OP_SEARCH,      WIRE_OP_GET,         WIRE_OP_STATS,
+                                   WIRE_OP_INSERT,      WIRE_OP_TRAIN,       WIRE_OP_KNN_GRAPH,
+                                   WIRE_OP_LIST_COUNTS, WIRE_OP_LIST_EXPORT};
+    const uint32_t lists[N] = {3, WIRE_LIST_NONE};
+    const uint64_t counts[N] = {10, 1};
     for (size_t i = 0; i < sizeof reply_ops / sizeof reply_ops[0]; i++) {
         wire_reply_t rep;
         wire_reply_init(&rep);
@@ -1914,6 +1956,9 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         rep.fanout = 4;
         strcpy(rep.cursor, "s1.l0.i2");
         rep.total = 100;
+        rep.lists = lists;
+        rep.counts = counts;
+        rep.done = 1;
         rep.info = wire_info_data(info);
         rep.info_len = wire_info_len(info);
         cr_assert_eq(wire_reply_encode(&rep, &seeds[nseeds++], &err), 0, "%s", err.msg);
@@ -2050,4 +2095,253 @@ Test(wire, info_text_escapes_strings_and_prints_floats_exactly)
     cr_assert_eq(wire_info_lookup(wire_info_data(info), wire_info_len(info), "third", &v), 0);
     cr_assert_eq(v, 1.0 / 3.0);
     wire_info_destroy(&info);
+}
+
+/* ------------------------------------------------------------------------ */
+/* IVF lists: the insert's lists frame and the shard's list ops             */
+/* ------------------------------------------------------------------------ */
+
+Test(wire, insert_lists_frame_round_trips_and_is_optional)
+{
+    enum { N = 3, DIM = 2 };
+    uint64_t ids[N] = {5, 6, 7};
+    float vecs[N * DIM];
+    s_fill_floats(vecs, N * DIM, 1.0f);
+    uint32_t lists[N] = {0, WIRE_LIST_NONE, 4000000000u};
+    for (int with = 0; with < 2; with++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_INSERT;
+        req.rid = 3;
+        strcpy(req.coll, "docs");
+        req.n = N;
+        req.dim = DIM;
+        req.ids = ids;
+        req.vecs = vecs;
+        req.lists = with ? lists : NULL;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, with ? 4u : 3u);
+        if (with) {
+            cr_assert_eq(frames.size[3], N * sizeof(uint32_t));
+            cr_assert_eq(out.lists, lists, "an aligned lists frame is used in place");
+            cr_assert_eq(memcmp(out.lists, lists, sizeof lists), 0);
+        } else {
+            cr_assert_null(out.lists, "an insert without the frame has no lists");
+        }
+        cr_assert_eq(memcmp(out.vecs, vecs, sizeof vecs), 0);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, misaligned_lists_frame_is_copied)
+{
+    uint64_t ids[2] = {1, 2};
+    float vecs[2] = {0.5f, -0.5f};
+    uint32_t aligned[4];
+    uint8_t *raw = (uint8_t *)aligned; /* raw + 1 is then surely misaligned */
+    uint32_t lists[2] = {9, 11};
+    memcpy(raw + 1, lists, sizeof lists);
+    wire_request_t req, out;
+    wire_frames_t frames;
+    wire_request_init(&req);
+    req.op = WIRE_OP_INSERT;
+    req.rid = 4;
+    strcpy(req.coll, "c");
+    req.n = 2;
+    req.dim = 1;
+    req.ids = ids;
+    req.vecs = vecs;
+    req.lists = lists;
+    shoal_err_t err;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), 0, "%s", err.msg);
+    frames.data[3] = raw + 1;
+    cr_assert_eq(wire_request_decode(&frames, NULL, &out, &err), 0, "%s", err.msg);
+    cr_assert_eq((uintptr_t)out.lists % sizeof(uint32_t), 0);
+    cr_assert_eq(out.lists[0], 9);
+    cr_assert_eq(out.lists[1], 11);
+    cr_assert_not_null(out.owned);
+    wire_request_fini(&out);
+    wire_frames_fini(&frames);
+}
+
+Test(wire, list_requests_round_trip)
+{
+    /* list_counts: just the collection */
+    wire_request_t req, out;
+    wire_frames_t frames;
+    wire_request_init(&req);
+    req.op = WIRE_OP_LIST_COUNTS;
+    req.rid = 10;
+    strcpy(req.coll, "docs");
+    s_request_round_trip(&req, &frames, &out);
+    cr_assert_eq(frames.count, 1);
+    wire_request_fini(&out);
+    wire_frames_fini(&frames);
+
+    /* list_export, from the start and from a cursor; list none is a list */
+    for (int set = 0; set < 2; set++) {
+        wire_request_init(&req);
+        req.op = WIRE_OP_LIST_EXPORT;
+        req.rid = 11;
+        strcpy(req.coll, "docs");
+        req.list = set ? WIRE_LIST_NONE : 0;
+        req.limit = set ? 1000000 : 1;
+        if (set)
+            strcpy(req.cursor, "0000002a:00000000000003e8");
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, 1);
+        cr_assert_eq(out.list, req.list);
+        cr_assert_eq(out.limit, req.limit);
+        cr_assert_str_eq(out.cursor, req.cursor);
+        cr_assert_eq(s_header_has(&frames, "cursor"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+
+    /* list_drop */
+    wire_request_init(&req);
+    req.op = WIRE_OP_LIST_DROP;
+    req.rid = 12;
+    strcpy(req.coll, "docs");
+    req.list = 77;
+    s_request_round_trip(&req, &frames, &out);
+    cr_assert_eq(out.list, 77);
+    cr_assert(s_header_has(&frames, "list"), "list 0..N is always sent");
+    wire_request_fini(&out);
+    wire_frames_fini(&frames);
+
+    /* The encoder refuses an export of 0 rows. */
+    wire_request_init(&req);
+    req.op = WIRE_OP_LIST_EXPORT;
+    req.rid = 13;
+    strcpy(req.coll, "docs");
+    shoal_err_t err;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "limit must be >= 1"), "%s", err.msg);
+}
+
+Test(wire, list_replies_round_trip_empty_and_not)
+{
+    uint32_t lists[3] = {0, 17, WIRE_LIST_NONE};
+    uint64_t counts[3] = {5, 1, 1ull << 40};
+    for (uint64_t n = 0; n <= 3; n += 3) {
+        wire_reply_t rep, out;
+        wire_frames_t frames;
+        wire_reply_init(&rep);
+        rep.op = WIRE_OP_LIST_COUNTS;
+        rep.rid = 20;
+        rep.n = n;
+        rep.lists = n ? lists : NULL;
+        rep.counts = n ? counts : NULL;
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_eq(frames.count, 3);
+        cr_assert_eq(out.n, n);
+        if (n) {
+            cr_assert_eq(memcmp(out.lists, lists, sizeof lists), 0);
+            cr_assert_eq(memcmp(out.counts, counts, sizeof counts), 0);
+        }
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+    }
+
+    enum { N = 2, DIM = 3 };
+    uint64_t ids[N] = {4, 9};
+    float vecs[N * DIM];
+    s_fill_floats(vecs, N * DIM, -2.0f);
+    for (uint64_t n = 0; n <= N; n += N) {
+        wire_reply_t rep, out;
+        wire_frames_t frames;
+        wire_reply_init(&rep);
+        rep.op = WIRE_OP_LIST_EXPORT;
+        rep.rid = 21;
+        rep.n = n;
+        rep.dim = DIM;
+        rep.ids = n ? ids : NULL;
+        rep.vecs = n ? vecs : NULL;
+        rep.done = n ? 0 : 1;
+        strcpy(rep.cursor, n ? "00000001:0000000000000009" : "");
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_eq(out.n, n);
+        cr_assert_eq(out.dim, DIM);
+        cr_assert_eq(out.done, rep.done);
+        cr_assert_str_eq(out.cursor, rep.cursor);
+        if (n) {
+            cr_assert_eq(memcmp(out.ids, ids, sizeof ids), 0);
+            cr_assert_eq(memcmp(out.vecs, vecs, sizeof vecs), 0, "vectors are carried bit for bit");
+        }
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+    }
+
+    wire_reply_t rep, out;
+    wire_frames_t frames;
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_LIST_DROP;
+    rep.rid = 22;
+    rep.count = 123;
+    rep.seq = 9;
+    s_reply_round_trip(&rep, &frames, &out);
+    cr_assert_eq(out.count, 123);
+    cr_assert_eq(out.seq, 9);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+}
+
+Test(wire, malformed_list_replies_are_refused)
+{
+    uint64_t ids[2] = {4, 9};
+    float vecs[4] = {1, 2, 3, 4};
+    wire_reply_t rep, out;
+    wire_frames_t frames;
+    shoal_err_t err;
+
+    /* An export reply whose vectors frame lost a float. */
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_LIST_EXPORT;
+    rep.rid = 30;
+    rep.n = 2;
+    rep.dim = 2;
+    rep.ids = ids;
+    rep.vecs = vecs;
+    strcpy(rep.cursor, "x");
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    frames.size[2] -= sizeof(float);
+    cr_assert_eq(wire_reply_decode(&frames, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "frame 2 has 12 bytes, expected 16"), "%s", err.msg);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+
+    /* n over max_batch, told before any frame is sized from it. */
+    wire_limits_t lim = wire_limits_default();
+    lim.max_batch = 1;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    cr_assert_eq(wire_reply_decode(&frames, &lim, &out, &err), SHOAL_ELIMIT);
+    cr_assert(strstr(err.msg, "\"n\" must be 0..1, got 2"), "%s", err.msg);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+
+    /* The encoder refuses done = 2 and dim = 0. */
+    rep.done = 2;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL);
+    rep.done = 0;
+    rep.dim = 0;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL);
+
+    /* list_counts with a counts frame one entry short. */
+    uint32_t lists[2] = {1, 2};
+    uint64_t counts[2] = {3, 4};
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_LIST_COUNTS;
+    rep.rid = 31;
+    rep.n = 2;
+    rep.lists = lists;
+    rep.counts = counts;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    frames.size[2] = sizeof(uint64_t);
+    cr_assert_eq(wire_reply_decode(&frames, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "frame 2 has 8 bytes, expected 16"), "%s", err.msg);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
 }
