@@ -487,6 +487,13 @@ int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err
 int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t *ids,
                         const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err)
 {
+    return shoal_client_insert_lists(client, coll, ids, vecs, NULL, n, dim, seq, err);
+}
+
+int shoal_client_insert_lists(shoal_client_t *client, const char *coll, const uint64_t *ids,
+                              const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                              uint64_t *seq, shoal_err_t *err)
+{
     if (dim > UINT32_MAX)
         return shoal_err_set(err, SHOAL_EINVAL, "insert: dim %zu does not fit in 32 bits", dim);
     wire_request_t req;
@@ -497,6 +504,7 @@ int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t
     req.dim = (uint32_t)dim;
     req.ids = ids;
     req.vecs = vecs;
+    req.lists = lists;
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
     rc = shoal_client_call(client, &req, &rep, &frames, err);
@@ -776,4 +784,113 @@ int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_
     wire_request_t req;
     int rc = s_request(&req, WIRE_OP_CHECKPOINT, coll, err);
     return rc != 0 ? rc : s_call_status(client, &req, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* A shard's IVF lists                                                      */
+/* ------------------------------------------------------------------------ */
+
+int shoal_client_list_counts(shoal_client_t *client, const char *coll, uint32_t **lists,
+                             uint64_t **counts, size_t *n, shoal_err_t *err)
+{
+    *lists = NULL;
+    *counts = NULL;
+    *n = 0;
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_LIST_COUNTS, coll, err);
+    if (rc != 0)
+        return rc;
+    wire_reply_t rep;
+    shoal_frames_t *frames = NULL;
+    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    if (rc != 0)
+        return s_release(&rep, &frames, rc);
+    size_t m = (size_t)rep.n;
+    *lists = s_dup(rep.lists, m * sizeof **lists);
+    *counts = s_dup(rep.counts, m * sizeof **counts);
+    if (!*lists || !*counts) {
+        free(*lists);
+        free(*counts);
+        *lists = NULL;
+        *counts = NULL;
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "list_counts: no memory for %zu lists", m);
+    } else {
+        *n = m;
+    }
+    return s_release(&rep, &frames, rc);
+}
+
+void shoal_list_chunk_fini(shoal_list_chunk_t *chunk)
+{
+    if (!chunk)
+        return;
+    free(chunk->ids);
+    free(chunk->vecs);
+    memset(chunk, 0, sizeof *chunk);
+}
+
+int shoal_client_list_export(shoal_client_t *client, const char *coll, uint32_t list,
+                             const char *cursor, size_t limit, shoal_list_chunk_t *chunk,
+                             shoal_err_t *err)
+{
+    memset(chunk, 0, sizeof *chunk);
+    if (!cursor)
+        cursor = "";
+    if (strlen(cursor) > WIRE_CURSOR_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "list_export: cursor has %zu bytes, at most %d",
+                             strlen(cursor), WIRE_CURSOR_MAX);
+    if (limit > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "list_export: limit %zu does not fit in 32 bits",
+                             limit);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_LIST_EXPORT, coll, err);
+    if (rc != 0)
+        return rc;
+    req.list = list;
+    req.limit = (uint32_t)limit;
+    snprintf(req.cursor, sizeof req.cursor, "%s", cursor);
+    wire_reply_t rep;
+    shoal_frames_t *frames = NULL;
+    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    if (rc != 0)
+        return s_release(&rep, &frames, rc);
+    if (rep.n > limit) {
+        rc = shoal_err_set(err, SHOAL_EPROTO,
+                           "list_export: reply has %" PRIu64 " rows, asked for at most %zu", rep.n,
+                           limit);
+        return s_release(&rep, &frames, rc);
+    }
+    size_t n = (size_t)rep.n;
+    chunk->n = n;
+    chunk->dim = rep.dim;
+    chunk->ids = s_dup(rep.ids, n * sizeof *chunk->ids);
+    chunk->vecs = s_dup(rep.vecs, n * rep.dim * sizeof *chunk->vecs);
+    if (!chunk->ids || !chunk->vecs) {
+        shoal_list_chunk_fini(chunk);
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "list_export: no memory for %zu rows", n);
+        return s_release(&rep, &frames, rc);
+    }
+    snprintf(chunk->cursor, sizeof chunk->cursor, "%s", rep.cursor);
+    chunk->done = rep.done != 0;
+    return s_release(&rep, &frames, 0);
+}
+
+int shoal_client_list_drop(shoal_client_t *client, const char *coll, uint32_t list,
+                           size_t *removed, uint64_t *seq, shoal_err_t *err)
+{
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_LIST_DROP, coll, err);
+    if (rc != 0)
+        return rc;
+    req.list = list;
+    wire_reply_t rep;
+    shoal_frames_t *frames = NULL;
+    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    if (rc == 0) {
+        if (removed)
+            *removed = (size_t)rep.count;
+        if (seq)
+            *seq = rep.seq;
+    }
+    return s_release(&rep, &frames, rc);
 }

@@ -79,6 +79,15 @@ int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err
 int shoal_client_insert(shoal_client_t *client, const char *coll, const uint64_t *ids,
                         const float *vecs, size_t n, size_t dim, uint64_t *seq, shoal_err_t *err);
 
+/*
+ * shoal_client_insert with each row's IVF list (lists: n entries, or NULL:
+ * none). For a shard, as the coordinator sends it; a coordinator routes by
+ * itself and ignores the lists.
+ */
+int shoal_client_insert_lists(shoal_client_t *client, const char *coll, const uint64_t *ids,
+                              const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                              uint64_t *seq, shoal_err_t *err);
+
 /* Deletes n ids; *deleted (may be NULL) gets how many existed. */
 int shoal_client_delete(shoal_client_t *client, const char *coll, const uint64_t *ids, size_t n,
                         size_t *deleted, uint64_t *seq, shoal_err_t *err);
@@ -188,6 +197,42 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
 
 /* Checkpoints one collection, or all (coll NULL or ""). */
 int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* A shard's IVF lists (docs/protocol.md 4.10-4.12; shards only)            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The lists of coll with at least one vector on the shard, ascending, and
+ * their counts: *lists and *counts (*n entries) are malloc'd for the caller.
+ */
+int shoal_client_list_counts(shoal_client_t *client, const char *coll, uint32_t **lists,
+                             uint64_t **counts, size_t *n, shoal_err_t *err);
+
+/* One chunk of a list's rows. */
+typedef struct {
+    size_t n;                         /* rows in this chunk */
+    size_t dim;                       /* floats per vector */
+    uint64_t *ids;                    /* n ids, ascending (malloc'd; free with _chunk_fini) */
+    float *vecs;                      /* n x dim, bit for bit as stored */
+    char cursor[WIRE_CURSOR_MAX + 1]; /* pass to the next call (opaque) */
+    int done;                         /* no rows followed this chunk */
+} shoal_list_chunk_t;
+
+void shoal_list_chunk_fini(shoal_list_chunk_t *chunk);
+
+/*
+ * Fetches up to limit (1..max_batch) rows of list after cursor ("" or NULL:
+ * from the start). Walk a list by passing each chunk's cursor back until a
+ * chunk says done. On success *chunk is filled (free with _chunk_fini).
+ */
+int shoal_client_list_export(shoal_client_t *client, const char *coll, uint32_t list,
+                             const char *cursor, size_t limit, shoal_list_chunk_t *chunk,
+                             shoal_err_t *err);
+
+/* Deletes every vector of list; *removed and *seq (may be NULL) as for delete. */
+int shoal_client_list_drop(shoal_client_t *client, const char *coll, uint32_t list,
+                           size_t *removed, uint64_t *seq, shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
 /* Generic and raw calls                                                    */

@@ -63,6 +63,7 @@ typedef struct {
     uint64_t count;      /* the reply's count */
     uint64_t **sids;     /* nshards: ids sent to shard s */
     float **svecs;       /* nshards: their vectors (insert) */
+    uint32_t **slists;   /* nshards: their IVF lists (insert), the shard stores them */
     size_t *sn;          /* nshards: how many */
     /* re-drive */
     size_t coll_at;            /* next collection to re-drive */
@@ -82,6 +83,10 @@ static void s_batches_free(s_write_t *w, size_t nshards)
             free(w->svecs[s]);
             w->svecs[s] = NULL;
         }
+        if (w->slists) {
+            free(w->slists[s]);
+            w->slists[s] = NULL;
+        }
         w->sn[s] = 0;
     }
 }
@@ -94,6 +99,7 @@ static void s_state_free(void *state)
     s_batches_free(w, w->nshards);
     free(w->sids);
     free(w->svecs);
+    free(w->slists);
     free(w->sn);
     free(w->ok);
     free(w->sent);
@@ -116,8 +122,9 @@ static s_write_t *s_state_new(coord_t *coord, coord_job_t *job)
     w->sent = calloc(ns, sizeof *w->sent);
     w->sids = calloc(ns, sizeof *w->sids);
     w->svecs = calloc(ns, sizeof *w->svecs);
+    w->slists = calloc(ns, sizeof *w->slists);
     w->sn = calloc(ns, sizeof *w->sn);
-    if (!w->ok || !w->sent || !w->sids || !w->svecs || !w->sn) {
+    if (!w->ok || !w->sent || !w->sids || !w->svecs || !w->slists || !w->sn) {
         s_state_free(w);
         return NULL;
     }
@@ -283,6 +290,7 @@ static void s_fan_out(coord_t *coord, coord_job_t *job, const wire_request_t *tm
             sub.n = w->sn[s];
             sub.ids = w->sids[s];
             sub.vecs = w->svecs[s];
+            sub.lists = w->slists[s];
         }
         s_send(coord, job, s, &sub);
     }
@@ -305,22 +313,26 @@ static void s_send_batches(coord_t *coord, coord_job_t *job, wire_op_t op, uint3
 }
 
 /*
- * Queues id (and its dim floats at vec, when vec is not NULL) for shard s;
- * a batch has room for cap rows. 0, or -1 out of memory.
+ * Queues id (and its dim floats at vec and its list, when vec is not NULL)
+ * for shard s; a batch has room for cap rows. 0, or -1 out of memory.
  */
 static int s_batch_add(s_write_t *w, size_t s, uint64_t id, const float *vec, size_t dim,
-                       size_t cap)
+                       uint32_t list, size_t cap)
 {
     if (!w->sids[s]) {
         w->sids[s] = malloc(cap * sizeof(uint64_t));
-        if (vec)
+        if (vec) {
             w->svecs[s] = malloc(cap * dim * sizeof(float));
-        if (!w->sids[s] || (vec && !w->svecs[s]))
+            w->slists[s] = malloc(cap * sizeof(uint32_t));
+        }
+        if (!w->sids[s] || (vec && (!w->svecs[s] || !w->slists[s])))
             return -1;
     }
     w->sids[s][w->sn[s]] = id;
-    if (vec)
+    if (vec) {
         memcpy(w->svecs[s] + w->sn[s] * dim, vec, dim * sizeof(float));
+        w->slists[s][w->sn[s]] = list;
+    }
     w->sn[s]++;
     return 0;
 }
@@ -346,7 +358,7 @@ static int s_stale_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c, ui
         uint32_t s = cand[k];
         if (s >= coord->nshards || s == owner_keep || (k == 1 && cand[0] == s))
             continue;
-        if (s_batch_add(w, s, id, NULL, 0, cap) != 0)
+        if (s_batch_add(w, s, id, NULL, 0, CATALOG_LIST_NONE, cap) != 0)
             return -1;
         if (touched)
             touched[s] = 1;
@@ -796,8 +808,8 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
         w->has_txn = 1;
     /* Per-shard sub-batches. */
     for (size_t i = 0; rc == 0 && i < kept; i++) {
-        if (s_batch_add(w, c->owners[w->new_lists[i]], w->ids[i], w->vecs + i * dim, dim, kept) !=
-            0) {
+        if (s_batch_add(w, c->owners[w->new_lists[i]], w->ids[i], w->vecs + i * dim, dim,
+                        w->new_lists[i], kept) != 0) {
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
             coord_redrive_schedule(coord);
         }
@@ -971,7 +983,7 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
             continue;
         }
         uint32_t s = c->owners[l];
-        if (s_batch_add(w, s, w->ids[i], NULL, 0, w->n) != 0) {
+        if (s_batch_add(w, s, w->ids[i], NULL, 0, CATALOG_LIST_NONE, w->n) != 0) {
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory");
             break;
         }
