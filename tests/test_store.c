@@ -1371,3 +1371,303 @@ Test(store, malformed_log_entry_rebuilds_the_graph)
     free(v);
     free(ids);
 }
+
+/* ------------------------------------------------------------------------ */
+/* IVF lists                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* The count of list in name's list_counts (0 when absent); asserts ascending order. */
+static uint64_t s_list_count(shard_store_t *st, const char *name, uint32_t list)
+{
+    uint32_t *lists = NULL;
+    uint64_t *counts = NULL;
+    size_t n = 0;
+    shoal_err_t err;
+    cr_assert_eq(shard_store_list_counts(st, name, &lists, &counts, &n, &err), 0, "%s", err.msg);
+    uint64_t found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            cr_assert_gt(lists[i], lists[i - 1], "list_counts is sorted by list");
+        cr_assert_gt(counts[i], 0, "a list with no vector is not listed");
+        if (lists[i] == list)
+            found = counts[i];
+    }
+    free(lists);
+    free(counts);
+    return found;
+}
+
+/*
+ * Walks list in chunks of chunk rows, following the cursors, into ids (and
+ * vecs, n x dim); returns the rows. Asserts the chunks are ascending and
+ * that the walk ends with done.
+ */
+static size_t s_export_all(shard_store_t *st, const char *name, uint32_t list, size_t dim,
+                           size_t chunk, uint64_t *ids, float *vecs, size_t cap)
+{
+    char cursor[WIRE_CURSOR_MAX + 1] = "", next[WIRE_CURSOR_MAX + 1];
+    size_t total = 0;
+    for (int calls = 0;; calls++) {
+        cr_assert_lt(calls, 100000, "the walk does not end");
+        cr_assert_leq(total + chunk, cap + chunk);
+        uint64_t *cids = malloc(chunk * sizeof *cids);
+        float *cvecs = malloc(chunk * dim * sizeof *cvecs);
+        size_t n = 0;
+        int done = 0;
+        shoal_err_t err;
+        int rc = shard_store_list_export(st, name, list, cursor, chunk, cids, cvecs, &n, next,
+                                         &done, &err);
+        cr_assert_eq(rc, 0, "export %s list %u: %s", name, list, err.msg);
+        cr_assert_leq(n, chunk);
+        cr_assert_leq(total + n, cap, "more rows than the list holds");
+        for (size_t i = 0; i < n; i++) {
+            if (total + i > 0)
+                cr_assert_gt(cids[i], ids[total + i - 1], "rows come in id order");
+            ids[total + i] = cids[i];
+        }
+        memcpy(vecs + total * dim, cvecs, n * dim * sizeof *cvecs);
+        total += n;
+        free(cids);
+        free(cvecs);
+        if (done)
+            return total;
+        cr_assert_gt(n, 0, "a chunk that is not the last has rows");
+        memcpy(cursor, next, sizeof cursor);
+    }
+}
+
+/* Asserts that list holds exactly the rows i of (ids, v) with want[i] set, bit for bit. */
+static void s_check_list(shard_store_t *st, const char *name, uint32_t list, const uint64_t *ids,
+                         const float *v, const uint32_t *lists, size_t n, size_t dim)
+{
+    uint64_t *got = malloc((n + 1) * sizeof *got);
+    float *gvecs = malloc((n + 1) * dim * sizeof *gvecs);
+    size_t m = s_export_all(st, name, list, dim, 7, got, gvecs, n);
+    size_t expect = 0;
+    for (size_t i = 0; i < n; i++)
+        expect += lists[i] == list;
+    cr_assert_eq(m, expect, "list %u: exported %zu rows, expected %zu", list, m, expect);
+    cr_assert_eq(s_list_count(st, name, list), expect, "list %u: count", list);
+    /* ids ascend in both; match each exported row to its source row. */
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lists[i] != list)
+            continue;
+        cr_assert_eq(got[j], ids[i], "list %u row %zu: id %llu, expected %llu", list, j,
+                     (unsigned long long)got[j], (unsigned long long)ids[i]);
+        cr_assert_eq(memcmp(gvecs + j * dim, v + i * dim, dim * sizeof(float)), 0,
+                     "list %u id %llu: the vector is not bit for bit the stored one", list,
+                     (unsigned long long)ids[i]);
+        j++;
+    }
+    free(got);
+    free(gvecs);
+}
+
+Test(store, lists_are_persisted_counted_and_exported_in_chunks)
+{
+    const size_t n = 300, dim = 8;
+    const uint32_t pick[5] = {0, 1, 2, 4000000000u, WIRE_LIST_NONE};
+    shard_store_t *st = s_open();
+    s_create(st, "l", dim, SHOAL_METRIC_COSINE);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 10);
+    uint32_t *lists = malloc(n * sizeof *lists);
+    for (size_t i = 0; i < n; i++)
+        lists[i] = pick[(i * 7) % 5];
+    shoal_err_t err;
+    /* Rows 0..249 with lists, in three batches; rows 250.. without (list none). */
+    for (size_t b = 0; b < 250; b += 100) {
+        size_t m = b + 100 <= 250 ? 100 : 250 - b;
+        cr_assert_eq(shard_store_insert_lists(st, "l", ids + b, v + b * dim, lists + b, m, dim,
+                                              NULL, &err),
+                     0, "%s", err.msg);
+    }
+    for (size_t i = 250; i < n; i++)
+        lists[i] = WIRE_LIST_NONE;
+    s_insert(st, "l", ids + 250, v + 250 * dim, n - 250, dim);
+
+    for (int round = 0; round < 3; round++) {
+        for (size_t p = 0; p < 5; p++)
+            s_check_list(st, "l", pick[p], ids, v, lists, n, dim);
+        cr_assert_eq(s_list_count(st, "l", 3), 0, "an unused list has no count");
+        if (round == 0) {
+            shard_store_close(&st); /* clean: checkpoint, flush */
+        } else if (round == 1) {
+            shard_store_abandon(&st); /* as after kill -9: the log is replayed */
+        } else {
+            break;
+        }
+        st = s_open();
+    }
+
+    /* Cursors: one list's cursor is refused for another, and garbage is refused. */
+    uint64_t one;
+    float vec[8];
+    size_t got = 0;
+    int done = 0;
+    char next[WIRE_CURSOR_MAX + 1];
+    cr_assert_eq(shard_store_list_export(st, "l", 1, "", 1, &one, vec, &got, next, &done, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(got, 1);
+    cr_assert_eq(done, 0);
+    char cursor[WIRE_CURSOR_MAX + 1];
+    memcpy(cursor, next, sizeof cursor);
+    cr_assert_eq(shard_store_list_export(st, "l", 2, cursor, 1, &one, vec, &got, next, &done, &err),
+                 SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "the cursor is for list 1"), "%s", err.msg);
+    cr_assert_eq(
+        shard_store_list_export(st, "l", 1, "s0.l3.i9", 1, &one, vec, &got, next, &done, &err),
+        SHOAL_EINVAL);
+    cr_assert_eq(shard_store_list_export(st, "l", 1, "", 0, &one, vec, &got, next, &done, &err),
+                 SHOAL_EINVAL, "limit 0 is refused");
+    cr_assert_eq(shard_store_list_export(st, "nope", 1, "", 1, &one, vec, &got, next, &done, &err),
+                 SHOAL_ENOTFOUND);
+    /* The cursor of the last row ends the walk at once. */
+    cr_assert_eq(
+        shard_store_list_export(st, "l", 3, "", 5, &one, vec, &got, next, &done, &err), 0, "%s",
+        err.msg);
+    cr_assert_eq(got, 0);
+    cr_assert_eq(done, 1, "an empty list is done at once");
+    shard_store_close(&st);
+    free(v);
+    free(ids);
+    free(lists);
+}
+
+Test(store, upsert_moves_lists_delete_and_list_drop_remove_members)
+{
+    const size_t n = 60, dim = 6;
+    shard_store_t *st = s_open();
+    s_create(st, "m", dim, SHOAL_METRIC_L2);
+    float *v = s_data(2 * n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 100);
+    uint32_t *lists = malloc(n * sizeof *lists);
+    for (size_t i = 0; i < n; i++)
+        lists[i] = 1;
+    shoal_err_t err;
+    cr_assert_eq(shard_store_insert_lists(st, "m", ids, v, lists, n, dim, NULL, &err), 0, "%s",
+                 err.msg);
+    /* Upsert ids 100..109 into list 2 with new vectors (rows n.. of v). */
+    float *now = malloc(n * dim * sizeof *now);
+    memcpy(now, v, n * dim * sizeof *now);
+    for (size_t i = 0; i < 10; i++) {
+        lists[i] = 2;
+        memcpy(now + i * dim, v + (n + i) * dim, dim * sizeof *now);
+    }
+    cr_assert_eq(shard_store_insert_lists(st, "m", ids, now, lists, 10, dim, NULL, &err), 0, "%s",
+                 err.msg);
+    /* An upsert into the same list keeps one membership. */
+    cr_assert_eq(shard_store_insert_lists(st, "m", ids + 20, now + 20 * dim, lists + 20, 5, dim,
+                                          NULL, &err),
+                 0, "%s", err.msg);
+    s_check_list(st, "m", 1, ids, now, lists, n, dim);
+    s_check_list(st, "m", 2, ids, now, lists, n, dim);
+
+    /* Delete 110..114 (list 1) and an absent id. */
+    uint64_t del[6] = {110, 111, 112, 113, 114, 999};
+    size_t deleted = 0;
+    cr_assert_eq(shard_store_delete(st, "m", del, 6, &deleted, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 5);
+    for (size_t i = 10; i < 15; i++)
+        lists[i] = 99; /* gone: in no list */
+    s_check_list(st, "m", 1, ids, now, lists, n, dim);
+
+    /* list_drop 2: its ten ids leave the graph, the exact engine and the store. */
+    size_t removed = 0;
+    uint64_t seq = 0;
+    cr_assert_eq(shard_store_list_drop(st, "m", 2, &removed, &seq, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, 10);
+    cr_assert_gt(seq, 0);
+    for (size_t i = 0; i < 10; i++)
+        lists[i] = 99;
+    cr_assert_eq(s_list_count(st, "m", 2), 0);
+    cr_assert_eq(shard_store_list_drop(st, "m", 2, &removed, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, 0, "dropping an empty list removes nothing");
+    uint8_t found[10];
+    float got[10 * 6];
+    cr_assert_eq(shard_store_get(st, "m", ids, 10, found, got, &err), 0, "%s", err.msg);
+    for (size_t i = 0; i < 10; i++)
+        cr_assert_eq(found[i], 0, "id %llu was dropped with its list", (unsigned long long)ids[i]);
+    const wire_mode_t modes[2] = {WIRE_MODE_HNSW, WIRE_MODE_EXACT};
+    for (int m = 0; m < 2; m++) {
+        uint64_t rid[60];
+        float rd[60];
+        s_search(st, "m", now, 1, dim, 60, modes[m], 100, NULL, 0, rid, rd, NULL);
+        for (size_t i = 0; i < 60; i++)
+            cr_assert(rid[i] == TOPK_ID_NONE || rid[i] >= 110,
+                      "%s search returned dropped id %llu", wire_mode_name(modes[m]),
+                      (unsigned long long)rid[i]);
+    }
+
+    /* After a kill -9-style reopen: the same lists, one membership key per row. */
+    shard_store_abandon(&st);
+    st = s_open();
+    s_check_list(st, "m", 1, ids, now, lists, n, dim);
+    cr_assert_eq(s_list_count(st, "m", 2), 0);
+    shard_store_close(&st);
+    cr_assert_eq(s_count_keys("M/m", 4, 0), n - 15, "one M/ key per stored row");
+
+    /* Dropping the collection clears its membership keys too. */
+    st = s_open();
+    cr_assert_eq(shard_store_drop(st, "m", &err), 0, "%s", err.msg);
+    shard_store_close(&st);
+    cr_assert_eq(s_count_keys("M/m", 4, 0), 0);
+    free(v);
+    free(now);
+    free(ids);
+    free(lists);
+}
+
+Test(store, version_1_rows_are_read_as_list_none_and_upgraded)
+{
+    const size_t dim = 4;
+    shard_store_t *st = s_open();
+    s_create(st, "old", dim, SHOAL_METRIC_L2);
+    shard_store_close(&st);
+    /* Rows as a build before lists wrote them, and "F" at version 1. */
+    for (uint64_t id = 1; id <= 5; id++)
+        s_plant_row("old", id, dim, (float)id, 0);
+    shoal_err_t err;
+    kv_t *kv = kv_open(s_dir, 0, &err);
+    cr_assert_not_null(kv, "%s", err.msg);
+    void *val = NULL;
+    size_t vlen = 0;
+    cr_assert_eq(kv_get(kv, "F", 1, &val, &vlen, &err), 0);
+    uint32_t version = 1;
+    memcpy((uint8_t *)val + 8, &version, 4);
+    cr_assert_eq(kv_put(kv, "F", 1, val, vlen, 1, &err), 0, "%s", err.msg);
+    free(val);
+    kv_close(&kv);
+
+    for (int round = 0; round < 2; round++) {
+        st = s_open();
+        cr_assert_eq(s_list_count(st, "old", WIRE_LIST_NONE), 5);
+        uint64_t ids[6];
+        float vecs[6 * 4];
+        size_t m = s_export_all(st, "old", WIRE_LIST_NONE, dim, 2, ids, vecs, 5);
+        cr_assert_eq(m, 5);
+        for (size_t i = 0; i < 5; i++) {
+            cr_assert_eq(ids[i], i + 1);
+            cr_assert_eq(vecs[i * dim], (float)(i + 1));
+        }
+        shard_store_close(&st);
+        cr_assert_eq(s_count_keys("M/old", 6, 0), 5, "each upgraded row has its M/ key");
+    }
+    kv = kv_open(s_dir, 0, &err);
+    cr_assert_not_null(kv, "%s", err.msg);
+    cr_assert_eq(kv_get(kv, "F", 1, &val, &vlen, &err), 0);
+    memcpy(&version, (uint8_t *)val + 8, 4);
+    free(val);
+    cr_assert_eq(version, SHARD_FORMAT_VERSION, "the format record was upgraded");
+    /* The rows themselves are now version 2, with list none. */
+    uint8_t key[SHARD_KEY_MAX];
+    cr_assert_eq(kv_get(kv, key, shard_key_u64(key, 'V', "old", 3), &val, &vlen, &err), 0);
+    shard_vec_hdr2_t hdr;
+    cr_assert_eq(vlen, sizeof hdr + dim * sizeof(float));
+    memcpy(&hdr, val, sizeof hdr);
+    cr_assert_eq(hdr.version, SHARD_VEC_VERSION);
+    cr_assert_eq(hdr.list, WIRE_LIST_NONE);
+    free(val);
+    kv_close(&kv);
+}
