@@ -1288,3 +1288,112 @@ Test(shard, a_bad_stored_row_is_quarantined_and_the_shard_serves_the_rest)
             s_shard_stop(&sh);
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* IVF lists through the socket                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Walks list through the socket in chunks of chunk rows; returns the rows (ids into out). */
+static size_t s_walk_list(shoal_client_t *c, const char *coll, uint32_t list, size_t chunk,
+                          size_t dim, uint64_t *out, size_t cap)
+{
+    char cursor[WIRE_CURSOR_MAX + 1] = "";
+    size_t total = 0;
+    for (int calls = 0; calls < 10000; calls++) {
+        shoal_list_chunk_t ch;
+        shoal_err_t err;
+        int rc = shoal_client_list_export(c, coll, list, cursor, chunk, &ch, &err);
+        cr_assert_eq(rc, 0, "list_export %u: %s", list, err.msg);
+        cr_assert_eq(ch.dim, dim);
+        cr_assert_leq(total + ch.n, cap);
+        for (size_t i = 0; i < ch.n; i++) {
+            /* The vectors are the ones inserted, bit for bit. */
+            float want[64];
+            s_vec(ch.ids[i], dim, want);
+            cr_assert_eq(memcmp(ch.vecs + i * dim, want, dim * sizeof(float)), 0,
+                         "list %u id %llu: vector differs", list, (unsigned long long)ch.ids[i]);
+            out[total++] = ch.ids[i];
+        }
+        snprintf(cursor, sizeof cursor, "%s", ch.cursor);
+        int done = ch.done;
+        shoal_list_chunk_fini(&ch);
+        if (done)
+            return total;
+    }
+    cr_assert_fail("list %u: the walk did not end", list);
+    return 0;
+}
+
+Test(shard, list_ops_through_the_socket_and_after_kill9)
+{
+    s_shard_t sh;
+    s_server_init(&sh, "lists");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    const size_t dim = 12, n = 120;
+    s_create(c, "li", dim);
+    uint64_t *ids = s_id_range(1, n);
+    float *vecs = s_vecs(ids, n, dim);
+    uint32_t *lists = malloc(n * sizeof *lists);
+    for (size_t i = 0; i < n; i++)
+        lists[i] = (uint32_t)(i % 3); /* lists 0, 1, 2: 40 each */
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_insert_lists(c, "li", ids, vecs, lists, 90, dim, NULL, &err), 0, "%s",
+                 err.msg);
+    /* The last 30 rows as an old client sends them: no lists frame. */
+    cr_assert_eq(shoal_client_insert(c, "li", ids + 90, vecs + 90 * dim, 30, dim, NULL, &err), 0,
+                 "%s", err.msg);
+
+    for (int round = 0; round < 2; round++) {
+        uint32_t *l = NULL;
+        uint64_t *counts = NULL;
+        size_t nl = 0;
+        cr_assert_eq(shoal_client_list_counts(c, "li", &l, &counts, &nl, &err), 0, "%s", err.msg);
+        cr_assert_eq(nl, 4, "lists 0, 1, 2 and none");
+        const uint32_t want_l[4] = {0, 1, 2, WIRE_LIST_NONE};
+        const uint64_t want_c[4] = {30, 30, 30, 30};
+        for (size_t i = 0; i < 4; i++) {
+            cr_assert_eq(l[i], want_l[i]);
+            cr_assert_eq(counts[i], want_c[i], "list %u: %llu", l[i],
+                         (unsigned long long)counts[i]);
+        }
+        free(l);
+        free(counts);
+        uint64_t got[120];
+        size_t m = s_walk_list(c, "li", 1, 7, dim, got, n);
+        cr_assert_eq(m, 30);
+        for (size_t i = 0; i < m; i++)
+            cr_assert_eq(got[i], 2 + 3 * i, "list 1 holds ids 2, 5, 8, ...");
+        cr_assert_eq(s_walk_list(c, "li", WIRE_LIST_NONE, 1000, dim, got, n), 30);
+        if (round == 0) {
+            shoal_client_destroy(&c);
+            s_shard_kill9(&sh);
+            s_shard_start(&sh, NULL);
+            c = s_client(&sh, S_TIMEOUT_MS);
+        }
+    }
+
+    /* Errors: a bad cursor, a missing collection, a limit the codec refuses. */
+    shoal_list_chunk_t ch;
+    cr_assert_eq(shoal_client_list_export(c, "li", 1, "garbage", 5, &ch, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "cursor"), "%s", err.msg);
+    cr_assert_eq(shoal_client_list_export(c, "nope", 1, "", 5, &ch, &err), SHOAL_ENOTFOUND);
+    cr_assert_eq(shoal_client_list_export(c, "li", 1, "", 0, &ch, &err), SHOAL_EINVAL);
+
+    /* list_drop 0: its rows are gone from searches and gets; the others stay. */
+    size_t removed = 0;
+    cr_assert_eq(shoal_client_list_drop(c, "li", 0, &removed, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(removed, 30);
+    uint64_t gone[30];
+    for (size_t i = 0; i < 30; i++)
+        gone[i] = 1 + 3 * i;
+    s_assert_absent(c, "li", gone, 30, dim);
+    cr_assert_eq(s_stat(c, "collections.li.count"), 90);
+    uint64_t kept[2] = {2, 120};
+    s_assert_findable(c, "li", kept, 2, dim);
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
+    free(ids);
+    free(vecs);
+    free(lists);
+}
