@@ -1529,3 +1529,75 @@ Test(cluster, collection_dropped_on_a_shard_is_recreated)
     s_proc_stop(&cl.coord);
     s_finish(&c, &s);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Shards know their lists                                                  */
+/* ------------------------------------------------------------------------ */
+
+Test(cluster, shard_list_counts_agree_with_the_catalog)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", S_SMALL_N, S_SMALL_NLIST);
+    size_t dim = s.dim;
+    /* Upserts that move ids to other lists (rows far from them), and deletes. */
+    uint64_t moved[20];
+    float *vecs = malloc(20 * dim * sizeof *vecs);
+    cr_assert_not_null(vecs);
+    for (size_t i = 0; i < 20; i++) {
+        moved[i] = 3 * i;
+        memcpy(vecs + i * dim, s_row(&s, s_farthest(&s, moved[i], S_SMALL_N)), dim * sizeof *vecs);
+        vecs[i * dim] += 0.5f;
+    }
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_insert(c, "sift", moved, vecs, 20, dim, NULL, &err), 0, "%s",
+                 err.msg);
+    uint64_t del[10];
+    for (size_t i = 0; i < 10; i++)
+        del[i] = 1000 + 7 * i;
+    size_t deleted = 0;
+    cr_assert_eq(shoal_client_delete(c, "sift", del, 10, &deleted, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(deleted, 10);
+    shoal_client_destroy(&c);
+    s_proc_stop(&cl.coord);
+
+    catalog_t *cat = catalog_open(cl.coord.data_dir, &err);
+    cr_assert_not_null(cat, "catalog_open %s: %s", cl.coord.data_dir, err.msg);
+    const catalog_coll_t *coll = catalog_find(cat, "sift");
+    cr_assert_not_null(coll);
+    cr_assert(coll->trained);
+    uint64_t total = 0;
+    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
+        shoal_client_t *sc = s_shard_client(&cl.shards[sh]);
+        uint32_t *lists = NULL;
+        uint64_t *counts = NULL;
+        size_t n = 0;
+        cr_assert_eq(shoal_client_list_counts(sc, "sift", &lists, &counts, &n, &err), 0, "%s",
+                     err.msg);
+        /* Every list the shard counts is one the catalog places on it, with the same count. */
+        size_t owned_nonempty = 0;
+        for (uint32_t l = 0; l < coll->nlist; l++)
+            owned_nonempty += coll->owners[l] == sh && coll->list_counts[l] > 0;
+        cr_assert_eq(n, owned_nonempty, "shard %zu counts %zu lists, the catalog places %zu there",
+                     sh, n, owned_nonempty);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_lt(lists[i], coll->nlist, "shard %zu: list %u is not one of the %u", sh,
+                         lists[i], coll->nlist);
+            cr_assert_eq(coll->owners[lists[i]], sh, "shard %zu holds list %u of shard %u", sh,
+                         lists[i], coll->owners[lists[i]]);
+            cr_assert_eq(counts[i], coll->list_counts[lists[i]],
+                         "list %u: the shard counts %llu, the catalog %llu", lists[i],
+                         (unsigned long long)counts[i],
+                         (unsigned long long)coll->list_counts[lists[i]]);
+            total += counts[i];
+        }
+        free(lists);
+        free(counts);
+        shoal_client_destroy(&sc);
+    }
+    cr_assert_eq(total, S_SMALL_N - 10);
+    cr_assert_eq(coll->count, S_SMALL_N - 10);
+    catalog_close(&cat);
+    free(vecs);
+    s_dataset_free(&s);
+}
