@@ -1207,26 +1207,12 @@ Test(cluster, coordinator_restart_redrives_interrupted_writes)
 #define S_FAULT_DELETES  400    /* ids deleted while a shard is frozen */
 #define S_FAULT_LOG_MAX  3      /* re-drive lines a shard outage may log (warn level) */
 
-/* A number from the coordinator's (or a shard's) stats; -1 when absent. */
-static double s_stat(shoal_client_t *c, const char *path)
-{
-    void *info = NULL;
-    size_t len = 0;
-    shoal_err_t err;
-    int rc = shoal_client_stats(c, NULL, NULL, &info, &len, &err);
-    cr_assert_eq(rc, 0, "stats: %s", err.msg);
-    double value = -1;
-    if (wire_info_lookup(info, len, path, &value) != 0)
-        value = -1;
-    free(info);
-    return value;
-}
 
 /* The count of "sift" that shard i reports (-1: the shard has no such collection). */
 static double s_shard_count(const s_cluster_t *cl, int i)
 {
     shoal_client_t *sc = s_shard_client(&cl->shards[i]);
-    double v = s_stat(sc, "collections.sift.count");
+    double v = s_stat_or(sc, "collections.sift.count", -1);
     shoal_client_destroy(&sc);
     return v;
 }
@@ -1388,7 +1374,7 @@ Test(cluster, frozen_shard_holds_up_only_the_writes_that_touch_it)
     /* wait (bounded) until the coordinator holds that insert: inflight counts this stats too */
     shoal_client_set_timeout(c, S_POLL_TIMEOUT_MS);
     double end = s_now() + S_POLL_WAIT_S;
-    while (s_stat(c, "inflight") < 2) {
+    while (s_stat_or(c, "inflight", -1) < 2) {
         cr_assert_lt(s_now(), end, "the insert to the frozen shard never reached the coordinator");
         s_sleep_ms(S_POLL_MS);
     }
@@ -1520,7 +1506,7 @@ Test(cluster, collection_dropped_on_a_shard_is_recreated)
         s_sleep_ms(S_POLL_MS);
     }
     s_wait_complete(c, "sift", &s, S_SMALL_NLIST);
-    cr_assert_geq(s_stat(c, "repairs"), 1);
+    cr_assert_geq(s_stat_or(c, "repairs", -1), 1);
     size_t named = 0;
     size_t lines = s_log_lines(cl.coord.log, "re-created collection", cl.shards[victim].endpoint,
                                &named);

@@ -147,18 +147,6 @@ static int s_insert_batch(shoal_client_t *c, size_t b, char *msg, size_t cap)
     return rc;
 }
 
-static double s_stat(shoal_client_t *c, const char *path)
-{
-    void *info = NULL;
-    size_t len = 0;
-    shoal_err_t err;
-    int rc = shoal_client_stats(c, NULL, NULL, &info, &len, &err);
-    cr_assert_eq(rc, 0, "stats: %s", err.msg);
-    double value = -1;
-    cr_assert_eq(wire_info_lookup(info, len, path, &value), 0, "stats has no %s", path);
-    free(info);
-    return value;
-}
 
 /* Every row of batches 0..nbatches-1 is served: get returns it, exact search finds it. */
 static void s_assert_served(shoal_client_t *c, size_t nbatches)

@@ -236,19 +236,6 @@ static void s_assert_absent(shoal_client_t *c, const char *coll, const uint64_t 
     free(q);
 }
 
-static double s_stat(shoal_client_t *c, const char *path)
-{
-    void *info = NULL;
-    size_t len = 0;
-    shoal_err_t err;
-    int rc = shoal_client_stats(c, NULL, NULL, &info, &len, &err);
-    cr_assert_eq(rc, 0, "stats: %s", err.msg);
-    double value = -1;
-    rc = wire_info_lookup(info, len, path, &value);
-    cr_assert_eq(rc, 0, "stats has no %s", path);
-    free(info);
-    return value;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Raw requests                                                             */

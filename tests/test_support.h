@@ -506,6 +506,32 @@ static inline void s_dataset_free(s_dataset_t *d)
 
 #if defined(SHOAL_CLIENT_H) && defined(SHOAL_WIRE_H)
 /*
+ * A number from a server's stats map (a dotted path, wire_info_lookup), or
+ * absent when the map has no such key. Fails the test when stats fails.
+ */
+static inline double s_stat_or(shoal_client_t *c, const char *path, double absent)
+{
+    void *info = NULL;
+    size_t len = 0;
+    shoal_err_t err;
+    int rc = shoal_client_stats(c, NULL, NULL, &info, &len, &err);
+    cr_assert_eq(rc, 0, "stats: %s", err.msg);
+    double value = absent;
+    if (wire_info_lookup(info, len, path, &value) != 0)
+        value = absent;
+    free(info);
+    return value;
+}
+
+/* s_stat_or, failing the test when the key is absent. */
+static inline double s_stat(shoal_client_t *c, const char *path)
+{
+    double value = s_stat_or(c, path, NAN);
+    cr_assert(!isnan(value), "stats has no %s", path);
+    return value;
+}
+
+/*
  * Decodes a raw reply from shoal_client_raw (a leading empty delimiter, REQ
  * style, is skipped) into rep, which the caller wire_reply_fini()s. Fails the
  * test when it has no frames or too many, or does not decode; what names
