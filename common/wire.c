@@ -9,7 +9,9 @@
  *      (wire_mp.c: complete, counts possible, nesting bounded), and only
  *      then msgpack_unpack, which allocates from the counts it reads;
  *   3. keys collected by name (duplicates rejected, unknown ones ignored);
- *      "rid" and "op" picked out first, so an error reply can be addressed;
+ *      "rid" and "op" picked out first, from any frame 0 that begins with a
+ *      complete map (even when step 1 or the rest of step 3 refuses the
+ *      message), so an error reply can be addressed;
  *   4. version, then the op's keys: type, presence, range against the limits;
  *   5. frame count for the op, each bulk frame's length against the counts
  *      (products computed with overflow checks);
@@ -351,8 +353,10 @@ typedef struct {
     msgpack_zone zone;                  /* holds the unpacked header */
     bool zone_live;                     /* zone needs destroying */
     msgpack_object root;                /* the header map */
-    const msgpack_object *val[S_NKEYS]; /* each known key's value, NULL if absent */
-    int dup_key;                        /* first key seen twice, or -1 */
+    const msgpack_object *val[S_NKEYS]; /* each known key's value (its first), NULL if absent */
+    uint64_t dups;                      /* known keys seen more than once (S_BIT mask) */
+    const msgpack_object *dup_name;     /* the first key, known or not, seen twice, or NULL */
+    bool map_read;                      /* root is the header map and val[] is filled */
 } s_dec_t;
 
 static int s_fail(s_dec_t *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -375,7 +379,6 @@ static void s_dec_init(s_dec_t *d, const wire_frames_t *frames, const wire_limit
     d->frames = frames;
     d->lim = limits ? *limits : wire_limits_default();
     d->err = err;
-    d->dup_key = -1;
     shoal_err_clear(err);
 }
 
@@ -391,8 +394,8 @@ static void s_dec_set_op(s_dec_t *d, wire_op_t op)
     snprintf(d->prefix, sizeof d->prefix, "%s: ", wire_op_name(op));
 }
 
-/* Steps 1 and 2: sizes from the frame lengths, then the header's bytes. */
-static int s_dec_header(s_dec_t *d, uint64_t known_keys)
+/* Step 1: the frame count and the total size, from the frame lengths alone. */
+static int s_dec_sizes(s_dec_t *d)
 {
     const wire_frames_t *f = d->frames;
     if (f->count == 0)
@@ -410,10 +413,28 @@ static int s_dec_header(s_dec_t *d, uint64_t known_keys)
     if (total > d->lim.max_message_bytes)
         return s_fail(d, SHOAL_ELIMIT, "message has %zu bytes, the limit is %zu", total,
                       d->lim.max_message_bytes);
+    return 0;
+}
 
-    const uint8_t *data = f->data[0];
-    size_t len = f->size[0];
-    if (len == 0)
+/* Two keys of the header map (msgpack str objects) are the same string. */
+static bool s_same_key(const msgpack_object *a, const msgpack_object *b)
+{
+    return a->via.str.size == b->via.str.size &&
+           memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0;
+}
+
+/*
+ * Steps 2 and 3: frame 0's size and structure, then its keys collected. The
+ * keys are collected before trailing bytes, the key count and the key types
+ * are judged, so that "rid" and "op" can address the error reply whenever
+ * frame 0 begins with a complete map (d->map_read; section 6 of the spec).
+ */
+static int s_dec_map(s_dec_t *d, uint64_t known_keys)
+{
+    const wire_frames_t *f = d->frames;
+    const uint8_t *data = f->count ? f->data[0] : NULL;
+    size_t len = f->count ? f->size[0] : 0;
+    if (len == 0 || !data)
         return s_fail(d, SHOAL_EPROTO, "empty header frame (expected a msgpack map)");
     if (len > WIRE_HEADER_MAX_BYTES)
         return s_fail(d, SHOAL_ELIMIT, "header has %zu bytes, the limit is %u", len,
@@ -438,30 +459,60 @@ static int s_dec_header(s_dec_t *d, uint64_t known_keys)
     if (d->root.type != MSGPACK_OBJECT_MAP)
         return s_fail(d, SHOAL_EPROTO, "header is a msgpack %s, expected a map",
                       wire_mp_type_name(&d->root));
-    if (end != len)
-        return s_fail(d, SHOAL_EPROTO, "header has %zu trailing bytes after the map", len - end);
-    const msgpack_object_map *map = &d->root.via.map;
-    if (map->size > WIRE_HEADER_KEYS_MAX)
-        return s_fail(d, SHOAL_ELIMIT, "header map has %" PRIu32 " keys, at most %d", map->size,
-                      WIRE_HEADER_KEYS_MAX);
 
+    const msgpack_object_map *map = &d->root.via.map;
+    uint32_t bad_key = UINT32_MAX; /* the first key that is not a str */
     for (uint32_t i = 0; i < map->size; i++) {
         const msgpack_object *key = &map->ptr[i].key;
-        if (key->type != MSGPACK_OBJECT_STR)
-            return s_fail(d, SHOAL_EPROTO, "header key %" PRIu32 " has type %s, expected str", i,
-                          wire_mp_type_name(key));
+        if (key->type != MSGPACK_OBJECT_STR) {
+            if (bad_key == UINT32_MAX)
+                bad_key = i;
+            continue;
+        }
         for (int k = 0; k < S_NKEYS; k++) {
             if (!(known_keys & S_BIT(k)) || strlen(s_key_names[k]) != key->via.str.size ||
                 memcmp(s_key_names[k], key->via.str.ptr, key->via.str.size) != 0)
                 continue;
-            /* Reported after "rid" and "op" are picked out (s_check_dup). */
-            if (d->val[k] && d->dup_key < 0)
-                d->dup_key = k;
-            if (!d->val[k])
+            if (d->val[k])
+                d->dups |= S_BIT(k);
+            else
                 d->val[k] = &map->ptr[i].val;
         }
     }
+    d->map_read = true;
+
+    if (end != len)
+        return s_fail(d, SHOAL_EPROTO, "header has %zu trailing bytes after the map", len - end);
+    if (map->size > WIRE_HEADER_KEYS_MAX)
+        return s_fail(d, SHOAL_ELIMIT, "header map has %" PRIu32 " keys, at most %d", map->size,
+                      WIRE_HEADER_KEYS_MAX);
+    if (bad_key != UINT32_MAX)
+        return s_fail(d, SHOAL_EPROTO, "header key %" PRIu32 " has type %s, expected str", bad_key,
+                      wire_mp_type_name(&map->ptr[bad_key].key));
+    /* Any key given twice, known or not (at most 64 keys: the pairs are cheap);
+     * reported after "rid" and "op" are picked out (s_check_dup). */
+    for (uint32_t i = 0; i < map->size && !d->dup_name; i++)
+        for (uint32_t j = i + 1; j < map->size && !d->dup_name; j++)
+            if (s_same_key(&map->ptr[i].key, &map->ptr[j].key))
+                d->dup_name = &map->ptr[i].key;
     return 0;
+}
+
+/*
+ * Steps 1 to 3. When step 1 refuses the message, frame 0 is still read,
+ * silently and under its own limits, so that the error reply can carry the
+ * request's op and rid.
+ */
+static int s_dec_header(s_dec_t *d, uint64_t known_keys)
+{
+    int rc = s_dec_sizes(d);
+    if (rc == 0)
+        return s_dec_map(d, known_keys);
+    shoal_err_t *keep = d->err;
+    d->err = NULL;
+    (void)s_dec_map(d, known_keys);
+    d->err = keep;
+    return rc;
 }
 
 /* The getters return 0 (value stored, or absent and optional) or a code. */
@@ -539,6 +590,24 @@ static int s_get_tunable(s_dec_t *d, s_key_t key, uint32_t *out)
     return 0;
 }
 
+/*
+ * "ef": optional, 0 (the default) when absent. A candidate list is a size of
+ * work like k, so a value beyond its bound is a limit (elimit), as the shard
+ * reports one above the index's bound; the codec knows only the 32 bits.
+ */
+static int s_get_ef(s_dec_t *d, uint32_t *out)
+{
+    uint64_t v = 0;
+    int rc = s_get_uint(d, S_KEY_EF, false, &v);
+    if (rc)
+        return rc;
+    if (v > UINT32_MAX)
+        return s_fail(d, SHOAL_ELIMIT, "\"ef\" must be 0..%" PRIu32 ", got %" PRIu64, UINT32_MAX,
+                      v);
+    *out = (uint32_t)v;
+    return 0;
+}
+
 /* "coll": required, or optional where "" means every collection. */
 static int s_get_name(s_dec_t *d, bool required, char out[WIRE_NAME_MAX + 1])
 {
@@ -603,28 +672,36 @@ static int s_get_text(s_dec_t *d, s_key_t key, bool required, char *out, size_t 
 }
 
 /*
- * Step 3's first half: "rid" and "op", silently, when they are well-formed,
- * so that whatever fails next can still be answered to the right request.
+ * "rid" and "op", silently, from a header map that could be read (whatever
+ * else is wrong with the message), so that the error reply is addressed to
+ * the right request. The rule is docs/protocol.md section 6's: "rid" when it
+ * appears once as an unsigned integer, "op" when it appears once as a string
+ * naming an op of this protocol; a key given twice has no one value.
  */
 static void s_peek_address(s_dec_t *d, wire_op_t *op, uint64_t *rid)
 {
-    /* A key given twice has no one value: it stays unknown. */
+    if (!d->map_read)
+        return;
     const msgpack_object *o = d->val[S_KEY_RID];
-    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && d->dup_key != S_KEY_RID)
+    if (o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && !(d->dups & S_BIT(S_KEY_RID)))
         *rid = o->via.u64;
     o = d->val[S_KEY_OP];
-    if (o && o->type == MSGPACK_OBJECT_STR && d->dup_key != S_KEY_OP)
+    if (o && o->type == MSGPACK_OBJECT_STR && !(d->dups & S_BIT(S_KEY_OP)))
         *op = wire_op_parse(o->via.str.ptr, o->via.str.size);
 }
 
 static int s_check_dup(s_dec_t *d)
 {
-    if (d->dup_key >= 0)
-        return s_fail(d, SHOAL_EPROTO, "duplicate key \"%s\"", s_key_names[d->dup_key]);
+    char show[48];
+    if (d->dup_name)
+        return s_fail(
+            d, SHOAL_EPROTO, "duplicate key \"%s\"",
+            s_printable(d->dup_name->via.str.ptr, d->dup_name->via.str.size, show, sizeof show));
     return 0;
 }
 
-static int s_check_version(s_dec_t *d)
+/* who: "server" decoding a request, "client" decoding a reply. */
+static int s_check_version(s_dec_t *d, const char *who)
 {
     uint64_t v = 0;
     int rc = s_get_uint(d, S_KEY_V, true, &v);
@@ -632,7 +709,7 @@ static int s_check_version(s_dec_t *d)
         return rc;
     if (v != WIRE_VERSION)
         return s_fail(d, SHOAL_EPROTO,
-                      "protocol version %" PRIu64 " is not supported (this build speaks %d)", v,
+                      "protocol version %" PRIu64 " is not supported (this %s speaks %d)", v, who,
                       WIRE_VERSION);
     return 0;
 }
@@ -845,7 +922,7 @@ static int s_dec_search(s_dec_t *d, wire_request_t *req)
         (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
         (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)) ||
         (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &req->k)) ||
-        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_ef(d, &req->ef)) ||
         (rc = s_get_tunable(d, S_KEY_NPROBE, &req->nprobe)) ||
         (rc = s_get_tunable(d, S_KEY_DEADLINE_MS, &req->deadline_ms)) ||
         (rc = s_get_uint(d, S_KEY_NFILTER, false, &req->nfilter)))
@@ -900,7 +977,7 @@ static int s_dec_knn_graph(s_dec_t *d, wire_request_t *req)
     int rc;
     if ((rc = s_get_name(d, true, req->coll)) ||
         (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &req->k)) ||
-        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_tunable(d, S_KEY_EF, &req->ef)) ||
+        (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_ef(d, &req->ef)) ||
         (rc = s_get_tunable(d, S_KEY_NPROBE, &req->nprobe)) ||
         (rc = s_get_tunable(d, S_KEY_DEADLINE_MS, &req->deadline_ms)) ||
         (rc = s_get_tunable(d, S_KEY_CHUNK, &req->chunk)))
@@ -921,12 +998,12 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
     s_dec_init(&d, frames, limits, err);
     wire_request_init(req);
     int rc = s_dec_header(&d, S_REQUEST_KEYS);
+    s_peek_address(&d, &req->op, &req->rid);
     if (rc)
         goto done;
-    s_peek_address(&d, &req->op, &req->rid);
     wire_op_t op = WIRE_OP_NONE;
-    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d)) || (rc = s_check_op(&d, true, &op)) ||
-        (rc = s_get_uint(&d, S_KEY_RID, true, &req->rid)))
+    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d, "server")) ||
+        (rc = s_check_op(&d, true, &op)) || (rc = s_get_uint(&d, S_KEY_RID, true, &req->rid)))
         goto done;
 
     switch (op) {
@@ -1216,12 +1293,12 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
     s_dec_init(&d, frames, limits, err);
     wire_reply_init(rep);
     int rc = s_dec_header(&d, S_REPLY_KEYS);
+    s_peek_address(&d, &rep->op, &rep->rid);
     if (rc)
         goto done;
-    s_peek_address(&d, &rep->op, &rep->rid);
     wire_op_t op = WIRE_OP_NONE;
-    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d)) || (rc = s_dec_code(&d, &rep->code)) ||
-        (rc = s_check_op(&d, rep->code == 0, &op)) ||
+    if ((rc = s_check_dup(&d)) || (rc = s_check_version(&d, "client")) ||
+        (rc = s_dec_code(&d, &rep->code)) || (rc = s_check_op(&d, rep->code == 0, &op)) ||
         (rc = s_get_uint(&d, S_KEY_RID, true, &rep->rid)) || (rc = s_dec_reply_common(&d, rep)))
         goto done;
 

@@ -14,8 +14,8 @@
  * allocated from a wire-supplied size; unknown keys are ignored (fields are
  * only ever appended), unknown ops and versions are errors. A decode error
  * fills shoal_err_t with a message that names the problem ("insert: frame 2
- * has 1000 bytes, expected 512 (n=1 x dim=128 x 4)") and, where the header
- * could be read, the request's op and rid so the error reply can be matched.
+ * has 1000 bytes, expected 512 (n=1 x dim=128 x 4)") and, where frame 0 holds
+ * a readable map, the request's op and rid so the error reply can be matched.
  *
  * Bulk pointers in a decoded message point into the caller's frames (zero
  * copy) when they are suitably aligned, and into a copy owned by the message
@@ -175,8 +175,10 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
  * Decodes frames into req. Insert and search carry the vectors' "dim" in the
  * header, so vector frames are size-checked here; whether that dim matches
  * the collection's is for the server to say. Returns 0, or a negative code
- * with err naming the problem; req->op and req->rid are set whenever the
- * header could be read that far.
+ * with err naming the problem. On error, req->rid and req->op are still set
+ * when frame 0 begins with a complete msgpack map that holds "rid" once as an
+ * unsigned integer / "op" once as a string naming a known op, whatever else
+ * is wrong (docs/protocol.md section 6); otherwise they stay 0 / WIRE_OP_NONE.
  */
 int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
                         wire_request_t *req, shoal_err_t *err);

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/topk.h"
 #include "common/wire.h"
+#include "common/wire_private.h"
 
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -1356,7 +1357,7 @@ static const bad_case_t s_bad_requests[] = {
     {"get: no ids frame", {HEAD("get"), S("coll", "a"), U("n", 1)}, 0, {0}, SHOAL_EPROTO,
      "get: expected 2 frames"},
     {"message over max_message_bytes", {HEAD("insert"), S("coll", "a"), U("n", 1), U("dim", 1)}, 2,
-     {8, 4}, SHOAL_ELIMIT, "the limit is 40", {.max_message_bytes = 40}, .no_rid = true},
+     {8, 4}, SHOAL_ELIMIT, "the limit is 40", {.max_message_bytes = 40}},
 
     /* the coordinator's keys */
     {"create: nlist is a str",
@@ -1374,6 +1375,11 @@ static const bad_case_t s_bad_requests[] = {
     {"search: nprobe over 32 bits",
      {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), U("nprobe", 1ull << 32)},
      1, {4}, SHOAL_EINVAL, "\"nprobe\" must be 0..4294967295, got 4294967296"},
+    {"search: ef over 32 bits is a limit, as ef over the index's bound is",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), U("ef", 1ull << 33)},
+     1, {4}, SHOAL_ELIMIT, "search: \"ef\" must be 0..4294967295, got 8589934592"},
+    {"knn_graph: ef over 32 bits", {HEAD("knn_graph"), S("coll", "a"), U("k", 1),
+     U("ef", 1ull << 32)}, 0, {0}, SHOAL_ELIMIT, "knn_graph: \"ef\" must be 0..4294967295"},
     {"train: no coll", {HEAD("train"), U("n", 1), U("dim", 2)}, 1, {8}, SHOAL_EPROTO,
      "train: missing required key \"coll\""},
     {"train: no dim", {HEAD("train"), S("coll", "a"), U("n", 1)}, 1, {8}, SHOAL_EPROTO,
@@ -1672,6 +1678,178 @@ Test(wire, malformed_headers)
     frames.count = WIRE_FRAMES_MAX + 1;
     cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), SHOAL_EPROTO);
     cr_assert(strstr(err.msg, "at most 4"), "%s", err.msg);
+}
+
+/* One case of what an error reply can be addressed to (docs/protocol.md section 6). */
+typedef struct {
+    const char *what;   /* the case */
+    kv_t hdr[8];        /* header entries, T_END-terminated */
+    size_t nbulk;       /* bulk frames of 8 zero bytes */
+    bool trailing;      /* one byte after the map */
+    size_t max_bytes;   /* max_message_bytes; 0: the default */
+    int code;           /* expected code */
+    const char *substr; /* expected in the message */
+    wire_op_t op;       /* the op the decoder could read */
+    uint64_t rid;       /* the rid it could read */
+} echo_case_t;
+
+/* clang-format off */
+static const echo_case_t s_echo_cases[] = {
+    {"unknown op: not an op name", {HEAD("serch")}, 0, false, 0, SHOAL_EPROTO,
+     "unknown op \"serch\"", WIRE_OP_NONE, 7},
+    {"op twice: no one value", {HEAD("ping"), S("op", "ping")}, 0, false, 0, SHOAL_EPROTO,
+     "duplicate key \"op\"", WIRE_OP_NONE, 7},
+    {"rid twice: no one value", {HEAD("ping"), U("rid", 8)}, 0, false, 0, SHOAL_EPROTO,
+     "duplicate key \"rid\"", WIRE_OP_PING, 0},
+    {"an unknown key twice", {HEAD("ping"), S("x", "1"), S("x", "2")}, 0, false, 0, SHOAL_EPROTO,
+     "duplicate key \"x\"", WIRE_OP_PING, 7},
+    {"rid is a str", {U("v", 1), S("op", "get"), S("rid", "7")}, 0, false, 0, SHOAL_EPROTO,
+     "\"rid\"", WIRE_OP_GET, 0},
+    {"trailing bytes after the map", {HEAD("ping")}, 0, true, 0, SHOAL_EPROTO,
+     "1 trailing bytes after the map", WIRE_OP_PING, 7},
+    {"five frames", {HEAD("ping")}, 4, false, 0, SHOAL_EPROTO, "at most 4", WIRE_OP_PING, 7},
+    {"over max_message_bytes", {HEAD("delete"), S("coll", "a"), U("n", 1)}, 1, false, 20,
+     SHOAL_ELIMIT, "the limit is 20", WIRE_OP_DELETE, 7},
+    {"over max_message_bytes and trailing bytes", {HEAD("delete"), S("coll", "a"), U("n", 1)}, 1,
+     true, 20, SHOAL_ELIMIT, "the limit is 20", WIRE_OP_DELETE, 7},
+    {"version 2", {U("v", 2), S("op", "search"), U("rid", 7)}, 0, false, 0, SHOAL_EPROTO,
+     "(this server speaks 1)", WIRE_OP_SEARCH, 7},
+    {"a bulk frame of the wrong size", {HEAD("get"), S("coll", "a"), U("n", 2)}, 1, false, 0,
+     SHOAL_EPROTO, "frame 1 has 8 bytes, expected 16", WIRE_OP_GET, 7},
+};
+/* clang-format on */
+
+Test(wire, an_error_is_addressed_with_the_op_and_rid_the_header_map_gives)
+{
+    for (size_t i = 0; i < sizeof s_echo_cases / sizeof s_echo_cases[0]; i++) {
+        const echo_case_t *c = &s_echo_cases[i];
+        msgpack_sbuffer sb;
+        s_pack_header(&sb, c->hdr);
+        if (c->trailing)
+            msgpack_sbuffer_write(&sb, "\xc0", 1);
+        wire_frames_t frames = {.count = 1 + c->nbulk, .data = {sb.data}, .size = {sb.size}};
+        for (size_t b = 0; b < c->nbulk && b + 1 < WIRE_FRAMES_MAX; b++) {
+            frames.data[1 + b] = s_zeros;
+            frames.size[1 + b] = 8;
+        }
+        wire_limits_t lim = wire_limits_default();
+        if (c->max_bytes)
+            lim.max_message_bytes = c->max_bytes;
+        wire_request_t req;
+        shoal_err_t err;
+        int rc = wire_request_decode(&frames, &lim, &req, &err);
+        cr_expect_eq(rc, c->code, "%s: code %d, message %s", c->what, rc, err.msg);
+        cr_expect(strstr(err.msg, c->substr), "%s: message \"%s\" lacks \"%s\"", c->what, err.msg,
+                  c->substr);
+        cr_expect_eq(req.op, c->op, "%s: op %d, expected %d", c->what, (int)req.op, (int)c->op);
+        cr_expect_eq(req.rid, c->rid, "%s: rid %" PRIu64, c->what, req.rid);
+        cr_expect_null(req.owned, "%s", c->what);
+        wire_request_fini(&req);
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
+/* A ping header of 3 + extra entries, the extra keys "k0".. (or one int key). */
+static void s_pack_wide_ping(msgpack_sbuffer *sb, size_t extra, bool int_key)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3 + extra);
+    const kv_t head[] = {HEAD("ping")};
+    for (size_t i = 0; i < 3; i++)
+        s_pack_kv(&pk, &head[i]);
+    for (size_t i = 0; i < extra; i++) {
+        if (int_key) {
+            msgpack_pack_uint8(&pk, (uint8_t)i);
+        } else {
+            char key[24];
+            snprintf(key, sizeof key, "k%zu", i);
+            msgpack_pack_str_with_body(&pk, key, strlen(key));
+        }
+        msgpack_pack_uint8(&pk, 1);
+    }
+}
+
+Test(wire, too_many_keys_or_a_key_not_a_string_still_gives_op_and_rid)
+{
+    struct {
+        size_t extra;
+        bool int_key;
+        int code;
+        const char *substr;
+    } cases[] = {
+        {WIRE_HEADER_KEYS_MAX - 2, false, SHOAL_ELIMIT, "65 keys, at most 64"},
+        {1, true, SHOAL_EPROTO, "header key 3 has type uint, expected str"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        msgpack_sbuffer sb;
+        s_pack_wide_ping(&sb, cases[i].extra, cases[i].int_key);
+        wire_frames_t frames = {.count = 1, .data = {sb.data}, .size = {sb.size}};
+        wire_request_t req;
+        shoal_err_t err;
+        cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), cases[i].code, "%s", err.msg);
+        cr_assert(strstr(err.msg, cases[i].substr), "%s", err.msg);
+        cr_assert_eq(req.op, WIRE_OP_PING, "%s", cases[i].substr);
+        cr_assert_eq(req.rid, 7, "%s", cases[i].substr);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    /* 64 keys are allowed, the 62 unknown ones ignored */
+    msgpack_sbuffer sb;
+    s_pack_wide_ping(&sb, WIRE_HEADER_KEYS_MAX - 3, false);
+    wire_frames_t frames = {.count = 1, .data = {sb.data}, .size = {sb.size}};
+    wire_request_t req;
+    shoal_err_t err;
+    cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), 0, "%s", err.msg);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(wire, a_header_that_is_not_a_complete_map_gives_neither)
+{
+    const uint8_t ping[] = {0x83, 0xa1, 'v', 0x01, 0xa2, 'o', 'p', 0xa4, 'p',
+                            'i',  'n',  'g', 0xa3, 'r',  'i', 'd', 0x07};
+    wire_frames_t frames = {.count = 1, .data = {ping}, .size = {sizeof ping - 1}};
+    wire_request_t req;
+    shoal_err_t err;
+    cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), SHOAL_EPROTO);
+    cr_assert_eq(req.op, WIRE_OP_NONE);
+    cr_assert_eq(req.rid, 0);
+    frames.size[0] = sizeof ping;
+    cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), 0, "%s", err.msg);
+    cr_assert_eq(req.rid, 7);
+}
+
+Test(wire, a_reply_with_trailing_bytes_keeps_its_op_and_rid)
+{
+    wire_reply_t rep;
+    wire_frames_t frames;
+    shoal_err_t err;
+    wire_reply_error(&rep, WIRE_OP_SEARCH, 99, SHOAL_EDIM, "expected dim 8, got 4");
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    uint8_t buf[256];
+    cr_assert_lt(frames.size[0], sizeof buf);
+    memcpy(buf, frames.data[0], frames.size[0]);
+    buf[frames.size[0]] = 0xc0;
+    wire_frames_t bad = {.count = 1, .data = {buf}, .size = {frames.size[0] + 1}};
+    wire_reply_t out;
+    cr_assert_eq(wire_reply_decode(&bad, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "trailing"), "%s", err.msg);
+    cr_assert_eq(out.op, WIRE_OP_SEARCH);
+    cr_assert_eq(out.rid, 99);
+
+    /* a reply of another version: the decoding side is a client */
+    const uint8_t v1[] = {0xa1, 'v', 0x01};
+    size_t at = 0;
+    while (at + sizeof v1 <= frames.size[0] && memcmp(buf + at, v1, sizeof v1) != 0)
+        at++;
+    cr_assert_leq(at + sizeof v1, frames.size[0], "no \"v\": 1 in the encoded reply");
+    buf[at + 2] = 0x02;
+    bad.size[0] = frames.size[0];
+    cr_assert_eq(wire_reply_decode(&bad, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "protocol version 2 is not supported (this client speaks 1)"), "%s",
+              err.msg);
+    cr_assert_eq(out.rid, 99);
+    wire_frames_fini(&frames);
 }
 
 Test(wire, total_size_is_checked_before_the_header_is_parsed)
