@@ -244,8 +244,11 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
         filter = NULL; /* an empty allow-list means no filter (as on the wire) */
     if (ef == 0)
         ef = store->opts.hnsw_ef;
+    /* A candidate list is a size of work like k: beyond its bound, elimit
+     * (the codec says the same of an ef beyond 32 bits). */
     if (ef > HNSW_EF_MAX)
-        return shoal_err_set(err, SHOAL_ELIMIT, "search: ef must be in %d..%d, got %zu",
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "search: \"ef\" must be %d..%d (0: the shard's default), got %zu",
                              HNSW_EF_MIN, HNSW_EF_MAX, ef);
 
     pthread_rwlock_rdlock(&store->colls_lock);
