@@ -7,6 +7,7 @@
 #include "coordinator/coord_private.h"
 
 #include "common/log.h"
+#include "shard/hnsw.h" /* the HNSW build defaults (no code linked) */
 
 #include <math.h>
 #include <stdio.h>
@@ -114,8 +115,11 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
     wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
     wire_io_info_u64(info, "nlist", c->nlist);
     wire_io_info_u64(info, "nprobe", c->nprobe);
-    wire_io_info_u64(info, "M", c->M);
-    wire_io_info_u64(info, "ef_construction", c->ef_construction);
+    /* 0: a collection created before the coordinator filled in the shards'
+     * defaults (coord_op_create); the shards built it with theirs. */
+    wire_io_info_u64(info, "M", c->M ? c->M : HNSW_M_DEFAULT);
+    wire_io_info_u64(info, "ef_construction",
+                     c->ef_construction ? c->ef_construction : HNSW_EF_CONSTRUCTION_DEFAULT);
     wire_io_info_u64(info, "trained", c->trained ? 1 : 0);
     wire_io_info_u64(info, "count", c->count);
     wire_io_info_u64(info, "pending_intents", intents);

@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "common/topk.h"
+#include "shard/hnsw.h" /* the HNSW build defaults a create fills in (no code linked) */
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -491,8 +492,15 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
     params.metric = req->metric;
     params.nlist = nlist;
     params.nprobe = nprobe;
-    params.M = req->M;
-    params.ef_construction = req->ef_construction;
+    /*
+     * The coordinator fills in the shards' build defaults itself and sends
+     * them, so every shard (and one re-created later) builds the collection
+     * alike and the catalog holds the parameters in effect, which the reply
+     * and stats report (docs/protocol.md 5.2, 11.2).
+     */
+    params.M = req->M ? req->M : HNSW_M_DEFAULT;
+    params.ef_construction =
+        req->ef_construction ? req->ef_construction : HNSW_EF_CONSTRUCTION_DEFAULT;
     s_write_t *w = s_state_new(coord, job);
     if (!w) {
         coord_fail(coord, &job, SHOAL_ENOMEM, "create_collection: out of memory");
