@@ -32,6 +32,7 @@
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "common/wire.h"
+#include "shard/hnsw.h" /* the build defaults the coordinator fills in */
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>
@@ -753,9 +754,12 @@ static void s_raw_search(s_raw_t *raw, const float *q, size_t dim)
     s_raw_from_req(&req, raw);
 }
 
-/* Sends raw (then frees it) and expects an error reply with code. */
-static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int code,
-                         const char *needle, const char *what)
+/*
+ * Sends raw (then frees it) and expects an error reply with code, addressed to
+ * op and rid (what the header map gives: docs/protocol.md section 6).
+ */
+static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int code, wire_op_t op,
+                         uint64_t rid, const char *needle, const char *what)
 {
     shoal_frames_t *reply;
     shoal_err_t err;
@@ -768,6 +772,9 @@ static void s_expect_raw(shoal_client_t *c, const s_sift_t *s, s_raw_t *raw, int
     if (needle)
         cr_assert(strstr(rep.msg, needle), "%s: message \"%s\" lacks \"%s\"", what, rep.msg,
                   needle);
+    cr_assert_eq(rep.op, op, "%s: reply op %d, expected %d", what, (int)rep.op, (int)op);
+    cr_assert_eq(rep.rid, rid, "%s: reply rid %llu, expected %llu", what,
+                 (unsigned long long)rep.rid, (unsigned long long)rid);
     wire_reply_fini(&rep);
     shoal_frames_destroy(&reply);
     s_raw_fini(raw);
@@ -814,6 +821,11 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
     opts.nprobe = S_BAD_NLIST + 1;
     s_expect_search(c, &s, "c", q, dim, &opts, SHOAL_EINVAL, "nprobe", "nprobe over nlist");
     opts.nprobe = 0;
+    /* ef beyond the index's bound: a limit, like k (docs/protocol.md section 7) */
+    opts.ef = 100000;
+    s_expect_search(c, &s, "c", q, dim, &opts, SHOAL_ELIMIT, "\"ef\" must be 1..65536",
+                    "ef over the limit");
+    opts.ef = 0;
 
     /* NaN in a query and in an insert (row 1): nothing inserted */
     float *bad = malloc(dim * sizeof *bad);
@@ -841,6 +853,13 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
     shoal_create_opts_t copts = {.nlist = S_BAD_NLIST};
     rc = shoal_client_create_ivf(c, "untrained", dim, SHOAL_METRIC_L2, &copts, &err);
     cr_assert_eq(rc, 0, "create untrained: %s", err.msg);
+    /* the shards' build defaults, filled in by the coordinator (11.2) */
+    cr_assert_eq(s_stat(c, "collections.untrained.M"), HNSW_M_DEFAULT);
+    cr_assert_eq(s_stat(c, "collections.untrained.ef_construction"), HNSW_EF_CONSTRUCTION_DEFAULT);
+    /* fewer rows than nlist cannot train it, so they cannot be inserted (11.7) */
+    rc = shoal_client_insert(c, "untrained", new_ids, s_row(&s, S_BAD_N + 1), 2, dim, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EINVAL, "insert 2 rows untrained: %s (%s)", shoal_errname(rc), err.msg);
+    cr_assert(strstr(err.msg, "not trained"), "%s", err.msg);
     /* An untrained collection holds nothing (inserts need centroids), so a
      * search is answered, with every slot padding, rather than refused. */
     uint64_t *ids = NULL;
@@ -857,19 +876,35 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
     s_assert_serving(c, &s);
     rc = shoal_client_train(c, "untrained", s.base, S_BAD_N, dim, NULL, NULL, &err);
     cr_assert_eq(rc, 0, "train after the refused one: %s", err.msg);
+    /* a write at the coordinator has no one sequence number: seq 0 (11.7) */
+    uint64_t seq = 99;
+    rc = shoal_client_insert(c, "untrained", new_ids, s_row(&s, S_BAD_N + 1), 2, dim, &seq, &err);
+    cr_assert_eq(rc, 0, "insert once trained: %s", err.msg);
+    cr_assert_eq(seq, 0, "insert at the coordinator: seq %llu", (unsigned long long)seq);
+    size_t deleted = 0;
+    seq = 99;
+    rc = shoal_client_delete(c, "untrained", new_ids, 2, &deleted, &seq, &err);
+    cr_assert_eq(rc, 0, "delete: %s", err.msg);
+    cr_assert_eq(deleted, 2);
+    cr_assert_eq(seq, 0, "delete at the coordinator: seq %llu", (unsigned long long)seq);
 
     /* malformed frames */
     s_raw_t raw;
     s_raw_search(&raw, q, dim);
     memset(raw.data[0], 0xc1, raw.size[0] < 4 ? raw.size[0] : 4); /* 0xc1: never valid msgpack */
-    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, NULL, "garbage header");
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, WIRE_OP_NONE, 0, NULL, "garbage header");
     s_raw_search(&raw, q, dim);
     raw.size[0] /= 2;
-    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, NULL, "truncated header");
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, WIRE_OP_NONE, 0, NULL, "truncated header");
     s_raw_search(&raw, q, dim);
     cr_assert_geq(raw.count, 2);
     raw.size[1] -= sizeof(float);
-    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, "frame 1", "query frame one float short");
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 777, "frame 1",
+                 "query frame one float short");
+    s_raw_search(&raw, q, dim);
+    raw.data[0][raw.size[0]++] = 0xc0; /* s_raw_from_req leaves a byte of room */
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 777, "trailing",
+                 "a byte after the header map");
     /* unknown op: the op string "search" renamed in place (same length, still msgpack) */
     s_raw_search(&raw, q, dim);
     const char *op = "\xa6search";
@@ -878,7 +913,7 @@ Test(cluster, bad_requests_get_errors_and_the_coordinator_keeps_serving)
         at++;
     cr_assert_leq(at + 7, raw.size[0], "no op string in the encoded header");
     memcpy(raw.data[0] + at + 1, "frobni", 6);
-    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, "frobni", "unknown op");
+    s_expect_raw(c, &s, &raw, SHOAL_EPROTO, WIRE_OP_NONE, 777, "frobni", "unknown op");
 
     /* none of it changed the collection */
     cr_assert_eq(s_count(c, "c"), (double)S_BAD_N);

@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <math.h>
 #include <msgpack.h>
 #include <pthread.h>
@@ -497,6 +498,98 @@ static void s_expect_raw(shoal_client_t *c, s_raw_t *raw, int code, const char *
         cr_assert(strstr(msg, needle), "%s: message \"%s\" lacks \"%s\"", what, msg, needle);
     s_raw_fini(raw);
     s_assert_serving(c);
+}
+
+/*
+ * Sends raw (then frees it): the error reply must carry code and be addressed
+ * to op and rid (docs/protocol.md section 6); *delimited gets whether it came
+ * behind an empty frame (may be NULL).
+ */
+static void s_expect_addressed(shoal_client_t *c, s_raw_t *raw, int code, wire_op_t op,
+                               uint64_t rid, int *delimited, const char *what)
+{
+    shoal_frames_t *reply;
+    shoal_err_t err;
+    cr_assert_eq(s_raw_call(c, raw, &reply, &err), 0, "%s: no reply: %s", what, err.msg);
+    if (delimited)
+        *delimited = reply->count > 0 && reply->size[0] == 0;
+    wire_reply_t rep;
+    s_reply_decode(reply, &rep, what);
+    cr_assert_eq(rep.code, code, "%s: got %s (%s), expected %s", what, shoal_errname(rep.code),
+                 rep.msg, shoal_errname(code));
+    cr_assert_eq(rep.op, op, "%s: reply op %d, expected %d", what, (int)rep.op, (int)op);
+    cr_assert_eq(rep.rid, rid, "%s: reply rid %" PRIu64 ", expected %" PRIu64, what, rep.rid, rid);
+    wire_reply_fini(&rep);
+    shoal_frames_destroy(&reply);
+    s_raw_fini(raw);
+    s_assert_serving(c);
+}
+
+Test(shard, error_replies_carry_what_the_header_map_gives)
+{
+    s_shard_t sh;
+    s_server_init(&sh, "addr");
+    s_shard_start(&sh, NULL);
+    shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+    s_create(c, "c", S_DIM);
+    s_insert_range(c, "c", 1, 100, S_DIM);
+    float q[S_DIM];
+    s_vec(S_KNOWN_ID, S_DIM, q);
+    s_raw_t raw;
+
+    /* a complete map: op and rid, whatever else is wrong */
+    s_raw_search(&raw, q);
+    raw.data[0][raw.size[0]++] = 0xc0; /* s_raw_from_req leaves a byte of room */
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 9001, NULL, "trailing bytes");
+    s_raw_search(&raw, q);
+    raw.size[1] -= 4;
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 9001, NULL, "short query frame");
+    s_raw_search(&raw, q);
+    for (size_t i = raw.count; i < 5; i++) {
+        raw.data[i] = calloc(1, 8);
+        raw.size[i] = 8;
+    }
+    raw.count = 5;
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 9001, NULL, "five frames");
+    /* an op name this protocol does not have is not echoed; the rid is */
+    s_raw_search(&raw, q);
+    s_raw_edit(&raw, "op", S_AS_STR, "serch", 0);
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_NONE, 9001, NULL, "unknown op");
+    /* not a complete map: neither */
+    s_raw_search(&raw, q);
+    raw.size[0] -= 1;
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_NONE, 0, NULL, "truncated header");
+
+    /* section 1's REQ rule: an empty first frame is a delimiter, echoed */
+    s_raw_search(&raw, q);
+    raw.size[1] -= 4; /* so the reply is an error that names the request */
+    for (size_t i = raw.count; i > 0; i--) {
+        raw.data[i] = raw.data[i - 1];
+        raw.size[i] = raw.size[i - 1];
+    }
+    raw.data[0] = malloc(1);
+    raw.size[0] = 0;
+    raw.count++;
+    int delimited = 0;
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 9001, &delimited,
+                       "behind an empty frame");
+    cr_assert(delimited, "the reply to a request behind an empty frame has none in front");
+    s_raw_search(&raw, q);
+    raw.size[1] -= 4;
+    s_expect_addressed(c, &raw, SHOAL_EPROTO, WIRE_OP_SEARCH, 9001, &delimited, "no empty frame");
+    cr_assert(!delimited, "a DEALER request's reply starts with an empty frame");
+
+    /* ef beyond the index's bound is a limit, like k (section 7) */
+    uint64_t *res = NULL;
+    shoal_err_t err;
+    shoal_search_opts_t opts = {.k = 5, .mode = WIRE_MODE_HNSW, .ef = 100000};
+    cr_assert_eq(shoal_client_search(c, "c", q, 1, S_DIM, &opts, &res, NULL, NULL, &err),
+                 SHOAL_ELIMIT, "%s", err.msg);
+    cr_assert(strstr(err.msg, "\"ef\" must be 1..65536"), "%s", err.msg);
+    s_assert_serving(c);
+
+    shoal_client_destroy(&c);
+    s_shard_stop(&sh);
 }
 
 Test(shard, bad_requests_get_errors_and_the_server_keeps_serving)
