@@ -191,8 +191,9 @@ class Client:
 
     def _read(self, parts, rid):
         """(header, bulk frames) of a received message."""
-        # Tolerance: a server that echoes an empty delimiter frame (REQ) in
-        # front of the header. A DEALER exchange has none (section 1).
+        # Section 1's REQ rule: a request whose first frame is empty gets its
+        # reply behind an empty frame. This client never sends one, but a reply
+        # behind one is read past it all the same.
         if len(parts) > 1 and len(parts[0]) == 0:
             parts = parts[1:]
         try:
@@ -238,10 +239,11 @@ class Client:
             if got in self._inflight and got != 0:
                 self._stash[got] = (header, frames)
                 continue
-            # An error reply whose rid the server could not read comes back
-            # with rid 0 (section 6): it answers a request still in flight,
-            # most likely the one waited for. Anything else is a late reply
-            # to a request given up on (timeout): dropped.
+            # An error reply to a request whose rid the server could not read
+            # has rid 0 (section 6, "Addressing an error reply"): it answers a
+            # request still in flight, most likely the one waited for.
+            # Anything else is a late reply to a request given up on
+            # (timeout): dropped.
             if (got == 0 or got is None) and header.get("code", 0) != 0:
                 return header, frames
 
@@ -495,7 +497,8 @@ class Client:
 
         nprobe: IVF lists probed; ef: HNSW candidates; mode: "auto", "hnsw"
         or "exact"; recall: a target recall, sent only when given (a server
-        feature still to come: today's server may refuse or ignore it);
+        feature still to come: today's server ignores it, as it ignores every
+        key it does not know, protocol section 3.1);
         filter: ids allowed in the results; deadline_ms: the coordinator's
         deadline. Many queries go in several pipelined requests. When shards
         miss the deadline the results cover the others, a

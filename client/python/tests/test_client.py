@@ -29,9 +29,15 @@ def test_ping_and_stats(client):
 def test_create_reports_parameters(client, coll):
     info = client.create_collection(coll, 24, metric="cosine", nlist=6)
     assert info["dim"] == 24 and info["metric"] == "cosine" and info["nlist"] == 6
+    # the shards' build defaults, filled in (docs/protocol.md 11.2)
+    assert info["M"] == 16 and info["ef_construction"] == 200
     assert coll in client.collections()
     st = client.stats(coll)["collections"][coll]
     assert st["dim"] == 24 and st["trained"] == 0
+    assert st["M"] == 16 and st["ef_construction"] == 200
+    info = client.create_collection(coll + "x", 4, nlist=2, M=8, ef_construction=50)
+    assert info["M"] == 8 and info["ef_construction"] == 50
+    client.drop(coll + "x")
 
 
 def test_insert_get_delete_round_trip(client, coll):

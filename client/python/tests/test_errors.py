@@ -1,6 +1,7 @@
 """Every error code a healthy test cluster can produce, raised from Python as
-its ShoalError subclass with the server's message; and the client's tolerance
-of the server's divergences from docs/protocol.md."""
+its ShoalError subclass with the server's message; and the protocol's rules for
+malformed requests (docs/protocol.md sections 1, 3 and 6) as the client meets
+them."""
 
 import os
 import signal
@@ -46,6 +47,20 @@ def test_einval(client, coll):
     e = _raises(shoal.EinvalError, lambda: client.train(coll, X, init=7))
     assert e.op == "train"
     assert issubclass(shoal.EinvalError, shoal.InvalidArgument)
+    # nprobe above the collection's nlist (4): section 11.4
+    _raises(shoal.EinvalError, lambda: client.search(coll, X[:1], 3, nprobe=5), '"nprobe"',
+            "nlist = 4")
+
+
+def test_train_and_untrained_insert_errors(client, coll):
+    """Section 11.3 and 11.7: a sample smaller than nlist, an insert before
+    training with fewer rows than nlist, a second train."""
+    X = np.random.default_rng(1).standard_normal((20, 8)).astype(np.float32)
+    client.create_collection(coll, 8, nlist=4)
+    _raises(shoal.EinvalError, lambda: client.train(coll, X[:3]), "nlist 4")
+    _raises(shoal.EinvalError, lambda: client.insert(coll, X[:3], [1, 2, 3]), "not trained")
+    client.train(coll, X)
+    _raises(shoal.EexistError, lambda: client.train(coll, X), "already trained")
 
 
 def test_edim(client, coll):
@@ -71,6 +86,10 @@ def test_eexist(client, coll):
 def test_elimit(client, coll):
     X = _small(client, coll)
     _raises(shoal.ElimitError, lambda: client.search(coll, X[:1], 5000), '"k"')
+    # ef beyond its bound is a limit like k (section 7), from the shard or the codec
+    _raises(shoal.ElimitError, lambda: client.search(coll, X[:1], 3, nprobe=4, ef=100000),
+            '"ef" must be 1..65536')
+    _raises(shoal.ElimitError, lambda: client.search(coll, X[:1], 3, ef=2 ** 33), '"ef"')
     _raises(shoal.ElimitError, lambda: client.create_collection(coll + "big", 100000))
 
 
@@ -111,29 +130,102 @@ def test_unknown_code_is_a_plain_shoal_error():
 
 
 # ---------------------------------------------------------------------------
-# the server's divergences from docs/protocol.md that the client tolerates
+# malformed requests: what the error reply is addressed to (section 6)
 # ---------------------------------------------------------------------------
 
 
-def test_error_reply_with_rid_0_reaches_the_caller(client):
-    """A header the server cannot read to the end (trailing bytes) is answered
-    with rid 0: the waiting call still gets its error, not a timeout."""
+def _send_raw(client, op, head):
+    """Sends raw header bytes as a request of op; returns the rid the client
+    waits on (the next one: head is expected to carry it where it can)."""
     rid = next(client._rids)
-    client._inflight[rid] = "ping"
-    head = msgpack.packb({"v": 1, "op": "ping", "rid": rid}) + b"\x00"
-    client._sock.send_multipart([head])
-    _raises(shoal.EprotoError, lambda: client._wait(rid), "trailing")
+    client._inflight[rid] = op
+    client._sock.send_multipart([head(rid)])
+    return rid
+
+
+def _reply(client, rid, op):
+    header, frames = client._receive(rid, op)
+    client._inflight.pop(rid, None)
+    assert header["code"] != 0 and frames == []
+    return header
+
+
+def _key(k, v):
+    return msgpack.packb(k) + msgpack.packb(v)
+
+
+def test_unreadable_header_has_rid_0_and_reaches_the_caller(client):
+    """A truncated header: neither rid nor op can be read, so the reply has
+    rid 0 and no op, and the waiting call still gets its error."""
+    rid = _send_raw(client, "ping",
+                    lambda r: msgpack.packb({"v": 1, "op": "ping", "rid": r})[:-1])
+    h = _reply(client, rid, "ping")
+    assert h["rid"] == 0 and "op" not in h and "truncated" in h["msg"]
     assert client.ping()["role"] == "coordinator"  # the socket is still in step
 
 
+def test_trailing_bytes_echo_op_and_rid(client):
+    rid = _send_raw(client, "ping",
+                    lambda r: msgpack.packb({"v": 1, "op": "ping", "rid": r}) + b"\x00")
+    h = _reply(client, rid, "ping")
+    assert h["rid"] == rid and h["op"] == "ping" and "trailing" in h["msg"]
+    _raises(shoal.EprotoError, lambda: client._wait(
+        _send_raw(client, "ping", lambda r: msgpack.packb({"v": 1, "op": "ping", "rid": r})
+                  + b"\x00")), "trailing")
+
+
+def test_unknown_op_echoes_rid_not_op(client):
+    rid = _send_raw(client, "serch", lambda r: msgpack.packb({"v": 1, "op": "serch", "rid": r}))
+    h = _reply(client, rid, "serch")
+    assert h["rid"] == rid and "op" not in h and 'unknown op "serch"' in h["msg"]
+
+
+def test_a_duplicate_key_is_not_echoed(client):
+    rid = _send_raw(client, "ping", lambda r: b"\x84" + _key("v", 1) + _key("op", "ping")
+                    + _key("rid", r) + _key("rid", r + 1))
+    h = _reply(client, rid, "ping")
+    assert h["rid"] == 0 and h["op"] == "ping" and 'duplicate key "rid"' in h["msg"]
+    rid = _send_raw(client, "ping", lambda r: b"\x84" + _key("v", 1) + _key("op", "ping")
+                    + _key("op", "ping") + _key("rid", r))
+    h = _reply(client, rid, "ping")
+    assert h["rid"] == rid and "op" not in h and 'duplicate key "op"' in h["msg"]
+
+
+def test_unknown_keys_are_ignored(client, coll):
+    """Section 3.1: a key the server does not know is accepted, not acted on."""
+    X = _small(client, coll)
+    assert client._call("ping", {"recall": 0.9, "future": {"x": 1}})[0]["code"] == 0
+    D, I = client.search(coll, X[:2], 3, recall=0.9)
+    assert I.shape == (2, 3) and I[0, 0] == 0
+
+
 def test_reply_behind_an_empty_frame_is_read(client):
-    """A request whose first frame is empty is taken as a REQ delimiter and
-    the reply comes back behind one: the client reads it."""
+    """Section 1's REQ rule: a request whose first frame is empty is taken as
+    coming from REQ, and the reply comes back behind an empty frame."""
+    rid = next(client._rids)
+    client._inflight[rid] = "ping"
+    client._sock.send_multipart([b"", msgpack.packb({"v": 1, "op": "ping", "rid": rid})])
+    parts = client._sock.recv_multipart()
+    assert parts[0] == b"" and len(parts) == 2
+    header = msgpack.unpackb(parts[1], raw=False)
+    assert header["rid"] == rid and header["code"] == 0
+    client._inflight.pop(rid)
+    # and the client reads past it
     rid = next(client._rids)
     client._inflight[rid] = "ping"
     client._sock.send_multipart([b"", msgpack.packb({"v": 1, "op": "ping", "rid": rid})])
     header, frames = client._wait(rid)
     assert header["rid"] == rid and header["code"] == 0 and frames == []
+
+
+def test_writes_at_the_coordinator_have_seq_0(client, coll):
+    """Section 11.7: no one sequence across shards."""
+    X = _small(client, coll)
+    h, _ = client._call("insert", {"coll": coll, "n": 1, "dim": 8},
+                        [np.array([777], "<u8"), X[:1]])
+    assert h["count"] == 1 and h["seq"] == 0
+    h, _ = client._call("delete", {"coll": coll, "n": 1}, [np.array([777], "<u8")])
+    assert h["count"] == 1 and h["seq"] == 0
 
 
 def test_late_replies_are_dropped(cluster):
