@@ -218,10 +218,20 @@ void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, 
 /* Waiting writes looked at per pump pass: bounds the pairwise scope checks. */
 #define S_PUMP_WINDOW 64
 
-static int s_cmp_u64(const void *a, const void *b)
+int coord_cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return (x > y) - (x < y);
+}
+
+size_t coord_ids_sort_unique(uint64_t *ids, size_t n)
+{
+    qsort(ids, n, sizeof *ids, coord_cmp_u64);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || ids[m - 1] != ids[i])
+            ids[m++] = ids[i];
+    return m;
 }
 
 void coord_scope_clear(coord_scope_t *sc)
@@ -240,12 +250,7 @@ int coord_scope_set_ids(coord_scope_t *sc, const char *coll, const uint64_t *ids
         return -1;
     }
     memcpy(sc->ids, ids, n * sizeof *ids);
-    qsort(sc->ids, n, sizeof *sc->ids, s_cmp_u64);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m == 0 || sc->ids[m - 1] != sc->ids[i])
-            sc->ids[m++] = sc->ids[i];
-    sc->nids = m;
+    sc->nids = coord_ids_sort_unique(sc->ids, n);
     sc->kind = COORD_SCOPE_IDS;
     return 0;
 }

@@ -209,6 +209,10 @@ void coord_job_submit(coord_t *coord, coord_job_t *job);
 void coord_write_begin(coord_t *coord, coord_job_t *job);
 /* Sets sc to the sorted distinct ids of coll; -1 out of memory (sc then COLL). */
 int coord_scope_set_ids(coord_scope_t *sc, const char *coll, const uint64_t *ids, size_t n);
+/* qsort's comparison of uint64_t. */
+int coord_cmp_u64(const void *a, const void *b);
+/* Sorts ids ascending and removes repeats in place; returns how many remain. */
+size_t coord_ids_sort_unique(uint64_t *ids, size_t n);
 void coord_scope_clear(coord_scope_t *sc);
 /* 1 when sc overlaps a running write other than self. */
 int coord_scope_busy(const coord_t *coord, const coord_job_t *self, const coord_scope_t *sc);

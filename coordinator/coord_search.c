@@ -562,12 +562,6 @@ static int s_cursor_parse(const char *text, size_t nlist, size_t *pos, uint64_t 
     return 0;
 }
 
-static int s_cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static void s_knn_reply(coord_t *coord, coord_job_t *job, size_t n, const uint64_t *ids,
                         const float *dists)
 {
@@ -721,7 +715,7 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
     }
     for (uint32_t l = 0; l < c->nlist; l++)
         walk[l] = (uint64_t)c->owners[l] << 32 | l;
-    qsort(walk, c->nlist, sizeof *walk, s_cmp_u64);
+    qsort(walk, c->nlist, sizeof *walk, coord_cmp_u64);
     size_t got = 0;
     while (rc == 0 && got < chunk && pos < c->nlist) {
         size_t asked = chunk - got, g = 0;

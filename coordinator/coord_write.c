@@ -886,12 +886,6 @@ void coord_op_insert(coord_t *coord, coord_job_t *job)
 /* delete                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int s_cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* The shards answered (or one failed): the intent cleared, or kept for the re-drive. */
 static void s_delete_done(coord_t *coord, coord_job_t *job)
 {
@@ -971,12 +965,16 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory for %zu ids", n);
     }
     if (rc == 0) {
-        memcpy(w->ids, req->ids, n * sizeof *w->ids);
-        qsort(w->ids, n, sizeof *w->ids, s_cmp_u64);
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (m == 0 || w->ids[m - 1] != w->ids[i])
-                w->ids[m++] = w->ids[i];
+        /* The write's scope holds the same ids sorted and unique, unless
+         * it fell back to the whole collection (no memory then). */
+        size_t m;
+        if (job->scope.kind == COORD_SCOPE_IDS) {
+            m = job->scope.nids;
+            memcpy(w->ids, job->scope.ids, m * sizeof *w->ids);
+        } else {
+            memcpy(w->ids, req->ids, n * sizeof *w->ids);
+            m = coord_ids_sort_unique(w->ids, n);
+        }
         w->n = m;
         if (c->trained)
             rc = catalog_lookup(coord->cat, w->coll, w->ids, m, w->old_lists, &err);
