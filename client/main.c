@@ -532,22 +532,27 @@ static int s_ids_parse(const char *arg, s_ids_t *v, shoal_err_t *err)
 
 static const char s_help_create[] =
     "usage: shoal create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M]\n"
-    "                    [--ef-construction E]\n"
+    "                    [--ef-construction E] [--replication R] [--write-quorum W]\n"
     "Creates collection NAME of D-dimensional vectors. --nlist: IVF lists (the\n"
     "coordinator's default if absent); --M, --ef-construction: HNSW parameters\n"
-    "of the shards (their defaults if absent). Train it before loading.\n";
+    "of the shards (their defaults if absent); --replication: copies of each\n"
+    "list on distinct shards (1..3, at most the shards; default 1);\n"
+    "--write-quorum: replicas that must hold a write before it is acknowledged\n"
+    "(1..R, default 1). Train it before loading.\n";
 
 static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s;
+    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s, *rep_s, *wq_s;
     s_opt_t opts[] = {{"--dim", NULL, &dim_s},
                       {"--metric", NULL, &metric_s},
                       {"--nlist", NULL, &nlist_s},
                       {"--M", "-M", &m_s},
-                      {"--ef-construction", NULL, &efc_s}};
+                      {"--ef-construction", NULL, &efc_s},
+                      {"--replication", NULL, &rep_s},
+                      {"--write-quorum", NULL, &wq_s}};
     const char *names[] = {"NAME"}, *pos[1];
     size_t npos;
-    int rc = s_parse_args(argc, argv, opts, 5, names, 1, 1, pos, &npos, err);
+    int rc = s_parse_args(argc, argv, opts, 7, names, 1, 1, pos, &npos, err);
     if (rc != 0)
         return rc;
     if (!dim_s)
@@ -555,21 +560,29 @@ static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     if (!metric_s)
         return s_bad(err, "--metric is required");
     size_t dim = 0;
-    shoal_create_opts_t copts = {0, 0, 0};
+    shoal_create_opts_t copts;
+    memset(&copts, 0, sizeof copts);
     shoal_metric_t metric;
     if ((rc = s_opt_size("--dim", dim_s, 1, WIRE_MAX_DIM_DEFAULT, &dim, err)) != 0 ||
         (rc = s_opt_size("--nlist", nlist_s, 1, UINT32_MAX, &copts.nlist, err)) != 0 ||
         (rc = s_opt_size("--M", m_s, 2, UINT32_MAX, &copts.M, err)) != 0 ||
         (rc = s_opt_size("--ef-construction", efc_s, 1, UINT32_MAX, &copts.ef_construction, err)) !=
-            0)
+            0 ||
+        (rc = s_opt_size("--replication", rep_s, 1, 3, &copts.replication, err)) != 0 ||
+        (rc = s_opt_size("--write-quorum", wq_s, 1, 3, &copts.write_quorum, err)) != 0)
         return rc;
+    if (copts.write_quorum > (copts.replication ? copts.replication : 1))
+        return s_bad(err, "--write-quorum %zu exceeds --replication %zu", copts.write_quorum,
+                     copts.replication ? copts.replication : 1);
     if (shoal_metric_parse(metric_s, &metric) != 0)
         return s_bad(err, "--metric: expected l2, ip or cosine, got \"%s\"", metric_s);
     if ((rc = s_connect(cli, 0, err)) != 0)
         return rc;
     rc = shoal_client_create_ivf(cli->client, pos[0], dim, metric, &copts, err);
     if (rc == 0)
-        printf("created %s dim=%zu metric=%s\n", pos[0], dim, shoal_metric_name(metric));
+        printf("created %s dim=%zu metric=%s replication=%zu write_quorum=%zu\n", pos[0], dim,
+               shoal_metric_name(metric), copts.replication ? copts.replication : 1,
+               copts.write_quorum ? copts.write_quorum : 1);
     return rc;
 }
 

@@ -450,31 +450,38 @@ int shoal_client_ping(shoal_client_t *client, void **info, size_t *info_len, sho
     return s_release(&rep, &frames, rc);
 }
 
-/* Sends create_collection (nlist 0: the server's default, or none on a shard). */
-static int s_create(shoal_client_t *client, const char *coll, uint32_t dim, shoal_metric_t metric,
-                    uint32_t nlist, uint32_t M, uint32_t ef_construction, shoal_err_t *err)
+/* Sends create_collection (zeros in o: the server's defaults, or none on a shard). */
+static int s_create(shoal_client_t *client, const char *coll, size_t dim, shoal_metric_t metric,
+                    const shoal_create_opts_t *o, shoal_err_t *err)
 {
+    if (dim > UINT32_MAX || o->nlist > UINT32_MAX || o->M > UINT32_MAX ||
+        o->ef_construction > UINT32_MAX || o->replication > UINT32_MAX ||
+        o->write_quorum > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "create_collection: dim, nlist, M, ef_construction, replication or "
+                             "write_quorum does not fit in 32 bits");
     wire_request_t req;
     int rc = s_request(&req, WIRE_OP_CREATE_COLLECTION, coll, err);
     if (rc != 0)
         return rc;
-    req.dim = dim;
+    req.dim = (uint32_t)dim;
     req.metric = metric;
-    req.nlist = nlist;
-    req.M = M;
-    req.ef_construction = ef_construction;
+    req.nlist = (uint32_t)o->nlist;
+    req.M = (uint32_t)o->M;
+    req.ef_construction = (uint32_t)o->ef_construction;
+    req.replication = (uint32_t)o->replication;
+    req.write_quorum = (uint32_t)o->write_quorum;
     return s_call_status(client, &req, err);
 }
 
 int shoal_client_create(shoal_client_t *client, const char *coll, size_t dim, shoal_metric_t metric,
                         size_t M, size_t ef_construction, shoal_err_t *err)
 {
-    if (dim > UINT32_MAX || M > UINT32_MAX || ef_construction > UINT32_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "create_collection: dim, M or ef_construction "
-                             "does not fit in 32 bits");
-    return s_create(client, coll, (uint32_t)dim, metric, 0, (uint32_t)M, (uint32_t)ef_construction,
-                    err);
+    shoal_create_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.M = M;
+    o.ef_construction = ef_construction;
+    return s_create(client, coll, dim, metric, &o, err);
 }
 
 int shoal_client_drop(shoal_client_t *client, const char *coll, shoal_err_t *err)
@@ -532,16 +539,9 @@ int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim
                             shoal_metric_t metric, const shoal_create_opts_t *opts,
                             shoal_err_t *err)
 {
-    shoal_create_opts_t zero = {0, 0, 0};
-    if (!opts)
-        opts = &zero;
-    if (dim > UINT32_MAX || opts->nlist > UINT32_MAX || opts->M > UINT32_MAX ||
-        opts->ef_construction > UINT32_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL,
-                             "create_collection: dim, nlist, M or ef_construction "
-                             "does not fit in 32 bits");
-    return s_create(client, coll, (uint32_t)dim, metric, (uint32_t)opts->nlist, (uint32_t)opts->M,
-                    (uint32_t)opts->ef_construction, err);
+    shoal_create_opts_t zero;
+    memset(&zero, 0, sizeof zero);
+    return s_create(client, coll, dim, metric, opts ? opts : &zero, err);
 }
 
 int shoal_client_train(shoal_client_t *client, const char *coll, const float *sample, size_t n,

@@ -97,6 +97,8 @@ typedef struct {
     size_t nlist;           /* IVF lists */
     size_t M;               /* HNSW links per node on the shards */
     size_t ef_construction; /* HNSW build candidates on the shards */
+    size_t replication;     /* copies of each IVF list on distinct shards (R, 1..3) */
+    size_t write_quorum;    /* replicas that must hold a write before it is acked (W, 1..R) */
 } shoal_create_opts_t;
 
 int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim,

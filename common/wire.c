@@ -282,6 +282,8 @@ typedef enum {
     S_KEY_MISSING,
     S_KEY_FANOUT,
     S_KEY_TOTAL,
+    S_KEY_REPLICATION,
+    S_KEY_WRITE_QUORUM,
     /* a shard's list ops (docs/protocol.md sections 4.10-4.12) */
     S_KEY_LIST,
     S_KEY_LIMIT,
@@ -321,6 +323,8 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_MISSING] = "missing",
     [S_KEY_FANOUT] = "fanout",
     [S_KEY_TOTAL] = "total",
+    [S_KEY_REPLICATION] = "replication",
+    [S_KEY_WRITE_QUORUM] = "write_quorum",
     [S_KEY_LIST] = "list",
     [S_KEY_LIMIT] = "limit",
     [S_KEY_DONE] = "done",
@@ -336,7 +340,8 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER) |                 \
      S_BIT(S_KEY_NLIST) | S_BIT(S_KEY_INIT) | S_BIT(S_KEY_MAX_ITERS) | S_BIT(S_KEY_SEED) |         \
      S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR) |   \
-     S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT))
+     S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                         \
+     S_BIT(S_KEY_WRITE_QUORUM))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
@@ -823,7 +828,9 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
                       s_printable(text, len, show, sizeof show));
     if ((rc = s_get_tunable(d, S_KEY_M, &req->M)) ||
         (rc = s_get_tunable(d, S_KEY_EF_CONSTRUCTION, &req->ef_construction)) ||
-        (rc = s_get_tunable(d, S_KEY_NLIST, &req->nlist)))
+        (rc = s_get_tunable(d, S_KEY_NLIST, &req->nlist)) ||
+        (rc = s_get_tunable(d, S_KEY_REPLICATION, &req->replication)) ||
+        (rc = s_get_tunable(d, S_KEY_WRITE_QUORUM, &req->write_quorum)))
         return rc;
     return s_expect_frames(d, 1, "header");
 }
@@ -1597,6 +1604,10 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "ef_construction", req->ef_construction);
         if (req->nlist)
             s_enc_uint(&e, "nlist", req->nlist);
+        if (req->replication)
+            s_enc_uint(&e, "replication", req->replication);
+        if (req->write_quorum)
+            s_enc_uint(&e, "write_quorum", req->write_quorum);
         break;
     case WIRE_OP_INSERT:
         s_enc_uint(&e, "n", req->n);

@@ -126,6 +126,8 @@ typedef struct {
     uint32_t M;                      /* HNSW links per node; 0 = server default */
     uint32_t ef_construction;        /* HNSW build candidates; 0 = server default */
     uint32_t nlist;                  /* coordinator: IVF lists; 0 = coordinator default */
+    uint32_t replication;            /* coordinator: copies of each list (R); 0 = 1 */
+    uint32_t write_quorum;           /* coordinator: replicas that ack a write (W); 0 = 1 */
 
     /* train (coordinator): the sample is n x dim floats in frame 1 (vecs) */
     uint32_t init;                   /* 0 = k-means++ (default), 1 = random rows */

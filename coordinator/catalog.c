@@ -9,8 +9,11 @@
  *   S   count u32 | count x (len u16 | endpoint bytes)
  *   C/  magic "CCOL" u32 | version u32 | dim | metric | nlist | M |
  *       ef_construction | nprobe | trained (u32 each)               36 bytes
+ *       version 2 appends replication | write_quorum (u32 each)     44 bytes
+ *       (version 1, written before replication, reads as R = W = 1)
  *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
- *       centroids (nlist x dim f32) | owners (nlist x u32)
+ *       centroids (nlist x dim f32) | owners (nlist x R u32, list-major)
+ *   O/  empty (the key says which replica of which list is stale)
  *   N/  count u64
  *   I/  list u32
  *   M/  empty
@@ -49,7 +52,9 @@
 #define CAT_COLL_MAGIC    0x4c4f4343u /* "CCOL" */
 #define CAT_TRAINED_MAGIC 0x4e525443u /* "CTRN" */
 #define CAT_INTENT_MAGIC  0x544e4943u /* "CINT" */
-#define CAT_COLL_BYTES    36
+#define CAT_COLL_BYTES_V1 36
+#define CAT_COLL_BYTES    44
+#define CAT_COLL_VERSION  2 /* the C/ record's own version (v1 still read) */
 #define CAT_TRAINED_HDR   16
 #define CAT_INTENT_HDR    16
 #define CAT_KEY_MAX       (3 + WIRE_NAME_MAX + 12) /* "C/" name 0 list id */
@@ -277,11 +282,21 @@ static int s_coll_check(const catalog_coll_t *c, char *why, size_t cap)
         snprintf(why, cap, "nprobe %u > nlist %u", c->nprobe, c->nlist);
         return -1;
     }
+    if (c->replication < 1 || c->replication > CATALOG_REPLICAS_MAX) {
+        snprintf(why, cap, "replication %u must be 1..%d", c->replication, CATALOG_REPLICAS_MAX);
+        return -1;
+    }
+    if (c->write_quorum < 1 || c->write_quorum > c->replication) {
+        snprintf(why, cap, "write_quorum %u must be 1..replication = %u", c->write_quorum,
+                 c->replication);
+        return -1;
+    }
     if ((unsigned)c->metric > SHOAL_METRIC_COSINE) {
         snprintf(why, cap, "metric %u is not l2/ip/cosine", (unsigned)c->metric);
         return -1;
     }
-    if ((uint64_t)c->nlist * ((uint64_t)c->dim + 1) > (SIZE_MAX - CAT_TRAINED_HDR) / 4) {
+    if ((uint64_t)c->nlist * ((uint64_t)c->dim + c->replication) >
+        (SIZE_MAX - CAT_TRAINED_HDR) / 4) {
         snprintf(why, cap, "nlist %u x dim %u centroids do not fit in memory", c->nlist, c->dim);
         return -1;
     }
@@ -291,7 +306,7 @@ static int s_coll_check(const catalog_coll_t *c, char *why, size_t cap)
 static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
 {
     s_put_le32(val, CAT_COLL_MAGIC);
-    s_put_le32(val + 4, CATALOG_FORMAT_VERSION);
+    s_put_le32(val + 4, CAT_COLL_VERSION);
     s_put_le32(val + 8, c->dim);
     s_put_le32(val + 12, (uint32_t)c->metric);
     s_put_le32(val + 16, c->nlist);
@@ -299,21 +314,26 @@ static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
     s_put_le32(val + 24, c->ef_construction);
     s_put_le32(val + 28, c->nprobe);
     s_put_le32(val + 32, c->trained ? 1u : 0u);
+    s_put_le32(val + 36, c->replication);
+    s_put_le32(val + 40, c->write_quorum);
 }
 
 /* Parameters of a C/ value into c (no arrays). 0 or a reason in *why. */
 static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, char *why, size_t cap)
 {
-    if (vlen != CAT_COLL_BYTES) {
-        snprintf(why, cap, "%zu bytes, expected %d", vlen, CAT_COLL_BYTES);
+    uint32_t magic = vlen >= 8 ? s_get_le32(val) : 0, version = vlen >= 8 ? s_get_le32(val + 4) : 0;
+    if (magic != CAT_COLL_MAGIC || (version != 1 && version != CAT_COLL_VERSION)) {
+        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version 1 or %d", magic,
+                 version, CAT_COLL_MAGIC, CAT_COLL_VERSION);
         return -1;
     }
-    uint32_t magic = s_get_le32(val), version = s_get_le32(val + 4);
-    if (magic != CAT_COLL_MAGIC || version != CATALOG_FORMAT_VERSION) {
-        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version %u", magic, version,
-                 CAT_COLL_MAGIC, CATALOG_FORMAT_VERSION);
+    size_t want = version == 1 ? CAT_COLL_BYTES_V1 : CAT_COLL_BYTES;
+    if (vlen != want) {
+        snprintf(why, cap, "%zu bytes, expected %zu (version %u)", vlen, want, version);
         return -1;
     }
+    c->replication = version == 1 ? 1 : s_get_le32(val + 36);
+    c->write_quorum = version == 1 ? 1 : s_get_le32(val + 40);
     c->dim = s_get_le32(val + 8);
     uint32_t metric = s_get_le32(val + 12);
     c->nlist = s_get_le32(val + 16);
@@ -357,10 +377,39 @@ static void s_coll_free(catalog_coll_t *c)
 {
     free(c->centroids);
     free(c->owners);
+    free(c->stale);
     free(c->list_counts);
     c->centroids = NULL;
     c->owners = NULL;
+    c->stale = NULL;
     c->list_counts = NULL;
+}
+
+/*
+ * The owner rules shared by catalog_set_trained and the loader: every owner
+ * below nshards, a list's replicas on distinct shards. 0 or -1 with why.
+ */
+static int s_owners_check(const catalog_coll_t *c, const uint32_t *owners, size_t nshards,
+                          char *why, size_t cap)
+{
+    uint32_t R = c->replication;
+    for (uint32_t l = 0; l < c->nlist; l++) {
+        for (uint32_t r = 0; r < R; r++) {
+            uint32_t s = owners[(size_t)l * R + r];
+            if (s >= nshards) {
+                snprintf(why, cap, "list %u replica %u is on shard %u, the registry has %zu", l,
+                         r, s, nshards);
+                return -1;
+            }
+            for (uint32_t q = 0; q < r; q++)
+                if (owners[(size_t)l * R + q] == s) {
+                    snprintf(why, cap, "list %u has replicas %u and %u on one shard (%u)", l, q,
+                             r, s);
+                    return -1;
+                }
+        }
+    }
+    return 0;
 }
 
 /* Index of name in the sorted array, or where it would go (*found 0). */
@@ -564,7 +613,8 @@ static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
     const uint8_t *p = val;
     char why[160];
     size_t ncent = (size_t)c->nlist * c->dim;
-    size_t want = CAT_TRAINED_HDR + ncent * 4 + (size_t)c->nlist * 4;
+    size_t nown = (size_t)c->nlist * c->replication;
+    size_t want = CAT_TRAINED_HDR + ncent * 4 + nown * 4;
     if (!c->trained) {
         snprintf(why, sizeof why, "present but the collection record says untrained");
         goto corrupt;
@@ -587,8 +637,9 @@ static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
         goto corrupt;
     }
     c->centroids = malloc(ncent * sizeof *c->centroids);
-    c->owners = malloc((size_t)c->nlist * sizeof *c->owners);
-    if (!c->centroids || !c->owners) {
+    c->owners = malloc(nown * sizeof *c->owners);
+    c->stale = calloc(nown, sizeof *c->stale);
+    if (!c->centroids || !c->owners || !c->stale) {
         free(val);
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for collection \"%s\" centroids",
                              c->name);
@@ -602,14 +653,10 @@ static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
         }
     }
     q += ncent * 4;
-    for (uint32_t l = 0; l < c->nlist; l++) {
-        c->owners[l] = s_get_le32(q + 4 * (size_t)l);
-        if (c->owners[l] >= cat->nshards) {
-            snprintf(why, sizeof why, "list %u is owned by shard %u, the registry has %zu", l,
-                     c->owners[l], cat->nshards);
-            goto corrupt;
-        }
-    }
+    for (size_t i = 0; i < nown; i++)
+        c->owners[i] = s_get_le32(q + 4 * i);
+    if (s_owners_check(c, c->owners, cat->nshards, why, sizeof why))
+        goto corrupt;
     free(val);
     return 0;
 corrupt:
@@ -653,6 +700,39 @@ static int s_load_counts(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
     return rc;
 }
 
+/* O/<c>...: the stale replica marks of a trained collection. */
+static int s_load_stale(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t prefix[CAT_KEY_MAX];
+    size_t plen = s_key_prefix(prefix, 'O', c->name);
+    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    int rc = 0;
+    c->nstale = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        char why[96];
+        uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
+        uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
+        if (!c->stale || list >= c->nlist || r >= c->replication) {
+            snprintf(why, sizeof why, "stale mark of %zu bytes for list %u replica %u (nlist %u, "
+                     "R %u%s)", klen, list, r, c->nlist, c->replication,
+                     c->stale ? "" : ", untrained");
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        uint8_t *m = &c->stale[(size_t)list * c->replication + r];
+        c->nstale += !*m;
+        *m = 1;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
 static int s_load_colls(catalog_t *cat, shoal_err_t *err)
 {
     kv_iter_t *it = kv_iter_new(cat->kv, "C/", 2, err);
@@ -685,6 +765,8 @@ static int s_load_colls(catalog_t *cat, shoal_err_t *err)
         rc = s_load_trained(cat, &c, err);
         if (rc == 0)
             rc = s_load_counts(cat, &c, err);
+        if (rc == 0)
+            rc = s_load_stale(cat, &c, err);
         /* Keys come in name order, so appending keeps the array sorted. */
         if (rc == 0)
             rc = s_coll_reserve(cat, err);
@@ -870,8 +952,6 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     if (rc)
         return rc;
     char why[128];
-    if (s_coll_check(params, why, sizeof why))
-        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
     int found = 0;
     size_t at = s_coll_search(cat, params->name, &found);
     if (found)
@@ -886,6 +966,15 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     c.M = params->M;
     c.ef_construction = params->ef_construction;
     c.nprobe = params->nprobe;
+    c.replication = params->replication ? params->replication : 1;
+    c.write_quorum = params->write_quorum ? params->write_quorum : 1;
+    if (s_coll_check(&c, why, sizeof why))
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
+    if (c.replication > 1 && c.replication > cat->nshards)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection \"%s\": replication %u needs as many shards, the "
+                             "cluster has %zu",
+                             params->name, c.replication, cat->nshards);
     c.list_counts = calloc(c.nlist, sizeof *c.list_counts);
     if (!c.list_counts)
         return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory for %u lists",
@@ -913,7 +1002,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     kv_batch_t *batch = kv_batch_new();
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
-    static const char types[] = "CTNIMX";
+    static const char types[] = "CTNIMXO";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = s_key_prefix(begin, types[t], name);
@@ -968,19 +1057,19 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
             return shoal_err_set(err, SHOAL_EINVAL,
                                  "collection \"%s\": centroid %zu value %zu is not finite", name,
                                  i / c->dim, i % c->dim);
-    for (uint32_t l = 0; l < c->nlist; l++)
-        if (owners[l] >= cat->nshards)
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "collection \"%s\": list %u owner %u out of range (%zu shards)",
-                                 name, l, owners[l], cat->nshards);
+    char why[128];
+    if (s_owners_check(c, owners, cat->nshards, why, sizeof why))
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", name, why);
 
     int rc = SHOAL_ENOMEM;
-    size_t tlen = CAT_TRAINED_HDR + ncent * 4 + (size_t)c->nlist * 4;
+    size_t nown = (size_t)c->nlist * c->replication;
+    size_t tlen = CAT_TRAINED_HDR + ncent * 4 + nown * 4;
     uint8_t *tval = malloc(tlen);
     float *cent_copy = malloc(ncent * sizeof *cent_copy);
-    uint32_t *own_copy = malloc((size_t)c->nlist * sizeof *own_copy);
+    uint32_t *own_copy = malloc(nown * sizeof *own_copy);
+    uint8_t *stale = calloc(nown, sizeof *stale);
     kv_batch_t *batch = kv_batch_new();
-    if (!tval || !cent_copy || !own_copy || !batch) {
+    if (!tval || !cent_copy || !own_copy || !stale || !batch) {
         shoal_err_set(err, SHOAL_ENOMEM,
                       "collection \"%s\": out of memory for %zu bytes of "
                       "centroids",
@@ -995,10 +1084,10 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     for (size_t i = 0; i < ncent; i++)
         s_put_le32(q + 4 * i, s_float_bits(centroids[i]));
     q += ncent * 4;
-    for (uint32_t l = 0; l < c->nlist; l++)
-        s_put_le32(q + 4 * (size_t)l, owners[l]);
+    for (size_t i = 0; i < nown; i++)
+        s_put_le32(q + 4 * i, owners[i]);
     memcpy(cent_copy, centroids, ncent * sizeof *cent_copy);
-    memcpy(own_copy, owners, (size_t)c->nlist * sizeof *own_copy);
+    memcpy(own_copy, owners, nown * sizeof *own_copy);
 
     uint8_t key[CAT_KEY_MAX], cval[CAT_COLL_BYTES];
     catalog_coll_t updated = *c;
@@ -1016,14 +1105,60 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     c->trained = 1;
     c->centroids = cent_copy;
     c->owners = own_copy;
+    c->stale = stale;
+    c->nstale = 0;
     cent_copy = NULL;
     own_copy = NULL;
+    stale = NULL;
 done:
     kv_batch_destroy(&batch);
     free(tval);
     free(cent_copy);
     free(own_copy);
+    free(stale);
     return rc;
+}
+
+int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
+                      const uint32_t *replicas, size_t n, int stale, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (!c->trained)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\" is not trained: no replicas",
+                             name);
+    for (size_t i = 0; i < n; i++)
+        if (lists[i] >= c->nlist || replicas[i] >= c->replication)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "collection \"%s\": list %u replica %u out of range (nlist %u, "
+                                 "R %u)",
+                                 name, lists[i], replicas[i], c->nlist, c->replication);
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t key[CAT_KEY_MAX];
+        size_t klen = s_key_list(key, 'O', name, lists[i]);
+        key[klen++] = (uint8_t)replicas[i];
+        if (stale)
+            kv_batch_put(batch, key, klen, "", 0);
+        else
+            kv_batch_delete(batch, key, klen);
+    }
+    int rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return shoal_err_prefix(err, "collection \"%s\": %s stale replicas", name,
+                                stale ? "marking" : "clearing");
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *m = &c->stale[(size_t)lists[i] * c->replication + replicas[i]];
+        if (*m != (uint8_t)(stale != 0)) {
+            *m = (uint8_t)(stale != 0);
+            c->nstale = stale ? c->nstale + 1 : c->nstale - 1;
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -16,6 +16,7 @@
  *   I/<c><id u64>         id -> list (u32 LE)
  *   M/<c><list u32><id u64>  membership, empty value
  *   X/<c><txn u64>        write intent (see below)
+ *   O/<c><list u32><r u8>  replica r of list owes writes (stale), empty value
  * Every value with a record header carries a magic and a format version; a
  * catalog written by another format version is refused at open, with the
  * versions named. Record lengths are checked on load; a record that does not
@@ -67,6 +68,7 @@ extern "C" {
 #define CATALOG_LIST_NONE UINT32_MAX   /* "this id is not in the map" */
 #define CATALOG_SHARDS_MAX 4096        /* shards in the registry */
 #define CATALOG_ENDPOINT_MAX 255       /* bytes of one shard endpoint */
+#define CATALOG_REPLICAS_MAX 3         /* most copies of a list */
 
 typedef struct catalog catalog_t;
 
@@ -81,7 +83,13 @@ typedef struct {
     uint32_t nprobe;          /* default lists probed per query */
     int trained;              /* centroids and owners are set */
     float *centroids;         /* nlist x dim when trained, else NULL (catalog's) */
-    uint32_t *owners;         /* nlist shard indexes when trained, else NULL (catalog's) */
+    uint32_t replication;     /* R: copies of each list on distinct shards (1..3) */
+    uint32_t write_quorum;    /* W: replicas that must hold a write before it is acked (1..R) */
+    uint32_t *owners;         /* nlist x R shard indexes when trained, else NULL (catalog's):
+                                 owners[l * R + r] holds list l's replica r (0: the primary) */
+    uint8_t *stale;           /* nlist x R when trained (catalog's): 1 = that replica owes
+                                 writes (catalog_stale_set) and serves no reads of the list */
+    uint32_t nstale;          /* replicas marked in stale */
     uint64_t *list_counts;    /* nlist ids per list (catalog's; zeros until trained) */
     uint64_t count;           /* sum of list_counts */
 } catalog_coll_t;
@@ -128,8 +136,10 @@ const char *catalog_shard(const catalog_t *cat, size_t i);
 
 /*
  * Records a new collection from params (name, dim, metric, nlist, M,
- * ef_construction, nprobe; the rest ignored), untrained. SHOAL_EEXIST when the
- * name is taken, SHOAL_EINVAL for dim/nlist 0 or nprobe > nlist.
+ * ef_construction, nprobe, replication, write_quorum (0 = 1); the rest
+ * ignored), untrained. SHOAL_EEXIST when the name is taken, SHOAL_EINVAL for
+ * dim/nlist 0, nprobe > nlist, replication outside 1..CATALOG_REPLICAS_MAX or
+ * above the shard count, write_quorum outside 1..replication.
  */
 int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *err);
 
@@ -143,13 +153,29 @@ size_t catalog_coll_count(const catalog_t *cat);
 const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i);
 
 /*
- * Stores the trained state: centroids (nlist x dim) and owners (nlist shard
- * indexes, each < catalog_shard_count). Training an already trained
- * collection is SHOAL_EEXIST (its ids are placed by the old centroids);
- * SHOAL_EINVAL for an owner out of range or a non-finite centroid.
+ * Stores the trained state: centroids (nlist x dim) and owners (nlist x R
+ * shard indexes, each < catalog_shard_count, a list's replicas distinct).
+ * Training an already trained collection is SHOAL_EEXIST (its ids are placed
+ * by the old centroids); SHOAL_EINVAL for an owner out of range, two replicas
+ * of a list on one shard, or a non-finite centroid.
  */
 int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
                         const uint32_t *owners, shoal_err_t *err);
+
+/* Shard of replica r of list l of a trained collection. */
+static inline uint32_t catalog_owner(const catalog_coll_t *c, uint32_t l, uint32_t r)
+{
+    return c->owners[(size_t)l * c->replication + r];
+}
+
+/*
+ * Marks (stale 1) or clears (stale 0) replica replicas[i] of list lists[i]
+ * for i < n, in one synced batch; the RAM marks follow on success. A
+ * replica marked stale owes writes: the coordinator neither reads the list
+ * from it nor counts it towards a write quorum until a repair rebuilt it.
+ */
+int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
+                      const uint32_t *replicas, size_t n, int stale, shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
 /* Id map and membership                                                    */

@@ -500,6 +500,7 @@ static void s_shard_seen(coord_t *coord, size_t s)
     else
         log_info("shard %s is up", shard->endpoint);
     coord_ensure_collections(coord, s);
+    coord_shard_back(coord, s, was == COORD_SHARD_DOWN);
     if (!coord->stopping)
         coord_redrive_schedule(coord);
 }
@@ -724,8 +725,8 @@ static void *s_train_main(void *arg)
     t->rc = kmeans_train(t->sample, t->n, t->dim, t->metric, t->nlist, &t->kopts, t->centroids,
                          &t->result, &t->err);
     if (t->rc == 0) {
-        t->rc = placement_assign(t->centroids, t->nlist, t->dim, t->metric, t->sizes, t->nshards, 1,
-                                 t->owners, &t->report, &t->err);
+        t->rc = placement_assign(t->centroids, t->nlist, t->dim, t->metric, t->sizes, t->nshards,
+                                 t->replicas, t->owners, &t->report, &t->err);
         if (t->rc != 0)
             shoal_err_prefix(&t->err, "placing the lists");
     } else {
@@ -752,6 +753,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     t->nlist = coll->nlist;
     t->metric = coll->metric;
     t->nshards = coord->nshards;
+    t->replicas = coll->replication ? coll->replication : 1;
     t->kopts.max_iters = max_iters;
     t->kopts.init = init ? KMEANS_INIT_RANDOM : KMEANS_INIT_PLUSPLUS;
     t->kopts.seed = seed;
@@ -759,7 +761,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     t->kopts.threads = coord->opts.threads;
     t->sample = malloc(n * coll->dim * sizeof(float));
     t->centroids = malloc((size_t)coll->nlist * coll->dim * sizeof(float));
-    t->owners = malloc(coll->nlist * sizeof(uint32_t));
+    t->owners = malloc((size_t)coll->nlist * t->replicas * sizeof(uint32_t));
     t->sizes = calloc(coll->nlist, sizeof(uint64_t));
     if (!t->sample || !t->centroids || !t->owners || !t->sizes) {
         coord_train_free(&t);
@@ -963,6 +965,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             coord->next_ping_us = now + (int64_t)coord->opts.ping_interval_ms * 1000;
         }
         int64_t next = s_deadlines(coord, now);
+        coord_repair_tick(coord, now);
         s_writes_pump(coord);
         s_redrive_tick(coord, now);
         if (coord->stopping && !coord->jobs && !coord->train_running)
@@ -970,6 +973,8 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         int64_t wake = coord->next_ping_us;
         if (next && next < wake)
             wake = next;
+        if (!coord->repair.job && coord->repair.next_us > now && coord->repair.next_us < wake)
+            wake = coord->repair.next_us;
         now = zclock_usecs();
         long timeout_ms = wake > now ? (long)((wake - now + 999) / 1000) : 0;
 
@@ -1046,6 +1051,9 @@ void coord_opts_default(coord_opts_t *opts)
     opts->ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
     opts->down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
     opts->chunk_default = COORD_CHUNK_DEFAULT;
+    opts->hedge_pct = COORD_HEDGE_PCT_DEFAULT;
+    opts->repair_chunk = COORD_REPAIR_CHUNK_DEFAULT;
+    opts->repair_pause_ms = COORD_REPAIR_PAUSE_MS_DEFAULT;
     opts->max_pending_reply_bytes = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
     opts->device = "auto";
     opts->stop_fd = -1;

@@ -105,6 +105,9 @@
 #define COORD_PING_INTERVAL_MS_DEFAULT 500
 #define COORD_DOWN_AFTER_MS_DEFAULT 2000
 #define COORD_CHUNK_DEFAULT 1024     /* knn_graph rows per reply */
+#define COORD_HEDGE_PCT_DEFAULT 10   /* of the deadline: 500 ms of the default 5 s */
+#define COORD_REPAIR_CHUNK_DEFAULT 512
+#define COORD_REPAIR_PAUSE_MS_DEFAULT 5
 #define COORD_LATENCY_SAMPLES 1024   /* per op, for the percentiles in stats */
 
 typedef struct {
@@ -124,6 +127,10 @@ typedef struct {
     size_t threads;                  /* k-means / routing CPU threads; 0 = online cores */
     int stop_fd;                     /* when readable, stop; -1 = none */
     size_t max_pending_reply_bytes;  /* reply bytes queued for unread clients; 0 = default */
+    uint32_t hedge_pct;              /* R > 1: a sub-query unanswered after this % of the
+                                        deadline is sent to other replicas too (0 = never) */
+    uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */
+    uint32_t repair_pause_ms;        /* pause between two repair steps (throttle) */
 } coord_opts_t;
 
 typedef struct coord coord_t;

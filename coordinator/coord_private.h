@@ -11,6 +11,9 @@
  *   coord_write.c   create, drop, train, insert (upsert), delete, checkpoint
  *                   and the re-drive of interrupted writes (intents).
  *   coord_search.c  search, get and knn_graph.
+ *   coord_repair.c  replicas: which one serves a read, shards that missed
+ *                   writes (fence, epoch), and the repair engine (verify,
+ *                   drop, rebuild of stale replica lists).
  *
  * Jobs: every client request becomes a job; internal work (re-driving
  * intents) is a job without a client. A job sends shard requests through
@@ -72,6 +75,13 @@ typedef struct {
     uint64_t ping_rid;         /* rid of the ping in flight, 0 when none */
     size_t redrive_waiting;    /* intents whose re-drive waits for this shard */
     int repairing;             /* a repair job (re-creating a collection) exists */
+    int fenced;                /* missed writes: serves no reads of replicated collections
+                                  until its stale lists are dropped again (coord_repair.c) */
+    uint64_t epoch;            /* moves at every write it missed: a rebuild begun before is void */
+    uint64_t drop_epoch;       /* epoch at the start of the drop pass in progress */
+    size_t drop_at;            /* next collection of that pass */
+    int verify_wanted;         /* came (back) up: compare its list counts with the catalog */
+    size_t verify_at;          /* next collection to compare */
 } coord_shard_t;
 
 /* What a write touches (see the file comment). */
@@ -90,11 +100,30 @@ typedef struct {
     int trains; /* runs k-means: such writes run one at a time (one training thread) */
 } coord_scope_t;
 
+typedef struct coord_job coord_job_t;
+typedef struct coord_train coord_train_t;
+
+/* The repair engine's state (coord_repair.c): one step at a time. */
+typedef struct {
+    coord_job_t *job;       /* the step waiting or running, or NULL */
+    int64_t next_us;        /* no step starts before */
+    /* the list being rebuilt (active) */
+    int active;
+    char coll[WIRE_NAME_MAX + 1];
+    uint32_t list, replica; /* the stale replica */
+    size_t target, source;  /* shards: the stale one, the up-to-date one copied from */
+    uint64_t epoch;         /* target's epoch when the rebuild began */
+    char cursor[WIRE_CURSOR_MAX + 1];
+    uint64_t copied;        /* rows copied into the list so far */
+    int64_t started_us;
+    /* totals since start (stats) */
+    uint64_t rows_copied, lists_repaired, lists_dropped, verified, mismatched, aborted;
+    double last_rows_per_s; /* rate of the last list rebuilt */
+} coord_repair_t;
+
 /* At most this many writes run at once (more wait in the FIFO). */
 #define COORD_WRITES_RUNNING_MAX 64
 
-typedef struct coord_job coord_job_t;
-typedef struct coord_train coord_train_t;
 
 typedef void (*coord_job_fn)(coord_t *coord, coord_job_t *job);
 typedef void (*coord_shard_fn)(coord_t *coord, coord_job_t *job, size_t shard);
@@ -133,11 +162,11 @@ struct coord_job {
 struct coord_train {
     coord_job_t *job; /* whose on_train gets the result */
     float *sample;    /* n x dim (owned copy) */
-    size_t n, dim, nlist, nshards;
+    size_t n, dim, nlist, nshards, replicas;
     shoal_metric_t metric;
     kmeans_opts_t kopts;       /* device points at coord's copy */
     float *centroids;          /* nlist x dim (result) */
-    uint32_t *owners;          /* nlist (result) */
+    uint32_t *owners;          /* nlist x replicas (result) */
     uint64_t *sizes;           /* nlist (kmeans sizes) */
     kmeans_result_t result;    /* iters, objective, splits */
     placement_report_t report; /* imbalance, locality */
@@ -197,6 +226,10 @@ struct coord {
     uint64_t *fanout_hist;       /* nshards + 1: queries by shards touched */
     uint64_t fanout_queries;     /* queries counted */
     uint64_t fanout_sum;         /* shards touched, summed */
+    uint64_t read_rr;            /* replicated reads: the next query's first replica choice */
+    uint64_t hedged;             /* sub-queries sent to another replica (down, slow, failed) */
+    uint64_t replica_misses;     /* replica writes missed (the replica was marked stale) */
+    coord_repair_t repair;       /* coord_repair.c */
 };
 
 /* ---- coord.c: jobs and shards ---- */
@@ -279,6 +312,30 @@ void coord_redrive_run(coord_t *coord);
 void coord_repair_collection(coord_t *coord, size_t s, const char *coll);
 /* Sends create_collection for every catalog collection to shard s (answers ignored). */
 void coord_ensure_collections(coord_t *coord, size_t s);
+
+/* ---- coord_repair.c ---- */
+/*
+ * 1 when replica r of list l of c may serve reads: not stale, its shard not
+ * known down, and (R > 1) not fenced.
+ */
+int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r);
+/*
+ * The shard a read of list l should ask: the first readable replica from
+ * replica `first` on (mod R), skipping shard `avoid` (SIZE_MAX: none);
+ * UINT32_MAX when none is readable.
+ */
+uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
+                            uint32_t first, size_t avoid);
+/* Shard s missed a write: its epoch moves; fence 1 also fences it (a replica was marked stale). */
+void coord_shard_missed(coord_t *coord, size_t s, int fence);
+/* Shard s answered after being down (was_down) or for the first time: verify it. */
+void coord_shard_back(coord_t *coord, size_t s, int was_down);
+/* Starts the next repair step when one is due (the loop calls it). */
+void coord_repair_tick(coord_t *coord, int64_t now);
+/* Marks every replica shard s holds of c stale (those with another up-to-date one). */
+void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s);
+/* Adds the "repair" map (6 entries) to a stats info map. */
+void coord_repair_info(coord_t *coord, wire_info_t *info);
 
 /* ---- coord_search.c ---- */
 void coord_op_search(coord_t *coord, coord_job_t *job);

@@ -11,6 +11,21 @@
  * (get: there is no partial answer to a lookup by id). So is a shard that
  * answers SHOAL_ENOTFOUND for the collection (it lost it): the coordinator
  * then re-creates it there (coord_repair_collection).
+ *
+ * Replicas (R > 1): each list is read from one readable replica
+ * (coord_repair.c: up to date, shard up, not fenced). Query q of a search
+ * tries replica (read_rr + q) mod R of each of its lists first, so
+ * consecutive queries and batches spread over the replicas while one query
+ * keeps the placement's locality (replica r of neighbouring lists sits on
+ * neighbouring shards). A search is a set of units, one sub-batch per shard
+ * (tag S_TAG_UNIT + unit). When a unit fails (its shard marked down, or
+ * SHOAL_ENOTFOUND) or is still unanswered at opts.hedge_pct of the deadline
+ * (hedging), its queries are re-planned: each list it was to cover goes to
+ * another readable replica not already failed or slow in this search, one
+ * retry unit per shard. A unit is covered by its own answer or by all its
+ * retries' answers, whichever comes first; answers of both are merged (the
+ * merge keeps each id once). The answer is partial only for the units
+ * neither covered, and for lists with no readable replica at all.
  */
 #include "coordinator/coord_private.h"
 
@@ -26,6 +41,21 @@
 
 #define S_TAG_GET    1
 #define S_TAG_SEARCH 2
+#define S_TAG_UNIT   16 /* search unit u answers with tag S_TAG_UNIT + u */
+
+/* One sub-batch of a search sent to one shard. */
+typedef struct {
+    uint32_t shard;
+    uint32_t parent;    /* the unit it retries, or UINT32_MAX (the plan's) */
+    size_t n;           /* queries */
+    uint32_t *q;        /* their indexes, ascending (the plan's, or owned by a retry) */
+    uint8_t state;      /* S_PENDING, S_OK, S_FAILED */
+    uint8_t retried;    /* its retries were made (or could not be) */
+    uint8_t uncoverable;/* some list of its queries has no other readable replica */
+    uint32_t nkids, kids_ok, kids_failed;
+} s_unit_t;
+
+enum { S_PENDING = 0, S_OK = 1, S_FAILED = 2 };
 
 /* A read job's state. */
 typedef struct {
@@ -44,6 +74,18 @@ typedef struct {
     fanout_merge_t merge;
     int have_merge;
     int exact; /* a shard ran exact */
+    const float *queries; /* nq x dim (borrowed: the request's or qvecs) */
+    size_t nprobe;
+    uint32_t *plists;   /* nq x nprobe probed lists */
+    uint32_t R;         /* the collection's replication */
+    uint32_t layer0;    /* query q reads replica (layer0 + q) mod R first */
+    uint32_t *eff;      /* R x nlist: the shard each layer reads a list from (nshards: none) */
+    size_t nlist;
+    s_unit_t *units;
+    size_t nunits, capunits, norig;
+    uint32_t *bad;      /* nshards: failed or slow in this search */
+    int hedge_pending;  /* deadline_us is the hedge time, final_us the deadline */
+    int64_t final_us;
     /* get phase: positions of the request's ids per shard */
     size_t n;            /* ids */
     const uint64_t *ids; /* n (borrowed from the request or owned below) */
@@ -86,6 +128,12 @@ static void s_read_free(void *state)
         fanout_plan_fini(&r->plan);
     if (r->have_merge)
         fanout_merge_fini(&r->merge);
+    for (size_t u = r->norig; r->units && u < r->nunits; u++)
+        free(r->units[u].q);
+    free(r->units);
+    free(r->plists);
+    free(r->eff);
+    free(r->bad);
     s_get_arrays_free(r);
     free(r->wait);
     free(r->missing);
@@ -134,34 +182,9 @@ static int s_partial(const coord_t *coord, const s_read_t *r)
 /* Shard answers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static void s_on_search_reply(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
-{
-    s_read_t *r = job->state;
-    if (rep->code == SHOAL_ENOTFOUND) {
-        /* The shard lost a catalog collection: a partial answer without it, and a repair. */
-        coord_repair_collection(coord, s, r->coll);
-        r->missing[s] = 1;
-        if (r->outstanding == 0)
-            r->done(coord, job);
-        return;
-    }
-    if (rep->code != SHOAL_OK) {
-        coord_fail(coord, &job, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
-                   coord->shards[s].endpoint, rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
-        return;
-    }
-    if (rep->n != r->plan.counts[s] || (rep->n && (!rep->ids || !rep->dists || !rep->k))) {
-        coord_fail(coord, &job, SHOAL_EPROTO,
-                   "%s: shard %s answered %" PRIu64 " rows, %zu were asked",
-                   wire_op_name(job->req.op), coord->shards[s].endpoint, rep->n, r->plan.counts[s]);
-        return;
-    }
-    fanout_merge_add(&r->merge, r->plan.queries[s], (size_t)rep->n, rep->ids, rep->dists, rep->k);
-    if (rep->mode_used == WIRE_MODE_EXACT)
-        r->exact = 1;
-    if (r->outstanding == 0)
-        r->done(coord, job);
-}
+static void s_unit_reply(coord_t *coord, coord_job_t *job, size_t s, size_t u,
+                         const wire_reply_t *rep);
+static void s_search_timeout(coord_t *coord, coord_job_t *job);
 
 static void s_on_get_reply(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
 {
@@ -202,19 +225,25 @@ static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
                        const wire_reply_t *rep)
 {
     s_read_t *r = job->state;
+    if (tag >= S_TAG_UNIT) {
+        if (r->phase == S_TAG_SEARCH && tag - S_TAG_UNIT < r->nunits)
+            s_unit_reply(coord, job, s, tag - S_TAG_UNIT, rep);
+        return;
+    }
     if ((int)tag != r->phase || !r->wait[s])
         return; /* a late answer of an earlier phase */
     r->wait[s]--;
     r->outstanding--;
-    if (tag == S_TAG_SEARCH)
-        s_on_search_reply(coord, job, s, rep);
-    else
-        s_on_get_reply(coord, job, s, rep);
+    s_on_get_reply(coord, job, s, rep);
 }
 
 static void s_on_timeout(coord_t *coord, coord_job_t *job)
 {
     s_read_t *r = job->state;
+    if (r->phase == S_TAG_SEARCH) {
+        s_search_timeout(coord, job);
+        return;
+    }
     for (size_t s = 0; s < coord->nshards; s++) {
         if (r->wait[s]) {
             r->missing[s] = 1;
@@ -253,10 +282,282 @@ static void s_send(coord_t *coord, coord_job_t *job, size_t s, wire_request_t *r
 /* The search path                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* Search units                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Appends a unit; its index, or SIZE_MAX out of memory. */
+static size_t s_unit_add(s_read_t *r, uint32_t shard, uint32_t parent, uint32_t *q, size_t n)
+{
+    if (r->nunits == r->capunits) {
+        size_t cap = r->capunits ? 2 * r->capunits : 8;
+        s_unit_t *grown = realloc(r->units, cap * sizeof *grown);
+        if (!grown)
+            return SIZE_MAX;
+        r->units = grown;
+        r->capunits = cap;
+    }
+    s_unit_t *u = &r->units[r->nunits];
+    memset(u, 0, sizeof *u);
+    u->shard = shard;
+    u->parent = parent;
+    u->q = q;
+    u->n = n;
+    return r->nunits++;
+}
+
+/* Sends unit u's queries to its shard; a send that fails fails it (0 / -1 out of memory). */
+static int s_unit_send(coord_t *coord, coord_job_t *job, size_t u);
+
+static void s_unit_failed(coord_t *coord, coord_job_t *job, size_t u);
+
+/*
+ * Unit u (the plan's) is failed or slow: each list it was to read goes to
+ * another readable replica not failed or slow in this search, one retry unit
+ * per shard. When some list has none, no retry is sent (it could not cover
+ * u): u then rests on its own answer.
+ */
+static void s_unit_retry(coord_t *coord, coord_job_t *job, size_t u)
+{
+    s_read_t *r = job->state;
+    s_unit_t *U = &r->units[u];
+    if (U->retried || U->parent != UINT32_MAX || r->R < 2)
+        return;
+    U->retried = 1;
+    shoal_err_t err;
+    const catalog_coll_t *c = coord_coll(coord, r->coll, &err);
+    size_t ns = coord->nshards, n = U->n;
+    uint32_t *alt = malloc((n ? n : 1) * r->nprobe * sizeof *alt);
+    size_t *count = calloc(ns, sizeof *count);
+    uint32_t *stamp = calloc(ns, sizeof *stamp);
+    uint32_t **batch = calloc(ns, sizeof *batch);
+    int ok = c && c->trained && c->nlist == r->nlist && alt && count && stamp && batch;
+    /* Pass 1: the replacement shard of each (query, list) u was to cover. */
+    for (size_t i = 0; ok && i < n; i++) {
+        uint32_t q = U->q[i], layer = (r->layer0 + q) % r->R;
+        for (size_t p = 0; ok && p < r->nprobe; p++) {
+            uint32_t l = r->plists[(size_t)q * r->nprobe + p];
+            alt[i * r->nprobe + p] = UINT32_MAX;
+            if (r->eff[(size_t)layer * r->nlist + l] != U->shard)
+                continue;
+            uint32_t t = UINT32_MAX;
+            for (uint32_t j = 1; j <= r->R && t == UINT32_MAX; j++) {
+                uint32_t rr = (layer + j) % r->R, s = catalog_owner(c, l, rr);
+                if (s != U->shard && !r->bad[s] && coord_replica_readable(coord, c, l, rr))
+                    t = s;
+            }
+            if (t == UINT32_MAX) {
+                U->uncoverable = 1;
+                ok = 0;
+                break;
+            }
+            alt[i * r->nprobe + p] = t;
+            if (stamp[t] != q + 1) {
+                stamp[t] = q + 1;
+                count[t]++;
+            }
+        }
+    }
+    /* Pass 2: one retry unit per shard, its queries ascending. */
+    for (size_t t = 0; ok && t < ns; t++) {
+        stamp[t] = 0;
+        if (count[t] && !(batch[t] = malloc(count[t] * sizeof *batch[t])))
+            ok = 0;
+        count[t] = 0;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        uint32_t q = U->q[i];
+        for (size_t p = 0; p < r->nprobe; p++) {
+            uint32_t t = alt[i * r->nprobe + p];
+            if (t != UINT32_MAX && stamp[t] != q + 1) {
+                stamp[t] = q + 1;
+                batch[t][count[t]++] = q;
+            }
+        }
+    }
+    for (size_t t = 0; ok && t < ns; t++) {
+        if (!count[t])
+            continue;
+        size_t k = s_unit_add(r, (uint32_t)t, (uint32_t)u, batch[t], count[t]);
+        if (k == SIZE_MAX)
+            break;
+        batch[t] = NULL;
+        r->units[u].nkids++;
+        coord->hedged++;
+        (void)s_unit_send(coord, job, k);
+    }
+    for (size_t t = 0; batch && t < ns; t++)
+        free(batch[t]);
+    free(batch);
+    free(alt);
+    free(count);
+    free(stamp);
+}
+
+static int s_unit_send(coord_t *coord, coord_job_t *job, size_t u)
+{
+    s_read_t *r = job->state;
+    const wire_request_t *req = &job->req;
+    s_unit_t *U = &r->units[u];
+    float *sub = malloc((U->n ? U->n : 1) * r->dim * sizeof *sub);
+    if (!sub) {
+        s_unit_failed(coord, job, u);
+        return -1;
+    }
+    for (size_t i = 0; i < U->n; i++)
+        memcpy(sub + i * r->dim, r->queries + (size_t)U->q[i] * r->dim, r->dim * sizeof *sub);
+    wire_request_t q;
+    wire_request_init(&q);
+    q.op = WIRE_OP_SEARCH;
+    snprintf(q.coll, sizeof q.coll, "%s", r->coll);
+    q.n = U->n;
+    q.dim = (uint32_t)r->dim;
+    q.vecs = sub;
+    q.k = (uint32_t)r->k;
+    q.mode = req->mode;
+    q.ef = req->ef;
+    if (req->op == WIRE_OP_SEARCH && req->nfilter) {
+        q.nfilter = req->nfilter;
+        q.filter = req->filter;
+    }
+    int sent = coord_send(coord, job, U->shard, S_TAG_UNIT + (uint32_t)u, &q) == 0;
+    free(sub); /* ZeroMQ copied the frames */
+    if (!sent)
+        s_unit_failed(coord, job, u);
+    return 0;
+}
+
+/* 1 when plan unit u has an answer for every query: its own, or all its retries'. */
+static int s_unit_covered(const s_read_t *r, size_t u)
+{
+    const s_unit_t *U = &r->units[u];
+    return U->state == S_OK || (U->nkids && U->kids_ok == U->nkids);
+}
+
+/* 1 when nothing more can change plan unit u's outcome. */
+static int s_unit_final(const s_read_t *r, size_t u)
+{
+    const s_unit_t *U = &r->units[u];
+    if (s_unit_covered(r, u))
+        return 1;
+    return U->state == S_FAILED && (U->retried || r->R < 2) &&
+           U->kids_ok + U->kids_failed == U->nkids;
+}
+
+/* The search is over when every plan unit is final: answer (r->done). */
+static void s_search_check(coord_t *coord, coord_job_t *job)
+{
+    s_read_t *r = job->state;
+    for (size_t u = 0; u < r->norig; u++)
+        if (!s_unit_final(r, u))
+            return;
+    for (size_t u = 0; u < r->norig; u++)
+        if (!s_unit_covered(r, u))
+            r->missing[r->units[u].shard] = 1;
+    job->deadline_us = 0;
+    job->on_shard_down = NULL;
+    r->phase = 0; /* later answers are ignored */
+    r->done(coord, job);
+}
+
+static void s_unit_failed(coord_t *coord, coord_job_t *job, size_t u)
+{
+    s_read_t *r = job->state;
+    s_unit_t *U = &r->units[u];
+    if (U->state != S_PENDING)
+        return;
+    U->state = S_FAILED;
+    r->bad[U->shard] = 1;
+    if (U->parent != UINT32_MAX)
+        r->units[U->parent].kids_failed++;
+    else
+        s_unit_retry(coord, job, u);
+}
+
+static void s_unit_reply(coord_t *coord, coord_job_t *job, size_t s, size_t u,
+                         const wire_reply_t *rep)
+{
+    s_read_t *r = job->state;
+    s_unit_t *U = &r->units[u];
+    if (U->shard != s || U->state != S_PENDING)
+        return;
+    if (rep->code == SHOAL_ENOTFOUND) {
+        /* The shard lost a catalog collection: another replica, or a partial answer; a repair. */
+        coord_repair_collection(coord, s, r->coll);
+        s_unit_failed(coord, job, u);
+        s_search_check(coord, job);
+        return;
+    }
+    if (rep->code != SHOAL_OK) {
+        coord_fail(coord, &job, rep->code, "%s: shard %s: %s", wire_op_name(job->req.op),
+                   coord->shards[s].endpoint, rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
+        return;
+    }
+    if (rep->n != U->n || (rep->n && (!rep->ids || !rep->dists || !rep->k))) {
+        coord_fail(coord, &job, SHOAL_EPROTO,
+                   "%s: shard %s answered %" PRIu64 " rows, %zu were asked",
+                   wire_op_name(job->req.op), coord->shards[s].endpoint, rep->n, U->n);
+        return;
+    }
+    fanout_merge_add(&r->merge, U->q, (size_t)rep->n, rep->ids, rep->dists, rep->k);
+    if (rep->mode_used == WIRE_MODE_EXACT)
+        r->exact = 1;
+    U->state = S_OK;
+    if (U->parent != UINT32_MAX)
+        r->units[U->parent].kids_ok++;
+    s_search_check(coord, job);
+}
+
+/* A shard this search waits on was marked down: its units fail now (and are retried). */
+static void s_search_on_down(coord_t *coord, coord_job_t *job, size_t s)
+{
+    s_read_t *r = job->state;
+    for (size_t u = 0; u < r->nunits; u++)
+        if (r->units[u].shard == s && r->units[u].state == S_PENDING)
+            s_unit_failed(coord, job, u);
+    s_search_check(coord, job);
+}
+
+/*
+ * The hedge time: plan units still unanswered are retried elsewhere (their
+ * shards count as slow); then the deadline: what is unanswered is missing.
+ */
+static void s_search_timeout(coord_t *coord, coord_job_t *job)
+{
+    s_read_t *r = job->state;
+    if (r->hedge_pending) {
+        r->hedge_pending = 0;
+        job->deadline_us = r->final_us;
+        for (size_t u = 0; u < r->norig; u++)
+            if (r->units[u].state == S_PENDING)
+                r->bad[r->units[u].shard] = 1;
+        for (size_t u = 0; u < r->norig; u++)
+            if (r->units[u].state == S_PENDING)
+                s_unit_retry(coord, job, u);
+        s_search_check(coord, job);
+        return;
+    }
+    for (size_t u = 0; u < r->nunits; u++) {
+        s_unit_t *U = &r->units[u];
+        if (U->state != S_PENDING)
+            continue;
+        U->state = S_FAILED;
+        if (U->parent != UINT32_MAX)
+            r->units[U->parent].kids_failed++;
+        else
+            U->retried = 1;
+    }
+    s_search_check(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The search path                                                          */
+/* ------------------------------------------------------------------------ */
+
 /*
  * Routes nq queries, plans and sends one sub-batch per shard; r->done runs
- * when every shard answered or the deadline passed. 0, or an error before
- * anything was sent.
+ * when every sub-batch is answered (by its shard or by other replicas) or
+ * the deadline passed. 0, or an error before anything was sent.
  */
 static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
                           const float *queries, size_t nq, size_t k, size_t nprobe,
@@ -264,6 +565,7 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
 {
     s_read_t *r = job->state;
     const wire_request_t *req = &job->req;
+    size_t ns = coord->nshards;
     r->phase = S_TAG_SEARCH;
     r->nq = nq;
     r->k = k;
@@ -275,53 +577,73 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
         s_phase_wait(coord, job);
         return 0;
     }
-    uint32_t *lists = malloc(nq * nprobe * sizeof *lists);
-    if (!lists)
+    uint32_t R = c->replication;
+    r->queries = queries;
+    r->nprobe = nprobe;
+    r->R = R;
+    r->nlist = c->nlist;
+    r->layer0 = (uint32_t)(coord->read_rr % R);
+    coord->read_rr += nq;
+    r->plists = malloc(nq * nprobe * sizeof *r->plists);
+    r->eff = malloc((size_t)R * c->nlist * sizeof *r->eff);
+    r->bad = calloc(ns, sizeof *r->bad);
+    uint32_t *vlists = malloc(nq * nprobe * sizeof *vlists);
+    if (!r->plists || !r->eff || !r->bad || !vlists) {
+        free(vlists);
         return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory for %zu x %zu lists",
                              wire_op_name(req->op), nq, nprobe);
-    rc = coord_route(coord, c, queries, nq, nprobe, lists, err);
+    }
+    rc = coord_route(coord, c, queries, nq, nprobe, r->plists, err);
+    /* Layer y reads list l from eff[y * nlist + l]; ns (a shard that does not
+       exist) when no replica is readable: the plan's queries for it are lost. */
+    for (uint32_t y = 0; rc == 0 && y < R; y++) {
+        for (uint32_t l = 0; l < c->nlist; l++) {
+            uint32_t s = coord_replica_pick(coord, c, l, y, SIZE_MAX);
+            r->eff[(size_t)y * c->nlist + l] = s == UINT32_MAX ? (uint32_t)ns : s;
+        }
+    }
+    for (size_t q = 0; rc == 0 && q < nq; q++) {
+        size_t y = (r->layer0 + q) % R;
+        for (size_t p = 0; p < nprobe; p++)
+            vlists[q * nprobe + p] = (uint32_t)(y * c->nlist + r->plists[q * nprobe + p]);
+    }
     if (rc == 0)
-        rc = fanout_plan_build(lists, nq, nprobe, c->owners, c->nlist, coord->nshards, &r->plan,
+        rc = fanout_plan_build(vlists, nq, nprobe, r->eff, (size_t)R * c->nlist, ns + 1, &r->plan,
                                err);
-    free(lists);
+    free(vlists);
     if (rc != 0)
         return rc;
     r->have_plan = 1;
-    float *sub = NULL;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        size_t cnt = r->plan.counts[s];
-        if (!cnt)
-            continue;
-        if (!coord_shard_usable(coord, s)) {
-            r->missing[s] = 1;
-            continue;
+    /* Lists without a readable replica: their replicas' shards are named missing. */
+    for (size_t i = 0; i < r->plan.counts[ns]; i++) {
+        size_t q = r->plan.queries[ns][i], y = (r->layer0 + q) % R;
+        for (size_t p = 0; p < nprobe; p++) {
+            uint32_t l = r->plists[q * nprobe + p];
+            if (r->eff[y * c->nlist + l] != ns)
+                continue;
+            for (uint32_t rr = 0; rr < R; rr++)
+                r->missing[catalog_owner(c, l, rr)] = 1;
         }
-        float *grown = realloc(sub, cnt * c->dim * sizeof *sub);
-        if (!grown) {
-            free(sub);
-            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
-        }
-        sub = grown;
-        fanout_gather(&r->plan, s, queries, c->dim, sub);
-        wire_request_t q;
-        wire_request_init(&q);
-        q.op = WIRE_OP_SEARCH;
-        snprintf(q.coll, sizeof q.coll, "%s", c->name);
-        q.n = cnt;
-        q.dim = c->dim;
-        q.vecs = sub;
-        q.k = (uint32_t)k;
-        q.mode = req->mode;
-        q.ef = req->ef;
-        if (req->op == WIRE_OP_SEARCH && req->nfilter) {
-            q.nfilter = req->nfilter;
-            q.filter = req->filter;
-        }
-        s_send(coord, job, s, &q); /* ZeroMQ copies the frames: sub can be reused */
     }
-    free(sub);
+    for (size_t s = 0; s < ns; s++)
+        if (r->plan.counts[s] &&
+            s_unit_add(r, (uint32_t)s, UINT32_MAX, r->plan.queries[s], r->plan.counts[s]) ==
+                SIZE_MAX)
+            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
+    r->norig = r->nunits;
     coord_record_fanout(coord, r->plan.per_query, nq);
-    s_phase_wait(coord, job);
+    int64_t now = zclock_usecs(), deadline = (int64_t)s_deadline_ms(coord, job) * 1000;
+    r->final_us = now + deadline;
+    r->hedge_pending = R > 1 && coord->opts.hedge_pct > 0 && coord->opts.hedge_pct < 100;
+    job->deadline_us = r->hedge_pending ? now + deadline * coord->opts.hedge_pct / 100
+                                        : r->final_us;
+    job->on_reply = s_on_reply;
+    job->on_timeout = s_on_timeout;
+    job->on_shard_down = s_search_on_down;
+    for (size_t u = 0; u < r->norig; u++)
+        if (s_unit_send(coord, job, u) != 0)
+            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
+    s_search_check(coord, job); /* may answer (and end the job): nothing was sent */
     return 0;
 }
 
@@ -433,10 +755,14 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
     if (!r->found || !r->vecs || !r->gpos || !r->gids || !r->gn)
         return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory for %zu vectors",
                              wire_op_name(job->req.op), n);
+    uint32_t first = c->replication > 1 ? (uint32_t)(coord->read_rr++ % c->replication) : 0;
     for (size_t i = 0; i < n; i++) {
         if (lists[i] == CATALOG_LIST_NONE || lists[i] >= c->nlist)
             continue;
-        uint32_t s = c->owners[lists[i]];
+        /* A readable replica; else the primary (down: missing). */
+        uint32_t s = coord_replica_pick(coord, c, lists[i], first, SIZE_MAX);
+        if (s == UINT32_MAX)
+            s = catalog_owner(c, lists[i], 0);
         if (!r->gpos[s]) {
             r->gpos[s] = malloc(n * sizeof(uint32_t));
             r->gids[s] = malloc(n * sizeof(uint64_t));
@@ -714,7 +1040,7 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
         return;
     }
     for (uint32_t l = 0; l < c->nlist; l++)
-        walk[l] = (uint64_t)c->owners[l] << 32 | l;
+        walk[l] = (uint64_t)catalog_owner(c, l, 0) << 32 | l;
     qsort(walk, c->nlist, sizeof *walk, coord_cmp_u64);
     size_t got = 0;
     while (rc == 0 && got < chunk && pos < c->nlist) {

@@ -102,15 +102,92 @@ static size_t s_intents_count(coord_t *coord, const char *name)
     return n;
 }
 
+/* Appends list l to the ranges text "0-3,7" in buf (cap bytes; "..." when full). */
+static void s_ranges_add(char *buf, size_t cap, uint32_t *last, uint32_t l)
+{
+    size_t len = strlen(buf);
+    if (len + 16 >= cap) {
+        if (len + 4 < cap && !strstr(buf, "..."))
+            snprintf(buf + len, cap - len, "...");
+        return;
+    }
+    if (*last != UINT32_MAX && l == *last + 1) {
+        char *dash = strrchr(buf, '-'), *comma = strrchr(buf, ',');
+        if (dash && (!comma || dash > comma))
+            *dash = '\0'; /* "a-b" becomes "a-" + l below */
+        len = strlen(buf);
+        snprintf(buf + len, cap - len, "-%u", l);
+    } else {
+        snprintf(buf + len, cap - len, "%s%u", len ? "," : "", l);
+    }
+    *last = l;
+}
+
+/*
+ * Per shard (by index): the vectors it holds over all its replicas, the
+ * lists it holds as primary and as replica (ranges), and how many of them
+ * are stale. placement: list -> replica -> shard (one collection's stats).
+ */
+static void s_info_replicas(coord_t *coord, wire_info_t *info, const catalog_coll_t *c,
+                            const uint64_t *counts, int placement)
+{
+    char key[24], prim[256], repl[256];
+    wire_info_key(info, "shards");
+    wire_info_map(info, coord->nshards);
+    for (size_t s = 0; s < coord->nshards; s++) {
+        uint32_t lp = UINT32_MAX, lr = UINT32_MAX;
+        uint64_t stale = 0;
+        prim[0] = repl[0] = '\0';
+        for (uint32_t l = 0; c->trained && l < c->nlist; l++) {
+            for (uint32_t r = 0; r < c->replication; r++) {
+                if (catalog_owner(c, l, r) != s)
+                    continue;
+                if (r == 0)
+                    s_ranges_add(prim, sizeof prim, &lp, l);
+                else
+                    s_ranges_add(repl, sizeof repl, &lr, l);
+                stale += c->stale[(size_t)l * c->replication + r] != 0;
+            }
+        }
+        snprintf(key, sizeof key, "%zu", s);
+        wire_info_key(info, key);
+        wire_info_map(info, 5);
+        wire_io_info_u64(info, "vectors", counts[s]);
+        wire_io_info_str(info, "primary", prim);
+        wire_io_info_str(info, "replica", repl);
+        wire_io_info_u64(info, "stale", stale);
+        wire_io_info_u64(info, "fenced", coord->shards[s].fenced ? 1 : 0);
+    }
+    if (!placement)
+        return;
+    wire_info_key(info, "placement");
+    wire_info_map(info, c->trained ? c->nlist : 0);
+    for (uint32_t l = 0; c->trained && l < c->nlist; l++) {
+        snprintf(key, sizeof key, "%u", l);
+        wire_info_key(info, key);
+        wire_info_map(info, c->replication);
+        for (uint32_t r = 0; r < c->replication; r++) {
+            snprintf(key, sizeof key, "%u", r);
+            wire_io_info_u64(info, key, catalog_owner(c, l, r));
+        }
+    }
+}
+
 /*
  * One collection's map; intents is its pending-intent count, counts / lists
- * are nshards scratch entries for the per-shard sums.
+ * are nshards scratch entries for the per-shard sums; placement: add the
+ * list -> shards table (one collection's stats).
  */
 static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_coll_t *c,
-                              size_t intents, uint64_t *counts, uint64_t *lists)
+                              size_t intents, uint64_t *counts, uint64_t *lists, int placement)
 {
+    const coord_repair_t *rp = &coord->repair;
     wire_info_key(info, c->name);
-    wire_info_map(info, 11);
+    wire_info_map(info, 16 + (placement ? 1 : 0));
+    wire_io_info_u64(info, "replication", c->replication);
+    wire_io_info_u64(info, "write_quorum", c->write_quorum);
+    wire_io_info_u64(info, "stale_lists", c->nstale);
+    wire_io_info_u64(info, "repairing", rp->active && !strcmp(rp->coll, c->name));
     wire_io_info_u64(info, "dim", c->dim);
     wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
     wire_io_info_u64(info, "nlist", c->nlist);
@@ -126,10 +203,10 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
     /* Per shard (by index): vectors and lists it owns. */
     memset(counts, 0, coord->nshards * sizeof *counts);
     memset(lists, 0, coord->nshards * sizeof *lists);
-    for (size_t l = 0; c->trained && l < c->nlist; l++) {
-        if (c->owners[l] < coord->nshards) {
-            counts[c->owners[l]] += c->list_counts[l];
-            lists[c->owners[l]]++;
+    for (size_t j = 0; c->trained && j < (size_t)c->nlist * c->replication; j++) {
+        if (c->owners[j] < coord->nshards) {
+            counts[c->owners[j]] += c->list_counts[j / c->replication];
+            lists[c->owners[j]]++;
         }
     }
     char key[24];
@@ -145,6 +222,7 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
         snprintf(key, sizeof key, "%zu", s);
         wire_io_info_u64(info, key, lists[s]);
     }
+    s_info_replicas(coord, info, c, counts, placement);
 }
 
 static void s_info_process(coord_t *coord, wire_info_t *info)
@@ -220,7 +298,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     if (one) {
         wire_info_map(info, 4);
     } else {
-        wire_info_map(info, 21 + WIRE_IO_BUDGET_INFO_ENTRIES);
+        wire_info_map(info, 23 + WIRE_IO_BUDGET_INFO_ENTRIES);
         wire_io_info_str(info, "endpoint", coord->endpoint);
         wire_io_info_str(info, "data_dir", coord->data_dir);
         wire_io_info_str(info, "device", coord->device);
@@ -235,6 +313,8 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "redrive_settled", coord->redrive_settled);
         wire_io_info_u64(info, "redrive_waiting", zhashx_size(coord->redrive_waits));
         wire_io_info_u64(info, "repairs", coord->repairs);
+        wire_io_info_u64(info, "hedged", coord->hedged);
+        coord_repair_info(coord, info);
         s_info_process(coord, info); /* 4 entries */
         wire_io_budget_stats_t replies;
         wire_io_budget_stats(coord->reply_budget, &replies);
@@ -247,7 +327,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     wire_info_map(info, ncolls);
     for (size_t i = 0; i < ncolls; i++)
         s_info_collection(coord, info, one ? one : catalog_coll_at(coord->cat, i), intents[i],
-                          scratch, scratch + coord->nshards);
+                          scratch, scratch + coord->nshards, one != NULL);
     free(intents);
     free(scratch);
     s_reply_info(coord, job, info);

@@ -51,6 +51,11 @@ typedef struct {
     char fail_msg[WIRE_MSG_MAX]; /* its message, naming the shard */
     uint32_t *ok;                /* nshards: answered with success this phase */
     uint32_t *sent;              /* nshards: a request went this phase */
+    uint32_t *wait;              /* nshards: this phase's requests not answered yet */
+    size_t outstanding;          /* this phase's requests not answered yet, in all */
+    uint32_t tag;                /* this phase's tag: answers of earlier phases are ignored */
+    uint8_t *inv;                /* nlist x R: replicas this phase writes (s_settle) */
+    size_t ninv;                 /* its length */
     char coll[WIRE_NAME_MAX + 1];
     /* insert / delete / re-drive */
     size_t n;            /* ids handled (after removing repeats) */
@@ -104,6 +109,8 @@ static void s_state_free(void *state)
     free(w->sn);
     free(w->ok);
     free(w->sent);
+    free(w->wait);
+    free(w->inv);
     free(w->ids);
     free(w->vecs);
     free(w->old_lists);
@@ -121,11 +128,12 @@ static s_write_t *s_state_new(coord_t *coord, coord_job_t *job)
     w->nshards = ns;
     w->ok = calloc(ns, sizeof *w->ok);
     w->sent = calloc(ns, sizeof *w->sent);
+    w->wait = calloc(ns, sizeof *w->wait);
     w->sids = calloc(ns, sizeof *w->sids);
     w->svecs = calloc(ns, sizeof *w->svecs);
     w->slists = calloc(ns, sizeof *w->slists);
     w->sn = calloc(ns, sizeof *w->sn);
-    if (!w->ok || !w->sent || !w->sids || !w->svecs || !w->slists || !w->sn) {
+    if (!w->ok || !w->sent || !w->wait || !w->sids || !w->svecs || !w->slists || !w->sn) {
         s_state_free(w);
         return NULL;
     }
@@ -141,6 +149,11 @@ static void s_phase_reset(coord_t *coord, s_write_t *w)
 {
     memset(w->ok, 0, coord->nshards * sizeof *w->ok);
     memset(w->sent, 0, coord->nshards * sizeof *w->sent);
+    memset(w->wait, 0, coord->nshards * sizeof *w->wait);
+    if (w->inv)
+        memset(w->inv, 0, w->ninv);
+    w->outstanding = 0;
+    w->tag++;
     w->timed_out = 0;
     w->fail_code = 0;
     w->fail_shard = SIZE_MAX;
@@ -167,8 +180,11 @@ static void s_record_fail(s_write_t *w, size_t s, int code, const char *fmt, ...
 static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
                        const wire_reply_t *rep)
 {
-    (void)tag;
     s_write_t *w = job->state;
+    if (tag != w->tag || !w->wait[s])
+        return; /* an answer of an earlier phase (it ended without it) */
+    w->wait[s]--;
+    w->outstanding--;
     /* A shard that lost a collection the catalog has needs it back (coord_repair_collection). */
     if (rep->code == SHOAL_ENOTFOUND &&
         (job->req.op == WIRE_OP_INSERT || job->req.op == WIRE_OP_DELETE))
@@ -180,7 +196,7 @@ static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
                       coord->shards[s].endpoint,
                       rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
     }
-    if (job->pending == 0)
+    if (w->outstanding == 0)
         w->next(coord, job);
 }
 
@@ -200,12 +216,18 @@ static size_t s_first_shard(const coord_t *coord, const uint32_t *flags)
 static void s_on_shard_down(coord_t *coord, coord_job_t *job, size_t s)
 {
     s_write_t *w = job->state;
+    if (!w->wait[s])
+        return; /* it owes an answer of an earlier phase only */
+    w->outstanding -= w->wait[s];
+    w->wait[s] = 0;
     w->fail_code = 0; /* the shard going down is what the client hears about */
     s_record_fail(w, s, SHOAL_EUNAVAIL, "%s: shard %s was marked down (no answer for %u ms)",
                   wire_op_name(job->req.op), coord->shards[s].endpoint,
                   coord->opts.down_after_ms);
-    job->deadline_us = 0;
-    w->next(coord, job);
+    if (w->outstanding == 0) {
+        job->deadline_us = 0;
+        w->next(coord, job);
+    }
 }
 
 static void s_on_timeout(coord_t *coord, coord_job_t *job)
@@ -213,11 +235,13 @@ static void s_on_timeout(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     w->timed_out = 1;
     char list[WIRE_MSG_MAX / 2] = "";
-    coord_shard_list(coord, job->waiting, list, sizeof list);
+    coord_shard_list(coord, w->wait, list, sizeof list);
     w->fail_code = 0; /* the timeout is what the client hears about */
-    s_record_fail(w, s_first_shard(coord, job->waiting), SHOAL_ETIMEOUT,
+    s_record_fail(w, s_first_shard(coord, w->wait), SHOAL_ETIMEOUT,
                   "%s: shard(s) %s did not answer within %u ms",
                   wire_op_name(job->req.op), list, coord->opts.write_timeout_ms);
+    memset(w->wait, 0, coord->nshards * sizeof *w->wait);
+    w->outstanding = 0;
     w->next(coord, job);
 }
 
@@ -225,8 +249,10 @@ static void s_on_timeout(coord_t *coord, coord_job_t *job)
 static void s_send(coord_t *coord, coord_job_t *job, size_t s, wire_request_t *req)
 {
     s_write_t *w = job->state;
-    if (coord_send(coord, job, s, 0, req) == 0) {
+    if (coord_send(coord, job, s, w->tag, req) == 0) {
         w->sent[s] = 1;
+        w->wait[s]++;
+        w->outstanding++;
         return;
     }
     s_record_fail(w, s, SHOAL_EUNAVAIL, "%s: shard %s is not reachable", wire_op_name(job->req.op),
@@ -241,7 +267,7 @@ static void s_phase_wait(coord_t *coord, coord_job_t *job)
     job->on_timeout = s_on_timeout;
     job->on_shard_down = s_on_shard_down;
     job->deadline_us = zclock_usecs() + (int64_t)coord->opts.write_timeout_ms * 1000;
-    if (job->pending == 0) {
+    if (w->outstanding == 0) {
         job->deadline_us = 0;
         w->next(coord, job);
     }
@@ -338,33 +364,176 @@ static int s_batch_add(s_write_t *w, size_t s, uint64_t id, const float *vec, si
     return 0;
 }
 
-/* The shard that owns list l of c, or UINT32_MAX when l names no list. */
-static uint32_t s_owner(const catalog_coll_t *c, uint32_t l)
+/* 1 when shard s holds a replica of list l of c (l may be CATALOG_LIST_NONE: 0). */
+static int s_holds(const catalog_coll_t *c, uint32_t l, size_t s)
 {
-    return l < c->nlist ? c->owners[l] : UINT32_MAX;
+    for (uint32_t r = 0; l < c->nlist && r < c->replication; r++)
+        if (catalog_owner(c, l, r) == s)
+            return 1;
+    return 0;
+}
+
+/* Sizes and zeroes w->inv for c (nlist x R flags). 0, or -1 out of memory. */
+static int s_inv_init(s_write_t *w, const catalog_coll_t *c)
+{
+    size_t need = (size_t)c->nlist * c->replication;
+    if (w->ninv != need) {
+        free(w->inv);
+        w->inv = calloc(need ? need : 1, 1);
+        w->ninv = w->inv ? need : 0;
+        return w->inv ? 0 : -1;
+    }
+    memset(w->inv, 0, need);
+    return 0;
+}
+
+/*
+ * Queues id for every replica of list l (an insert: with its vector vec and
+ * l; a delete: vec NULL), leaving out the shards that hold a replica of list
+ * skip, and flags the replicas in w->inv. A replica whose shard is down gets
+ * nothing: s_settle counts it as failed. 0, or -1 out of memory.
+ */
+static int s_replicas_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint64_t id,
+                          const float *vec, uint32_t l, uint32_t skip, size_t cap)
+{
+    for (uint32_t r = 0; r < c->replication; r++) {
+        uint32_t s = catalog_owner(c, l, r);
+        if (s_holds(c, skip, s))
+            continue;
+        w->inv[(size_t)l * c->replication + r] = 1;
+        if (coord_shard_usable(coord, s) &&
+            s_batch_add(w, s, id, vec, c->dim, l, cap) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /*
  * Queues a delete of id from the shards that may hold a stale copy of it:
- * the owners of lists a and b, but not the owner of list keep (where the id
- * map says it lives). touched (optional) marks the shards. 0, or -1 out of
- * memory.
+ * the replicas of lists a and b, but not the shards holding a replica of list
+ * keep (where the id map says it lives). touched (optional) marks the
+ * shards. 0, or -1 out of memory.
  */
 static int s_stale_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint64_t id,
                        uint32_t keep, uint32_t a, uint32_t b, size_t cap, uint32_t *touched)
 {
-    uint32_t owner_keep = s_owner(c, keep);
-    uint32_t cand[2] = {s_owner(c, a), s_owner(c, b)};
+    uint32_t cand[2] = {a, b};
     for (int k = 0; k < 2; k++) {
-        uint32_t s = cand[k];
-        if (s >= coord->nshards || s == owner_keep || (k == 1 && cand[0] == s))
+        uint32_t l = cand[k];
+        if (l >= c->nlist || (k == 1 && l == a))
             continue;
-        if (s_batch_add(w, s, id, NULL, 0, CATALOG_LIST_NONE, cap) != 0)
-            return -1;
-        if (touched)
-            touched[s] = 1;
+        for (uint32_t r = 0; r < c->replication; r++) {
+            uint32_t s = catalog_owner(c, l, r);
+            if (s >= coord->nshards || s_holds(c, keep, s) || (k == 1 && s_holds(c, a, s)))
+                continue;
+            if (s_batch_add(w, s, id, NULL, 0, CATALOG_LIST_NONE, cap) != 0)
+                return -1;
+            if (touched)
+                touched[s] = 1;
+        }
     }
     return 0;
+}
+
+/*
+ * SHOAL_EUNAVAIL when list l of c has fewer than need replicas that are up to
+ * date and on a shard not known down: a write that needs them is refused
+ * before anything is written.
+ */
+static int s_check_quorum(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t need,
+                          const char *op, shoal_err_t *err)
+{
+    uint32_t live = 0;
+    size_t down = SIZE_MAX;
+    for (uint32_t r = 0; r < c->replication; r++) {
+        uint32_t s = catalog_owner(c, l, r);
+        if (c->stale[(size_t)l * c->replication + r])
+            continue;
+        if (coord_shard_usable(coord, s))
+            live++;
+        else if (down == SIZE_MAX)
+            down = s;
+    }
+    if (live >= need)
+        return 0;
+    if (c->replication == 1)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "%s: shard(s) %s down; nothing was written", op,
+                             down < coord->nshards ? coord->shards[down].endpoint : "?");
+    return shoal_err_set(err, SHOAL_EUNAVAIL,
+                         "%s: list %u of \"%s\" has %u up-to-date replica(s) on live shards, "
+                         "the write quorum is %u (%s%s); nothing was written",
+                         op, l, c->name, live, need, down < coord->nshards ? "down: " : "",
+                         down < coord->nshards ? coord->shards[down].endpoint
+                                               : "the others are stale, being repaired");
+}
+
+/*
+ * The end of a phase that wrote the replicas flagged in w->inv. Per list:
+ * ok = its flagged replicas that are up to date (not stale) and whose shard
+ * answered with success. The list holds when ok >= need (W for the vectors
+ * of a write the client waits on; 0 for stale-copy deletes) and at least one
+ * of its replicas stays up to date once those that failed are marked. When
+ * every list holds, the failed replicas are marked stale in one synced batch
+ * (before the client hears of success) and their shards fenced: 0.
+ * Otherwise nothing is marked and -1 names the first list in err: the write
+ * is not acknowledged (or its intent stays for the re-drive). Either way
+ * each shard that failed has its epoch moved (a rebuild for it restarts).
+ */
+static int s_settle(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint32_t need,
+                    shoal_err_t *err)
+{
+    uint32_t R = c->replication;
+    size_t cap = w->ninv;
+    uint32_t *ml = malloc((cap ? cap : 1) * sizeof *ml);
+    uint32_t *mr = malloc((cap ? cap : 1) * sizeof *mr);
+    if (!ml || !mr) {
+        free(ml);
+        free(mr);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory settling replicas");
+    }
+    size_t nm = 0;
+    int rc = 0;
+    for (uint32_t l = 0; w->inv && l < c->nlist; l++) {
+        const uint8_t *inv = w->inv + (size_t)l * R;
+        uint32_t any = 0, ok = 0, left = 0;
+        for (uint32_t r = 0; r < R; r++) {
+            uint32_t s = catalog_owner(c, l, r);
+            int stale = c->stale[(size_t)l * R + r], failed = inv[r] && !w->ok[s];
+            any |= inv[r];
+            ok += inv[r] && !stale && w->ok[s];
+            left += !stale && !failed;
+        }
+        if (!any)
+            continue;
+        if (ok < need || left == 0) {
+            if (rc == 0)
+                rc = shoal_err_set(err, SHOAL_EUNAVAIL,
+                                   "list %u of \"%s\": %u of its up-to-date replicas answered, "
+                                   "%u needed",
+                                   l, c->name, ok, need ? need : 1);
+            continue;
+        }
+        for (uint32_t r = 0; r < R; r++) {
+            if (inv[r] && !w->ok[catalog_owner(c, l, r)] && !c->stale[(size_t)l * R + r]) {
+                ml[nm] = l;
+                mr[nm++] = r;
+            }
+        }
+    }
+    if (rc == 0 && nm && catalog_stale_set(coord->cat, c->name, ml, mr, nm, 1, err) != 0)
+        rc = -1;
+    /* Shards that failed: epochs move; fenced where the replica is (now) stale. */
+    for (size_t j = 0; w->inv && j < w->ninv; j++) {
+        uint32_t s = c->owners[j];
+        if (w->inv[j] && !w->ok[s])
+            coord_shard_missed(coord, s, c->stale[j] != 0);
+    }
+    if (rc == 0 && nm)
+        log_debug("\"%s\": %zu replica list(s) missed a write and are marked stale", c->name,
+                  nm);
+    free(ml);
+    free(mr);
+    return rc ? -1 : 0;
 }
 
 /* Fails the job with the phase's first failure; 1 when there was one. */
@@ -420,7 +589,11 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
     wire_info_t *info = wire_info_new();
     if (c && info) {
-        wire_info_map(info, 6);
+        wire_info_map(info, 8);
+        wire_info_key(info, "replication");
+        wire_info_u64(info, c->replication);
+        wire_info_key(info, "write_quorum");
+        wire_info_u64(info, c->write_quorum);
         wire_info_key(info, "dim");
         wire_info_u64(info, c->dim);
         wire_info_key(info, "metric");
@@ -492,6 +665,8 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
     params.metric = req->metric;
     params.nlist = nlist;
     params.nprobe = nprobe;
+    params.replication = req->replication ? req->replication : 1;
+    params.write_quorum = req->write_quorum ? req->write_quorum : 1;
     /*
      * The coordinator fills in the shards' build defaults itself and sends
      * them, so every shard (and one re-created later) builds the collection
@@ -727,10 +902,13 @@ static void s_insert_cleaned(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (w->fail_code) {
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    int failed = (w->fail_code && w->fail_shard >= coord->nshards) || !c ||
+                 s_settle(coord, w, c, 0, &err) != 0;
+    if (failed) {
         log_warn("insert into \"%s\": stale copies not deleted yet (%s); intent %" PRIu64
                  " stays and is re-driven",
-                 w->coll, w->fail_msg, w->txn);
+                 w->coll, w->fail_code ? w->fail_msg : err.msg, w->txn);
         coord_redrive_schedule(coord);
     } else if (catalog_intent_clear(coord->cat, w->coll, w->txn, &err) != 0) {
         log_warn("insert into \"%s\": clearing intent %" PRIu64 ": %s", w->coll, w->txn, err.msg);
@@ -744,9 +922,15 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
-    if (w->fail_code) {
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    if (!c || s_settle(coord, w, c, c->write_quorum, &err) != 0) {
         coord_redrive_schedule(coord); /* removes what the shards that did answer stored */
-        coord_fail(coord, &job, w->fail_code, "%s; nothing was acknowledged", w->fail_msg);
+        if (w->fail_code)
+            coord_fail(coord, &job, w->fail_code, "%s; nothing was acknowledged", w->fail_msg);
+        else
+            coord_fail(coord, &job, c ? err.code : SHOAL_ENOTFOUND,
+                       "insert: %s; nothing was acknowledged",
+                       c ? err.msg : "the collection was dropped");
         return;
     }
     if (catalog_apply_insert(coord->cat, w->coll, w->ids, w->old_lists, w->new_lists, w->n, &err) !=
@@ -755,16 +939,20 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "insert: updating the id map: %s", err.msg);
         return;
     }
-    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
     s_batches_free(w, coord->nshards);
     s_phase_reset(coord, w);
-    for (size_t i = 0; c && i < w->n; i++) {
-        if (s_stale_add(coord, w, c, w->ids[i], w->new_lists[i], w->old_lists[i], w->new_lists[i],
-                        w->n, NULL) != 0) {
+    /* Stale copies: the id left its old list for another; the old list's
+       replicas that do not hold the new one lose it. */
+    for (size_t i = 0; i < w->n; i++) {
+        uint32_t ol = w->old_lists[i], nl = w->new_lists[i];
+        if (ol >= c->nlist || ol == nl)
+            continue;
+        if (s_replicas_add(coord, w, c, w->ids[i], NULL, ol, nl, w->n) != 0) {
             s_record_fail(w, SIZE_MAX, SHOAL_ENOMEM, "out of memory");
             break;
         }
     }
+    w->accept = SHOAL_ENOTFOUND; /* a shard without the collection holds no stale copy */
     s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_insert_cleaned);
 }
 
@@ -787,9 +975,8 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
     w->vecs = malloc((kept ? kept : 1) * dim * sizeof *w->vecs);
     w->old_lists = malloc((kept ? kept : 1) * sizeof *w->old_lists);
     w->new_lists = malloc((kept ? kept : 1) * sizeof *w->new_lists);
-    uint32_t *touched = calloc(coord->nshards, sizeof *touched);
     int rc = 0;
-    if (!pos || !w->ids || !w->vecs || !w->old_lists || !w->new_lists || !touched)
+    if (!pos || !w->ids || !w->vecs || !w->old_lists || !w->new_lists || s_inv_init(w, c) != 0)
         rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory for %zu vectors", kept);
     for (size_t i = 0; rc == 0 && i < kept; i++) {
         w->ids[i] = req->ids[pos[i]];
@@ -800,28 +987,24 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
         rc = coord_route(coord, c, w->vecs, kept, 1, w->new_lists, &err);
     if (rc == 0)
         rc = catalog_lookup(coord->cat, w->coll, w->ids, kept, w->old_lists, &err);
+    /* Refused before anything is written: a new list without W up-to-date live
+       replicas, or an old list (of an id that moves) without one to lose it. */
     for (size_t i = 0; rc == 0 && i < kept; i++) {
-        touched[c->owners[w->new_lists[i]]] = 1;
-        uint32_t old = w->old_lists[i];
-        if (old != CATALOG_LIST_NONE && old < c->nlist)
-            touched[c->owners[old]] = 1;
+        uint32_t ol = w->old_lists[i], nl = w->new_lists[i];
+        rc = s_check_quorum(coord, c, nl, c->write_quorum, "insert", &err);
+        if (rc == 0 && ol < c->nlist && ol != nl)
+            rc = s_check_quorum(coord, c, ol, 1, "insert", &err);
     }
-    if (rc == 0)
-        rc = s_check_down(coord, touched, "insert", &err);
-    free(touched);
+    /* Per-shard sub-batches: every live replica of each id's new list. */
+    for (size_t i = 0; rc == 0 && i < kept; i++)
+        if (s_replicas_add(coord, w, c, w->ids[i], w->vecs + i * dim, w->new_lists[i],
+                           CATALOG_LIST_NONE, kept) != 0)
+            rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
     if (rc == 0)
         rc = catalog_intent_put(coord->cat, w->coll, w->ids, w->old_lists, w->new_lists, kept,
                                 &w->txn, &err);
     if (rc == 0)
         w->has_txn = 1;
-    /* Per-shard sub-batches. */
-    for (size_t i = 0; rc == 0 && i < kept; i++) {
-        if (s_batch_add(w, c->owners[w->new_lists[i]], w->ids[i], w->vecs + i * dim, dim,
-                        w->new_lists[i], kept) != 0) {
-            rc = shoal_err_set(&err, SHOAL_ENOMEM, "insert: out of memory");
-            coord_redrive_schedule(coord);
-        }
-    }
     if (rc != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
@@ -892,6 +1075,13 @@ static void s_delete_done(coord_t *coord, coord_job_t *job)
     s_write_t *w = job->state;
     shoal_err_t err;
     shoal_err_clear(&err);
+    const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
+    /* Replicas that missed it are marked stale when W others have it (s_settle). */
+    if (w->fail_code && w->fail_shard < coord->nshards && c && c->trained &&
+        s_settle(coord, w, c, c->write_quorum, &err) == 0)
+        w->fail_code = 0;
+    else if (!w->fail_code && c && c->trained && s_settle(coord, w, c, c->write_quorum, &err) != 0)
+        s_record_fail(w, SIZE_MAX, err.code, "delete: %s", err.msg);
     if (w->fail_code) {
         /* Rolled forward: the map already forgot the ids; the re-drive deletes the copies. */
         coord_redrive_schedule(coord);
@@ -956,12 +1146,10 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
     s_write_t *w = c ? s_state_new(coord, job) : NULL;
     int rc = !c ? err.code : !w ? shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory") : 0;
     size_t n = (size_t)req->n;
-    uint32_t *touched = NULL;
     if (rc == 0) {
         w->ids = malloc((n ? n : 1) * sizeof *w->ids);
         w->old_lists = malloc((n ? n : 1) * sizeof *w->old_lists);
-        touched = calloc(coord->nshards, sizeof *touched);
-        if (!w->ids || !w->old_lists || !touched)
+        if (!w->ids || !w->old_lists || (c->trained && s_inv_init(w, c) != 0))
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory for %zu ids", n);
     }
     if (rc == 0) {
@@ -988,17 +1176,11 @@ void coord_op_delete(coord_t *coord, coord_job_t *job)
             w->old_lists[i] = CATALOG_LIST_NONE;
             continue;
         }
-        uint32_t s = c->owners[l];
-        if (s_batch_add(w, s, w->ids[i], NULL, 0, CATALOG_LIST_NONE, w->n) != 0) {
+        rc = s_check_quorum(coord, c, l, c->write_quorum, "delete", &err);
+        if (rc == 0 && s_replicas_add(coord, w, c, w->ids[i], NULL, l, CATALOG_LIST_NONE, w->n) != 0)
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "delete: out of memory");
-            break;
-        }
-        touched[s] = 1;
         w->count++;
     }
-    if (rc == 0)
-        rc = s_check_down(coord, touched, "delete", &err);
-    free(touched);
     if (rc == 0)
         rc = s_delete_commit(coord, w, &err);
     if (rc != 0) {
@@ -1304,7 +1486,7 @@ static uint64_t s_ids_on_shard(const catalog_coll_t *c, size_t s)
 {
     uint64_t n = 0;
     for (uint32_t l = 0; c->trained && l < c->nlist; l++)
-        if (c->owners[l] == s)
+        if (s_holds(c, l, s))
             n += c->list_counts[l];
     return n;
 }
@@ -1319,6 +1501,12 @@ static void s_repair_done(coord_t *coord, coord_job_t *job)
         log_warn("repair: re-creating collection \"%s\" on shard %s: %s (tried again at the "
                  "next answer that lacks it)",
                  w->coll, coord->shards[s].endpoint, w->fail_msg);
+    } else if (c && c->replication > 1) {
+        coord->repairs++;
+        log_warn("repair: re-created collection \"%s\" on shard %s; its %" PRIu64
+                 " vectors there are rebuilt from the other replicas",
+                 w->coll, coord->shards[s].endpoint, s_ids_on_shard(c, s));
+        coord_replicas_lost(coord, c, s);
     } else if (c) {
         coord->repairs++;
         log_warn("repair: re-created collection \"%s\" on shard %s; the %" PRIu64

@@ -84,6 +84,13 @@ static const cliopt_t s_options[] = {
      "a shard silent this long is marked down"},
     {"chunk", CLIOPT_U32, S_FIELD(opts.chunk_default), 1, 1e9, "N",
      "knn_graph rows per reply by default"},
+    {"hedge-pct", CLIOPT_U32, S_FIELD(opts.hedge_pct), 0, 100, "P",
+     "replicated collections: a shard that has not answered a search after P% of its "
+     "deadline is bypassed through other replicas (0 = only when it is down)"},
+    {"repair-chunk", CLIOPT_U32, S_FIELD(opts.repair_chunk), 1, 1e6, "N",
+     "rows copied per step when a stale replica list is rebuilt from another replica"},
+    {"repair-pause-ms", CLIOPT_U32, S_FIELD(opts.repair_pause_ms), 0, S_MS_MAX, "MS",
+     "pause between two repair steps (throttles the rebuild's load on the shards)"},
     {"device", CLIOPT_DEVICES, S_FIELD(device), 0, 0, "auto|cpu|gpu:0,1",
      "k-means and routing engine"},
     {"threads", CLIOPT_SIZE, S_FIELD(opts.threads), 0, 4096, "N",

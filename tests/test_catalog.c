@@ -521,7 +521,7 @@ Test(catalog, training_rules)
     uint32_t own[2] = {0, 2};
     shoal_err_t err;
     cr_assert_eq(catalog_set_trained(cat, "docs", cent, own, &err), SHOAL_EINVAL);
-    cr_assert(strstr(err.msg, "owner 2"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "on shard 2"), "%s", err.msg);
     own[1] = 1;
     cent[3] = NAN;
     cr_assert_eq(catalog_set_trained(cat, "docs", cent, own, &err), SHOAL_EINVAL);
@@ -534,6 +534,61 @@ Test(catalog, training_rules)
     cr_assert_eq(c->trained, 1);
     cr_assert_eq(c->centroids[3], 4.0f);
     cr_assert_eq(c->owners[1], 1);
+    catalog_close(&cat);
+}
+
+/* R = 2: owners per replica, distinct shards, stale marks persisted and cleared. */
+Test(catalog, replicas_and_stale_marks)
+{
+    catalog_t *cat = s_open();
+    s_set_shards(cat, 3);
+    catalog_coll_t p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.name, sizeof p.name, "rep");
+    p.dim = 2;
+    p.metric = SHOAL_METRIC_L2;
+    p.nlist = 3;
+    p.nprobe = 1;
+    shoal_err_t err;
+    p.replication = 4;
+    cr_assert_eq(catalog_create(cat, &p, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "replication 4"), "%s", err.msg);
+    p.replication = 2;
+    p.write_quorum = 3;
+    cr_assert_eq(catalog_create(cat, &p, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "write_quorum 3"), "%s", err.msg);
+    p.write_quorum = 2;
+    cr_assert_eq(catalog_create(cat, &p, &err), 0, "%s", err.msg);
+    float cent[6] = {0, 0, 1, 1, 2, 2};
+    uint32_t own[6] = {0, 0, 1, 2, 2, 0}; /* list 0's replicas on one shard */
+    cr_assert_eq(catalog_set_trained(cat, "rep", cent, own, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "list 0 has replicas 0 and 1 on one shard"), "%s", err.msg);
+    own[1] = 1;
+    cr_assert_eq(catalog_set_trained(cat, "rep", cent, own, &err), 0, "%s", err.msg);
+    uint32_t lists[2] = {2, 1}, reps[2] = {1, 0};
+    cr_assert_eq(catalog_stale_set(cat, "rep", lists, reps, 2, 1, &err), 0, "%s", err.msg);
+    uint32_t bad = 2;
+    cr_assert_eq(catalog_stale_set(cat, "rep", lists, &bad, 1, 1, &err), SHOAL_EINVAL);
+    cat = s_reopen(&cat);
+    const catalog_coll_t *c = catalog_find(cat, "rep");
+    cr_assert_eq(c->replication, 2);
+    cr_assert_eq(c->write_quorum, 2);
+    cr_assert_eq(catalog_owner(c, 2, 1), 0);
+    cr_assert_eq(catalog_owner(c, 1, 0), 1);
+    cr_assert_eq(c->nstale, 2);
+    cr_assert(c->stale[2 * 2 + 1] && c->stale[1 * 2 + 0] && !c->stale[0]);
+    cr_assert_eq(catalog_stale_set(cat, "rep", lists, reps, 1, 0, &err), 0, "%s", err.msg);
+    cat = s_reopen(&cat);
+    c = catalog_find(cat, "rep");
+    cr_assert_eq(c->nstale, 1);
+    cr_assert(!c->stale[2 * 2 + 1] && c->stale[1 * 2 + 0]);
+    /* A drop takes the marks with it. */
+    cr_assert_eq(catalog_drop(cat, "rep", &err), 0, "%s", err.msg);
+    cr_assert_eq(catalog_create(cat, &p, &err), 0, "%s", err.msg);
+    own[1] = 1;
+    cr_assert_eq(catalog_set_trained(cat, "rep", cent, own, &err), 0, "%s", err.msg);
+    cat = s_reopen(&cat);
+    cr_assert_eq(catalog_find(cat, "rep")->nstale, 0);
     catalog_close(&cat);
 }
 

@@ -293,7 +293,7 @@ Test(cli, library_calls_against_a_shard)
     shoal_client_t *client = shoal_client_new(s_endpoint, S_TIMEOUT_MS, &err);
     cr_assert_not_null(client, "%s", err.msg);
 
-    shoal_create_opts_t copts = {0, 0, 0};
+    shoal_create_opts_t copts = {0};
     cr_assert_eq(shoal_client_create_ivf(client, "lib", S_DIM, SHOAL_METRIC_L2, &copts, &err), 0,
                  "%s", err.msg);
     float *base = s_random(S_N, S_DIM, 7);

@@ -1,0 +1,748 @@
+/*
+ * coord_repair.c - replicas of a list (catalog.h: R per collection): which
+ * one serves a read, the shards that missed writes, and the repair engine
+ * that brings stale replicas back.
+ *
+ * Staleness. A replica that missed a write of its list (down, slow, failed)
+ * is marked stale in the catalog (O/ keys) before the write is acknowledged
+ * (coord_write.c, s_settle). A stale replica still receives the writes of
+ * its list (so a rebuild in progress stays current) but serves no reads of
+ * it and does not count towards a write quorum, so a read after an
+ * acknowledged write always sees it.
+ *
+ * Fence. A shard searches its whole local index, every list it holds, so a
+ * shard with a stale list could return an id deleted while it was away even
+ * to a query that probed only its up-to-date lists. Such a shard is fenced:
+ * it serves no reads of replicated collections until its stale lists have
+ * been dropped there (list_drop), after which they hold nothing a client
+ * could not see. A shard is fenced when one of its replicas is marked stale,
+ * when a write to one of its stale lists fails, and when it comes back after
+ * being down. Every write it misses moves its epoch; a drop pass or a
+ * rebuild that began at an older epoch does not count. Collections with R = 1
+ * ignore the fence: their only replica serves reads as before.
+ *
+ * The engine runs one step at a time, each an internal write job through
+ * the write FIFO holding its whole collection (COORD_SCOPE_COLL), so no
+ * write of that collection interleaves with it, and queued writes of it are
+ * not overtaken for ever (the FIFO is fair). Between steps it pauses
+ * opts.repair_pause_ms, which throttles the load on the shards. In order of
+ * priority:
+ *   1. verify: a shard that came (back) up has its per-list counts
+ *      (list_counts) compared with the catalog's for every replicated
+ *      collection; a list that differs is marked stale (a wiped or replaced
+ *      data dir shows up here, as do writes lost in a crash).
+ *   2. drop: a fenced shard that is up gets list_drop for each of its stale
+ *      lists; when the pass ends at the epoch it began with, the fence lifts.
+ *   3. rebuild: a stale replica on an unfenced shard that is up is refilled
+ *      from an up-to-date replica, opts.repair_chunk rows per step
+ *      (list_export from the source, insert with the list into the target);
+ *      after the last chunk, if the target missed nothing meanwhile, the
+ *      mark is cleared and the replica serves reads again.
+ * A step that fails (a shard down, a timeout, an error) is logged and the
+ * engine tries again after S_RETRY_MS; a rebuild whose source or target went
+ * away starts over (from the first row: the rows already copied are current,
+ * and are copied again harmlessly).
+ *
+ * Thread-safety: the loop thread only.
+ */
+#include "coordinator/coord_private.h"
+
+#include "common/log.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_RETRY_MS 1000 /* after a failed step */
+
+/* ------------------------------------------------------------------------ */
+/* Replicas                                                                 */
+/* ------------------------------------------------------------------------ */
+
+int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r)
+{
+    if (!c->trained || l >= c->nlist || r >= c->replication)
+        return 0;
+    uint32_t s = catalog_owner(c, l, r);
+    if (s >= coord->nshards || c->stale[(size_t)l * c->replication + r] ||
+        !coord_shard_usable(coord, s))
+        return 0;
+    return c->replication == 1 || !coord->shards[s].fenced;
+}
+
+uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
+                            uint32_t first, size_t avoid)
+{
+    uint32_t R = c->replication;
+    for (uint32_t j = 0; j < R; j++) {
+        uint32_t r = (first + j) % R;
+        uint32_t s = catalog_owner(c, l, r);
+        if (s != avoid && coord_replica_readable(coord, c, l, r))
+            return s;
+    }
+    return UINT32_MAX;
+}
+
+/* 1 when shard s holds a replica of some list of a trained collection with R > 1. */
+static int s_holds_replicated(const coord_t *coord, size_t s)
+{
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        if (!c->trained || c->replication < 2)
+            continue;
+        for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
+            if (c->owners[j] == s)
+                return 1;
+    }
+    return 0;
+}
+
+void coord_shard_missed(coord_t *coord, size_t s, int fence)
+{
+    if (s >= coord->nshards)
+        return;
+    coord_shard_t *sh = &coord->shards[s];
+    sh->epoch++;
+    coord->replica_misses++;
+    if (fence && !sh->fenced) {
+        sh->fenced = 1;
+        log_warn("replicas: shard %s missed writes of replicated lists: it serves no reads of "
+                 "them until its stale lists are dropped and rebuilt (stats: repair)",
+                 sh->endpoint);
+    }
+}
+
+void coord_shard_back(coord_t *coord, size_t s, int was_down)
+{
+    coord_shard_t *sh = &coord->shards[s];
+    sh->verify_wanted = 1;
+    sh->verify_at = 0;
+    if (was_down && s_holds_replicated(coord, s)) {
+        sh->epoch++;
+        sh->fenced = 1; /* until verified and its stale lists dropped */
+        sh->drop_at = 0;
+        sh->drop_epoch = sh->epoch;
+    }
+    coord->repair.next_us = 0; /* look now */
+}
+
+/*
+ * Marks the n replicas (lists[i], reps[i]) of c stale, leaving out any whose
+ * list would keep no up-to-date replica. Returns how many were marked.
+ */
+static size_t s_mark_stale(coord_t *coord, const catalog_coll_t *c, uint32_t *lists,
+                           uint32_t *reps, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t others = 0;
+        for (uint32_t r = 0; r < c->replication; r++)
+            others += r != reps[i] && !c->stale[(size_t)lists[i] * c->replication + r];
+        if (!others) {
+            log_warn("replicas: \"%s\" list %u replica %u on shard %s differs from the catalog, "
+                     "but no other replica is up to date: left as is",
+                     c->name, lists[i], reps[i],
+                     coord->shards[catalog_owner(c, lists[i], reps[i])].endpoint);
+            continue;
+        }
+        lists[m] = lists[i];
+        reps[m++] = reps[i];
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (m && catalog_stale_set(coord->cat, c->name, lists, reps, m, 1, &err) != 0) {
+        log_error("replicas: %s", err.msg);
+        return 0;
+    }
+    return m;
+}
+
+void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s)
+{
+    if (!c->trained || c->replication < 2)
+        return;
+    uint32_t *lists = malloc((size_t)c->nlist * sizeof *lists);
+    uint32_t *reps = malloc((size_t)c->nlist * sizeof *reps);
+    size_t n = 0;
+    for (uint32_t l = 0; lists && reps && l < c->nlist; l++)
+        for (uint32_t r = 0; r < c->replication; r++)
+            if (catalog_owner(c, l, r) == s && !c->stale[(size_t)l * c->replication + r]) {
+                lists[n] = l;
+                reps[n++] = r;
+            }
+    if (n && s_mark_stale(coord, c, lists, reps, n))
+        coord_shard_missed(coord, s, 1);
+    free(lists);
+    free(reps);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Steps                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK } s_kind_t;
+
+/* One step's state. */
+typedef struct {
+    coord_t *coord;   /* to clear coord->repair.job when freed */
+    s_kind_t kind;
+    size_t shard;     /* verify, drop: the shard */
+    size_t outstanding;
+    int failed;
+    char why[WIRE_MSG_MAX];
+    /* chunk: the export's answer kept while the insert runs */
+    int inserting;
+    int done;         /* the export said the list has no more rows */
+    size_t rows;
+    char cursor[WIRE_CURSOR_MAX + 1];
+} s_step_t;
+
+static void s_step_free(void *state)
+{
+    s_step_t *st = state;
+    if (!st)
+        return;
+    st->coord->repair.job = NULL;
+    free(st);
+}
+
+/* Ends the step; the next one may start after pause_ms. */
+static void s_step_end(coord_t *coord, coord_job_t *job, uint32_t pause_ms)
+{
+    coord->repair.next_us = zclock_usecs() + (int64_t)pause_ms * 1000;
+    coord_job_end(coord, &job);
+}
+
+static void s_step_fail(coord_t *coord, coord_job_t *job, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_step_fail(coord_t *coord, coord_job_t *job, const char *fmt, ...)
+{
+    (void)coord;
+    s_step_t *st = job->state;
+    if (!st->failed) {
+        st->failed = 1;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(st->why, sizeof st->why, fmt, ap);
+        va_end(ap);
+    }
+}
+
+static void s_step_on_timeout(coord_t *coord, coord_job_t *job);
+static void s_step_on_down(coord_t *coord, coord_job_t *job, size_t s);
+static void s_step_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
+                            const wire_reply_t *rep);
+
+/* A new step job on collection coll, queued behind the writes of coll. */
+static coord_job_t *s_step_new(coord_t *coord, s_kind_t kind, wire_op_t op, const char *coll,
+                               coord_job_fn start)
+{
+    coord_job_t *job = coord_job_new(coord, 1);
+    s_step_t *st = job ? calloc(1, sizeof *st) : NULL;
+    if (!st) {
+        coord_job_end(coord, &job);
+        log_error("repair: out of memory");
+        coord->repair.next_us = zclock_usecs() + S_RETRY_MS * 1000;
+        return NULL;
+    }
+    st->coord = coord;
+    st->kind = kind;
+    job->state = st;
+    job->free_state = s_step_free;
+    job->req.op = op;
+    snprintf(job->req.coll, sizeof job->req.coll, "%s", coll);
+    job->scope.kind = COORD_SCOPE_COLL;
+    snprintf(job->scope.coll, sizeof job->scope.coll, "%s", coll);
+    job->start = start;
+    job->on_reply = s_step_on_reply;
+    job->on_timeout = s_step_on_timeout;
+    job->on_shard_down = s_step_on_down;
+    coord->repair.job = job;
+    return job;
+}
+
+/* Sends req to shard s for the step; a send that fails fails the step. */
+static void s_step_send(coord_t *coord, coord_job_t *job, size_t s, wire_request_t *req)
+{
+    s_step_t *st = job->state;
+    if (coord_send(coord, job, s, 0, req) == 0) {
+        st->outstanding++;
+        job->deadline_us = zclock_usecs() + (int64_t)coord->opts.write_timeout_ms * 1000;
+    } else {
+        s_step_fail(coord, job, "%s: shard %s is not reachable", wire_op_name(req->op),
+                    coord->shards[s].endpoint);
+    }
+}
+
+static void s_verify_answer(coord_t *coord, coord_job_t *job, const wire_reply_t *rep);
+static void s_drop_answered(coord_t *coord, coord_job_t *job);
+static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep);
+static void s_chunk_finish(coord_t *coord, coord_job_t *job);
+
+/* Every answer of the step is in (or it failed): its end. */
+static void s_step_complete(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    job->deadline_us = 0;
+    if (st->kind == S_DROP) {
+        s_drop_answered(coord, job);
+        return;
+    }
+    if (st->kind == S_CHUNK) {
+        s_chunk_finish(coord, job);
+        return;
+    }
+    if (st->failed) {
+        log_warn("repair: verifying shard %s: %s (tried again)", coord->shards[st->shard].endpoint,
+                 st->why);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    s_step_end(coord, job, 0);
+}
+
+static void s_step_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
+                            const wire_reply_t *rep)
+{
+    (void)tag;
+    s_step_t *st = job->state;
+    if (st->outstanding)
+        st->outstanding--;
+    if (rep->code != SHOAL_OK) {
+        if (rep->code == SHOAL_ENOTFOUND)
+            coord_repair_collection(coord, s, job->req.coll);
+        s_step_fail(coord, job, "%s: shard %s: %s", wire_op_name(rep->op),
+                    coord->shards[s].endpoint, rep->msg[0] ? rep->msg : shoal_strerror(rep->code));
+    } else if (st->kind == S_VERIFY) {
+        s_verify_answer(coord, job, rep);
+    } else if (st->kind == S_CHUNK) {
+        s_chunk_answer(coord, job, s, rep);
+        if (st->outstanding)
+            return; /* the insert went out */
+    }
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+static void s_step_on_timeout(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    s_step_fail(coord, job, "no answer within %u ms", coord->opts.write_timeout_ms);
+    st->outstanding = 0;
+    s_step_complete(coord, job);
+}
+
+static void s_step_on_down(coord_t *coord, coord_job_t *job, size_t s)
+{
+    s_step_t *st = job->state;
+    s_step_fail(coord, job, "shard %s was marked down", coord->shards[s].endpoint);
+    st->outstanding = 0;
+    s_step_complete(coord, job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. verify                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* 1 when c is trained, replicated and has a replica on shard s. */
+static int s_coll_on_shard(const catalog_coll_t *c, size_t s)
+{
+    if (!c->trained || c->replication < 2)
+        return 0;
+    for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
+        if (c->owners[j] == s)
+            return 1;
+    return 0;
+}
+
+static void s_verify_answer(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
+{
+    s_step_t *st = job->state;
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    if (!c || !c->trained)
+        return;
+    size_t s = st->shard;
+    uint32_t *lists = malloc((size_t)c->nlist * sizeof *lists);
+    uint32_t *reps = malloc((size_t)c->nlist * sizeof *reps);
+    uint64_t *have = calloc(c->nlist, sizeof *have);
+    if (!lists || !reps || !have) {
+        s_step_fail(coord, job, "verify: out of memory");
+        goto done;
+    }
+    for (uint64_t i = 0; i < rep->n; i++)
+        if (rep->lists[i] < c->nlist)
+            have[rep->lists[i]] = rep->counts[i];
+    size_t n = 0;
+    for (uint32_t l = 0; l < c->nlist; l++)
+        for (uint32_t r = 0; r < c->replication; r++)
+            if (catalog_owner(c, l, r) == s && !c->stale[(size_t)l * c->replication + r] &&
+                have[l] != c->list_counts[l]) {
+                log_info("repair: shard %s holds %" PRIu64 " vectors of \"%s\" list %u, the "
+                         "catalog %" PRIu64 ": the replica is rebuilt",
+                         coord->shards[s].endpoint, have[l], c->name, l, c->list_counts[l]);
+                lists[n] = l;
+                reps[n++] = r;
+            }
+    coord->repair.verified++;
+    coord->repair.mismatched += n;
+    if (n && s_mark_stale(coord, c, lists, reps, n))
+        coord_shard_missed(coord, s, 1);
+    coord->shards[s].verify_at++;
+done:
+    free(lists);
+    free(reps);
+    free(have);
+}
+
+static void s_verify_start(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    if (!coord_shard_usable(coord, st->shard) || !catalog_find(coord->cat, job->req.coll)) {
+        s_step_end(coord, job, 0);
+        return;
+    }
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_LIST_COUNTS;
+    snprintf(req.coll, sizeof req.coll, "%s", job->req.coll);
+    s_step_send(coord, job, st->shard, &req);
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+/* Starts the next verify of shard s; 0 when it has none left (verified). */
+static int s_verify_step(coord_t *coord, size_t s)
+{
+    coord_shard_t *sh = &coord->shards[s];
+    size_t n = catalog_coll_count(coord->cat);
+    while (sh->verify_at < n && !s_coll_on_shard(catalog_coll_at(coord->cat, sh->verify_at), s))
+        sh->verify_at++;
+    if (sh->verify_at >= n) {
+        sh->verify_wanted = 0;
+        return 0;
+    }
+    const catalog_coll_t *c = catalog_coll_at(coord->cat, sh->verify_at);
+    coord_job_t *job = s_step_new(coord, S_VERIFY, WIRE_OP_LIST_COUNTS, c->name, s_verify_start);
+    if (!job)
+        return 1;
+    ((s_step_t *)job->state)->shard = s;
+    coord_job_submit(coord, job);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. drop                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* 1 when c has a stale replica on shard s. */
+static int s_coll_stale_on(const catalog_coll_t *c, size_t s)
+{
+    if (!c->trained || !c->nstale)
+        return 0;
+    for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
+        if (c->stale[j] && c->owners[j] == s)
+            return 1;
+    return 0;
+}
+
+static void s_drop_answered(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    coord_shard_t *sh = &coord->shards[st->shard];
+    if (st->failed) {
+        log_warn("repair: dropping the stale lists of \"%s\" on shard %s: %s (tried again)",
+                 job->req.coll, sh->endpoint, st->why);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    sh->drop_at++;
+    s_step_end(coord, job, 0);
+}
+
+static void s_drop_start(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    size_t s = st->shard;
+    for (uint32_t l = 0; c && c->trained && coord_shard_usable(coord, s) && l < c->nlist; l++) {
+        for (uint32_t r = 0; r < c->replication; r++) {
+            size_t j = (size_t)l * c->replication + r;
+            if (!c->stale[j] || c->owners[j] != s)
+                continue;
+            wire_request_t req;
+            wire_request_init(&req);
+            req.op = WIRE_OP_LIST_DROP;
+            snprintf(req.coll, sizeof req.coll, "%s", c->name);
+            req.list = l;
+            s_step_send(coord, job, s, &req);
+            coord->repair.lists_dropped++;
+        }
+    }
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+/* Starts the next drop of fenced shard s; 0 when its pass is over (then maybe unfenced). */
+static int s_drop_step(coord_t *coord, size_t s)
+{
+    coord_shard_t *sh = &coord->shards[s];
+    size_t n = catalog_coll_count(coord->cat);
+    if (sh->drop_at == 0)
+        sh->drop_epoch = sh->epoch;
+    while (sh->drop_at < n && !s_coll_stale_on(catalog_coll_at(coord->cat, sh->drop_at), s))
+        sh->drop_at++;
+    if (sh->drop_at >= n) {
+        sh->drop_at = 0;
+        if (sh->epoch == sh->drop_epoch) {
+            sh->fenced = 0;
+            log_info("repair: shard %s serves reads again (its stale lists are dropped there and "
+                     "are rebuilt from other replicas)",
+                     sh->endpoint);
+        }
+        return 0;
+    }
+    const catalog_coll_t *c = catalog_coll_at(coord->cat, sh->drop_at);
+    coord_job_t *job = s_step_new(coord, S_DROP, WIRE_OP_LIST_DROP, c->name, s_drop_start);
+    if (!job)
+        return 1;
+    ((s_step_t *)job->state)->shard = s;
+    coord_job_submit(coord, job);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. rebuild                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* The rebuild in progress stops (it starts over later). */
+static void s_rebuild_abort(coord_t *coord, const char *why)
+{
+    coord_repair_t *rp = &coord->repair;
+    if (!rp->active)
+        return;
+    log_info("repair: rebuilding \"%s\" list %u on shard %s stopped after %" PRIu64
+             " rows: %s (started over later)",
+             rp->coll, rp->list, coord->shards[rp->target].endpoint, rp->copied, why);
+    rp->active = 0;
+    rp->aborted++;
+}
+
+/* Picks the next stale replica to rebuild; 0 when there is none that can be. */
+static int s_rebuild_pick(coord_t *coord)
+{
+    coord_repair_t *rp = &coord->repair;
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        if (!c->trained || !c->nstale)
+            continue;
+        for (uint32_t l = 0; l < c->nlist; l++) {
+            for (uint32_t r = 0; r < c->replication; r++) {
+                size_t t = catalog_owner(c, l, r);
+                if (!c->stale[(size_t)l * c->replication + r] || !coord_shard_usable(coord, t) ||
+                    coord->shards[t].fenced || coord->shards[t].verify_wanted)
+                    continue;
+                uint32_t src = coord_replica_pick(coord, c, l, (r + 1) % c->replication, t);
+                if (src == UINT32_MAX)
+                    continue;
+                rp->active = 1;
+                snprintf(rp->coll, sizeof rp->coll, "%s", c->name);
+                rp->list = l;
+                rp->replica = r;
+                rp->target = t;
+                rp->source = src;
+                rp->epoch = coord->shards[t].epoch;
+                rp->cursor[0] = '\0';
+                rp->copied = 0;
+                rp->started_us = zclock_usecs();
+                log_info("repair: rebuilding \"%s\" list %u (%" PRIu64 " vectors) on shard %s "
+                         "from shard %s",
+                         c->name, l, c->list_counts[l], coord->shards[t].endpoint,
+                         coord->shards[src].endpoint);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Why the rebuild in progress cannot go on now (NULL: it can). */
+static const char *s_rebuild_blocked(const coord_t *coord, const catalog_coll_t *c)
+{
+    const coord_repair_t *rp = &coord->repair;
+    if (!c || !c->trained || rp->list >= c->nlist || rp->replica >= c->replication ||
+        catalog_owner(c, rp->list, rp->replica) != rp->target)
+        return "the collection changed";
+    if (!c->stale[(size_t)rp->list * c->replication + rp->replica])
+        return "the replica is no longer stale";
+    if (!coord_shard_usable(coord, rp->target) || coord->shards[rp->target].epoch != rp->epoch)
+        return "the target missed writes or went down";
+    int src_ok = 0;
+    for (uint32_t r = 0; r < c->replication; r++)
+        src_ok |= catalog_owner(c, rp->list, r) == rp->source &&
+                  coord_replica_readable(coord, c, rp->list, r);
+    return src_ok ? NULL : "the source is no longer an up-to-date live replica";
+}
+
+static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
+{
+    s_step_t *st = job->state;
+    coord_repair_t *rp = &coord->repair;
+    if (st->inserting) {
+        rp->copied += st->rows;
+        rp->rows_copied += st->rows;
+        snprintf(rp->cursor, sizeof rp->cursor, "%s", st->cursor);
+        return;
+    }
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    if (s != rp->source || !c || (rep->n && (rep->dim != c->dim || !rep->ids || !rep->vecs))) {
+        s_step_fail(coord, job, "list_export: an answer of the wrong shape from %s",
+                    coord->shards[s].endpoint);
+        return;
+    }
+    st->done = rep->done != 0;
+    st->rows = (size_t)rep->n;
+    snprintf(st->cursor, sizeof st->cursor, "%s", rep->cursor);
+    if (!rep->n)
+        return;
+    uint32_t *lists = malloc(st->rows * sizeof *lists);
+    if (!lists) {
+        s_step_fail(coord, job, "out of memory for %zu rows", st->rows);
+        return;
+    }
+    for (size_t i = 0; i < st->rows; i++)
+        lists[i] = rp->list;
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_INSERT;
+    snprintf(req.coll, sizeof req.coll, "%s", c->name);
+    req.n = rep->n;
+    req.dim = c->dim;
+    req.ids = rep->ids;
+    req.vecs = rep->vecs;
+    req.lists = lists;
+    st->inserting = 1;
+    s_step_send(coord, job, rp->target, &req); /* ZeroMQ copied the frames */
+    free(lists);
+}
+
+static void s_chunk_finish(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    coord_repair_t *rp = &coord->repair;
+    if (st->failed) {
+        s_rebuild_abort(coord, st->why);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    if (!st->done) {
+        s_step_end(coord, job, coord->opts.repair_pause_ms);
+        return;
+    }
+    /* The last chunk: the replica is current if the target missed nothing meanwhile. */
+    const catalog_coll_t *c = catalog_find(coord->cat, rp->coll);
+    const char *blocked = s_rebuild_blocked(coord, c);
+    if (blocked) {
+        s_rebuild_abort(coord, blocked);
+        s_step_end(coord, job, coord->opts.repair_pause_ms);
+        return;
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (catalog_stale_set(coord->cat, rp->coll, &rp->list, &rp->replica, 1, 0, &err) != 0) {
+        s_rebuild_abort(coord, err.msg);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    double secs = (double)(zclock_usecs() - rp->started_us) / 1e6;
+    rp->last_rows_per_s = secs > 0 ? (double)rp->copied / secs : 0;
+    rp->lists_repaired++;
+    rp->active = 0;
+    log_info("repair: \"%s\" list %u on shard %s is up to date again (%" PRIu64
+             " rows in %.2f s)",
+             rp->coll, rp->list, coord->shards[rp->target].endpoint, rp->copied, secs);
+    s_step_end(coord, job, coord->opts.repair_pause_ms);
+}
+
+static void s_chunk_start(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    coord_repair_t *rp = &coord->repair;
+    const char *blocked = s_rebuild_blocked(coord, catalog_find(coord->cat, rp->coll));
+    if (blocked) {
+        s_rebuild_abort(coord, blocked);
+        s_step_end(coord, job, 0);
+        return;
+    }
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_LIST_EXPORT;
+    snprintf(req.coll, sizeof req.coll, "%s", rp->coll);
+    req.list = rp->list;
+    req.limit = coord->opts.repair_chunk;
+    snprintf(req.cursor, sizeof req.cursor, "%s", rp->cursor);
+    s_step_send(coord, job, rp->source, &req);
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+/* Starts the next chunk of a rebuild (picking one when none is active); 0 when idle. */
+static int s_rebuild_step(coord_t *coord)
+{
+    coord_repair_t *rp = &coord->repair;
+    if (!rp->active && !s_rebuild_pick(coord))
+        return 0;
+    coord_job_t *job = s_step_new(coord, S_CHUNK, WIRE_OP_LIST_EXPORT, rp->coll, s_chunk_start);
+    if (!job)
+        return 1;
+    coord_job_submit(coord, job);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The engine                                                               */
+/* ------------------------------------------------------------------------ */
+
+void coord_repair_tick(coord_t *coord, int64_t now)
+{
+    coord_repair_t *rp = &coord->repair;
+    if (coord->stopping || rp->job || now < rp->next_us)
+        return;
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (coord->shards[s].verify_wanted && coord_shard_usable(coord, s) &&
+            coord->shards[s].state == COORD_SHARD_UP && s_verify_step(coord, s))
+            return;
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (coord->shards[s].fenced && !coord->shards[s].verify_wanted &&
+            coord->shards[s].state == COORD_SHARD_UP && s_drop_step(coord, s))
+            return;
+    if (s_rebuild_step(coord))
+        return;
+    rp->next_us = now + S_RETRY_MS * 1000; /* idle: look again later */
+}
+
+void coord_repair_info(coord_t *coord, wire_info_t *info)
+{
+    coord_repair_t *rp = &coord->repair;
+    uint64_t pending = 0;
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++)
+        pending += catalog_coll_at(coord->cat, i)->nstale;
+    size_t fenced = 0;
+    for (size_t s = 0; s < coord->nshards; s++)
+        fenced += coord->shards[s].fenced != 0;
+    wire_info_key(info, "repair");
+    wire_info_map(info, 11);
+    wire_io_info_u64(info, "pending", pending);
+    wire_io_info_u64(info, "running", rp->active ? 1 : 0);
+    wire_io_info_u64(info, "fenced_shards", fenced);
+    wire_io_info_u64(info, "rows_copied", rp->rows_copied);
+    wire_io_info_u64(info, "lists_repaired", rp->lists_repaired);
+    wire_io_info_u64(info, "lists_dropped", rp->lists_dropped);
+    wire_io_info_f64(info, "rows_per_s", rp->last_rows_per_s);
+    wire_io_info_u64(info, "verified", rp->verified);
+    wire_io_info_u64(info, "mismatched", rp->mismatched);
+    wire_io_info_u64(info, "aborted", rp->aborted);
+    wire_io_info_u64(info, "replica_misses", coord->replica_misses);
+}
