@@ -1210,6 +1210,7 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         }
         shard->state = COORD_SHARD_UNKNOWN;
     }
+    coord_repair_init(coord);
     s_connect_wait(coord);
     return coord;
 fail:

@@ -330,6 +330,8 @@ uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint3
 void coord_shard_missed(coord_t *coord, size_t s, int fence);
 /* Shard s answered after being down (was_down) or for the first time: verify it. */
 void coord_shard_back(coord_t *coord, size_t s, int was_down);
+/* At start: shards holding stale replicas (the catalog says) are fenced. */
+void coord_repair_init(coord_t *coord);
 /* Starts the next repair step when one is due (the loop calls it). */
 void coord_repair_tick(coord_t *coord, int64_t now);
 /* Marks every replica shard s holds of c stale (those with another up-to-date one). */

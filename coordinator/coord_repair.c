@@ -114,12 +114,32 @@ void coord_shard_missed(coord_t *coord, size_t s, int fence)
     }
 }
 
+/* 1 when shard s holds a stale replica of any collection. */
+static int s_holds_stale(const coord_t *coord, size_t s)
+{
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        for (size_t j = 0; c->trained && c->nstale && j < (size_t)c->nlist * c->replication; j++)
+            if (c->stale[j] && c->owners[j] == s)
+                return 1;
+    }
+    return 0;
+}
+
+void coord_repair_init(coord_t *coord)
+{
+    for (size_t s = 0; s < coord->nshards; s++)
+        coord->shards[s].fenced = s_holds_stale(coord, s);
+}
+
 void coord_shard_back(coord_t *coord, size_t s, int was_down)
 {
     coord_shard_t *sh = &coord->shards[s];
     sh->verify_wanted = 1;
     sh->verify_at = 0;
-    if (was_down && s_holds_replicated(coord, s)) {
+    /* Back from down, or first seen (by a restarted coordinator) with stale lists
+       that may not have been dropped there: fenced until they are. */
+    if ((was_down && s_holds_replicated(coord, s)) || s_holds_stale(coord, s)) {
         sh->epoch++;
         sh->fenced = 1; /* until verified and its stale lists dropped */
         sh->drop_at = 0;

@@ -337,15 +337,20 @@ class Client:
         return self._info(self._call("checkpoint", _lift({}, coll=name or None))[0])
 
     def create_collection(self, name, dim, metric="l2", nlist=None, *, M=None,
-                          ef_construction=None, **options):
+                          ef_construction=None, replication=None, write_quorum=None,
+                          **options):
         """Creates a collection; returns the parameters in effect (info map).
 
         metric: "l2", "ip" or "cosine"; nlist: IVF lists (coordinator default
-        when None); M / ef_construction: HNSW parameters of the shards. Extra
-        keyword options are sent as header keys as given.
+        when None); M / ef_construction: HNSW parameters of the shards;
+        replication: copies of each list on distinct shards (1..3, default 1);
+        write_quorum: replicas that must hold a write before it is
+        acknowledged (1..replication, default 1). Extra keyword options are
+        sent as header keys as given.
         """
         header = _lift({"coll": name, "dim": int(dim), "metric": metric}, nlist=nlist, M=M,
-                       ef_construction=ef_construction)
+                       ef_construction=ef_construction, replication=replication,
+                       write_quorum=write_quorum)
         header.update(options)
         return self._info(self._call("create_collection", header)[0])
 

@@ -216,3 +216,24 @@ def test_context_manager_closes(cluster):
     assert c.closed
     with pytest.raises(ValueError):
         c.ping()
+
+
+def test_replicated_collection(client, coll):
+    # the session cluster has 2 shards: R = 2 puts every list on both
+    info = client.create_collection(coll, 16, nlist=4, replication=2, write_quorum=2)
+    assert info["replication"] == 2 and info["write_quorum"] == 2
+    X = _data(200, 16, seed=3)
+    client.train(coll, X)
+    assert client.insert(coll, X, np.arange(200)) == 200
+    st = client.stats(coll)["collections"][coll]
+    assert st["replication"] == 2 and st["write_quorum"] == 2 and st["stale_lists"] == 0
+    # each shard holds every vector once, as primary or replica
+    assert [st["shards"][s]["vectors"] for s in ("0", "1")] == [200, 200]
+    _, ids = client.search(coll, X[:5], k=1, nprobe=4)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(shoal.ShoalError) as e:
+        client.create_collection(coll + "r", 16, nlist=4, replication=3)
+    assert e.value.err == "einval" and "replication 3" in e.value.msg
+    with pytest.raises(shoal.ShoalError) as e:
+        client.create_collection(coll + "w", 16, nlist=4, replication=2, write_quorum=3)
+    assert e.value.err == "einval" and "write_quorum 3" in e.value.msg
