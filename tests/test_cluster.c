@@ -1622,3 +1622,211 @@ Test(cluster, shard_list_counts_agree_with_the_catalog)
     free(vecs);
     s_dataset_free(&s);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Replication on loopback (the namespace-host suite: tests/test_replication.c) */
+/* ------------------------------------------------------------------------ */
+
+#define S_REPL_NEW      200    /* rows inserted (new ids) while a shard is down */
+#define S_REPL_NEW_ID   500000 /* their first id */
+#define S_REPL_MOVED    20     /* ids moved to far lists while it is down */
+#define S_REPL_DELETED  20     /* ids deleted while it is down */
+#define S_REPL_WAIT_S   90.0   /* the repair must finish within this */
+
+/* Creates coll with R and W, trains on and inserts the first n rows. */
+static void s_load_replicated(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n,
+                              size_t nlist, size_t R, size_t W)
+{
+    shoal_err_t err;
+    shoal_create_opts_t copts = {.nlist = nlist, .replication = R, .write_quorum = W};
+    int rc = shoal_client_create_ivf(c, coll, s->dim, SHOAL_METRIC_L2, &copts, &err);
+    cr_assert_eq(rc, 0, "create %s: %s", coll, err.msg);
+    rc = shoal_client_train(c, coll, s->base, n, s->dim, NULL, NULL, &err);
+    cr_assert_eq(rc, 0, "train %s: %s", coll, err.msg);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    cr_assert_not_null(ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    for (size_t start = 0; start < n; start += 1000) {
+        size_t m = n - start < 1000 ? n - start : 1000;
+        rc = shoal_client_insert(c, coll, ids + start, s->base + start * s->dim, m, s->dim, NULL,
+                                 &err);
+        cr_assert_eq(rc, 0, "insert rows %zu.. into %s: %s", start, coll, err.msg);
+    }
+    free(ids);
+}
+
+/* Polls (bounded) until no replica is stale or fenced and every shard is up. */
+static void s_wait_in_sync(shoal_client_t *c)
+{
+    double end = s_now() + S_REPL_WAIT_S;
+    for (;;) {
+        double pending = s_stat_or(c, "repair.pending", -1);
+        double fenced = s_stat_or(c, "repair.fenced_shards", -1);
+        double up = s_stat_or(c, "shards_up", -1);
+        if (pending == 0 && fenced == 0 && up == S_NSHARDS)
+            return;
+        cr_assert_lt(s_now(), end, "not in sync after %.0f s: %.0f stale lists, %.0f fenced, %.0f up",
+                     S_REPL_WAIT_S, pending, fenced, up);
+        s_sleep_ms(S_POLL_MS);
+    }
+}
+
+/* How many of the shards but skip (-1: none) hold id in coll (asked directly). */
+static int s_copies(const s_cluster_t *cl, const char *coll, uint64_t id, int skip)
+{
+    int copies = 0;
+    for (int sh = 0; sh < S_NSHARDS; sh++) {
+        if (sh == skip)
+            continue;
+        shoal_client_t *sc = s_shard_client(&cl->shards[sh]);
+        uint8_t *found = NULL;
+        float *vecs = NULL;
+        size_t got_dim = 0;
+        shoal_err_t err;
+        int rc = shoal_client_get(sc, coll, &id, 1, &found, &vecs, &got_dim, &err);
+        cr_assert_eq(rc, 0, "get from shard %d: %s", sh, err.msg);
+        copies += found[0] != 0;
+        free(found);
+        free(vecs);
+        shoal_client_destroy(&sc);
+    }
+    return copies;
+}
+
+/*
+ * R = 2 over three shards, one killed (-9): searches stay complete with the
+ * recall they had; W = 1 inserts, upserts that move ids and deletes are
+ * acknowledged; a W = 2 insert that needs the dead shard is refused whole.
+ * After the restart the repair rebuilds the lists it missed: every shard's
+ * per-list counts equal the catalog's for each list it holds a replica of,
+ * new and moved ids live on exactly two shards, deleted ones on none.
+ */
+Test(cluster, replicated_collection_survives_a_lost_shard)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    s_sift_load(&s);
+    s_cluster_start(&cl, 5000);
+    size_t dim = s.dim;
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load_replicated(c, "sift", &s, s.n, S_SMALL_NLIST, 2, 1);
+    s_load_replicated(c, "strict", &s, S_SMALL_N, 16, 2, 2);
+    cr_assert_eq(s_stat(c, "collections.sift.replication"), 2);
+    double recall = s_default_recall(c, "sift", &s);
+
+    s_proc_kill9(&cl.shards[1]);
+    /* Before and after it is marked down: complete answers, the same recall. */
+    cr_assert_geq(s_default_recall(c, "sift", &s), recall - 0.005);
+    double end = s_now() + S_POLL_WAIT_S;
+    while (s_stat_or(c, "shards_up", -1) != S_NSHARDS - 1) {
+        cr_assert_lt(s_now(), end, "the killed shard is never marked down");
+        s_sleep_ms(S_POLL_MS);
+    }
+    cr_assert_geq(s_default_recall(c, "sift", &s), recall - 0.005);
+
+    /* W = 1: new ids, moved ids, deletes are acknowledged. */
+    shoal_err_t err;
+    uint64_t ids[S_REPL_NEW];
+    for (size_t i = 0; i < S_REPL_NEW; i++)
+        ids[i] = S_REPL_NEW_ID + i;
+    cr_assert_eq(shoal_client_insert(c, "sift", ids, s.base, S_REPL_NEW, dim, NULL, &err), 0,
+                 "%s", err.msg);
+    uint64_t moved[S_REPL_MOVED];
+    float *mvecs = malloc(S_REPL_MOVED * dim * sizeof *mvecs);
+    cr_assert_not_null(mvecs);
+    for (size_t i = 0; i < S_REPL_MOVED; i++) {
+        moved[i] = 2000 + 13 * i;
+        memcpy(mvecs + i * dim, s_row(&s, s_farthest(&s, moved[i], S_SMALL_N)), dim * sizeof *mvecs);
+        mvecs[i * dim] += 0.5f;
+    }
+    cr_assert_eq(shoal_client_insert(c, "sift", moved, mvecs, S_REPL_MOVED, dim, NULL, &err), 0,
+                 "%s", err.msg);
+    uint64_t del[S_REPL_DELETED];
+    for (size_t i = 0; i < S_REPL_DELETED; i++)
+        del[i] = 5000 + 11 * i;
+    size_t deleted = 0;
+    cr_assert_eq(shoal_client_delete(c, "sift", del, S_REPL_DELETED, &deleted, NULL, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(deleted, S_REPL_DELETED);
+    cr_assert_gt(s_stat(c, "collections.sift.stale_lists"), 0);
+    /* Read your writes: the deleted ids are gone from the answers, the new ones found. */
+    uint64_t *res = NULL;
+    shoal_search_info_t info;
+    s_search(c, "sift", s.base + del[0] * dim, 1, dim, WIRE_MODE_EXACT, S_SMALL_NLIST, &res, NULL,
+             &info);
+    cr_assert_eq(info.partial, 0);
+    cr_assert(!s_has(res, S_K, del[0]), "deleted id %llu still found",
+              (unsigned long long)del[0]);
+    free(res);
+    cr_assert_eq(s_found_count(c, S_REPL_NEW_ID, S_REPL_NEW), S_REPL_NEW);
+    /* The writes changed the answers (copies of base rows, deletes): the recall to keep. */
+    double recall_w = s_default_recall(c, "sift", &s);
+
+    /* W = 2: lists with a replica on the dead shard refuse the batch, nothing written. */
+    int rc = shoal_client_insert(c, "strict", ids, s.base, S_REPL_NEW, dim, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EUNAVAIL, "W = 2 with a replica down: %s (%s)", err.msg,
+                 shoal_errname(rc));
+    cr_assert(strstr(err.msg, "write quorum is 2") && strstr(err.msg, "nothing was written"),
+              "message: %s", err.msg);
+    for (size_t i = 0; i < S_REPL_NEW; i += 17)
+        cr_assert_eq(s_copies(&cl, "strict", ids[i], 1), 0, "refused id %llu was written",
+                     (unsigned long long)ids[i]);
+
+    /* Back: repaired, then W = 2 writes succeed. */
+    s_shard_start(&cl.shards[1]);
+    s_wait_in_sync(c);
+    cr_assert_gt(s_stat(c, "repair.lists_repaired"), 0);
+    cr_assert_eq(shoal_client_insert(c, "strict", ids, s.base, S_REPL_NEW, dim, NULL, &err), 0,
+                 "%s", err.msg);
+    cr_assert_geq(s_default_recall(c, "sift", &s), recall_w - 0.005);
+    for (size_t i = 0; i < S_REPL_MOVED; i++)
+        cr_assert_eq(s_copies(&cl, "sift", moved[i], -1), 2, "moved id %llu",
+                     (unsigned long long)moved[i]);
+    for (size_t i = 0; i < S_REPL_DELETED; i++)
+        cr_assert_eq(s_copies(&cl, "sift", del[i], -1), 0, "deleted id %llu",
+                     (unsigned long long)del[i]);
+    for (size_t i = 0; i < S_REPL_NEW; i += 17)
+        cr_assert_eq(s_copies(&cl, "sift", ids[i], -1), 2, "new id %llu", (unsigned long long)ids[i]);
+    shoal_client_destroy(&c);
+    s_proc_stop(&cl.coord);
+
+    /* Every replica of every list holds what the catalog counts. */
+    catalog_t *cat = catalog_open(cl.coord.data_dir, &err);
+    cr_assert_not_null(cat, "catalog_open %s: %s", cl.coord.data_dir, err.msg);
+    const catalog_coll_t *coll = catalog_find(cat, "sift");
+    cr_assert(coll && coll->replication == 2 && coll->nstale == 0);
+    uint64_t total = 0;
+    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
+        shoal_client_t *sc = s_shard_client(&cl.shards[sh]);
+        uint32_t *lists = NULL;
+        uint64_t *counts = NULL;
+        size_t n = 0;
+        cr_assert_eq(shoal_client_list_counts(sc, "sift", &lists, &counts, &n, &err), 0, "%s",
+                     err.msg);
+        size_t held = 0;
+        for (uint32_t l = 0; l < coll->nlist; l++)
+            held += (catalog_owner(coll, l, 0) == sh || catalog_owner(coll, l, 1) == sh) &&
+                    coll->list_counts[l] > 0;
+        cr_assert_eq(n, held, "shard %zu counts %zu lists, holds replicas of %zu", sh, n, held);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t l = lists[i];
+            cr_assert(l < coll->nlist &&
+                          (catalog_owner(coll, l, 0) == sh || catalog_owner(coll, l, 1) == sh),
+                      "shard %zu holds list %u, not one of its replicas", sh, l);
+            cr_assert_eq(counts[i], coll->list_counts[l],
+                         "shard %zu list %u: %llu vectors, the catalog %llu", sh, l,
+                         (unsigned long long)counts[i],
+                         (unsigned long long)coll->list_counts[l]);
+            total += counts[i];
+        }
+        free(lists);
+        free(counts);
+        shoal_client_destroy(&sc);
+    }
+    cr_assert_eq(coll->count, s.n + S_REPL_NEW - S_REPL_DELETED);
+    cr_assert_eq(total, 2 * coll->count);
+    catalog_close(&cat);
+    free(mvecs);
+    s_dataset_free(&s);
+}
