@@ -1788,6 +1788,13 @@ Test(cluster, replicated_collection_survives_a_lost_shard)
                      (unsigned long long)del[i]);
     for (size_t i = 0; i < S_REPL_NEW; i += 17)
         cr_assert_eq(s_copies(&cl, "sift", ids[i], -1), 2, "new id %llu", (unsigned long long)ids[i]);
+    /* A frozen shard: its sub-queries are hedged to the other replicas, answers complete. */
+    cr_assert_eq(kill(cl.shards[2].pid, SIGSTOP), 0);
+    double hedged = s_stat(c, "hedged");
+    cr_assert_geq(s_default_recall(c, "sift", &s), recall_w - 0.005);
+    cr_assert_gt(s_stat(c, "hedged"), hedged);
+    cr_assert_eq(kill(cl.shards[2].pid, SIGCONT), 0);
+    s_wait_in_sync(c);
     shoal_client_destroy(&c);
     s_proc_stop(&cl.coord);
 
