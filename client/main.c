@@ -1017,6 +1017,132 @@ static int s_cmd_status(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     return rc;
 }
 
+static const char s_help_check[] =
+    "usage: shoal check NAME\n"
+    "Compares the replicas of every IVF list of NAME: asks each shard for its\n"
+    "per-list counts (list_counts) and the coordinator for the placement. Prints\n"
+    "  lists=N replicas=R agree=A differ=D stale=S vectors=V\n"
+    "(V: vectors over all replicas) and one line per list whose up-to-date\n"
+    "replicas differ. A replica marked stale is being repaired: counted in S, not\n"
+    "compared. Exit status 1 when a list differs or a shard does not answer.\n";
+
+/* stats lookups of collection coll: "collections.<coll>.<rest>" (fmt'd). */
+static double s_coll_num(const void *info, size_t len, const char *coll, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static double s_coll_num(const void *info, size_t len, const char *coll, const char *fmt, ...)
+{
+    char rest[128], path[WIRE_NAME_MAX + 160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rest, sizeof rest, fmt, ap);
+    va_end(ap);
+    snprintf(path, sizeof path, "collections.%s.%s", coll, rest);
+    double v = -1;
+    return wire_info_lookup(info, len, path, &v) == 0 ? v : -1;
+}
+
+static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *names[] = {"NAME"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, NULL, 0, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    const char *coll = pos[0];
+    void *info = NULL;
+    size_t len = 0;
+    if ((rc = s_connect(cli, 0, err)) == 0)
+        rc = shoal_client_stats(cli->client, coll, NULL, &info, &len, err);
+    if (rc != 0)
+        return rc;
+    double nlist_d = s_coll_num(info, len, coll, "nlist");
+    double R_d = s_coll_num(info, len, coll, "replication");
+    if (s_coll_num(info, len, coll, "trained") != 1 || nlist_d < 1 || R_d < 1) {
+        free(info);
+        return shoal_err_set(err, SHOAL_EINVAL, "check: \"%s\" is not trained (no placement)",
+                             coll);
+    }
+    size_t nlist = (size_t)nlist_d, R = (size_t)R_d, nshards = 0;
+    char ep[256];
+    char path[WIRE_NAME_MAX + 64];
+    for (;; nshards++) {
+        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, nshards);
+        if (wire_info_lookup_str(info, len, path, ep, sizeof ep) != 0)
+            break;
+    }
+    uint64_t *counts = calloc((nshards ? nshards : 1) * nlist, sizeof *counts);
+    if (!counts) {
+        free(info);
+        return shoal_err_set(err, SHOAL_ENOMEM, "check: out of memory");
+    }
+    for (size_t s = 0; rc == 0 && s < nshards; s++) {
+        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, s);
+        (void)wire_info_lookup_str(info, len, path, ep, sizeof ep);
+        shoal_client_t *sc = shoal_client_new(ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000,
+                                              err);
+        uint32_t *lists = NULL;
+        uint64_t *cnt = NULL;
+        size_t n = 0;
+        rc = sc ? shoal_client_list_counts(sc, coll, &lists, &cnt, &n, err) : err->code;
+        if (rc != 0)
+            shoal_err_prefix(err, "shard %s", ep);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (lists[i] < nlist)
+                counts[s * nlist + lists[i]] = cnt[i];
+        free(lists);
+        free(cnt);
+        shoal_client_destroy(&sc);
+    }
+    size_t agree = 0, differ = 0, stale = 0;
+    uint64_t vectors = 0;
+    for (size_t l = 0; rc == 0 && l < nlist; l++) {
+        uint64_t mask = (uint64_t)s_coll_num(info, len, coll, "placement.%zu.stale", l);
+        uint64_t first = 0;
+        int have = 0, same = 1;
+        for (size_t r = 0; r < R; r++) {
+            double sd = s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
+            if (sd < 0 || (size_t)sd >= nshards) {
+                rc = shoal_err_set(err, SHOAL_EPROTO, "check: no placement for list %zu", l);
+                break;
+            }
+            uint64_t c = counts[(size_t)sd * nlist + l];
+            vectors += c;
+            if (mask >> r & 1) {
+                stale++;
+                continue;
+            }
+            if (have && c != first)
+                same = 0;
+            first = have ? first : c;
+            have = 1;
+        }
+        if (rc != 0)
+            break;
+        if (same) {
+            agree++;
+            continue;
+        }
+        differ++;
+        printf("list %zu differs:", l);
+        for (size_t r = 0; r < R; r++) {
+            size_t sd = (size_t)s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
+            printf(" shard %zu%s %" PRIu64, sd, mask >> r & 1 ? " (stale)" : "",
+                   counts[sd * nlist + l]);
+        }
+        printf("\n");
+    }
+    if (rc == 0)
+        printf("lists=%zu replicas=%zu agree=%zu differ=%zu stale=%zu vectors=%" PRIu64 "\n",
+               nlist, R, agree, differ, stale, vectors);
+    free(counts);
+    free(info);
+    if (rc == 0 && differ)
+        rc = shoal_err_set(err, SHOAL_EINTERNAL, "check: %zu list(s) differ between replicas",
+                           differ);
+    return rc;
+}
+
 static const char s_help_knn[] =
     "usage: shoal knn-graph NAME -k K --out FILE.ivecs [--nprobe N] [--ef E]\n"
     "                       [--mode auto|hnsw|exact] [--chunk C] [--deadline-ms D]\n"
@@ -1228,6 +1354,7 @@ static const s_command_t s_commands[] = {
     {"load", s_cmd_load, s_help_load},       {"search", s_cmd_search, s_help_search},
     {"delete", s_cmd_delete, s_help_delete}, {"get", s_cmd_get, s_help_get},
     {"status", s_cmd_status, s_help_status}, {"knn-graph", s_cmd_knn, s_help_knn},
+    {"check", s_cmd_check, s_help_check},
     {"drop", s_cmd_drop, s_help_drop},       {"ping", s_cmd_ping, s_help_ping},
 };
 
@@ -1245,6 +1372,7 @@ static const char s_help_main[] =
     "\n"
     "Commands:\n"
     "  create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M] [--ef-construction E]\n"
+    "         [--replication R] [--write-quorum W]\n"
     "  train NAME SAMPLE_FILE [--max-rows N] [--seed S] [--init plusplus|random]\n"
     "  load NAME FILE [--ids-start N] [--batch B]\n"
     "  search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E] [--mode M] [--batch B]\n"
@@ -1252,6 +1380,7 @@ static const char s_help_main[] =
     "  delete NAME --ids FILE_OR_LIST\n"
     "  get NAME --ids LIST\n"
     "  status [NAME]\n"
+    "  check NAME\n"
     "  knn-graph NAME -k K --out FILE.ivecs [--nprobe N] [--ef E] [--mode M] [--chunk C]\n"
     "  drop NAME\n"
     "  ping\n"

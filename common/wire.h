@@ -289,6 +289,13 @@ int wire_info_to_text(const void *data, size_t len, char *buf, size_t cap);
  */
 int wire_info_lookup(const void *data, size_t len, const char *path, double *value);
 
+/*
+ * The same for a string value: copied into buf (cap bytes, NUL-terminated).
+ * Returns 0, SHOAL_ENOTFOUND, SHOAL_EFORMAT (not a string), or SHOAL_ELIMIT
+ * (does not fit; buf then holds a prefix).
+ */
+int wire_info_lookup_str(const void *data, size_t len, const char *path, char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

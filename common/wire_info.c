@@ -318,6 +318,46 @@ static const msgpack_object *s_child(const msgpack_object *map, const char *key,
     return NULL;
 }
 
+/* The object at a dotted path below root, or NULL. */
+static const msgpack_object *s_path(const msgpack_object *root, const char *path)
+{
+    const msgpack_object *cur = root;
+    const char *seg = path;
+    for (;;) {
+        const char *dot = strchr(seg, '.');
+        size_t seglen = dot ? (size_t)(dot - seg) : strlen(seg);
+        cur = s_child(cur, seg, seglen);
+        if (!cur || !dot)
+            return cur;
+        seg = dot + 1;
+    }
+}
+
+int wire_info_lookup_str(const void *data, size_t len, const char *path, char *buf, size_t cap)
+{
+    if (!path || !buf || cap == 0)
+        return SHOAL_EINVAL;
+    buf[0] = '\0';
+    msgpack_zone zone;
+    msgpack_object obj;
+    int rc = s_open(data, len, &zone, &obj);
+    if (rc)
+        return rc;
+    const msgpack_object *cur = s_path(&obj, path);
+    if (!cur) {
+        rc = SHOAL_ENOTFOUND;
+    } else if (cur->type != MSGPACK_OBJECT_STR) {
+        rc = SHOAL_EFORMAT;
+    } else {
+        size_t n = cur->via.str.size < cap ? cur->via.str.size : cap - 1;
+        memcpy(buf, cur->via.str.ptr, n);
+        buf[n] = '\0';
+        rc = n < cur->via.str.size ? SHOAL_ELIMIT : 0;
+    }
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
 int wire_info_lookup(const void *data, size_t len, const char *path, double *value)
 {
     if (!path || !value)
@@ -327,16 +367,7 @@ int wire_info_lookup(const void *data, size_t len, const char *path, double *val
     int rc = s_open(data, len, &zone, &obj);
     if (rc)
         return rc;
-    const msgpack_object *cur = &obj;
-    const char *seg = path;
-    for (;;) {
-        const char *dot = strchr(seg, '.');
-        size_t seglen = dot ? (size_t)(dot - seg) : strlen(seg);
-        cur = s_child(cur, seg, seglen);
-        if (!cur || !dot)
-            break;
-        seg = dot + 1;
-    }
+    const msgpack_object *cur = s_path(&obj, path);
     if (!cur)
         rc = SHOAL_ENOTFOUND;
     else if (cur->type == MSGPACK_OBJECT_POSITIVE_INTEGER)

@@ -124,9 +124,10 @@ static void s_ranges_add(char *buf, size_t cap, uint32_t *last, uint32_t l)
 }
 
 /*
- * Per shard (by index): the vectors it holds over all its replicas, the
- * lists it holds as primary and as replica (ranges), and how many of them
- * are stale. placement: list -> replica -> shard (one collection's stats).
+ * Per shard (by index): its endpoint, the vectors it holds over all its
+ * replicas, the lists it holds as primary and as replica (ranges), how many
+ * of them are stale, and whether it is fenced. placement: list -> replica ->
+ * shard, and "stale", a bit per stale replica (one collection's stats).
  */
 static void s_info_replicas(coord_t *coord, wire_info_t *info, const catalog_coll_t *c,
                             const uint64_t *counts, int placement)
@@ -151,7 +152,8 @@ static void s_info_replicas(coord_t *coord, wire_info_t *info, const catalog_col
         }
         snprintf(key, sizeof key, "%zu", s);
         wire_info_key(info, key);
-        wire_info_map(info, 5);
+        wire_info_map(info, 6);
+        wire_io_info_str(info, "endpoint", coord->shards[s].endpoint);
         wire_io_info_u64(info, "vectors", counts[s]);
         wire_io_info_str(info, "primary", prim);
         wire_io_info_str(info, "replica", repl);
@@ -165,11 +167,14 @@ static void s_info_replicas(coord_t *coord, wire_info_t *info, const catalog_col
     for (uint32_t l = 0; c->trained && l < c->nlist; l++) {
         snprintf(key, sizeof key, "%u", l);
         wire_info_key(info, key);
-        wire_info_map(info, c->replication);
+        wire_info_map(info, c->replication + 1);
+        uint64_t stale = 0;
         for (uint32_t r = 0; r < c->replication; r++) {
             snprintf(key, sizeof key, "%u", r);
             wire_io_info_u64(info, key, catalog_owner(c, l, r));
+            stale |= (uint64_t)(c->stale[(size_t)l * c->replication + r] != 0) << r;
         }
+        wire_io_info_u64(info, "stale", stale); /* bit r: replica r is stale */
     }
 }
 

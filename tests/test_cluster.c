@@ -1777,6 +1777,10 @@ Test(cluster, replicated_collection_survives_a_lost_shard)
     s_shard_start(&cl.shards[1]);
     s_wait_in_sync(c);
     cr_assert_gt(s_stat(c, "repair.lists_repaired"), 0);
+    const char *check[] = {"check", "sift", NULL};
+    char *out = s_cli(&cl, check);
+    cr_assert(strstr(out, "lists=32 replicas=2 agree=32 differ=0 stale=0"), "shoal check: %s", out);
+    free(out);
     cr_assert_eq(shoal_client_insert(c, "strict", ids, s.base, S_REPL_NEW, dim, NULL, &err), 0,
                  "%s", err.msg);
     cr_assert_geq(s_default_recall(c, "sift", &s), recall_w - 0.005);

@@ -2223,6 +2223,13 @@ Test(wire, info_to_text_and_lookup_on_a_nested_map)
     cr_assert_eq(wire_info_lookup(data, len, "shard.nope", &v), SHOAL_ENOTFOUND);
     cr_assert_eq(wire_info_lookup(data, len, "shard.mem.bytes.x", &v), SHOAL_ENOTFOUND);
     cr_assert_eq(wire_info_lookup(data, len, "", &v), SHOAL_ENOTFOUND);
+    char str[8];
+    cr_assert_eq(wire_info_lookup_str(data, len, "name", str, sizeof str), 0);
+    cr_assert_str_eq(str, "shard-0");
+    cr_assert_eq(wire_info_lookup_str(data, len, "count", str, sizeof str), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_lookup_str(data, len, "nope", str, sizeof str), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup_str(data, len, "name", str, 4), SHOAL_ELIMIT);
+    cr_assert_str_eq(str, "sha");
 
     /* too small a buffer: a NUL-terminated prefix and ELIMIT */
     char small[12];
