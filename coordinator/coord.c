@@ -41,6 +41,8 @@
 #define S_CONNECT_WAIT_MS 2000
 /* Intents waiting for a shard are tried again this often without a shard event (ms). */
 #define S_REDRIVE_RETRY_MS 10000
+/* A shard whose start (its ping's uptime) moved later by more than this restarted. */
+#define S_RESTART_SLACK_S 1.0
 
 static_assert(COORD_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
               "the coordinator's latency ring is wire_io's");
@@ -505,6 +507,35 @@ static void s_shard_seen(coord_t *coord, size_t s)
         coord_redrive_schedule(coord);
 }
 
+/*
+ * A ping answer: the shard's uptime dates its start. A start later than the
+ * one seen before means the process restarted, perhaps on an empty data dir,
+ * even when it was never silent long enough to be marked down: it is treated
+ * like a shard back from down (collections ensured, fenced, verified).
+ */
+static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
+{
+    coord_shard_t *shard = &coord->shards[s];
+    double uptime = 0;
+    if (rep->code != SHOAL_OK || !rep->info ||
+        wire_info_lookup(rep->info, rep->info_len, "uptime_s", &uptime) != 0 || uptime < 0)
+        return;
+    /* A delayed answer only makes the estimate later: the earliest one is kept. */
+    double started = (double)zclock_usecs() / 1e6 - uptime;
+    double before = shard->started_s;
+    if (before == 0 || started < before + S_RESTART_SLACK_S) {
+        if (before == 0 || started < before)
+            shard->started_s = started;
+        return;
+    }
+    shard->started_s = started;
+    log_warn("shard %s restarted (up %.1f s): its collections are ensured and its replicas "
+             "verified",
+             shard->endpoint, uptime);
+    coord_ensure_collections(coord, s);
+    coord_shard_back(coord, s, 1);
+}
+
 /* One message from shard s's DEALER. */
 static void s_on_shard_message(coord_t *coord, size_t s)
 {
@@ -541,8 +572,11 @@ static void s_on_shard_message(coord_t *coord, size_t s)
         goto done;
     }
     zhashx_delete(coord->pending, key);
-    if (coord->shards[s].ping_rid == rid)
+    if (coord->shards[s].ping_rid == rid) {
         coord->shards[s].ping_rid = 0;
+        if (rc == 0)
+            s_shard_pinged(coord, s, &rep);
+    }
     if (!job)
         goto done;
     if (rc != 0) {

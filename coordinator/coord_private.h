@@ -82,6 +82,8 @@ typedef struct {
     size_t drop_at;            /* next collection of that pass */
     int verify_wanted;         /* came (back) up: compare its list counts with the catalog */
     size_t verify_at;          /* next collection to compare */
+    double started_s;          /* when its process started (coordinator clock, from its
+                                  ping's uptime; 0: not known): a later one is a restart */
 } coord_shard_t;
 
 /* What a write touches (see the file comment). */
