@@ -44,7 +44,7 @@
  *
  * Needs root and iproute2 (else skipped, saying why) and takes minutes, so
  * it runs only with SHOAL_TEST_CLUSTER_HOSTS=1: `make test-cluster-hosts`
- * sets it; inside `make test` the suite is skipped. SHOAL_TEST_SEED fixes
+ * sets it; `make test` builds the suite but does not run it. SHOAL_TEST_SEED fixes
  * the randomized test's seed (printed either way). Every wait is bounded
  * polling; nothing asserts a timing.
  */
