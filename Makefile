@@ -477,37 +477,12 @@ test-cluster-hosts: $(BUILD)/tests/test_replication $(BIN)/shoal-shard $(BIN)/sh
 	@$(TEST_ENV) SHOAL_TEST_CLUSTER_HOSTS=1 $(BUILD)/tests/test_replication --jobs=1 --verbose \
 	    2>&1 | tee $(BUILD)/logs/test_cluster_hosts.log; exit $${PIPESTATUS[0]}
 
-# bench/shoal_bench_replication.c is its own program: shoal-bench's subcommand
-# table (bench/shoal_bench.c) does not list it. It shares shoal-bench's helpers
-# (option parsing, clock, child processes), taken from a copy of
-# shoal_bench.o whose main() is made local, and is compiled a second time with
-# the main() it holds behind SHOAL_BENCH_REPLICATION_MAIN.
-OBJCOPY ?= objcopy
-BENCH_REPL := $(BIN)/shoal-bench-replication
-BENCH_REPL_OBJS := $(BUILD)/bench/shoal_bench_replication_main.o \
-                   $(BUILD)/bench/shoal_bench_nomain.o \
-                   $(filter-out $(BUILD)/bench/shoal_bench.o \
-                                $(BUILD)/bench/shoal_bench_replication.o,$(BENCH_OBJS))
-
-$(BUILD)/bench/shoal_bench_replication_main.o: bench/shoal_bench_replication.c $(FLAGS_STAMP)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(NET_CFLAGS) -DSHOAL_BENCH_REPLICATION_MAIN $(DEPFLAGS) -c $< -o $@
-
-$(BUILD)/bench/shoal_bench_nomain.o: $(BUILD)/bench/shoal_bench.o
-	$(OBJCOPY) --localize-symbol=main $< $@
-
-$(BENCH_REPL): $(BENCH_REPL_OBJS) $(LIB_CLIENT) $(LIB_SHARD) $(LIB_COORD) $(LIB_INDEX) $(LIB_NET) \
-               $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
-	@mkdir -p $(dir $@)
-	$(LINK_NET)
-
 # Data: siftsmall from $(DATASETS), or with BENCH_REPL_N=... a generated set
 # (`shoal-bench gen` into build/bench-data/gen-N-q1000-k10, made once and
 # reused, as bench-cluster does). BENCH_REPL_ARGS="--reps 9 ..." passes options.
 BENCH_REPL_N ?=
 BENCH_REPL_ARGS ?=
-bench-replication: $(BENCH_REPL) $(BIN)/shoal-shard $(BIN)/shoal-coordinator \
-                   $(if $(BENCH_REPL_N),$(BIN)/shoal-bench)
+bench-replication: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 	@if [ -n "$(BENCH_REPL_N)" ]; then \
 	    gen=build/bench-data/gen-$(BENCH_REPL_N)-q1000-k10; \
 	    if [ ! -f "$$gen/groundtruth.ivecs" ]; then \
@@ -523,7 +498,8 @@ bench-replication: $(BENCH_REPL) $(BIN)/shoal-shard $(BIN)/shoal-coordinator \
 	fi; \
 	mkdir -p $(BUILD)/tmp; \
 	SHOAL_TMP=$(abspath $(BUILD))/tmp SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} \
-	    $(BENCH_REPL) --base "$$1" --queries "$$2" --gt "$$3" --shard-bin $(BIN)/shoal-shard \
+	    $(BIN)/shoal-bench replication --base "$$1" --queries "$$2" --gt "$$3" \
+	    --shard-bin $(BIN)/shoal-shard \
 	    --coordinator-bin $(BIN)/shoal-coordinator $(BENCH_REPL_ARGS)
 
 demo: deps

@@ -9,6 +9,7 @@
  *   shoal-bench cluster    coordinator + shards against one in-process HNSW
  *   shoal-bench chaos      kill -9 / restart while writing; every acked write checked
  *   shoal-bench leak       RSS growth of a cluster under mixed load
+ *   shoal-bench replication  R = 1 against R = 2 on namespace hosts (root)
  *
  * Later issues add further subcommands.
  */
@@ -43,6 +44,8 @@ static const struct {
     {"cluster", bench_cluster_main, "coordinator + shards vs one in-process HNSW, same recall"},
     {"chaos", bench_chaos_main, "kill -9 and restart processes while writing; verify every ack"},
     {"leak", bench_leak_main, "mixed load from two clients; RSS growth per process"},
+    {"replication", bench_replication_main,
+     "R = 1 against R = 2 on namespace hosts: throughput, wiped-shard rebuild (root)"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])

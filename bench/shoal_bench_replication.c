@@ -34,10 +34,7 @@
  * (ratios R=2 / R=1; single is the one-client figure). On 2 cores the five
  * processes and the clients share the CPUs, which the numbers reflect.
  *
- * Built as its own program (bin/shoal-bench-replication): shoal-bench's
- * subcommand table (shoal_bench.c) does not list it; with a line there and
- * a declaration in shoal_bench.h, bench_replication_main becomes
- * `shoal-bench replication` unchanged.
+ * Run as `shoal-bench replication` (bench/shoal_bench.c's table).
  *
  * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
  */
@@ -78,8 +75,6 @@
 #define S_PING_MS       "100"
 #define S_DOWN_MS       "1000"
 
-int bench_replication_main(int argc, char **argv);
-
 /* ------------------------------------------------------------------------ */
 /* Options                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -103,7 +98,7 @@ typedef struct {
 static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: shoal-bench-replication --base F --queries F --gt F [options]\n"
+            "usage: shoal-bench replication --base F --queries F --gt F [options]\n"
             "\n"
             "On 4 shard hosts and a coordinator host (network namespaces; needs root):\n"
             "insert, batch-search and single-query throughput at R=1 and R=2, and the\n"
@@ -723,11 +718,3 @@ int bench_replication_main(int argc, char **argv)
     s_opts_t opts;
     return bench_command_main("replication", argc, argv, &opts, s_parse, s_usage, s_run);
 }
-
-#ifdef SHOAL_BENCH_REPLICATION_MAIN
-/* The standalone program (the Makefile's bench-replication); see the top of the file. */
-int main(int argc, char **argv)
-{
-    return bench_replication_main(argc, argv);
-}
-#endif
