@@ -13,7 +13,8 @@
  *       (version 1, written before replication, reads as R = W = 1)
  *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
  *       centroids (nlist x dim f32) | owners (nlist x R u32, list-major)
- *   O/  empty (the key says which replica of which list is stale)
+ *   O/  empty: the replica is rebuilt whole; one byte 2: it catches up on its Q/ ids
+ *   Q/  empty (the key says which id which stale replica owes)
  *   N/  count u64
  *   I/  list u32
  *   M/  empty
@@ -57,7 +58,7 @@
 #define CAT_COLL_VERSION  2 /* the C/ record's own version (v1 still read) */
 #define CAT_TRAINED_HDR   16
 #define CAT_INTENT_HDR    16
-#define CAT_KEY_MAX       (3 + WIRE_NAME_MAX + 12) /* "C/" name 0 list id */
+#define CAT_KEY_MAX       (3 + WIRE_NAME_MAX + 13) /* "Q/" name 0 list replica id */
 #define CAT_KEY_TEXT_MAX  160                      /* a key rendered for a message */
 
 struct catalog {
@@ -378,11 +379,38 @@ static void s_coll_free(catalog_coll_t *c)
     free(c->centroids);
     free(c->owners);
     free(c->stale);
+    free(c->owed);
     free(c->list_counts);
     c->centroids = NULL;
     c->owners = NULL;
     c->stale = NULL;
+    c->owed = NULL;
     c->list_counts = NULL;
+}
+
+/* "O/<c><list><r>" (and with id, "Q/<c><list><r><id>") into key; returns the length. */
+static size_t s_key_replica(uint8_t *key, char type, const char *name, uint32_t list, uint32_t r)
+{
+    size_t len = s_key_list(key, type, name, list);
+    key[len++] = (uint8_t)r;
+    return len;
+}
+
+static size_t s_key_owed(uint8_t *key, const char *name, uint32_t list, uint32_t r, uint64_t id)
+{
+    size_t len = s_key_replica(key, 'Q', name, list, r);
+    s_put_be64(key + len, id);
+    return len + 8;
+}
+
+/* Deletes every Q/ key of replica r of list l in batch. */
+static void s_owed_delete_all(kv_batch_t *batch, const char *name, uint32_t l, uint32_t r)
+{
+    uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
+    size_t len = s_key_replica(begin, 'Q', name, l, r);
+    memcpy(end, begin, len);
+    memset(end + len, 0xff, 8); /* id UINT64_MAX is reserved (no result), never stored */
+    kv_batch_delete_range(batch, begin, len, end, len + 8);
 }
 
 /*
@@ -639,7 +667,8 @@ static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
     c->centroids = malloc(ncent * sizeof *c->centroids);
     c->owners = malloc(nown * sizeof *c->owners);
     c->stale = calloc(nown, sizeof *c->stale);
-    if (!c->centroids || !c->owners || !c->stale) {
+    c->owed = calloc(nown, sizeof *c->owed);
+    if (!c->centroids || !c->owners || !c->stale || !c->owed) {
         free(val);
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for collection \"%s\" centroids",
                              c->name);
@@ -711,21 +740,48 @@ static int s_load_stale(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
     int rc = 0;
     c->nstale = 0;
     for (; kv_iter_valid(it); kv_iter_next(it)) {
-        size_t klen = 0;
+        size_t klen = 0, vlen = 0;
         const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
         char why[96];
         uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
         uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
-        if (!c->stale || list >= c->nlist || r >= c->replication) {
-            snprintf(why, sizeof why, "stale mark of %zu bytes for list %u replica %u (nlist %u, "
-                     "R %u%s)", klen, list, r, c->nlist, c->replication,
+        int mode = vlen == 0 ? CATALOG_STALE_REBUILD
+                   : vlen == 1 && val[0] == CATALOG_STALE_CATCHUP ? CATALOG_STALE_CATCHUP
+                                                                 : 0;
+        if (!c->stale || list >= c->nlist || r >= c->replication || !mode) {
+            snprintf(why, sizeof why, "stale mark of %zu bytes (value %zu) for list %u replica %u "
+                     "(nlist %u, R %u%s)", klen, vlen, list, r, c->nlist, c->replication,
                      c->stale ? "" : ", untrained");
             rc = s_corrupt(cat, key, klen, err, why);
             break;
         }
         uint8_t *m = &c->stale[(size_t)list * c->replication + r];
         c->nstale += !*m;
-        *m = 1;
+        *m = (uint8_t)mode;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    if (rc != 0)
+        return rc;
+    /* Q/: the ids each catching-up replica owes. */
+    plen = s_key_prefix(prefix, 'Q', c->name);
+    it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    for (; kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        uint32_t list = klen == plen + 13 ? s_get_be32(key + plen) : UINT32_MAX;
+        uint32_t r = klen == plen + 13 ? key[plen + 4] : UINT32_MAX;
+        size_t j = (size_t)list * c->replication + r;
+        if (!c->stale || list >= c->nlist || r >= c->replication ||
+            c->stale[j] != CATALOG_STALE_CATCHUP) {
+            rc = s_corrupt(cat, key, klen, err, "an owed id of a replica that is not catching up");
+            break;
+        }
+        c->owed[j]++;
     }
     if (rc == 0)
         rc = kv_iter_status(it, err);
@@ -1002,7 +1058,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     kv_batch_t *batch = kv_batch_new();
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
-    static const char types[] = "CTNIMXO";
+    static const char types[] = "CTNIMXOQ";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = s_key_prefix(begin, types[t], name);
@@ -1068,8 +1124,9 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     float *cent_copy = malloc(ncent * sizeof *cent_copy);
     uint32_t *own_copy = malloc(nown * sizeof *own_copy);
     uint8_t *stale = calloc(nown, sizeof *stale);
+    uint32_t *owed = calloc(nown, sizeof *owed);
     kv_batch_t *batch = kv_batch_new();
-    if (!tval || !cent_copy || !own_copy || !stale || !batch) {
+    if (!tval || !cent_copy || !own_copy || !stale || !owed || !batch) {
         shoal_err_set(err, SHOAL_ENOMEM,
                       "collection \"%s\": out of memory for %zu bytes of "
                       "centroids",
@@ -1106,16 +1163,19 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     c->centroids = cent_copy;
     c->owners = own_copy;
     c->stale = stale;
+    c->owed = owed;
     c->nstale = 0;
     cent_copy = NULL;
     own_copy = NULL;
     stale = NULL;
+    owed = NULL;
 done:
     kv_batch_destroy(&batch);
     free(tval);
     free(cent_copy);
     free(own_copy);
     free(stale);
+    free(owed);
     return rc;
 }
 
@@ -1139,12 +1199,12 @@ int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
         return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
     for (size_t i = 0; i < n; i++) {
         uint8_t key[CAT_KEY_MAX];
-        size_t klen = s_key_list(key, 'O', name, lists[i]);
-        key[klen++] = (uint8_t)replicas[i];
+        size_t klen = s_key_replica(key, 'O', name, lists[i], replicas[i]);
         if (stale)
             kv_batch_put(batch, key, klen, "", 0);
         else
             kv_batch_delete(batch, key, klen);
+        s_owed_delete_all(batch, name, lists[i], replicas[i]);
     }
     int rc = kv_write(cat->kv, batch, 1, err);
     kv_batch_destroy(&batch);
@@ -1152,12 +1212,139 @@ int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
         return shoal_err_prefix(err, "collection \"%s\": %s stale replicas", name,
                                 stale ? "marking" : "clearing");
     for (size_t i = 0; i < n; i++) {
-        uint8_t *m = &c->stale[(size_t)lists[i] * c->replication + replicas[i]];
-        if (*m != (uint8_t)(stale != 0)) {
-            *m = (uint8_t)(stale != 0);
+        size_t j = (size_t)lists[i] * c->replication + replicas[i];
+        if ((c->stale[j] != 0) != (stale != 0))
             c->nstale = stale ? c->nstale + 1 : c->nstale - 1;
-        }
+        c->stale[j] = stale ? CATALOG_STALE_REBUILD : 0;
+        c->owed[j] = 0;
     }
+    return 0;
+}
+
+int catalog_stale_owe(catalog_t *cat, const char *name, const catalog_owed_t *owed, size_t n,
+                      size_t *newly, shoal_err_t *err)
+{
+    if (newly)
+        *newly = 0;
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (!c->trained)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\" is not trained: no replicas",
+                             name);
+    size_t nown = (size_t)c->nlist * c->replication;
+    uint8_t *mode = malloc(nown ? nown : 1);
+    uint32_t *count = malloc((nown ? nown : 1) * sizeof *count);
+    kv_batch_t *batch = kv_batch_new();
+    if (!mode || !count || !batch) {
+        free(mode);
+        free(count);
+        kv_batch_destroy(&batch);
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    }
+    memcpy(mode, c->stale, nown);
+    memcpy(count, c->owed, nown * sizeof *count);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint32_t l = owed[i].list, r = owed[i].replica;
+        if (l >= c->nlist || r >= c->replication) {
+            rc = shoal_err_set(err, SHOAL_EINVAL,
+                               "collection \"%s\": list %u replica %u out of range", name, l, r);
+            break;
+        }
+        size_t j = (size_t)l * c->replication + r;
+        uint8_t key[CAT_KEY_MAX];
+        size_t klen = s_key_replica(key, 'O', name, l, r);
+        if (mode[j] == CATALOG_STALE_REBUILD)
+            continue;
+        /* Too far behind: rebuilt whole. Past half the list, copying it is less work
+           than replaying (a get and an upsert per id against an export and an insert). */
+        uint64_t limit = c->list_counts[l] / 2 + CATALOG_OWED_MIN;
+        if (count[j] + owed[i].n > CATALOG_OWED_MAX || count[j] + owed[i].n > limit) {
+            mode[j] = CATALOG_STALE_REBUILD;
+            count[j] = 0;
+            kv_batch_put(batch, key, klen, "", 0);
+            s_owed_delete_all(batch, name, l, r);
+            continue;
+        }
+        if (!mode[j]) {
+            const uint8_t v = CATALOG_STALE_CATCHUP;
+            mode[j] = CATALOG_STALE_CATCHUP;
+            kv_batch_put(batch, key, klen, &v, 1);
+        }
+        for (size_t k = 0; k < owed[i].n; k++) {
+            klen = s_key_owed(key, name, l, r, owed[i].ids[k]);
+            kv_batch_put(batch, key, klen, "", 0);
+        }
+        count[j] += (uint32_t)owed[i].n; /* an id owed twice counts twice: an upper bound */
+    }
+    if (rc == 0)
+        rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc == 0) {
+        for (size_t j = 0; j < nown; j++) {
+            if (!c->stale[j] && mode[j]) {
+                c->nstale++;
+                if (newly)
+                    (*newly)++;
+            }
+        }
+        memcpy(c->stale, mode, nown);
+        memcpy(c->owed, count, nown * sizeof *count);
+    } else {
+        shoal_err_prefix(err, "collection \"%s\": recording missed writes", name);
+    }
+    free(mode);
+    free(count);
+    return rc;
+}
+
+int catalog_owed_scan(catalog_t *cat, const char *name, uint32_t l, uint32_t r, uint64_t from_id,
+                      uint64_t *ids, size_t max, size_t *got, shoal_err_t *err)
+{
+    *got = 0;
+    uint8_t prefix[CAT_KEY_MAX], start[CAT_KEY_MAX];
+    size_t plen = s_key_replica(prefix, 'Q', name, l, r);
+    size_t slen = s_key_owed(start, name, l, r, from_id);
+    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    kv_iter_seek(it, start, slen);
+    for (; *got < max && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        if (klen != plen + 8)
+            continue;
+        ids[(*got)++] = s_get_be64(key + plen);
+    }
+    int rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
+                       const uint64_t *ids, size_t n, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (!c->trained || l >= c->nlist || r >= c->replication)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": list %u replica %u", name,
+                             l, r);
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    for (size_t k = 0; k < n; k++) {
+        uint8_t key[CAT_KEY_MAX];
+        size_t klen = s_key_owed(key, name, l, r, ids[k]);
+        kv_batch_delete(batch, key, klen);
+    }
+    int rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return shoal_err_prefix(err, "collection \"%s\": clearing owed ids", name);
+    size_t j = (size_t)l * c->replication + r;
+    c->owed[j] = c->owed[j] > n ? c->owed[j] - (uint32_t)n : 0;
     return 0;
 }
 

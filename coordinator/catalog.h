@@ -16,7 +16,9 @@
  *   I/<c><id u64>         id -> list (u32 LE)
  *   M/<c><list u32><id u64>  membership, empty value
  *   X/<c><txn u64>        write intent (see below)
- *   O/<c><list u32><r u8>  replica r of list owes writes (stale), empty value
+ *   O/<c><list u32><r u8>  replica r of list owes writes (stale): empty value = it
+ *                         is rebuilt whole, one byte 2 = it catches up on Q/ ids
+ *   Q/<c><list u32><r u8><id u64>  an id that stale replica owes, empty value
  * Every value with a record header carries a magic and a format version; a
  * catalog written by another format version is refused at open, with the
  * versions named. Record lengths are checked on load; a record that does not
@@ -69,6 +71,10 @@ extern "C" {
 #define CATALOG_SHARDS_MAX 4096        /* shards in the registry */
 #define CATALOG_ENDPOINT_MAX 255       /* bytes of one shard endpoint */
 #define CATALOG_REPLICAS_MAX 3         /* most copies of a list */
+#define CATALOG_OWED_MAX 65536         /* ids one stale replica may owe; beyond, rebuilt whole */
+#define CATALOG_OWED_MIN 1024          /* ... and past half its list plus this many */
+#define CATALOG_STALE_REBUILD 1        /* catalog_coll_t.stale: rebuild the replica whole */
+#define CATALOG_STALE_CATCHUP 2        /* ... or catch it up on the ids it owes */
 
 typedef struct catalog catalog_t;
 
@@ -87,8 +93,10 @@ typedef struct {
     uint32_t write_quorum;    /* W: replicas that must hold a write before it is acked (1..R) */
     uint32_t *owners;         /* nlist x R shard indexes when trained, else NULL (catalog's):
                                  owners[l * R + r] holds list l's replica r (0: the primary) */
-    uint8_t *stale;           /* nlist x R when trained (catalog's): 1 = that replica owes
-                                 writes (catalog_stale_set) and serves no reads of the list */
+    uint8_t *stale;           /* nlist x R when trained (catalog's): non-zero = that replica
+                                 owes writes and serves no reads of the list:
+                                 CATALOG_STALE_REBUILD or CATALOG_STALE_CATCHUP */
+    uint32_t *owed;           /* nlist x R: ids a CATALOG_STALE_CATCHUP replica owes */
     uint32_t nstale;          /* replicas marked in stale */
     uint64_t *list_counts;    /* nlist ids per list (catalog's; zeros until trained) */
     uint64_t count;           /* sum of list_counts */
@@ -169,13 +177,39 @@ static inline uint32_t catalog_owner(const catalog_coll_t *c, uint32_t l, uint32
 }
 
 /*
- * Marks (stale 1) or clears (stale 0) replica replicas[i] of list lists[i]
- * for i < n, in one synced batch; the RAM marks follow on success. A
- * replica marked stale owes writes: the coordinator neither reads the list
- * from it nor counts it towards a write quorum until a repair rebuilt it.
+ * Marks (stale 1: to be rebuilt whole) or clears (stale 0) replica
+ * replicas[i] of list lists[i] for i < n, forgetting the ids it owed, in one
+ * synced batch; the RAM marks follow on success. A replica marked stale owes
+ * writes: the coordinator neither reads the list from it nor counts it
+ * towards a write quorum until a repair rebuilt (or caught up) it.
  */
 int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
                       const uint32_t *replicas, size_t n, int stale, shoal_err_t *err);
+
+/* Replica `replica` of list `list` missed the writes of n ids (catalog_stale_owe). */
+typedef struct {
+    uint32_t list, replica;
+    const uint64_t *ids;
+    size_t n;
+} catalog_owed_t;
+
+/*
+ * Records missed writes, in one synced batch: a replica in sync becomes
+ * stale owing exactly those ids (CATALOG_STALE_CATCHUP); one that owes ids
+ * owes these too, or, beyond CATALOG_OWED_MAX or half its list's count plus
+ * CATALOG_OWED_MIN, is to be rebuilt whole (its owed ids forgotten); one to be rebuilt whole stays so. *newly (may be
+ * NULL) gets how many replicas went from in sync to stale.
+ */
+int catalog_stale_owe(catalog_t *cat, const char *name, const catalog_owed_t *owed, size_t n,
+                      size_t *newly, shoal_err_t *err);
+
+/* Up to max ids that replica r of list l owes, >= from_id, ascending; *got how many. */
+int catalog_owed_scan(catalog_t *cat, const char *name, uint32_t l, uint32_t r, uint64_t from_id,
+                      uint64_t *ids, size_t max, size_t *got, shoal_err_t *err);
+
+/* Replica r of list l no longer owes these n ids (caught up on them); one synced batch. */
+int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
+                       const uint64_t *ids, size_t n, shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
 /* Id map and membership                                                    */

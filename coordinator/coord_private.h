@@ -119,7 +119,9 @@ typedef struct {
     uint64_t copied;        /* rows copied into the list so far */
     int64_t started_us;
     /* totals since start (stats) */
+    size_t catchup_target;  /* the shard of the catch-up step in flight */
     uint64_t rows_copied, lists_repaired, lists_dropped, verified, mismatched, aborted;
+    uint64_t rows_caught_up, lists_caught_up; /* catch-up: owed ids replayed, replicas done */
     double last_rows_per_s; /* rate of the last list rebuilt */
 } coord_repair_t;
 

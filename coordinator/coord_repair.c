@@ -5,7 +5,10 @@
  *
  * Staleness. A replica that missed a write of its list (down, slow, failed)
  * is marked stale in the catalog (O/ keys) before the write is acknowledged
- * (coord_write.c, s_settle). A stale replica still receives the writes of
+ * (coord_write.c, s_settle), with the ids it missed (Q/ keys): it catches up
+ * on just those. Beyond CATALOG_OWED_MAX owed ids, or when nothing says
+ * what it lacks (its counts differ from the catalog's, its data dir was
+ * wiped), it is rebuilt whole. A stale replica still receives the writes of
  * its list (so a rebuild in progress stays current) but serves no reads of
  * it and does not count towards a write quorum, so a read after an
  * acknowledged write always sees it.
@@ -31,9 +34,17 @@
  *      (list_counts) compared with the catalog's for every replicated
  *      collection; a list that differs is marked stale (a wiped or replaced
  *      data dir shows up here, as do writes lost in a crash).
- *   2. drop: a fenced shard that is up gets list_drop for each of its stale
- *      lists; when the pass ends at the epoch it began with, the fence lifts.
- *   3. rebuild: a stale replica on an unfenced shard that is up is refilled
+ *   2. fence pass: a fenced shard that is up, collection by collection,
+ *      catches up each stale list that owes known ids (the ids are looked up
+ *      in the id map: those still in the list are fetched from an
+ *      up-to-date replica (get) and upserted, the others deleted, unless the
+ *      target holds the id's current list too; repair_chunk ids per step,
+ *      each step's ids then forgotten; no ids left: the mark is cleared),
+ *      then gets list_drop for each list to be rebuilt whole; when the pass
+ *      ends at the epoch it began with, the fence lifts. A list that owes
+ *      ids but has no up-to-date replica to read them from is switched to a
+ *      whole rebuild (dropped), so the shard can serve its other lists.
+ *   3. rebuild: a replica to be rebuilt whole, on an unfenced shard that is up, is refilled
  *      from an up-to-date replica, opts.repair_chunk rows per step
  *      (list_export from the source, insert with the list into the target);
  *      after the last chunk, if the target missed nothing meanwhile, the
@@ -202,7 +213,7 @@ void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s)
 /* Steps                                                                    */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK } s_kind_t;
+typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK, S_CATCHUP } s_kind_t;
 
 /* One step's state. */
 typedef struct {
@@ -217,6 +228,14 @@ typedef struct {
     int done;         /* the export said the list has no more rows */
     size_t rows;
     char cursor[WIRE_CURSOR_MAX + 1];
+    /* catch-up: one chunk of the ids a replica owes */
+    uint32_t list, replica;
+    size_t source;
+    uint64_t *ids;    /* nids owed ids */
+    size_t nids;
+    uint8_t *in_list; /* nids: 1 the id map still puts it in list (upserted), 0 not
+                         (deleted there), 2 in a list the target also holds (left) */
+    int writing;      /* the get answered: the target's insert / delete are out */
 } s_step_t;
 
 static void s_step_free(void *state)
@@ -225,6 +244,8 @@ static void s_step_free(void *state)
     if (!st)
         return;
     st->coord->repair.job = NULL;
+    free(st->ids);
+    free(st->in_list);
     free(st);
 }
 
@@ -301,6 +322,8 @@ static void s_verify_answer(coord_t *coord, coord_job_t *job, const wire_reply_t
 static void s_drop_answered(coord_t *coord, coord_job_t *job);
 static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep);
 static void s_chunk_finish(coord_t *coord, coord_job_t *job);
+static void s_catchup_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep);
+static void s_catchup_finish(coord_t *coord, coord_job_t *job);
 
 /* Every answer of the step is in (or it failed): its end. */
 static void s_step_complete(coord_t *coord, coord_job_t *job)
@@ -313,6 +336,10 @@ static void s_step_complete(coord_t *coord, coord_job_t *job)
     }
     if (st->kind == S_CHUNK) {
         s_chunk_finish(coord, job);
+        return;
+    }
+    if (st->kind == S_CATCHUP) {
+        s_catchup_finish(coord, job);
         return;
     }
     if (st->failed) {
@@ -342,6 +369,10 @@ static void s_step_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t
         s_chunk_answer(coord, job, s, rep);
         if (st->outstanding)
             return; /* the insert went out */
+    } else if (st->kind == S_CATCHUP && !st->writing) {
+        s_catchup_answer(coord, job, s, rep);
+        if (st->outstanding)
+            return; /* the insert / delete went out */
     }
     if (st->outstanding == 0)
         s_step_complete(coord, job);
@@ -490,7 +521,7 @@ static void s_drop_start(coord_t *coord, coord_job_t *job)
     for (uint32_t l = 0; c && c->trained && coord_shard_usable(coord, s) && l < c->nlist; l++) {
         for (uint32_t r = 0; r < c->replication; r++) {
             size_t j = (size_t)l * c->replication + r;
-            if (!c->stale[j] || c->owners[j] != s)
+            if (c->stale[j] != CATALOG_STALE_REBUILD || c->owners[j] != s)
                 continue;
             wire_request_t req;
             wire_request_init(&req);
@@ -503,6 +534,173 @@ static void s_drop_start(coord_t *coord, coord_job_t *job)
     }
     if (st->outstanding == 0)
         s_step_complete(coord, job);
+}
+
+/* ---- catch-up: a stale replica that owes known ids (CATALOG_STALE_CATCHUP) ---- */
+
+/* The get from the source answered: upsert what is in the list, delete the rest. */
+static void s_catchup_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep)
+{
+    s_step_t *st = job->state;
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    if (s != st->source || !c ||
+        (rep->n != st->nids || (rep->n && (rep->dim != c->dim || !rep->found || !rep->vecs)))) {
+        s_step_fail(coord, job, "get: an answer of the wrong shape from %s",
+                    coord->shards[s].endpoint);
+        return;
+    }
+    uint64_t *ins = malloc((st->nids ? st->nids : 1) * sizeof *ins);
+    uint64_t *del = malloc((st->nids ? st->nids : 1) * sizeof *del);
+    uint32_t *lists = malloc((st->nids ? st->nids : 1) * sizeof *lists);
+    float *vecs = malloc((st->nids ? st->nids : 1) * c->dim * sizeof *vecs);
+    if (!ins || !del || !lists || !vecs) {
+        s_step_fail(coord, job, "out of memory for %zu ids", st->nids);
+        goto done;
+    }
+    size_t ni = 0, nd = 0;
+    for (size_t i = 0; i < st->nids; i++) {
+        if (st->in_list[i] == 2)
+            continue;
+        if (st->in_list[i] && rep->found[i]) {
+            memcpy(vecs + ni * c->dim, rep->vecs + i * c->dim, c->dim * sizeof *vecs);
+            lists[ni] = st->list;
+            ins[ni++] = st->ids[i];
+        } else {
+            del[nd++] = st->ids[i];
+        }
+    }
+    st->writing = 1;
+    wire_request_t req;
+    if (ni) {
+        wire_request_init(&req);
+        req.op = WIRE_OP_INSERT;
+        snprintf(req.coll, sizeof req.coll, "%s", c->name);
+        req.n = ni;
+        req.dim = c->dim;
+        req.ids = ins;
+        req.vecs = vecs;
+        req.lists = lists;
+        s_step_send(coord, job, coord->repair.catchup_target, &req);
+    }
+    if (nd) {
+        wire_request_init(&req);
+        req.op = WIRE_OP_DELETE;
+        snprintf(req.coll, sizeof req.coll, "%s", c->name);
+        req.n = nd;
+        req.ids = del;
+        s_step_send(coord, job, coord->repair.catchup_target, &req);
+    }
+    coord->repair.rows_caught_up += st->nids;
+done:
+    free(ins);
+    free(del);
+    free(lists);
+    free(vecs);
+}
+
+static void s_catchup_finish(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (st->failed) {
+        log_warn("repair: catching up \"%s\" list %u on shard %s: %s (tried again)",
+                 job->req.coll, st->list, coord->shards[coord->repair.catchup_target].endpoint,
+                 st->why);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    if (catalog_owed_clear(coord->cat, job->req.coll, st->list, st->replica, st->ids, st->nids,
+                           &err) != 0)
+        log_warn("repair: %s", err.msg);
+    s_step_end(coord, job, coord->opts.repair_pause_ms);
+}
+
+static void s_catchup_start(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    coord_repair_t *rp = &coord->repair;
+    size_t t = rp->catchup_target;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    size_t j = c && c->trained && st->list < c->nlist ? (size_t)st->list * c->replication + st->replica
+                                                      : SIZE_MAX;
+    if (j == SIZE_MAX || c->stale[j] != CATALOG_STALE_CATCHUP || !coord_shard_usable(coord, t)) {
+        s_step_end(coord, job, 0); /* changed meanwhile: looked at again */
+        return;
+    }
+    uint32_t src = coord_replica_pick(coord, c, st->list, (st->replica + 1) % c->replication, t);
+    if (src == UINT32_MAX) {
+        /* No up-to-date replica to copy from: drop it there (rebuilt later), so the shard
+           can serve its other lists. */
+        log_warn("repair: \"%s\" list %u on shard %s owes writes and no other replica is "
+                 "readable: it is dropped there and rebuilt later",
+                 c->name, st->list, coord->shards[t].endpoint);
+        if (catalog_stale_set(coord->cat, c->name, &st->list, &st->replica, 1, 1, &err) != 0)
+            log_warn("repair: %s", err.msg);
+        s_step_end(coord, job, 0);
+        return;
+    }
+    st->source = src;
+    size_t max = coord->opts.repair_chunk;
+    st->ids = malloc(max * sizeof *st->ids);
+    uint32_t *cur = malloc(max * sizeof *cur);
+    st->in_list = malloc(max);
+    int rc = st->ids && cur && st->in_list ? 0 : shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
+    if (rc == 0)
+        rc = catalog_owed_scan(coord->cat, c->name, st->list, st->replica, 0, st->ids, max,
+                               &st->nids, &err);
+    if (rc == 0 && st->nids)
+        rc = catalog_lookup(coord->cat, c->name, st->ids, st->nids, cur, &err);
+    /* 1: upsert from the source; 0: delete there; 2: leave (the target holds the
+       id's current list too, whose own replica state covers it). */
+    for (size_t i = 0; rc == 0 && i < st->nids; i++) {
+        st->in_list[i] = cur[i] == st->list;
+        for (uint32_t r = 0; !st->in_list[i] && cur[i] < c->nlist && r < c->replication; r++)
+            if (catalog_owner(c, cur[i], r) == t)
+                st->in_list[i] = 2;
+    }
+    free(cur);
+    if (rc != 0) {
+        s_step_fail(coord, job, "%s", err.msg);
+        s_step_complete(coord, job);
+        return;
+    }
+    if (st->nids == 0) { /* caught up: the replica is in sync */
+        if (catalog_stale_set(coord->cat, c->name, &st->list, &st->replica, 1, 0, &err) != 0) {
+            s_step_fail(coord, job, "%s", err.msg);
+            s_step_complete(coord, job);
+            return;
+        }
+        rp->lists_caught_up++;
+        log_info("repair: \"%s\" list %u on shard %s caught up on the writes it missed",
+                 c->name, st->list, coord->shards[t].endpoint);
+        s_step_end(coord, job, 0);
+        return;
+    }
+    wire_request_t req;
+    wire_request_init(&req);
+    req.op = WIRE_OP_GET;
+    snprintf(req.coll, sizeof req.coll, "%s", c->name);
+    req.n = st->nids;
+    req.ids = st->ids;
+    s_step_send(coord, job, src, &req);
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+/* The first catching-up replica of c on shard s, or 0 (then *l, *r unset). */
+static int s_coll_catchup_on(const catalog_coll_t *c, size_t s, uint32_t *l, uint32_t *r)
+{
+    for (size_t j = 0; c->trained && c->nstale && j < (size_t)c->nlist * c->replication; j++) {
+        if (c->stale[j] == CATALOG_STALE_CATCHUP && c->owners[j] == s) {
+            *l = (uint32_t)(j / c->replication);
+            *r = (uint32_t)(j % c->replication);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Starts the next drop of fenced shard s; 0 when its pass is over (then maybe unfenced). */
@@ -525,7 +723,21 @@ static int s_drop_step(coord_t *coord, size_t s)
         return 0;
     }
     const catalog_coll_t *c = catalog_coll_at(coord->cat, sh->drop_at);
-    coord_job_t *job = s_step_new(coord, S_DROP, WIRE_OP_LIST_DROP, c->name, s_drop_start);
+    uint32_t l, r;
+    coord_job_t *job;
+    if (s_coll_catchup_on(c, s, &l, &r)) {
+        /* Replicas that owe known ids catch up on them (not dropped). */
+        job = s_step_new(coord, S_CATCHUP, WIRE_OP_GET, c->name, s_catchup_start);
+        if (!job)
+            return 1;
+        s_step_t *st = job->state;
+        st->list = l;
+        st->replica = r;
+        coord->repair.catchup_target = s;
+        coord_job_submit(coord, job);
+        return 1;
+    }
+    job = s_step_new(coord, S_DROP, WIRE_OP_LIST_DROP, c->name, s_drop_start);
     if (!job)
         return 1;
     ((s_step_t *)job->state)->shard = s;
@@ -561,7 +773,8 @@ static int s_rebuild_pick(coord_t *coord)
         for (uint32_t l = 0; l < c->nlist; l++) {
             for (uint32_t r = 0; r < c->replication; r++) {
                 size_t t = catalog_owner(c, l, r);
-                if (!c->stale[(size_t)l * c->replication + r] || !coord_shard_usable(coord, t) ||
+                if (c->stale[(size_t)l * c->replication + r] != CATALOG_STALE_REBUILD ||
+                    !coord_shard_usable(coord, t) ||
                     coord->shards[t].fenced || coord->shards[t].verify_wanted)
                     continue;
                 uint32_t src = coord_replica_pick(coord, c, l, (r + 1) % c->replication, t);
@@ -753,13 +966,15 @@ void coord_repair_info(coord_t *coord, wire_info_t *info)
     for (size_t s = 0; s < coord->nshards; s++)
         fenced += coord->shards[s].fenced != 0;
     wire_info_key(info, "repair");
-    wire_info_map(info, 11);
+    wire_info_map(info, 13);
     wire_io_info_u64(info, "pending", pending);
     wire_io_info_u64(info, "running", rp->active ? 1 : 0);
     wire_io_info_u64(info, "fenced_shards", fenced);
     wire_io_info_u64(info, "rows_copied", rp->rows_copied);
     wire_io_info_u64(info, "lists_repaired", rp->lists_repaired);
     wire_io_info_u64(info, "lists_dropped", rp->lists_dropped);
+    wire_io_info_u64(info, "lists_caught_up", rp->lists_caught_up);
+    wire_io_info_u64(info, "rows_caught_up", rp->rows_caught_up);
     wire_io_info_f64(info, "rows_per_s", rp->last_rows_per_s);
     wire_io_info_u64(info, "verified", rp->verified);
     wire_io_info_u64(info, "mismatched", rp->mismatched);

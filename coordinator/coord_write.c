@@ -55,6 +55,7 @@ typedef struct {
     size_t outstanding;          /* this phase's requests not answered yet, in all */
     uint32_t tag;                /* this phase's tag: answers of earlier phases are ignored */
     uint8_t *inv;                /* nlist x R: replicas this phase writes (s_settle) */
+    uint32_t *ok1;               /* insert: nshards, the shards that stored phase 1 (NULL before) */
     size_t ninv;                 /* its length */
     char coll[WIRE_NAME_MAX + 1];
     /* insert / delete / re-drive */
@@ -111,6 +112,7 @@ static void s_state_free(void *state)
     free(w->sent);
     free(w->wait);
     free(w->inv);
+    free(w->ok1);
     free(w->ids);
     free(w->vecs);
     free(w->old_lists);
@@ -398,7 +400,9 @@ static int s_replicas_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c,
 {
     for (uint32_t r = 0; r < c->replication; r++) {
         uint32_t s = catalog_owner(c, l, r);
-        if (s_holds(c, skip, s))
+        /* A shard that stored the id in list skip holds it there now; one that
+           failed to still holds the old copy: it is written to (and owes it). */
+        if (s_holds(c, skip, s) && (!w->ok1 || w->ok1[s]))
             continue;
         w->inv[(size_t)l * c->replication + r] = 1;
         if (coord_shard_usable(coord, s) &&
@@ -468,19 +472,91 @@ static int s_check_quorum(const coord_t *coord, const catalog_coll_t *c, uint32_
 }
 
 /*
+ * Records that the nm replicas (ml[k], mr[k]) missed the ids of this phase in
+ * their list (lists[i] for w->ids[i]), leaving out an id whose write skipped
+ * that replica's shard (it holds a replica of skip[i]; skip may be NULL):
+ * catalog_stale_owe, one synced batch.
+ */
+static int s_owe(coord_t *coord, const s_write_t *w, const catalog_coll_t *c,
+                 const uint32_t *lists, const uint32_t *skip, const uint32_t *ml,
+                 const uint32_t *mr, size_t nm, shoal_err_t *err)
+{
+    /* Ids per list: counting sort of the phase's ids by list. */
+    size_t *start = calloc((size_t)c->nlist + 1, sizeof *start);
+    uint64_t *by_list = malloc((w->n ? w->n : 1) * sizeof *by_list);
+    catalog_owed_t *owed = malloc((nm ? nm : 1) * sizeof *owed);
+    int rc = 0;
+    if (!start || !by_list || !owed) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
+        goto done;
+    }
+    for (size_t i = 0; i < w->n; i++)
+        if (lists[i] < c->nlist)
+            start[lists[i] + 1]++;
+    for (uint32_t l = 0; l < c->nlist; l++)
+        start[l + 1] += start[l];
+    size_t *fill = calloc((size_t)c->nlist, sizeof *fill);
+    if (!fill) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
+        goto done;
+    }
+    for (size_t i = 0; i < w->n; i++)
+        if (lists[i] < c->nlist)
+            by_list[start[lists[i]] + fill[lists[i]]++] = w->ids[i];
+    free(fill);
+    for (size_t k = 0; k < nm; k++) {
+        owed[k].list = ml[k];
+        owed[k].replica = mr[k];
+        owed[k].ids = by_list + start[ml[k]];
+        owed[k].n = start[ml[k] + 1] - start[ml[k]];
+    }
+    uint64_t *kept = NULL;
+    if (skip) {
+        /* Only the ids whose write went to that replica's shard. */
+        kept = malloc((w->n ? w->n : 1) * (nm ? nm : 1) * sizeof *kept);
+        if (!kept) {
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
+            goto done;
+        }
+        size_t used = 0;
+        for (size_t k = 0; k < nm; k++) {
+            uint32_t sh = catalog_owner(c, ml[k], mr[k]);
+            size_t m = 0;
+            for (size_t i = 0; i < w->n; i++)
+                if (lists[i] == ml[k] &&
+                    (!s_holds(c, skip[i], sh) || (w->ok1 && !w->ok1[sh])))
+                    kept[used + m++] = w->ids[i];
+            owed[k].ids = kept + used;
+            owed[k].n = m;
+            used += m;
+        }
+    }
+    rc = catalog_stale_owe(coord->cat, c->name, owed, nm, NULL, err);
+    free(kept);
+done:
+    free(start);
+    free(by_list);
+    free(owed);
+    return rc;
+}
+
+/*
  * The end of a phase that wrote the replicas flagged in w->inv. Per list:
  * ok = its flagged replicas that are up to date (not stale) and whose shard
  * answered with success. The list holds when ok >= need (W for the vectors
  * of a write the client waits on; 0 for stale-copy deletes) and at least one
  * of its replicas stays up to date once those that failed are marked. When
  * every list holds, the failed replicas are marked stale in one synced batch
- * (before the client hears of success) and their shards fenced: 0.
+ * (before the client hears of success), owing the ids of this phase in their
+ * list (lists[i]: the list w->ids[i] was written to, CATALOG_LIST_NONE: not
+ * in this phase), so a repair can catch them up on just those; their shards
+ * are fenced: 0.
  * Otherwise nothing is marked and -1 names the first list in err: the write
  * is not acknowledged (or its intent stays for the re-drive). Either way
  * each shard that failed has its epoch moved (a rebuild for it restarts).
  */
 static int s_settle(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint32_t need,
-                    shoal_err_t *err)
+                    const uint32_t *lists, const uint32_t *skip, shoal_err_t *err)
 {
     uint32_t R = c->replication;
     size_t cap = w->ninv;
@@ -513,14 +589,17 @@ static int s_settle(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint3
                                    l, c->name, ok, need ? need : 1);
             continue;
         }
+        /* Failed replicas owe these ids; one already catching up owes them too, one
+           to be rebuilt whole needs nothing more. */
         for (uint32_t r = 0; r < R; r++) {
-            if (inv[r] && !w->ok[catalog_owner(c, l, r)] && !c->stale[(size_t)l * R + r]) {
+            if (inv[r] && !w->ok[catalog_owner(c, l, r)] &&
+                c->stale[(size_t)l * R + r] != CATALOG_STALE_REBUILD) {
                 ml[nm] = l;
                 mr[nm++] = r;
             }
         }
     }
-    if (rc == 0 && nm && catalog_stale_set(coord->cat, c->name, ml, mr, nm, 1, err) != 0)
+    if (rc == 0 && nm && s_owe(coord, w, c, lists, skip, ml, mr, nm, err) != 0)
         rc = -1;
     /* Shards that failed: epochs move; fenced where the replica is (now) stale. */
     for (size_t j = 0; w->inv && j < w->ninv; j++) {
@@ -903,8 +982,12 @@ static void s_insert_cleaned(coord_t *coord, coord_job_t *job)
     shoal_err_t err;
     shoal_err_clear(&err);
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
-    int failed = (w->fail_code && w->fail_shard >= coord->nshards) || !c ||
-                 s_settle(coord, w, c, 0, &err) != 0;
+    uint32_t *moved = malloc((w->n ? w->n : 1) * sizeof *moved);
+    for (size_t i = 0; moved && i < w->n; i++)
+        moved[i] = w->old_lists[i] != w->new_lists[i] ? w->old_lists[i] : CATALOG_LIST_NONE;
+    int failed = (w->fail_code && w->fail_shard >= coord->nshards) || !c || !moved ||
+                 s_settle(coord, w, c, 0, moved, w->new_lists, &err) != 0;
+    free(moved);
     if (failed) {
         log_warn("insert into \"%s\": stale copies not deleted yet (%s); intent %" PRIu64
                  " stays and is re-driven",
@@ -923,7 +1006,7 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
     shoal_err_t err;
     shoal_err_clear(&err);
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
-    if (!c || s_settle(coord, w, c, c->write_quorum, &err) != 0) {
+    if (!c || s_settle(coord, w, c, c->write_quorum, w->new_lists, NULL, &err) != 0) {
         coord_redrive_schedule(coord); /* removes what the shards that did answer stored */
         if (w->fail_code)
             coord_fail(coord, &job, w->fail_code, "%s; nothing was acknowledged", w->fail_msg);
@@ -939,10 +1022,14 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "insert: updating the id map: %s", err.msg);
         return;
     }
+    w->ok1 = malloc(coord->nshards * sizeof *w->ok1);
+    if (w->ok1)
+        memcpy(w->ok1, w->ok, coord->nshards * sizeof *w->ok1);
     s_batches_free(w, coord->nshards);
     s_phase_reset(coord, w);
     /* Stale copies: the id left its old list for another; the old list's
-       replicas that do not hold the new one lose it. */
+       replicas that do not hold the new one lose it (s_replicas_add: nor does one
+       that holds it but failed to store it, which still has the old copy). */
     for (size_t i = 0; i < w->n; i++) {
         uint32_t ol = w->old_lists[i], nl = w->new_lists[i];
         if (ol >= c->nlist || ol == nl)
@@ -1078,9 +1165,10 @@ static void s_delete_done(coord_t *coord, coord_job_t *job)
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
     /* Replicas that missed it are marked stale when W others have it (s_settle). */
     if (w->fail_code && w->fail_shard < coord->nshards && c && c->trained &&
-        s_settle(coord, w, c, c->write_quorum, &err) == 0)
+        s_settle(coord, w, c, c->write_quorum, w->old_lists, NULL, &err) == 0)
         w->fail_code = 0;
-    else if (!w->fail_code && c && c->trained && s_settle(coord, w, c, c->write_quorum, &err) != 0)
+    else if (!w->fail_code && c && c->trained &&
+             s_settle(coord, w, c, c->write_quorum, w->old_lists, NULL, &err) != 0)
         s_record_fail(w, SIZE_MAX, err.code, "delete: %s", err.msg);
     if (w->fail_code) {
         /* Rolled forward: the map already forgot the ids; the re-drive deletes the copies. */

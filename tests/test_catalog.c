@@ -582,6 +582,56 @@ Test(catalog, replicas_and_stale_marks)
     c = catalog_find(cat, "rep");
     cr_assert_eq(c->nstale, 1);
     cr_assert(!c->stale[2 * 2 + 1] && c->stale[1 * 2 + 0]);
+    /* Missed writes of ids: list 0 replica 1 catches up on them. */
+    uint64_t owed_ids[3] = {7, 3, 9};
+    catalog_owed_t ow = {.list = 0, .replica = 1, .ids = owed_ids, .n = 3};
+    size_t newly = 0;
+    cr_assert_eq(catalog_stale_owe(cat, "rep", &ow, 1, &newly, &err), 0, "%s", err.msg);
+    cr_assert_eq(newly, 1);
+    /* list 1 replica 0 is to be rebuilt whole: owing ids does not change that */
+    ow.list = 1;
+    ow.replica = 0;
+    cr_assert_eq(catalog_stale_owe(cat, "rep", &ow, 1, &newly, &err), 0, "%s", err.msg);
+    cr_assert_eq(newly, 0);
+    cat = s_reopen(&cat);
+    c = catalog_find(cat, "rep");
+    cr_assert_eq(c->nstale, 2);
+    cr_assert_eq(c->stale[0 * 2 + 1], CATALOG_STALE_CATCHUP);
+    cr_assert_eq(c->owed[0 * 2 + 1], 3);
+    cr_assert_eq(c->stale[1 * 2 + 0], CATALOG_STALE_REBUILD);
+    uint64_t got_ids[8];
+    size_t got = 0;
+    cr_assert_eq(catalog_owed_scan(cat, "rep", 0, 1, 0, got_ids, 8, &got, &err), 0, "%s", err.msg);
+    cr_assert_eq(got, 3);
+    cr_assert(got_ids[0] == 3 && got_ids[1] == 7 && got_ids[2] == 9);
+    cr_assert_eq(catalog_owed_scan(cat, "rep", 0, 1, 4, got_ids, 8, &got, &err), 0);
+    cr_assert(got == 2 && got_ids[0] == 7);
+    cr_assert_eq(catalog_owed_clear(cat, "rep", 0, 1, got_ids, 1, &err), 0, "%s", err.msg);
+    cat = s_reopen(&cat);
+    cr_assert_eq(catalog_owed_scan(cat, "rep", 0, 1, 0, got_ids, 8, &got, &err), 0);
+    cr_assert(got == 2 && got_ids[0] == 3 && got_ids[1] == 9);
+    /* Clearing the mark forgets the ids; owing too many means a rebuild. */
+    uint32_t l0 = 0, r1 = 1;
+    cr_assert_eq(catalog_stale_set(cat, "rep", &l0, &r1, 1, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(catalog_owed_scan(cat, "rep", 0, 1, 0, got_ids, 8, &got, &err), 0);
+    cr_assert_eq(got, 0);
+    uint64_t *many = calloc(CATALOG_OWED_MAX + 1, sizeof *many);
+    cr_assert_not_null(many);
+    for (size_t i = 0; i <= CATALOG_OWED_MAX; i++)
+        many[i] = i;
+    ow = (catalog_owed_t){.list = 2, .replica = 0, .ids = many, .n = CATALOG_OWED_MAX + 1};
+    cr_assert_eq(catalog_stale_owe(cat, "rep", &ow, 1, &newly, &err), 0, "%s", err.msg);
+    free(many);
+    c = catalog_find(cat, "rep");
+    cr_assert_eq(c->stale[2 * 2 + 0], CATALOG_STALE_REBUILD);
+    cr_assert_eq(catalog_owed_scan(cat, "rep", 2, 0, 0, got_ids, 8, &got, &err), 0);
+    cr_assert_eq(got, 0);
+    cr_assert_eq(catalog_stale_set(cat, "rep", lists + 1, reps + 1, 1, 0, &err), 0, "%s",
+                 err.msg);
+    uint32_t l2 = 2, r0 = 0;
+    cr_assert_eq(catalog_stale_set(cat, "rep", &l2, &r0, 1, 0, &err), 0, "%s", err.msg);
+    cat = s_reopen(&cat);
+    cr_assert_eq(catalog_find(cat, "rep")->nstale, 0);
     /* A drop takes the marks with it. */
     cr_assert_eq(catalog_drop(cat, "rep", &err), 0, "%s", err.msg);
     cr_assert_eq(catalog_create(cat, &p, &err), 0, "%s", err.msg);
