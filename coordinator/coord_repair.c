@@ -199,7 +199,8 @@ void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s)
     size_t n = 0;
     for (uint32_t l = 0; lists && reps && l < c->nlist; l++)
         for (uint32_t r = 0; r < c->replication; r++)
-            if (catalog_owner(c, l, r) == s && !c->stale[(size_t)l * c->replication + r]) {
+            if (catalog_owner(c, l, r) == s &&
+                c->stale[(size_t)l * c->replication + r] != CATALOG_STALE_REBUILD) {
                 lists[n] = l;
                 reps[n++] = r;
             }
@@ -426,17 +427,23 @@ static void s_verify_answer(coord_t *coord, coord_job_t *job, const wire_reply_t
     for (uint64_t i = 0; i < rep->n; i++)
         if (rep->lists[i] < c->nlist)
             have[rep->lists[i]] = rep->counts[i];
+    /* In sync: the counts must be equal. Catching up: each owed id accounts for one
+       row more or less at most; a bigger gap (a wiped data dir) needs a rebuild. */
     size_t n = 0;
     for (uint32_t l = 0; l < c->nlist; l++)
-        for (uint32_t r = 0; r < c->replication; r++)
-            if (catalog_owner(c, l, r) == s && !c->stale[(size_t)l * c->replication + r] &&
-                have[l] != c->list_counts[l]) {
+        for (uint32_t r = 0; r < c->replication; r++) {
+            size_t j = (size_t)l * c->replication + r;
+            uint64_t gap = have[l] > c->list_counts[l] ? have[l] - c->list_counts[l]
+                                                       : c->list_counts[l] - have[l];
+            if (catalog_owner(c, l, r) == s && c->stale[j] != CATALOG_STALE_REBUILD &&
+                gap > (c->stale[j] ? c->owed[j] : 0)) {
                 log_info("repair: shard %s holds %" PRIu64 " vectors of \"%s\" list %u, the "
                          "catalog %" PRIu64 ": the replica is rebuilt",
                          coord->shards[s].endpoint, have[l], c->name, l, c->list_counts[l]);
                 lists[n] = l;
                 reps[n++] = r;
             }
+        }
     coord->repair.verified++;
     coord->repair.mismatched += n;
     if (n && s_mark_stale(coord, c, lists, reps, n))
