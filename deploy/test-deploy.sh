@@ -13,9 +13,11 @@
 # no route anywhere else. h1 runs the coordinator, h2 and h3 a shard each, h4
 # two shard instances: four shards.
 #
-# Phases (each timed): image, boot, site.yml, units, data (siftsmall, recall@10
-# >= 0.95), kill -9 of a shard (systemd restarts it, no acknowledged write
-# lost), rolling_restart.yml under a stream of searches, upgrade.yml, a second
+# Phases (each timed): image, boot, site.yml, units, data (siftsmall with 2
+# copies of each list, recall@10 >= 0.95), kill -9 of a shard (systemd
+# restarts it, no acknowledged write lost, the repair ends), rolling_restart.yml
+# under a stream of searches and writes (no failed or partial search, no
+# failed write, the repair ends), upgrade.yml under searches, a second
 # site.yml (changed=0 everywhere), ansible-lint. Everything it starts is torn
 # down on exit, also on failure; logs stay in build/test-deploy/logs.
 set -euo pipefail
@@ -30,11 +32,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 datasets=${SHOAL_DATASETS:-$repo/../shared/datasets}
 sift=$datasets/siftsmall
-# Copies of each IVF list the cluster runs with. The coordinator has no
-# replication yet, so 1.
-# TODO: set 2 once replication lands; the rolling restart below then asserts
-# zero failed and zero partial searches (see `replication`).
-replication=1
+# Copies of each IVF list (R) and the replicas that must hold a write before
+# it is acknowledged (W): the collection is created with them, and the
+# inventory's shoal_replication_factor is R. With R = 2 a shard that is down
+# or restarting is bypassed, so the searches during the rolling restart and
+# the upgrade must all be full answers; with W = 1 writes go on meanwhile.
+replication=2
+write_quorum=1
 
 [[ $(id -u) -eq 0 ]] || { echo "test-deploy: needs root (namespaces, nspawn)" >&2; exit 1; }
 for f in "$deb" "$cli" "$sift/siftsmall_base.fvecs"; do
@@ -71,12 +75,14 @@ rm -rf "$logs"
 mkdir -p "$work" "$logs"
 declare -A nspawn_pid=()
 client_pid=
+writer_pid=
 
 teardown() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
     [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null
+    [[ -n $writer_pid ]] && kill "$writer_pid" 2>/dev/null
     for h in "${!nspawn_pid[@]}"; do
         ctl timeout 15 ssh "${ssh_opts[@]}" "root@${addr[$h]}" journalctl --no-pager \
             -u 'shoal-*' > "$logs/$h-journal.txt" 2>/dev/null
@@ -124,6 +130,19 @@ wait_all_up() {
         sleep 1
     done
     fail "the coordinator does not report $nshards shards up (last: $(shards_up))"
+}
+# Prints "pending fenced_shards" of the coordinator's repair state (status).
+repair_state() {
+    shoal -t 2000 status 2>/dev/null | python3 -c \
+        'import json, sys; r = json.load(sys.stdin)["repair"]; print(r["pending"], r["fenced_shards"])'
+}
+# Waits until every stale replica is rebuilt and no shard is fenced.
+wait_repaired() {
+    for _ in $(seq 1 120); do
+        [[ $(repair_state) == "0 0" ]] && { say "repair done: nothing pending, no shard fenced ($1)"; return 0; }
+        sleep 1
+    done
+    fail "the repair does not end (pending, fenced: $(repair_state)) ($1)"
 }
 
 # -------------------------------------------------------------------------
@@ -188,6 +207,11 @@ all:
     shoal_shard_threads: 1
     shoal_coordinator_threads: 1
     shoal_coordinator_nlist: 64
+    # A second between two repair steps (5 ms by default): rebuilding what a
+    # restarted shard missed then takes seconds, longer than the playbook's own
+    # pace, so rolling_restart.yml really has to wait for it; were it to go on,
+    # the next restart would take a list's last readable copy (partial answers).
+    shoal_coordinator_options: {repair-pause-ms: 1000}
   children:
     coordinators:
       hosts:
@@ -216,6 +240,11 @@ playbook() {
     grep -qE ': ok=' "$log" || fail "$name: no play recap (see $log)"
 }
 playbook site "$repo/deploy/ansible/site.yml"
+# h4's two instances are shards 2 and 3: with R = 2 the coordinator puts a
+# list's copies on consecutive shards, so some lists have both on h4, which
+# the coordinator role's preflight must say.
+grep -q "shards 2 and 3 (both on ${addr[h4]}) hold copies of the same lists" "$logs/site.log" ||
+    fail "site.yml did not warn that shards 2 and 3 (h4) hold copies of the same lists"
 phase_done site.yml
 
 # -------------------------------------------------------------------------
@@ -237,7 +266,8 @@ phase_done units
 # -------------------------------------------------------------------------
 # Phase: create, train and load siftsmall through the CLI; recall@10
 # -------------------------------------------------------------------------
-shoal create sift --dim 128 --metric l2 --nlist 64
+shoal create sift --dim 128 --metric l2 --nlist 64 --replication "$replication" \
+    --write-quorum "$write_quorum"
 shoal train sift "$sift/siftsmall_base.fvecs" > "$logs/train.txt"
 shoal load sift "$sift/siftsmall_base.fvecs" --batch 2000 2>/dev/null
 # Checks recall@10 on the query set against the ground truth; $1 names the moment.
@@ -252,6 +282,8 @@ check_recall() {
 check_recall "after load"
 count() { shoal status sift | sed -n 's/.*"count": \([0-9]*\).*/\1/p'; }
 [[ $(count) == 10000 ]] || fail "count $(count), expected 10000"
+[[ $(shoal status sift) == *'"replication": '$replication', "write_quorum": '$write_quorum,* ]] ||
+    fail "the collection does not report replication $replication, write_quorum $write_quorum"
 phase_done data
 
 # -------------------------------------------------------------------------
@@ -263,12 +295,13 @@ ctl "$(dirname "$cli")/shoal-bench" gen --n 100 --dim 128 --queries 1 --k 1 --se
     --out "$work/extra" > /dev/null
 shoal load sift "$work/extra/base.fvecs" --ids-start 1000000 2>/dev/null
 extra_ids=$(seq -s, 1000000 1000099)
+expected_count=10100
 check_extra() {
     local found
     found=$(shoal get sift --ids "$extra_ids" | grep -c ' found=1 ' || true)
     [[ $found == 100 ]] || fail "$found of 100 acknowledged vectors found ($1)"
-    [[ $(count) == 10100 ]] || fail "count $(count), expected 10100 ($1)"
-    say "all 100 acknowledged vectors present, count 10100 ($1)"
+    [[ $(count) == "$expected_count" ]] || fail "count $(count), expected $expected_count ($1)"
+    say "all 100 acknowledged vectors present, count $expected_count ($1)"
 }
 check_extra "before the kill"
 restarts=$(on h2 systemctl show -p NRestarts --value shoal-shard@0.service)
@@ -284,60 +317,127 @@ for i in $(seq 1 60); do
 done
 say "systemd restarted shoal-shard@0 on h2 after SIGKILL (NRestarts $restarts -> $now)"
 wait_all_up
+wait_repaired "after the kill"
 check_extra "after the kill"
 check_recall "after the kill"
 phase_done kill
 
 # -------------------------------------------------------------------------
-# Phase: rolling_restart.yml while a client searches continuously
+# Phase: rolling_restart.yml while clients search and write continuously
 # -------------------------------------------------------------------------
-# The client: 100 queries per run in requests of 10, over and over; counts
-# requests, failed runs and partial answers until told to stop.
+# The searching client: 100 queries per run in requests of 10, over and over;
+# counts requests, failed runs and partial answers until told to stop. The
+# coordinator's deadline (3 s) is below the client's wait (5 s), so a reply
+# that never comes means the coordinator itself was gone.
 search_loop() {
     local runs=0 failed=0 partial=0 out
-    while [[ ! -e $work/stop-searching ]]; do
+    while [[ ! -e $work/stop-clients ]]; do
         runs=$((runs + 1))
-        if out=$(shoal -t 5000 search sift "$sift/siftsmall_query.fvecs" -k 10 --batch 10 2>&1); then
-            [[ $out == *partial=1* ]] && partial=$((partial + 1))
+        if out=$(shoal -t 5000 search sift "$sift/siftsmall_query.fvecs" -k 10 --batch 10 \
+                --deadline-ms 3000 2>&1); then
+            if [[ $out == *partial=1* ]]; then
+                partial=$((partial + 1))
+                echo "$out" >> "$logs/search-partial.txt"
+            fi
         else
             failed=$((failed + 1))
-            echo "$out" >> "$logs/search-failures.txt"
+            echo "$out" >> "$work/search-failures"
         fi
     done
     echo "$runs $failed $partial" > "$work/search-counts"
 }
-# Runs playbook $1 under the search client, prints the counts and checks them.
-under_searches() {
-    local name=$1 runs failed partial
-    shift
-    rm -f "$work/stop-searching" "$work/search-counts"
+# The writing client: every half second, the next 10 rows of siftsmall's base
+# (spread over all the lists, so every shard misses writes while it restarts)
+# under fresh ids from 2000000 on; the acknowledged ids go to $work/written,
+# the failures to $logs/write-failures.txt. The copies are deleted once
+# checked: they would tie with the originals in the recall check.
+write_loop() {
+    local next=2000000 batches=0 failed=0 out row_bytes=$((4 + 128 * 4))
+    : > "$work/written"
+    while [[ ! -e $work/stop-clients ]]; do
+        dd if="$sift/siftsmall_base.fvecs" of="$work/batch.fvecs" bs=$((10 * row_bytes)) \
+            skip=$((batches % 1000)) count=1 status=none
+        batches=$((batches + 1))
+        if out=$(shoal -t 30000 load sift "$work/batch.fvecs" --ids-start "$next" 2>&1); then
+            seq "$next" $((next + 9)) >> "$work/written"
+        else
+            failed=$((failed + 1))
+            echo "ids $next..$((next + 9)): $out" >> "$logs/write-failures.txt"
+        fi
+        next=$((next + 10))
+        sleep 0.5
+    done
+    echo "$batches $failed" > "$work/write-counts"
+}
+# Runs playbook $2 (args after it) under the searching client, and under the
+# writing one when $1 is "writes"; prints the counts and checks them: with
+# R >= 2 no search fails or is partial and no write fails. The one exception
+# is upgrade.yml's restart of the coordinator itself (there is one): searches
+# in flight then get no reply from it, and those failures are counted apart.
+under_clients() {
+    local writes=$1 name=$2 runs failed partial batches wfailed coord_failed=0
+    shift 2
+    rm -f "$work/stop-clients" "$work/search-counts" "$work/write-counts" "$work/search-failures"
     search_loop &
     client_pid=$!
+    [[ $writes == writes ]] && { write_loop & writer_pid=$!; }
     playbook "$name" "$@"
-    touch "$work/stop-searching"
+    touch "$work/stop-clients"
     wait "$client_pid"
     client_pid=
-    read -r runs failed partial < "$work/search-counts"
-    say "$name under searches: $((runs * 10)) requests ($runs runs of 100 queries)," \
-        "$failed failed runs, $partial runs with partial answers (R = $replication)"
-    if [[ $replication -ge 2 ]]; then
-        [[ $failed -eq 0 && $partial -eq 0 ]] ||
-            fail "$name: $failed failed and $partial partial search runs with R = $replication"
-    else
-        # TODO: with R = 1 a restarting shard's lists are missing for a moment,
-        # so partial (and timed-out) answers are expected and only counted; the
-        # zero-failures assertion above applies once replication gives R = 2.
-        say "$name: R = 1, failures and partial answers counted, not asserted"
+    if [[ -n $writer_pid ]]; then
+        wait "$writer_pid"
+        writer_pid=
+        read -r batches wfailed < "$work/write-counts"
+        say "$name under writes: $batches batches of 10 vectors, $wfailed failed"
+        [[ $wfailed -eq 0 ]] || fail "$name: $wfailed failed writes with R = $replication, W = $write_quorum (see $logs/write-failures.txt)"
     fi
+    read -r runs failed partial < "$work/search-counts"
+    if [[ -e $work/search-failures ]]; then
+        cat "$work/search-failures" >> "$logs/search-failures.txt"
+        [[ $name == upgrade ]] &&
+            coord_failed=$(grep -c "no reply from $coord within" "$work/search-failures" || true)
+    fi
+    say "$name under searches: $((runs * 10)) requests ($runs runs of 100 queries)," \
+        "$failed failed runs ($coord_failed while the coordinator restarted)," \
+        "$partial runs with partial answers (R = $replication)"
+    [[ $((failed - coord_failed)) -eq 0 && $partial -eq 0 ]] ||
+        fail "$name: $failed failed and $partial partial search runs with R = $replication" \
+            "(see $logs/search-failures.txt and search-partial.txt)"
 }
-under_searches rolling_restart "$repo/deploy/ansible/rolling_restart.yml"
+# Checks that the writing client's acknowledged vectors are all there ($2 =
+# present) or all gone ($2 = deleted).
+check_written() {
+    local n found want
+    n=$(wc -l < "$work/written")
+    [[ $n -gt 0 ]] || fail "no write was acknowledged during the rolling restart"
+    found=$(shoal get sift --ids "$work/written" | grep -c ' found=1 ' || true)
+    want=$n
+    [[ $2 == deleted ]] && want=0
+    [[ $found == "$want" ]] || fail "$found of $n vectors written during the rolling restart found, expected $want ($1)"
+    say "$found of $n vectors written during the rolling restart found, as expected ($1)"
+}
+under_clients writes rolling_restart "$repo/deploy/ansible/rolling_restart.yml"
+say "rolling_restart: $(grep -c 'RETRYING: .*no stale replica and no fenced shard' "$logs/rolling_restart.log" || true)" \
+    "polls of the coordinator found the repair still going"
 for h in h2 h3 h4; do
     for u in ${units[$h]}; do
         [[ $(on "$h" systemctl is-active "$u" || true) == active ]] || fail "$u on $h not active after the restart"
     done
 done
 wait_all_up
+# The playbook waited for the repair after each restart: nothing is left.
+[[ $(repair_state) == "0 0" ]] ||
+    fail "after the rolling restart the repair is not done (pending, fenced: $(repair_state))"
+say "after the rolling restart: nothing pending, no shard fenced"
+expected_count=$((10100 + $(wc -l < "$work/written")))
+check_written "after the rolling restart" present
 check_extra "after the rolling restart"
+deleted=$(shoal delete sift --ids "$work/written")
+[[ $deleted == "deleted=$(wc -l < "$work/written")" ]] || fail "delete of the written vectors: $deleted"
+expected_count=10100
+check_written "after their delete" deleted
+check_extra "after the delete"
 check_recall "after the rolling restart"
 phase_done rolling_restart
 
@@ -350,13 +450,15 @@ dpkg-deb -R "$deb" "$work/newpkg"
 sed -i "s/^Version: .*/Version: $new_version/" "$work/newpkg/DEBIAN/control"
 new_deb=$work/shoal_${new_version}_amd64.deb
 dpkg-deb --root-owner-group -Zxz --build "$work/newpkg" "$new_deb" > /dev/null
-under_searches upgrade "$repo/deploy/ansible/upgrade.yml" -e "shoal_package_file=$new_deb"
+under_clients searches upgrade "$repo/deploy/ansible/upgrade.yml" -e "shoal_package_file=$new_deb"
 for h in "${hosts[@]}"; do
     v=$(on "$h" "dpkg-query -W -f '\${Version}' shoal")
     [[ $v == "$new_version" ]] || fail "$h has shoal $v after the upgrade, expected $new_version"
 done
 say "every host runs shoal $new_version"
 wait_all_up
+wait_repaired "after the upgrade"
+check_written "after the upgrade" deleted
 check_extra "after the upgrade"
 check_recall "after the upgrade"
 phase_done upgrade
