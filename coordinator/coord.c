@@ -1085,6 +1085,8 @@ void coord_opts_default(coord_opts_t *opts)
     opts->ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
     opts->down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
     opts->chunk_default = COORD_CHUNK_DEFAULT;
+    opts->replication_default = 1;
+    opts->write_quorum_default = 1;
     opts->hedge_pct = COORD_HEDGE_PCT_DEFAULT;
     opts->repair_chunk = COORD_REPAIR_CHUNK_DEFAULT;
     opts->repair_pause_ms = COORD_REPAIR_PAUSE_MS_DEFAULT;

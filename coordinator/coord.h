@@ -127,6 +127,8 @@ typedef struct {
     size_t threads;                  /* k-means / routing CPU threads; 0 = online cores */
     int stop_fd;                     /* when readable, stop; -1 = none */
     size_t max_pending_reply_bytes;  /* reply bytes queued for unread clients; 0 = default */
+    uint32_t replication_default;    /* R of a collection created without one (1..3) */
+    uint32_t write_quorum_default;   /* W of one created without one (capped at its R) */
     uint32_t hedge_pct;              /* R > 1: a sub-query unanswered after this % of the
                                         deadline is sent to other replicas too (0 = never) */
     uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */

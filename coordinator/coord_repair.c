@@ -120,7 +120,8 @@ void coord_shard_missed(coord_t *coord, size_t s, int fence)
     if (fence && !sh->fenced) {
         sh->fenced = 1;
         log_warn("replicas: shard %s missed writes of replicated lists: it serves no reads of "
-                 "them until its stale lists are dropped and rebuilt (stats: repair)",
+                 "replicated collections until its stale lists are caught up or dropped there "
+                 "(stats: repair)",
                  sh->endpoint);
     }
 }
@@ -723,8 +724,8 @@ static int s_drop_step(coord_t *coord, size_t s)
         sh->drop_at = 0;
         if (sh->epoch == sh->drop_epoch) {
             sh->fenced = 0;
-            log_info("repair: shard %s serves reads again (its stale lists are dropped there and "
-                     "are rebuilt from other replicas)",
+            log_info("repair: shard %s serves reads again (its stale lists are caught up, or "
+                     "dropped there and rebuilt from other replicas)",
                      sh->endpoint);
         }
         return 0;

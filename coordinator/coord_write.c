@@ -744,8 +744,14 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
     params.metric = req->metric;
     params.nlist = nlist;
     params.nprobe = nprobe;
-    params.replication = req->replication ? req->replication : 1;
-    params.write_quorum = req->write_quorum ? req->write_quorum : 1;
+    params.replication = req->replication ? req->replication : coord->opts.replication_default;
+    params.write_quorum = req->write_quorum ? req->write_quorum : coord->opts.write_quorum_default;
+    if (!params.replication)
+        params.replication = 1;
+    if (!req->write_quorum && params.write_quorum > params.replication)
+        params.write_quorum = params.replication; /* the default, capped */
+    if (!params.write_quorum)
+        params.write_quorum = 1;
     /*
      * The coordinator fills in the shards' build defaults itself and sends
      * them, so every shard (and one re-created later) builds the collection

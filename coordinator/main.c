@@ -84,6 +84,12 @@ static const cliopt_t s_options[] = {
      "a shard silent this long is marked down"},
     {"chunk", CLIOPT_U32, S_FIELD(opts.chunk_default), 1, 1e9, "N",
      "knn_graph rows per reply by default"},
+    {"replication", CLIOPT_U32, S_FIELD(opts.replication_default), 1, 3, "R",
+     "copies of each IVF list of a collection created without \"replication\" (at most the "
+     "shards)"},
+    {"write-quorum", CLIOPT_U32, S_FIELD(opts.write_quorum_default), 1, 3, "W",
+     "replicas that acknowledge a write, for a collection created without \"write_quorum\" "
+     "(capped at its replication)"},
     {"hedge-pct", CLIOPT_U32, S_FIELD(opts.hedge_pct), 0, 100, "P",
      "replicated collections: a shard that has not answered a search after P% of its "
      "deadline is bypassed through other replicas (0 = only when it is down)"},
