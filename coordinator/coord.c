@@ -83,6 +83,13 @@ int coord_check_vectors(const char *op, const catalog_coll_t *coll, const float 
     return vec_check_rows(op, "row", vecs, n, coll->dim, coll->metric, ids, err);
 }
 
+void coord_request_init(wire_request_t *req, wire_op_t op, const char *coll)
+{
+    wire_request_init(req);
+    req->op = op;
+    snprintf(req->coll, sizeof req->coll, "%s", coll ? coll : "");
+}
+
 int coord_shard_usable(const coord_t *coord, size_t s)
 {
     return s < coord->nshards && coord->shards[s].state != COORD_SHARD_DOWN;

@@ -119,7 +119,6 @@ typedef struct {
     uint64_t copied;        /* rows copied into the list so far */
     int64_t started_us;
     /* totals since start (stats) */
-    size_t catchup_target;  /* the shard of the catch-up step in flight */
     uint64_t rows_copied, lists_repaired, lists_dropped, verified, mismatched, aborted;
     uint64_t rows_caught_up, lists_caught_up; /* catch-up: owed ids replayed, replicas done */
     double last_rows_per_s; /* rate of the last list rebuilt */
@@ -270,6 +269,9 @@ void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, 
  */
 int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req);
 
+/* A request of op on collection coll ("" for none) to a shard, the rest of it zero. */
+void coord_request_init(wire_request_t *req, wire_op_t op, const char *coll);
+
 /* 1 when shard s may be routed to (not known down). */
 int coord_shard_usable(const coord_t *coord, size_t s);
 /* Appends "ep" (comma-separated) to buf for each s with flags[s] != 0. */
@@ -324,12 +326,13 @@ void coord_ensure_collections(coord_t *coord, size_t s);
  */
 int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r);
 /*
- * The shard a read of list l should ask: the first readable replica from
- * replica `first` on (mod R), skipping shard `avoid` (SIZE_MAX: none);
- * UINT32_MAX when none is readable.
+ * The shard a read (or a repair's copy) of list l should ask: the first
+ * readable replica from replica `first` on (mod R), skipping the shards
+ * flagged in bad (nshards flags, or NULL); UINT32_MAX when none is. A stale
+ * replica is never readable, so a repair's target is never its own source.
  */
 uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
-                            uint32_t first, size_t avoid);
+                            uint32_t first, const uint32_t *bad);
 /* Shard s missed a write: its epoch moves; fence 1 also fences it (a replica was marked stale). */
 void coord_shard_missed(coord_t *coord, size_t s, int fence);
 /* Shard s answered after being down (was_down) or for the first time: verify it. */

@@ -84,28 +84,52 @@ int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32
 }
 
 uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
-                            uint32_t first, size_t avoid)
+                            uint32_t first, const uint32_t *bad)
 {
     uint32_t R = c->replication;
     for (uint32_t j = 0; j < R; j++) {
         uint32_t r = (first + j) % R;
         uint32_t s = catalog_owner(c, l, r);
-        if (s != avoid && coord_replica_readable(coord, c, l, r))
+        if (!(bad && bad[s]) && coord_replica_readable(coord, c, l, r))
             return s;
     }
     return UINT32_MAX;
 }
 
-/* 1 when shard s holds a replica of some list of a trained collection with R > 1. */
-static int s_holds_replicated(const coord_t *coord, size_t s)
+/* s_first's kinds of replica beyond the CATALOG_STALE_* states. */
+#define S_ANY   (-1) /* any replica */
+#define S_STALE (-2) /* a stale one, of either kind */
+
+/*
+ * The first replica slot j (list j / R, replica j % R) of trained c on shard
+ * s whose stale state is `want` (0, a CATALOG_STALE_* kind, S_ANY or
+ * S_STALE), or SIZE_MAX.
+ */
+static size_t s_first(const catalog_coll_t *c, size_t s, int want)
+{
+    if (!c->trained || (want != S_ANY && want != 0 && !c->nstale))
+        return SIZE_MAX;
+    for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++) {
+        int st = c->stale[j];
+        if (c->owners[j] == s && (want == S_ANY || (want == S_STALE ? st != 0 : st == want)))
+            return j;
+    }
+    return SIZE_MAX;
+}
+
+/* 1 when c is replicated and has a replica on shard s. */
+static int s_coll_on_shard(const catalog_coll_t *c, size_t s)
+{
+    return c->replication > 1 && s_first(c, s, S_ANY) != SIZE_MAX;
+}
+
+/* 1 when some collection has a replica on shard s: replicated (want S_ANY) or stale (S_STALE). */
+static int s_shard_holds(const coord_t *coord, size_t s, int want)
 {
     for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
         const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
-        if (!c->trained || c->replication < 2)
-            continue;
-        for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
-            if (c->owners[j] == s)
-                return 1;
+        if (want == S_ANY ? s_coll_on_shard(c, s) : s_first(c, s, want) != SIZE_MAX)
+            return 1;
     }
     return 0;
 }
@@ -126,22 +150,10 @@ void coord_shard_missed(coord_t *coord, size_t s, int fence)
     }
 }
 
-/* 1 when shard s holds a stale replica of any collection. */
-static int s_holds_stale(const coord_t *coord, size_t s)
-{
-    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
-        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
-        for (size_t j = 0; c->trained && c->nstale && j < (size_t)c->nlist * c->replication; j++)
-            if (c->stale[j] && c->owners[j] == s)
-                return 1;
-    }
-    return 0;
-}
-
 void coord_repair_init(coord_t *coord)
 {
     for (size_t s = 0; s < coord->nshards; s++)
-        coord->shards[s].fenced = s_holds_stale(coord, s);
+        coord->shards[s].fenced = s_shard_holds(coord, s, S_STALE);
 }
 
 void coord_shard_back(coord_t *coord, size_t s, int was_down)
@@ -151,7 +163,7 @@ void coord_shard_back(coord_t *coord, size_t s, int was_down)
     sh->verify_at = 0;
     /* Back from down, or first seen (by a restarted coordinator) with stale lists
        that may not have been dropped there: fenced until they are. */
-    if ((was_down && s_holds_replicated(coord, s)) || s_holds_stale(coord, s)) {
+    if ((was_down && s_shard_holds(coord, s, S_ANY)) || s_shard_holds(coord, s, S_STALE)) {
         sh->epoch++;
         sh->fenced = 1; /* until verified and its stale lists dropped */
         sh->drop_at = 0;
@@ -221,12 +233,12 @@ typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK, S_CATCHUP } s_kind_t;
 typedef struct {
     coord_t *coord;   /* to clear coord->repair.job when freed */
     s_kind_t kind;
-    size_t shard;     /* verify, drop: the shard */
+    size_t shard;     /* verify, drop, catch-up: the shard */
     size_t outstanding;
     int failed;
     char why[WIRE_MSG_MAX];
+    int writing;      /* chunk, catch-up: the read answered, the target's writes are out */
     /* chunk: the export's answer kept while the insert runs */
-    int inserting;
     int done;         /* the export said the list has no more rows */
     size_t rows;
     char cursor[WIRE_CURSOR_MAX + 1];
@@ -237,7 +249,6 @@ typedef struct {
     size_t nids;
     uint8_t *in_list; /* nids: 1 the id map still puts it in list (upserted), 0 not
                          (deleted there), 2 in a list the target also holds (left) */
-    int writing;      /* the get answered: the target's insert / delete are out */
 } s_step_t;
 
 static void s_step_free(void *state)
@@ -400,17 +411,6 @@ static void s_step_on_down(coord_t *coord, coord_job_t *job, size_t s)
 /* 1. verify                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* 1 when c is trained, replicated and has a replica on shard s. */
-static int s_coll_on_shard(const catalog_coll_t *c, size_t s)
-{
-    if (!c->trained || c->replication < 2)
-        return 0;
-    for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
-        if (c->owners[j] == s)
-            return 1;
-    return 0;
-}
-
 static void s_verify_answer(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
 {
     s_step_t *st = job->state;
@@ -464,9 +464,7 @@ static void s_verify_start(coord_t *coord, coord_job_t *job)
         return;
     }
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_LIST_COUNTS;
-    snprintf(req.coll, sizeof req.coll, "%s", job->req.coll);
+    coord_request_init(&req, WIRE_OP_LIST_COUNTS, job->req.coll);
     s_step_send(coord, job, st->shard, &req);
     if (st->outstanding == 0)
         s_step_complete(coord, job);
@@ -496,17 +494,6 @@ static int s_verify_step(coord_t *coord, size_t s)
 /* 2. drop                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* 1 when c has a stale replica on shard s. */
-static int s_coll_stale_on(const catalog_coll_t *c, size_t s)
-{
-    if (!c->trained || !c->nstale)
-        return 0;
-    for (size_t j = 0; j < (size_t)c->nlist * c->replication; j++)
-        if (c->stale[j] && c->owners[j] == s)
-            return 1;
-    return 0;
-}
-
 static void s_drop_answered(coord_t *coord, coord_job_t *job)
 {
     s_step_t *st = job->state;
@@ -532,9 +519,7 @@ static void s_drop_start(coord_t *coord, coord_job_t *job)
             if (c->stale[j] != CATALOG_STALE_REBUILD || c->owners[j] != s)
                 continue;
             wire_request_t req;
-            wire_request_init(&req);
-            req.op = WIRE_OP_LIST_DROP;
-            snprintf(req.coll, sizeof req.coll, "%s", c->name);
+            coord_request_init(&req, WIRE_OP_LIST_DROP, c->name);
             req.list = l;
             s_step_send(coord, job, s, &req);
             coord->repair.lists_dropped++;
@@ -580,23 +565,19 @@ static void s_catchup_answer(coord_t *coord, coord_job_t *job, size_t s, const w
     st->writing = 1;
     wire_request_t req;
     if (ni) {
-        wire_request_init(&req);
-        req.op = WIRE_OP_INSERT;
-        snprintf(req.coll, sizeof req.coll, "%s", c->name);
+        coord_request_init(&req, WIRE_OP_INSERT, c->name);
         req.n = ni;
         req.dim = c->dim;
         req.ids = ins;
         req.vecs = vecs;
         req.lists = lists;
-        s_step_send(coord, job, coord->repair.catchup_target, &req);
+        s_step_send(coord, job, st->shard, &req);
     }
     if (nd) {
-        wire_request_init(&req);
-        req.op = WIRE_OP_DELETE;
-        snprintf(req.coll, sizeof req.coll, "%s", c->name);
+        coord_request_init(&req, WIRE_OP_DELETE, c->name);
         req.n = nd;
         req.ids = del;
-        s_step_send(coord, job, coord->repair.catchup_target, &req);
+        s_step_send(coord, job, st->shard, &req);
     }
     coord->repair.rows_caught_up += st->nids;
 done:
@@ -613,7 +594,7 @@ static void s_catchup_finish(coord_t *coord, coord_job_t *job)
     shoal_err_clear(&err);
     if (st->failed) {
         log_warn("repair: catching up \"%s\" list %u on shard %s: %s (tried again)",
-                 job->req.coll, st->list, coord->shards[coord->repair.catchup_target].endpoint,
+                 job->req.coll, st->list, coord->shards[st->shard].endpoint,
                  st->why);
         s_step_end(coord, job, S_RETRY_MS);
         return;
@@ -628,7 +609,7 @@ static void s_catchup_start(coord_t *coord, coord_job_t *job)
 {
     s_step_t *st = job->state;
     coord_repair_t *rp = &coord->repair;
-    size_t t = rp->catchup_target;
+    size_t t = st->shard;
     shoal_err_t err;
     shoal_err_clear(&err);
     const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
@@ -638,7 +619,7 @@ static void s_catchup_start(coord_t *coord, coord_job_t *job)
         s_step_end(coord, job, 0); /* changed meanwhile: looked at again */
         return;
     }
-    uint32_t src = coord_replica_pick(coord, c, st->list, (st->replica + 1) % c->replication, t);
+    uint32_t src = coord_replica_pick(coord, c, st->list, st->replica + 1, NULL);
     if (src == UINT32_MAX) {
         /* No up-to-date replica to copy from: drop it there (rebuilt later), so the shard
            can serve its other lists. */
@@ -688,27 +669,12 @@ static void s_catchup_start(coord_t *coord, coord_job_t *job)
         return;
     }
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_GET;
-    snprintf(req.coll, sizeof req.coll, "%s", c->name);
+    coord_request_init(&req, WIRE_OP_GET, c->name);
     req.n = st->nids;
     req.ids = st->ids;
     s_step_send(coord, job, src, &req);
     if (st->outstanding == 0)
         s_step_complete(coord, job);
-}
-
-/* The first catching-up replica of c on shard s, or 0 (then *l, *r unset). */
-static int s_coll_catchup_on(const catalog_coll_t *c, size_t s, uint32_t *l, uint32_t *r)
-{
-    for (size_t j = 0; c->trained && c->nstale && j < (size_t)c->nlist * c->replication; j++) {
-        if (c->stale[j] == CATALOG_STALE_CATCHUP && c->owners[j] == s) {
-            *l = (uint32_t)(j / c->replication);
-            *r = (uint32_t)(j % c->replication);
-            return 1;
-        }
-    }
-    return 0;
 }
 
 /* Starts the next drop of fenced shard s; 0 when its pass is over (then maybe unfenced). */
@@ -718,7 +684,8 @@ static int s_drop_step(coord_t *coord, size_t s)
     size_t n = catalog_coll_count(coord->cat);
     if (sh->drop_at == 0)
         sh->drop_epoch = sh->epoch;
-    while (sh->drop_at < n && !s_coll_stale_on(catalog_coll_at(coord->cat, sh->drop_at), s))
+    while (sh->drop_at < n &&
+           s_first(catalog_coll_at(coord->cat, sh->drop_at), s, S_STALE) == SIZE_MAX)
         sh->drop_at++;
     if (sh->drop_at >= n) {
         sh->drop_at = 0;
@@ -731,24 +698,17 @@ static int s_drop_step(coord_t *coord, size_t s)
         return 0;
     }
     const catalog_coll_t *c = catalog_coll_at(coord->cat, sh->drop_at);
-    uint32_t l, r;
-    coord_job_t *job;
-    if (s_coll_catchup_on(c, s, &l, &r)) {
-        /* Replicas that owe known ids catch up on them (not dropped). */
-        job = s_step_new(coord, S_CATCHUP, WIRE_OP_GET, c->name, s_catchup_start);
-        if (!job)
-            return 1;
-        s_step_t *st = job->state;
-        st->list = l;
-        st->replica = r;
-        coord->repair.catchup_target = s;
-        coord_job_submit(coord, job);
-        return 1;
-    }
-    job = s_step_new(coord, S_DROP, WIRE_OP_LIST_DROP, c->name, s_drop_start);
+    /* Replicas that owe known ids catch up on them (not dropped); then the drops. */
+    size_t j = s_first(c, s, CATALOG_STALE_CATCHUP);
+    coord_job_t *job = j != SIZE_MAX
+                           ? s_step_new(coord, S_CATCHUP, WIRE_OP_GET, c->name, s_catchup_start)
+                           : s_step_new(coord, S_DROP, WIRE_OP_LIST_DROP, c->name, s_drop_start);
     if (!job)
         return 1;
-    ((s_step_t *)job->state)->shard = s;
+    s_step_t *st = job->state;
+    st->shard = s;
+    st->list = j != SIZE_MAX ? (uint32_t)(j / c->replication) : 0;
+    st->replica = j != SIZE_MAX ? (uint32_t)(j % c->replication) : 0;
     coord_job_submit(coord, job);
     return 1;
 }
@@ -785,7 +745,7 @@ static int s_rebuild_pick(coord_t *coord)
                     !coord_shard_usable(coord, t) ||
                     coord->shards[t].fenced || coord->shards[t].verify_wanted)
                     continue;
-                uint32_t src = coord_replica_pick(coord, c, l, (r + 1) % c->replication, t);
+                uint32_t src = coord_replica_pick(coord, c, l, r + 1, NULL);
                 if (src == UINT32_MAX)
                     continue;
                 rp->active = 1;
@@ -831,7 +791,7 @@ static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wir
 {
     s_step_t *st = job->state;
     coord_repair_t *rp = &coord->repair;
-    if (st->inserting) {
+    if (st->writing) {
         rp->copied += st->rows;
         rp->rows_copied += st->rows;
         snprintf(rp->cursor, sizeof rp->cursor, "%s", st->cursor);
@@ -856,15 +816,13 @@ static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wir
     for (size_t i = 0; i < st->rows; i++)
         lists[i] = rp->list;
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_INSERT;
-    snprintf(req.coll, sizeof req.coll, "%s", c->name);
+    coord_request_init(&req, WIRE_OP_INSERT, c->name);
     req.n = rep->n;
     req.dim = c->dim;
     req.ids = rep->ids;
     req.vecs = rep->vecs;
     req.lists = lists;
-    st->inserting = 1;
+    st->writing = 1;
     s_step_send(coord, job, rp->target, &req); /* ZeroMQ copied the frames */
     free(lists);
 }
@@ -918,9 +876,7 @@ static void s_chunk_start(coord_t *coord, coord_job_t *job)
         return;
     }
     wire_request_t req;
-    wire_request_init(&req);
-    req.op = WIRE_OP_LIST_EXPORT;
-    snprintf(req.coll, sizeof req.coll, "%s", rp->coll);
+    coord_request_init(&req, WIRE_OP_LIST_EXPORT, rp->coll);
     req.list = rp->list;
     req.limit = coord->opts.repair_chunk;
     snprintf(req.cursor, sizeof req.cursor, "%s", rp->cursor);

@@ -340,12 +340,8 @@ static void s_unit_retry(coord_t *coord, coord_job_t *job, size_t u)
             alt[i * r->nprobe + p] = UINT32_MAX;
             if (r->eff[(size_t)layer * r->nlist + l] != U->shard)
                 continue;
-            uint32_t t = UINT32_MAX;
-            for (uint32_t j = 1; j <= r->R && t == UINT32_MAX; j++) {
-                uint32_t rr = (layer + j) % r->R, s = catalog_owner(c, l, rr);
-                if (s != U->shard && !r->bad[s] && coord_replica_readable(coord, c, l, rr))
-                    t = s;
-            }
+            /* U's shard is in bad (failed or slow), so another replica's */
+            uint32_t t = coord_replica_pick(coord, c, l, layer + 1, r->bad);
             if (t == UINT32_MAX) {
                 U->uncoverable = 1;
                 ok = 0;
@@ -407,9 +403,7 @@ static int s_unit_send(coord_t *coord, coord_job_t *job, size_t u)
     for (size_t i = 0; i < U->n; i++)
         memcpy(sub + i * r->dim, r->queries + (size_t)U->q[i] * r->dim, r->dim * sizeof *sub);
     wire_request_t q;
-    wire_request_init(&q);
-    q.op = WIRE_OP_SEARCH;
-    snprintf(q.coll, sizeof q.coll, "%s", r->coll);
+    coord_request_init(&q, WIRE_OP_SEARCH, r->coll);
     q.n = U->n;
     q.dim = (uint32_t)r->dim;
     q.vecs = sub;
@@ -595,18 +589,25 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
     }
     rc = coord_route(coord, c, queries, nq, nprobe, r->plists, err);
     /* Layer y reads list l from eff[y * nlist + l]; ns (a shard that does not
-       exist) when no replica is readable: the plan's queries for it are lost. */
-    for (uint32_t y = 0; rc == 0 && y < R; y++) {
-        for (uint32_t l = 0; l < c->nlist; l++) {
-            uint32_t s = coord_replica_pick(coord, c, l, y, SIZE_MAX);
-            r->eff[(size_t)y * c->nlist + l] = s == UINT32_MAX ? (uint32_t)ns : s;
+       exist) when no replica is readable: the plan's queries for it are lost.
+       Only the (layer, list) pairs the queries probe are picked. */
+    for (size_t i = 0; rc == 0 && i < (size_t)R * c->nlist; i++)
+        r->eff[i] = UINT32_MAX; /* not picked yet */
+    for (size_t q = 0; rc == 0 && q < nq; q++) {
+        uint32_t y = (uint32_t)((r->layer0 + q) % R);
+        for (size_t p = 0; p < nprobe; p++) {
+            uint32_t l = r->plists[q * nprobe + p];
+            size_t v = (size_t)y * c->nlist + l;
+            if (r->eff[v] == UINT32_MAX) {
+                uint32_t s = coord_replica_pick(coord, c, l, y, NULL);
+                r->eff[v] = s == UINT32_MAX ? (uint32_t)ns : s;
+            }
+            vlists[q * nprobe + p] = (uint32_t)v;
         }
     }
-    for (size_t q = 0; rc == 0 && q < nq; q++) {
-        size_t y = (r->layer0 + q) % R;
-        for (size_t p = 0; p < nprobe; p++)
-            vlists[q * nprobe + p] = (uint32_t)(y * c->nlist + r->plists[q * nprobe + p]);
-    }
+    for (size_t i = 0; rc == 0 && i < (size_t)R * c->nlist; i++)
+        if (r->eff[i] == UINT32_MAX)
+            r->eff[i] = (uint32_t)ns; /* probed by no query */
     if (rc == 0)
         rc = fanout_plan_build(vlists, nq, nprobe, r->eff, (size_t)R * c->nlist, ns + 1, &r->plan,
                                err);
@@ -760,7 +761,7 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
         if (lists[i] == CATALOG_LIST_NONE || lists[i] >= c->nlist)
             continue;
         /* A readable replica; else the primary (down: missing). */
-        uint32_t s = coord_replica_pick(coord, c, lists[i], first, SIZE_MAX);
+        uint32_t s = coord_replica_pick(coord, c, lists[i], first, NULL);
         if (s == UINT32_MAX)
             s = catalog_owner(c, lists[i], 0);
         if (!r->gpos[s]) {
@@ -786,9 +787,7 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
         if (!r->gn[s] || r->missing[s])
             continue;
         wire_request_t q;
-        wire_request_init(&q);
-        q.op = WIRE_OP_GET;
-        snprintf(q.coll, sizeof q.coll, "%s", c->name);
+        coord_request_init(&q, WIRE_OP_GET, c->name);
         q.n = r->gn[s];
         q.ids = r->gids[s];
         s_send(coord, job, s, &q);

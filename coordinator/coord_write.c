@@ -295,14 +295,6 @@ static int s_check_down(coord_t *coord, const uint32_t *flags, const char *op, s
     return 0;
 }
 
-/* A sub-request of op on collection coll, the rest of it zero. */
-static void s_sub_init(wire_request_t *sub, wire_op_t op, const char *coll)
-{
-    wire_request_init(sub);
-    sub->op = op;
-    snprintf(sub->coll, sizeof sub->coll, "%s", coll);
-}
-
 /*
  * Sends one copy of tmpl per shard and arms the phase: to every shard
  * (batched 0), or to each shard with a batch queued in w->sids / w->svecs,
@@ -336,7 +328,7 @@ static void s_send_batches(coord_t *coord, coord_job_t *job, wire_op_t op, uint3
     s_write_t *w = job->state;
     w->next = next;
     wire_request_t sub;
-    s_sub_init(&sub, op, w->coll);
+    coord_request_init(&sub, op, w->coll);
     sub.dim = dim;
     s_fan_out(coord, job, &sub, 1);
 }
@@ -481,12 +473,15 @@ static int s_owe(coord_t *coord, const s_write_t *w, const catalog_coll_t *c,
                  const uint32_t *lists, const uint32_t *skip, const uint32_t *ml,
                  const uint32_t *mr, size_t nm, shoal_err_t *err)
 {
-    /* Ids per list: counting sort of the phase's ids by list. */
+    /* The phase's id positions grouped by list (a counting sort), then per
+       replica the ids of its list that its shard was written (or due). A list
+       appears at most R times among the replicas: R x n ids at most. */
     size_t *start = calloc((size_t)c->nlist + 1, sizeof *start);
-    uint64_t *by_list = malloc((w->n ? w->n : 1) * sizeof *by_list);
+    size_t *by_list = malloc((w->n ? w->n : 1) * sizeof *by_list);
+    uint64_t *ids = malloc((w->n ? w->n : 1) * c->replication * sizeof *ids);
     catalog_owed_t *owed = malloc((nm ? nm : 1) * sizeof *owed);
     int rc = 0;
-    if (!start || !by_list || !owed) {
+    if (!start || !by_list || !ids || !owed) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
         goto done;
     }
@@ -495,47 +490,28 @@ static int s_owe(coord_t *coord, const s_write_t *w, const catalog_coll_t *c,
             start[lists[i] + 1]++;
     for (uint32_t l = 0; l < c->nlist; l++)
         start[l + 1] += start[l];
-    size_t *fill = calloc((size_t)c->nlist, sizeof *fill);
-    if (!fill) {
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
-        goto done;
-    }
-    for (size_t i = 0; i < w->n; i++)
+    for (size_t i = 0; i < w->n; i++) /* start[l] moves to the end of bucket l ... */
         if (lists[i] < c->nlist)
-            by_list[start[lists[i]] + fill[lists[i]]++] = w->ids[i];
-    free(fill);
+            by_list[start[lists[i]]++] = i;
+    for (uint32_t l = c->nlist; l > 0; l--) /* ... and back: bucket l is [start[l], start[l+1]) */
+        start[l] = start[l - 1];
+    start[0] = 0;
+    size_t used = 0;
     for (size_t k = 0; k < nm; k++) {
-        owed[k].list = ml[k];
-        owed[k].replica = mr[k];
-        owed[k].ids = by_list + start[ml[k]];
-        owed[k].n = start[ml[k] + 1] - start[ml[k]];
-    }
-    uint64_t *kept = NULL;
-    if (skip) {
-        /* Only the ids whose write went to that replica's shard. */
-        kept = malloc((w->n ? w->n : 1) * (nm ? nm : 1) * sizeof *kept);
-        if (!kept) {
-            rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory recording missed writes");
-            goto done;
+        uint32_t sh = catalog_owner(c, ml[k], mr[k]);
+        owed[k] = (catalog_owed_t){.list = ml[k], .replica = mr[k], .ids = ids + used, .n = 0};
+        for (size_t b = start[ml[k]]; b < start[ml[k] + 1]; b++) {
+            size_t i = by_list[b];
+            if (!skip || !s_holds(c, skip[i], sh) || (w->ok1 && !w->ok1[sh]))
+                ids[used + owed[k].n++] = w->ids[i];
         }
-        size_t used = 0;
-        for (size_t k = 0; k < nm; k++) {
-            uint32_t sh = catalog_owner(c, ml[k], mr[k]);
-            size_t m = 0;
-            for (size_t i = 0; i < w->n; i++)
-                if (lists[i] == ml[k] &&
-                    (!s_holds(c, skip[i], sh) || (w->ok1 && !w->ok1[sh])))
-                    kept[used + m++] = w->ids[i];
-            owed[k].ids = kept + used;
-            owed[k].n = m;
-            used += m;
-        }
+        used += owed[k].n;
     }
     rc = catalog_stale_owe(coord->cat, c->name, owed, nm, NULL, err);
-    free(kept);
 done:
     free(start);
     free(by_list);
+    free(ids);
     free(owed);
     return rc;
 }
@@ -659,7 +635,7 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
             if (!w->ok[s])
                 continue;
             wire_request_t req;
-            s_sub_init(&req, WIRE_OP_DROP_COLLECTION, w->coll);
+            coord_request_init(&req, WIRE_OP_DROP_COLLECTION, w->coll);
             (void)coord_send(coord, NULL, s, 0, &req); /* answer ignored */
         }
         coord_fail(coord, &job, w->fail_code, "%s", w->fail_msg);
@@ -694,7 +670,7 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
 /* The shards' create_collection for collection c. */
 static void s_create_sub(wire_request_t *sub, const catalog_coll_t *c)
 {
-    s_sub_init(sub, WIRE_OP_CREATE_COLLECTION, c->name);
+    coord_request_init(sub, WIRE_OP_CREATE_COLLECTION, c->name);
     sub->dim = c->dim;
     sub->metric = c->metric;
     sub->M = c->M;
@@ -828,7 +804,7 @@ void coord_op_drop(coord_t *coord, coord_job_t *job)
     w->accept = SHOAL_ENOTFOUND;
     w->next = s_drop_done;
     wire_request_t sub;
-    s_sub_init(&sub, WIRE_OP_DROP_COLLECTION, w->coll);
+    coord_request_init(&sub, WIRE_OP_DROP_COLLECTION, w->coll);
     s_fan_out(coord, job, &sub, 0);
 }
 
@@ -1314,7 +1290,7 @@ void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
     }
     w->next = s_checkpoint_done;
     wire_request_t sub;
-    s_sub_init(&sub, WIRE_OP_CHECKPOINT, job->req.coll);
+    coord_request_init(&sub, WIRE_OP_CHECKPOINT, job->req.coll);
     s_fan_out(coord, job, &sub, 0);
 }
 
