@@ -693,35 +693,24 @@ corrupt:
     return s_corrupt(cat, key, klen, err, why);
 }
 
-/* N/<c>...: the per-list counts. */
-static int s_load_counts(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+/* One record of a collection's key range: key (its first plen bytes the prefix) and value. */
+typedef int (*s_record_fn)(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                           size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err);
+
+/* Calls fn on every key "<type>/<c's name>\0..." in key order; stops at its first error. */
+static int s_scan(catalog_t *cat, catalog_coll_t *c, char type, s_record_fn fn, shoal_err_t *err)
 {
     uint8_t prefix[CAT_KEY_MAX];
-    size_t plen = s_key_prefix(prefix, 'N', c->name);
+    size_t plen = s_key_prefix(prefix, type, c->name);
     kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
     int rc = 0;
-    c->count = 0;
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
+    for (; rc == 0 && kv_iter_valid(it); kv_iter_next(it)) {
         size_t klen = 0, vlen = 0;
         const uint8_t *key = kv_iter_key(it, &klen);
         const uint8_t *val = kv_iter_value(it, &vlen);
-        char why[96];
-        if (klen != plen + 4 || vlen != 8) {
-            snprintf(why, sizeof why, "key of %zu bytes, value of %zu (expected %zu and 8)", klen,
-                     vlen, plen + 4);
-            rc = s_corrupt(cat, key, klen, err, why);
-            break;
-        }
-        uint32_t list = s_get_be32(key + plen);
-        if (list >= c->nlist) {
-            snprintf(why, sizeof why, "list %u out of range (nlist %u)", list, c->nlist);
-            rc = s_corrupt(cat, key, klen, err, why);
-            break;
-        }
-        c->list_counts[list] = s_get_le64(val);
-        c->count += c->list_counts[list];
+        rc = fn(cat, c, key, klen, plen, val, vlen, err);
     }
     if (rc == 0)
         rc = kv_iter_status(it, err);
@@ -729,64 +718,62 @@ static int s_load_counts(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
     return rc;
 }
 
-/* O/<c>...: the stale replica marks of a trained collection. */
-static int s_load_stale(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+/* N/<c><list>: a list's count. */
+static int s_count_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                          size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
 {
-    uint8_t prefix[CAT_KEY_MAX];
-    size_t plen = s_key_prefix(prefix, 'O', c->name);
-    kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
-    if (!it)
-        return err ? err->code : SHOAL_ENOMEM;
-    int rc = 0;
-    c->nstale = 0;
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
-        size_t klen = 0, vlen = 0;
-        const uint8_t *key = kv_iter_key(it, &klen);
-        const uint8_t *val = kv_iter_value(it, &vlen);
-        char why[96];
-        uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
-        uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
-        int mode = vlen == 0 ? CATALOG_STALE_REBUILD
-                   : vlen == 1 && val[0] == CATALOG_STALE_CATCHUP ? CATALOG_STALE_CATCHUP
-                                                                 : 0;
-        if (!c->stale || list >= c->nlist || r >= c->replication || !mode) {
-            snprintf(why, sizeof why, "stale mark of %zu bytes (value %zu) for list %u replica %u "
-                     "(nlist %u, R %u%s)", klen, vlen, list, r, c->nlist, c->replication,
-                     c->stale ? "" : ", untrained");
-            rc = s_corrupt(cat, key, klen, err, why);
-            break;
-        }
-        uint8_t *m = &c->stale[(size_t)list * c->replication + r];
-        c->nstale += !*m;
-        *m = (uint8_t)mode;
+    char why[96];
+    if (klen != plen + 4 || vlen != 8) {
+        snprintf(why, sizeof why, "key of %zu bytes, value of %zu (expected %zu and 8)", klen,
+                 vlen, plen + 4);
+        return s_corrupt(cat, key, klen, err, why);
     }
-    if (rc == 0)
-        rc = kv_iter_status(it, err);
-    kv_iter_destroy(&it);
-    if (rc != 0)
-        return rc;
-    /* Q/: the ids each catching-up replica owes. */
-    plen = s_key_prefix(prefix, 'Q', c->name);
-    it = kv_iter_new(cat->kv, prefix, plen, err);
-    if (!it)
-        return err ? err->code : SHOAL_ENOMEM;
-    for (; kv_iter_valid(it); kv_iter_next(it)) {
-        size_t klen = 0;
-        const uint8_t *key = kv_iter_key(it, &klen);
-        uint32_t list = klen == plen + 13 ? s_get_be32(key + plen) : UINT32_MAX;
-        uint32_t r = klen == plen + 13 ? key[plen + 4] : UINT32_MAX;
-        size_t j = (size_t)list * c->replication + r;
-        if (!c->stale || list >= c->nlist || r >= c->replication ||
-            c->stale[j] != CATALOG_STALE_CATCHUP) {
-            rc = s_corrupt(cat, key, klen, err, "an owed id of a replica that is not catching up");
-            break;
-        }
-        c->owed[j]++;
+    uint32_t list = s_get_be32(key + plen);
+    if (list >= c->nlist) {
+        snprintf(why, sizeof why, "list %u out of range (nlist %u)", list, c->nlist);
+        return s_corrupt(cat, key, klen, err, why);
     }
-    if (rc == 0)
-        rc = kv_iter_status(it, err);
-    kv_iter_destroy(&it);
-    return rc;
+    c->list_counts[list] = s_get_le64(val);
+    c->count += c->list_counts[list];
+    return 0;
+}
+
+/* O/<c><list><r>: a stale replica's mark (loaded after T/, so c->stale exists if trained). */
+static int s_stale_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                          size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
+{
+    uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
+    int mode = vlen == 0 ? CATALOG_STALE_REBUILD
+               : vlen == 1 && val[0] == CATALOG_STALE_CATCHUP ? CATALOG_STALE_CATCHUP
+                                                             : 0;
+    if (!c->stale || list >= c->nlist || r >= c->replication || !mode) {
+        char why[128];
+        snprintf(why, sizeof why, "stale mark of %zu bytes (value %zu) for list %u replica %u "
+                 "(nlist %u, R %u%s)", klen, vlen, list, r, c->nlist, c->replication,
+                 c->stale ? "" : ", untrained");
+        return s_corrupt(cat, key, klen, err, why);
+    }
+    uint8_t *m = &c->stale[(size_t)list * c->replication + r];
+    c->nstale += !*m;
+    *m = (uint8_t)mode;
+    return 0;
+}
+
+/* Q/<c><list><r><id>: an id a catching-up replica owes (loaded after O/). */
+static int s_owed_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                         size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
+{
+    (void)val;
+    (void)vlen;
+    uint32_t list = klen == plen + 13 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t r = klen == plen + 13 ? key[plen + 4] : UINT32_MAX;
+    size_t j = (size_t)list * c->replication + r;
+    if (!c->stale || list >= c->nlist || r >= c->replication ||
+        c->stale[j] != CATALOG_STALE_CATCHUP)
+        return s_corrupt(cat, key, klen, err, "an owed id of a replica that is not catching up");
+    c->owed[j]++;
+    return 0;
 }
 
 static int s_load_colls(catalog_t *cat, shoal_err_t *err)
@@ -820,9 +807,11 @@ static int s_load_colls(catalog_t *cat, shoal_err_t *err)
         }
         rc = s_load_trained(cat, &c, err);
         if (rc == 0)
-            rc = s_load_counts(cat, &c, err);
+            rc = s_scan(cat, &c, 'N', s_count_record, err);
         if (rc == 0)
-            rc = s_load_stale(cat, &c, err);
+            rc = s_scan(cat, &c, 'O', s_stale_record, err);
+        if (rc == 0)
+            rc = s_scan(cat, &c, 'Q', s_owed_record, err);
         /* Keys come in name order, so appending keeps the array sorted. */
         if (rc == 0)
             rc = s_coll_reserve(cat, err);
@@ -1179,15 +1168,23 @@ done:
     return rc;
 }
 
+/* The trained collection name (its replicas exist), else NULL with ENOTFOUND / EINVAL in err. */
+static catalog_coll_t *s_trained_coll(catalog_t *cat, const char *name, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (c && !c->trained) {
+        shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\" is not trained: no replicas", name);
+        return NULL;
+    }
+    return c;
+}
+
 int catalog_stale_set(catalog_t *cat, const char *name, const uint32_t *lists,
                       const uint32_t *replicas, size_t n, int stale, shoal_err_t *err)
 {
-    catalog_coll_t *c = s_coll_get(cat, name, err);
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
     if (!c)
         return err ? err->code : SHOAL_ENOTFOUND;
-    if (!c->trained)
-        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\" is not trained: no replicas",
-                             name);
     for (size_t i = 0; i < n; i++)
         if (lists[i] >= c->nlist || replicas[i] >= c->replication)
             return shoal_err_set(err, SHOAL_EINVAL,
@@ -1226,12 +1223,9 @@ int catalog_stale_owe(catalog_t *cat, const char *name, const catalog_owed_t *ow
 {
     if (newly)
         *newly = 0;
-    catalog_coll_t *c = s_coll_get(cat, name, err);
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
     if (!c)
         return err ? err->code : SHOAL_ENOTFOUND;
-    if (!c->trained)
-        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\" is not trained: no replicas",
-                             name);
     size_t nown = (size_t)c->nlist * c->replication;
     uint8_t *mode = malloc(nown ? nown : 1);
     uint32_t *count = malloc((nown ? nown : 1) * sizeof *count);
@@ -1325,10 +1319,10 @@ int catalog_owed_scan(catalog_t *cat, const char *name, uint32_t l, uint32_t r, 
 int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
                        const uint64_t *ids, size_t n, shoal_err_t *err)
 {
-    catalog_coll_t *c = s_coll_get(cat, name, err);
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
     if (!c)
         return err ? err->code : SHOAL_ENOTFOUND;
-    if (!c->trained || l >= c->nlist || r >= c->replication)
+    if (l >= c->nlist || r >= c->replication)
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": list %u replica %u", name,
                              l, r);
     kv_batch_t *batch = kv_batch_new();
