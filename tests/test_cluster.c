@@ -232,14 +232,14 @@ static const float *s_row(const s_sift_t *s, uint64_t id)
 }
 
 /*
- * Creates coll with nlist lists, trains it on the first n base rows and
- * inserts them (ids = row numbers) in batches of 1000.
+ * Creates coll with copts (nlist, R, W...), trains it on the first n base
+ * rows and inserts them (ids = row numbers) in batches of 1000.
  */
-static void s_load(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n, size_t nlist)
+static void s_load_with(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n,
+                        const shoal_create_opts_t *copts)
 {
     shoal_err_t err;
-    shoal_create_opts_t copts = {.nlist = nlist};
-    int rc = shoal_client_create_ivf(c, coll, s->dim, SHOAL_METRIC_L2, &copts, &err);
+    int rc = shoal_client_create_ivf(c, coll, s->dim, SHOAL_METRIC_L2, copts, &err);
     cr_assert_eq(rc, 0, "create %s: %s", coll, err.msg);
     char *text = NULL;
     rc = shoal_client_train(c, coll, s->base, n, s->dim, NULL, &text, &err);
@@ -257,6 +257,13 @@ static void s_load(shoal_client_t *c, const char *coll, const s_sift_t *s, size_
         cr_assert_eq(rc, 0, "insert rows %zu.. into %s: %s", start, coll, err.msg);
     }
     free(ids);
+}
+
+/* s_load_with one copy of each list (nlist lists). */
+static void s_load(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n, size_t nlist)
+{
+    shoal_create_opts_t copts = {.nlist = nlist};
+    s_load_with(c, coll, s, n, &copts);
 }
 
 /*
@@ -1555,6 +1562,52 @@ Test(cluster, collection_dropped_on_a_shard_is_recreated)
 /* Shards know their lists                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* 1 when shard sh holds a replica of list l of coll. */
+static int s_holds_list(const catalog_coll_t *coll, uint32_t l, size_t sh)
+{
+    for (uint32_t r = 0; r < coll->replication; r++)
+        if (catalog_owner(coll, l, r) == sh)
+            return 1;
+    return 0;
+}
+
+/*
+ * Every shard's per-list counts (list_counts) against the catalog: a shard
+ * counts exactly the non-empty lists it holds a replica of, each with the
+ * catalog's count. Returns the vectors counted over all shards.
+ */
+static uint64_t s_assert_lists_match(const s_cluster_t *cl, const catalog_coll_t *coll)
+{
+    shoal_err_t err;
+    uint64_t total = 0;
+    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
+        shoal_client_t *sc = s_shard_client(&cl->shards[sh]);
+        uint32_t *lists = NULL;
+        uint64_t *counts = NULL;
+        size_t n = 0;
+        cr_assert_eq(shoal_client_list_counts(sc, coll->name, &lists, &counts, &n, &err), 0, "%s",
+                     err.msg);
+        size_t held = 0;
+        for (uint32_t l = 0; l < coll->nlist; l++)
+            held += s_holds_list(coll, l, sh) && coll->list_counts[l] > 0;
+        cr_assert_eq(n, held, "shard %zu counts %zu lists, the catalog places %zu there", sh, n,
+                     held);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert(lists[i] < coll->nlist && s_holds_list(coll, lists[i], sh),
+                      "shard %zu holds list %u, not one of its replicas", sh, lists[i]);
+            cr_assert_eq(counts[i], coll->list_counts[lists[i]],
+                         "shard %zu list %u: %llu vectors, the catalog %llu", sh, lists[i],
+                         (unsigned long long)counts[i],
+                         (unsigned long long)coll->list_counts[lists[i]]);
+            total += counts[i];
+        }
+        free(lists);
+        free(counts);
+        shoal_client_destroy(&sc);
+    }
+    return total;
+}
+
 Test(cluster, shard_list_counts_agree_with_the_catalog)
 {
     s_sift_t s;
@@ -1587,35 +1640,7 @@ Test(cluster, shard_list_counts_agree_with_the_catalog)
     const catalog_coll_t *coll = catalog_find(cat, "sift");
     cr_assert_not_null(coll);
     cr_assert(coll->trained);
-    uint64_t total = 0;
-    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
-        shoal_client_t *sc = s_shard_client(&cl.shards[sh]);
-        uint32_t *lists = NULL;
-        uint64_t *counts = NULL;
-        size_t n = 0;
-        cr_assert_eq(shoal_client_list_counts(sc, "sift", &lists, &counts, &n, &err), 0, "%s",
-                     err.msg);
-        /* Every list the shard counts is one the catalog places on it, with the same count. */
-        size_t owned_nonempty = 0;
-        for (uint32_t l = 0; l < coll->nlist; l++)
-            owned_nonempty += coll->owners[l] == sh && coll->list_counts[l] > 0;
-        cr_assert_eq(n, owned_nonempty, "shard %zu counts %zu lists, the catalog places %zu there",
-                     sh, n, owned_nonempty);
-        for (size_t i = 0; i < n; i++) {
-            cr_assert_lt(lists[i], coll->nlist, "shard %zu: list %u is not one of the %u", sh,
-                         lists[i], coll->nlist);
-            cr_assert_eq(coll->owners[lists[i]], sh, "shard %zu holds list %u of shard %u", sh,
-                         lists[i], coll->owners[lists[i]]);
-            cr_assert_eq(counts[i], coll->list_counts[lists[i]],
-                         "list %u: the shard counts %llu, the catalog %llu", lists[i],
-                         (unsigned long long)counts[i],
-                         (unsigned long long)coll->list_counts[lists[i]]);
-            total += counts[i];
-        }
-        free(lists);
-        free(counts);
-        shoal_client_destroy(&sc);
-    }
+    uint64_t total = s_assert_lists_match(&cl, coll);
     cr_assert_eq(total, S_SMALL_N - 10);
     cr_assert_eq(coll->count, S_SMALL_N - 10);
     catalog_close(&cat);
@@ -1633,27 +1658,12 @@ Test(cluster, shard_list_counts_agree_with_the_catalog)
 #define S_REPL_DELETED  20     /* ids deleted while it is down */
 #define S_REPL_WAIT_S   90.0   /* the repair must finish within this */
 
-/* Creates coll with R and W, trains on and inserts the first n rows. */
+/* s_load_with R copies of each list and write quorum W. */
 static void s_load_replicated(shoal_client_t *c, const char *coll, const s_sift_t *s, size_t n,
                               size_t nlist, size_t R, size_t W)
 {
-    shoal_err_t err;
     shoal_create_opts_t copts = {.nlist = nlist, .replication = R, .write_quorum = W};
-    int rc = shoal_client_create_ivf(c, coll, s->dim, SHOAL_METRIC_L2, &copts, &err);
-    cr_assert_eq(rc, 0, "create %s: %s", coll, err.msg);
-    rc = shoal_client_train(c, coll, s->base, n, s->dim, NULL, NULL, &err);
-    cr_assert_eq(rc, 0, "train %s: %s", coll, err.msg);
-    uint64_t *ids = malloc(n * sizeof *ids);
-    cr_assert_not_null(ids);
-    for (size_t i = 0; i < n; i++)
-        ids[i] = i;
-    for (size_t start = 0; start < n; start += 1000) {
-        size_t m = n - start < 1000 ? n - start : 1000;
-        rc = shoal_client_insert(c, coll, ids + start, s->base + start * s->dim, m, s->dim, NULL,
-                                 &err);
-        cr_assert_eq(rc, 0, "insert rows %zu.. into %s: %s", start, coll, err.msg);
-    }
-    free(ids);
+    s_load_with(c, coll, s, n, &copts);
 }
 
 /* Polls (bounded) until no replica is stale or fenced and every shard is up. */
@@ -1809,34 +1819,7 @@ Test(cluster, replicated_collection_survives_a_lost_shard)
     cr_assert_not_null(cat, "catalog_open %s: %s", cl.coord.data_dir, err.msg);
     const catalog_coll_t *coll = catalog_find(cat, "sift");
     cr_assert(coll && coll->replication == 2 && coll->nstale == 0);
-    uint64_t total = 0;
-    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
-        shoal_client_t *sc = s_shard_client(&cl.shards[sh]);
-        uint32_t *lists = NULL;
-        uint64_t *counts = NULL;
-        size_t n = 0;
-        cr_assert_eq(shoal_client_list_counts(sc, "sift", &lists, &counts, &n, &err), 0, "%s",
-                     err.msg);
-        size_t held = 0;
-        for (uint32_t l = 0; l < coll->nlist; l++)
-            held += (catalog_owner(coll, l, 0) == sh || catalog_owner(coll, l, 1) == sh) &&
-                    coll->list_counts[l] > 0;
-        cr_assert_eq(n, held, "shard %zu counts %zu lists, holds replicas of %zu", sh, n, held);
-        for (size_t i = 0; i < n; i++) {
-            uint32_t l = lists[i];
-            cr_assert(l < coll->nlist &&
-                          (catalog_owner(coll, l, 0) == sh || catalog_owner(coll, l, 1) == sh),
-                      "shard %zu holds list %u, not one of its replicas", sh, l);
-            cr_assert_eq(counts[i], coll->list_counts[l],
-                         "shard %zu list %u: %llu vectors, the catalog %llu", sh, l,
-                         (unsigned long long)counts[i],
-                         (unsigned long long)coll->list_counts[l]);
-            total += counts[i];
-        }
-        free(lists);
-        free(counts);
-        shoal_client_destroy(&sc);
-    }
+    uint64_t total = s_assert_lists_match(&cl, coll);
     cr_assert_eq(coll->count, s.n + S_REPL_NEW - S_REPL_DELETED);
     cr_assert_eq(total, 2 * coll->count);
     catalog_close(&cat);

@@ -26,6 +26,7 @@
 #include "common/vecfile.h"
 #include "tests/test_hosts.h"
 #include "tests/test_support.h"
+#include "tests/test_hosts_node.h"
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -71,17 +72,6 @@ TestSuite(hosts, .init = s_setup, .fini = s_teardown, .timeout = 300);
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
 /* ------------------------------------------------------------------------ */
-
-/* hosts_up, skipping the test when this machine cannot make namespaces. */
-static hosts_t *s_up(size_t n)
-{
-    shoal_err_t err;
-    hosts_t *h = hosts_up(n, &err);
-    if (!h && err.code == SHOAL_EUNSUPPORTED)
-        cr_skip_test("many-hosts tests skipped: %s", err.msg);
-    cr_assert_not_null(h, "%s", err.msg);
-    return h;
-}
 
 /* How many namespaces in /var/run/netns (what `ip netns list` shows) start with prefix. */
 static size_t s_netns_count(const char *prefix)
@@ -175,7 +165,7 @@ static void s_assert_no_subnet_here(void)
 
 Test(hosts, partition_cuts_one_host_off_both_ways_and_heals)
 {
-    s_hosts = s_up(3);
+    s_hosts = s_node_hosts_up(3);
     hosts_t *h = s_hosts;
     char prefix[HOSTS_NAME_MAX];
     snprintf(prefix, sizeof prefix, "%s", hosts_prefix(h));
@@ -271,56 +261,6 @@ static void s_data_load(s_data_t *d)
     }
 }
 
-/* A shard or the coordinator: its host, files and endpoint. */
-typedef struct {
-    size_t host;      /* which host runs it */
-    s_server_t files; /* data dir, ready file, log (tests/test_support.h) */
-    char listen[64];  /* "tcp://<host address>:<port>" */
-    pid_t pid;        /* running, or 0 */
-} s_node_t;
-
-/* Starts argv on n's host and waits (bounded) for its ready file. */
-static void s_node_start(s_node_t *n, char *const argv[])
-{
-    shoal_err_t err;
-    unlink(n->files.ready);
-    n->pid = hosts_spawn(s_hosts, n->host, argv, n->files.log, &err);
-    cr_assert_gt(n->pid, 0, "%s", err.msg);
-    double end = s_now() + S_START_WAIT_S;
-    while (access(n->files.ready, R_OK) != 0) {
-        int status = 0;
-        if (hosts_wait(s_hosts, n->pid, 0, &status) == 1) {
-            n->pid = 0;
-            char *log = s_slurp(n->files.log);
-            cr_assert_fail("%s exited before it was ready (status 0x%x):\n%s", argv[0], status,
-                           log);
-        }
-        cr_assert_lt(s_now(), end, "%s not ready after %.0f s", argv[0], S_START_WAIT_S);
-        s_sleep_ms(10);
-    }
-    char *text = s_slurp(n->files.ready);
-    text[strcspn(text, "\r\n")] = '\0';
-    cr_assert_str_eq(text, n->listen, "%s bound another endpoint", argv[0]);
-    free(text);
-}
-
-static void s_shard_start(s_node_t *n)
-{
-    char bin[S_SUPPORT_PATH_MAX];
-    s_bin(bin, "shoal-shard");
-    char *argv[] = {bin,
-                    "--listen",
-                    n->listen,
-                    "--data-dir",
-                    n->files.data_dir,
-                    "--ready-file",
-                    n->files.ready,
-                    "--threads",
-                    "1",
-                    NULL};
-    s_node_start(n, argv);
-}
-
 static void s_coord_start(s_node_t *n, const char *shards)
 {
     char bin[S_SUPPORT_PATH_MAX];
@@ -343,15 +283,7 @@ static void s_coord_start(s_node_t *n, const char *shards)
                     "--threads",
                     "1",
                     NULL};
-    s_node_start(n, argv);
-}
-
-static void s_node_init(s_node_t *n, const char *name, size_t host, int port)
-{
-    memset(n, 0, sizeof *n);
-    n->host = host;
-    s_server_init(&n->files, name);
-    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", hosts_addr(s_hosts, host), port);
+    s_node_start(s_hosts, n, argv);
 }
 
 /* What one search of every query row said. */
@@ -488,7 +420,7 @@ static void s_assert_all_rows(shoal_client_t *c, const s_data_t *d)
 
 Test(hosts, cluster_on_five_hosts_survives_partition_freeze_and_kill)
 {
-    s_hosts = s_up(S_SHARDS + 1);
+    s_hosts = s_node_hosts_up(S_SHARDS + 1);
     char prefix[HOSTS_NAME_MAX];
     snprintf(prefix, sizeof prefix, "%s", hosts_prefix(s_hosts));
     shoal_err_t err;
@@ -500,12 +432,12 @@ Test(hosts, cluster_on_five_hosts_survives_partition_freeze_and_kill)
     for (size_t i = 0; i < S_SHARDS; i++) {
         char name[16];
         snprintf(name, sizeof name, "shard%zu", i);
-        s_node_init(&shards[i], name, i, S_SHARD_PORT);
-        s_shard_start(&shards[i]);
+        s_node_init(s_hosts, &shards[i], name, i, S_SHARD_PORT);
+        s_node_shard_start(s_hosts, &shards[i]);
         size_t len = strlen(shard_list);
         snprintf(shard_list + len, sizeof shard_list - len, "%s%s", i ? "," : "", shards[i].listen);
     }
-    s_node_init(&coord, "coord", S_COORD_HOST, S_COORD_PORT);
+    s_node_init(s_hosts, &coord, "coord", S_COORD_HOST, S_COORD_PORT);
     s_coord_start(&coord, shard_list);
 
     s_data_t d;
@@ -533,7 +465,7 @@ Test(hosts, cluster_on_five_hosts_survives_partition_freeze_and_kill)
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status 0x%x", status);
     shards[3].pid = 0;
     s_assert_partial(c, &d, &shards[3], "shard 3 killed");
-    s_shard_start(&shards[3]);
+    s_node_shard_start(s_hosts, &shards[3]);
     s_wait_complete(c, &d, "shard 3 restarted");
     s_assert_all_rows(c, &d);
 
@@ -572,7 +504,7 @@ static int s_alive(pid_t pid)
 Test(hosts, sweep_removes_what_a_killed_process_left_and_nothing_alive)
 {
     /* our own harness, alive throughout: the sweep must leave it alone */
-    s_hosts = s_up(1);
+    s_hosts = s_node_hosts_up(1);
     char mine[HOSTS_NAME_MAX];
     snprintf(mine, sizeof mine, "%s", hosts_prefix(s_hosts));
 

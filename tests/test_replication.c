@@ -57,6 +57,7 @@
 #include "common/wire.h"
 #include "tests/test_hosts.h"
 #include "tests/test_support.h"
+#include "tests/test_hosts_node.h"
 
 #include <criterion/criterion.h>
 #include <czmq.h>
@@ -129,13 +130,6 @@ TestSuite(replication, .init = s_setup, .fini = s_teardown, .timeout = 600);
 /* Processes on hosts                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* A shard or the coordinator: its host, files and endpoint. */
-typedef struct {
-    size_t host;      /* which host runs it */
-    s_server_t files; /* data dir, ready file, log (tests/test_support.h) */
-    char listen[64];  /* "tcp://<host address>:<port>", the same on every restart */
-    pid_t pid;        /* running, or 0 */
-} s_node_t;
 
 /* The cluster of one test and what the main thread uses to talk to it. */
 typedef struct {
@@ -156,54 +150,7 @@ static hosts_t *s_up(size_t n)
     if (!gate || strcmp(gate, "1") != 0)
         cr_skip_test("minutes of many-host faults: run by make test-cluster-hosts (%s=1)",
                      S_GATE_ENV);
-    shoal_err_t err;
-    hosts_t *h = hosts_up(n, &err);
-    if (!h && err.code == SHOAL_EUNSUPPORTED)
-        cr_skip_test("many-hosts tests skipped: %s", err.msg);
-    cr_assert_not_null(h, "%s", err.msg);
-    return h;
-}
-
-/* Starts argv on n's host and waits (bounded) for its ready file. */
-static void s_node_start(s_node_t *n, char *const argv[])
-{
-    shoal_err_t err;
-    unlink(n->files.ready);
-    n->pid = hosts_spawn(s_hosts, n->host, argv, n->files.log, &err);
-    cr_assert_gt(n->pid, 0, "%s", err.msg);
-    double end = s_now() + S_START_WAIT_S;
-    while (access(n->files.ready, R_OK) != 0) {
-        int status = 0;
-        if (hosts_wait(s_hosts, n->pid, 0, &status) == 1) {
-            n->pid = 0;
-            char *log = s_slurp(n->files.log);
-            cr_assert_fail("%s exited before it was ready (status 0x%x):\n%s", argv[0], status,
-                           log);
-        }
-        cr_assert_lt(s_now(), end, "%s not ready after %.0f s", argv[0], S_START_WAIT_S);
-        s_sleep_ms(10);
-    }
-    char *text = s_slurp(n->files.ready);
-    text[strcspn(text, "\r\n")] = '\0';
-    cr_assert_str_eq(text, n->listen, "%s bound another endpoint", argv[0]);
-    free(text);
-}
-
-static void s_shard_start(s_node_t *n)
-{
-    char bin[S_SUPPORT_PATH_MAX];
-    s_bin(bin, "shoal-shard");
-    char *argv[] = {bin,
-                    "--listen",
-                    n->listen,
-                    "--data-dir",
-                    n->files.data_dir,
-                    "--ready-file",
-                    n->files.ready,
-                    "--threads",
-                    "1",
-                    NULL};
-    s_node_start(n, argv);
+    return s_node_hosts_up(n);
 }
 
 /* Short failure detection, so that failover shows within the test's seconds. */
@@ -232,15 +179,7 @@ static void s_coord_start(s_cluster_t *cl)
                     "--threads",
                     "1",
                     NULL};
-    s_node_start(n, argv);
-}
-
-static void s_node_init(s_node_t *n, const char *name, size_t host, int port)
-{
-    memset(n, 0, sizeof *n);
-    n->host = host;
-    s_server_init(&n->files, name);
-    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", hosts_addr(s_hosts, host), port);
+    s_node_start(s_hosts, n, argv);
 }
 
 static void s_node_kill9(s_node_t *n)
@@ -1057,13 +996,13 @@ static double s_cluster_up(s_cluster_t *cl, size_t replication, size_t write_quo
     for (size_t i = 0; i < S_SHARDS; i++) {
         char name[16];
         snprintf(name, sizeof name, "shard%zu", i);
-        s_node_init(&cl->shards[i], name, i, S_SHARD_PORT);
-        s_shard_start(&cl->shards[i]);
+        s_node_init(s_hosts, &cl->shards[i], name, i, S_SHARD_PORT);
+        s_node_shard_start(s_hosts, &cl->shards[i]);
         size_t len = strlen(cl->shard_list);
         snprintf(cl->shard_list + len, sizeof cl->shard_list - len, "%s%s", i ? "," : "",
                  cl->shards[i].listen);
     }
-    s_node_init(&cl->coord, "coord", S_COORD_HOST, S_COORD_PORT);
+    s_node_init(s_hosts, &cl->coord, "coord", S_COORD_HOST, S_COORD_PORT);
     s_coord_start(cl);
     cl->c = shoal_client_new(cl->coord.listen, S_TIMEOUT_MS, &err);
     cr_assert_not_null(cl->c, "%s", err.msg);
@@ -1125,7 +1064,7 @@ static void s_fault_end(s_cluster_t *cl, s_node_t *n, s_kind_t kind)
         if (n == &cl->coord)
             s_coord_start(cl);
         else
-            s_shard_start(n);
+            s_node_shard_start(s_hosts, n);
     }
     if (kind == S_FAULT_PARTITION)
         cr_assert_eq(hosts_heal(s_hosts, n->host, &err), 0, "%s", err.msg);
