@@ -41,7 +41,7 @@
 #define S_COORD_PORT      7700
 #define S_NLIST           16
 #define S_QSTRIDE         50   /* every 50th base row is a query */
-#define S_START_WAIT_S    60.0 /* a process must be ready within this */
+#define S_STOP_WAIT_S     60.0 /* a process must exit within this after SIGTERM */
 #define S_POLL_WAIT_S     60.0 /* a healed / thawed / restarted shard answers within this */
 #define S_POLL_MS         100
 #define S_TIMEOUT_MS      60000 /* client calls: loads on two busy cores */
@@ -473,13 +473,13 @@ Test(hosts, cluster_on_five_hosts_survives_partition_freeze_and_kill)
     free(d.base);
     /* the processes' logs must be clean of sanitizer reports */
     for (size_t i = 0; i < S_SHARDS; i++) {
-        cr_assert_eq(hosts_stop(s_hosts, shards[i].pid, S_START_WAIT_S, NULL), 0,
+        cr_assert_eq(hosts_stop(s_hosts, shards[i].pid, S_STOP_WAIT_S, NULL), 0,
                      "shard %zu did not exit 0 on SIGTERM", i);
         char *log = s_slurp(shards[i].files.log);
         cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"), "%s", log);
         free(log);
     }
-    cr_assert_eq(hosts_stop(s_hosts, coord.pid, S_START_WAIT_S, NULL), 0,
+    cr_assert_eq(hosts_stop(s_hosts, coord.pid, S_STOP_WAIT_S, NULL), 0,
                  "the coordinator did not exit 0 on SIGTERM");
     hosts_down(&s_hosts);
     cr_assert_eq(s_netns_count(prefix), 0, "namespaces left after hosts_down");
