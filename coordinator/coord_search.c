@@ -475,9 +475,11 @@ static void s_unit_reply(coord_t *coord, coord_job_t *job, size_t s, size_t u,
     s_unit_t *U = &r->units[u];
     if (U->shard != s || U->state != S_PENDING)
         return;
-    if (rep->code == SHOAL_ENOTFOUND) {
-        /* The shard lost a catalog collection: another replica, or a partial answer; a repair. */
-        coord_repair_collection(coord, s, r->coll);
+    if (rep->code == SHOAL_ENOTFOUND || rep->code == SHOAL_EUNAVAIL) {
+        /* The shard lost a catalog collection (a repair re-creates it) or cannot serve now
+           (shutting down): as if it were down, another replica, or a partial answer. */
+        if (rep->code == SHOAL_ENOTFOUND)
+            coord_repair_collection(coord, s, r->coll);
         s_unit_failed(coord, job, u);
         s_search_check(coord, job);
         return;
