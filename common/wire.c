@@ -58,6 +58,10 @@ static const char *const s_op_names[WIRE_OP_COUNT] = {
     [WIRE_OP_LIST_COUNTS] = "list_counts",
     [WIRE_OP_LIST_EXPORT] = "list_export",
     [WIRE_OP_LIST_DROP] = "list_drop",
+    [WIRE_OP_SHARD_ADD] = "shard_add",
+    [WIRE_OP_SHARD_DRAIN] = "shard_drain",
+    [WIRE_OP_SHARD_REMOVE] = "shard_remove",
+    [WIRE_OP_REBALANCE] = "rebalance",
 };
 
 static const char *const s_mode_names[] = {
@@ -288,6 +292,11 @@ typedef enum {
     S_KEY_LIST,
     S_KEY_LIMIT,
     S_KEY_DONE,
+    /* cluster growth at the coordinator (docs/protocol.md section 11.9) */
+    S_KEY_ENDPOINT,
+    S_KEY_DRY_RUN,
+    S_KEY_MAX_MOVES,
+    S_KEY_RATE_MB,
     S_NKEYS
 } s_key_t;
 
@@ -328,6 +337,10 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_LIST] = "list",
     [S_KEY_LIMIT] = "limit",
     [S_KEY_DONE] = "done",
+    [S_KEY_ENDPOINT] = "endpoint",
+    [S_KEY_DRY_RUN] = "dry_run",
+    [S_KEY_MAX_MOVES] = "max_moves",
+    [S_KEY_RATE_MB] = "rate_mb",
 };
 
 /* The key sets below are bit masks over s_key_t. */
@@ -340,8 +353,9 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_K) | S_BIT(S_KEY_MODE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_NFILTER) |                 \
      S_BIT(S_KEY_NLIST) | S_BIT(S_KEY_INIT) | S_BIT(S_KEY_MAX_ITERS) | S_BIT(S_KEY_SEED) |         \
      S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR) |   \
-     S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                         \
-     S_BIT(S_KEY_WRITE_QUORUM))
+     S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                           \
+     S_BIT(S_KEY_WRITE_QUORUM) | S_BIT(S_KEY_ENDPOINT) | S_BIT(S_KEY_DRY_RUN) |                    \
+     S_BIT(S_KEY_MAX_MOVES) | S_BIT(S_KEY_RATE_MB))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
@@ -998,6 +1012,42 @@ static int s_dec_knn_graph(s_dec_t *d, wire_request_t *req)
     return s_expect_frames(d, 1, "header");
 }
 
+/*
+ * shard_add, shard_drain, shard_remove: "endpoint". Every fault of it is
+ * einval, a missing key and a wrong type included (elsewhere eproto): the
+ * endpoint is an operator's input, passed on by a tool, so to the person who
+ * typed it each fault is a bad value, and one code covers them all.
+ */
+static int s_dec_endpoint(s_dec_t *d, wire_request_t *req)
+{
+    const msgpack_object *o = d->val[S_KEY_ENDPOINT];
+    if (!o)
+        return s_fail(d, SHOAL_EINVAL, "missing required key \"endpoint\" (the shard's endpoint)");
+    if (o->type != MSGPACK_OBJECT_STR)
+        return s_fail(d, SHOAL_EINVAL, "\"endpoint\" has type %s, expected str",
+                      wire_mp_type_name(o));
+    if (o->via.str.size == 0)
+        return s_fail(d, SHOAL_EINVAL, "\"endpoint\" must not be empty");
+    int rc = s_get_text(d, S_KEY_ENDPOINT, true, req->endpoint, sizeof req->endpoint);
+    return rc ? rc : s_expect_frames(d, 1, "header");
+}
+
+/* rebalance: three optional keys, no frames. */
+static int s_dec_rebalance(s_dec_t *d, wire_request_t *req)
+{
+    uint64_t dry_run = 0;
+    int rc = s_get_uint(d, S_KEY_DRY_RUN, false, &dry_run);
+    if (rc)
+        return rc;
+    if (dry_run > 1)
+        return s_fail(d, SHOAL_EINVAL, "\"dry_run\" must be 0 or 1, got %" PRIu64, dry_run);
+    req->dry_run = (uint32_t)dry_run;
+    if ((rc = s_get_tunable(d, S_KEY_MAX_MOVES, &req->max_moves)) ||
+        (rc = s_get_tunable(d, S_KEY_RATE_MB, &req->rate_mb)))
+        return rc;
+    return s_expect_frames(d, 1, "header");
+}
+
 int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
                         wire_request_t *req, shoal_err_t *err)
 {
@@ -1058,6 +1108,14 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
     case WIRE_OP_LIST_DROP:
         if (!(rc = s_get_name(&d, true, req->coll)) && !(rc = s_get_list(&d, &req->list)))
             rc = s_expect_frames(&d, 1, "header");
+        break;
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+        rc = s_dec_endpoint(&d, req);
+        break;
+    case WIRE_OP_REBALANCE:
+        rc = s_dec_rebalance(&d, req);
         break;
     default:
         rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
@@ -1123,7 +1181,8 @@ static int s_dec_reply_common(s_dec_t *d, wire_reply_t *rep)
     if (info) {
         if (!wire_info_object_ok(info))
             return s_fail(d, SHOAL_EPROTO,
-                          "\"info\" must be a map of string keys to numbers, strings and maps");
+                          "\"info\" must be a map of string keys to numbers, strings, maps "
+                          "and arrays");
         size_t voff = 0, vlen = 0;
         if (!wire_mp_find_value(d->frames->data[0], d->frames->size[0], "info", &voff, &vlen))
             return s_fail(d, SHOAL_EINTERNAL, "\"info\" was unpacked but not found in the header");
@@ -1337,6 +1396,10 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
         rc = s_dec_list_export_reply(&d, rep);
         break;
     case WIRE_OP_STATS:
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+    case WIRE_OP_REBALANCE:
         if (!rep->info)
             rc = s_fail(&d, SHOAL_EPROTO, "missing required key \"info\"");
         else
@@ -1502,13 +1565,20 @@ static int s_check_text(const char *text, size_t cap, const char *what, const ch
     return 0;
 }
 
+/* The cluster-growth ops (section 11.9): they take no collection. */
+static bool s_op_is_cluster(wire_op_t op)
+{
+    return op == WIRE_OP_SHARD_ADD || op == WIRE_OP_SHARD_DRAIN || op == WIRE_OP_SHARD_REMOVE ||
+           op == WIRE_OP_REBALANCE;
+}
+
 /* The encoder's own checks of a request; 0 or SHOAL_EINVAL. */
 static int s_check_request(const wire_request_t *req, const char *opname, size_t *vec_bytes,
                            shoal_err_t *err)
 {
     size_t len = strnlen(req->coll, sizeof req->coll);
-    bool needs_coll =
-        req->op != WIRE_OP_PING && req->op != WIRE_OP_STATS && req->op != WIRE_OP_CHECKPOINT;
+    bool needs_coll = req->op != WIRE_OP_PING && req->op != WIRE_OP_STATS &&
+                      req->op != WIRE_OP_CHECKPOINT && !s_op_is_cluster(req->op);
     if (len == sizeof req->coll)
         return shoal_err_set(err, SHOAL_EINVAL, "%s: collection name is not NUL-terminated",
                              opname);
@@ -1560,6 +1630,17 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
             return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
                                  (int)req->mode);
         return s_check_text(req->cursor, sizeof req->cursor, opname, "cursor", err);
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+        if (req->endpoint[0] == '\0')
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: needs an endpoint", opname);
+        return s_check_text(req->endpoint, sizeof req->endpoint, opname, "endpoint", err);
+    case WIRE_OP_REBALANCE:
+        if (req->dry_run > 1)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: dry_run must be 0 or 1, got %" PRIu32,
+                                 opname, req->dry_run);
+        break;
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:
         if (req->n == 0)
@@ -1664,6 +1745,19 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
     case WIRE_OP_LIST_DROP:
         s_enc_uint(&e, "list", req->list);
         break;
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+        s_enc_str(&e, "endpoint", req->endpoint);
+        break;
+    case WIRE_OP_REBALANCE:
+        if (req->dry_run)
+            s_enc_uint(&e, "dry_run", req->dry_run);
+        if (req->max_moves)
+            s_enc_uint(&e, "max_moves", req->max_moves);
+        if (req->rate_mb)
+            s_enc_uint(&e, "rate_mb", req->rate_mb);
+        break;
     default:
         break;
     }
@@ -1749,6 +1843,10 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t byt
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x dim overflows", opname);
         break;
     case WIRE_OP_STATS:
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+    case WIRE_OP_REBALANCE:
         if (!rep->info)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: needs an info map", opname);
         break;
@@ -1792,7 +1890,8 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
         return shoal_err_set(err, SHOAL_EINVAL, "cannot encode a reply with op %d", (int)rep->op);
     if (rep->info && !wire_info_bytes_ok(rep->info, rep->info_len))
         return shoal_err_set(err, SHOAL_EINVAL,
-                             "reply info is not one msgpack map of numbers, strings and maps");
+                             "reply info is not one msgpack map of numbers, strings, maps and "
+                             "arrays");
     size_t bytes[3] = {0, 0, 0};
     int rc;
     if (rep->code == 0 && (rc = s_check_reply(rep, opname, bytes, err)))

@@ -47,6 +47,7 @@ extern "C" {
 #define WIRE_MSG_MAX 512      /* longest error message carried */
 #define WIRE_CURSOR_MAX 64    /* knn_graph cursor: printable ASCII, opaque to clients */
 #define WIRE_MISSING_MAX 1024 /* search reply: the missing shards, comma-separated */
+#define WIRE_ENDPOINT_MAX 255 /* shard_add/drain/remove: a shard's endpoint, printable ASCII */
 /* The IVF list of a row inserted without one (an insert with no "lists" frame). */
 #define WIRE_LIST_NONE 0xFFFFFFFFu
 
@@ -66,6 +67,10 @@ typedef enum {
     WIRE_OP_LIST_COUNTS, /* shard: vectors per IVF list */
     WIRE_OP_LIST_EXPORT, /* shard: one chunk of one list's ids and vectors */
     WIRE_OP_LIST_DROP,   /* shard: delete every vector of one list */
+    WIRE_OP_SHARD_ADD,    /* coordinator only: a new shard joins the registry */
+    WIRE_OP_SHARD_DRAIN,  /* coordinator only: move every list off one shard */
+    WIRE_OP_SHARD_REMOVE, /* coordinator only: a drained shard leaves */
+    WIRE_OP_REBALANCE,    /* coordinator only: plan (and start) list moves */
     WIRE_OP_COUNT
 } wire_op_t;
 
@@ -159,6 +164,14 @@ typedef struct {
     uint32_t list;                   /* the list */
     uint32_t limit;                  /* list_export: rows per reply, 1..max_batch */
 
+    /* shard_add, shard_drain, shard_remove (coordinator) */
+    char endpoint[WIRE_ENDPOINT_MAX + 1]; /* the shard: 1..WIRE_ENDPOINT_MAX printable ASCII */
+
+    /* rebalance (coordinator) */
+    uint32_t dry_run;                /* 1 = plan only, move nothing; 0 or 1 */
+    uint32_t max_moves;              /* list moves planned at most; 0 = no limit */
+    uint32_t rate_mb;                /* copy rate, MB/s; 0 = the coordinator's default */
+
     void *owned;                     /* aligned copies made while decoding; freed by fini */
 } wire_request_t;
 
@@ -229,10 +242,11 @@ typedef struct {
     uint64_t seq;            /* the shard's sequence number after the write */
 
     /*
-     * Any successful or error reply may carry it; a successful stats reply
-     * must. A msgpack map encoded by the server (wire_info_* helpers below)
-     * carried as the header's "info" value, returned here as raw msgpack
-     * bytes (borrowed from frame 0).
+     * Any successful or error reply may carry it; a successful stats,
+     * shard_add, shard_drain, shard_remove or rebalance reply must. A
+     * msgpack map encoded by the server (wire_info_* helpers below) carried
+     * as the header's "info" value, returned here as raw msgpack bytes
+     * (borrowed from frame 0).
      */
     const void *info;        /* msgpack bytes of the "info" map, or NULL */
     size_t info_len;         /* their length */
@@ -255,9 +269,14 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits,
 /* ------------------------------------------------------------------------ */
 
 /*
- * A small builder for a msgpack map of string keys to numbers, strings and
- * nested maps, so servers do not include msgpack themselves. Build it, then
- * point wire_reply_t.info/info_len at wire_info_data/len before encoding.
+ * A small builder for a msgpack map of string keys to numbers, strings,
+ * nested maps and arrays of those, so servers do not include msgpack
+ * themselves. Build it, then point wire_reply_t.info/info_len at
+ * wire_info_data/len before encoding.
+ *
+ * Arrays came after the first clients: a client built before them refuses a
+ * reply whose info holds one (eproto). So only replies of ops that came with
+ * or after arrays (rebalance's "plan") carry them; stats and ping never do.
  */
 typedef struct wire_info wire_info_t;
 
@@ -265,6 +284,8 @@ wire_info_t *wire_info_new(void);
 void wire_info_destroy(wire_info_t **info_p);
 /* Opens a map of n entries (the top level is one too); nested maps are values. */
 void wire_info_map(wire_info_t *info, size_t n);
+/* Opens an array of n values (any of the kinds here, maps included), as a map's value. */
+void wire_info_array(wire_info_t *info, size_t n);
 void wire_info_key(wire_info_t *info, const char *key);
 void wire_info_u64(wire_info_t *info, uint64_t value);
 void wire_info_i64(wire_info_t *info, int64_t value);
@@ -277,20 +298,30 @@ size_t wire_info_len(const wire_info_t *info);
 
 /*
  * Renders an info map as one line of JSON-like text into buf (for the CLI and
- * tests): {"count": 10, "shard": {"up": 1}}. Returns 0, SHOAL_EFORMAT when
- * the bytes are not a map of the kinds above, or SHOAL_ELIMIT when the text
- * does not fit in cap bytes (buf then holds a NUL-terminated prefix).
+ * tests): {"count": 10, "shard": {"up": 1}, "plan": [{"list": 3}]}. Returns 0,
+ * SHOAL_EFORMAT when the bytes are not a map of the kinds above, or
+ * SHOAL_ELIMIT when the text does not fit in cap bytes (buf then holds a
+ * NUL-terminated prefix).
  */
 int wire_info_to_text(const void *data, size_t len, char *buf, size_t cap);
 
 /*
  * Looks up a dotted path ("collections.docs.count") in an info map and returns
- * it as a double in *value. Returns 0, SHOAL_ENOTFOUND, or SHOAL_EFORMAT.
+ * it as a double in *value. Below an array a component is the element's
+ * index in decimal ("plan.0.list"); below a map it is a key, digits or not.
+ * Returns 0, SHOAL_ENOTFOUND, or SHOAL_EFORMAT.
  */
 int wire_info_lookup(const void *data, size_t len, const char *path, double *value);
 
 /*
- * The same for a string value: copied into buf (cap bytes, NUL-terminated).
+ * The number of elements of the array, or of entries of the map, at path (as
+ * for wire_info_lookup) in *n. Returns 0, SHOAL_ENOTFOUND, or SHOAL_EFORMAT
+ * (the value there is a number or a string).
+ */
+int wire_info_lookup_len(const void *data, size_t len, const char *path, size_t *n);
+
+/*
+ * wire_info_lookup for a string value: copied into buf (cap bytes, NUL-terminated).
  * Returns 0, SHOAL_ENOTFOUND, SHOAL_EFORMAT (not a string), or SHOAL_ELIMIT
  * (does not fit; buf then holds a prefix).
  */

@@ -1,12 +1,12 @@
 /*
  * wire_info.c - the "info" map that replies carry (docs/protocol.md, section
- * 5): a builder for servers, and readers (one line of text, a number by
- * dotted path) for the CLI and tests.
+ * 5): a builder for servers, and readers (one line of text, a number, a
+ * string or a size by dotted path) for the CLI and tests.
  *
  * The builder is a msgpack_packer over an sbuffer. It remembers the first
  * failed allocation and ignores every call after it, so a server builds the
  * whole map and checks once. It does not count entries against the sizes
- * given to wire_info_map: wire_reply_encode walks the finished bytes and
+ * given to wire_info_map / wire_info_array: wire_reply_encode walks the finished bytes and
  * refuses a map that is incomplete, overfull or of the wrong kinds, which
  * catches the same mistakes without a second bookkeeping scheme here.
  */
@@ -66,6 +66,12 @@ void wire_info_map(wire_info_t *info, size_t n)
 {
     if (s_usable(info))
         s_note(info, msgpack_pack_map(&info->pk, n));
+}
+
+void wire_info_array(wire_info_t *info, size_t n)
+{
+    if (s_usable(info))
+        s_note(info, msgpack_pack_array(&info->pk, n));
 }
 
 void wire_info_key(wire_info_t *info, const char *key)
@@ -129,6 +135,8 @@ static bool s_is_number(const msgpack_object *obj)
            obj->type == MSGPACK_OBJECT_FLOAT64;
 }
 
+static bool s_value_ok(const msgpack_object *obj);
+
 /* Depth is bounded by wire_mp_skip before anything is unpacked. */
 int wire_info_object_ok(const msgpack_object *obj)
 {
@@ -136,16 +144,25 @@ int wire_info_object_ok(const msgpack_object *obj)
         return 0;
     for (uint32_t i = 0; i < obj->via.map.size; i++) {
         const msgpack_object_kv *kv = &obj->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR)
+        if (kv->key.type != MSGPACK_OBJECT_STR || !s_value_ok(&kv->val))
             return 0;
-        if (kv->val.type == MSGPACK_OBJECT_MAP) {
-            if (!wire_info_object_ok(&kv->val))
-                return 0;
-        } else if (!s_is_number(&kv->val) && kv->val.type != MSGPACK_OBJECT_STR) {
-            return 0;
-        }
     }
     return 1;
+}
+
+/* A value in a map or an array: a number, a string, a map or an array of values. */
+static bool s_value_ok(const msgpack_object *obj)
+{
+    if (s_is_number(obj) || obj->type == MSGPACK_OBJECT_STR)
+        return true;
+    if (obj->type == MSGPACK_OBJECT_MAP)
+        return wire_info_object_ok(obj);
+    if (obj->type != MSGPACK_OBJECT_ARRAY)
+        return false;
+    for (uint32_t i = 0; i < obj->via.array.size; i++)
+        if (!s_value_ok(&obj->via.array.ptr[i]))
+            return false;
+    return true;
 }
 
 /*
@@ -280,6 +297,15 @@ static void s_render(s_text_t *t, const msgpack_object *obj)
         }
         s_puts(t, "}");
         break;
+    case MSGPACK_OBJECT_ARRAY:
+        s_puts(t, "[");
+        for (uint32_t i = 0; i < obj->via.array.size; i++) {
+            if (i > 0)
+                s_puts(t, ", ");
+            s_render(t, &obj->via.array.ptr[i]);
+        }
+        s_puts(t, "]");
+        break;
     default:
         /* wire_info_object_ok admitted nothing else. */
         break;
@@ -306,14 +332,34 @@ int wire_info_to_text(const void *data, size_t len, char *buf, size_t cap)
 /* Lookup by dotted path                                                    */
 /* ------------------------------------------------------------------------ */
 
-static const msgpack_object *s_child(const msgpack_object *map, const char *key, size_t len)
+/*
+ * Element `key` (len bytes of decimal digits, no sign, no spaces) of an
+ * array, or NULL when the text is not such an index or is past the end.
+ */
+static const msgpack_object *s_element(const msgpack_object *array, const char *key, size_t len)
 {
-    if (map->type != MSGPACK_OBJECT_MAP)
+    if (len == 0 || len > 10)
+        return NULL; /* msgpack arrays hold at most 2^32 - 1 elements: 10 digits */
+    uint64_t index = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] < '0' || key[i] > '9')
+            return NULL;
+        index = index * 10 + (uint64_t)(key[i] - '0');
+    }
+    return index < array->via.array.size ? &array->via.array.ptr[index] : NULL;
+}
+
+/* The value under one path component: a map's key, or an array's index. */
+static const msgpack_object *s_child(const msgpack_object *obj, const char *key, size_t len)
+{
+    if (obj->type == MSGPACK_OBJECT_ARRAY)
+        return s_element(obj, key, len);
+    if (obj->type != MSGPACK_OBJECT_MAP)
         return NULL;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_str *k = &map->via.map.ptr[i].key.via.str;
+    for (uint32_t i = 0; i < obj->via.map.size; i++) {
+        const msgpack_object_str *k = &obj->via.map.ptr[i].key.via.str;
         if (k->size == len && memcmp(k->ptr, key, len) == 0)
-            return &map->via.map.ptr[i].val;
+            return &obj->via.map.ptr[i].val;
     }
     return NULL;
 }
@@ -377,7 +423,29 @@ int wire_info_lookup(const void *data, size_t len, const char *path, double *val
     else if (cur->type == MSGPACK_OBJECT_FLOAT32 || cur->type == MSGPACK_OBJECT_FLOAT64)
         *value = cur->via.f64;
     else
-        rc = SHOAL_EFORMAT; /* a string or a map: not a number */
+        rc = SHOAL_EFORMAT; /* a string, a map or an array: not a number */
+    msgpack_zone_destroy(&zone);
+    return rc;
+}
+
+int wire_info_lookup_len(const void *data, size_t len, const char *path, size_t *n)
+{
+    if (!path || !n)
+        return SHOAL_EINVAL;
+    msgpack_zone zone;
+    msgpack_object obj;
+    int rc = s_open(data, len, &zone, &obj);
+    if (rc)
+        return rc;
+    const msgpack_object *cur = s_path(&obj, path);
+    if (!cur)
+        rc = SHOAL_ENOTFOUND;
+    else if (cur->type == MSGPACK_OBJECT_ARRAY)
+        *n = cur->via.array.size;
+    else if (cur->type == MSGPACK_OBJECT_MAP)
+        *n = cur->via.map.size;
+    else
+        rc = SHOAL_EFORMAT; /* a number or a string has no elements */
     msgpack_zone_destroy(&zone);
     return rc;
 }

@@ -48,7 +48,8 @@ const char *wire_mp_type_name(const msgpack_object *obj);
 
 /*
  * Non-zero when obj is a valid "info" value: a map whose keys are strings
- * and whose values are integers, floats, strings or maps of the same kind.
+ * and whose values are integers, floats, strings, maps of the same kind, or
+ * arrays whose elements are any of those values.
  */
 int wire_info_object_ok(const msgpack_object *obj);
 

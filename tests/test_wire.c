@@ -588,6 +588,62 @@ static wire_info_t *s_nested_info(void)
     return info;
 }
 
+/* One entry of a rebalance plan (docs/protocol.md 11.9). */
+static void s_plan_entry(wire_info_t *info, const char *coll, uint64_t list, uint64_t replica,
+                         const char *from, const char *to, uint64_t vectors)
+{
+    wire_info_map(info, 6);
+    wire_info_key(info, "coll");
+    wire_info_str(info, coll);
+    wire_info_key(info, "list");
+    wire_info_u64(info, list);
+    wire_info_key(info, "replica");
+    wire_info_u64(info, replica);
+    wire_info_key(info, "from");
+    wire_info_str(info, from);
+    wire_info_key(info, "to");
+    wire_info_str(info, to);
+    wire_info_key(info, "vectors");
+    wire_info_u64(info, vectors);
+}
+
+/* An info map with arrays: of maps (a plan), of mixed values, nested, empty (S_PLAN_TEXT). */
+static wire_info_t *s_plan_info(void)
+{
+    wire_info_t *info = wire_info_new();
+    cr_assert_not_null(info);
+    wire_info_map(info, 5);
+    wire_info_key(info, "moves");
+    wire_info_u64(info, 2);
+    wire_info_key(info, "a");
+    wire_info_array(info, 2);
+    wire_info_u64(info, 5);
+    wire_info_map(info, 1);
+    wire_info_key(info, "b");
+    wire_info_u64(info, 7);
+    wire_info_key(info, "plan");
+    wire_info_array(info, 2);
+    s_plan_entry(info, "docs", 3, 0, "tcp://h1:7702", "tcp://h4:7702", 1200);
+    s_plan_entry(info, "img", 17, 1, "tcp://h2:7702", "tcp://h4:7702", 900);
+    wire_info_key(info, "empty");
+    wire_info_array(info, 0);
+    wire_info_key(info, "mixed");
+    wire_info_array(info, 4);
+    wire_info_i64(info, -2);
+    wire_info_f64(info, 0.5);
+    wire_info_str(info, "x");
+    wire_info_array(info, 1);
+    wire_info_u64(info, 1);
+    cr_assert_eq(wire_info_failed(info), 0);
+    return info;
+}
+
+#define S_PLAN_TEXT                                                                                \
+    "{\"moves\": 2, \"a\": [5, {\"b\": 7}], \"plan\": [{\"coll\": \"docs\", \"list\": 3, "         \
+    "\"replica\": 0, \"from\": \"tcp://h1:7702\", \"to\": \"tcp://h4:7702\", \"vectors\": 1200}, " \
+    "{\"coll\": \"img\", \"list\": 17, \"replica\": 1, \"from\": \"tcp://h2:7702\", \"to\": "      \
+    "\"tcp://h4:7702\", \"vectors\": 900}], \"empty\": [], \"mixed\": [-2, 0.5, \"x\", [1]]}"
+
 #define S_NESTED_TEXT                                                                              \
     "{\"count\": 10, \"name\": \"shard-0\", \"neg\": -5, \"ratio\": 0.25, \"shard\": {\"up\": 1, " \
     "\"mem\": {\"bytes\": 1234}}}"
@@ -1221,6 +1277,7 @@ static void s_pack_header(msgpack_sbuffer *sb, const kv_t *hdr)
 
 static char s_long_name[66];
 static char s_long_missing[WIRE_MISSING_MAX + 1]; /* one byte over "missing"'s limit */
+static char s_long_endpoint[WIRE_ENDPOINT_MAX + 2]; /* one byte over "endpoint"'s limit */
 
 /* One row per case. */
 /* clang-format off */
@@ -1462,6 +1519,33 @@ static const bad_case_t s_bad_requests[] = {
      "list_drop: missing required key \"list\""},
     {"list_drop: list is a str", {HEAD("list_drop"), S("coll", "a"), S("list", "3")}, 0, {0},
      SHOAL_EPROTO, "list_drop: \"list\" has type str, expected unsigned integer"},
+
+    /* cluster growth: every fault of "endpoint" is einval, whatever its kind */
+    {"shard_add: no endpoint", {HEAD("shard_add")}, 0, {0}, SHOAL_EINVAL,
+     "shard_add: missing required key \"endpoint\""},
+    {"shard_drain: endpoint is a uint", {HEAD("shard_drain"), U("endpoint", 7702)}, 0, {0},
+     SHOAL_EINVAL, "shard_drain: \"endpoint\" has type uint, expected str"},
+    {"shard_remove: endpoint is a map", {HEAD("shard_remove"), MAP0("endpoint")}, 0, {0},
+     SHOAL_EINVAL, "shard_remove: \"endpoint\" has type map, expected str"},
+    {"shard_add: endpoint empty", {HEAD("shard_add"), S("endpoint", "")}, 0, {0}, SHOAL_EINVAL,
+     "shard_add: \"endpoint\" must not be empty"},
+    {"shard_add: endpoint too long", {HEAD("shard_add"), S("endpoint", s_long_endpoint)}, 0, {0},
+     SHOAL_EINVAL, "shard_add: \"endpoint\" has 256 bytes, at most 255 are allowed"},
+    {"shard_drain: endpoint with a control byte",
+     {HEAD("shard_drain"), S("endpoint", "tcp://h2:7702\r")}, 0, {0}, SHOAL_EINVAL,
+     "\"endpoint\" has a byte outside printable ASCII (0x0d) at offset 13"},
+    {"shard_add: a bulk frame", {HEAD("shard_add"), S("endpoint", "tcp://h4:7702")}, 1, {8},
+     SHOAL_EPROTO, "shard_add: expected 1 frame (header), got 2"},
+    {"rebalance: dry_run 2", {HEAD("rebalance"), U("dry_run", 2)}, 0, {0}, SHOAL_EINVAL,
+     "rebalance: \"dry_run\" must be 0 or 1, got 2"},
+    {"rebalance: dry_run is a str", {HEAD("rebalance"), S("dry_run", "yes")}, 0, {0}, SHOAL_EPROTO,
+     "rebalance: \"dry_run\" has type str, expected unsigned integer"},
+    {"rebalance: max_moves above 32 bits", {HEAD("rebalance"), U("max_moves", 1ull << 32)}, 0,
+     {0}, SHOAL_EINVAL, "\"max_moves\" must be 0..4294967295, got 4294967296"},
+    {"rebalance: negative rate_mb", {HEAD("rebalance"), I("rate_mb", -5)}, 0, {0}, SHOAL_EPROTO,
+     "\"rate_mb\" must be an unsigned integer, got -5"},
+    {"rebalance: a bulk frame", {HEAD("rebalance")}, 1, {8}, SHOAL_EPROTO,
+     "rebalance: expected 1 frame (header), got 2"},
 };
 /* clang-format on */
 
@@ -1500,6 +1584,8 @@ Test(wire, bad_requests_give_the_documented_code_and_message)
 {
     memset(s_long_name, 'n', 65);
     s_long_name[65] = '\0';
+    memset(s_long_endpoint, 'e', WIRE_ENDPOINT_MAX + 1);
+    s_long_endpoint[WIRE_ENDPOINT_MAX + 1] = '\0';
     for (size_t i = 0; i < sizeof s_bad_requests / sizeof s_bad_requests[0]; i++)
         s_check_bad_request(&s_bad_requests[i]);
 }
@@ -1901,6 +1987,14 @@ static const bad_case_t s_bad_replies[] = {
      "delete: missing required key \"count\""},
     {"stats without info", {RHEAD("stats"), U("code", 0)}, 0, {0}, SHOAL_EPROTO,
      "stats: missing required key \"info\""},
+    {"shard_add without info", {RHEAD("shard_add"), U("code", 0)}, 0, {0}, SHOAL_EPROTO,
+     "shard_add: missing required key \"info\""},
+    {"shard_drain without info", {RHEAD("shard_drain"), U("code", 0)}, 0, {0}, SHOAL_EPROTO,
+     "shard_drain: missing required key \"info\""},
+    {"shard_remove without info", {RHEAD("shard_remove"), U("code", 0)}, 0, {0}, SHOAL_EPROTO,
+     "shard_remove: missing required key \"info\""},
+    {"rebalance without info", {RHEAD("rebalance"), U("code", 0)}, 0, {0}, SHOAL_EPROTO,
+     "rebalance: missing required key \"info\""},
     {"info not a map", {RHEAD("stats"), U("code", 0), S("info", "x")}, 0, {0}, SHOAL_EPROTO,
      "\"info\" must be a map"},
     {"info holding an array", {RHEAD("ping"), U("code", 0), {"info", T_ARR}}, 0, {0}, SHOAL_EPROTO,
@@ -2076,7 +2170,7 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
     uint8_t found[N] = {1, 0};
 
     /* Valid messages of every kind, as seeds. */
-    wire_frames_t seeds[24];
+    wire_frames_t seeds[32];
     size_t nseeds = 0;
     shoal_err_t err;
     for (int op = WIRE_OP_NONE + 1; op < WIRE_OP_COUNT; op++) {
@@ -2105,12 +2199,18 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         strcpy(req.cursor, "s0.l3.i9");
         req.list = 7;
         req.limit = 5;
+        strcpy(req.endpoint, "tcp://10.0.0.4:7702");
+        req.dry_run = 1;
+        req.max_moves = 40;
+        req.rate_mb = 50;
+        cr_assert_lt(nseeds, sizeof seeds / sizeof seeds[0]);
         cr_assert_eq(wire_request_encode(&req, &seeds[nseeds++], &err), 0, "%s", err.msg);
     }
     wire_info_t *info = s_nested_info();
+    wire_info_t *plan = s_plan_info();
     const wire_op_t reply_ops[] = {WIRE_OP_SEARCH,      WIRE_OP_GET,         WIRE_OP_STATS,
                                    WIRE_OP_INSERT,      WIRE_OP_TRAIN,       WIRE_OP_KNN_GRAPH,
-                                   WIRE_OP_LIST_COUNTS, WIRE_OP_LIST_EXPORT};
+                                   WIRE_OP_LIST_COUNTS, WIRE_OP_LIST_EXPORT, WIRE_OP_REBALANCE};
     const uint32_t lists[N] = {3, WIRE_LIST_NONE};
     const uint64_t counts[N] = {10, 1};
     for (size_t i = 0; i < sizeof reply_ops / sizeof reply_ops[0]; i++) {
@@ -2137,8 +2237,10 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
         rep.lists = lists;
         rep.counts = counts;
         rep.done = 1;
-        rep.info = wire_info_data(info);
-        rep.info_len = wire_info_len(info);
+        const wire_info_t *with = reply_ops[i] == WIRE_OP_REBALANCE ? plan : info;
+        rep.info = wire_info_data(with);
+        rep.info_len = wire_info_len(with);
+        cr_assert_lt(nseeds, sizeof seeds / sizeof seeds[0]);
         cr_assert_eq(wire_reply_encode(&rep, &seeds[nseeds++], &err), 0, "%s", err.msg);
     }
     wire_reply_t erep;
@@ -2190,6 +2292,7 @@ Test(wire, random_mutations_of_valid_headers_never_crash, .timeout = 120)
     for (size_t i = 0; i < nseeds; i++)
         wire_frames_fini(&seeds[i]);
     wire_info_destroy(&info);
+    wire_info_destroy(&plan);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2244,9 +2347,9 @@ Test(wire, info_to_text_and_lookup_on_a_nested_map)
     memcpy(longer, data, len);
     longer[len] = 0x01;
     cr_assert_eq(wire_info_to_text(longer, len + 1, text, sizeof text), SHOAL_EFORMAT);
-    const uint8_t with_array[] = {0x81, 0xa1, 'a', 0x91, 0x01};
-    cr_assert_eq(wire_info_to_text(with_array, sizeof with_array, text, sizeof text),
-                 SHOAL_EFORMAT);
+    const uint8_t array_of_bool[] = {0x81, 0xa1, 'a', 0x91, 0xc3};
+    cr_assert_eq(wire_info_to_text(array_of_bool, sizeof array_of_bool, text, sizeof text),
+                 SHOAL_EFORMAT, "an array holds the same kinds as a map");
     const uint8_t with_bool[] = {0x81, 0xa1, 'a', 0xc3};
     cr_assert_eq(wire_info_to_text(with_bool, sizeof with_bool, text, sizeof text), SHOAL_EFORMAT);
     const uint8_t int_key[] = {0x81, 0x01, 0x01};
@@ -2527,6 +2630,262 @@ Test(wire, malformed_list_replies_are_refused)
     frames.size[2] = sizeof(uint64_t);
     cr_assert_eq(wire_reply_decode(&frames, NULL, &out, &err), SHOAL_EPROTO);
     cr_assert(strstr(err.msg, "frame 2 has 8 bytes, expected 16"), "%s", err.msg);
+    wire_reply_fini(&out);
+    wire_frames_fini(&frames);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cluster growth: shard_add, shard_drain, shard_remove, rebalance          */
+/* ------------------------------------------------------------------------ */
+
+Test(wire, shard_ops_round_trip_their_endpoint)
+{
+    const wire_op_t ops[] = {WIRE_OP_SHARD_ADD, WIRE_OP_SHARD_DRAIN, WIRE_OP_SHARD_REMOVE};
+    const char *names[] = {"shard_add", "shard_drain", "shard_remove"};
+    char longest[WIRE_ENDPOINT_MAX + 1];
+    memset(longest, 'e', WIRE_ENDPOINT_MAX);
+    longest[WIRE_ENDPOINT_MAX] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_str_eq(wire_op_name(ops[i]), names[i]);
+        cr_assert_eq(wire_op_parse(names[i], strlen(names[i])), ops[i]);
+        for (int big = 0; big < 2; big++) {
+            wire_request_t req, out;
+            wire_frames_t frames;
+            wire_request_init(&req);
+            req.op = ops[i];
+            req.rid = 40 + i;
+            snprintf(req.endpoint, sizeof req.endpoint, "%s",
+                     big ? longest : "tcp://10.0.0.4:7702");
+            s_request_round_trip(&req, &frames, &out);
+            cr_assert_eq(frames.count, 1);
+            cr_assert_str_eq(out.endpoint, req.endpoint);
+            cr_assert_str_empty(out.coll, "the cluster ops take no collection");
+            cr_assert_not(s_header_has(&frames, "coll"));
+            wire_request_fini(&out);
+            wire_frames_fini(&frames);
+        }
+    }
+}
+
+Test(wire, rebalance_round_trips_and_sends_only_what_is_set)
+{
+    cr_assert_str_eq(wire_op_name(WIRE_OP_REBALANCE), "rebalance");
+    for (int set = 0; set < 2; set++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_REBALANCE;
+        req.rid = 50;
+        if (set) {
+            req.dry_run = 1;
+            req.max_moves = UINT32_MAX;
+            req.rate_mb = 40;
+        }
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(frames.count, 1);
+        cr_assert_eq(out.dry_run, req.dry_run);
+        cr_assert_eq(out.max_moves, req.max_moves);
+        cr_assert_eq(out.rate_mb, req.rate_mb);
+        /* 0 is each key's default, so 0 is not sent (section 11's rule) */
+        cr_assert_eq(s_header_has(&frames, "dry_run"), set);
+        cr_assert_eq(s_header_has(&frames, "max_moves"), set);
+        cr_assert_eq(s_header_has(&frames, "rate_mb"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+    }
+}
+
+Test(wire, encode_refuses_bad_cluster_requests)
+{
+    wire_request_t req;
+    wire_frames_t frames;
+    shoal_err_t err;
+
+    wire_request_init(&req);
+    req.op = WIRE_OP_SHARD_ADD;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "shard_add: needs an endpoint"), "%s", err.msg);
+
+    req.op = WIRE_OP_SHARD_DRAIN;
+    strcpy(req.endpoint, "tcp://h2:7702\n");
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "\"endpoint\" has a byte outside printable ASCII"), "%s", err.msg);
+
+    req.op = WIRE_OP_SHARD_REMOVE;
+    memset(req.endpoint, 'e', sizeof req.endpoint); /* no NUL */
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "not NUL-terminated"), "%s", err.msg);
+
+    wire_request_init(&req);
+    req.op = WIRE_OP_REBALANCE;
+    req.dry_run = 2;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "rebalance: dry_run must be 0 or 1, got 2"), "%s", err.msg);
+}
+
+Test(wire, cluster_replies_carry_info_and_need_it)
+{
+    wire_info_t *plan = s_plan_info();
+    const wire_op_t ops[] = {WIRE_OP_SHARD_ADD, WIRE_OP_SHARD_DRAIN, WIRE_OP_SHARD_REMOVE,
+                             WIRE_OP_REBALANCE};
+    for (size_t i = 0; i < 4; i++) {
+        wire_reply_t rep, out;
+        wire_frames_t frames;
+        wire_reply_init(&rep);
+        rep.op = ops[i];
+        rep.rid = 60 + i;
+        rep.info = wire_info_data(plan);
+        rep.info_len = wire_info_len(plan);
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_eq(frames.count, 1);
+        cr_assert_eq(out.info_len, rep.info_len);
+        cr_assert_eq(memcmp(out.info, rep.info, rep.info_len), 0);
+        char text[1024];
+        cr_assert_eq(wire_info_to_text(out.info, out.info_len, text, sizeof text), 0);
+        cr_assert_str_eq(text, S_PLAN_TEXT);
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+
+        /* like stats, a successful reply must carry its info map */
+        shoal_err_t err;
+        rep.info = NULL;
+        rep.info_len = 0;
+        cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL);
+        cr_assert(strstr(err.msg, "needs an info map"), "%s", err.msg);
+
+        /* an error reply needs none */
+        wire_reply_error(&rep, ops[i], 70, SHOAL_ENOTFOUND, "no shard tcp://h9:7702");
+        s_reply_round_trip(&rep, &frames, &out);
+        cr_assert_null(out.info);
+        wire_reply_fini(&out);
+        wire_frames_fini(&frames);
+    }
+    wire_info_destroy(&plan);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Arrays in the info map                                                   */
+/* ------------------------------------------------------------------------ */
+
+Test(wire, info_arrays_render_and_are_reached_by_index)
+{
+    wire_info_t *info = s_plan_info();
+    const void *data = wire_info_data(info);
+    size_t len = wire_info_len(info);
+    char text[1024];
+    cr_assert_eq(wire_info_to_text(data, len, text, sizeof text), 0);
+    cr_assert_str_eq(text, S_PLAN_TEXT);
+
+    double v = 0;
+    cr_assert_eq(wire_info_lookup(data, len, "a.1.b", &v), 0);
+    cr_assert_eq(v, 7.0);
+    cr_assert_eq(wire_info_lookup(data, len, "a.0", &v), 0);
+    cr_assert_eq(v, 5.0);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.1.list", &v), 0);
+    cr_assert_eq(v, 17.0);
+    cr_assert_eq(wire_info_lookup(data, len, "mixed.0", &v), 0);
+    cr_assert_eq(v, -2.0);
+    cr_assert_eq(wire_info_lookup(data, len, "mixed.1", &v), 0);
+    cr_assert_eq(v, 0.5);
+    cr_assert_eq(wire_info_lookup(data, len, "mixed.3.0", &v), 0, "arrays nest");
+    cr_assert_eq(v, 1.0);
+    cr_assert_eq(wire_info_lookup(data, len, "plan", &v), SHOAL_EFORMAT, "an array is no number");
+    cr_assert_eq(wire_info_lookup(data, len, "plan.0", &v), SHOAL_EFORMAT);
+    /* past the end, not an index, a key below an array, an index below a number */
+    cr_assert_eq(wire_info_lookup(data, len, "plan.2.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.x.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.-1.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.+1.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan..list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.99999999999.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "plan.4294967296.list", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "empty.0", &v), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup(data, len, "moves.0", &v), SHOAL_ENOTFOUND);
+
+    char str[32];
+    cr_assert_eq(wire_info_lookup_str(data, len, "plan.0.from", str, sizeof str), 0);
+    cr_assert_str_eq(str, "tcp://h1:7702");
+    cr_assert_eq(wire_info_lookup_str(data, len, "plan.1.coll", str, sizeof str), 0);
+    cr_assert_str_eq(str, "img");
+    cr_assert_eq(wire_info_lookup_str(data, len, "mixed.2", str, sizeof str), 0);
+    cr_assert_str_eq(str, "x");
+    cr_assert_eq(wire_info_lookup_str(data, len, "plan.1", str, sizeof str), SHOAL_EFORMAT);
+
+    size_t n = 99;
+    cr_assert_eq(wire_info_lookup_len(data, len, "plan", &n), 0);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(wire_info_lookup_len(data, len, "plan.0", &n), 0, "a map has a length too");
+    cr_assert_eq(n, 6);
+    cr_assert_eq(wire_info_lookup_len(data, len, "a.1", &n), 0);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(wire_info_lookup_len(data, len, "mixed", &n), 0);
+    cr_assert_eq(n, 4);
+    cr_assert_eq(wire_info_lookup_len(data, len, "mixed.3", &n), 0);
+    cr_assert_eq(n, 1);
+    n = 99;
+    cr_assert_eq(wire_info_lookup_len(data, len, "empty", &n), 0);
+    cr_assert_eq(n, 0);
+    cr_assert_eq(wire_info_lookup_len(data, len, "moves", &n), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_lookup_len(data, len, "plan.0.coll", &n), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_lookup_len(data, len, "nope", &n), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup_len(data, len, "plan.5", &n), SHOAL_ENOTFOUND);
+    cr_assert_eq(wire_info_lookup_len(data, len - 1, "plan", &n), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_lookup_len(data, len, NULL, &n), SHOAL_EINVAL);
+
+    /* too small a buffer cuts inside an array: a prefix and ELIMIT */
+    char small[40];
+    cr_assert_eq(wire_info_to_text(data, len, small, sizeof small), SHOAL_ELIMIT);
+    cr_assert_eq(strncmp(small, S_PLAN_TEXT, sizeof small - 1), 0);
+    wire_info_destroy(&info);
+}
+
+Test(wire, info_arrays_hold_only_the_kinds_a_map_holds)
+{
+    char text[64];
+    size_t n = 0;
+    /* {"a": [1, "s", {"b": [2]}]}: fine */
+    const uint8_t good[] = {0x81, 0xa1, 'a', 0x93, 0x01, 0xa1, 's', 0x81, 0xa1, 'b', 0x91, 0x02};
+    cr_assert_eq(wire_info_to_text(good, sizeof good, text, sizeof text), 0);
+    cr_assert_str_eq(text, "{\"a\": [1, \"s\", {\"b\": [2]}]}");
+    cr_assert_eq(wire_info_lookup_len(good, sizeof good, "a.2.b", &n), 0);
+    cr_assert_eq(n, 1);
+    /* a nil, a bool or a binary in an array, even nested, is refused like in a map */
+    const uint8_t with_nil[] = {0x81, 0xa1, 'a', 0x92, 0x01, 0xc0};
+    const uint8_t with_bin[] = {0x81, 0xa1, 'a', 0x91, 0xc4, 0x01, 0x00};
+    const uint8_t deep_bool[] = {0x81, 0xa1, 'a', 0x91, 0x91, 0xc2};
+    const uint8_t map_int_key[] = {0x81, 0xa1, 'a', 0x91, 0x81, 0x01, 0x01};
+    cr_assert_eq(wire_info_to_text(with_nil, sizeof with_nil, text, sizeof text), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_to_text(with_bin, sizeof with_bin, text, sizeof text), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_to_text(deep_bool, sizeof deep_bool, text, sizeof text), SHOAL_EFORMAT);
+    cr_assert_eq(wire_info_to_text(map_int_key, sizeof map_int_key, text, sizeof text),
+                 SHOAL_EFORMAT);
+    /* the top level stays a map */
+    const uint8_t top_array[] = {0x91, 0x01};
+    cr_assert_eq(wire_info_to_text(top_array, sizeof top_array, text, sizeof text), SHOAL_EFORMAT);
+
+    /* a reply whose info holds a bad array is refused both ways */
+    wire_reply_t rep;
+    wire_frames_t frames;
+    shoal_err_t err;
+    wire_reply_init(&rep);
+    rep.op = WIRE_OP_REBALANCE;
+    rep.rid = 80;
+    rep.info = with_nil;
+    rep.info_len = sizeof with_nil;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), SHOAL_EINVAL);
+    rep.info = good;
+    rep.info_len = sizeof good;
+    cr_assert_eq(wire_reply_encode(&rep, &frames, &err), 0, "%s", err.msg);
+    /* swap the 1 for a nil in the encoded header: the decoder refuses it */
+    uint8_t *head = (uint8_t *)frames.owned_header;
+    size_t voff = 0, vlen = 0;
+    cr_assert(wire_mp_find_value(head, frames.size[0], "info", &voff, &vlen));
+    cr_assert_eq(vlen, sizeof good);
+    cr_assert_eq(head[voff + 4], 0x01);
+    head[voff + 4] = 0xc0;
+    wire_reply_t out;
+    cr_assert_eq(wire_reply_decode(&frames, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "\"info\" must be a map"), "%s", err.msg);
     wire_reply_fini(&out);
     wire_frames_fini(&frames);
 }
