@@ -9,6 +9,10 @@
  * place on a terminal, plain lines every ~2 s or 10% otherwise, so logs of
  * scripted runs stay readable.
  *
+ * Cluster growth (shard add / drain / remove, rebalance) asks the
+ * coordinator and returns once the moves are planned; --wait then polls
+ * stats' "moves" map and draws the same kind of progress until they are over.
+ *
  * Errors: exit status 1 for a failure, 2 for a usage error (unknown option,
  * missing or malformed value), each with exactly one line on stderr,
  * "shoal: <command>: <message>" ("shoal: <message>" before a command is
@@ -58,6 +62,8 @@
 #define S_TIMEOUT_TRAIN_MS 600000
 #define S_TIMEOUT_LOAD_MS  120000
 #define S_TIMEOUT_KNN_MS   300000
+/* shard add / drain / remove and rebalance: planning reads every collection's catalog */
+#define S_TIMEOUT_ADMIN_MS 60000
 
 #define S_TIMEOUT_MS_MAX 86400000 /* -t: one day */
 
@@ -74,6 +80,9 @@
 #define S_PROGRESS_PLAIN_S   2.0      /* plain progress lines at least this far apart */
 #define S_PROGRESS_TTY_S     0.1      /* redraws of the bar at most this often */
 #define S_BAR_WIDTH          30
+#define S_WAIT_POLL_S        0.5  /* --wait: stats polled this often */
+#define S_WAIT_PLAIN_S       1.0  /* --wait: plain progress lines at least this far apart */
+#define S_PLAN_SHOWN_MAX     1000 /* rebalance --dry-run: moves the reply lists at most */
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
@@ -101,6 +110,21 @@ static double s_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* v with thousands separated by commas ("52,113"), for people; buf holds 27 bytes or more. */
+static const char *s_group(uint64_t v, char *buf, size_t cap)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%" PRIu64, v);
+    size_t at = 0;
+    for (int i = 0; i < n && at + 1 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0 && at + 2 < cap)
+            buf[at++] = ',';
+        buf[at++] = digits[i];
+    }
+    buf[at] = '\0';
+    return buf;
 }
 
 /*
@@ -214,26 +238,45 @@ static int s_id_to_i32(uint64_t id, int32_t *out, const char *path, shoal_err_t 
 /* Argument parsing                                                         */
 /* ------------------------------------------------------------------------ */
 
-/* One option of a command; every option takes a value. */
+/* One option of a command that takes a value. */
 typedef struct {
     const char *name;   /* "--dim" */
     const char *alias;  /* "-k", or NULL */
     const char **value; /* receives the value text (borrowed from argv), NULL if absent */
 } s_opt_t;
 
+/* One option of a command that takes none ("--wait"). */
+typedef struct {
+    const char *name; /* "--wait" */
+    int *set;         /* receives 1 when given, else 0 */
+} s_flag_t;
+
+/* A flag named by arg (len bytes), or NULL. */
+static const s_flag_t *s_flag_find(const s_flag_t *flags, size_t nflags, const char *arg,
+                                   size_t len)
+{
+    for (size_t j = 0; j < nflags; j++)
+        if (strlen(flags[j].name) == len && !strncmp(flags[j].name, arg, len))
+            return &flags[j];
+    return NULL;
+}
+
 /*
- * Splits argv (argv[0] is the command) into options and positional
- * arguments: "--opt value", "--opt=value", "-k value"; "--" ends options.
- * pos_names name the positional arguments; the first npos_min are required.
- * Returns 0, 1 when --help / -h was given, or SHOAL_EINVAL.
+ * Splits argv (argv[0] is the command) into options, flags and positional
+ * arguments: "--opt value", "--opt=value", "-k value", "--flag"; "--" ends
+ * options. pos_names name the positional arguments; the first npos_min are
+ * required. Returns 0, 1 when --help / -h was given, or SHOAL_EINVAL.
  */
-static int s_parse_args(int argc, char **argv, const s_opt_t *opts, size_t nopts,
-                        const char *const *pos_names, size_t npos_min, size_t npos_max,
-                        const char **pos, size_t *npos, shoal_err_t *err)
+static int s_parse_argv(int argc, char **argv, const s_opt_t *opts, size_t nopts,
+                        const s_flag_t *flags, size_t nflags, const char *const *pos_names,
+                        size_t npos_min, size_t npos_max, const char **pos, size_t *npos,
+                        shoal_err_t *err)
 {
     *npos = 0;
     for (size_t i = 0; i < nopts; i++)
         *opts[i].value = NULL;
+    for (size_t i = 0; i < nflags; i++)
+        *flags[i].set = 0;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return 1;
@@ -249,6 +292,13 @@ static int s_parse_args(int argc, char **argv, const s_opt_t *opts, size_t nopts
         if (!options_done && arg[0] == '-' && arg[1] != '\0') {
             const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
             size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+            const s_flag_t *flag = s_flag_find(flags, nflags, arg, len);
+            if (flag && eq)
+                return s_bad(err, "option %s takes no value", flag->name);
+            if (flag) {
+                *flag->set = 1;
+                continue;
+            }
             const s_opt_t *opt = NULL;
             for (size_t j = 0; j < nopts && !opt; j++) {
                 const char *n = opts[j].name, *a = opts[j].alias;
@@ -276,6 +326,15 @@ static int s_parse_args(int argc, char **argv, const s_opt_t *opts, size_t nopts
     if (*npos < npos_min)
         return s_bad(err, "missing argument %s (see --help)", pos_names[*npos]);
     return 0;
+}
+
+/* s_parse_argv for a command without flags. */
+static int s_parse_args(int argc, char **argv, const s_opt_t *opts, size_t nopts,
+                        const char *const *pos_names, size_t npos_min, size_t npos_max,
+                        const char **pos, size_t *npos, shoal_err_t *err)
+{
+    return s_parse_argv(argc, argv, opts, nopts, NULL, 0, pos_names, npos_min, npos_max, pos, npos,
+                        err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -995,9 +1054,115 @@ static int s_cmd_get(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     return rc;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Reading info maps; the coordinator's list moves                          */
+/* ------------------------------------------------------------------------ */
+
+/* The number at path in an info map, or fallback when it is absent or not a number. */
+static double s_info_num(const void *info, size_t len, const char *path, double fallback)
+{
+    double v = fallback;
+    return wire_info_lookup(info, len, path, &v) == 0 ? v : fallback;
+}
+
+/* As s_info_num for a count: negative or absent reads as 0. */
+static uint64_t s_info_count(const void *info, size_t len, const char *path)
+{
+    double v = s_info_num(info, len, path, 0.0);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+/* The string at path into buf, or "?" when it is absent, not a string or too long. */
+static const char *s_info_str(const void *info, size_t len, const char *path, char *buf, size_t cap)
+{
+    if (wire_info_lookup_str(info, len, path, buf, cap) != 0)
+        snprintf(buf, cap, "?");
+    return buf;
+}
+
+/* The coordinator's stats "moves" map (docs/protocol.md 11.9). */
+typedef struct {
+    uint64_t pending;                 /* moves waiting to start */
+    uint64_t running;                 /* 0 or 1 */
+    uint64_t done;                    /* moves finished since the coordinator started */
+    uint64_t aborted;                 /* moves given up since then */
+    uint64_t rows_copied;             /* rows copied by moves since then */
+    int has_current;                  /* the fields below describe the running move */
+    char coll[WIRE_NAME_MAX + 1];     /* its collection */
+    uint64_t list, replica;           /* its list and replica */
+    char from[WIRE_ENDPOINT_MAX + 1]; /* the shard it leaves */
+    char to[WIRE_ENDPOINT_MAX + 1];   /* the shard it goes to */
+    uint64_t copied, vectors;         /* rows copied so far, of vectors */
+    double eta_s;                     /* the coordinator's estimate, seconds (< 0: none) */
+} s_moves_t;
+
+/* Reads stats' "moves" map; SHOAL_EUNSUPPORTED when the stats have none. */
+static int s_moves_read(const void *info, size_t len, s_moves_t *m, shoal_err_t *err)
+{
+    memset(m, 0, sizeof *m);
+    size_t entries = 0;
+    if (wire_info_lookup_len(info, len, "moves", &entries) != 0)
+        return shoal_err_set(err, SHOAL_EUNSUPPORTED,
+                             "the server's stats have no \"moves\" map (not a coordinator, or "
+                             "one that predates shard moves)");
+    m->pending = s_info_count(info, len, "moves.pending");
+    m->running = s_info_count(info, len, "moves.running");
+    m->done = s_info_count(info, len, "moves.done");
+    m->aborted = s_info_count(info, len, "moves.aborted");
+    m->rows_copied = s_info_count(info, len, "moves.rows_copied");
+    m->has_current =
+        wire_info_lookup_str(info, len, "moves.current.coll", m->coll, sizeof m->coll) == 0;
+    if (m->has_current) {
+        m->list = s_info_count(info, len, "moves.current.list");
+        m->replica = s_info_count(info, len, "moves.current.replica");
+        s_info_str(info, len, "moves.current.from", m->from, sizeof m->from);
+        s_info_str(info, len, "moves.current.to", m->to, sizeof m->to);
+        m->copied = s_info_count(info, len, "moves.current.copied");
+        m->vectors = s_info_count(info, len, "moves.current.vectors");
+        m->eta_s = s_info_num(info, len, "moves.current.eta_s", -1.0);
+    }
+    return 0;
+}
+
+/* Asks for the server's stats and reads their "moves" map into *m. */
+static int s_moves_fetch(shoal_client_t *client, s_moves_t *m, shoal_err_t *err)
+{
+    void *info = NULL;
+    size_t len = 0;
+    int rc = shoal_client_stats(client, NULL, NULL, &info, &len, err);
+    if (rc == 0)
+        rc = s_moves_read(info, len, m, err);
+    free(info);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                   */
+/* ------------------------------------------------------------------------ */
+
 static const char s_help_status[] =
     "usage: shoal status [NAME]\n"
-    "Prints the server's stats (or NAME's) as one line of JSON-like text.\n";
+    "Prints the server's stats (or NAME's) as one line of JSON-like text. While\n"
+    "the coordinator moves lists (shard drain, rebalance), a second line says so:\n"
+    "  moves: running COLL LIST/REPLICA FROM -> TO COPIED/VECTORS (eta Xs),\n"
+    "  P pending, D done\n";
+
+/* status's second line: the moves under way, when there are any. */
+static void s_print_moves_line(const void *info, size_t len)
+{
+    s_moves_t m;
+    if (s_moves_read(info, len, &m, NULL) != 0 || (m.pending == 0 && m.running == 0))
+        return;
+    fputs("moves: ", stdout);
+    if (m.has_current) {
+        printf("running %s %" PRIu64 "/%" PRIu64 " %s -> %s %" PRIu64 "/%" PRIu64, m.coll, m.list,
+               m.replica, m.from, m.to, m.copied, m.vectors);
+        if (m.eta_s >= 0)
+            printf(" (eta %.0fs)", m.eta_s);
+        fputs(", ", stdout);
+    }
+    printf("%" PRIu64 " pending, %" PRIu64 " done\n", m.pending, m.done);
+}
 
 static int s_cmd_status(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
@@ -1007,12 +1172,17 @@ static int s_cmd_status(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     if (rc != 0)
         return rc;
     char *text = NULL;
+    void *info = NULL;
+    size_t len = 0;
     if ((rc = s_connect(cli, 0, err)) == 0)
-        rc = shoal_client_stats(cli->client, npos ? pos[0] : NULL, &text, NULL, NULL, err);
+        rc = shoal_client_stats(cli->client, npos ? pos[0] : NULL, &text, &info, &len, err);
     if (rc == 0) {
         s_print_one_line(stdout, text);
         putchar('\n');
+        if (!npos)
+            s_print_moves_line(info, len);
     }
+    free(info);
     free(text);
     return rc;
 }
@@ -1340,6 +1510,297 @@ static int s_cmd_ping(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Cluster growth: shard add / drain / remove, rebalance                    */
+/* ------------------------------------------------------------------------ */
+
+/* A --wait in progress: what the run planned and where stats' counters began. */
+typedef struct {
+    const char *what; /* progress label: "rebalance", "drain" */
+    s_moves_t base;   /* stats' moves before the request was sent */
+    uint64_t planned; /* moves the reply planned */
+    uint64_t vectors; /* vectors those moves copy */
+    double start;     /* when the wait began */
+    int tty;          /* stderr is a terminal: redraw one line */
+    int drawn;        /* tty: a line is on screen (needs a newline) */
+    double last_line; /* plain: when the last line was printed */
+} s_wait_t;
+
+/*
+ * now - then for a counter since the coordinator's start; a coordinator that
+ * restarted in between counts from 0 again, so then is forgotten.
+ */
+static uint64_t s_since(uint64_t now, uint64_t then)
+{
+    return now >= then ? now - then : now;
+}
+
+/* One progress line: bar, moves finished of total, the running move, ETA. */
+static void s_wait_draw(s_wait_t *w, const s_moves_t *now, int final)
+{
+    uint64_t finished = s_since(now->done, w->base.done) + s_since(now->aborted, w->base.aborted);
+    uint64_t total = finished + now->pending + now->running;
+    if (total < w->planned)
+        total = w->planned;
+    double frac = total ? (double)finished / (double)total : 1.0;
+    /* ETA from the run's copy rate over the vectors it plans to move */
+    double elapsed = s_now() - w->start;
+    uint64_t copied = s_since(now->rows_copied, w->base.rows_copied);
+    double eta = -1.0;
+    if (copied > 0 && elapsed > 0 && w->vectors > copied)
+        eta = (double)(w->vectors - copied) / ((double)copied / elapsed);
+    else if (now->has_current)
+        eta = now->eta_s;
+    char eta_text[32], current[WIRE_NAME_MAX + 2 * WIRE_ENDPOINT_MAX + 96] = "";
+    s_format_eta(eta_text, sizeof eta_text, final ? 0.0 : eta);
+    if (now->has_current)
+        snprintf(current, sizeof current, " %s %" PRIu64 " %s -> %s %" PRIu64 "/%" PRIu64,
+                 now->coll, now->list, now->from, now->to, now->copied, now->vectors);
+    if (w->tty) {
+        char bar[S_BAR_WIDTH + 1];
+        int fill = (int)(frac * S_BAR_WIDTH);
+        for (int i = 0; i < S_BAR_WIDTH; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[S_BAR_WIDTH] = '\0';
+        fprintf(stderr, "\r%s [%s] %" PRIu64 "/%" PRIu64 " moves%s ETA %s\033[K", w->what, bar,
+                finished, total, current, eta_text);
+        w->drawn = 1;
+        if (final) {
+            fputc('\n', stderr);
+            w->drawn = 0;
+        }
+        fflush(stderr);
+        return;
+    }
+    if (final || s_now() - w->last_line < S_WAIT_PLAIN_S)
+        return; /* the result line on stdout says the end */
+    w->last_line = s_now();
+    fprintf(stderr, "%s: %" PRIu64 "/%" PRIu64 " moves%s%s eta %s\n", w->what, finished, total,
+            current[0] ? "," : "", current, eta_text);
+    fflush(stderr);
+}
+
+/*
+ * Polls stats until no move is pending or running, drawing progress; then
+ * *done / *aborted are the moves that finished / were given up meanwhile.
+ * The coordinator queues the moves it planned before it replies (protocol
+ * 11.9), so the first poll already counts them.
+ */
+static int s_wait_moves(s_cli_t *cli, s_wait_t *w, uint64_t *done, uint64_t *aborted,
+                        shoal_err_t *err)
+{
+    w->start = s_now();
+    w->last_line = w->start - S_WAIT_PLAIN_S; /* the first poll prints */
+    w->tty = isatty(STDERR_FILENO);
+    s_moves_t now = w->base; /* what is reported should the first poll fail */
+    int rc;
+    for (;;) {
+        if ((rc = s_moves_fetch(cli->client, &now, err)) != 0) {
+            shoal_err_prefix(err, "waiting for the moves");
+            break;
+        }
+        int over = now.pending == 0 && now.running == 0;
+        s_wait_draw(w, &now, over);
+        if (over)
+            break;
+        struct timespec nap = {0, (long)(S_WAIT_POLL_S * 1e9)};
+        nanosleep(&nap, NULL);
+    }
+    if (w->drawn)
+        fputc('\n', stderr); /* the error starts its own line */
+    *done = s_since(now.done, w->base.done);
+    *aborted = s_since(now.aborted, w->base.aborted);
+    return rc;
+}
+
+/* The end of a wait: one line on stdout (label: "rebalanced"), exit 1 when a move aborted. */
+static int s_wait_report(const char *label, uint64_t done, uint64_t aborted, shoal_err_t *err)
+{
+    printf("%s: %" PRIu64 " moves done, %" PRIu64 " aborted\n", label, done, aborted);
+    if (aborted)
+        return shoal_err_set(err, SHOAL_EINTERNAL,
+                             "%" PRIu64 " of %" PRIu64
+                             " moves aborted (the coordinator's log says why; their lists stay "
+                             "where they were)",
+                             aborted, done + aborted);
+    return 0;
+}
+
+/* An endpoint given on the command line: what the protocol accepts (11.9). */
+static int s_check_endpoint(const char *endpoint, shoal_err_t *err)
+{
+    size_t len = strlen(endpoint);
+    if (len > WIRE_ENDPOINT_MAX)
+        return s_bad(err, "ENDPOINT has %zu bytes, at most %d", len, WIRE_ENDPOINT_MAX);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)endpoint[i] < 0x20 || (unsigned char)endpoint[i] > 0x7e)
+            return s_bad(err, "ENDPOINT has a byte outside printable ASCII at offset %zu", i);
+    return 0;
+}
+
+static const char s_help_shard[] =
+    "usage: shoal shard add|drain|remove ENDPOINT [--wait]\n"
+    "Changes the coordinator's shards while the cluster serves.\n"
+    "  add ENDPOINT     a running shard joins; lists come to it with the next\n"
+    "                   rebalance. Prints: added ENDPOINT as shard I of N\n"
+    "  drain ENDPOINT   plans moves of every list off the shard and starts them\n"
+    "                   in the background (shoal status shows them). Prints:\n"
+    "                   draining ENDPOINT: M moves, V vectors\n"
+    "  remove ENDPOINT  a drained shard leaves. Prints: removed ENDPOINT (N shards serve)\n"
+    "--wait (drain only) shows progress on stderr until the moves are over, then\n"
+    "prints \"drained ENDPOINT: N moves done, A aborted\"; exit status 1 when a\n"
+    "move aborted.\n";
+
+static int s_cmd_shard(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    int wait = 0;
+    s_flag_t flags[] = {{"--wait", &wait}};
+    const char *names[] = {"add|drain|remove", "ENDPOINT"}, *pos[2];
+    size_t npos;
+    int rc = s_parse_argv(argc, argv, NULL, 0, flags, 1, names, 2, 2, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    wire_op_t op;
+    if (!strcmp(pos[0], "add"))
+        op = WIRE_OP_SHARD_ADD;
+    else if (!strcmp(pos[0], "drain"))
+        op = WIRE_OP_SHARD_DRAIN;
+    else if (!strcmp(pos[0], "remove"))
+        op = WIRE_OP_SHARD_REMOVE;
+    else
+        return s_bad(err, "unknown subcommand \"%s\" (add, drain or remove)", pos[0]);
+    if (wait && op != WIRE_OP_SHARD_DRAIN)
+        return s_bad(err, "--wait goes with drain only");
+    if ((rc = s_check_endpoint(pos[1], err)) != 0 ||
+        (rc = s_connect(cli, S_TIMEOUT_ADMIN_MS, err)) != 0)
+        return rc;
+    s_wait_t w;
+    memset(&w, 0, sizeof w);
+    w.what = "drain";
+    if (wait && (rc = s_moves_fetch(cli->client, &w.base, err)) != 0)
+        return rc;
+    void *info = NULL;
+    size_t len = 0;
+    if ((rc = shoal_client_shard(cli->client, op, pos[1], NULL, &info, &len, err)) != 0)
+        return rc;
+    char ep[WIRE_ENDPOINT_MAX + 1], a[32], b[32];
+    if (wire_info_lookup_str(info, len, "endpoint", ep, sizeof ep) != 0)
+        snprintf(ep, sizeof ep, "%s", pos[1]);
+    if (op == WIRE_OP_SHARD_ADD)
+        printf("added %s as shard %" PRIu64 " of %" PRIu64 "\n", ep,
+               s_info_count(info, len, "index"), s_info_count(info, len, "shards"));
+    else if (op == WIRE_OP_SHARD_REMOVE)
+        printf("removed %s (%" PRIu64 " shards serve)\n", ep, s_info_count(info, len, "shards"));
+    else
+        printf("draining %s: %s moves, %s vectors\n", ep,
+               s_group(s_info_count(info, len, "moves"), a, sizeof a),
+               s_group(s_info_count(info, len, "vectors"), b, sizeof b));
+    w.planned = s_info_count(info, len, "moves");
+    w.vectors = s_info_count(info, len, "vectors");
+    free(info);
+    if (!wait)
+        return 0;
+    fflush(stdout); /* the plan's line comes before the progress */
+    uint64_t done = 0, aborted = 0;
+    if ((rc = s_wait_moves(cli, &w, &done, &aborted, err)) != 0)
+        return rc;
+    char label[WIRE_ENDPOINT_MAX + 16];
+    snprintf(label, sizeof label, "drained %s", ep);
+    return s_wait_report(label, done, aborted, err);
+}
+
+static const char s_help_rebalance[] =
+    "usage: shoal rebalance [--dry-run] [--max-moves N] [--rate MB/s] [--wait]\n"
+    "Plans list moves that even out the shards (a new shard gets its share, a\n"
+    "draining one is emptied) and starts them in the background: at most N moves\n"
+    "(default: all it plans), copying at MB/s (default: the coordinator's).\n"
+    "Prints one line:\n"
+    "  moves=N vectors=V imbalance=B->A shards_per_query=B->A (fresh F)\n"
+    "imbalance: the largest shard's vectors over the mean, before and after;\n"
+    "shards_per_query: shards a query touches, before and after, and F for a\n"
+    "placement made from scratch. --dry-run moves nothing and also prints the\n"
+    "plan, one move per line (the first 1000): COLL LIST/REPLICA FROM -> TO VECTORS.\n"
+    "--wait (not with --dry-run) shows progress on stderr until the moves are\n"
+    "over, then prints \"rebalanced: N moves done, A aborted\"; exit status 1 when\n"
+    "a move aborted.\n";
+
+/* rebalance --dry-run: the plan, one move per line. */
+static void s_print_plan(const void *info, size_t len, uint64_t moves)
+{
+    size_t n = 0;
+    if (wire_info_lookup_len(info, len, "plan", &n) != 0)
+        n = 0;
+    for (size_t i = 0; i < n && i < S_PLAN_SHOWN_MAX; i++) {
+        char path[64], coll[WIRE_NAME_MAX + 1], from[WIRE_ENDPOINT_MAX + 1],
+            to[WIRE_ENDPOINT_MAX + 1];
+        snprintf(path, sizeof path, "plan.%zu.coll", i);
+        s_info_str(info, len, path, coll, sizeof coll);
+        snprintf(path, sizeof path, "plan.%zu.from", i);
+        s_info_str(info, len, path, from, sizeof from);
+        snprintf(path, sizeof path, "plan.%zu.to", i);
+        s_info_str(info, len, path, to, sizeof to);
+        char lpath[64], rpath[64], vpath[64];
+        snprintf(lpath, sizeof lpath, "plan.%zu.list", i);
+        snprintf(rpath, sizeof rpath, "plan.%zu.replica", i);
+        snprintf(vpath, sizeof vpath, "plan.%zu.vectors", i);
+        printf("%s %" PRIu64 "/%" PRIu64 " %s -> %s %" PRIu64 "\n", coll,
+               s_info_count(info, len, lpath), s_info_count(info, len, rpath), from, to,
+               s_info_count(info, len, vpath));
+    }
+    if (moves > n)
+        printf("(%" PRIu64 " more moves not listed)\n", moves - n);
+}
+
+static int s_cmd_rebalance(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    int dry_run = 0, wait = 0;
+    const char *max_s, *rate_s;
+    s_opt_t opts[] = {{"--max-moves", NULL, &max_s}, {"--rate", NULL, &rate_s}};
+    s_flag_t flags[] = {{"--dry-run", &dry_run}, {"--wait", &wait}};
+    size_t npos;
+    int rc = s_parse_argv(argc, argv, opts, 2, flags, 2, NULL, 0, 0, NULL, &npos, err);
+    if (rc != 0)
+        return rc;
+    uint64_t max_moves = 0, rate_mb = 0;
+    if ((max_s && (rc = s_parse_u64("--max-moves", max_s, 1, UINT32_MAX, &max_moves, err)) != 0) ||
+        (rate_s && (rc = s_parse_u64("--rate", rate_s, 1, UINT32_MAX, &rate_mb, err)) != 0))
+        return rc;
+    if (wait && dry_run)
+        return s_bad(err, "--wait does not go with --dry-run (nothing moves)");
+    if ((rc = s_connect(cli, S_TIMEOUT_ADMIN_MS, err)) != 0)
+        return rc;
+    s_wait_t w;
+    memset(&w, 0, sizeof w);
+    w.what = "rebalance";
+    if (wait && (rc = s_moves_fetch(cli->client, &w.base, err)) != 0)
+        return rc;
+    void *info = NULL;
+    size_t len = 0;
+    rc = shoal_client_rebalance(cli->client, dry_run, (uint32_t)max_moves, (uint32_t)rate_mb, NULL,
+                                &info, &len, err);
+    if (rc != 0)
+        return rc;
+    w.planned = s_info_count(info, len, "moves");
+    w.vectors = s_info_count(info, len, "vectors");
+    printf("moves=%" PRIu64 " vectors=%" PRIu64 " imbalance=%.3f->%.3f"
+           " shards_per_query=%.2f->%.2f (fresh %.2f)\n",
+           w.planned, w.vectors, s_info_num(info, len, "imbalance_before", NAN),
+           s_info_num(info, len, "imbalance_after", NAN),
+           s_info_num(info, len, "shards_per_query_before", NAN),
+           s_info_num(info, len, "shards_per_query_after", NAN),
+           s_info_num(info, len, "shards_per_query_fresh", NAN));
+    if (dry_run)
+        s_print_plan(info, len, w.planned);
+    free(info);
+    if (!wait)
+        return 0;
+    fflush(stdout);
+    uint64_t done = 0, aborted = 0;
+    if ((rc = s_wait_moves(cli, &w, &done, &aborted, err)) != 0)
+        return rc;
+    return s_wait_report("rebalanced", done, aborted, err);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Main                                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -1350,12 +1811,19 @@ typedef struct {
 } s_command_t;
 
 static const s_command_t s_commands[] = {
-    {"create", s_cmd_create, s_help_create}, {"train", s_cmd_train, s_help_train},
-    {"load", s_cmd_load, s_help_load},       {"search", s_cmd_search, s_help_search},
-    {"delete", s_cmd_delete, s_help_delete}, {"get", s_cmd_get, s_help_get},
-    {"status", s_cmd_status, s_help_status}, {"knn-graph", s_cmd_knn, s_help_knn},
+    {"create", s_cmd_create, s_help_create},
+    {"train", s_cmd_train, s_help_train},
+    {"load", s_cmd_load, s_help_load},
+    {"search", s_cmd_search, s_help_search},
+    {"delete", s_cmd_delete, s_help_delete},
+    {"get", s_cmd_get, s_help_get},
+    {"status", s_cmd_status, s_help_status},
+    {"knn-graph", s_cmd_knn, s_help_knn},
     {"check", s_cmd_check, s_help_check},
-    {"drop", s_cmd_drop, s_help_drop},       {"ping", s_cmd_ping, s_help_ping},
+    {"drop", s_cmd_drop, s_help_drop},
+    {"ping", s_cmd_ping, s_help_ping},
+    {"shard", s_cmd_shard, s_help_shard},
+    {"rebalance", s_cmd_rebalance, s_help_rebalance},
 };
 
 static const char s_help_main[] =
@@ -1367,7 +1835,8 @@ static const char s_help_main[] =
     "  -c, --coordinator ENDPOINT  server to talk to (default $" S_ENDPOINT_ENV
     ", else " S_ENDPOINT_DEFAULT ")\n"
     "  -t, --timeout-ms MS         wait at most MS for each reply (default: 10000;\n"
-    "                              train 600000, load 120000, knn-graph 300000)\n"
+    "                              train 600000, load 120000, knn-graph 300000,\n"
+    "                              shard and rebalance 60000)\n"
     "  -h, --help                  this text; COMMAND --help for a command's\n"
     "\n"
     "Commands:\n"
@@ -1384,6 +1853,8 @@ static const char s_help_main[] =
     "  knn-graph NAME -k K --out FILE.ivecs [--nprobe N] [--ef E] [--mode M] [--chunk C]\n"
     "  drop NAME\n"
     "  ping\n"
+    "  shard add|drain|remove ENDPOINT [--wait]\n"
+    "  rebalance [--dry-run] [--max-moves N] [--rate MB/s] [--wait]\n"
     "\n"
     "Vector files: .fvecs, .bvecs, .npy (float32, 2-D); ground truth and outputs: .ivecs.\n"
     "Exit status: 0 success, 1 failure, 2 bad command line; one line on stderr\n"

@@ -745,8 +745,8 @@ int shoal_client_get(shoal_client_t *client, const char *coll, const uint64_t *i
     return s_release(&rep, &frames, rc);
 }
 
-int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, void **info,
-                       size_t *info_len, shoal_err_t *err)
+/* Clears the out parameters of a call that returns an info map (each may be NULL). */
+static void s_info_out_clear(char **text, void **info, size_t *info_len)
 {
     if (text)
         *text = NULL;
@@ -754,21 +754,28 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
         *info = NULL;
     if (info_len)
         *info_len = 0;
-    wire_request_t req;
-    int rc = s_request(&req, WIRE_OP_STATS, coll, err);
-    if (rc != 0)
-        return rc;
+}
+
+/*
+ * Runs req, whose successful reply must carry an info map (stats and the
+ * cluster ops), and hands the map out as text and as msgpack bytes; on any
+ * failure nothing is handed out.
+ */
+static int s_call_info(shoal_client_t *client, wire_request_t *req, char **text, void **info,
+                       size_t *info_len, shoal_err_t *err)
+{
+    const char *what = wire_op_name(req->op);
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
-    rc = shoal_client_call(client, &req, &rep, &frames, err);
+    int rc = shoal_client_call(client, req, &rep, &frames, err);
     if (rc == 0 && !rep.info)
-        rc = shoal_err_set(err, SHOAL_EPROTO, "stats: the reply has no info map");
+        rc = shoal_err_set(err, SHOAL_EPROTO, "%s: the reply has no info map", what);
     if (rc == 0 && text)
-        rc = s_info_text(rep.info, rep.info_len, "stats", text, err);
+        rc = s_info_text(rep.info, rep.info_len, what, text, err);
     if (rc == 0 && info) {
         *info = s_dup(rep.info, rep.info_len);
         if (!*info)
-            rc = shoal_err_set(err, SHOAL_ENOMEM, "stats: out of memory");
+            rc = shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", what);
         else if (info_len)
             *info_len = rep.info_len;
     }
@@ -779,11 +786,60 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
     return s_release(&rep, &frames, rc);
 }
 
+int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, void **info,
+                       size_t *info_len, shoal_err_t *err)
+{
+    s_info_out_clear(text, info, info_len);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_STATS, coll, err);
+    return rc != 0 ? rc : s_call_info(client, &req, text, info, info_len, err);
+}
+
 int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_t *err)
 {
     wire_request_t req;
     int rc = s_request(&req, WIRE_OP_CHECKPOINT, coll, err);
     return rc != 0 ? rc : s_call_status(client, &req, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cluster growth                                                           */
+/* ------------------------------------------------------------------------ */
+
+int shoal_client_shard(shoal_client_t *client, wire_op_t op, const char *endpoint, char **text,
+                       void **info, size_t *info_len, shoal_err_t *err)
+{
+    s_info_out_clear(text, info, info_len);
+    if (op != WIRE_OP_SHARD_ADD && op != WIRE_OP_SHARD_DRAIN && op != WIRE_OP_SHARD_REMOVE)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "shard: op %d is not shard_add, shard_drain or shard_remove", (int)op);
+    const char *what = wire_op_name(op);
+    size_t len = endpoint ? strlen(endpoint) : 0;
+    if (len == 0 || len > WIRE_ENDPOINT_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: the endpoint must have 1..%d bytes, got %zu",
+                             what, WIRE_ENDPOINT_MAX, len);
+    wire_request_t req;
+    int rc = s_request(&req, op, NULL, err);
+    if (rc != 0)
+        return rc;
+    memcpy(req.endpoint, endpoint, len + 1);
+    /* the encoder refuses a byte outside printable ASCII, naming it */
+    return s_call_info(client, &req, text, info, info_len, err);
+}
+
+int shoal_client_rebalance(shoal_client_t *client, int dry_run, uint32_t max_moves,
+                           uint32_t rate_mb, char **text, void **info, size_t *info_len,
+                           shoal_err_t *err)
+{
+    s_info_out_clear(text, info, info_len);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_REBALANCE, NULL, err);
+    if (rc != 0)
+        return rc;
+    req.dry_run = dry_run ? 1 : 0;
+    req.max_moves = max_moves;
+    req.rate_mb = rate_mb;
+    return s_call_info(client, &req, text, info, info_len, err);
 }
 
 /* ------------------------------------------------------------------------ */

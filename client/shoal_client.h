@@ -201,6 +201,32 @@ int shoal_client_stats(shoal_client_t *client, const char *coll, char **text, vo
 int shoal_client_checkpoint(shoal_client_t *client, const char *coll, shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
+/* Cluster growth (docs/protocol.md 11.9; the coordinator only)             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Adds, drains or removes the shard at endpoint: op is WIRE_OP_SHARD_ADD,
+ * WIRE_OP_SHARD_DRAIN or WIRE_OP_SHARD_REMOVE (anything else is SHOAL_EINVAL,
+ * as is an endpoint that is empty, longer than WIRE_ENDPOINT_MAX or not
+ * printable ASCII; nothing is sent then). A drain starts the moves and
+ * answers at once; stats' "moves" map follows them. *text, *info / *info_len
+ * (each may be NULL) get the reply's info map as for shoal_client_stats.
+ */
+int shoal_client_shard(shoal_client_t *client, wire_op_t op, const char *endpoint, char **text,
+                       void **info, size_t *info_len, shoal_err_t *err);
+
+/*
+ * Plans the list moves that even out the shards and, unless dry_run, starts
+ * them (the reply comes once they are planned, not done). max_moves 0: no
+ * limit; rate_mb 0: the coordinator's copy rate, else MB/s. Out parameters as
+ * for shoal_client_shard; the info map's "plan" lists the moves (at most
+ * 1,000 of them).
+ */
+int shoal_client_rebalance(shoal_client_t *client, int dry_run, uint32_t max_moves,
+                           uint32_t rate_mb, char **text, void **info, size_t *info_len,
+                           shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
 /* A shard's IVF lists (docs/protocol.md 4.10-4.12; shards only)            */
 /* ------------------------------------------------------------------------ */
 

@@ -6,7 +6,10 @@
  * create, insert, search, get, delete, stats, drop and ping): the CLI's
  * load / search / delete / status round trip with exact recall, and the
  * library's search_ex (never partial at a shard), train and knn_graph (a
- * shard answers with its error for ops it does not serve).
+ * shard answers with its error for ops it does not serve); and the cluster
+ * growth commands (shard add / drain / remove, rebalance, status's moves
+ * line) against a fake coordinator in a thread of the test, which answers
+ * with the info maps of docs/protocol.md 11.9.
  *
  * Shards start on an ephemeral port and report it through --ready-file
  * (tests/test_support.h); children die with the test (PR_SET_PDEATHSIG) and
@@ -24,8 +27,10 @@
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -151,8 +156,9 @@ static double s_value(const char *line, const char *key)
 /* Help and bad command lines                                               */
 /* ------------------------------------------------------------------------ */
 
-static const char *const s_command_names[] = {"create", "train",  "load",      "search", "delete",
-                                              "get",    "status", "knn-graph", "drop",   "ping"};
+static const char *const s_command_names[] = {"create", "train", "load",   "search",
+                                              "delete", "get",   "status", "knn-graph",
+                                              "drop",   "ping",  "shard",  "rebalance"};
 
 Test(cli, help_everywhere)
 {
@@ -227,6 +233,10 @@ Test(cli, bad_command_lines)
         {{"knn-graph", "c", "-k", "5", "--out", "g.fvecs", NULL}, "shoal: knn-graph: ", ".ivecs"},
         {{"drop", NULL}, "shoal: drop: ", "NAME"},
         {{"ping", "extra", NULL}, "shoal: ping: ", "unexpected argument"},
+        {{"shard", NULL}, "shoal: shard: ", "add|drain|remove"},
+        {{"shard", "add", NULL}, "shoal: shard: ", "ENDPOINT"},
+        {{"shard", "grow", "tcp://h4:7702", NULL}, "shoal: shard: ", "unknown subcommand \"grow\""},
+        {{"rebalance", "--max-moves", "ten", NULL}, "shoal: rebalance: ", "--max-moves"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         /* point at an unreachable server: no case may get as far as sending */
@@ -238,6 +248,52 @@ Test(cli, bad_command_lines)
         cr_expect_str_empty(r.out, "case %zu printed on stdout: %s", i, r.out);
         cr_expect_null(strstr(r.err, "timed out"), "case %zu got as far as the network: %s", i,
                        r.err);
+        s_run_fini(&r);
+    }
+}
+
+Test(cli, cluster_command_lines_are_usage_errors)
+{
+    struct {
+        const char *argv[8]; /* NULL-terminated */
+        const char *what;    /* stderr mentions */
+    } cases[] = {
+        {{"shard", "add", "tcp://h4:7702", "--wait", NULL}, "--wait goes with drain only"},
+        {{"shard", "remove", "tcp://h4:7702", "--wait", NULL}, "--wait goes with drain only"},
+        {{"shard", "drain", "tcp://h4:7702", "--wait=1", NULL}, "--wait takes no value"},
+        {{"shard", "drain", "tcp://h4:7702", "tcp://h5:7702", NULL}, "unexpected argument"},
+        {{"shard", "add", "tcp://h4:7702\t", NULL}, "printable ASCII"},
+        {{"rebalance", "--max-moves", "0", NULL}, "--max-moves"},
+        {{"rebalance", "--max-moves", "4294967296", NULL}, "--max-moves"},
+        {{"rebalance", "--max-moves", "-3", NULL}, "--max-moves"},
+        {{"rebalance", "--rate", "fast", NULL}, "--rate"},
+        {{"rebalance", "--rate", "", NULL}, "--rate"},
+        {{"rebalance", "--rate", NULL}, "--rate needs a value"},
+        {{"rebalance", "--dry-run", "--wait", NULL}, "--wait does not go with --dry-run"},
+        {{"rebalance", "--now", NULL}, "unknown option \"--now\""},
+        {{"rebalance", "now", NULL}, "unexpected argument \"now\""},
+    };
+    char long_endpoint[300];
+    memset(long_endpoint, 'e', 256);
+    long_endpoint[256] = '\0';
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0] + 1; i++) {
+        const char *args[16] = {"-c", "tcp://127.0.0.1:1", "-t", "100"};
+        const char *what = "ENDPOINT has 256 bytes";
+        if (i < sizeof cases / sizeof cases[0]) {
+            for (size_t j = 0; cases[i].argv[j]; j++)
+                args[4 + j] = cases[i].argv[j];
+            what = cases[i].what;
+        } else {
+            args[4] = "shard";
+            args[5] = "drain";
+            args[6] = long_endpoint;
+        }
+        const char *prefix = !strcmp(args[4], "shard") ? "shoal: shard: " : "shoal: rebalance: ";
+        s_run_t r = s_shoalv(args);
+        s_expect_failure(&r, prefix, what);
+        cr_expect_eq(r.status, 2, "case %zu: a usage error exits 2, not %d (%s)", i, r.status,
+                     r.err);
+        cr_expect_str_empty(r.out, "case %zu printed on stdout: %s", i, r.out);
         s_run_fini(&r);
     }
 }
@@ -363,6 +419,31 @@ Test(cli, library_calls_against_a_shard)
     cursor[sizeof cursor - 1] = '\0';
     cr_expect_eq(shoal_client_knn_graph(client, "lib", &sopts, 0, cursor, &chunk, &err),
                  SHOAL_EINVAL);
+
+    /* the cluster ops are the coordinator's too; a bad op or endpoint is not sent */
+    void *map = (void *)"unchanged";
+    size_t map_len = 99;
+    text = (char *)"unchanged";
+    rc = shoal_client_shard(client, WIRE_OP_SHARD_ADD, "tcp://127.0.0.1:9", &text, &map, &map_len,
+                            &err);
+    cr_expect_eq(rc, SHOAL_EUNSUPPORTED, "%s", err.msg);
+    cr_expect_not_null(strstr(err.msg, "shard_add"), "%s", err.msg);
+    cr_expect_null(text);
+    cr_expect_null(map);
+    cr_expect_eq(map_len, 0);
+    rc = shoal_client_rebalance(client, 1, 0, 0, NULL, NULL, NULL, &err);
+    cr_expect_eq(rc, SHOAL_EUNSUPPORTED, "%s", err.msg);
+    cr_expect_not_null(strstr(err.msg, "rebalance"), "%s", err.msg);
+    cr_expect_eq(shoal_client_shard(client, WIRE_OP_STATS, "tcp://h:1", NULL, NULL, NULL, &err),
+                 SHOAL_EINVAL);
+    cr_expect_eq(shoal_client_shard(client, WIRE_OP_SHARD_DRAIN, "", NULL, NULL, NULL, &err),
+                 SHOAL_EINVAL);
+    cr_expect_eq(shoal_client_shard(client, WIRE_OP_SHARD_DRAIN, NULL, NULL, NULL, NULL, &err),
+                 SHOAL_EINVAL);
+    cr_expect_eq(
+        shoal_client_shard(client, WIRE_OP_SHARD_REMOVE, "tcp://h:1\n", NULL, NULL, NULL, &err),
+        SHOAL_EINVAL);
+    cr_expect_not_null(strstr(err.msg, "endpoint"), "%s", err.msg);
 
     cr_expect_eq(shoal_client_ping(client, NULL, NULL, &err), 0, "%s", err.msg);
     shoal_client_destroy(&client);
@@ -527,4 +608,374 @@ Test(cli, commands_against_a_shard)
 
     free(base);
     free(queries);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Cluster growth against a fake coordinator                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A coordinator's side of the cluster ops and of stats' "moves" map, no more:
+ * a thread with a ROUTER socket answers each request with canned info maps
+ * (docs/protocol.md 11.9). Moves "run" one per stats request: each stats
+ * reply shows the next planned move running, and it is done (or, with
+ * abort_last, the last one aborted) by the next request.
+ */
+typedef struct {
+    zsock_t *router;        /* owned by the thread once it runs */
+    char endpoint[64];      /* where the CLI connects */
+    volatile int stop;      /* set by the test to end the thread */
+    pthread_t thread;       /* the server */
+    uint64_t left;          /* moves still to run */
+    uint64_t done, aborted; /* moves finished since the fake started */
+    uint64_t rows_copied;   /* rows those moves copied */
+    int abort_last;         /* the last move of the run aborts */
+    uint64_t stats_asked;   /* stats requests answered */
+} s_fake_t;
+
+/* The rebalance plan (with dry_run) or none: two moves of docs' lists. */
+static void s_fake_plan_entry(wire_info_t *info, uint64_t list, const char *from)
+{
+    wire_info_map(info, 6);
+    wire_info_key(info, "coll");
+    wire_info_str(info, "docs");
+    wire_info_key(info, "list");
+    wire_info_u64(info, list);
+    wire_info_key(info, "replica");
+    wire_info_u64(info, 0);
+    wire_info_key(info, "from");
+    wire_info_str(info, from);
+    wire_info_key(info, "to");
+    wire_info_str(info, "tcp://h4:7702");
+    wire_info_key(info, "vectors");
+    wire_info_u64(info, 1000 + list);
+}
+
+static void s_fake_stats(s_fake_t *f, wire_info_t *info)
+{
+    int running = f->left > 0;
+    wire_info_map(info, 2);
+    wire_info_key(info, "role");
+    wire_info_str(info, "coordinator");
+    wire_info_key(info, "moves");
+    wire_info_map(info, running ? 8 : 7);
+    wire_info_key(info, "pending");
+    wire_info_u64(info, running ? f->left - 1 : 0);
+    wire_info_key(info, "running");
+    wire_info_u64(info, running ? 1 : 0);
+    wire_info_key(info, "done");
+    wire_info_u64(info, f->done);
+    wire_info_key(info, "aborted");
+    wire_info_u64(info, f->aborted);
+    wire_info_key(info, "rows_copied");
+    wire_info_u64(info, f->rows_copied);
+    wire_info_key(info, "rows_per_s");
+    wire_info_f64(info, 2000.0);
+    wire_info_key(info, "rate_mb");
+    wire_info_u64(info, 40);
+    if (running) {
+        wire_info_key(info, "current");
+        wire_info_map(info, 8);
+        wire_info_key(info, "coll");
+        wire_info_str(info, "docs");
+        wire_info_key(info, "list");
+        wire_info_u64(info, 5);
+        wire_info_key(info, "replica");
+        wire_info_u64(info, 0);
+        wire_info_key(info, "from");
+        wire_info_str(info, "tcp://h1:7702");
+        wire_info_key(info, "to");
+        wire_info_str(info, "tcp://h4:7702");
+        wire_info_key(info, "copied");
+        wire_info_u64(info, 250);
+        wire_info_key(info, "vectors");
+        wire_info_u64(info, 1000);
+        wire_info_key(info, "eta_s");
+        wire_info_f64(info, 12.4);
+        /* the move this reply shows is over by the next request */
+        f->left--;
+        f->rows_copied += 1000;
+        if (f->left == 0 && f->abort_last)
+            f->aborted++;
+        else
+            f->done++;
+    }
+}
+
+/* Fills info for req; returns 0 or the error code (msg filled) to answer with. */
+static int s_fake_answer(s_fake_t *f, const wire_request_t *req, wire_info_t *info, char *msg,
+                         size_t cap)
+{
+    switch (req->op) {
+    case WIRE_OP_STATS:
+        f->stats_asked++;
+        s_fake_stats(f, info);
+        return 0;
+    case WIRE_OP_SHARD_ADD:
+        wire_info_map(info, 3);
+        wire_info_key(info, "endpoint");
+        wire_info_str(info, req->endpoint);
+        wire_info_key(info, "index");
+        wire_info_u64(info, 3);
+        wire_info_key(info, "shards");
+        wire_info_u64(info, 4);
+        return 0;
+    case WIRE_OP_SHARD_DRAIN:
+        f->left = 3;
+        wire_info_map(info, 3);
+        wire_info_key(info, "endpoint");
+        wire_info_str(info, req->endpoint);
+        wire_info_key(info, "moves");
+        wire_info_u64(info, 3);
+        wire_info_key(info, "vectors");
+        wire_info_u64(info, 52113);
+        return 0;
+    case WIRE_OP_SHARD_REMOVE:
+        if (strstr(req->endpoint, "busy")) {
+            snprintf(msg, cap, "shard %s still holds 3 lists: drain it first", req->endpoint);
+            return SHOAL_EINVAL;
+        }
+        wire_info_map(info, 2);
+        wire_info_key(info, "endpoint");
+        wire_info_str(info, req->endpoint);
+        wire_info_key(info, "shards");
+        wire_info_u64(info, 3);
+        return 0;
+    case WIRE_OP_REBALANCE:
+        if (!req->dry_run) {
+            f->left = 2;
+            f->abort_last = req->rate_mb == 13; /* the test's way to ask for an abort */
+        }
+        wire_info_map(info, 9);
+        wire_info_key(info, "dry_run");
+        wire_info_u64(info, req->dry_run);
+        wire_info_key(info, "moves");
+        wire_info_u64(info, 2);
+        wire_info_key(info, "vectors");
+        wire_info_u64(info, 2011);
+        wire_info_key(info, "imbalance_before");
+        wire_info_f64(info, 1.5);
+        wire_info_key(info, "imbalance_after");
+        wire_info_f64(info, 1.0625);
+        wire_info_key(info, "shards_per_query_before");
+        wire_info_f64(info, 3.25);
+        wire_info_key(info, "shards_per_query_after");
+        wire_info_f64(info, 3.5);
+        wire_info_key(info, "shards_per_query_fresh");
+        wire_info_f64(info, 3.125);
+        wire_info_key(info, "plan");
+        wire_info_array(info, req->dry_run ? 2 : 0);
+        if (req->dry_run) {
+            s_fake_plan_entry(info, 5, "tcp://h1:7702");
+            s_fake_plan_entry(info, 11, "tcp://h2:7702");
+        }
+        return 0;
+    default:
+        snprintf(msg, cap, "the fake coordinator does not serve %s", wire_op_name(req->op));
+        return SHOAL_EUNSUPPORTED;
+    }
+}
+
+/* Answers one message: identity, then the request's frames. */
+static void s_fake_serve(s_fake_t *f, zmsg_t *msg)
+{
+    zframe_t *id = zmsg_pop(msg);
+    wire_frames_t in;
+    memset(&in, 0, sizeof in);
+    for (zframe_t *fr = zmsg_first(msg); fr && in.count < WIRE_FRAMES_MAX; fr = zmsg_next(msg)) {
+        in.data[in.count] = zframe_data(fr);
+        in.size[in.count++] = zframe_size(fr);
+    }
+    wire_request_t req;
+    wire_reply_t rep;
+    shoal_err_t err;
+    wire_info_t *info = wire_info_new();
+    char msg_text[WIRE_MSG_MAX] = "";
+    int rc = wire_request_decode(&in, NULL, &req, &err);
+    if (rc == 0)
+        rc = s_fake_answer(f, &req, info, msg_text, sizeof msg_text);
+    if (rc != 0) {
+        wire_reply_error(&rep, req.op, req.rid, rc, msg_text[0] ? msg_text : err.msg);
+    } else {
+        wire_reply_init(&rep);
+        rep.op = req.op;
+        rep.rid = req.rid;
+        rep.info = wire_info_data(info);
+        rep.info_len = wire_info_len(info);
+    }
+    wire_frames_t out;
+    if (wire_reply_encode(&rep, &out, &err) == 0) {
+        zmsg_t *reply = zmsg_new();
+        zmsg_append(reply, &id);
+        for (size_t i = 0; i < out.count; i++)
+            zmsg_addmem(reply, out.data[i], out.size[i]);
+        zmsg_send(&reply, f->router);
+        wire_frames_fini(&out);
+    }
+    zframe_destroy(&id);
+    wire_info_destroy(&info);
+    wire_request_fini(&req);
+}
+
+static void *s_fake_run(void *arg)
+{
+    s_fake_t *f = arg;
+    zsock_set_rcvtimeo(f->router, 50);
+    while (!f->stop) {
+        zmsg_t *msg = zmsg_recv(f->router);
+        if (!msg)
+            continue; /* the timeout: look at stop again */
+        s_fake_serve(f, msg);
+        zmsg_destroy(&msg);
+    }
+    return NULL;
+}
+
+static void s_fake_start(s_fake_t *f)
+{
+    memset(f, 0, sizeof *f);
+    f->router = zsock_new(ZMQ_ROUTER);
+    cr_assert_not_null(f->router);
+    int port = zsock_bind(f->router, "tcp://127.0.0.1:*");
+    cr_assert_gt(port, 0);
+    snprintf(f->endpoint, sizeof f->endpoint, "tcp://127.0.0.1:%d", port);
+    cr_assert_eq(pthread_create(&f->thread, NULL, s_fake_run, f), 0);
+}
+
+static void s_fake_stop(s_fake_t *f)
+{
+    f->stop = 1;
+    pthread_join(f->thread, NULL);
+    zsock_destroy(&f->router);
+}
+
+/* Lines `shoal status` prints (2 while moves are under way). */
+static size_t s_status_lines(const char *ep)
+{
+    s_run_t r = s_shoal("-c", ep, "status", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    size_t n = s_lines(r.out);
+    s_run_fini(&r);
+    return n;
+}
+
+Test(cli, cluster_commands_against_a_fake_coordinator)
+{
+    s_fake_t f;
+    s_fake_start(&f);
+    const char *ep = f.endpoint;
+
+    s_run_t r = s_shoal("-c", ep, "shard", "add", "tcp://h4:7702", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out, "added tcp://h4:7702 as shard 3 of 4\n");
+    s_run_fini(&r);
+
+    r = s_shoal("-c", ep, "shard", "remove", "tcp://h2:7702", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out, "removed tcp://h2:7702 (3 shards serve)\n");
+    s_run_fini(&r);
+
+    /* the coordinator's refusal is the error line, exit status 1 */
+    r = s_shoal("-c", ep, "shard", "remove", "tcp://busy:7702", NULL);
+    s_expect_failure(&r, "shoal: shard: ", "still holds 3 lists: drain it first");
+    cr_expect_eq(r.status, 1);
+    s_run_fini(&r);
+
+    /* status with nothing moving: one line, as before */
+    r = s_shoal("-c", ep, "status", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_eq(s_lines(r.out), 1, "%s", r.out);
+    cr_expect_eq(r.out[0], '{', "%s", r.out);
+    s_run_fini(&r);
+
+    /* drain without --wait answers at once; status then shows the moves */
+    r = s_shoal("-c", ep, "shard", "drain", "tcp://h2:7702", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out, "draining tcp://h2:7702: 3 moves, 52,113 vectors\n");
+    s_run_fini(&r);
+    r = s_shoal("-c", ep, "status", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_eq(s_lines(r.out), 2, "%s", r.out);
+    const char *second = strchr(r.out, '\n') + 1;
+    cr_expect_str_eq(second, "moves: running docs 5/0 tcp://h1:7702 -> tcp://h4:7702 250/1000 "
+                             "(eta 12s), 2 pending, 0 done\n");
+    s_run_fini(&r);
+    /* status with NAME keeps to its one line */
+    r = s_shoal("-c", ep, "status", "docs", NULL);
+    cr_expect_eq(s_lines(r.out), 1, "%s", r.out);
+    s_run_fini(&r);
+
+    /* each stats request ends one of the fake's moves: let the drain's run out */
+    size_t lines = 2;
+    for (int i = 0; i < 10 && lines > 1; i++)
+        lines = s_status_lines(ep);
+    cr_expect_eq(lines, 1, "the moves are over");
+
+    /* drain --wait: progress on stderr (not a terminal here: plain lines), the end on stdout */
+    r = s_shoal("-c", ep, "shard", "drain", "tcp://h2:7702", "--wait", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out, "draining tcp://h2:7702: 3 moves, 52,113 vectors\n"
+                            "drained tcp://h2:7702: 3 moves done, 0 aborted\n");
+    cr_expect(
+        strncmp(r.err, "drain: 0/3 moves, docs 5 tcp://h1:7702 -> tcp://h4:7702 250/1000", 60) == 0,
+        "%s", r.err);
+    cr_expect_null(strchr(r.err, '\r'), "no carriage returns off a terminal: %s", r.err);
+    s_run_fini(&r);
+
+    /* rebalance --dry-run: the summary and the plan */
+    r = s_shoal("-c", ep, "rebalance", "--dry-run", "--max-moves", "2", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_str_eq(r.out,
+                     "moves=2 vectors=2011 imbalance=1.500->1.062 shards_per_query=3.25->3.50 "
+                     "(fresh 3.12)\n"
+                     "docs 5/0 tcp://h1:7702 -> tcp://h4:7702 1005\n"
+                     "docs 11/0 tcp://h2:7702 -> tcp://h4:7702 1011\n");
+    s_run_fini(&r);
+    cr_expect_eq(s_status_lines(ep), 1, "a dry run moves nothing");
+
+    /* rebalance --wait: done when nothing is pending or running */
+    r = s_shoal("-c", ep, "rebalance", "--wait", "--rate", "40", NULL);
+    cr_expect_eq(r.status, 0, "%s", r.err);
+    cr_expect_not_null(strstr(r.out, "moves=2 vectors=2011 "), "%s", r.out);
+    cr_expect_not_null(strstr(r.out, "\nrebalanced: 2 moves done, 0 aborted\n"), "%s", r.out);
+    s_run_fini(&r);
+
+    /* a move that aborts makes the wait fail */
+    r = s_shoal("-c", ep, "rebalance", "--wait", "--rate", "13", NULL);
+    cr_expect_eq(r.status, 1, "%s", r.err);
+    cr_expect_not_null(strstr(r.out, "rebalanced: 1 moves done, 1 aborted\n"), "%s", r.out);
+    cr_expect_not_null(strstr(r.err, "shoal: rebalance: 1 of 2 moves aborted"), "%s", r.err);
+    s_run_fini(&r);
+
+    /* the library hands out the map; lookups reach the plan's entries */
+    shoal_err_t err;
+    shoal_client_t *client = shoal_client_new(ep, S_TIMEOUT_MS, &err);
+    cr_assert_not_null(client, "%s", err.msg);
+    char *text = NULL;
+    void *info = NULL;
+    size_t len = 0;
+    cr_assert_eq(shoal_client_rebalance(client, 1, 5, 0, &text, &info, &len, &err), 0, "%s",
+                 err.msg);
+    cr_expect_not_null(strstr(text, "\"plan\": [{\"coll\": \"docs\", \"list\": 5,"), "%s", text);
+    size_t n = 0;
+    cr_expect_eq(wire_info_lookup_len(info, len, "plan", &n), 0);
+    cr_expect_eq(n, 2);
+    double v = 0;
+    cr_expect_eq(wire_info_lookup(info, len, "plan.1.vectors", &v), 0);
+    cr_expect_eq(v, 1011.0);
+    free(text);
+    free(info);
+    cr_assert_eq(
+        shoal_client_shard(client, WIRE_OP_SHARD_ADD, "tcp://h5:7702", &text, NULL, NULL, &err), 0,
+        "%s", err.msg);
+    cr_expect_str_eq(text, "{\"endpoint\": \"tcp://h5:7702\", \"index\": 3, \"shards\": 4}");
+    free(text);
+    text = (char *)"unchanged";
+    cr_expect_eq(
+        shoal_client_shard(client, WIRE_OP_SHARD_REMOVE, "tcp://busy:1", &text, NULL, NULL, &err),
+        SHOAL_EINVAL);
+    cr_expect_str_eq(err.msg, "shard tcp://busy:1 still holds 3 lists: drain it first");
+    cr_expect_null(text);
+    shoal_client_destroy(&client);
+    s_fake_stop(&f);
 }
