@@ -336,6 +336,55 @@ class Client:
         """Asks the server to checkpoint now (one collection, or all)."""
         return self._info(self._call("checkpoint", _lift({}, coll=name or None))[0])
 
+    # ------------------------------------------------------------------
+    # cluster growth (docs/protocol.md 11.9; the coordinator only)
+    # ------------------------------------------------------------------
+
+    def add_shard(self, endpoint):
+        """Adds the running shard at `endpoint` (lists come to it with
+        rebalance()); returns {"endpoint", "index", "shards"}."""
+        return self._shard_op("shard_add", endpoint)
+
+    def drain_shard(self, endpoint):
+        """Plans the moves of every list off the shard and starts them; returns
+        {"endpoint", "moves", "vectors"} once they are planned, not done
+        (stats()["moves"] follows them)."""
+        return self._shard_op("shard_drain", endpoint)
+
+    def remove_shard(self, endpoint):
+        """Removes a drained shard; returns {"endpoint", "shards"}."""
+        return self._shard_op("shard_remove", endpoint)
+
+    def rebalance(self, dry_run=False, max_moves=0, rate_mb=0):
+        """Plans list moves that even out the shards and, unless dry_run,
+        starts them. max_moves 0: no limit; rate_mb 0: the coordinator's copy
+        rate. Returns the plan's info map: moves, vectors, imbalance_before /
+        _after, shards_per_query_before / _after / _fresh, and plan (a list of
+        {"coll", "list", "replica", "from", "to", "vectors"}, at most 1,000)."""
+        header = {}
+        for key, value in (("max_moves", max_moves), ("rate_mb", rate_mb)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError("%s must be an integer, got %r" % (key, value))
+            if not 0 <= int(value) <= 0xFFFFFFFF:
+                raise ValueError("%s must be 0..4294967295, got %d" % (key, int(value)))
+            if value:
+                header[key] = int(value)  # 0 is each key's default: not sent
+        if dry_run:
+            header["dry_run"] = 1
+        return self._info(self._call("rebalance", header)[0])
+
+    def _shard_op(self, op, endpoint):
+        """shard_add / shard_drain / shard_remove of one endpoint, checked as the
+        server would (1..255 bytes of printable ASCII)."""
+        if not isinstance(endpoint, str):
+            raise TypeError("endpoint must be a str, got %r" % (endpoint,))
+        if not 1 <= len(endpoint.encode("utf-8")) <= 255:
+            raise ValueError("endpoint must have 1..255 bytes, got %d"
+                             % len(endpoint.encode("utf-8")))
+        if any(not " " <= c <= "~" for c in endpoint):
+            raise ValueError("endpoint %r has a character outside printable ASCII" % endpoint)
+        return self._info(self._call(op, {"endpoint": endpoint})[0])
+
     def create_collection(self, name, dim, metric="l2", nlist=None, *, M=None,
                           ef_construction=None, replication=None, write_quorum=None,
                           **options):
