@@ -19,9 +19,13 @@
 #                      (BENCH_LEAK_SECONDS=... sets the length, default 600)
 #   make test-cluster-hosts  replication (R=2) on 4 shard hosts + a coordinator
 #                      host in network namespaces: kill -9, partitions, a wiped
-#                      shard, W=2 refusals, 30+ random faults (needs root)
+#                      shard, W=2 refusals, 30+ random faults; growth: 3 -> 4
+#                      shards, drain + remove, coordinator kill -9 mid-move
+#                      (needs root)
 #   make bench-replication  R=1 against R=2 on those hosts: insert, batch and
 #                      single-query throughput, wiped-shard rebuild rate (root)
+#   make bench-rebalance  a 3 -> 4 shard rebalance on those hosts: copy rate,
+#                      single-query p50/p99 before, during and after (root)
 #   make bench-deps    install the peers the benchmarks compare with (needs root)
 #   make gpu-check     GPU engine against the CPU engine and torch (on a GPU host;
 #                      builds with gcc, nvcc and the CUDA libraries alone)
@@ -188,9 +192,10 @@ BENCH_OBJS := $(BENCH_SRCS:%.c=$(BUILD)/%.o)
 
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-# make test runs every suite but the many-host replication one, which takes
-# minutes and needs root: make test-cluster-hosts runs it (built by `all`).
-TEST_RUN_BINS := $(filter-out $(BUILD)/tests/test_replication,$(TEST_BINS))
+# make test runs every suite but the many-host ones (replication, growth), which
+# take minutes and need root: make test-cluster-hosts runs them (built by `all`).
+HOSTS_TEST_BINS := $(BUILD)/tests/test_replication $(BUILD)/tests/test_growth
+TEST_RUN_BINS := $(filter-out $(HOSTS_TEST_BINS),$(TEST_BINS))
 
 LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
@@ -472,10 +477,15 @@ bench-leak: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 # itself without SHOAL_TEST_CLUSTER_HOSTS=1: it takes minutes); here it runs,
 # one test at a time (the faults are in the timing of two busy cores).
 # SHOAL_TEST_SEED=N repeats the randomized test's schedule (its seed is printed).
-test-cluster-hosts: $(BUILD)/tests/test_replication $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+# tests/test_growth.c: the same hosts, shards added, drained and removed
+# under load (issue 12).
+test-cluster-hosts: $(HOSTS_TEST_BINS) $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 	@mkdir -p $(BUILD)/tmp $(BUILD)/logs
-	@$(TEST_ENV) SHOAL_TEST_CLUSTER_HOSTS=1 $(BUILD)/tests/test_replication --jobs=1 --verbose \
-	    2>&1 | tee $(BUILD)/logs/test_cluster_hosts.log; exit $${PIPESTATUS[0]}
+	@for t in $(HOSTS_TEST_BINS); do \
+	    $(TEST_ENV) SHOAL_TEST_CLUSTER_HOSTS=1 $$t --jobs=1 --verbose \
+	        2>&1 | tee $(BUILD)/logs/$$(basename $$t).log; \
+	    rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || exit $$rc; \
+	done
 
 # Data: siftsmall from $(DATASETS), or with BENCH_REPL_N=... a generated set
 # (`shoal-bench gen` into build/bench-data/gen-N-q1000-k10, made once and
@@ -501,6 +511,19 @@ bench-replication: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinato
 	    $(BIN)/shoal-bench replication --base "$$1" --queries "$$2" --gt "$$3" \
 	    --shard-bin $(BIN)/shoal-shard \
 	    --coordinator-bin $(BIN)/shoal-coordinator $(BENCH_REPL_ARGS)
+
+# Online growth (bench/shoal_bench_rebalance.c; needs root): 3 shard hosts
+# loaded with generated rows, then a 4th shard added and the lists rebalanced
+# onto it while one client searches: single-query p50/p99 before, during and
+# after the moves, their rate, recall@10 before and after (RESULT rebalance ...).
+# BENCH_REBAL_ARGS="--n 50000 --rate 20 ..." passes options.
+.PHONY: bench-rebalance
+BENCH_REBAL_ARGS ?=
+bench-rebalance: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+	@mkdir -p $(BUILD)/tmp
+	@SHOAL_TMP=$(abspath $(BUILD))/tmp SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} \
+	    $(BIN)/shoal-bench rebalance --shard-bin $(BIN)/shoal-shard \
+	    --coordinator-bin $(BIN)/shoal-coordinator $(BENCH_REBAL_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory demo-run

@@ -10,6 +10,7 @@
  *   shoal-bench chaos      kill -9 / restart while writing; every acked write checked
  *   shoal-bench leak       RSS growth of a cluster under mixed load
  *   shoal-bench replication  R = 1 against R = 2 on namespace hosts (root)
+ *   shoal-bench rebalance  a shard added under searches: latency, move rate (root)
  *
  * Later issues add further subcommands.
  */
@@ -46,6 +47,7 @@ static const struct {
     {"leak", bench_leak_main, "mixed load from two clients; RSS growth per process"},
     {"replication", bench_replication_main,
      "R = 1 against R = 2 on namespace hosts: throughput, wiped-shard rebuild (root)"},
+    {"rebalance", bench_rebalance_main, "a 4th shard added and rebalanced under searches (root)"},
 };
 
 #define S_NCOMMANDS (sizeof s_commands / sizeof s_commands[0])

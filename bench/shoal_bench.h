@@ -29,6 +29,7 @@ int bench_cluster_main(int argc, char **argv);
 int bench_chaos_main(int argc, char **argv);
 int bench_leak_main(int argc, char **argv);
 int bench_replication_main(int argc, char **argv);
+int bench_rebalance_main(int argc, char **argv);
 
 /*
  * Parses a whole decimal number in [min, max] for option `name` (e.g. "--n").

@@ -1246,7 +1246,22 @@ static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         free(info);
         return shoal_err_set(err, SHOAL_ENOMEM, "check: out of memory");
     }
+    /* Only the shards the placement names are asked (a drained or removed one holds none). */
+    uint8_t *named = calloc(nshards ? nshards : 1, 1);
+    for (size_t l = 0; named && l < nlist; l++)
+        for (size_t r = 0; r < R; r++) {
+            double sd = s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
+            if (sd >= 0 && (size_t)sd < nshards)
+                named[(size_t)sd] = 1;
+        }
+    if (!named) {
+        free(counts);
+        free(info);
+        return shoal_err_set(err, SHOAL_ENOMEM, "check: out of memory");
+    }
     for (size_t s = 0; rc == 0 && s < nshards; s++) {
+        if (!named[s])
+            continue;
         snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, s);
         (void)wire_info_lookup_str(info, len, path, ep, sizeof ep);
         shoal_client_t *sc = shoal_client_new(ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000,
@@ -1306,6 +1321,7 @@ static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         printf("lists=%zu replicas=%zu agree=%zu differ=%zu stale=%zu vectors=%" PRIu64 "\n",
                nlist, R, agree, differ, stale, vectors);
     free(counts);
+    free(named);
     free(info);
     if (rc == 0 && differ)
         rc = shoal_err_set(err, SHOAL_EINTERNAL, "check: %zu list(s) differ between replicas",

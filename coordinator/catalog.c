@@ -14,6 +14,9 @@
  *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
  *       centroids (nlist x dim f32) | owners (nlist x R u32, list-major)
  *   O/  empty: the replica is rebuilt whole; one byte 2: it catches up on its Q/ ids
+ *   R/  role u8 (1 draining, 2 removed; a live shard has no key)
+ *   V/  target shard u32 | state u8 (1 queued, 2 copying)            5 bytes
+ *   D/  kind u8 (1 current, 2 stale)
  *   Q/  empty (the key says which id which stale replica owes)
  *   N/  count u64
  *   I/  list u32
@@ -64,6 +67,7 @@
 struct catalog {
     kv_t *kv;                  /* the database (own) */
     char **shards;             /* nshards endpoints (own, each malloc'd) */
+    uint8_t *roles;            /* nshards CATALOG_SHARD_* (own) */
     size_t nshards;            /* registry size */
     catalog_coll_t *colls;     /* ncolls collections sorted by name (own) */
     size_t ncolls;             /* collections */
@@ -240,6 +244,10 @@ static const char *s_key_text(const uint8_t *key, size_t klen, char *buf, size_t
         char type = (char)key[0];
         if (rlen == 4)
             S_EMIT("/list %u", s_get_be32(rest));
+        else if (rlen == 5)
+            S_EMIT("/list %u/replica %u", s_get_be32(rest), rest[4]);
+        else if (rlen == 8 && type == 'D')
+            S_EMIT("/list %u/shard %u", s_get_be32(rest), s_get_be32(rest + 4));
         else if (rlen == 8 && type == 'X')
             S_EMIT("/txn %llu", (unsigned long long)s_get_be64(rest));
         else if (rlen == 8)
@@ -381,11 +389,30 @@ static void s_coll_free(catalog_coll_t *c)
     free(c->stale);
     free(c->owed);
     free(c->list_counts);
+    free(c->move_to);
+    free(c->move_state);
+    free(c->orphans);
     c->centroids = NULL;
     c->owners = NULL;
     c->stale = NULL;
     c->owed = NULL;
     c->list_counts = NULL;
+    c->move_to = NULL;
+    c->move_state = NULL;
+    c->orphans = NULL;
+    c->nmoves = c->norphans = 0;
+}
+
+/* Allocates the per-replica arrays of a trained c (nlist x R each). 0 or -1. */
+static int s_replica_arrays(catalog_coll_t *c)
+{
+    size_t nown = (size_t)c->nlist * c->replication;
+    c->owners = malloc(nown * sizeof *c->owners);
+    c->stale = calloc(nown, sizeof *c->stale);
+    c->owed = calloc(nown, sizeof *c->owed);
+    c->move_to = calloc(nown, sizeof *c->move_to);
+    c->move_state = calloc(nown, sizeof *c->move_state);
+    return c->owners && c->stale && c->owed && c->move_to && c->move_state ? 0 : -1;
 }
 
 /* "O/<c><list><r>" (and with id, "Q/<c><list><r><id>") into key; returns the length. */
@@ -559,6 +586,44 @@ static void s_shards_free(char **shards, size_t n)
     free(shards);
 }
 
+/* "R/<shard u32>" into key; returns the length. */
+static size_t s_key_role(uint8_t *key, uint32_t shard)
+{
+    key[0] = 'R';
+    key[1] = '/';
+    s_put_be32(key + 2, shard);
+    return 6;
+}
+
+/* R/ keys: the roles of shards that are not live (after S). */
+static int s_load_roles(catalog_t *cat, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(cat->kv, "R/", 2, err);
+    if (!it)
+        return err ? err->code : SHOAL_ENOMEM;
+    int rc = 0;
+    for (; rc == 0 && kv_iter_valid(it); kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        uint32_t shard = klen == 6 ? s_get_be32(key + 2) : UINT32_MAX;
+        uint8_t role = vlen == 1 ? val[0] : 0;
+        if (shard >= cat->nshards ||
+            (role != CATALOG_SHARD_DRAINING && role != CATALOG_SHARD_REMOVED)) {
+            char why[96];
+            snprintf(why, sizeof why, "role %u of shard %u (registry of %zu)", role, shard,
+                     cat->nshards);
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        cat->roles[shard] = role;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc;
+}
+
 static int s_load_shards(catalog_t *cat, shoal_err_t *err)
 {
     void *val = NULL;
@@ -617,9 +682,14 @@ static int s_load_shards(catalog_t *cat, shoal_err_t *err)
         goto corrupt;
     }
     free(val);
+    cat->roles = calloc(count ? count : 1, 1);
+    if (!cat->roles) {
+        s_shards_free(shards, n);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+    }
     cat->shards = shards;
     cat->nshards = count;
-    return 0;
+    return s_load_roles(cat, err);
 corrupt:
     s_shards_free(shards, n);
     free(val);
@@ -665,10 +735,7 @@ static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
         goto corrupt;
     }
     c->centroids = malloc(ncent * sizeof *c->centroids);
-    c->owners = malloc(nown * sizeof *c->owners);
-    c->stale = calloc(nown, sizeof *c->stale);
-    c->owed = calloc(nown, sizeof *c->owed);
-    if (!c->centroids || !c->owners || !c->stale || !c->owed) {
+    if (!c->centroids || s_replica_arrays(c) != 0) {
         free(val);
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for collection \"%s\" centroids",
                              c->name);
@@ -776,6 +843,81 @@ static int s_owed_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, 
     return 0;
 }
 
+/* V/<c><list><r>: a planned move (after T/). */
+static int s_move_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                         size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
+{
+    uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
+    uint32_t to = vlen == 5 ? s_get_le32(val) : UINT32_MAX;
+    uint8_t state = vlen == 5 ? val[4] : 0;
+    size_t j = (size_t)list * c->replication + r;
+    if (!c->move_to || list >= c->nlist || r >= c->replication || to >= cat->nshards ||
+        (state != CATALOG_MOVE_QUEUED && state != CATALOG_MOVE_COPYING)) {
+        char why[128];
+        snprintf(why, sizeof why, "a move of %zu bytes for list %u replica %u to shard %u "
+                 "state %u", vlen, list, r, to, state);
+        return s_corrupt(cat, key, klen, err, why);
+    }
+    c->nmoves += !c->move_state[j];
+    c->move_to[j] = to;
+    c->move_state[j] = state;
+    return 0;
+}
+
+/* Inserts or updates orphan (list, shard) of c keeping the order; 0 or -1 (memory). */
+static int s_orphan_put(catalog_coll_t *c, uint32_t list, uint32_t shard, uint8_t kind)
+{
+    uint32_t at = 0;
+    while (at < c->norphans && (c->orphans[at].list < list ||
+                                (c->orphans[at].list == list && c->orphans[at].shard < shard)))
+        at++;
+    if (at < c->norphans && c->orphans[at].list == list && c->orphans[at].shard == shard) {
+        c->orphans[at].kind = kind;
+        return 0;
+    }
+    catalog_orphan_t *grown = realloc(c->orphans, (c->norphans + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    c->orphans = grown;
+    memmove(&c->orphans[at + 1], &c->orphans[at], (c->norphans - at) * sizeof *grown);
+    c->orphans[at] = (catalog_orphan_t){.list = list, .shard = shard, .kind = kind};
+    c->norphans++;
+    return 0;
+}
+
+static void s_orphan_forget(catalog_coll_t *c, uint32_t list, uint32_t shard)
+{
+    for (uint32_t i = 0; i < c->norphans; i++) {
+        if (c->orphans[i].list == list && c->orphans[i].shard == shard) {
+            memmove(&c->orphans[i], &c->orphans[i + 1],
+                    (c->norphans - i - 1) * sizeof *c->orphans);
+            c->norphans--;
+            return;
+        }
+    }
+}
+
+/* D/<c><list><shard>: an orphan copy. */
+static int s_orphan_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
+                           size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
+{
+    uint32_t list = klen == plen + 8 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t shard = klen == plen + 8 ? s_get_be32(key + plen + 4) : UINT32_MAX;
+    uint8_t kind = vlen == 1 ? val[0] : 0;
+    if (!c->trained || list >= c->nlist || shard >= cat->nshards ||
+        (kind != CATALOG_ORPHAN_CURRENT && kind != CATALOG_ORPHAN_STALE)) {
+        char why[128];
+        snprintf(why, sizeof why, "an orphan of list %u on shard %u kind %u (%zu bytes)", list,
+                 shard, kind, vlen);
+        return s_corrupt(cat, key, klen, err, why);
+    }
+    if (s_orphan_put(c, list, shard, kind) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the orphans of \"%s\"",
+                             c->name);
+    return 0;
+}
+
 static int s_load_colls(catalog_t *cat, shoal_err_t *err)
 {
     kv_iter_t *it = kv_iter_new(cat->kv, "C/", 2, err);
@@ -812,6 +954,10 @@ static int s_load_colls(catalog_t *cat, shoal_err_t *err)
             rc = s_scan(cat, &c, 'O', s_stale_record, err);
         if (rc == 0)
             rc = s_scan(cat, &c, 'Q', s_owed_record, err);
+        if (rc == 0)
+            rc = s_scan(cat, &c, 'V', s_move_record, err);
+        if (rc == 0)
+            rc = s_scan(cat, &c, 'D', s_orphan_record, err);
         /* Keys come in name order, so appending keeps the array sorted. */
         if (rc == 0)
             rc = s_coll_reserve(cat, err);
@@ -886,6 +1032,7 @@ void catalog_close(catalog_t **cat_p)
         s_coll_free(&cat->colls[i]);
     free(cat->colls);
     s_shards_free(cat->shards, cat->nshards);
+    free(cat->roles);
     kv_close(&cat->kv);
     free(cat);
     *cat_p = NULL;
@@ -913,35 +1060,22 @@ static int s_check_endpoints(const char *const *endpoints, size_t n, shoal_err_t
     return 0;
 }
 
-int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, shoal_err_t *err)
+/*
+ * Stores the registry as these n endpoints (S record, synced) and takes them
+ * into RAM; roles keep their values, new shards are live.
+ */
+static int s_registry_store(catalog_t *cat, const char *const *endpoints, size_t n,
+                            shoal_err_t *err)
 {
-    if (n == 0)
-        return 0;
-    int rc = s_check_endpoints(endpoints, n, err);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < cat->nshards; i++) {
-        if (i >= n)
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "shard %zu is %s in the catalog, not given (%zu shards given, "
-                                 "the catalog has %zu; shards cannot be removed)",
-                                 i, cat->shards[i], n, cat->nshards);
-        if (strcmp(cat->shards[i], endpoints[i]) != 0)
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "shard %zu is %s in the catalog, %s given (shards can only be "
-                                 "appended)",
-                                 i, cat->shards[i], endpoints[i]);
-    }
-    if (n == cat->nshards)
-        return 0;
-
     size_t bytes = 4;
     for (size_t i = 0; i < n; i++)
         bytes += 2 + strlen(endpoints[i]);
     uint8_t *val = malloc(bytes);
-    char **shards = calloc(n, sizeof *shards);
+    char **shards = calloc(n ? n : 1, sizeof *shards);
+    uint8_t *roles = calloc(n ? n : 1, 1);
     size_t copied = 0;
-    if (!val || !shards) {
+    int rc = 0;
+    if (!val || !shards || !roles) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
         goto done;
     }
@@ -966,14 +1100,87 @@ int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, s
     }
     log_info("catalog %s: shard registry now has %zu shards (was %zu)", kv_dir(cat->kv), n,
              cat->nshards);
+    if (cat->nshards && n)
+        memcpy(roles, cat->roles, (cat->nshards < n ? cat->nshards : n) * sizeof *roles);
     s_shards_free(cat->shards, cat->nshards);
+    free(cat->roles);
     cat->shards = shards;
+    cat->roles = roles;
     cat->nshards = n;
     shards = NULL;
+    roles = NULL;
     copied = 0;
 done:
     s_shards_free(shards, copied);
+    free(roles);
     free(val);
+    return rc;
+}
+
+int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, shoal_err_t *err)
+{
+    if (n == 0)
+        return 0;
+    int rc = s_check_endpoints(endpoints, n, err);
+    if (rc)
+        return rc;
+    /* Compare the registry's shards that were not removed with the given ones
+       that were not removed (g walks the given list). */
+    size_t g = 0, appended_from = n;
+    for (size_t i = 0; i < cat->nshards; i++) {
+        if (cat->roles[i] == CATALOG_SHARD_REMOVED)
+            continue;
+        while (g < n && catalog_shard_find(cat, endpoints[g]) != SIZE_MAX &&
+               cat->roles[catalog_shard_find(cat, endpoints[g])] == CATALOG_SHARD_REMOVED) {
+            log_warn("catalog %s: shard %s was removed (shard remove): not taken back; "
+                     "`shoal shard add` adds it again",
+                     kv_dir(cat->kv), endpoints[g]);
+            g++;
+        }
+        if (g >= n) { /* fewer given: those added online (shard add) are the catalog's */
+            log_info("catalog %s: shard %s (and any after it) is in the registry but not in "
+                     "--shards: kept (shards leave by drain and remove)",
+                     kv_dir(cat->kv), cat->shards[i]);
+            return 0;
+        }
+        if (strcmp(cat->shards[i], endpoints[g]) != 0)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "shard %zu is %s in the catalog, %s given (shards can only be "
+                                 "appended)",
+                                 i, cat->shards[i], endpoints[g]);
+        g++;
+    }
+    appended_from = g;
+    /* The rest are new unless the registry has them (removed ones are skipped). */
+    const char **all = malloc((cat->nshards + n) * sizeof *all);
+    if (!all)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+    size_t total = 0;
+    for (size_t i = 0; i < cat->nshards; i++)
+        all[total++] = cat->shards[i];
+    for (size_t k = appended_from; k < n; k++) {
+        size_t at = catalog_shard_find(cat, endpoints[k]);
+        if (at != SIZE_MAX) {
+            if (cat->roles[at] != CATALOG_SHARD_REMOVED) {
+                free(all);
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "shard %s is given twice in effect (it is shard %zu of "
+                                     "the catalog)",
+                                     endpoints[k], at);
+            }
+            log_warn("catalog %s: shard %s was removed (shard remove): not taken back",
+                     kv_dir(cat->kv), endpoints[k]);
+            continue;
+        }
+        all[total++] = endpoints[k];
+    }
+    rc = 0;
+    if (total > CATALOG_SHARDS_MAX)
+        rc = shoal_err_set(err, SHOAL_EINVAL, "%zu shards, at most %d", total,
+                           CATALOG_SHARDS_MAX);
+    else if (total != cat->nshards)
+        rc = s_registry_store(cat, all, total, err);
+    free(all);
     return rc;
 }
 
@@ -985,6 +1192,80 @@ size_t catalog_shard_count(const catalog_t *cat)
 const char *catalog_shard(const catalog_t *cat, size_t i)
 {
     return i < cat->nshards ? cat->shards[i] : NULL;
+}
+
+int catalog_shard_role(const catalog_t *cat, size_t i)
+{
+    return i < cat->nshards ? cat->roles[i] : CATALOG_SHARD_REMOVED;
+}
+
+size_t catalog_shards_live(const catalog_t *cat)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cat->nshards; i++)
+        n += cat->roles[i] == CATALOG_SHARD_LIVE;
+    return n;
+}
+
+size_t catalog_shard_find(const catalog_t *cat, const char *endpoint)
+{
+    for (size_t i = 0; endpoint && i < cat->nshards; i++)
+        if (strcmp(cat->shards[i], endpoint) == 0)
+            return i;
+    return SIZE_MAX;
+}
+
+int catalog_shard_role_set(catalog_t *cat, size_t i, int role, shoal_err_t *err)
+{
+    if (i >= cat->nshards || role < CATALOG_SHARD_LIVE || role > CATALOG_SHARD_REMOVED)
+        return shoal_err_set(err, SHOAL_EINVAL, "shard %zu role %d out of range (registry of %zu)",
+                             i, role, cat->nshards);
+    uint8_t key[8], v = (uint8_t)role;
+    size_t klen = s_key_role(key, (uint32_t)i);
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+    if (role == CATALOG_SHARD_LIVE)
+        kv_batch_delete(batch, key, klen);
+    else
+        kv_batch_put(batch, key, klen, &v, 1);
+    int rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    if (rc)
+        return shoal_err_prefix(err, "storing the role of shard %s", cat->shards[i]);
+    cat->roles[i] = (uint8_t)role;
+    return 0;
+}
+
+int catalog_shard_add(catalog_t *cat, const char *endpoint, size_t *index, shoal_err_t *err)
+{
+    int rc = s_check_endpoints(&endpoint, 1, err);
+    if (rc)
+        return rc;
+    size_t at = catalog_shard_find(cat, endpoint);
+    if (at != SIZE_MAX && cat->roles[at] != CATALOG_SHARD_REMOVED)
+        return shoal_err_set(err, SHOAL_EEXIST, "shard %s is in the registry already (shard %zu, %s)",
+                             endpoint, at,
+                             cat->roles[at] == CATALOG_SHARD_DRAINING ? "draining" : "live");
+    if (at != SIZE_MAX) {
+        rc = catalog_shard_role_set(cat, at, CATALOG_SHARD_LIVE, err);
+    } else if (cat->nshards >= CATALOG_SHARDS_MAX) {
+        rc = shoal_err_set(err, SHOAL_EINVAL, "the registry holds %d shards, the most it can",
+                           CATALOG_SHARDS_MAX);
+    } else {
+        const char **all = malloc((cat->nshards + 1) * sizeof *all);
+        if (!all)
+            return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for the shard registry");
+        for (size_t i = 0; i < cat->nshards; i++)
+            all[i] = cat->shards[i];
+        all[cat->nshards] = endpoint;
+        at = cat->nshards;
+        rc = s_registry_store(cat, all, cat->nshards + 1, err);
+        free(all);
+    }
+    if (rc == 0 && index)
+        *index = at;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1015,11 +1296,11 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     c.write_quorum = params->write_quorum ? params->write_quorum : 1;
     if (s_coll_check(&c, why, sizeof why))
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
-    if (c.replication > 1 && c.replication > cat->nshards)
+    if (c.replication > 1 && c.replication > catalog_shards_live(cat))
         return shoal_err_set(err, SHOAL_EINVAL,
                              "collection \"%s\": replication %u needs as many shards, the "
-                             "cluster has %zu",
-                             params->name, c.replication, cat->nshards);
+                             "cluster has %zu (not draining)",
+                             params->name, c.replication, catalog_shards_live(cat));
     c.list_counts = calloc(c.nlist, sizeof *c.list_counts);
     if (!c.list_counts)
         return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory for %u lists",
@@ -1047,7 +1328,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     kv_batch_t *batch = kv_batch_new();
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
-    static const char types[] = "CTNIMXOQ";
+    static const char types[] = "CTNIMXOQVD";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = s_key_prefix(begin, types[t], name);
@@ -1085,6 +1366,28 @@ const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i)
     return i < cat->ncolls ? &cat->colls[i] : NULL;
 }
 
+/* The T/ value of c with these centroids and owners into val (its size: s_trained_len). */
+static size_t s_trained_len(const catalog_coll_t *c)
+{
+    return CAT_TRAINED_HDR + (size_t)c->nlist * c->dim * 4 + (size_t)c->nlist * c->replication * 4;
+}
+
+static void s_trained_encode(const catalog_coll_t *c, const float *centroids,
+                             const uint32_t *owners, uint8_t *val)
+{
+    size_t ncent = (size_t)c->nlist * c->dim, nown = (size_t)c->nlist * c->replication;
+    s_put_le32(val, CAT_TRAINED_MAGIC);
+    s_put_le32(val + 4, CATALOG_FORMAT_VERSION);
+    s_put_le32(val + 8, c->nlist);
+    s_put_le32(val + 12, c->dim);
+    uint8_t *q = val + CAT_TRAINED_HDR;
+    for (size_t i = 0; i < ncent; i++)
+        s_put_le32(q + 4 * i, s_float_bits(centroids[i]));
+    q += ncent * 4;
+    for (size_t i = 0; i < nown; i++)
+        s_put_le32(q + 4 * i, owners[i]);
+}
+
 int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
                         const uint32_t *owners, shoal_err_t *err)
 {
@@ -1108,32 +1411,22 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
 
     int rc = SHOAL_ENOMEM;
     size_t nown = (size_t)c->nlist * c->replication;
-    size_t tlen = CAT_TRAINED_HDR + ncent * 4 + nown * 4;
+    size_t tlen = s_trained_len(c);
     uint8_t *tval = malloc(tlen);
     float *cent_copy = malloc(ncent * sizeof *cent_copy);
-    uint32_t *own_copy = malloc(nown * sizeof *own_copy);
-    uint8_t *stale = calloc(nown, sizeof *stale);
-    uint32_t *owed = calloc(nown, sizeof *owed);
+    catalog_coll_t arrays = *c;
+    int arrays_ok = s_replica_arrays(&arrays) == 0;
     kv_batch_t *batch = kv_batch_new();
-    if (!tval || !cent_copy || !own_copy || !stale || !owed || !batch) {
+    if (!tval || !cent_copy || !arrays_ok || !batch) {
         shoal_err_set(err, SHOAL_ENOMEM,
                       "collection \"%s\": out of memory for %zu bytes of "
                       "centroids",
                       name, tlen);
         goto done;
     }
-    s_put_le32(tval, CAT_TRAINED_MAGIC);
-    s_put_le32(tval + 4, CATALOG_FORMAT_VERSION);
-    s_put_le32(tval + 8, c->nlist);
-    s_put_le32(tval + 12, c->dim);
-    uint8_t *q = tval + CAT_TRAINED_HDR;
-    for (size_t i = 0; i < ncent; i++)
-        s_put_le32(q + 4 * i, s_float_bits(centroids[i]));
-    q += ncent * 4;
-    for (size_t i = 0; i < nown; i++)
-        s_put_le32(q + 4 * i, owners[i]);
+    s_trained_encode(c, centroids, owners, tval);
     memcpy(cent_copy, centroids, ncent * sizeof *cent_copy);
-    memcpy(own_copy, owners, nown * sizeof *own_copy);
+    memcpy(arrays.owners, owners, nown * sizeof *arrays.owners);
 
     uint8_t key[CAT_KEY_MAX], cval[CAT_COLL_BYTES];
     catalog_coll_t updated = *c;
@@ -1150,21 +1443,24 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     }
     c->trained = 1;
     c->centroids = cent_copy;
-    c->owners = own_copy;
-    c->stale = stale;
-    c->owed = owed;
+    c->owners = arrays.owners;
+    c->stale = arrays.stale;
+    c->owed = arrays.owed;
+    c->move_to = arrays.move_to;
+    c->move_state = arrays.move_state;
     c->nstale = 0;
     cent_copy = NULL;
-    own_copy = NULL;
-    stale = NULL;
-    owed = NULL;
 done:
     kv_batch_destroy(&batch);
     free(tval);
     free(cent_copy);
-    free(own_copy);
-    free(stale);
-    free(owed);
+    if (!c->trained) { /* failed: the arrays were not handed over */
+        free(arrays.owners);
+        free(arrays.stale);
+        free(arrays.owed);
+        free(arrays.move_to);
+        free(arrays.move_state);
+    }
     return rc;
 }
 
@@ -1340,6 +1636,282 @@ int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
     size_t j = (size_t)l * c->replication + r;
     c->owed[j] = c->owed[j] > n ? c->owed[j] - (uint32_t)n : 0;
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Moves and orphans                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* "D/<c><list><shard>" into key; returns the length. */
+static size_t s_key_orphan(uint8_t *key, const char *name, uint32_t list, uint32_t shard)
+{
+    size_t len = s_key_list(key, 'D', name, list);
+    s_put_be32(key + len, shard);
+    return len + 4;
+}
+
+/* Puts the V/ record of replica j of c (move_to[j], state) into batch. */
+static void s_move_put(kv_batch_t *batch, const catalog_coll_t *c, uint32_t l, uint32_t r,
+                       uint32_t to, uint8_t state)
+{
+    uint8_t key[CAT_KEY_MAX], val[5];
+    size_t klen = s_key_replica(key, 'V', c->name, l, r);
+    s_put_le32(val, to);
+    val[4] = state;
+    kv_batch_put(batch, key, klen, val, sizeof val);
+}
+
+static void s_move_delete(kv_batch_t *batch, const catalog_coll_t *c, uint32_t l, uint32_t r)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_replica(key, 'V', c->name, l, r);
+    kv_batch_delete(batch, key, klen);
+}
+
+static void s_orphan_batch(kv_batch_t *batch, const catalog_coll_t *c, uint32_t l,
+                           uint32_t shard, uint8_t kind)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_orphan(key, c->name, l, shard);
+    if (kind)
+        kv_batch_put(batch, key, klen, &kind, 1);
+    else
+        kv_batch_delete(batch, key, klen);
+}
+
+/* Writes batch synced and destroys it; err prefixed with what. */
+static int s_batch_commit(catalog_t *cat, kv_batch_t **batch, const char *name, const char *what,
+                          shoal_err_t *err)
+{
+    if (!*batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    int rc = kv_write(cat->kv, *batch, 1, err);
+    kv_batch_destroy(batch);
+    if (rc)
+        return shoal_err_prefix(err, "collection \"%s\": %s", name, what);
+    return 0;
+}
+
+/* Replica (l, r) of trained c, or SHOAL_EINVAL. */
+static int s_replica_check(const catalog_coll_t *c, uint32_t l, uint32_t r, shoal_err_t *err)
+{
+    if (l >= c->nlist || r >= c->replication)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "collection \"%s\": list %u replica %u out of range (nlist %u, "
+                             "R %u)",
+                             c->name, l, r, c->nlist, c->replication);
+    return 0;
+}
+
+int catalog_moves_plan(catalog_t *cat, const char *name, const catalog_move_t *moves, size_t n,
+                       shoal_err_t *err)
+{
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    uint32_t R = c->replication;
+    for (size_t i = 0; i < n; i++) {
+        int rc = s_replica_check(c, moves[i].list, moves[i].replica, err);
+        if (rc)
+            return rc;
+        if (moves[i].to >= cat->nshards)
+            return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": move to shard %u, the "
+                                 "registry has %zu", name, moves[i].to, cat->nshards);
+        for (uint32_t q = 0; q < R; q++)
+            if (catalog_owner(c, moves[i].list, q) == moves[i].to)
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "collection \"%s\": list %u has replica %u on shard %u "
+                                     "already: its replica %u cannot move there",
+                                     name, moves[i].list, q, moves[i].to, moves[i].replica);
+    }
+    size_t nown = (size_t)c->nlist * R;
+    uint8_t *state = malloc(nown ? nown : 1);
+    uint32_t *to = malloc((nown ? nown : 1) * sizeof *to);
+    kv_batch_t *batch = kv_batch_new();
+    int rc = 0;
+    if (!state || !to || !batch) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+        goto done;
+    }
+    memcpy(state, c->move_state, nown);
+    memcpy(to, c->move_to, nown * sizeof *to);
+    for (size_t j = 0; j < nown; j++) {
+        if (state[j] == CATALOG_MOVE_QUEUED) {
+            state[j] = 0;
+            s_move_delete(batch, c, (uint32_t)(j / R), (uint32_t)(j % R));
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t j = (size_t)moves[i].list * R + moves[i].replica;
+        if (state[j] == CATALOG_MOVE_COPYING)
+            continue;
+        state[j] = CATALOG_MOVE_QUEUED;
+        to[j] = moves[i].to;
+        s_move_put(batch, c, moves[i].list, moves[i].replica, moves[i].to, CATALOG_MOVE_QUEUED);
+    }
+    rc = s_batch_commit(cat, &batch, name, "storing planned moves", err);
+    if (rc == 0) {
+        memcpy(c->move_state, state, nown);
+        memcpy(c->move_to, to, nown * sizeof *to);
+        c->nmoves = 0;
+        for (size_t j = 0; j < nown; j++)
+            c->nmoves += state[j] != 0;
+    }
+done:
+    kv_batch_destroy(&batch);
+    free(state);
+    free(to);
+    return rc;
+}
+
+int catalog_move_start(catalog_t *cat, const char *name, uint32_t l, uint32_t r, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    int rc = s_replica_check(c, l, r, err);
+    size_t j = (size_t)l * c->replication + r;
+    if (rc == 0 && c->move_state[j] != CATALOG_MOVE_QUEUED)
+        rc = shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": list %u replica %u has no "
+                           "queued move", name, l, r);
+    if (rc)
+        return rc;
+    kv_batch_t *batch = kv_batch_new();
+    if (batch)
+        s_move_put(batch, c, l, r, c->move_to[j], CATALOG_MOVE_COPYING);
+    rc = s_batch_commit(cat, &batch, name, "starting a move", err);
+    if (rc == 0)
+        c->move_state[j] = CATALOG_MOVE_COPYING;
+    return rc;
+}
+
+int catalog_move_abort(catalog_t *cat, const char *name, uint32_t l, uint32_t r, int requeue,
+                       shoal_err_t *err)
+{
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    int rc = s_replica_check(c, l, r, err);
+    size_t j = (size_t)l * c->replication + r;
+    if (rc == 0 && c->move_state[j] != CATALOG_MOVE_COPYING)
+        rc = shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": list %u replica %u is not "
+                           "being moved", name, l, r);
+    if (rc)
+        return rc;
+    uint32_t to = c->move_to[j];
+    kv_batch_t *batch = kv_batch_new();
+    if (batch) {
+        if (requeue)
+            s_move_put(batch, c, l, r, to, CATALOG_MOVE_QUEUED);
+        else
+            s_move_delete(batch, c, l, r);
+        s_orphan_batch(batch, c, l, to, CATALOG_ORPHAN_STALE);
+    }
+    rc = s_batch_commit(cat, &batch, name, "abandoning a move", err);
+    if (rc)
+        return rc;
+    c->move_state[j] = requeue ? CATALOG_MOVE_QUEUED : 0;
+    c->nmoves -= !requeue;
+    if (s_orphan_put(c, l, to, CATALOG_ORPHAN_STALE) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    return 0;
+}
+
+int catalog_move_switch(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
+                        shoal_err_t *err)
+{
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    int rc = s_replica_check(c, l, r, err);
+    size_t j = (size_t)l * c->replication + r;
+    if (rc == 0 && (c->move_state[j] != CATALOG_MOVE_COPYING || c->stale[j]))
+        rc = shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": list %u replica %u is %s",
+                           name, l, r, c->stale[j] ? "stale" : "not being moved");
+    if (rc)
+        return rc;
+    size_t nown = (size_t)c->nlist * c->replication;
+    uint32_t *owners = malloc(nown * sizeof *owners);
+    uint8_t *tval = malloc(s_trained_len(c));
+    kv_batch_t *batch = owners && tval ? kv_batch_new() : NULL;
+    uint32_t from = c->owners[j], to = c->move_to[j];
+    if (batch) {
+        memcpy(owners, c->owners, nown * sizeof *owners);
+        owners[j] = to;
+        s_trained_encode(c, c->centroids, owners, tval);
+        uint8_t key[CAT_KEY_MAX];
+        size_t klen = s_key_prefix(key, 'T', name);
+        kv_batch_put(batch, key, klen, tval, s_trained_len(c));
+        s_move_delete(batch, c, l, r);
+        s_orphan_batch(batch, c, l, from, CATALOG_ORPHAN_CURRENT);
+        s_orphan_batch(batch, c, l, to, 0); /* an old orphan there is now the replica */
+    }
+    rc = s_batch_commit(cat, &batch, name, "switching a moved replica", err);
+    free(tval);
+    if (rc) {
+        free(owners);
+        return rc;
+    }
+    free(c->owners);
+    c->owners = owners;
+    c->move_state[j] = 0;
+    c->nmoves--;
+    s_orphan_forget(c, l, to);
+    if (s_orphan_put(c, l, from, CATALOG_ORPHAN_CURRENT) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    return 0;
+}
+
+int catalog_orphan_set(catalog_t *cat, const char *name, uint32_t l, uint32_t shard, int kind,
+                       shoal_err_t *err)
+{
+    catalog_coll_t *c = s_trained_coll(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (l >= c->nlist || shard >= cat->nshards || kind < 0 || kind > CATALOG_ORPHAN_STALE)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": orphan of list %u on "
+                             "shard %u kind %d out of range", name, l, shard, kind);
+    kv_batch_t *batch = kv_batch_new();
+    if (batch)
+        s_orphan_batch(batch, c, l, shard, (uint8_t)kind);
+    int rc = s_batch_commit(cat, &batch, name, kind ? "recording an orphan" : "forgetting an "
+                            "orphan", err);
+    if (rc)
+        return rc;
+    if (!kind)
+        s_orphan_forget(c, l, shard);
+    else if (s_orphan_put(c, l, shard, (uint8_t)kind) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    return 0;
+}
+
+size_t catalog_extras(const catalog_coll_t *c, uint32_t l, uint32_t *shards, size_t cap)
+{
+    size_t n = 0;
+    if (!c->trained || l >= c->nlist)
+        return 0;
+    for (uint32_t r = 0; r < c->replication; r++) {
+        size_t j = (size_t)l * c->replication + r;
+        if (c->move_state[j] == CATALOG_MOVE_COPYING) {
+            if (n < cap)
+                shards[n] = c->move_to[j];
+            n++;
+        }
+    }
+    uint32_t lo = 0, hi = c->norphans; /* the first orphan of list l */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->orphans[mid].list < l)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (uint32_t i = lo; i < c->norphans && c->orphans[i].list == l; i++) {
+        if (n < cap)
+            shards[n] = c->orphans[i].shard;
+        n++;
+    }
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */

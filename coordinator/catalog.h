@@ -8,6 +8,9 @@
  * integers big-endian so they sort numerically):
  *   F                     format record: magic "SHOALCAT", version u32
  *   S                     shard registry: count u32, then per shard u16 len + endpoint
+ *   R/<shard u32>         a shard's role when not live: u8 CATALOG_SHARD_DRAINING or
+ *                         CATALOG_SHARD_REMOVED (a removed shard keeps its index: placements
+ *                         name shards by index, and an index is never reused for another)
  *   C/<c>                 collection record: magic, version, dim, metric, nlist, M,
  *                         ef_construction, nprobe, trained flag
  *   T/<c>                 trained state: magic, version, nlist, dim, then centroids
@@ -19,6 +22,10 @@
  *   O/<c><list u32><r u8>  replica r of list owes writes (stale): empty value = it
  *                         is rebuilt whole, one byte 2 = it catches up on Q/ ids
  *   Q/<c><list u32><r u8><id u64>  an id that stale replica owes, empty value
+ *   V/<c><list u32><r u8> a planned move of that replica: target shard u32 LE, state u8
+ *                         (CATALOG_MOVE_QUEUED or CATALOG_MOVE_COPYING)
+ *   D/<c><list u32><shard u32>  an orphan copy of the list on that shard, to be dropped
+ *                         there: u8 CATALOG_ORPHAN_CURRENT or CATALOG_ORPHAN_STALE
  * Every value with a record header carries a magic and a format version; a
  * catalog written by another format version is refused at open, with the
  * versions named. Record lengths are checked on load; a record that does not
@@ -75,8 +82,27 @@ extern "C" {
 #define CATALOG_OWED_MIN 1024          /* ... and past half its list plus this many */
 #define CATALOG_STALE_REBUILD 1        /* catalog_coll_t.stale: rebuild the replica whole */
 #define CATALOG_STALE_CATCHUP 2        /* ... or catch it up on the ids it owes */
+#define CATALOG_SHARD_LIVE 0           /* a shard's role: may hold lists */
+#define CATALOG_SHARD_DRAINING 1       /* ... its lists move away; it gets no new ones */
+#define CATALOG_SHARD_REMOVED 2        /* ... gone (held nothing when removed) */
+#define CATALOG_MOVE_QUEUED 1          /* catalog_coll_t.move_state: planned, not started */
+#define CATALOG_MOVE_COPYING 2         /* ... the target gets the list's writes and a copy */
+#define CATALOG_ORPHAN_CURRENT 1       /* an orphan copy that got every write of its list */
+#define CATALOG_ORPHAN_STALE 2         /* ... one that may have missed some */
 
 typedef struct catalog catalog_t;
+
+/*
+ * A copy of a list on a shard that does not own it: the old owner after a
+ * move switched (current: it got every write of the list until now, so it
+ * holds nothing a client could not see), or the target of a move that was
+ * abandoned (stale: it may have missed writes). Orphans get the list's
+ * writes until dropped, like owners, so they never fall further behind.
+ */
+typedef struct {
+    uint32_t list, shard;
+    uint8_t kind; /* CATALOG_ORPHAN_CURRENT or CATALOG_ORPHAN_STALE */
+} catalog_orphan_t;
 
 /* One collection as the coordinator knows it. */
 typedef struct {
@@ -100,6 +126,12 @@ typedef struct {
     uint32_t nstale;          /* replicas marked in stale */
     uint64_t *list_counts;    /* nlist ids per list (catalog's; zeros until trained) */
     uint64_t count;           /* sum of list_counts */
+    uint32_t *move_to;        /* nlist x R when trained: the target shard of a planned move
+                                 of that replica (valid where move_state is non-zero) */
+    uint8_t *move_state;      /* nlist x R: 0, CATALOG_MOVE_QUEUED or CATALOG_MOVE_COPYING */
+    uint32_t nmoves;          /* replicas with a move planned */
+    catalog_orphan_t *orphans; /* norphans copies to drop, sorted by (list, shard) */
+    uint32_t norphans;
 } catalog_coll_t;
 
 /* An interrupted (or in-progress) write, as catalog_intent_put stored it. */
@@ -127,16 +159,35 @@ void catalog_close(catalog_t **cat_p);
 /*
  * Reconciles the registry with the shards named at start-up (n may be 0:
  * keep the registry as stored). An empty registry takes the list as given.
- * Otherwise the stored shards must be a prefix of the given list, in the same
- * order (placements name shards by index): new shards may be appended, none
- * removed or reordered; anything else is SHOAL_EINVAL naming the first
- * difference ("shard 1 is tcp://a:7702 in the catalog, tcp://b:7702 given").
- * Duplicated endpoints are SHOAL_EINVAL.
+ * Otherwise the stored shards that were not removed must be a prefix of the
+ * given list, in the same order (placements name shards by index), or the
+ * given list a prefix of them (shards added online with catalog_shard_add
+ * stay when a start-up command line predates them): new shards may be
+ * appended, none replaced or reordered; anything else is
+ * SHOAL_EINVAL naming the first difference ("shard 1 is tcp://a:7702 in the
+ * catalog, tcp://b:7702 given"). A given endpoint that the registry has as
+ * removed is skipped (logged): `shard remove` took it out, `shard add` brings
+ * it back. Duplicated endpoints are SHOAL_EINVAL.
  */
 int catalog_shards_set(catalog_t *cat, const char *const *endpoints, size_t n, shoal_err_t *err);
 size_t catalog_shard_count(const catalog_t *cat);
 /* Endpoint of shard i (borrowed), NULL when out of range. */
 const char *catalog_shard(const catalog_t *cat, size_t i);
+/* Role of shard i (CATALOG_SHARD_*); REMOVED when out of range. */
+int catalog_shard_role(const catalog_t *cat, size_t i);
+/* Shards whose role is CATALOG_SHARD_LIVE (those that may be given lists). */
+size_t catalog_shards_live(const catalog_t *cat);
+/* The index of endpoint in the registry (any role), or SIZE_MAX. */
+size_t catalog_shard_find(const catalog_t *cat, const char *endpoint);
+/*
+ * Adds endpoint to the registry as a live shard; *index gets its index. An
+ * endpoint that was removed comes back live at its old index; one that is
+ * live or draining is SHOAL_EEXIST; a bad endpoint or a full registry
+ * SHOAL_EINVAL.
+ */
+int catalog_shard_add(catalog_t *cat, const char *endpoint, size_t *index, shoal_err_t *err);
+/* Sets shard i's role (synced). SHOAL_EINVAL for i or role out of range. */
+int catalog_shard_role_set(catalog_t *cat, size_t i, int role, shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
 /* Collections                                                              */
@@ -210,6 +261,59 @@ int catalog_owed_scan(catalog_t *cat, const char *name, uint32_t l, uint32_t r, 
 /* Replica r of list l no longer owes these n ids (caught up on them); one synced batch. */
 int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
                        const uint64_t *ids, size_t n, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Moves and orphans (growth: a replica moves to another shard)             */
+/* ------------------------------------------------------------------------ */
+
+/* One replica to move: replica `replica` of list `list` goes to shard `to`. */
+typedef struct {
+    uint32_t list, replica, to;
+} catalog_move_t;
+
+/*
+ * Replaces the collection's queued moves with these n (one synced batch):
+ * every CATALOG_MOVE_QUEUED mark goes, each given one is queued; a replica
+ * whose move is copying keeps it (a given move for it is skipped). SHOAL_EINVAL
+ * for a list/replica/shard out of range or a target that already holds a
+ * replica of the list.
+ */
+int catalog_moves_plan(catalog_t *cat, const char *name, const catalog_move_t *moves, size_t n,
+                       shoal_err_t *err);
+
+/* Queued -> copying: from now on the target gets the list's writes. */
+int catalog_move_start(catalog_t *cat, const char *name, uint32_t list, uint32_t replica,
+                       shoal_err_t *err);
+
+/*
+ * A copying move stops, in one synced batch: the target's partial copy
+ * becomes a stale orphan (dropped there later), and the move is queued again
+ * (requeue 1) or forgotten (0).
+ */
+int catalog_move_abort(catalog_t *cat, const char *name, uint32_t list, uint32_t replica,
+                       int requeue, shoal_err_t *err);
+
+/*
+ * A copying move completes, in one synced batch: the target becomes the
+ * replica's owner (T/ rewritten), the old owner's copy a current orphan.
+ * SHOAL_EINVAL when the move is not copying or the replica is stale.
+ */
+int catalog_move_switch(catalog_t *cat, const char *name, uint32_t list, uint32_t replica,
+                        shoal_err_t *err);
+
+/*
+ * Records (kind CATALOG_ORPHAN_*) or forgets (kind 0: it was dropped) an
+ * orphan copy of list on shard; synced.
+ */
+int catalog_orphan_set(catalog_t *cat, const char *name, uint32_t list, uint32_t shard, int kind,
+                       shoal_err_t *err);
+
+/*
+ * The shards that hold a copy of list l of c besides its replicas: targets
+ * of copying moves, then orphans. Up to cap into shards; returns how many
+ * there are (may exceed cap).
+ */
+size_t catalog_extras(const catalog_coll_t *c, uint32_t l, uint32_t *shards, size_t cap);
 
 /* ------------------------------------------------------------------------ */
 /* Id map and membership                                                    */

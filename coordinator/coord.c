@@ -92,7 +92,8 @@ void coord_request_init(wire_request_t *req, wire_op_t op, const char *coll)
 
 int coord_shard_usable(const coord_t *coord, size_t s)
 {
-    return s < coord->nshards && coord->shards[s].state != COORD_SHARD_DOWN;
+    return s < coord->nshards && coord->shards[s].state != COORD_SHARD_DOWN &&
+           !coord->shards[s].removed;
 }
 
 void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap)
@@ -138,6 +139,7 @@ coord_job_t *coord_job_new(coord_t *coord, int is_write)
     coord_job_t *job = calloc(1, sizeof *job);
     if (!job)
         return NULL;
+    job->nwaiting = coord->nshards;
     job->waiting = calloc(coord->nshards ? coord->nshards : 1, sizeof *job->waiting);
     if (!job->waiting) {
         free(job);
@@ -448,7 +450,7 @@ static int s_job_add_rid(coord_job_t *job, uint64_t rid)
 
 int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req)
 {
-    if (s >= coord->nshards)
+    if (s >= coord->nshards || !coord->shards[s].dealer || (job && s >= job->nwaiting))
         return -1;
     req->rid = ++coord->next_rid;
     wire_frames_t frames;
@@ -594,7 +596,8 @@ static void s_on_shard_message(coord_t *coord, size_t s)
         wire_reply_error(&rep, job->req.op, rid, rc, text);
     }
     job->pending--;
-    job->waiting[s]--;
+    if (s < job->nwaiting)
+        job->waiting[s]--;
     if (job->on_reply)
         job->on_reply(coord, job, s, tag, &rep);
 done:
@@ -613,7 +616,8 @@ static void s_jobs_shard_down(coord_t *coord, size_t s)
     uint64_t round = ++coord->down_round;
     coord_job_t *job = coord->jobs;
     while (job) {
-        if (job->waiting[s] && job->on_shard_down && job->down_round != round) {
+        if (s < job->nwaiting && job->waiting[s] && job->on_shard_down &&
+            job->down_round != round) {
             job->down_round = round;
             job->on_shard_down(coord, job, s);
             job = coord->jobs;
@@ -628,7 +632,9 @@ static void s_health_tick(coord_t *coord, int64_t now)
 {
     for (size_t s = 0; s < coord->nshards; s++) {
         coord_shard_t *shard = &coord->shards[s];
-        int64_t since = shard->last_seen_us ? shard->last_seen_us : coord->start_us;
+        if (shard->removed)
+            continue;
+        int64_t since = shard->last_seen_us ? shard->last_seen_us : shard->linked_us;
         if (shard->state != COORD_SHARD_DOWN &&
             now - since > (int64_t)coord->opts.down_after_ms * 1000) {
             shard->state = COORD_SHARD_DOWN;
@@ -753,6 +759,7 @@ void coord_train_free(coord_train_t **task_p)
     free(task->centroids);
     free(task->owners);
     free(task->sizes);
+    free(task->live);
     free(task);
     *task_p = NULL;
 }
@@ -770,6 +777,8 @@ static void *s_train_main(void *arg)
                                  t->replicas, t->owners, &t->report, &t->err);
         if (t->rc != 0)
             shoal_err_prefix(&t->err, "placing the lists");
+        for (size_t i = 0; t->rc == 0 && i < t->nlist * t->replicas; i++)
+            t->owners[i] = t->live[t->owners[i]]; /* placement's shard i: the i-th live one */
     } else {
         shoal_err_prefix(&t->err, "k-means");
     }
@@ -793,7 +802,10 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     t->dim = coll->dim;
     t->nlist = coll->nlist;
     t->metric = coll->metric;
-    t->nshards = coord->nshards;
+    t->live = malloc((coord->nshards ? coord->nshards : 1) * sizeof *t->live);
+    for (size_t s = 0; t->live && s < coord->nshards; s++)
+        if (catalog_shard_role(coord->cat, s) == CATALOG_SHARD_LIVE)
+            t->live[t->nshards++] = (uint32_t)s;
     t->replicas = coll->replication ? coll->replication : 1;
     t->kopts.max_iters = max_iters;
     t->kopts.init = init ? KMEANS_INIT_RANDOM : KMEANS_INIT_PLUSPLUS;
@@ -804,7 +816,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     t->centroids = malloc((size_t)coll->nlist * coll->dim * sizeof(float));
     t->owners = malloc((size_t)coll->nlist * t->replicas * sizeof(uint32_t));
     t->sizes = calloc(coll->nlist, sizeof(uint64_t));
-    if (!t->sample || !t->centroids || !t->owners || !t->sizes) {
+    if (!t->sample || !t->centroids || !t->owners || !t->sizes || !t->live) {
         coord_train_free(&t);
         return shoal_err_set(err, SHOAL_ENOMEM, "train: out of memory for %zu x %u floats", n,
                              coll->dim);
@@ -875,6 +887,10 @@ static const struct {
     {WIRE_OP_GET, coord_op_get, S_READ},
     {WIRE_OP_KNN_GRAPH, coord_op_knn_graph, S_READ},
     {WIRE_OP_CHECKPOINT, coord_op_checkpoint, S_READ},
+    {WIRE_OP_SHARD_ADD, coord_op_shard_add, S_AT_ONCE},
+    {WIRE_OP_SHARD_DRAIN, coord_op_shard_drain, S_AT_ONCE},
+    {WIRE_OP_SHARD_REMOVE, coord_op_shard_remove, S_AT_ONCE},
+    {WIRE_OP_REBALANCE, coord_op_rebalance, S_AT_ONCE},
 };
 
 static void s_on_request(coord_t *coord, int stopping)
@@ -995,10 +1011,20 @@ int coord_run(coord_t *coord, shoal_err_t *err)
     coord->next_ping_us = zclock_usecs();
     coord->next_redrive_retry_us = coord->next_ping_us + S_REDRIVE_RETRY_MS * 1000;
     coord_redrive_schedule(coord);
-    zmq_pollitem_t *items = calloc(coord->nshards + 4, sizeof *items);
+    size_t items_for = coord->nshards;
+    zmq_pollitem_t *items = calloc(items_for + 4, sizeof *items);
     if (!items)
         return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
     while (1) {
+        if (items_for != coord->nshards) { /* a shard was added */
+            zmq_pollitem_t *grown = realloc(items, (coord->nshards + 4) * sizeof *items);
+            if (!grown) {
+                failed = shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+                break;
+            }
+            items = grown;
+            items_for = coord->nshards;
+        }
         int64_t now = zclock_usecs();
         s_writes_pump(coord);
         if (now >= coord->next_ping_us) {
@@ -1021,7 +1047,9 @@ int coord_run(coord_t *coord, shoal_err_t *err)
 
         size_t n = 0;
         for (size_t s = 0; s < coord->nshards; s++)
-            items[n++] = (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
+            if (coord->shards[s].dealer)
+                items[n++] =
+                    (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
         size_t i_train = n;
         items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
         size_t i_stop = SIZE_MAX, i_ext = SIZE_MAX, i_router = SIZE_MAX;
@@ -1046,7 +1074,9 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             break;
         }
         for (size_t s = 0; s < coord->nshards; s++)
-            for (int b = 0; b < S_BURST && wire_io_readable(coord->shards[s].dealer); b++)
+            for (int b = 0; b < S_BURST && coord->shards[s].dealer &&
+                            wire_io_readable(coord->shards[s].dealer);
+                 b++)
                 s_on_shard_message(coord, s);
         if (items[i_train].revents & ZMQ_POLLIN)
             s_train_collect(coord);
@@ -1132,7 +1162,7 @@ static void s_connect_wait(coord_t *coord)
     while (1) {
         int n = 0;
         for (size_t s = 0; s < coord->nshards; s++)
-            if (!coord->shards[s].ping_rid)
+            if (!coord->shards[s].ping_rid && coord->shards[s].dealer)
                 items[n++] =
                     (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLOUT, 0};
         int64_t left_us = until - zclock_usecs();
@@ -1142,7 +1172,8 @@ static void s_connect_wait(coord_t *coord)
             break;
         int i = 0;
         for (size_t s = 0; s < coord->nshards; s++) {
-            if (coord->shards[s].ping_rid || !(items[i++].revents & ZMQ_POLLOUT))
+            if (coord->shards[s].ping_rid || !coord->shards[s].dealer ||
+                !(items[i++].revents & ZMQ_POLLOUT))
                 continue;
             wire_request_t req;
             wire_request_init(&req);
@@ -1152,6 +1183,74 @@ static void s_connect_wait(coord_t *coord)
         }
     }
     free(items);
+}
+
+int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err)
+{
+    size_t want = catalog_shard_count(coord->cat);
+    if (s >= want || (s < coord->nshards && coord->shards[s].dealer))
+        return 0;
+    if (want > coord->nshards) {
+        coord_shard_t *grown = realloc(coord->shards, want * sizeof *grown);
+        if (grown)
+            coord->shards = grown;
+        uint64_t *hist = grown ? realloc(coord->fanout_hist, (want + 1) * sizeof *hist) : NULL;
+        if (hist)
+            coord->fanout_hist = hist;
+        if (!grown || !hist)
+            return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory for %zu shards",
+                                 want);
+        memset(coord->shards + coord->nshards, 0, (want - coord->nshards) * sizeof *grown);
+        memset(coord->fanout_hist + coord->nshards + 1, 0,
+               (want - coord->nshards) * sizeof *hist);
+        for (size_t i = coord->nshards; i < want; i++) {
+            coord->shards[i].removed = 1; /* until linked */
+            coord->shards[i].state = COORD_SHARD_DOWN;
+            coord->shards[i].endpoint = strdup(catalog_shard(coord->cat, i));
+            if (!coord->shards[i].endpoint) {
+                coord->nshards = i;
+                return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+            }
+        }
+        coord->nshards = want;
+    }
+    coord_shard_t *shard = &coord->shards[s];
+    if (catalog_shard_role(coord->cat, s) == CATALOG_SHARD_REMOVED)
+        return 0; /* stays unlinked */
+    shard->dealer = zsock_new(ZMQ_DEALER);
+    if (!shard->dealer)
+        return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+    zsock_set_immediate(shard->dealer, 1);
+    zsock_set_linger(shard->dealer, 0);
+    zsock_set_sndhwm(shard->dealer, S_SHARD_HWM);
+    zsock_set_rcvhwm(shard->dealer, 0);
+    zsock_set_reconnect_ivl(shard->dealer, 100);
+    zsock_set_reconnect_ivl_max(shard->dealer, 1000);
+    if (zsock_connect(shard->dealer, "%s", shard->endpoint) != 0) {
+        zsock_destroy(&shard->dealer);
+        return shoal_err_set(err, SHOAL_EINVAL, "shard %zu: cannot connect to %s: %s", s,
+                             shard->endpoint, zmq_strerror(zmq_errno()));
+    }
+    shard->removed = 0;
+    shard->state = COORD_SHARD_UNKNOWN;
+    shard->linked_us = zclock_usecs(); /* its down clock starts now */
+    return 0;
+}
+
+void coord_shard_unlink(coord_t *coord, size_t s)
+{
+    if (s >= coord->nshards)
+        return;
+    coord_shard_t *shard = &coord->shards[s];
+    if (shard->ping_rid) {
+        char key[32];
+        s_rid_key(shard->ping_rid, key, sizeof key);
+        zhashx_delete(coord->pending, key);
+        shard->ping_rid = 0;
+    }
+    zsock_destroy(&shard->dealer);
+    shard->removed = 1;
+    shard->state = COORD_SHARD_DOWN;
 }
 
 coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
@@ -1216,12 +1315,8 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         shoal_err_set(err, SHOAL_EINVAL, "no shards: give --shards");
         goto fail;
     }
-    coord->shards = calloc(coord->nshards, sizeof *coord->shards);
-    coord->fanout_hist = calloc(coord->nshards + 1, sizeof *coord->fanout_hist);
-    if (!coord->shards || !coord->fanout_hist) {
-        shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
-        goto fail;
-    }
+    size_t registry = coord->nshards;
+    coord->nshards = 0; /* coord_shard_link grows it */
 
     coord->reply_budget =
         wire_io_budget_new("coordinator", coord->opts.max_pending_reply_bytes, err);
@@ -1232,27 +1327,9 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     if (!coord->router)
         goto fail;
 
-    for (size_t s = 0; s < coord->nshards; s++) {
-        coord_shard_t *shard = &coord->shards[s];
-        shard->endpoint = strdup(catalog_shard(coord->cat, s));
-        shard->dealer = zsock_new(ZMQ_DEALER);
-        if (!shard->endpoint || !shard->dealer) {
-            shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+    for (size_t s = 0; s < registry; s++)
+        if (coord_shard_link(coord, s, err) != 0)
             goto fail;
-        }
-        zsock_set_immediate(shard->dealer, 1);
-        zsock_set_linger(shard->dealer, 0);
-        zsock_set_sndhwm(shard->dealer, S_SHARD_HWM);
-        zsock_set_rcvhwm(shard->dealer, 0);
-        zsock_set_reconnect_ivl(shard->dealer, 100);
-        zsock_set_reconnect_ivl_max(shard->dealer, 1000);
-        if (zsock_connect(shard->dealer, "%s", shard->endpoint) != 0) {
-            shoal_err_set(err, SHOAL_EINVAL, "shard %zu: cannot connect to %s: %s", s,
-                          shard->endpoint, zmq_strerror(zmq_errno()));
-            goto fail;
-        }
-        shard->state = COORD_SHARD_UNKNOWN;
-    }
     coord_repair_init(coord);
     s_connect_wait(coord);
     return coord;

@@ -13,7 +13,15 @@
  *   coord_search.c  search, get and knn_graph.
  *   coord_repair.c  replicas: which one serves a read, shards that missed
  *                   writes (fence, epoch), and the repair engine (verify,
- *                   drop, rebuild of stale replica lists).
+ *                   drop, rebuild of stale replica lists, orphan drops, and
+ *                   list moves: copy, switch).
+ *   coord_grow.c    growth: shard add / drain / remove, rebalance plans, the
+ *                   "moves" stats.
+ *
+ * Shards are named by their registry index, which never changes: a shard
+ * added online is appended (coord->shards grows: every per-shard array a job
+ * holds is sized when the job made it and indexes beyond it are treated as
+ * unknown shards), a removed one keeps its index with no link.
  *
  * Jobs: every client request becomes a job; internal work (re-driving
  * intents) is a job without a client. A job sends shard requests through
@@ -71,7 +79,8 @@ typedef struct {
     zsock_t *dealer;           /* DEALER connected to it; the loop's */
     coord_shard_state_t state; /* health */
     int64_t last_seen_us;      /* monotonic time of its last message (0: never; the
-                                  down clock then runs from coord->start_us) */
+                                  down clock then runs from linked_us) */
+    int64_t linked_us;         /* when its link was made (start, or shard add) */
     uint64_t ping_rid;         /* rid of the ping in flight, 0 when none */
     size_t redrive_waiting;    /* intents whose re-drive waits for this shard */
     int repairing;             /* a repair job (re-creating a collection) exists */
@@ -84,6 +93,9 @@ typedef struct {
     size_t verify_at;          /* next collection to compare */
     double started_s;          /* when its process started (coordinator clock, from its
                                   ping's uptime; 0: not known): a later one is a restart */
+    int removed;               /* taken out of the registry (no link, never routed to) */
+    uint32_t stale_orphans;    /* stale orphan copies it holds (catalog D/): until they are
+                                  dropped there it serves no reads of any collection */
 } coord_shard_t;
 
 /* What a write touches (see the file comment). */
@@ -122,6 +134,13 @@ typedef struct {
     uint64_t rows_copied, lists_repaired, lists_dropped, verified, mismatched, aborted;
     uint64_t rows_caught_up, lists_caught_up; /* catch-up: owed ids replayed, replicas done */
     double last_rows_per_s; /* rate of the last list rebuilt */
+    /* moves (the active copy above is a move when moving is set) */
+    int moving;               /* the active copy is a planned move, not a rebuild */
+    uint64_t move_vectors;    /* the moving list's size when it started */
+    uint64_t moves_done, moves_aborted, orphans_dropped, move_rows;
+    double move_rows_per_s;   /* rate of the last move */
+    uint32_t rate_mb;         /* moves: MB/s at most (0: only repair_pause_ms) */
+    uint64_t moves_planned;   /* moves in the last plan (for progress) */
 } coord_repair_t;
 
 /* At most this many writes run at once (more wait in the FIFO). */
@@ -148,7 +167,8 @@ struct coord_job {
     int started;                     /* a write: left the FIFO (it is running) */
     coord_scope_t scope;             /* a write: what it touches */
     size_t pending;                  /* shard requests outstanding */
-    uint32_t *waiting;               /* nshards: requests outstanding per shard */
+    uint32_t *waiting;               /* nwaiting: requests outstanding per shard */
+    size_t nwaiting;                 /* the shards when the job was made */
     uint64_t *rids;                  /* rids sent (for removal from the table at the end) */
     size_t nrids, caprids;           /* used / capacity of rids */
     coord_job_fn start;              /* runs when the job starts (FIFO head, or at once) */
@@ -165,7 +185,8 @@ struct coord_job {
 struct coord_train {
     coord_job_t *job; /* whose on_train gets the result */
     float *sample;    /* n x dim (owned copy) */
-    size_t n, dim, nlist, nshards, replicas;
+    size_t n, dim, nlist, nshards, replicas; /* nshards: the live ones (placement's count) */
+    uint32_t *live;            /* nshards: registry index of placement's shard i */
     shoal_metric_t metric;
     kmeans_opts_t kopts;       /* device points at coord's copy */
     float *centroids;          /* nlist x dim (result) */
@@ -272,8 +293,15 @@ int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_re
 /* A request of op on collection coll ("" for none) to a shard, the rest of it zero. */
 void coord_request_init(wire_request_t *req, wire_op_t op, const char *coll);
 
-/* 1 when shard s may be routed to (not known down). */
+/* 1 when shard s may be routed to (not known down, not removed). */
 int coord_shard_usable(const coord_t *coord, size_t s);
+/*
+ * Links registry shard s (catalog_shard) that is not linked yet: grows
+ * coord->shards to the registry's size, connects a DEALER. 0 or -1 (err).
+ */
+int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err);
+/* Closes shard s's link for good (removed from the registry). */
+void coord_shard_unlink(coord_t *coord, size_t s);
 /* Appends "ep" (comma-separated) to buf for each s with flags[s] != 0. */
 void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap);
 
@@ -327,12 +355,13 @@ void coord_ensure_collections(coord_t *coord, size_t s);
 int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r);
 /*
  * The shard a read (or a repair's copy) of list l should ask: the first
- * readable replica from replica `first` on (mod R), skipping the shards
- * flagged in bad (nshards flags, or NULL); UINT32_MAX when none is. A stale
- * replica is never readable, so a repair's target is never its own source.
+ * readable replica from replica `first` on (mod R), below shard index limit
+ * (the length of the caller's per-shard arrays), skipping the shards flagged
+ * in bad (limit flags, or NULL); UINT32_MAX when none is. A stale replica is
+ * never readable, so a repair's target is never its own source.
  */
 uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
-                            uint32_t first, const uint32_t *bad);
+                            uint32_t first, const uint32_t *bad, size_t limit);
 /* Shard s missed a write: its epoch moves; fence 1 also fences it (a replica was marked stale). */
 void coord_shard_missed(coord_t *coord, size_t s, int fence);
 /* Shard s answered after being down (was_down) or for the first time: verify it. */
@@ -345,6 +374,23 @@ void coord_repair_tick(coord_t *coord, int64_t now);
 void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s);
 /* Adds the "repair" map (6 entries) to a stats info map. */
 void coord_repair_info(coord_t *coord, wire_info_t *info);
+/* Recounts every shard's stale_orphans from the catalog (after orphans changed). */
+void coord_orphans_count(coord_t *coord);
+/*
+ * A write to an extra copy (catalog_extras: a move target or an orphan) of
+ * list l on shard s failed: the move is abandoned (the copy becomes a stale
+ * orphan) or the orphan is marked stale, and the shard serves no reads until
+ * it is dropped there.
+ */
+void coord_extra_missed(coord_t *coord, const catalog_coll_t *c, uint32_t l, size_t s);
+
+/* ---- coord_grow.c ---- */
+void coord_op_shard_add(coord_t *coord, coord_job_t *job);
+void coord_op_shard_drain(coord_t *coord, coord_job_t *job);
+void coord_op_shard_remove(coord_t *coord, coord_job_t *job);
+void coord_op_rebalance(coord_t *coord, coord_job_t *job);
+/* Adds the "moves" map to a stats info map. */
+void coord_moves_info(coord_t *coord, wire_info_t *info);
 
 /* ---- coord_search.c ---- */
 void coord_op_search(coord_t *coord, coord_job_t *job);

@@ -78,22 +78,61 @@ int coord_replica_readable(const coord_t *coord, const catalog_coll_t *c, uint32
         return 0;
     uint32_t s = catalog_owner(c, l, r);
     if (s >= coord->nshards || c->stale[(size_t)l * c->replication + r] ||
-        !coord_shard_usable(coord, s))
+        !coord_shard_usable(coord, s) || coord->shards[s].stale_orphans)
         return 0;
     return c->replication == 1 || !coord->shards[s].fenced;
 }
 
 uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint32_t l,
-                            uint32_t first, const uint32_t *bad)
+                            uint32_t first, const uint32_t *bad, size_t limit)
 {
     uint32_t R = c->replication;
     for (uint32_t j = 0; j < R; j++) {
         uint32_t r = (first + j) % R;
         uint32_t s = catalog_owner(c, l, r);
-        if (!(bad && bad[s]) && coord_replica_readable(coord, c, l, r))
+        if (s < limit && !(bad && bad[s]) && coord_replica_readable(coord, c, l, r))
             return s;
     }
     return UINT32_MAX;
+}
+
+void coord_orphans_count(coord_t *coord)
+{
+    for (size_t s = 0; s < coord->nshards; s++)
+        coord->shards[s].stale_orphans = 0;
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        for (uint32_t k = 0; k < c->norphans; k++)
+            if (c->orphans[k].kind == CATALOG_ORPHAN_STALE && c->orphans[k].shard < coord->nshards)
+                coord->shards[c->orphans[k].shard].stale_orphans++;
+    }
+}
+
+void coord_extra_missed(coord_t *coord, const catalog_coll_t *c, uint32_t l, size_t s)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = 0;
+    for (uint32_t r = 0; r < c->replication; r++) {
+        size_t j = (size_t)l * c->replication + r;
+        if (c->move_state[j] == CATALOG_MOVE_COPYING && c->move_to[j] == s) {
+            log_warn("moves: \"%s\" list %u: its move to shard %s stops (the shard missed a "
+                     "write of it); the copy there is dropped and the move tried again later",
+                     c->name, l, coord->shards[s].endpoint);
+            rc = catalog_move_abort(coord->cat, c->name, l, r, 1, &err);
+            coord->repair.moves_aborted++;
+        }
+    }
+    for (uint32_t k = 0; rc == 0 && k < c->norphans; k++)
+        if (c->orphans[k].list == l && c->orphans[k].shard == s &&
+            c->orphans[k].kind == CATALOG_ORPHAN_CURRENT)
+            rc = catalog_orphan_set(coord->cat, c->name, l, (uint32_t)s, CATALOG_ORPHAN_STALE,
+                                    &err);
+    if (rc != 0)
+        log_error("moves: %s", err.msg);
+    if (s < coord->nshards)
+        coord->shards[s].epoch++;
+    coord_orphans_count(coord);
 }
 
 /* s_first's kinds of replica beyond the CATALOG_STALE_* states. */
@@ -154,6 +193,7 @@ void coord_repair_init(coord_t *coord)
 {
     for (size_t s = 0; s < coord->nshards; s++)
         coord->shards[s].fenced = s_shard_holds(coord, s, S_STALE);
+    coord_orphans_count(coord);
 }
 
 void coord_shard_back(coord_t *coord, size_t s, int was_down)
@@ -227,7 +267,7 @@ void coord_replicas_lost(coord_t *coord, const catalog_coll_t *c, size_t s)
 /* Steps                                                                    */
 /* ------------------------------------------------------------------------ */
 
-typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK, S_CATCHUP } s_kind_t;
+typedef enum { S_VERIFY = 1, S_DROP, S_CHUNK, S_CATCHUP, S_ORPHAN } s_kind_t;
 
 /* One step's state. */
 typedef struct {
@@ -337,6 +377,7 @@ static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wir
 static void s_chunk_finish(coord_t *coord, coord_job_t *job);
 static void s_catchup_answer(coord_t *coord, coord_job_t *job, size_t s, const wire_reply_t *rep);
 static void s_catchup_finish(coord_t *coord, coord_job_t *job);
+static void s_orphan_finish(coord_t *coord, coord_job_t *job);
 
 /* Every answer of the step is in (or it failed): its end. */
 static void s_step_complete(coord_t *coord, coord_job_t *job)
@@ -353,6 +394,10 @@ static void s_step_complete(coord_t *coord, coord_job_t *job)
     }
     if (st->kind == S_CATCHUP) {
         s_catchup_finish(coord, job);
+        return;
+    }
+    if (st->kind == S_ORPHAN) {
+        s_orphan_finish(coord, job);
         return;
     }
     if (st->failed) {
@@ -619,7 +664,7 @@ static void s_catchup_start(coord_t *coord, coord_job_t *job)
         s_step_end(coord, job, 0); /* changed meanwhile: looked at again */
         return;
     }
-    uint32_t src = coord_replica_pick(coord, c, st->list, st->replica + 1, NULL);
+    uint32_t src = coord_replica_pick(coord, c, st->list, st->replica + 1, NULL, coord->nshards);
     if (src == UINT32_MAX) {
         /* No up-to-date replica to copy from: drop it there (rebuilt later), so the shard
            can serve its other lists. */
@@ -723,9 +768,10 @@ static void s_rebuild_abort(coord_t *coord, const char *why)
     coord_repair_t *rp = &coord->repair;
     if (!rp->active)
         return;
-    log_info("repair: rebuilding \"%s\" list %u on shard %s stopped after %" PRIu64
+    log_info("%s \"%s\" list %u on shard %s stopped after %" PRIu64
              " rows: %s (started over later)",
-             rp->coll, rp->list, coord->shards[rp->target].endpoint, rp->copied, why);
+             rp->moving ? "moves: copying" : "repair: rebuilding", rp->coll, rp->list,
+             coord->shards[rp->target].endpoint, rp->copied, why);
     rp->active = 0;
     rp->aborted++;
 }
@@ -745,7 +791,7 @@ static int s_rebuild_pick(coord_t *coord)
                     !coord_shard_usable(coord, t) ||
                     coord->shards[t].fenced || coord->shards[t].verify_wanted)
                     continue;
-                uint32_t src = coord_replica_pick(coord, c, l, r + 1, NULL);
+                uint32_t src = coord_replica_pick(coord, c, l, r + 1, NULL, coord->nshards);
                 if (src == UINT32_MAX)
                     continue;
                 rp->active = 1;
@@ -769,14 +815,20 @@ static int s_rebuild_pick(coord_t *coord)
     return 0;
 }
 
-/* Why the rebuild in progress cannot go on now (NULL: it can). */
+/* Why the rebuild (or move) in progress cannot go on now (NULL: it can). */
 static const char *s_rebuild_blocked(const coord_t *coord, const catalog_coll_t *c)
 {
     const coord_repair_t *rp = &coord->repair;
-    if (!c || !c->trained || rp->list >= c->nlist || rp->replica >= c->replication ||
-        catalog_owner(c, rp->list, rp->replica) != rp->target)
+    if (!c || !c->trained || rp->list >= c->nlist || rp->replica >= c->replication)
         return "the collection changed";
-    if (!c->stale[(size_t)rp->list * c->replication + rp->replica])
+    size_t j = (size_t)rp->list * c->replication + rp->replica;
+    if (rp->moving && (c->move_state[j] != CATALOG_MOVE_COPYING || c->move_to[j] != rp->target))
+        return "the move was stopped";
+    if (rp->moving && c->stale[j])
+        return "the replica went stale (repaired first)";
+    if (!rp->moving && catalog_owner(c, rp->list, rp->replica) != rp->target)
+        return "the collection changed";
+    if (!rp->moving && !c->stale[j])
         return "the replica is no longer stale";
     if (!coord_shard_usable(coord, rp->target) || coord->shards[rp->target].epoch != rp->epoch)
         return "the target missed writes or went down";
@@ -794,6 +846,8 @@ static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wir
     if (st->writing) {
         rp->copied += st->rows;
         rp->rows_copied += st->rows;
+        if (rp->moving)
+            rp->move_rows += st->rows;
         snprintf(rp->cursor, sizeof rp->cursor, "%s", st->cursor);
         return;
     }
@@ -827,6 +881,45 @@ static void s_chunk_answer(coord_t *coord, coord_job_t *job, size_t s, const wir
     free(lists);
 }
 
+/* The pause after a chunk of rows rows: repair_pause_ms, longer where a move's rate says. */
+static uint32_t s_pause_ms(const coord_t *coord, const catalog_coll_t *c, size_t rows)
+{
+    uint32_t pause = coord->opts.repair_pause_ms;
+    const coord_repair_t *rp = &coord->repair;
+    if (rp->moving && rp->rate_mb && c) {
+        double bytes = (double)rows * ((double)c->dim * sizeof(float) + 12);
+        double ms = bytes / ((double)rp->rate_mb * 1e6) * 1e3;
+        if (ms > pause)
+            pause = ms > 60000 ? 60000 : (uint32_t)ms;
+    }
+    return pause;
+}
+
+/* A move's last chunk is in and nothing blocks it: the target becomes the owner. */
+static void s_move_finish(coord_t *coord, coord_job_t *job, const catalog_coll_t *c)
+{
+    coord_repair_t *rp = &coord->repair;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    uint32_t from = catalog_owner(c, rp->list, rp->replica);
+    if (catalog_move_switch(coord->cat, rp->coll, rp->list, rp->replica, &err) != 0) {
+        s_rebuild_abort(coord, err.msg);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    coord_orphans_count(coord);
+    double secs = (double)(zclock_usecs() - rp->started_us) / 1e6;
+    rp->move_rows_per_s = secs > 0 ? (double)rp->copied / secs : 0;
+    rp->moves_done++;
+    rp->active = 0;
+    rp->moving = 0;
+    log_info("moves: \"%s\" list %u replica %u now lives on shard %s (was %s; %" PRIu64
+             " rows in %.2f s); the old copy is dropped next",
+             rp->coll, rp->list, rp->replica, coord->shards[rp->target].endpoint,
+             from < coord->nshards ? coord->shards[from].endpoint : "?", rp->copied, secs);
+    s_step_end(coord, job, 0);
+}
+
 static void s_chunk_finish(coord_t *coord, coord_job_t *job)
 {
     s_step_t *st = job->state;
@@ -836,16 +929,20 @@ static void s_chunk_finish(coord_t *coord, coord_job_t *job)
         s_step_end(coord, job, S_RETRY_MS);
         return;
     }
+    const catalog_coll_t *c = catalog_find(coord->cat, rp->coll);
     if (!st->done) {
-        s_step_end(coord, job, coord->opts.repair_pause_ms);
+        s_step_end(coord, job, s_pause_ms(coord, c, st->rows));
         return;
     }
     /* The last chunk: the replica is current if the target missed nothing meanwhile. */
-    const catalog_coll_t *c = catalog_find(coord->cat, rp->coll);
     const char *blocked = s_rebuild_blocked(coord, c);
     if (blocked) {
         s_rebuild_abort(coord, blocked);
         s_step_end(coord, job, coord->opts.repair_pause_ms);
+        return;
+    }
+    if (rp->moving) {
+        s_move_finish(coord, job, c);
         return;
     }
     shoal_err_t err;
@@ -885,17 +982,159 @@ static void s_chunk_start(coord_t *coord, coord_job_t *job)
         s_step_complete(coord, job);
 }
 
-/* Starts the next chunk of a rebuild (picking one when none is active); 0 when idle. */
+/* 1 when c has an orphan copy of list l on shard s. */
+static int s_has_orphan(const catalog_coll_t *c, uint32_t l, size_t s)
+{
+    for (uint32_t k = 0; k < c->norphans; k++)
+        if (c->orphans[k].list == l && c->orphans[k].shard == s)
+            return 1;
+    return 0;
+}
+
+/* 1 when shard s can take a move's copy now. */
+static int s_move_target_ok(const coord_t *coord, size_t s)
+{
+    const coord_shard_t *sh = s < coord->nshards ? &coord->shards[s] : NULL;
+    return sh && coord_shard_usable(coord, s) && sh->state == COORD_SHARD_UP && !sh->fenced &&
+           !sh->stale_orphans && !sh->verify_wanted;
+}
+
+/*
+ * Picks the next move to run (one that is copying first: a coordinator that
+ * restarted resumes it from its first row; then a queued one, started here);
+ * 0 when none can run now.
+ */
+static int s_move_pick(coord_t *coord)
+{
+    coord_repair_t *rp = &coord->repair;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    for (int pass = CATALOG_MOVE_COPYING; pass >= CATALOG_MOVE_QUEUED; pass--) {
+        for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+            const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+            uint32_t R = c->replication;
+            for (size_t j = 0; c->trained && c->nmoves && j < (size_t)c->nlist * R; j++) {
+                uint32_t l = (uint32_t)(j / R), r = (uint32_t)(j % R), t = c->move_to[j];
+                if (c->move_state[j] != pass || c->stale[j] || !s_move_target_ok(coord, t) ||
+                    s_has_orphan(c, l, t))
+                    continue;
+                int owner = 0;
+                for (uint32_t q = 0; q < R; q++)
+                    owner |= catalog_owner(c, l, q) == t;
+                uint32_t src = owner ? UINT32_MAX
+                                     : coord_replica_pick(coord, c, l, r, NULL, coord->nshards);
+                if (src == UINT32_MAX)
+                    continue;
+                if (pass == CATALOG_MOVE_QUEUED &&
+                    catalog_move_start(coord->cat, c->name, l, r, &err) != 0) {
+                    log_warn("moves: %s", err.msg);
+                    continue;
+                }
+                rp->active = 1;
+                rp->moving = 1;
+                snprintf(rp->coll, sizeof rp->coll, "%s", c->name);
+                rp->list = l;
+                rp->replica = r;
+                rp->target = t;
+                rp->source = src;
+                rp->epoch = coord->shards[t].epoch;
+                rp->cursor[0] = '\0';
+                rp->copied = 0;
+                rp->move_vectors = c->list_counts[l];
+                rp->started_us = zclock_usecs();
+                log_info("moves: %s \"%s\" list %u replica %u (%" PRIu64 " vectors) from "
+                         "shard %s to shard %s",
+                         pass == CATALOG_MOVE_COPYING ? "resuming" : "moving", c->name, l, r,
+                         c->list_counts[l], coord->shards[catalog_owner(c, l, r)].endpoint,
+                         coord->shards[t].endpoint);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Starts the next chunk of a rebuild or move (picking one when none is active); 0 when idle. */
 static int s_rebuild_step(coord_t *coord)
 {
     coord_repair_t *rp = &coord->repair;
-    if (!rp->active && !s_rebuild_pick(coord))
-        return 0;
+    if (!rp->active) {
+        rp->moving = 0;
+        if (!s_rebuild_pick(coord) && !s_move_pick(coord))
+            return 0;
+    }
     coord_job_t *job = s_step_new(coord, S_CHUNK, WIRE_OP_LIST_EXPORT, rp->coll, s_chunk_start);
     if (!job)
         return 1;
     coord_job_submit(coord, job);
     return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. orphan drops                                                          */
+/* ------------------------------------------------------------------------ */
+
+static void s_orphan_finish(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    if (st->failed) {
+        log_warn("moves: dropping the old copy of \"%s\" list %u on shard %s: %s (tried again)",
+                 job->req.coll, st->list, coord->shards[st->shard].endpoint, st->why);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (catalog_orphan_set(coord->cat, job->req.coll, st->list, (uint32_t)st->shard, 0, &err) !=
+        0) {
+        log_warn("moves: %s", err.msg);
+        s_step_end(coord, job, S_RETRY_MS);
+        return;
+    }
+    coord->repair.orphans_dropped++;
+    coord_orphans_count(coord);
+    log_info("moves: the old copy of \"%s\" list %u on shard %s is dropped", job->req.coll,
+             st->list, coord->shards[st->shard].endpoint);
+    s_step_end(coord, job, coord->opts.repair_pause_ms);
+}
+
+static void s_orphan_start(coord_t *coord, coord_job_t *job)
+{
+    s_step_t *st = job->state;
+    const catalog_coll_t *c = catalog_find(coord->cat, job->req.coll);
+    if (!c || !s_has_orphan(c, st->list, st->shard) || !coord_shard_usable(coord, st->shard)) {
+        s_step_end(coord, job, 0); /* changed meanwhile */
+        return;
+    }
+    wire_request_t req;
+    coord_request_init(&req, WIRE_OP_LIST_DROP, c->name);
+    req.list = st->list;
+    s_step_send(coord, job, st->shard, &req);
+    if (st->outstanding == 0)
+        s_step_complete(coord, job);
+}
+
+/* Starts the drop of an orphan copy on a shard that is up; 0 when none can be. */
+static int s_orphan_step(coord_t *coord)
+{
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        for (uint32_t k = 0; k < c->norphans; k++) {
+            size_t s = c->orphans[k].shard;
+            if (!coord_shard_usable(coord, s) || coord->shards[s].state != COORD_SHARD_UP)
+                continue;
+            coord_job_t *job =
+                s_step_new(coord, S_ORPHAN, WIRE_OP_LIST_DROP, c->name, s_orphan_start);
+            if (!job)
+                return 1;
+            s_step_t *st = job->state;
+            st->shard = s;
+            st->list = c->orphans[k].list;
+            coord_job_submit(coord, job);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -915,7 +1154,7 @@ void coord_repair_tick(coord_t *coord, int64_t now)
         if (coord->shards[s].fenced && !coord->shards[s].verify_wanted &&
             coord->shards[s].state == COORD_SHARD_UP && s_drop_step(coord, s))
             return;
-    if (s_rebuild_step(coord))
+    if (s_orphan_step(coord) || s_rebuild_step(coord))
         return;
     rp->next_us = now + S_RETRY_MS * 1000; /* idle: look again later */
 }

@@ -172,7 +172,8 @@ static uint32_t s_deadline_ms(const coord_t *coord, const coord_job_t *job)
 /* Any shard flagged in r->missing. */
 static int s_partial(const coord_t *coord, const s_read_t *r)
 {
-    for (size_t s = 0; s < coord->nshards; s++)
+    (void)coord;
+    for (size_t s = 0; s < r->nshards; s++)
         if (r->missing[s])
             return 1;
     return 0;
@@ -244,7 +245,7 @@ static void s_on_timeout(coord_t *coord, coord_job_t *job)
         s_search_timeout(coord, job);
         return;
     }
-    for (size_t s = 0; s < coord->nshards; s++) {
+    for (size_t s = 0; s < r->nshards; s++) {
         if (r->wait[s]) {
             r->missing[s] = 1;
             r->wait[s] = 0;
@@ -326,7 +327,7 @@ static void s_unit_retry(coord_t *coord, coord_job_t *job, size_t u)
     U->retried = 1;
     shoal_err_t err;
     const catalog_coll_t *c = coord_coll(coord, r->coll, &err);
-    size_t ns = coord->nshards, n = U->n;
+    size_t ns = r->nshards, n = U->n;
     uint32_t *alt = malloc((n ? n : 1) * r->nprobe * sizeof *alt);
     size_t *count = calloc(ns, sizeof *count);
     uint32_t *stamp = calloc(ns, sizeof *stamp);
@@ -341,7 +342,7 @@ static void s_unit_retry(coord_t *coord, coord_job_t *job, size_t u)
             if (r->eff[(size_t)layer * r->nlist + l] != U->shard)
                 continue;
             /* U's shard is in bad (failed or slow), so another replica's */
-            uint32_t t = coord_replica_pick(coord, c, l, layer + 1, r->bad);
+            uint32_t t = coord_replica_pick(coord, c, l, layer + 1, r->bad, r->nshards);
             if (t == UINT32_MAX) {
                 U->uncoverable = 1;
                 ok = 0;
@@ -561,7 +562,7 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
 {
     s_read_t *r = job->state;
     const wire_request_t *req = &job->req;
-    size_t ns = coord->nshards;
+    size_t ns = r->nshards;
     r->phase = S_TAG_SEARCH;
     r->nq = nq;
     r->k = k;
@@ -601,7 +602,7 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
             uint32_t l = r->plists[q * nprobe + p];
             size_t v = (size_t)y * c->nlist + l;
             if (r->eff[v] == UINT32_MAX) {
-                uint32_t s = coord_replica_pick(coord, c, l, y, NULL);
+                uint32_t s = coord_replica_pick(coord, c, l, y, NULL, ns);
                 r->eff[v] = s == UINT32_MAX ? (uint32_t)ns : s;
             }
             vlists[q * nprobe + p] = (uint32_t)v;
@@ -625,7 +626,8 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
             if (r->eff[y * c->nlist + l] != ns)
                 continue;
             for (uint32_t rr = 0; rr < R; rr++)
-                r->missing[catalog_owner(c, l, rr)] = 1;
+                if (catalog_owner(c, l, rr) < ns)
+                    r->missing[catalog_owner(c, l, rr)] = 1;
         }
     }
     for (size_t s = 0; s < ns; s++)
@@ -748,7 +750,7 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
                        const uint32_t *lists, int down_fails, shoal_err_t *err)
 {
     s_read_t *r = job->state;
-    size_t n = r->n, ns = coord->nshards;
+    size_t n = r->n, ns = r->nshards;
     r->phase = S_TAG_GET;
     r->found = calloc(n ? n : 1, 1);
     r->vecs = calloc((n ? n : 1) * c->dim, sizeof(float));
@@ -763,9 +765,12 @@ static int s_get_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
         if (lists[i] == CATALOG_LIST_NONE || lists[i] >= c->nlist)
             continue;
         /* A readable replica; else the primary (down: missing). */
-        uint32_t s = coord_replica_pick(coord, c, lists[i], first, NULL);
+        uint32_t s = coord_replica_pick(coord, c, lists[i], first, NULL, ns);
         if (s == UINT32_MAX)
             s = catalog_owner(c, lists[i], 0);
+        if (s >= ns) { /* on a shard added after this request began: missing */
+            continue;
+        }
         if (!r->gpos[s]) {
             r->gpos[s] = malloc(n * sizeof(uint32_t));
             r->gids[s] = malloc(n * sizeof(uint64_t));
@@ -1030,7 +1035,8 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
         return;
     }
 
-    /* The walk: lists by (owner shard, list), sorted as owner << 32 | list. */
+    /* The walk: lists in order (not by owner: a list may move between two
+       chunks, and the cursor's position must mean the same list then). */
     uint64_t *walk = malloc(c->nlist * sizeof *walk);
     uint32_t *row_lists = malloc(chunk * sizeof *row_lists);
     r->rows = malloc(chunk * sizeof *r->rows);
@@ -1041,8 +1047,7 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
         return;
     }
     for (uint32_t l = 0; l < c->nlist; l++)
-        walk[l] = (uint64_t)catalog_owner(c, l, 0) << 32 | l;
-    qsort(walk, c->nlist, sizeof *walk, coord_cmp_u64);
+        walk[l] = l;
     size_t got = 0;
     while (rc == 0 && got < chunk && pos < c->nlist) {
         size_t asked = chunk - got, g = 0;

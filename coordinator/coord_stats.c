@@ -31,6 +31,21 @@ static size_t s_shards_up(const coord_t *coord)
     return up;
 }
 
+/* Shards in the registry that were not removed. */
+static size_t s_shards_serving(const coord_t *coord)
+{
+    size_t n = 0;
+    for (size_t s = 0; s < coord->nshards; s++)
+        n += !coord->shards[s].removed;
+    return n;
+}
+
+static const char *s_role_name(int role)
+{
+    return role == CATALOG_SHARD_LIVE ? "live" : role == CATALOG_SHARD_DRAINING ? "draining"
+                                                                                : "removed";
+}
+
 static void s_reply_info(coord_t *coord, coord_job_t *job, wire_info_t *info)
 {
     wire_reply_t rep;
@@ -57,7 +72,7 @@ void coord_op_ping(coord_t *coord, coord_job_t *job)
         wire_io_info_str(info, "role", "coordinator");
         wire_io_info_u64(info, "version", WIRE_VERSION);
         wire_io_info_f64(info, "uptime_s", s_uptime(coord));
-        wire_io_info_u64(info, "shards", coord->nshards);
+        wire_io_info_u64(info, "shards", s_shards_serving(coord));
         wire_io_info_u64(info, "shards_up", s_shards_up(coord));
         wire_io_info_u64(info, "inflight", coord->client_jobs);
     }
@@ -77,8 +92,9 @@ static void s_info_shards(coord_t *coord, wire_info_t *info)
     for (size_t s = 0; s < coord->nshards; s++) {
         const coord_shard_t *shard = &coord->shards[s];
         wire_info_key(info, shard->endpoint);
-        wire_info_map(info, shard->last_seen_us ? 4 : 3);
+        wire_info_map(info, shard->last_seen_us ? 5 : 4);
         wire_io_info_u64(info, "index", s);
+        wire_io_info_str(info, "role", s_role_name(catalog_shard_role(coord->cat, s)));
         wire_io_info_str(info, "state", s_state_name(shard->state));
         wire_io_info_u64(info, "up", shard->state == COORD_SHARD_UP);
         if (shard->last_seen_us) /* absent before the first answer */
@@ -303,7 +319,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     if (one) {
         wire_info_map(info, 4);
     } else {
-        wire_info_map(info, 23 + WIRE_IO_BUDGET_INFO_ENTRIES);
+        wire_info_map(info, 24 + WIRE_IO_BUDGET_INFO_ENTRIES);
         wire_io_info_str(info, "endpoint", coord->endpoint);
         wire_io_info_str(info, "data_dir", coord->data_dir);
         wire_io_info_str(info, "device", coord->device);
@@ -320,6 +336,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "repairs", coord->repairs);
         wire_io_info_u64(info, "hedged", coord->hedged);
         coord_repair_info(coord, info);
+        coord_moves_info(coord, info);
         s_info_process(coord, info); /* 4 entries */
         wire_io_budget_stats_t replies;
         wire_io_budget_stats(coord->reply_budget, &replies);

@@ -57,6 +57,8 @@ typedef struct {
     uint8_t *inv;                /* nlist x R: replicas this phase writes (s_settle) */
     uint32_t *ok1;               /* insert: nshards, the shards that stored phase 1 (NULL before) */
     size_t ninv;                 /* its length */
+    uint32_t *xl, *xs;           /* nx extra copies (list, shard) this phase writes (s_settle) */
+    size_t nx, capx;
     char coll[WIRE_NAME_MAX + 1];
     /* insert / delete / re-drive */
     size_t n;            /* ids handled (after removing repeats) */
@@ -113,6 +115,8 @@ static void s_state_free(void *state)
     free(w->wait);
     free(w->inv);
     free(w->ok1);
+    free(w->xl);
+    free(w->xs);
     free(w->ids);
     free(w->vecs);
     free(w->old_lists);
@@ -149,9 +153,11 @@ static s_write_t *s_state_new(coord_t *coord, coord_job_t *job)
 /* Clears the per-phase flags. */
 static void s_phase_reset(coord_t *coord, s_write_t *w)
 {
-    memset(w->ok, 0, coord->nshards * sizeof *w->ok);
-    memset(w->sent, 0, coord->nshards * sizeof *w->sent);
-    memset(w->wait, 0, coord->nshards * sizeof *w->wait);
+    (void)coord;
+    memset(w->ok, 0, w->nshards * sizeof *w->ok);
+    memset(w->sent, 0, w->nshards * sizeof *w->sent);
+    memset(w->wait, 0, w->nshards * sizeof *w->wait);
+    w->nx = 0;
     if (w->inv)
         memset(w->inv, 0, w->ninv);
     w->outstanding = 0;
@@ -202,10 +208,10 @@ static void s_on_reply(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
         w->next(coord, job);
 }
 
-/* The first shard flagged in flags (SIZE_MAX: none). */
-static size_t s_first_shard(const coord_t *coord, const uint32_t *flags)
+/* The first shard flagged in flags (n of them; SIZE_MAX: none). */
+static size_t s_first_shard(const uint32_t *flags, size_t n)
 {
-    for (size_t s = 0; s < coord->nshards; s++)
+    for (size_t s = 0; s < n; s++)
         if (flags[s])
             return s;
     return SIZE_MAX;
@@ -239,10 +245,10 @@ static void s_on_timeout(coord_t *coord, coord_job_t *job)
     char list[WIRE_MSG_MAX / 2] = "";
     coord_shard_list(coord, w->wait, list, sizeof list);
     w->fail_code = 0; /* the timeout is what the client hears about */
-    s_record_fail(w, s_first_shard(coord, w->wait), SHOAL_ETIMEOUT,
+    s_record_fail(w, s_first_shard(w->wait, w->nshards), SHOAL_ETIMEOUT,
                   "%s: shard(s) %s did not answer within %u ms",
                   wire_op_name(job->req.op), list, coord->opts.write_timeout_ms);
-    memset(w->wait, 0, coord->nshards * sizeof *w->wait);
+    memset(w->wait, 0, w->nshards * sizeof *w->wait);
     w->outstanding = 0;
     w->next(coord, job);
 }
@@ -275,16 +281,16 @@ static void s_phase_wait(coord_t *coord, coord_job_t *job)
     }
 }
 
-/* SHOAL_EUNAVAIL naming the shards among flags that are down (0 when none). */
-static int s_check_down(coord_t *coord, const uint32_t *flags, const char *op, shoal_err_t *err)
+/* SHOAL_EUNAVAIL naming the shards (not removed) that are down (0 when none). */
+static int s_check_down(coord_t *coord, const char *op, shoal_err_t *err)
 {
     char list[WIRE_MSG_MAX / 2] = "";
-    uint32_t *down = calloc(coord->nshards, sizeof *down);
+    uint32_t *down = calloc(coord->nshards ? coord->nshards : 1, sizeof *down);
     if (!down)
         return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", op);
     int any = 0;
     for (size_t s = 0; s < coord->nshards; s++)
-        if ((!flags || flags[s]) && !coord_shard_usable(coord, s))
+        if (!coord->shards[s].removed && !coord_shard_usable(coord, s))
             down[s] = 1, any = 1;
     if (any)
         coord_shard_list(coord, down, list, sizeof list);
@@ -303,8 +309,8 @@ static int s_check_down(coord_t *coord, const uint32_t *flags, const char *op, s
 static void s_fan_out(coord_t *coord, coord_job_t *job, const wire_request_t *tmpl, int batched)
 {
     s_write_t *w = job->state;
-    for (size_t s = 0; s < coord->nshards; s++) {
-        if (batched && !w->sn[s])
+    for (size_t s = 0; s < w->nshards; s++) {
+        if ((batched && !w->sn[s]) || (!batched && coord->shards[s].removed))
             continue;
         wire_request_t sub = *tmpl;
         if (batched) {
@@ -340,6 +346,10 @@ static void s_send_batches(coord_t *coord, coord_job_t *job, wire_op_t op, uint3
 static int s_batch_add(s_write_t *w, size_t s, uint64_t id, const float *vec, size_t dim,
                        uint32_t list, size_t cap)
 {
+    if (s >= w->nshards) {
+        log_warn("a write met shard %zu, added after it started: it is failed and retried", s);
+        return -1;
+    }
     if (!w->sids[s]) {
         w->sids[s] = malloc(cap * sizeof(uint64_t));
         if (vec) {
@@ -358,8 +368,52 @@ static int s_batch_add(s_write_t *w, size_t s, uint64_t id, const float *vec, si
     return 0;
 }
 
-/* 1 when shard s holds a replica of list l of c (l may be CATALOG_LIST_NONE: 0). */
+/* Most extra copies of one list a write looks at (move targets and orphans). */
+#define S_EXTRAS_MAX 16
+
+/*
+ * 1 when shard s holds a copy of list l of c: a replica, or an extra copy (a
+ * move's target, an orphan), which gets the list's writes like a replica (l
+ * may be CATALOG_LIST_NONE: 0).
+ */
 static int s_holds(const catalog_coll_t *c, uint32_t l, size_t s)
+{
+    for (uint32_t r = 0; l < c->nlist && r < c->replication; r++)
+        if (catalog_owner(c, l, r) == s)
+            return 1;
+    uint32_t x[S_EXTRAS_MAX];
+    size_t nx = catalog_extras(c, l, x, S_EXTRAS_MAX);
+    for (size_t i = 0; i < nx && i < S_EXTRAS_MAX; i++)
+        if (x[i] == s)
+            return 1;
+    return 0;
+}
+
+/* Notes that this phase writes extra copy (l, s) for s_settle; 0 or -1 (memory). */
+static int s_extra_note(s_write_t *w, uint32_t l, uint32_t s)
+{
+    for (size_t i = w->nx; i > 0; i--)
+        if (w->xl[i - 1] == l && w->xs[i - 1] == s)
+            return 0;
+    if (w->nx == w->capx) {
+        size_t cap = w->capx ? 2 * w->capx : 8;
+        uint32_t *xl = realloc(w->xl, cap * sizeof *xl);
+        if (xl)
+            w->xl = xl;
+        uint32_t *xs = xl ? realloc(w->xs, cap * sizeof *xs) : NULL;
+        if (xs)
+            w->xs = xs;
+        if (!xl || !xs)
+            return -1;
+        w->capx = cap;
+    }
+    w->xl[w->nx] = l;
+    w->xs[w->nx++] = s;
+    return 0;
+}
+
+/* 1 when shard s holds a replica (not an extra copy) of list l of c. */
+static int s_holds_replica(const catalog_coll_t *c, uint32_t l, size_t s)
 {
     for (uint32_t r = 0; l < c->nlist && r < c->replication; r++)
         if (catalog_owner(c, l, r) == s)
@@ -401,6 +455,17 @@ static int s_replicas_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c,
             s_batch_add(w, s, id, vec, c->dim, l, cap) != 0)
             return -1;
     }
+    /* Extra copies get it too (one down gets nothing: s_settle counts it failed). */
+    uint32_t x[S_EXTRAS_MAX];
+    size_t nx = catalog_extras(c, l, x, S_EXTRAS_MAX);
+    for (size_t i = 0; i < nx && i < S_EXTRAS_MAX; i++) {
+        if ((s_holds(c, skip, x[i]) && (!w->ok1 || x[i] >= w->nshards || w->ok1[x[i]])) ||
+            s_holds_replica(c, l, x[i]))
+            continue;
+        if (s_extra_note(w, l, x[i]) != 0 ||
+            (coord_shard_usable(coord, x[i]) && s_batch_add(w, x[i], id, vec, c->dim, l, cap) != 0))
+            return -1;
+    }
     return 0;
 }
 
@@ -418,8 +483,14 @@ static int s_stale_add(coord_t *coord, s_write_t *w, const catalog_coll_t *c, ui
         uint32_t l = cand[k];
         if (l >= c->nlist || (k == 1 && l == a))
             continue;
-        for (uint32_t r = 0; r < c->replication; r++) {
-            uint32_t s = catalog_owner(c, l, r);
+        uint32_t x[CATALOG_REPLICAS_MAX + S_EXTRAS_MAX];
+        size_t nh = 0;
+        for (uint32_t r = 0; r < c->replication; r++)
+            x[nh++] = catalog_owner(c, l, r);
+        size_t ne = catalog_extras(c, l, x + nh, S_EXTRAS_MAX);
+        nh += ne < S_EXTRAS_MAX ? ne : S_EXTRAS_MAX;
+        for (size_t h = 0; h < nh; h++) {
+            uint32_t s = x[h];
             if (s >= coord->nshards || s_holds(c, keep, s) || (k == 1 && s_holds(c, a, s)))
                 continue;
             if (s_batch_add(w, s, id, NULL, 0, CATALOG_LIST_NONE, cap) != 0)
@@ -580,9 +651,15 @@ static int s_settle(coord_t *coord, s_write_t *w, const catalog_coll_t *c, uint3
     /* Shards that failed: epochs move; fenced where the replica is (now) stale. */
     for (size_t j = 0; w->inv && j < w->ninv; j++) {
         uint32_t s = c->owners[j];
-        if (w->inv[j] && !w->ok[s])
+        if (w->inv[j] && (s >= w->nshards || !w->ok[s]))
             coord_shard_missed(coord, s, c->stale[j] != 0);
     }
+    /* Extra copies that missed it: their moves stop, orphans go stale. c may be
+       changed by that (its pointer stays valid: no collection is created). */
+    if (rc == 0)
+        for (size_t i = 0; i < w->nx; i++)
+            if (w->xs[i] >= w->nshards || !w->ok[w->xs[i]])
+                coord_extra_missed(coord, c, w->xl[i], w->xs[i]);
     if (rc == 0 && nm)
         log_debug("\"%s\": %zu replica list(s) missed a write and are marked stale", c->name,
                   nm);
@@ -631,7 +708,7 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
         shoal_err_clear(&err);
         if (catalog_drop(coord->cat, w->coll, &err) != 0)
             log_error("create_collection \"%s\": rollback: %s", w->coll, err.msg);
-        for (size_t s = 0; s < coord->nshards; s++) {
+        for (size_t s = 0; s < w->nshards; s++) {
             if (!w->ok[s])
                 continue;
             wire_request_t req;
@@ -709,7 +786,7 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, SHOAL_EEXIST, "collection \"%s\" already exists", req->coll);
         return;
     }
-    if (s_check_down(coord, NULL, "create_collection", &err) != 0) {
+    if (s_check_down(coord, "create_collection", &err) != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
@@ -792,7 +869,7 @@ void coord_op_drop(coord_t *coord, coord_job_t *job)
     shoal_err_t err;
     shoal_err_clear(&err);
     if (!coord_coll(coord, job->req.coll, &err) ||
-        s_check_down(coord, NULL, "drop_collection", &err) != 0) {
+        s_check_down(coord, "drop_collection", &err) != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
@@ -1004,10 +1081,10 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "insert: updating the id map: %s", err.msg);
         return;
     }
-    w->ok1 = malloc(coord->nshards * sizeof *w->ok1);
+    w->ok1 = malloc(w->nshards * sizeof *w->ok1);
     if (w->ok1)
-        memcpy(w->ok1, w->ok, coord->nshards * sizeof *w->ok1);
-    s_batches_free(w, coord->nshards);
+        memcpy(w->ok1, w->ok, w->nshards * sizeof *w->ok1);
+    s_batches_free(w, w->nshards);
     s_phase_reset(coord, w);
     /* Stale copies: the id left its old list for another; the old list's
        replicas that do not hold the new one lose it (s_replicas_add: nor does one
@@ -1279,7 +1356,7 @@ void coord_op_checkpoint(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
-    if (s_check_down(coord, NULL, "checkpoint", &err) != 0) {
+    if (s_check_down(coord, "checkpoint", &err) != 0) {
         coord_fail(coord, &job, err.code, "%s", err.msg);
         return;
     }
@@ -1467,10 +1544,10 @@ static int s_redrive_intent(coord_t *coord, coord_job_t *job, const catalog_coll
     }
     shoal_err_t err;
     shoal_err_clear(&err);
-    s_batches_free(w, coord->nshards);
+    s_batches_free(w, w->nshards);
     s_phase_reset(coord, w);
     uint32_t *cur = malloc((in->n ? in->n : 1) * sizeof *cur);
-    uint32_t *touched = calloc(coord->nshards, sizeof *touched);
+    uint32_t *touched = calloc(w->nshards, sizeof *touched);
     int rc = cur && touched ? 0 : shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
     if (rc == 0)
         rc = catalog_lookup(coord->cat, c->name, in->ids, in->n, cur, &err);
@@ -1480,7 +1557,7 @@ static int s_redrive_intent(coord_t *coord, coord_job_t *job, const catalog_coll
             rc = shoal_err_set(&err, SHOAL_ENOMEM, "out of memory");
     size_t down = SIZE_MAX;
     int any = 0;
-    for (size_t s = 0; rc == 0 && s < coord->nshards; s++) {
+    for (size_t s = 0; rc == 0 && s < w->nshards; s++) {
         any |= touched[s] != 0;
         if (touched[s] && !coord_shard_usable(coord, s) && down == SIZE_MAX)
             down = s;
