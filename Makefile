@@ -169,7 +169,7 @@ INDEX_OBJS := $(INDEX_SRCS:%.c=$(BUILD)/%.o)
 
 # coordinator/'s algorithms (k-means, placement, fan-out plan and merge): no
 # ZeroMQ or RocksDB. Named one by one so that the server's files stay out.
-COORD_ALGO_SRCS := $(wildcard coordinator/kmeans.c coordinator/placement.c coordinator/fanout.c)
+COORD_ALGO_SRCS := $(wildcard coordinator/kmeans.c coordinator/placement.c coordinator/placement_rebalance.c coordinator/fanout.c)
 COORD_ALGO_OBJS := $(COORD_ALGO_SRCS:%.c=$(BUILD)/%.o)
 
 # The coordinator server: catalog (RocksDB) and sockets (main.c holds main()).
