@@ -776,10 +776,28 @@ static void s_rebuild_abort(coord_t *coord, const char *why)
     rp->aborted++;
 }
 
+/* The copy of replica r of list l of c into shard t from shard src begins (a move: moving). */
+static void s_copy_begin(coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r,
+                         size_t t, size_t src, int moving)
+{
+    coord_repair_t *rp = &coord->repair;
+    rp->active = 1;
+    rp->moving = moving;
+    snprintf(rp->coll, sizeof rp->coll, "%s", c->name);
+    rp->list = l;
+    rp->replica = r;
+    rp->target = t;
+    rp->source = src;
+    rp->epoch = coord->shards[t].epoch;
+    rp->cursor[0] = '\0';
+    rp->copied = 0;
+    rp->move_vectors = c->list_counts[l];
+    rp->started_us = zclock_usecs();
+}
+
 /* Picks the next stale replica to rebuild; 0 when there is none that can be. */
 static int s_rebuild_pick(coord_t *coord)
 {
-    coord_repair_t *rp = &coord->repair;
     for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
         const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
         if (!c->trained || !c->nstale)
@@ -794,16 +812,7 @@ static int s_rebuild_pick(coord_t *coord)
                 uint32_t src = coord_replica_pick(coord, c, l, r + 1, NULL, coord->nshards);
                 if (src == UINT32_MAX)
                     continue;
-                rp->active = 1;
-                snprintf(rp->coll, sizeof rp->coll, "%s", c->name);
-                rp->list = l;
-                rp->replica = r;
-                rp->target = t;
-                rp->source = src;
-                rp->epoch = coord->shards[t].epoch;
-                rp->cursor[0] = '\0';
-                rp->copied = 0;
-                rp->started_us = zclock_usecs();
+                s_copy_begin(coord, c, l, r, t, src, 0);
                 log_info("repair: rebuilding \"%s\" list %u (%" PRIu64 " vectors) on shard %s "
                          "from shard %s",
                          c->name, l, c->list_counts[l], coord->shards[t].endpoint,
@@ -1006,7 +1015,6 @@ static int s_move_target_ok(const coord_t *coord, size_t s)
  */
 static int s_move_pick(coord_t *coord)
 {
-    coord_repair_t *rp = &coord->repair;
     shoal_err_t err;
     shoal_err_clear(&err);
     for (int pass = CATALOG_MOVE_COPYING; pass >= CATALOG_MOVE_QUEUED; pass--) {
@@ -1030,18 +1038,7 @@ static int s_move_pick(coord_t *coord)
                     log_warn("moves: %s", err.msg);
                     continue;
                 }
-                rp->active = 1;
-                rp->moving = 1;
-                snprintf(rp->coll, sizeof rp->coll, "%s", c->name);
-                rp->list = l;
-                rp->replica = r;
-                rp->target = t;
-                rp->source = src;
-                rp->epoch = coord->shards[t].epoch;
-                rp->cursor[0] = '\0';
-                rp->copied = 0;
-                rp->move_vectors = c->list_counts[l];
-                rp->started_us = zclock_usecs();
+                s_copy_begin(coord, c, l, r, t, src, 1);
                 log_info("moves: %s \"%s\" list %u replica %u (%" PRIu64 " vectors) from "
                          "shard %s to shard %s",
                          pass == CATALOG_MOVE_COPYING ? "resuming" : "moving", c->name, l, r,
