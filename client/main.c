@@ -162,6 +162,20 @@ static int s_opt_size(const char *name, const char *text, uint64_t min, uint64_t
     return rc;
 }
 
+/* An optional recall in (0, 1] (absent: *out untouched); anything else a usage error. */
+static int s_opt_recall(const char *name, const char *text, double *out, shoal_err_t *err)
+{
+    if (!text)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v > 0.0 && v <= 1.0))
+        return s_bad(err, "%s: expected a recall in (0, 1], got \"%s\"", name, text);
+    *out = v;
+    return 0;
+}
+
 static int s_parse_mode(const char *text, wire_mode_t *mode, shoal_err_t *err)
 {
     if (!text)
@@ -592,17 +606,22 @@ static int s_ids_parse(const char *arg, s_ids_t *v, shoal_err_t *err)
 static const char s_help_create[] =
     "usage: shoal create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M]\n"
     "                    [--ef-construction E] [--replication R] [--write-quorum W]\n"
+    "                    [--target-recall T]\n"
     "Creates collection NAME of D-dimensional vectors. --nlist: IVF lists (the\n"
     "coordinator's default if absent); --M, --ef-construction: HNSW parameters\n"
     "of the shards (their defaults if absent); --replication: copies of each\n"
     "list on distinct shards (1..3, at most the shards; default 1);\n"
     "--write-quorum: replicas that must hold a write before it is acknowledged\n"
-    "(1..R, default 1). Train it before loading.\n";
+    "(1..R, default 1); --target-recall: the recall@10 its searches aim at when\n"
+    "they give neither --nprobe nor --ef (0 < T <= 1; once the coordinator has\n"
+    "calibrated it; default: none, the collection's nprobe and the shards' ef).\n"
+    "Train it before loading.\n";
 
 static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s, *rep_s, *wq_s;
-    s_opt_t opts[] = {{"--dim", NULL, &dim_s},
+    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s, *rep_s, *wq_s, *tr_s;
+    s_opt_t opts[] = {{"--target-recall", NULL, &tr_s},
+                      {"--dim", NULL, &dim_s},
                       {"--metric", NULL, &metric_s},
                       {"--nlist", NULL, &nlist_s},
                       {"--M", "-M", &m_s},
@@ -611,7 +630,7 @@ static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
                       {"--write-quorum", NULL, &wq_s}};
     const char *names[] = {"NAME"}, *pos[1];
     size_t npos;
-    int rc = s_parse_args(argc, argv, opts, 7, names, 1, 1, pos, &npos, err);
+    int rc = s_parse_args(argc, argv, opts, 8, names, 1, 1, pos, &npos, err);
     if (rc != 0)
         return rc;
     if (!dim_s)
@@ -628,7 +647,8 @@ static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         (rc = s_opt_size("--ef-construction", efc_s, 1, UINT32_MAX, &copts.ef_construction, err)) !=
             0 ||
         (rc = s_opt_size("--replication", rep_s, 1, 3, &copts.replication, err)) != 0 ||
-        (rc = s_opt_size("--write-quorum", wq_s, 1, 3, &copts.write_quorum, err)) != 0)
+        (rc = s_opt_size("--write-quorum", wq_s, 1, 3, &copts.write_quorum, err)) != 0 ||
+        (rc = s_opt_recall("--target-recall", tr_s, &copts.target_recall, err)) != 0)
         return rc;
     if (copts.write_quorum > (copts.replication ? copts.replication : 1))
         return s_bad(err, "--write-quorum %zu exceeds --replication %zu", copts.write_quorum,
@@ -805,6 +825,7 @@ done:
 /* The option texts search and knn-graph share, and each one's row count option. */
 typedef struct {
     const char *k, *nprobe, *ef, *mode; /* -k, --nprobe, --ef, --mode */
+    const char *recall;                 /* --recall (search only; NULL for knn-graph) */
     const char *rows;                   /* --batch (search) or --chunk (knn-graph) */
     const char *deadline;               /* --deadline-ms */
 } s_search_args_t;
@@ -819,20 +840,25 @@ static int s_search_args_parse(const s_search_args_t *a, const char *rows_name, 
         (rc = s_opt_size("--ef", a->ef, 1, UINT32_MAX, &sopts->ef, err)) != 0 ||
         (rc = s_opt_size(rows_name, a->rows, 1, WIRE_MAX_BATCH_DEFAULT, rows, err)) != 0 ||
         (rc = s_opt_size("--deadline-ms", a->deadline, 1, S_TIMEOUT_MS_MAX, &sopts->deadline_ms,
-                         err)) != 0)
+                         err)) != 0 ||
+        (rc = s_opt_recall("--recall", a->recall, &sopts->recall, err)) != 0)
         return rc;
     return s_parse_mode(a->mode, &sopts->mode, err);
 }
 
 static const char s_help_search[] =
-    "usage: shoal search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E]\n"
+    "usage: shoal search NAME QUERY_FILE [-k K] [--nprobe N] [--ef E] [--recall R]\n"
     "                    [--mode auto|hnsw|exact] [--batch B] [--deadline-ms D]\n"
     "                    [--gt GT.ivecs] [--out OUT.ivecs]\n"
     "Searches NAME with every row of QUERY_FILE, B queries per request (default\n"
     "1, so the latency percentiles are per query; with B > 1 they are per\n"
     "request). Prints one line:\n"
     "  queries=N k=K [recall@K=R] qps=Q p50_ms=.. p95_ms=.. p99_ms=..\n"
-    "  shards_per_query=S [partial=1 missing_shards=a,b]\n"
+    "  shards_per_query=S [nprobe=N ef=E calibrated_recall=C]\n"
+    "  [partial=1 missing_shards=a,b]\n"
+    "--recall R (0 < R <= 1): the coordinator picks nprobe and ef from its\n"
+    "calibration of NAME to reach recall@10 R (the line then says which ran and\n"
+    "the recall they reached there); it overrides --nprobe and --ef.\n"
     "recall@K only with --gt (an .ivecs of true neighbour ids per query);\n"
     "shards_per_query = shards asked, summed over queries, / queries. A partial\n"
     "answer (shards that missed the deadline) still exits 0. --out writes the\n"
@@ -871,13 +897,15 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
     const char *gt_path, *out_path;
     s_search_args_t a;
+    memset(&a, 0, sizeof a);
     s_opt_t opts[] = {{"-k", "--k", &a.k},        {"--nprobe", NULL, &a.nprobe},
                       {"--ef", NULL, &a.ef},      {"--mode", NULL, &a.mode},
                       {"--batch", NULL, &a.rows}, {"--deadline-ms", NULL, &a.deadline},
-                      {"--gt", NULL, &gt_path},   {"--out", NULL, &out_path}};
+                      {"--gt", NULL, &gt_path},   {"--out", NULL, &out_path},
+                      {"--recall", NULL, &a.recall}};
     const char *names[] = {"NAME", "QUERY_FILE"}, *pos[2];
     size_t npos;
-    int rc = s_parse_args(argc, argv, opts, 8, names, 2, 2, pos, &npos, err);
+    int rc = s_parse_args(argc, argv, opts, 9, names, 2, 2, pos, &npos, err);
     if (rc != 0)
         return rc;
     shoal_search_opts_t sopts;
@@ -930,6 +958,8 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     char missing[S_MISSING_MAX] = "";
     int partial = 0;
     uint64_t fanout = 0;
+    shoal_search_info_t last;
+    memset(&last, 0, sizeof last);
     double t0 = s_now();
     for (size_t r = 0; r < nreq; r++) {
         size_t at = r * batch, n = nq - at < batch ? nq - at : batch;
@@ -946,6 +976,7 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         free(ids);
         ids = NULL;
         fanout += info.fanout;
+        last = info;
         if (info.partial) {
             partial = 1;
             s_union_add(missing, sizeof missing, info.missing);
@@ -961,6 +992,8 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     printf(" qps=%.1f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f shards_per_query=%.2f",
            seconds > 0 ? (double)nq / seconds : 0.0, s_percentile(lat, nreq, 50),
            s_percentile(lat, nreq, 95), s_percentile(lat, nreq, 99), (double)fanout / (double)nq);
+    if (last.recall > 0)
+        printf(" nprobe=%u ef=%u calibrated_recall=%.4f", last.nprobe, last.ef, last.recall);
     if (partial)
         printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
     putchar('\n');
@@ -1375,6 +1408,7 @@ static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
     const char *out_path;
     s_search_args_t a;
+    memset(&a, 0, sizeof a);
     s_opt_t opts[] = {{"-k", "--k", &a.k},
                       {"--out", NULL, &out_path},
                       {"--nprobe", NULL, &a.nprobe},

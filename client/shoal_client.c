@@ -471,6 +471,7 @@ static int s_create(shoal_client_t *client, const char *coll, size_t dim, shoal_
     req.ef_construction = (uint32_t)o->ef_construction;
     req.replication = (uint32_t)o->replication;
     req.write_quorum = (uint32_t)o->write_quorum;
+    req.target_recall = o->target_recall;
     return s_call_status(client, &req, err);
 }
 
@@ -601,6 +602,7 @@ int shoal_client_search_ex(shoal_client_t *client, const char *coll, const float
     req.nfilter = opts->filter ? opts->nfilter : 0;
     req.nprobe = (uint32_t)opts->nprobe;
     req.deadline_ms = (uint32_t)opts->deadline_ms;
+    req.recall = opts->recall;
     wire_reply_t rep;
     shoal_frames_t *frames = NULL;
     rc = s_call_deadline(client, &req, &rep, &frames, err);
@@ -622,6 +624,9 @@ int shoal_client_search_ex(shoal_client_t *client, const char *coll, const float
                 info->partial = rep.partial != 0;
                 snprintf(info->missing, sizeof info->missing, "%s", rep.missing);
                 info->fanout = rep.fanout;
+                info->nprobe = rep.nprobe_used;
+                info->ef = rep.ef_used;
+                info->recall = rep.recall;
             }
         }
         if (rc != 0) {

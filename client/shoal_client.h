@@ -99,6 +99,7 @@ typedef struct {
     size_t ef_construction; /* HNSW build candidates on the shards */
     size_t replication;     /* copies of each IVF list on distinct shards (R, 1..3) */
     size_t write_quorum;    /* replicas that must hold a write before it is acked (W, 1..R) */
+    double target_recall;   /* default recall target of its searches, (0, 1]; 0 = none */
 } shoal_create_opts_t;
 
 int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim,
@@ -132,6 +133,8 @@ typedef struct {
     size_t nfilter;         /* its length */
     size_t nprobe;          /* coordinator: lists probed; 0 = the collection's default */
     size_t deadline_ms;     /* coordinator: answer within; 0 = its default */
+    double recall;          /* coordinator: the recall@10 wanted, (0, 1] (nprobe / ef from its
+                               calibration); 0 = none */
 } shoal_search_opts_t;
 
 /* What a search reply said besides the results. */
@@ -140,6 +143,8 @@ typedef struct {
     int partial;                     /* 1 when some shards missed the deadline */
     char missing[WIRE_MISSING_MAX];  /* their endpoints, comma-separated */
     uint64_t fanout;                 /* sum over queries of shards asked (coordinator) */
+    uint32_t nprobe, ef;             /* at a recall target: the setting that ran (else 0) */
+    double recall;                   /* ... and the recall its calibration measured */
 } shoal_search_info_t;
 
 /*

@@ -297,6 +297,9 @@ typedef enum {
     S_KEY_DRY_RUN,
     S_KEY_MAX_MOVES,
     S_KEY_RATE_MB,
+    /* recall-targeted search (docs/protocol.md section 11.10) */
+    S_KEY_RECALL,
+    S_KEY_TARGET_RECALL,
     S_NKEYS
 } s_key_t;
 
@@ -341,6 +344,8 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_DRY_RUN] = "dry_run",
     [S_KEY_MAX_MOVES] = "max_moves",
     [S_KEY_RATE_MB] = "rate_mb",
+    [S_KEY_RECALL] = "recall",
+    [S_KEY_TARGET_RECALL] = "target_recall",
 };
 
 /* The key sets below are bit masks over s_key_t. */
@@ -355,13 +360,14 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_DEADLINE_MS) | S_BIT(S_KEY_CHUNK) | S_BIT(S_KEY_CURSOR) |   \
      S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                           \
      S_BIT(S_KEY_WRITE_QUORUM) | S_BIT(S_KEY_ENDPOINT) | S_BIT(S_KEY_DRY_RUN) |                    \
-     S_BIT(S_KEY_MAX_MOVES) | S_BIT(S_KEY_RATE_MB))
+     S_BIT(S_KEY_MAX_MOVES) | S_BIT(S_KEY_RATE_MB) | S_BIT(S_KEY_RECALL) |                        \
+     S_BIT(S_KEY_TARGET_RECALL))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
      S_BIT(S_KEY_COUNT) | S_BIT(S_KEY_SEQ) | S_BIT(S_KEY_INFO) | S_BIT(S_KEY_PARTIAL) |            \
      S_BIT(S_KEY_MISSING) | S_BIT(S_KEY_FANOUT) | S_BIT(S_KEY_CURSOR) | S_BIT(S_KEY_TOTAL) |      \
-     S_BIT(S_KEY_DONE))
+     S_BIT(S_KEY_DONE) | S_BIT(S_KEY_NPROBE) | S_BIT(S_KEY_EF) | S_BIT(S_KEY_RECALL))
 
 /* One decode in progress. */
 typedef struct {
@@ -610,6 +616,29 @@ static int s_get_tunable(s_dec_t *d, s_key_t key, uint32_t *out)
 }
 
 /*
+ * An optional recall in (0, 1] (a float, or the integer 1), 0 when absent;
+ * anything else is einval naming the key.
+ */
+static int s_get_recall(s_dec_t *d, s_key_t key, double *out)
+{
+    const msgpack_object *o = d->val[key];
+    if (!o)
+        return 0;
+    double v;
+    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+        v = o->via.f64;
+    else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= 1)
+        v = (double)o->via.u64;
+    else
+        return s_fail(d, SHOAL_EPROTO, "\"%s\" has type %s, expected float", s_key_names[key],
+                      wire_mp_type_name(o));
+    if (!(v > 0.0 && v <= 1.0))
+        return s_fail(d, SHOAL_EINVAL, "\"%s\" must be in (0, 1], got %g", s_key_names[key], v);
+    *out = v;
+    return 0;
+}
+
+/*
  * "ef": optional, 0 (the default) when absent. A candidate list is a size of
  * work like k, so a value beyond its bound is a limit (elimit), as the shard
  * reports one above the index's bound; the codec knows only the 32 bits.
@@ -844,7 +873,8 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
         (rc = s_get_tunable(d, S_KEY_EF_CONSTRUCTION, &req->ef_construction)) ||
         (rc = s_get_tunable(d, S_KEY_NLIST, &req->nlist)) ||
         (rc = s_get_tunable(d, S_KEY_REPLICATION, &req->replication)) ||
-        (rc = s_get_tunable(d, S_KEY_WRITE_QUORUM, &req->write_quorum)))
+        (rc = s_get_tunable(d, S_KEY_WRITE_QUORUM, &req->write_quorum)) ||
+        (rc = s_get_recall(d, S_KEY_TARGET_RECALL, &req->target_recall)))
         return rc;
     return s_expect_frames(d, 1, "header");
 }
@@ -946,6 +976,7 @@ static int s_dec_search(s_dec_t *d, wire_request_t *req)
         (rc = s_get_request_mode(d, &req->mode)) || (rc = s_get_ef(d, &req->ef)) ||
         (rc = s_get_tunable(d, S_KEY_NPROBE, &req->nprobe)) ||
         (rc = s_get_tunable(d, S_KEY_DEADLINE_MS, &req->deadline_ms)) ||
+        (rc = s_get_recall(d, S_KEY_RECALL, &req->recall)) ||
         (rc = s_get_uint(d, S_KEY_NFILTER, false, &req->nfilter)))
         return rc;
     if (req->nfilter > d->lim.max_filter)
@@ -1228,7 +1259,9 @@ static int s_dec_search_reply(s_dec_t *d, wire_reply_t *rep)
     int rc;
     if ((rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &rep->n)) ||
         (rc = s_get_count32(d, S_KEY_K, d->lim.max_k, &rep->k)) ||
-        (rc = s_get_reply_mode(d, true, &rep->mode_used)) || (rc = s_dec_fanout_keys(d, rep)))
+        (rc = s_get_reply_mode(d, true, &rep->mode_used)) || (rc = s_dec_fanout_keys(d, rep)) ||
+        (rc = s_get_tunable(d, S_KEY_NPROBE, &rep->nprobe_used)) ||
+        (rc = s_get_ef(d, &rep->ef_used)) || (rc = s_get_recall(d, S_KEY_RECALL, &rep->recall)))
         return rc;
     if ((rc = s_expect_frames(d, 3, "header, ids, distances")) ||
         (rc = s_expect_size(d, 1, "n", rep->n, "k", rep->k, sizeof(uint64_t))) ||
@@ -1464,6 +1497,13 @@ static void s_enc_int(s_enc_t *e, const char *key, int64_t value)
         e->failed = true;
 }
 
+static void s_enc_f64(s_enc_t *e, const char *key, double value)
+{
+    s_enc_key(e, key);
+    if (msgpack_pack_double(&e->pk, value))
+        e->failed = true;
+}
+
 static void s_enc_str(s_enc_t *e, const char *key, const char *value)
 {
     size_t len = strlen(value);
@@ -1595,10 +1635,16 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
         if (!strcmp(shoal_metric_name(req->metric), "?"))
             return shoal_err_set(err, SHOAL_EINVAL, "%s: metric %d is not valid", opname,
                                  (int)req->metric);
+        if (!(req->target_recall >= 0 && req->target_recall <= 1))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: target_recall must be in (0, 1], got %g",
+                                 opname, req->target_recall);
         break;
     case WIRE_OP_SEARCH:
         if (req->k == 0)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", opname);
+        if (!(req->recall >= 0 && req->recall <= 1))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: recall must be in (0, 1], got %g",
+                                 opname, req->recall);
         if ((unsigned)req->mode >= S_NMODES)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
                                  (int)req->mode);
@@ -1689,6 +1735,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "replication", req->replication);
         if (req->write_quorum)
             s_enc_uint(&e, "write_quorum", req->write_quorum);
+        if (req->target_recall > 0)
+            s_enc_f64(&e, "target_recall", req->target_recall);
         break;
     case WIRE_OP_INSERT:
         s_enc_uint(&e, "n", req->n);
@@ -1711,6 +1759,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "nprobe", req->nprobe);
         if (req->deadline_ms)
             s_enc_uint(&e, "deadline_ms", req->deadline_ms);
+        if (req->recall > 0)
+            s_enc_f64(&e, "recall", req->recall);
         break;
     case WIRE_OP_TRAIN:
         s_enc_uint(&e, "n", req->n);
@@ -1929,6 +1979,12 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
             s_enc_uint(&e, "k", rep->k);
             s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
             s_enc_fanout_fields(&e, rep);
+            if (rep->nprobe_used)
+                s_enc_uint(&e, "nprobe", rep->nprobe_used);
+            if (rep->ef_used)
+                s_enc_uint(&e, "ef", rep->ef_used);
+            if (rep->recall > 0)
+                s_enc_f64(&e, "recall", rep->recall);
             break;
         case WIRE_OP_KNN_GRAPH:
             s_enc_uint(&e, "n", rep->n);

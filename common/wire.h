@@ -155,6 +155,10 @@ typedef struct {
     /* search and knn_graph at the coordinator (a shard ignores them) */
     uint32_t nprobe;                 /* IVF lists probed per query; 0 = collection default */
     uint32_t deadline_ms;            /* answer within this; 0 = coordinator default */
+    double recall;                   /* search: the recall@k wanted, in (0, 1]: the coordinator
+                                        picks nprobe / ef from its calibration; 0 = none */
+    double target_recall;            /* create (coordinator): the collection's default recall
+                                        target, in (0, 1]; 0 = the coordinator's default */
 
     /* knn_graph: rows (stored vectors) per reply and where to go on */
     uint32_t chunk;                  /* rows per reply; 0 = coordinator default */
@@ -223,6 +227,9 @@ typedef struct {
     uint32_t partial;        /* 1 when some shards did not answer in time */
     char missing[WIRE_MISSING_MAX]; /* those shards' endpoints, comma-separated ("" if none) */
     uint64_t fanout;         /* sum over the queries of the shards each was sent to */
+    uint32_t nprobe_used;    /* search at a recall target: the lists probed (0: not sent) */
+    uint32_t ef_used;        /* ... the ef the shards ran (0: not sent) */
+    double recall;           /* ... the recall@k calibration measured for them (0: not sent) */
 
     /* knn_graph: n rows x k neighbours in frames 1-2 (ids, dists) as for search */
     const uint64_t *qids;    /* frame 3: the n rows' own ids */

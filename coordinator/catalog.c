@@ -11,6 +11,10 @@
  *       ef_construction | nprobe | trained (u32 each)               36 bytes
  *       version 2 appends replication | write_quorum (u32 each)     44 bytes
  *       (version 1, written before replication, reads as R = W = 1)
+ *       version 3 appends target_recall (f32)                       48 bytes
+ *       (versions 1 and 2 read as target_recall 0: the coordinator's default)
+ *   K/  magic "CCAL" u32 | version u32 | count u64 | k u32 | queries u32 |
+ *       npoints u32 | npoints x (nprobe u32 | ef u32 | recall f32 | cost f32)
  *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
  *       centroids (nlist x dim f32) | owners (nlist x R u32, list-major)
  *   O/  empty: the replica is rebuilt whole; one byte 2: it catches up on its Q/ ids
@@ -56,9 +60,12 @@
 #define CAT_COLL_MAGIC    0x4c4f4343u /* "CCOL" */
 #define CAT_TRAINED_MAGIC 0x4e525443u /* "CTRN" */
 #define CAT_INTENT_MAGIC  0x544e4943u /* "CINT" */
+#define CAT_CALIB_MAGIC   0x4c414343u /* "CCAL" */
 #define CAT_COLL_BYTES_V1 36
-#define CAT_COLL_BYTES    44
-#define CAT_COLL_VERSION  2 /* the C/ record's own version (v1 still read) */
+#define CAT_COLL_BYTES_V2 44
+#define CAT_COLL_BYTES    48
+#define CAT_COLL_VERSION  3 /* the C/ record's own version (v1 and v2 still read) */
+#define CAT_CALIB_HDR     28
 #define CAT_TRAINED_HDR   16
 #define CAT_INTENT_HDR    16
 #define CAT_KEY_MAX       (3 + WIRE_NAME_MAX + 13) /* "Q/" name 0 list replica id */
@@ -300,6 +307,11 @@ static int s_coll_check(const catalog_coll_t *c, char *why, size_t cap)
                  c->replication);
         return -1;
     }
+    if (!(c->target_recall >= 0.0 && c->target_recall <= 1.0)) {
+        snprintf(why, cap, "target_recall %g must be in (0, 1] (0: the default)",
+                 c->target_recall);
+        return -1;
+    }
     if ((unsigned)c->metric > SHOAL_METRIC_COSINE) {
         snprintf(why, cap, "metric %u is not l2/ip/cosine", (unsigned)c->metric);
         return -1;
@@ -325,24 +337,31 @@ static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
     s_put_le32(val + 32, c->trained ? 1u : 0u);
     s_put_le32(val + 36, c->replication);
     s_put_le32(val + 40, c->write_quorum);
+    s_put_le32(val + 44, s_float_bits((float)c->target_recall));
 }
 
 /* Parameters of a C/ value into c (no arrays). 0 or a reason in *why. */
 static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, char *why, size_t cap)
 {
     uint32_t magic = vlen >= 8 ? s_get_le32(val) : 0, version = vlen >= 8 ? s_get_le32(val + 4) : 0;
-    if (magic != CAT_COLL_MAGIC || (version != 1 && version != CAT_COLL_VERSION)) {
-        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version 1 or %d", magic,
+    if (magic != CAT_COLL_MAGIC || version < 1 || version > CAT_COLL_VERSION) {
+        snprintf(why, cap, "magic 0x%08x version %u, expected 0x%08x version 1..%d", magic,
                  version, CAT_COLL_MAGIC, CAT_COLL_VERSION);
         return -1;
     }
-    size_t want = version == 1 ? CAT_COLL_BYTES_V1 : CAT_COLL_BYTES;
+    size_t want = version == 1 ? CAT_COLL_BYTES_V1 : version == 2 ? CAT_COLL_BYTES_V2
+                                                                  : CAT_COLL_BYTES;
     if (vlen != want) {
         snprintf(why, cap, "%zu bytes, expected %zu (version %u)", vlen, want, version);
         return -1;
     }
     c->replication = version == 1 ? 1 : s_get_le32(val + 36);
     c->write_quorum = version == 1 ? 1 : s_get_le32(val + 40);
+    c->target_recall = version < 3 ? 0.0 : (double)s_bits_float(s_get_le32(val + 44));
+    if (!(c->target_recall >= 0.0 && c->target_recall <= 1.0)) {
+        snprintf(why, cap, "target_recall %g outside [0, 1]", c->target_recall);
+        return -1;
+    }
     c->dim = s_get_le32(val + 8);
     uint32_t metric = s_get_le32(val + 12);
     c->nlist = s_get_le32(val + 16);
@@ -392,6 +411,8 @@ static void s_coll_free(catalog_coll_t *c)
     free(c->move_to);
     free(c->move_state);
     free(c->orphans);
+    free(c->calib);
+    c->calib = NULL;
     c->centroids = NULL;
     c->owners = NULL;
     c->stale = NULL;
@@ -918,6 +939,68 @@ static int s_orphan_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key
     return 0;
 }
 
+/* Decodes a K/ value into t; 0 or -1 with why. */
+static int s_calib_decode(const uint8_t *val, size_t vlen, catalog_calib_t *t, char *why,
+                          size_t cap)
+{
+    uint32_t n = vlen >= CAT_CALIB_HDR ? s_get_le32(val + 24) : 0;
+    if (vlen < CAT_CALIB_HDR || s_get_le32(val) != CAT_CALIB_MAGIC ||
+        s_get_le32(val + 4) != CATALOG_FORMAT_VERSION || n > CATALOG_CALIB_POINTS_MAX ||
+        vlen != CAT_CALIB_HDR + (size_t)n * 16) {
+        snprintf(why, cap, "a calibration of %zu bytes (%u points) does not parse", vlen, n);
+        return -1;
+    }
+    memset(t, 0, sizeof *t);
+    t->count = s_get_le64(val + 8);
+    t->k = s_get_le32(val + 16);
+    t->queries = s_get_le32(val + 20);
+    t->npoints = n;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *p = val + CAT_CALIB_HDR + (size_t)i * 16;
+        catalog_calib_point_t *pt = &t->points[i];
+        pt->nprobe = s_get_le32(p);
+        pt->ef = s_get_le32(p + 4);
+        pt->recall = s_bits_float(s_get_le32(p + 8));
+        pt->cost = s_bits_float(s_get_le32(p + 12));
+        if (!(pt->recall >= 0 && pt->recall <= 1) || !(pt->cost >= 0) || !isfinite(pt->cost)) {
+            snprintf(why, cap, "calibration point %u: recall %g cost %g", i, pt->recall,
+                     pt->cost);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* K/<c>: the recall calibration, when there is one. */
+static int s_load_calib(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_prefix(key, 'K', c->name);
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND) {
+        shoal_err_clear(err);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    char why[128];
+    c->calib = malloc(sizeof *c->calib);
+    if (!c->calib) {
+        free(val);
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+    }
+    rc = s_calib_decode(val, vlen, c->calib, why, sizeof why);
+    free(val);
+    if (rc) {
+        free(c->calib);
+        c->calib = NULL;
+        return s_corrupt(cat, key, klen, err, why);
+    }
+    return 0;
+}
+
 static int s_load_colls(catalog_t *cat, shoal_err_t *err)
 {
     kv_iter_t *it = kv_iter_new(cat->kv, "C/", 2, err);
@@ -958,6 +1041,8 @@ static int s_load_colls(catalog_t *cat, shoal_err_t *err)
             rc = s_scan(cat, &c, 'V', s_move_record, err);
         if (rc == 0)
             rc = s_scan(cat, &c, 'D', s_orphan_record, err);
+        if (rc == 0)
+            rc = s_load_calib(cat, &c, err);
         /* Keys come in name order, so appending keeps the array sorted. */
         if (rc == 0)
             rc = s_coll_reserve(cat, err);
@@ -1294,6 +1379,7 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     c.nprobe = params->nprobe;
     c.replication = params->replication ? params->replication : 1;
     c.write_quorum = params->write_quorum ? params->write_quorum : 1;
+    c.target_recall = params->target_recall;
     if (s_coll_check(&c, why, sizeof why))
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
     if (c.replication > 1 && c.replication > catalog_shards_live(cat))
@@ -1328,7 +1414,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     kv_batch_t *batch = kv_batch_new();
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
-    static const char types[] = "CTNIMXOQVD";
+    static const char types[] = "CTNIMXOQVDK";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = s_key_prefix(begin, types[t], name);
@@ -1882,6 +1968,50 @@ int catalog_orphan_set(catalog_t *cat, const char *name, uint32_t l, uint32_t sh
         s_orphan_forget(c, l, shard);
     else if (s_orphan_put(c, l, shard, (uint8_t)kind) != 0)
         return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory", name);
+    return 0;
+}
+
+int catalog_calib_set(catalog_t *cat, const char *name, const catalog_calib_t *calib,
+                      shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    if (calib->npoints > CATALOG_CALIB_POINTS_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %u calibration points, at "
+                             "most %d", name, calib->npoints, CATALOG_CALIB_POINTS_MAX);
+    uint8_t val[CAT_CALIB_HDR + CATALOG_CALIB_POINTS_MAX * 16];
+    s_put_le32(val, CAT_CALIB_MAGIC);
+    s_put_le32(val + 4, CATALOG_FORMAT_VERSION);
+    s_put_le64(val + 8, calib->count);
+    s_put_le32(val + 16, calib->k);
+    s_put_le32(val + 20, calib->queries);
+    s_put_le32(val + 24, calib->npoints);
+    for (uint32_t i = 0; i < calib->npoints; i++) {
+        uint8_t *p = val + CAT_CALIB_HDR + (size_t)i * 16;
+        s_put_le32(p, calib->points[i].nprobe);
+        s_put_le32(p + 4, calib->points[i].ef);
+        s_put_le32(p + 8, s_float_bits(calib->points[i].recall));
+        s_put_le32(p + 12, s_float_bits(calib->points[i].cost));
+    }
+    size_t vlen = CAT_CALIB_HDR + (size_t)calib->npoints * 16;
+    char why[128];
+    catalog_calib_t *copy = malloc(sizeof *copy);
+    if (!copy)
+        return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
+    if (s_calib_decode(val, vlen, copy, why, sizeof why) != 0) { /* the loader's rules */
+        free(copy);
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", name, why);
+    }
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_prefix(key, 'K', name);
+    int rc = kv_put(cat->kv, key, klen, val, vlen, 1, err);
+    if (rc) {
+        free(copy);
+        return shoal_err_prefix(err, "collection \"%s\": storing its calibration", name);
+    }
+    free(c->calib);
+    c->calib = copy;
     return 0;
 }
 

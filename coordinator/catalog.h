@@ -26,6 +26,8 @@
  *                         (CATALOG_MOVE_QUEUED or CATALOG_MOVE_COPYING)
  *   D/<c><list u32><shard u32>  an orphan copy of the list on that shard, to be dropped
  *                         there: u8 CATALOG_ORPHAN_CURRENT or CATALOG_ORPHAN_STALE
+ *   K/<c>                 recall calibration: magic, version, the count it was measured
+ *                         at, k, queries, then per (nprobe, ef) point its recall and cost
  * Every value with a record header carries a magic and a format version; a
  * catalog written by another format version is refused at open, with the
  * versions named. Record lengths are checked on load; a record that does not
@@ -104,6 +106,24 @@ typedef struct {
     uint8_t kind; /* CATALOG_ORPHAN_CURRENT or CATALOG_ORPHAN_STALE */
 } catalog_orphan_t;
 
+/* One measured setting of a recall calibration (coord_calib.c). */
+typedef struct {
+    uint32_t nprobe, ef; /* the setting */
+    float recall;        /* recall@k it reached on the calibration queries */
+    float cost;          /* its mean work per query: shards touched x ef */
+} catalog_calib_point_t;
+
+#define CATALOG_CALIB_POINTS_MAX 64 /* settings one calibration measures at most */
+
+/* A collection's recall calibration: what each (nprobe, ef) reached. */
+typedef struct {
+    uint64_t count;   /* the collection's vectors when it was measured */
+    uint32_t k;       /* recall@k */
+    uint32_t queries; /* calibration queries (stored vectors) */
+    uint32_t npoints;
+    catalog_calib_point_t points[CATALOG_CALIB_POINTS_MAX];
+} catalog_calib_t;
+
 /* One collection as the coordinator knows it. */
 typedef struct {
     char name[WIRE_NAME_MAX + 1];
@@ -132,6 +152,8 @@ typedef struct {
     uint32_t nmoves;          /* replicas with a move planned */
     catalog_orphan_t *orphans; /* norphans copies to drop, sorted by (list, shard) */
     uint32_t norphans;
+    double target_recall;     /* default recall target of its searches; 0 = the coordinator's */
+    catalog_calib_t *calib;   /* its recall calibration, or NULL (catalog's) */
 } catalog_coll_t;
 
 /* An interrupted (or in-progress) write, as catalog_intent_put stored it. */
@@ -195,8 +217,8 @@ int catalog_shard_role_set(catalog_t *cat, size_t i, int role, shoal_err_t *err)
 
 /*
  * Records a new collection from params (name, dim, metric, nlist, M,
- * ef_construction, nprobe, replication, write_quorum (0 = 1); the rest
- * ignored), untrained. SHOAL_EEXIST when the name is taken, SHOAL_EINVAL for
+ * ef_construction, nprobe, replication, write_quorum (0 = 1), target_recall
+ * (0 or in (0, 1]); the rest ignored), untrained. SHOAL_EEXIST when the name is taken, SHOAL_EINVAL for
  * dim/nlist 0, nprobe > nlist, replication outside 1..CATALOG_REPLICAS_MAX or
  * above the shard count, write_quorum outside 1..replication.
  */
@@ -220,6 +242,10 @@ const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i);
  */
 int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
                         const uint32_t *owners, shoal_err_t *err);
+
+/* Stores c's recall calibration (replacing any), synced. SHOAL_EINVAL for a bad table. */
+int catalog_calib_set(catalog_t *cat, const char *name, const catalog_calib_t *calib,
+                      shoal_err_t *err);
 
 /* Shard of replica r of list l of a trained collection. */
 static inline uint32_t catalog_owner(const catalog_coll_t *c, uint32_t l, uint32_t r)

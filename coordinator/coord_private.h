@@ -17,6 +17,8 @@
  *                   list moves: copy, switch).
  *   coord_grow.c    growth: shard add / drain / remove, rebalance plans, the
  *                   "moves" stats.
+ *   coord_calib.c   recall calibration: what each (nprobe, ef) reaches, so a
+ *                   search can ask for a recall.
  *
  * Shards are named by their registry index, which never changes: a shard
  * added online is appended (coord->shards grows: every per-shard array a job
@@ -143,6 +145,42 @@ typedef struct {
     uint64_t moves_planned;   /* moves in the last plan (for progress) */
 } coord_repair_t;
 
+/* Recall calibration (coord_calib.c). */
+#define COORD_CALIB_MIN_VECTORS 1000  /* a collection is calibrated from this size */
+#define COORD_CALIB_QUERIES 200       /* stored vectors used as queries (at most count / 10) */
+#define COORD_CALIB_QUERIES_MIN 50    /* fewer found: the calibration fails */
+#define COORD_CALIB_REGROW 0.25       /* re-calibrated when the count moved by this fraction */
+#define COORD_CALIB_RETRY_MS 30000    /* after a failed calibration */
+#define COORD_CALIB_LOOK_MS 2000      /* how often collections are looked at */
+
+typedef enum {
+    COORD_CALIB_IDLE = 0,
+    COORD_CALIB_GET,     /* fetching the sampled vectors */
+    COORD_CALIB_NEAR,    /* each one's nearest other stored vector */
+    COORD_CALIB_NEARGET, /* fetching those: the queries are the midpoints */
+    COORD_CALIB_TRUTH,   /* the queries' exact neighbours */
+    COORD_CALIB_GRID,  /* one search per (nprobe, ef) */
+} coord_calib_phase_t;
+
+/* The calibration in progress (one at a time) and its totals. */
+typedef struct {
+    coord_calib_phase_t phase;
+    char coll[WIRE_NAME_MAX + 1];
+    uint32_t dim, nlist;
+    size_t nq;               /* queries */
+    uint64_t *ids;           /* nq: their ids (owned) */
+    float *vecs;             /* nq x dim: their vectors, then the queries (owned) */
+    uint64_t *near;          /* nq: each sampled vector's nearest other one (owned) */
+    uint64_t *truth;         /* nq x k: the queries' exact neighbours (owned) */
+    catalog_calib_t table;   /* the grid being measured */
+    size_t npoints, point;   /* grid points, the one running */
+    struct coord_job *job;   /* the internal job in flight (its on_result continues) */
+    int64_t next_us;         /* no calibration starts before */
+    char quiet_coll[WIRE_NAME_MAX + 1]; /* the candidate seen at the last look ... */
+    uint64_t quiet_count;    /* ... and its count then (unchanged at the next: it starts) */
+    uint64_t done, failures; /* totals since start */
+} coord_calib_t;
+
 /* At most this many writes run at once (more wait in the FIFO). */
 #define COORD_WRITES_RUNNING_MAX 64
 
@@ -179,6 +217,9 @@ struct coord_job {
     uint64_t down_round;             /* the shard-down round that last called it */
     void (*free_state)(void *state); /* frees state */
     void *state;                     /* the op's own state */
+    /* an internal job's answer: called with the reply a client would get, before the end */
+    void (*on_result)(coord_t *coord, coord_job_t *job, const wire_reply_t *rep);
+    void *result_ctx;                /* for on_result (not freed with the job) */
 };
 
 /* A k-means + placement run handed to the training thread. */
@@ -254,6 +295,7 @@ struct coord {
     uint64_t hedged;             /* sub-queries sent to another replica (down, slow, failed) */
     uint64_t replica_misses;     /* replica writes missed (the replica was marked stale) */
     coord_repair_t repair;       /* coord_repair.c */
+    coord_calib_t calib;         /* coord_calib.c */
 };
 
 /* ---- coord.c: jobs and shards ---- */
@@ -277,7 +319,7 @@ int coord_scope_busy(const coord_t *coord, const coord_job_t *self, const coord_
 void coord_writes_changed(coord_t *coord);
 /* Ends a job: rids leave the table, state freed; *job_p NULL. */
 void coord_job_end(coord_t *coord, coord_job_t **job_p);
-/* Sends rep to the job's client (if any), counts it, ends the job. */
+/* Sends rep to the job's client (if any) or on_result (internal), ends the job. */
 void coord_reply(coord_t *coord, coord_job_t **job_p, const wire_reply_t *rep);
 /* An error reply with a formatted message, then the end. */
 void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, ...)
@@ -383,6 +425,21 @@ void coord_orphans_count(coord_t *coord);
  * it is dropped there.
  */
 void coord_extra_missed(coord_t *coord, const catalog_coll_t *c, uint32_t l, size_t s);
+
+/* ---- coord_calib.c ---- */
+/*
+ * The calibrated setting for a recall target on c: the cheapest (nprobe,
+ * ef) that reached target (0), or the best one when none did (1), with the
+ * recall it reached; -1 when c has no calibration.
+ */
+int coord_calib_pick(const catalog_coll_t *c, double target, uint32_t *nprobe, uint32_t *ef,
+                     double *recall);
+/* Starts a calibration when one is due (the loop, through the repair tick). */
+void coord_calib_tick(coord_t *coord, int64_t now);
+/* Frees the calibration in progress (coord_destroy). */
+void coord_calib_fini(coord_t *coord);
+/* Adds c's "calibration" map to its stats. */
+void coord_calib_info(coord_t *coord, wire_info_t *info, const catalog_coll_t *c);
 
 /* ---- coord_grow.c ---- */
 void coord_op_shard_add(coord_t *coord, coord_job_t *job);

@@ -102,6 +102,8 @@ typedef struct {
     char cursor[WIRE_CURSOR_MAX + 1];
     uint64_t total;
     size_t kk; /* k asked from the search path (k + 1, capped) */
+    int calibrated;           /* search: nprobe / ef came from the recall calibration */
+    double calibrated_recall; /* ... the recall it measured for them */
 } s_read_t;
 
 /* The per-shard get arrays (freed as soon as the get phase is over). */
@@ -636,7 +638,8 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
                 SIZE_MAX)
             return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
     r->norig = r->nunits;
-    coord_record_fanout(coord, r->plan.per_query, nq);
+    if (job->client) /* a calibration's searches are not the clients' fan-out */
+        coord_record_fanout(coord, r->plan.per_query, nq);
     int64_t now = zclock_usecs(), deadline = (int64_t)s_deadline_ms(coord, job) * 1000;
     r->final_us = now + deadline;
     r->hedge_pending = R > 1 && coord->opts.hedge_pct > 0 && coord->opts.hedge_pct < 100;
@@ -699,8 +702,48 @@ static void s_search_done(coord_t *coord, coord_job_t *job)
     rep.partial = (uint32_t)s_partial(coord, r);
     coord_shard_list(coord, r->missing, rep.missing, sizeof rep.missing);
     rep.fanout = r->have_plan ? r->plan.fanout : 0;
+    if (r->calibrated) {
+        rep.nprobe_used = job->req.nprobe;
+        rep.ef_used = job->req.ef;
+        rep.recall = r->calibrated_recall;
+    }
     coord_reply(coord, &job, &rep);
     wire_reply_fini(&rep);
+}
+
+/*
+ * A search at a recall target (the request's `recall`, else the collection's
+ * target_recall when neither nprobe nor ef is given) runs at the calibrated
+ * setting: job->req's nprobe and ef are set from it. A `recall` asked of a
+ * collection not calibrated yet is SHOAL_EUNAVAIL saying why; the
+ * collection's own target then just falls back to the defaults.
+ */
+static int s_recall_setting(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
+                            double *recall, shoal_err_t *err)
+{
+    wire_request_t *req = &job->req;
+    double target = req->recall;
+    if (target <= 0 && !req->nprobe && !req->ef)
+        target = c->target_recall;
+    if (target <= 0)
+        return 0;
+    uint32_t nprobe = 0, ef = 0;
+    if (coord_calib_pick(c, target, &nprobe, &ef, recall) < 0) {
+        if (req->recall <= 0)
+            return 0;
+        return shoal_err_set(err, SHOAL_EUNAVAIL,
+                             "search: collection \"%s\" is not calibrated yet for recall "
+                             "targets (%s%" PRIu64 " vectors; calibration needs %d and runs in "
+                             "the background): give nprobe / ef instead",
+                             c->name, coord->calib.phase != COORD_CALIB_IDLE &&
+                                          !strcmp(coord->calib.coll, c->name)
+                                      ? "calibrating now, "
+                                      : "",
+                             c->count, COORD_CALIB_MIN_VECTORS);
+    }
+    req->nprobe = nprobe;
+    req->ef = ef < req->k ? req->k : ef; /* calibrated for recall@10; a shard needs ef >= k */
+    return 1;
 }
 
 void coord_op_search(coord_t *coord, coord_job_t *job)
@@ -721,6 +764,10 @@ void coord_op_search(coord_t *coord, coord_job_t *job)
                            "search: the reply (%" PRIu64 " x %u results) would exceed "
                            "--max-message-bytes %zu",
                            req->n, req->k, coord->limits.max_message_bytes);
+    double calibrated_recall = 0;
+    int calibrated = rc == 0 ? s_recall_setting(coord, job, c, &calibrated_recall, &err) : 0;
+    if (calibrated < 0)
+        rc = err.code;
     if (rc == 0)
         rc = s_nprobe(job, c, &nprobe, &err);
     if (rc == 0)
@@ -729,6 +776,8 @@ void coord_op_search(coord_t *coord, coord_job_t *job)
     if (rc == 0 && !r)
         rc = shoal_err_set(&err, SHOAL_ENOMEM, "search: out of memory");
     if (rc == 0) {
+        r->calibrated = calibrated;
+        r->calibrated_recall = calibrated_recall;
         r->done = s_search_done;
         r->dim = c->dim;
         rc = s_search_start(coord, job, c, req->vecs, (size_t)req->n, req->k, nprobe, &err);

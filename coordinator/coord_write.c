@@ -805,6 +805,7 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
         params.write_quorum = params.replication; /* the default, capped */
     if (!params.write_quorum)
         params.write_quorum = 1;
+    params.target_recall = req->target_recall;
     /*
      * The coordinator fills in the shards' build defaults itself and sends
      * them, so every shard (and one re-created later) builds the collection

@@ -1826,3 +1826,101 @@ Test(cluster, replicated_collection_survives_a_lost_shard)
     free(mvecs);
     s_dataset_free(&s);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Recall targets (the coordinator's calibration, coord_calib.c)            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * How far below its target a search at a recall target may land on held-out
+ * queries: the calibration measures on stored vectors moved off the data
+ * (docs/operations.md: within 0.01 of held-out queries on siftsmall).
+ */
+#define S_CALIB_TOL     0.02
+#define S_CALIB_WAIT_S  60.0 /* the background calibration of 10,000 vectors is done within */
+
+/* A search of every query at recall target: its held-out recall@10; info gets the setting. */
+static int s_search_recall(shoal_client_t *c, const s_sift_t *s, double target, double *recall,
+                           shoal_search_info_t *info, shoal_err_t *err)
+{
+    shoal_search_opts_t opts = {.k = S_K, .recall = target};
+    uint64_t *ids = NULL;
+    memset(info, 0, sizeof *info);
+    int rc = shoal_client_search_ex(c, "sift", s->queries, s->nq, s->dim, &opts, &ids, NULL, info,
+                                    err);
+    if (rc == 0)
+        *recall = gt_recall(ids, S_K, s->gt, s->gtk, s->nq, S_K);
+    free(ids);
+    return rc;
+}
+
+Test(cluster, recall_targets_run_at_the_calibrated_setting)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
+    shoal_err_t err;
+    double recall = 0;
+    shoal_search_info_t info;
+
+    /* Until the background calibration is done, a recall target is refused, saying why. */
+    double end = s_now() + S_CALIB_WAIT_S;
+    int rc;
+    while ((rc = s_search_recall(c, &s, 0.9, &recall, &info, &err)) != 0) {
+        cr_assert_eq(rc, SHOAL_EUNAVAIL, "%s", err.msg);
+        cr_assert(strstr(err.msg, "not calibrated"), "%s", err.msg);
+        cr_assert_lt(s_now(), end, "not calibrated after %.0f s: %s", S_CALIB_WAIT_S, err.msg);
+        s_sleep_ms(S_POLL_MS * 4);
+    }
+    /* Each target: a setting whose calibrated recall reaches it, and held-out queries
+       within the tolerance; a higher target costs at least as much. */
+    const double targets[] = {0.9, 0.95, 0.99};
+    double cost_before = 0;
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(s_search_recall(c, &s, targets[i], &recall, &info, &err), 0, "%s",
+                     err.msg);
+        cr_log_info("target %.2f: nprobe %u ef %u, calibrated %.4f, held-out recall@10 %.4f",
+                    targets[i], info.nprobe, info.ef, info.recall, recall);
+        cr_assert(info.nprobe >= 1 && info.nprobe <= S_NLIST && info.ef >= S_K,
+                  "target %.2f ran nprobe %u ef %u", targets[i], info.nprobe, info.ef);
+        cr_assert_geq(info.recall, targets[i], "target %.2f: calibrated recall %.4f",
+                      targets[i], info.recall);
+        cr_assert_geq(recall, targets[i] - S_CALIB_TOL, "target %.2f: held-out recall %.4f",
+                      targets[i], recall);
+        double cost = (double)info.fanout / (double)s.nq * info.ef;
+        cr_assert_geq(cost, cost_before, "target %.2f costs less than a lower one", targets[i]);
+        cost_before = cost;
+    }
+    /* Out of (0, 1]: refused (by the client library before anything is sent; the
+       coordinator's decoder refuses the same, tests/test_wire.c). */
+    const double bad[] = {1.5, -0.1};
+    for (size_t i = 0; i < 2; i++) {
+        uint64_t *ids = NULL;
+        shoal_search_opts_t o = {.k = S_K, .recall = bad[i]};
+        rc = shoal_client_search(c, "sift", s.queries, 1, s.dim, &o, &ids, NULL, NULL, &err);
+        cr_assert_eq(rc, SHOAL_EINVAL, "recall %g: %s", bad[i], err.msg);
+        cr_assert(strstr(err.msg, "recall"), "%s", err.msg);
+        cr_assert_null(ids);
+    }
+
+    /* A collection too small to calibrate says so. */
+    s_load(c, "tiny", &s, 500, 8);
+    uint64_t *ids = NULL;
+    shoal_search_opts_t tiny = {.k = S_K, .recall = 0.9};
+    rc = shoal_client_search(c, "tiny", s.queries, 1, s.dim, &tiny, &ids, NULL, NULL, &err);
+    cr_assert_eq(rc, SHOAL_EUNAVAIL, "a tiny collection: %s", err.msg);
+    cr_assert(strstr(err.msg, "calibration needs"), "%s", err.msg);
+
+    /* The table is in the catalog: right after a restart the same setting runs. */
+    uint32_t np = info.nprobe, ef = info.ef;
+    shoal_client_destroy(&c);
+    s_proc_stop(&cl.coord);
+    s_coord_start(&cl);
+    c = s_client(&cl, S_TIMEOUT_MS);
+    s_wait_complete(c, "sift", &s, S_NLIST);
+    cr_assert_eq(s_search_recall(c, &s, 0.99, &recall, &info, &err), 0,
+                 "after a restart: %s", err.msg);
+    cr_assert(info.nprobe == np && info.ef == ef, "after a restart: nprobe %u ef %u, was %u %u",
+              info.nprobe, info.ef, np, ef);
+    s_finish(&c, &s);
+}

@@ -1520,6 +1520,27 @@ static const bad_case_t s_bad_requests[] = {
     {"list_drop: list is a str", {HEAD("list_drop"), S("coll", "a"), S("list", "3")}, 0, {0},
      SHOAL_EPROTO, "list_drop: \"list\" has type str, expected unsigned integer"},
 
+    /* recall targets: a float in (0, 1] (the integer 1 too) */
+    {"search: recall 1.5",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), F("recall", 1.5)}, 1,
+     {4}, SHOAL_EINVAL, "search: \"recall\" must be in (0, 1], got 1.5"},
+    {"search: recall 0",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), F("recall", 0.0)}, 1,
+     {4}, SHOAL_EINVAL, "search: \"recall\" must be in (0, 1], got 0"},
+    {"search: recall NaN",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), F("recall", NAN)}, 1,
+     {4}, SHOAL_EINVAL, "search: \"recall\" must be in (0, 1], got nan"},
+    {"search: recall is a str",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), S("recall", "0.9")}, 1,
+     {4}, SHOAL_EPROTO, "search: \"recall\" has type str, expected float"},
+    {"search: recall 2 (an integer)",
+     {HEAD("search"), S("coll", "a"), U("n", 1), U("dim", 1), U("k", 1), U("recall", 2)}, 1,
+     {4}, SHOAL_EPROTO, "search: \"recall\" has type uint, expected float"},
+    {"create_collection: target_recall 1.01",
+     {HEAD("create_collection"), S("coll", "a"), U("dim", 4), S("metric", "l2"),
+      F("target_recall", 1.01)},
+     0, {0}, SHOAL_EINVAL, "create_collection: \"target_recall\" must be in (0, 1], got 1.01"},
+
     /* cluster growth: every fault of "endpoint" is einval, whatever its kind */
     {"shard_add: no endpoint", {HEAD("shard_add")}, 0, {0}, SHOAL_EINVAL,
      "shard_add: missing required key \"endpoint\""},
@@ -2888,4 +2909,75 @@ Test(wire, info_arrays_hold_only_the_kinds_a_map_holds)
     cr_assert(strstr(err.msg, "\"info\" must be a map"), "%s", err.msg);
     wire_reply_fini(&out);
     wire_frames_fini(&frames);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Recall targets                                                           */
+/* ------------------------------------------------------------------------ */
+
+Test(wire, recall_targets_round_trip_and_are_sent_only_when_set)
+{
+    float q[4] = {1, 2, 3, 4};
+    for (int set = 0; set < 2; set++) {
+        wire_request_t req, out;
+        wire_frames_t frames;
+        wire_request_init(&req);
+        req.op = WIRE_OP_SEARCH;
+        req.rid = 60;
+        snprintf(req.coll, sizeof req.coll, "c");
+        req.n = 1;
+        req.dim = 4;
+        req.vecs = q;
+        req.k = 10;
+        req.recall = set ? 0.95 : 0;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(out.recall, req.recall);
+        cr_assert_eq(s_header_has(&frames, "recall"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+
+        wire_request_init(&req);
+        req.op = WIRE_OP_CREATE_COLLECTION;
+        req.rid = 61;
+        snprintf(req.coll, sizeof req.coll, "c");
+        req.dim = 4;
+        req.target_recall = set ? 0.9 : 0;
+        s_request_round_trip(&req, &frames, &out);
+        cr_assert_eq(out.target_recall, req.target_recall);
+        cr_assert_eq(s_header_has(&frames, "target_recall"), set);
+        wire_request_fini(&out);
+        wire_frames_fini(&frames);
+
+        /* The reply says the setting that ran and its calibrated recall. */
+        uint64_t ids[1] = {3};
+        float dists[1] = {0.5f};
+        wire_reply_t rep, rout;
+        s_search_reply(&rep, 62, 1, 1, WIRE_MODE_HNSW, ids, dists);
+        if (set) {
+            rep.nprobe_used = 8;
+            rep.ef_used = 32;
+            rep.recall = 0.9650;
+        }
+        s_reply_round_trip(&rep, &frames, &rout);
+        cr_assert_eq(rout.nprobe_used, rep.nprobe_used);
+        cr_assert_eq(rout.ef_used, rep.ef_used);
+        cr_assert_eq(rout.recall, rep.recall);
+        cr_assert_eq(s_header_has(&frames, "nprobe"), set);
+        wire_reply_fini(&rout);
+        wire_frames_fini(&frames);
+    }
+    /* The encoder refuses what the decoder would. */
+    wire_request_t req;
+    wire_frames_t frames;
+    shoal_err_t err;
+    wire_request_init(&req);
+    req.op = WIRE_OP_SEARCH;
+    snprintf(req.coll, sizeof req.coll, "c");
+    req.n = 1;
+    req.dim = 4;
+    req.vecs = q;
+    req.k = 10;
+    req.recall = 1.25;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "recall"), "%s", err.msg);
 }
