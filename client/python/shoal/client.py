@@ -38,11 +38,15 @@ HEADER_SLACK = 64 * 1024  # bytes kept for frame 0 when sizing a request
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"
 
-SearchInfo = collections.namedtuple("SearchInfo", "mode partial missing fanout")
+SearchInfo = collections.namedtuple("SearchInfo",
+                                    "mode partial missing fanout nprobe ef recall",
+                                    defaults=(None, None, None))
 SearchInfo.__doc__ = """What the server said about the last search: the mode that
 ran ("hnsw"/"exact", or "mixed" across split requests), partial (True when some
 shards missed the deadline), missing (their endpoints), fanout (sum over the
-queries of the shards each was sent to; 0 when the server does not say)."""
+queries of the shards each was sent to; 0 when the server does not say); at a
+recall target, nprobe and ef (the setting the coordinator ran) and recall (what
+its calibration measured there), else None."""
 
 KnnChunk = collections.namedtuple("KnnChunk", "ids D I total cursor partial missing")
 KnnChunk.__doc__ = """One chunk of a k-NN graph: ids (n,) int64 the rows' own ids,
@@ -387,19 +391,22 @@ class Client:
 
     def create_collection(self, name, dim, metric="l2", nlist=None, *, M=None,
                           ef_construction=None, replication=None, write_quorum=None,
-                          **options):
+                          target_recall=None, **options):
         """Creates a collection; returns the parameters in effect (info map).
 
         metric: "l2", "ip" or "cosine"; nlist: IVF lists (coordinator default
         when None); M / ef_construction: HNSW parameters of the shards;
         replication: copies of each list on distinct shards (1..3, default 1);
         write_quorum: replicas that must hold a write before it is
-        acknowledged (1..replication, default 1). Extra keyword options are
-        sent as header keys as given.
+        acknowledged (1..replication, default 1); target_recall: the recall@10
+        its searches aim at when they give neither nprobe, ef nor recall (0..1].
+        Extra keyword options are sent as header keys as given.
         """
         header = _lift({"coll": name, "dim": int(dim), "metric": metric}, nlist=nlist, M=M,
                        ef_construction=ef_construction, replication=replication,
                        write_quorum=write_quorum)
+        if target_recall is not None:
+            header["target_recall"] = float(target_recall)
         header.update(options)
         return self._info(self._call("create_collection", header)[0])
 
@@ -550,9 +557,9 @@ class Client:
         padded with -1 / +inf.
 
         nprobe: IVF lists probed; ef: HNSW candidates; mode: "auto", "hnsw"
-        or "exact"; recall: a target recall, sent only when given (a server
-        feature still to come: today's server ignores it, as it ignores every
-        key it does not know, protocol section 3.1);
+        or "exact"; recall: a target recall@10 in (0, 1], sent only when
+        given: the coordinator picks nprobe and ef from its calibration of the
+        collection (client.last_search says which; protocol section 11.4);
         filter: ids allowed in the results; deadline_ms: the coordinator's
         deadline. Many queries go in several pipelined requests. When shards
         miss the deadline the results cover the others, a
@@ -591,6 +598,7 @@ class Client:
                     yield op, h, f, (i, a, b)
 
         modes, partial, missing, fanout = set(), False, [], 0
+        setting = (None, None, None)
         budget = 2 * self.search_batch
         for (i, a, b), header, frames in self._pipeline(requests(), budget=budget):
             m = b - a
@@ -612,10 +620,12 @@ class Client:
                     missing.extend(x for x in miss.split(",") if x not in missing)
             if isinstance(header.get("fanout"), int):
                 fanout += header["fanout"]
+            if isinstance(header.get("recall"), float):
+                setting = (header.get("nprobe"), header.get("ef"), header["recall"])
         for D, I in results:
             D[I < 0] = np.inf  # Faiss's padding whatever the server sent there
         mode = modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
-        self.last_search = SearchInfo(mode, partial, ",".join(missing), fanout)
+        self.last_search = SearchInfo(mode, partial, ",".join(missing), fanout, *setting)
         if partial:
             warnings.warn("search of %r: shards missed the deadline (%s): partial results"
                           % (name, ",".join(missing) or "unknown"), PartialResultWarning,

@@ -199,8 +199,8 @@ def test_insert_adapts_to_smaller_server_limits(cluster, coll):
 
 
 def test_recall_parameter_is_clean(client, coll):
-    """recall= is a future server feature: today's answer is either a normal
-    result or a ShoalError, never anything else."""
+    """recall= on a collection too small to calibrate: a ShoalError saying
+    so (eunavail), never anything else."""
     X = _make(client, coll, n=100)
     try:
         D, I = client.search(coll, X[:2], 3, recall=0.9)

@@ -1,6 +1,7 @@
 """Recall against the shipped ground truth, and the k-NN graph of a real set."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,26 @@ def test_sift_default_recall(mclient, sift):
     D, I = mclient.search("py_sift", Q, 10, nprobe=8, mode="hnsw", ef=128)
     assert recall_at(I, G, 10) >= 0.9
     assert mclient.last_search.mode == "hnsw"
+
+
+def test_sift_recall_target(mclient, sift):
+    """search(recall=) runs the coordinator's calibrated setting: it reaches the
+    target (0.02 tolerance, docs/operations.md) and last_search says which ran.
+    The calibration runs in the background once the collection is quiet."""
+    X, Q, G = sift
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            D, I = mclient.search("py_sift", Q, 10, recall=0.95)
+            break
+        except shoal.ShoalError as e:
+            assert "not calibrated" in e.msg
+            assert time.monotonic() < deadline, e.msg
+            time.sleep(0.5)
+    info = mclient.last_search
+    assert info.recall is not None and info.recall >= 0.95
+    assert info.nprobe >= 1 and info.ef >= 10
+    assert recall_at(I, G, 10) >= 0.95 - 0.02
 
 
 def test_glove_cosine_recall(mclient, glove):

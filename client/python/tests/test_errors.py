@@ -195,7 +195,7 @@ def test_unknown_keys_are_ignored(client, coll):
     """Section 3.1: a key the server does not know is accepted, not acted on."""
     X = _small(client, coll)
     assert client._call("ping", {"recall": 0.9, "future": {"x": 1}})[0]["code"] == 0
-    D, I = client.search(coll, X[:2], 3, recall=0.9)
+    D, I = client.search(coll, X[:2], 3, future_key={"x": 1})
     assert I.shape == (2, 3) and I[0, 0] == 0
 
 
