@@ -10,17 +10,31 @@
  * to last about S_REP_SECONDS; the figure printed is the median of the
  * repetitions, which ignores the odd one slowed by another process.
  *
+ * The same rows are also stored compressed (common/quant.h) and scanned by
+ * the f16 and sq8 batch kernels: f16_*_batch read 2 bytes per component,
+ * sq8_*_batch 1 byte. Their lines add vs_f32, the ratio of their rate to the
+ * float32 batch kernel's of the same metric and implementation. An sq8
+ * query's precomputation (2 dim operations and one allocation) is done once
+ * per query before timing; at N = 4,000 and dim 128 it would add under 1%.
+ *
  * Output, one line per (kernel, implementation), scalar first:
- *   kernel=l2sq impl=avx2 dim=128 n=10000 vectors_per_s=1.23e+08 speedup_vs_scalar=5.10
+ *   kernel=l2sq impl=avx2 dim=128 n=10000 vectors_per_s=1.23e+08 ns_per_vector=8.13
+ *   gb_per_s=63.0 speedup_vs_scalar=5.10 [vs_f32=2.40]
+ * gb_per_s counts the stored bytes read (4, 2 or 1 per component), not the
+ * query's, which stay in L1.
  *
  * The data is uniform random: a kernel's speed does not depend on the values.
- * With N * D floats larger than the caches the batch kernels measure memory
- * bandwidth more than arithmetic, which is what exact search meets too.
+ * With N rows larger than the caches the batch kernels measure memory
+ * bandwidth more than arithmetic, which is what exact search meets too, and
+ * where the compressed kinds gain most (N = 1,000,000 at dim 128 is 512 MB
+ * of float32); with N = 4,000 they are cache-resident and show the cost of
+ * the conversions instead.
  *
  * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
  */
 #include "bench/shoal_bench.h"
 #include "common/distance.h"
+#include "common/quant.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -49,11 +63,25 @@ typedef enum {
     DISTANCES_KERNEL_COSINE,
     DISTANCES_KERNEL_L2SQ_BATCH,
     DISTANCES_KERNEL_DOT_BATCH,
+    DISTANCES_KERNEL_F16_L2SQ_BATCH,
+    DISTANCES_KERNEL_F16_DOT_BATCH,
+    DISTANCES_KERNEL_SQ8_L2SQ_BATCH,
+    DISTANCES_KERNEL_SQ8_DOT_BATCH,
     DISTANCES_KERNEL_COUNT
 } distances_kernel_t;
 
-static const char *const s_kernel_names[DISTANCES_KERNEL_COUNT] = {"l2sq", "dot", "cosine",
-                                                                   "l2sq_batch", "dot_batch"};
+static const char *const s_kernel_names[DISTANCES_KERNEL_COUNT] = {
+    "l2sq",           "dot",           "cosine",         "l2sq_batch",   "dot_batch",
+    "f16_l2sq_batch", "f16_dot_batch", "sq8_l2sq_batch", "sq8_dot_batch"};
+
+/* What each kernel reads per stored component, and its float32 counterpart. */
+static const quant_kind_t s_kernel_kinds[DISTANCES_KERNEL_COUNT] = {
+    QUANT_F32, QUANT_F32, QUANT_F32, QUANT_F32, QUANT_F32,
+    QUANT_F16, QUANT_F16, QUANT_SQ8, QUANT_SQ8};
+static const distances_kernel_t s_kernel_f32_peer[DISTANCES_KERNEL_COUNT] = {
+    DISTANCES_KERNEL_L2SQ,       DISTANCES_KERNEL_DOT,        DISTANCES_KERNEL_COSINE,
+    DISTANCES_KERNEL_L2SQ_BATCH, DISTANCES_KERNEL_DOT_BATCH,  DISTANCES_KERNEL_L2SQ_BATCH,
+    DISTANCES_KERNEL_DOT_BATCH,  DISTANCES_KERNEL_L2SQ_BATCH, DISTANCES_KERNEL_DOT_BATCH};
 
 /* Every result is added here, so the compiler cannot drop a call as unused. */
 static volatile float s_sink;
@@ -64,9 +92,10 @@ static void s_usage(FILE *out)
             "usage: shoal-bench distances --dim D [--n N] [--reps R]\n"
             "\n"
             "Vectors per second of each distance kernel (l2sq, dot, cosine one pair at a\n"
-            "time; l2sq_batch, dot_batch one query against N rows) in every implementation\n"
-            "this CPU supports, and the speed-up over scalar. One line per kernel and\n"
-            "implementation, as key=value pairs.\n"
+            "time; l2sq_batch, dot_batch one query against N rows; the same batches over\n"
+            "f16 and sq8 codes of the rows) in every implementation this CPU supports,\n"
+            "the speed-up over scalar and, for the compressed kinds, the ratio to the\n"
+            "float32 batch. One line per kernel and implementation, as key=value pairs.\n"
             "\n"
             "  --dim D   dimension (1..%d)\n"
             "  --n N     rows compared with each query (default %d)\n"
@@ -137,18 +166,23 @@ static void s_fill_random(float *v, size_t count, uint64_t *state)
 }
 
 typedef struct {
-    const dist_kernels_t *kernels; /* the implementation measured */
+    const dist_kernels_t *kernels; /* the implementation measured (float32 kernels) */
+    const quant_kernels_t *quant;  /* the same implementation's f16/sq8 kernels */
     distances_kernel_t kernel;     /* the kernel measured */
     const float *queries;          /* S_QUERIES x dim */
     const float *base;             /* n x dim, stride dim */
+    const uint16_t *halves;        /* base as f16 codes */
+    const uint8_t *codes;          /* base as sq8 codes */
+    const quant_sq8_query_t *pqs;  /* S_QUERIES queries prepared for codes */
     float *out;                    /* n results of a batch kernel */
     size_t n;                      /* rows per pass */
     size_t dim;                    /* floats per vector */
 } distances_run_t;
 
-/* One query against all n rows; returns something that depends on every call. */
-static float s_pass(const distances_run_t *run, const float *query)
+/* Query qi against all n rows; returns something that depends on every call. */
+static float s_pass(const distances_run_t *run, size_t qi)
 {
+    const float *query = run->queries + qi * run->dim;
     const dist_kernels_t *k = run->kernels;
     size_t n = run->n, dim = run->dim;
     dist_pair_fn pair = NULL;
@@ -168,6 +202,18 @@ static float s_pass(const distances_run_t *run, const float *query)
     case DISTANCES_KERNEL_DOT_BATCH:
         k->dot_batch(query, run->base, n, dim, dim, run->out);
         return run->out[0] + run->out[n - 1];
+    case DISTANCES_KERNEL_F16_L2SQ_BATCH:
+        run->quant->f16_l2sq_batch(query, run->halves, n, dim, dim, run->out);
+        return run->out[0] + run->out[n - 1];
+    case DISTANCES_KERNEL_F16_DOT_BATCH:
+        run->quant->f16_dot_batch(query, run->halves, n, dim, dim, run->out);
+        return run->out[0] + run->out[n - 1];
+    case DISTANCES_KERNEL_SQ8_L2SQ_BATCH:
+        run->quant->sq8_l2sq_batch(run->pqs + qi, run->codes, n, dim, run->out);
+        return run->out[0] + run->out[n - 1];
+    case DISTANCES_KERNEL_SQ8_DOT_BATCH:
+        run->quant->sq8_dot_batch(run->pqs + qi, run->codes, n, dim, run->out);
+        return run->out[0] + run->out[n - 1];
     case DISTANCES_KERNEL_COUNT:
         break;
     }
@@ -183,7 +229,7 @@ static double s_time_passes(const distances_run_t *run, size_t passes)
     float sum = 0.0f;
     double start = bench_now();
     for (size_t p = 0; p < passes; p++)
-        sum += s_pass(run, run->queries + (p % S_QUERIES) * run->dim);
+        sum += s_pass(run, p % S_QUERIES);
     double elapsed = bench_now() - start;
     s_sink += sum;
     return elapsed;
@@ -232,6 +278,12 @@ int bench_distances_main(int argc, char **argv)
     int status = BENCH_EXIT_RUNTIME;
     float *queries = NULL, *base = NULL, *out = NULL;
     double *rates = NULL;
+    uint16_t *halves = NULL;
+    uint8_t *codes = NULL;
+    quant_sq8_t *sq = NULL;
+    quant_sq8_query_t pqs[S_QUERIES] = {0};
+    /* Median rates by kernel and implementation, for the ratios. */
+    double measured[DISTANCES_KERNEL_COUNT][DIST_IMPL_COUNT] = {{0}};
     if (o.n > SIZE_MAX / sizeof(float) / o.dim) {
         fprintf(stderr, "shoal-bench distances: --n %zu x --dim %zu floats do not fit in memory\n",
                 o.n, o.dim);
@@ -241,7 +293,9 @@ int bench_distances_main(int argc, char **argv)
     base = malloc(o.n * o.dim * sizeof(float));
     out = malloc(o.n * sizeof(float));
     rates = malloc(o.reps * sizeof(double));
-    if (!queries || !base || !out || !rates) {
+    halves = malloc(o.n * o.dim * sizeof(uint16_t));
+    codes = malloc(o.n * o.dim);
+    if (!queries || !base || !out || !rates || !halves || !codes) {
         fprintf(stderr, "shoal-bench distances: out of memory for %zu x %zu floats\n", o.n, o.dim);
         goto fail;
     }
@@ -249,32 +303,66 @@ int bench_distances_main(int argc, char **argv)
     s_fill_random(queries, S_QUERIES * o.dim, &state);
     s_fill_random(base, o.n * o.dim, &state);
 
+    shoal_err_t err;
+    sq = quant_sq8_train(base, o.n, o.dim, &err);
+    if (!sq || quant_f16_encode(base, o.n, o.dim, halves, &err) != 0) {
+        fprintf(stderr, "shoal-bench distances: encoding the rows: %s\n", err.msg);
+        goto fail;
+    }
+    quant_sq8_encode(sq, base, o.n, codes, NULL);
+    for (size_t q = 0; q < S_QUERIES; q++) {
+        if (quant_sq8_query_init(&pqs[q], sq, queries + q * o.dim) != 0) {
+            fprintf(stderr, "shoal-bench distances: out of memory for a query\n");
+            goto fail;
+        }
+    }
+
     for (int kernel = 0; kernel < DISTANCES_KERNEL_COUNT; kernel++) {
         double scalar_rate = 0.0;
         for (int impl = 0; impl < DIST_IMPL_COUNT; impl++) {
             const dist_kernels_t *kernels = dist_kernels_get((dist_impl_t)impl);
             if (!kernels)
                 continue;
+            const quant_kernels_t *quant = quant_kernels_get((dist_impl_t)impl);
+            if (s_kernel_kinds[kernel] != QUANT_F32 && !quant)
+                continue; /* AVX2 without F16C */
             distances_run_t run = {
                 .kernels = kernels,
+                .quant = quant,
                 .kernel = (distances_kernel_t)kernel,
                 .queries = queries,
                 .base = base,
+                .halves = halves,
+                .codes = codes,
+                .pqs = pqs,
                 .out = out,
                 .n = o.n,
                 .dim = o.dim,
             };
             double rate = s_measure(&run, o.reps, rates);
+            measured[kernel][impl] = rate;
             if (impl == DIST_IMPL_SCALAR)
                 scalar_rate = rate;
-            printf("kernel=%s impl=%s dim=%zu n=%zu vectors_per_s=%.2e speedup_vs_scalar=%.2f\n",
-                   s_kernel_names[kernel], kernels->name, o.dim, o.n, rate, rate / scalar_rate);
+            double bytes = (double)quant_code_bytes(s_kernel_kinds[kernel], o.dim);
+            printf("kernel=%s impl=%s dim=%zu n=%zu vectors_per_s=%.2e ns_per_vector=%.2f "
+                   "gb_per_s=%.1f speedup_vs_scalar=%.2f",
+                   s_kernel_names[kernel], kernels->name, o.dim, o.n, rate, 1e9 / rate,
+                   rate * bytes / 1e9, rate / scalar_rate);
+            double peer = measured[s_kernel_f32_peer[kernel]][impl];
+            if (s_kernel_kinds[kernel] != QUANT_F32 && peer > 0.0)
+                printf(" vs_f32=%.2f", rate / peer);
+            printf("\n");
             fflush(stdout);
         }
     }
     status = 0;
 
 fail:
+    for (size_t q = 0; q < S_QUERIES; q++)
+        quant_sq8_query_fini(&pqs[q]);
+    quant_sq8_destroy(&sq);
+    free(halves);
+    free(codes);
     free(queries);
     free(base);
     free(out);
