@@ -142,7 +142,7 @@ endif
 # Libraries found through pkg-config. Recursive (=) so that pkg-config only
 # runs for targets that link them: gpu/ and common/ core build without them.
 # --------------------------------------------------------------------------
-NET_PKGS := libczmq libzmq msgpack rocksdb
+NET_PKGS := libczmq libzmq msgpack rocksdb libmicrohttpd
 NET_CFLAGS = $(shell pkg-config --cflags $(NET_PKGS))
 NET_LIBS = $(shell pkg-config --libs $(NET_PKGS))
 CRITERION_CFLAGS = $(shell pkg-config --cflags criterion)
@@ -152,8 +152,9 @@ CRITERION_LIBS = $(shell pkg-config --libs criterion)
 # Sources
 # --------------------------------------------------------------------------
 # common/ core: no ZeroMQ, RocksDB or msgpack; gpu/ builds on these alone.
-# common/'s networked part: the wire codec (msgpack) and the RocksDB wrapper.
-NET_SRCS := $(wildcard common/wire*.c common/kv*.c)
+# common/'s networked part: the wire codec (msgpack), the RocksDB wrapper and
+# the metrics endpoint (libmicrohttpd; common/prom.c, the text it serves, is core).
+NET_SRCS := $(wildcard common/wire*.c common/kv*.c common/http*.c)
 NET_OBJS := $(NET_SRCS:%.c=$(BUILD)/%.o)
 COMMON_SRCS := $(filter-out $(NET_SRCS),$(wildcard common/*.c))
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/%.o)
@@ -213,6 +214,8 @@ PROGRAMS := $(BIN)/shoal-bench $(if $(SHARD_MAIN),$(BIN)/shoal-shard) \
 # baseline x86-64 so one binary runs on any CPU and picks kernels at run time.
 $(BUILD)/common/distance_avx2.o: CFLAGS_BASE += -mavx2 -mfma
 $(BUILD)/common/distance_avx512.o: CFLAGS_BASE += -mavx512f -mavx2 -mfma
+$(BUILD)/common/quant_avx2.o: CFLAGS_BASE += -mavx2 -mfma
+$(BUILD)/common/quant_avx512.o: CFLAGS_BASE += -mavx512f -mavx2 -mfma
 
 $(GPU_OBJS): CFLAGS_BASE += $(GPU_DEFS)
 $(BUILD)/common/flat.o: CFLAGS_BASE += $(BLAS_CFLAGS)
@@ -545,6 +548,14 @@ DEB_DIR ?= build/deb
 DEB_VERSION ?= 0.1.0+git$(shell git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0)
 DEB_PROGRAMS := shoal-coordinator shoal-shard shoal shoal-bench
 DEB_FILE = $(DEB_DIR)/shoal_$(DEB_VERSION)_amd64.deb
+
+# The version the programs report (shoal_build_info): the package's. Only
+# common/prom.o carries it; a stamp rewritten when it changes rebuilds it.
+VERSION_STAMP := $(BUILD)/.version
+$(shell mkdir -p $(BUILD) && { [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = '$(DEB_VERSION)' ] || \
+    printf '%s\n' '$(DEB_VERSION)' > $(VERSION_STAMP); })
+$(BUILD)/common/prom.o: CFLAGS_BASE += -DSHOAL_VERSION='"$(DEB_VERSION)"'
+$(BUILD)/common/prom.o: $(VERSION_STAMP)
 DEB_CUDA_LDLIBS := $(foreach d,$(CUDA_LIBDIRS),-L$(d)) -lcudart -lcublas -lnccl -lstdc++
 
 # The CPU build's objects live where `make NO_CUDA=1 BUILD=build/nocuda test`

@@ -124,8 +124,9 @@ static void s_send_reply(coord_t *coord, coord_job_t *job, const wire_reply_t *r
 {
     int code = rep->code;
     zmsg_t *msg = wire_io_encode_reply(rep, &code);
-    wire_io_count(&coord->counters, job->req.op, job->req.rid, code, zclock_usecs() - job->start_us,
-                  rep->msg);
+    int64_t micros = zclock_usecs() - job->start_us;
+    wire_io_count(&coord->counters, job->req.op, job->req.rid, code, micros, rep->msg);
+    http_metrics_request(coord->opts.metrics, job->req.op, code, micros);
     wire_io_send_reply(coord->router, coord->reply_budget, &msg, &job->identity, job->delimiter,
                        job->req.op, job->req.rid);
 }
@@ -202,6 +203,8 @@ void coord_reply(coord_t *coord, coord_job_t **job_p, const wire_reply_t *rep)
     coord_job_t *job = *job_p;
     if (job && job->identity)
         s_send_reply(coord, job, rep);
+    if (job && job->on_result)
+        job->on_result(coord, job, rep);
     coord_job_end(coord, job_p);
 }
 
@@ -1035,11 +1038,15 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         coord_repair_tick(coord, now);
         s_writes_pump(coord);
         s_redrive_tick(coord, now);
+        if (http_metrics_due(coord->opts.metrics, now))
+            coord_metrics_publish(coord);
         if (coord->stopping && !coord->jobs && !coord->train_running)
             break;
         int64_t wake = coord->next_ping_us;
         if (next && next < wake)
             wake = next;
+        if (coord->opts.metrics && http_metrics_next_us(coord->opts.metrics) < wake)
+            wake = http_metrics_next_us(coord->opts.metrics);
         if (!coord->repair.job && coord->repair.next_us > now && coord->repair.next_us < wake)
             wake = coord->repair.next_us;
         now = zclock_usecs();
@@ -1098,6 +1105,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             s_refuse_waiting(coord);
             for (int b = 0; b < COORD_JOBS_MAX && wire_io_readable(coord->router); b++)
                 s_on_request(coord, 1);
+            coord_metrics_publish(coord); /* /readyz says so at once: balancers drain */
         }
     }
     free(items);
@@ -1201,8 +1209,9 @@ int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err)
             return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory for %zu shards",
                                  want);
         memset(coord->shards + coord->nshards, 0, (want - coord->nshards) * sizeof *grown);
-        memset(coord->fanout_hist + coord->nshards + 1, 0,
-               (want - coord->nshards) * sizeof *hist);
+        /* The new counts (entry 0 too on the first link: it has no old array). */
+        size_t kept = coord->nshards ? coord->nshards + 1 : 0;
+        memset(coord->fanout_hist + kept, 0, (want + 1 - kept) * sizeof *hist);
         for (size_t i = coord->nshards; i < want; i++) {
             coord->shards[i].removed = 1; /* until linked */
             coord->shards[i].state = COORD_SHARD_DOWN;
@@ -1367,6 +1376,7 @@ void coord_destroy(coord_t **coord_p)
         coord_job_t *job = coord->jobs;
         coord_job_end(coord, &job);
     }
+    coord_calib_fini(coord);
     zhashx_destroy(&coord->pending);
     zhashx_destroy(&coord->redrive_waits);
     zsock_destroy(&coord->router);

@@ -81,6 +81,14 @@
  *   reply budget): beyond it a reply is replaced by a SHOAL_ELIMIT error and
  *   counted in stats.
  *
+ * Metrics (opts.metrics, common/http_metrics.h; none when NULL): every
+ * client reply is counted there by op and status with its duration; about
+ * once a second the loop renders the Prometheus text (coord_metrics_publish:
+ * shards up, collections, fan-out, intents, repair, moves, reply bytes;
+ * docs/operations.md "Monitoring" lists them) and its readiness
+ * (coord_ready) and publishes both; the HTTP thread never reads coordinator
+ * state.
+ *
  * Stopping: coord_stop() (async-signal-safe) or opts.stop_fd becoming
  * readable: the loop stops reading requests, lets jobs in progress finish (or
  * reach their deadline), then returns; coord_destroy closes the catalog.
@@ -91,6 +99,7 @@
 #define SHOAL_COORD_H
 
 #include "common/error.h"
+#include "common/http_metrics.h"
 #include "common/wire.h"
 
 #include <stddef.h>
@@ -133,6 +142,9 @@ typedef struct {
                                         deadline is sent to other replicas too (0 = never) */
     uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */
     uint32_t repair_pause_ms;        /* pause between two repair steps (throttle) */
+    http_metrics_t *metrics;         /* where replies are counted and the metrics text and
+                                        readiness published (borrowed; outlives coord_run);
+                                        NULL: none */
 } coord_opts_t;
 
 typedef struct coord coord_t;
@@ -155,6 +167,22 @@ void coord_stop(coord_t *coord);
 
 /* The bound endpoint (borrowed). */
 const char *coord_endpoint(const coord_t *coord);
+
+/*
+ * 1 when the coordinator is ready to serve: not stopping, and every list of
+ * every trained collection has a readable replica (coord_replica_readable)
+ * on a shard that answers pings. Otherwise 0 and why (cap bytes) gets one
+ * line naming the first thing missing ("collection \"a\": list 3 has no
+ * readable replica: shard 1 (tcp://...) is down"). Loop thread only.
+ */
+int coord_ready(coord_t *coord, char *why, size_t cap);
+
+/*
+ * Renders the coordinator's metrics text and readiness and publishes them
+ * to opts.metrics (nothing when NULL). coord_run calls it about once a
+ * second and when it starts stopping; loop thread only.
+ */
+void coord_metrics_publish(coord_t *coord);
 
 void coord_destroy(coord_t **coord_p);
 

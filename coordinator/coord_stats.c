@@ -2,7 +2,10 @@
  * coord_stats.c - the coordinator's own answers: ping (liveness, shards up)
  * and stats (shards' health, collections with their per-shard counts,
  * request and error counters, fan-out histogram, latency percentiles,
- * pending intents). docs/protocol.md lists the keys. Loop thread only.
+ * pending intents), and the same figures as Prometheus metrics with the
+ * readiness check (coord_metrics_publish, coord_ready). docs/protocol.md
+ * lists the stats keys, docs/operations.md ("Monitoring") the metrics.
+ * Loop thread only.
  */
 #include "coordinator/coord_private.h"
 
@@ -204,7 +207,8 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
 {
     const coord_repair_t *rp = &coord->repair;
     wire_info_key(info, c->name);
-    wire_info_map(info, 16 + (placement ? 1 : 0));
+    wire_info_map(info, 17 + (placement ? 1 : 0));
+    coord_calib_info(coord, info, c);
     wire_io_info_u64(info, "replication", c->replication);
     wire_io_info_u64(info, "write_quorum", c->write_quorum);
     wire_io_info_u64(info, "stale_lists", c->nstale);
@@ -353,4 +357,296 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     free(intents);
     free(scratch);
     s_reply_info(coord, job, info);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readiness                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* 1 when replica r of list l of c serves reads and its shard answers pings. */
+static int s_replica_serving(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r)
+{
+    return coord_replica_readable(coord, c, l, r) &&
+           coord->shards[catalog_owner(c, l, r)].state == COORD_SHARD_UP;
+}
+
+/* Why replica r of list l of c does not serve, into buf: its shard and what is wrong. */
+static void s_replica_why(const coord_t *coord, const catalog_coll_t *c, uint32_t l, uint32_t r,
+                          char *buf, size_t cap)
+{
+    uint32_t s = catalog_owner(c, l, r);
+    if (s >= coord->nshards) {
+        snprintf(buf, cap, "its shard %u is not in the registry", s);
+        return;
+    }
+    const coord_shard_t *shard = &coord->shards[s];
+    const char *what = shard->removed                             ? "is removed"
+                       : shard->state == COORD_SHARD_DOWN         ? "is down"
+                       : shard->state == COORD_SHARD_UNKNOWN      ? "has not answered yet"
+                       : c->stale[(size_t)l * c->replication + r] ? "holds a stale copy"
+                       : shard->stale_orphans ? "holds stale orphan copies (reads wait)"
+                                              : "is fenced (it missed writes)";
+    snprintf(buf, cap, "shard %u (%s) %s", s, shard->endpoint, what);
+}
+
+int coord_ready(coord_t *coord, char *why, size_t cap)
+{
+    if (!coord->cat) {
+        snprintf(why, cap, "the catalog is not open");
+        return 0;
+    }
+    if (coord->stopping) {
+        snprintf(why, cap, "shutting down");
+        return 0;
+    }
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        for (uint32_t l = 0; c->trained && l < c->nlist; l++) {
+            uint32_t r = 0;
+            while (r < c->replication && !s_replica_serving(coord, c, l, r))
+                r++;
+            if (r < c->replication)
+                continue;
+            char first[WIRE_MSG_MAX];
+            s_replica_why(coord, c, l, 0, first, sizeof first);
+            snprintf(why, cap, "collection \"%s\": list %u has no readable replica: %s%s", c->name,
+                     l, first, c->replication > 1 ? ", and no other replica serves" : "");
+            return 0;
+        }
+    }
+    if (cap)
+        why[0] = '\0';
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Metrics                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Shards: up, last answer, fenced (by endpoint and index), and how many per role. */
+static void s_metrics_shards(coord_t *coord, prom_text_t *t)
+{
+    int64_t now = zclock_usecs();
+    prom_labels_t *labels = calloc(coord->nshards ? coord->nshards : 1, sizeof *labels);
+    if (!labels)
+        return; /* out of memory: this round's text goes without the shard families */
+    for (size_t s = 0; s < coord->nshards; s++) {
+        prom_labels_init(&labels[s]);
+        prom_label(&labels[s], "shard", coord->shards[s].endpoint);
+        prom_label_u64(&labels[s], "index", s);
+    }
+    prom_family(t, "shoal_shard_up", PROM_GAUGE,
+                "1 when the shard answered within --down-after-ms, else 0 (down, or not heard "
+                "from yet); removed shards are left out.");
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (!coord->shards[s].removed)
+            prom_sample_u64(t, "shoal_shard_up", &labels[s],
+                            coord->shards[s].state == COORD_SHARD_UP);
+    prom_family(t, "shoal_shard_last_seen_seconds", PROM_GAUGE,
+                "Seconds since the shard last answered anything (left out before its first "
+                "answer).");
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (!coord->shards[s].removed && coord->shards[s].last_seen_us)
+            prom_sample(t, "shoal_shard_last_seen_seconds", &labels[s],
+                        (double)(now - coord->shards[s].last_seen_us) / 1e6);
+    prom_family(t, "shoal_shard_fenced", PROM_GAUGE,
+                "1 while the shard serves no reads of replicated collections (it missed writes "
+                "until its stale lists are dropped again).");
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (!coord->shards[s].removed)
+            prom_sample_u64(t, "shoal_shard_fenced", &labels[s], coord->shards[s].fenced ? 1 : 0);
+    free(labels);
+
+    static const int roles[] = {CATALOG_SHARD_LIVE, CATALOG_SHARD_DRAINING, CATALOG_SHARD_REMOVED};
+    prom_family(t, "shoal_shards", PROM_GAUGE,
+                "Shards in the registry by role (live, draining, removed).");
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
+        uint64_t n = 0;
+        for (size_t s = 0; s < coord->nshards; s++)
+            n += catalog_shard_role(coord->cat, s) == roles[i];
+        prom_labels_t l;
+        prom_labels_init(&l);
+        prom_label(&l, "role", s_role_name(roles[i]));
+        prom_sample_u64(t, "shoal_shards", &l, n);
+    }
+}
+
+/* The per-collection families, in the order they are written. */
+typedef enum {
+    S_COLL_VECTORS,
+    S_COLL_LISTS,
+    S_COLL_TRAINED,
+    S_COLL_REPLICATION,
+    S_COLL_STALE,
+    S_COLL_INTENTS,
+    S_COLL_FAMILIES
+} s_coll_family_t;
+
+static const struct {
+    const char *name, *help;
+} s_coll_families[S_COLL_FAMILIES] = {
+    {"shoal_collection_vectors", "Vectors in the collection (each id once, whatever R)."},
+    {"shoal_collection_lists", "IVF lists of the collection (nlist)."},
+    {"shoal_collection_trained", "1 when the collection's centroids are trained."},
+    {"shoal_collection_replication", "Copies of each list (R)."},
+    {"shoal_collection_stale_replicas", "Replica lists that missed writes, to be repaired."},
+    {"shoal_pending_intents",
+     "Interrupted writes of the collection waiting to be re-driven (catalog intents)."},
+};
+
+static uint64_t s_coll_figure(coord_t *coord, const catalog_coll_t *c, s_coll_family_t f)
+{
+    switch (f) {
+    case S_COLL_VECTORS:
+        return c->count;
+    case S_COLL_LISTS:
+        return c->nlist;
+    case S_COLL_TRAINED:
+        return c->trained ? 1 : 0;
+    case S_COLL_REPLICATION:
+        return c->replication;
+    case S_COLL_STALE:
+        return c->nstale;
+    case S_COLL_INTENTS:
+        return s_intents_count(coord, c->name); /* a catalog scan: written once per render */
+    default:
+        return 0;
+    }
+}
+
+/* The collections: how many, then each per-collection family (its samples together). */
+static void s_metrics_collections(coord_t *coord, prom_text_t *t)
+{
+    size_t n = catalog_coll_count(coord->cat);
+    prom_family(t, "shoal_collections", PROM_GAUGE, "Collections in the catalog.");
+    prom_sample_u64(t, "shoal_collections", NULL, n);
+    for (s_coll_family_t f = 0; f < S_COLL_FAMILIES; f++) {
+        prom_family(t, s_coll_families[f].name, PROM_GAUGE, s_coll_families[f].help);
+        for (size_t i = 0; i < n; i++) {
+            const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+            prom_labels_t l;
+            prom_labels_init(&l);
+            prom_label(&l, "collection", c->name);
+            prom_sample_u64(t, s_coll_families[f].name, &l, s_coll_figure(coord, c, f));
+        }
+    }
+}
+
+/*
+ * Shards per search query as a histogram. Buckets: every count 1..nshards
+ * while they fit in a prom_hist_t, else the counts of s_fanout_wide below
+ * the registry's size and that size (fanout_hist holds one entry per
+ * count, 0..nshards).
+ */
+static void s_metrics_fanout(coord_t *coord, prom_text_t *t)
+{
+    static const double s_fanout_wide[PROM_HIST_BOUNDS_MAX - 1] = {
+        1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,
+        1536, 2048, 3072,
+    };
+    double bounds[PROM_HIST_BOUNDS_MAX];
+    uint64_t counts[PROM_HIST_BOUNDS_MAX + 1];
+    size_t nb = 0;
+    if (coord->nshards <= PROM_HIST_BOUNDS_MAX) {
+        for (size_t v = 1; v <= coord->nshards; v++)
+            bounds[nb++] = (double)v;
+    } else {
+        for (size_t i = 0; i < PROM_HIST_BOUNDS_MAX - 1; i++)
+            if (s_fanout_wide[i] < (double)coord->nshards)
+                bounds[nb++] = s_fanout_wide[i];
+        bounds[nb++] = (double)coord->nshards;
+    }
+    memset(counts, 0, sizeof counts);
+    for (size_t v = 0; v <= coord->nshards; v++) {
+        size_t b = 0;
+        while (b < nb && (double)v > bounds[b])
+            b++;
+        counts[b] += coord->fanout_hist[v];
+    }
+    prom_family(t, "shoal_search_shards_per_query", PROM_HISTOGRAM,
+                "Shards a search query was sent to, one observation per query.");
+    prom_hist_write_counts(t, "shoal_search_shards_per_query", NULL, bounds, nb, counts,
+                           (double)coord->fanout_sum, coord->fanout_queries);
+}
+
+/* A family of one unlabelled sample. */
+static void s_metric_one(prom_text_t *t, const char *name, prom_type_t type, const char *help,
+                         uint64_t value)
+{
+    prom_family(t, name, type, help);
+    prom_sample_u64(t, name, NULL, value);
+}
+
+/* Writes waiting and running, re-drives, repair and moves (the "repair"/"moves" stats). */
+static void s_metrics_work(coord_t *coord, prom_text_t *t)
+{
+    const coord_repair_t *rp = &coord->repair;
+    uint64_t stale = 0, moves = 0, orphans = 0;
+    for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+        const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+        stale += c->nstale;
+        moves += c->nmoves;
+        orphans += c->norphans;
+    }
+    int moving = rp->active && rp->moving;
+    if (moving && moves)
+        moves--; /* the running move is a catalog move too */
+    s_metric_one(t, "shoal_requests_in_progress", PROM_GAUGE,
+                 "Client requests received and not answered yet.", coord->client_jobs);
+    s_metric_one(t, "shoal_writes_queued", PROM_GAUGE,
+                 "Writes waiting for an earlier write to the same ids or collection.",
+                 coord->fifo_len);
+    s_metric_one(t, "shoal_writes_running", PROM_GAUGE, "Writes in progress.",
+                 coord->writes_running);
+    s_metric_one(t, "shoal_intents_waiting_for_shard", PROM_GAUGE,
+                 "Interrupted writes whose re-drive waits for a shard to come back.",
+                 zhashx_size(coord->redrive_waits));
+    s_metric_one(t, "shoal_collections_recreated_total", PROM_COUNTER,
+                 "Collections re-created on shards that had lost them.", coord->repairs);
+    s_metric_one(t, "shoal_search_hedged_total", PROM_COUNTER,
+                 "Search sub-queries also sent to another replica (shard down, slow or failed).",
+                 coord->hedged);
+    s_metric_one(t, "shoal_replica_writes_missed_total", PROM_COUNTER,
+                 "Replica writes missed (that replica was marked stale).", coord->replica_misses);
+    s_metric_one(t, "shoal_repair_pending_replicas", PROM_GAUGE,
+                 "Stale replica lists waiting to be rebuilt or caught up.", stale);
+    s_metric_one(t, "shoal_repair_running", PROM_GAUGE,
+                 "1 while a replica list is being rebuilt or moved.", rp->active ? 1 : 0);
+    s_metric_one(t, "shoal_repair_rows_copied_total", PROM_COUNTER,
+                 "Rows copied into rebuilt replica lists.", rp->rows_copied);
+    s_metric_one(t, "shoal_repair_lists_repaired_total", PROM_COUNTER,
+                 "Replica lists rebuilt.", rp->lists_repaired);
+    s_metric_one(t, "shoal_repair_aborted_total", PROM_COUNTER,
+                 "Rebuilds given up (the target missed a write meanwhile, or failed).",
+                 rp->aborted);
+    s_metric_one(t, "shoal_moves_pending", PROM_GAUGE,
+                 "Planned list moves not started yet.", moves);
+    s_metric_one(t, "shoal_moves_running", PROM_GAUGE, "1 while a list move copies.",
+                 moving ? 1 : 0);
+    s_metric_one(t, "shoal_moves_done_total", PROM_COUNTER, "List moves completed.",
+                 rp->moves_done);
+    s_metric_one(t, "shoal_moves_aborted_total", PROM_COUNTER,
+                 "List moves abandoned (their copy becomes an orphan to drop).", rp->moves_aborted);
+    s_metric_one(t, "shoal_moves_rows_copied_total", PROM_COUNTER,
+                 "Rows copied by list moves.", rp->move_rows);
+    s_metric_one(t, "shoal_move_orphans", PROM_GAUGE,
+                 "Copies of lists left on shards that no longer own them, to be dropped.",
+                 orphans);
+}
+
+void coord_metrics_publish(coord_t *coord)
+{
+    prom_text_t *t = http_metrics_begin(coord->opts.metrics);
+    if (!t)
+        return;
+    s_metrics_shards(coord, t);
+    s_metrics_collections(coord, t);
+    s_metrics_fanout(coord, t);
+    s_metrics_work(coord, t);
+    wire_io_budget_stats_t replies;
+    wire_io_budget_stats(coord->reply_budget, &replies);
+    http_metrics_replies(t, replies.pending_bytes, replies.max_bytes, replies.dropped);
+    char why[HTTP_METRICS_REASON_MAX];
+    int ready = coord_ready(coord, why, sizeof why);
+    http_metrics_publish(coord->opts.metrics, ready, why);
 }

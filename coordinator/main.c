@@ -19,12 +19,19 @@
  * --ready-file PATH: once the ROUTER is bound and the shard links are up (or
  * given up on), the bound endpoint is written to PATH through a temporary
  * file and rename(2); a clean stop removes it.
+ *
+ * --metrics-listen HOST:PORT (off by default; 127.0.0.1:9700 by convention):
+ * /metrics, /healthz and /readyz over HTTP (common/http_metrics.h). The
+ * address is checked with the other options (exit 2) and bound before the
+ * catalog opens (exit 1 when it cannot be), so a typo never waits behind a
+ * long start; until the loop runs, /healthz and /readyz answer 503 starting.
  */
 #include "coordinator/coord.h"
 
 #include <czmq.h>
 
 #include "common/cliopt.h"
+#include "common/http_metrics.h"
 #include "common/log.h"
 #include "common/service.h"
 #include "common/wire_io.h"
@@ -58,6 +65,7 @@ typedef struct {
     char shards[S_SHARDS_MAX];   /* --shards a,b,c ("" = the catalog's) */
     char device[S_TEXT_MAX];     /* --device */
     char ready_file[S_TEXT_MAX]; /* --ready-file */
+    char metrics[S_TEXT_MAX];    /* --metrics-listen ("" = off) */
     char log_level[16];          /* --log-level */
 } s_config_t;
 
@@ -117,6 +125,9 @@ static const cliopt_t s_options[] = {
      "lowest level logged (default: $SHOAL_LOG_LEVEL, else info)"},
     {"ready-file", CLIOPT_TEXT, S_FIELD(ready_file), 0, 0, "PATH",
      "once serving, write the bound endpoint to PATH (atomically)"},
+    {"metrics-listen", CLIOPT_TEXT, S_FIELD(metrics), 0, 0, "HOST:PORT",
+     "serve /metrics (Prometheus), /healthz and /readyz over HTTP there (default off; "
+     "conventionally 127.0.0.1:9700)"},
 };
 
 static void s_config_defaults(s_config_t *cfg)
@@ -219,11 +230,23 @@ int main(int argc, char **argv)
     size_t nshards = s_split_shards(shard_list, shards, sizeof shards / sizeof shards[0]);
     if (nshards == (size_t)-1)
         return S_EXIT_USAGE;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (cfg.metrics[0] && http_metrics_check_listen(cfg.metrics, &err) != 0) {
+        fprintf(stderr, S_NAME ": --metrics-listen: %s\n", err.msg);
+        return S_EXIT_USAGE;
+    }
 
     zsys_handler_set(NULL); /* before any socket: the signals are ours */
     int stop_fd = service_signals_install(S_NAME);
     if (stop_fd < 0)
         return S_EXIT_RUNTIME;
+    http_metrics_t *metrics = NULL;
+    if (cfg.metrics[0] && !(metrics = http_metrics_new(cfg.metrics, "coordinator", &err))) {
+        log_error("cannot start: --metrics-listen: %s", err.msg);
+        service_signals_fini();
+        return S_EXIT_RUNTIME;
+    }
 
     coord_opts_t opts = cfg.opts;
     opts.listen = cfg.listen;
@@ -232,17 +255,18 @@ int main(int argc, char **argv)
     opts.nshards = nshards;
     opts.device = cfg.device;
     opts.stop_fd = stop_fd;
+    opts.metrics = metrics;
 
-    shoal_err_t err;
-    shoal_err_clear(&err);
     coord_t *coord = coord_new(&opts, &err);
     if (!coord) {
         log_error("cannot start: %s", err.msg);
+        http_metrics_destroy(&metrics);
         return S_EXIT_RUNTIME;
     }
     const char *endpoint = coord_endpoint(coord);
     if (service_ready(cfg.ready_file, endpoint) != 0) {
         coord_destroy(&coord);
+        http_metrics_destroy(&metrics);
         return S_EXIT_RUNTIME;
     }
     log_info("listening on %s, data dir %s, shards %s, engine device %s, nlist %u, nprobe %u",
@@ -253,6 +277,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         log_error("coordinator loop failed: %s", err.msg);
     coord_destroy(&coord);
+    http_metrics_destroy(&metrics); /* after the loop: it publishes until it returns */
     service_unready(cfg.ready_file);
     log_info("stopped%s", rc ? " after an error" : "");
     service_signals_fini();

@@ -15,8 +15,10 @@ set -euo pipefail
 label=deps
 packages=(
     build-essential pkg-config
-    libzmq3-dev libczmq-dev libmsgpack-dev librocksdb-dev
+    libzmq3-dev libczmq-dev libmsgpack-dev librocksdb-dev libmicrohttpd-dev
     libcriterion-dev libopenblas-dev
+    # tests/test_metrics.c: promtool lints /metrics, a real Prometheus scrapes it
+    prometheus
     # the Python client (client/python) and its tests (make test-python)
     python3 python3-zmq python3-msgpack python3-numpy python3-pytest
 )

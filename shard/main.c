@@ -22,12 +22,20 @@
  * bound endpoint (useful with "tcp://127.0.0.1:*") is written to PATH through
  * a temporary file and rename(2), so a reader never sees half of it; a clean
  * stop removes it.
+ *
+ * --metrics-listen HOST:PORT (off by default; by convention 127.0.0.1:9701
+ * for the first shard of a host, 9702 for the next...): /metrics, /healthz
+ * and /readyz over HTTP (common/http_metrics.h). The address is checked with
+ * the other options (exit 2) and bound before the store recovers (exit 1
+ * when it cannot be), so /readyz answers 503 "starting" during a long
+ * recovery instead of refusing connections.
  */
 #include "shard/server.h"
 
 #include <czmq.h>
 
 #include "common/cliopt.h"
+#include "common/http_metrics.h"
 #include "common/log.h"
 #include "common/service.h"
 #include "common/wire_io.h"
@@ -41,6 +49,7 @@
 
 #define S_EXIT_OK      0
 #define S_EXIT_RUNTIME 1
+#define S_EXIT_USAGE   2
 
 #define S_NAME           "shoal-shard"
 #define S_LISTEN_DEFAULT "tcp://127.0.0.1:7701"
@@ -55,6 +64,7 @@ typedef struct {
     char data_dir[S_TEXT_MAX];   /* --data-dir (required) */
     char devices[S_TEXT_MAX];    /* --devices: auto, cpu, gpu:0,1 */
     char ready_file[S_TEXT_MAX]; /* --ready-file ("" = none) */
+    char metrics[S_TEXT_MAX];    /* --metrics-listen ("" = off) */
     char log_level[16];          /* --log-level ("" = SHOAL_LOG_LEVEL or info) */
     size_t threads;              /* --threads (0 = online cores) */
     size_t sync;                 /* --sync on|off (1|0) */
@@ -116,6 +126,9 @@ static const cliopt_t s_options[] = {
      "lowest level logged (default: $SHOAL_LOG_LEVEL, else info)"},
     {"ready-file", CLIOPT_TEXT, S_FIELD(ready_file), 0, 0, "PATH",
      "once serving, write the bound endpoint to PATH (atomically)"},
+    {"metrics-listen", CLIOPT_TEXT, S_FIELD(metrics), 0, 0, "HOST:PORT",
+     "serve /metrics (Prometheus), /healthz and /readyz over HTTP there (conventionally "
+     "127.0.0.1:9701, 9702, ... one per shard of a host)"},
 };
 
 #define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
@@ -209,12 +222,24 @@ int main(int argc, char **argv)
     int status = cliopt_start(&s_spec, &cfg, argc, argv);
     if (status != CLIOPT_RUN)
         return status;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (cfg.metrics[0] && http_metrics_check_listen(cfg.metrics, &err) != 0) {
+        fprintf(stderr, S_NAME ": --metrics-listen: %s\n", err.msg);
+        return S_EXIT_USAGE;
+    }
 
     /* Before any czmq socket: czmq must leave SIGINT/SIGTERM to us. */
     zsys_handler_set(NULL);
     int stop_fd = service_signals_install(S_NAME);
     if (stop_fd < 0)
         return S_EXIT_RUNTIME;
+    http_metrics_t *metrics = NULL;
+    if (cfg.metrics[0] && !(metrics = http_metrics_new(cfg.metrics, "shard", &err))) {
+        log_error("cannot start: --metrics-listen: %s", err.msg);
+        service_signals_fini();
+        return S_EXIT_RUNTIME;
+    }
 
     shard_server_opts_t opts;
     shard_server_opts_default(&opts);
@@ -238,17 +263,18 @@ int main(int argc, char **argv)
     opts.store.hnsw_ef_construction = cfg.hnsw_ef_construction;
     opts.store.hnsw_ef = cfg.hnsw_ef;
     opts.store.min_free_bytes = cfg.min_free_bytes;
+    opts.metrics = metrics;
 
-    shoal_err_t err;
-    shoal_err_clear(&err);
     shard_server_t *server = shard_server_new(&opts, &err);
     if (!server) {
         log_error("cannot start: %s", err.msg);
+        http_metrics_destroy(&metrics);
         return S_EXIT_RUNTIME;
     }
     const char *endpoint = shard_server_endpoint(server);
     if (service_ready(cfg.ready_file, endpoint) != 0) {
         shard_server_destroy(&server);
+        http_metrics_destroy(&metrics);
         return S_EXIT_RUNTIME;
     }
     int devices[64];
@@ -269,6 +295,7 @@ int main(int argc, char **argv)
         log_error("server loop failed: %s", err.msg);
     double t0 = zclock_usecs() / 1e6;
     shard_server_destroy(&server); /* closes the store: the final checkpoint */
+    http_metrics_destroy(&metrics);   /* after the loop: it publishes until it returns */
     service_unready(cfg.ready_file);
     log_info("stopped%s; store closed in %.2f s", rc ? " after an error" : "",
              zclock_usecs() / 1e6 - t0);

@@ -63,6 +63,14 @@ typedef struct {
 
 typedef struct s_job s_job_t;
 
+/* The store's figures for the metrics, gathered by a read-lane thread. */
+typedef struct {
+    shard_coll_stats_t *colls; /* ncolls entries (malloc'd) */
+    size_t ncolls;
+    shard_disk_stats_t disk;   /* the data dir's space */
+    int64_t at_us;             /* monotonic time they were read; 0: never */
+} s_figures_t;
+
 /* One request on its way through the server; owned by whoever holds it. */
 struct s_job {
     s_job_t *next;          /* FIFO link while the job waits in a lane */
@@ -75,6 +83,7 @@ struct s_job {
     s_snapshot_t *snapshot; /* stats only: process figures at dispatch */
     zmsg_t *reply;          /* the encoded reply, once built */
     int code;               /* the reply's status, for the counters */
+    s_figures_t *figures;   /* an internal metrics job (no client, no reply): its result */
 };
 
 typedef struct s_lane s_lane_t;
@@ -119,6 +128,8 @@ struct shard_server {
     s_lane_t write;              /* create, drop, insert, delete, checkpoint, list_drop */
     wire_io_counters_t counters; /* replies sent, errors, latency rings, by op */
     wire_io_budget_t *reply_budget; /* bytes of replies queued in ZeroMQ */
+    s_figures_t figures;         /* the store's figures of the last metrics job; the loop's */
+    int figures_pending;         /* a metrics job is in the read lane */
 };
 
 static_assert(SHARD_SERVER_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
@@ -161,11 +172,20 @@ static void s_job_fail(s_job_t *job, int code, const char *msg)
     wire_reply_fini(&rep);
 }
 
+static void s_figures_free(s_figures_t **figures_p)
+{
+    if (*figures_p)
+        free((*figures_p)->colls);
+    free(*figures_p);
+    *figures_p = NULL;
+}
+
 static void s_job_destroy(s_job_t **job_p)
 {
     s_job_t *job = *job_p;
     if (!job)
         return;
+    s_figures_free(&job->figures);
     wire_request_fini(&job->req);
     zmsg_destroy(&job->frames);
     zframe_destroy(&job->identity);
@@ -182,8 +202,19 @@ static void s_job_destroy(s_job_t **job_p)
 static void s_job_finish(shard_server_t *server, s_job_t **job_p)
 {
     s_job_t *job = *job_p;
-    wire_io_count(&server->counters, job->req.op, job->req.rid, job->code,
-                  zclock_usecs() - job->start_us, NULL);
+    if (job->figures) { /* a metrics job: its figures replace the last ones */
+        server->figures_pending = 0;
+        if (job->figures->at_us) {
+            free(server->figures.colls);
+            server->figures = *job->figures;
+            job->figures->colls = NULL;
+        }
+        s_job_destroy(job_p);
+        return;
+    }
+    int64_t micros = zclock_usecs() - job->start_us;
+    wire_io_count(&server->counters, job->req.op, job->req.rid, job->code, micros, NULL);
+    http_metrics_request(server->opts.metrics, job->req.op, job->code, micros);
     wire_io_send_reply(server->router, server->reply_budget, &job->reply, &job->identity,
                        job->delimiter, job->req.op, job->req.rid);
     s_job_destroy(job_p);
@@ -636,9 +667,30 @@ static int s_do_checkpoint(shard_server_t *server, const wire_request_t *req, sh
     return rc != 0 ? s_not_found(rc, coll, err) : 0;
 }
 
+/*
+ * A metrics job on a lane thread: the store's figures into job->figures
+ * (at_us stays 0 when they cannot be read; the last ones are then kept).
+ */
+static void s_figures_run(shard_server_t *server, s_job_t *job)
+{
+    s_figures_t *f = job->figures;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (shard_store_stats(server->store, NULL, &f->colls, &f->ncolls, &err) != 0) {
+        log_warn("metrics: reading the store's figures: %s", err.msg);
+        return;
+    }
+    shard_store_disk_stats(server->store, &f->disk);
+    f->at_us = zclock_usecs();
+}
+
 /* Runs job on a lane thread and leaves its encoded reply in job->reply. */
 static void s_job_run(shard_server_t *server, s_job_t *job)
 {
+    if (job->figures) {
+        s_figures_run(server, job);
+        return;
+    }
     const wire_request_t *req = &job->req;
     wire_reply_t rep;
     wire_reply_init(&rep);
@@ -1011,6 +1063,161 @@ static int s_backpressured(const shard_server_t *server)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Metrics (loop thread)                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Queues a metrics job in the read lane, unless one is there already. */
+static void s_figures_request(shard_server_t *server)
+{
+    if (server->figures_pending)
+        return;
+    s_job_t *job = calloc(1, sizeof *job);
+    s_figures_t *figures = calloc(1, sizeof *figures);
+    if (!job || !figures) { /* out of memory: the last figures stay */
+        free(job);
+        free(figures);
+        return;
+    }
+    wire_request_init(&job->req);
+    job->start_us = zclock_usecs();
+    job->figures = figures;
+    server->figures_pending = 1;
+    s_lane_push(server, &server->read, job);
+}
+
+/* A per-collection figure of shard_coll_stats_t. */
+typedef enum {
+    S_FIG_VECTORS,
+    S_FIG_HNSW_BYTES,
+    S_FIG_EXACT_BYTES,
+    S_FIG_DEVICE_BYTES,
+    S_FIG_QUARANTINED,
+    S_FIG_UNCHECKPOINTED,
+} s_coll_figure_t;
+
+static uint64_t s_coll_figure(const shard_coll_stats_t *c, s_coll_figure_t which)
+{
+    switch (which) {
+    case S_FIG_VECTORS:
+        return c->count;
+    case S_FIG_HNSW_BYTES:
+        return c->hnsw_bytes;
+    case S_FIG_EXACT_BYTES:
+        return c->exact_bytes;
+    case S_FIG_DEVICE_BYTES:
+        return c->device_bytes;
+    case S_FIG_QUARANTINED:
+        return c->quarantined;
+    case S_FIG_UNCHECKPOINTED:
+        return c->last_seq > c->checkpoint_seq ? c->last_seq - c->checkpoint_seq : 0;
+    default:
+        return 0;
+    }
+}
+
+/* One sample per collection of the figures, labelled collection (and kind when given). */
+static void s_metric_colls(prom_text_t *t, const s_figures_t *f, const char *name,
+                           const char *kind, s_coll_figure_t which)
+{
+    for (size_t i = 0; i < f->ncolls; i++) {
+        prom_labels_t l;
+        prom_labels_init(&l);
+        prom_label(&l, "collection", f->colls[i].name);
+        if (kind)
+            prom_label(&l, "kind", kind);
+        prom_sample_u64(t, name, &l, s_coll_figure(&f->colls[i], which));
+    }
+}
+
+/* The store's families, from the last metrics job (none before the first one is back). */
+static void s_metrics_store(shard_server_t *server, prom_text_t *t)
+{
+    const s_figures_t *f = &server->figures;
+    if (!f->at_us)
+        return;
+    prom_family(t, "shoal_shard_figures_age_seconds", PROM_GAUGE,
+                "Age of the store figures below (collections, disk), read off the loop.");
+    prom_sample(t, "shoal_shard_figures_age_seconds", NULL,
+                (double)(zclock_usecs() - f->at_us) / 1e6);
+    prom_family(t, "shoal_shard_collections", PROM_GAUGE, "Collections on this shard.");
+    prom_sample_u64(t, "shoal_shard_collections", NULL, f->ncolls);
+    prom_family(t, "shoal_shard_vectors", PROM_GAUGE,
+                "Vectors this shard holds, by collection (replicas count on each shard).");
+    s_metric_colls(t, f, "shoal_shard_vectors", NULL, S_FIG_VECTORS);
+    prom_family(t, "shoal_shard_memory_bytes", PROM_GAUGE,
+                "Memory of a collection's indexes: the HNSW graph, the exact engine's host "
+                "copy and its GPU copy.");
+    s_metric_colls(t, f, "shoal_shard_memory_bytes", "hnsw", S_FIG_HNSW_BYTES);
+    s_metric_colls(t, f, "shoal_shard_memory_bytes", "exact", S_FIG_EXACT_BYTES);
+    s_metric_colls(t, f, "shoal_shard_memory_bytes", "device", S_FIG_DEVICE_BYTES);
+    prom_family(t, "shoal_shard_quarantined_vectors", PROM_GAUGE,
+                "Stored rows held in quarantine (they failed their checks at an open).");
+    s_metric_colls(t, f, "shoal_shard_quarantined_vectors", NULL, S_FIG_QUARANTINED);
+    prom_family(t, "shoal_shard_writes_since_checkpoint", PROM_GAUGE,
+                "Write batches after the stored graph checkpoint (replayed by a restart).");
+    s_metric_colls(t, f, "shoal_shard_writes_since_checkpoint", NULL, S_FIG_UNCHECKPOINTED);
+    prom_family(t, "shoal_disk_free_bytes", PROM_GAUGE,
+                "Free space on the data dir's filesystem.");
+    prom_sample_u64(t, "shoal_disk_free_bytes", NULL, f->disk.free_bytes);
+    prom_family(t, "shoal_disk_reserve_bytes", PROM_GAUGE,
+                "Free space writes keep (--min-free-bytes): below it writes are refused.");
+    prom_sample_u64(t, "shoal_disk_reserve_bytes", NULL, f->disk.min_free_bytes);
+    prom_family(t, "shoal_disk_writes_refused_total", PROM_COUNTER,
+                "Writes refused for want of disk space since the store opened.");
+    prom_sample_u64(t, "shoal_disk_writes_refused_total", NULL, f->disk.writes_refused);
+    prom_family(t, "shoal_disk_read_only", PROM_GAUGE,
+                "1 while RocksDB is open read-only (opened under the reserve).");
+    prom_sample_u64(t, "shoal_disk_read_only", NULL, f->disk.read_only ? 1 : 0);
+}
+
+/* Renders and publishes the text and readiness (ready until it stops). */
+static void s_metrics_publish(shard_server_t *server, int stopping)
+{
+    prom_text_t *t = http_metrics_begin(server->opts.metrics);
+    if (!t)
+        return;
+    s_metrics_store(server, t);
+    prom_family(t, "shoal_shard_jobs_running", PROM_GAUGE,
+                "Requests running in the lanes' threads.");
+    prom_sample_u64(t, "shoal_shard_jobs_running", NULL, s_inflight(server));
+    prom_family(t, "shoal_shard_jobs_queued", PROM_GAUGE,
+                "Requests waiting for a lane thread, by lane (read, write).");
+    const s_lane_t *lanes[] = {&server->read, &server->write};
+    for (size_t i = 0; i < 2; i++) {
+        prom_labels_t l;
+        prom_labels_init(&l);
+        prom_label(&l, "lane", i == 0 ? "read" : "write");
+        prom_sample_u64(t, "shoal_shard_jobs_queued", &l, lanes[i]->queued);
+    }
+    wire_io_budget_stats_t replies;
+    wire_io_budget_stats(server->reply_budget, &replies);
+    http_metrics_replies(t, replies.pending_bytes, replies.max_bytes, replies.dropped);
+    http_metrics_publish(server->opts.metrics, !stopping, "shutting down");
+}
+
+/*
+ * At a due time: a new text, then new store figures asked for the next one
+ * (after the text, so the jobs it counts are the clients' own).
+ */
+static void s_metrics_tick(shard_server_t *server, int stopping, int64_t now)
+{
+    if (!http_metrics_due(server->opts.metrics, now))
+        return;
+    s_metrics_publish(server, stopping);
+    if (!stopping)
+        s_figures_request(server);
+}
+
+/* The poll timeout in ms: until the next publication, or -1 without metrics. */
+static long s_poll_timeout(const shard_server_t *server)
+{
+    if (!server->opts.metrics)
+        return -1;
+    int64_t left = http_metrics_next_us(server->opts.metrics) - zclock_usecs();
+    return left > 0 ? (long)((left + 999) / 1000) : 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Public API                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -1111,6 +1318,7 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
     int failed = 0;
 
     while (1) {
+        s_metrics_tick(server, stopping, zclock_usecs());
         zmq_pollitem_t items[5];
         int n = 0;
         items[n++] = (zmq_pollitem_t){zsock_resolve(server->read.backend), 0, ZMQ_POLLIN, 0};
@@ -1128,7 +1336,7 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
                 items[n++] = (zmq_pollitem_t){zsock_resolve(server->router), 0, ZMQ_POLLIN, 0};
             }
         }
-        if (zmq_poll(items, n, -1) < 0) {
+        if (zmq_poll(items, n, s_poll_timeout(server)) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             failed = shoal_err_set(err, SHOAL_EINTERNAL, "shard server: poll: %s",
@@ -1159,6 +1367,7 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
             /* Requests already received but not read get a definite "not run". */
             for (int b = 0; b < SHARD_SERVER_QUEUE_MAX && wire_io_readable(server->router); b++)
                 s_on_request(server, 1);
+            s_metrics_publish(server, 1); /* /readyz says so at once: balancers drain */
         }
         if (stopping && s_lane_drained(&server->read) && s_lane_drained(&server->write))
             break;
@@ -1205,6 +1414,7 @@ void shard_server_destroy(shard_server_t **server_p)
     wire_io_budget_destroy(&server->reply_budget);
     s_lane_free(&server->read);
     s_lane_free(&server->write);
+    free(server->figures.colls);
     shard_store_close(&server->store);
     for (int i = 0; i < 2; i++)
         if (server->stop_pipe[i] >= 0)

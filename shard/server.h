@@ -38,6 +38,15 @@
  * exceed it (n x k results of a search, n x dim floats of a get) are refused
  * with SHOAL_ELIMIT before any work is done.
  *
+ * Metrics (opts.metrics, common/http_metrics.h; none when NULL): the loop
+ * counts every reply there by op and status with its duration, and about
+ * once a second renders the Prometheus text and publishes it with its
+ * readiness (ready from the loop's start, the store being open with every
+ * collection loaded, until it starts stopping). The store's figures
+ * (vectors and memory per collection, disk space) come from a small
+ * internal job in the read lane, like stats, so the loop never takes a
+ * store lock; the text carries their age.
+ *
  * Stopping: shard_server_stop() (async-signal-safe) or opts.stop_fd becoming
  * readable makes the loop stop reading requests; jobs still waiting in a FIFO
  * get SHOAL_EUNAVAIL ("shard is shutting down": they were not applied), jobs
@@ -65,6 +74,7 @@
 #define SHOAL_SHARD_SERVER_H
 
 #include "common/error.h"
+#include "common/http_metrics.h"
 #include "common/wire.h"
 #include "shard/store.h"
 
@@ -84,6 +94,8 @@ typedef struct {
     shard_store_opts_t store; /* passed to shard_store_open */
     int stop_fd;              /* when readable, stop gracefully; -1 = none */
     size_t max_pending_reply_bytes; /* reply bytes queued for unread peers; 0 = default */
+    http_metrics_t *metrics;  /* where replies are counted and the metrics text and readiness
+                                 published (borrowed; outlives shard_server_run); NULL: none */
 } shard_server_opts_t;
 
 typedef struct shard_server shard_server_t;
