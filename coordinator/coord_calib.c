@@ -107,7 +107,7 @@ static void s_reset(coord_calib_t *cb)
     cb->near = NULL;
     cb->nq = 0;
     cb->phase = COORD_CALIB_IDLE;
-    cb->job = NULL;
+    cb->waiting = 0;
 }
 
 /* Ends the calibration in progress, failed (why logged), retried later. */
@@ -125,33 +125,45 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
 
 /* Sends the next internal request of the calibration: a get of ids, or a search of the
    queries for k neighbours. */
-static void s_submit(coord_t *coord, wire_op_t op, const uint64_t *ids, uint32_t k,
-                     uint32_t nprobe, uint32_t ef, wire_mode_t mode)
+coord_job_t *coord_internal_read(coord_t *coord, wire_op_t op, const char *coll,
+                                 const uint64_t *ids, const float *vecs, size_t n, uint32_t dim,
+                                 uint32_t k, wire_mode_t mode, uint32_t nprobe, uint32_t ef,
+                                 void (*on_result)(coord_t *, coord_job_t *, const wire_reply_t *))
 {
-    coord_calib_t *cb = &coord->calib;
     coord_job_t *job = coord_job_new(coord, 0);
-    if (!job) {
-        s_fail(coord, "out of memory");
-        return;
-    }
-    coord_request_init(&job->req, op, cb->coll);
+    if (!job)
+        return NULL;
+    coord_request_init(&job->req, op, coll);
+    job->req.n = n;
     if (op == WIRE_OP_GET) {
-        job->req.n = cb->nq;
         job->req.ids = ids;
         job->start = coord_op_get;
     } else {
-        job->req.n = cb->nq;
-        job->req.dim = cb->dim;
-        job->req.vecs = cb->vecs;
+        job->req.dim = dim;
+        job->req.vecs = vecs;
         job->req.k = k;
         job->req.mode = mode;
         job->req.nprobe = nprobe;
         job->req.ef = ef;
         job->start = coord_op_search;
     }
-    job->on_result = s_on_result;
-    cb->job = job;
-    coord_job_submit(coord, job);
+    job->on_result = on_result;
+    coord_job_submit(coord, job); /* a read: it starts now (and may end now) */
+    return job;
+}
+
+static void s_submit(coord_t *coord, wire_op_t op, const uint64_t *ids, uint32_t k,
+                     uint32_t nprobe, uint32_t ef, wire_mode_t mode)
+{
+    coord_calib_t *cb = &coord->calib;
+    /* Set before the submit: a job that fails at once calls s_on_result inside it. */
+    cb->waiting = 1;
+    coord_job_t *job = coord_internal_read(coord, op, cb->coll, ids, cb->vecs, cb->nq, cb->dim,
+                                           k, mode, nprobe, ef, s_on_result);
+    if (!job) {
+        cb->waiting = 0;
+        s_fail(coord, "out of memory");
+    }
 }
 
 /* The next grid point, or the end: the table is stored. */
@@ -224,9 +236,9 @@ static int s_got_rows(const coord_calib_t *cb, const wire_reply_t *rep, float *o
 static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
 {
     coord_calib_t *cb = &coord->calib;
-    if (job != cb->job)
+    if (!cb->waiting)
         return;
-    cb->job = NULL;
+    cb->waiting = 0;
     char why[WIRE_MSG_MAX + 64];
     if (rep->code != SHOAL_OK) {
         snprintf(why, sizeof why, "%s: %s", wire_op_name(job->req.op), rep->msg);
@@ -429,6 +441,7 @@ void coord_calib_tick(coord_t *coord, int64_t now)
 void coord_calib_fini(coord_t *coord)
 {
     s_reset(&coord->calib);
+    coord_recall_fini(coord); /* the telemetry's queue: coord_destroy calls only this */
 }
 
 void coord_calib_info(coord_t *coord, wire_info_t *info, const catalog_coll_t *c)

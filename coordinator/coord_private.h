@@ -174,12 +174,48 @@ typedef struct {
     uint64_t *truth;         /* nq x k: the queries' exact neighbours (owned) */
     catalog_calib_t table;   /* the grid being measured */
     size_t npoints, point;   /* grid points, the one running */
-    struct coord_job *job;   /* the internal job in flight (its on_result continues) */
+    int waiting;             /* an internal request is in flight (its on_result continues) */
     int64_t next_us;         /* no calibration starts before */
     char quiet_coll[WIRE_NAME_MAX + 1]; /* the candidate seen at the last look ... */
     uint64_t quiet_count;    /* ... and its count then (unchanged at the next: it starts) */
     uint64_t done, failures; /* totals since start */
 } coord_calib_t;
+
+/* Online recall telemetry (coord_recall.c). */
+#define COORD_RECALL_SAMPLE_DEFAULT 0.005 /* client searches sampled (SHOAL_RECALL_SAMPLE) */
+#define COORD_RECALL_QUEUE 256            /* samples waiting for their exact search */
+#define COORD_RECALL_WINDOW 256           /* recent recalls an estimate is made of */
+#define COORD_RECALL_BUSY 8               /* client requests in progress: sampling waits */
+#define COORD_RECALL_PAUSE_MS 10          /* between two exact searches */
+
+/* A sampled query waiting for its exact search. */
+typedef struct {
+    char coll[WIRE_NAME_MAX + 1];
+    float *vec;       /* dim floats (owned) */
+    uint32_t dim, k;  /* k: ids in got */
+    uint64_t got[10]; /* the ids the client got, best first */
+} coord_recall_pending_t;
+
+/* One collection's recent recalls. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1];
+    float window[COORD_RECALL_WINDOW];
+    size_t n, next;  /* filled, and the slot written next */
+    uint64_t total;  /* measured since start */
+} coord_recall_coll_t;
+
+typedef struct {
+    double rate;     /* fraction of client searches sampled (0: off) */
+    int rate_set;    /* rate was read (lazily, from SHOAL_RECALL_SAMPLE or the default) */
+    double credit;   /* accumulates rate; a search is sampled when it reaches 1 */
+    coord_recall_pending_t queue[COORD_RECALL_QUEUE];
+    size_t head, nqueued;
+    int waiting;     /* an exact search is in flight */
+    int64_t next_us; /* none starts before */
+    coord_recall_coll_t *colls;
+    size_t ncolls;
+    uint64_t sampled, measured, dropped, failed;
+} coord_recall_t;
 
 /* At most this many writes run at once (more wait in the FIFO). */
 #define COORD_WRITES_RUNNING_MAX 64
@@ -296,6 +332,7 @@ struct coord {
     uint64_t replica_misses;     /* replica writes missed (the replica was marked stale) */
     coord_repair_t repair;       /* coord_repair.c */
     coord_calib_t calib;         /* coord_calib.c */
+    coord_recall_t recall;       /* coord_recall.c */
 };
 
 /* ---- coord.c: jobs and shards ---- */
@@ -428,6 +465,16 @@ void coord_extra_missed(coord_t *coord, const catalog_coll_t *c, uint32_t l, siz
 
 /* ---- coord_calib.c ---- */
 /*
+ * Starts an internal read of collection coll through the client path: a get
+ * of n ids, or a search of n x dim vecs for k neighbours (mode, nprobe, ef).
+ * The arrays must outlive the job; on_result gets the reply (also when the
+ * request fails at once, inside this call). NULL when out of memory.
+ */
+coord_job_t *coord_internal_read(coord_t *coord, wire_op_t op, const char *coll,
+                                 const uint64_t *ids, const float *vecs, size_t n, uint32_t dim,
+                                 uint32_t k, wire_mode_t mode, uint32_t nprobe, uint32_t ef,
+                                 void (*on_result)(coord_t *, coord_job_t *, const wire_reply_t *));
+/*
  * The calibrated setting for a recall target on c: the cheapest (nprobe,
  * ef) that reached target (0), or the best one when none did (1), with the
  * recall it reached; -1 when c has no calibration.
@@ -440,6 +487,18 @@ void coord_calib_tick(coord_t *coord, int64_t now);
 void coord_calib_fini(coord_t *coord);
 /* Adds c's "calibration" map to its stats. */
 void coord_calib_info(coord_t *coord, wire_info_t *info, const catalog_coll_t *c);
+
+/* ---- coord_recall.c ---- */
+/* A client search answered with ids (n x k): perhaps one of its queries is sampled. */
+void coord_recall_sample(coord_t *coord, const coord_job_t *job, const uint64_t *ids, size_t k);
+/* Runs the next sample's exact search when the coordinator is not busy. */
+void coord_recall_tick(coord_t *coord, int64_t now);
+/* coll's estimate: 0 with the mean recall, its 95 % half-width and samples; -1 when none. */
+int coord_recall_estimate(const coord_t *coord, const char *coll, double *recall, double *ci95,
+                          uint64_t *samples);
+/* Adds coll's "recall_estimate" map to its stats. */
+void coord_recall_info(coord_t *coord, wire_info_t *info, const char *coll);
+void coord_recall_fini(coord_t *coord);
 
 /* ---- coord_grow.c ---- */
 void coord_op_shard_add(coord_t *coord, coord_job_t *job);

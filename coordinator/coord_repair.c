@@ -1142,6 +1142,7 @@ void coord_repair_tick(coord_t *coord, int64_t now)
 {
     coord_repair_t *rp = &coord->repair;
     coord_calib_tick(coord, now);
+    coord_recall_tick(coord, now);
     if (coord->stopping || rp->job || now < rp->next_us)
         return;
     for (size_t s = 0; s < coord->nshards; s++)

@@ -702,6 +702,7 @@ static void s_search_done(coord_t *coord, coord_job_t *job)
     rep.partial = (uint32_t)s_partial(coord, r);
     coord_shard_list(coord, r->missing, rep.missing, sizeof rep.missing);
     rep.fanout = r->have_plan ? r->plan.fanout : 0;
+    coord_recall_sample(coord, job, r->merge.ids, r->k);
     if (r->calibrated) {
         rep.nprobe_used = job->req.nprobe;
         rep.ef_used = job->req.ef;

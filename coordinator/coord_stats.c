@@ -207,8 +207,9 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
 {
     const coord_repair_t *rp = &coord->repair;
     wire_info_key(info, c->name);
-    wire_info_map(info, 17 + (placement ? 1 : 0));
+    wire_info_map(info, 18 + (placement ? 1 : 0));
     coord_calib_info(coord, info, c);
+    coord_recall_info(coord, info, c->name);
     wire_io_info_u64(info, "replication", c->replication);
     wire_io_info_u64(info, "write_quorum", c->write_quorum);
     wire_io_info_u64(info, "stale_lists", c->nstale);
@@ -515,6 +516,36 @@ static uint64_t s_coll_figure(coord_t *coord, const catalog_coll_t *c, s_coll_fa
 }
 
 /* The collections: how many, then each per-collection family (its samples together). */
+/* The online recall estimate per collection (coord_recall.c), where there is one. */
+static void s_metrics_recall(coord_t *coord, prom_text_t *t)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[] = {
+        {"shoal_recall_estimate", "Estimated recall@k of client searches (recent sampled "
+                                  "queries against exact search)."},
+        {"shoal_recall_estimate_ci95", "Half-width of the estimate's 95 % confidence interval."},
+        {"shoal_recall_estimate_samples", "Sampled queries the estimate is made of."},
+    };
+    for (size_t f = 0; f < 3; f++) {
+        prom_family(t, fam[f].name, PROM_GAUGE, fam[f].help);
+        for (size_t i = 0; i < catalog_coll_count(coord->cat); i++) {
+            const catalog_coll_t *c = catalog_coll_at(coord->cat, i);
+            double recall = 0, ci = 0;
+            uint64_t n = 0;
+            if (coord_recall_estimate(coord, c->name, &recall, &ci, &n) != 0)
+                continue;
+            prom_labels_t l;
+            prom_labels_init(&l);
+            prom_label(&l, "collection", c->name);
+            if (f == 2)
+                prom_sample_u64(t, fam[f].name, &l, n);
+            else
+                prom_sample(t, fam[f].name, &l, f == 0 ? recall : ci);
+        }
+    }
+}
+
 static void s_metrics_collections(coord_t *coord, prom_text_t *t)
 {
     size_t n = catalog_coll_count(coord->cat);
@@ -641,6 +672,7 @@ void coord_metrics_publish(coord_t *coord)
         return;
     s_metrics_shards(coord, t);
     s_metrics_collections(coord, t);
+    s_metrics_recall(coord, t);
     s_metrics_fanout(coord, t);
     s_metrics_work(coord, t);
     wire_io_budget_stats_t replies;

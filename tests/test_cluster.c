@@ -1924,3 +1924,82 @@ Test(cluster, recall_targets_run_at_the_calibrated_setting)
               info.nprobe, info.ef, np, ef);
     s_finish(&c, &s);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Online recall telemetry (coord_recall.c)                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Every query of siftsmall, one request each, at nprobe / ef: its recall@10 (shipped truth). */
+static double s_recall_one_by_one(shoal_client_t *c, const s_sift_t *s, size_t nprobe, size_t ef)
+{
+    uint64_t *all = malloc(s->nq * S_K * sizeof *all);
+    cr_assert_not_null(all);
+    shoal_search_opts_t o = {.k = S_K, .mode = WIRE_MODE_HNSW, .nprobe = nprobe, .ef = ef};
+    for (size_t q = 0; q < s->nq; q++) {
+        uint64_t *ids = NULL;
+        shoal_err_t err;
+        int rc = shoal_client_search(c, "sift", s->queries + q * s->dim, 1, s->dim, &o, &ids,
+                                     NULL, NULL, &err);
+        cr_assert_eq(rc, 0, "query %zu: %s", q, err.msg);
+        memcpy(all + q * S_K, ids, S_K * sizeof *ids);
+        free(ids);
+    }
+    double r = gt_recall(all, S_K, s->gt, s->gtk, s->nq, S_K);
+    free(all);
+    return r;
+}
+
+/* Polls (bounded) until the estimate of "sift" was measured on `total` queries; its values. */
+static void s_wait_estimate(shoal_client_t *c, double total, double *recall, double *ci)
+{
+    double end = s_now() + 120, got = 0;
+    while (1) {
+        void *info = NULL;
+        size_t len = 0;
+        shoal_err_t err;
+        cr_assert_eq(shoal_client_stats(c, "sift", NULL, &info, &len, &err), 0, "%s", err.msg);
+        got = -1;
+        wire_info_lookup(info, len, "collections.sift.recall_estimate.total", &got);
+        if (got >= total) {
+            cr_assert_eq(wire_info_lookup(info, len, "collections.sift.recall_estimate.recall",
+                                          recall), 0);
+            cr_assert_eq(wire_info_lookup(info, len, "collections.sift.recall_estimate.ci95", ci),
+                         0);
+            free(info);
+            return;
+        }
+        free(info);
+        cr_assert_lt(s_now(), end, "the estimate has %.0f samples after 120 s, %.0f wanted", got,
+                     total);
+        s_sleep_ms(S_POLL_MS * 4);
+    }
+}
+
+Test(cluster, recall_estimate_follows_the_searches_clients_run)
+{
+    /* Every search sampled (the default is 0.5 %), so the test needs few of them. */
+    setenv("SHOAL_RECALL_SAMPLE", "1", 1);
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
+    unsetenv("SHOAL_RECALL_SAMPLE");
+
+    double high = s_recall_one_by_one(c, &s, 16, 128), est = 0, ci = 0;
+    s_wait_estimate(c, (double)s.nq, &est, &ci);
+    cr_log_info("ef 128: recall@10 %.4f measured, %.4f +- %.4f estimated", high, est, ci);
+    cr_assert(fabs(est - high) <= ci + 0.005, "estimate %.4f +- %.4f, measured %.4f", est, ci,
+              high);
+
+    /* A deliberately low ef: the estimate drops, and matches within its interval once its
+       window (256 samples) holds only these searches. */
+    double low = 0;
+    for (int pass = 0; pass < 3; pass++)
+        low = s_recall_one_by_one(c, &s, 1, 10);
+    /* A sample that finds the queue full is dropped: wait for a window's worth. */
+    s_wait_estimate(c, (double)s.nq + 256, &est, &ci);
+    cr_log_info("ef 10, nprobe 1: recall@10 %.4f measured, %.4f +- %.4f estimated", low, est, ci);
+    cr_assert_lt(low, high - 0.02, "the low ef did not lower recall (%.4f vs %.4f)", low, high);
+    cr_assert(fabs(est - low) <= ci + 0.005, "estimate %.4f +- %.4f, measured %.4f", est, ci,
+              low);
+    s_finish(&c, &s);
+}
