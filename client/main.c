@@ -18,6 +18,11 @@
  * "shoal: <command>: <message>" ("shoal: <message>" before a command is
  * known). Arguments are checked before anything is sent.
  *
+ * CURVE: --curve-key FILE (this client's _secret certificate) and
+ * --curve-server-key FILE (the server's public one), or $SHOAL_CURVE_KEY and
+ * $SHOAL_CURVE_SERVER_KEY, always both; every connection (shards' too, for
+ * check) then uses CURVE. `shoal keygen PATH` writes a pair.
+ *
  * Signals: czmq installs its own SIGINT/SIGTERM handler when the first
  * socket is made; this program puts the default action back afterwards, so
  * Ctrl-C stops a long load at once like any other command-line tool.
@@ -32,6 +37,7 @@
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "common/wire.h"
+#include "common/wire_curve.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -49,6 +55,8 @@
 
 #define S_ENDPOINT_DEFAULT "tcp://127.0.0.1:7700"
 #define S_ENDPOINT_ENV     "SHOAL_COORDINATOR"
+#define S_CURVE_KEY_ENV    "SHOAL_CURVE_KEY"
+#define S_CURVE_SERVER_ENV "SHOAL_CURVE_SERVER_KEY"
 
 #define S_EXIT_FAIL  1 /* the command failed */
 #define S_EXIT_USAGE 2 /* the command line is wrong */
@@ -359,13 +367,24 @@ typedef struct {
     const char *cmd;        /* the command's name, for messages */
     const char *endpoint;   /* -c, $SHOAL_COORDINATOR or the default */
     int timeout_ms;         /* -t; 0 = the command's default */
+    const char *curve_key;    /* --curve-key or $SHOAL_CURVE_KEY; NULL: plain */
+    const char *curve_server; /* --curve-server-key or $SHOAL_CURVE_SERVER_KEY */
     shoal_client_t *client; /* connected by s_connect, destroyed by main */
 } s_cli_t;
+
+/* A client of endpoint, over CURVE when the keys were given. */
+static shoal_client_t *s_client_new(const s_cli_t *cli, const char *endpoint, int timeout_ms,
+                                    shoal_err_t *err)
+{
+    if (cli->curve_key)
+        return shoal_client_new_curve(endpoint, timeout_ms, cli->curve_key, cli->curve_server, err);
+    return shoal_client_new(endpoint, timeout_ms, err);
+}
 
 static int s_connect(s_cli_t *cli, int default_timeout_ms, shoal_err_t *err)
 {
     int timeout = cli->timeout_ms > 0 ? cli->timeout_ms : default_timeout_ms;
-    cli->client = shoal_client_new(cli->endpoint, timeout, err);
+    cli->client = s_client_new(cli, cli->endpoint, timeout, err);
     if (!cli->client)
         return err->code ? err->code : SHOAL_EINVAL;
     /* czmq caught these when it made the socket: give them back their default */
@@ -1297,8 +1316,8 @@ static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
             continue;
         snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, s);
         (void)wire_info_lookup_str(info, len, path, ep, sizeof ep);
-        shoal_client_t *sc = shoal_client_new(ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000,
-                                              err);
+        shoal_client_t *sc =
+            s_client_new(cli, ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000, err);
         uint32_t *lists = NULL;
         uint64_t *cnt = NULL;
         size_t n = 0;
@@ -1528,6 +1547,28 @@ static int s_cmd_drop(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         rc = shoal_client_drop(cli->client, pos[0], err);
     if (rc == 0)
         printf("dropped %s\n", pos[0]);
+    return rc;
+}
+
+static const char s_help_keygen[] =
+    "usage: shoal keygen PATH [--force]\n"
+    "Writes a new CURVE key pair in czmq's certificate format: PATH, the public\n"
+    "certificate (give it to the peers that trust this key), and PATH_secret, the\n"
+    "secret one (mode 0600; keep it where it is used). Refuses to replace either\n"
+    "file unless --force. docs/operations.md \"Security\" says which goes where.\n";
+
+static int s_cmd_keygen(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    (void)cli;
+    int force = 0;
+    s_flag_t flags[] = {{"--force", &force}};
+    const char *names[] = {"PATH"}, *pos[1];
+    size_t npos;
+    int rc = s_parse_argv(argc, argv, NULL, 0, flags, 1, names, 1, 1, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    if ((rc = wire_curve_keygen(pos[0], force, err)) == 0)
+        printf("wrote %s (public) and %s_secret (secret, mode 0600)\n", pos[0], pos[0]);
     return rc;
 }
 
@@ -1874,10 +1915,12 @@ static const s_command_t s_commands[] = {
     {"ping", s_cmd_ping, s_help_ping},
     {"shard", s_cmd_shard, s_help_shard},
     {"rebalance", s_cmd_rebalance, s_help_rebalance},
+    {"keygen", s_cmd_keygen, s_help_keygen},
 };
 
 static const char s_help_main[] =
-    "usage: shoal [-c ENDPOINT] [-t MS] COMMAND [ARGS...]\n"
+    "usage: shoal [-c ENDPOINT] [-t MS] [--curve-key FILE --curve-server-key FILE]\n"
+    "             COMMAND [ARGS...]\n"
     "\n"
     "Client of a shoal cluster (the coordinator, or one shard for the ops it serves).\n"
     "\n"
@@ -1887,6 +1930,10 @@ static const char s_help_main[] =
     "  -t, --timeout-ms MS         wait at most MS for each reply (default: 10000;\n"
     "                              train 600000, load 120000, knn-graph 300000,\n"
     "                              shard and rebalance 60000)\n"
+    "  --curve-key FILE            CURVE: this client's certificate (the _secret\n"
+    "                              file of keygen; default $" S_CURVE_KEY_ENV ")\n"
+    "  --curve-server-key FILE     CURVE: the server's public certificate (default\n"
+    "                              $" S_CURVE_SERVER_ENV "); both or neither\n"
     "  -h, --help                  this text; COMMAND --help for a command's\n"
     "\n"
     "Commands:\n"
@@ -1905,6 +1952,7 @@ static const char s_help_main[] =
     "  ping\n"
     "  shard add|drain|remove ENDPOINT [--wait]\n"
     "  rebalance [--dry-run] [--max-moves N] [--rate MB/s] [--wait]\n"
+    "  keygen PATH [--force]\n"
     "\n"
     "Vector files: .fvecs, .bvecs, .npy (float32, 2-D); ground truth and outputs: .ivecs.\n"
     "Exit status: 0 success, 1 failure, 2 bad command line; one line on stderr\n"
@@ -1929,6 +1977,8 @@ int main(int argc, char **argv)
     cli.endpoint = getenv(S_ENDPOINT_ENV);
     if (!cli.endpoint || !*cli.endpoint)
         cli.endpoint = S_ENDPOINT_DEFAULT;
+    cli.curve_key = getenv(S_CURVE_KEY_ENV);
+    cli.curve_server = getenv(S_CURVE_SERVER_ENV);
 
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -1939,14 +1989,22 @@ int main(int argc, char **argv)
         }
         int is_c = !strcmp(arg, "-c") || !strcmp(arg, "--coordinator");
         int is_t = !strcmp(arg, "-t") || !strcmp(arg, "--timeout-ms");
+        int is_k = !strcmp(arg, "--curve-key");
+        int is_s = !strcmp(arg, "--curve-server-key");
         if (!strncmp(arg, "--coordinator=", 14)) {
             is_c = 1;
             value = arg + 14;
         } else if (!strncmp(arg, "--timeout-ms=", 13)) {
             is_t = 1;
             value = arg + 13;
+        } else if (!strncmp(arg, "--curve-key=", 12)) {
+            is_k = 1;
+            value = arg + 12;
+        } else if (!strncmp(arg, "--curve-server-key=", 19)) {
+            is_s = 1;
+            value = arg + 19;
         }
-        if (!is_c && !is_t)
+        if (!is_c && !is_t && !is_k && !is_s)
             return s_main_usage("unknown option \"%s\"", arg);
         if (!value) {
             if (i + 1 >= argc)
@@ -1957,6 +2015,10 @@ int main(int argc, char **argv)
             return s_main_usage("option %s has an empty value", arg);
         if (is_c) {
             cli.endpoint = value;
+        } else if (is_k) {
+            cli.curve_key = value;
+        } else if (is_s) {
+            cli.curve_server = value;
         } else {
             shoal_err_t err;
             uint64_t ms;
@@ -1967,6 +2029,15 @@ int main(int argc, char **argv)
     }
     if (i >= argc)
         return s_main_usage("%s", "no command given");
+    if (cli.curve_key && !*cli.curve_key)
+        cli.curve_key = NULL; /* an empty variable is no key */
+    if (cli.curve_server && !*cli.curve_server)
+        cli.curve_server = NULL;
+    if (!cli.curve_key != !cli.curve_server)
+        return s_main_usage("%s", cli.curve_key ? "--curve-key needs --curve-server-key (the "
+                                                  "server's public certificate)"
+                                                : "--curve-server-key needs --curve-key (this "
+                                                  "client's secret certificate)");
     const s_command_t *cmd = NULL;
     for (size_t c = 0; c < sizeof s_commands / sizeof s_commands[0]; c++)
         if (!strcmp(argv[i], s_commands[c].name))

@@ -13,6 +13,8 @@
  */
 #include "client/shoal_client.h"
 
+#include "common/wire_curve.h"
+
 #include <czmq.h>
 
 #include <errno.h>
@@ -38,6 +40,10 @@ struct shoal_client {
     zsock_t *sock;        /* DEALER, or NULL until (re)connected */
     uint64_t next_rid;    /* rid of the next request */
     wire_limits_t limits; /* replies are decoded under these */
+    int curve;            /* 1: the socket is a CURVE client with the keys below */
+    wire_curve_cert_t curve_own;    /* this client's keys */
+    wire_curve_cert_t curve_server; /* the server's public key */
+    int heard;            /* a reply came on the current socket */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -53,6 +59,9 @@ static int s_connect(shoal_client_t *client, shoal_err_t *err)
         return shoal_err_set(err, SHOAL_ENOMEM, "cannot create a socket for %s", client->endpoint);
     zsock_set_linger(client->sock, 0);
     zsock_set_sndtimeo(client->sock, client->timeout_ms);
+    if (client->curve)
+        wire_curve_client_apply(client->sock, &client->curve_own, &client->curve_server);
+    client->heard = 0;
     if (zsock_connect(client->sock, "%s", client->endpoint) != 0) {
         int rc = shoal_err_set(err, SHOAL_EINVAL, "cannot connect to %s: %s", client->endpoint,
                                zmq_strerror(zmq_errno()));
@@ -113,11 +122,22 @@ static int s_recv(shoal_client_t *client, int64_t deadline_us, const char *what,
         if (!msg)
             continue; /* interrupted */
         *out = msg;
+        client->heard = 1;
         return 0;
     }
+    /*
+     * A CURVE server that refuses a key, or a plain client at a CURVE
+     * server, is silence, not an error: say so when nothing ever came.
+     */
+    const char *hint = "";
+    if (!client->heard)
+        hint = client->curve ? " (no answer at all: check that this client's key is authorized "
+                               "(--curve-key) and the server key is right (--curve-server-key))"
+                             : " (no answer at all: if the server uses CURVE, give --curve-key "
+                               "and --curve-server-key)";
     s_reset(client);
-    return shoal_err_set(err, SHOAL_ETIMEOUT, "%s: no reply from %s within %d ms", what,
-                         client->endpoint, client->timeout_ms);
+    return shoal_err_set(err, SHOAL_ETIMEOUT, "%s: no reply from %s within %d ms%s", what,
+                         client->endpoint, client->timeout_ms, hint);
 }
 
 /* Copies a message's frames out of ZeroMQ. NULL when out of memory. */
@@ -400,6 +420,38 @@ shoal_client_t *shoal_client_new(const char *endpoint, int timeout_ms, shoal_err
     return client;
 }
 
+shoal_client_t *shoal_client_new_curve(const char *endpoint, int timeout_ms,
+                                       const char *client_secret_cert,
+                                       const char *server_public_cert, shoal_err_t *err)
+{
+    wire_curve_cert_t own, server;
+    if (!client_secret_cert || !server_public_cert) {
+        shoal_err_set(err, SHOAL_EINVAL,
+                      "shoal client: CURVE needs both the client's secret certificate and the "
+                      "server's public certificate");
+        return NULL;
+    }
+    if (!zmq_has("curve")) {
+        shoal_err_set(err, SHOAL_EUNSUPPORTED, "shoal client: this libzmq has no CURVE");
+        return NULL;
+    }
+    if (wire_curve_load(client_secret_cert, 1, &own, err) != 0 ||
+        wire_curve_load(server_public_cert, 0, &server, err) != 0)
+        return NULL;
+    shoal_client_t *client = shoal_client_new(endpoint, timeout_ms, err);
+    if (!client)
+        return NULL;
+    /* The first socket was plain: make a CURVE one in its place. */
+    s_reset(client);
+    client->curve = 1;
+    client->curve_own = own;
+    client->curve_server = server;
+    memset(&own, 0, sizeof own);
+    if (s_connect(client, err) != 0)
+        shoal_client_destroy(&client);
+    return client;
+}
+
 void shoal_client_destroy(shoal_client_t **client_p)
 {
     if (!client_p || !*client_p)
@@ -407,6 +459,7 @@ void shoal_client_destroy(shoal_client_t **client_p)
     shoal_client_t *client = *client_p;
     zsock_destroy(&client->sock);
     free(client->endpoint);
+    memset(&client->curve_own, 0, sizeof client->curve_own);
     free(client);
     *client_p = NULL;
 }

@@ -50,6 +50,20 @@ typedef struct shoal_client shoal_client_t;
  */
 shoal_client_t *shoal_client_new(const char *endpoint, int timeout_ms, shoal_err_t *err);
 
+/*
+ * shoal_client_new over CURVE (ZeroMQ's authentication and encryption):
+ * client_secret_cert is this client's certificate file (the _secret file
+ * of `shoal keygen`; its public file must be in the server's
+ * --curve-clients directory), server_public_cert the server's public
+ * certificate file. NULL on error, err naming the file that cannot be read
+ * or is not a certificate. A server that does not accept the key answers
+ * nothing (ZeroMQ ends the handshake silently): calls then fail with
+ * SHOAL_ETIMEOUT, and the message says to check the keys.
+ */
+shoal_client_t *shoal_client_new_curve(const char *endpoint, int timeout_ms,
+                                       const char *client_secret_cert,
+                                       const char *server_public_cert, shoal_err_t *err);
+
 /* Closes the socket and frees; NULL-safe; sets *client_p to NULL. */
 void shoal_client_destroy(shoal_client_t **client_p);
 

@@ -46,7 +46,7 @@ int wire_io_readable(zsock_t *sock)
 /* ------------------------------------------------------------------------ */
 
 zsock_t *wire_io_router_bind(const char *who, const char *listen, size_t max_message_bytes,
-                             char **endpoint, shoal_err_t *err)
+                             const wire_curve_cert_t *curve, char **endpoint, shoal_err_t *err)
 {
     *endpoint = NULL;
     zsock_t *router = zsock_new(ZMQ_ROUTER);
@@ -67,6 +67,8 @@ zsock_t *wire_io_router_bind(const char *who, const char *listen, size_t max_mes
      */
     zsock_set_sndhwm(router, WIRE_IO_REPLY_HWM);
     zsock_set_router_mandatory(router, 1);
+    if (curve)
+        wire_curve_server_apply(router, curve);
     if (zsock_bind(router, "%s", listen) < 0) {
         shoal_err_set(err, SHOAL_EIO, "cannot bind %s: %s", listen, zmq_strerror(zmq_errno()));
         zsock_destroy(&router);

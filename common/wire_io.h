@@ -15,6 +15,7 @@
 #define SHOAL_WIRE_IO_H
 
 #include "common/wire.h"
+#include "common/wire_curve.h"
 
 #include <czmq.h>
 
@@ -43,12 +44,14 @@ int wire_io_readable(zsock_t *sock);
  * max_message_bytes, linger 0, WIRE_IO_REPLY_HWM replies queued per peer and
  * ZMQ_ROUTER_MANDATORY (a send to a peer that left or is full fails at once
  * instead of vanishing or blocking; use wire_io_send_reply to send on it);
- * *endpoint gets a copy of the bound endpoint
+ * with curve (not NULL), a CURVE server with that certificate (the process's
+ * allow-list, wire_curve_auth_new, must be running), else plain (NULL
+ * mechanism, no authentication); *endpoint gets a copy of the bound endpoint
  * (the caller's to free). NULL on error, err naming the problem, prefixed
  * with who ("shard server").
  */
 zsock_t *wire_io_router_bind(const char *who, const char *listen, size_t max_message_bytes,
-                             char **endpoint, shoal_err_t *err);
+                             const wire_curve_cert_t *curve, char **endpoint, shoal_err_t *err);
 
 /* frames gets views of msg's first WIRE_FRAMES_MAX frames (valid while msg lives). */
 void wire_io_frames(zmsg_t *msg, wire_frames_t *frames);

@@ -1235,6 +1235,9 @@ int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err)
     zsock_set_rcvhwm(shard->dealer, 0);
     zsock_set_reconnect_ivl(shard->dealer, 100);
     zsock_set_reconnect_ivl_max(shard->dealer, 1000);
+    if (coord->opts.curve_shard_cert && coord->opts.curve_cert)
+        wire_curve_client_apply(shard->dealer, coord->opts.curve_cert,
+                                coord->opts.curve_shard_cert);
     if (zsock_connect(shard->dealer, "%s", shard->endpoint) != 0) {
         zsock_destroy(&shard->dealer);
         return shoal_err_set(err, SHOAL_EINVAL, "shard %zu: cannot connect to %s: %s", s,
@@ -1331,8 +1334,9 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         wire_io_budget_new("coordinator", coord->opts.max_pending_reply_bytes, err);
     if (!coord->reply_budget)
         goto fail;
-    coord->router = wire_io_router_bind("coordinator", coord->listen,
-                                        coord->limits.max_message_bytes, &coord->endpoint, err);
+    coord->router =
+        wire_io_router_bind("coordinator", coord->listen, coord->limits.max_message_bytes,
+                            coord->opts.curve_cert, &coord->endpoint, err);
     if (!coord->router)
         goto fail;
 

@@ -89,6 +89,10 @@
  * (coord_ready) and publishes both; the HTTP thread never reads coordinator
  * state.
  *
+ * Security (opts.curve_cert, opts.curve_shard_cert): CURVE on the clients'
+ * ROUTER and on the shard links, each independently; docs/operations.md
+ * "Security" says which keys go where.
+ *
  * Stopping: coord_stop() (async-signal-safe) or opts.stop_fd becoming
  * readable: the loop stops reading requests, lets jobs in progress finish (or
  * reach their deadline), then returns; coord_destroy closes the catalog.
@@ -101,6 +105,7 @@
 #include "common/error.h"
 #include "common/http_metrics.h"
 #include "common/wire.h"
+#include "common/wire_curve.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -145,6 +150,15 @@ typedef struct {
     http_metrics_t *metrics;         /* where replies are counted and the metrics text and
                                         readiness published (borrowed; outlives coord_run);
                                         NULL: none */
+    const wire_curve_cert_t *curve_cert; /* own certificate, secret key included: the ROUTER
+                                            is a CURVE server with it (the caller runs the
+                                            allow-list, wire_curve_auth_new) and CURVE shard
+                                            links use it as their client key (borrowed;
+                                            outlives the coordinator); NULL: plain */
+    const wire_curve_cert_t *curve_shard_cert; /* the shards' public certificate (one pair
+                                                  for every shard): the DEALERs are CURVE
+                                                  clients of it; needs curve_cert (borrowed);
+                                                  NULL: plain shard links */
 } coord_opts_t;
 
 typedef struct coord coord_t;

@@ -20,6 +20,14 @@
  * given up on), the bound endpoint is written to PATH through a temporary
  * file and rename(2); a clean stop removes it.
  *
+ * --curve-secret-key FILE --curve-clients DIR (both or neither): the ROUTER
+ * is a CURVE server with this certificate and admits only clients whose
+ * public certificate is in DIR (zauth). --curve-shard-key FILE (needs the
+ * other two): the shards' public certificate (one pair for all shards); the
+ * shard links are then CURVE clients with the coordinator's own key, which
+ * every shard must list in its own --curve-clients. docs/operations.md
+ * "Security".
+ *
  * --metrics-listen HOST:PORT (off by default; 127.0.0.1:9700 by convention):
  * /metrics, /healthz and /readyz over HTTP (common/http_metrics.h). The
  * address is checked with the other options (exit 2) and bound before the
@@ -66,6 +74,9 @@ typedef struct {
     char device[S_TEXT_MAX];     /* --device */
     char ready_file[S_TEXT_MAX]; /* --ready-file */
     char metrics[S_TEXT_MAX];    /* --metrics-listen ("" = off) */
+    char curve_key[S_TEXT_MAX];  /* --curve-secret-key ("" = no CURVE) */
+    char curve_dir[S_TEXT_MAX];  /* --curve-clients */
+    char curve_shard[S_TEXT_MAX]; /* --curve-shard-key ("" = plain shard links) */
     char log_level[16];          /* --log-level */
 } s_config_t;
 
@@ -128,6 +139,13 @@ static const cliopt_t s_options[] = {
     {"metrics-listen", CLIOPT_TEXT, S_FIELD(metrics), 0, 0, "HOST:PORT",
      "serve /metrics (Prometheus), /healthz and /readyz over HTTP there (default off; "
      "conventionally 127.0.0.1:9700)"},
+    {"curve-secret-key", CLIOPT_TEXT, S_FIELD(curve_key), 0, 0, "FILE",
+     "CURVE: the coordinator's certificate (the _secret file of `shoal keygen`), for clients "
+     "and, with --curve-shard-key, towards the shards; needs --curve-clients (default: none)"},
+    {"curve-clients", CLIOPT_TEXT, S_FIELD(curve_dir), 0, 0, "DIR",
+     "CURVE: public certificates of the clients allowed in"},
+    {"curve-shard-key", CLIOPT_TEXT, S_FIELD(curve_shard), 0, 0, "FILE",
+     "CURVE: the shards' public certificate (one pair for all shards); shard links use CURVE"},
 };
 
 static void s_config_defaults(s_config_t *cfg)
@@ -241,9 +259,35 @@ int main(int argc, char **argv)
     int stop_fd = service_signals_install(S_NAME);
     if (stop_fd < 0)
         return S_EXIT_RUNTIME;
+    /* The allow-list before the ROUTER binds: libzmq asks it at each handshake. */
+    static wire_curve_cert_t curve, curve_shard;
+    zactor_t *auth = NULL;
+    if (cfg.curve_shard[0] && !cfg.curve_key[0]) {
+        log_error("cannot start: --curve-shard-key needs --curve-secret-key (the coordinator's "
+                  "own key towards the shards) and --curve-clients");
+        service_signals_fini();
+        return S_EXIT_USAGE;
+    }
+    int curve_on = wire_curve_server_start("coordinator", cfg.curve_key, cfg.curve_dir, &curve,
+                                           &auth, &err);
+    if (curve_on >= 0 && cfg.curve_shard[0] &&
+        wire_curve_load(cfg.curve_shard, 0, &curve_shard, &err) != 0)
+        curve_on = err.code;
+    if (curve_on < 0) {
+        log_error("cannot start: %s", err.msg);
+        zactor_destroy(&auth);
+        service_signals_fini();
+        return curve_on == SHOAL_EINVAL ? S_EXIT_USAGE : S_EXIT_RUNTIME;
+    }
+    if (cfg.curve_shard[0])
+        log_info("shard links: CURVE, shard key %s (public %s)", cfg.curve_shard,
+                 curve_shard.public_txt);
+    else
+        log_warn("shard links: unauthenticated and unencrypted (no --curve-shard-key)");
     http_metrics_t *metrics = NULL;
     if (cfg.metrics[0] && !(metrics = http_metrics_new(cfg.metrics, "coordinator", &err))) {
         log_error("cannot start: --metrics-listen: %s", err.msg);
+        zactor_destroy(&auth);
         service_signals_fini();
         return S_EXIT_RUNTIME;
     }
@@ -256,17 +300,21 @@ int main(int argc, char **argv)
     opts.device = cfg.device;
     opts.stop_fd = stop_fd;
     opts.metrics = metrics;
+    opts.curve_cert = curve_on ? &curve : NULL;
+    opts.curve_shard_cert = cfg.curve_shard[0] ? &curve_shard : NULL;
 
     coord_t *coord = coord_new(&opts, &err);
     if (!coord) {
         log_error("cannot start: %s", err.msg);
         http_metrics_destroy(&metrics);
+        zactor_destroy(&auth);
         return S_EXIT_RUNTIME;
     }
     const char *endpoint = coord_endpoint(coord);
     if (service_ready(cfg.ready_file, endpoint) != 0) {
         coord_destroy(&coord);
         http_metrics_destroy(&metrics);
+        zactor_destroy(&auth);
         return S_EXIT_RUNTIME;
     }
     log_info("listening on %s, data dir %s, shards %s, engine device %s, nlist %u, nprobe %u",
@@ -278,6 +326,7 @@ int main(int argc, char **argv)
         log_error("coordinator loop failed: %s", err.msg);
     coord_destroy(&coord);
     http_metrics_destroy(&metrics); /* after the loop: it publishes until it returns */
+    zactor_destroy(&auth);          /* after the ROUTER: its handshakes ask it */
     service_unready(cfg.ready_file);
     log_info("stopped%s", rc ? " after an error" : "");
     service_signals_fini();

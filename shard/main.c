@@ -23,6 +23,13 @@
  * a temporary file and rename(2), so a reader never sees half of it; a clean
  * stop removes it.
  *
+ * --curve-secret-key FILE --curve-clients DIR (both or neither): the ROUTER
+ * is a CURVE server with this certificate and admits only peers whose public
+ * certificate is in DIR (zauth; in a cluster, the coordinator's only, so
+ * clients cannot reach a shard around the coordinator). Neither: plain, and
+ * the log says so. A certificate or directory that cannot be used stops the
+ * start, naming it (exit 2 for one option without the other, else 1).
+ *
  * --metrics-listen HOST:PORT (off by default; by convention 127.0.0.1:9701
  * for the first shard of a host, 9702 for the next...): /metrics, /healthz
  * and /readyz over HTTP (common/http_metrics.h). The address is checked with
@@ -65,6 +72,8 @@ typedef struct {
     char devices[S_TEXT_MAX];    /* --devices: auto, cpu, gpu:0,1 */
     char ready_file[S_TEXT_MAX]; /* --ready-file ("" = none) */
     char metrics[S_TEXT_MAX];    /* --metrics-listen ("" = off) */
+    char curve_key[S_TEXT_MAX];  /* --curve-secret-key ("" = no CURVE) */
+    char curve_dir[S_TEXT_MAX];  /* --curve-clients */
     char log_level[16];          /* --log-level ("" = SHOAL_LOG_LEVEL or info) */
     size_t threads;              /* --threads (0 = online cores) */
     size_t sync;                 /* --sync on|off (1|0) */
@@ -129,6 +138,11 @@ static const cliopt_t s_options[] = {
     {"metrics-listen", CLIOPT_TEXT, S_FIELD(metrics), 0, 0, "HOST:PORT",
      "serve /metrics (Prometheus), /healthz and /readyz over HTTP there (conventionally "
      "127.0.0.1:9701, 9702, ... one per shard of a host)"},
+    {"curve-secret-key", CLIOPT_TEXT, S_FIELD(curve_key), 0, 0, "FILE",
+     "CURVE: this shard's certificate (the _secret file of `shoal keygen`); with "
+     "--curve-clients (default: none, unauthenticated)"},
+    {"curve-clients", CLIOPT_TEXT, S_FIELD(curve_dir), 0, 0, "DIR",
+     "CURVE: public certificates of the peers allowed in (the coordinator's only)"},
 };
 
 #define S_NOPTIONS (sizeof s_options / sizeof s_options[0])
@@ -234,9 +248,20 @@ int main(int argc, char **argv)
     int stop_fd = service_signals_install(S_NAME);
     if (stop_fd < 0)
         return S_EXIT_RUNTIME;
+    /* The allow-list before the ROUTER binds: libzmq asks it at each handshake. */
+    wire_curve_cert_t curve;
+    zactor_t *auth = NULL;
+    int curve_on =
+        wire_curve_server_start("shard", cfg.curve_key, cfg.curve_dir, &curve, &auth, &err);
+    if (curve_on < 0) {
+        log_error("cannot start: %s", err.msg);
+        service_signals_fini();
+        return curve_on == SHOAL_EINVAL ? S_EXIT_USAGE : S_EXIT_RUNTIME;
+    }
     http_metrics_t *metrics = NULL;
     if (cfg.metrics[0] && !(metrics = http_metrics_new(cfg.metrics, "shard", &err))) {
         log_error("cannot start: --metrics-listen: %s", err.msg);
+        zactor_destroy(&auth);
         service_signals_fini();
         return S_EXIT_RUNTIME;
     }
@@ -264,17 +289,20 @@ int main(int argc, char **argv)
     opts.store.hnsw_ef = cfg.hnsw_ef;
     opts.store.min_free_bytes = cfg.min_free_bytes;
     opts.metrics = metrics;
+    opts.curve_cert = curve_on ? &curve : NULL;
 
     shard_server_t *server = shard_server_new(&opts, &err);
     if (!server) {
         log_error("cannot start: %s", err.msg);
         http_metrics_destroy(&metrics);
+        zactor_destroy(&auth);
         return S_EXIT_RUNTIME;
     }
     const char *endpoint = shard_server_endpoint(server);
     if (service_ready(cfg.ready_file, endpoint) != 0) {
         shard_server_destroy(&server);
         http_metrics_destroy(&metrics);
+        zactor_destroy(&auth);
         return S_EXIT_RUNTIME;
     }
     int devices[64];
@@ -296,6 +324,7 @@ int main(int argc, char **argv)
     double t0 = zclock_usecs() / 1e6;
     shard_server_destroy(&server); /* closes the store: the final checkpoint */
     http_metrics_destroy(&metrics);   /* after the loop: it publishes until it returns */
+    zactor_destroy(&auth);          /* after the ROUTER: its handshakes ask it */
     service_unready(cfg.ready_file);
     log_info("stopped%s; store closed in %.2f s", rc ? " after an error" : "",
              zclock_usecs() / 1e6 - t0);

@@ -1294,8 +1294,9 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
         wire_io_budget_new("shard server", server->opts.max_pending_reply_bytes, err);
     if (!server->reply_budget)
         goto fail;
-    server->router = wire_io_router_bind("shard server", server->listen,
-                                         server->limits.max_message_bytes, &server->endpoint, err);
+    server->router =
+        wire_io_router_bind("shard server", server->listen, server->limits.max_message_bytes,
+                            server->opts.curve_cert, &server->endpoint, err);
     if (!server->router)
         goto fail;
     return server;

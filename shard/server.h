@@ -76,6 +76,7 @@
 #include "common/error.h"
 #include "common/http_metrics.h"
 #include "common/wire.h"
+#include "common/wire_curve.h"
 #include "shard/store.h"
 
 #include <stddef.h>
@@ -96,6 +97,10 @@ typedef struct {
     size_t max_pending_reply_bytes; /* reply bytes queued for unread peers; 0 = default */
     http_metrics_t *metrics;  /* where replies are counted and the metrics text and readiness
                                  published (borrowed; outlives shard_server_run); NULL: none */
+    const wire_curve_cert_t *curve_cert; /* own certificate, secret key included: the ROUTER is
+                                            a CURVE server with it (the caller runs the
+                                            allow-list, wire_curve_auth_new; borrowed, outlives
+                                            the server); NULL: plain, unauthenticated */
 } shard_server_opts_t;
 
 typedef struct shard_server shard_server_t;

@@ -38,6 +38,34 @@ HEADER_SLACK = 64 * 1024  # bytes kept for frame 0 when sizing a request
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"
 
+# czmq's certificate text (shoal keygen): `public-key = "Z85"` and, in the
+# _secret file, `secret-key = "Z85"`, each 40 characters.
+_CERT_KEY = re.compile(r'^\s*(public-key|secret-key)\s*=\s*"?([^"\s]{40})"?\s*$')
+
+
+def _load_cert(path, need_secret):
+    """(public, secret or None) as Z85 bytes from a czmq certificate file.
+
+    ValueError naming the file when it cannot be read, has no public key,
+    or has no secret key where one is needed (the _secret file of the pair).
+    """
+    try:
+        with open(path, "r", encoding="ascii") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError("certificate %s: cannot read: %s" % (path, e)) from None
+    keys = {}
+    for line in text.splitlines():
+        m = _CERT_KEY.match(line)
+        if m:
+            keys[m.group(1)] = m.group(2).encode("ascii")
+    if "public-key" not in keys:
+        raise ValueError("certificate %s: no public-key of 40 Z85 characters" % path)
+    if need_secret and "secret-key" not in keys:
+        raise ValueError("certificate %s: no secret-key (give the _secret file of the pair)"
+                         % path)
+    return keys["public-key"], keys.get("secret-key")
+
 SearchInfo = collections.namedtuple("SearchInfo",
                                     "mode partial missing fanout nprobe ef recall",
                                     defaults=(None, None, None))
@@ -129,11 +157,19 @@ class Client:
     server's limits (docs/protocol.md section 7, defaults there); large inputs
     are split into requests within them. write_batch / search_batch cap the
     rows of one insert / search request, window the requests in flight.
+
+    CURVE (docs/operations.md, "Security"): curve_key is this client's secret
+    certificate file (the _secret file of `shoal keygen`), curve_server_key
+    the server's public certificate file; defaults $SHOAL_CURVE_KEY and
+    $SHOAL_CURVE_SERVER_KEY; both or neither. A server that does not admit
+    the key answers nothing: calls raise ClientTimeoutError, whose message
+    says to check the keys.
     """
 
     def __init__(self, endpoint=None, timeout=30.0, *, max_batch=DEFAULT_MAX_BATCH,
                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, write_batch=65536,
-                 search_batch=2048, window=16, context=None):
+                 search_batch=2048, window=16, context=None, curve_key=None,
+                 curve_server_key=None):
         self.endpoint = endpoint or os.environ.get("SHOAL_COORDINATOR") or DEFAULT_ENDPOINT
         self.timeout = float(timeout)
         self.max_batch = int(max_batch)
@@ -142,9 +178,24 @@ class Client:
         self.search_batch = int(search_batch)
         self.window = max(1, int(window))
         self.last_search = None
+        curve_key = curve_key or os.environ.get("SHOAL_CURVE_KEY") or None
+        curve_server_key = (curve_server_key or os.environ.get("SHOAL_CURVE_SERVER_KEY")
+                            or None)
+        if bool(curve_key) != bool(curve_server_key):
+            raise ValueError("curve_key and curve_server_key go together (this client's "
+                             "secret certificate and the server's public one)")
+        self._curve = None
+        if curve_key:
+            public, secret = _load_cert(curve_key, True)
+            server, _ = _load_cert(curve_server_key, False)
+            self._curve = (public, secret, server)
+        self._heard = False  # a reply came: a later timeout is not a refused handshake
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if self._curve:
+            self._sock.curve_publickey, self._sock.curve_secretkey, \
+                self._sock.curve_serverkey = self._curve
         self._sock.connect(self.endpoint)
         self._rids = itertools.count(1)
         self._inflight = {}  # rid -> op, requests sent and not answered
@@ -232,10 +283,18 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0 or not self._sock.poll(max(1, int(left * 1000))):
                 self._inflight.pop(rid, None)
+                hint = ""
+                if not self._heard:
+                    # A CURVE server that refuses the key is silent, not an error.
+                    hint = (" (no answer at all: check that this client's key is authorized "
+                            "and the server key is right)" if self._curve else
+                            " (no answer at all: if the server uses CURVE, give curve_key "
+                            "and curve_server_key)")
                 raise ClientTimeoutError(
-                    "no reply from %s within %.3g s" % (self.endpoint, self.timeout),
+                    "no reply from %s within %.3g s%s" % (self.endpoint, self.timeout, hint),
                     op=op, rid=rid)
             parts = self._sock.recv_multipart(copy=False)
+            self._heard = True
             header, frames = self._read(parts, rid)
             got = header.get("rid")
             if got == rid:
