@@ -147,6 +147,9 @@ typedef struct {
                                         deadline is sent to other replicas too (0 = never) */
     uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */
     uint32_t repair_pause_ms;        /* pause between two repair steps (throttle) */
+    double recall_sample;            /* fraction of client searches sampled for the online
+                                        recall estimate, 0..1 (0: off); < 0: unset (the
+                                        environment's SHOAL_RECALL_SAMPLE, else 0.005) */
     http_metrics_t *metrics;         /* where replies are counted and the metrics text and
                                         readiness published (borrowed; outlives coord_run);
                                         NULL: none */

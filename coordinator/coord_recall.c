@@ -2,8 +2,9 @@
  * coord_recall.c - online recall telemetry: what recall@k clients actually
  * get, estimated from their own searches.
  *
- * A fraction of client searches (COORD_RECALL_SAMPLE_DEFAULT, 0.5 %, or the
- * environment's SHOAL_RECALL_SAMPLE in [0, 1]) is sampled: one query of the request (its
+ * A fraction of client searches (--recall-sample; else the environment's
+ * SHOAL_RECALL_SAMPLE in [0, 1]; else COORD_RECALL_SAMPLE_DEFAULT, 0.5 %) is
+ * sampled: one query of the request (its
  * vector and the ids the client got, at most S_K of them) goes into a
  * bounded queue (COORD_RECALL_QUEUE; a sample that finds it full is dropped
  * and counted). Later, at low priority (no calibration running, fewer than
@@ -55,12 +56,13 @@ void coord_recall_sample(coord_t *coord, const coord_job_t *job, const uint64_t 
 {
     coord_recall_t *rc = &coord->recall;
     const wire_request_t *req = &job->req;
-    if (!rc->rate_set) {
+    if (!rc->rate_set) { /* --recall-sample, else the environment, else the default */
         const char *env = getenv("SHOAL_RECALL_SAMPLE");
         char *end = NULL;
         double v = env ? strtod(env, &end) : COORD_RECALL_SAMPLE_DEFAULT;
-        rc->rate = env && (end == env || *end || !(v >= 0 && v <= 1)) ? COORD_RECALL_SAMPLE_DEFAULT
-                                                                      : v;
+        if (env && (end == env || *end || !(v >= 0 && v <= 1)))
+            v = COORD_RECALL_SAMPLE_DEFAULT;
+        rc->rate = coord->opts.recall_sample >= 0 ? coord->opts.recall_sample : v;
         rc->rate_set = 1;
     }
     if (!job->client || rc->rate <= 0 || req->n == 0 || req->nfilter || !ids || k == 0 ||

@@ -116,6 +116,9 @@ static const cliopt_t s_options[] = {
      "rows copied per step when a stale replica list is rebuilt from another replica"},
     {"repair-pause-ms", CLIOPT_U32, S_FIELD(opts.repair_pause_ms), 0, S_MS_MAX, "MS",
      "pause between two repair steps (throttles the rebuild's load on the shards)"},
+    {"recall-sample", CLIOPT_SECONDS, S_FIELD(opts.recall_sample), 0, 1, "F",
+     "fraction of client searches re-run exactly for the online recall estimate (0 = off; "
+     "default $SHOAL_RECALL_SAMPLE, else 0.005)"},
     {"device", CLIOPT_DEVICES, S_FIELD(device), 0, 0, "auto|cpu|gpu:0,1",
      "k-means and routing engine"},
     {"threads", CLIOPT_SIZE, S_FIELD(opts.threads), 0, 4096, "N",
