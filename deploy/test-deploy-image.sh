@@ -22,7 +22,7 @@ mirror=${SHOAL_TEST_MIRROR:-http://deb.debian.org/debian}
 packages=(
     systemd systemd-sysv dbus iproute2 openssh-server python3 python3-apt sudo
     procps ca-certificates
-    libzmq5 libczmq4 libmsgpackc2 librocksdb7.8 libopenblas0
+    libzmq5 libczmq4 libmsgpackc2 librocksdb7.8 libopenblas0 libmicrohttpd12
 )
 
 key=$( { echo "$suite $mirror"; printf '%s\n' "${packages[@]}"; cat "$0"; } |

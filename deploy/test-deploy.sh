@@ -11,14 +11,18 @@
 # of its own, and the controller (ansible, the CLI from CLI_BIN_DIR) runs in a
 # fifth. The private addresses exist only inside these namespaces, which have
 # no route anywhere else. h1 runs the coordinator, h2 and h3 a shard each, h4
-# two shard instances: four shards.
+# two shard instances: four shards. h5, booted later, becomes the fifth.
 #
 # Phases (each timed): image, boot, site.yml, units, data (siftsmall with 2
 # copies of each list, recall@10 >= 0.95), kill -9 of a shard (systemd
 # restarts it, no acknowledged write lost, the repair ends), rolling_restart.yml
 # under a stream of searches and writes (no failed or partial search, no
-# failed write, the repair ends), upgrade.yml under searches, a second
-# site.yml (changed=0 everywhere), ansible-lint. Everything it starts is torn
+# failed write, the repair ends), upgrade.yml under searches, add_shard.yml
+# (h5 booted and added as a fifth shard under searches and writes: lists move
+# to it, the replicas agree, the coordinator is not restarted; a second run
+# changes nothing), a second site.yml (changed=0 everywhere, h5 included),
+# remove_shard.yml (h5 drained and removed under searches and writes; a
+# second run changes nothing), ansible-lint. Everything it starts is torn
 # down on exit, also on failure; logs stay in build/test-deploy/logs.
 set -euo pipefail
 
@@ -66,8 +70,8 @@ run_id=$(( $$ % 100000 ))
 ns=shoal-dt$run_id            # namespace prefix: $ns-br, $ns-ctl, $ns-h1 ...
 net=10.213.0
 ctl_addr=$net.2
-hosts=(h1 h2 h3 h4)
-declare -A addr=([h1]=$net.11 [h2]=$net.12 [h3]=$net.13 [h4]=$net.14)
+hosts=(h1 h2 h3 h4)           # the booted hosts; h5 joins in the add_shard phase
+declare -A addr=([h1]=$net.11 [h2]=$net.12 [h3]=$net.13 [h4]=$net.14 [h5]=$net.15)
 base=$repo/build/test-deploy
 work=$base/run-$run_id
 logs=$base/logs
@@ -131,10 +135,16 @@ wait_all_up() {
     done
     fail "the coordinator does not report $nshards shards up (last: $(shards_up))"
 }
+# Prints Python expression $1 over the coordinator's stats `s`, or over those
+# of collection $2: the first line of `shoal status` (a second one says what
+# moves while lists move). E.g. stats 's["moves"]["pending"]'.
+stats() {
+    shoal -t 5000 status ${2:+"$2"} 2>/dev/null | head -n 1 |
+        python3 -c 'import json, sys; s = json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
 # Prints "pending fenced_shards" of the coordinator's repair state (status).
 repair_state() {
-    shoal -t 2000 status 2>/dev/null | python3 -c \
-        'import json, sys; r = json.load(sys.stdin)["repair"]; print(r["pending"], r["fenced_shards"])'
+    stats '" ".join(str(s["repair"][k]) for k in ("pending", "fenced_shards"))'
 }
 # Waits until every stale replica is rebuilt and no shard is fenced.
 wait_repaired() {
@@ -167,10 +177,11 @@ add_node() {
     ip -n "$ns-$1" link set eth0 up
     ip -n "$ns-$1" link set lo up
 }
-add_node ctl "$ctl_addr"
-for h in "${hosts[@]}"; do
+# Boots host $1 in the background: its namespace on the bridge, an overlay of
+# the image, systemd-nspawn.
+boot_host() {
+    local h=$1 d=$work/$1
     add_node "$h" "${addr[$h]}"
-    d=$work/$h
     mkdir -p "$d/upper" "$d/work" "$d/root"
     mount -t overlay overlay -o "lowerdir=$image,upperdir=$d/upper,workdir=$d/work" "$d/root"
     install -d -m 0700 "$d/root/root/.ssh"
@@ -180,23 +191,34 @@ for h in "${hosts[@]}"; do
         --network-namespace-path="/run/netns/$ns-$h" --console=passive \
         > "$logs/$h-console.log" 2>&1 &
     nspawn_pid[$h]=$!
-done
-for h in "${hosts[@]}"; do
+}
+# Waits until host $1 answers SSH.
+wait_ssh() {
+    local h=$1 i
     for i in $(seq 1 120); do
-        on "$h" true 2>/dev/null && break
+        on "$h" true 2>/dev/null && return 0
         kill -0 "${nspawn_pid[$h]}" 2>/dev/null || fail "$h did not boot (see $logs/$h-console.log)"
-        [[ $i -lt 120 ]] || fail "no SSH on $h after 120 s"
         sleep 1
     done
+    fail "no SSH on $h after 120 s"
+}
+add_node ctl "$ctl_addr"
+for h in "${hosts[@]}"; do
+    boot_host "$h"
 done
-say "4 hosts booted, SSH answers"
+for h in "${hosts[@]}"; do
+    wait_ssh "$h"
+done
+say "${#hosts[@]} hosts booted, SSH answers"
 phase_done boot
 
 # -------------------------------------------------------------------------
 # Phase: site.yml
 # -------------------------------------------------------------------------
 inventory=$work/inventory.yml
-cat > "$inventory" <<EOF
+# Writes the inventory; with $1 = with-h5, h5 is the last host of the shards.
+write_inventory() {
+    cat > "$inventory" <<EOF
 all:
   vars:
     ansible_user: root
@@ -226,7 +248,10 @@ all:
             - {name: "0", port: 7701}
             - {name: "1", port: 7702, data_dir: /srv/shoal/shard-1}
 EOF
-cp "$inventory" "$logs/inventory.yml"
+    [[ ${1:-} != with-h5 ]] || echo "        h5: {ansible_host: ${addr[h5]}}" >> "$inventory"
+    cp "$inventory" "$logs/inventory.yml"
+}
+write_inventory
 mkdir -p "$work/ansible-cp" "$work/ansible-tmp"
 # Runs a playbook from the controller; output to the terminal and $logs/$1.log.
 playbook() {
@@ -405,17 +430,31 @@ under_clients() {
         fail "$name: $failed failed and $partial partial search runs with R = $replication" \
             "(see $logs/search-failures.txt and search-partial.txt)"
 }
-# Checks that the writing client's acknowledged vectors are all there ($2 =
-# present) or all gone ($2 = deleted).
+# Checks that the writing client's acknowledged vectors (of its last run) are
+# all there ($2 = present) or all gone ($2 = deleted).
 check_written() {
     local n found want
     n=$(wc -l < "$work/written")
-    [[ $n -gt 0 ]] || fail "no write was acknowledged during the rolling restart"
+    [[ $n -gt 0 ]] || fail "no write was acknowledged by the writing client ($1)"
     found=$(shoal get sift --ids "$work/written" | grep -c ' found=1 ' || true)
     want=$n
     [[ $2 == deleted ]] && want=0
-    [[ $found == "$want" ]] || fail "$found of $n vectors written during the rolling restart found, expected $want ($1)"
-    say "$found of $n vectors written during the rolling restart found, as expected ($1)"
+    [[ $found == "$want" ]] || fail "$found of $n vectors written by the writing client found, expected $want ($1)"
+    say "$found of $n vectors written by the writing client found, as expected ($1)"
+}
+# After a phase under writes ($1 names it): every written row and the 100
+# extra ones are there, then the written ones are deleted again (they would
+# tie with the originals in the recall check) and stay gone.
+drop_written() {
+    local deleted
+    expected_count=$((10100 + $(wc -l < "$work/written")))
+    check_written "after $1" present
+    check_extra "after $1"
+    deleted=$(shoal delete sift --ids "$work/written")
+    [[ $deleted == "deleted=$(wc -l < "$work/written")" ]] || fail "delete of the written vectors: $deleted"
+    expected_count=10100
+    check_written "after their delete" deleted
+    check_extra "after the delete"
 }
 under_clients writes rolling_restart "$repo/deploy/ansible/rolling_restart.yml"
 say "rolling_restart: $(grep -c 'RETRYING: .*no stale replica and no fenced shard' "$logs/rolling_restart.log" || true)" \
@@ -430,14 +469,7 @@ wait_all_up
 [[ $(repair_state) == "0 0" ]] ||
     fail "after the rolling restart the repair is not done (pending, fenced: $(repair_state))"
 say "after the rolling restart: nothing pending, no shard fenced"
-expected_count=$((10100 + $(wc -l < "$work/written")))
-check_written "after the rolling restart" present
-check_extra "after the rolling restart"
-deleted=$(shoal delete sift --ids "$work/written")
-[[ $deleted == "deleted=$(wc -l < "$work/written")" ]] || fail "delete of the written vectors: $deleted"
-expected_count=10100
-check_written "after their delete" deleted
-check_extra "after the delete"
+drop_written "the rolling restart"
 check_recall "after the rolling restart"
 phase_done rolling_restart
 
@@ -464,15 +496,120 @@ check_recall "after the upgrade"
 phase_done upgrade
 
 # -------------------------------------------------------------------------
-# Phase: a second site.yml changes nothing (with the upgraded package)
+# Phase: add_shard.yml: h5 joins as a fifth shard, under searches and writes
+# -------------------------------------------------------------------------
+# Fails unless the run of playbook $1 (its log) reports changed=0 on every host.
+check_unchanged() {
+    if grep -E ': ok=' "$logs/$1.log" | grep -qE 'changed=[1-9]'; then
+        grep -E ': ok=' "$logs/$1.log"
+        fail "the $1 run changed something (see $logs/$1.log)"
+    fi
+    say "$1: changed=0 on every host"
+}
+# Checks, $1 naming the moment, that the lists have stopped moving (no move
+# queued or running, no old copy left to drop, none given up), that the
+# coordinator ran throughout (its uptime went on from $uptime_before) and
+# that the copies of every list agree (`shoal check` asks each shard for its
+# per-list counts: 2 x 10,100 vectors in all).
+check_moved() {
+    local moves uptime out
+    moves=$(stats '" ".join(str(s["moves"][k]) for k in ("pending", "running", "orphans", "aborted"))')
+    [[ $moves == "0 0 0 0" ]] || fail "moves pending, running, orphans, aborted: $moves ($1)"
+    say "moves: none pending, running or aborted, no old copy left; $(stats 's["moves"]["done"]') done" \
+        "since the coordinator started ($1)"
+    uptime=$(stats 's["uptime_s"]')
+    awk -v a="$uptime" -v b="$uptime_before" 'BEGIN { exit !(a > b) }' ||
+        fail "the coordinator restarted (uptime $uptime s, $uptime_before s before) ($1)"
+    out=$(shoal check sift) || fail "shoal check sift: $out ($1)"
+    [[ $out == *" differ=0 stale=0 vectors=$((2 * 10100))" ]] || fail "shoal check sift: $out ($1)"
+    say "shoal check sift: $out ($1)"
+}
+# The shard list add_shard.yml and remove_shard.yml write into h1's
+# coordinator.conf is for the coordinator's next start: it must take it.
+# Restarted here (no client runs), it must report the shards, all up, and the
+# same placement ($1 names the moment).
+restart_coordinator() {
+    local before
+    before=$(shard_share 4)
+    on h1 systemctl restart shoal-coordinator.service
+    wait_all_up
+    wait_repaired "the coordinator restarted $1"
+    [[ $(shard_share 4) == "$before" ]] || fail "shard 4 holds $(shard_share 4), $before before the restart ($1)"
+    say "the coordinator restarted with the shard list written $1: $nshards shards up, placement kept"
+}
+# The vectors and lists that shard $1 (its index) holds of sift's 128 replicas.
+shard_share() {
+    stats '"%d %d" % (s["collections"]["sift"]["shard_counts"]["'"$1"'"], s["collections"]["sift"]["shard_lists"]["'"$1"'"])' sift
+}
+# A new host, booted now, at the end of the inventory's shards. add_shard.yml
+# installs and starts its instance, adds it to the coordinator (the shard
+# list in h1's coordinator.conf gets its endpoint, the coordinator is not
+# restarted) and moves lists to it.
+h5_ep=tcp://${addr[h5]}:7701
+hosts+=(h5)
+boot_host h5
+wait_ssh h5
+write_inventory with-h5
+on h1 cat /etc/shoal/coordinator.conf > "$work/coordinator.conf.before"
+uptime_before=$(stats 's["uptime_s"]')
+under_clients writes add_shard "$repo/deploy/ansible/add_shard.yml" -e shoal_add_hosts=h5 \
+    -e "shoal_package_file=$new_deb"
+say "add_shard: $(grep -m 1 -o '"moves=[^"]*' "$logs/add_shard.log" | tr -d '"') (the dry run)"
+nshards=5
+[[ $(on h5 systemctl is-active shoal-shard@0.service || true) == active ]] ||
+    fail "shoal-shard@0 on h5 is not active after add_shard.yml"
+wait_all_up
+[[ $(stats 's["shards"]["'"$h5_ep"'"]["role"]') == live ]] || fail "$h5_ep is not a live shard"
+on h1 "grep -qx 'shards = .*,$h5_ep' /etc/shoal/coordinator.conf" ||
+    fail "h1's coordinator.conf does not end its shard list with $h5_ep"
+drop_written "add_shard.yml"
+check_moved "after add_shard.yml"
+read -r h5_vectors h5_lists <<< "$(shard_share 4)"
+[[ $h5_lists -gt 0 && $h5_vectors -gt 0 ]] || fail "h5 (shard 4) holds $h5_lists lists after add_shard.yml"
+say "h5 (shard 4) holds $h5_lists of sift's 128 list replicas, $h5_vectors vectors"
+check_recall "after add_shard.yml"
+restart_coordinator "after add_shard.yml"
+playbook add_shard-again "$repo/deploy/ansible/add_shard.yml" -e shoal_add_hosts=h5 \
+    -e "shoal_package_file=$new_deb"
+check_unchanged add_shard-again
+phase_done add_shard
+
+# -------------------------------------------------------------------------
+# Phase: a second site.yml changes nothing (with the upgraded package, and h5)
 # -------------------------------------------------------------------------
 playbook site-again "$repo/deploy/ansible/site.yml" -e "shoal_package_file=$new_deb"
-if grep -E ': ok=' "$logs/site-again.log" | grep -qE 'changed=[1-9]'; then
-    grep -E ': ok=' "$logs/site-again.log"
-    fail "the second site.yml run changed something (see $logs/site-again.log)"
-fi
-say "second site.yml: changed=0 on every host"
+check_unchanged site-again
 phase_done idempotence
+
+# -------------------------------------------------------------------------
+# Phase: remove_shard.yml: h5 drained and removed, under searches and writes
+# -------------------------------------------------------------------------
+# Its lists move to the four others, it leaves the registry, h1's
+# coordinator.conf is the four-shard one again (the coordinator is not
+# restarted), its instance is stopped and disabled.
+uptime_before=$(stats 's["uptime_s"]')
+under_clients writes remove_shard "$repo/deploy/ansible/remove_shard.yml" -e shoal_remove_hosts=h5 \
+    -e "shoal_package_file=$new_deb"
+nshards=4
+wait_all_up
+[[ $(stats 's["shards"]["'"$h5_ep"'"]["role"]') == removed ]] || fail "$h5_ep is not removed"
+[[ $(on h5 systemctl is-active shoal-shard@0.service || true) == inactive &&
+   $(on h5 systemctl is-enabled shoal-shard@0.service || true) == disabled ]] ||
+    fail "shoal-shard@0 on h5 is still active or enabled after remove_shard.yml"
+on h1 cat /etc/shoal/coordinator.conf | cmp -s - "$work/coordinator.conf.before" ||
+    fail "h1's coordinator.conf after remove_shard.yml differs from the one before add_shard.yml"
+say "h5 removed: its unit stopped and disabled, h1's coordinator.conf as before add_shard.yml"
+drop_written "remove_shard.yml"
+check_moved "after remove_shard.yml"
+[[ $(shard_share 4) == "0 0" ]] || fail "h5 (shard 4) still holds vectors, lists: $(shard_share 4)"
+check_recall "after remove_shard.yml"
+restart_coordinator "after remove_shard.yml"
+[[ $(stats 's["shards"]["'"$h5_ep"'"]["role"]') == removed ]] || fail "$h5_ep is not removed after the restart"
+playbook remove_shard-again "$repo/deploy/ansible/remove_shard.yml" -e shoal_remove_hosts=h5 \
+    -e "shoal_package_file=$new_deb"
+check_unchanged remove_shard-again
+write_inventory
+phase_done remove_shard
 
 # -------------------------------------------------------------------------
 # Phase: ansible-lint (Debian's) on deploy/ansible
