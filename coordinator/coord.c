@@ -519,6 +519,8 @@ static void s_shard_seen(coord_t *coord, size_t s)
         coord_redrive_schedule(coord);
 }
 
+static void s_jobs_shard_down(coord_t *coord, size_t s);
+
 /*
  * A ping answer: the shard's uptime dates its start. A start later than the
  * one seen before means the process restarted, perhaps on an empty data dir,
@@ -544,6 +546,9 @@ static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
     log_warn("shard %s restarted (up %.1f s): its collections are ensured and its replicas "
              "verified",
              shard->endpoint, uptime);
+    /* What was in flight to the old process will never be answered: the jobs waiting
+       on it go on now (as when a shard is marked down) rather than at their deadline. */
+    s_jobs_shard_down(coord, s);
     coord_ensure_collections(coord, s);
     coord_shard_back(coord, s, 1);
 }
