@@ -43,7 +43,6 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
-#define S_GATE_ENV        "SHOAL_TEST_CLUSTER_HOSTS"
 #define S_SHARDS          4
 #define S_COORD_HOST      S_SHARDS
 #define S_SHARD_PORT      7701
@@ -108,15 +107,6 @@ typedef struct {
     shoal_client_t *shard_c[S_SHARDS];
 } s_cluster_t;
 
-static hosts_t *s_up(size_t n)
-{
-    const char *gate = getenv(S_GATE_ENV);
-    if (!gate || strcmp(gate, "1") != 0)
-        cr_skip_test("minutes of many-host growth: run by make test-cluster-hosts (%s=1)",
-                     S_GATE_ENV);
-    return s_node_hosts_up(n);
-}
-
 static void s_coord_start(s_cluster_t *cl)
 {
     s_node_t *n = &cl->coord;
@@ -134,15 +124,6 @@ static void s_coord_start(s_cluster_t *cl)
         argv[at++] = (char *)cl->coord_extra[i];
     argv[at] = NULL;
     s_node_start(s_hosts, n, argv);
-}
-
-static void s_node_stop(s_node_t *n)
-{
-    int timed_out = 0;
-    int status = hosts_stop(s_hosts, n->pid, S_STOP_WAIT_S, &timed_out);
-    n->pid = 0;
-    cr_assert(!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "%s did not exit 0 on SIGTERM (status 0x%x)", n->listen, status);
 }
 
 static void s_vecs(const s_cluster_t *cl, uint64_t first, size_t n, float *out)
@@ -177,7 +158,7 @@ static void s_cluster_up(s_cluster_t *cl, size_t nshards, size_t n, size_t repli
 {
     memset(cl, 0, sizeof *cl);
     cl->replication = replication;
-    s_hosts = s_up(S_SHARDS + 1);
+    s_hosts = s_node_hosts_up_gated(S_SHARDS + 1, "minutes of many-host growth");
     shoal_err_t err;
     cr_assert_eq(hosts_enter_controller(s_hosts, &err), 0, "%s", err.msg);
     datagen_params_t gp = {.dim = S_DIM, .intrinsic_dim = 16, .seed = 12};
@@ -231,10 +212,10 @@ static void s_cluster_down(s_cluster_t *cl)
         shoal_client_destroy(&cl->shard_c[s]);
     shoal_client_destroy(&cl->c);
     if (cl->coord.pid > 0)
-        s_node_stop(&cl->coord);
+        s_node_stop(s_hosts, &cl->coord, S_STOP_WAIT_S);
     for (size_t s = 0; s < S_SHARDS; s++)
         if (cl->shards[s].pid > 0)
-            s_node_stop(&cl->shards[s]);
+            s_node_stop(s_hosts, &cl->shards[s], S_STOP_WAIT_S);
     hosts_down(&s_hosts);
     datagen_destroy(&cl->gen);
     free(cl->queries);
@@ -620,7 +601,7 @@ Test(growth, b_drain_and_remove_a_shard_under_load_then_restart)
     free(lists);
     free(n);
     shoal_client_destroy(&cl.shard_c[3]);
-    s_node_stop(&cl.shards[3]);
+    s_node_stop(s_hosts, &cl.shards[3], S_STOP_WAIT_S);
     /* The registry says removed (endpoints have dots: the text, not a dotted path). */
     char *text = NULL;
     cr_assert_eq(shoal_client_stats(cl.c, NULL, &text, NULL, NULL, &err), 0, "%s", err.msg);
@@ -631,7 +612,7 @@ Test(growth, b_drain_and_remove_a_shard_under_load_then_restart)
     cr_assert_eq(s_stat_num(&cl, "shards_up"), 3);
     s_assert_after(&cl, &l, before, 0, "drained and removed");
     /* A restart with the same command line (naming the removed shard) is clean. */
-    s_node_stop(&cl.coord);
+    s_node_stop(s_hosts, &cl.coord, S_STOP_WAIT_S);
     shoal_client_destroy(&cl.c);
     s_coord_start(&cl);
     cl.c = shoal_client_new(cl.coord.listen, S_TIMEOUT_MS, &err);

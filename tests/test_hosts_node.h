@@ -39,6 +39,35 @@ static inline hosts_t *s_node_hosts_up(size_t n)
     return h;
 }
 
+/* The environment variable that lets the many-host suites run (make test-cluster-hosts). */
+#define S_NODE_GATE_ENV "SHOAL_TEST_CLUSTER_HOSTS"
+
+/*
+ * s_node_hosts_up(n), unless the suite is not asked for (S_NODE_GATE_ENV not
+ * "1"): then the test is skipped, saying what it is (`what`, e.g. "minutes of
+ * many-host faults").
+ */
+static inline hosts_t *s_node_hosts_up_gated(size_t n, const char *what)
+{
+    const char *gate = getenv(S_NODE_GATE_ENV);
+    if (!gate || strcmp(gate, "1") != 0)
+        cr_skip_test("%s: run by make test-cluster-hosts (%s=1)", what, S_NODE_GATE_ENV);
+    return s_node_hosts_up(n);
+}
+
+/* SIGTERM: n must exit 0 within wait_s with a log free of sanitizer reports. */
+static inline void s_node_stop(hosts_t *h, s_node_t *n, double wait_s)
+{
+    int timed_out = 0;
+    int status = hosts_stop(h, n->pid, wait_s, &timed_out);
+    n->pid = 0;
+    cr_assert(!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "%s did not exit 0 on SIGTERM (status 0x%x)", n->listen, status);
+    char *log = s_slurp(n->files.log);
+    cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"), "%s", log);
+    free(log);
+}
+
 /* n named name, to run on host `host` of h listening on port. */
 static inline void s_node_init(hosts_t *h, s_node_t *n, const char *name, size_t host, int port)
 {

@@ -66,7 +66,6 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
-#define S_GATE_ENV        "SHOAL_TEST_CLUSTER_HOSTS"
 #define S_SEED_ENV        "SHOAL_TEST_SEED"
 #define S_SHARDS          4
 #define S_COORD_HOST      S_SHARDS /* hosts 0..3 run shards, host 4 the coordinator */
@@ -143,16 +142,6 @@ typedef struct {
     shoal_client_t *shard_c[S_SHARDS]; /* its clients of each shard (made when needed) */
 } s_cluster_t;
 
-/* hosts_up, skipping the test when it is not asked for or this machine cannot make namespaces. */
-static hosts_t *s_up(size_t n)
-{
-    const char *gate = getenv(S_GATE_ENV);
-    if (!gate || strcmp(gate, "1") != 0)
-        cr_skip_test("minutes of many-host faults: run by make test-cluster-hosts (%s=1)",
-                     S_GATE_ENV);
-    return s_node_hosts_up(n);
-}
-
 /* Short failure detection, so that failover shows within the test's seconds. */
 static void s_coord_start(s_cluster_t *cl)
 {
@@ -188,19 +177,6 @@ static void s_node_kill9(s_node_t *n)
     int status = hosts_kill9(s_hosts, n->pid);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "status 0x%x", status);
     n->pid = 0;
-}
-
-/* SIGTERM: the process must exit 0 with a log free of sanitizer reports. */
-static void s_node_stop(s_node_t *n)
-{
-    int timed_out = 0;
-    int status = hosts_stop(s_hosts, n->pid, S_STOP_WAIT_S, &timed_out);
-    n->pid = 0;
-    cr_assert(!timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0,
-              "%s did not exit 0 on SIGTERM (status 0x%x)", n->listen, status);
-    char *log = s_slurp(n->files.log);
-    cr_assert(!strstr(log, "Sanitizer") && !strstr(log, "runtime error:"), "%s", log);
-    free(log);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -982,7 +958,7 @@ static void s_load_base(s_cluster_t *cl)
 static double s_cluster_up(s_cluster_t *cl, size_t replication, size_t write_quorum)
 {
     memset(cl, 0, sizeof *cl);
-    s_hosts = s_up(S_SHARDS + 1);
+    s_hosts = s_node_hosts_up_gated(S_SHARDS + 1, "minutes of many-host faults");
     shoal_err_t err;
     /* first, before any ZeroMQ context exists (tests/test_hosts.h says why) */
     cr_assert_eq(hosts_enter_controller(s_hosts, &err), 0, "%s", err.msg);
@@ -1022,9 +998,9 @@ static void s_cluster_down(s_cluster_t *cl)
     for (size_t s = 0; s < S_SHARDS; s++)
         shoal_client_destroy(&cl->shard_c[s]);
     shoal_client_destroy(&cl->c);
-    s_node_stop(&cl->coord);
+    s_node_stop(s_hosts, &cl->coord, S_STOP_WAIT_S);
     for (size_t s = 0; s < S_SHARDS; s++)
-        s_node_stop(&cl->shards[s]);
+        s_node_stop(s_hosts, &cl->shards[s], S_STOP_WAIT_S);
     hosts_down(&s_hosts);
     free(cl->base_ids);
     s_dataset_free(&cl->d);
