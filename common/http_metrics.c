@@ -437,15 +437,13 @@ prom_text_t *http_metrics_begin(http_metrics_t *m)
 void http_metrics_replies(prom_text_t *t, uint64_t pending_bytes, uint64_t max_bytes,
                           uint64_t dropped)
 {
-    prom_family(t, "shoal_pending_reply_bytes", PROM_GAUGE,
-                "Reply bytes queued for clients that have not read them yet.");
-    prom_sample_u64(t, "shoal_pending_reply_bytes", NULL, pending_bytes);
-    prom_family(t, "shoal_pending_reply_limit_bytes", PROM_GAUGE,
-                "The budget of queued reply bytes (--max-pending-reply-bytes).");
-    prom_sample_u64(t, "shoal_pending_reply_limit_bytes", NULL, max_bytes);
-    prom_family(t, "shoal_replies_dropped_total", PROM_COUNTER,
-                "Replies refused for the budget or not deliverable (the client left).");
-    prom_sample_u64(t, "shoal_replies_dropped_total", NULL, dropped);
+    prom_metric_u64(t, "shoal_pending_reply_bytes", PROM_GAUGE,
+                    "Reply bytes queued for clients that have not read them yet.", pending_bytes);
+    prom_metric_u64(t, "shoal_pending_reply_limit_bytes", PROM_GAUGE,
+                    "The budget of queued reply bytes (--max-pending-reply-bytes).", max_bytes);
+    prom_metric_u64(t, "shoal_replies_dropped_total", PROM_COUNTER,
+                    "Replies refused for the budget or not deliverable (the client left).",
+                    dropped);
 }
 
 void http_metrics_publish(http_metrics_t *m, int ready, const char *reason)

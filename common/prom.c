@@ -147,6 +147,19 @@ void prom_sample_u64(prom_text_t *t, const char *name, const prom_labels_t *labe
         s_line(t, "%s %" PRIu64 "\n", name, value);
 }
 
+void prom_metric(prom_text_t *t, const char *name, prom_type_t type, const char *help, double value)
+{
+    prom_family(t, name, type, help);
+    prom_sample(t, name, NULL, value);
+}
+
+void prom_metric_u64(prom_text_t *t, const char *name, prom_type_t type, const char *help,
+                     uint64_t value)
+{
+    prom_family(t, name, type, help);
+    prom_sample_u64(t, name, NULL, value);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Labels                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -288,14 +301,11 @@ void prom_process(prom_text_t *t, const char *role, double start_unix_s, double 
 
     uint64_t rss = s_rss_bytes();
     if (rss) {
-        prom_family(t, "shoal_process_resident_memory_bytes", PROM_GAUGE,
-                    "Resident memory of the process in bytes.");
-        prom_sample_u64(t, "shoal_process_resident_memory_bytes", NULL, rss);
+        prom_metric_u64(t, "shoal_process_resident_memory_bytes", PROM_GAUGE,
+                        "Resident memory of the process in bytes.", rss);
     }
-    prom_family(t, "shoal_process_start_time_seconds", PROM_GAUGE,
-                "When the process started, in seconds since the Unix epoch.");
-    prom_sample(t, "shoal_process_start_time_seconds", NULL, start_unix_s);
-    prom_family(t, "shoal_process_uptime_seconds", PROM_GAUGE,
-                "Seconds since the process started (monotonic clock).");
-    prom_sample(t, "shoal_process_uptime_seconds", NULL, uptime_s);
+    prom_metric(t, "shoal_process_start_time_seconds", PROM_GAUGE,
+                "When the process started, in seconds since the Unix epoch.", start_unix_s);
+    prom_metric(t, "shoal_process_uptime_seconds", PROM_GAUGE,
+                "Seconds since the process started (monotonic clock).", uptime_s);
 }

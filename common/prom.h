@@ -94,6 +94,12 @@ void prom_text_reset(prom_text_t *t);
 /* The "# HELP name help" and "# TYPE name type" lines that open a family. */
 void prom_family(prom_text_t *t, const char *name, prom_type_t type, const char *help);
 
+/* A family with its one unlabelled sample (name said once: no mismatch possible). */
+void prom_metric(prom_text_t *t, const char *name, prom_type_t type, const char *help,
+                 double value);
+void prom_metric_u64(prom_text_t *t, const char *name, prom_type_t type, const char *help,
+                     uint64_t value);
+
 /* One sample "name{labels} value" (labels NULL or empty: no braces). */
 void prom_sample(prom_text_t *t, const char *name, const prom_labels_t *labels, double value);
 /* The same with an exact whole number (counters past 2^53 stay exact). */

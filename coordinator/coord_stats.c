@@ -549,8 +549,7 @@ static void s_metrics_recall(coord_t *coord, prom_text_t *t)
 static void s_metrics_collections(coord_t *coord, prom_text_t *t)
 {
     size_t n = catalog_coll_count(coord->cat);
-    prom_family(t, "shoal_collections", PROM_GAUGE, "Collections in the catalog.");
-    prom_sample_u64(t, "shoal_collections", NULL, n);
+    prom_metric_u64(t, "shoal_collections", PROM_GAUGE, "Collections in the catalog.", n);
     for (s_coll_family_t f = 0; f < S_COLL_FAMILIES; f++) {
         prom_family(t, s_coll_families[f].name, PROM_GAUGE, s_coll_families[f].help);
         for (size_t i = 0; i < n; i++) {

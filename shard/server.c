@@ -1135,12 +1135,11 @@ static void s_metrics_store(shard_server_t *server, prom_text_t *t)
     const s_figures_t *f = &server->figures;
     if (!f->at_us)
         return;
-    prom_family(t, "shoal_shard_figures_age_seconds", PROM_GAUGE,
-                "Age of the store figures below (collections, disk), read off the loop.");
-    prom_sample(t, "shoal_shard_figures_age_seconds", NULL,
+    prom_metric(t, "shoal_shard_figures_age_seconds", PROM_GAUGE,
+                "Age of the store figures below (collections, disk), read off the loop.",
                 (double)(zclock_usecs() - f->at_us) / 1e6);
-    prom_family(t, "shoal_shard_collections", PROM_GAUGE, "Collections on this shard.");
-    prom_sample_u64(t, "shoal_shard_collections", NULL, f->ncolls);
+    prom_metric_u64(t, "shoal_shard_collections", PROM_GAUGE, "Collections on this shard.",
+                    f->ncolls);
     prom_family(t, "shoal_shard_vectors", PROM_GAUGE,
                 "Vectors this shard holds, by collection (replicas count on each shard).");
     s_metric_colls(t, f, "shoal_shard_vectors", NULL, S_FIG_VECTORS);
@@ -1156,18 +1155,17 @@ static void s_metrics_store(shard_server_t *server, prom_text_t *t)
     prom_family(t, "shoal_shard_writes_since_checkpoint", PROM_GAUGE,
                 "Write batches after the stored graph checkpoint (replayed by a restart).");
     s_metric_colls(t, f, "shoal_shard_writes_since_checkpoint", NULL, S_FIG_UNCHECKPOINTED);
-    prom_family(t, "shoal_disk_free_bytes", PROM_GAUGE,
-                "Free space on the data dir's filesystem.");
-    prom_sample_u64(t, "shoal_disk_free_bytes", NULL, f->disk.free_bytes);
-    prom_family(t, "shoal_disk_reserve_bytes", PROM_GAUGE,
-                "Free space writes keep (--min-free-bytes): below it writes are refused.");
-    prom_sample_u64(t, "shoal_disk_reserve_bytes", NULL, f->disk.min_free_bytes);
-    prom_family(t, "shoal_disk_writes_refused_total", PROM_COUNTER,
-                "Writes refused for want of disk space since the store opened.");
-    prom_sample_u64(t, "shoal_disk_writes_refused_total", NULL, f->disk.writes_refused);
-    prom_family(t, "shoal_disk_read_only", PROM_GAUGE,
-                "1 while RocksDB is open read-only (opened under the reserve).");
-    prom_sample_u64(t, "shoal_disk_read_only", NULL, f->disk.read_only ? 1 : 0);
+    prom_metric_u64(t, "shoal_disk_free_bytes", PROM_GAUGE,
+                    "Free space on the data dir's filesystem.", f->disk.free_bytes);
+    prom_metric_u64(t, "shoal_disk_reserve_bytes", PROM_GAUGE,
+                    "Free space writes keep (--min-free-bytes): below it writes are refused.",
+                    f->disk.min_free_bytes);
+    prom_metric_u64(t, "shoal_disk_writes_refused_total", PROM_COUNTER,
+                    "Writes refused for want of disk space since the store opened.",
+                    f->disk.writes_refused);
+    prom_metric_u64(t, "shoal_disk_read_only", PROM_GAUGE,
+                    "1 while RocksDB is open read-only (opened under the reserve).",
+                    f->disk.read_only ? 1 : 0);
 }
 
 /* Renders and publishes the text and readiness (ready until it stops). */
@@ -1177,9 +1175,8 @@ static void s_metrics_publish(shard_server_t *server, int stopping)
     if (!t)
         return;
     s_metrics_store(server, t);
-    prom_family(t, "shoal_shard_jobs_running", PROM_GAUGE,
-                "Requests running in the lanes' threads.");
-    prom_sample_u64(t, "shoal_shard_jobs_running", NULL, s_inflight(server));
+    prom_metric_u64(t, "shoal_shard_jobs_running", PROM_GAUGE,
+                    "Requests running in the lanes' threads.", s_inflight(server));
     prom_family(t, "shoal_shard_jobs_queued", PROM_GAUGE,
                 "Requests waiting for a lane thread, by lane (read, write).");
     const s_lane_t *lanes[] = {&server->read, &server->write};
