@@ -40,7 +40,9 @@
 #include <string.h>
 
 #define S_TARGET_IMBALANCE 1.05 /* a plan's goal (max / mean vectors per shard): under the
-                                   1.1 promised, so writes during the moves keep it there */
+                                   1.1 promised, so writes during the moves keep it there;
+                                   where that costs locality, the promise itself */
+#define S_IMBALANCE_PROMISED 1.1
 #define S_PLAN_SHOWN_MAX 1000  /* moves listed in a rebalance reply */
 
 /* Replies with info (destroyed), or fails the job when it could not be built. */
@@ -79,13 +81,19 @@ static size_t s_shard_named(coord_t *coord, coord_job_t **job_p)
 /* Plans                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* One planned move kept for a rebalance's reply. */
+typedef struct {
+    char coll[WIRE_NAME_MAX + 1];
+    placement_move_t move;
+} s_shown_t;
+
 /* What a plan over every collection comes to. */
 typedef struct {
     size_t moves;          /* planned */
     uint64_t vectors;      /* their lists' sizes */
     double imb_before, imb_after;
     double spq_before, spq_after, spq_fresh; /* count-weighted over the collections */
-    wire_info_t *shown;    /* NULL, or an array being filled with the first moves */
+    s_shown_t *shown;      /* NULL, or room for S_PLAN_SHOWN_MAX: the first moves */
     size_t nshown;
 } s_plan_t;
 
@@ -124,11 +132,20 @@ static int s_plan_coll(coord_t *coord, const catalog_coll_t *c, const uint8_t *a
     /* A replica being repaired or copied stays where it is for now. */
     for (size_t j = 0; rc == 0 && j < nown; j++)
         pinned[j] = c->stale[j] || c->move_state[j] == CATALOG_MOVE_COPYING;
-    if (rc == 0)
+    /* The margin under the promise is worth nothing if it breaks the locality goal
+       (a move to the far side of the space to shave a few percent): then plan for the
+       promise itself. */
+    for (int pass = 0; rc == 0 && pass < 2; pass++) {
+        free(moves);
+        moves = NULL;
         rc = placement_rebalance(c->centroids, c->nlist, c->dim, c->metric, c->list_counts,
                                  coord->nshards, c->replication, c->owners, allowed, pinned,
-                                 S_TARGET_IMBALANCE, c->nprobe ? c->nprobe : 1, max_moves,
-                                 owners, &moves, &nmoves, &rep, err);
+                                 pass ? S_IMBALANCE_PROMISED : S_TARGET_IMBALANCE,
+                                 c->nprobe ? c->nprobe : 1, max_moves, owners, &moves, &nmoves,
+                                 &rep, err);
+        if (rc != 0 || rep.spq_after <= PLACEMENT_LOCALITY_SLACK * rep.spq_fresh)
+            break;
+    }
     if (rc == 0 && !dry) {
         cm = malloc((nmoves ? nmoves : 1) * sizeof *cm);
         if (!cm)
@@ -153,20 +170,8 @@ static int s_plan_coll(coord_t *coord, const catalog_coll_t *c, const uint8_t *a
     }
     for (size_t i = 0; rc == 0 && plan->shown && i < nmoves && plan->nshown < S_PLAN_SHOWN_MAX;
          i++, plan->nshown++) {
-        wire_info_t *in = plan->shown;
-        wire_info_map(in, 6);
-        wire_info_key(in, "coll");
-        wire_info_str(in, c->name);
-        wire_info_key(in, "list");
-        wire_info_u64(in, moves[i].list);
-        wire_info_key(in, "replica");
-        wire_info_u64(in, moves[i].replica);
-        wire_info_key(in, "from");
-        wire_info_str(in, coord->shards[moves[i].from].endpoint);
-        wire_info_key(in, "to");
-        wire_info_str(in, coord->shards[moves[i].to].endpoint);
-        wire_info_key(in, "vectors");
-        wire_info_u64(in, moves[i].vectors);
+        snprintf(plan->shown[plan->nshown].coll, sizeof plan->shown[0].coll, "%s", c->name);
+        plan->shown[plan->nshown].move = moves[i];
     }
     if (rc)
         shoal_err_prefix(err, "collection \"%s\"", c->name);
@@ -179,9 +184,8 @@ static int s_plan_coll(coord_t *coord, const catalog_coll_t *c, const uint8_t *a
 
 /*
  * Plans every trained collection's moves over the live shards, storing them
- * unless dry. With shown, the first moves are described there (an array of
- * min(moves, S_PLAN_SHOWN_MAX) maps is opened once the count is known: the
- * plan runs twice, dry first, when shown is wanted).
+ * unless dry. With plan->shown, the first S_PLAN_SHOWN_MAX moves are kept
+ * there for the reply.
  */
 static int s_plan_all(coord_t *coord, size_t max_moves, int dry, s_plan_t *plan,
                       shoal_err_t *err)
@@ -349,16 +353,15 @@ void coord_op_rebalance(coord_t *coord, coord_job_t *job)
     const wire_request_t *req = &job->req;
     shoal_err_t err;
     shoal_err_clear(&err);
-    /* A dry pass counts the moves (and is the answer of a dry run); a real one stores. */
     s_plan_t plan;
     memset(&plan, 0, sizeof plan);
-    if (s_plan_all(coord, req->max_moves, 1, &plan, &err) != 0) {
-        coord_fail(coord, &job, err.code, "rebalance: %s", err.msg);
-        return;
-    }
-    wire_info_t *info = wire_info_new();
-    if (!info) {
-        coord_fail(coord, &job, SHOAL_ENOMEM, "rebalance: out of memory");
+    plan.shown = malloc(S_PLAN_SHOWN_MAX * sizeof *plan.shown);
+    wire_info_t *info = plan.shown ? wire_info_new() : NULL;
+    if (!info || s_plan_all(coord, req->max_moves, req->dry_run != 0, &plan, &err) != 0) {
+        free(plan.shown);
+        wire_info_destroy(&info);
+        coord_fail(coord, &job, info ? err.code : SHOAL_ENOMEM, "rebalance: %s",
+                   info ? err.msg : "out of memory");
         return;
     }
     wire_info_map(info, 9);
@@ -371,26 +374,26 @@ void coord_op_rebalance(coord_t *coord, coord_job_t *job)
     wire_io_info_f64(info, "shards_per_query_after", plan.spq_after);
     wire_io_info_f64(info, "shards_per_query_fresh", plan.spq_fresh);
     wire_info_key(info, "plan");
-    size_t shown = plan.moves < S_PLAN_SHOWN_MAX ? plan.moves : S_PLAN_SHOWN_MAX;
-    wire_info_array(info, shown);
-    s_plan_t again;
-    memset(&again, 0, sizeof again);
-    again.shown = info;
-    if (s_plan_all(coord, req->max_moves, req->dry_run != 0, &again, &err) != 0 ||
-        again.nshown != shown) {
-        wire_info_destroy(&info);
-        coord_fail(coord, &job, err.code ? err.code : SHOAL_EINTERNAL, "rebalance: %s",
-                   err.code ? err.msg : "the plan changed between its two passes");
-        return;
+    wire_info_array(info, plan.nshown);
+    for (size_t i = 0; i < plan.nshown; i++) {
+        const placement_move_t *m = &plan.shown[i].move;
+        wire_info_map(info, 6);
+        wire_io_info_str(info, "coll", plan.shown[i].coll);
+        wire_io_info_u64(info, "list", m->list);
+        wire_io_info_u64(info, "replica", m->replica);
+        wire_io_info_str(info, "from", coord->shards[m->from].endpoint);
+        wire_io_info_str(info, "to", coord->shards[m->to].endpoint);
+        wire_io_info_u64(info, "vectors", m->vectors);
     }
+    free(plan.shown);
     if (!req->dry_run) {
         if (req->rate_mb)
             coord->repair.rate_mb = req->rate_mb;
-        coord->repair.moves_planned = again.moves;
+        coord->repair.moves_planned = plan.moves;
         coord->repair.next_us = 0;
         log_info("rebalance: %zu moves planned (%" PRIu64 " vectors), imbalance %.3f -> %.3f, "
                  "shards per query %.2f -> %.2f",
-                 again.moves, again.vectors, plan.imb_before, plan.imb_after, plan.spq_before,
+                 plan.moves, plan.vectors, plan.imb_before, plan.imb_after, plan.spq_before,
                  plan.spq_after);
     }
     s_reply(coord, job, info);
