@@ -219,18 +219,10 @@ static double s_recall(const coord_calib_t *cb, const wire_reply_t *rep)
     return (double)hit / (double)(cb->nq * S_K);
 }
 
-/* A get's answer of nq ids: 0 with each found row in out (rows not found: -1 in why). */
-static int s_got_rows(const coord_calib_t *cb, const wire_reply_t *rep, float *out, size_t *found)
+/* 1 when rep is a get's answer for the calibration's nq ids (its shape, not what it found). */
+static int s_get_shaped(const coord_calib_t *cb, const wire_reply_t *rep)
 {
-    if (rep->n != cb->nq || rep->dim != cb->dim || !rep->found || !rep->vecs)
-        return -1;
-    *found = 0;
-    for (size_t i = 0; i < cb->nq; i++) {
-        *found += rep->found[i] != 0;
-        if (out)
-            memcpy(out + i * cb->dim, rep->vecs + i * cb->dim, cb->dim * sizeof(float));
-    }
-    return 0;
+    return rep->n == cb->nq && rep->dim == cb->dim && rep->found && rep->vecs;
 }
 
 static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
@@ -247,7 +239,7 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
     }
     if (cb->phase == COORD_CALIB_GET) {
         /* Keep the sampled rows still stored; their vectors, then their neighbours. */
-        if (rep->n != cb->nq || rep->dim != cb->dim || !rep->found || !rep->vecs) {
+        if (!s_get_shaped(cb, rep)) {
             s_fail(coord, "get: an answer of the wrong shape");
             return;
         }
@@ -271,18 +263,20 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
     }
     if (cb->phase == COORD_CALIB_NEARGET) {
         size_t found = 0;
-        float *y = malloc(cb->nq * cb->dim * sizeof *y);
-        if (!y || s_got_rows(cb, rep, y, &found) != 0 || found < cb->nq) {
-            free(y);
-            s_fail(coord, y ? "get of the neighbours: some are gone (retried)" : "out of memory");
+        for (size_t i = 0; s_get_shaped(cb, rep) && i < cb->nq; i++)
+            found += rep->found[i] != 0;
+        float *u = malloc(cb->dim * sizeof *u);
+        if (!u || found < cb->nq) {
+            free(u);
+            s_fail(coord, u ? "get of the neighbours: some are gone (retried)" : "out of memory");
             return;
         }
-        /* q = x + |y - x| u, u a random unit vector: a point as far from the data as
-           x's nearest neighbour is from x, off the data in a random direction. */
+        /* q = x + S_OFFSET |y - x| u, u a random unit vector: off the data in a random
+           direction, S_OFFSET times as far from x as x's nearest neighbour y. */
+        const float *y = rep->vecs;
         shoal_rng_t rng;
         shoal_rng_seed(&rng, cb->table.count ^ 0x5ca1ab1eu);
-        float *u = malloc(cb->dim * sizeof *u);
-        for (size_t q = 0; u && q < cb->nq; q++) {
+        for (size_t q = 0; q < cb->nq; q++) {
             float *x = cb->vecs + q * cb->dim;
             const float *yq = y + q * cb->dim;
             double d2 = 0, n2 = 0;
@@ -296,7 +290,6 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
                 x[j] += (float)(scale * u[j]);
         }
         free(u);
-        free(y);
         cb->phase = COORD_CALIB_TRUTH;
         s_submit(coord, WIRE_OP_SEARCH, NULL, S_K, cb->nlist, 0, WIRE_MODE_EXACT);
         return;
