@@ -540,6 +540,7 @@ static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
     if (before == 0 || started < before + S_RESTART_SLACK_S) {
         if (before == 0 || started < before)
             shard->started_s = started;
+        shard->downs_seen = shard->downs;
         return;
     }
     shard->started_s = started;
@@ -547,8 +548,11 @@ static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
              "verified",
              shard->endpoint, uptime);
     /* What was in flight to the old process will never be answered: the jobs waiting
-       on it go on now (as when a shard is marked down) rather than at their deadline. */
-    s_jobs_shard_down(coord, s);
+       on it go on now rather than at their deadline. Not when the shard was marked down
+       meanwhile: they were told then, and what waits now went to the new process. */
+    if (shard->downs == shard->downs_seen)
+        s_jobs_shard_down(coord, s);
+    shard->downs_seen = shard->downs;
     coord_ensure_collections(coord, s);
     coord_shard_back(coord, s, 1);
 }
@@ -646,6 +650,7 @@ static void s_health_tick(coord_t *coord, int64_t now)
         if (shard->state != COORD_SHARD_DOWN &&
             now - since > (int64_t)coord->opts.down_after_ms * 1000) {
             shard->state = COORD_SHARD_DOWN;
+            shard->downs++;
             log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
                      coord->opts.down_after_ms);
             s_jobs_shard_down(coord, s);
