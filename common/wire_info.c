@@ -379,73 +379,86 @@ static const msgpack_object *s_path(const msgpack_object *root, const char *path
     }
 }
 
-int wire_info_lookup_str(const void *data, size_t len, const char *path, char *buf, size_t cap)
+/*
+ * The value at path in an info map, handed to take (which stores it in out
+ * or answers SHOAL_EFORMAT for a value of another kind): 0, SHOAL_ENOTFOUND,
+ * or the map's or take's error.
+ */
+static int s_lookup(const void *data, size_t len, const char *path,
+                    int (*take)(const msgpack_object *cur, void *out), void *out)
 {
-    if (!path || !buf || cap == 0)
-        return SHOAL_EINVAL;
-    buf[0] = '\0';
     msgpack_zone zone;
     msgpack_object obj;
     int rc = s_open(data, len, &zone, &obj);
     if (rc)
         return rc;
     const msgpack_object *cur = s_path(&obj, path);
-    if (!cur) {
-        rc = SHOAL_ENOTFOUND;
-    } else if (cur->type != MSGPACK_OBJECT_STR) {
-        rc = SHOAL_EFORMAT;
-    } else {
-        size_t n = cur->via.str.size < cap ? cur->via.str.size : cap - 1;
-        memcpy(buf, cur->via.str.ptr, n);
-        buf[n] = '\0';
-        rc = n < cur->via.str.size ? SHOAL_ELIMIT : 0;
-    }
+    rc = cur ? take(cur, out) : SHOAL_ENOTFOUND;
     msgpack_zone_destroy(&zone);
     return rc;
 }
 
-int wire_info_lookup(const void *data, size_t len, const char *path, double *value)
+typedef struct {
+    char *buf;
+    size_t cap;
+} s_text_out_t;
+
+static int s_take_str(const msgpack_object *cur, void *out)
 {
-    if (!path || !value)
-        return SHOAL_EINVAL;
-    msgpack_zone zone;
-    msgpack_object obj;
-    int rc = s_open(data, len, &zone, &obj);
-    if (rc)
-        return rc;
-    const msgpack_object *cur = s_path(&obj, path);
-    if (!cur)
-        rc = SHOAL_ENOTFOUND;
-    else if (cur->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+    s_text_out_t *t = out;
+    if (cur->type != MSGPACK_OBJECT_STR)
+        return SHOAL_EFORMAT;
+    size_t n = cur->via.str.size < t->cap ? cur->via.str.size : t->cap - 1;
+    memcpy(t->buf, cur->via.str.ptr, n);
+    t->buf[n] = '\0';
+    return n < cur->via.str.size ? SHOAL_ELIMIT : 0;
+}
+
+static int s_take_number(const msgpack_object *cur, void *out)
+{
+    double *value = out;
+    if (cur->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         *value = (double)cur->via.u64;
     else if (cur->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         *value = (double)cur->via.i64;
     else if (cur->type == MSGPACK_OBJECT_FLOAT32 || cur->type == MSGPACK_OBJECT_FLOAT64)
         *value = cur->via.f64;
     else
-        rc = SHOAL_EFORMAT; /* a string, a map or an array: not a number */
-    msgpack_zone_destroy(&zone);
-    return rc;
+        return SHOAL_EFORMAT; /* a string, a map or an array: not a number */
+    return 0;
+}
+
+static int s_take_len(const msgpack_object *cur, void *out)
+{
+    size_t *n = out;
+    if (cur->type == MSGPACK_OBJECT_ARRAY)
+        *n = cur->via.array.size;
+    else if (cur->type == MSGPACK_OBJECT_MAP)
+        *n = cur->via.map.size;
+    else
+        return SHOAL_EFORMAT; /* a number or a string has no elements */
+    return 0;
+}
+
+int wire_info_lookup_str(const void *data, size_t len, const char *path, char *buf, size_t cap)
+{
+    if (!path || !buf || cap == 0)
+        return SHOAL_EINVAL;
+    buf[0] = '\0';
+    s_text_out_t t = {buf, cap};
+    return s_lookup(data, len, path, s_take_str, &t);
+}
+
+int wire_info_lookup(const void *data, size_t len, const char *path, double *value)
+{
+    if (!path || !value)
+        return SHOAL_EINVAL;
+    return s_lookup(data, len, path, s_take_number, value);
 }
 
 int wire_info_lookup_len(const void *data, size_t len, const char *path, size_t *n)
 {
     if (!path || !n)
         return SHOAL_EINVAL;
-    msgpack_zone zone;
-    msgpack_object obj;
-    int rc = s_open(data, len, &zone, &obj);
-    if (rc)
-        return rc;
-    const msgpack_object *cur = s_path(&obj, path);
-    if (!cur)
-        rc = SHOAL_ENOTFOUND;
-    else if (cur->type == MSGPACK_OBJECT_ARRAY)
-        *n = cur->via.array.size;
-    else if (cur->type == MSGPACK_OBJECT_MAP)
-        *n = cur->via.map.size;
-    else
-        rc = SHOAL_EFORMAT; /* a number or a string has no elements */
-    msgpack_zone_destroy(&zone);
-    return rc;
+    return s_lookup(data, len, path, s_take_len, n);
 }
