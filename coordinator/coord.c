@@ -519,8 +519,6 @@ static void s_shard_seen(coord_t *coord, size_t s)
         coord_redrive_schedule(coord);
 }
 
-static void s_jobs_shard_down(coord_t *coord, size_t s);
-
 /*
  * A ping answer: the shard's uptime dates its start. A start later than the
  * one seen before means the process restarted, perhaps on an empty data dir,
@@ -540,19 +538,15 @@ static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
     if (before == 0 || started < before + S_RESTART_SLACK_S) {
         if (before == 0 || started < before)
             shard->started_s = started;
-        shard->downs_seen = shard->downs;
         return;
     }
     shard->started_s = started;
     log_warn("shard %s restarted (up %.1f s): its collections are ensured and its replicas "
              "verified",
              shard->endpoint, uptime);
-    /* What was in flight to the old process will never be answered: the jobs waiting
-       on it go on now rather than at their deadline. Not when the shard was marked down
-       meanwhile: they were told then, and what waits now went to the new process. */
-    if (shard->downs == shard->downs_seen)
-        s_jobs_shard_down(coord, s);
-    shard->downs_seen = shard->downs;
+    /* Not s_jobs_shard_down here: a ping answer delayed past S_RESTART_SLACK_S by a
+       busy shard looks like a restart too, and requests sent since went to a process
+       that answers them; what did go to a dead process waits out its deadline. */
     coord_ensure_collections(coord, s);
     coord_shard_back(coord, s, 1);
 }
@@ -650,7 +644,6 @@ static void s_health_tick(coord_t *coord, int64_t now)
         if (shard->state != COORD_SHARD_DOWN &&
             now - since > (int64_t)coord->opts.down_after_ms * 1000) {
             shard->state = COORD_SHARD_DOWN;
-            shard->downs++;
             log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
                      coord->opts.down_after_ms);
             s_jobs_shard_down(coord, s);

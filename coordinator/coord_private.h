@@ -96,9 +96,6 @@ typedef struct {
     double started_s;          /* when its process started (coordinator clock, from its
                                   ping's uptime; 0: not known): a later one is a restart */
     int removed;               /* taken out of the registry (no link, never routed to) */
-    uint64_t downs;            /* times it was marked down */
-    uint64_t downs_seen;       /* downs when its process start was last dated (a restart
-                                  found with no down since ends the jobs waiting on it) */
     uint32_t stale_orphans;    /* stale orphan copies it holds (catalog D/): until they are
                                   dropped there it serves no reads of any collection */
 } coord_shard_t;
