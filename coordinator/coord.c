@@ -551,6 +551,95 @@ static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
     coord_shard_back(coord, s, 1);
 }
 
+/* Hands rep, the answer to pending request key (shard s's), to its job; the entry goes. */
+static void s_pending_answer(coord_t *coord, size_t s, const char *key, const wire_reply_t *rep)
+{
+    const s_pending_t *p = zhashx_lookup(coord->pending, key);
+    coord_job_t *job = p->job;
+    uint32_t tag = p->tag;
+    zhashx_delete(coord->pending, key);
+    if (!job)
+        return;
+    job->pending--;
+    if (s < job->nwaiting)
+        job->waiting[s]--;
+    if (job->on_reply)
+        job->on_reply(coord, job, s, tag, rep);
+}
+
+static int s_rid_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * A ping answer's first_rid (shard/peers.h): what is still unanswered on this
+ * link below it went to an earlier process, or was lost with an earlier
+ * connection, and no answer is coming. Each such request is answered here with
+ * SHOAL_EUNAVAIL, as a shard that cannot serve would answer (a search retries
+ * another replica, a write counts the replica as failed), instead of waiting
+ * out its deadline: a shard that systemd restarts within a second is never
+ * marked down. Only a first_rid that moved can leave a request below it (rids
+ * grow), so an unchanged one costs no walk.
+ */
+static void s_shard_lost_before(coord_t *coord, size_t s, const wire_reply_t *ping)
+{
+    coord_shard_t *shard = &coord->shards[s];
+    double value = 0;
+    if (!ping->info ||
+        wire_info_lookup(ping->info, ping->info_len, "first_rid", &value) != 0 || value < 1)
+        return; /* a shard that does not say */
+    uint64_t first_rid = (uint64_t)value;
+    if (first_rid == shard->first_rid)
+        return;
+    shard->first_rid = first_rid;
+    size_t n = 0, cap = 0;
+    uint64_t *lost = NULL;
+    for (const s_pending_t *p = zhashx_first(coord->pending); p;
+         p = zhashx_next(coord->pending)) {
+        uint64_t rid = strtoull(zhashx_cursor(coord->pending), NULL, 16);
+        if (p->shard != s || rid >= first_rid || rid == shard->ping_rid)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *grown = realloc(lost, cap * sizeof *grown);
+            if (!grown) {
+                log_error("shard %s: out of memory listing lost requests (they wait out their "
+                          "deadlines)",
+                          shard->endpoint);
+                break;
+            }
+            lost = grown;
+        }
+        lost[n++] = rid;
+    }
+    if (n)
+        log_warn("shard %s: %zu request(s) sent before its process or connection started are "
+                 "lost; answered as unavailable",
+                 shard->endpoint, n);
+    qsort(lost, n, sizeof *lost, s_rid_cmp);
+    for (size_t i = 0; i < n; i++) {
+        char key[32];
+        s_rid_key(lost[i], key, sizeof key);
+        const s_pending_t *p = zhashx_lookup(coord->pending, key);
+        if (!p)
+            continue; /* its job ended on an earlier one */
+        wire_reply_t rep;
+        wire_reply_init(&rep);
+        char text[WIRE_MSG_MAX];
+        snprintf(text, sizeof text,
+                 "shard %s restarted (or its connection did) before answering; the request "
+                 "was lost",
+                 shard->endpoint);
+        wire_reply_error(&rep, p->job ? p->job->req.op : WIRE_OP_NONE, lost[i], SHOAL_EUNAVAIL,
+                         text);
+        s_pending_answer(coord, s, key, &rep);
+        wire_reply_fini(&rep);
+    }
+    free(lost);
+}
+
 /* One message from shard s's DEALER. */
 static void s_on_shard_message(coord_t *coord, size_t s)
 {
@@ -570,7 +659,7 @@ static void s_on_shard_message(coord_t *coord, size_t s)
     uint64_t rid = rep.rid;
     char key[32];
     s_rid_key(rid, key, sizeof key);
-    s_pending_t *p = rid ? zhashx_lookup(coord->pending, key) : NULL;
+    const s_pending_t *p = rid ? zhashx_lookup(coord->pending, key) : NULL;
     if (!p) {
         if (rc != 0)
             log_warn("undecodable reply from %s: %s", coord->shards[s].endpoint, err.msg);
@@ -579,33 +668,29 @@ static void s_on_shard_message(coord_t *coord, size_t s)
                       coord->shards[s].endpoint);
         goto done;
     }
-    coord_job_t *job = p->job;
-    uint32_t tag = p->tag;
     if (p->shard != s) {
         log_warn("reply rid %" PRIu64 " came from %s, not the shard asked", rid,
                  coord->shards[s].endpoint);
         goto done;
     }
-    zhashx_delete(coord->pending, key);
     if (coord->shards[s].ping_rid == rid) {
+        zhashx_delete(coord->pending, key);
         coord->shards[s].ping_rid = 0;
-        if (rc == 0)
+        if (rc == 0) {
             s_shard_pinged(coord, s, &rep);
-    }
-    if (!job)
+            s_shard_lost_before(coord, s, &rep);
+        }
         goto done;
+    }
     if (rc != 0) {
+        wire_op_t op = p->job ? p->job->req.op : WIRE_OP_NONE;
         wire_reply_fini(&rep);
         wire_reply_init(&rep);
         char text[WIRE_MSG_MAX];
         snprintf(text, sizeof text, "undecodable reply: %s", err.msg);
-        wire_reply_error(&rep, job->req.op, rid, rc, text);
+        wire_reply_error(&rep, op, rid, rc, text);
     }
-    job->pending--;
-    if (s < job->nwaiting)
-        job->waiting[s]--;
-    if (job->on_reply)
-        job->on_reply(coord, job, s, tag, &rep);
+    s_pending_answer(coord, s, key, &rep);
 done:
     wire_reply_fini(&rep);
     zmsg_destroy(&msg);

@@ -95,6 +95,8 @@ typedef struct {
     size_t verify_at;          /* next collection to compare */
     double started_s;          /* when its process started (coordinator clock, from its
                                   ping's uptime; 0: not known): a later one is a restart */
+    uint64_t first_rid;        /* the first rid its process got on our link, as its last
+                                  ping said (shard/peers.h); 0: not known */
     int removed;               /* taken out of the registry (no link, never routed to) */
     uint32_t stale_orphans;    /* stale orphan copies it holds (catalog D/): until they are
                                   dropped there it serves no reads of any collection */

@@ -18,6 +18,7 @@
 #include <czmq.h>
 
 #include "common/log.h"
+#include "shard/peers.h"
 #include "common/topk.h"
 #include "common/wire_io.h"
 
@@ -130,6 +131,7 @@ struct shard_server {
     wire_io_budget_t *reply_budget; /* bytes of replies queued in ZeroMQ */
     s_figures_t figures;         /* the store's figures of the last metrics job; the loop's */
     int figures_pending;         /* a metrics job is in the read lane */
+    shard_peers_t *peers;        /* each client link's first rid; the loop's */
 };
 
 static_assert(SHARD_SERVER_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
@@ -964,7 +966,8 @@ static void s_lane_free(s_lane_t *lane)
 /* Requests (loop thread)                                                   */
 /* ------------------------------------------------------------------------ */
 
-static void s_reply_ping(shard_server_t *server, s_job_t *job)
+/* first_rid: the first rid this process got on the asker's link (peers.h). */
+static void s_reply_ping(shard_server_t *server, s_job_t *job, uint64_t first_rid)
 {
     wire_reply_t rep;
     wire_reply_init(&rep);
@@ -972,12 +975,13 @@ static void s_reply_ping(shard_server_t *server, s_job_t *job)
     rep.rid = job->req.rid;
     wire_info_t *info = wire_info_new();
     if (info) {
-        wire_info_map(info, 5);
+        wire_info_map(info, 6);
         wire_io_info_str(info, "role", "shard");
         wire_io_info_u64(info, "version", WIRE_VERSION);
         wire_io_info_f64(info, "uptime_s", s_uptime(server));
         wire_io_info_u64(info, "inflight", s_inflight(server));
         wire_io_info_u64(info, "queued", s_queued(server));
+        wire_io_info_u64(info, "first_rid", first_rid);
     }
     (void)wire_io_reply_info(&rep, info);
     job->reply = wire_io_encode_reply(&rep, &job->code);
@@ -1015,6 +1019,10 @@ static void s_on_request(shard_server_t *server, int stopping)
     shoal_err_t err;
     shoal_err_clear(&err);
     int rc = wire_io_decode(msg, &server->limits, &job->req, &err);
+    uint64_t first_rid =
+        identity ? shard_peers_note(server->peers, zframe_data(identity), zframe_size(identity),
+                                    job->req.rid)
+                 : 0;
     if (rc == 0 && stopping)
         rc = shoal_err_set(&err, SHOAL_EUNAVAIL,
                            "the shard is shutting down; the request was not run");
@@ -1026,7 +1034,7 @@ static void s_on_request(shard_server_t *server, int stopping)
 
     switch (job->req.op) {
     case WIRE_OP_PING:
-        s_reply_ping(server, job);
+        s_reply_ping(server, job, first_rid);
         break;
     case WIRE_OP_SEARCH:
     case WIRE_OP_GET:
@@ -1287,6 +1295,11 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     if (!server->store)
         goto fail;
 
+    server->peers = shard_peers_new();
+    if (!server->peers) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
+        goto fail;
+    }
     server->reply_budget =
         wire_io_budget_new("shard server", server->opts.max_pending_reply_bytes, err);
     if (!server->reply_budget)
@@ -1410,6 +1423,7 @@ void shard_server_destroy(shard_server_t **server_p)
     shard_server_t *server = *server_p;
     zsock_destroy(&server->router);
     wire_io_budget_destroy(&server->reply_budget);
+    shard_peers_destroy(&server->peers);
     s_lane_free(&server->read);
     s_lane_free(&server->write);
     free(server->figures.colls);

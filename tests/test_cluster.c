@@ -1451,6 +1451,66 @@ Test(cluster, frozen_shard_holds_up_only_the_writes_that_touch_it)
     s_finish(&c, &s);
 }
 
+/*
+ * A shard restarted before it was ever marked down (systemd brings a killed
+ * shard back within a second): the insert that went to its old process is
+ * answered SHOAL_EUNAVAIL naming the restart as soon as the new process
+ * answers a ping (its first_rid, docs/protocol.md), not at the 60 s write
+ * timeout (the client gives up at 50 s), nothing acknowledged; its intent is
+ * then undone and the counts agree.
+ */
+Test(cluster, insert_lost_in_a_quick_shard_restart_fails_at_once)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    s_sift_load(&s);
+    s_cluster_start_down(&cl, 20000, S_FAULT_DOWN_MS);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    s_load(c, "sift", &s, S_SMALL_N, S_SMALL_NLIST);
+    int *where = malloc(S_SMALL_N * sizeof *where);
+    uint64_t ids[S_FAULT_BATCH];
+    float *vecs = malloc(S_FAULT_BATCH * s.dim * sizeof(float));
+    cr_assert(where && vecs);
+    s_where(&cl, S_SMALL_N, where);
+    const int victim = 1;
+    size_t n = s_pick_rows(&s, where, S_SMALL_N, victim, 1, S_FAULT_HANG_ID, ids, vecs);
+    cr_assert(n > 0, "no rows on shard %d", victim);
+
+    /* frozen, the old process takes the insert into its socket buffer and never runs it */
+    cr_assert_eq(kill(cl.shards[victim].pid, SIGSTOP), 0);
+    s_bg_insert_t bg = {.endpoint = cl.coord.endpoint, .ids = ids, .vecs = vecs, .n = n,
+                        .dim = s.dim};
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, s_bg_insert_main, &bg), 0);
+    shoal_client_set_timeout(c, S_POLL_TIMEOUT_MS);
+    double end = s_now() + S_POLL_WAIT_S;
+    while (s_stat_or(c, "inflight", -1) < 2) {
+        cr_assert_lt(s_now(), end, "the insert never reached the coordinator");
+        s_sleep_ms(S_POLL_MS);
+    }
+    s_proc_kill9(&cl.shards[victim]);
+    s_shard_start(&cl.shards[victim]);
+
+    pthread_join(thread, NULL);
+    cr_assert_eq(bg.rc, SHOAL_EUNAVAIL, "the insert ended with %s: %s", shoal_errname(bg.rc),
+                 bg.err.msg);
+    cr_assert(strstr(bg.err.msg, "restarted") && strstr(bg.err.msg, "nothing was acknowledged"),
+              "message: %s", bg.err.msg);
+    cr_assert(strstr(bg.err.msg, cl.shards[victim].endpoint), "message: %s", bg.err.msg);
+
+    s_wait_no_intents(c);
+    shoal_client_set_timeout(c, S_TIMEOUT_MS);
+    double count = s_wait_counts_agree(&cl, c);
+    cr_assert_eq(count, (double)S_SMALL_N, "count %.0f", count);
+    cr_assert_eq(s_found_count(c, S_FAULT_HANG_ID, n), 0);
+    s_wait_complete(c, "sift", &s, S_SMALL_NLIST);
+
+    free(where);
+    free(vecs);
+    s_proc_stop(&cl.coord);
+    s_finish(&c, &s);
+}
+
 /* Lines of path that contain needle; *with_word counts those that also contain word. */
 static size_t s_log_lines(const char *path, const char *needle, const char *word, size_t *with_word)
 {

@@ -334,6 +334,14 @@ Test(shard, every_op_through_the_socket)
     double uptime = -1;
     cr_assert_eq(wire_info_lookup(info, info_len, "uptime_s", &uptime), 0);
     cr_assert_geq(uptime, 0);
+    double first_rid = 0, again = 0;
+    cr_assert_eq(wire_info_lookup(info, info_len, "first_rid", &first_rid), 0);
+    cr_assert_gt(first_rid, 0, "the ping was this link's first request");
+    free(info);
+    /* later requests on the link leave its first rid as it was */
+    cr_assert_eq(shoal_client_ping(c, &info, &info_len, &err), 0, "ping: %s", err.msg);
+    cr_assert_eq(wire_info_lookup(info, info_len, "first_rid", &again), 0);
+    cr_assert_eq(again, first_rid);
     free(info);
 
     s_create(c, "docs", S_DIM);
