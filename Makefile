@@ -196,7 +196,11 @@ TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 # make test runs every suite but the many-host ones (replication, growth), which
 # take minutes and need root: make test-cluster-hosts runs them (built by `all`).
 HOSTS_TEST_BINS := $(BUILD)/tests/test_replication $(BUILD)/tests/test_growth
-TEST_RUN_BINS := $(filter-out $(HOSTS_TEST_BINS),$(TEST_BINS))
+# TESTS="gpu knn" runs only those suites (tests/test_gpu.c, tests/test_knn.c),
+# and not the Python client's tests.
+TESTS ?=
+TEST_RUN_BINS := $(if $(TESTS),$(TESTS:%=$(BUILD)/tests/test_%),\
+                   $(filter-out $(HOSTS_TEST_BINS),$(TEST_BINS)))
 
 LIB_COMMON := $(BUILD)/libshoal_common.a
 LIB_GPU := $(BUILD)/libshoal_gpu.a
@@ -334,12 +338,12 @@ test-run: all
 	        echo "shoal: sanitizer report in $$t (see $$log)"; failed+=("$$t"); \
 	    fi; \
 	done; \
-	$(if $(SAN),,echo "=== test-python"; \
+	$(if $(SAN)$(TESTS),,echo "=== test-python"; \
 	    $(MAKE) --no-print-directory test-python || failed+=("test-python");) \
 	if [ $${#failed[@]} -ne 0 ]; then \
 	    echo "shoal: FAILED suites: $${failed[*]}"; exit 1; \
 	fi; \
-	echo "shoal: all $(words $(TEST_RUN_BINS)) suites passed$(if $(SAN),, and the Python client's tests) ($(BUILD_KIND)$(if $(SAN), sanitizers))"
+	echo "shoal: all $(words $(TEST_RUN_BINS)) suites passed$(if $(SAN)$(TESTS),, and the Python client's tests) ($(BUILD_KIND)$(if $(SAN), sanitizers))"
 
 # The Python client's tests (client/python/tests) with Debian's python3 and its
 # python3-zmq/-msgpack/-numpy/-pytest, against the programs in $(BIN); they
