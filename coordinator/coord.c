@@ -41,6 +41,8 @@
 #define S_CONNECT_WAIT_MS 2000
 /* Intents waiting for a shard are tried again this often without a shard event (ms). */
 #define S_REDRIVE_RETRY_MS 10000
+/* Poll items besides the shards: training pipe, routing pipe, stop pipe, stop fd, clients. */
+#define S_POLL_EXTRA 5
 /* A shard whose start (its ping's uptime) moved later by more than this restarted. */
 #define S_RESTART_SLACK_S 1.0
 
@@ -161,6 +163,8 @@ void coord_job_end(coord_t *coord, coord_job_t **job_p)
     coord_job_t *job = *job_p;
     if (!job)
         return;
+    if (job->routing)
+        coord_route_cancel(coord, job);
     char key[32];
     for (size_t i = 0; i < job->nrids; i++) {
         s_rid_key(job->rids[i], key, sizeof key);
@@ -748,84 +752,8 @@ static void s_health_tick(coord_t *coord, int64_t now)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Routing engines                                                          */
+/* Fan-out bookkeeping                                                      */
 /* ------------------------------------------------------------------------ */
-
-void coord_router_forget(coord_t *coord, const char *name)
-{
-    for (size_t i = 0; i < coord->nrouters; i++) {
-        if (strcmp(coord->routers[i].name, name) != 0)
-            continue;
-        knn_engine_destroy(&coord->routers[i].engine);
-        coord->routers[i] = coord->routers[--coord->nrouters];
-        return;
-    }
-}
-
-static knn_engine_t *s_router_get(coord_t *coord, const catalog_coll_t *coll, shoal_err_t *err)
-{
-    for (size_t i = 0; i < coord->nrouters; i++)
-        if (!strcmp(coord->routers[i].name, coll->name))
-            return coord->routers[i].engine;
-    coord_router_t *grown = realloc(coord->routers, (coord->nrouters + 1) * sizeof *grown);
-    if (!grown) {
-        shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory");
-        return NULL;
-    }
-    coord->routers = grown;
-    knn_params_t params = {.dim = coll->dim,
-                           .metric = coll->metric,
-                           .device = coord->device,
-                           .threads = coord->opts.threads};
-    knn_engine_t *engine = knn_engine_new(&params, err);
-    if (!engine) {
-        shoal_err_prefix(err, "collection \"%s\": routing engine", coll->name);
-        return NULL;
-    }
-    uint64_t *ids = malloc(coll->nlist * sizeof *ids);
-    int rc = ids ? 0 : shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory");
-    for (size_t j = 0; ids && j < coll->nlist; j++)
-        ids[j] = j;
-    if (rc == 0)
-        rc = knn_engine_add(engine, ids, coll->centroids, coll->nlist, err);
-    free(ids);
-    if (rc != 0) {
-        knn_engine_destroy(&engine);
-        shoal_err_prefix(err, "collection \"%s\": loading the centroids", coll->name);
-        return NULL;
-    }
-    coord_router_t *r = &coord->routers[coord->nrouters++];
-    snprintf(r->name, sizeof r->name, "%s", coll->name);
-    r->engine = engine;
-    return engine;
-}
-
-int coord_route(coord_t *coord, const catalog_coll_t *coll, const float *vecs, size_t n,
-                size_t nprobe, uint32_t *lists, shoal_err_t *err)
-{
-    if (!coll->trained)
-        return shoal_err_set(err, SHOAL_EINTERNAL, "collection \"%s\" is not trained", coll->name);
-    if (nprobe == 0 || nprobe > coll->nlist)
-        return shoal_err_set(err, SHOAL_EINVAL, "nprobe must be 1..%u, got %zu", coll->nlist,
-                             nprobe);
-    if (n == 0)
-        return 0;
-    knn_engine_t *engine = s_router_get(coord, coll, err);
-    if (!engine)
-        return err ? err->code : SHOAL_EINTERNAL;
-    uint64_t *found = malloc(n * nprobe * sizeof *found);
-    if (!found)
-        return shoal_err_set(err, SHOAL_ENOMEM, "routing: out of memory for %zu x %zu lists", n,
-                             nprobe);
-    int rc = knn_engine_search(engine, vecs, n, nprobe, found, NULL, err);
-    if (rc == 0)
-        for (size_t i = 0; i < n * nprobe; i++)
-            lists[i] = found[i] < coll->nlist ? (uint32_t)found[i] : 0;
-    else
-        shoal_err_prefix(err, "collection \"%s\": routing", coll->name);
-    free(found);
-    return rc;
-}
 
 void coord_record_fanout(coord_t *coord, const uint32_t *per_query, size_t nq)
 {
@@ -1103,12 +1031,13 @@ int coord_run(coord_t *coord, shoal_err_t *err)
     coord->next_redrive_retry_us = coord->next_ping_us + S_REDRIVE_RETRY_MS * 1000;
     coord_redrive_schedule(coord);
     size_t items_for = coord->nshards;
-    zmq_pollitem_t *items = calloc(items_for + 4, sizeof *items);
+    zmq_pollitem_t *items = calloc(items_for + S_POLL_EXTRA, sizeof *items);
     if (!items)
         return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
     while (1) {
         if (items_for != coord->nshards) { /* a shard was added */
-            zmq_pollitem_t *grown = realloc(items, (coord->nshards + 4) * sizeof *items);
+            zmq_pollitem_t *grown =
+                realloc(items, (coord->nshards + S_POLL_EXTRA) * sizeof *items);
             if (!grown) {
                 failed = shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
                 break;
@@ -1147,6 +1076,8 @@ int coord_run(coord_t *coord, shoal_err_t *err)
                     (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
         size_t i_train = n;
         items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
+        size_t i_route = n;
+        items[n++] = (zmq_pollitem_t){NULL, coord->route.pipe[0], ZMQ_POLLIN, 0};
         size_t i_stop = SIZE_MAX, i_ext = SIZE_MAX, i_router = SIZE_MAX;
         if (!coord->stopping) {
             i_stop = n;
@@ -1175,6 +1106,8 @@ int coord_run(coord_t *coord, shoal_err_t *err)
                 s_on_shard_message(coord, s);
         if (items[i_train].revents & ZMQ_POLLIN)
             s_train_collect(coord);
+        if (items[i_route].revents & ZMQ_POLLIN)
+            coord_route_collect(coord);
         int stop_now = (i_stop != SIZE_MAX && (items[i_stop].revents & ZMQ_POLLIN)) ||
                        (i_ext != SIZE_MAX && (items[i_ext].revents & ZMQ_POLLIN));
         if (i_router != SIZE_MAX && !stop_now)
@@ -1221,6 +1154,7 @@ void coord_opts_default(coord_opts_t *opts)
     opts->replication_default = 1;
     opts->write_quorum_default = 1;
     opts->hedge_pct = COORD_HEDGE_PCT_DEFAULT;
+    opts->route_inline_macs = COORD_ROUTE_INLINE_MACS_DEFAULT;
     opts->repair_chunk = COORD_REPAIR_CHUNK_DEFAULT;
     opts->repair_pause_ms = COORD_REPAIR_PAUSE_MS_DEFAULT;
     opts->recall_sample = -1; /* unset: $SHOAL_RECALL_SAMPLE, else the default (coord_recall.c) */
@@ -1369,6 +1303,7 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     }
     coord->stop_pipe[0] = coord->stop_pipe[1] = -1;
     coord->train_pipe[0] = coord->train_pipe[1] = -1;
+    coord_route_init(coord);
     coord->opts = *opts;
     coord->limits = opts->limits;
     coord->start_us = zclock_usecs();
@@ -1405,6 +1340,8 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         shoal_err_set(err, SHOAL_EIO, "coordinator: pipe: %s", strerror(errno));
         goto fail;
     }
+    if (coord_route_thread_start(coord, err) != 0)
+        goto fail;
 
     coord->cat = catalog_open(coord->data_dir, err);
     if (!coord->cat)
@@ -1465,6 +1402,7 @@ void coord_destroy(coord_t **coord_p)
         coord->train_running = 0;
     }
     coord_train_free(&coord->train_task);
+    coord_route_fini(coord); /* joins the routing thread: its task writes into a job */
     while (coord->jobs) {
         coord_job_t *job = coord->jobs;
         coord_job_end(coord, &job);
@@ -1479,9 +1417,6 @@ void coord_destroy(coord_t **coord_p)
         free(coord->shards[s].endpoint);
     }
     free(coord->shards);
-    for (size_t i = 0; i < coord->nrouters; i++)
-        knn_engine_destroy(&coord->routers[i].engine);
-    free(coord->routers);
     free(coord->fanout_hist);
     catalog_close(&coord->cat);
     for (int i = 0; i < 2; i++) {

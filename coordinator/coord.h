@@ -119,6 +119,8 @@
 #define COORD_PING_INTERVAL_MS_DEFAULT 500
 #define COORD_DOWN_AFTER_MS_DEFAULT 2000
 #define COORD_CHUNK_DEFAULT 1024     /* knn_graph rows per reply */
+#define COORD_ROUTE_INLINE_MACS_DEFAULT (1u << 23) /* ~2 ms of one core; 64 queries at
+                                                       nlist 1,024 and dim 128 */
 #define COORD_HEDGE_PCT_DEFAULT 10   /* of the deadline: 500 ms of the default 5 s */
 #define COORD_REPAIR_CHUNK_DEFAULT 512
 #define COORD_REPAIR_PAUSE_MS_DEFAULT 5
@@ -145,6 +147,9 @@ typedef struct {
     uint32_t write_quorum_default;   /* W of one created without one (capped at its R) */
     uint32_t hedge_pct;              /* R > 1: a sub-query unanswered after this % of the
                                         deadline is sent to other replicas too (0 = never) */
+    uint32_t route_inline_macs;      /* a search batch of fewer multiply-adds (queries x
+                                        nlist x dim) is routed on the loop, a bigger one on
+                                        the routing thread; 0 = COORD_ROUTE_INLINE_MACS_DEFAULT */
     uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */
     uint32_t repair_pause_ms;        /* pause between two repair steps (throttle) */
     double recall_sample;            /* fraction of client searches sampled for the online

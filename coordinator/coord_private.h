@@ -241,6 +241,7 @@ struct coord_job {
     int client;                      /* a client's request (else internal) */
     int is_write;                    /* goes through the write FIFO */
     int started;                     /* a write: left the FIFO (it is running) */
+    int routing;                     /* a task of it is with the routing thread (coord_route.c) */
     coord_scope_t scope;             /* a write: what it touches */
     size_t pending;                  /* shard requests outstanding */
     uint32_t *waiting;               /* nwaiting: requests outstanding per shard */
@@ -284,6 +285,27 @@ typedef struct {
     knn_engine_t *engine;         /* centroids as ids 0..nlist-1 */
 } coord_router_t;
 
+/* Routing big batches off the loop (coord_route.c). */
+typedef struct coord_route_task coord_route_task_t;
+/* A routed task is back on the loop: rc 0 (lists filled) or the failure in err. */
+typedef void (*coord_routed_fn)(coord_t *coord, coord_job_t *job, int rc, const shoal_err_t *err);
+
+typedef struct {
+    pthread_t thread;             /* the routing thread, while running */
+    int running;                  /* it was started and not joined */
+    pthread_mutex_t mu;           /* guards queue, finished, quit */
+    pthread_cond_t cv;            /* a task was queued, or quit was set */
+    pthread_cond_t idle;          /* the thread finished its current task */
+    coord_route_task_t *current;  /* the task the thread is running, or NULL */
+    coord_route_task_t *queue;    /* tasks waiting, oldest first */
+    coord_route_task_t *finished; /* tasks done, newest first (the loop collects them) */
+    int quit;                     /* the thread should end */
+    int pipe[2];                  /* the thread writes a byte per finished task */
+    size_t inflight;              /* tasks submitted and not collected (the loop's) */
+    knn_engine_t **retired;       /* routers forgotten while tasks were in flight */
+    size_t nretired;
+} coord_route_thread_t;
+
 struct coord {
     coord_opts_t opts;     /* as given; strings point at the copies below */
     char *listen;          /* copy of opts.listen */
@@ -311,8 +333,9 @@ struct coord {
     int train_running;
     coord_train_t *train_task; /* the task in flight */
     coord_train_t *train_done; /* the finished task handed to on_train */
-    coord_router_t *routers;   /* routing engines */
+    coord_router_t *routers;   /* routing engines (coord_route.c) */
     size_t nrouters;
+    coord_route_thread_t route; /* the routing thread (coord_route.c) */
     int64_t next_ping_us;        /* when the next ping round goes */
     int stopping;                /* the loop is draining */
     coord_job_t *redrive_job;    /* the re-drive job, or NULL */
@@ -386,11 +409,36 @@ void coord_shard_unlink(coord_t *coord, size_t s);
 /* Appends "ep" (comma-separated) to buf for each s with flags[s] != 0. */
 void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap);
 
-/* Per query, its nprobe nearest lists (the collection's routing engine). */
+/* ---- coord_route.c: routing engines and the routing thread ---- */
+
+/* Per query, its nprobe nearest lists (the collection's routing engine), on the loop. */
 int coord_route(coord_t *coord, const catalog_coll_t *coll, const float *vecs, size_t n,
                 size_t nprobe, uint32_t *lists, shoal_err_t *err);
-/* Forgets a collection's routing engine (drop). */
+/* 1 when routing n queries of coll is worth the routing thread (opts.route_inline_macs). */
+int coord_route_is_big(const coord_t *coord, const catalog_coll_t *coll, size_t n);
+/*
+ * coord_route on the routing thread: 0 when queued; done(job) then runs on
+ * the loop (coord_route_collect). vecs and lists stay the job's and must live
+ * until then; the job must not end before (give it no deadline meanwhile).
+ */
+int coord_route_submit(coord_t *coord, coord_job_t *job, const catalog_coll_t *coll,
+                       const float *vecs, size_t n, size_t nprobe, uint32_t *lists,
+                       coord_routed_fn done, shoal_err_t *err);
+/* Forgets a collection's routing engine (drop, retrain). */
 void coord_router_forget(coord_t *coord, const char *name);
+/* coord_new: the state (no thread yet); coord_destroy: joins the thread, frees all routers. */
+void coord_route_init(coord_t *coord);
+void coord_route_fini(coord_t *coord);
+int coord_route_thread_start(coord_t *coord, shoal_err_t *err);
+void coord_route_thread_stop(coord_t *coord);
+/* The loop: the routing pipe is readable; finished tasks go to their done handlers. */
+void coord_route_collect(coord_t *coord);
+/*
+ * Job is ending with a routing task in flight (job->routing): the task is
+ * dropped, after waiting for the thread to finish it if it is running (it
+ * writes into the job's state), so the job's memory can go.
+ */
+void coord_route_cancel(coord_t *coord, coord_job_t *job);
 /* Counts a search's queries in the fan-out histogram. */
 void coord_record_fanout(coord_t *coord, const uint32_t *per_query, size_t nq);
 

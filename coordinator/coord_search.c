@@ -553,10 +553,37 @@ static void s_search_timeout(coord_t *coord, coord_job_t *job)
 /* The search path                                                          */
 /* ------------------------------------------------------------------------ */
 
+static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
+                         shoal_err_t *err);
+
+/* The routing thread is back with r->plists (coord_route.c): plan and send, or fail. */
+static void s_search_routed(coord_t *coord, coord_job_t *job, int rc, const shoal_err_t *err)
+{
+    s_read_t *r = job->state;
+    shoal_err_t e;
+    shoal_err_clear(&e);
+    if (rc != 0) {
+        coord_fail(coord, &job, rc, "%s: %s", wire_op_name(job->req.op), err->msg);
+        return;
+    }
+    const catalog_coll_t *c = coord_coll(coord, r->coll, &e);
+    rc = c ? 0 : e.code;
+    if (rc == 0 && (c->nlist != r->nlist || c->replication != r->R || !c->trained))
+        rc = shoal_err_set(&e, SHOAL_EUNAVAIL,
+                           "collection \"%s\" was retrained while its queries were routed; retry",
+                           r->coll);
+    if (rc == 0)
+        rc = s_search_plan(coord, job, c, &e);
+    if (rc != 0)
+        coord_fail(coord, &job, rc, "%s", e.msg);
+}
+
 /*
  * Routes nq queries, plans and sends one sub-batch per shard; r->done runs
  * when every sub-batch is answered (by its shard or by other replicas) or
- * the deadline passed. 0, or an error before anything was sent.
+ * the deadline passed. 0, or an error before anything was sent. A big batch
+ * is routed on the routing thread (coord_route.c) and planned when it is
+ * back, the loop serving other requests meanwhile.
  */
 static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
                           const float *queries, size_t nq, size_t k, size_t nprobe,
@@ -586,13 +613,31 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
     r->plists = malloc(nq * nprobe * sizeof *r->plists);
     r->eff = malloc((size_t)R * c->nlist * sizeof *r->eff);
     r->bad = calloc(ns, sizeof *r->bad);
-    uint32_t *vlists = malloc(nq * nprobe * sizeof *vlists);
-    if (!r->plists || !r->eff || !r->bad || !vlists) {
-        free(vlists);
+    if (!r->plists || !r->eff || !r->bad)
         return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory for %zu x %zu lists",
                              wire_op_name(req->op), nq, nprobe);
+    if (coord_route_is_big(coord, c, nq)) {
+        job->deadline_us = 0; /* nothing may end it before the routing thread is back */
+        return coord_route_submit(coord, job, c, queries, nq, nprobe, r->plists, s_search_routed,
+                                  err);
     }
     rc = coord_route(coord, c, queries, nq, nprobe, r->plists, err);
+    return rc != 0 ? rc : s_search_plan(coord, job, c, err);
+}
+
+/* Picks a replica of every probed list, builds the plan and sends its units. */
+static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
+                         shoal_err_t *err)
+{
+    s_read_t *r = job->state;
+    const wire_request_t *req = &job->req;
+    size_t ns = r->nshards, nq = r->nq, nprobe = r->nprobe;
+    uint32_t R = r->R;
+    int rc = 0;
+    uint32_t *vlists = malloc(nq * nprobe * sizeof *vlists);
+    if (!vlists)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory for %zu x %zu lists",
+                             wire_op_name(req->op), nq, nprobe);
     /* Layer y reads list l from eff[y * nlist + l]; ns (a shard that does not
        exist) when no replica is readable: the plan's queries for it are lost.
        Only the (layer, list) pairs the queries probe are picked. */

@@ -112,6 +112,9 @@ static const cliopt_t s_options[] = {
     {"hedge-pct", CLIOPT_U32, S_FIELD(opts.hedge_pct), 0, 100, "P",
      "replicated collections: a shard that has not answered a search after P% of its "
      "deadline is bypassed through other replicas (0 = only when it is down)"},
+    {"route-inline-macs", CLIOPT_U32, S_FIELD(opts.route_inline_macs), 1, 4294967295.0, "N",
+     "a search batch of at least N multiply-adds (queries x nlist x dim) is routed on the "
+     "routing thread, so it does not hold other clients (1 = every batch)"},
     {"repair-chunk", CLIOPT_U32, S_FIELD(opts.repair_chunk), 1, 1e6, "N",
      "rows copied per step when a stale replica list is rebuilt from another replica"},
     {"repair-pause-ms", CLIOPT_U32, S_FIELD(opts.repair_pause_ms), 0, S_MS_MAX, "MS",

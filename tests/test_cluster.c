@@ -83,6 +83,7 @@ typedef struct {
     char shard_list[S_NSHARDS * 256]; /* --shards: their endpoints, comma-separated */
     char deadline_ms[16];             /* --deadline-ms */
     char down_ms[16];                 /* --down-after-ms */
+    char route_macs[16];              /* --route-inline-macs, when not empty */
 } s_cluster_t;
 
 /*
@@ -130,7 +131,12 @@ static void s_coord_start(s_cluster_t *cl)
     char *argv[] = {bin,         "--listen",           listen,          "--data-dir",
                     p->data_dir, "--shards",           cl->shard_list,  "--ready-file",
                     p->ready,    "--ping-interval-ms", S_PING_MS,       "--down-after-ms",
-                    cl->down_ms, "--deadline-ms",      cl->deadline_ms, NULL};
+                    cl->down_ms, "--deadline-ms",      cl->deadline_ms, NULL,
+                    NULL,        NULL};
+    if (cl->route_macs[0]) {
+        argv[15] = "--route-inline-macs";
+        argv[16] = cl->route_macs;
+    }
     s_proc_start(p, argv);
 }
 
@@ -422,6 +428,69 @@ Test(cluster, siftsmall_recall_default_and_exact)
     cr_assert_geq(recall, 0.95, "default recall@10 %.4f", recall);
     s_check_exact(c, "sift", &s, S_NLIST);
 
+    s_finish(&c, &s);
+}
+
+/*
+ * Routing on the routing thread (coord_route.c) gives the plan the loop
+ * gives: the coordinator restarted with --route-inline-macs 1 (every batch
+ * to the thread) answers siftsmall's queries, default and exact, with the
+ * same ids and distances as with the default (100 queries x 64 lists x 128
+ * are routed on the loop), and so does a knn_graph chunk.
+ */
+Test(cluster, batches_routed_on_the_routing_thread_answer_as_on_the_loop)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
+    uint64_t *ids[2][2] = {{NULL}};
+    float *dists[2][2] = {{NULL}};
+    uint64_t *graph[2] = {NULL};
+    shoal_search_info_t info;
+    for (int run = 0; run < 2; run++) {
+        if (run == 1) {
+            shoal_client_destroy(&c);
+            s_proc_stop(&cl.coord);
+            snprintf(cl.route_macs, sizeof cl.route_macs, "1");
+            s_coord_start(&cl);
+            s_wait_shards_up(&cl);
+            c = s_client(&cl, S_TIMEOUT_MS);
+        }
+        s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_AUTO, 0, &ids[run][0],
+                 &dists[run][0], &info);
+        cr_assert_eq(info.partial, 0);
+        s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_EXACT, 0, &ids[run][1],
+                 &dists[run][1], &info);
+        cr_assert_eq(info.partial, 0);
+        shoal_search_opts_t gopts = {.k = S_K};
+        shoal_knn_chunk_t chunk;
+        shoal_err_t err;
+        int rc = shoal_client_knn_graph(c, "sift", &gopts, 500, NULL, &chunk, &err);
+        cr_assert_eq(rc, 0, "knn_graph: %s", err.msg);
+        cr_assert_eq(chunk.n, 500);
+        cr_assert_eq(chunk.partial, 0);
+        graph[run] = malloc(chunk.n * S_K * sizeof *graph[run]);
+        cr_assert_not_null(graph[run]);
+        memcpy(graph[run], chunk.ids, chunk.n * S_K * sizeof *graph[run]);
+        shoal_knn_chunk_fini(&chunk);
+    }
+    for (int m = 0; m < 2; m++)
+        for (size_t i = 0; i < s.nq * S_K; i++) {
+            cr_assert_eq(ids[0][m][i], ids[1][m][i], "mode %d, result %zu", m, i);
+            cr_assert_eq(dists[0][m][i], dists[1][m][i], "mode %d, result %zu", m, i);
+        }
+    cr_assert_eq(memcmp(graph[0], graph[1], 500 * S_K * sizeof *graph[0]), 0,
+                 "knn_graph rows differ");
+    double recall = gt_recall(ids[1][0], S_K, s.gt, s.gtk, s.nq, S_K);
+    cr_assert_geq(recall, 0.95, "default recall@10 %.4f on the routing thread", recall);
+    for (int r = 0; r < 2; r++) {
+        free(ids[r][0]);
+        free(ids[r][1]);
+        free(dists[r][0]);
+        free(dists[r][1]);
+        free(graph[r]);
+    }
+    s_proc_stop(&cl.coord);
     s_finish(&c, &s);
 }
 
