@@ -618,10 +618,13 @@ static void s_shard_lost_before(coord_t *coord, size_t s, const wire_reply_t *pi
         }
         lost[n++] = rid;
     }
-    if (n)
-        log_warn("shard %s: %zu request(s) sent before its process or connection started are "
-                 "lost; answered as unavailable",
-                 shard->endpoint, n);
+    if (n == 0) {
+        free(lost);
+        return;
+    }
+    log_warn("shard %s: %zu request(s) sent before its process or connection started are lost; "
+             "answered as unavailable",
+             shard->endpoint, n);
     qsort(lost, n, sizeof *lost, s_rid_cmp);
     for (size_t i = 0; i < n; i++) {
         char key[32];
