@@ -1892,6 +1892,114 @@ static int s_cmd_rebalance(s_cli_t *cli, int argc, char **argv, shoal_err_t *err
 }
 
 /* ------------------------------------------------------------------------ */
+/* Snapshots                                                                */
+/* ------------------------------------------------------------------------ */
+
+static const char s_help_snapshot[] =
+    "usage: shoal snapshot create NAME\n"
+    "       shoal snapshot list\n"
+    "  create NAME  takes a consistent snapshot of the whole cluster: every shard's\n"
+    "               database and the coordinator's catalog, each copied to\n"
+    "               <data-dir>/snapshots/NAME on its own host. Writes wait while it\n"
+    "               runs (searches do not). NAME: 1..64 of A-Z a-z 0-9 _ . - and not\n"
+    "               beginning with '.'. Prints: snapshot NAME: S shards, C\n"
+    "               collections, V vectors; writes paused P ms\n"
+    "  list         one line per snapshot: NAME, when (UTC), shards, vectors, and\n"
+    "               each collection's count (nothing when there is none)\n"
+    "Restore: docs/operations.md, \"Snapshots and restore\".\n";
+
+/* "created" (seconds since the epoch) as 2024-05-01T12:00:00Z into buf. */
+static const char *s_utc(uint64_t created, char *buf, size_t cap)
+{
+    time_t t = (time_t)created;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, cap, "%" PRIu64, created);
+    return buf;
+}
+
+/* snapshot list: one line per snapshot of the reply. */
+static void s_snapshot_lines(const void *info, size_t len)
+{
+    size_t n = 0;
+    if (wire_info_lookup_len(info, len, "snapshots", &n) != 0)
+        n = 0;
+    for (size_t i = 0; i < n; i++) {
+        char path[96], name[WIRE_NAME_MAX + 1], when[40], vec[32];
+        snprintf(path, sizeof path, "snapshots.%zu.name", i);
+        s_info_str(info, len, path, name, sizeof name);
+        snprintf(path, sizeof path, "snapshots.%zu.created", i);
+        s_utc(s_info_count(info, len, path), when, sizeof when);
+        snprintf(path, sizeof path, "snapshots.%zu.vectors", i);
+        s_group(s_info_count(info, len, path), vec, sizeof vec);
+        size_t nshards = 0, ncolls = 0;
+        snprintf(path, sizeof path, "snapshots.%zu.shards", i);
+        (void)wire_info_lookup_len(info, len, path, &nshards);
+        snprintf(path, sizeof path, "snapshots.%zu.collections", i);
+        (void)wire_info_lookup_len(info, len, path, &ncolls);
+        printf("%s  %s  %zu shards  %s vectors ", name, when, nshards, vec);
+        for (size_t c = 0; c < ncolls; c++) {
+            char cname[WIRE_NAME_MAX + 1];
+            snprintf(path, sizeof path, "snapshots.%zu.collections.%zu.name", i, c);
+            s_info_str(info, len, path, cname, sizeof cname);
+            snprintf(path, sizeof path, "snapshots.%zu.collections.%zu.count", i, c);
+            printf(" %s=%" PRIu64, cname, s_info_count(info, len, path));
+        }
+        printf("\n");
+    }
+    uint64_t total = s_info_count(info, len, "total");
+    if (total > n)
+        printf("(%" PRIu64 " more not shown)\n", total - (uint64_t)n);
+}
+
+static int s_cmd_snapshot(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
+{
+    const char *names[] = {"create|list", "NAME"}, *pos[2];
+    size_t npos;
+    int rc = s_parse_args(argc, argv, NULL, 0, names, 1, 2, pos, &npos, err);
+    if (rc != 0)
+        return rc;
+    int create = !strcmp(pos[0], "create");
+    if (!create && strcmp(pos[0], "list") != 0)
+        return s_bad(err, "unknown subcommand \"%s\" (create or list)", pos[0]);
+    if (create && npos != 2)
+        return s_bad(err, "create needs a NAME");
+    if (!create && npos != 1)
+        return s_bad(err, "unexpected argument \"%s\"", pos[1]);
+    if (create && wire_snapshot_name_check("NAME", pos[1], strlen(pos[1]), err) != 0) {
+        s_usage_failed = 1;
+        return SHOAL_EINVAL;
+    }
+    if ((rc = s_connect(cli, S_TIMEOUT_ADMIN_MS, err)) != 0)
+        return rc;
+    void *info = NULL;
+    size_t len = 0;
+    rc = create ? shoal_client_snapshot_create(cli->client, pos[1], NULL, &info, &len, err)
+                : shoal_client_snapshot_list(cli->client, NULL, &info, &len, err);
+    if (rc != 0)
+        return rc;
+    if (create) {
+        size_t nshards = 0, ncolls = 0;
+        (void)wire_info_lookup_len(info, len, "shards", &nshards);
+        (void)wire_info_lookup_len(info, len, "collections", &ncolls);
+        uint64_t vectors = 0;
+        for (size_t c = 0; c < ncolls; c++) {
+            char path[64];
+            snprintf(path, sizeof path, "collections.%zu.count", c);
+            vectors += s_info_count(info, len, path);
+        }
+        char vec[32];
+        printf("snapshot %s: %zu shards, %zu collections, %s vectors; writes paused %.1f ms\n",
+               pos[1], nshards, ncolls, s_group(vectors, vec, sizeof vec),
+               s_info_num(info, len, "paused_ms", 0.0));
+    } else {
+        s_snapshot_lines(info, len);
+    }
+    free(info);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Main                                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -1916,6 +2024,7 @@ static const s_command_t s_commands[] = {
     {"shard", s_cmd_shard, s_help_shard},
     {"rebalance", s_cmd_rebalance, s_help_rebalance},
     {"keygen", s_cmd_keygen, s_help_keygen},
+    {"snapshot", s_cmd_snapshot, s_help_snapshot},
 };
 
 static const char s_help_main[] =
@@ -1929,7 +2038,7 @@ static const char s_help_main[] =
     ", else " S_ENDPOINT_DEFAULT ")\n"
     "  -t, --timeout-ms MS         wait at most MS for each reply (default: 10000;\n"
     "                              train 600000, load 120000, knn-graph 300000,\n"
-    "                              shard and rebalance 60000)\n"
+    "                              shard, rebalance and snapshot 60000)\n"
     "  --curve-key FILE            CURVE: this client's certificate (the _secret\n"
     "                              file of keygen; default $" S_CURVE_KEY_ENV ")\n"
     "  --curve-server-key FILE     CURVE: the server's public certificate (default\n"
@@ -1953,6 +2062,7 @@ static const char s_help_main[] =
     "  shard add|drain|remove ENDPOINT [--wait]\n"
     "  rebalance [--dry-run] [--max-moves N] [--rate MB/s] [--wait]\n"
     "  keygen PATH [--force]\n"
+    "  snapshot create NAME | snapshot list\n"
     "\n"
     "Vector files: .fvecs, .bvecs, .npy (float32, 2-D); ground truth and outputs: .ivecs.\n"
     "Exit status: 0 success, 1 failure, 2 bad command line; one line on stderr\n"

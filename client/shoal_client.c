@@ -901,6 +901,34 @@ int shoal_client_rebalance(shoal_client_t *client, int dry_run, uint32_t max_mov
 }
 
 /* ------------------------------------------------------------------------ */
+/* Snapshots                                                                */
+/* ------------------------------------------------------------------------ */
+
+int shoal_client_snapshot_create(shoal_client_t *client, const char *name, char **text,
+                                 void **info, size_t *info_len, shoal_err_t *err)
+{
+    s_info_out_clear(text, info, info_len);
+    size_t len = name ? strlen(name) : 0;
+    int rc = wire_snapshot_name_check("snapshot_create", name ? name : "", len, err);
+    if (rc != 0)
+        return rc;
+    wire_request_t req;
+    if ((rc = s_request(&req, WIRE_OP_SNAPSHOT_CREATE, NULL, err)) != 0)
+        return rc;
+    memcpy(req.name, name, len + 1);
+    return s_call_info(client, &req, text, info, info_len, err);
+}
+
+int shoal_client_snapshot_list(shoal_client_t *client, char **text, void **info,
+                               size_t *info_len, shoal_err_t *err)
+{
+    s_info_out_clear(text, info, info_len);
+    wire_request_t req;
+    int rc = s_request(&req, WIRE_OP_SNAPSHOT_LIST, NULL, err);
+    return rc != 0 ? rc : s_call_info(client, &req, text, info, info_len, err);
+}
+
+/* ------------------------------------------------------------------------ */
 /* A shard's IVF lists                                                      */
 /* ------------------------------------------------------------------------ */
 

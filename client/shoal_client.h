@@ -246,6 +246,24 @@ int shoal_client_rebalance(shoal_client_t *client, int dry_run, uint32_t max_mov
                            shoal_err_t *err);
 
 /* ------------------------------------------------------------------------ */
+/* Snapshots (docs/protocol.md 11.10; the coordinator only)                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Takes a consistent snapshot of the cluster named name (every shard's
+ * database and the catalog, each at <data-dir>/snapshots/NAME on its own
+ * host). A name that breaks docs/protocol.md 4.13's rules is SHOAL_EINVAL and
+ * nothing is sent. Out parameters as for shoal_client_shard: the info map
+ * holds "paused_ms", "shards" and "collections".
+ */
+int shoal_client_snapshot_create(shoal_client_t *client, const char *name, char **text,
+                                 void **info, size_t *info_len, shoal_err_t *err);
+
+/* The snapshots the catalog records; out parameters as for shoal_client_shard. */
+int shoal_client_snapshot_list(shoal_client_t *client, char **text, void **info,
+                               size_t *info_len, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
 /* A shard's IVF lists (docs/protocol.md 4.10-4.12; shards only)            */
 /* ------------------------------------------------------------------------ */
 

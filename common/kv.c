@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct kv {
     rocksdb_t *db;                              /* the open database */
@@ -330,6 +331,30 @@ int kv_flush(kv_t *kv, shoal_err_t *err)
     rocksdb_flush(kv->db, fo, &errptr);
     rocksdb_flushoptions_destroy(fo);
     return s_take_error(&errptr, err, "flush");
+}
+
+int kv_checkpoint(kv_t *kv, const char *dir, shoal_err_t *err)
+{
+    if (kv->read_only)
+        return shoal_err_set(err, SHOAL_EUNSUPPORTED,
+                             "rocksdb checkpoint of %s: the database is open read-only", kv->dir);
+    struct stat st;
+    if (stat(dir, &st) == 0)
+        return shoal_err_set(err, SHOAL_EEXIST, "rocksdb checkpoint of %s: %s exists", kv->dir,
+                             dir);
+    char what[64 + 2 * 256];
+    snprintf(what, sizeof what, "checkpoint of %.256s into %.256s", kv->dir, dir);
+    char *errptr = NULL;
+    rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(kv->db, &errptr);
+    if (errptr || !cp) {
+        if (!errptr)
+            return shoal_err_set(err, SHOAL_ENOMEM, "rocksdb %s: out of memory", what);
+        return s_take_error(&errptr, err, what);
+    }
+    /* log_size_for_flush 0: always flush first, so the copy needs no WAL replay. */
+    rocksdb_checkpoint_create(cp, dir, 0, &errptr);
+    rocksdb_checkpoint_object_destroy(cp);
+    return s_take_error(&errptr, err, what);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -116,6 +116,22 @@ int kv_is_empty(kv_t *kv, int *empty, shoal_err_t *err);
 /* Flushes the memtable to SST files and waits (before a backup, in tests). */
 int kv_flush(kv_t *kv, shoal_err_t *err);
 
+/*
+ * Writes a consistent copy of the database into dir, which must not exist
+ * (its parent must): RocksDB's checkpoint, which flushes the memtable, then
+ * hard-links the table files (copies them when dir is on another
+ * filesystem) and copies the small ones (MANIFEST, OPTIONS, CURRENT). The
+ * copy holds every write kv_write returned from before the call, and opens
+ * with kv_open as a database of its own; taking it blocks no reader, and
+ * writes made meanwhile may or may not be in it (callers that need a cut
+ * hold their writers). A dir inside the database's own directory is
+ * tolerated: RocksDB only ever deletes the files it named itself there.
+ * SHOAL_EEXIST when dir exists, SHOAL_EUNSUPPORTED on a read-only kv,
+ * SHOAL_EIO (a full disk, a missing parent) otherwise; RocksDB removes its
+ * partial copy on failure.
+ */
+int kv_checkpoint(kv_t *kv, const char *dir, shoal_err_t *err);
+
 /* ------------------------------------------------------------------------ */
 /* Iteration over the keys that start with a prefix, in key order           */
 /* ------------------------------------------------------------------------ */

@@ -62,6 +62,10 @@ static const char *const s_op_names[WIRE_OP_COUNT] = {
     [WIRE_OP_SHARD_DRAIN] = "shard_drain",
     [WIRE_OP_SHARD_REMOVE] = "shard_remove",
     [WIRE_OP_REBALANCE] = "rebalance",
+    [WIRE_OP_SNAPSHOT] = "snapshot",
+    [WIRE_OP_SNAPSHOT_DROP] = "snapshot_drop",
+    [WIRE_OP_SNAPSHOT_CREATE] = "snapshot_create",
+    [WIRE_OP_SNAPSHOT_LIST] = "snapshot_list",
 };
 
 static const char *const s_mode_names[] = {
@@ -149,6 +153,31 @@ static size_t s_name_bad_at(const char *name, size_t len)
             return i;
     }
     return len;
+}
+
+static const char *s_printable(const char *text, size_t len, char *buf, size_t cap);
+
+int wire_snapshot_name_check(const char *what, const char *name, size_t len, shoal_err_t *err)
+{
+    char show[48];
+    if (len == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: the snapshot name must not be empty", what);
+    if (len > WIRE_NAME_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: the snapshot name has %zu bytes, at most %d are allowed", what,
+                             len, WIRE_NAME_MAX);
+    size_t bad = s_name_bad_at(name, len);
+    if (bad < len)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: the snapshot name \"%s\" has a byte outside [A-Za-z0-9_.-] at "
+                             "offset %zu",
+                             what, s_printable(name, len, show, sizeof show), bad);
+    /* A leading dot would allow "." and ".." (the snapshots folder itself, the data dir). */
+    if (name[0] == '.')
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "%s: the snapshot name \"%s\" must not begin with \".\"", what,
+                             s_printable(name, len, show, sizeof show));
+    return 0;
 }
 
 /*
@@ -300,6 +329,8 @@ typedef enum {
     /* recall-targeted search (docs/protocol.md section 11.10) */
     S_KEY_RECALL,
     S_KEY_TARGET_RECALL,
+    /* snapshots (docs/protocol.md 4.13, 11.10) */
+    S_KEY_NAME,
     S_NKEYS
 } s_key_t;
 
@@ -346,6 +377,7 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_RATE_MB] = "rate_mb",
     [S_KEY_RECALL] = "recall",
     [S_KEY_TARGET_RECALL] = "target_recall",
+    [S_KEY_NAME] = "name",
 };
 
 /* The key sets below are bit masks over s_key_t. */
@@ -361,7 +393,7 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                           \
      S_BIT(S_KEY_WRITE_QUORUM) | S_BIT(S_KEY_ENDPOINT) | S_BIT(S_KEY_DRY_RUN) |                    \
      S_BIT(S_KEY_MAX_MOVES) | S_BIT(S_KEY_RATE_MB) | S_BIT(S_KEY_RECALL) |                        \
-     S_BIT(S_KEY_TARGET_RECALL))
+     S_BIT(S_KEY_TARGET_RECALL) | S_BIT(S_KEY_NAME))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
@@ -1079,6 +1111,22 @@ static int s_dec_rebalance(s_dec_t *d, wire_request_t *req)
     return s_expect_frames(d, 1, "header");
 }
 
+/* snapshot, snapshot_drop, snapshot_create: "name", no frames. */
+static int s_dec_snapshot_name(s_dec_t *d, wire_request_t *req)
+{
+    const char *text = NULL;
+    size_t len = 0;
+    int rc = s_get_str(d, S_KEY_NAME, true, &text, &len);
+    if (rc)
+        return rc;
+    shoal_err_t why;
+    if (wire_snapshot_name_check("\"name\"", text, len, &why) != 0)
+        return s_fail(d, why.code, "%s", why.msg);
+    memcpy(req->name, text, len);
+    req->name[len] = '\0';
+    return s_expect_frames(d, 1, "header");
+}
+
 int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
                         wire_request_t *req, shoal_err_t *err)
 {
@@ -1147,6 +1195,14 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
         break;
     case WIRE_OP_REBALANCE:
         rc = s_dec_rebalance(&d, req);
+        break;
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+        rc = s_dec_snapshot_name(&d, req);
+        break;
+    case WIRE_OP_SNAPSHOT_LIST:
+        rc = s_expect_frames(&d, 1, "header");
         break;
     default:
         rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
@@ -1433,6 +1489,10 @@ int wire_reply_decode(const wire_frames_t *frames, const wire_limits_t *limits, 
     case WIRE_OP_SHARD_DRAIN:
     case WIRE_OP_SHARD_REMOVE:
     case WIRE_OP_REBALANCE:
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+    case WIRE_OP_SNAPSHOT_LIST:
         if (!rep->info)
             rc = s_fail(&d, SHOAL_EPROTO, "missing required key \"info\"");
         else
@@ -1605,11 +1665,12 @@ static int s_check_text(const char *text, size_t cap, const char *what, const ch
     return 0;
 }
 
-/* The cluster-growth ops (section 11.9): they take no collection. */
+/* The cluster-growth ops (section 11.9) and the snapshot ops (4.13, 11.10): they take no collection. */
 static bool s_op_is_cluster(wire_op_t op)
 {
     return op == WIRE_OP_SHARD_ADD || op == WIRE_OP_SHARD_DRAIN || op == WIRE_OP_SHARD_REMOVE ||
-           op == WIRE_OP_REBALANCE;
+           op == WIRE_OP_REBALANCE || op == WIRE_OP_SNAPSHOT || op == WIRE_OP_SNAPSHOT_DROP ||
+           op == WIRE_OP_SNAPSHOT_CREATE || op == WIRE_OP_SNAPSHOT_LIST;
 }
 
 /* The encoder's own checks of a request; 0 or SHOAL_EINVAL. */
@@ -1686,6 +1747,14 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
         if (req->dry_run > 1)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: dry_run must be 0 or 1, got %" PRIu32,
                                  opname, req->dry_run);
+        break;
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+        /* Only that it is text the header can carry: an empty or bad name is the
+           server's einval to give (the client library checks the rule itself). */
+        if (strnlen(req->name, sizeof req->name) == sizeof req->name)
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: \"name\" is not NUL-terminated", opname);
         break;
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:
@@ -1800,6 +1869,11 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
     case WIRE_OP_SHARD_REMOVE:
         s_enc_str(&e, "endpoint", req->endpoint);
         break;
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+        s_enc_str(&e, "name", req->name);
+        break;
     case WIRE_OP_REBALANCE:
         if (req->dry_run)
             s_enc_uint(&e, "dry_run", req->dry_run);
@@ -1897,6 +1971,10 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t byt
     case WIRE_OP_SHARD_DRAIN:
     case WIRE_OP_SHARD_REMOVE:
     case WIRE_OP_REBALANCE:
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+    case WIRE_OP_SNAPSHOT_LIST:
         if (!rep->info)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: needs an info map", opname);
         break;

@@ -71,6 +71,10 @@ typedef enum {
     WIRE_OP_SHARD_DRAIN,  /* coordinator only: move every list off one shard */
     WIRE_OP_SHARD_REMOVE, /* coordinator only: a drained shard leaves */
     WIRE_OP_REBALANCE,    /* coordinator only: plan (and start) list moves */
+    WIRE_OP_SNAPSHOT,        /* shard: copy the database to <data-dir>/snapshots/<name> */
+    WIRE_OP_SNAPSHOT_DROP,   /* shard: remove that copy */
+    WIRE_OP_SNAPSHOT_CREATE, /* coordinator only: a consistent snapshot of the cluster */
+    WIRE_OP_SNAPSHOT_LIST,   /* coordinator only: the snapshots in the catalog */
     WIRE_OP_COUNT
 } wire_op_t;
 
@@ -79,6 +83,15 @@ typedef enum {
     WIRE_MODE_HNSW = 1,
     WIRE_MODE_EXACT = 2,
 } wire_mode_t;
+
+/*
+ * 0 when name (len bytes) is a snapshot name (docs/protocol.md 4.13: 1..
+ * WIRE_NAME_MAX of [A-Za-z0-9_.-], not beginning with '.', so never "..", a
+ * hidden name or a path), else SHOAL_EINVAL with err saying why, prefixed
+ * "<what>: ". The one check of the rule: the codec, the shard's store (which
+ * makes a directory of it) and the client call it.
+ */
+int wire_snapshot_name_check(const char *what, const char *name, size_t len, shoal_err_t *err);
 
 /* "ping", "insert", ... ; NULL for an invalid op. */
 const char *wire_op_name(wire_op_t op);
@@ -176,6 +189,9 @@ typedef struct {
     uint32_t max_moves;              /* list moves planned at most; 0 = no limit */
     uint32_t rate_mb;                /* copy rate, MB/s; 0 = the coordinator's default */
 
+    /* snapshot, snapshot_drop (shard), snapshot_create (coordinator) */
+    char name[WIRE_NAME_MAX + 1];    /* the snapshot: a collection name not beginning with '.' */
+
     void *owned;                     /* aligned copies made while decoding; freed by fini */
 } wire_request_t;
 
@@ -250,7 +266,8 @@ typedef struct {
 
     /*
      * Any successful or error reply may carry it; a successful stats,
-     * shard_add, shard_drain, shard_remove or rebalance reply must. A
+     * shard_add, shard_drain, shard_remove, rebalance or snapshot op
+     * (snapshot, snapshot_drop, snapshot_create, snapshot_list) reply must. A
      * msgpack map encoded by the server (wire_info_* helpers below) carried
      * as the header's "info" value, returned here as raw msgpack bytes
      * (borrowed from frame 0).

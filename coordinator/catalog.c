@@ -25,6 +25,8 @@
  *   N/  count u64
  *   I/  list u32
  *   M/  empty
+ *   B/  magic "CSNP" u32 | version u32 | created u64 | nshards u32 | ncolls u32 |
+ *       nshards x (len u16 | endpoint | seq u64) | ncolls x (len u8 | name | count u64)
  *   X/  magic "CINT" u32 | version u32 | n u64 | ids (n x u64) |
  *       old lists (n x u32) | new lists (n x u32)
  *       (a new list of 0xffffffff, CATALOG_LIST_NONE, is a delete: the
@@ -61,6 +63,9 @@
 #define CAT_TRAINED_MAGIC 0x4e525443u /* "CTRN" */
 #define CAT_INTENT_MAGIC  0x544e4943u /* "CINT" */
 #define CAT_CALIB_MAGIC   0x4c414343u /* "CCAL" */
+#define CAT_SNAP_MAGIC    0x504e5343u /* "CSNP" */
+#define CAT_SNAP_VERSION  1
+#define CAT_SNAP_HDR      24
 #define CAT_COLL_BYTES_V1 36
 #define CAT_COLL_BYTES_V2 44
 #define CAT_COLL_BYTES    48
@@ -2441,4 +2446,274 @@ int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, si
     *out = list;
     *count = n;
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Snapshot records                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* "B/<name>" into key (3 + WIRE_NAME_MAX bytes); returns its length. */
+static size_t s_key_snapshot(uint8_t *key, const char *name)
+{
+    size_t len = strnlen(name, WIRE_NAME_MAX);
+    key[0] = 'B';
+    key[1] = '/';
+    memcpy(key + 2, name, len);
+    return 2 + len;
+}
+
+/* The record's bytes (malloc'd into *val); SHOAL_EINVAL / SHOAL_ENOMEM. */
+static int s_snapshot_encode(const catalog_snapshot_t *snap, uint8_t **val, size_t *vlen,
+                             shoal_err_t *err)
+{
+    if (snap->nshards > CATALOG_SHARDS_MAX || snap->ncolls > UINT32_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "snapshot \"%s\": %zu shards, %zu collections",
+                             snap->name, snap->nshards, snap->ncolls);
+    size_t len = CAT_SNAP_HDR;
+    for (size_t i = 0; i < snap->nshards; i++)
+        len += 2 + strnlen(snap->shards[i].endpoint, CATALOG_ENDPOINT_MAX + 1) + 8;
+    for (size_t i = 0; i < snap->ncolls; i++)
+        len += 1 + strnlen(snap->colls[i].name, WIRE_NAME_MAX + 1) + 8;
+    uint8_t *p = malloc(len);
+    if (!p)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot \"%s\": out of memory", snap->name);
+    s_put_le32(p, CAT_SNAP_MAGIC);
+    s_put_le32(p + 4, CAT_SNAP_VERSION);
+    s_put_le64(p + 8, snap->created);
+    s_put_le32(p + 16, (uint32_t)snap->nshards);
+    s_put_le32(p + 20, (uint32_t)snap->ncolls);
+    size_t at = CAT_SNAP_HDR;
+    for (size_t i = 0; i < snap->nshards; i++) {
+        size_t n = strnlen(snap->shards[i].endpoint, CATALOG_ENDPOINT_MAX + 1);
+        if (n == 0 || n > CATALOG_ENDPOINT_MAX) {
+            free(p);
+            return shoal_err_set(err, SHOAL_EINVAL, "snapshot \"%s\": shard %zu's endpoint has "
+                                 "%zu bytes, 1..%d allowed", snap->name, i, n, CATALOG_ENDPOINT_MAX);
+        }
+        p[at] = (uint8_t)n;
+        p[at + 1] = (uint8_t)(n >> 8);
+        memcpy(p + at + 2, snap->shards[i].endpoint, n);
+        s_put_le64(p + at + 2 + n, snap->shards[i].seq);
+        at += 2 + n + 8;
+    }
+    for (size_t i = 0; i < snap->ncolls; i++) {
+        size_t n = strnlen(snap->colls[i].name, WIRE_NAME_MAX + 1);
+        if (!s_name_ok(snap->colls[i].name, n)) {
+            free(p);
+            return shoal_err_set(err, SHOAL_EINVAL, "snapshot \"%s\": collection %zu has a bad "
+                                 "name", snap->name, i);
+        }
+        p[at] = (uint8_t)n;
+        memcpy(p + at + 1, snap->colls[i].name, n);
+        s_put_le64(p + at + 1 + n, snap->colls[i].count);
+        at += 1 + n + 8;
+    }
+    *val = p;
+    *vlen = len;
+    return 0;
+}
+
+/*
+ * Parses a B/ record into snap (name from the key). Trusts no count: each
+ * entry is checked against the bytes left before it is read. 0, or -1 with
+ * the reason in why (snap then holds nothing to free).
+ */
+static int s_snapshot_decode(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen,
+                             catalog_snapshot_t *snap, char *why, size_t cap)
+{
+    memset(snap, 0, sizeof *snap);
+    if (klen < 3 || klen - 2 > WIRE_NAME_MAX) {
+        snprintf(why, cap, "key of %zu bytes", klen);
+        return -1;
+    }
+    memcpy(snap->name, key + 2, klen - 2);
+    snap->name[klen - 2] = '\0';
+    if (vlen < CAT_SNAP_HDR || s_get_le32(val) != CAT_SNAP_MAGIC) {
+        snprintf(why, cap, "not a snapshot record (%zu bytes)", vlen);
+        return -1;
+    }
+    if (s_get_le32(val + 4) != CAT_SNAP_VERSION) {
+        snprintf(why, cap, "snapshot record version %u, this build reads %d", s_get_le32(val + 4),
+                 CAT_SNAP_VERSION);
+        return -1;
+    }
+    snap->created = s_get_le64(val + 8);
+    uint32_t nshards = s_get_le32(val + 16), ncolls = s_get_le32(val + 20);
+    /* Each entry takes at least 10 bytes: a count beyond that is a lie. */
+    if (nshards > CATALOG_SHARDS_MAX || (uint64_t)nshards * 10 + (uint64_t)ncolls * 10 > vlen) {
+        snprintf(why, cap, "%u shards and %u collections in %zu bytes", nshards, ncolls, vlen);
+        return -1;
+    }
+    snap->shards = calloc(nshards ? nshards : 1, sizeof *snap->shards);
+    snap->colls = calloc(ncolls ? ncolls : 1, sizeof *snap->colls);
+    if (!snap->shards || !snap->colls) {
+        snprintf(why, cap, "out of memory");
+        goto fail;
+    }
+    size_t at = CAT_SNAP_HDR;
+    for (uint32_t i = 0; i < nshards; i++) {
+        if (vlen - at < 2)
+            goto short_record;
+        size_t n = (size_t)val[at] | ((size_t)val[at + 1] << 8);
+        if (n == 0 || n > CATALOG_ENDPOINT_MAX || vlen - at - 2 < n + 8)
+            goto short_record;
+        memcpy(snap->shards[i].endpoint, val + at + 2, n);
+        snap->shards[i].endpoint[n] = '\0';
+        snap->shards[i].seq = s_get_le64(val + at + 2 + n);
+        at += 2 + n + 8;
+    }
+    snap->nshards = nshards;
+    for (uint32_t i = 0; i < ncolls; i++) {
+        if (vlen - at < 1)
+            goto short_record;
+        size_t n = val[at];
+        if (n == 0 || n > WIRE_NAME_MAX || vlen - at - 1 < n + 8)
+            goto short_record;
+        memcpy(snap->colls[i].name, val + at + 1, n);
+        snap->colls[i].name[n] = '\0';
+        snap->colls[i].count = s_get_le64(val + at + 1 + n);
+        at += 1 + n + 8;
+    }
+    snap->ncolls = ncolls;
+    if (at != vlen) {
+        snprintf(why, cap, "%zu trailing bytes", vlen - at);
+        goto fail;
+    }
+    return 0;
+
+short_record:
+    snprintf(why, cap, "an entry runs past the record's %zu bytes", vlen);
+fail:
+    catalog_snapshot_fini(snap);
+    return -1;
+}
+
+void catalog_snapshot_fini(catalog_snapshot_t *snap)
+{
+    if (!snap)
+        return;
+    free(snap->shards);
+    free(snap->colls);
+    snap->shards = NULL;
+    snap->colls = NULL;
+    snap->nshards = snap->ncolls = 0;
+}
+
+void catalog_snapshots_free(catalog_snapshot_t *snaps, size_t count)
+{
+    for (size_t i = 0; snaps && i < count; i++)
+        catalog_snapshot_fini(&snaps[i]);
+    free(snaps);
+}
+
+int catalog_snapshot_exists(catalog_t *cat, const char *name, shoal_err_t *err)
+{
+    uint8_t key[3 + WIRE_NAME_MAX];
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, key, s_key_snapshot(key, name), &val, &vlen, err);
+    free(val);
+    if (rc == SHOAL_ENOTFOUND)
+        return 0;
+    return rc == 0 ? 1 : rc;
+}
+
+/* Snapshot records stored (bounded by CATALOG_SNAPSHOTS_MAX); a negative code on failure. */
+static int64_t s_snapshot_count(catalog_t *cat, shoal_err_t *err)
+{
+    kv_iter_t *it = kv_iter_new(cat->kv, "B/", 2, err);
+    if (!it)
+        return err && err->code ? err->code : SHOAL_ENOMEM;
+    int64_t n = 0;
+    for (; kv_iter_valid(it); kv_iter_next(it))
+        n++;
+    int rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    return rc ? rc : n;
+}
+
+int catalog_snapshot_put(catalog_t *cat, const catalog_snapshot_t *snap, shoal_err_t *err)
+{
+    size_t nlen = strnlen(snap->name, sizeof snap->name);
+    int rc = wire_snapshot_name_check("catalog", snap->name, nlen, err);
+    if (rc)
+        return rc;
+    if ((rc = catalog_snapshot_exists(cat, snap->name, err)) != 0)
+        return rc < 0 ? rc
+                      : shoal_err_set(err, SHOAL_EEXIST, "snapshot \"%s\" exists", snap->name);
+    int64_t have = s_snapshot_count(cat, err);
+    if (have < 0)
+        return (int)have;
+    if (have >= CATALOG_SNAPSHOTS_MAX)
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "the catalog holds %lld snapshots, the most it keeps",
+                             (long long)have);
+    uint8_t *val = NULL;
+    size_t vlen = 0;
+    if ((rc = s_snapshot_encode(snap, &val, &vlen, err)) != 0)
+        return rc;
+    uint8_t key[3 + WIRE_NAME_MAX];
+    rc = kv_put(cat->kv, key, s_key_snapshot(key, snap->name), val, vlen, 1, err);
+    free(val);
+    return rc ? shoal_err_prefix(err, "snapshot \"%s\": recording it", snap->name) : 0;
+}
+
+int catalog_snapshot_delete(catalog_t *cat, const char *name, shoal_err_t *err)
+{
+    kv_batch_t *batch = kv_batch_new();
+    if (!batch)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot \"%s\": out of memory", name);
+    uint8_t key[3 + WIRE_NAME_MAX];
+    kv_batch_delete(batch, key, s_key_snapshot(key, name));
+    int rc = kv_write(cat->kv, batch, 1, err);
+    kv_batch_destroy(&batch);
+    return rc ? shoal_err_prefix(err, "snapshot \"%s\": forgetting it", name) : 0;
+}
+
+int catalog_snapshots(catalog_t *cat, catalog_snapshot_t **out, size_t *count, shoal_err_t *err)
+{
+    *out = NULL;
+    *count = 0;
+    kv_iter_t *it = kv_iter_new(cat->kv, "B/", 2, err);
+    if (!it)
+        return err && err->code ? err->code : SHOAL_ENOMEM;
+    catalog_snapshot_t *snaps = NULL;
+    size_t n = 0, capn = 0;
+    int rc = 0;
+    for (; kv_iter_valid(it) && n < CATALOG_SNAPSHOTS_MAX; kv_iter_next(it)) {
+        size_t klen = 0, vlen = 0;
+        const uint8_t *key = kv_iter_key(it, &klen);
+        const uint8_t *val = kv_iter_value(it, &vlen);
+        if (n == capn) {
+            size_t c = capn ? capn * 2 : 8;
+            catalog_snapshot_t *more = realloc(snaps, c * sizeof *more);
+            if (!more) {
+                rc = shoal_err_set(err, SHOAL_ENOMEM, "snapshots: out of memory");
+                break;
+            }
+            snaps = more;
+            capn = c;
+        }
+        char why[128];
+        if (s_snapshot_decode(key, klen, val, vlen, &snaps[n], why, sizeof why) != 0) {
+            rc = s_corrupt(cat, key, klen, err, why);
+            break;
+        }
+        n++;
+    }
+    if (rc == 0)
+        rc = kv_iter_status(it, err);
+    kv_iter_destroy(&it);
+    if (rc) {
+        catalog_snapshots_free(snaps, n);
+        return rc;
+    }
+    *out = snaps;
+    *count = n;
+    return 0;
+}
+
+int catalog_checkpoint(catalog_t *cat, const char *dir, shoal_err_t *err)
+{
+    return kv_checkpoint(cat->kv, dir, err);
 }

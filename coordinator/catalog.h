@@ -28,6 +28,9 @@
  *                         there: u8 CATALOG_ORPHAN_CURRENT or CATALOG_ORPHAN_STALE
  *   K/<c>                 recall calibration: magic, version, the count it was measured
  *                         at, k, queries, then per (nprobe, ef) point its recall and cost
+ *   B/<snapshot name>     a cluster snapshot (coordinator/coord_snapshot.c): magic,
+ *                         version, when, the shards (endpoint, last write sequence) and
+ *                         the collections (name, count) it holds
  * Every value with a record header carries a magic and a format version; a
  * catalog written by another format version is refused at open, with the
  * versions named. Record lengths are checked on load; a record that does not
@@ -390,6 +393,62 @@ int catalog_intent_clear(catalog_t *cat, const char *name, uint64_t txn, shoal_e
 int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, size_t *count,
                     shoal_err_t *err);
 void catalog_intents_free(catalog_intent_t *intents, size_t count);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots (docs/protocol.md 11.10)                                       */
+/* ------------------------------------------------------------------------ */
+
+#define CATALOG_SNAPSHOTS_MAX 65536 /* snapshot records the catalog holds at most */
+
+/* One shard's part of a snapshot. */
+typedef struct {
+    char endpoint[CATALOG_ENDPOINT_MAX + 1]; /* the shard, as the registry names it */
+    uint64_t seq;                            /* its last write sequence number in the copy */
+} catalog_snapshot_shard_t;
+
+/* One collection as a snapshot holds it. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1]; /* the collection */
+    uint64_t count;               /* its vectors at snapshot time */
+} catalog_snapshot_coll_t;
+
+/* A snapshot record: what `snapshot_list` shows. */
+typedef struct {
+    char name[WIRE_NAME_MAX + 1];      /* the snapshot (wire_snapshot_name_check's rules) */
+    uint64_t created;                  /* seconds since the epoch */
+    size_t nshards;                    /* shards in it */
+    catalog_snapshot_shard_t *shards;  /* nshards (owned; catalog_snapshot_fini frees) */
+    size_t ncolls;                     /* collections in it */
+    catalog_snapshot_coll_t *colls;    /* ncolls (owned) */
+} catalog_snapshot_t;
+
+/*
+ * Records snap (synced). SHOAL_EEXIST when a snapshot of that name is
+ * recorded, SHOAL_EINVAL for a bad name or an endpoint too long, SHOAL_ELIMIT
+ * when CATALOG_SNAPSHOTS_MAX are recorded.
+ */
+int catalog_snapshot_put(catalog_t *cat, const catalog_snapshot_t *snap, shoal_err_t *err);
+
+/* Forgets the snapshot record name (synced); absent is not an error. */
+int catalog_snapshot_delete(catalog_t *cat, const char *name, shoal_err_t *err);
+
+/* 1 when a snapshot of that name is recorded, 0 when not, or a negative code. */
+int catalog_snapshot_exists(catalog_t *cat, const char *name, shoal_err_t *err);
+
+/*
+ * Every snapshot record, by name: *out gets a malloc'd array of *count,
+ * freed with catalog_snapshots_free. A record that does not parse is
+ * SHOAL_ECORRUPT naming it.
+ */
+int catalog_snapshots(catalog_t *cat, catalog_snapshot_t **out, size_t *count, shoal_err_t *err);
+void catalog_snapshot_fini(catalog_snapshot_t *snap);
+void catalog_snapshots_free(catalog_snapshot_t *snaps, size_t count);
+
+/*
+ * Copies the catalog's database into dir (kv_checkpoint: dir must not exist,
+ * its parent must). The copy opens with catalog_open as a catalog of its own.
+ */
+int catalog_checkpoint(catalog_t *cat, const char *dir, shoal_err_t *err);
 
 #ifdef __cplusplus
 }

@@ -913,6 +913,9 @@ static const struct {
     {WIRE_OP_SHARD_DRAIN, coord_op_shard_drain, S_AT_ONCE},
     {WIRE_OP_SHARD_REMOVE, coord_op_shard_remove, S_AT_ONCE},
     {WIRE_OP_REBALANCE, coord_op_rebalance, S_AT_ONCE},
+    /* scope: everything (no coll), so it runs alone: docs/protocol.md 11.10 */
+    {WIRE_OP_SNAPSHOT_CREATE, coord_op_snapshot_create, S_WRITE},
+    {WIRE_OP_SNAPSHOT_LIST, coord_op_snapshot_list, S_AT_ONCE},
 };
 
 static void s_on_request(coord_t *coord, int stopping)

@@ -19,6 +19,8 @@
  *                   "moves" stats.
  *   coord_calib.c   recall calibration: what each (nprobe, ef) reaches, so a
  *                   search can ask for a recall.
+ *   coord_snapshot.c snapshots: snapshot_create (a write over everything:
+ *                   every shard's copy, then the catalog's) and snapshot_list.
  *
  * Shards are named by their registry index, which never changes: a shard
  * added online is appended (coord->shards grows: every per-shard array a job
@@ -557,6 +559,12 @@ void coord_op_shard_remove(coord_t *coord, coord_job_t *job);
 void coord_op_rebalance(coord_t *coord, coord_job_t *job);
 /* Adds the "moves" map to a stats info map. */
 void coord_moves_info(coord_t *coord, wire_info_t *info);
+
+/* ---- coord_snapshot.c ---- */
+/* A write of scope COORD_SCOPE_ALL: every shard copies its database, then the catalog. */
+void coord_op_snapshot_create(coord_t *coord, coord_job_t *job);
+/* Answered at once from the catalog's records. */
+void coord_op_snapshot_list(coord_t *coord, coord_job_t *job);
 
 /* ---- coord_search.c ---- */
 void coord_op_search(coord_t *coord, coord_job_t *job);

@@ -669,6 +669,48 @@ static int s_do_checkpoint(shard_server_t *server, const wire_request_t *req, sh
     return rc != 0 ? s_not_found(rc, coll, err) : 0;
 }
 
+/* snapshot (docs/protocol.md 4.13): the store's copy, and what it did as the info map. */
+static int s_do_snapshot(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
+                         s_scratch_t *scratch, shoal_err_t *err)
+{
+    shard_snapshot_info_t si;
+    int rc = shard_store_snapshot(server->store, req->name, &si, err);
+    if (rc != 0)
+        return rc;
+    scratch->info = wire_info_new();
+    if (!scratch->info)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot: no memory for the info map");
+    wire_info_map(scratch->info, 6);
+    wire_io_info_str(scratch->info, "name", req->name);
+    wire_io_info_str(scratch->info, "dir", si.dir);
+    wire_io_info_u64(scratch->info, "seq", si.seq);
+    wire_io_info_u64(scratch->info, "collections", si.collections);
+    wire_io_info_u64(scratch->info, "graphs_checkpointed", si.graphs_checkpointed);
+    wire_io_info_f64(scratch->info, "ms", si.ms);
+    if (s_attach_info(rep, scratch) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot: no memory for the info map");
+    return 0;
+}
+
+/* snapshot_drop (4.14): removes the copy; "removed" says whether there was one. */
+static int s_do_snapshot_drop(shard_server_t *server, const wire_request_t *req,
+                              wire_reply_t *rep, s_scratch_t *scratch, shoal_err_t *err)
+{
+    int removed = 0;
+    int rc = shard_store_snapshot_drop(server->store, req->name, &removed, err);
+    if (rc != 0)
+        return rc;
+    scratch->info = wire_info_new();
+    if (!scratch->info)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot_drop: no memory for the info map");
+    wire_info_map(scratch->info, 2);
+    wire_io_info_str(scratch->info, "name", req->name);
+    wire_io_info_u64(scratch->info, "removed", (uint64_t)removed);
+    if (s_attach_info(rep, scratch) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "snapshot_drop: no memory for the info map");
+    return 0;
+}
+
 /*
  * A metrics job on a lane thread: the store's figures into job->figures
  * (at_us stays 0 when they cannot be read; the last ones are then kept).
@@ -738,6 +780,12 @@ static void s_job_run(shard_server_t *server, s_job_t *job)
         break;
     case WIRE_OP_LIST_DROP:
         rc = s_do_list_drop(server, req, &rep, &err);
+        break;
+    case WIRE_OP_SNAPSHOT:
+        rc = s_do_snapshot(server, req, &rep, &scratch, &err);
+        break;
+    case WIRE_OP_SNAPSHOT_DROP:
+        rc = s_do_snapshot_drop(server, req, &rep, &scratch, &err);
         break;
     default:
         rc = shoal_err_set(&err, SHOAL_EINTERNAL, "op %d reached a lane", (int)req->op);
@@ -1049,6 +1097,8 @@ static void s_on_request(shard_server_t *server, int stopping)
     case WIRE_OP_DELETE:
     case WIRE_OP_CHECKPOINT:
     case WIRE_OP_LIST_DROP:
+    case WIRE_OP_SNAPSHOT:      /* behind every earlier write, holding later ones */
+    case WIRE_OP_SNAPSHOT_DROP:
         s_lane_push(server, &server->write, job);
         break;
     default: {

@@ -1583,3 +1583,143 @@ int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *
     pthread_mutex_unlock(&store->write_mu);
     return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* <data_dir>/snapshots/<name> (name NULL: the snapshots folder) into buf. */
+static int s_snapshot_path(const shard_store_t *store, const char *name, char *buf, size_t cap,
+                           shoal_err_t *err)
+{
+    int len = name ? snprintf(buf, cap, "%s/%s/%s", store->data_dir, SHARD_SNAPSHOTS_DIR, name)
+                   : snprintf(buf, cap, "%s/%s", store->data_dir, SHARD_SNAPSHOTS_DIR);
+    if (len < 0 || (size_t)len >= cap)
+        return shoal_err_set(err, SHOAL_EINVAL, "snapshot: the path under data dir %s is too long",
+                             store->data_dir);
+    return 0;
+}
+
+/*
+ * rm -r of a snapshot directory: RocksDB's checkpoints are flat (files
+ * only), so one level of subfolders is all this descends. 0 or errno.
+ */
+static int s_remove_dir(const char *dir, int depth)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return errno;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char path[4096];
+        int len = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (len < 0 || (size_t)len >= sizeof path) {
+            rc = ENAMETOOLONG;
+            continue;
+        }
+        struct stat st;
+        if (lstat(path, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode))
+            rc = depth > 0 ? s_remove_dir(path, depth - 1) : EISDIR;
+        else if (unlink(path) != 0)
+            rc = errno;
+    }
+    closedir(d);
+    if (rmdir(dir) != 0 && rc == 0)
+        rc = errno;
+    return rc;
+}
+
+int shard_store_snapshot(shard_store_t *store, const char *name, shard_snapshot_info_t *info,
+                         shoal_err_t *err)
+{
+    shard_snapshot_info_t local;
+    if (!info)
+        info = &local;
+    memset(info, 0, sizeof *info);
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "snapshot: no store");
+    int rc = wire_snapshot_name_check("snapshot", name, strlen(name), err);
+    char parent[4096];
+    if (rc || (rc = s_snapshot_path(store, NULL, parent, sizeof parent, err)) ||
+        (rc = s_snapshot_path(store, name, info->dir, sizeof info->dir, err)))
+        return rc;
+    double t0 = shard_now();
+    pthread_mutex_lock(&store->write_mu);
+    /* The reserve first: the graph checkpoints and the memtable flush write. */
+    if ((rc = shard_space_check(store, 0, err)) != 0) {
+        shoal_err_prefix(err, "snapshot \"%s\"", name);
+        goto done;
+    }
+    struct stat st;
+    if (stat(info->dir, &st) == 0) {
+        rc = shoal_err_set(err, SHOAL_EEXIST, "snapshot \"%s\" exists on this shard (%s)", name,
+                           info->dir);
+        goto done;
+    }
+    if ((atomic_load(&store->read_only) || store->reopen || !store->kv) &&
+        (rc = s_reopen(store, err)) != 0)
+        goto done;
+    for (size_t i = 0; i < store->ncolls; i++) {
+        shard_coll_t *coll = store->colls[i];
+        if (coll->has_checkpoint && !coll->dirty)
+            continue;
+        if ((rc = shard_checkpoint_coll(store, coll, err)) != 0) {
+            shoal_err_prefix(err, "snapshot \"%s\"", name);
+            goto done;
+        }
+        info->graphs_checkpointed++;
+    }
+    if (mkdir(parent, 0755) != 0 && errno != EEXIST) {
+        rc = shoal_err_set(err, SHOAL_EIO, "snapshot \"%s\": making %s: %s", name, parent,
+                           strerror(errno));
+        goto done;
+    }
+    if ((rc = kv_checkpoint(store->kv, info->dir, err)) != 0) {
+        shoal_err_prefix(err, "snapshot \"%s\"", name);
+        if (rc == SHOAL_EIO)
+            store->reopen = 1; /* a failed flush leaves RocksDB refusing writes */
+        if (stat(info->dir, &st) == 0)
+            (void)s_remove_dir(info->dir, 1); /* RocksDB cleans up; in case it could not */
+        goto done;
+    }
+    info->seq = atomic_load(&store->seq);
+    info->collections = store->ncolls;
+    log_info("snapshot \"%s\": %zu collection(s) up to write %llu in %s", name,
+             info->collections, (unsigned long long)info->seq, info->dir);
+done:
+    info->ms = (shard_now() - t0) * 1000.0;
+    pthread_mutex_unlock(&store->write_mu);
+    return rc;
+}
+
+int shard_store_snapshot_drop(shard_store_t *store, const char *name, int *removed,
+                              shoal_err_t *err)
+{
+    if (removed)
+        *removed = 0;
+    if (!store)
+        return shoal_err_set(err, SHOAL_EINVAL, "snapshot_drop: no store");
+    char dir[4096];
+    int rc = wire_snapshot_name_check("snapshot_drop", name, strlen(name), err);
+    if (rc || (rc = s_snapshot_path(store, name, dir, sizeof dir, err)))
+        return rc;
+    pthread_mutex_lock(&store->write_mu);
+    struct stat st;
+    if (lstat(dir, &st) != 0) {
+        pthread_mutex_unlock(&store->write_mu);
+        return 0;
+    }
+    int e = S_ISDIR(st.st_mode) ? s_remove_dir(dir, 1) : ENOTDIR;
+    pthread_mutex_unlock(&store->write_mu);
+    if (e != 0)
+        return shoal_err_set(err, SHOAL_EIO, "snapshot_drop: removing %s: %s", dir, strerror(e));
+    if (removed)
+        *removed = 1;
+    log_info("snapshot \"%s\" removed (%s)", name, dir);
+    return 0;
+}

@@ -49,9 +49,11 @@
  * search is as cheap as the graph), HNSW otherwise. The reply says which ran.
  *
  * Thread-safety: one writer thread calls create, drop, insert, delete,
- * list_drop and checkpoint; any number of threads call search, get, stats,
- * list_counts and list_export at the same time (list_export holds the write
- * lock for one chunk: it reads RocksDB, which a write may reopen). A search that starts after an insert returned sees its vectors.
+ * list_drop, checkpoint, snapshot and snapshot_drop; any number of threads
+ * call search, get, stats, list_counts and list_export at the same time
+ * (list_export holds the write lock for one chunk: it reads RocksDB, which a
+ * write may reopen). A search that starts after an insert returned sees its
+ * vectors.
  *
  * Ownership: shard_store_open returns a store the caller closes with
  * shard_store_close(&store), which checkpoints every collection first.
@@ -209,6 +211,46 @@ int shard_store_list_export(shard_store_t *store, const char *name, uint32_t lis
  */
 int shard_store_list_drop(shard_store_t *store, const char *name, uint32_t list, size_t *removed,
                           uint64_t *seq, shoal_err_t *err);
+
+/* ------------------------------------------------------------------------ */
+/* Snapshots (docs/protocol.md 4.13-4.14)                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Where snapshots live, under the data dir: <data_dir>/SHARD_SNAPSHOTS_DIR/<name>. */
+#define SHARD_SNAPSHOTS_DIR "snapshots"
+
+/* What shard_store_snapshot did. */
+typedef struct {
+    char dir[4096];             /* the snapshot's directory */
+    uint64_t seq;               /* the last write sequence number the copy holds */
+    size_t collections;         /* collections in it */
+    size_t graphs_checkpointed; /* graphs checkpointed first (changed since their last one) */
+    double ms;                  /* how long writes were held */
+} shard_snapshot_info_t;
+
+/*
+ * Copies the whole database to <data_dir>/snapshots/<name> (a RocksDB
+ * checkpoint: hard links where the filesystem allows), a writer call: it
+ * holds every write while it runs. Each collection whose graph changed since
+ * its stored checkpoint is checkpointed first, so the copy loads every graph
+ * as it is now (no replay, which could build a different graph) and answers
+ * searches exactly as this store does. name must pass
+ * wire_snapshot_name_check (SHOAL_EINVAL). SHOAL_EEXIST when the directory
+ * exists; SHOAL_EIO under the free-space reserve or when the copy fails
+ * (nothing is left behind then). info (may be NULL) says what was done.
+ * Why inside the data dir: RocksDB deletes only the files it named itself
+ * in its directory, so a subdirectory is safe there, and the snapshot stays
+ * on the data dir's filesystem, where hard links work.
+ */
+int shard_store_snapshot(shard_store_t *store, const char *name, shard_snapshot_info_t *info,
+                         shoal_err_t *err);
+
+/*
+ * Removes <data_dir>/snapshots/<name> and everything in it (a writer call).
+ * *removed (may be NULL) is 1 when it existed, 0 when not (not an error).
+ */
+int shard_store_snapshot_drop(shard_store_t *store, const char *name, int *removed,
+                              shoal_err_t *err);
 
 /* The data dir's space figures (any thread). */
 void shard_store_disk_stats(shard_store_t *store, shard_disk_stats_t *out);

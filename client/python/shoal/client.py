@@ -40,6 +40,8 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:7700"
 
 # czmq's certificate text (shoal keygen): `public-key = "Z85"` and, in the
 # _secret file, `secret-key = "Z85"`, each 40 characters.
+# docs/protocol.md 4.13: a collection name (3.3) that does not begin with '.'.
+_SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}\Z")
 _CERT_KEY = re.compile(r'^\s*(public-key|secret-key)\s*=\s*"?([^"\s]{40})"?\s*$')
 
 
@@ -435,6 +437,29 @@ class Client:
         if dry_run:
             header["dry_run"] = 1
         return self._info(self._call("rebalance", header)[0])
+
+    # ------------------------------------------------------------------
+    # snapshots (docs/protocol.md 11.10; the coordinator only)
+    # ------------------------------------------------------------------
+
+    def snapshot_create(self, name):
+        """Takes a consistent snapshot of the cluster named `name` (every
+        shard's database and the catalog, each at <data-dir>/snapshots/NAME on
+        its own host; writes wait while it runs). Returns its info map: name,
+        created, dir, paused_ms, waited_ms, shards (a list of {"endpoint",
+        "dir", "seq"}) and collections (a list of {"name", "count"})."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a str, got %r" % (name,))
+        if not _SNAPSHOT_NAME.match(name):
+            raise ValueError("snapshot name %r must be 1..64 of A-Z a-z 0-9 _ . - and not "
+                             "begin with '.'" % name)
+        return self._info(self._call("snapshot_create", {"name": name})[0])
+
+    def snapshots(self):
+        """The snapshots the catalog records, by name: a list of {"name",
+        "created", "shards", "collections", "vectors"} (at most 256; the reply's
+        "total" counts them all)."""
+        return self._info(self._call("snapshot_list", {})[0]).get("snapshots", [])
 
     def _shard_op(self, op, endpoint):
         """shard_add / shard_drain / shard_remove of one endpoint, checked as the

@@ -63,6 +63,14 @@ def fake():
         "shard_drain": {"endpoint": "tcp://h2:7702", "moves": 17, "vectors": 52113},
         "shard_remove": "shard tcp://h2:7702 still holds 3 lists: drain it first",
         "rebalance": PLAN,
+        "snapshot_create": {"name": "nightly", "created": 1700000000, "dir": "/d/snapshots/nightly",
+                            "paused_ms": 12.5, "waited_ms": 0.5,
+                            "shards": [{"endpoint": "tcp://h1:7702", "dir": "/s/snapshots/nightly",
+                                        "seq": 42}],
+                            "collections": [{"name": "docs", "count": 10000}]},
+        "snapshot_list": {"total": 1, "snapshots": [
+            {"name": "nightly", "created": 1700000000, "vectors": 10000,
+             "shards": ["tcp://h1:7702"], "collections": [{"name": "docs", "count": 10000}]}]},
     })
     yield f
     f.close()
@@ -108,3 +116,24 @@ def test_bad_arguments_are_refused_before_sending(fake):
         with pytest.raises(TypeError):
             c.rebalance(max_moves=1.5)
     assert fake.headers == []
+
+
+def test_snapshot_calls_send_the_name_and_return_the_info(fake):
+    with shoal.Client(fake.endpoint, timeout=10) as c:
+        made = c.snapshot_create("nightly")
+        assert made["shards"][0]["seq"] == 42
+        assert made["collections"] == [{"name": "docs", "count": 10000}]
+        listed = c.snapshots()
+        assert [s["name"] for s in listed] == ["nightly"]
+        assert listed[0]["vectors"] == 10000
+    assert [(h["op"], h.get("name")) for h in fake.headers] == [
+        ("snapshot_create", "nightly"), ("snapshot_list", None)]
+
+
+@pytest.mark.parametrize("bad", ["", "..", ".hidden", "a/b", "x" * 65, "caf\u00e9"])
+def test_snapshot_create_refuses_bad_names_before_sending(fake, bad):
+    with shoal.Client(fake.endpoint, timeout=10) as c:
+        with pytest.raises(ValueError):
+            c.snapshot_create(bad)
+    assert fake.headers == []
+
