@@ -462,6 +462,13 @@ test-chaos: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 	    $(BIN)/shoal-bench chaos --shard-bin $(BIN)/shoal-shard \
 	    --coordinator-bin $(BIN)/shoal-coordinator $(CHAOS_ARGS)
 
+# One client's single queries while another's 100,000-query batch is routed on
+# the loop (as before the routing thread) and on the routing thread
+# (bench/run_route.sh; RESULT route ...). Loopback ports 7960-7962.
+.PHONY: bench-route
+bench-route: $(BIN)/shoal $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+	@SHOAL_DATASETS=$${SHOAL_DATASETS:-$(DATASETS)} bash bench/run_route.sh $(BIN)
+
 # RSS of the coordinator and each of 3 shards (ports 7905-7908) under two
 # clients' mixed search/insert/delete for BENCH_LEAK_SECONDS, growth measured
 # after a warm-up of a fifth of the run (RESULT leak ...). A benchmark: the

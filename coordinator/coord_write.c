@@ -1103,7 +1103,14 @@ static void s_insert_stored(coord_t *coord, coord_job_t *job)
     s_send_batches(coord, job, WIRE_OP_DELETE, 0, s_insert_cleaned);
 }
 
-/* The collection is trained: route, record the intent, send the sub-batches. */
+static void s_insert_routed(coord_t *coord, coord_job_t *job, int rc, const shoal_err_t *err);
+
+/*
+ * The collection is trained: route (a big batch on the routing thread, which
+ * calls s_insert_routed when it is back), record the intent, send the
+ * sub-batches. The insert's scope holds its ids meanwhile, and no train or
+ * drop (scope: the collection) can run under it, so the lists stay valid.
+ */
 static void s_insert_route(coord_t *coord, coord_job_t *job)
 {
     const wire_request_t *req = &job->req;
@@ -1130,10 +1137,40 @@ static void s_insert_route(coord_t *coord, coord_job_t *job)
         memcpy(w->vecs + i * dim, req->vecs + pos[i] * dim, dim * sizeof(float));
     }
     free(pos);
+    if (rc == 0 && coord_route_is_big(coord, c, kept)) {
+        job->deadline_us = 0; /* nothing may end it before the routing thread is back */
+        rc = coord_route_submit(coord, job, c, w->vecs, kept, 1, w->new_lists, s_insert_routed,
+                                &err);
+        if (rc != 0)
+            coord_fail(coord, &job, err.code, "insert: %s", err.msg);
+        return;
+    }
     if (rc == 0)
         rc = coord_route(coord, c, w->vecs, kept, 1, w->new_lists, &err);
-    if (rc == 0)
-        rc = catalog_lookup(coord->cat, w->coll, w->ids, kept, w->old_lists, &err);
+    if (rc != 0) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    s_insert_routed(coord, job, 0, &err);
+}
+
+/* w->new_lists are set (rc 0): the old lists, the quorum checks, the intent, the sends. */
+static void s_insert_routed(coord_t *coord, coord_job_t *job, int rc, const shoal_err_t *rerr)
+{
+    s_write_t *w = job->state;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (rc != 0) {
+        coord_fail(coord, &job, rc, "insert: %s", rerr->msg);
+        return;
+    }
+    const catalog_coll_t *c = coord_coll(coord, w->coll, &err);
+    if (!c) {
+        coord_fail(coord, &job, err.code, "%s", err.msg);
+        return;
+    }
+    size_t dim = c->dim, kept = w->n;
+    rc = catalog_lookup(coord->cat, w->coll, w->ids, kept, w->old_lists, &err);
     /* Refused before anything is written: a new list without W up-to-date live
        replicas, or an old list (of an id that moves) without one to lose it. */
     for (size_t i = 0; rc == 0 && i < kept; i++) {

@@ -436,7 +436,8 @@ Test(cluster, siftsmall_recall_default_and_exact)
  * gives: the coordinator restarted with --route-inline-macs 1 (every batch
  * to the thread) answers siftsmall's queries, default and exact, with the
  * same ids and distances as with the default (100 queries x 64 lists x 128
- * are routed on the loop), and so does a knn_graph chunk.
+ * are routed on the loop), and so does a knn_graph chunk; an insert routed
+ * there lands in the right lists (each row is its own exact nearest).
  */
 Test(cluster, batches_routed_on_the_routing_thread_answer_as_on_the_loop)
 {
@@ -483,6 +484,25 @@ Test(cluster, batches_routed_on_the_routing_thread_answer_as_on_the_loop)
                  "knn_graph rows differ");
     double recall = gt_recall(ids[1][0], S_K, s.gt, s.gtk, s.nq, S_K);
     cr_assert_geq(recall, 0.95, "default recall@10 %.4f on the routing thread", recall);
+    /* an insert routed on the thread: the queries themselves, found exactly */
+    uint64_t *qids = malloc(s.nq * sizeof *qids);
+    cr_assert_not_null(qids);
+    for (size_t i = 0; i < s.nq; i++)
+        qids[i] = 5000000 + i;
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_insert(c, "sift", qids, s.queries, s.nq, s.dim, NULL, &err), 0,
+                 "insert routed on the thread: %s", err.msg);
+    uint64_t *found = NULL;
+    float *fd = NULL;
+    s_search(c, "sift", s.queries, s.nq, s.dim, WIRE_MODE_EXACT, 0, &found, &fd, &info);
+    for (size_t i = 0; i < s.nq; i++) {
+        cr_assert_eq(found[i * S_K], qids[i], "query %zu: its own copy is not first", i);
+        cr_assert_eq(fd[i * S_K], 0.0f);
+    }
+    cr_assert_eq(s_count(c, "sift"), (double)(s.n + s.nq));
+    free(qids);
+    free(found);
+    free(fd);
     for (int r = 0; r < 2; r++) {
         free(ids[r][0]);
         free(ids[r][1]);
