@@ -41,6 +41,8 @@
 #define S_CONNECT_WAIT_MS 2000
 /* Intents waiting for a shard are tried again this often without a shard event (ms). */
 #define S_REDRIVE_RETRY_MS 10000
+/* A turn of the loop this long or longer counts as slow (stats loop_slow_turns). */
+#define S_LOOP_SLOW_US 100000
 /* Poll items besides the shards: training pipe, routing pipe, stop pipe, stop fd, clients. */
 #define S_POLL_EXTRA 5
 /* A shard whose start (its ping's uptime) moved later by more than this restarted. */
@@ -1030,6 +1032,20 @@ static void s_refuse_waiting(coord_t *coord)
     }
 }
 
+/*
+ * One turn of the loop ends (it is about to poll): how long it held every
+ * other request since the last poll returned, the loop's lag, which is what a
+ * single query waits for behind a big batch's decoding, planning and copies.
+ */
+static void s_loop_busy(coord_t *coord, int64_t since_us)
+{
+    int64_t busy = zclock_usecs() - since_us;
+    if (busy > coord->loop_busy_max_us)
+        coord->loop_busy_max_us = busy;
+    if (busy >= S_LOOP_SLOW_US)
+        coord->loop_slow_turns++;
+}
+
 int coord_run(coord_t *coord, shoal_err_t *err)
 {
     int failed = 0;
@@ -1040,6 +1056,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
     zmq_pollitem_t *items = calloc(items_for + S_POLL_EXTRA, sizeof *items);
     if (!items)
         return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
+    int64_t busy_since = zclock_usecs();
     while (1) {
         if (items_for != coord->nshards) { /* a shard was added */
             zmq_pollitem_t *grown =
@@ -1097,6 +1114,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
                 items[n++] = (zmq_pollitem_t){zsock_resolve(coord->router), 0, ZMQ_POLLIN, 0};
             }
         }
+        s_loop_busy(coord, busy_since);
         if (zmq_poll(items, (int)n, timeout_ms) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
@@ -1105,6 +1123,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             log_error("%s", err ? err->msg : "coordinator: poll failed");
             break;
         }
+        busy_since = zclock_usecs();
         for (size_t s = 0; s < coord->nshards; s++)
             for (int b = 0; b < S_BURST && coord->shards[s].dealer &&
                             wire_io_readable(coord->shards[s].dealer);

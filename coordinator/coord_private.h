@@ -356,6 +356,8 @@ struct coord {
     uint64_t fanout_sum;         /* shards touched, summed */
     uint64_t read_rr;            /* replicated reads: the next query's first replica choice */
     uint64_t hedged;             /* sub-queries sent to another replica (down, slow, failed) */
+    int64_t loop_busy_max_us;    /* the longest turn of the loop (poll to poll, waits excluded) */
+    uint64_t loop_slow_turns;    /* turns of the loop of 100 ms or more */
     uint64_t replica_misses;     /* replica writes missed (the replica was marked stale) */
     coord_repair_t repair;       /* coord_repair.c */
     coord_calib_t calib;         /* coord_calib.c */

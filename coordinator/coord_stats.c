@@ -324,7 +324,7 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
     if (one) {
         wire_info_map(info, 4);
     } else {
-        wire_info_map(info, 24 + WIRE_IO_BUDGET_INFO_ENTRIES);
+        wire_info_map(info, 26 + WIRE_IO_BUDGET_INFO_ENTRIES);
         wire_io_info_str(info, "endpoint", coord->endpoint);
         wire_io_info_str(info, "data_dir", coord->data_dir);
         wire_io_info_str(info, "device", coord->device);
@@ -340,6 +340,9 @@ void coord_op_stats(coord_t *coord, coord_job_t *job)
         wire_io_info_u64(info, "redrive_waiting", zhashx_size(coord->redrive_waits));
         wire_io_info_u64(info, "repairs", coord->repairs);
         wire_io_info_u64(info, "hedged", coord->hedged);
+        /* The loop's lag: what any request may wait behind another's work on the loop. */
+        wire_io_info_f64(info, "loop_busy_max_ms", (double)coord->loop_busy_max_us / 1000.0);
+        wire_io_info_u64(info, "loop_slow_turns", coord->loop_slow_turns);
         coord_repair_info(coord, info);
         coord_moves_info(coord, info);
         s_info_process(coord, info); /* 4 entries */
@@ -633,6 +636,13 @@ static void s_metrics_work(coord_t *coord, prom_text_t *t)
                  zhashx_size(coord->redrive_waits));
     s_metric_one(t, "shoal_collections_recreated_total", PROM_COUNTER,
                  "Collections re-created on shards that had lost them.", coord->repairs);
+    prom_metric(t, "shoal_coordinator_loop_busy_max_seconds", PROM_GAUGE,
+                "The longest turn of the coordinator's loop since it started (what a request "
+                "may wait behind another's work).",
+                (double)coord->loop_busy_max_us / 1e6);
+    s_metric_one(t, "shoal_coordinator_loop_slow_turns_total", PROM_COUNTER,
+                 "Turns of the coordinator's loop that took 100 ms or more.",
+                 coord->loop_slow_turns);
     s_metric_one(t, "shoal_search_hedged_total", PROM_COUNTER,
                  "Search sub-queries also sent to another replica (shard down, slow or failed).",
                  coord->hedged);
