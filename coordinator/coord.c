@@ -970,6 +970,30 @@ static void s_on_request(coord_t *coord, int stopping)
 /* ------------------------------------------------------------------------ */
 
 /* Runs the timeouts of jobs whose deadline passed; returns the next deadline (0: none). */
+/*
+ * Calls on_tick of every job that has one, once each (a handler may end jobs,
+ * so the walk starts over after each call). Returns 1 when some job still
+ * wants a tick: the loop then polls without waiting.
+ */
+static int s_jobs_tick(coord_t *coord)
+{
+    uint64_t round = ++coord->tick_round;
+    coord_job_t *job = coord->jobs;
+    while (job) {
+        if (job->on_tick && job->tick_round != round) {
+            job->tick_round = round;
+            job->on_tick(coord, job);
+            job = coord->jobs;
+            continue;
+        }
+        job = job->next;
+    }
+    for (job = coord->jobs; job; job = job->next)
+        if (job->on_tick)
+            return 1;
+    return 0;
+}
+
 static int64_t s_deadlines(coord_t *coord, int64_t now)
 {
     coord_job_t *job = coord->jobs;
@@ -1074,6 +1098,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             s_health_tick(coord, now);
             coord->next_ping_us = now + (int64_t)coord->opts.ping_interval_ms * 1000;
         }
+        int ticking = s_jobs_tick(coord);
         int64_t next = s_deadlines(coord, now);
         coord_repair_tick(coord, now);
         s_writes_pump(coord);
@@ -1090,7 +1115,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         if (!coord->repair.job && coord->repair.next_us > now && coord->repair.next_us < wake)
             wake = coord->repair.next_us;
         now = zclock_usecs();
-        long timeout_ms = wake > now ? (long)((wake - now + 999) / 1000) : 0;
+        long timeout_ms = wake > now && !ticking ? (long)((wake - now + 999) / 1000) : 0;
 
         size_t n = 0;
         for (size_t s = 0; s < coord->nshards; s++)
@@ -1180,6 +1205,7 @@ void coord_opts_default(coord_opts_t *opts)
     opts->write_quorum_default = 1;
     opts->hedge_pct = COORD_HEDGE_PCT_DEFAULT;
     opts->route_inline_macs = COORD_ROUTE_INLINE_MACS_DEFAULT;
+    opts->sub_batch_max = COORD_SUB_BATCH_MAX_DEFAULT;
     opts->repair_chunk = COORD_REPAIR_CHUNK_DEFAULT;
     opts->repair_pause_ms = COORD_REPAIR_PAUSE_MS_DEFAULT;
     opts->recall_sample = -1; /* unset: $SHOAL_RECALL_SAMPLE, else the default (coord_recall.c) */

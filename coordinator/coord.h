@@ -121,6 +121,7 @@
 #define COORD_CHUNK_DEFAULT 1024     /* knn_graph rows per reply */
 #define COORD_ROUTE_INLINE_MACS_DEFAULT (1u << 23) /* ~2 ms of one core; 64 queries at
                                                        nlist 1,024 and dim 128 */
+#define COORD_SUB_BATCH_MAX_DEFAULT 4096 /* 2 MiB of queries at dim 128: a few ms of copying */
 #define COORD_HEDGE_PCT_DEFAULT 10   /* of the deadline: 500 ms of the default 5 s */
 #define COORD_REPAIR_CHUNK_DEFAULT 512
 #define COORD_REPAIR_PAUSE_MS_DEFAULT 5
@@ -150,6 +151,9 @@ typedef struct {
     uint32_t route_inline_macs;      /* a search batch of fewer multiply-adds (queries x
                                         nlist x dim) is routed on the loop, a bigger one on
                                         the routing thread; 0 = COORD_ROUTE_INLINE_MACS_DEFAULT */
+    uint32_t sub_batch_max;          /* queries per search request to a shard; a bigger share
+                                        goes in several, a few per turn of the loop;
+                                        0 = COORD_SUB_BATCH_MAX_DEFAULT */
     uint32_t repair_chunk;           /* rows per step when a replica list is rebuilt */
     uint32_t repair_pause_ms;        /* pause between two repair steps (throttle) */
     double recall_sample;            /* fraction of client searches sampled for the online

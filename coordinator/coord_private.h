@@ -256,6 +256,9 @@ struct coord_job {
     coord_job_fn on_train;           /* the training thread finished (coord->train_done) */
     coord_shard_fn on_shard_down;    /* a shard it waits on was marked down (may be NULL) */
     uint64_t down_round;             /* the shard-down round that last called it */
+    coord_job_fn on_tick;            /* while set, called once per turn of the loop (a big
+                                        search sends its sub-batches a few per turn) */
+    uint64_t tick_round;             /* the loop turn that last called it */
     void (*free_state)(void *state); /* frees state */
     void *state;                     /* the op's own state */
     /* an internal job's answer: called with the reply a client would get, before the end */
@@ -330,6 +333,7 @@ struct coord {
     size_t writes_running;     /* writes started and not ended (the re-drive job too) */
     int pump_dirty;            /* a write was queued or ended: look at the FIFO again */
     uint64_t down_round;       /* counts shard-down events (on_shard_down bookkeeping) */
+    uint64_t tick_round;       /* counts loop turns (on_tick bookkeeping) */
     int train_pipe[2];         /* the training thread's "done" byte */
     pthread_t train_thread;    /* valid while train_running */
     int train_running;

@@ -52,6 +52,7 @@ typedef struct {
     uint8_t state;      /* S_PENDING, S_OK, S_FAILED */
     uint8_t retried;    /* its retries were made (or could not be) */
     uint8_t uncoverable;/* some list of its queries has no other readable replica */
+    uint8_t sent;       /* its request left (a plan unit may wait for a later loop turn) */
     uint32_t nkids, kids_ok, kids_failed;
 } s_unit_t;
 
@@ -84,6 +85,7 @@ typedef struct {
     s_unit_t *units;
     size_t nunits, capunits, norig;
     uint32_t *bad;      /* nshards: failed or slow in this search */
+    size_t next_unsent; /* plan units before it are sent (or failed before they were) */
     int hedge_pending;  /* deadline_us is the hedge time, final_us the deadline */
     int64_t final_us;
     /* get phase: positions of the request's ids per shard */
@@ -453,6 +455,7 @@ static void s_search_check(coord_t *coord, coord_job_t *job)
             r->missing[r->units[u].shard] = 1;
     job->deadline_us = 0;
     job->on_shard_down = NULL;
+    job->on_tick = NULL;
     r->phase = 0; /* later answers are ignored */
     r->done(coord, job);
 }
@@ -527,11 +530,12 @@ static void s_search_timeout(coord_t *coord, coord_job_t *job)
     if (r->hedge_pending) {
         r->hedge_pending = 0;
         job->deadline_us = r->final_us;
+        /* Units not sent yet are not slow: their round has not come. */
         for (size_t u = 0; u < r->norig; u++)
-            if (r->units[u].state == S_PENDING)
+            if (r->units[u].state == S_PENDING && r->units[u].sent)
                 r->bad[r->units[u].shard] = 1;
         for (size_t u = 0; u < r->norig; u++)
-            if (r->units[u].state == S_PENDING)
+            if (r->units[u].state == S_PENDING && r->units[u].sent)
                 s_unit_retry(coord, job, u);
         s_search_check(coord, job);
         return;
@@ -555,6 +559,8 @@ static void s_search_timeout(coord_t *coord, coord_job_t *job)
 
 static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
                          shoal_err_t *err);
+static int s_units_send_round(coord_t *coord, coord_job_t *job);
+static void s_search_tick(coord_t *coord, coord_job_t *job);
 
 /* The routing thread is back with r->plists (coord_route.c): plan and send, or fail. */
 static void s_search_routed(coord_t *coord, coord_job_t *job, int rc, const shoal_err_t *err)
@@ -677,11 +683,23 @@ static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t 
                     r->missing[catalog_owner(c, l, rr)] = 1;
         }
     }
-    for (size_t s = 0; s < ns; s++)
-        if (r->plan.counts[s] &&
-            s_unit_add(r, (uint32_t)s, UINT32_MAX, r->plan.queries[s], r->plan.counts[s]) ==
+    /* A shard's share in sub-batches of at most sub_batch_max queries, interleaved
+       across shards (unit i of every shard before unit i + 1 of any). */
+    size_t most = coord->opts.sub_batch_max ? coord->opts.sub_batch_max
+                                            : COORD_SUB_BATCH_MAX_DEFAULT;
+    for (size_t from = 0, more = 1; more; from += most) {
+        more = 0;
+        for (size_t s = 0; s < ns; s++) {
+            if (r->plan.counts[s] <= from)
+                continue;
+            size_t n = r->plan.counts[s] - from < most ? r->plan.counts[s] - from : most;
+            more |= from + n < r->plan.counts[s];
+            if (s_unit_add(r, (uint32_t)s, UINT32_MAX, r->plan.queries[s] + from, n) ==
                 SIZE_MAX)
-            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
+                return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory",
+                                     wire_op_name(req->op));
+        }
+    }
     r->norig = r->nunits;
     if (job->client) /* a calibration's searches are not the clients' fan-out */
         coord_record_fanout(coord, r->plan.per_query, nq);
@@ -693,11 +711,54 @@ static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t 
     job->on_reply = s_on_reply;
     job->on_timeout = s_on_timeout;
     job->on_shard_down = s_search_on_down;
-    for (size_t u = 0; u < r->norig; u++)
-        if (s_unit_send(coord, job, u) != 0)
-            return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
+    if (s_units_send_round(coord, job) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
     s_search_check(coord, job); /* may answer (and end the job): nothing was sent */
     return 0;
+}
+
+/*
+ * Sends the next round of plan units: at most one per shard, so a turn of
+ * the loop copies at most nshards x sub_batch_max queries and other
+ * requests are served between rounds; while units remain, the job ticks.
+ * 0, or -1 out of memory.
+ */
+static int s_units_send_round(coord_t *coord, coord_job_t *job)
+{
+    s_read_t *r = job->state;
+    uint8_t *taken = calloc(r->nshards ? r->nshards : 1, 1); /* shards sent to this round */
+    if (!taken)
+        return -1;
+    size_t u = r->next_unsent;
+    for (; u < r->norig; u++) {
+        s_unit_t *U = &r->units[u];
+        if (U->sent || U->state != S_PENDING)
+            continue;
+        if (taken[U->shard])
+            break; /* the next round's */
+        taken[U->shard] = 1;
+        U->sent = 1;
+        if (s_unit_send(coord, job, u) != 0) {
+            free(taken);
+            return -1;
+        }
+    }
+    free(taken);
+    while (r->next_unsent < r->norig && (r->units[r->next_unsent].sent ||
+                                         r->units[r->next_unsent].state != S_PENDING))
+        r->next_unsent++;
+    job->on_tick = r->next_unsent < r->norig ? s_search_tick : NULL;
+    return 0;
+}
+
+/* A turn of the loop: the next round of a big search's sub-batches. */
+static void s_search_tick(coord_t *coord, coord_job_t *job)
+{
+    if (s_units_send_round(coord, job) != 0) {
+        coord_fail(coord, &job, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(job->req.op));
+        return;
+    }
+    s_search_check(coord, job);
 }
 
 /* The nprobe a request asks for, checked: 0 = the collection's. */

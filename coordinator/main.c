@@ -115,6 +115,9 @@ static const cliopt_t s_options[] = {
     {"route-inline-macs", CLIOPT_U32, S_FIELD(opts.route_inline_macs), 1, 4294967295.0, "N",
      "a search batch of at least N multiply-adds (queries x nlist x dim) is routed on the "
      "routing thread, so it does not hold other clients (1 = every batch)"},
+    {"sub-batch-max", CLIOPT_U32, S_FIELD(opts.sub_batch_max), 1, 1e9, "N",
+     "queries per search request to one shard: a batch's bigger share goes in several, one "
+     "per shard per turn of the loop, so one batch never holds the loop for long"},
     {"repair-chunk", CLIOPT_U32, S_FIELD(opts.repair_chunk), 1, 1e6, "N",
      "rows copied per step when a stale replica list is rebuilt from another replica"},
     {"repair-pause-ms", CLIOPT_U32, S_FIELD(opts.repair_pause_ms), 0, S_MS_MAX, "MS",

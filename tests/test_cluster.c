@@ -84,6 +84,7 @@ typedef struct {
     char deadline_ms[16];             /* --deadline-ms */
     char down_ms[16];                 /* --down-after-ms */
     char route_macs[16];              /* --route-inline-macs, when not empty */
+    char sub_batch[16];               /* --sub-batch-max, when not empty */
 } s_cluster_t;
 
 /*
@@ -132,10 +133,15 @@ static void s_coord_start(s_cluster_t *cl)
                     p->data_dir, "--shards",           cl->shard_list,  "--ready-file",
                     p->ready,    "--ping-interval-ms", S_PING_MS,       "--down-after-ms",
                     cl->down_ms, "--deadline-ms",      cl->deadline_ms, NULL,
-                    NULL,        NULL};
+                    NULL,        NULL,                 NULL,            NULL};
+    size_t argc = 15;
     if (cl->route_macs[0]) {
-        argv[15] = "--route-inline-macs";
-        argv[16] = cl->route_macs;
+        argv[argc++] = "--route-inline-macs";
+        argv[argc++] = cl->route_macs;
+    }
+    if (cl->sub_batch[0]) {
+        argv[argc++] = "--sub-batch-max";
+        argv[argc++] = cl->sub_batch;
     }
     s_proc_start(p, argv);
 }
@@ -432,14 +438,16 @@ Test(cluster, siftsmall_recall_default_and_exact)
 }
 
 /*
- * Routing on the routing thread (coord_route.c) gives the plan the loop
- * gives: the coordinator restarted with --route-inline-macs 1 (every batch
- * to the thread) answers siftsmall's queries, default and exact, with the
+ * Routing on the routing thread (coord_route.c) and sub-batches sent over
+ * several turns of the loop give the answers of one plan sent at once: the
+ * coordinator restarted with --route-inline-macs 1 (every batch to the
+ * thread) and --sub-batch-max 7 (each shard's share in requests of 7
+ * queries, one per shard per turn) answers siftsmall's queries, default and exact, with the
  * same ids and distances as with the default (100 queries x 64 lists x 128
  * are routed on the loop), and so does a knn_graph chunk; an insert routed
  * there lands in the right lists (each row is its own exact nearest).
  */
-Test(cluster, batches_routed_on_the_routing_thread_answer_as_on_the_loop)
+Test(cluster, routing_thread_and_sub_batches_answer_as_one_plan_sent_at_once)
 {
     s_sift_t s;
     s_cluster_t cl;
@@ -453,6 +461,7 @@ Test(cluster, batches_routed_on_the_routing_thread_answer_as_on_the_loop)
             shoal_client_destroy(&c);
             s_proc_stop(&cl.coord);
             snprintf(cl.route_macs, sizeof cl.route_macs, "1");
+            snprintf(cl.sub_batch, sizeof cl.sub_batch, "7");
             s_coord_start(&cl);
             s_wait_shards_up(&cl);
             c = s_client(&cl, S_TIMEOUT_MS);
