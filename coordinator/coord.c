@@ -457,7 +457,20 @@ static int s_job_add_rid(coord_job_t *job, uint64_t rid)
     return 0;
 }
 
+/* ZeroMQ is done with a buffer handed over by coord_send_owned (its I/O thread). */
+static void s_zmq_free(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
 int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req)
+{
+    return coord_send_owned(coord, job, s, tag, req, NULL);
+}
+
+int coord_send_owned(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
+                     wire_request_t *req, void **owned)
 {
     if (s >= coord->nshards || !coord->shards[s].dealer || (job && s >= job->nwaiting))
         return -1;
@@ -483,6 +496,20 @@ int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_re
     int rc = 0;
     for (size_t i = 0; i < frames.count && rc == 0; i++) {
         int flags = ZMQ_DONTWAIT | (i + 1 < frames.count ? ZMQ_SNDMORE : 0);
+        if (owned && *owned && frames.data[i] == *owned && frames.size[i]) {
+            /* Handed over, not copied: ZeroMQ frees it once it is on the wire. */
+            zmq_msg_t msg;
+            if (zmq_msg_init_data(&msg, *owned, frames.size[i], s_zmq_free, NULL) != 0) {
+                rc = -1;
+                break;
+            }
+            *owned = NULL;
+            if (zmq_msg_send(&msg, sock, flags) < 0) {
+                zmq_msg_close(&msg); /* frees it */
+                rc = -1;
+            }
+            continue;
+        }
         if (zmq_send(sock, frames.data[i], frames.size[i], flags) < 0)
             rc = -1;
     }

@@ -401,6 +401,13 @@ void coord_fail(coord_t *coord, coord_job_t **job_p, int code, const char *fmt, 
  * tag), -1 when the shard cannot take it now (not connected, queue full).
  */
 int coord_send(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag, wire_request_t *req);
+/*
+ * coord_send, handing *owned (a malloc'd buffer that is one of req's bulk
+ * frames, e.g. its vecs) to ZeroMQ instead of copying it: *owned is NULL
+ * afterwards when ZeroMQ took it (it frees it), else still the caller's.
+ */
+int coord_send_owned(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
+                     wire_request_t *req, void **owned);
 
 /* A request of op on collection coll ("" for none) to a shard, the rest of it zero. */
 void coord_request_init(wire_request_t *req, wire_op_t op, const char *coll);

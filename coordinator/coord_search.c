@@ -419,8 +419,9 @@ static int s_unit_send(coord_t *coord, coord_job_t *job, size_t u)
         q.nfilter = req->nfilter;
         q.filter = req->filter;
     }
-    int sent = coord_send(coord, job, U->shard, S_TAG_UNIT + (uint32_t)u, &q) == 0;
-    free(sub); /* ZeroMQ copied the frames */
+    void *owned = sub;
+    int sent = coord_send_owned(coord, job, U->shard, S_TAG_UNIT + (uint32_t)u, &q, &owned) == 0;
+    free(owned); /* NULL when ZeroMQ took it */
     if (!sent)
         s_unit_failed(coord, job, u);
     return 0;
