@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -59,6 +60,7 @@ const size_t S_EF_MIN = 1, S_EF_MAX = 65536;
 const size_t S_THREADS_MAX = 1024;
 const size_t S_K_DEFAULT = 10, S_K_MAX = 4096;
 const size_t S_EFS_MAX = 64;
+const size_t S_REPEAT_MAX = 101;
 
 struct bench_opts_t {
     const char *base = nullptr;                        /* --base: borrowed from argv */
@@ -71,13 +73,14 @@ struct bench_opts_t {
     size_t threads = 0;                                /* --threads (0 = every core) */
     size_t k = S_K_DEFAULT;                            /* --k */
     uint64_t seed = 0;                                 /* --seed: hnswlib's random_seed */
+    size_t repeat = 1;                                 /* --repeat: passes per ef, median shown */
 };
 
 void s_usage(FILE *out)
 {
     fprintf(out, "usage: hnswlib-bench --base F --queries Q --gt G [--metric l2|ip|cosine]\n"
                  "                     [--M M] [--ef-construction E] [--ef 10,20,...]\n"
-                 "                     [--threads T] [--k K] [--seed S]\n"
+                 "                     [--threads T] [--k K] [--seed S] [--repeat R]\n"
                  "\n"
                  "shoal-bench hnsw's benchmark for hnswlib: the same options and output.\n");
 }
@@ -166,6 +169,7 @@ int s_parse(int argc, char **argv, bench_opts_t *o)
         {"--ef-construction", S_EFC_MIN, S_EFC_MAX, &o->ef_construction},
         {"--threads", 0, S_THREADS_MAX, &o->threads},
         {"--k", 1, S_K_MAX, &o->k},
+        {"--repeat", 1, S_REPEAT_MAX, &o->repeat},
     };
 
     for (int i = 1; i < argc; i++) {
@@ -308,11 +312,27 @@ size_t s_hnswlib_bytes(const hnswlib::HierarchicalNSW<float> &h, size_t lists)
 }
 
 /* Every query once, one at a time, at ef; latencies into lat when non-null. */
+/* The calling thread's CPU time in seconds (as shoal_bench_hnsw.c). */
+double s_thread_cpu()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Median of v (the lower one for even sizes); v is reordered. */
+double s_median(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    return v[(v.size() - 1) / 2];
+}
+
 double s_search_pass(hnswlib::HierarchicalNSW<float> &index, const float *queries, size_t nq,
-                     size_t dim, size_t k, size_t ef, uint64_t *found, double *lat)
+                     size_t dim, size_t k, size_t ef, uint64_t *found, double *lat,
+                     double *cpu_s = nullptr)
 {
     index.setEf(ef);
-    double start = s_now();
+    double start = s_now(), cpu0 = s_thread_cpu();
     for (size_t q = 0; q < nq; q++) {
         double t0 = s_now();
         auto result = index.searchKnn(queries + q * dim, k);
@@ -327,6 +347,8 @@ double s_search_pass(hnswlib::HierarchicalNSW<float> &index, const float *querie
         if (lat)
             lat[q] = t1 - t0;
     }
+    if (cpu_s)
+        *cpu_s = s_thread_cpu() - cpu0;
     return s_now() - start;
 }
 
@@ -439,12 +461,24 @@ int s_run(const bench_opts_t &o)
     s_search_pass(*index, queries.get(), nq, dim, o.k, ef_max, found.data(), nullptr);
 
     for (size_t ef : o.efs) {
-        double wall_s =
-            s_search_pass(*index, queries.get(), nq, dim, o.k, ef, found.data(), lat.data());
+        /* --repeat passes: the median qps, with the latencies of that pass. */
+        std::vector<double> qps, cpu_qps;
+        std::vector<std::vector<double>> lats;
+        for (size_t r = 0; r < o.repeat; r++) {
+            double cpu_s = 0;
+            double wall_s = s_search_pass(*index, queries.get(), nq, dim, o.k, ef, found.data(),
+                                          lat.data(), &cpu_s);
+            qps.push_back((double)nq / wall_s);
+            cpu_qps.push_back(cpu_s > 0 ? (double)nq / cpu_s : 0.0);
+            std::sort(lat.begin(), lat.end());
+            lats.push_back(lat);
+        }
         double recall = gt_recall(found.data(), o.k, gt.get(), gtdim, nq, o.k);
-        std::sort(lat.begin(), lat.end());
-        printf("ef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", ef, o.k, recall,
-               (double)nq / wall_s, s_percentile(lat, 0.50) * 1e6, s_percentile(lat, 0.99) * 1e6);
+        double med = s_median(qps);
+        size_t at = (size_t)(std::find(qps.begin(), qps.end(), med) - qps.begin());
+        printf("ef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f cpu_qps=%.1f runs=%zu\n",
+               ef, o.k, recall, med, s_percentile(lats[at], 0.50) * 1e6,
+               s_percentile(lats[at], 0.99) * 1e6, s_median(cpu_qps), o.repeat);
         fflush(stdout);
     }
     return 0;

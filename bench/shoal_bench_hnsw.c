@@ -15,7 +15,20 @@
  *     timed alone (p50/p99 latency); qps is queries / wall time of the pass.
  *   - a warm-up pass at the largest ef runs first and is not counted, so the
  *     first timed ef does not pay for page faults and cold caches.
+ *   - --repeat R runs each ef's pass R times and prints the median qps (and
+ *     the latencies of the median pass); cpu_qps is queries / the searching
+ *     thread's CPU time (CLOCK_THREAD_CPUTIME_ID), which on a machine shared
+ *     with other work leaves out the time the thread was not running (it
+ *     still pays for caches the others evict).
  *   - recall@k is gt_recall against the given ground truth (its first k ids).
+ *   - --storage f16|sq8: the graph holds codes and is walked on them; the
+ *     final pool (--rerank, default max(k, ef)) is re-scored in float32 from
+ *     the base rows, which this program keeps in its own array as a shard
+ *     keeps them on disk (their bytes are not in bytes_per_vector, which is
+ *     the graph's). sq8's quantizer is trained on the whole base (per
+ *     dimension min/max) before the build, as the coordinator will train one
+ *     per collection; the training time is not in build_s. --rerank none
+ *     returns the code distances, to show what re-ranking buys.
  *   - with --delete-frac F: after the sweep, ids 0 .. F*n-1 are deleted with
  *     hnsw_delete_batch in batches of --delete-batch B (delete_s is the wall
  *     time of all the batches), the graph is checked (hnsw_validate), and
@@ -25,8 +38,9 @@
  *
  * Output (key=value, one line each, for scripts):
  *   n=.. dim=.. queries=.. metric=.. M=.. ef_construction=.. threads=.. k=..
- *   build_s=.. bytes_per_vector=..
- *   ef=.. recall@K=.. qps=.. p50_us=.. p99_us=..      (one line per ef)
+ *   storage=.. rerank=..
+ *   build_s=.. bytes_per_vector=.. codes=.. links=.. ids=.. other=..  (per vector)
+ *   ef=.. recall@K=.. qps=.. p50_us=.. p99_us=.. cpu_qps=.. runs=..   (one line per ef)
  *   with --delete-frac:
  *   delete_frac=.. delete_batch=.. deleted=.. delete_s=.. deletes_per_s=..
  *   after_delete ef=.. recall@K=.. qps=.. p50_us=.. p99_us=..  (one per ef)
@@ -37,6 +51,7 @@
 #include "common/distance.h"
 #include "common/error.h"
 #include "common/groundtruth.h"
+#include "common/quant.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
@@ -44,6 +59,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define S_THREADS_MAX          1024
 #define S_K_DEFAULT            10
@@ -51,6 +67,7 @@
 #define S_EFS_MAX              64 /* values in one --ef list */
 #define S_DELETE_BATCH_DEFAULT 1000
 #define S_DELETE_BATCH_MAX     1000000000
+#define S_REPEAT_MAX           101
 
 static const size_t s_efs_default[] = {10, 20, 40, 80, 160, 320};
 
@@ -68,7 +85,18 @@ typedef struct {
     uint64_t seed;          /* --seed */
     double delete_frac;     /* --delete-frac: share of ids to delete after the sweep; 0 = none */
     size_t delete_batch;    /* --delete-batch: ids per hnsw_delete_batch call */
+    quant_kind_t storage;   /* --storage */
+    size_t rerank;          /* --rerank: pool re-scored in float32; 0 = max(k, ef) */
+    int no_rerank;          /* --rerank none: code distances only */
+    size_t repeat;          /* --repeat: passes per ef, the median reported */
 } hnsw_bench_opts_t;
+
+/* The float32 rows a compressed graph re-ranks from: the base, by row number. */
+typedef struct {
+    const float *base; /* n rows of dim floats */
+    size_t n;          /* rows */
+    size_t dim;        /* floats per row */
+} s_rows_t;
 
 static void s_usage(FILE *out)
 {
@@ -77,6 +105,7 @@ static void s_usage(FILE *out)
             "                        [--M M] [--ef-construction E] [--ef 10,20,...]\n"
             "                        [--threads T] [--k K] [--seed S]\n"
             "                        [--delete-frac F [--delete-batch B]]\n"
+            "                        [--storage f32|f16|sq8] [--rerank N|none] [--repeat R]\n"
             "\n"
             "Builds shoal's HNSW index over F on T threads, then for each ef runs the\n"
             "queries one at a time on one thread and prints recall@K, qps and latency.\n"
@@ -94,7 +123,11 @@ static void s_usage(FILE *out)
             "  --seed S             level draws (default 0)\n"
             "  --delete-frac F      then delete ids 0 .. F*n-1 (0 <= F < 1), time it, and\n"
             "                       sweep again against exact search over the rest\n"
-            "  --delete-batch B     ids per hnsw_delete_batch call (default %d)\n",
+            "  --delete-batch B     ids per hnsw_delete_batch call (default %d)\n"
+            "  --storage S          how the graph stores vectors: f32 (default), f16, sq8\n"
+            "  --rerank N|none      f16/sq8: candidates re-scored in float32 from the base\n"
+            "                       (default max(k, ef)); none: return code distances\n"
+            "  --repeat R           passes per ef; the median is printed (default 1)\n",
             HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT,
             S_DELETE_BATCH_DEFAULT);
 }
@@ -159,6 +192,22 @@ static int s_parse_other(const char *opt, const char *val, void *ctx)
         return bench_parse_u64(opt, val, &o->seed);
     if (!strcmp(opt, "--metric"))
         return bench_parse_metric("hnsw", val, &o->metric);
+    if (!strcmp(opt, "--storage")) {
+        shoal_err_t err;
+        if (quant_kind_parse(val, &o->storage, &err) != 0) {
+            fprintf(stderr, "shoal-bench hnsw: --storage: %s\n", err.msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcmp(opt, "--rerank")) {
+        if (!strcmp(val, "none")) {
+            o->no_rerank = 1;
+            return 0;
+        }
+        o->no_rerank = 0;
+        return bench_parse_size(opt, val, HNSW_RERANK_MIN, HNSW_RERANK_MAX, &o->rerank);
+    }
     const char **file = !strcmp(opt, "--base")      ? &o->base
                         : !strcmp(opt, "--queries") ? &o->queries
                         : !strcmp(opt, "--gt")      ? &o->gt
@@ -183,6 +232,7 @@ static int s_parse(int argc, char **argv, void *opts)
     o->ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     o->k = S_K_DEFAULT;
     o->delete_batch = S_DELETE_BATCH_DEFAULT;
+    o->repeat = 1;
     o->nefs = sizeof s_efs_default / sizeof s_efs_default[0];
     memcpy(o->efs, s_efs_default, sizeof s_efs_default);
 
@@ -193,6 +243,7 @@ static int s_parse(int argc, char **argv, void *opts)
         {"--threads", 0, S_THREADS_MAX, &o->threads, NULL},
         {"--k", 1, S_K_MAX, &o->k, NULL},
         {"--delete-batch", 1, S_DELETE_BATCH_MAX, &o->delete_batch, NULL},
+        {"--repeat", 1, S_REPEAT_MAX, &o->repeat, NULL},
     };
     int rc = bench_parse_args("hnsw", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
                               s_parse_other, o);
@@ -217,15 +268,39 @@ static int s_parse(int argc, char **argv, void *opts)
  * found[q*k ..), each query's latency in seconds into lat (may be NULL), the
  * pass's wall time into *wall_s.
  */
-static int s_search_pass(const hnsw_t *index, const float *queries, size_t nq, size_t dim, size_t k,
-                         size_t ef, uint64_t *found, float *dists, double *lat, double *wall_s,
+/* rerank_fn for compressed graphs: row id of the base. */
+static int s_row(uint64_t id, float *out, void *ctx)
+{
+    const s_rows_t *rows = ctx;
+    if (id >= rows->n)
+        return SHOAL_ENOTFOUND;
+    memcpy(out, rows->base + id * rows->dim, rows->dim * sizeof(float));
+    return 0;
+}
+
+/* The calling thread's CPU time in seconds. */
+static double s_thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int s_search_pass(const hnsw_t *index, const hnsw_bench_opts_t *o, const s_rows_t *rows,
+                         const float *queries, size_t nq, size_t dim, size_t ef, uint64_t *found,
+                         float *dists, double *lat, double *wall_s, double *cpu_s,
                          shoal_err_t *err)
 {
-    double start = bench_now();
+    size_t k = o->k;
+    hnsw_search_opts_t so = {.k = k, .ef = ef, .rerank = o->rerank};
+    if (rows && !o->no_rerank) {
+        so.rerank_fn = s_row;
+        so.rerank_ctx = (void *)rows;
+    }
+    double start = bench_now(), cpu0 = s_thread_cpu();
     for (size_t q = 0; q < nq; q++) {
         double t0 = bench_now();
-        int got = hnsw_search(index, queries + q * dim, k, ef, NULL, NULL, found + q * k,
-                              dists + q * k, err);
+        int got = hnsw_search_with(index, queries + q * dim, &so, found + q * k, dists + q * k, err);
         double t1 = bench_now();
         if (got < 0)
             return shoal_err_prefix(err, "query %zu at ef %zu", q, ef);
@@ -233,6 +308,7 @@ static int s_search_pass(const hnsw_t *index, const float *queries, size_t nq, s
             lat[q] = t1 - t0;
     }
     *wall_s = bench_now() - start;
+    *cpu_s = s_thread_cpu() - cpu0;
     return SHOAL_OK;
 }
 
@@ -241,24 +317,50 @@ typedef struct {
     uint64_t *found; /* nq * k ids */
     float *dists;    /* nq * k distances */
     double *lat;     /* nq latencies */
+    double *lat_all; /* repeat * nq latencies: each pass's, sorted */
 } s_sweep_bufs_t;
 
+/* Index of the median of v[0..n) (the lower one for even n), v untouched. */
+static size_t s_median_at(const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t below = 0, same = 0;
+        for (size_t j = 0; j < n; j++) {
+            below += v[j] < v[i];
+            same += v[j] == v[i];
+        }
+        if (below <= (n - 1) / 2 && (n - 1) / 2 < below + same)
+            return i;
+    }
+    return 0;
+}
+
 /* Every ef of o in order: one line per ef, starting with prefix. */
-static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const float *queries, size_t nq,
-                   size_t dim, const int32_t *gt, size_t gtdim, const char *prefix,
-                   s_sweep_bufs_t *b, shoal_err_t *err)
+static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const s_rows_t *rows,
+                   const float *queries, size_t nq, size_t dim, const int32_t *gt, size_t gtdim,
+                   const char *prefix, s_sweep_bufs_t *b, shoal_err_t *err)
 {
     for (size_t e = 0; e < o->nefs; e++) {
-        double wall_s = 0;
-        int rc = s_search_pass(index, queries, nq, dim, o->k, o->efs[e], b->found, b->dists, b->lat,
-                               &wall_s, err);
-        if (rc != SHOAL_OK)
-            return rc;
+        double qps[S_REPEAT_MAX], cpu_qps[S_REPEAT_MAX];
+        for (size_t r = 0; r < o->repeat; r++) {
+            double wall_s = 0, cpu_s = 0;
+            int rc = s_search_pass(index, o, rows, queries, nq, dim, o->efs[e], b->found,
+                                   b->dists, b->lat, &wall_s, &cpu_s, err);
+            if (rc != SHOAL_OK)
+                return rc;
+            qps[r] = (double)nq / wall_s;
+            cpu_qps[r] = cpu_s > 0 ? (double)nq / cpu_s : 0.0;
+            qsort(b->lat, nq, sizeof *b->lat, bench_cmp_double);
+            memcpy(b->lat_all + r * nq, b->lat, nq * sizeof *b->lat);
+        }
+        /* Every pass gives the same answers: recall is the last one's. */
         double recall = gt_recall(b->found, o->k, gt, gtdim, nq, o->k);
-        qsort(b->lat, nq, sizeof *b->lat, bench_cmp_double);
-        printf("%sef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f\n", prefix, o->efs[e],
-               o->k, recall, (double)nq / wall_s, bench_percentile(b->lat, nq, 0.50) * 1e6,
-               bench_percentile(b->lat, nq, 0.99) * 1e6);
+        size_t med = s_median_at(qps, o->repeat);
+        const double *lat = b->lat_all + med * nq;
+        printf("%sef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f cpu_qps=%.1f runs=%zu\n",
+               prefix, o->efs[e], o->k, recall, qps[med], bench_percentile(lat, nq, 0.50) * 1e6,
+               bench_percentile(lat, nq, 0.99) * 1e6, cpu_qps[s_median_at(cpu_qps, o->repeat)],
+               o->repeat);
         fflush(stdout);
     }
     return SHOAL_OK;
@@ -311,11 +413,35 @@ static int s_delete_and_sweep(hnsw_t *index, const hnsw_bench_opts_t *o, const f
     }
     for (size_t i = 0; i < nq * o->k; i++) /* rows from nd on: row r has id nd + r */
         gt[i] = exact[i] == TOPK_ID_NONE ? -1 : (int32_t)(exact[i] + nd);
-    rc = s_sweep(index, o, queries, nq, dim, gt, o->k, "after_delete ", b, err);
+    s_rows_t rows = {.base = base, .n = n, .dim = dim};
+    rc = s_sweep(index, o, o->storage == QUANT_F32 ? NULL : &rows, queries, nq, dim, gt, o->k,
+                 "after_delete ", b, err);
 done:
     free(exact);
     free(gt);
     return rc;
+}
+
+/*
+ * sq8's quantizer from the base rows (unit rows for cosine, as the index
+ * stores them). Trained here rather than by the index's first batch so that
+ * the program shows the shape the shard will have: a quantizer given.
+ */
+static int s_train(const hnsw_bench_opts_t *o, const float *base, size_t n, size_t dim,
+                   quant_sq8_t **sq8, shoal_err_t *err)
+{
+    float *unit = NULL;
+    if (o->metric == SHOAL_METRIC_COSINE) {
+        unit = malloc(n * dim * sizeof(float));
+        if (!unit)
+            return shoal_err_set(err, SHOAL_ENOMEM, "out of memory training sq8");
+        memcpy(unit, base, n * dim * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            dist_normalize(unit + i * dim, dim);
+    }
+    *sq8 = quant_sq8_train(unit ? unit : base, n, dim, err);
+    free(unit);
+    return *sq8 ? SHOAL_OK : shoal_err_prefix(err, "training sq8 on --base");
 }
 
 static int s_run(const void *opts, shoal_err_t *err)
@@ -324,8 +450,9 @@ static int s_run(const void *opts, shoal_err_t *err)
     float *base = NULL, *queries = NULL, *dists = NULL;
     int32_t *gt = NULL;
     uint64_t *ids = NULL, *found = NULL;
-    double *lat = NULL;
+    double *lat = NULL, *lat_all = NULL;
     hnsw_t *index = NULL;
+    quant_sq8_t *sq8 = NULL;
     int rc;
 
     size_t threads = bench_threads(o->threads);
@@ -366,7 +493,8 @@ static int s_run(const void *opts, shoal_err_t *err)
     found = malloc(nq * o->k * sizeof *found);
     dists = malloc(nq * o->k * sizeof *dists);
     lat = malloc(nq * sizeof *lat);
-    if (!ids || !found || !dists || !lat) {
+    lat_all = malloc(o->repeat * nq * sizeof *lat_all);
+    if (!ids || !found || !dists || !lat || !lat_all) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %zu vectors", n);
         goto fail;
     }
@@ -375,14 +503,27 @@ static int s_run(const void *opts, shoal_err_t *err)
 
     printf("n=%zu dim=%zu queries=%zu metric=%s M=%zu ef_construction=%zu threads=%zu k=%zu\n", n,
            dim, nq, shoal_metric_name(o->metric), o->M, o->ef_construction, threads, o->k);
+    if (o->storage == QUANT_F32 || o->no_rerank)
+        printf("storage=%s rerank=none\n", quant_kind_name(o->storage));
+    else if (o->rerank)
+        printf("storage=%s rerank=%zu\n", quant_kind_name(o->storage), o->rerank);
+    else
+        printf("storage=%s rerank=max(k,ef)\n", quant_kind_name(o->storage));
     fflush(stdout);
 
+    if (o->storage == QUANT_SQ8) {
+        rc = s_train(o, base, n, dim, &sq8, err);
+        if (rc != SHOAL_OK)
+            goto fail;
+    }
     hnsw_params_t params = {
         .dim = dim,
         .metric = o->metric,
         .M = o->M,
         .ef_construction = o->ef_construction,
         .seed = o->seed,
+        .storage = o->storage,
+        .sq8 = sq8,
     };
     index = hnsw_new(&params, err);
     if (!index) {
@@ -398,32 +539,41 @@ static int s_run(const void *opts, shoal_err_t *err)
     }
     hnsw_stats_t stats;
     hnsw_stats(index, &stats);
-    printf("build_s=%.3f bytes_per_vector=%.1f\n", build_s, stats.bytes_per_vector);
+    double per = stats.count ? 1.0 / (double)stats.count : 0.0;
+    printf("build_s=%.3f bytes_per_vector=%.1f codes=%.1f links=%.1f ids=%.1f other=%.1f\n", build_s,
+           stats.bytes_per_vector, (double)stats.bytes_codes * per,
+           (double)stats.bytes_links * per, (double)stats.bytes_ids * per,
+           (double)stats.bytes_other * per);
     fflush(stdout);
 
-    /* The index holds its own copy: the base is needed only for the exact
-     * neighbours after deleting. */
-    if (o->delete_frac == 0) {
+    /* An f32 index holds its own copy: the base is then needed only for the
+     * exact neighbours after deleting. A compressed one re-ranks from it. */
+    if (o->delete_frac == 0 && o->storage == QUANT_F32) {
         free(base);
         base = NULL;
     }
+    s_rows_t rows = {.base = base, .n = n, .dim = dim};
+    const s_rows_t *source = o->storage == QUANT_F32 ? NULL : &rows;
 
     size_t ef_max = 0;
     for (size_t e = 0; e < o->nefs; e++)
         ef_max = o->efs[e] > ef_max ? o->efs[e] : ef_max;
-    double wall_s = 0;
-    rc = s_search_pass(index, queries, nq, dim, o->k, ef_max, found, dists, NULL, &wall_s, err);
+    double wall_s = 0, cpu_s = 0;
+    rc = s_search_pass(index, o, source, queries, nq, dim, ef_max, found, dists, NULL, &wall_s,
+                       &cpu_s, err);
     if (rc != SHOAL_OK)
         goto fail;
 
-    s_sweep_bufs_t bufs = {.found = found, .dists = dists, .lat = lat};
-    rc = s_sweep(index, o, queries, nq, dim, gt, gtdim, "", &bufs, err);
+    s_sweep_bufs_t bufs = {.found = found, .dists = dists, .lat = lat, .lat_all = lat_all};
+    rc = s_sweep(index, o, source, queries, nq, dim, gt, gtdim, "", &bufs, err);
     if (rc == SHOAL_OK && o->delete_frac > 0)
         rc = s_delete_and_sweep(index, o, base, ids, n, queries, nq, dim, threads, &bufs, err);
 
 fail:
     hnsw_destroy(&index);
+    quant_sq8_destroy(&sq8);
     free(lat);
+    free(lat_all);
     free(dists);
     free(found);
     free(ids);

@@ -22,6 +22,15 @@
  *     several threads the order of draws, hence the graph, may vary.
  *   - A search that started before the index grew skips nodes in slots
  *     beyond its visited array: those were inserted after it started.
+ *   - Compressed storage (f16, sq8) changes what a block holds and which
+ *     kernel scores a hop, nothing in the algorithms: the walk compares the
+ *     float32 query with codes, selection compares codes with codes, and the
+ *     search re-ranks its final pool in float32 from the caller's rows.
+ *     Re-ranking runs after the read lock is released: the row source may
+ *     be a disk read, and holding the lock through it would stall deletes.
+ *     Construction on codes rather than on the float32 originals (which a
+ *     compressed index does not keep) costs a little graph quality; the
+ *     measured recall after re-ranking is in docs/performance.md.
  */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: a writer must not starve */
 
@@ -39,6 +48,9 @@
 
 /* Returned by s_insert_rd when the id is present: the caller upserts. */
 #define S_EXISTS 1
+#ifndef S_CODE_BLOCK_ALIGN
+#define S_CODE_BLOCK_ALIGN 64
+#endif
 /* Vectors up to this size are prepared on the stack. */
 #define S_STACK_DIM 512
 
@@ -83,13 +95,39 @@ static size_t s_align(size_t n, size_t a)
     return (n + a - 1) / a * a;
 }
 
+/* Where the node header, the links and the code sit in a block (hnsw_private.h). */
+static void s_layout(hnsw_t *ix)
+{
+    size_t links = (1 + ix->M0) * sizeof(uint32_t);
+    if (ix->storage == QUANT_F32) {
+        ix->off_node = 0;
+        ix->off_links0 = sizeof(hnsw_node_t);
+        ix->off_vec = s_align(ix->off_links0 + links, 16);
+        ix->stride = s_align(ix->off_vec + ix->code_bytes, 16);
+    } else {
+        ix->off_vec = 0;
+        ix->off_node = s_align(ix->code_bytes, 8);
+        ix->off_links0 = ix->off_node + sizeof(hnsw_node_t);
+        ix->stride = s_align(ix->off_links0 + links, S_CODE_BLOCK_ALIGN);
+    }
+}
+
 hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_construction,
-                   uint64_t seed, shoal_err_t *err)
+                   uint64_t seed, quant_kind_t storage, quant_sq8_t **sq8, shoal_err_t *err)
 {
     hnsw_t *ix = calloc(1, sizeof *ix);
     if (!ix) {
+        if (sq8)
+            quant_sq8_destroy(sq8);
         shoal_err_set(err, SHOAL_ENOMEM, "hnsw: out of memory allocating the index");
         return NULL;
+    }
+    ix->storage = storage;
+    ix->code_bytes = quant_code_bytes(storage, dim);
+    ix->qk = quant_kernels();
+    if (sq8) {
+        ix->sq8 = *sq8;
+        *sq8 = NULL;
     }
     ix->dim = dim;
     ix->metric = metric;
@@ -99,9 +137,7 @@ hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_constr
     ix->seed = seed;
     ix->level_mult = 1.0 / log((double)M);
     ix->kern = dist_kernels();
-    ix->off_links0 = sizeof(hnsw_node_t);
-    ix->off_vec = s_align(ix->off_links0 + (1 + ix->M0) * sizeof(uint32_t), 16);
-    ix->stride = s_align(ix->off_vec + dim * sizeof(float), 16);
+    s_layout(ix);
     atomic_init(&ix->top, hnsw_top_pack(-1, HNSW_SLOT_NONE));
     atomic_init(&ix->capacity, 0);
     atomic_init(&ix->count, 0);
@@ -113,6 +149,7 @@ hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_constr
     ix->map_cap = 64;
     ix->map = malloc(ix->map_cap * sizeof *ix->map);
     if (!ix->map) {
+        quant_sq8_destroy(&ix->sq8);
         free(ix);
         shoal_err_set(err, SHOAL_ENOMEM, "hnsw: out of memory allocating the id map");
         return NULL;
@@ -159,7 +196,25 @@ hnsw_t *hnsw_new(const hnsw_params_t *params, shoal_err_t *err)
                       HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX, efc);
         return NULL;
     }
-    return hnsw_alloc(params->dim, params->metric, M, efc, params->seed, err);
+    if ((int)params->storage < QUANT_F32 || (int)params->storage >= QUANT_KIND_COUNT) {
+        shoal_err_set(err, SHOAL_EINVAL, "hnsw: storage must be f32, f16 or sq8 (0..2), got %d",
+                      (int)params->storage);
+        return NULL;
+    }
+    quant_sq8_t *sq8 = NULL;
+    if (params->storage == QUANT_SQ8 && params->sq8) {
+        if (quant_sq8_dim(params->sq8) != params->dim) {
+            shoal_err_set(err, SHOAL_EINVAL, "hnsw: the sq8 quantizer has dim %zu, expected %zu",
+                          quant_sq8_dim(params->sq8), params->dim);
+            return NULL;
+        }
+        sq8 = quant_sq8_new(quant_sq8_offset(params->sq8), quant_sq8_scale(params->sq8),
+                            params->dim, err);
+        if (!sq8)
+            return NULL;
+    }
+    return hnsw_alloc(params->dim, params->metric, M, efc, params->seed, params->storage, &sq8,
+                      err);
 }
 
 static void s_scratch_free(hnsw_scratch_t *scr)
@@ -170,6 +225,8 @@ static void s_scratch_free(hnsw_scratch_t *scr)
     free(scr->work);
     free(scr->items);
     free(scr->query);
+    free(scr->row);
+    free(scr->pool_ids);
     free(scr);
 }
 
@@ -189,6 +246,7 @@ void hnsw_destroy(hnsw_t **index_p)
     free(ix->pool);
     free(ix->free_slots);
     free(ix->map);
+    quant_sq8_destroy(&ix->sq8);
     pthread_rwlock_destroy(&ix->rw);
     pthread_mutex_destroy(&ix->top_mu);
     pthread_mutex_destroy(&ix->mu);
@@ -372,6 +430,19 @@ static int s_reserve(void **buf, size_t *cap, size_t need, size_t elem, hnsw_t *
     return 0;
 }
 
+/* scr->row, the re-rank buffer, allocated on first use. */
+static int s_scratch_row(hnsw_t *ix, hnsw_scratch_t *scr)
+{
+    if (scr->row)
+        return 0;
+    scr->row = malloc(ix->dim * sizeof(float));
+    if (!scr->row)
+        return SHOAL_ENOMEM;
+    scr->bytes += ix->dim * sizeof(float);
+    atomic_fetch_add(&ix->pool_bytes, ix->dim * sizeof(float));
+    return 0;
+}
+
 hnsw_scratch_t *hnsw_scratch_get(hnsw_t *ix)
 {
     hnsw_scratch_t *scr = NULL;
@@ -524,14 +595,17 @@ void hnsw_cand_sort(hnsw_cand_t *c, size_t n)
 /* Search primitives                                                        */
 /* ------------------------------------------------------------------------ */
 
+/* The first two lines of the code: all of an sq8 code at dim 128; the
+ * hardware prefetcher follows on for longer ones. */
 static inline void s_prefetch_vec(const hnsw_t *ix, uint32_t slot)
 {
-    const char *v = (const char *)hnsw_vec(ix, slot);
+    const char *v = (const char *)hnsw_code(ix, slot);
     __builtin_prefetch(v);
     __builtin_prefetch(v + 64);
 }
 
-void hnsw_greedy(const hnsw_t *ix, const float *q, int layer, uint32_t *cur, float *cur_dist)
+void hnsw_greedy(const hnsw_t *ix, const hnsw_query_t *q, int layer, uint32_t *cur,
+                 float *cur_dist)
 {
     uint32_t nb[HNSW_LINKS_MAX];
     for (int changed = 1; changed;) {
@@ -542,7 +616,7 @@ void hnsw_greedy(const hnsw_t *ix, const float *q, int layer, uint32_t *cur, flo
         for (size_t i = 0; i < n; i++) {
             if (i + 1 < n)
                 s_prefetch_vec(ix, nb[i + 1]);
-            float d = hnsw_dist(ix, q, hnsw_vec(ix, nb[i]));
+            float d = hnsw_query_dist(ix, q, nb[i]);
             if (d < *cur_dist) {
                 *cur_dist = d;
                 *cur = nb[i];
@@ -552,7 +626,7 @@ void hnsw_greedy(const hnsw_t *ix, const float *q, int layer, uint32_t *cur, flo
     }
 }
 
-long hnsw_search_layer(hnsw_t *ix, hnsw_scratch_t *scr, const float *q, const hnsw_cand_t *eps,
+long hnsw_search_layer(hnsw_t *ix, hnsw_scratch_t *scr, const hnsw_query_t *q, const hnsw_cand_t *eps,
                        size_t neps, size_t ef, int layer, hnsw_filter_fn filter, void *arg)
 {
     if (hnsw_scratch_begin(ix, scr) ||
@@ -591,7 +665,7 @@ long hnsw_search_layer(hnsw_t *ix, hnsw_scratch_t *scr, const float *q, const hn
             s_reserve((void **)&scr->cand, &scr->cand_cap, nc + m, sizeof(hnsw_cand_t), ix, scr))
             return SHOAL_ENOMEM;
         for (size_t i = 0; i < m; i++) {
-            float d = hnsw_dist(ix, q, hnsw_vec(ix, nb[i]));
+            float d = hnsw_query_dist(ix, q, nb[i]);
             if (nr < ef || d < scr->res[0].dist) {
                 hnsw_cand_t e = {d, nb[i]};
                 s_heap_push(scr->cand, &nc, e, 0);
@@ -617,10 +691,9 @@ size_t hnsw_select(const hnsw_t *ix, const hnsw_cand_t *cands, size_t n, size_t 
     /* Algorithm 4: keep e when it is nearer to the base than to every node
      * kept so far, so links spread over directions instead of clustering. */
     for (size_t i = 0; i < n && r < m; i++) {
-        const float *v = hnsw_vec(ix, cands[i].slot);
         int keep = 1;
         for (size_t j = 0; j < r; j++) {
-            if (hnsw_dist(ix, v, hnsw_vec(ix, out[j])) < cands[i].dist) {
+            if (hnsw_slot_dist(ix, cands[i].slot, out[j]) < cands[i].dist) {
                 keep = 0;
                 break;
             }
@@ -652,10 +725,9 @@ int hnsw_link_add(const hnsw_t *ix, uint32_t from, uint32_t to, float d, int lay
         /* Algorithm 1's shrink step: re-select from the old links plus the
          * new one with the same heuristic. */
         hnsw_cand_t c[HNSW_LINKS_MAX + 1];
-        const float *v = hnsw_vec(ix, from);
         for (size_t i = 0; i < n; i++) {
             c[i].slot = l[1 + i];
-            c[i].dist = hnsw_dist(ix, v, hnsw_vec(ix, c[i].slot));
+            c[i].dist = hnsw_slot_dist(ix, from, c[i].slot);
         }
         c[n].slot = to;
         c[n].dist = d;
@@ -684,13 +756,12 @@ static void s_link_force(const hnsw_t *ix, uint32_t from, uint32_t to, int layer
     hnsw_node_t *node = hnsw_node(ix, from);
     hnsw_node_lock(node);
     uint32_t *l = hnsw_links(ix, from, layer);
-    const float *v = hnsw_vec(ix, from);
     size_t far = 0;
     float far_dist = -INFINITY;
     int present = 0;
     for (size_t i = 0; i < l[0]; i++) {
         present |= l[1 + i] == to;
-        float d = hnsw_dist(ix, v, hnsw_vec(ix, l[1 + i]));
+        float d = hnsw_slot_dist(ix, from, l[1 + i]);
         if (d > far_dist) {
             far_dist = d;
             far = i;
@@ -713,9 +784,9 @@ typedef struct {
 } s_backlinks_t;
 
 /* Links the initialised node q of the given level into the graph. */
-static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level)
+static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level,
+                       const hnsw_query_t *v)
 {
-    const float *v = hnsw_vec(ix, q);
     s_backlinks_t local[2]; /* layers 0 and 1: nearly every node */
     s_backlinks_t *back = local;
     int max_level;
@@ -740,7 +811,7 @@ static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level)
 
     int rc = 0;
     uint32_t cur = ep;
-    float cur_dist = hnsw_dist(ix, v, hnsw_vec(ix, ep));
+    float cur_dist = hnsw_query_dist(ix, v, ep);
     for (int lc = max_level; lc > level; lc--)
         hnsw_greedy(ix, v, lc, &cur, &cur_dist);
 
@@ -818,9 +889,18 @@ done:
  */
 static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err)
 {
+    if (ix->storage == QUANT_SQ8 && !ix->sq8)
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "hnsw: sq8 index has no quantizer yet: pass params.sq8 or start "
+                             "with hnsw_insert_batch, which trains one");
+    hnsw_query_t hq;
+    if (hnsw_query_init(ix, &hq, v))
+        return shoal_err_set(err, SHOAL_ENOMEM, "hnsw: out of memory inserting id %llu",
+                             (unsigned long long)id);
     pthread_mutex_lock(&ix->mu);
     if (hnsw_map_find(ix, id) != HNSW_SLOT_NONE) {
         pthread_mutex_unlock(&ix->mu);
+        hnsw_query_fini(&hq);
         return S_EXISTS;
     }
     int rc = 0;
@@ -830,9 +910,11 @@ static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err
         slot = ix->free_slots[--ix->nfree];
     } else if (ix->nslots >= HNSW_SLOTS_MAX) {
         pthread_mutex_unlock(&ix->mu);
+        hnsw_query_fini(&hq);
         return shoal_err_set(err, SHOAL_ELIMIT, "hnsw: index is full (%zu slots)", ix->nslots);
     } else if ((rc = hnsw_grow_to(ix, ix->nslots + 1)) != 0) {
         pthread_mutex_unlock(&ix->mu);
+        hnsw_query_fini(&hq);
         return shoal_err_set(err, rc, "hnsw: growing the index past %zu slots", ix->nslots);
     } else {
         slot = (uint32_t)ix->nslots++;
@@ -850,19 +932,21 @@ static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err
         else
             ix->nslots--; /* it was the last one handed out */
         pthread_mutex_unlock(&ix->mu);
+        hnsw_query_fini(&hq);
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw: out of memory inserting id %llu",
                              (unsigned long long)id);
     }
     node->id = id;
     atomic_store(&node->lock, 0);
     hnsw_links(ix, slot, 0)[0] = 0;
-    memcpy(hnsw_vec(ix, slot), v, ix->dim * sizeof(float));
+    hnsw_encode(ix, v, hnsw_code(ix, slot));
     atomic_fetch_add(&ix->count, 1);
     pthread_mutex_unlock(&ix->mu);
 
     hnsw_scratch_t *scr = hnsw_scratch_get(ix);
-    rc = scr ? s_link_node(ix, scr, slot, level) : SHOAL_ENOMEM;
+    rc = scr ? s_link_node(ix, scr, slot, level, &hq) : SHOAL_ENOMEM;
     hnsw_scratch_put(ix, scr);
+    hnsw_query_fini(&hq);
     if (rc)
         return shoal_err_set(err, rc, "hnsw: out of memory linking id %llu (stored, partly linked)",
                              (unsigned long long)id);
@@ -890,9 +974,12 @@ static int s_insert_prepared(hnsw_t *ix, uint64_t id, const float *v, shoal_err_
     return rc;
 }
 
-/* Copies vec to out, checking it, and normalises it for cosine. */
+/*
+ * Copies vec to out, checking it, and normalises it for cosine. stored: it
+ * is to be stored, so it must also fit the storage kind (f16's range).
+ */
 static int s_prepare(const hnsw_t *ix, const float *vec, float *out, const char *what, size_t row,
-                     shoal_err_t *err)
+                     int stored, shoal_err_t *err)
 {
     for (size_t d = 0; d < ix->dim; d++) {
         if (!isfinite(vec[d]))
@@ -903,6 +990,14 @@ static int s_prepare(const hnsw_t *ix, const float *vec, float *out, const char 
     if (ix->metric == SHOAL_METRIC_COSINE && dist_normalize(out, ix->dim) != 0)
         return shoal_err_set(err, SHOAL_EINVAL,
                              "hnsw: %s %zu has zero length, which cosine cannot use", what, row);
+    if (stored && ix->storage == QUANT_F16) {
+        for (size_t d = 0; d < ix->dim; d++) {
+            if (fabsf(out[d]) >= QUANT_F16_OVERFLOW)
+                return shoal_err_set(err, SHOAL_EINVAL,
+                                     "hnsw: %s %zu dim %zu: %g overflows f16 (largest %g)", what,
+                                     row, d, (double)out[d], (double)QUANT_F16_MAX);
+        }
+    }
     return 0;
 }
 
@@ -917,7 +1012,7 @@ int hnsw_insert(hnsw_t *index, uint64_t id, const float *vec, shoal_err_t *err)
     float *v = index->dim <= S_STACK_DIM ? stack : malloc(index->dim * sizeof(float));
     if (!v)
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw_insert: out of memory");
-    int rc = s_prepare(index, vec, v, "vector", 0, err);
+    int rc = s_prepare(index, vec, v, "vector", 0, 1, err);
     if (rc == 0)
         rc = s_insert_prepared(index, id, v, err);
     if (v != stack)
@@ -955,7 +1050,7 @@ static void *s_batch_worker(void *arg)
         if (i >= b->n)
             break;
         shoal_err_t err;
-        int rc = s_prepare(ix, b->vecs + i * ix->dim, v, "row", i, &err);
+        int rc = s_prepare(ix, b->vecs + i * ix->dim, v, "row", i, 1, &err);
         if (rc == 0)
             rc = s_insert_prepared(ix, b->ids[i], v, &err);
         if (rc) {
@@ -989,10 +1084,12 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
             rc = shoal_err_set(err, SHOAL_EINVAL, "hnsw_insert_batch: row %zu: id %llu is reserved",
                                i, (unsigned long long)ids[i]);
         else
-            rc = s_prepare(index, vecs + i * index->dim, tmp, "row", i, err);
+            rc = s_prepare(index, vecs + i * index->dim, tmp, "row", i, 1, err);
     }
     if (tmp != stack)
         free(tmp);
+    if (rc == 0 && index->storage == QUANT_SQ8)
+        rc = hnsw_train_sq8(index, vecs, n, err);
     if (rc)
         return rc;
 
@@ -1035,56 +1132,127 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
 /* Search (Algorithm 5: K-NN-SEARCH)                                        */
 /* ------------------------------------------------------------------------ */
 
-int hnsw_search(const hnsw_t *index, const float *query, size_t k, size_t ef, hnsw_filter_fn filter,
-                void *filter_arg, uint64_t *ids, float *dists, shoal_err_t *err)
+/*
+ * Re-scores ids[0..n) in float32 from the caller's rows, into heap. q is the
+ * prepared query. A row the source no longer has is skipped.
+ */
+static int s_rerank(const hnsw_t *ix, hnsw_scratch_t *scr, const float *q, const uint64_t *ids,
+                    size_t n, const hnsw_search_opts_t *o, topk_heap_t *heap, shoal_err_t *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = o->rerank_fn(ids[i], scr->row, o->rerank_ctx);
+        if (rc == SHOAL_ENOTFOUND)
+            continue;
+        if (rc)
+            return shoal_err_set(err, rc < 0 ? rc : SHOAL_EINTERNAL,
+                                 "hnsw_search: the re-rank source failed on id %llu (%d)",
+                                 (unsigned long long)ids[i], rc);
+        if (ix->metric == SHOAL_METRIC_COSINE && dist_normalize(scr->row, ix->dim) != 0)
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "hnsw_search: the re-rank source gave id %llu a zero row",
+                                 (unsigned long long)ids[i]);
+        topk_heap_push(heap, hnsw_dist(ix, q, scr->row), ids[i]);
+    }
+    return 0;
+}
+
+/* Checks opts; the candidate list (max(ef, k)) into *ef_eff and the re-rank pool into *pool. */
+static int s_check_opts(const hnsw_t *ix, const hnsw_search_opts_t *o, size_t *ef_eff,
+                        size_t *pool, shoal_err_t *err)
+{
+    if (o->k < 1)
+        return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: k must be >= 1, got 0");
+    if (o->ef < HNSW_EF_MIN || o->ef > HNSW_EF_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: ef must be in %d..%d, got %zu",
+                             HNSW_EF_MIN, HNSW_EF_MAX, o->ef);
+    if (o->k > HNSW_EF_MAX)
+        return shoal_err_set(err, SHOAL_ELIMIT, "hnsw_search: k must be <= %d, got %zu",
+                             HNSW_EF_MAX, o->k);
+    if (o->rerank && (o->rerank < HNSW_RERANK_MIN || o->rerank > HNSW_RERANK_MAX))
+        return shoal_err_set(err, SHOAL_EINVAL,
+                             "hnsw_search: rerank must be 0 (default) or in %d..%d, got %zu",
+                             HNSW_RERANK_MIN, HNSW_RERANK_MAX, o->rerank);
+    *ef_eff = o->ef > o->k ? o->ef : o->k;
+    *pool = 0;
+    if (o->rerank_fn && ix->storage != QUANT_F32) {
+        size_t p = o->rerank ? o->rerank : *ef_eff;
+        p = p < o->k ? o->k : p;
+        *pool = p > *ef_eff ? *ef_eff : p;
+    }
+    return 0;
+}
+
+int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_opts_t *opts,
+                     uint64_t *ids, float *dists, shoal_err_t *err)
 {
     /* The index is logically const; its scratch pool is not. */
     hnsw_t *ix = (hnsw_t *)index;
-    if (!ix || !query || !ids || !dists)
+    if (!ix || !query || !opts || !ids || !dists)
         return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: NULL argument");
-    if (k < 1)
-        return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: k must be >= 1, got 0");
-    if (ef < HNSW_EF_MIN || ef > HNSW_EF_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: ef must be in %d..%d, got %zu",
-                             HNSW_EF_MIN, HNSW_EF_MAX, ef);
-    if (k > HNSW_EF_MAX)
-        return shoal_err_set(err, SHOAL_ELIMIT, "hnsw_search: k must be <= %d, got %zu",
-                             HNSW_EF_MAX, k);
-    size_t ef_eff = ef > k ? ef : k;
+    size_t k = opts->k, ef_eff = 0, pool = 0;
+    int rc = s_check_opts(ix, opts, &ef_eff, &pool, err);
+    if (rc)
+        return rc;
 
     hnsw_scratch_t *scr = hnsw_scratch_get(ix);
-    if (!scr || s_reserve((void **)&scr->items, &scr->items_cap, k, sizeof(topk_item_t), ix, scr)) {
+    if (!scr || s_reserve((void **)&scr->items, &scr->items_cap, k, sizeof(topk_item_t), ix, scr) ||
+        (pool && (s_reserve((void **)&scr->pool_ids, &scr->pool_cap, pool, sizeof(uint64_t), ix,
+                            scr) ||
+                  s_scratch_row(ix, scr)))) {
         hnsw_scratch_put(ix, scr);
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw_search: out of memory");
     }
-    int rc = s_prepare(ix, query, scr->query, "query", 0, err);
+    rc = s_prepare(ix, query, scr->query, "query", 0, 0, err);
     if (rc) {
         hnsw_scratch_put(ix, scr);
         return rc;
     }
-    const float *q = scr->query;
 
     topk_heap_t heap;
     topk_heap_init(&heap, scr->items, k);
+    size_t npool = 0;
     pthread_rwlock_rdlock(&ix->rw);
     int max_level;
     uint32_t ep;
     hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
-    if (ep != HNSW_SLOT_NONE) {
-        float d = hnsw_dist(ix, q, hnsw_vec(ix, ep));
+    hnsw_query_t hq;
+    if (ep != HNSW_SLOT_NONE && hnsw_query_init(ix, &hq, scr->query) != 0) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "hnsw_search: out of memory");
+    } else if (ep != HNSW_SLOT_NONE) {
+        float d = hnsw_query_dist(ix, &hq, ep);
         for (int lc = max_level; lc > 0; lc--)
-            hnsw_greedy(ix, q, lc, &ep, &d);
+            hnsw_greedy(ix, &hq, lc, &ep, &d);
         hnsw_cand_t start = {d, ep};
-        long nr = hnsw_search_layer(ix, scr, q, &start, 1, ef_eff, 0, filter, filter_arg);
+        long nr = hnsw_search_layer(ix, scr, &hq, &start, 1, ef_eff, 0, opts->filter,
+                                    opts->filter_arg);
         if (nr < 0)
             rc = shoal_err_set(err, SHOAL_ENOMEM, "hnsw_search: out of memory");
-        for (long i = 0; i < nr; i++)
-            topk_heap_push(&heap, scr->res[i].dist, hnsw_node(ix, scr->res[i].slot)->id);
+        if (pool && nr > 0) {
+            /* The pool: the nearest by code distance, ids taken now (a slot
+             * may be reused once the lock is released). */
+            hnsw_cand_sort(scr->res, (size_t)nr);
+            npool = (size_t)nr < pool ? (size_t)nr : pool;
+            for (size_t i = 0; i < npool; i++)
+                scr->pool_ids[i] = hnsw_node(ix, scr->res[i].slot)->id;
+        } else {
+            for (long i = 0; i < nr; i++)
+                topk_heap_push(&heap, scr->res[i].dist, hnsw_node(ix, scr->res[i].slot)->id);
+        }
+        hnsw_query_fini(&hq);
     }
     pthread_rwlock_unlock(&ix->rw);
+    if (rc == 0 && npool)
+        rc = s_rerank(ix, scr, scr->query, scr->pool_ids, npool, opts, &heap, err);
     size_t found = topk_heap_extract(&heap, dists, ids);
     hnsw_scratch_put(ix, scr);
     return rc ? rc : (int)found;
+}
+
+int hnsw_search(const hnsw_t *index, const float *query, size_t k, size_t ef, hnsw_filter_fn filter,
+                void *filter_arg, uint64_t *ids, float *dists, shoal_err_t *err)
+{
+    hnsw_search_opts_t opts = {.k = k, .ef = ef, .filter = filter, .filter_arg = filter_arg};
+    return hnsw_search_with(index, query, &opts, ids, dists, err);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1112,7 +1280,7 @@ int hnsw_get(const hnsw_t *index, uint64_t id, float *out, shoal_err_t *err)
     pthread_mutex_lock(&ix->mu);
     uint32_t slot = id == HNSW_ID_NONE ? HNSW_SLOT_NONE : hnsw_map_find(ix, id);
     if (slot != HNSW_SLOT_NONE)
-        memcpy(out, hnsw_vec(ix, slot), ix->dim * sizeof(float));
+        hnsw_decode(ix, slot, out);
     pthread_mutex_unlock(&ix->mu);
     if (slot == HNSW_SLOT_NONE)
         return shoal_err_set(err, SHOAL_ENOTFOUND, "hnsw_get: id %llu not found",
@@ -1135,6 +1303,23 @@ shoal_metric_t hnsw_metric(const hnsw_t *index)
     return index ? index->metric : SHOAL_METRIC_L2;
 }
 
+quant_kind_t hnsw_storage(const hnsw_t *index)
+{
+    return index ? index->storage : QUANT_F32;
+}
+
+const quant_sq8_t *hnsw_sq8(const hnsw_t *index)
+{
+    if (!index)
+        return NULL;
+    hnsw_t *ix = (hnsw_t *)index;
+    /* The first batch may be training it: read it under the lock it is set under. */
+    pthread_rwlock_rdlock(&ix->rw);
+    const quant_sq8_t *sq8 = ix->sq8;
+    pthread_rwlock_unlock(&ix->rw);
+    return sq8;
+}
+
 void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats)
 {
     memset(stats, 0, sizeof *stats);
@@ -1149,11 +1334,19 @@ void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats)
     for (size_t p = 0; p < HNSW_DIR_PAGES && ix->pages[p]; p++)
         pages++;
     size_t bytes = sizeof *ix;
+    size_t blocks = ix->nchunks * (size_t)HNSW_CHUNK_SLOTS;
     bytes += ix->nchunks * s_align((size_t)HNSW_CHUNK_SLOTS * ix->stride, 64);
     bytes += pages * HNSW_PAGE_CHUNKS * sizeof(uint8_t *);
     bytes += ix->map_cap * sizeof *ix->map;
     bytes += ix->free_cap * sizeof *ix->free_slots;
+    stats->bytes_ids = ix->map_cap * sizeof *ix->map + blocks * sizeof(uint64_t);
     pthread_mutex_unlock(&ix->mu);
+    if (ix->sq8)
+        bytes += quant_sq8_record_size(ix->dim); /* its two arrays, near enough */
+    stats->storage = ix->storage;
+    stats->bytes_codes = blocks * ix->code_bytes;
+    stats->bytes_links =
+        blocks * (1 + ix->M0) * sizeof(uint32_t) + atomic_load(&ix->upper_bytes);
     pthread_mutex_lock(&ix->pool_mu);
     bytes += ix->pool_cap * sizeof *ix->pool;
     pthread_mutex_unlock(&ix->pool_mu);
@@ -1169,4 +1362,5 @@ void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats)
     stats->ef_construction = ix->ef_construction;
     stats->bytes = bytes;
     stats->bytes_per_vector = stats->count ? (double)bytes / (double)stats->count : 0.0;
+    stats->bytes_other = bytes - stats->bytes_codes - stats->bytes_links - stats->bytes_ids;
 }

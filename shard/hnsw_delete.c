@@ -194,7 +194,7 @@ static int s_pass(s_batch_t *b, uint32_t *next_entry, int *next_level)
  * y's candidates (live, with their distance to vy) and the deleted nodes to
  * walk through, skipping what this repair has seen.
  */
-static void s_gather(s_batch_t *b, const float *vy, const uint32_t *list, size_t n, size_t *nc,
+static void s_gather(s_batch_t *b, uint32_t y, const uint32_t *list, size_t n, size_t *nc,
                      size_t *nw)
 {
     hnsw_scratch_t *scr = b->scr;
@@ -208,7 +208,7 @@ static void s_gather(s_batch_t *b, const float *vy, const uint32_t *list, size_t
                 b->walk[(*nw)++] = s;
         } else if (*nc < b->room) {
             b->cands[*nc].slot = s;
-            b->cands[*nc].dist = hnsw_dist(b->ix, vy, hnsw_vec(b->ix, s));
+            b->cands[*nc].dist = hnsw_slot_dist(b->ix, y, s);
             (*nc)++;
         }
     }
@@ -242,10 +242,9 @@ static size_t s_refill(const hnsw_t *ix, uint32_t *l, const hnsw_cand_t *c, size
     for (size_t i = 0; i < nc && kept < target; i++) {
         if (s_find(l + 1, own, c[i].slot) < own)
             continue;
-        const float *v = hnsw_vec(ix, c[i].slot);
         int keep = 1;
         for (size_t j = 0; j < kept && keep; j++)
-            keep = hnsw_dist(ix, v, hnsw_vec(ix, l[1 + j])) >= c[i].dist;
+            keep = hnsw_slot_dist(ix, c[i].slot, l[1 + j]) >= c[i].dist;
         if (keep)
             l[1 + kept++] = c[i].slot;
     }
@@ -263,14 +262,13 @@ static size_t s_repair(s_batch_t *b, uint32_t y, int lc)
     hnsw_scratch_t *scr = b->scr;
     size_t cap = hnsw_cap(ix, lc);
     uint32_t *l = hnsw_links(ix, y, lc);
-    const float *vy = hnsw_vec(ix, y);
     /* Cannot fail: the tags were sized at the start and nothing grows the
      * index while the write lock is held. */
     (void)hnsw_scratch_begin(ix, scr);
     scr->tags[y] = scr->epoch;
 
     size_t nc = 0, nw = 0;
-    s_gather(b, vy, l + 1, l[0], &nc, &nw);
+    s_gather(b, y, l + 1, l[0], &nc, &nw);
     /* The walk goes through y's deleted neighbours (walk[0..direct)) and
      * the deleted nodes they link to (walk[direct..second)), at most cap of
      * those, and no further. Stopping at y's own deleted neighbours was
@@ -286,7 +284,7 @@ static size_t s_repair(s_batch_t *b, uint32_t y, int lc)
         if (i >= direct && (i >= second || i >= direct + cap))
             break;
         const uint32_t *xl = hnsw_links(ix, b->walk[i], lc);
-        s_gather(b, vy, xl + 1, xl[0], &nc, &nw);
+        s_gather(b, y, xl + 1, xl[0], &nc, &nw);
     }
     hnsw_cand_sort(b->cands, nc);
     if (nc <= cap) /* room for all, as an insert keeps links while it has room */
@@ -307,13 +305,12 @@ static size_t s_repair(s_batch_t *b, uint32_t y, int lc)
 /* Layer 0: gives z an in-link from the nearest of cands (not z). */
 static int s_adopt(hnsw_t *ix, uint32_t z, const uint32_t *cands, size_t n)
 {
-    const float *vz = hnsw_vec(ix, z);
     uint32_t best = HNSW_SLOT_NONE;
     float best_dist = 0;
     for (size_t i = 0; i < n; i++) {
         if (cands[i] == z)
             continue;
-        float d = hnsw_dist(ix, vz, hnsw_vec(ix, cands[i]));
+        float d = hnsw_slot_dist(ix, z, cands[i]);
         if (best == HNSW_SLOT_NONE || d < best_dist) {
             best = cands[i];
             best_dist = d;
@@ -330,11 +327,10 @@ static int s_adopt(hnsw_t *ix, uint32_t z, const uint32_t *cands, size_t n)
         return 1;
     }
     /* Full: z replaces best's farthest link. */
-    const float *vb = hnsw_vec(ix, best);
     size_t far = 0;
     float far_dist = -1.0f;
     for (size_t i = 0; i < l[0]; i++) {
-        float d = hnsw_dist(ix, vb, hnsw_vec(ix, l[1 + i]));
+        float d = hnsw_slot_dist(ix, best, l[1 + i]);
         if (d > far_dist) {
             far_dist = d;
             far = i;
@@ -352,12 +348,28 @@ static void s_relink(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t y, int lc)
     hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
     if (ep == HNSW_SLOT_NONE || max_level < lc)
         return;
-    const float *v = hnsw_vec(ix, y);
-    float d = hnsw_dist(ix, v, hnsw_vec(ix, ep));
+    /* y's vector is the query: its float32 row, or its decoded code. */
+    float *decoded = NULL;
+    const float *v = hnsw_code(ix, y);
+    hnsw_query_t hq;
+    if (ix->storage != QUANT_F32) {
+        decoded = malloc(ix->dim * sizeof(float));
+        if (decoded)
+            hnsw_decode(ix, y, decoded);
+        v = decoded;
+    }
+    if (!v || hnsw_query_init(ix, &hq, v) != 0) {
+        free(decoded);
+        log_warn("hnsw: out of memory re-linking slot %u; it keeps no links", y);
+        return;
+    }
+    float d = hnsw_query_dist(ix, &hq, ep);
     for (int l = max_level; l > lc; l--)
-        hnsw_greedy(ix, v, l, &ep, &d);
+        hnsw_greedy(ix, &hq, l, &ep, &d);
     hnsw_cand_t start = {d, ep};
-    long nr = hnsw_search_layer(ix, scr, v, &start, 1, ix->ef_construction, lc, NULL, NULL);
+    long nr = hnsw_search_layer(ix, scr, &hq, &start, 1, ix->ef_construction, lc, NULL, NULL);
+    hnsw_query_fini(&hq);
+    free(decoded);
     hnsw_cand_t *w = nr > 0 ? malloc((size_t)nr * sizeof *w) : NULL;
     if (!w) {
         if (nr != 0)

@@ -1,7 +1,7 @@
 /*
  * hnsw_io.c - saving and loading an index, and its invariant checker.
  *
- * Format, version 1. Every field is in the writer's byte order, which the
+ * Format, version 2. Every field is in the writer's byte order, which the
  * endianness marker records; a reader of the other byte order refuses it
  * (SHOAL_EUNSUPPORTED) rather than guessing.
  *
@@ -18,12 +18,22 @@
  *    40  u64      seed
  *    48  u64      nodes               number of node records
  *    56  u32      entry               entry node (record number); UINT32_MAX when empty
- *    60  u32      reserved (0)
+ *    60  u32      storage             0 f32, 1 f16, 2 sq8 (quant_kind_t)
  *    64  u64      reserved (0)
+ *   then the quantizer:
+ *     u32 length: of the sq8 record that follows (common/quant.h's layout,
+ *         16 + 8 dim bytes, its own magic and version); 0 for f32 and f16,
+ *         and for an sq8 index that has no quantizer yet (then no nodes)
+ *     u8 record[length]
  *   then `nodes` records, record r being node r:
- *     u64 id, u32 level, float vec[dim] (normalised for cosine),
+ *     u64 id, u32 level, code[quant_code_bytes(storage, dim)] (float32 row,
+ *     binary16 halves or sq8 codes; normalised for cosine),
  *     for each layer 0..level: u32 count (<= M0 on layer 0, <= M above),
  *                              u32 links[count] (record numbers)
+ *
+ * Version 1 is version 2 with storage 0 and no quantizer part (offset 60
+ * was reserved, 0): version 1 files, all float32, still load. Codes are
+ * written as they are held: loading neither re-encodes nor retrains.
  *
  * Free slots are not written: the writer numbers the live nodes in slot
  * order (compaction), so a loaded index has no free slots and its memory is
@@ -50,7 +60,8 @@
 #include <string.h>
 
 #define S_MAGIC          "SHOALHNS"
-#define S_VERSION        1u
+#define S_VERSION        2u
+#define S_VERSION_F32    1u /* float32 only, no quantizer part: still read */
 #define S_ENDIAN         0x01020304u
 #define S_ENDIAN_SWAPPED 0x04030201u
 #define S_HEADER_BYTES   72
@@ -70,7 +81,7 @@ typedef struct {
     uint64_t seed;
     uint64_t nodes;
     uint32_t entry;
-    uint32_t reserved32;
+    uint32_t storage; /* reserved (0) in version 1 */
     uint64_t reserved64;
 } s_header_t;
 
@@ -252,7 +263,20 @@ int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *
     h.seed = ix->seed;
     h.nodes = nodes;
     h.entry = ep == HNSW_SLOT_NONE ? HNSW_SLOT_NONE : rank[ep];
+    h.storage = (uint32_t)ix->storage;
     s_put(&w, &h, sizeof h);
+    uint8_t record[QUANT_SQ8_HEADER_BYTES + 8 * 64]; /* on the stack up to dim 64 */
+    uint32_t record_len = ix->sq8 ? (uint32_t)quant_sq8_record_size(ix->dim) : 0;
+    uint8_t *rec = record_len > sizeof record ? malloc(record_len) : record;
+    if (!rec)
+        w.rc = SHOAL_ENOMEM;
+    s_put(&w, &record_len, sizeof record_len);
+    if (record_len && rec) {
+        quant_sq8_record_write(ix->sq8, rec);
+        s_put(&w, rec, record_len);
+    }
+    if (rec != record)
+        free(rec);
 
     uint32_t links[HNSW_LINKS_MAX];
     for (size_t s = 0; s < ix->nslots && w.rc == 0; s++) {
@@ -262,7 +286,7 @@ int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *
         uint32_t level = (uint32_t)node->level;
         s_put(&w, &node->id, sizeof node->id);
         s_put(&w, &level, sizeof level);
-        s_put(&w, hnsw_vec(ix, (uint32_t)s), ix->dim * sizeof(float));
+        s_put(&w, hnsw_code(ix, (uint32_t)s), ix->code_bytes);
         for (int lc = 0; lc <= node->level; lc++) {
             const uint32_t *l = hnsw_links(ix, (uint32_t)s, lc);
             for (size_t i = 0; i < l[0]; i++)
@@ -359,9 +383,10 @@ static hnsw_t *s_check_header(const s_header_t *h, size_t len, shoal_err_t *err)
 {
     if (memcmp(h->magic, S_MAGIC, 8) != 0)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT, "bad magic: not an HNSW index");
-    if (h->version != S_VERSION)
-        return s_corrupt(NULL, err, SHOAL_EUNSUPPORTED, "format version %u, this build reads %u",
-                         h->version, S_VERSION);
+    if (h->version != S_VERSION && h->version != S_VERSION_F32)
+        return s_corrupt(NULL, err, SHOAL_EUNSUPPORTED,
+                         "format version %u, this build reads %u and %u", h->version,
+                         S_VERSION_F32, S_VERSION);
     if (h->endian == S_ENDIAN_SWAPPED)
         return s_corrupt(NULL, err, SHOAL_EUNSUPPORTED,
                          "written on a host of the other byte order");
@@ -384,10 +409,13 @@ static hnsw_t *s_check_header(const s_header_t *h, size_t len, shoal_err_t *err)
     if (h->max_level < -1 || h->max_level > HNSW_LEVEL_MAX)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT, "max level %d, expected -1..%d", h->max_level,
                          HNSW_LEVEL_MAX);
-    if (h->reserved32 != 0 || h->reserved64 != 0)
+    if ((h->version == S_VERSION_F32 && h->storage != 0) || h->reserved64 != 0)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT, "reserved header fields are not zero");
+    if (h->storage >= QUANT_KIND_COUNT)
+        return s_corrupt(NULL, err, SHOAL_ECORRUPT, "storage %u, expected 0..%d (f32|f16|sq8)",
+                         h->storage, QUANT_KIND_COUNT - 1);
     /* Every record holds at least an id, a level, a vector and a count. */
-    size_t min_record = 8 + 4 + (size_t)h->dim * 4 + 4;
+    size_t min_record = 8 + 4 + quant_code_bytes((quant_kind_t)h->storage, h->dim) + 4;
     size_t body = len - S_HEADER_BYTES;
     if (h->nodes > body / min_record || h->nodes > HNSW_SLOTS_MAX)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT,
@@ -398,6 +426,66 @@ static hnsw_t *s_check_header(const s_header_t *h, size_t len, shoal_err_t *err)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT, "entry point %u with %llu nodes", h->entry,
                          (unsigned long long)h->nodes);
     return NULL;
+}
+
+/*
+ * Version 2's quantizer part: its length, then (sq8) the record, read and
+ * checked by common/quant.c. *sq8 gets the quantizer (NULL when there is
+ * none). 0, or -1 with err set (SHOAL_ECORRUPT, or SHOAL_ENOMEM).
+ */
+static int s_load_quantizer(const s_header_t *h, s_reader_t *r, quant_sq8_t **sq8,
+                            shoal_err_t *err)
+{
+    uint32_t rlen;
+    if (!s_get(r, &rlen, 4)) {
+        s_corrupt(NULL, err, SHOAL_ECORRUPT, "truncated before the quantizer record");
+        return -1;
+    }
+    if (h->storage != QUANT_SQ8 && rlen != 0) {
+        s_corrupt(NULL, err, SHOAL_ECORRUPT, "a %u-byte quantizer record with storage %s", rlen,
+                  quant_kind_name((quant_kind_t)h->storage));
+        return -1;
+    }
+    if (h->storage == QUANT_SQ8 && rlen == 0 && h->nodes != 0) {
+        s_corrupt(NULL, err, SHOAL_ECORRUPT, "sq8 storage with %llu nodes but no quantizer",
+                  (unsigned long long)h->nodes);
+        return -1;
+    }
+    if (rlen > r->len - r->pos) {
+        s_corrupt(NULL, err, SHOAL_ECORRUPT, "quantizer record of %u bytes, %zu left", rlen,
+                  r->len - r->pos);
+        return -1;
+    }
+    if (rlen == 0)
+        return 0;
+    shoal_err_t qerr;
+    *sq8 = quant_sq8_record_read(r->p + r->pos, rlen, h->dim, &qerr);
+    if (!*sq8) {
+        s_corrupt(NULL, err, qerr.code == SHOAL_ENOMEM ? SHOAL_ENOMEM : SHOAL_ECORRUPT,
+                  "quantizer record: %s", qerr.msg);
+        return -1;
+    }
+    r->pos += rlen;
+    return 0;
+}
+
+/* Non-zero when a loaded code holds only finite values (sq8 codes always do). */
+static int s_code_finite(const hnsw_t *ix, const void *code)
+{
+    if (ix->storage == QUANT_F32) {
+        const float *v = code;
+        for (size_t d = 0; d < ix->dim; d++) {
+            if (!isfinite(v[d]))
+                return 0;
+        }
+    } else if (ix->storage == QUANT_F16) {
+        const uint16_t *v = code;
+        for (size_t d = 0; d < ix->dim; d++) {
+            if ((v[d] & 0x7c00u) == 0x7c00u) /* exponent all ones: infinity or NaN */
+                return 0;
+        }
+    }
+    return 1;
 }
 
 hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
@@ -418,8 +506,13 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
         return NULL;
     }
 
+    s_reader_t r = {.p = blob, .len = len, .pos = S_HEADER_BYTES};
+    quant_sq8_t *sq8 = NULL;
+    if (h.version != S_VERSION_F32 && s_load_quantizer(&h, &r, &sq8, err) != 0)
+        return NULL;
     shoal_err_t aerr;
-    hnsw_t *ix = hnsw_alloc(h.dim, (shoal_metric_t)h.metric, h.M, h.ef_construction, h.seed, &aerr);
+    hnsw_t *ix = hnsw_alloc(h.dim, (shoal_metric_t)h.metric, h.M, h.ef_construction, h.seed,
+                            (quant_kind_t)h.storage, &sq8, &aerr);
     if (!ix) {
         if (err)
             *err = aerr;
@@ -429,7 +522,6 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
         return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory for %llu nodes",
                          (unsigned long long)h.nodes);
 
-    s_reader_t r = {.p = blob, .len = len, .pos = S_HEADER_BYTES};
     for (uint64_t i = 0; i < h.nodes; i++) {
         uint32_t slot = (uint32_t)i;
         hnsw_node_t *node = hnsw_node(ix, slot);
@@ -453,13 +545,11 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
         if ((level > 0 && !node->upper) || hnsw_map_put(ix, id, slot))
             return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory at node %u", slot);
         atomic_fetch_add(&ix->count, 1);
-        float *v = hnsw_vec(ix, slot);
-        if (!s_get(&r, v, h.dim * sizeof(float)))
+        void *code = hnsw_code(ix, slot);
+        if (!s_get(&r, code, ix->code_bytes))
             return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated vector", slot);
-        for (size_t d = 0; d < h.dim; d++) {
-            if (!isfinite(v[d]))
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: non-finite vector value", slot);
-        }
+        if (!s_code_finite(ix, code))
+            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: non-finite vector value", slot);
         for (uint32_t lc = 0; lc <= level; lc++) {
             uint32_t *l = hnsw_links(ix, slot, (int)lc);
             uint32_t n;

@@ -6,17 +6,37 @@
  *   hnsw.c         construction, insert (Algorithm 1), search (Algorithms 2,
  *                  4 and 5), the visited pool, the id map, stats;
  *   hnsw_delete.c  deletion with neighbour repair;
- *   hnsw_io.c      save, load and the invariant checker (hnsw_validate).
+ *   hnsw_io.c      save, load and the invariant checker (hnsw_validate);
+ *   hnsw_codes.c   the storage kinds: encoding, query preparation, code-to-code
+ *                  distances, decoding, training sq8 on a first batch.
  *
  * Storage. A node lives in a slot. Slots sit in chunks of HNSW_CHUNK_SLOTS
  * fixed-stride blocks; chunks hang off directory pages that hang off a fixed
  * directory in the index structure. Neither chunks nor pages ever move, so a
  * reader's pointer into a block stays valid while the index grows under it
- * (growth needs no lock that readers take). One block is
+ * (growth needs no lock that readers take). A block is, for f32 storage,
  *     hnsw_node_t | uint32 count0, uint32 links0[M0] | pad | float vec[dim] | pad
  * so a node's layer-0 links and its vector share cache lines (hnswlib's
- * layout). Links on layers >= 1 live in one malloc'd array per node,
- * `upper`: for each layer 1..level, a uint32 count followed by M slots.
+ * layout), and for f16 and sq8 storage
+ *     code[code_bytes] | pad to 8 | hnsw_node_t | uint32 count0, links0[M0] | pad to 64
+ * with blocks 64-byte aligned, so that the code, which a hop reads for every
+ * neighbour it scores, starts a cache line and takes the fewest lines
+ * (sq8 at dim 128: exactly 2), and the header and links that the expanded
+ * node's lock and list read follow it (3 lines at M = 16). Bytes per node at
+ * dim 128, M = 16 (M0 = 32): header 24, count + links 132, so
+ *     f32  24 + 132 + 4 pad + 512 = 672      (10.5 lines)
+ *     f16  256 + 24 + 132 = 412, padded to 448   (7 lines)
+ *     sq8  128 + 24 + 132 = 284, padded to 320   (5 lines)
+ * Packing sq8 at 8-byte alignment (288 bytes) was measured against this:
+ * see docs/performance.md. Links on layers >= 1 live in one malloc'd array
+ * per node, `upper`: for each layer 1..level, a uint32 count followed by M
+ * slots.
+ *
+ * Distances on a compressed graph: a walk scores a float32 query (inserted
+ * vector or search query, hnsw_query_t) against codes with common/quant.h's
+ * kernels (f16: the query as is; sq8: folded with the quantizer once);
+ * construction's neighbour selection compares two stored codes
+ * (hnsw_slot_dist: sq8 L2 on codes directly, the others by decoding).
  *
  * Locks, outermost first:
  *   rw       read side: search, insert, get, stats; write side: delete,
@@ -37,6 +57,7 @@
 #include "common/datagen.h"
 #include "common/distance.h"
 #include "common/error.h"
+#include "common/quant.h"
 #include "common/topk.h"
 #include "shard/hnsw.h"
 
@@ -91,8 +112,17 @@ typedef struct {
     topk_item_t *items; /* final k-selection of a search */
     size_t items_cap;
     float *query; /* the query, normalised for cosine (dim floats) */
+    float *row;   /* a re-ranked candidate's float32 row (dim floats; lazily) */
+    uint64_t *pool_ids; /* ids of the candidates to re-rank */
+    size_t pool_cap;
     size_t bytes; /* bytes held by this object (for stats) */
 } hnsw_scratch_t;
+
+/* A float32 vector prepared to be compared with stored vectors. */
+typedef struct {
+    const float *vec;      /* dim floats, normalised for cosine; borrowed */
+    quant_sq8_query_t sq8; /* sq8 storage: vec folded with the quantizer; else zeroed */
+} hnsw_query_t;
 
 /* One id map entry: open addressing, linear probing, backward-shift delete. */
 typedef struct {
@@ -109,9 +139,14 @@ struct hnsw {
     uint64_t seed;              /* level RNG seed, kept for save */
     double level_mult;          /* mL = 1 / ln(M) */
     const dist_kernels_t *kern; /* distance kernels chosen for this CPU */
+    const quant_kernels_t *qk;  /* code kernels chosen for this CPU */
+    quant_kind_t storage;       /* f32, f16 or sq8 */
+    size_t code_bytes;          /* bytes of one stored vector (quant_code_bytes) */
+    quant_sq8_t *sq8;           /* sq8: the quantizer (owned); NULL until trained */
 
+    size_t off_node;   /* byte offset of the hnsw_node_t in a block */
     size_t off_links0; /* byte offset of count0 in a block */
-    size_t off_vec;    /* byte offset of the vector in a block */
+    size_t off_vec;    /* byte offset of the vector (code) in a block */
     size_t stride;     /* bytes per block */
 
     pthread_rwlock_t rw;    /* see the lock order above */
@@ -161,12 +196,13 @@ static inline uint8_t *hnsw_block(const hnsw_t *ix, uint32_t slot)
 
 static inline hnsw_node_t *hnsw_node(const hnsw_t *ix, uint32_t slot)
 {
-    return (hnsw_node_t *)hnsw_block(ix, slot);
+    return (hnsw_node_t *)(hnsw_block(ix, slot) + ix->off_node);
 }
 
-static inline float *hnsw_vec(const hnsw_t *ix, uint32_t slot)
+/* The stored vector: float32 row, binary16 halves or sq8 codes (storage). */
+static inline void *hnsw_code(const hnsw_t *ix, uint32_t slot)
 {
-    return (float *)(hnsw_block(ix, slot) + ix->off_vec);
+    return hnsw_block(ix, slot) + ix->off_vec;
 }
 
 /* The link list of slot on layer: [0] is the count, [1..] the links. */
@@ -188,18 +224,58 @@ void hnsw_node_unlock(hnsw_node_t *node);
 /* Copies slot's links on layer into out (HNSW_LINKS_MAX room); returns the count. */
 size_t hnsw_links_copy(const hnsw_t *ix, uint32_t slot, int layer, uint32_t *out);
 
-/* The metric's distance between two stored (or prepared) vectors. */
+/* A metric's "smaller is nearer" distance from a raw l2sq or dot. */
+static inline float hnsw_metric_dist(shoal_metric_t metric, float raw)
+{
+    return metric == SHOAL_METRIC_L2 ? raw : metric == SHOAL_METRIC_IP ? -raw : 1.0f - raw;
+}
+
+/* The metric's distance between two float32 vectors (prepared: unit for cosine). */
 static inline float hnsw_dist(const hnsw_t *ix, const float *a, const float *b)
 {
-    switch (ix->metric) {
-    case SHOAL_METRIC_L2:
-        return ix->kern->l2sq(a, b, ix->dim);
-    case SHOAL_METRIC_IP:
-        return -ix->kern->dot(a, b, ix->dim);
-    default:
-        return 1.0f - ix->kern->dot(a, b, ix->dim);
-    }
+    float raw = ix->metric == SHOAL_METRIC_L2 ? ix->kern->l2sq(a, b, ix->dim)
+                                              : ix->kern->dot(a, b, ix->dim);
+    return hnsw_metric_dist(ix->metric, raw);
 }
+
+/* The distance from a prepared query to slot's stored vector: the walk's hot path. */
+static inline float hnsw_query_dist(const hnsw_t *ix, const hnsw_query_t *q, uint32_t slot)
+{
+    const void *code = hnsw_code(ix, slot);
+    int l2 = ix->metric == SHOAL_METRIC_L2;
+    float raw;
+    switch (ix->storage) {
+    case QUANT_F32:
+        return hnsw_dist(ix, q->vec, code);
+    case QUANT_F16:
+        raw = l2 ? ix->qk->f16_l2sq(q->vec, code, ix->dim) : ix->qk->f16_dot(q->vec, code, ix->dim);
+        break;
+    default:
+        raw = l2 ? ix->qk->sq8_l2sq(&q->sq8, code) : ix->qk->sq8_dot(&q->sq8, code);
+        break;
+    }
+    return hnsw_metric_dist(ix->metric, raw);
+}
+
+/* Prepares vec (dim floats, checked and normalised) as a query. 0 or SHOAL_ENOMEM. */
+int hnsw_query_init(const hnsw_t *ix, hnsw_query_t *q, const float *vec);
+void hnsw_query_fini(hnsw_query_t *q);
+
+/* The distance between two stored vectors (construction, repair). */
+float hnsw_slot_dist(const hnsw_t *ix, uint32_t a, uint32_t b);
+
+/* slot's stored vector as float32 (dim floats): exact for f32, decoded otherwise. */
+void hnsw_decode(const hnsw_t *ix, uint32_t slot, float *out);
+
+/* Stores a prepared vector (checked, normalised) as the index's kind, into code. */
+void hnsw_encode(const hnsw_t *ix, const float *v, void *code);
+
+/*
+ * An sq8 index with no quantizer trains one on rows (checked), normalised
+ * first for cosine; nothing when it has one. Takes the write lock, so that
+ * inserts see it or wait for it. 0, or the error (SHOAL_ENOMEM, SHOAL_EINVAL).
+ */
+int hnsw_train_sq8(hnsw_t *ix, const float *rows, size_t n, shoal_err_t *err);
 
 static inline uint64_t hnsw_top_pack(int max_level, uint32_t entry)
 {
@@ -223,14 +299,15 @@ void hnsw_scratch_put(hnsw_t *ix, hnsw_scratch_t *scr);
 int hnsw_scratch_begin(hnsw_t *ix, hnsw_scratch_t *scr);
 
 /* Greedy walk on layer (Algorithm 2 with ef = 1): moves *cur / *cur_dist. */
-void hnsw_greedy(const hnsw_t *ix, const float *q, int layer, uint32_t *cur, float *cur_dist);
+void hnsw_greedy(const hnsw_t *ix, const hnsw_query_t *q, int layer, uint32_t *cur,
+                 float *cur_dist);
 
 /*
  * Algorithm 2 (SEARCH-LAYER) from eps on layer with a list of ef, applying
  * filter (may be NULL) to what is kept. Results: scr->res[0..return), a
  * max-heap; not sorted. Returns SHOAL_ENOMEM (< 0) when a heap cannot grow.
  */
-long hnsw_search_layer(hnsw_t *ix, hnsw_scratch_t *scr, const float *q, const hnsw_cand_t *eps,
+long hnsw_search_layer(hnsw_t *ix, hnsw_scratch_t *scr, const hnsw_query_t *q, const hnsw_cand_t *eps,
                        size_t neps, size_t ef, int layer, hnsw_filter_fn filter, void *arg);
 
 /* Sorts by distance, then slot. */
@@ -269,9 +346,13 @@ void hnsw_upper_free(hnsw_t *ix, hnsw_node_t *node);
 /* Across files                                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Empty index from checked parameters (hnsw.c). */
+/*
+ * Empty index from checked parameters (hnsw.c). sq8: the quantizer, whose
+ * ownership passes to the index (*sq8 is set to NULL, also on failure, when
+ * it is freed); NULL or a NULL *sq8 for none yet.
+ */
 hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_construction,
-                   uint64_t seed, shoal_err_t *err);
+                   uint64_t seed, quant_kind_t storage, quant_sq8_t **sq8, shoal_err_t *err);
 
 /*
  * Deletes the nodes in slots[0..n) as one batch, with the write lock held

@@ -15,6 +15,7 @@
 #include "common/datagen.h"
 #include "common/distance.h"
 #include "common/groundtruth.h"
+#include "common/quant.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
@@ -588,7 +589,9 @@ static size_t s_levels(const hnsw_t *ix, uint64_t *ids, int *levels, uint64_t *e
     memcpy(&dim, blob + 16, 4);
     memcpy(&nodes, blob + 48, 8);
     memcpy(&entry, blob + 56, 4);
-    size_t pos = 72;
+    uint32_t record_len; /* the quantizer's: 0 for f32 */
+    memcpy(&record_len, blob + 72, 4);
+    size_t pos = 76 + record_len;
     for (uint64_t r = 0; r < nodes; r++) {
         uint32_t level;
         memcpy(&ids[r], blob + pos, 8);
@@ -1060,7 +1063,7 @@ Test(hnsw, load_rejects_corrupt_blobs, .timeout = 240)
         const char *what;
     } table[] = {
         {0, 8, 0x5858585858585858ULL, SHOAL_ECORRUPT, "magic"},
-        {8, 4, 2, SHOAL_EUNSUPPORTED, "version 2"},
+        {8, 4, 3, SHOAL_EUNSUPPORTED, "version 3"},
         {8, 4, 0, SHOAL_EUNSUPPORTED, "version 0"},
         {12, 4, 0x04030201, SHOAL_EUNSUPPORTED, "other byte order"},
         {12, 4, 0xdeadbeef, SHOAL_ECORRUPT, "endianness garbage"},
@@ -1081,7 +1084,9 @@ Test(hnsw, load_rejects_corrupt_blobs, .timeout = 240)
         {48, 8, 3, SHOAL_ECORRUPT, "nodes too few"},
         {56, 4, 0xfffffff0u, SHOAL_ECORRUPT, "entry past nodes"},
         {56, 4, HNSW_ID_NONE & 0xffffffffu, SHOAL_ECORRUPT, "no entry with nodes"},
-        {60, 4, 1, SHOAL_ECORRUPT, "reserved"},
+        {60, 4, 7, SHOAL_ECORRUPT, "storage 7"},
+        {60, 4, QUANT_SQ8, SHOAL_ECORRUPT, "sq8 storage without a quantizer"},
+        {64, 8, 1, SHOAL_ECORRUPT, "reserved"},
     };
     for (size_t t = 0; t < sizeof table / sizeof *table; t++) {
         memcpy(b, blob, len);
@@ -1092,8 +1097,9 @@ Test(hnsw, load_rejects_corrupt_blobs, .timeout = 240)
         s_expect_bad(b, len, table[t].code, table[t].what);
     }
 
-    /* Node 0's record: id at 72, level at 80, vector at 84, then layer 0. */
-    const size_t rec = 72, links0 = rec + 12 + dim * 4;
+    /* After the header, the quantizer's length (0 for f32) at 72; node 0's
+     * record: id at 76, level at 84, vector at 88, then layer 0. */
+    const size_t rec = 76, links0 = rec + 12 + dim * 4;
     uint32_t nodes;
     memcpy(&nodes, blob + 48, 4);
     uint32_t count0;
@@ -1258,5 +1264,516 @@ Test(hnsw, small_m_and_tiny_graphs)
     for (uint64_t i = 0; i < 200; i += 2)
         cr_assert_eq(hnsw_delete(ix, i, &err), 0, "%s", err.msg);
     s_validate(ix);
+    hnsw_destroy(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Compressed storage (f16, sq8)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* The float32 rows re-ranking reads: the test's base, by row number. */
+typedef struct {
+    const float *base; /* n rows */
+    size_t n;          /* rows */
+    size_t dim;        /* floats per row */
+    size_t calls;      /* rows handed out */
+    int fail_with;     /* non-zero: every call returns this instead */
+} s_rows_t;
+
+static int s_row(uint64_t id, float *out, void *ctx)
+{
+    s_rows_t *rows = ctx;
+    if (rows->fail_with)
+        return rows->fail_with;
+    if (id >= rows->n)
+        return SHOAL_ENOTFOUND;
+    memcpy(out, rows->base + id * rows->dim, rows->dim * sizeof(float));
+    rows->calls++;
+    return 0;
+}
+
+/* An index of storage kind over base (ids = row numbers); sq8 may be NULL (trained by the batch). */
+static hnsw_t *s_build_kind(const float *base, size_t n, size_t dim, shoal_metric_t metric,
+                            quant_kind_t storage, const quant_sq8_t *sq8)
+{
+    shoal_err_t err;
+    hnsw_params_t p = {
+        .dim = dim, .metric = metric, .seed = S_SEED, .storage = storage, .sq8 = sq8};
+    hnsw_t *ix = hnsw_new(&p, &err);
+    cr_assert_not_null(ix, "hnsw_new: %s", err.msg);
+    uint64_t *ids = malloc(n * sizeof *ids);
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    cr_assert_eq(hnsw_insert_batch(ix, ids, base, n, S_THREADS, &err), 0, "%s", err.msg);
+    free(ids);
+    s_validate(ix);
+    cr_assert_eq(hnsw_storage(ix), storage);
+    return ix;
+}
+
+/*
+ * recall@10 of ix at ef against truth (gt_k ids per row), re-ranked from
+ * rows (NULL: the code distances). Results must come best first.
+ */
+static double s_kind_recall(const hnsw_t *ix, const float *queries, size_t nq, size_t dim,
+                            const int32_t *truth, size_t gt_k, size_t ef, s_rows_t *rows)
+{
+    const size_t k = 10;
+    uint64_t *ids = malloc(nq * k * sizeof *ids);
+    float dists[10];
+    hnsw_search_opts_t o = {.k = k, .ef = ef, .rerank_fn = rows ? s_row : NULL, .rerank_ctx = rows};
+    for (size_t q = 0; q < nq; q++) {
+        shoal_err_t err;
+        int n = hnsw_search_with(ix, queries + q * dim, &o, ids + q * k, dists, &err);
+        cr_assert_eq(n, (int)k, "hnsw_search_with: %d %s", n, n < 0 ? err.msg : "");
+        for (size_t i = 1; i < k; i++)
+            cr_assert_leq(dists[i - 1], dists[i], "results out of order");
+    }
+    double r = gt_recall(ids, k, truth, gt_k, nq, k);
+    free(ids);
+    return r;
+}
+
+/* Floors for recall@10 at ef 128: re-ranked, and on code distances alone. */
+typedef struct {
+    quant_kind_t storage;
+    double reranked; /* with the float32 rows */
+    double codes;    /* without */
+} s_floor_t;
+
+/* Every kind on one data set: recall with and without re-ranking against the floors. */
+static void s_kinds_recall(const char *name, const float *base, size_t n, const float *queries,
+                           size_t nq, size_t dim, shoal_metric_t metric, const int32_t *truth,
+                           size_t gt_k, const s_floor_t *floors, size_t nfloors, int give_sq8)
+{
+    for (size_t f = 0; f < nfloors; f++) {
+        quant_sq8_t *sq8 = NULL;
+        if (give_sq8 && floors[f].storage == QUANT_SQ8) {
+            /* As the coordinator will: trained apart, on the rows as stored. */
+            float *unit = malloc(n * dim * sizeof *unit);
+            memcpy(unit, base, n * dim * sizeof *unit);
+            if (metric == SHOAL_METRIC_COSINE)
+                for (size_t i = 0; i < n; i++)
+                    dist_normalize(unit + i * dim, dim);
+            shoal_err_t err;
+            sq8 = quant_sq8_train(unit, n, dim, &err);
+            cr_assert_not_null(sq8, "%s", err.msg);
+            free(unit);
+        }
+        hnsw_t *ix = s_build_kind(base, n, dim, metric, floors[f].storage, sq8);
+        quant_sq8_destroy(&sq8); /* the index keeps its own copy */
+        s_rows_t rows = {.base = base, .n = n, .dim = dim};
+        double rr = s_kind_recall(ix, queries, nq, dim, truth, gt_k, 128, &rows);
+        double rc = s_kind_recall(ix, queries, nq, dim, truth, gt_k, 128, NULL);
+        hnsw_stats_t st;
+        hnsw_stats(ix, &st);
+        fprintf(stderr,
+                "%s %s: recall@10 at ef 128 = %.4f re-ranked, %.4f on codes; %.1f bytes/vector "
+                "(codes %.1f)\n",
+                name, quant_kind_name(floors[f].storage), rr, rc, st.bytes_per_vector,
+                (double)st.bytes_codes / (double)st.count);
+        cr_assert_geq(rr, floors[f].reranked, "%s %s: re-ranked recall %.4f < %.2f", name,
+                      quant_kind_name(floors[f].storage), rr, floors[f].reranked);
+        cr_assert_geq(rc, floors[f].codes, "%s %s: code recall %.4f < %.2f", name,
+                      quant_kind_name(floors[f].storage), rc, floors[f].codes);
+        hnsw_destroy(&ix);
+    }
+}
+
+Test(hnsw, compressed_recall_siftsmall_l2, .timeout = 240)
+{
+    S_NEED("siftsmall");
+    size_t n, dim, nq, qdim, ngt, gt_k;
+    float *base = s_load("siftsmall", "siftsmall_base.fvecs", 0, &n, &dim);
+    float *queries = s_load("siftsmall", "siftsmall_query.fvecs", 0, &nq, &qdim);
+    int32_t *truth = s_load("siftsmall", "siftsmall_groundtruth.ivecs", 1, &ngt, &gt_k);
+    const s_floor_t floors[] = {{QUANT_F16, 0.99, 0.99}, {QUANT_SQ8, 0.99, 0.90}};
+    /* sq8's quantizer is trained by the first batch here. */
+    s_kinds_recall("siftsmall l2", base, n, queries, nq, dim, SHOAL_METRIC_L2, truth, gt_k, floors,
+                   2, 0);
+    free(base);
+    free(queries);
+    free(truth);
+}
+
+Test(hnsw, compressed_recall_glove50_cosine, .timeout = 240)
+{
+    S_NEED("glove50");
+    size_t n, dim, nq, qdim, ngt, gt_k;
+    float *base = s_load("glove50", "glove50_base.fvecs", 0, &n, &dim);
+    float *queries = s_load("glove50", "glove50_query.fvecs", 0, &nq, &qdim);
+    int32_t *truth = s_load("glove50", "glove50_groundtruth_angular.ivecs", 1, &ngt, &gt_k);
+    const s_floor_t floors[] = {{QUANT_F16, 0.95, 0.95}, {QUANT_SQ8, 0.95, 0.80}};
+    /* sq8's quantizer is given, trained on unit rows. */
+    s_kinds_recall("glove50 cosine", base, n, queries, nq, dim, SHOAL_METRIC_COSINE, truth, gt_k,
+                   floors, 2, 1);
+    free(base);
+    free(queries);
+    free(truth);
+}
+
+/* Generated data, every metric, against exact search (gt_knn). */
+Test(hnsw, compressed_recall_generated_all_metrics, .timeout = 240)
+{
+    const size_t n = 5000, nq = 100, dim = 32, k = 10;
+    const shoal_metric_t metrics[] = {SHOAL_METRIC_L2, SHOAL_METRIC_IP, SHOAL_METRIC_COSINE};
+    const s_floor_t floors[] = {{QUANT_F16, 0.95, 0.95}, {QUANT_SQ8, 0.95, 0.75}};
+    for (size_t m = 0; m < 3; m++) {
+        int unit = metrics[m] == SHOAL_METRIC_COSINE;
+        float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, unit, 41);
+        float *queries = s_gen(nq, dim, DATAGEN_STREAM_QUERY, unit, 41);
+        uint64_t *gt = malloc(nq * k * sizeof *gt);
+        shoal_err_t err;
+        cr_assert_eq(gt_knn(base, n, queries, nq, dim, metrics[m], k, S_THREADS, gt, NULL, &err),
+                     0, "%s", err.msg);
+        int32_t *truth = s_truth32(gt, nq * k, NULL);
+        char name[32];
+        snprintf(name, sizeof name, "generated %s", shoal_metric_name(metrics[m]));
+        s_kinds_recall(name, base, n, queries, nq, dim, metrics[m], truth, k, floors, 2, m == 1);
+        free(base);
+        free(queries);
+        free(gt);
+        free(truth);
+    }
+}
+
+/* Re-ranking: the pool is what is asked, exact distances, and the source's errors. */
+Test(hnsw, compressed_rerank_pool_and_source_errors)
+{
+    const size_t n = 2000, dim = 16, k = 5;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 43);
+    float *queries = s_gen(10, dim, DATAGEN_STREAM_QUERY, 0, 43);
+    hnsw_t *ix = s_build_kind(base, n, dim, SHOAL_METRIC_L2, QUANT_SQ8, NULL);
+    s_rows_t rows = {.base = base, .n = n, .dim = dim};
+    uint64_t ids[8];
+    float d[8];
+    shoal_err_t err;
+    hnsw_search_opts_t o = {.k = k, .ef = 40, .rerank = 12, .rerank_fn = s_row, .rerank_ctx = &rows};
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), (int)k, "%s", err.msg);
+    cr_assert_eq(rows.calls, 12, "re-scored %zu rows, asked 12", rows.calls);
+    for (size_t i = 0; i < k; i++) {
+        float exact = 0;
+        for (size_t j = 0; j < dim; j++) {
+            float t = queries[j] - base[ids[i] * dim + j];
+            exact += t * t;
+        }
+        cr_assert_float_eq(d[i], exact, 1e-3f * (1 + exact), "distance %zu not exact", i);
+    }
+    /* Default pool max(k, ef); a pool under k is raised to k. */
+    rows.calls = 0;
+    o.rerank = 0;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), (int)k);
+    cr_assert_eq(rows.calls, 40);
+    rows.calls = 0;
+    o.rerank = 1;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), (int)k);
+    cr_assert_eq(rows.calls, k);
+    o.rerank = HNSW_RERANK_MAX + 1;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), SHOAL_EINVAL);
+    /* A source that no longer has the rows drops them; one that fails ends the search. */
+    o.rerank = 0;
+    rows.fail_with = SHOAL_ENOTFOUND;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), 0);
+    cr_assert_eq(ids[0], HNSW_ID_NONE);
+    rows.fail_with = SHOAL_EIO;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), SHOAL_EIO);
+    cr_assert(strstr(err.msg, "re-rank") != NULL, "%s", err.msg);
+    /* f32 never calls the source: its distances are exact already. */
+    hnsw_t *f32 = s_build_kind(base, 300, dim, SHOAL_METRIC_L2, QUANT_F32, NULL);
+    rows.fail_with = SHOAL_EIO;
+    cr_assert_eq(hnsw_search_with(f32, queries, &o, ids, d, &err), (int)k, "%s", err.msg);
+    hnsw_destroy(&f32);
+    hnsw_destroy(&ix);
+    free(base);
+    free(queries);
+}
+
+/* hnsw_get decodes: within half a step of sq8's grid, binary16 rounding for f16. */
+Test(hnsw, compressed_get_is_the_decoded_vector)
+{
+    const size_t n = 500, dim = 24;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 47);
+    for (int kind = QUANT_F16; kind <= QUANT_SQ8; kind++) {
+        hnsw_t *ix = s_build_kind(base, n, dim, SHOAL_METRIC_L2, (quant_kind_t)kind, NULL);
+        const quant_sq8_t *sq8 = hnsw_sq8(ix);
+        cr_assert((kind == QUANT_SQ8) == (sq8 != NULL));
+        float out[24];
+        for (size_t i = 0; i < n; i += 7) {
+            cr_assert_eq(hnsw_get(ix, i, out, NULL), 0);
+            for (size_t j = 0; j < dim; j++) {
+                float x = base[i * dim + j];
+                float tol = kind == QUANT_F16 ? fabsf(x) * 0x1p-11f + 0x1p-25f
+                                              : quant_sq8_scale(sq8)[j] * 0.5001f + 1e-6f;
+                cr_assert_leq(fabsf(out[j] - x), tol, "%s id %zu dim %zu: %g for %g",
+                              quant_kind_name((quant_kind_t)kind), i, j, out[j], x);
+            }
+        }
+        hnsw_destroy(&ix);
+    }
+    free(base);
+}
+
+/* bytes by component add up, and the codes are what the kind says. */
+Test(hnsw, compressed_stats_by_component)
+{
+    const size_t n = 3000, dim = 128;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 53);
+    size_t block[QUANT_KIND_COUNT];
+    for (int kind = QUANT_F32; kind < QUANT_KIND_COUNT; kind++) {
+        hnsw_t *ix = s_build_kind(base, n, dim, SHOAL_METRIC_L2, (quant_kind_t)kind, NULL);
+        hnsw_stats_t st;
+        hnsw_stats(ix, &st);
+        cr_assert_eq(st.storage, (quant_kind_t)kind);
+        cr_assert_eq(st.bytes_codes + st.bytes_links + st.bytes_ids + st.bytes_other, st.bytes);
+        cr_assert_eq(st.bytes_codes % quant_code_bytes((quant_kind_t)kind, dim), 0);
+        cr_assert_geq(st.bytes_codes, n * quant_code_bytes((quant_kind_t)kind, dim));
+        block[kind] = (size_t)st.bytes_per_vector;
+        fprintf(stderr, "%s dim %zu: %.1f bytes/vector: codes %.1f links %.1f ids %.1f other %.1f\n",
+                quant_kind_name((quant_kind_t)kind), dim, st.bytes_per_vector,
+                (double)st.bytes_codes / n, (double)st.bytes_links / n, (double)st.bytes_ids / n,
+                (double)st.bytes_other / n);
+        hnsw_destroy(&ix);
+    }
+    cr_assert_lt(block[QUANT_SQ8], block[QUANT_F16]);
+    cr_assert_lt(block[QUANT_F16], block[QUANT_F32]);
+    free(base);
+}
+
+/* An sq8 index over generated rows with some deleted, saved; ip so the dot paths run. */
+static hnsw_t *s_saved_kind(quant_kind_t kind, uint8_t **blob, size_t *len, float **base_out)
+{
+    const size_t n = 1200, dim = 12;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 59);
+    hnsw_t *ix = s_build_kind(base, n, dim, SHOAL_METRIC_IP, kind, NULL);
+    for (size_t i = 0; i < n; i += 9)
+        cr_assert_eq(hnsw_delete(ix, i, NULL), 0);
+    s_validate(ix);
+    shoal_err_t err;
+    cr_assert_eq(hnsw_save_buffer(ix, blob, len, &err), 0, "%s", err.msg);
+    *base_out = base;
+    return ix;
+}
+
+Test(hnsw, compressed_save_load_round_trip)
+{
+    for (int kind = QUANT_F16; kind <= QUANT_SQ8; kind++) {
+        uint8_t *blob, *blob2;
+        size_t len, len2;
+        float *base;
+        hnsw_t *ix = s_saved_kind((quant_kind_t)kind, &blob, &len, &base);
+        float *queries = s_gen(30, 12, DATAGEN_STREAM_QUERY, 0, 59);
+        shoal_err_t err;
+        hnsw_t *back = hnsw_load(blob, len, &err);
+        cr_assert_not_null(back, "hnsw_load: %s", err.msg);
+        s_validate(back);
+        cr_assert_eq(hnsw_storage(back), (quant_kind_t)kind);
+        cr_assert_eq(hnsw_count(back), hnsw_count(ix));
+        if (kind == QUANT_SQ8) {
+            /* The same quantizer, not a retrained one. */
+            size_t rl = quant_sq8_record_size(12);
+            uint8_t *r1 = malloc(rl), *r2 = malloc(rl);
+            quant_sq8_record_write(hnsw_sq8(ix), r1);
+            quant_sq8_record_write(hnsw_sq8(back), r2);
+            cr_assert_arr_eq(r1, r2, rl);
+            free(r1);
+            free(r2);
+        }
+        s_rows_t rows = {.base = base, .n = 1200, .dim = 12};
+        for (size_t q = 0; q < 30; q++) {
+            uint64_t i1[10], i2[10];
+            float d1[10], d2[10];
+            for (int rr = 0; rr < 2; rr++) {
+                hnsw_search_opts_t o = {.k = 10, .ef = 40, .rerank_fn = rr ? s_row : NULL,
+                                        .rerank_ctx = &rows};
+                int n1 = hnsw_search_with(ix, queries + q * 12, &o, i1, d1, NULL);
+                int n2 = hnsw_search_with(back, queries + q * 12, &o, i2, d2, NULL);
+                cr_assert_eq(n1, n2);
+                cr_assert_arr_eq(i1, i2, sizeof i1);
+                cr_assert_arr_eq(d1, d2, sizeof d1);
+            }
+        }
+        float g1[12], g2[12];
+        cr_assert_eq(hnsw_get(ix, 1, g1, NULL), 0);
+        cr_assert_eq(hnsw_get(back, 1, g2, NULL), 0);
+        cr_assert_arr_eq(g1, g2, sizeof g1);
+        cr_assert_eq(hnsw_save_buffer(back, &blob2, &len2, NULL), 0);
+        cr_assert_eq(len2, len);
+        cr_assert_arr_eq(blob2, blob, len);
+        /* And it keeps working: inserts and deletes on the loaded codes. */
+        cr_assert_eq(hnsw_delete(back, 5, NULL), 0);
+        cr_assert_eq(hnsw_insert(back, 5, queries, NULL), 0);
+        s_validate(back);
+        free(blob2);
+        hnsw_destroy(&back);
+        hnsw_destroy(&ix);
+        free(blob);
+        free(base);
+        free(queries);
+    }
+    /* An empty sq8 index with no quantizer yet round-trips; it still trains on its first batch. */
+    hnsw_params_t p = {.dim = 4, .metric = SHOAL_METRIC_L2, .storage = QUANT_SQ8};
+    hnsw_t *empty = hnsw_new(&p, NULL);
+    uint8_t *eb;
+    size_t el;
+    cr_assert_eq(hnsw_save_buffer(empty, &eb, &el, NULL), 0);
+    shoal_err_t err;
+    hnsw_t *eback = hnsw_load(eb, el, &err);
+    cr_assert_not_null(eback, "%s", err.msg);
+    cr_assert_null(hnsw_sq8(eback));
+    float rows4[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    uint64_t ids2[2] = {1, 2};
+    cr_assert_eq(hnsw_insert_batch(eback, ids2, rows4, 2, 1, &err), 0, "%s", err.msg);
+    cr_assert_not_null(hnsw_sq8(eback));
+    hnsw_destroy(&eback);
+    hnsw_destroy(&empty);
+    free(eb);
+}
+
+/* Format version 1 (float32, no quantizer part) still loads, and answers alike. */
+Test(hnsw, version_1_files_still_load)
+{
+    uint8_t *blob;
+    size_t len, dim;
+    float *queries;
+    hnsw_t *ix = s_saved(&blob, &len, &queries, &dim);
+    /* A version 1 file is this one with version 1 and no quantizer length word. */
+    uint8_t *v1 = malloc(len - 4);
+    memcpy(v1, blob, 72);
+    memcpy(v1 + 72, blob + 76, len - 76);
+    uint32_t one = 1;
+    memcpy(v1 + 8, &one, 4);
+    shoal_err_t err;
+    hnsw_t *back = hnsw_load(v1, len - 4, &err);
+    cr_assert_not_null(back, "hnsw_load of version 1: %s", err.msg);
+    cr_assert_eq(hnsw_storage(back), QUANT_F32);
+    for (size_t q = 0; q < 20; q++) {
+        uint64_t i1[10], i2[10];
+        float d1[10], d2[10];
+        cr_assert_eq(hnsw_search(ix, queries + q * dim, 10, 40, NULL, NULL, i1, d1, NULL), 10);
+        cr_assert_eq(hnsw_search(back, queries + q * dim, 10, 40, NULL, NULL, i2, d2, NULL), 10);
+        cr_assert_arr_eq(i1, i2, sizeof i1);
+        cr_assert_arr_eq(d1, d2, sizeof d1);
+    }
+    /* Version 1 had no storage field: anything but 0 there is corrupt. */
+    s_set32(v1, 60, QUANT_SQ8);
+    s_expect_bad(v1, len - 4, SHOAL_ECORRUPT, "storage in a version 1 file");
+    hnsw_destroy(&back);
+    hnsw_destroy(&ix);
+    free(v1);
+    free(blob);
+    free(queries);
+}
+
+Test(hnsw, compressed_load_rejects_corrupt_quantizer_and_codes, .timeout = 240)
+{
+    uint8_t *blob;
+    size_t len;
+    float *base;
+    hnsw_t *ix = s_saved_kind(QUANT_SQ8, &blob, &len, &base);
+    uint8_t *b = malloc(len);
+    const size_t dim = 12, rec = 76; /* the quantizer record: after its length word at 72 */
+    uint32_t rlen;
+    memcpy(&rlen, blob + 72, 4);
+    cr_assert_eq(rlen, quant_sq8_record_size(dim));
+
+    for (size_t cut = 0; cut < rec + rlen + 40; cut++)
+        s_expect_bad(blob, cut, SHOAL_ECORRUPT, "truncated in or near the quantizer");
+    struct {
+        size_t off;
+        uint32_t value;
+        const char *what;
+    } table[] = {
+        {72, 0, "no quantizer record with nodes"},
+        {72, 8, "record length too short"},
+        {72, (uint32_t)quant_sq8_record_size(dim) + 4, "record length too long"},
+        {72, 0xfffffff0u, "record length past the blob"},
+        {rec, 0x58585858u, "record magic"},
+        {rec + 4, 9, "record version"},
+        {rec + 8, 13, "record dim not the index's"},
+        {rec + 12, 1, "record reserved field"},
+        {rec + 16, 0x7fc00000u, "NaN offset"},
+        {rec + 16 + 4 * dim, 0xbf800000u, "negative scale"},
+        {rec + 16 + 4 * dim, 0x7f800000u, "infinite scale"},
+        {60, QUANT_F16, "f16 storage with an sq8 record"},
+        {60, QUANT_F32, "f32 storage with an sq8 record"},
+    };
+    for (size_t t = 0; t < sizeof table / sizeof *table; t++) {
+        memcpy(b, blob, len);
+        s_set32(b, table[t].off, table[t].value);
+        s_expect_bad(b, len, SHOAL_ECORRUPT, table[t].what);
+    }
+    /* Random damage in the header, the record and the first nodes never crashes. */
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, 101);
+    for (int round = 0; round < 300; round++) {
+        memcpy(b, blob, len);
+        b[shoal_rng_next(&rng) % (rec + rlen + 200)] ^= (uint8_t)(1u << (shoal_rng_next(&rng) % 8));
+        shoal_err_t err;
+        hnsw_t *got = hnsw_load(b, len, &err);
+        if (got) {
+            s_validate(got);
+            hnsw_destroy(&got);
+        } else {
+            cr_assert(err.code == SHOAL_ECORRUPT || err.code == SHOAL_EUNSUPPORTED,
+                      "round %d: code %d (%s)", round, err.code, err.msg);
+        }
+    }
+    free(b);
+    free(blob);
+    free(base);
+    hnsw_destroy(&ix);
+
+    /* f16: a code that is infinity or NaN. */
+    ix = s_saved_kind(QUANT_F16, &blob, &len, &base);
+    const size_t node0 = 76; /* no quantizer record: id, level, then the halves */
+    uint16_t inf = 0x7c00;
+    memcpy(blob + node0 + 12 + 2, &inf, 2);
+    s_expect_bad(blob, len, SHOAL_ECORRUPT, "infinite f16 code");
+    free(blob);
+    free(base);
+    hnsw_destroy(&ix);
+}
+
+Test(hnsw, compressed_rejects_bad_input)
+{
+    shoal_err_t err;
+    hnsw_params_t p = {.dim = 8, .metric = SHOAL_METRIC_L2, .storage = (quant_kind_t)3};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert_eq(err.code, SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "storage") != NULL, "%s", err.msg);
+    p.storage = (quant_kind_t)-1;
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert_eq(err.code, SHOAL_EINVAL);
+    /* A quantizer of another dimension. */
+    float rows[2 * 4] = {0, 1, 2, 3, 4, 5, 6, 7};
+    quant_sq8_t *sq4 = quant_sq8_train(rows, 2, 4, &err);
+    cr_assert_not_null(sq4);
+    p = (hnsw_params_t){.dim = 8, .metric = SHOAL_METRIC_L2, .storage = QUANT_SQ8, .sq8 = sq4};
+    cr_assert_null(hnsw_new(&p, &err));
+    cr_assert_eq(err.code, SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "dim") != NULL, "%s", err.msg);
+    quant_sq8_destroy(&sq4);
+    /* sq8 with no quantizer: a single insert cannot train one. */
+    p = (hnsw_params_t){.dim = 4, .metric = SHOAL_METRIC_L2, .storage = QUANT_SQ8};
+    hnsw_t *ix = hnsw_new(&p, &err);
+    cr_assert_not_null(ix, "%s", err.msg);
+    cr_assert_eq(hnsw_insert(ix, 1, rows, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "quantizer") != NULL, "%s", err.msg);
+    uint64_t ids[1];
+    float d[1];
+    cr_assert_eq(hnsw_search(ix, rows, 1, 10, NULL, NULL, ids, d, NULL), 0, "empty: none found");
+    hnsw_destroy(&ix);
+    /* f16: a value past binary16's range is refused, and a batch holding one inserts none. */
+    p = (hnsw_params_t){.dim = 4, .metric = SHOAL_METRIC_L2, .storage = QUANT_F16};
+    ix = hnsw_new(&p, &err);
+    float big[8] = {1, 2, 3, 4, 1, 70000.0f, 3, 4};
+    cr_assert_eq(hnsw_insert(ix, 1, big + 4, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "f16") != NULL, "%s", err.msg);
+    uint64_t two[2] = {1, 2};
+    cr_assert_eq(hnsw_insert_batch(ix, two, big, 2, 1, &err), SHOAL_EINVAL);
+    cr_assert_eq(hnsw_count(ix), 0);
+    /* ... but a query may be anything finite. */
+    cr_assert_eq(hnsw_insert(ix, 1, big, &err), 0, "%s", err.msg);
+    cr_assert_eq(hnsw_search(ix, big + 4, 1, 10, NULL, NULL, ids, d, &err), 1, "%s", err.msg);
     hnsw_destroy(&ix);
 }
