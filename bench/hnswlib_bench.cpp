@@ -74,6 +74,8 @@ struct bench_opts_t {
     size_t k = S_K_DEFAULT;                            /* --k */
     uint64_t seed = 0;                                 /* --seed: hnswlib's random_seed */
     size_t repeat = 1;                                 /* --repeat: passes per ef, median shown */
+    const char *save = nullptr; /* --save: write the built index here (hnswlib's saveIndex) */
+    const char *load = nullptr; /* --load: read it from here instead of building */
 };
 
 void s_usage(FILE *out)
@@ -81,6 +83,7 @@ void s_usage(FILE *out)
     fprintf(out, "usage: hnswlib-bench --base F --queries Q --gt G [--metric l2|ip|cosine]\n"
                  "                     [--M M] [--ef-construction E] [--ef 10,20,...]\n"
                  "                     [--threads T] [--k K] [--seed S] [--repeat R]\n"
+                 "                     [--save FILE | --load FILE]\n"
                  "\n"
                  "shoal-bench hnsw's benchmark for hnswlib: the same options and output.\n");
 }
@@ -207,6 +210,12 @@ int s_parse(int argc, char **argv, bench_opts_t *o)
                         val);
                 return -1;
             }
+        } else if (!strcmp(opt, "--save") || !strcmp(opt, "--load")) {
+            if (!*val) {
+                fprintf(stderr, "hnswlib-bench: %s: expected a file name\n", opt);
+                return -1;
+            }
+            (!strcmp(opt, "--save") ? o->save : o->load) = val;
         } else if (!strcmp(opt, "--base") || !strcmp(opt, "--queries") || !strcmp(opt, "--gt")) {
             if (!*val) {
                 fprintf(stderr, "hnswlib-bench: %s: expected a file name\n", opt);
@@ -415,22 +424,28 @@ int s_run(const bench_opts_t &o)
     std::string failure;
     double build_s = 0;
     try {
-        index.reset(new hnswlib::HierarchicalNSW<float>(space.get(), n, o.M, o.ef_construction,
-                                                        (size_t)o.seed));
+        if (o.load) {
+            /* A saved index (--save of an earlier run on the same base): no build. */
+            index.reset(new hnswlib::HierarchicalNSW<float>(space.get(), o.load, false, n));
+        } else {
+            index.reset(new hnswlib::HierarchicalNSW<float>(space.get(), n, o.M,
+                                                            o.ef_construction, (size_t)o.seed));
+        }
+        size_t to_insert = o.load ? 0 : n;
         std::atomic<size_t> next(0);
         std::mutex failure_lock;
         const float *rows = base.get();
         auto worker = [&]() {
             for (;;) {
                 size_t i = next.fetch_add(1);
-                if (i >= n)
+                if (i >= to_insert)
                     return;
                 try {
                     index->addPoint(rows + i * dim, (hnswlib::labeltype)i);
                 } catch (const std::exception &e) {
                     std::lock_guard<std::mutex> hold(failure_lock);
                     failure = "row " + std::to_string(i) + ": " + e.what();
-                    next.store(n);
+                    next.store(to_insert);
                     return;
                 }
             }
@@ -443,6 +458,8 @@ int s_run(const bench_opts_t &o)
         for (std::thread &t : pool)
             t.join();
         build_s = s_now() - t0;
+        if (o.save)
+            index->saveIndex(o.save);
     } catch (const std::exception &e) {
         failure = e.what();
     }
@@ -451,7 +468,7 @@ int s_run(const bench_opts_t &o)
         return S_EXIT_RUNTIME;
     }
     printf("build_s=%.3f bytes_per_vector=%.1f\n", build_s,
-           (double)s_hnswlib_bytes(*index, threads) / (double)n);
+           (double)s_hnswlib_bytes(*index, threads) / (double)index->cur_element_count);
     fflush(stdout);
     base.reset();
 

@@ -22,14 +22,19 @@
 #
 # Environment: BENCH_HNSW_N (base size; 20000 is a quick run, see `make
 # bench-hnsw-quick`), BENCH_HNSW_EF (ef list, default 10,20,40,80,160,320),
-# BENCH_HNSW_STORAGE (shoal's kinds, default "f32 f16 sq8"),
+# BENCH_HNSW_STORAGE (shoal's kinds, default "f32 f16 sq8"), BENCH_HNSW_REPEAT
+# (passes per ef, each program printing the median; default 1),
+# BENCH_HNSW_ROUNDS (see run_pair; default 1),
 # BENCH_HNSW_INTRINSIC_DIM, SHOAL_DATASETS.
 #
 # Prints each program's own output, then a side-by-side table per dataset and
 # storage kind, and last one line per kind, on the generated set at the
 # smallest ef where both reach recall@10 >= 0.95:
 #   RESULT hnsw storage=<s> recall=<r> qps_ratio_vs_hnswlib=<x>
-#          build_ratio_vs_hnswlib=<y> memory_ratio_vs_hnswlib=<z>
+#          cpu_qps_ratio_vs_hnswlib=<c> build_ratio_vs_hnswlib=<y>
+#          memory_ratio_vs_hnswlib=<z>
+# (cpu_qps: queries per second of the searching thread's CPU time, the
+# steadier figure on a machine shared with other work.)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,6 +45,8 @@ threads=$(nproc)
 efs=${BENCH_HNSW_EF:-10,20,40,80,160,320}
 storages=${BENCH_HNSW_STORAGE:-f32 f16 sq8}
 intrinsic=${BENCH_HNSW_INTRINSIC_DIM:-64}
+repeat=${BENCH_HNSW_REPEAT:-1}
+rounds=${BENCH_HNSW_ROUNDS:-1}
 M=16
 ef_construction=200
 k=10
@@ -58,19 +65,102 @@ mkdir -p "$results"
 # Runs the programs on one dataset, one after the other so they never share
 # the cores: shoal once per storage kind, hnswlib once, keeping their output
 # in $results/NAME.{shoal-KIND,hnswlib}.txt.
+#
+# With BENCH_HNSW_ROUNDS=R > 1, each index is built once and saved (--save),
+# then R rounds load every index in turn (--load) and sweep it, so that the
+# programs take turns through whatever else the machine runs meanwhile; the
+# files then hold each ef's median qps and cpu_qps over the rounds (the
+# build line is the first run's).
 run_pair() {
     local name=$1 base=$2 queries=$3 gt=$4 metric=$5
     local args=(--base "$base" --queries "$queries" --gt "$gt" --metric "$metric" --M "$M"
                 --ef-construction "$ef_construction" --ef "$efs" --threads "$threads"
-                --k "$k" --seed "$seed")
-    local storage
+                --k "$k" --seed "$seed" --repeat "$repeat")
+    local progs=() prog out r
     for storage in $storages; do
-        echo "== $name: shoal, storage $storage"
-        "$bin/shoal-bench" hnsw "${args[@]}" --storage "$storage" |
-            tee "$results/$name.shoal-$storage.txt"
+        progs+=("shoal-$storage")
     done
-    echo "== $name: hnswlib"
-    "$bin/hnswlib-bench" "${args[@]}" | tee "$results/$name.hnswlib.txt"
+    progs+=(hnswlib)
+    local save
+    for prog in "${progs[@]}"; do
+        echo "== $name: $prog"
+        out=$results/$name.$prog.txt
+        save=()
+        if (( rounds > 1 )); then
+            save=(--save "$results/$name.$prog.idx")
+        fi
+        s_prog "$prog" "${args[@]}" "${save[@]}" | tee "$out"
+    done
+    (( rounds > 1 )) || return 0
+    for (( r = 1; r <= rounds; r++ )); do
+        for prog in "${progs[@]}"; do
+            echo "== $name: $prog, round $r of $rounds"
+            s_prog "$prog" "${args[@]}" --load "$results/$name.$prog.idx" |
+                tee "$results/$name.$prog.round$r.txt"
+        done
+    done
+    for prog in "${progs[@]}"; do
+        s_merge_rounds "$results/$name.$prog.txt" "$results/$name.$prog".round*.txt
+        rm -f "$results/$name.$prog.idx"
+    done
+}
+
+# Runs one of the programs: shoal-KIND or hnswlib, with the arguments given.
+s_prog() {
+    local prog=$1
+    shift
+    if [[ $prog == hnswlib ]]; then
+        "$bin/hnswlib-bench" "$@"
+    else
+        "$bin/shoal-bench" hnsw "$@" --storage "${prog#shoal-}"
+    fi
+}
+
+# Rewrites FIRST's ef lines with each ef's median qps and cpu_qps over the
+# round files (recall and latencies from the round with the median qps).
+s_merge_rounds() {
+    local first=$1
+    shift
+    awk '
+        function val(line, key,   i, n, f, eq) {
+            n = split(line, f, " ")
+            for (i = 1; i <= n; i++) {
+                eq = index(f[i], "=")
+                if (substr(f[i], 1, eq - 1) == key)
+                    return substr(f[i], eq + 1)
+            }
+            return ""
+        }
+        function median(list,   n, v, i, j, t) {
+            n = split(list, v, " ")
+            for (i = 1; i <= n; i++)
+                for (j = i + 1; j <= n; j++)
+                    if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return v[int((n + 1) / 2)]
+        }
+        FNR == 1 { file++ }
+        file == 1 { head[++nh] = $0; next }
+        /^ef=/ {
+            ef = val($0, "ef")
+            qps[ef] = qps[ef] " " val($0, "qps")
+            cpu[ef] = cpu[ef] " " val($0, "cpu_qps")
+            line[ef, val($0, "qps")] = $0
+            if (!(ef in seen)) { seen[ef] = 1; order[++ne] = ef }
+        }
+        END {
+            for (i = 1; i <= nh; i++)
+                if (head[i] !~ /^ef=/)
+                    print head[i]
+            for (i = 1; i <= ne; i++) {
+                ef = order[i]
+                q = median(qps[ef])
+                l = line[ef, q]
+                sub(/cpu_qps=[^ ]*/, "cpu_qps=" median(cpu[ef]), l)
+                sub(/runs=[^ ]*/, "runs=" (split(qps[ef], x, " ")) "x" val(l, "runs"), l)
+                print l
+            }
+        }' "$first" "$@" > "$first.merged"
+    mv "$first.merged" "$first"
 }
 
 # Side-by-side table of one dataset's result files for one storage kind.
@@ -105,6 +195,7 @@ print_table() {
                 qps[side, ef] = kv["qps"]
                 p50[side, ef] = kv["p50_us"]
                 p99[side, ef] = kv["p99_us"]
+                cpu[side, ef] = kv["cpu_qps"]
             }
         }
         END {
@@ -114,16 +205,16 @@ print_table() {
                    build["h"], ratio(build["s"], build["h"])
             printf "bytes/vector: shoal %s, hnswlib %s (shoal/hnswlib %.2f)\n", bpv["s"],
                    bpv["h"], ratio(bpv["s"], bpv["h"])
-            printf "%6s | %-37s | %-37s | %s\n", "", "shoal", "hnswlib", "qps ratio"
-            printf "%6s | %8s %10s %8s %8s | %8s %10s %8s %8s | %s\n", "ef",
-                   "recall", "qps", "p50_us", "p99_us", "recall", "qps", "p50_us", "p99_us",
-                   "shoal/hnswlib"
+            printf "%6s | %-48s | %-48s | %s\n", "", "shoal", "hnswlib", "ratios shoal/hnswlib"
+            printf "%6s | %8s %10s %10s %8s %8s | %8s %10s %10s %8s %8s | %6s %7s\n", "ef",
+                   "recall", "qps", "cpu_qps", "p50_us", "p99_us", "recall", "qps", "cpu_qps",
+                   "p50_us", "p99_us", "qps", "cpu_qps"
             for (i = 1; i <= nef; i++) {
                 ef = order[i]
-                printf "%6s | %8s %10s %8s %8s | %8s %10s %8s %8s | %.2f\n", ef,
-                       rec["s", ef], qps["s", ef], p50["s", ef], p99["s", ef],
-                       rec["h", ef], qps["h", ef], p50["h", ef], p99["h", ef],
-                       ratio(qps["s", ef], qps["h", ef])
+                printf "%6s | %8s %10s %10s %8s %8s | %8s %10s %10s %8s %8s | %6.2f %7.2f\n", ef,
+                       rec["s", ef], qps["s", ef], cpu["s", ef], p50["s", ef], p99["s", ef],
+                       rec["h", ef], qps["h", ef], cpu["h", ef], p50["h", ef], p99["h", ef],
+                       ratio(qps["s", ef], qps["h", ef]), ratio(cpu["s", ef], cpu["h", ef])
             }
         }
         function ratio(a, b) { return b > 0 ? a / b : 0 }' "$results/$name.shoal-$storage.txt" "$results/$name.hnswlib.txt"
@@ -150,6 +241,7 @@ print_result() {
                 ef = kv["ef"] + 0
                 rec[side, ef] = kv["recall@" k]
                 qps[side, ef] = kv["qps"]
+                cpu[side, ef] = kv["cpu_qps"]
                 if (side == "s")
                     efs[ef] = 1
             }
@@ -175,9 +267,10 @@ print_result() {
                        k, target
             }
             printf "ratios are shoal/hnswlib: qps > 1 means shoal is faster; build > 1 means shoal builds slower; memory > 1 means shoal uses more bytes per vector\n"
-            printf "RESULT hnsw storage=%s recall=%s qps_ratio_vs_hnswlib=%.3f build_ratio_vs_hnswlib=%.3f memory_ratio_vs_hnswlib=%.3f\n",
+            printf "RESULT hnsw storage=%s recall=%s qps_ratio_vs_hnswlib=%.3f cpu_qps_ratio_vs_hnswlib=%.3f build_ratio_vs_hnswlib=%.3f memory_ratio_vs_hnswlib=%.3f\n",
                    storage, rec["s", best], ratio(qps["s", best], qps["h", best]),
-                   ratio(build["s"], build["h"]), ratio(bpv["s"], bpv["h"])
+                   ratio(cpu["s", best], cpu["h", best]), ratio(build["s"], build["h"]),
+                   ratio(bpv["s"], bpv["h"])
         }
         function ratio(a, b) { return b > 0 ? a / b : 0 }' "$results/$name.shoal-$storage.txt" "$results/$name.hnswlib.txt"
 }

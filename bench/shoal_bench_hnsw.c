@@ -89,6 +89,8 @@ typedef struct {
     size_t rerank;          /* --rerank: pool re-scored in float32; 0 = max(k, ef) */
     int no_rerank;          /* --rerank none: code distances only */
     size_t repeat;          /* --repeat: passes per ef, the median reported */
+    const char *save;       /* --save: write the built index here (hnsw_save) */
+    const char *load;       /* --load: read it from here (hnsw_load) instead of building */
 } hnsw_bench_opts_t;
 
 /* The float32 rows a compressed graph re-ranks from: the base, by row number. */
@@ -106,6 +108,7 @@ static void s_usage(FILE *out)
             "                        [--threads T] [--k K] [--seed S]\n"
             "                        [--delete-frac F [--delete-batch B]]\n"
             "                        [--storage f32|f16|sq8] [--rerank N|none] [--repeat R]\n"
+            "                        [--save FILE | --load FILE]\n"
             "\n"
             "Builds shoal's HNSW index over F on T threads, then for each ef runs the\n"
             "queries one at a time on one thread and prints recall@K, qps and latency.\n"
@@ -127,7 +130,10 @@ static void s_usage(FILE *out)
             "  --storage S          how the graph stores vectors: f32 (default), f16, sq8\n"
             "  --rerank N|none      f16/sq8: candidates re-scored in float32 from the base\n"
             "                       (default max(k, ef)); none: return code distances\n"
-            "  --repeat R           passes per ef; the median is printed (default 1)\n",
+            "  --repeat R           passes per ef; the median is printed (default 1)\n"
+            "  --save FILE          write the built index to FILE\n"
+            "  --load FILE          load the index from FILE (saved from the same --base)\n"
+            "                       instead of building it; build_s is then the load time\n",
             HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT,
             S_DELETE_BATCH_DEFAULT);
 }
@@ -211,6 +217,8 @@ static int s_parse_other(const char *opt, const char *val, void *ctx)
     const char **file = !strcmp(opt, "--base")      ? &o->base
                         : !strcmp(opt, "--queries") ? &o->queries
                         : !strcmp(opt, "--gt")      ? &o->gt
+                        : !strcmp(opt, "--save")    ? &o->save
+                        : !strcmp(opt, "--load")    ? &o->load
                                                     : NULL;
     if (!file)
         return 1;
@@ -444,6 +452,49 @@ static int s_train(const hnsw_bench_opts_t *o, const float *base, size_t n, size
     return *sq8 ? SHOAL_OK : shoal_err_prefix(err, "training sq8 on --base");
 }
 
+/* hnsw_save callback: ctx is the FILE. */
+static int s_file_write(void *ctx, const void *data, size_t len)
+{
+    return fwrite(data, 1, len, ctx) == len ? 0 : SHOAL_EIO;
+}
+
+static int s_save_index(const hnsw_t *index, const char *path, shoal_err_t *err)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return shoal_err_set(err, SHOAL_EIO, "--save %s: cannot create it", path);
+    int rc = hnsw_save(index, s_file_write, f, err);
+    if (fclose(f) != 0 && rc == 0)
+        rc = shoal_err_set(err, SHOAL_EIO, "--save %s: closing it failed", path);
+    return rc ? shoal_err_prefix(err, "--save %s", path) : SHOAL_OK;
+}
+
+/* The whole file into memory, then hnsw_load. NULL with err set. */
+static hnsw_t *s_load_index(const char *path, shoal_err_t *err)
+{
+    hnsw_t *index = NULL;
+    uint8_t *blob = NULL;
+    FILE *f = fopen(path, "rb");
+    long len = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0)
+        len = ftell(f);
+    if (!f || len < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        shoal_err_set(err, SHOAL_EIO, "cannot read %s", path);
+        goto done;
+    }
+    blob = malloc(len ? (size_t)len : 1);
+    if (!blob || fread(blob, 1, (size_t)len, f) != (size_t)len) {
+        shoal_err_set(err, blob ? SHOAL_EIO : SHOAL_ENOMEM, "reading %s", path);
+        goto done;
+    }
+    index = hnsw_load(blob, (size_t)len, err);
+done:
+    if (f)
+        fclose(f);
+    free(blob);
+    return index;
+}
+
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const hnsw_bench_opts_t *o = opts;
@@ -511,7 +562,7 @@ static int s_run(const void *opts, shoal_err_t *err)
         printf("storage=%s rerank=max(k,ef)\n", quant_kind_name(o->storage));
     fflush(stdout);
 
-    if (o->storage == QUANT_SQ8) {
+    if (o->storage == QUANT_SQ8 && !o->load) {
         rc = s_train(o, base, n, dim, &sq8, err);
         if (rc != SHOAL_OK)
             goto fail;
@@ -531,12 +582,27 @@ static int s_run(const void *opts, shoal_err_t *err)
         goto fail;
     }
     double t0 = bench_now();
-    rc = hnsw_insert_batch(index, ids, base, n, threads, err);
+    if (o->load) {
+        hnsw_destroy(&index);
+        index = s_load_index(o->load, err);
+        rc = index ? SHOAL_OK : err->code ? err->code : SHOAL_EINTERNAL;
+    } else {
+        rc = hnsw_insert_batch(index, ids, base, n, threads, err);
+    }
     double build_s = bench_now() - t0;
     if (rc != SHOAL_OK) {
-        shoal_err_prefix(err, "building from %s", o->base);
+        shoal_err_prefix(err, "%s %s", o->load ? "loading" : "building from",
+                         o->load ? o->load : o->base);
         goto fail;
     }
+    if (o->load && (hnsw_storage(index) != o->storage || hnsw_dim(index) != dim)) {
+        rc = shoal_err_set(err, SHOAL_EINVAL, "--load %s: storage %s dim %zu, expected %s dim %zu",
+                           o->load, quant_kind_name(hnsw_storage(index)), hnsw_dim(index),
+                           quant_kind_name(o->storage), dim);
+        goto fail;
+    }
+    if (o->save && (rc = s_save_index(index, o->save, err)) != SHOAL_OK)
+        goto fail;
     hnsw_stats_t stats;
     hnsw_stats(index, &stats);
     double per = stats.count ? 1.0 / (double)stats.count : 0.0;

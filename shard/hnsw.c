@@ -48,9 +48,12 @@
 
 /* Returned by s_insert_rd when the id is present: the caller upserts. */
 #define S_EXISTS 1
-#ifndef S_CODE_BLOCK_ALIGN
-#define S_CODE_BLOCK_ALIGN 64
-#endif
+/*
+ * Compressed blocks are padded to this (hnsw_private.h: why not to 64).
+ * Prefetching covers the code's first S_PREFETCH_MAX bytes.
+ */
+#define S_CODE_BLOCK_ALIGN 8
+#define S_PREFETCH_MAX     256
 /* Vectors up to this size are prepared on the stack. */
 #define S_STACK_DIM 512
 
@@ -110,6 +113,11 @@ static void s_layout(hnsw_t *ix)
         ix->off_links0 = ix->off_node + sizeof(hnsw_node_t);
         ix->stride = s_align(ix->off_links0 + links, S_CODE_BLOCK_ALIGN);
     }
+    ix->prefetch_bytes = ix->storage == QUANT_F32 ? 128 : ix->code_bytes;
+    if (ix->prefetch_bytes > S_PREFETCH_MAX)
+        ix->prefetch_bytes = S_PREFETCH_MAX;
+    if (ix->prefetch_bytes > ix->code_bytes)
+        ix->prefetch_bytes = ix->code_bytes;
 }
 
 hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_construction,
@@ -595,13 +603,18 @@ void hnsw_cand_sort(hnsw_cand_t *c, size_t n)
 /* Search primitives                                                        */
 /* ------------------------------------------------------------------------ */
 
-/* The first two lines of the code: all of an sq8 code at dim 128; the
- * hardware prefetcher follows on for longer ones. */
+/*
+ * The lines of the code's first prefetch_bytes (f32: 128, its first two
+ * lines, the hardware prefetcher following on; compressed: all of it up to
+ * S_PREFETCH_MAX), the last one included when the code does not start a line.
+ */
 static inline void s_prefetch_vec(const hnsw_t *ix, uint32_t slot)
 {
     const char *v = (const char *)hnsw_code(ix, slot);
-    __builtin_prefetch(v);
-    __builtin_prefetch(v + 64);
+    const char *last = v + ix->prefetch_bytes - 1;
+    for (const char *p = v; p < last; p += 64)
+        __builtin_prefetch(p);
+    __builtin_prefetch(last);
 }
 
 void hnsw_greedy(const hnsw_t *ix, const hnsw_query_t *q, int layer, uint32_t *cur,
