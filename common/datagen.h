@@ -23,6 +23,7 @@
 #define SHOAL_DATAGEN_H
 
 #include "common/error.h"
+#include "common/rng.h" /* its generator; code that only needs random numbers includes rng.h */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -73,21 +74,6 @@ const datagen_params_t *datagen_params(const datagen_t *gen);
  * row after row).
  */
 void datagen_fill(const datagen_t *gen, unsigned stream, size_t first, size_t n, float *out);
-
-/*
- * Splitmix64-seeded xoshiro256** generator, exposed for code that needs
- * reproducible randomness (tests, k-means init, HNSW levels).
- */
-typedef struct {
-    uint64_t s[4]; /* state; never all zero */
-} shoal_rng_t;
-
-void shoal_rng_seed(shoal_rng_t *rng, uint64_t seed);
-uint64_t shoal_rng_next(shoal_rng_t *rng);
-/* Uniform in [0, 1). */
-double shoal_rng_uniform(shoal_rng_t *rng);
-/* Standard normal. */
-double shoal_rng_normal(shoal_rng_t *rng);
 
 #ifdef __cplusplus
 }

@@ -46,7 +46,7 @@
  */
 #include "coordinator/coord_private.h"
 
-#include "common/datagen.h" /* shoal_rng */
+#include "common/rng.h"
 #include "common/log.h"
 #include "common/topk.h"
 

@@ -5,7 +5,7 @@
  */
 #include "coordinator/kmeans.h"
 
-#include "common/datagen.h"
+#include "common/rng.h"
 #include "common/distance.h"
 #include "common/log.h"
 #include "gpu/knn.h"
