@@ -13,17 +13,39 @@
 # no route anywhere else. h1 runs the coordinator, h2 and h3 a shard each, h4
 # two shard instances: four shards. h5, booted later, becomes the fifth.
 #
-# Phases (each timed): image, boot, site.yml, units, data (siftsmall with 2
-# copies of each list, recall@10 >= 0.95), kill -9 of a shard (systemd
-# restarts it, no acknowledged write lost, the repair ends), rolling_restart.yml
-# under a stream of searches and writes (no failed or partial search, no
-# failed write, the repair ends), upgrade.yml under searches, add_shard.yml
-# (h5 booted and added as a fifth shard under searches and writes: lists move
-# to it, the replicas agree, the coordinator is not restarted; a second run
-# changes nothing), a second site.yml (changed=0 everywhere, h5 included),
-# remove_shard.yml (h5 drained and removed under searches and writes; a
-# second run changes nothing), ansible-lint. Everything it starts is torn
-# down on exit, also on failure; logs stay in build/test-deploy/logs.
+# Phases (each timed), and what each proves that the others do not:
+#   image, boot     the hosts (the image cached in /var/cache/shoal-test).
+#   site.yml        the roles install, configure and start a cluster from
+#                   nothing; the preflight warns of replicas sharing a host.
+#   units           every unit active under systemd as the shoal user; every
+#                   process's /readyz answers 200 and /metrics has shoal_
+#                   series, scraped from the controller.
+#   data            siftsmall with 2 copies of each list; recall@10 >= 0.95.
+#   kill            kill -9 of a shard: systemd restarts it, no acknowledged
+#                   write is lost, the repair ends, the coordinator is ready.
+#   rolling_restart rolling_restart.yml under a stream of searches and
+#                   writes: no failed or partial search, no failed write, the
+#                   playbook really waited for repairs, every write kept.
+#   upgrade         upgrade.yml to a newer package under searches: every host
+#                   runs it, the coordinator's own restart is the only gap.
+#   add_shard       add_shard.yml (h5 booted and added as a fifth shard under
+#                   searches and writes): lists move to it, the replicas
+#                   agree, the coordinator is not restarted and takes the
+#                   written shard list at its next start; a second run of the
+#                   coordinator's side changes nothing.
+#   idempotence     a second site.yml changes nothing anywhere (h5 included,
+#                   so this is also the second run of add_shard.yml's play on
+#                   h5, the same role).
+#   remove_shard    remove_shard.yml (h5 drained and removed under searches
+#                   and writes); a second run of the coordinator's side
+#                   changes nothing.
+#   curve           the roles' CURVE tasks and templates on the controller:
+#                   a shard and a coordinator started from their files admit
+#                   exactly the listed keys (not in the cluster: `shoal
+#                   check` asks shards directly, which CURVE forbids).
+#   ansible-lint    deploy/ansible, production profile.
+# Everything it starts is torn down on exit, also on failure; logs stay in
+# build/test-deploy/logs.
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -80,6 +102,7 @@ mkdir -p "$work" "$logs"
 declare -A nspawn_pid=()
 client_pid=
 writer_pid=
+curve_pids=()
 
 teardown() {
     local rc=$?
@@ -87,6 +110,7 @@ teardown() {
     trap - EXIT INT TERM
     [[ -n $client_pid ]] && kill "$client_pid" 2>/dev/null
     [[ -n $writer_pid ]] && kill "$writer_pid" 2>/dev/null
+    for p in "${curve_pids[@]}"; do kill "$p" 2>/dev/null; done
     for h in "${!nspawn_pid[@]}"; do
         ctl timeout 15 ssh "${ssh_opts[@]}" "root@${addr[$h]}" journalctl --no-pager \
             -u 'shoal-*' > "$logs/$h-journal.txt" 2>/dev/null
@@ -234,6 +258,13 @@ all:
     # pace, so rolling_restart.yml really has to wait for it; were it to go on,
     # the next restart would take a list's last readable copy (partial answers).
     shoal_coordinator_options: {repair-pause-ms: 1000}
+    # Metrics on every process, on the hosts' own addresses (the controller
+    # scrapes them; 9700 the coordinator, 9701, 9702 a host's shards): the
+    # roles also wait for /readyz after every start and restart.
+    shoal_coordinator_metrics_enabled: true
+    shoal_coordinator_metrics_address: "{{ ansible_host }}"
+    shoal_shard_metrics_enabled: true
+    shoal_shard_metrics_address: "{{ ansible_host }}"
   children:
     coordinators:
       hosts:
@@ -286,6 +317,29 @@ for h in "${hosts[@]}"; do
 done
 [[ $(shards_up) == "$nshards $nshards" ]] || fail "shards up: $(shards_up)"
 say "the coordinator reports $nshards shards, all up"
+# Every process's metrics endpoint, scraped from the controller as a
+# Prometheus elsewhere would: /readyz answers 200 and /metrics has shoal_
+# series (docs/operations.md, Monitoring). Arguments: HOST:PORT ...
+check_metrics() {
+    ctl python3 - "$@" <<'PY' || fail "metrics endpoints (see above)"
+import sys, urllib.request
+bad = 0
+for target in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(f"http://{target}/readyz", timeout=5) as r:
+            ready = r.status
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except Exception as e:
+        print(f"test-deploy: {target}: {e}"); bad += 1; continue
+    series = sum(1 for l in text.splitlines() if l.startswith("shoal_"))
+    role = next((l for l in text.splitlines() if l.startswith("shoal_build_info")), "no shoal_build_info")
+    print(f"test-deploy: {target}: /readyz {ready}, /metrics {series} shoal_ samples ({role})")
+    bad += ready != 200 or series == 0
+sys.exit(1 if bad else 0)
+PY
+}
+check_metrics "${addr[h1]}:9700" "${addr[h2]}:9701" "${addr[h3]}:9701" "${addr[h4]}:9701" "${addr[h4]}:9702"
 phase_done units
 
 # -------------------------------------------------------------------------
@@ -345,6 +399,8 @@ wait_all_up
 wait_repaired "after the kill"
 check_extra "after the kill"
 check_recall "after the kill"
+# Ready now means every list of sift has a readable replica again.
+check_metrics "${addr[h1]}:9700"
 phase_done kill
 
 # -------------------------------------------------------------------------
@@ -457,8 +513,11 @@ drop_written() {
     check_extra "after the delete"
 }
 under_clients writes rolling_restart "$repo/deploy/ansible/rolling_restart.yml"
-say "rolling_restart: $(grep -c 'RETRYING: .*no stale replica and no fenced shard' "$logs/rolling_restart.log" || true)" \
-    "polls of the coordinator found the repair still going"
+# The slowed repair (repair-pause-ms) exists so that the playbook has to
+# wait for it: a run where no poll found one going would not test that wait.
+repair_polls=$(grep -c 'RETRYING: .*no stale replica and no fenced shard' "$logs/rolling_restart.log" || true)
+say "rolling_restart: $repair_polls polls of the coordinator found the repair still going"
+[[ $repair_polls -gt 0 ]] || fail "rolling_restart.yml never found a repair going: its wait for the repair went untested"
 for h in h2 h3 h4; do
     for u in ${units[$h]}; do
         [[ $(on "$h" systemctl is-active "$u" || true) == active ]] || fail "$u on $h not active after the restart"
@@ -558,6 +617,7 @@ say "add_shard: $(grep -m 1 -o '"moves=[^"]*' "$logs/add_shard.log" | tr -d '"')
 nshards=5
 [[ $(on h5 systemctl is-active shoal-shard@0.service || true) == active ]] ||
     fail "shoal-shard@0 on h5 is not active after add_shard.yml"
+check_metrics "${addr[h5]}:9701"
 wait_all_up
 [[ $(stats 's["shards"]["'"$h5_ep"'"]["role"]') == live ]] || fail "$h5_ep is not a live shard"
 on h1 "grep -qx 'shards = .*,$h5_ep' /etc/shoal/coordinator.conf" ||
@@ -569,8 +629,12 @@ read -r h5_vectors h5_lists <<< "$(shard_share 4)"
 say "h5 (shard 4) holds $h5_lists of sift's 128 list replicas, $h5_vectors vectors"
 check_recall "after add_shard.yml"
 restart_coordinator "after add_shard.yml"
+# A second run changes nothing. Its play on h5 is the shoal_shard role, run
+# again by the second site.yml below (h5 in the inventory): here only the
+# coordinator's side, which site.yml never runs (a shard already in the
+# registry, the dry run planning no move, the same shard list).
 playbook add_shard-again "$repo/deploy/ansible/add_shard.yml" -e shoal_add_hosts=h5 \
-    -e "shoal_package_file=$new_deb"
+    -e "shoal_package_file=$new_deb" --limit h1,localhost
 check_unchanged add_shard-again
 phase_done add_shard
 
@@ -605,11 +669,100 @@ check_moved "after remove_shard.yml"
 check_recall "after remove_shard.yml"
 restart_coordinator "after remove_shard.yml"
 [[ $(stats 's["shards"]["'"$h5_ep"'"]["role"]') == removed ]] || fail "$h5_ep is not removed after the restart"
+# A second run of the coordinator's side changes nothing (nothing left to
+# drain or remove, the dry run plans no move, the same shard list); the play
+# on h5 only asks systemd for a stopped, disabled unit, checked above.
 playbook remove_shard-again "$repo/deploy/ansible/remove_shard.yml" -e shoal_remove_hosts=h5 \
-    -e "shoal_package_file=$new_deb"
+    -e "shoal_package_file=$new_deb" --limit h1,localhost
 check_unchanged remove_shard-again
 write_inventory
 phase_done remove_shard
+
+# -------------------------------------------------------------------------
+# Phase: CURVE, through the roles' own tasks and templates, on the controller
+# -------------------------------------------------------------------------
+# Not in the cluster above: its shards would admit the coordinator only, and
+# `shoal check` (which the add and remove phases rely on) asks them directly.
+# Instead deploy/ansible/tests/curve_local.yml runs the roles' CURVE tasks
+# and renders their configuration templates into $work/curve (connection
+# local, in the controller's namespace), and a shard and a coordinator are
+# started from exactly those files. Asserted: the roles' CLI key gets in and
+# sees the shard up through CURVE shard links; a listed client gets in; no
+# key does not; a client whose certificate was admitted before the run but is
+# no longer listed is removed by it and does not get in; a client cannot
+# reach the shard, only the coordinator's key can; the secret files are mode
+# 0600. (One run: a second, for idempotence, would cost as much again; the
+# cluster's second site.yml checks the roles' idempotence with CURVE off.)
+bindir=$(dirname "$cli")
+cdir=$work/curve
+mkdir -p "$cdir/keys" "$cdir/etc" "$cdir/data"
+for k in coordinator shard cli app1 stranger; do
+    ctl "$cli" keygen "$cdir/keys/$k" > /dev/null
+done
+cat > "$cdir/inventory.yml" <<EOF
+all:
+  hosts:
+    localhost:
+      ansible_connection: local
+      ansible_python_interpreter: /usr/bin/python3
+      shoal_config_dir: $cdir/etc
+      shoal_data_root: $cdir/data
+      shoal_user: root
+      shoal_group: root
+      shoal_curve_enabled: true
+      shoal_curve_keys_dir: $cdir/keys
+      shoal_curve_client_certs: [$cdir/keys/app1]
+      shoal_coordinator_cli_profile: $cdir/etc/shoal-curve.sh
+      shoal_shard_instances: [{name: "0", port: 7701}]
+      shoal_shard_bind_address: 127.0.0.1
+      shoal_shard_threads: 1
+      shoal_coordinator_bind_address: 127.0.0.1
+      shoal_coordinator_threads: 1
+      shoal_coordinator_shards: [tcp://127.0.0.1:7701]
+EOF
+# A client admitted by an earlier run and since taken out of the list.
+install -d "$cdir/etc/curve/clients"
+install -m 0644 "$cdir/keys/stranger" "$cdir/etc/curve/clients/stranger"
+inventory=$cdir/inventory.yml playbook curve "$repo/deploy/ansible/tests/curve_local.yml"
+[[ ! -e $cdir/etc/curve/clients/stranger ]] || fail "CURVE: a certificate no longer listed is still admitted"
+for f in shard_secret coordinator_secret cli_secret; do
+    [[ $(stat -c %a "$cdir/etc/curve/$f") == 600 ]] || fail "$f has mode $(stat -c %a "$cdir/etc/curve/$f"), not 0600"
+done
+grep -q '^curve-secret-key = ' "$cdir/etc/coordinator.conf" || fail "coordinator.conf has no CURVE key"
+ctl "$bindir/shoal-shard" --config "$cdir/etc/shard-0.conf" --ready-file "$cdir/shard.ready" \
+    > "$logs/curve-shard.log" 2>&1 &
+curve_pids+=($!)
+ctl "$bindir/shoal-coordinator" --config "$cdir/etc/coordinator.conf" --ready-file "$cdir/coordinator.ready" \
+    > "$logs/curve-coordinator.log" 2>&1 &
+curve_pids+=($!)
+# The CLI with key $1 and server key $2 (a file in $cdir/etc/curve), then its arguments.
+curve_shoal() {
+    local key=$1 server=$2
+    shift 2
+    ctl "$cli" --curve-key "$key" --curve-server-key "$cdir/etc/curve/$server" "$@"
+}
+# As the roles call it (shoal_cli_environment): the CLI's key from the environment.
+for _ in $(seq 1 30); do
+    out=$(ctl env SHOAL_CURVE_KEY="$cdir/etc/curve/cli_secret" SHOAL_CURVE_SERVER_KEY="$cdir/etc/curve/coordinator" \
+        "$cli" -c tcp://127.0.0.1:7700 -t 2000 ping 2>&1) && [[ $out == *'"shards_up": 1'* ]] && break
+    sleep 1
+done
+[[ $out == *'"shards_up": 1'* ]] || fail "CURVE: the CLI's key does not see the shard up through the coordinator: $out"
+say "CURVE: the CLI's key gets in, the coordinator reaches its shard over CURVE"
+curve_shoal "$cdir/keys/app1_secret" coordinator -c tcp://127.0.0.1:7700 -t 3000 ping > /dev/null ||
+    fail "CURVE: a listed client (app1) is refused"
+! ctl "$cli" -c tcp://127.0.0.1:7700 -t 1500 ping > /dev/null 2>&1 || fail "CURVE: a client without a key got in"
+! curve_shoal "$cdir/keys/stranger_secret" coordinator -c tcp://127.0.0.1:7700 -t 1500 ping > /dev/null 2>&1 ||
+    fail "CURVE: a client no longer listed got in"
+! curve_shoal "$cdir/etc/curve/cli_secret" shard -c tcp://127.0.0.1:7701 -t 1500 ping > /dev/null 2>&1 ||
+    fail "CURVE: a client reached the shard directly"
+curve_shoal "$cdir/etc/curve/coordinator_secret" shard -c tcp://127.0.0.1:7701 -t 3000 ping > /dev/null ||
+    fail "CURVE: the coordinator's key does not reach the shard"
+say "CURVE: a listed client gets in; no key, a key no longer listed, a client at the shard do not"
+kill "${curve_pids[@]}" 2>/dev/null
+wait "${curve_pids[@]}" 2>/dev/null || true
+curve_pids=()
+phase_done curve
 
 # -------------------------------------------------------------------------
 # Phase: ansible-lint (Debian's) on deploy/ansible
