@@ -24,7 +24,8 @@
 # bench-hnsw-quick`), BENCH_HNSW_EF (ef list, default 10,20,40,80,160,320),
 # BENCH_HNSW_STORAGE (shoal's kinds, default "f32 f16 sq8"), BENCH_HNSW_REPEAT
 # (passes per ef, each program printing the median; default 1),
-# BENCH_HNSW_ROUNDS (see run_pair; default 1),
+# BENCH_HNSW_ROUNDS (see run_pair; default 1), BENCH_HNSW_KEEP_INDEX (non-empty:
+# keep the saved indexes, $results/NAME.PROG.idx, for further --load runs),
 # BENCH_HNSW_INTRINSIC_DIM, SHOAL_DATASETS.
 #
 # Prints each program's own output, then a side-by-side table per dataset and
@@ -101,7 +102,7 @@ run_pair() {
     done
     for prog in "${progs[@]}"; do
         s_merge_rounds "$results/$name.$prog.txt" "$results/$name.$prog".round*.txt
-        rm -f "$results/$name.$prog.idx"
+        [[ -n ${BENCH_HNSW_KEEP_INDEX:-} ]] || rm -f "$results/$name.$prog.idx"
     done
 }
 

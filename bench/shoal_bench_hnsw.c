@@ -22,7 +22,7 @@
  *     still pays for caches the others evict).
  *   - recall@k is gt_recall against the given ground truth (its first k ids).
  *   - --storage f16|sq8: the graph holds codes and is walked on them; the
- *     final pool (--rerank, default max(k, ef)) is re-scored in float32 from
+ *     final pool (--rerank, default 2k) is re-scored in float32 from
  *     the base rows, which this program keeps in its own array as a shard
  *     keeps them on disk (their bytes are not in bytes_per_vector, which is
  *     the graph's). sq8's quantizer is trained on the whole base (per
@@ -86,7 +86,7 @@ typedef struct {
     double delete_frac;     /* --delete-frac: share of ids to delete after the sweep; 0 = none */
     size_t delete_batch;    /* --delete-batch: ids per hnsw_delete_batch call */
     quant_kind_t storage;   /* --storage */
-    size_t rerank;          /* --rerank: pool re-scored in float32; 0 = max(k, ef) */
+    size_t rerank;          /* --rerank: pool re-scored in float32; 0 = the default, 2k */
     int no_rerank;          /* --rerank none: code distances only */
     size_t repeat;          /* --repeat: passes per ef, the median reported */
     const char *save;       /* --save: write the built index here (hnsw_save) */
@@ -129,13 +129,13 @@ static void s_usage(FILE *out)
             "  --delete-batch B     ids per hnsw_delete_batch call (default %d)\n"
             "  --storage S          how the graph stores vectors: f32 (default), f16, sq8\n"
             "  --rerank N|none      f16/sq8: candidates re-scored in float32 from the base\n"
-            "                       (default max(k, ef)); none: return code distances\n"
+            "                       (default %d k, at most max(k, ef)); none: code distances\n"
             "  --repeat R           passes per ef; the median is printed (default 1)\n"
             "  --save FILE          write the built index to FILE\n"
             "  --load FILE          load the index from FILE (saved from the same --base)\n"
             "                       instead of building it; build_s is then the load time\n",
             HNSW_M_DEFAULT, HNSW_M_MIN, HNSW_M_MAX, HNSW_EF_CONSTRUCTION_DEFAULT, S_K_DEFAULT,
-            S_DELETE_BATCH_DEFAULT);
+            S_DELETE_BATCH_DEFAULT, HNSW_RERANK_FACTOR);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -559,7 +559,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     else if (o->rerank)
         printf("storage=%s rerank=%zu\n", quant_kind_name(o->storage), o->rerank);
     else
-        printf("storage=%s rerank=max(k,ef)\n", quant_kind_name(o->storage));
+        printf("storage=%s rerank=%dk\n", quant_kind_name(o->storage), HNSW_RERANK_FACTOR);
     fflush(stdout);
 
     if (o->storage == QUANT_SQ8 && !o->load) {

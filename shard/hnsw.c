@@ -1188,7 +1188,7 @@ static int s_check_opts(const hnsw_t *ix, const hnsw_search_opts_t *o, size_t *e
     *ef_eff = o->ef > o->k ? o->ef : o->k;
     *pool = 0;
     if (o->rerank_fn && ix->storage != QUANT_F32) {
-        size_t p = o->rerank ? o->rerank : *ef_eff;
+        size_t p = o->rerank ? o->rerank : HNSW_RERANK_FACTOR * o->k;
         p = p < o->k ? o->k : p;
         *pool = p > *ef_eff ? *ef_eff : p;
     }

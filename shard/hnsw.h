@@ -66,9 +66,16 @@ extern "C" {
 #define HNSW_EF_MIN 1
 #define HNSW_EF_MAX 65536
 #define HNSW_DIM_MAX 65536
-/* Candidates re-scored in float32 (hnsw_search_opts_t.rerank); 0 = max(k, ef). */
-#define HNSW_RERANK_MIN 1
-#define HNSW_RERANK_MAX HNSW_EF_MAX
+/*
+ * Candidates re-scored in float32 (hnsw_search_opts_t.rerank). The default,
+ * 0, is HNSW_RERANK_FACTOR * k: on siftsmall, glove50 and a generated
+ * 200,000 x 128 set (intrinsic dimension 64) a pool of 1.5 k already gave
+ * the recall of re-ranking the whole ef list (docs/performance.md), and each
+ * re-scored candidate is a row read from the caller (on a shard, RocksDB).
+ */
+#define HNSW_RERANK_FACTOR 2
+#define HNSW_RERANK_MIN    1
+#define HNSW_RERANK_MAX    HNSW_EF_MAX
 
 /*
  * sq8's quantizer: either the caller's (params.sq8, copied, so the caller
@@ -113,8 +120,8 @@ typedef struct {
     size_t ef;                /* candidate list, HNSW_EF_MIN..HNSW_EF_MAX; searched with max(ef, k) */
     hnsw_filter_fn filter;    /* may be NULL: see hnsw_search */
     void *filter_arg;         /* passed to filter */
-    size_t rerank;            /* pool re-scored in float32: 0 = max(k, ef), else
-                               * HNSW_RERANK_MIN..MAX, raised to k, cut to max(ef, k) */
+    size_t rerank;            /* pool re-scored in float32: 0 = HNSW_RERANK_FACTOR * k, else
+                               * HNSW_RERANK_MIN..MAX; raised to k, cut to max(ef, k) */
     hnsw_rerank_fn rerank_fn; /* float32 rows; NULL = return the code distances */
     void *rerank_ctx;         /* passed to rerank_fn */
 } hnsw_search_opts_t;

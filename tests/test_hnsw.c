@@ -1459,9 +1459,14 @@ Test(hnsw, compressed_rerank_pool_and_source_errors)
         }
         cr_assert_float_eq(d[i], exact, 1e-3f * (1 + exact), "distance %zu not exact", i);
     }
-    /* Default pool max(k, ef); a pool under k is raised to k. */
+    /* Default pool HNSW_RERANK_FACTOR k; one over max(ef, k) is cut to it; one under k is
+     * raised to k. */
     rows.calls = 0;
     o.rerank = 0;
+    cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), (int)k);
+    cr_assert_eq(rows.calls, HNSW_RERANK_FACTOR * k);
+    rows.calls = 0;
+    o.rerank = 1000;
     cr_assert_eq(hnsw_search_with(ix, queries, &o, ids, d, &err), (int)k);
     cr_assert_eq(rows.calls, 40);
     rows.calls = 0;
