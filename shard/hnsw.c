@@ -1354,7 +1354,7 @@ void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats)
     bytes += ix->free_cap * sizeof *ix->free_slots;
     stats->bytes_ids = ix->map_cap * sizeof *ix->map + blocks * sizeof(uint64_t);
     pthread_mutex_unlock(&ix->mu);
-    if (ix->sq8)
+    if (hnsw_sq8(ix)) /* under the lock a first batch trains it under */
         bytes += quant_sq8_record_size(ix->dim); /* its two arrays, near enough */
     stats->storage = ix->storage;
     stats->bytes_codes = blocks * ix->code_bytes;
