@@ -31,14 +31,16 @@
  * index.
  *
  * Thread-safety (what may run together):
- *   - hnsw_search, hnsw_get, hnsw_contains, hnsw_count, hnsw_stats: with each
- *     other and with hnsw_insert / hnsw_insert_batch (per-node link locks);
+ *   - hnsw_search, hnsw_search_with, hnsw_get, hnsw_contains, hnsw_count,
+ *     hnsw_stats, hnsw_sq8: with each other and with hnsw_insert /
+ *     hnsw_insert_batch (per-node link locks); a search's re-rank callback
+ *     runs with no lock of the index held;
  *   - hnsw_delete, hnsw_delete_batch, hnsw_save, hnsw_validate: exclusive
  *     (they take the index's write lock and wait for the calls above);
  *   - a search that starts after an insert returned sees that vector.
  *
  * Ownership: hnsw_new / hnsw_load return an index the caller frees with
- * hnsw_destroy(&index).
+ * hnsw_destroy(&index). The index keeps its own copy of an sq8 quantizer.
  */
 #ifndef SHOAL_HNSW_H
 #define SHOAL_HNSW_H
