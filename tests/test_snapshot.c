@@ -512,7 +512,7 @@ Test(snapshot, restored_cluster_answers_as_at_snapshot_time)
     cr_assert_eq(wire_info_lookup(info, len, "collections.1.count", &small_count), 0);
     cr_assert_eq((uint64_t)small_count, S_SMALL_ROWS, "collections are listed by name");
     free(info);
-    cr_log_warn("snapshot of siftsmall (%zu + %d vectors) on %d shards: %.1f ms at the client, "
+    cr_log_info("snapshot of siftsmall (%zu + %d vectors) on %d shards: %.1f ms at the client, "
                 "writes held %.1f ms", s.n - S_DELETED_BEFORE, S_SMALL_ROWS, S_NSHARDS,
                 took_s * 1000.0, paused);
     for (int i = 0; i < S_NSHARDS; i++)
