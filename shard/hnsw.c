@@ -163,7 +163,7 @@ hnsw_t *hnsw_alloc(size_t dim, shoal_metric_t metric, size_t M, size_t ef_constr
         return NULL;
     }
     for (size_t i = 0; i < ix->map_cap; i++)
-        ix->map[i].id = HNSW_ID_NONE;
+        ix->map[i] = HNSW_SLOT_NONE;
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -278,25 +278,31 @@ static size_t s_hash(uint64_t id)
     return (size_t)id;
 }
 
+/* The id of a mapped slot: its node's. */
+static inline uint64_t s_map_id(const hnsw_t *ix, hnsw_map_entry_t e)
+{
+    return hnsw_node(ix, e)->id;
+}
+
 uint32_t hnsw_map_find(const hnsw_t *ix, uint64_t id)
 {
     size_t mask = ix->map_cap - 1;
     for (size_t i = s_hash(id) & mask;; i = (i + 1) & mask) {
-        if (ix->map[i].id == id)
-            return ix->map[i].slot;
-        if (ix->map[i].id == HNSW_ID_NONE)
+        if (ix->map[i] == HNSW_SLOT_NONE)
             return HNSW_SLOT_NONE;
+        if (s_map_id(ix, ix->map[i]) == id)
+            return ix->map[i];
     }
 }
 
-static void s_map_place(hnsw_map_entry_t *map, size_t cap, uint64_t id, uint32_t slot)
+static void s_map_place(const hnsw_t *ix, hnsw_map_entry_t *map, size_t cap, uint64_t id,
+                        uint32_t slot)
 {
     size_t mask = cap - 1;
     size_t i = s_hash(id) & mask;
-    while (map[i].id != HNSW_ID_NONE && map[i].id != id)
+    while (map[i] != HNSW_SLOT_NONE && s_map_id(ix, map[i]) != id)
         i = (i + 1) & mask;
-    map[i].id = id;
-    map[i].slot = slot;
+    map[i] = slot;
 }
 
 int hnsw_map_put(hnsw_t *ix, uint64_t id, uint32_t slot)
@@ -308,10 +314,10 @@ int hnsw_map_put(hnsw_t *ix, uint64_t id, uint32_t slot)
         if (!map)
             return SHOAL_ENOMEM;
         for (size_t i = 0; i < cap; i++)
-            map[i].id = HNSW_ID_NONE;
+            map[i] = HNSW_SLOT_NONE;
         for (size_t i = 0; i < ix->map_cap; i++) {
-            if (ix->map[i].id != HNSW_ID_NONE)
-                s_map_place(map, cap, ix->map[i].id, ix->map[i].slot);
+            if (ix->map[i] != HNSW_SLOT_NONE)
+                s_map_place(ix, map, cap, s_map_id(ix, ix->map[i]), ix->map[i]);
         }
         free(ix->map);
         ix->map = map;
@@ -319,7 +325,7 @@ int hnsw_map_put(hnsw_t *ix, uint64_t id, uint32_t slot)
     }
     if (hnsw_map_find(ix, id) == HNSW_SLOT_NONE)
         ix->map_count++;
-    s_map_place(ix->map, ix->map_cap, id, slot);
+    s_map_place(ix, ix->map, ix->map_cap, id, slot);
     return 0;
 }
 
@@ -327,21 +333,23 @@ void hnsw_map_remove(hnsw_t *ix, uint64_t id)
 {
     size_t mask = ix->map_cap - 1;
     size_t i = s_hash(id) & mask;
-    while (ix->map[i].id != id) {
-        if (ix->map[i].id == HNSW_ID_NONE)
+    for (;;) {
+        if (ix->map[i] == HNSW_SLOT_NONE)
             return;
+        if (s_map_id(ix, ix->map[i]) == id)
+            break;
         i = (i + 1) & mask;
     }
     /* Shift back every later entry of the run whose home is not in (i, j]. */
-    for (size_t j = (i + 1) & mask; ix->map[j].id != HNSW_ID_NONE; j = (j + 1) & mask) {
-        size_t home = s_hash(ix->map[j].id) & mask;
+    for (size_t j = (i + 1) & mask; ix->map[j] != HNSW_SLOT_NONE; j = (j + 1) & mask) {
+        size_t home = s_hash(s_map_id(ix, ix->map[j])) & mask;
         int stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
         if (!stays) {
             ix->map[i] = ix->map[j];
             i = j;
         }
     }
-    ix->map[i].id = HNSW_ID_NONE;
+    ix->map[i] = HNSW_SLOT_NONE;
     ix->map_count--;
 }
 
@@ -936,6 +944,7 @@ static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err
     hnsw_node_t *node = hnsw_node(ix, slot);
     node->level = level;
     node->upper = hnsw_upper_alloc(ix, level);
+    node->id = id; /* before hnsw_map_put: the map keys slots by their node's id */
     if ((level > 0 && !node->upper) || hnsw_map_put(ix, id, slot) != 0) {
         hnsw_upper_free(ix, node);
         node->level = -1;
@@ -949,7 +958,6 @@ static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw: out of memory inserting id %llu",
                              (unsigned long long)id);
     }
-    node->id = id;
     atomic_store(&node->lock, 0);
     hnsw_links(ix, slot, 0)[0] = 0;
     hnsw_encode(ix, v, hnsw_code(ix, slot));
