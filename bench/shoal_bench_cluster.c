@@ -663,8 +663,8 @@ static int s_cluster_sweep(s_ctx_t *x, shoal_client_t *client, s_side_t *side, s
     for (size_t pi = 0; pi < o->nnprobes && !side->reached; pi++) {
         double prev = -1.0;
         for (size_t ei = 0; ei < o->nefs; ei++) {
-            double secs;
-            uint64_t fanout;
+            double secs = 0;
+            uint64_t fanout = 0;
             int rc = s_cluster_pass(client, &x->all, o->nbatch, o->nprobes[pi], o->efs[ei],
                                     x->found, NULL, &secs, &fanout, err);
             if (rc != 0)

@@ -210,7 +210,8 @@ static void s_node_init(s_ctx_t *x, s_node_t *n, const char *name, size_t host, 
     snprintf(n->data_dir, sizeof n->data_dir, "%s/%s.data", x->dir, name);
     snprintf(n->ready, sizeof n->ready, "%s/%s.ready", x->dir, name);
     snprintf(n->log, sizeof n->log, "%s/%s.log", x->dir, name);
-    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", hosts_addr(x->hosts, host), port);
+    const char *addr = hosts_addr(x->hosts, host);
+    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", addr ? addr : "?", port);
 }
 
 /* Starts argv on n's host and waits (bounded) for its ready file. */
