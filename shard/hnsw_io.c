@@ -7,7 +7,7 @@
  *
  *   header (72 bytes)
  *     0  char[8]  magic "SHOALHNS"
- *     8  u32      format version (1)
+ *     8  u32      format version (2; 1 is still read)
  *    12  u32      endianness marker 0x01020304
  *    16  u32      dim                 1..HNSW_DIM_MAX
  *    20  u32      metric              0 l2, 1 ip, 2 cosine
