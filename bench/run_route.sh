@@ -3,7 +3,7 @@
 # client's single queries (siftsmall's 100 queries, one per request, over and
 # over) while another client searches 100,000 queries in one request, with
 # the batch routed on the coordinator's routing thread (the default) and with
-# it routed on the loop (--route-inline-macs 4294967295: every batch inline,
+# it routed on the loop (--route-inline-macs 1e18 written out: every batch inline,
 # as before the routing thread). Used by `make bench-route`.
 #
 #   bash bench/run_route.sh [BIN]    BIN holds shoal, shoal-shard,
@@ -123,7 +123,7 @@ with open("%s/loop.txt" % sys.argv[5], "w") as f:
 PY
 }
 
-run_mode loop 4294967295
+run_mode loop 1000000000000000000
 run_mode thread 8388608
 "$py" - "$work/loop" "$work/thread" <<'PY'
 import sys

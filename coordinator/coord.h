@@ -148,7 +148,7 @@ typedef struct {
     uint32_t write_quorum_default;   /* W of one created without one (capped at its R) */
     uint32_t hedge_pct;              /* R > 1: a sub-query unanswered after this % of the
                                         deadline is sent to other replicas too (0 = never) */
-    uint32_t route_inline_macs;      /* a search batch of fewer multiply-adds (queries x
+    size_t route_inline_macs;        /* a search batch of fewer multiply-adds (queries x
                                         nlist x dim) is routed on the loop, a bigger one on
                                         the routing thread; 0 = COORD_ROUTE_INLINE_MACS_DEFAULT */
     uint32_t sub_batch_max;          /* queries per search request to a shard; a bigger share

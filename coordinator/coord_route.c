@@ -177,8 +177,8 @@ int coord_route(coord_t *coord, const catalog_coll_t *coll, const float *vecs, s
 
 int coord_route_is_big(const coord_t *coord, const catalog_coll_t *coll, size_t n)
 {
-    uint32_t macs = coord->opts.route_inline_macs ? coord->opts.route_inline_macs
-                                                  : COORD_ROUTE_INLINE_MACS_DEFAULT;
+    size_t macs = coord->opts.route_inline_macs ? coord->opts.route_inline_macs
+                                                : COORD_ROUTE_INLINE_MACS_DEFAULT;
     return (double)n * coll->nlist * coll->dim >= (double)macs;
 }
 

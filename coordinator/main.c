@@ -112,7 +112,7 @@ static const cliopt_t s_options[] = {
     {"hedge-pct", CLIOPT_U32, S_FIELD(opts.hedge_pct), 0, 100, "P",
      "replicated collections: a shard that has not answered a search after P% of its "
      "deadline is bypassed through other replicas (0 = only when it is down)"},
-    {"route-inline-macs", CLIOPT_U32, S_FIELD(opts.route_inline_macs), 1, 4294967295.0, "N",
+    {"route-inline-macs", CLIOPT_SIZE, S_FIELD(opts.route_inline_macs), 1, 1e18, "N",
      "a search batch of at least N multiply-adds (queries x nlist x dim) is routed on the "
      "routing thread, so it does not hold other clients (1 = every batch)"},
     {"sub-batch-max", CLIOPT_U32, S_FIELD(opts.sub_batch_max), 1, 1e9, "N",
