@@ -729,11 +729,13 @@ for f in shard_secret coordinator_secret cli_secret; do
     [[ $(stat -c %a "$cdir/etc/curve/$f") == 600 ]] || fail "$f has mode $(stat -c %a "$cdir/etc/curve/$f"), not 0600"
 done
 grep -q '^curve-secret-key = ' "$cdir/etc/coordinator.conf" || fail "coordinator.conf has no CURVE key"
-ctl "$bindir/shoal-shard" --config "$cdir/etc/shard-0.conf" --ready-file "$cdir/shard.ready" \
-    > "$logs/curve-shard.log" 2>&1 &
+# Started with ip netns exec itself, not through ctl: a backgrounded function is a
+# subshell, and killing its pid would leave the server running after the test.
+ip netns exec "$ns-ctl" "$bindir/shoal-shard" --config "$cdir/etc/shard-0.conf" \
+    --ready-file "$cdir/shard.ready" > "$logs/curve-shard.log" 2>&1 &
 curve_pids+=($!)
-ctl "$bindir/shoal-coordinator" --config "$cdir/etc/coordinator.conf" --ready-file "$cdir/coordinator.ready" \
-    > "$logs/curve-coordinator.log" 2>&1 &
+ip netns exec "$ns-ctl" "$bindir/shoal-coordinator" --config "$cdir/etc/coordinator.conf" \
+    --ready-file "$cdir/coordinator.ready" > "$logs/curve-coordinator.log" 2>&1 &
 curve_pids+=($!)
 # The CLI with key $1 and server key $2 (a file in $cdir/etc/curve), then its arguments.
 curve_shoal() {
