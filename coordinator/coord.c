@@ -839,6 +839,20 @@ static void *s_train_main(void *arg)
     return NULL;
 }
 
+int coord_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+    /* The thread leaves SIGINT/SIGTERM/SIGHUP to the main thread. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(thread, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *coll,
                       const float *sample, size_t n, uint32_t init, uint32_t max_iters,
                       uint64_t seed, shoal_err_t *err)
@@ -874,15 +888,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     }
     memcpy(t->sample, sample, n * coll->dim * sizeof(float));
     coord->train_task = t;
-    /* The thread leaves SIGINT/SIGTERM to the main thread. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int prc = pthread_create(&coord->train_thread, NULL, s_train_main, coord);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int prc = coord_thread_start(&coord->train_thread, s_train_main, coord);
     if (prc != 0) {
         coord->train_task = NULL;
         coord_train_free(&t);

@@ -457,6 +457,9 @@ void coord_route_cancel(coord_t *coord, coord_job_t *job);
 /* Counts a search's queries in the fan-out histogram. */
 void coord_record_fanout(coord_t *coord, const uint32_t *per_query, size_t nq);
 
+/* pthread_create with SIGINT, SIGTERM and SIGHUP blocked in the new thread (the main
+   thread handles them); pthread_create's return. */
+int coord_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg);
 /*
  * Starts the training thread on a copy of sample for job; when done, the
  * loop sets coord->train_done and calls job->on_train, whose handler owns the

@@ -35,7 +35,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,15 +228,7 @@ int coord_route_thread_start(coord_t *coord, shoal_err_t *err)
         }
     }
     route->quit = 0;
-    /* The thread leaves SIGINT/SIGTERM to the main thread. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int prc = pthread_create(&route->thread, NULL, s_route_main, route);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int prc = coord_thread_start(&route->thread, s_route_main, route);
     if (prc != 0)
         return shoal_err_set(err, SHOAL_ENOMEM, "coordinator: cannot start the routing thread: %s",
                              strerror(prc));
