@@ -151,12 +151,15 @@ CRITERION_LIBS = $(shell pkg-config --libs criterion)
 # --------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------
-# common/ core: no ZeroMQ, RocksDB or msgpack; gpu/ builds on these alone.
-# common/'s networked part: the wire codec (msgpack), the RocksDB wrapper and
-# the metrics endpoint (libmicrohttpd; common/prom.c, the text it serves, is core).
-NET_SRCS := $(wildcard common/wire*.c common/kv*.c common/http*.c)
+# Two floors. common/ is the pure floor (distances, top-k, vector files, data
+# generator, RNG, ground truth, flat engine, quantizers, metrics text): no
+# ZeroMQ, RocksDB or msgpack, so gpu/ and the algorithm modules build on it
+# alone. net/ is the networked glue above it: the wire codec (msgpack) and its
+# socket I/O, the RocksDB wrapper, the metrics endpoint (libmicrohttpd), the
+# servers' process skeleton and option parsing.
+NET_SRCS := $(wildcard net/*.c)
 NET_OBJS := $(NET_SRCS:%.c=$(BUILD)/%.o)
-COMMON_SRCS := $(filter-out $(NET_SRCS),$(wildcard common/*.c))
+COMMON_SRCS := $(wildcard common/*.c)
 COMMON_OBJS := $(COMMON_SRCS:%.c=$(BUILD)/%.o)
 
 # gpu_check.c is a program (make gpu-check), not part of the library.

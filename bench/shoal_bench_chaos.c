@@ -62,7 +62,7 @@
 
 #include "client/shoal_client.h"
 #include "common/error.h"
-#include "common/wire.h"
+#include "net/wire.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

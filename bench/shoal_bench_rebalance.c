@@ -50,7 +50,7 @@
 #include "common/datagen.h"
 #include "common/error.h"
 #include "common/topk.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_hosts.h"
 
 #include <math.h>

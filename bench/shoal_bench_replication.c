@@ -48,7 +48,7 @@
 #include "common/error.h"
 #include "common/groundtruth.h"
 #include "common/vecfile.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_hosts.h"
 
 #include <math.h>

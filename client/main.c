@@ -36,8 +36,8 @@
 #include "common/log.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
-#include "common/wire.h"
-#include "common/wire_curve.h"
+#include "net/wire.h"
+#include "net/wire_curve.h"
 
 #include <ctype.h>
 #include <errno.h>

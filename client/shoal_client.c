@@ -13,7 +13,7 @@
  */
 #include "client/shoal_client.h"
 
-#include "common/wire_curve.h"
+#include "net/wire_curve.h"
 
 #include <czmq.h>
 

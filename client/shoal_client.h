@@ -30,7 +30,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
-#include "common/wire.h"
+#include "net/wire.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -4,7 +4,7 @@
  * into a bounded buffer: metric families with their HELP and TYPE lines,
  * samples with escaped labels, fixed-bucket histograms, and the families
  * every shoal process exports about itself (build info, resident memory,
- * start time, uptime). No sockets here: common/http_metrics.h serves the
+ * start time, uptime). No sockets here: net/http_metrics.h serves the
  * text.
  *
  * Naming (https://prometheus.io/docs/practices/naming/), which callers keep:

@@ -46,8 +46,9 @@
  *   logged: the id map is the truth, the counts are a summary of it.
  */
 #include "coordinator/catalog.h"
+#include "net/wire.h"
 
-#include "common/kv.h"
+#include "net/kv.h"
 #include "common/log.h"
 
 #include <math.h>

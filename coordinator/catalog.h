@@ -1,6 +1,6 @@
 /*
  * catalog.h - the coordinator's catalog, persisted in its own RocksDB
- * (common/kv.h): the shard registry, the collections (parameters, trained
+ * (net/kv.h): the shard registry, the collections (parameters, trained
  * centroids, list -> shard placement, per-list counts), the id -> list map,
  * the list -> ids membership used to walk a collection, and write intents.
  *
@@ -69,7 +69,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
-#include "common/wire.h"
+#include "net/wire_types.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * It holds the catalog (coordinator/catalog.h), routes writes to the shards
  * owning each vector's IVF list, fans searches out to the shards owning each
  * query's probed lists and merges their answers (coordinator/fanout.h).
- * Requests and replies follow docs/protocol.md (common/wire.h).
+ * Requests and replies follow docs/protocol.md (net/wire.h).
  *
  * Threads and sockets:
  *   loop thread (coord_run's caller) owns every socket: the ROUTER bound to
@@ -81,7 +81,7 @@
  *   reply budget): beyond it a reply is replaced by a SHOAL_ELIMIT error and
  *   counted in stats.
  *
- * Metrics (opts.metrics, common/http_metrics.h; none when NULL): every
+ * Metrics (opts.metrics, net/http_metrics.h; none when NULL): every
  * client reply is counted there by op and status with its duration; about
  * once a second the loop renders the Prometheus text (coord_metrics_publish:
  * shards up, collections, fan-out, intents, repair, moves, reply bytes;
@@ -103,9 +103,9 @@
 #define SHOAL_COORD_H
 
 #include "common/error.h"
-#include "common/http_metrics.h"
-#include "common/wire.h"
-#include "common/wire_curve.h"
+#include "net/http_metrics.h"
+#include "net/wire.h"
+#include "net/wire_curve.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -63,7 +63,7 @@
 #include "coordinator/fanout.h"
 #include "coordinator/kmeans.h"
 #include "coordinator/placement.h"
-#include "common/wire_io.h"
+#include "net/wire_io.h"
 #include "gpu/knn.h"
 
 #include <czmq.h>

@@ -29,7 +29,7 @@
  * "Security".
  *
  * --metrics-listen HOST:PORT (off by default; 127.0.0.1:9700 by convention):
- * /metrics, /healthz and /readyz over HTTP (common/http_metrics.h). The
+ * /metrics, /healthz and /readyz over HTTP (net/http_metrics.h). The
  * address is checked with the other options (exit 2) and bound before the
  * catalog opens (exit 1 when it cannot be), so a typo never waits behind a
  * long start; until the loop runs, /healthz and /readyz answer 503 starting.
@@ -38,11 +38,11 @@
 
 #include <czmq.h>
 
-#include "common/cliopt.h"
-#include "common/http_metrics.h"
+#include "net/cliopt.h"
+#include "net/http_metrics.h"
 #include "common/log.h"
-#include "common/service.h"
-#include "common/wire_io.h"
+#include "net/service.h"
+#include "net/wire_io.h"
 #include "gpu/knn.h"
 
 #include <stddef.h>

@@ -32,7 +32,7 @@
  *
  * --metrics-listen HOST:PORT (off by default; by convention 127.0.0.1:9701
  * for the first shard of a host, 9702 for the next...): /metrics, /healthz
- * and /readyz over HTTP (common/http_metrics.h). The address is checked with
+ * and /readyz over HTTP (net/http_metrics.h). The address is checked with
  * the other options (exit 2) and bound before the store recovers (exit 1
  * when it cannot be), so /readyz answers 503 "starting" during a long
  * recovery instead of refusing connections.
@@ -41,11 +41,11 @@
 
 #include <czmq.h>
 
-#include "common/cliopt.h"
-#include "common/http_metrics.h"
+#include "net/cliopt.h"
+#include "net/http_metrics.h"
 #include "common/log.h"
-#include "common/service.h"
-#include "common/wire_io.h"
+#include "net/service.h"
+#include "net/wire_io.h"
 #include "shard/hnsw.h"
 
 #include <stddef.h>

@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "shard/peers.h"
 #include "common/topk.h"
-#include "common/wire_io.h"
+#include "net/wire_io.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /*
  * server.h - the shard server: a shard_store_t behind a ZeroMQ ROUTER socket.
  *
- * Requests and replies follow docs/protocol.md (common/wire.h encodes and
+ * Requests and replies follow docs/protocol.md (net/wire.h encodes and
  * decodes them). The server is a small set of actors, each owning its sockets:
  *
  *   loop thread (shard_server_run's caller)
@@ -38,7 +38,7 @@
  * exceed it (n x k results of a search, n x dim floats of a get) are refused
  * with SHOAL_ELIMIT before any work is done.
  *
- * Metrics (opts.metrics, common/http_metrics.h; none when NULL): the loop
+ * Metrics (opts.metrics, net/http_metrics.h; none when NULL): the loop
  * counts every reply there by op and status with its duration, and about
  * once a second renders the Prometheus text and publishes it with its
  * readiness (ready from the loop's start, the store being open with every
@@ -74,9 +74,9 @@
 #define SHOAL_SHARD_SERVER_H
 
 #include "common/error.h"
-#include "common/http_metrics.h"
-#include "common/wire.h"
-#include "common/wire_curve.h"
+#include "net/http_metrics.h"
+#include "net/wire.h"
+#include "net/wire_curve.h"
 #include "shard/store.h"
 
 #include <stddef.h>

@@ -5,7 +5,7 @@
  * Each collection holds the same vectors twice: an HNSW graph (shard/hnsw.h) for
  * approximate search, and the exact engine (gpu/knn.h: GPU when present, CPU
  * otherwise) for exact search and large batches. Both are in memory; RocksDB
- * (common/kv.h) holds what survives a crash:
+ * (net/kv.h) holds what survives a crash:
  *   - every insert and delete batch is written to RocksDB (WAL on, fsync when
  *     opts.sync) and only then applied to the indexes and acknowledged, so an
  *     acknowledged write survives kill -9;
@@ -63,7 +63,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
-#include "common/wire.h"
+#include "net/wire_types.h"
 
 #include <stddef.h>
 #include <stdint.h>

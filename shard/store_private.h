@@ -67,8 +67,8 @@
 #define SHOAL_SHARD_STORE_PRIVATE_H
 
 #include "common/error.h"
-#include "common/kv.h"
-#include "common/wire.h"
+#include "net/kv.h"
+#include "net/wire.h"
 #include "gpu/knn.h"
 #include "shard/hnsw.h"
 #include "shard/store.h"

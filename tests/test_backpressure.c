@@ -23,7 +23,7 @@
  * polling and nothing asserts a timing.
  */
 #include "client/shoal_client.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>

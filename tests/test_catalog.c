@@ -13,7 +13,7 @@
  * Catalogs live in mkdtemp directories under $SHOAL_TMP (or /tmp), removed
  * after each test.
  */
-#include "common/kv.h"
+#include "net/kv.h"
 #include "common/log.h"
 #include "coordinator/catalog.h"
 #include "test_support.h"

@@ -23,7 +23,7 @@
 #include "common/groundtruth.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>

@@ -31,7 +31,7 @@
 #include "common/log.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "shard/hnsw.h" /* the build defaults the coordinator fills in */
 #include "tests/test_support.h"
 

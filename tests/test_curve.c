@@ -1,5 +1,5 @@
 /*
- * test_curve.c - CURVE authentication and encryption (common/wire_curve.h)
+ * test_curve.c - CURVE authentication and encryption (net/wire_curve.h)
  * with real processes on loopback: `shoal keygen` writes a pair in czmq's
  * format (the secret file 0600, no overwrite without --force); a
  * coordinator and two shards run with CURVE: a client with an authorized
@@ -14,7 +14,7 @@
  */
 #include "client/shoal_client.h"
 #include "common/log.h"
-#include "common/wire_curve.h"
+#include "net/wire_curve.h"
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>

@@ -16,7 +16,7 @@
  * Environment: SHOAL_BIN (folder of shoal-shard), SHOAL_TMP.
  */
 #include "client/shoal_client.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_support.h"
 
 #include <criterion/criterion.h>

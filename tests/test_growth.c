@@ -31,7 +31,7 @@
 #include "common/datagen.h"
 #include "common/log.h"
 #include "common/topk.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_hosts.h"
 #include "tests/test_support.h"
 #include "tests/test_hosts_node.h"

@@ -9,7 +9,7 @@
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 
-#include "common/kv.h"
+#include "net/kv.h"
 
 #include <criterion/criterion.h>
 #include <ftw.h>

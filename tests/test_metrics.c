@@ -1,5 +1,5 @@
 /*
- * test_metrics.c - the monitoring endpoints (common/http_metrics.h,
+ * test_metrics.c - the monitoring endpoints (net/http_metrics.h,
  * common/prom.h) as an operator meets them: a real bin/shoal-shard and
  * bin/shoal-coordinator started with --metrics-listen on loopback, written
  * to and searched through the client library, then asked over plain HTTP
@@ -24,10 +24,10 @@
  * (scratch), PATH (promtool, prometheus).
  */
 #include "client/shoal_client.h"
-#include "common/http_metrics.h"
+#include "net/http_metrics.h"
 #include "common/log.h"
 #include "common/prom.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "tests/test_support.h"
 
 #include <arpa/inet.h>

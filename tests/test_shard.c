@@ -18,10 +18,10 @@
 #include "client/shoal_client.h"
 #include "common/datagen.h"
 #include "common/groundtruth.h"
-#include "common/kv.h"
+#include "net/kv.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "shard/store_private.h" /* key layout, to plant a bad row */
 #include "tests/test_support.h"
 

@@ -24,9 +24,9 @@
  * snapshot's pause is logged.
  */
 #include "client/shoal_client.h"
-#include "common/kv.h"
+#include "net/kv.h"
 #include "common/log.h"
-#include "common/wire.h"
+#include "net/wire.h"
 #include "coordinator/catalog.h"
 #include "tests/test_support.h"
 

@@ -17,7 +17,7 @@
 
 #include "common/datagen.h"
 #include "common/groundtruth.h"
-#include "common/kv.h"
+#include "net/kv.h"
 #include "common/log.h"
 #include "common/topk.h"
 #include "common/vecfile.h"

@@ -536,7 +536,7 @@ static inline double s_stat(shoal_client_t *c, const char *path)
  * style, is skipped) into rep, which the caller wire_reply_fini()s. Fails the
  * test when it has no frames or too many, or does not decode; what names
  * the request in the messages. Only for suites that include
- * client/shoal_client.h and common/wire.h first.
+ * client/shoal_client.h and net/wire.h first.
  */
 static inline void s_reply_decode(const shoal_frames_t *reply, wire_reply_t *rep, const char *what)
 {

@@ -1,13 +1,13 @@
 /*
- * test_wire.c - the wire codec (common/wire.h, docs/protocol.md): every op and
+ * test_wire.c - the wire codec (net/wire.h, docs/protocol.md): every op and
  * reply through encode -> decode, a table of malformed inputs with the code and
  * message each must give, random mutations of valid headers (run under ASan),
  * and the info map's builder and readers.
  */
 #include "common/error.h"
 #include "common/topk.h"
-#include "common/wire.h"
-#include "common/wire_private.h"
+#include "net/wire.h"
+#include "net/wire_private.h"
 
 #include <criterion/criterion.h>
 #include <inttypes.h>

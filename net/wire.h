@@ -33,6 +33,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
+#include "net/wire_types.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -41,48 +42,6 @@
 extern "C" {
 #endif
 
-#define WIRE_VERSION 1
-#define WIRE_NAME_MAX 64      /* collection names: 1..64 of [A-Za-z0-9_.-] */
-#define WIRE_FRAMES_MAX 4     /* header + at most 3 bulk frames */
-#define WIRE_MSG_MAX 512      /* longest error message carried */
-#define WIRE_CURSOR_MAX 64    /* knn_graph cursor: printable ASCII, opaque to clients */
-#define WIRE_MISSING_MAX 1024 /* search reply: the missing shards, comma-separated */
-#define WIRE_ENDPOINT_MAX 255 /* shard_add/drain/remove: a shard's endpoint, printable ASCII */
-/* The IVF list of a row inserted without one (an insert with no "lists" frame). */
-#define WIRE_LIST_NONE 0xFFFFFFFFu
-
-typedef enum {
-    WIRE_OP_NONE = 0,
-    WIRE_OP_PING,
-    WIRE_OP_CREATE_COLLECTION,
-    WIRE_OP_DROP_COLLECTION,
-    WIRE_OP_INSERT,
-    WIRE_OP_DELETE,
-    WIRE_OP_SEARCH,
-    WIRE_OP_GET,
-    WIRE_OP_STATS,
-    WIRE_OP_CHECKPOINT,
-    WIRE_OP_TRAIN,     /* coordinator only: k-means on a sample, then list placement */
-    WIRE_OP_KNN_GRAPH, /* coordinator only: one chunk of the collection's k-NN graph */
-    WIRE_OP_LIST_COUNTS, /* shard: vectors per IVF list */
-    WIRE_OP_LIST_EXPORT, /* shard: one chunk of one list's ids and vectors */
-    WIRE_OP_LIST_DROP,   /* shard: delete every vector of one list */
-    WIRE_OP_SHARD_ADD,    /* coordinator only: a new shard joins the registry */
-    WIRE_OP_SHARD_DRAIN,  /* coordinator only: move every list off one shard */
-    WIRE_OP_SHARD_REMOVE, /* coordinator only: a drained shard leaves */
-    WIRE_OP_REBALANCE,    /* coordinator only: plan (and start) list moves */
-    WIRE_OP_SNAPSHOT,        /* shard: copy the database to <data-dir>/snapshots/<name> */
-    WIRE_OP_SNAPSHOT_DROP,   /* shard: remove that copy */
-    WIRE_OP_SNAPSHOT_CREATE, /* coordinator only: a consistent snapshot of the cluster */
-    WIRE_OP_SNAPSHOT_LIST,   /* coordinator only: the snapshots in the catalog */
-    WIRE_OP_COUNT
-} wire_op_t;
-
-typedef enum {
-    WIRE_MODE_AUTO = 0,
-    WIRE_MODE_HNSW = 1,
-    WIRE_MODE_EXACT = 2,
-} wire_mode_t;
 
 /*
  * 0 when name (len bytes) is a snapshot name (docs/protocol.md 4.13: 1..

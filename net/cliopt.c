@@ -3,7 +3,7 @@
  * contract. Messages name where a value came from: "--threads" or
  * "config shard.conf line 3: threads".
  */
-#include "common/cliopt.h"
+#include "net/cliopt.h"
 
 #include "common/log.h"
 

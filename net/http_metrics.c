@@ -17,10 +17,10 @@
  * practice and a scrape comes every few seconds; the copy bounds what a
  * reply holds to its own bytes, with no shared lifetime to get wrong.
  */
-#include "common/http_metrics.h"
+#include "net/http_metrics.h"
 
 #include "common/log.h"
-#include "common/wire_io.h"
+#include "net/wire_io.h"
 
 #include <czmq.h>
 #include <microhttpd.h>

@@ -10,8 +10,8 @@
  * refuses a map that is incomplete, overfull or of the wrong kinds, which
  * catches the same mistakes without a second bookkeeping scheme here.
  */
-#include "common/wire.h"
-#include "common/wire_private.h"
+#include "net/wire.h"
+#include "net/wire_private.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -9,7 +9,7 @@
  * hand in the same format so that the secret file can be created with mode
  * 0600 from the start (zcert_save creates it with the umask's mode first).
  */
-#include "common/wire_curve.h"
+#include "net/wire_curve.h"
 
 #include "common/log.h"
 

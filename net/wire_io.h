@@ -14,8 +14,8 @@
 #ifndef SHOAL_WIRE_IO_H
 #define SHOAL_WIRE_IO_H
 
-#include "common/wire.h"
-#include "common/wire_curve.h"
+#include "net/wire.h"
+#include "net/wire_curve.h"
 
 #include <czmq.h>
 

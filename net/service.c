@@ -3,7 +3,7 @@
  * the contract. The handler only writes (async-signal-safe): one byte to the
  * stop pipe, or the prepared message before _exit.
  */
-#include "common/service.h"
+#include "net/service.h"
 
 #include "common/log.h"
 

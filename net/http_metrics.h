@@ -46,7 +46,7 @@
 
 #include "common/error.h"
 #include "common/prom.h"
-#include "common/wire.h"
+#include "net/wire.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -112,7 +112,7 @@ int64_t http_metrics_next_us(const http_metrics_t *m);
 prom_text_t *http_metrics_begin(http_metrics_t *m);
 
 /*
- * The reply budget's families (common/wire_io.h), which both servers have:
+ * The reply budget's families (net/wire_io.h), which both servers have:
  * shoal_pending_reply_bytes, shoal_pending_reply_limit_bytes and
  * shoal_replies_dropped_total.
  */

@@ -26,8 +26,8 @@
  * msgpack-c at all (the walk in step 2 is most of one). msgpack-c stays the
  * reader, the walk only guards it, so there is one parser of record.
  */
-#include "common/wire.h"
-#include "common/wire_private.h"
+#include "net/wire.h"
+#include "net/wire_private.h"
 
 #include <inttypes.h>
 #include <limits.h>

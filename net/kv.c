@@ -6,7 +6,7 @@
  * picks a code from RocksDB's status prefix ("Corruption:", "IO error:", ...)
  * and frees the string. Nothing else here is clever.
  */
-#include "common/kv.h"
+#include "net/kv.h"
 
 #include <rocksdb/c.h>
 #include <stdio.h>

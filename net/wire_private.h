@@ -1,7 +1,7 @@
 /*
  * wire_private.h - what the wire codec's files share (wire.c: requests and
  * replies; wire_mp.c: the msgpack walk; wire_info.c: the "info" map). Not for
- * use outside common/wire*.c.
+ * use outside net/wire*.c.
  *
  * msgpack-c's unpacker allocates an array's or a map's elements as soon as it
  * reads the count, before it has seen them: five bytes (0xdf ff ff ff ff) ask

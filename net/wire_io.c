@@ -2,7 +2,7 @@
  * wire_io.c - requests off and replies onto a ROUTER, counters and info
  * writers shared by the shard and the coordinator; wire_io.h is the contract.
  */
-#include "common/wire_io.h"
+#include "net/wire_io.h"
 
 #include "common/log.h"
 

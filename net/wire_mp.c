@@ -6,7 +6,7 @@
  * its depth argument, and touches each byte once: O(len) time, O(depth)
  * stack, no allocation.
  */
-#include "common/wire_private.h"
+#include "net/wire_private.h"
 
 #include <msgpack.h>
 #include <stdbool.h>
