@@ -1,7 +1,8 @@
 /*
- * wire_private.h - what the wire codec's files share (wire.c: requests and
- * replies; wire_mp.c: the msgpack walk; wire_info.c: the "info" map). Not for
- * use outside net/wire*.c.
+ * wire_private.h - what the wire codec's files share (wire.c: names, checks,
+ * init / fini; wire_decode.c and wire_encode.c: requests and replies from and
+ * to frames; wire_mp.c: the msgpack walk; wire_info.c: the "info" map). Not
+ * for use outside net/wire*.c.
  *
  * msgpack-c's unpacker allocates an array's or a map's elements as soon as it
  * reads the count, before it has seen them: five bytes (0xdf ff ff ff ff) ask
@@ -13,7 +14,11 @@
 #ifndef SHOAL_WIRE_PRIVATE_H
 #define SHOAL_WIRE_PRIVATE_H
 
+#include "common/distance.h"
+#include "net/wire_types.h"
+
 #include <msgpack.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,5 +63,29 @@ int wire_info_object_ok(const msgpack_object *obj);
  * nested so that it still fits in a header (WIRE_DEPTH_MAX - 1 levels).
  */
 int wire_info_bytes_ok(const void *data, size_t len);
+
+/* ---- wire.c: checks both directions use ---------------------------------- */
+
+/* Parses a mode or metric name, ASCII case-insensitively; false if unknown. */
+bool wire_mode_from_text(const char *text, size_t len, wire_mode_t *mode);
+bool wire_metric_from_text(const char *text, size_t len, shoal_metric_t *metric);
+
+/* True for WIRE_MODE_AUTO, _HNSW and _EXACT. */
+bool wire_mode_known(wire_mode_t mode);
+
+/* Index of the first byte outside [A-Za-z0-9_.-], or len when there is none. */
+size_t wire_name_bad_at(const char *name, size_t len);
+
+/* Index of the first byte outside printable ASCII (0x20..0x7e), or len. */
+size_t wire_printable_bad_at(const char *text, size_t len);
+
+/*
+ * Copies wire text into buf (cap >= 8) for a message: at most 40 bytes,
+ * anything outside printable ASCII (and the quote) shown as '?'. Returns buf.
+ */
+const char *wire_printable(const char *text, size_t len, char *buf, size_t cap);
+
+/* a * b * c in size_t, or false when it overflows. */
+bool wire_mul3(uint64_t a, uint64_t b, uint64_t c, size_t *out);
 
 #endif
