@@ -111,7 +111,12 @@ static void s_layout(hnsw_t *ix)
         ix->off_vec = 0;
         ix->off_node = s_align(ix->code_bytes, 8);
         ix->off_links0 = ix->off_node + sizeof(hnsw_node_t);
-        ix->stride = s_align(ix->off_links0 + links, S_CODE_BLOCK_ALIGN);
+        size_t end = ix->off_links0 + links;
+        if (ix->storage == QUANT_SQ8) {
+            ix->off_err = end;
+            end += sizeof(float);
+        }
+        ix->stride = s_align(end, S_CODE_BLOCK_ALIGN);
     }
     ix->prefetch_bytes = ix->storage == QUANT_F32 ? 128 : ix->code_bytes;
     if (ix->prefetch_bytes > S_PREFETCH_MAX)
@@ -960,7 +965,7 @@ static int s_insert_rd(hnsw_t *ix, uint64_t id, const float *v, shoal_err_t *err
     }
     atomic_store(&node->lock, 0);
     hnsw_links(ix, slot, 0)[0] = 0;
-    hnsw_encode(ix, v, hnsw_code(ix, slot));
+    hnsw_encode(ix, slot, v);
     atomic_fetch_add(&ix->count, 1);
     pthread_mutex_unlock(&ix->mu);
 
@@ -995,12 +1000,8 @@ static int s_insert_prepared(hnsw_t *ix, uint64_t id, const float *v, shoal_err_
     return rc;
 }
 
-/*
- * Copies vec to out, checking it, and normalises it for cosine. stored: it
- * is to be stored, so it must also fit the storage kind (f16's range).
- */
-static int s_prepare(const hnsw_t *ix, const float *vec, float *out, const char *what, size_t row,
-                     int stored, shoal_err_t *err)
+int hnsw_prepare(const hnsw_t *ix, const float *vec, float *out, const char *what, size_t row,
+                 int stored, shoal_err_t *err)
 {
     for (size_t d = 0; d < ix->dim; d++) {
         if (!isfinite(vec[d]))
@@ -1033,7 +1034,7 @@ int hnsw_insert(hnsw_t *index, uint64_t id, const float *vec, shoal_err_t *err)
     float *v = index->dim <= S_STACK_DIM ? stack : malloc(index->dim * sizeof(float));
     if (!v)
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw_insert: out of memory");
-    int rc = s_prepare(index, vec, v, "vector", 0, 1, err);
+    int rc = hnsw_prepare(index, vec, v, "vector", 0, 1, err);
     if (rc == 0)
         rc = s_insert_prepared(index, id, v, err);
     if (v != stack)
@@ -1071,7 +1072,7 @@ static void *s_batch_worker(void *arg)
         if (i >= b->n)
             break;
         shoal_err_t err;
-        int rc = s_prepare(ix, b->vecs + i * ix->dim, v, "row", i, 1, &err);
+        int rc = hnsw_prepare(ix, b->vecs + i * ix->dim, v, "row", i, 1, &err);
         if (rc == 0)
             rc = s_insert_prepared(ix, b->ids[i], v, &err);
         if (rc) {
@@ -1105,7 +1106,7 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
             rc = shoal_err_set(err, SHOAL_EINVAL, "hnsw_insert_batch: row %zu: id %llu is reserved",
                                i, (unsigned long long)ids[i]);
         else
-            rc = s_prepare(index, vecs + i * index->dim, tmp, "row", i, 1, err);
+            rc = hnsw_prepare(index, vecs + i * index->dim, tmp, "row", i, 1, err);
     }
     if (tmp != stack)
         free(tmp);
@@ -1223,7 +1224,7 @@ int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_
         hnsw_scratch_put(ix, scr);
         return shoal_err_set(err, SHOAL_ENOMEM, "hnsw_search: out of memory");
     }
-    rc = s_prepare(ix, query, scr->query, "query", 0, 0, err);
+    rc = hnsw_prepare(ix, query, scr->query, "query", 0, 0, err);
     if (rc) {
         hnsw_scratch_put(ix, scr);
         return rc;

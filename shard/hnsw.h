@@ -211,6 +211,20 @@ int hnsw_search(const hnsw_t *index, const float *query, size_t k, size_t ef,
 int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_opts_t *opts,
                      uint64_t *ids, float *dists, shoal_err_t *err);
 
+/*
+ * Exact search over the graph's own storage (no walk): the k nearest live
+ * vectors by float32 distance, best first, ties by id, exactly what a float32
+ * brute-force scan returns. f32: a scan of the rows. f16 / sq8: a scan of the
+ * codes whose error bound (common/quant.h) selects every row that could be
+ * in the true top-k, each re-scored through opts->rerank_fn (required: else
+ * SHOAL_EINVAL). Uses opts->k, ->filter, ->rerank_fn, ->rerank_ctx; ef and
+ * rerank are ignored. *rescored (may be NULL) receives how many rows the
+ * source was asked for. hnsw_exact.c says how and what it costs. Same
+ * return as hnsw_search.
+ */
+int hnsw_exact_search(const hnsw_t *index, const float *query, const hnsw_search_opts_t *opts,
+                      uint64_t *ids, float *dists, size_t *rescored, shoal_err_t *err);
+
 /* Non-zero when id is present. */
 int hnsw_contains(const hnsw_t *index, uint64_t id);
 

@@ -14,6 +14,7 @@
  */
 #include "shard/hnsw_private.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,19 +106,32 @@ float hnsw_slot_dist(const hnsw_t *ix, uint32_t a, uint32_t b)
 /* Storing                                                                  */
 /* ------------------------------------------------------------------------ */
 
-void hnsw_encode(const hnsw_t *ix, const float *v, void *code)
+void hnsw_encode(hnsw_t *ix, uint32_t slot, const float *v)
 {
+    void *code = hnsw_code(ix, slot);
     switch (ix->storage) {
     case QUANT_F32:
         memcpy(code, v, ix->dim * sizeof(float));
         break;
-    case QUANT_F16: /* s_prepare checked the range */
+    case QUANT_F16: /* hnsw_prepare checked the range */
         ix->qk->f32_to_f16(v, ix->dim, code);
         break;
-    default: /* a value outside the trained range is clamped (hnsw.h) */
-        quant_sq8_encode(ix->sq8, v, 1, code, NULL);
+    default: { /* a value outside the trained range is clamped (hnsw.h) */
+        uint8_t clamped = 0;
+        quant_sq8_encode(ix->sq8, v, 1, code, &clamped);
+        *hnsw_row_err(ix, slot) = clamped ? quant_sq8_residual(ix->sq8, v, code) : 0.0f;
         break;
     }
+    }
+    float norm = sqrtf(ix->kern->dot(v, v, ix->dim));
+    if (norm > ix->row_norm_max)
+        ix->row_norm_max = norm;
+}
+
+float hnsw_code_norm(const hnsw_t *ix, uint32_t slot, float *scratch)
+{
+    hnsw_decode(ix, slot, scratch);
+    return sqrtf(ix->kern->dot(scratch, scratch, ix->dim));
 }
 
 int hnsw_train_sq8(hnsw_t *ix, const float *rows, size_t n, shoal_err_t *err)

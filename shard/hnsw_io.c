@@ -1,13 +1,13 @@
 /*
  * hnsw_io.c - saving and loading an index, and its invariant checker.
  *
- * Format, version 2. Every field is in the writer's byte order, which the
+ * Format, version 3. Every field is in the writer's byte order, which the
  * endianness marker records; a reader of the other byte order refuses it
  * (SHOAL_EUNSUPPORTED) rather than guessing.
  *
  *   header (72 bytes)
  *     0  char[8]  magic "SHOALHNS"
- *     8  u32      format version (2; 1 is still read)
+ *     8  u32      format version (3; 1 and 2 are still read)
  *    12  u32      endianness marker 0x01020304
  *    16  u32      dim                 1..HNSW_DIM_MAX
  *    20  u32      metric              0 l2, 1 ip, 2 cosine
@@ -28,11 +28,15 @@
  *   then `nodes` records, record r being node r:
  *     u64 id, u32 level, code[quant_code_bytes(storage, dim)] (float32 row,
  *     binary16 halves or sq8 codes; normalised for cosine),
+ *     sq8 only: f32 row_err (the row's own error bound, 0 when its code was
+ *     not clamped; hnsw_private.h),
  *     for each layer 0..level: u32 count (<= M0 on layer 0, <= M above),
  *                              u32 links[count] (record numbers)
  *
- * Version 1 is version 2 with storage 0 and no quantizer part (offset 60
- * was reserved, 0): version 1 files, all float32, still load. Codes are
+ * Version 2 is version 3 without row_err: its sq8 rows load with row_err
+ * +infinity (unknown), so exact search re-scores each of them. Version 1 is
+ * version 2 with storage 0 and no quantizer part (offset 60 was reserved, 0):
+ * version 1 files, all float32, still load. Codes are
  * written as they are held: loading neither re-encodes nor retrains.
  *
  * Free slots are not written: the writer numbers the live nodes in slot
@@ -60,7 +64,8 @@
 #include <string.h>
 
 #define S_MAGIC          "SHOALHNS"
-#define S_VERSION        2u
+#define S_VERSION        3u
+#define S_VERSION_NO_ERR 2u /* sq8 rows without row_err: still read */
 #define S_VERSION_F32    1u /* float32 only, no quantizer part: still read */
 #define S_ENDIAN         0x01020304u
 #define S_ENDIAN_SWAPPED 0x04030201u
@@ -287,6 +292,8 @@ int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *
         s_put(&w, &node->id, sizeof node->id);
         s_put(&w, &level, sizeof level);
         s_put(&w, hnsw_code(ix, (uint32_t)s), ix->code_bytes);
+        if (ix->storage == QUANT_SQ8)
+            s_put(&w, hnsw_row_err(ix, (uint32_t)s), sizeof(float));
         for (int lc = 0; lc <= node->level; lc++) {
             const uint32_t *l = hnsw_links(ix, (uint32_t)s, lc);
             for (size_t i = 0; i < l[0]; i++)
@@ -383,9 +390,9 @@ static hnsw_t *s_check_header(const s_header_t *h, size_t len, shoal_err_t *err)
 {
     if (memcmp(h->magic, S_MAGIC, 8) != 0)
         return s_corrupt(NULL, err, SHOAL_ECORRUPT, "bad magic: not an HNSW index");
-    if (h->version != S_VERSION && h->version != S_VERSION_F32)
+    if (h->version != S_VERSION && h->version != S_VERSION_NO_ERR && h->version != S_VERSION_F32)
         return s_corrupt(NULL, err, SHOAL_EUNSUPPORTED,
-                         "format version %u, this build reads %u and %u", h->version,
+                         "format version %u, this build reads %u to %u", h->version,
                          S_VERSION_F32, S_VERSION);
     if (h->endian == S_ENDIAN_SWAPPED)
         return s_corrupt(NULL, err, SHOAL_EUNSUPPORTED,
@@ -550,6 +557,16 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
             return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated vector", slot);
         if (!s_code_finite(ix, code))
             return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: non-finite vector value", slot);
+        if (ix->storage == QUANT_SQ8) {
+            float *row_err = hnsw_row_err(ix, slot);
+            if (h.version == S_VERSION_NO_ERR)
+                *row_err = INFINITY;
+            else if (!s_get(&r, row_err, sizeof *row_err))
+                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated row error", slot);
+            else if (!(*row_err >= 0.0f)) /* NaN or negative */
+                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: row error %g", slot,
+                                 (double)*row_err);
+        }
         for (uint32_t lc = 0; lc <= level; lc++) {
             uint32_t *l = hnsw_links(ix, slot, (int)lc);
             uint32_t n;
@@ -572,6 +589,17 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
     if (r.pos != len)
         return s_corrupt(ix, err, SHOAL_ECORRUPT, "%zu trailing bytes after the last node",
                          len - r.pos);
+    /* row_norm_max is not saved: the codes give it (an upper bound for the
+     * rows they stand for once exact search widens it by the code error). */
+    float *scratch = malloc(ix->dim * sizeof *scratch);
+    if (!scratch)
+        return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < h.nodes; i++) {
+        float norm = hnsw_code_norm(ix, (uint32_t)i, scratch);
+        if (norm > ix->row_norm_max)
+            ix->row_norm_max = norm;
+    }
+    free(scratch);
     atomic_store(&ix->top, hnsw_top_pack(h.max_level, h.entry));
     shoal_err_t verr;
     if (hnsw_validate_locked(ix, &verr))

@@ -8,7 +8,8 @@
  *   hnsw_delete.c  deletion with neighbour repair;
  *   hnsw_io.c      save, load and the invariant checker (hnsw_validate);
  *   hnsw_codes.c   the storage kinds: encoding, query preparation, code-to-code
- *                  distances, decoding, training sq8 on a first batch.
+ *                  distances, decoding, training sq8 on a first batch;
+ *   hnsw_exact.c   exact search over the stored rows or codes (error bounds).
  *
  * Storage. A node lives in a slot. Slots sit in chunks of HNSW_CHUNK_SLOTS
  * fixed-stride blocks; chunks hang off directory pages that hang off a fixed
@@ -25,7 +26,11 @@
  * M = 16 (M0 = 32): header 24, count + links 132, so
  *     f32  24 + 132 + 4 pad + 512 = 672     (10.5 lines)
  *     f16  256 + 24 + 132 = 412, to 416     (6.5 lines; a code touches 4 or 5)
- *     sq8  128 + 24 + 132 = 284, to 288     (4.5 lines; a code touches 2 or 3)
+ *     sq8  128 + 24 + 132 + 4 = 288         (4.5 lines; a code touches 2 or 3)
+ * sq8 blocks end with one float, the row's own error bound (hnsw_row_err:
+ * 0 when the row was inside the quantizer's range, else its
+ * quant_sq8_residual), which exact search over the codes needs for rows
+ * encoded with clamping; at M = 16 it fills what was the padding.
  * Padding blocks to 64 bytes instead, so that every sq8 code takes exactly
  * 2 lines (320 bytes a node, 11% more), was measured on 200,000 x 128 and
  * was not faster (cpu qps 7,360 vs 9,070 packed at ef 80, one noisy run
@@ -153,6 +158,7 @@ struct hnsw {
     size_t off_node;   /* byte offset of the hnsw_node_t in a block */
     size_t off_links0; /* byte offset of count0 in a block */
     size_t off_vec;    /* byte offset of the vector (code) in a block */
+    size_t off_err;    /* sq8: byte offset of the row's error bound (float); else 0 */
     size_t stride;     /* bytes per block */
     size_t prefetch_bytes; /* bytes of a code a walk prefetches (hnsw.c) */
 
@@ -181,6 +187,8 @@ struct hnsw {
     _Atomic size_t count;       /* live nodes */
     _Atomic size_t deletes;     /* deletes since creation or load */
     _Atomic size_t upper_bytes; /* bytes held in upper link arrays */
+    float row_norm_max;         /* largest |row| stored (under mu; never lowered by deletes):
+                                 * exact search's bound for IP needs it (quant.h's R) */
 
     pthread_mutex_t pool_mu; /* guards the pool */
     hnsw_scratch_t **pool;   /* idle scratch objects */
@@ -199,6 +207,12 @@ static inline uint8_t *hnsw_block(const hnsw_t *ix, uint32_t slot)
     uint8_t **page = ix->pages[slot >> (HNSW_CHUNK_SHIFT + HNSW_PAGE_SHIFT)];
     return page[(slot >> HNSW_CHUNK_SHIFT) & (HNSW_PAGE_CHUNKS - 1)] +
            (size_t)(slot & (HNSW_CHUNK_SLOTS - 1)) * ix->stride;
+}
+
+/* sq8: slot's row error bound, 0 when its code was not clamped (see the top). */
+static inline float *hnsw_row_err(const hnsw_t *ix, uint32_t slot)
+{
+    return (float *)(hnsw_block(ix, slot) + ix->off_err);
 }
 
 static inline hnsw_node_t *hnsw_node(const hnsw_t *ix, uint32_t slot)
@@ -264,6 +278,14 @@ static inline float hnsw_query_dist(const hnsw_t *ix, const hnsw_query_t *q, uin
     return hnsw_metric_dist(ix->metric, raw);
 }
 
+/*
+ * Copies vec to out, checking it, and normalises it for cosine. stored: it
+ * is to be stored, so it must also fit the storage kind (f16's range).
+ * what and row name it in the error.
+ */
+int hnsw_prepare(const hnsw_t *ix, const float *vec, float *out, const char *what, size_t row,
+                 int stored, shoal_err_t *err);
+
 /* Prepares vec (dim floats, checked and normalised) as a query. 0 or SHOAL_ENOMEM. */
 int hnsw_query_init(const hnsw_t *ix, hnsw_query_t *q, const float *vec);
 void hnsw_query_fini(hnsw_query_t *q);
@@ -274,8 +296,15 @@ float hnsw_slot_dist(const hnsw_t *ix, uint32_t a, uint32_t b);
 /* slot's stored vector as float32 (dim floats): exact for f32, decoded otherwise. */
 void hnsw_decode(const hnsw_t *ix, uint32_t slot, float *out);
 
-/* Stores a prepared vector (checked, normalised) as the index's kind, into code. */
-void hnsw_encode(const hnsw_t *ix, const float *v, void *code);
+/*
+ * Stores a prepared vector (checked, normalised) as the index's kind into
+ * slot's block, with its error bound (sq8), and raises row_norm_max. Caller
+ * holds mu (or owns the index alone).
+ */
+void hnsw_encode(hnsw_t *ix, uint32_t slot, const float *v);
+/* |X|, the norm of slot's stored vector as its code stands (scratch: dim floats);
+ * loading recomputes row_norm_max with it. */
+float hnsw_code_norm(const hnsw_t *ix, uint32_t slot, float *scratch);
 
 /*
  * An sq8 index with no quantizer trains one on rows (checked), normalised

@@ -1063,7 +1063,7 @@ Test(hnsw, load_rejects_corrupt_blobs, .timeout = 240)
         const char *what;
     } table[] = {
         {0, 8, 0x5858585858585858ULL, SHOAL_ECORRUPT, "magic"},
-        {8, 4, 3, SHOAL_EUNSUPPORTED, "version 3"},
+        {8, 4, 4, SHOAL_EUNSUPPORTED, "version 4"},
         {8, 4, 0, SHOAL_EUNSUPPORTED, "version 0"},
         {12, 4, 0x04030201, SHOAL_EUNSUPPORTED, "other byte order"},
         {12, 4, 0xdeadbeef, SHOAL_ECORRUPT, "endianness garbage"},
@@ -1781,4 +1781,133 @@ Test(hnsw, compressed_rejects_bad_input)
     cr_assert_eq(hnsw_insert(ix, 1, big, &err), 0, "%s", err.msg);
     cr_assert_eq(hnsw_search(ix, big + 4, 1, 10, NULL, NULL, ids, d, &err), 1, "%s", err.msg);
     hnsw_destroy(&ix);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Exact search over the graph's storage                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    float d;
+    uint64_t id;
+} s_pair_t;
+
+static int s_pair_cmp(const void *a, const void *b)
+{
+    const s_pair_t *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d < y->d ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* The float32 brute-force top-k of query over base, as the graph scores rows. */
+static void s_brute(const float *base, size_t n, size_t dim, shoal_metric_t metric,
+                    const float *query, size_t k, uint64_t *ids, float *dists)
+{
+    const dist_kernels_t *kern = dist_kernels();
+    float *q = malloc(dim * sizeof *q), *row = malloc(dim * sizeof *row);
+    s_pair_t *all = malloc(n * sizeof *all);
+    memcpy(q, query, dim * sizeof *q);
+    if (metric == SHOAL_METRIC_COSINE)
+        dist_normalize(q, dim);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(row, base + i * dim, dim * sizeof *row);
+        if (metric == SHOAL_METRIC_COSINE)
+            dist_normalize(row, dim);
+        float raw = metric == SHOAL_METRIC_L2 ? kern->l2sq(q, row, dim) : kern->dot(q, row, dim);
+        all[i].d = metric == SHOAL_METRIC_L2 ? raw : metric == SHOAL_METRIC_IP ? -raw : 1.0f - raw;
+        all[i].id = i;
+    }
+    qsort(all, n, sizeof *all, s_pair_cmp);
+    for (size_t i = 0; i < k; i++)
+        ids[i] = all[i].id, dists[i] = all[i].d;
+    free(q);
+    free(row);
+    free(all);
+}
+
+/* ix's exact search equals the brute force; the bound re-scores under max_share of the rows. */
+static void s_expect_exact(const hnsw_t *ix, const float *base, size_t n, const float *queries,
+                           size_t nq, size_t dim, shoal_metric_t metric, double max_share,
+                           const char *what)
+{
+    enum { K = 10 };
+    s_rows_t rows = {.base = base, .n = n, .dim = dim};
+    hnsw_search_opts_t o = {.k = K, .rerank_fn = s_row, .rerank_ctx = &rows};
+    size_t rescored_sum = 0;
+    for (size_t q = 0; q < nq; q++) {
+        uint64_t ids[K], want_ids[K];
+        float dists[K], want[K];
+        size_t rescored = 0;
+        shoal_err_t err;
+        int got = hnsw_exact_search(ix, queries + q * dim, &o, ids, dists, &rescored, &err);
+        cr_assert_eq(got, K, "%s: hnsw_exact_search: %d %s", what, got, got < 0 ? err.msg : "");
+        s_brute(base, n, dim, metric, queries + q * dim, K, want_ids, want);
+        for (size_t i = 0; i < K; i++) {
+            cr_assert_eq(ids[i], want_ids[i], "%s: query %zu rank %zu: id %llu, brute force %llu",
+                         what, q, i, (unsigned long long)ids[i], (unsigned long long)want_ids[i]);
+            cr_assert_eq(dists[i], want[i], "%s: query %zu rank %zu: %.9g vs %.9g", what, q, i,
+                         (double)dists[i], (double)want[i]);
+        }
+        rescored_sum += rescored;
+    }
+    if (hnsw_storage(ix) != QUANT_F32)
+        cr_assert_lt((double)rescored_sum, max_share * (double)(nq * n), "%s: the bound re-scored %zu rows for %zu queries",
+                     what, rescored_sum, nq);
+    cr_log_info("%s: %.1f rows re-scored per query of %zu", what, (double)rescored_sum / nq, n);
+}
+
+Test(hnsw, exact_search_on_codes_is_exact, .timeout = 240)
+{
+    const size_t n = 3000, dim = 24, nq = 20;
+    float *base = s_gen(n, dim, 1, 0, 77), *queries = s_gen(nq, dim, 2, 0, 77);
+    const shoal_metric_t metrics[] = {SHOAL_METRIC_L2, SHOAL_METRIC_IP, SHOAL_METRIC_COSINE};
+    const quant_kind_t kinds[] = {QUANT_F32, QUANT_F16, QUANT_SQ8};
+    for (size_t m = 0; m < 3; m++) {
+        for (size_t kk = 0; kk < 3; kk++) {
+            hnsw_t *ix = s_build_kind(base, n, dim, metrics[m], kinds[kk], NULL);
+            char what[64];
+            snprintf(what, sizeof what, "%s %s", shoal_metric_name(metrics[m]),
+                     quant_kind_name(kinds[kk]));
+            s_expect_exact(ix, base, n, queries, nq, dim, metrics[m], 0.05, what);
+            hnsw_destroy(&ix);
+        }
+    }
+    free(base);
+    free(queries);
+}
+
+Test(hnsw, exact_search_on_clamped_sq8_rows_and_after_reload, .timeout = 240)
+{
+    /* A quantizer trained on a shrunken copy of the data: most rows clamp,
+     * so the search must use their own error bounds. */
+    const size_t n = 2000, dim = 16, nq = 15;
+    float *base = s_gen(n, dim, 3, 0, 5), *queries = s_gen(nq, dim, 4, 0, 5);
+    float *small = malloc(200 * dim * sizeof *small);
+    for (size_t i = 0; i < 200 * dim; i++)
+        small[i] = base[i] * 0.5f;
+    shoal_err_t err;
+    quant_sq8_t *sq = quant_sq8_train(small, 200, dim, &err);
+    cr_assert_not_null(sq, "%s", err.msg);
+    hnsw_t *ix = s_build_kind(base, n, dim, SHOAL_METRIC_L2, QUANT_SQ8, sq);
+    s_expect_exact(ix, base, n, queries, nq, dim, SHOAL_METRIC_L2, 0.5, "clamped sq8");
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    cr_assert_eq(hnsw_save_buffer(ix, &blob, &len, &err), 0, "%s", err.msg);
+    hnsw_t *back = hnsw_load(blob, len, &err);
+    cr_assert_not_null(back, "%s", err.msg);
+    s_expect_exact(back, base, n, queries, nq, dim, SHOAL_METRIC_L2, 0.5,
+                   "clamped sq8 reloaded");
+    /* Without a row source a compressed graph cannot answer exactly. */
+    hnsw_search_opts_t o = {.k = 5};
+    uint64_t ids[5];
+    float dists[5];
+    cr_assert_eq(hnsw_exact_search(back, queries, &o, ids, dists, NULL, &err), SHOAL_EINVAL);
+    hnsw_destroy(&ix);
+    hnsw_destroy(&back);
+    quant_sq8_destroy(&sq);
+    free(blob);
+    free(small);
+    free(base);
+    free(queries);
 }
