@@ -16,6 +16,7 @@
  */
 #include "bench/shoal_bench.h"
 #include "common/log.h"
+#include "common/parfor.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -112,32 +113,9 @@ int bench_parse_u64(const char *name, const char *text, uint64_t *out)
     return 0;
 }
 
-double bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-int bench_cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double bench_percentile(const double *sorted, size_t n, double p)
-{
-    size_t rank = (size_t)ceil(p * (double)n);
-    rank = rank < 1 ? 1 : rank > n ? n : rank;
-    return sorted[rank - 1];
-}
-
 size_t bench_threads(size_t threads)
 {
-    if (threads > 0)
-        return threads;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (size_t)cores : 1;
+    return threads > 0 ? threads : parfor_cores();
 }
 
 int bench_parse_metric(const char *cmd, const char *text, shoal_metric_t *metric)
@@ -298,7 +276,7 @@ int bench_child_spawn(bench_child_t *c, char *const argv[], shoal_err_t *err)
 
 int bench_child_wait_ready(bench_child_t *c, double wait_s, shoal_err_t *err)
 {
-    double end = bench_now() + wait_s;
+    double end = timing_now() + wait_s;
     while (access(c->ready, R_OK) != 0) {
         int status;
         if (c->pid <= 0)
@@ -308,7 +286,7 @@ int bench_child_wait_ready(bench_child_t *c, double wait_s, shoal_err_t *err)
             return shoal_err_set(err, SHOAL_EUNAVAIL,
                                  "%s exited before it was ready (status 0x%x)", c->name, status);
         }
-        if (bench_now() > end)
+        if (timing_now() > end)
             return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s", c->name,
                                  wait_s);
         bench_sleep_ms(2);
@@ -329,10 +307,10 @@ int bench_child_stop(bench_child_t *c, double wait_s, shoal_err_t *err)
     if (c->pid <= 0)
         return 0;
     kill(c->pid, SIGTERM);
-    double end = bench_now() + wait_s;
+    double end = timing_now() + wait_s;
     int status = 0;
     while (waitpid(c->pid, &status, WNOHANG) != c->pid) {
-        if (bench_now() > end) {
+        if (timing_now() > end) {
             kill(c->pid, SIGKILL);
             waitpid(c->pid, &status, 0);
             c->pid = 0;

@@ -9,6 +9,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
+#include "common/timing.h" /* the benches' clock and percentiles */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -38,15 +39,6 @@ int bench_rebalance_main(int argc, char **argv);
  */
 int bench_parse_size(const char *name, const char *text, size_t min, size_t max, size_t *out);
 int bench_parse_u64(const char *name, const char *text, uint64_t *out);
-
-/* Seconds from a monotonic clock. */
-double bench_now(void);
-
-/* qsort comparator: doubles in ascending order. */
-int bench_cmp_double(const void *a, const void *b);
-
-/* Nearest-rank percentile (0 < p <= 1) of n >= 1 sorted values; hnswlib_bench.cpp does the same. */
-double bench_percentile(const double *sorted, size_t n, double p);
 
 /* threads, or every online core when threads is 0. */
 size_t bench_threads(size_t threads);

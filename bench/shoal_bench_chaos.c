@@ -488,13 +488,13 @@ static int s_wait_shards_up(s_cluster_t *cl, shoal_err_t *err)
     shoal_client_t *c = s_client(cl->listen[S_NSHARDS], 1000, err);
     if (!c)
         return err->code ? err->code : SHOAL_ENOMEM;
-    double end = bench_now() + S_UP_WAIT_S, up = 0;
+    double end = timing_now() + S_UP_WAIT_S, up = 0;
     int rc;
     for (;;) {
         rc = s_stat(c, NULL, "shards_up", &up, err);
         if (rc == 0 && up >= S_NSHARDS)
             break;
-        if (bench_now() > end) {
+        if (timing_now() > end) {
             rc = rc ? rc
                     : shoal_err_set(err, SHOAL_ETIMEOUT,
                                     "the coordinator sees %.0f of %d shards up after %.0f s", up,
@@ -1098,15 +1098,15 @@ static int s_settle(s_cluster_t *cl, double settle_s, double *left, shoal_err_t 
     shoal_client_t *c = s_client(cl->listen[S_NSHARDS], 2000, err);
     if (!c)
         return err->code ? err->code : SHOAL_ENOMEM;
-    double start = bench_now();
+    double start = timing_now();
     int rc;
     for (;;) {
         rc = s_stat(c, NULL, "pending_intents", left, err);
-        if (rc != 0 || *left == 0 || bench_now() - start > settle_s)
+        if (rc != 0 || *left == 0 || timing_now() - start > settle_s)
             break;
         bench_sleep_ms(100);
     }
-    printf("settle_s=%.1f pending_intents=%.0f\n", bench_now() - start, *left);
+    printf("settle_s=%.1f pending_intents=%.0f\n", timing_now() - start, *left);
     shoal_client_destroy(&c);
     return rc;
 }
@@ -1138,7 +1138,7 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
            o->seed, o->cycles, o->seconds, o->nids, o->batch, o->dim, o->nlist, o->port_base,
            o->port_base + S_NSHARDS);
     fflush(stdout);
-    double t0 = bench_now();
+    double t0 = timing_now();
     if (rc == 0)
         rc = s_cluster_start(cl, err);
     if (rc == 0)
@@ -1179,11 +1179,11 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
         bench_child_kill(&cl->procs[victim]);
         kills[victim]++;
         bench_sleep_ms((long)(1000.0 * pause));
-        double r0 = bench_now();
+        double r0 = timing_now();
         rc = s_proc_start(cl, victim, err);
         printf("cycle %zu: kill -9 %s (pid %d), down %.2f s, back in %.2f s; batches %" PRIu64
                " (%" PRIu64 " failed)\n",
-               cycles + 1, cl->procs[victim].name, (int)pid, pause, bench_now() - r0,
+               cycles + 1, cl->procs[victim].name, (int)pid, pause, timing_now() - r0,
                (uint64_t)atomic_load(&w->batches), (uint64_t)atomic_load(&w->failed_batches));
         fflush(stdout);
         if (rc != 0) {
@@ -1199,7 +1199,7 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
         rc = shoal_err_set(err, atomic_load(&w->setup_rc), "writer: %s", w->setup_err.msg);
     if (rc != 0)
         goto done;
-    double chaos_s = bench_now() - t0;
+    double chaos_s = timing_now() - t0;
     printf("chaos_s=%.1f kills: shard0=%zu shard1=%zu shard2=%zu coordinator=%zu\n", chaos_s,
            kills[0], kills[1], kills[2], kills[3]);
     printf("batches=%" PRIu64 " acked=%" PRIu64 " failed=%" PRIu64 " (timeouts %" PRIu64
@@ -1242,7 +1242,7 @@ static int s_chaos_run(const void *opts, shoal_err_t *err)
            " seconds=%.0f\n",
            cycles, w->acked_writes, chk.present, chk.lost, chk.duplicated, chk.resurrected,
            chk.count_mismatch, chk.wrong, chk.orphans, chk.search_missed, w->unknown_writes,
-           chk.pending_intents, o->seed, bench_now() - t0);
+           chk.pending_intents, o->seed, timing_now() - t0);
     if (o->plant) {
         /* Other violations may come with the planted ones; these three must. */
         int seen = chk.lost > 0 && chk.orphans > 0 && chk.duplicated > 0;
@@ -1383,7 +1383,7 @@ static double s_median(const double *v, size_t n)
 {
     double tmp[S_RSS_TAIL];
     memcpy(tmp, v, n * sizeof *v);
-    qsort(tmp, n, sizeof *tmp, bench_cmp_double);
+    qsort(tmp, n, sizeof *tmp, timing_cmp_double);
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
 
@@ -1508,10 +1508,10 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
     }
 
     /* one sample a second; a process that died ends the run */
-    double t0 = bench_now();
+    double t0 = timing_now();
     size_t ns = 0;
     while (ns < cap) {
-        double now = bench_now() - t0;
+        double now = timing_now() - t0;
         when[ns] = now;
         for (size_t i = 0; i < S_NPROCS; i++) {
             rss[ns * S_NPROCS + i] = s_rss_kib(cl->procs[i].pid);
@@ -1537,7 +1537,7 @@ static int s_leak_run(const void *opts, shoal_err_t *err)
             fflush(stdout);
         }
         double next = t0 + (double)ns;
-        double wait = next - bench_now();
+        double wait = next - timing_now();
         if (wait > 0)
             bench_sleep_ms((long)(wait * 1000));
     }

@@ -55,6 +55,7 @@
 #include "common/distance.h"
 #include "common/error.h"
 #include "common/groundtruth.h"
+#include "common/parfor.h"
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
 
@@ -367,16 +368,16 @@ static int s_cluster_pass(shoal_client_t *client, const s_work_t *w, size_t per,
     shoal_search_opts_t sopts = {.k = w->k, .mode = WIRE_MODE_HNSW, .ef = ef, .nprobe = nprobe,
                                  .deadline_ms = S_DEADLINE_MS};
     *fanout = 0;
-    double start = bench_now();
+    double start = timing_now();
     for (size_t at = 0; at < w->nq; at += per) {
         size_t m = w->nq - at < per ? w->nq - at : per;
         uint64_t *ids = NULL;
         shoal_search_info_t info;
-        double t0 = bench_now();
+        double t0 = timing_now();
         int rc = shoal_client_search_ex(client, S_COLL, w->queries + at * w->dim, m, w->dim,
                                         &sopts, &ids, NULL, &info, err);
         if (lat)
-            lat[at / per] = bench_now() - t0;
+            lat[at / per] = timing_now() - t0;
         if (rc != 0)
             return shoal_err_prefix(err, "cluster search of queries %zu..%zu", at, at + m - 1);
         if (info.partial) {
@@ -391,7 +392,7 @@ static int s_cluster_pass(shoal_client_t *client, const s_work_t *w, size_t per,
             memcpy(found + at * w->k, ids, m * w->k * sizeof *ids);
         free(ids);
     }
-    *secs = bench_now() - start;
+    *secs = timing_now() - start;
     return 0;
 }
 
@@ -411,9 +412,10 @@ typedef struct {
     pthread_mutex_t lock; /* guards err */
 } s_parallel_t;
 
-static void *s_parallel_worker(void *arg)
+/* One parfor part: arg is its slot in s_inprocess_batch's parts[], which all hold p. */
+static void s_parallel_worker(void *arg)
 {
-    s_parallel_t *p = arg;
+    s_parallel_t *p = *(s_parallel_t **)arg;
     const s_work_t *w = p->w;
     shoal_err_t err;
     shoal_err_clear(&err);
@@ -432,35 +434,26 @@ static void *s_parallel_worker(void *arg)
             break;
         }
     }
-    return NULL;
 }
 
 /* Every query on `threads` threads in parallel; found gets the ids. */
 static int s_inprocess_batch(const hnsw_t *index, const s_work_t *w, size_t ef, size_t threads,
                              uint64_t *found, float *dists, double *secs, shoal_err_t *err)
 {
-    pthread_t tids[S_THREADS_MAX];
+    s_parallel_t *parts[S_THREADS_MAX]; /* every part takes queries from the same p */
     s_parallel_t p = {.index = index, .w = w, .ef = ef, .found = found, .dists = dists};
     atomic_init(&p.next, 0);
     atomic_init(&p.failed, 0);
     shoal_err_clear(&p.err);
     pthread_mutex_init(&p.lock, NULL);
-    size_t started = 0;
-    int rc = 0;
-    double start = bench_now();
-    for (; started < threads; started++) {
-        int e = pthread_create(&tids[started], NULL, s_parallel_worker, &p);
-        if (e != 0) {
-            rc = shoal_err_set(err, SHOAL_EIO, "pthread_create: %s", strerror(e));
-            atomic_store(&p.failed, 1);
-            break;
-        }
-    }
-    for (size_t i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
-    *secs = bench_now() - start;
+    for (size_t i = 0; i < threads; i++)
+        parts[i] = &p;
+    double start = timing_now();
+    parfor_each(parts, sizeof parts[0], threads, s_parallel_worker);
+    *secs = timing_now() - start;
     pthread_mutex_destroy(&p.lock);
-    if (rc == 0 && atomic_load(&p.failed)) {
+    int rc = 0;
+    if (atomic_load(&p.failed)) {
         *err = p.err;
         rc = p.err.code ? p.err.code : SHOAL_EINTERNAL;
     }
@@ -471,16 +464,16 @@ static int s_inprocess_batch(const hnsw_t *index, const s_work_t *w, size_t ef, 
 static int s_inprocess_single(const hnsw_t *index, const s_work_t *w, size_t ef, uint64_t *found,
                               float *dists, double *lat, double *secs, shoal_err_t *err)
 {
-    double start = bench_now();
+    double start = timing_now();
     for (size_t q = 0; q < w->nq; q++) {
-        double t0 = bench_now();
+        double t0 = timing_now();
         int got = hnsw_search(index, w->queries + q * w->dim, w->k, ef, NULL, NULL,
                               found + q * w->k, dists + q * w->k, err);
-        lat[q] = bench_now() - t0;
+        lat[q] = timing_now() - t0;
         if (got < 0)
             return shoal_err_prefix(err, "in-process search %zu", q);
     }
-    *secs = bench_now() - start;
+    *secs = timing_now() - start;
     return 0;
 }
 
@@ -503,7 +496,7 @@ typedef struct {
 /* Median of n values (sorted in place). */
 static double s_median(double *v, size_t n)
 {
-    qsort(v, n, sizeof *v, bench_cmp_double);
+    qsort(v, n, sizeof *v, timing_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -523,9 +516,9 @@ static void s_reps_finish(s_reps_t *r, size_t reps, s_side_t *side)
 /* Latency percentiles of one pass (lat sorted in place). */
 static void s_latency(double *lat, size_t n, double *p50, double *p99)
 {
-    qsort(lat, n, sizeof *lat, bench_cmp_double);
-    *p50 = bench_percentile(lat, n, 0.50);
-    *p99 = bench_percentile(lat, n, 0.99);
+    qsort(lat, n, sizeof *lat, timing_cmp_double);
+    *p50 = timing_percentile(lat, n, 0.50);
+    *p99 = timing_percentile(lat, n, 0.99);
 }
 
 static void s_print_table(const cluster_bench_opts_t *o, const s_side_t *c, const s_side_t *p,
@@ -626,9 +619,9 @@ static int s_cluster_load(s_ctx_t *x, shoal_client_t *client, shoal_err_t *err)
         memcpy(sample + i * x->dim, x->base + (i * (x->n / ns)) * x->dim,
                x->dim * sizeof *sample);
     char *text = NULL;
-    double t0 = bench_now();
+    double t0 = timing_now();
     rc = shoal_client_train(client, S_COLL, sample, ns, x->dim, NULL, &text, err);
-    double train_s = bench_now() - t0;
+    double train_s = timing_now() - t0;
     free(sample);
     if (rc != 0)
         return shoal_err_prefix(err, "train on %zu rows", ns);
@@ -636,7 +629,7 @@ static int s_cluster_load(s_ctx_t *x, shoal_client_t *client, shoal_err_t *err)
     free(text);
     fflush(stdout);
 
-    t0 = bench_now();
+    t0 = timing_now();
     for (size_t at = 0; at < x->n; at += o->batch) {
         size_t m = x->n - at < o->batch ? x->n - at : o->batch;
         rc = shoal_client_insert(client, S_COLL, x->ids + at, x->base + at * x->dim, m, x->dim,
@@ -644,7 +637,7 @@ static int s_cluster_load(s_ctx_t *x, shoal_client_t *client, shoal_err_t *err)
         if (rc != 0)
             return shoal_err_prefix(err, "insert of rows %zu..%zu", at, at + m - 1);
     }
-    double load_s = bench_now() - t0;
+    double load_s = timing_now() - t0;
     /* A checkpoint now, so that no background one competes with the timed searches. */
     rc = shoal_client_checkpoint(client, S_COLL, err);
     if (rc != 0)
@@ -740,11 +733,11 @@ static int s_inprocess_side(s_ctx_t *x, s_side_t *side, shoal_err_t *err)
     hnsw_t *index = hnsw_new(&params, err);
     if (!index)
         return err->code ? err->code : SHOAL_EINTERNAL;
-    double t0 = bench_now();
+    double t0 = timing_now();
     int rc = hnsw_insert_batch(index, x->ids, x->base, x->n, x->threads, err);
     if (rc != 0)
         goto done;
-    printf("inprocess_build_s=%.3f build_threads=%zu\n", bench_now() - t0, x->threads);
+    printf("inprocess_build_s=%.3f build_threads=%zu\n", timing_now() - t0, x->threads);
     fflush(stdout);
 
     memset(side, 0, sizeof *side);

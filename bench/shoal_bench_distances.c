@@ -227,10 +227,10 @@ static float s_pass(const distances_run_t *run, size_t qi)
 static double s_time_passes(const distances_run_t *run, size_t passes)
 {
     float sum = 0.0f;
-    double start = bench_now();
+    double start = timing_now();
     for (size_t p = 0; p < passes; p++)
         sum += s_pass(run, p % S_QUERIES);
-    double elapsed = bench_now() - start;
+    double elapsed = timing_now() - start;
     s_sink += sum;
     return elapsed;
 }
@@ -256,7 +256,7 @@ static double s_measure(const distances_run_t *run, size_t reps, double *rates)
         elapsed = s_time_passes(run, passes);
         rates[r] = (double)passes * (double)run->n / (elapsed > 0 ? elapsed : 1e-9);
     }
-    qsort(rates, reps, sizeof rates[0], bench_cmp_double);
+    qsort(rates, reps, sizeof rates[0], timing_cmp_double);
     return reps % 2 ? rates[reps / 2] : (rates[reps / 2 - 1] + rates[reps / 2]) / 2;
 }
 

@@ -192,11 +192,11 @@ static int s_run(const void *opts, shoal_err_t *err)
         rc = err->code;
         goto fail;
     }
-    double t0 = bench_now();
+    double t0 = timing_now();
     rc = flat_store_add(store, row_ids, base, n, err);
     if (rc != SHOAL_OK)
         goto fail;
-    double add_s = bench_now() - t0;
+    double add_s = timing_now() - t0;
 
     flat_view_t view = flat_store_view(store);
     flat_search_opts_t sopts = {
@@ -206,13 +206,13 @@ static int s_run(const void *opts, shoal_err_t *err)
         goto fail;
     double times[S_REPS_MAX];
     for (size_t r = 0; r < o->reps; r++) {
-        t0 = bench_now();
+        t0 = timing_now();
         rc = flat_search(&view, queries, nq, o->k, &sopts, ids, dists, err);
         if (rc != SHOAL_OK)
             goto fail;
-        times[r] = bench_now() - t0;
+        times[r] = timing_now() - t0;
     }
-    qsort(times, o->reps, sizeof times[0], bench_cmp_double);
+    qsort(times, o->reps, sizeof times[0], timing_cmp_double);
     double search_s = times[o->reps / 2];
 
     int gemm = o->path == 2 || (o->path == 0 && nq >= FLAT_GEMM_MIN_QUERIES);

@@ -18,10 +18,10 @@
 #include "common/distance.h"
 #include "common/error.h"
 #include "common/groundtruth.h"
+#include "common/parfor.h"
 #include "common/vecfile.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,15 +177,12 @@ typedef struct {
     size_t first;         /* first point of this share */
     size_t count;         /* points in this share */
     float *out;           /* where point `first` goes */
-    pthread_t thread;     /* valid when started */
-    int started;          /* created and to be joined */
 } fill_share_t;
 
-static void *s_fill_main(void *arg)
+static void s_fill_main(void *arg)
 {
     fill_share_t *s = arg;
     datagen_fill(s->gen, s->stream, s->first, s->count, s->out);
-    return NULL;
 }
 
 /* Points [0, n) of stream into out, over up to `threads` threads. */
@@ -202,23 +199,14 @@ static int s_fill_parallel(const datagen_t *gen, unsigned stream, size_t n, size
     if (!shares)
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory for %zu threads", threads);
     for (size_t t = 0; t < threads; t++) {
-        size_t first = n * t / threads;
+        size_t first = parfor_split(n, threads, t);
         shares[t] = (fill_share_t){.gen = gen,
                                    .stream = stream,
                                    .first = first,
-                                   .count = n * (t + 1) / threads - first,
+                                   .count = parfor_split(n, threads, t + 1) - first,
                                    .out = out + first * dim};
     }
-    /* As in groundtruth.c: a share whose thread cannot start runs here. */
-    for (size_t t = 1; t < threads; t++)
-        shares[t].started = pthread_create(&shares[t].thread, NULL, s_fill_main, &shares[t]) == 0;
-    s_fill_main(&shares[0]);
-    for (size_t t = 1; t < threads; t++) {
-        if (shares[t].started)
-            pthread_join(shares[t].thread, NULL);
-        else
-            s_fill_main(&shares[t]);
-    }
+    parfor_each(shares, sizeof *shares, threads, s_fill_main);
     free(shares);
     return SHOAL_OK;
 }
@@ -286,19 +274,19 @@ static int s_run(const void *opts, shoal_err_t *err)
         goto fail;
     }
 
-    double t0 = bench_now();
+    double t0 = timing_now();
     rc = s_fill_parallel(gen, DATAGEN_STREAM_BASE, o->n, o->dim, threads, base, err);
     if (rc == SHOAL_OK)
         rc = s_fill_parallel(gen, DATAGEN_STREAM_QUERY, o->queries, o->dim, threads, queries, err);
     if (rc != SHOAL_OK)
         goto fail;
-    double gen_s = bench_now() - t0;
+    double gen_s = timing_now() - t0;
 
-    t0 = bench_now();
+    t0 = timing_now();
     rc = gt_knn(base, o->n, queries, o->queries, o->dim, o->metric, o->k, threads, ids, NULL, err);
     if (rc != SHOAL_OK)
         goto fail;
-    double gt_s = bench_now() - t0;
+    double gt_s = timing_now() - t0;
     /* k <= n <= INT32_MAX: every id is a real row number that fits. */
     for (size_t i = 0; i < o->queries * o->k; i++)
         ids32[i] = (int32_t)ids[i];

@@ -305,17 +305,17 @@ static int s_search_pass(const hnsw_t *index, const hnsw_bench_opts_t *o, const 
         so.rerank_fn = s_row;
         so.rerank_ctx = (void *)rows;
     }
-    double start = bench_now(), cpu0 = s_thread_cpu();
+    double start = timing_now(), cpu0 = s_thread_cpu();
     for (size_t q = 0; q < nq; q++) {
-        double t0 = bench_now();
+        double t0 = timing_now();
         int got = hnsw_search_with(index, queries + q * dim, &so, found + q * k, dists + q * k, err);
-        double t1 = bench_now();
+        double t1 = timing_now();
         if (got < 0)
             return shoal_err_prefix(err, "query %zu at ef %zu", q, ef);
         if (lat)
             lat[q] = t1 - t0;
     }
-    *wall_s = bench_now() - start;
+    *wall_s = timing_now() - start;
     *cpu_s = s_thread_cpu() - cpu0;
     return SHOAL_OK;
 }
@@ -358,7 +358,7 @@ static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const s_rows
                 return rc;
             qps[r] = (double)nq / wall_s;
             cpu_qps[r] = cpu_s > 0 ? (double)nq / cpu_s : 0.0;
-            qsort(b->lat, nq, sizeof *b->lat, bench_cmp_double);
+            qsort(b->lat, nq, sizeof *b->lat, timing_cmp_double);
             memcpy(b->lat_all + r * nq, b->lat, nq * sizeof *b->lat);
         }
         /* Every pass gives the same answers: recall is the last one's. */
@@ -366,8 +366,8 @@ static int s_sweep(const hnsw_t *index, const hnsw_bench_opts_t *o, const s_rows
         size_t med = s_median_at(qps, o->repeat);
         const double *lat = b->lat_all + med * nq;
         printf("%sef=%zu recall@%zu=%.4f qps=%.1f p50_us=%.1f p99_us=%.1f cpu_qps=%.1f runs=%zu\n",
-               prefix, o->efs[e], o->k, recall, qps[med], bench_percentile(lat, nq, 0.50) * 1e6,
-               bench_percentile(lat, nq, 0.99) * 1e6, cpu_qps[s_median_at(cpu_qps, o->repeat)],
+               prefix, o->efs[e], o->k, recall, qps[med], timing_percentile(lat, nq, 0.50) * 1e6,
+               timing_percentile(lat, nq, 0.99) * 1e6, cpu_qps[s_median_at(cpu_qps, o->repeat)],
                o->repeat);
         fflush(stdout);
     }
@@ -384,7 +384,7 @@ static int s_delete_and_sweep(hnsw_t *index, const hnsw_bench_opts_t *o, const f
                               size_t dim, size_t threads, s_sweep_bufs_t *b, shoal_err_t *err)
 {
     size_t nd = (size_t)(o->delete_frac * (double)n);
-    double t0 = bench_now();
+    double t0 = timing_now();
     for (size_t at = 0; at < nd; at += o->delete_batch) {
         size_t len = nd - at < o->delete_batch ? nd - at : o->delete_batch;
         size_t deleted = 0;
@@ -396,7 +396,7 @@ static int s_delete_and_sweep(hnsw_t *index, const hnsw_bench_opts_t *o, const f
                                  "deleting ids %zu..%zu: %zu deleted, expected %zu", at,
                                  at + len - 1, deleted, len);
     }
-    double delete_s = bench_now() - t0;
+    double delete_s = timing_now() - t0;
     printf("delete_frac=%.3f delete_batch=%zu deleted=%zu delete_s=%.3f deletes_per_s=%.1f\n",
            o->delete_frac, o->delete_batch, nd, delete_s,
            delete_s > 0 ? (double)nd / delete_s : 0.0);
@@ -581,7 +581,7 @@ static int s_run(const void *opts, shoal_err_t *err)
         rc = err->code ? err->code : SHOAL_EINTERNAL;
         goto fail;
     }
-    double t0 = bench_now();
+    double t0 = timing_now();
     if (o->load) {
         hnsw_destroy(&index);
         index = s_load_index(o->load, err);
@@ -589,7 +589,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     } else {
         rc = hnsw_insert_batch(index, ids, base, n, threads, err);
     }
-    double build_s = bench_now() - t0;
+    double build_s = timing_now() - t0;
     if (rc != SHOAL_OK) {
         shoal_err_prefix(err, "%s %s", o->load ? "loading" : "building from",
                          o->load ? o->load : o->base);

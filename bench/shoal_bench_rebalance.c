@@ -223,7 +223,7 @@ static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t
         n->pid = 0;
         return err->code;
     }
-    double end = bench_now() + S_READY_WAIT_S;
+    double end = timing_now() + S_READY_WAIT_S;
     while (access(n->ready, R_OK) != 0) {
         int status = 0;
         if (hosts_wait(x->hosts, n->pid, 0, &status) == 1) {
@@ -231,7 +231,7 @@ static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t
             return shoal_err_set(err, SHOAL_EIO, "%s exited before it was ready (status 0x%x; %s)",
                                  argv[0], status, n->log);
         }
-        if (bench_now() > end)
+        if (timing_now() > end)
             return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s (%s)", argv[0],
                                  S_READY_WAIT_S, n->log);
         bench_sleep_ms(10);
@@ -339,19 +339,19 @@ static int s_load(s_ctx_t *x, shoal_err_t *err)
 {
     const s_opts_t *o = x->o;
     shoal_create_opts_t copts = {.nlist = o->nlist, .replication = 1, .write_quorum = 1};
-    double end = bench_now() + S_READY_WAIT_S;
+    double end = timing_now() + S_READY_WAIT_S;
     int rc;
     while ((rc = shoal_client_create_ivf(x->c, S_COLL, o->dim, SHOAL_METRIC_L2, &copts, err)) ==
                SHOAL_EUNAVAIL &&
-           bench_now() < end)
+           timing_now() < end)
         bench_sleep_ms(100);
     if (rc != 0)
         return shoal_err_prefix(err, "create %s", S_COLL);
-    double t0 = bench_now();
+    double t0 = timing_now();
     size_t ntrain = o->n < S_TRAIN_MAX ? o->n : S_TRAIN_MAX;
     if ((rc = shoal_client_train(x->c, S_COLL, x->base, ntrain, o->dim, NULL, NULL, err)) != 0)
         return shoal_err_prefix(err, "train %s", S_COLL);
-    double t1 = bench_now();
+    double t1 = timing_now();
     uint64_t ids[S_LOAD_BATCH];
     for (size_t at = 0; at < o->n; at += S_LOAD_BATCH) {
         size_t m = o->n - at < S_LOAD_BATCH ? o->n - at : S_LOAD_BATCH;
@@ -361,7 +361,7 @@ static int s_load(s_ctx_t *x, shoal_err_t *err)
         if (rc != 0)
             return shoal_err_prefix(err, "insert of rows %zu..", at);
     }
-    double t2 = bench_now();
+    double t2 = timing_now();
     if ((rc = shoal_client_checkpoint(x->c, S_COLL, err)) != 0)
         return shoal_err_prefix(err, "checkpoint %s", S_COLL);
     printf("load n=%zu dim=%zu nlist=%zu shards=%d train_rows=%zu train_s=%.2f insert_s=%.2f "
@@ -461,10 +461,10 @@ static int s_query(shoal_client_t *c, const s_ctx_t *x, size_t q, uint64_t *foun
     shoal_search_info_t info;
     uint64_t *ids = NULL;
     shoal_err_t err;
-    double t0 = bench_now();
+    double t0 = timing_now();
     int rc = shoal_client_search_ex(c, S_COLL, x->queries + q * dim, 1, dim, &opts, &ids, NULL,
                                     &info, &err);
-    double ms = (bench_now() - t0) * 1e3;
+    double ms = (timing_now() - t0) * 1e3;
     if (rc != 0) {
         if (lat->failed++ == 0)
             snprintf(lat->why, sizeof lat->why, "query %zu: %s", q, err.msg);
@@ -537,9 +537,9 @@ static void s_lat_summary(s_lat_t *lat, double *p50, double *p99)
     *p50 = *p99 = NAN;
     if (lat->n == 0)
         return;
-    qsort(lat->ms, lat->n, sizeof *lat->ms, bench_cmp_double);
-    *p50 = bench_percentile(lat->ms, lat->n, 0.50);
-    *p99 = bench_percentile(lat->ms, lat->n, 0.99);
+    qsort(lat->ms, lat->n, sizeof *lat->ms, timing_cmp_double);
+    *p50 = timing_percentile(lat->ms, lat->n, 0.50);
+    *p99 = timing_percentile(lat->ms, lat->n, 0.99);
 }
 
 static void s_lat_print(const char *phase, s_lat_t *lat, double *p50, double *p99)
@@ -616,7 +616,7 @@ static int s_moves_wait(s_ctx_t *x, double t0, double v[S_NMOVE_STATS], shoal_er
             return rc;
         if (v[S_PENDING] == 0 && v[S_RUNNING] == 0 && v[S_ORPHANS] == 0)
             return 0;
-        double now = bench_now();
+        double now = timing_now();
         if (now - t0 > S_MOVES_WAIT_S)
             return shoal_err_set(err, SHOAL_ETIMEOUT,
                                  "moves not done after %.0f s (pending %g, running %g, old "
@@ -650,7 +650,7 @@ static int s_grow_steps(s_ctx_t *x, s_growth_t *g, shoal_err_t *err)
     double rows_before = v[S_ROWS_COPIED];
     void *info = NULL;
     size_t len = 0;
-    double t0 = bench_now();
+    double t0 = timing_now();
     rc = shoal_client_rebalance(x->c, 0, 0, (uint32_t)x->o->rate_mb, NULL, &info, &len, err);
     if (rc != 0)
         return shoal_err_prefix(err, "rebalance");
@@ -664,7 +664,7 @@ static int s_grow_steps(s_ctx_t *x, s_growth_t *g, shoal_err_t *err)
     fflush(stdout);
     if ((rc = s_moves_wait(x, t0, v, err)) != 0)
         return rc;
-    g->seconds = bench_now() - t0;
+    g->seconds = timing_now() - t0;
     g->rows_copied = v[S_ROWS_COPIED] - rows_before;
     g->coord_rows_per_s = v[S_ROWS_PER_S];
     g->aborted = v[S_ABORTED];

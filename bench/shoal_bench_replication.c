@@ -217,7 +217,7 @@ static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t
         n->pid = 0;
         return err->code;
     }
-    double end = bench_now() + S_READY_WAIT_S;
+    double end = timing_now() + S_READY_WAIT_S;
     while (access(n->ready, R_OK) != 0) {
         int status = 0;
         if (hosts_wait(x->hosts, n->pid, 0, &status) == 1) {
@@ -225,7 +225,7 @@ static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t
             return shoal_err_set(err, SHOAL_EIO, "%s exited before it was ready (status 0x%x; %s)",
                                  argv[0], status, n->log);
         }
-        if (bench_now() > end)
+        if (timing_now() > end)
             return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s (%s)", argv[0],
                                  S_READY_WAIT_S, n->log);
         bench_sleep_ms(10);
@@ -340,18 +340,18 @@ static int s_stats(shoal_client_t *c, size_t n, const char *const *paths, double
 static int s_load(s_ctx_t *x, const char *coll, size_t r, double *insert_s, shoal_err_t *err)
 {
     shoal_create_opts_t copts = {.nlist = x->o->nlist, .replication = r, .write_quorum = 1};
-    double end = bench_now() + S_READY_WAIT_S;
+    double end = timing_now() + S_READY_WAIT_S;
     int rc;
     while ((rc = shoal_client_create_ivf(x->c, coll, x->dim, SHOAL_METRIC_L2, &copts, err)) ==
                SHOAL_EUNAVAIL &&
-           bench_now() < end)
+           timing_now() < end)
         bench_sleep_ms(100);
     if (rc != 0)
         return shoal_err_prefix(err, "create %s", coll);
     rc = shoal_client_train(x->c, coll, x->base, x->n, x->dim, NULL, NULL, err);
     if (rc != 0)
         return shoal_err_prefix(err, "train %s", coll);
-    double t0 = bench_now();
+    double t0 = timing_now();
     for (size_t at = 0; at < x->n; at += x->o->batch) {
         size_t m = x->n - at < x->o->batch ? x->n - at : x->o->batch;
         rc = shoal_client_insert(x->c, coll, x->ids + at, x->base + at * x->dim, m, x->dim, NULL,
@@ -359,14 +359,14 @@ static int s_load(s_ctx_t *x, const char *coll, size_t r, double *insert_s, shoa
         if (rc != 0)
             return shoal_err_prefix(err, "insert into %s of rows %zu..", coll, at);
     }
-    *insert_s = bench_now() - t0;
+    *insert_s = timing_now() - t0;
     return 0;
 }
 
 static double s_median(double *v, size_t n)
 {
-    qsort(v, n, sizeof *v, bench_cmp_double);
-    return bench_percentile(v, n, 0.5);
+    qsort(v, n, sizeof *v, timing_cmp_double);
+    return timing_percentile(v, n, 0.5);
 }
 
 /* Rows/s of --insert-reps loads of a fresh collection at replication r (median). */
@@ -424,13 +424,13 @@ static int s_timed_passes(shoal_client_t *c, const s_ctx_t *x, int batch, double
                           shoal_err_t *err)
 {
     size_t done = 0;
-    double t0 = bench_now(), t = t0;
+    double t0 = timing_now(), t = t0;
     while (t - t0 < S_MIN_PASS_S) {
         int rc = s_pass(c, x, batch, NULL, err);
         if (rc != 0)
             return rc;
         done += x->nq;
-        t = bench_now();
+        t = timing_now();
     }
     *qps = (double)done / (t - t0);
     return 0;
@@ -455,8 +455,8 @@ static void *s_client_run(void *arg)
         snprintf(cl->msg, sizeof cl->msg, "%s", err.msg);
         return NULL;
     }
-    double t0 = bench_now();
-    while (cl->rc == 0 && bench_now() - t0 < S_MIN_PASS_S) {
+    double t0 = timing_now();
+    while (cl->rc == 0 && timing_now() - t0 < S_MIN_PASS_S) {
         if ((cl->rc = s_pass(c, cl->x, 0, NULL, &err)) != 0)
             snprintf(cl->msg, sizeof cl->msg, "%s", err.msg);
         else
@@ -472,7 +472,7 @@ static int s_concurrent(const s_ctx_t *x, double *qps, shoal_err_t *err)
     s_client_t cls[S_CLIENTS_MAX];
     size_t n = x->o->clients;
     memset(cls, 0, sizeof cls);
-    double t0 = bench_now();
+    double t0 = timing_now();
     for (size_t i = 0; i < n; i++) {
         cls[i].x = x;
         if (pthread_create(&cls[i].thread, NULL, s_client_run, &cls[i]) != 0) {
@@ -489,7 +489,7 @@ static int s_concurrent(const s_ctx_t *x, double *qps, shoal_err_t *err)
         if (cls[i].rc != 0 && rc == 0)
             rc = shoal_err_set(err, cls[i].rc, "client %zu: %s", i, cls[i].msg);
     }
-    *qps = (double)done / (bench_now() - t0);
+    *qps = (double)done / (timing_now() - t0);
     return rc;
 }
 
@@ -558,9 +558,9 @@ static int s_repair_once(s_ctx_t *x, size_t s, double *vps, double *rows, double
     bench_remove_tree(x->shards[s].data_dir);
     /* restarted once the coordinator has seen it down, so that it verifies the shard when it
        is back (a shard back sooner is not noticed when no write touches it) */
-    double t_down = bench_now();
+    double t_down = timing_now();
     while ((rc = s_stats(x->c, 6, paths, v, err)) == 0 && v[2] != S_SHARDS - 1) {
-        if (bench_now() - t_down > S_READY_WAIT_S)
+        if (timing_now() - t_down > S_READY_WAIT_S)
             return shoal_err_set(err, SHOAL_ETIMEOUT, "shard %zu not seen down after %.0f s", s,
                                  S_READY_WAIT_S);
         bench_sleep_ms(S_POLL_MS);
@@ -569,21 +569,21 @@ static int s_repair_once(s_ctx_t *x, size_t s, double *vps, double *rows, double
         return shoal_err_prefix(err, "stats");
     if ((rc = s_shard_start(x, &x->shards[s], err)) != 0)
         return rc;
-    double t0 = bench_now();
+    double t0 = timing_now();
     while (1) {
         if ((rc = s_stats(x->c, 6, paths, v, err)) != 0)
             return shoal_err_prefix(err, "stats");
         /* a fenced shard serves no reads yet: not rebuilt until the fence lifts */
         if (v[0] > before && v[2] == S_SHARDS && v[3] == 0 && v[4] == 0 && !(v[5] > 0))
             break;
-        if (bench_now() - t0 > S_REPAIR_WAIT_S)
+        if (timing_now() - t0 > S_REPAIR_WAIT_S)
             return shoal_err_set(err, SHOAL_ETIMEOUT,
                                  "shard %zu not rebuilt after %.0f s (rows copied %g, shards up "
                                  "%g, stale lists %g, repairing %g)",
                                  s, S_REPAIR_WAIT_S, v[0] - before, v[2], v[3], v[4]);
         bench_sleep_ms(S_POLL_MS);
     }
-    double took = bench_now() - t0;
+    double took = timing_now() - t0;
     *rows = v[0] - before;
     *vps = *rows / took;
     *last_vps = v[1];

@@ -181,21 +181,21 @@ static int s_socket_pass(shoal_client_t *client, const float *queries, size_t nq
                          shoal_err_t *err)
 {
     shoal_search_opts_t sopts = {.k = o->k, .mode = WIRE_MODE_HNSW, .ef = o->ef};
-    double start = bench_now();
+    double start = timing_now();
     for (size_t q = 0; q < nq; q++) {
         uint64_t *ids = NULL;
-        double t0 = bench_now();
+        double t0 = timing_now();
         int rc = shoal_client_search(client, "bench", queries + q * dim, 1, dim, &sopts, &ids, NULL,
                                      NULL, err);
         if (lat)
-            lat[q] = bench_now() - t0;
+            lat[q] = timing_now() - t0;
         if (rc != 0)
             return shoal_err_prefix(err, "socket search %zu", q);
         if (found)
             memcpy(found + q * o->k, ids, o->k * sizeof *ids);
         free(ids);
     }
-    *wall_s = bench_now() - start;
+    *wall_s = timing_now() - start;
     return 0;
 }
 
@@ -203,17 +203,17 @@ static int s_inprocess_pass(const hnsw_t *index, const float *queries, size_t nq
                             const shard_bench_opts_t *o, uint64_t *found, float *dists, double *lat,
                             double *wall_s, shoal_err_t *err)
 {
-    double start = bench_now();
+    double start = timing_now();
     for (size_t q = 0; q < nq; q++) {
-        double t0 = bench_now();
+        double t0 = timing_now();
         int got = hnsw_search(index, queries + q * dim, o->k, o->ef, NULL, NULL, found + q * o->k,
                               dists + q * o->k, err);
         if (lat)
-            lat[q] = bench_now() - t0;
+            lat[q] = timing_now() - t0;
         if (got < 0)
             return shoal_err_prefix(err, "in-process search %zu", q);
     }
-    *wall_s = bench_now() - start;
+    *wall_s = timing_now() - start;
     return 0;
 }
 
@@ -325,7 +325,7 @@ static int s_run(const void *opts, shoal_err_t *err)
         goto done;
 
     /* Insert through the socket. */
-    double t0 = bench_now();
+    double t0 = timing_now();
     for (size_t at = 0; at < n; at += o->batch) {
         size_t m = n - at < o->batch ? n - at : o->batch;
         rc = shoal_client_insert(client, "bench", ids + at, base + at * dim, m, dim, NULL, err);
@@ -334,7 +334,7 @@ static int s_run(const void *opts, shoal_err_t *err)
             goto done;
         }
     }
-    double insert_s = bench_now() - t0;
+    double insert_s = timing_now() - t0;
     double insert_vps = (double)n / insert_s;
     printf("insert_s=%.3f insert_vps=%.1f\n", insert_s, insert_vps);
     fflush(stdout);
@@ -352,9 +352,9 @@ static int s_run(const void *opts, shoal_err_t *err)
     if (rc != 0)
         goto done;
     double socket_qps = (double)nq / wall_s;
-    qsort(lat, nq, sizeof *lat, bench_cmp_double);
+    qsort(lat, nq, sizeof *lat, timing_cmp_double);
     printf("socket_qps=%.1f socket_p50_us=%.1f socket_p99_us=%.1f\n", socket_qps,
-           bench_percentile(lat, nq, 0.50) * 1e6, bench_percentile(lat, nq, 0.99) * 1e6);
+           timing_percentile(lat, nq, 0.50) * 1e6, timing_percentile(lat, nq, 0.99) * 1e6);
     s_print_recall("socket", found, gt, gtk, nq, o->k);
     fflush(stdout);
 
@@ -366,9 +366,9 @@ static int s_run(const void *opts, shoal_err_t *err)
         rc = err->code ? err->code : SHOAL_EINTERNAL;
         goto done;
     }
-    t0 = bench_now();
+    t0 = timing_now();
     rc = hnsw_insert_batch(index, ids, base, n, threads, err);
-    double rebuild_s = bench_now() - t0;
+    double rebuild_s = timing_now() - t0;
     if (rc != 0)
         goto done;
     rc = s_inprocess_pass(index, queries, warm, dim, o, found2, dists, NULL, &wall_s, err);
@@ -377,23 +377,23 @@ static int s_run(const void *opts, shoal_err_t *err)
     if (rc != 0)
         goto done;
     double inproc_qps = (double)nq / wall_s;
-    qsort(lat, nq, sizeof *lat, bench_cmp_double);
+    qsort(lat, nq, sizeof *lat, timing_cmp_double);
     printf("inprocess_build_s=%.3f inprocess_qps=%.1f inprocess_p50_us=%.1f "
            "inprocess_p99_us=%.1f\n",
-           rebuild_s, inproc_qps, bench_percentile(lat, nq, 0.50) * 1e6,
-           bench_percentile(lat, nq, 0.99) * 1e6);
+           rebuild_s, inproc_qps, timing_percentile(lat, nq, 0.50) * 1e6,
+           timing_percentile(lat, nq, 0.99) * 1e6);
     s_print_recall("inprocess", found2, gt, gtk, nq, o->k);
     fflush(stdout);
     hnsw_destroy(&index);
 
     /* Stop (final checkpoint), restart, first search answered. */
     shoal_client_destroy(&client);
-    t0 = bench_now();
+    t0 = timing_now();
     rc = bench_child_stop(&sh.proc, S_STOP_WAIT_S, err);
     if (rc != 0)
         goto done;
-    double stop_s = bench_now() - t0;
-    t0 = bench_now();
+    double stop_s = timing_now() - t0;
+    t0 = timing_now();
     rc = s_shard_start(&sh, err);
     if (rc != 0)
         goto done;
@@ -405,7 +405,7 @@ static int s_run(const void *opts, shoal_err_t *err)
     rc = s_socket_pass(client, queries, 1, dim, o, found2, NULL, &wall_s, err);
     if (rc != 0)
         goto done;
-    double restart_s = bench_now() - t0;
+    double restart_s = timing_now() - t0;
     void *info = NULL;
     size_t info_len = 0;
     double loaded = -1, replayed = -1;

@@ -34,6 +34,7 @@
 #include "common/error.h"
 #include "common/groundtruth.h"
 #include "common/log.h"
+#include "common/timing.h"
 #include "common/topk.h"
 #include "common/vecfile.h"
 #include "net/wire.h"
@@ -111,13 +112,6 @@ static int s_bad(shoal_err_t *err, const char *fmt, ...)
     va_end(ap);
     s_usage_failed = 1;
     return shoal_err_set(err, SHOAL_EINVAL, "%s", buf);
-}
-
-static double s_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* v with thousands separated by commas ("52,113"), for people; buf holds 27 bytes or more. */
@@ -413,7 +407,7 @@ static void s_progress_init(s_progress_t *p, const char *what, const char *unit)
     p->what = what;
     p->unit = unit;
     p->tty = isatty(STDERR_FILENO);
-    p->start = p->last = s_now();
+    p->start = p->last = timing_now();
 }
 
 static void s_format_eta(char *buf, size_t cap, double seconds)
@@ -432,7 +426,7 @@ static void s_format_eta(char *buf, size_t cap, double seconds)
 /* done of total (total 0: unknown) units finished; final: the work is over. */
 static void s_progress_update(s_progress_t *p, uint64_t done, uint64_t total, int final)
 {
-    double now = s_now();
+    double now = timing_now();
     double elapsed = now - p->start;
     double rate = elapsed > 0 ? (double)done / elapsed : 0.0;
     double frac = total ? (double)done / (double)total : 0.0;
@@ -747,10 +741,10 @@ static int s_cmd_train(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         goto done;
     if ((rc = s_connect(cli, S_TIMEOUT_TRAIN_MS, err)) != 0)
         goto done;
-    double t0 = s_now();
+    double t0 = timing_now();
     rc = shoal_client_train(cli->client, pos[0], sample, rows, dim, &topts, &text, err);
     if (rc == 0) {
-        printf("rows=%zu seconds=%.3f report=", rows, s_now() - t0);
+        printf("rows=%zu seconds=%.3f report=", rows, timing_now() - t0);
         s_print_one_line(stdout, text);
         putchar('\n');
     }
@@ -814,7 +808,7 @@ static int s_cmd_load(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     }
     if ((rc = s_connect(cli, S_TIMEOUT_LOAD_MS, err)) != 0)
         goto done;
-    progress.start = s_now();
+    progress.start = timing_now();
     for (size_t at = 0; at < count; at += batch) {
         size_t n = count - at < batch ? count - at : batch;
         const float *vecs = contiguous ? contiguous + at * dim : buf;
@@ -829,7 +823,7 @@ static int s_cmd_load(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         }
         s_progress_update(&progress, at + n, count, at + n == count);
     }
-    double seconds = s_now() - progress.start;
+    double seconds = timing_now() - progress.start;
     printf("loaded=%zu seconds=%.3f vps=%.1f\n", count, seconds,
            seconds > 0 ? (double)count / seconds : 0.0);
 done:
@@ -979,14 +973,14 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     uint64_t fanout = 0;
     shoal_search_info_t last;
     memset(&last, 0, sizeof last);
-    double t0 = s_now();
+    double t0 = timing_now();
     for (size_t r = 0; r < nreq; r++) {
         size_t at = r * batch, n = nq - at < batch ? nq - at : batch;
         shoal_search_info_t info;
-        double t = s_now();
+        double t = timing_now();
         rc = shoal_client_search_ex(cli->client, pos[0], queries + at * dim, n, dim, &sopts, &ids,
                                     NULL, &info, err);
-        lat[r] = (s_now() - t) * 1000.0;
+        lat[r] = (timing_now() - t) * 1000.0;
         if (rc != 0) {
             shoal_err_prefix(err, "queries %zu..%zu", at, at + n - 1);
             goto done;
@@ -1001,7 +995,7 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
             s_union_add(missing, sizeof missing, info.missing);
         }
     }
-    double seconds = s_now() - t0;
+    double seconds = timing_now() - t0;
     qsort(lat, nreq, sizeof *lat, s_cmp_double);
     if (out_path && (rc = s_write_result_ivecs(out_path, all_ids, nq, sopts.k, err)) != 0)
         goto done;
@@ -1477,7 +1471,7 @@ static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     char missing[S_MISSING_MAX] = "";
     int partial = 0;
     uint64_t rows = 0, total = 0;
-    progress.start = s_now();
+    progress.start = timing_now();
     do {
         rc = shoal_client_knn_graph(cli->client, pos[0], &sopts, chunk_rows, cursor, &chunk, err);
         if (rc != 0) {
@@ -1516,7 +1510,7 @@ static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
                            strerror(errno));
         goto done;
     }
-    printf("rows=%" PRIu64 " seconds=%.3f", rows, s_now() - progress.start);
+    printf("rows=%" PRIu64 " seconds=%.3f", rows, timing_now() - progress.start);
     if (partial)
         printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
     putchar('\n');
@@ -1585,10 +1579,10 @@ static int s_cmd_ping(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     size_t info_len = 0;
     if ((rc = s_connect(cli, 0, err)) != 0)
         return rc;
-    double t0 = s_now();
+    double t0 = timing_now();
     rc = shoal_client_ping(cli->client, &info, &info_len, err);
     if (rc == 0) {
-        printf("pong endpoint=%s rtt_ms=%.3f", cli->endpoint, (s_now() - t0) * 1000.0);
+        printf("pong endpoint=%s rtt_ms=%.3f", cli->endpoint, (timing_now() - t0) * 1000.0);
         char text[4096];
         if (info && wire_info_to_text(info, info_len, text, sizeof text) == 0) {
             fputs(" info=", stdout);
@@ -1634,7 +1628,7 @@ static void s_wait_draw(s_wait_t *w, const s_moves_t *now, int final)
         total = w->planned;
     double frac = total ? (double)finished / (double)total : 1.0;
     /* ETA from the run's copy rate over the vectors it plans to move */
-    double elapsed = s_now() - w->start;
+    double elapsed = timing_now() - w->start;
     uint64_t copied = s_since(now->rows_copied, w->base.rows_copied);
     double eta = -1.0;
     if (copied > 0 && elapsed > 0 && w->vectors > copied)
@@ -1662,9 +1656,9 @@ static void s_wait_draw(s_wait_t *w, const s_moves_t *now, int final)
         fflush(stderr);
         return;
     }
-    if (final || s_now() - w->last_line < S_WAIT_PLAIN_S)
+    if (final || timing_now() - w->last_line < S_WAIT_PLAIN_S)
         return; /* the result line on stdout says the end */
-    w->last_line = s_now();
+    w->last_line = timing_now();
     fprintf(stderr, "%s: %" PRIu64 "/%" PRIu64 " moves%s%s eta %s\n", w->what, finished, total,
             current[0] ? "," : "", current, eta_text);
     fflush(stderr);
@@ -1679,7 +1673,7 @@ static void s_wait_draw(s_wait_t *w, const s_moves_t *now, int final)
 static int s_wait_moves(s_cli_t *cli, s_wait_t *w, uint64_t *done, uint64_t *aborted,
                         shoal_err_t *err)
 {
-    w->start = s_now();
+    w->start = timing_now();
     w->last_line = w->start - S_WAIT_PLAIN_S; /* the first poll prints */
     w->tty = isatty(STDERR_FILENO);
     s_moves_t now = w->base; /* what is reported should the first poll fail */

@@ -61,6 +61,7 @@
  */
 #include "common/flat.h"
 #include "common/log.h"
+#include "common/parfor.h"
 #include "common/topk.h"
 #include "common/vec_check.h"
 
@@ -71,7 +72,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #ifndef SHOAL_NO_BLAS
 #include <cblas.h>
@@ -112,12 +112,6 @@ static int s_mul_overflows(size_t a, size_t b, size_t *out)
 static size_t s_min(size_t a, size_t b)
 {
     return a < b ? a : b;
-}
-
-static size_t s_online_cores(void)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (size_t)cores : 1;
 }
 
 /* sum v_i^2 in double, so it does not depend on the SIMD summation order. */
@@ -597,8 +591,6 @@ typedef struct {
                               * (tiled) or block_rows (kernels) floats */
     size_t first;            /* tiled: first query tile; kernels: first row */
     size_t last;             /* one past the last tile / row */
-    pthread_t thread;        /* valid when started */
-    int started;             /* created, to be joined */
 } search_worker_t;
 
 static int s_select_init(select_state_t *sel, size_t queries, size_t keep)
@@ -809,22 +801,6 @@ static void s_select_finish(const search_job_t *job, select_state_t *sel, size_t
     }
 }
 
-/* Runs fn on every worker: share 0 on the calling thread, the others on their
- * own; a share whose thread cannot start runs here too (slower, same answer). */
-static void s_run_workers(search_worker_t *workers, size_t count, void *(*fn)(void *))
-{
-    for (size_t t = 1; t < count; t++)
-        workers[t].started = pthread_create(&workers[t].thread, NULL, fn, &workers[t]) == 0;
-    fn(&workers[0]);
-    for (size_t t = 1; t < count; t++) {
-        if (workers[t].started)
-            pthread_join(workers[t].thread, NULL);
-        else
-            fn(&workers[t]);
-        workers[t].started = 0;
-    }
-}
-
 /* ------------------------------------------------------------------------ */
 /* Search: tile memory kept by the calling thread                           */
 /* ------------------------------------------------------------------------ */
@@ -960,7 +936,7 @@ static void s_tile_select(const search_job_t *job, size_t q, float *dots, size_t
 /* Search: rows split among threads (kernels, or GEMM for mid-size batches) */
 /* ------------------------------------------------------------------------ */
 
-static void *s_kernels_main(void *arg)
+static void s_kernels_main(void *arg)
 {
     search_worker_t *w = arg;
     const search_job_t *job = w->job;
@@ -988,14 +964,13 @@ static void *s_kernels_main(void *arg)
         }
     }
     s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
-    return NULL;
 }
 
 /*
  * GEMM over a thread's rows: row tile outside, query tiles inside, so each
  * row tile is packed by sgemm once per query tile of the chunk.
  */
-static void *s_rows_gemm_main(void *arg)
+static void s_rows_gemm_main(void *arg)
 {
     search_worker_t *w = arg;
     const search_job_t *job = w->job;
@@ -1012,7 +987,6 @@ static void *s_rows_gemm_main(void *arg)
         }
     }
     s_select_finish(job, &w->sel, job->chunk_first, job->chunk_len, w->first, w->last);
-    return NULL;
 }
 
 /*
@@ -1084,7 +1058,7 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     for (size_t q0 = 0; q0 < job->nq; q0 += chunk) {
         job->chunk_first = q0;
         job->chunk_len = s_min(chunk, job->nq - q0);
-        s_run_workers(workers, nworkers, gemm ? s_rows_gemm_main : s_kernels_main);
+        parfor_each(workers, sizeof *workers, nworkers, gemm ? s_rows_gemm_main : s_kernels_main);
         for (size_t qi = 0; qi < job->chunk_len; qi++) {
             for (size_t t = 0; t < nworkers; t++) {
                 list_d[t] = workers[t].sel.dists + qi * keep;
@@ -1118,7 +1092,7 @@ done:
 /* Search: query tiles split among threads, GEMM per tile                   */
 /* ------------------------------------------------------------------------ */
 
-static void *s_tiled_main(void *arg)
+static void s_tiled_main(void *arg)
 {
     search_worker_t *w = arg;
     const search_job_t *job = w->job;
@@ -1138,7 +1112,6 @@ static void *s_tiled_main(void *arg)
         for (size_t qi = 0; qi < qn; qi++)
             s_write_result(job, q0 + qi, w->sel.dists + qi * keep, w->sel.ids + qi * keep);
     }
-    return NULL;
 }
 
 /* Query tiles split among threads: for batches with a full tile per thread. */
@@ -1188,7 +1161,7 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
     }
     log_debug("flat_search: %s tiles, %zu queries x %zu rows, k=%zu, %zu threads, tile %zu x %zu",
               flat_have_blas() ? "gemm" : "kernel", nq, n, job->k, threads, qt, rt);
-    s_run_workers(workers, nworkers, s_tiled_main);
+    parfor_each(workers, sizeof *workers, nworkers, s_tiled_main);
     goto done;
 
 fail_nomem:
@@ -1273,7 +1246,7 @@ int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t
         return SHOAL_OK;
     }
 
-    size_t threads = opts && opts->threads ? opts->threads : s_online_cores();
+    size_t threads = opts && opts->threads ? opts->threads : parfor_cores();
     threads = s_min(threads, S_THREADS_MAX);
     size_t budget = opts && opts->mem_budget ? opts->mem_budget : FLAT_MEM_BUDGET_DEFAULT;
     int path = opts ? opts->force_path : 0;

@@ -1,5 +1,5 @@
 /*
- * groundtruth.c - exact k-NN by tiled brute force on pthreads.
+ * groundtruth.c - exact k-NN by tiled brute force on parfor.h's threads.
  *
  * Work split: queries are cut into blocks of up to S_QUERY_BLOCK; each thread
  * owns a contiguous range of blocks, so threads share nothing but read-only
@@ -19,13 +19,12 @@
  * product; a zero query or row gives d = 1, as distance.h specifies.
  */
 #include "common/groundtruth.h"
+#include "common/parfor.h"
 #include "common/topk.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Queries per block (fewer when k is so large that their heaps would not fit
  * in S_HEAP_BYTES). */
@@ -63,8 +62,6 @@ typedef struct {
     float *row;           /* base_block distances */
     topk_item_t *items;   /* query_block x keep heap storage */
     topk_heap_t *heaps;   /* query_block heaps */
-    pthread_t thread;     /* valid when started is non-zero */
-    int started;          /* the thread was created and must be joined */
 } knn_worker_t;
 
 /* ------------------------------------------------------------------------ */
@@ -127,12 +124,11 @@ static void s_run_block(knn_worker_t *w, size_t block)
     }
 }
 
-static void *s_worker_main(void *arg)
+static void s_worker_main(void *arg)
 {
     knn_worker_t *w = arg;
     for (size_t b = w->block_first; b < w->block_last; b++)
         s_run_block(w, b);
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -154,12 +150,6 @@ static size_t s_find_nonfinite(const float *v, size_t count)
         if (!isfinite(v[i]))
             return i;
     return count;
-}
-
-static size_t s_online_cores(void)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (size_t)cores : 1;
 }
 
 static int s_check_args(const float *base, size_t n, const float *queries, size_t nq, size_t dim,
@@ -272,7 +262,7 @@ int gt_knn(const float *base, size_t n, const float *queries, size_t nq, size_t 
 
     size_t nblocks = (nq + job.query_block - 1) / job.query_block;
     if (threads == 0)
-        threads = s_online_cores();
+        threads = parfor_cores();
     if (threads > S_THREADS_MAX)
         threads = S_THREADS_MAX;
     if (threads > nblocks)
@@ -284,8 +274,8 @@ int gt_knn(const float *base, size_t n, const float *queries, size_t nq, size_t 
     for (nworkers = 0; nworkers < threads; nworkers++) {
         knn_worker_t *w = &workers[nworkers];
         w->job = &job;
-        w->block_first = nblocks * nworkers / threads;
-        w->block_last = nblocks * (nworkers + 1) / threads;
+        w->block_first = parfor_split(nblocks, threads, nworkers);
+        w->block_last = parfor_split(nblocks, threads, nworkers + 1);
         w->row = malloc(job.base_block * sizeof(float));
         w->items = malloc(job.query_block * heap_bytes);
         w->heaps = malloc(job.query_block * sizeof(topk_heap_t));
@@ -295,18 +285,7 @@ int gt_knn(const float *base, size_t n, const float *queries, size_t nq, size_t 
         }
     }
 
-    /* The calling thread runs share 0. A thread that cannot be created has its
-     * share run here too: slower, same answer. */
-    for (size_t t = 1; t < nworkers; t++)
-        workers[t].started =
-            pthread_create(&workers[t].thread, NULL, s_worker_main, &workers[t]) == 0;
-    s_worker_main(&workers[0]);
-    for (size_t t = 1; t < nworkers; t++) {
-        if (workers[t].started)
-            pthread_join(workers[t].thread, NULL);
-        else
-            s_worker_main(&workers[t]);
-    }
+    parfor_each(workers, sizeof *workers, nworkers, s_worker_main);
     rc = SHOAL_OK;
     goto done;
 

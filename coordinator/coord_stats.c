@@ -10,9 +10,9 @@
 #include "coordinator/coord_private.h"
 
 #include "common/log.h"
+#include "common/timing.h"
 #include "shard/hnsw.h" /* the HNSW build defaults (no code linked) */
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,7 +259,7 @@ static void s_info_process(coord_t *coord, wire_info_t *info)
     /* Fan-out: shards per query over every search since start. */
     double p99 = 0;
     if (coord->fanout_queries) {
-        uint64_t rank = (uint64_t)ceil(0.99 * (double)coord->fanout_queries), seen = 0;
+        uint64_t rank = timing_rank(coord->fanout_queries, 0.99), seen = 0;
         for (size_t v = 0; v <= coord->nshards; v++) {
             seen += coord->fanout_hist[v];
             if (seen >= rank) {

@@ -8,13 +8,12 @@
 #include "common/rng.h"
 #include "common/distance.h"
 #include "common/log.h"
+#include "common/parfor.h"
 #include "gpu/knn.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
 /* Checks                                                                   */
@@ -125,9 +124,9 @@ static int s_init_random(const float *x, size_t n, size_t dim, shoal_metric_t me
  * 128, nlist 1024, 2 cores: 14.7 s before, 10.5 s now on one thread, 6.2 s on
  * two (kmeans_train with max_iters 1).
  *
- * Threads are started per pass (two per step) as in groundtruth.c rather than
- * parked on a barrier: a pass is milliseconds, a pthread_create microseconds,
- * and a thread that cannot be started has its share run on the caller.
+ * Threads are started per pass (two per step) by parfor.h rather than parked
+ * on a barrier: a pass is milliseconds, a pthread_create microseconds, and a
+ * thread that cannot be started has its share run on the caller.
  */
 
 #define KMEANS_SEED_CHUNK_BYTES (64 * 1024) /* x rows per chunk: L2-resident */
@@ -152,15 +151,7 @@ typedef struct {
     size_t chunk_first; /* chunks [chunk_first, chunk_last) are this worker's */
     size_t chunk_last;  /* end of that range */
     float *dists;       /* chunk_rows floats of scratch */
-    pthread_t thread;   /* valid when started */
-    int started;        /* pthread_create succeeded */
 } s_seed_worker_t;
-
-static size_t s_online_cores(void)
-{
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (size_t)cores : 1;
-}
 
 /*
  * Seeding cost of a row against a centre c, from their kernel value: what the
@@ -180,7 +171,7 @@ static double s_seed_dist(shoal_metric_t metric, const float *norm, size_t row, 
     return d < 0.0 ? 0.0 : d; /* rounding */
 }
 
-static void *s_seed_worker_main(void *arg)
+static void s_seed_worker_main(void *arg)
 {
     s_seed_worker_t *w = arg;
     const s_seed_job_t *job = w->job;
@@ -204,22 +195,12 @@ static void *s_seed_worker_main(void *arg)
             job->chunk_sums[t * job->nchunks + c] = sum;
         }
     }
-    return NULL;
 }
 
-/* One pass over every chunk on the workers; the caller runs worker 0's share. */
+/* One pass over every chunk on the workers (parfor.h: the caller runs worker 0's share). */
 static void s_seed_pass(s_seed_worker_t *workers, size_t nworkers)
 {
-    for (size_t t = 1; t < nworkers; t++)
-        workers[t].started =
-            pthread_create(&workers[t].thread, NULL, s_seed_worker_main, &workers[t]) == 0;
-    s_seed_worker_main(&workers[0]);
-    for (size_t t = 1; t < nworkers; t++) {
-        if (workers[t].started)
-            pthread_join(workers[t].thread, NULL);
-        else
-            s_seed_worker_main(&workers[t]);
-    }
+    parfor_each(workers, sizeof *workers, nworkers, s_seed_worker_main);
 }
 
 /* Candidate t's total: its chunk sums added in chunk order (thread-independent). */
@@ -270,7 +251,7 @@ static int s_init_plusplus(const float *x, size_t n, size_t dim, shoal_metric_t 
         chunk_rows = 16; /* very long rows: keep some rows per kernel call */
     size_t nchunks = (n + chunk_rows - 1) / chunk_rows;
     if (threads == 0)
-        threads = s_online_cores();
+        threads = parfor_cores();
     size_t nworkers = threads < nchunks ? threads : nchunks;
 
     s_seed_job_t job = {.x = x, .n = n, .dim = dim, .metric = metric,
@@ -289,8 +270,8 @@ static int s_init_plusplus(const float *x, size_t n, size_t dim, shoal_metric_t 
     }
     for (size_t w = 0; w < nworkers; w++) {
         workers[w].job = &job;
-        workers[w].chunk_first = nchunks * w / nworkers;
-        workers[w].chunk_last = nchunks * (w + 1) / nworkers;
+        workers[w].chunk_first = parfor_split(nchunks, nworkers, w);
+        workers[w].chunk_last = parfor_split(nchunks, nworkers, w + 1);
         workers[w].dists = malloc(chunk_rows * sizeof(float));
         if (!workers[w].dists) {
             rc = SHOAL_ENOMEM;

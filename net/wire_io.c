@@ -5,6 +5,7 @@
 #include "net/wire_io.h"
 
 #include "common/log.h"
+#include "common/timing.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -605,14 +606,10 @@ static int s_cmp_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Percentile p (0..100) of n sorted samples, nearest rank. */
+/* Percentile p (0..100) of n sorted samples, nearest rank (timing.h). */
 static double s_percentile(const uint32_t *sorted, size_t n, double p)
 {
-    if (n == 0)
-        return 0;
-    size_t rank = (size_t)ceil(p / 100.0 * (double)n);
-    rank = rank < 1 ? 1 : rank > n ? n : rank;
-    return sorted[rank - 1];
+    return n ? sorted[timing_rank(n, p / 100.0) - 1] : 0;
 }
 
 size_t wire_io_latency(const wire_io_counters_t *c, size_t op, double *p50, double *p95,
