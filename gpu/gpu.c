@@ -4,6 +4,24 @@
  */
 #include "gpu/gpu.h"
 
+#include <stdio.h>
+
+int gpu_device_usable(const gpu_device_info_t *info, char *why, size_t why_len)
+{
+    if (info->cc_major < GPU_CC_MAJOR_MIN) {
+        snprintf(why, why_len,
+                 "GPU %d (%s) has compute capability %d.%d; this build has code for %d.0 and "
+                 "later",
+                 info->ordinal, info->name, info->cc_major, info->cc_minor, GPU_CC_MAJOR_MIN);
+        return 0;
+    }
+    if (info->total_bytes == 0) {
+        snprintf(why, why_len, "GPU %d (%s) reports no memory", info->ordinal, info->name);
+        return 0;
+    }
+    return 1;
+}
+
 #ifdef SHOAL_HAVE_CUDA
 #include "gpu/gpu_cuda.h"
 

@@ -44,4 +44,13 @@ int gpu_device_count(shoal_err_t *err);
 /* Describes device `ordinal`. SHOAL_ENODEV / SHOAL_EINVAL on error. */
 int gpu_device_info(int ordinal, gpu_device_info_t *info, shoal_err_t *err);
 
+#define GPU_CC_MAJOR_MIN 8 /* the build has code for sm_80 and later */
+
+/*
+ * Non-zero when the engine can run on the device described (compute
+ * capability GPU_CC_MAJOR_MIN.0 or later, memory reported); else 0 with the
+ * reason in why (why_len bytes). Pure: the suites call it with made-up infos.
+ */
+int gpu_device_usable(const gpu_device_info_t *info, char *why, size_t why_len);
+
 #endif

@@ -5,24 +5,33 @@
  *
  * An engine holds resident vectors for one dim and metric: add (upsert by id),
  * remove by id, count, and search: nq queries -> the k nearest stored ids and
- * distances per query, best first, ties by id, exactly as the CPU path gives
- * them (GPU results are tested against it). Distances follow distance.h:
- * squared L2, -dot, 1 - cos.
+ * distances per query, best first, ties by id. With fp32 rows a GPU engine
+ * gives the CPU engine's answers bit for bit, ids, order and distances (the
+ * device's candidates are proven, then re-scored with the CPU's pair kernels:
+ * gpu/knn_exact.h); with fp16 rows the distances are exact but a neighbour
+ * may be missed (recall). Distances follow distance.h: squared L2, -dot,
+ * 1 - cos.
  *
  * The host keeps the authoritative copy in a flat_store_t (the CPU path's
  * store); on a GPU the rows are mirrored in device memory (split across the
  * devices with several), and every add/remove is applied to the mirror too.
  *
  * Device selection (knn_engine_new's device string):
- *   "auto"      the GPUs when at least one is usable, else the CPU; one log line
- *               says which and why;
+ *   "auto"      the usable GPUs (compute capability 8.0+; an unusable one is
+ *               skipped, not fatal), else the CPU; one log line says which
+ *               and why;
  *   "cpu"       the CPU path;
  *   "gpu:0,1"   those devices; an error if any is unusable.
  * A CPU-only build, or a CUDA build on a machine without a GPU, gives the CPU
  * for "auto" and SHOAL_ENODEV for "gpu:...".
  *
  * Memory: search works in tiles sized from mem_budget (host or device), so one
- * query or a million in a call use bounded memory.
+ * query or a million in a call use bounded memory. mem_budget 0 on a GPU: the
+ * engines on one device share one budget (gpu/knn_budget.h).
+ *
+ * Failures: a device error during a search answers that search on the CPU
+ * and, unless it was only out of memory, marks the engine lost: every later
+ * search runs on the CPU and knn_engine_info's reason says why.
  *
  * Thread-safety: searches may run concurrently with each other; add/remove
  * must not run concurrently with anything (the caller serialises writers).
@@ -88,6 +97,18 @@ int knn_engine_search(knn_engine_t *engine, const float *queries, size_t nq, siz
                       uint64_t *ids, float *dists, shoal_err_t *err);
 
 void knn_engine_info(const knn_engine_t *engine, knn_info_t *info);
+
+/*
+ * One tile of the collection's k-NN graph: the stored rows [first, first +
+ * count) (in the store's row order, knn_engine_rows) as queries against every
+ * stored row, each row's own id included: ids[i*k ..], dists[i*k ..] as
+ * knn_engine_search gives them. On a GPU this is the exact engine's GEMM
+ * path with the queries read from the host store in place (nothing crosses
+ * the wire); a whole graph is count-row tiles from 0 to knn_engine_count.
+ * Rows must not change between tiles (the caller holds writers off).
+ */
+int knn_engine_graph(knn_engine_t *engine, size_t first, size_t count, size_t k, uint64_t *ids,
+                     float *dists, shoal_err_t *err);
 
 /*
  * Parses a device string into *on_gpu and the list of ordinals. Returns 0 or

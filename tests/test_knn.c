@@ -4,10 +4,16 @@
  * a GPU), and add / upsert / remove / search through the front against
  * flat_search over a reference store that went through the same operations.
  *
- * On a machine with a GPU the same scenarios run on "gpu:0" (fp32, fp16, and a
- * tiny memory budget that forces many tiles), so this suite checks the GPU
- * engine too: ids equal the CPU's up to exact distance ties, distances within
- * a tolerance. Nothing here asserts a timing.
+ * The same scenarios run on an emulated device (gpu/knn_emu.h: GEMM-form
+ * distances that cancel, in another summation order than the CPU) in every
+ * build, and on "gpu:0" (fp32, fp16, and a tiny memory budget that forces
+ * many tiles) on a machine with a GPU: fp32 answers must equal flat_search's
+ * bit for bit (ids, order, distances); fp16 must reach the recall bound.
+ * The emulation also checks what a GPU cannot be made to do on demand: a
+ * device failing mid-search (the search still answers, from the CPU, and the
+ * engine is marked lost), out of device memory (that search on the CPU only),
+ * data whose GEMM form cancels or overflows to NaN. Nothing here asserts a
+ * timing.
  */
 #include "common/distance.h"
 #include "common/flat.h"
@@ -15,6 +21,9 @@
 #include "common/topk.h"
 #include "gpu/gpu.h"
 #include "gpu/knn.h"
+#include "gpu/knn_dev.h"
+#include "gpu/knn_emu.h"
+#include "gpu/knn_exact.h"
 
 #include <criterion/criterion.h>
 #include <math.h>
@@ -50,14 +59,16 @@ static int s_have_gpu(void)
     return gpu_device_count(&err) > 0;
 }
 
+/* device "emu" is the emulated device (knn_emu.h) on "gpu:0". */
 static knn_engine_t *s_engine(const char *device, size_t dim, shoal_metric_t metric, int fp16,
                               size_t budget)
 {
-    knn_params_t p = {.dim = dim, .metric = metric, .device = device, .fp16 = fp16,
-                      .mem_budget = budget, .threads = 2};
+    int emu = strcmp(device, "emu") == 0;
+    knn_params_t p = {.dim = dim, .metric = metric, .device = emu ? "gpu:0" : device,
+                      .fp16 = fp16, .mem_budget = budget, .threads = 2};
     shoal_err_t err;
     shoal_err_clear(&err);
-    knn_engine_t *e = knn_engine_new(&p, &err);
+    knn_engine_t *e = emu ? knn_engine_new_with(&p, &knn_emu_ops, &err) : knn_engine_new(&p, &err);
     cr_assert_not_null(e, "knn_engine_new(%s): %s", device, err.msg);
     return e;
 }
@@ -398,13 +409,10 @@ static void s_scenario(const s_setup_t *su, shoal_metric_t metric, size_t dim)
                           (unsigned long long)gi[i]);
         }
         size_t bad;
-        if (!gpu || k > KNN_K_MAX_GPU) {
+        if (!gpu || !su->fp16 || k > KNN_K_MAX_GPU) {
+            /* fp32 on any device: the CPU's answer, bit for bit. */
             bad = s_compare(ri, rd, gi, gd, nq, k, 0, 1);
-            cr_assert_eq(bad, 0, "%s k %zu: %zu results differ from flat_search", su->device, k,
-                         bad);
-        } else if (!su->fp16) {
-            bad = s_compare(ri, rd, gi, gd, nq, k, 2e-4f * (float)dim, 0);
-            cr_assert_eq(bad, 0, "%s %s k %zu: %zu results differ beyond ties", su->device,
+            cr_assert_eq(bad, 0, "%s %s k %zu: %zu results differ from flat_search", su->device,
                          shoal_metric_name(metric), k, bad);
         } else {
             /* fp16: returned distances are exact; a few neighbours may be missed. */
@@ -481,4 +489,214 @@ Test(knn, gpu_matches_cpu)
         s_scenario(&s_gpu32_tiny, metrics[m], 128);
         s_scenario(&s_gpu16, metrics[m], 64);
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The emulated device: the front's contract without a GPU                  */
+/* ------------------------------------------------------------------------ */
+
+static const s_setup_t s_emu32 = {"emu", 0, 0};
+static const s_setup_t s_emu16 = {"emu", 1, 0};
+
+Test(knn, emulated_device_matches_cpu_bit_for_bit)
+{
+    const shoal_metric_t metrics[] = {SHOAL_METRIC_L2, SHOAL_METRIC_IP, SHOAL_METRIC_COSINE};
+    for (int m = 0; m < 3; m++) {
+        s_scenario(&s_emu32, metrics[m], 24);
+        s_scenario(&s_emu32, metrics[m], 3);
+        s_scenario(&s_emu16, metrics[m], 64);
+    }
+}
+
+/* Searches e and flat_search over the same rows; asserts equal bits. */
+static void s_assert_same(knn_engine_t *e, const flat_store_t *ref, const float *q, size_t nq,
+                          size_t k, const char *what)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    uint64_t *gi = malloc(nq * k * sizeof(uint64_t)), *ri = malloc(nq * k * sizeof(uint64_t));
+    float *gd = malloc(nq * k * sizeof(float)), *rd = malloc(nq * k * sizeof(float));
+    cr_assert_eq(knn_engine_search(e, q, nq, k, gi, gd, &err), 0, "%s: %s", what, err.msg);
+    flat_view_t view = flat_store_view(ref);
+    flat_search_opts_t opts = {.threads = 2};
+    cr_assert_eq(flat_search(&view, q, nq, k, &opts, ri, rd, &err), 0, "%s", err.msg);
+    size_t bad = s_compare(ri, rd, gi, gd, nq, k, 0, 1);
+    cr_assert_eq(bad, 0, "%s k %zu: %zu results differ from flat_search", what, k, bad);
+    free(gi);
+    free(ri);
+    free(gd);
+    free(rd);
+}
+
+/* Both e and a reference store get the same n rows. */
+static flat_store_t *s_load(knn_engine_t *e, const float *vecs, size_t n, size_t dim,
+                            shoal_metric_t metric)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    flat_store_t *ref = flat_store_new(dim, metric, &err);
+    cr_assert_not_null(ref, "%s", err.msg);
+    uint64_t *ids = malloc(n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        ids[i] = (i * 2654435761u) % 1000003; /* ids out of row order */
+    cr_assert_eq(knn_engine_add(e, ids, vecs, n, &err), 0, "%s", err.msg);
+    cr_assert_eq(flat_store_add(ref, ids, vecs, n, &err), 0, "%s", err.msg);
+    free(ids);
+    return ref;
+}
+
+/*
+ * Rows far from the origin and close to each other: |x|^2 ~ dim * 1e6 while
+ * neighbours are ~1e-2 apart, so the GEMM form's error (~1e-7 * |x|^2) is far
+ * above the gaps. The proof must send such queries to the CPU, and the
+ * answers still equal the CPU's.
+ */
+Test(knn, cancellation_falls_back_and_stays_exact)
+{
+    const size_t dim = 16, n = 2000, nq = 20;
+    float *vecs = malloc(n * dim * sizeof(float));
+    for (size_t i = 0; i < n * dim; i++)
+        vecs[i] = 1000.0f + 0.01f * s_uniform();
+    for (size_t i = 0; i < 50; i++) /* exact duplicates: ties by id */
+        memcpy(vecs + (500 + i) * dim, vecs + i * dim, dim * sizeof(float));
+    knn_engine_t *e = s_engine("emu", dim, SHOAL_METRIC_L2, 0, 0);
+    flat_store_t *ref = s_load(e, vecs, n, dim, SHOAL_METRIC_L2);
+    s_assert_same(e, ref, vecs, nq, 10, "offset rows");
+    cr_assert_gt(knn_engine_fallbacks(e), 0, "the proof cannot hold on this data");
+
+    /* Ordinary data: the proof holds, no query leaves the device. */
+    knn_engine_t *e2 = s_engine("emu", dim, SHOAL_METRIC_L2, 0, 0);
+    for (size_t i = 0; i < n * dim; i++)
+        vecs[i] = s_uniform();
+    flat_store_t *ref2 = s_load(e2, vecs, n, dim, SHOAL_METRIC_L2);
+    float *q = malloc(nq * dim * sizeof(float));
+    s_fill(q, nq * dim);
+    s_assert_same(e2, ref2, q, nq, 10, "uniform rows");
+    cr_assert_eq(knn_engine_fallbacks(e2), 0);
+    free(q);
+    free(vecs);
+    flat_store_destroy(&ref);
+    flat_store_destroy(&ref2);
+    knn_engine_destroy(&e);
+    knn_engine_destroy(&e2);
+}
+
+/*
+ * |q|^2 + |x|^2 overflows and so does 2 q.x: the GEMM form is inf - inf = NaN.
+ * fmaxf(NaN, 0) once ranked such a row as a perfect match; now it is re-scored
+ * (its real distance here is 0: the query is the row).
+ */
+Test(knn, overflow_nan_is_rescored_not_ranked_best)
+{
+    const size_t dim = 4;
+    float vecs[3 * 4] = {1.35e19f, 0, 0, 0, /* |x|^2 = 1.82e38, finite */
+                         1, 2, 3, 4,
+                         -1, 0.5f, 0, 2};
+    knn_engine_t *e = s_engine("emu", dim, SHOAL_METRIC_L2, 0, 0);
+    flat_store_t *ref = s_load(e, vecs, 3, dim, SHOAL_METRIC_L2);
+    float far[4] = {1, 2, 3, 5};
+    s_assert_same(e, ref, vecs, 1, 1, "the big row as the query");
+    s_assert_same(e, ref, far, 1, 2, "a small query");
+    flat_store_destroy(&ref);
+    knn_engine_destroy(&e);
+}
+
+Test(knn, device_failure_answers_from_cpu_and_marks_lost)
+{
+    const size_t dim = 8, n = 500, nq = 5;
+    float *vecs = malloc(n * dim * sizeof(float)), q[5 * 8];
+    s_fill(vecs, n * dim);
+    s_fill(q, nq * dim);
+    knn_engine_t *e = s_engine("emu", dim, SHOAL_METRIC_IP, 0, 0);
+    flat_store_t *ref = s_load(e, vecs, n, dim, SHOAL_METRIC_IP);
+    knn_info_t info;
+
+    /* Out of device memory: this search on the CPU, the device stays. */
+    knn_emu_fail_searches(0, SHOAL_ENOMEM);
+    s_assert_same(e, ref, q, nq, 7, "out of device memory");
+    knn_engine_info(e, &info);
+    cr_assert_eq(info.on_gpu, 1, "ENOMEM must not lose the device: %s", info.reason);
+    knn_emu_fail_searches(0, 0);
+    unsigned long before = knn_emu_searches();
+    s_assert_same(e, ref, q, nq, 7, "device again");
+    cr_assert_eq(knn_emu_searches(), before + 1, "the search went to the device");
+
+    /* A device error (a sticky CUDA error): answered anyway, engine lost. */
+    knn_emu_fail_searches(0, SHOAL_EGPU);
+    s_assert_same(e, ref, q, nq, 7, "device failing");
+    knn_emu_fail_searches(0, 0);
+    knn_engine_info(e, &info);
+    cr_assert_eq(info.on_gpu, 0);
+    cr_assert_not_null(strstr(info.reason, "lost"), "reason: %s", info.reason);
+    before = knn_emu_searches();
+    s_assert_same(e, ref, q, nq, 7, "after the loss");
+    cr_assert_eq(knn_emu_searches(), before, "a lost device is not asked again");
+
+    /* Writes still work and searches still agree. */
+    shoal_err_t err;
+    uint64_t id = 77777;
+    cr_assert_eq(knn_engine_add(e, &id, q, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(flat_store_add(ref, &id, q, 1, &err), 0, "%s", err.msg);
+    s_assert_same(e, ref, q, nq, 7, "after a write");
+    free(vecs);
+    flat_store_destroy(&ref);
+    knn_engine_destroy(&e);
+}
+
+Test(knn, graph_tiles_equal_searches_of_the_rows)
+{
+    const size_t dim = 12, n = 300, k = 5;
+    float *vecs = malloc(n * dim * sizeof(float));
+    s_fill(vecs, n * dim);
+    knn_engine_t *e = s_engine("emu", dim, SHOAL_METRIC_COSINE, 0, 0);
+    flat_store_t *ref = s_load(e, vecs, n, dim, SHOAL_METRIC_COSINE);
+    shoal_err_t err;
+    uint64_t *gi = malloc(n * k * sizeof(uint64_t));
+    float *gd = malloc(n * k * sizeof(float));
+    for (size_t first = 0; first < n; first += 128) {
+        size_t count = n - first < 128 ? n - first : 128;
+        cr_assert_eq(knn_engine_graph(e, first, count, k, gi + first * k, gd + first * k, &err),
+                     0, "%s", err.msg);
+    }
+    cr_assert_eq(knn_engine_graph(e, n, 1, k, gi, gd, &err), SHOAL_EINVAL);
+    /* Row r's tile answer is the search with row r (as stored) as the query. */
+    flat_view_t v = flat_store_view(ref);
+    for (size_t r = 0; r < n; r += 37) {
+        uint64_t ri[5];
+        float rd[5];
+        flat_search_opts_t opts = {.threads = 1};
+        cr_assert_eq(flat_search(&v, v.vecs + r * dim, 1, k, &opts, ri, rd, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(s_compare(ri, rd, gi + r * k, gd + r * k, 1, k, 0, 1), 0, "row %zu", r);
+    }
+    free(gi);
+    free(gd);
+    free(vecs);
+    flat_store_destroy(&ref);
+    knn_engine_destroy(&e);
+}
+
+/* The proof's arithmetic on made-up candidate lists. */
+Test(knn, exact_proof_rules)
+{
+    float up;
+    const float cd[6] = {1.0f, 2.0f, 3.0f, 4.0f, 100.0f, 200.0f};
+    cr_assert_eq(knn_exact_proven(cd, 6, 6, 3, 8, 1.0f, 1.0f, &up), 1, "wide gap proves");
+    cr_assert_float_eq(up, 3.0f + knn_exact_slack(8, 3.0f, 2.0f), 1e-6f);
+    const float tight[4] = {1.0f, 2.0f, 3.0f, 3.0f};
+    cr_assert_eq(knn_exact_proven(tight, 4, 4, 3, 8, 1.0f, 1.0f, &up), 0, "a tie at the edge");
+    cr_assert_eq(knn_exact_proven(tight, 4, 3, 3, 8, 1.0f, 1.0f, &up), 1, "every row seen");
+    cr_assert_eq(knn_exact_proven(tight, 4, 2, 3, 8, 1.0f, 1.0f, &up), 1, "fewer rows than k");
+    cr_assert(isinf(up));
+    /* Huge norms make the slack swallow the gap. */
+    cr_assert_eq(knn_exact_proven(cd, 6, 6, 3, 8, 1e9f, 1e9f, &up), 0);
+    const float nan_first[4] = {-INFINITY, 2.0f, 3.0f, 9.0f};
+    cr_assert_eq(knn_exact_proven(nan_first, 4, 4, 2, 8, 1.0f, 1.0f, &up), 0);
+    cr_assert_eq(knn_exact_proven(nan_first, 4, 3, 2, 8, 1.0f, 1.0f, &up), 1);
+    cr_assert(isinf(up) && up > 0);
+    /* Candidate counts: k plus slack, within the kernel's limit and the rows. */
+    cr_assert_eq(knn_exact_candidates(10, 1024, 1000000), 42);
+    cr_assert_eq(knn_exact_candidates(1000, 1024, 1000000), 1024);
+    cr_assert_eq(knn_exact_candidates(10, 1024, 20), 20);
+    cr_assert_eq(knn_exact_candidates(10, 1024, 5), 10);
 }
