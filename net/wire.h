@@ -129,6 +129,8 @@ typedef struct {
     uint32_t deadline_ms;            /* answer within this; 0 = coordinator default */
     double recall;                   /* search: the recall@k wanted, in (0, 1]: the coordinator
                                         picks nprobe / ef from its calibration; 0 = none */
+    uint32_t storage;                /* create: 0 = the default (f32), else WIRE_STORAGE_GIVEN |
+                                      * quant_kind_t (common/quant.h): "f32" | "f16" | "sq8" */
     double target_recall;            /* create (coordinator): the collection's default recall
                                         target, in (0, 1]; 0 = the coordinator's default */
 

@@ -24,6 +24,7 @@
  */
 #include "net/wire.h"
 #include "net/wire_private.h"
+#include "common/quant.h"
 
 #include <inttypes.h>
 #include <limits.h>
@@ -88,6 +89,7 @@ typedef enum {
     S_KEY_TARGET_RECALL,
     /* snapshots (docs/protocol.md 4.13, 11.10) */
     S_KEY_NAME,
+    S_KEY_STORAGE,
     S_NKEYS
 } s_key_t;
 
@@ -135,6 +137,7 @@ static const char *const s_key_names[S_NKEYS] = {
     [S_KEY_RECALL] = "recall",
     [S_KEY_TARGET_RECALL] = "target_recall",
     [S_KEY_NAME] = "name",
+    [S_KEY_STORAGE] = "storage",
 };
 
 /* The key sets below are bit masks over s_key_t. */
@@ -150,7 +153,7 @@ _Static_assert(S_NKEYS <= 64, "s_key_t must fit a uint64_t mask");
      S_BIT(S_KEY_LIST) | S_BIT(S_KEY_LIMIT) | S_BIT(S_KEY_REPLICATION) |                           \
      S_BIT(S_KEY_WRITE_QUORUM) | S_BIT(S_KEY_ENDPOINT) | S_BIT(S_KEY_DRY_RUN) |                    \
      S_BIT(S_KEY_MAX_MOVES) | S_BIT(S_KEY_RATE_MB) | S_BIT(S_KEY_RECALL) |                        \
-     S_BIT(S_KEY_TARGET_RECALL) | S_BIT(S_KEY_NAME))
+     S_BIT(S_KEY_TARGET_RECALL) | S_BIT(S_KEY_NAME) | S_BIT(S_KEY_STORAGE))
 #define S_REPLY_KEYS                                                                               \
     (S_BIT(S_KEY_V) | S_BIT(S_KEY_OP) | S_BIT(S_KEY_RID) | S_BIT(S_KEY_CODE) | S_BIT(S_KEY_ERR) |  \
      S_BIT(S_KEY_MSG) | S_BIT(S_KEY_N) | S_BIT(S_KEY_K) | S_BIT(S_KEY_DIM) | S_BIT(S_KEY_MODE) |   \
@@ -654,6 +657,23 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
         (rc = s_get_tunable(d, S_KEY_WRITE_QUORUM, &req->write_quorum)) ||
         (rc = s_get_recall(d, S_KEY_TARGET_RECALL, &req->target_recall)))
         return rc;
+    text = NULL;
+    len = 0;
+    if ((rc = s_get_str(d, S_KEY_STORAGE, false, &text, &len)))
+        return rc;
+    if (text && len) {
+        char name[8];
+        quant_kind_t kind = QUANT_F32;
+        if (len >= sizeof name)
+            return s_fail(d, SHOAL_EINVAL, "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
+                          wire_printable(text, len, show, sizeof show));
+        memcpy(name, text, len);
+        name[len] = '\0';
+        if (quant_kind_parse(name, &kind, NULL) != 0)
+            return s_fail(d, SHOAL_EINVAL, "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
+                          wire_printable(text, len, show, sizeof show));
+        req->storage = WIRE_STORAGE_GIVEN | (uint32_t)kind;
+    }
     return s_expect_frames(d, 1, "header");
 }
 

@@ -11,6 +11,7 @@
  */
 #include "net/wire.h"
 #include "net/wire_private.h"
+#include "common/quant.h"
 
 #include <inttypes.h>
 #include <limits.h>
@@ -205,6 +206,10 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
         if (!(req->target_recall >= 0 && req->target_recall <= 1))
             return shoal_err_set(err, SHOAL_EINVAL, "%s: target_recall must be in (0, 1], got %g",
                                  opname, req->target_recall);
+        if (req->storage && (!(req->storage & WIRE_STORAGE_GIVEN) ||
+                             (req->storage & ~WIRE_STORAGE_GIVEN) >= QUANT_KIND_COUNT))
+            return shoal_err_set(err, SHOAL_EINVAL, "%s: storage 0x%x is not valid", opname,
+                                 req->storage);
         break;
     case WIRE_OP_SEARCH:
         if (req->k == 0)
@@ -312,6 +317,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
             s_enc_uint(&e, "write_quorum", req->write_quorum);
         if (req->target_recall > 0)
             s_enc_f64(&e, "target_recall", req->target_recall);
+        if (req->storage & WIRE_STORAGE_GIVEN)
+            s_enc_str(&e, "storage", quant_kind_name((quant_kind_t)(req->storage & 0xFFu)));
         break;
     case WIRE_OP_INSERT:
         s_enc_uint(&e, "n", req->n);

@@ -19,6 +19,8 @@
 #define WIRE_ENDPOINT_MAX 255 /* shard_add/drain/remove: a shard's endpoint, printable ASCII */
 /* The IVF list of a row inserted without one (an insert with no "lists" frame). */
 #define WIRE_LIST_NONE 0xFFFFFFFFu
+/* wire_request_t.storage: set when create_collection names a storage kind. */
+#define WIRE_STORAGE_GIVEN 0x100u
 
 typedef enum {
     WIRE_OP_NONE = 0,

@@ -338,11 +338,22 @@ static void s_device_list(const int *devices, int n, char *buf, size_t cap)
     }
 }
 
-/* The per-collection map: every shard_coll_stats_t field (16 entries). */
+/* The per-collection map: every shard_coll_stats_t field (23 entries). */
 static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
 {
     wire_info_key(info, c->name);
-    wire_info_map(info, 16);
+    wire_info_map(info, 23);
+    wire_io_info_str(info, "storage", quant_kind_name(c->storage));
+    /* RAM per live vector by component: the graph's parts, then the exact
+     * engine's float32 copy (f32 collections only) and GPU memory. */
+    double per = c->count ? 1.0 / (double)c->count : 0.0;
+    wire_io_info_f64(info, "bytes_per_vector",
+                     (double)(c->hnsw_bytes + c->exact_bytes) * per);
+    wire_io_info_f64(info, "bytes_per_vector_codes", (double)c->bytes_codes * per);
+    wire_io_info_f64(info, "bytes_per_vector_links", (double)c->bytes_links * per);
+    wire_io_info_f64(info, "bytes_per_vector_ids", (double)c->bytes_ids * per);
+    wire_io_info_f64(info, "bytes_per_vector_other", (double)c->bytes_other * per);
+    wire_io_info_f64(info, "bytes_per_vector_exact", (double)c->exact_bytes * per);
     wire_io_info_u64(info, "dim", c->dim);
     wire_io_info_str(info, "metric", shoal_metric_name(c->metric));
     wire_io_info_u64(info, "M", c->M);
@@ -537,8 +548,12 @@ static int s_do_stats(shard_server_t *server, const s_job_t *job, wire_reply_t *
 static int s_do_create(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
                        s_scratch_t *scratch, shoal_err_t *err)
 {
-    int rc = shard_store_create(server->store, req->coll, req->dim, req->metric, req->M,
-                                req->ef_construction, err);
+    shard_coll_params_t p = {.dim = req->dim,
+                             .metric = req->metric,
+                             .M = req->M,
+                             .ef_construction = req->ef_construction,
+                             .storage = (quant_kind_t)(req->storage & ~WIRE_STORAGE_GIVEN)};
+    int rc = shard_store_create_with(server->store, req->coll, &p, err);
     if (rc != 0)
         return rc;
     /* The reply states the parameters in effect (defaults filled in). */
@@ -547,7 +562,9 @@ static int s_do_create(shard_server_t *server, const wire_request_t *req, wire_r
     if (shard_store_stats(server->store, req->coll, &colls, &ncolls, NULL) == 0 && ncolls == 1) {
         scratch->info = wire_info_new();
         if (scratch->info) {
-            wire_info_map(scratch->info, 4);
+            wire_info_map(scratch->info, 5);
+            wire_info_key(scratch->info, "storage");
+            wire_info_str(scratch->info, quant_kind_name(colls[0].storage));
             wire_info_key(scratch->info, "dim");
             wire_info_u64(scratch->info, colls[0].dim);
             wire_info_key(scratch->info, "metric");

@@ -264,6 +264,7 @@ static void s_coll_destroy(shard_coll_t **coll_p)
     shard_coll_t *coll = *coll_p;
     hnsw_destroy(&coll->hnsw);
     knn_engine_destroy(&coll->engine);
+    quant_sq8_destroy(&coll->sq8);
     pthread_rwlock_destroy(&coll->engine_lock);
     shard_lists_fini(coll);
     pthread_mutex_destroy(&coll->lists_mu);
@@ -271,7 +272,8 @@ static void s_coll_destroy(shard_coll_t **coll_p)
     *coll_p = NULL;
 }
 
-int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
+/* A new empty graph for coll's parameters (and quantizer). */
+static hnsw_t *s_graph_new(const shard_coll_t *coll, shoal_err_t *err)
 {
     /* Same seed for a name every time: a rebuild draws the same levels. */
     uint64_t seed = 0x73686f616cULL;
@@ -281,10 +283,20 @@ int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_
                         .metric = coll->metric,
                         .M = coll->M,
                         .ef_construction = coll->ef_construction,
-                        .seed = seed};
-    coll->hnsw = hnsw_new(&hp, err);
+                        .seed = seed,
+                        .storage = coll->storage,
+                        .sq8 = coll->sq8};
+    return hnsw_new(&hp, err);
+}
+
+int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
+{
+    coll->hnsw = s_graph_new(coll, err);
     if (!coll->hnsw)
         return err ? err->code : SHOAL_ENOMEM;
+    coll->on_gpu = 0;
+    if (coll->storage != QUANT_F32)
+        return 0; /* one copy in RAM: the graph's codes serve exact search too */
     knn_params_t kp = {.dim = coll->dim,
                        .metric = coll->metric,
                        .device = store->device,
@@ -415,22 +427,25 @@ int shard_space_check(shard_store_t *store, uint64_t bytes, shoal_err_t *err)
  * again, so reads of a later open still work (caller holds write_mu). */
 static int s_reopen(shard_store_t *store, shoal_err_t *err)
 {
+    pthread_rwlock_wrlock(&store->kv_lock);
     kv_close(&store->kv);
     store->kv = kv_open(store->data_dir, 0, err);
-    if (store->kv) {
-        atomic_store(&store->read_only, 0);
-        store->reopen = 0;
-        log_info("data dir %s: database reopened for writing", store->data_dir);
-        return 0;
+    if (!store->kv) {
+        shoal_err_t ro_err;
+        shoal_err_clear(&ro_err);
+        store->kv = kv_open_read_only(store->data_dir, &ro_err);
+        atomic_store(&store->read_only, store->kv != NULL);
+        store->reopen = store->kv == NULL;
+        pthread_rwlock_unlock(&store->kv_lock);
+        shoal_err_prefix(err, "data dir %s: reopening the database for writing", store->data_dir);
+        log_error("%s", err ? err->msg : "reopen failed");
+        return err ? err->code : SHOAL_EIO;
     }
-    shoal_err_prefix(err, "data dir %s: reopening the database for writing", store->data_dir);
-    log_error("%s", err ? err->msg : "reopen failed");
-    shoal_err_t ro_err;
-    shoal_err_clear(&ro_err);
-    store->kv = kv_open_read_only(store->data_dir, &ro_err);
-    atomic_store(&store->read_only, store->kv != NULL);
-    store->reopen = store->kv == NULL;
-    return err ? err->code : SHOAL_EIO;
+    pthread_rwlock_unlock(&store->kv_lock);
+    atomic_store(&store->read_only, 0);
+    store->reopen = 0;
+    log_info("data dir %s: database reopened for writing", store->data_dir);
+    return 0;
 }
 
 int shard_kv_write(shard_store_t *store, kv_batch_t *batch, int sync, shoal_err_t *err)
@@ -794,6 +809,7 @@ static void s_free(shard_store_t *store)
     kv_close(&store->kv);
     pthread_mutex_destroy(&store->write_mu);
     pthread_rwlock_destroy(&store->colls_lock);
+    pthread_rwlock_destroy(&store->kv_lock);
     pthread_mutex_destroy(&store->ckpt_mu);
     pthread_cond_destroy(&store->ckpt_cond);
     free(store->data_dir);
@@ -814,6 +830,7 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
     }
     pthread_mutex_init(&store->write_mu, NULL);
     s_rwlock_init_writer_first(&store->colls_lock);
+    s_rwlock_init_writer_first(&store->kv_lock);
     pthread_mutex_init(&store->ckpt_mu, NULL);
     pthread_condattr_t cattr;
     pthread_condattr_init(&cattr);
@@ -941,6 +958,21 @@ void shard_store_abandon(shard_store_t **store_p)
 int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal_metric_t metric,
                        size_t M, size_t ef_construction, shoal_err_t *err)
 {
+    shard_coll_params_t p = {
+        .dim = dim, .metric = metric, .M = M, .ef_construction = ef_construction};
+    return shard_store_create_with(store, name, &p, err);
+}
+
+int shard_store_create_with(shard_store_t *store, const char *name, const shard_coll_params_t *p,
+                            shoal_err_t *err)
+{
+    if (!p)
+        return shoal_err_set(err, SHOAL_EINVAL, "create: no parameters");
+    size_t dim = p->dim, M = p->M, ef_construction = p->ef_construction;
+    shoal_metric_t metric = p->metric;
+    if (p->storage >= QUANT_KIND_COUNT)
+        return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": unknown storage %d",
+                             name ? name : "(null)", (int)p->storage);
     if (!store)
         return shoal_err_set(err, SHOAL_EINVAL, "create: no store");
     int rc = s_check_name(name, err);
@@ -981,20 +1013,22 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
     coll->metric = metric;
     coll->M = M;
     coll->ef_construction = ef_construction;
+    coll->storage = p->storage;
     if ((rc = shard_coll_make_indexes(store, coll, err)) != 0) {
         shoal_err_prefix(err, "collection \"%s\"", name);
         goto done;
     }
     uint64_t seq = atomic_load(&store->seq);
-    shard_coll_rec_t rec = {.magic = SHARD_COLL_MAGIC,
-                            .version = SHARD_RECORD_VERSION,
-                            .dim = (uint32_t)dim,
-                            .metric = (uint32_t)metric,
-                            .M = (uint32_t)M,
-                            .ef_construction = (uint32_t)ef_construction,
-                            .created_seq = seq};
+    coll->created_seq = seq;
+    size_t rec_len = 0;
+    uint8_t *rec = shard_coll_encode(coll, &rec_len);
+    if (!rec) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "create \"%s\": out of memory", name);
+        goto done;
+    }
     uint8_t key[SHARD_KEY_MAX];
-    kv_batch_put(batch, key, shard_key_coll(key, name), &rec, sizeof rec);
+    kv_batch_put(batch, key, shard_key_coll(key, name), rec, rec_len);
+    free(rec);
     /* Leftovers of an earlier collection of this name cannot exist (drop
      * removes them in the same batch as its record), but a create must never
      * resurrect them, so clear the ranges anyway: it costs three tombstones. */
@@ -1185,6 +1219,67 @@ static int s_read_old_lists(shard_store_t *store, shard_coll_t *coll, const uint
     return 0;
 }
 
+/*
+ * sq8: trains the quantizer on the collection's first insert batch (unit rows
+ * for cosine) into *trained and queues the "C/" record that holds it into
+ * batch, so the rows and their quantizer become durable together.
+ */
+static int s_sq8_first_batch(shard_coll_t *coll, const float *vecs, size_t n, kv_batch_t *batch,
+                             quant_sq8_t **trained, shoal_err_t *err)
+{
+    const float *rows = vecs;
+    float *unit = NULL;
+    if (coll->metric == SHOAL_METRIC_COSINE) {
+        if (!(unit = malloc(n * coll->dim * sizeof *unit)))
+            return shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory",
+                                 coll->name);
+        memcpy(unit, vecs, n * coll->dim * sizeof *unit);
+        for (size_t i = 0; i < n; i++)
+            dist_normalize(unit + i * coll->dim, coll->dim); /* checked: not zero */
+        rows = unit;
+    }
+    shoal_err_t qerr;
+    *trained = quant_sq8_train(rows, n, coll->dim, &qerr);
+    free(unit);
+    if (!*trained)
+        return shoal_err_set(err, qerr.code, "insert into \"%s\": training sq8: %s", coll->name,
+                             qerr.msg);
+    coll->sq8 = *trained; /* for the encoder only; s_sq8_install keeps or undoes it */
+    size_t len = 0;
+    uint8_t *rec = shard_coll_encode(coll, &len);
+    coll->sq8 = NULL;
+    if (!rec) {
+        quant_sq8_destroy(trained);
+        return shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", coll->name);
+    }
+    uint8_t key[SHARD_KEY_MAX];
+    kv_batch_put(batch, key, shard_key_coll(key, coll->name), rec, len);
+    free(rec);
+    return 0;
+}
+
+/*
+ * Once the first batch is durable: the collection takes the quantizer and a
+ * new empty graph made with it replaces the one made without (under the
+ * table's write lock: searches hold its read lock while they use the graph).
+ */
+static int s_sq8_install(shard_store_t *store, shard_coll_t *coll, quant_sq8_t **trained,
+                         shoal_err_t *err)
+{
+    coll->sq8 = *trained;
+    *trained = NULL;
+    hnsw_t *fresh = s_graph_new(coll, err);
+    if (!fresh) /* stored: the next open builds the graph with the quantizer */
+        return shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart",
+                                coll->name);
+    pthread_rwlock_wrlock(&store->colls_lock);
+    hnsw_t *old = coll->hnsw;
+    coll->hnsw = fresh;
+    pthread_rwlock_unlock(&store->colls_lock);
+    hnsw_destroy(&old);
+    return 0;
+}
+
 int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
                        const float *vecs, size_t n, size_t dim, uint64_t *seq_out, shoal_err_t *err)
 {
@@ -1206,6 +1301,7 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
     uint32_t *klists = NULL, *old = NULL;
     uint8_t *had = NULL;
     uint8_t *val = NULL;
+    quant_sq8_t *trained = NULL;
     shard_coll_t *coll = s_find_or_fail(store, name, err);
     if (!coll) {
         rc = err ? err->code : SHOAL_ENOTFOUND;
@@ -1283,10 +1379,15 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
         goto done;
     }
     shard_batch_put_seq(batch, seq);
+    if (coll->storage == QUANT_SQ8 && !coll->sq8 &&
+        (rc = s_sq8_first_batch(coll, vecs, m, batch, &trained, err)) != 0)
+        goto done;
     if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "insert into \"%s\"", name);
         goto done;
     }
+    if (trained && (rc = s_sq8_install(store, coll, &trained, err)) != 0)
+        goto done;
     atomic_store(&store->seq, seq);
     atomic_store(&coll->last_seq, seq);
     coll->dirty = 1;
@@ -1303,9 +1404,11 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
     }
 
     /* 2. The indexes. */
-    pthread_rwlock_wrlock(&coll->engine_lock);
-    rc = knn_engine_add(coll->engine, ids, vecs, m, err);
-    pthread_rwlock_unlock(&coll->engine_lock);
+    if (coll->engine) {
+        pthread_rwlock_wrlock(&coll->engine_lock);
+        rc = knn_engine_add(coll->engine, ids, vecs, m, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    }
     if (rc == 0)
         rc = hnsw_insert_batch(coll->hnsw, ids, vecs, m, store->opts.threads, err);
     if (rc) {
@@ -1316,6 +1419,7 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
     if (coll->changes >= store->opts.checkpoint_every)
         s_ckpt_poke(store);
 done:
+    quant_sq8_destroy(&trained);
     pthread_mutex_unlock(&store->write_mu);
     kv_batch_destroy(&batch);
     free(val);
@@ -1422,9 +1526,11 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
             (void)shard_lists_add(coll, plists[i], -1); /* a decrement never allocates */
 
     size_t removed = 0;
-    pthread_rwlock_wrlock(&coll->engine_lock);
-    rc = knn_engine_remove(coll->engine, present, m, NULL, err);
-    pthread_rwlock_unlock(&coll->engine_lock);
+    if (coll->engine) {
+        pthread_rwlock_wrlock(&coll->engine_lock);
+        rc = knn_engine_remove(coll->engine, present, m, NULL, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    }
     if (rc == 0)
         rc = hnsw_delete_batch(coll->hnsw, present, m, &removed, err);
     if (rc) {
@@ -1465,10 +1571,16 @@ int shard_store_get(shard_store_t *store, const char *name, const uint64_t *ids,
         rc = err ? err->code : SHOAL_ENOTFOUND;
         goto done;
     }
-    /* The graph holds every live vector (normalised, for cosine). */
+    /* f32: the graph holds every live vector (normalised, for cosine); f16
+     * and sq8: RocksDB holds the float32 rows, normalised here alike. */
     for (size_t i = 0; i < n; i++) {
         float *out = vecs + i * coll->dim;
-        found[i] = hnsw_get(coll->hnsw, ids[i], out, NULL) == 0;
+        if (coll->storage == QUANT_F32)
+            found[i] = hnsw_get(coll->hnsw, ids[i], out, NULL) == 0;
+        else
+            found[i] = hnsw_contains(coll->hnsw, ids[i]) &&
+                       shard_row_read(store, coll, ids[i], out) == 0 &&
+                       (coll->metric != SHOAL_METRIC_COSINE || dist_normalize(out, coll->dim) == 0);
         if (!found[i])
             memset(out, 0, coll->dim * sizeof *out);
     }
@@ -1503,9 +1615,16 @@ static void s_fill_stats(shard_coll_t *coll, shard_coll_stats_t *st)
     st->count = hs.count;
     st->hnsw_bytes = hs.bytes;
     st->deleted = atomic_load(&coll->deleted);
+    st->storage = coll->storage;
+    st->bytes_codes = hs.bytes_codes;
+    st->bytes_links = hs.bytes_links;
+    st->bytes_ids = hs.bytes_ids;
+    st->bytes_other = hs.bytes_other;
     knn_info_t info;
+    memset(&info, 0, sizeof info);
     pthread_rwlock_rdlock(&coll->engine_lock);
-    knn_engine_info(coll->engine, &info);
+    if (coll->engine)
+        knn_engine_info(coll->engine, &info);
     pthread_rwlock_unlock(&coll->engine_lock);
     st->exact_bytes = info.host_bytes;
     st->device_bytes = info.device_bytes;

@@ -2,10 +2,17 @@
  * store.h - a shard's collections, durable: the layer between the shard's
  * sockets (shard/server.c) and its algorithms.
  *
- * Each collection holds the same vectors twice: an HNSW graph (shard/hnsw.h) for
- * approximate search, and the exact engine (gpu/knn.h: GPU when present, CPU
- * otherwise) for exact search and large batches. Both are in memory; RocksDB
- * (net/kv.h) holds what survives a crash:
+ * Storage per collection (f32 | f16 | sq8, common/quant.h). An f32 collection
+ * holds its vectors twice in RAM: an HNSW graph (shard/hnsw.h) for approximate
+ * search, and the exact engine (gpu/knn.h: GPU when present, CPU otherwise)
+ * for exact search and large batches. An f16 or sq8 collection holds one copy
+ * in RAM, the graph's codes: the walk runs on codes and re-ranks its best
+ * candidates in float32 read from RocksDB, exact search scans the codes with
+ * their error bound and re-scores in float32 only the rows that could be in
+ * the top-k (hnsw_exact_search), and get / list export read RocksDB. sq8's
+ * quantizer (per-dimension min/max) is trained on the collection's first
+ * insert batch and written in that batch's RocksDB write, with the "C/"
+ * record. RocksDB (net/kv.h) holds what survives a crash:
  *   - every insert and delete batch is written to RocksDB (WAL on, fsync when
  *     opts.sync) and only then applied to the indexes and acknowledged, so an
  *     acknowledged write survives kill -9;
@@ -63,6 +70,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
+#include "common/quant.h"
 #include "net/wire_types.h"
 
 #include <stddef.h>
@@ -100,6 +108,12 @@ typedef struct {
     size_t count;                 /* live vectors */
     size_t deleted;               /* ids deleted since the store opened */
     size_t hnsw_bytes;            /* memory of the graph */
+    quant_kind_t storage;         /* f32 | f16 | sq8 */
+    /* the graph's bytes by what they hold (they add up to hnsw_bytes): */
+    size_t bytes_codes;           /* stored rows or codes */
+    size_t bytes_links;           /* links */
+    size_t bytes_ids;             /* ids and the id map */
+    size_t bytes_other;           /* headers, padding, scratch, quantizer */
     size_t exact_bytes;           /* host memory of the exact engine */
     size_t device_bytes;          /* GPU memory of the exact engine */
     int on_gpu;                   /* exact engine runs on GPUs */
@@ -127,9 +141,27 @@ void shard_store_close(shard_store_t **store_p);
 /* Closes without the final checkpoint (tests of recovery; a second signal). */
 void shard_store_abandon(shard_store_t **store_p);
 
+/* A collection's parameters (shard_store_create_with). Zero M / ef_construction: defaults. */
+typedef struct {
+    size_t dim;              /* vector dimension */
+    shoal_metric_t metric;   /* distance */
+    size_t M;                /* HNSW links per node; 0 = the store's default */
+    size_t ef_construction;  /* HNSW build candidates; 0 = the store's default */
+    quant_kind_t storage;    /* f32 (0, the default), f16 or sq8 (see the top of the file) */
+} shard_coll_params_t;
+
+/* An f32 collection (shard_store_create_with's shorthand). */
 int shard_store_create(shard_store_t *store, const char *name, size_t dim,
                        shoal_metric_t metric, size_t M, size_t ef_construction,
                        shoal_err_t *err);
+
+/*
+ * Creates a collection; SHOAL_EEXIST when the name is taken, SHOAL_EINVAL
+ * naming a bad parameter. An sq8 collection's quantizer is trained on its
+ * first insert batch and persisted with it.
+ */
+int shard_store_create_with(shard_store_t *store, const char *name, const shard_coll_params_t *p,
+                            shoal_err_t *err);
 
 int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err);
 

@@ -85,13 +85,14 @@ int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_er
                              "collection record has magic 0x%08x, "
                              "expected 0x%08x",
                              rec.magic, SHARD_COLL_MAGIC);
-    if (rec.version != SHARD_RECORD_VERSION)
+    if (rec.version != SHARD_COLL_VERSION_V1 && rec.version != SHARD_COLL_VERSION)
         return shoal_err_set(err, SHOAL_EUNSUPPORTED,
-                             "collection record has version %u, this build reads %u", rec.version,
-                             SHARD_RECORD_VERSION);
-    if (vlen != sizeof rec)
+                             "collection record has version %u, this build reads %u and %u",
+                             rec.version, SHARD_COLL_VERSION_V1, SHARD_COLL_VERSION);
+    size_t want = sizeof rec + (rec.version == SHARD_COLL_VERSION ? 8 : 0);
+    if (vlen < want || (rec.version == SHARD_COLL_VERSION_V1 && vlen != want))
         return shoal_err_set(err, SHOAL_ECORRUPT, "collection record has %zu bytes, expected %zu",
-                             vlen, sizeof rec);
+                             vlen, want);
     memcpy(&rec, val, sizeof rec);
     if (rec.dim < 1 || rec.dim > HNSW_DIM_MAX || rec.metric > SHOAL_METRIC_COSINE ||
         rec.M < HNSW_M_MIN || rec.M > HNSW_M_MAX ||
@@ -101,11 +102,81 @@ int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_er
                              "collection record out of range: dim %u, metric %u, M %u, "
                              "ef_construction %u",
                              rec.dim, rec.metric, rec.M, rec.ef_construction);
+    uint32_t storage = QUANT_F32, qlen = 0;
+    const uint8_t *tail = (const uint8_t *)val + sizeof rec;
+    if (rec.version == SHARD_COLL_VERSION) {
+        memcpy(&storage, tail, 4);
+        memcpy(&qlen, tail + 4, 4);
+        if (storage >= QUANT_KIND_COUNT || vlen != want + qlen ||
+            (qlen && storage != QUANT_SQ8))
+            return shoal_err_set(err, SHOAL_ECORRUPT,
+                                 "collection record: storage %u with a %u-byte quantizer in %zu "
+                                 "bytes",
+                                 storage, qlen, vlen);
+    }
+    quant_sq8_t *sq8 = NULL;
+    if (qlen) {
+        shoal_err_t qerr;
+        sq8 = quant_sq8_record_read(tail + 8, qlen, rec.dim, &qerr);
+        if (!sq8)
+            return shoal_err_set(err, qerr.code, "collection record's sq8 quantizer: %s", qerr.msg);
+    }
     coll->dim = rec.dim;
     coll->metric = (shoal_metric_t)rec.metric;
     coll->M = rec.M;
     coll->ef_construction = rec.ef_construction;
+    coll->created_seq = rec.created_seq;
+    coll->storage = (quant_kind_t)storage;
+    quant_sq8_destroy(&coll->sq8);
+    coll->sq8 = sq8;
     return 0;
+}
+
+uint8_t *shard_coll_encode(const shard_coll_t *coll, size_t *len)
+{
+    uint32_t qlen = coll->sq8 ? (uint32_t)quant_sq8_record_size(coll->dim) : 0;
+    uint32_t storage = (uint32_t)coll->storage;
+    shard_coll_rec_t rec = {.magic = SHARD_COLL_MAGIC,
+                            .version = SHARD_COLL_VERSION,
+                            .dim = (uint32_t)coll->dim,
+                            .metric = (uint32_t)coll->metric,
+                            .M = (uint32_t)coll->M,
+                            .ef_construction = (uint32_t)coll->ef_construction,
+                            .created_seq = coll->created_seq};
+    *len = sizeof rec + 8 + qlen;
+    uint8_t *buf = malloc(*len);
+    if (!buf)
+        return NULL;
+    memcpy(buf, &rec, sizeof rec);
+    memcpy(buf + sizeof rec, &storage, 4);
+    memcpy(buf + sizeof rec + 4, &qlen, 4);
+    if (qlen)
+        quant_sq8_record_write(coll->sq8, buf + sizeof rec + 8);
+    return buf;
+}
+
+int shard_row_read(shard_store_t *store, const shard_coll_t *coll, uint64_t id, float *out)
+{
+    uint8_t key[SHARD_KEY_MAX];
+    size_t klen = shard_key_u64(key, SHARD_TAG_VEC, coll->name, id), vlen = 0;
+    void *val = NULL;
+    pthread_rwlock_rdlock(&store->kv_lock);
+    int rc = kv_get(store->kv, key, klen, &val, &vlen, NULL);
+    pthread_rwlock_unlock(&store->kv_lock);
+    if (rc)
+        return rc;
+    const uint8_t *vec = NULL;
+    rc = shard_vec_decode(coll, id, val, vlen, &vec, NULL, NULL, NULL, NULL);
+    if (rc == 0)
+        memcpy(out, vec, coll->dim * sizeof(float));
+    free(val);
+    return rc;
+}
+
+int shard_row_source(uint64_t id, float *out, void *ctx)
+{
+    shard_row_ctx_t *rc = ctx;
+    return shard_row_read(rc->store, rc->coll, id, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -384,6 +455,14 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
         hnsw_destroy(&graph);
         goto done;
     }
+    if (hnsw_storage(graph) != coll->storage ||
+        (coll->storage == QUANT_SQ8 && hnsw_count(graph) > 0 && !coll->sq8)) {
+        snprintf(why, whylen, "graph stores %s; the collection %s%s",
+                 quant_kind_name(hnsw_storage(graph)), quant_kind_name(coll->storage),
+                 coll->sq8 || coll->storage != QUANT_SQ8 ? "" : " without a quantizer");
+        hnsw_destroy(&graph);
+        goto done;
+    }
     *covered = rec.seq;
     coll->has_checkpoint = 1;
     coll->chunk_base = rec.chunk_base;
@@ -573,8 +652,9 @@ static void s_upgrade_flush(shard_store_t *store, const shard_coll_t *coll, kv_b
  */
 static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t *engine,
                           hnsw_t *graph, int first, size_t *unmoved, uint64_t *max_seq,
-                          shoal_err_t *err)
+                          size_t *rows, shoal_err_t *err)
 {
+    *rows = 0;
     uint8_t prefix[SHARD_KEY_MAX];
     size_t plen = shard_key_prefix(prefix, 'V', coll->name);
     uint64_t *ids = malloc(S_SCAN_ROWS * sizeof *ids);
@@ -638,6 +718,7 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
             kv_iter_next(it);
         }
         if (n == S_SCAN_ROWS || (!more && n > 0)) {
+            *rows += n;
             if (engine && (rc = knn_engine_add(engine, ids, vecs, n, err)) != 0)
                 goto done;
             if (graph &&
@@ -807,8 +888,9 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
     /* Exact engine always; the graph too when there is no checkpoint. */
     uint64_t last_seq = covered;
     size_t unmoved = 0, held = 0;
+    size_t stored = 0, rebuilt = 0;
     if ((rc = s_scan_vectors(store, coll, coll->engine, graph ? NULL : coll->hnsw, 1, &unmoved,
-                             &last_seq, err)) != 0 ||
+                             &last_seq, &stored, err)) != 0 ||
         (rc = s_count_quarantine(store, coll, &held, err)) != 0)
         goto fail;
     coll->quarantined = held + unmoved;
@@ -828,7 +910,7 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
             shoal_err_set(err, rc, "%s", why.msg);
             goto fail;
         }
-        size_t in_graph = hnsw_count(graph), stored = knn_engine_count(coll->engine);
+        size_t in_graph = hnsw_count(graph);
         if (rc == SHOAL_ECORRUPT)
             log_warn("collection \"%s\": op log not usable (%s); rebuilding the graph from the "
                      "stored vectors",
@@ -840,7 +922,7 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
         if (rc == SHOAL_ECORRUPT || in_graph != stored) {
             hnsw_destroy(&graph);
             replayed = 0;
-            if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, 0, &unmoved, &last_seq,
+            if ((rc = s_scan_vectors(store, coll, NULL, coll->hnsw, 0, &unmoved, &last_seq, &rebuilt,
                                      err)) != 0)
                 goto fail;
         } else {

@@ -20,7 +20,9 @@
  *
  *   "F"                           format record: "SHOALDB1", version, created
  *   "S"                           last sequence number given to a write batch
- *   "C/<name>"                    collection: dim, metric, M, ef_construction
+ *   "C/<name>"                    collection: dim, metric, M, ef_construction;
+ *                                 version 2 adds the storage kind and the sq8
+ *                                 quantizer's record (once trained)
  *   "V/<name>\0<id u64 BE>"       one vector: header (magic, version, seq of the
  *                                 write that stored it, its IVF list) + dim float32
  *   "M/<name>\0<list u32 BE><id u64 BE>"
@@ -145,7 +147,14 @@ typedef struct {
 } shard_seq_rec_t;
 static_assert(sizeof(shard_seq_rec_t) == 16, "seq record layout");
 
-/* "C/<name>": 32 bytes. */
+/*
+ * "C/<name>": 32 bytes (version 1, f32 storage), or, version 2
+ * (SHARD_COLL_VERSION), these 32 bytes, then u32 storage (quant_kind_t),
+ * u32 qlen, then qlen bytes of the sq8 quantizer's record (common/quant.h;
+ * 0 for f32 and f16, and for sq8 before its first insert trained it).
+ */
+#define SHARD_COLL_VERSION_V1 1u
+#define SHARD_COLL_VERSION    2u
 typedef struct {
     uint32_t magic;           /* SHARD_COLL_MAGIC */
     uint32_t version;         /* SHARD_RECORD_VERSION */
@@ -224,8 +233,13 @@ typedef struct {
     shoal_metric_t metric;        /* distance */
     size_t M;                     /* HNSW links per node */
     size_t ef_construction;       /* HNSW build candidates */
-    hnsw_t *hnsw;                 /* the graph (locks itself) */
-    knn_engine_t *engine;         /* the exact engine, under engine_lock */
+    uint64_t created_seq;         /* the store's sequence number at its create ("C/") */
+    quant_kind_t storage;         /* how the graph keeps the vectors (f32 | f16 | sq8) */
+    quant_sq8_t *sq8;             /* sq8: the quantizer (owned), NULL until the first insert */
+    hnsw_t *hnsw;                 /* the graph (locks itself); for f16 / sq8 the only copy
+                                   * in RAM: float32 rows are read from RocksDB ("V/") */
+    knn_engine_t *engine;         /* f32 only: the exact engine, under engine_lock; NULL for
+                                   * f16 / sq8, whose exact search scans the graph's codes */
     pthread_rwlock_t engine_lock; /* searches read, add/remove write */
     int on_gpu;                   /* the engine runs on GPUs */
 
@@ -253,7 +267,8 @@ struct shard_store {
     shard_store_opts_t opts; /* resolved options (strings point at the copies below) */
     char *data_dir;          /* copy of opts.data_dir */
     char *device;            /* copy of opts.device */
-    kv_t *kv;                /* the RocksDB (replaced, under write_mu, by a reopen) */
+    kv_t *kv;                /* the RocksDB (replaced, under write_mu and kv_lock, by a reopen) */
+    pthread_rwlock_t kv_lock; /* readers outside write_mu (re-ranking, get) read-lock it */
     _Atomic uint64_t seq;    /* last sequence number written (mirror of "S") */
 
     /* Disk space (shard_kv_write). */
@@ -392,8 +407,24 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
  */
 int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);
 
-/* Decodes a "C/<name>" record's value into coll's parameters. */
+/* Decodes a "C/<name>" record's value (either version) into coll's parameters and quantizer. */
 int shard_coll_decode(shard_coll_t *coll, const void *val, size_t vlen, shoal_err_t *err);
+
+/* coll's "C/" record (version 2) in a malloc'd buffer; NULL on ENOMEM. */
+uint8_t *shard_coll_encode(const shard_coll_t *coll, size_t *len);
+
+/*
+ * Copies id's float32 row, as inserted, from RocksDB into out (coll->dim
+ * floats): 0, SHOAL_ENOTFOUND, or an error. Any thread (takes kv_lock).
+ */
+int shard_row_read(shard_store_t *store, const shard_coll_t *coll, uint64_t id, float *out);
+
+/* shard_row_read as an hnsw re-rank source; ctx is a shard_row_ctx_t. */
+typedef struct {
+    shard_store_t *store;
+    const shard_coll_t *coll;
+} shard_row_ctx_t;
+int shard_row_source(uint64_t id, float *out, void *ctx);
 
 /* New empty indexes (graph and exact engine) for coll's parameters. */
 int shard_coll_make_indexes(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err);

@@ -5,10 +5,13 @@
  *             threads (the graph allows concurrent searches and inserts);
  *             a filter is a callback over a hash set of the allow-list;
  *   - exact:  the exact engine (GPU or CPU GEMM + top-k) under the
- *             collection's engine read lock;
+ *             collection's engine read lock; for f16 / sq8 collections,
+ *             which keep no float32 copy in RAM, hnsw_exact_search over
+ *             the graph's codes, re-scoring from RocksDB what the error
+ *             bound cannot rule out;
  *   - exact over an allow-list: distances from each query to just the
- *             allowed ids that are present (their vectors fetched from the
- *             graph with hnsw_get, a block at a time), top-k heaps per
+ *             allowed ids that are present (their float32 rows fetched from
+ *             the graph, or RocksDB for f16 / sq8, a block at a time), top-k heaps per
  *             query; exact by construction, and cheap when the list is short.
  *
  * Mode auto. One graph search computes roughly ef * M0 distances (the paper's
@@ -42,6 +45,7 @@ typedef struct s_job s_job_t;
 typedef int (*s_part_fn)(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err);
 
 struct s_job {
+    shard_store_t *store;        /* for float32 rows from RocksDB (f16 / sq8 collections) */
     shard_coll_t *coll;          /* the collection searched */
     const float *queries;        /* nq x dim */
     size_t k;                    /* results per query */
@@ -127,14 +131,51 @@ static int s_filter_keep(uint64_t id, void *arg)
 static int s_graph_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
 {
     size_t dim = job->coll->dim, k = job->k;
+    /* f16 / sq8: the walk's best candidates are re-ranked in float32 from RocksDB. */
+    shard_row_ctx_t rows = {.store = job->store, .coll = job->coll};
+    hnsw_search_opts_t o = {.k = k,
+                            .ef = job->ef,
+                            .filter = job->filter ? s_filter_keep : NULL,
+                            .filter_arg = (void *)job->filter,
+                            .rerank_fn = job->coll->storage != QUANT_F32 ? shard_row_source : NULL,
+                            .rerank_ctx = &rows};
     for (size_t q = q0; q < q1; q++) {
-        int rc = hnsw_search(job->coll->hnsw, job->queries + q * dim, k, job->ef,
-                             job->filter ? s_filter_keep : NULL, (void *)job->filter,
-                             job->ids + q * k, job->dists + q * k, err);
+        int rc = hnsw_search_with(job->coll->hnsw, job->queries + q * dim, &o, job->ids + q * k,
+                                  job->dists + q * k, err);
         if (rc < 0)
             return rc;
     }
     return 0;
+}
+
+/* f16 / sq8 exact: the codes' scan with their error bound (hnsw_exact_search). */
+static int s_codes_exact_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
+{
+    size_t dim = job->coll->dim, k = job->k;
+    shard_row_ctx_t rows = {.store = job->store, .coll = job->coll};
+    hnsw_search_opts_t o = {.k = k, .rerank_fn = shard_row_source, .rerank_ctx = &rows};
+    for (size_t q = q0; q < q1; q++) {
+        int rc = hnsw_exact_search(job->coll->hnsw, job->queries + q * dim, &o, job->ids + q * k,
+                                   job->dists + q * k, NULL, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* id's float32 row as the graph compares it (unit for cosine): from the graph
+ * for f32, from RocksDB for f16 / sq8. 0 or SHOAL_ENOTFOUND (deleted). */
+static int s_exact_row(const s_job_t *job, uint64_t id, float *out)
+{
+    const shard_coll_t *coll = job->coll;
+    if (coll->storage == QUANT_F32)
+        return hnsw_get(coll->hnsw, id, out, NULL);
+    if (!hnsw_contains(coll->hnsw, id))
+        return SHOAL_ENOTFOUND;
+    int rc = shard_row_read(job->store, coll, id, out);
+    if (rc == 0 && coll->metric == SHOAL_METRIC_COSINE && dist_normalize(out, coll->dim) != 0)
+        rc = SHOAL_ENOTFOUND; /* cannot be: zero rows are refused at insert */
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -182,7 +223,7 @@ static int s_allowed_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
             size_t nb = 0;
             for (size_t i = b0; i < job->nallowed && i < b0 + block; i++) {
                 /* Deleted since the list was made: skip it. */
-                if (hnsw_get(coll->hnsw, job->allowed[i], rows + nb * dim, NULL) == 0)
+                if (s_exact_row(job, job->allowed[i], rows + nb * dim) == 0)
                     row_ids[nb++] = job->allowed[i];
             }
             for (size_t j = 0; j < ng; j++) {
@@ -301,7 +342,8 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
     if (nq == 0)
         goto done;
 
-    s_job_t job = {.coll = coll,
+    s_job_t job = {.store = store,
+                   .coll = coll,
                    .queries = queries,
                    .k = k,
                    .ef = ef,
@@ -312,6 +354,9 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
                    .dists = dists};
     if (exact && filter) {
         rc = s_run_parallel(&job, s_allowed_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
+                            err);
+    } else if (exact && !coll->engine) {
+        rc = s_run_parallel(&job, s_codes_exact_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
                             err);
     } else if (exact) {
         pthread_rwlock_rdlock(&coll->engine_lock);

@@ -1671,3 +1671,143 @@ Test(store, version_1_rows_are_read_as_list_none_and_upgraded)
     free(val);
     kv_close(&kv);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Compressed storage (f16, sq8)                                            */
+/* ------------------------------------------------------------------------ */
+
+static void s_create_kind(shard_store_t *st, const char *name, size_t dim, shoal_metric_t metric,
+                          quant_kind_t storage)
+{
+    shoal_err_t err;
+    shard_coll_params_t p = {.dim = dim, .metric = metric, .storage = storage};
+    int rc = shard_store_create_with(st, name, &p, &err);
+    cr_assert_eq(rc, 0, "create %s: %s", name, err.msg);
+}
+
+/*
+ * One data set in an f32, an f16 and an sq8 collection: exact mode on the
+ * codes gives the f32 engine's ids and distances; the graph, re-ranked from
+ * RocksDB, reaches the recall floor; get returns the rows bit for bit;
+ * stats say the storage and show fewer bytes; after a reopen (codes from the
+ * checkpoint, nothing rebuilt) the answers are the same.
+ */
+static void s_kinds_round_trip(const char *what, const float *base, size_t n, const float *qs,
+                               size_t nq, size_t dim, shoal_metric_t metric, const int32_t *gt,
+                               size_t gdim, double floor)
+{
+    const size_t k = 10;
+    static const char *names[3] = {"f32", "f16", "sq8"};
+    shard_store_opts_t o = s_opts();
+    shard_store_t *st = s_open_with(&o);
+    uint64_t *ids = s_seq_ids(n, 0);
+    for (int kind = 0; kind < 3; kind++) {
+        s_create_kind(st, names[kind], dim, metric, (quant_kind_t)kind);
+        for (size_t b = 0; b < n; b += 2500) /* several batches: sq8 trains on the first */
+            s_insert(st, names[kind], ids + b, base + b * dim, n - b < 2500 ? n - b : 2500, dim);
+    }
+    size_t rk = nq * k;
+    uint64_t *want = malloc(rk * sizeof *want), *got = malloc(rk * sizeof *got);
+    float *wantd = malloc(rk * sizeof *wantd), *gotd = malloc(rk * sizeof *gotd);
+    s_search(st, "f32", qs, nq, dim, k, WIRE_MODE_EXACT, 0, NULL, 0, want, wantd, NULL);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int kind = 1; kind < 3; kind++) {
+            wire_mode_t used;
+            s_search(st, names[kind], qs, nq, dim, k, WIRE_MODE_EXACT, 0, NULL, 0, got, gotd,
+                     &used);
+            cr_assert_eq(used, WIRE_MODE_EXACT);
+            for (size_t i = 0; i < rk; i++)
+                cr_assert(got[i] == want[i] && gotd[i] == wantd[i],
+                          "%s %s exact (pass %d): query %zu rank %zu: %llu %.9g, f32 engine %llu "
+                          "%.9g",
+                          what, names[kind], pass, i / k, i % k, (unsigned long long)got[i],
+                          (double)gotd[i], (unsigned long long)want[i], (double)wantd[i]);
+            s_search(st, names[kind], qs, nq, dim, k, WIRE_MODE_HNSW, 128, NULL, 0, got, gotd,
+                     NULL);
+            double r = gt ? gt_recall(got, k, gt, gdim, nq, k) : 1.0;
+            cr_assert_geq(r, floor, "%s %s graph recall@10 %.4f < %.2f", what, names[kind], r,
+                          floor);
+            shard_coll_stats_t s = s_stats(st, names[kind]);
+            cr_assert_eq(s.storage, (quant_kind_t)kind);
+            cr_assert_eq(s.count, n);
+            cr_assert_eq(s.exact_bytes, 0, "one copy in RAM: no exact engine");
+            cr_assert_eq(s.bytes_codes + s.bytes_links + s.bytes_ids + s.bytes_other,
+                         s.hnsw_bytes);
+            if (pass == 1)
+                cr_assert_eq(s.loaded_from_checkpoint, 1, "%s: the codes come from the checkpoint",
+                             names[kind]);
+            cr_log_info("%s %s (pass %d): graph recall@10 %.4f, %.1f bytes/vector in RAM "
+                        "(codes %.1f)",
+                        what, names[kind], pass, r, (double)s.hnsw_bytes / (double)n,
+                        (double)s.bytes_codes / (double)n);
+            /* get: the rows as inserted (unit length for cosine, as f32 gives them). */
+            uint8_t found[4];
+            float rows[4 * 2048], ref[4 * 2048];
+            uint64_t some[4] = {0, 1, n / 2, n - 1};
+            shoal_err_t err;
+            cr_assert_eq(shard_store_get(st, names[kind], some, 4, found, rows, &err), 0, "%s",
+                         err.msg);
+            cr_assert_eq(shard_store_get(st, "f32", some, 4, found, ref, &err), 0, "%s", err.msg);
+            cr_assert(dim <= 2048);
+            cr_assert_eq(memcmp(rows, ref, 4 * dim * sizeof(float)), 0, "%s get differs",
+                         names[kind]);
+        }
+        if (pass == 0) {
+            shard_store_close(&st);
+            st = s_open_with(&o);
+        }
+    }
+    shard_store_close(&st);
+    free(ids);
+    free(want);
+    free(got);
+    free(wantd);
+    free(gotd);
+}
+
+Test(store, compressed_storage_siftsmall_exact_recall_reopen, .timeout = 300)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
+    if (access(path, R_OK) != 0) {
+        cr_skip_test("%s not found (set SHOAL_DATASETS)", path);
+        return;
+    }
+    shoal_err_t err;
+    size_t n = 0, dim = 0, nq = 0, qdim = 0, gn = 0, gdim = 0;
+    float *base = vecfile_load_f32(path, &n, &dim, &err);
+    cr_assert_not_null(base, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
+    float *qs = vecfile_load_f32(path, &nq, &qdim, &err);
+    cr_assert_not_null(qs, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
+    int32_t *gt = vecfile_load_i32(path, &gn, &gdim, &err);
+    cr_assert_not_null(gt, "%s", err.msg);
+    s_kinds_round_trip("siftsmall", base, n, qs, nq, dim, SHOAL_METRIC_L2, gt, gdim, 0.95);
+    free(base);
+    free(qs);
+    free(gt);
+}
+
+Test(store, compressed_storage_cosine_and_ip_exact, .timeout = 300)
+{
+    const size_t n = 4000, dim = 48, nq = 30;
+    float *base = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    float *qs = s_data(nq, dim, DATAGEN_STREAM_QUERY, 0);
+    s_kinds_round_trip("cosine", base, n, qs, nq, dim, SHOAL_METRIC_COSINE, NULL, 0, 0);
+    s_rm_tmp();
+    s_mkdir_tmp();
+    s_kinds_round_trip("ip", base, n, qs, nq, dim, SHOAL_METRIC_IP, NULL, 0, 0);
+    free(base);
+    free(qs);
+}
+
+Test(store, bad_storage_kind_is_refused)
+{
+    shard_store_t *st = s_open();
+    shoal_err_t err;
+    shard_coll_params_t p = {.dim = 8, .metric = SHOAL_METRIC_L2, .storage = (quant_kind_t)7};
+    cr_assert_eq(shard_store_create_with(st, "x", &p, &err), SHOAL_EINVAL);
+    cr_assert(strstr(err.msg, "storage") != NULL, "%s", err.msg);
+    shard_store_close(&st);
+}

@@ -1540,6 +1540,12 @@ static const bad_case_t s_bad_requests[] = {
      {HEAD("create_collection"), S("coll", "a"), U("dim", 4), S("metric", "l2"),
       F("target_recall", 1.01)},
      0, {0}, SHOAL_EINVAL, "create_collection: \"target_recall\" must be in (0, 1], got 1.01"},
+    {"create_collection: storage f8",
+     {HEAD("create_collection"), S("coll", "a"), U("dim", 4), S("metric", "l2"), S("storage", "f8")},
+     0, {0}, SHOAL_EINVAL, "create_collection: \"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"f8\""},
+    {"create_collection: storage is a uint",
+     {HEAD("create_collection"), S("coll", "a"), U("dim", 4), S("metric", "l2"), U("storage", 2)},
+     0, {0}, SHOAL_EPROTO, "create_collection: \"storage\" has type uint, expected str"},
 
     /* cluster growth: every fault of "endpoint" is einval, whatever its kind */
     {"shard_add: no endpoint", {HEAD("shard_add")}, 0, {0}, SHOAL_EINVAL,
@@ -2942,9 +2948,12 @@ Test(wire, recall_targets_round_trip_and_are_sent_only_when_set)
         snprintf(req.coll, sizeof req.coll, "c");
         req.dim = 4;
         req.target_recall = set ? 0.9 : 0;
+        req.storage = set ? WIRE_STORAGE_GIVEN | 2u : 0; /* sq8 */
         s_request_round_trip(&req, &frames, &out);
         cr_assert_eq(out.target_recall, req.target_recall);
         cr_assert_eq(s_header_has(&frames, "target_recall"), set);
+        cr_assert_eq(out.storage, req.storage);
+        cr_assert_eq(s_header_has(&frames, "storage"), set);
         wire_request_fini(&out);
         wire_frames_fini(&frames);
 
