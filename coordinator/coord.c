@@ -1,7 +1,8 @@
 /*
  * coord.c - the coordinator's loop: the clients' ROUTER, one DEALER per
- * shard, the rid table that matches shard replies to jobs, deadlines,
- * health pings, the training thread, routing engines, ping and stats.
+ * shard, the rid table that matches shard replies to jobs, deadlines, write
+ * scheduling and the training thread. Shard health is coord_health.c's, the
+ * routing engines coord_route.c's, ping and stats coord_stats.c's.
  * coord.h is the contract; coord_private.h lists the files.
  *
  * Why one DEALER per shard with ZMQ_IMMEDIATE: a send to a shard that is not
@@ -37,16 +38,12 @@
 #define S_CLOSE_LINGER_MS 2000
 /* Messages a shard link may queue before sends fail (then: shard missing). */
 #define S_SHARD_HWM 100000
-/* At start, how long to wait for the shard connections at most (ms). */
-#define S_CONNECT_WAIT_MS 2000
 /* Intents waiting for a shard are tried again this often without a shard event (ms). */
 #define S_REDRIVE_RETRY_MS 10000
 /* A turn of the loop this long or longer counts as slow (stats loop_slow_turns). */
 #define S_LOOP_SLOW_US 100000
 /* Poll items besides the shards: training pipe, routing pipe, stop pipe, stop fd, clients. */
 #define S_POLL_EXTRA 5
-/* A shard whose start (its ping's uptime) moved later by more than this restarted. */
-#define S_RESTART_SLACK_S 1.0
 
 static_assert(COORD_LATENCY_SAMPLES == WIRE_IO_LATENCY_SAMPLES,
               "the coordinator's latency ring is wire_io's");
@@ -65,6 +62,13 @@ typedef struct {
 static void s_rid_key(uint64_t rid, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%" PRIx64, rid);
+}
+
+void coord_pending_forget(coord_t *coord, uint64_t rid)
+{
+    char key[32];
+    s_rid_key(rid, key, sizeof key);
+    zhashx_delete(coord->pending, key);
 }
 
 static void s_pending_free(void **item)
@@ -167,11 +171,8 @@ void coord_job_end(coord_t *coord, coord_job_t **job_p)
         return;
     if (job->routing)
         coord_route_cancel(coord, job);
-    char key[32];
-    for (size_t i = 0; i < job->nrids; i++) {
-        s_rid_key(job->rids[i], key, sizeof key);
-        zhashx_delete(coord->pending, key);
-    }
+    for (size_t i = 0; i < job->nrids; i++)
+        coord_pending_forget(coord, job->rids[i]);
     if (job->prev)
         job->prev->next = job->next;
     else
@@ -533,57 +534,6 @@ int coord_send_owned(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
     return 0;
 }
 
-/* The shard answered something: health bookkeeping. */
-static void s_shard_seen(coord_t *coord, size_t s)
-{
-    coord_shard_t *shard = &coord->shards[s];
-    shard->last_seen_us = zclock_usecs();
-    if (shard->state == COORD_SHARD_UP)
-        return;
-    coord_shard_state_t was = shard->state;
-    shard->state = COORD_SHARD_UP;
-    if (was == COORD_SHARD_DOWN)
-        log_info("shard %s is back up", shard->endpoint);
-    else
-        log_info("shard %s is up", shard->endpoint);
-    coord_ensure_collections(coord, s);
-    coord_shard_back(coord, s, was == COORD_SHARD_DOWN);
-    if (!coord->stopping)
-        coord_redrive_schedule(coord);
-}
-
-/*
- * A ping answer: the shard's uptime dates its start. A start later than the
- * one seen before means the process restarted, perhaps on an empty data dir,
- * even when it was never silent long enough to be marked down: it is treated
- * like a shard back from down (collections ensured, fenced, verified).
- */
-static void s_shard_pinged(coord_t *coord, size_t s, const wire_reply_t *rep)
-{
-    coord_shard_t *shard = &coord->shards[s];
-    double uptime = 0;
-    if (rep->code != SHOAL_OK || !rep->info ||
-        wire_info_lookup(rep->info, rep->info_len, "uptime_s", &uptime) != 0 || uptime < 0)
-        return;
-    /* A delayed answer only makes the estimate later: the earliest one is kept. */
-    double started = (double)zclock_usecs() / 1e6 - uptime;
-    double before = shard->started_s;
-    if (before == 0 || started < before + S_RESTART_SLACK_S) {
-        if (before == 0 || started < before)
-            shard->started_s = started;
-        return;
-    }
-    shard->started_s = started;
-    log_warn("shard %s restarted (up %.1f s): its collections are ensured and its replicas "
-             "verified",
-             shard->endpoint, uptime);
-    /* Not s_jobs_shard_down here: a ping answer delayed past S_RESTART_SLACK_S by a
-       busy shard looks like a restart too, and requests sent since went to a process
-       that answers them; what did go to a dead process waits out its deadline. */
-    coord_ensure_collections(coord, s);
-    coord_shard_back(coord, s, 1);
-}
-
 /* Hands rep, the answer to pending request key (shard s's), to its job; the entry goes. */
 static void s_pending_answer(coord_t *coord, size_t s, const char *key, const wire_reply_t *rep)
 {
@@ -682,7 +632,7 @@ static void s_on_shard_message(coord_t *coord, size_t s)
     zmsg_t *msg = zmsg_recv(coord->shards[s].dealer);
     if (!msg)
         return;
-    s_shard_seen(coord, s);
+    coord_health_seen(coord, s);
     wire_frames_t frames;
     wire_io_frames(msg, &frames);
     wire_reply_t rep;
@@ -713,7 +663,7 @@ static void s_on_shard_message(coord_t *coord, size_t s)
         zhashx_delete(coord->pending, key);
         coord->shards[s].ping_rid = 0;
         if (rc == 0) {
-            s_shard_pinged(coord, s, &rep);
+            coord_health_pinged(coord, s, &rep);
             s_shard_lost_before(coord, s, &rep);
         }
         goto done;
@@ -730,57 +680,6 @@ static void s_on_shard_message(coord_t *coord, size_t s)
 done:
     wire_reply_fini(&rep);
     zmsg_destroy(&msg);
-}
-
-/*
- * Shard s was just marked down: every job with a request outstanding to it
- * is told at once (on_shard_down), rather than waiting out its deadline for
- * an answer that is not coming. A handler may end jobs, so the walk starts
- * over after each call; down_round keeps a job from being told twice.
- */
-static void s_jobs_shard_down(coord_t *coord, size_t s)
-{
-    uint64_t round = ++coord->down_round;
-    coord_job_t *job = coord->jobs;
-    while (job) {
-        if (s < job->nwaiting && job->waiting[s] && job->on_shard_down &&
-            job->down_round != round) {
-            job->down_round = round;
-            job->on_shard_down(coord, job, s);
-            job = coord->jobs;
-            continue;
-        }
-        job = job->next;
-    }
-}
-
-/* Pings every shard; marks the silent ones down. */
-static void s_health_tick(coord_t *coord, int64_t now)
-{
-    for (size_t s = 0; s < coord->nshards; s++) {
-        coord_shard_t *shard = &coord->shards[s];
-        if (shard->removed)
-            continue;
-        int64_t since = shard->last_seen_us ? shard->last_seen_us : shard->linked_us;
-        if (shard->state != COORD_SHARD_DOWN &&
-            now - since > (int64_t)coord->opts.down_after_ms * 1000) {
-            shard->state = COORD_SHARD_DOWN;
-            log_warn("shard %s is down (no answer for %u ms)", shard->endpoint,
-                     coord->opts.down_after_ms);
-            s_jobs_shard_down(coord, s);
-        }
-        if (shard->ping_rid) {
-            char key[32];
-            s_rid_key(shard->ping_rid, key, sizeof key);
-            zhashx_delete(coord->pending, key);
-            shard->ping_rid = 0;
-        }
-        wire_request_t req;
-        wire_request_init(&req);
-        req.op = WIRE_OP_PING;
-        if (coord_send(coord, NULL, s, 0, &req) == 0)
-            shard->ping_rid = req.rid;
-    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1127,10 +1026,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         }
         int64_t now = zclock_usecs();
         s_writes_pump(coord);
-        if (now >= coord->next_ping_us) {
-            s_health_tick(coord, now);
-            coord->next_ping_us = now + (int64_t)coord->opts.ping_interval_ms * 1000;
-        }
+        coord_health_tick(coord, now);
         int ticking = s_jobs_tick(coord);
         int64_t next = s_deadlines(coord, now);
         coord_repair_tick(coord, now);
@@ -1258,48 +1154,6 @@ static int s_pipe(int fds[2])
     return 0;
 }
 
-/*
- * Waits (bounded) until every shard link is connected, so the first requests
- * after start-up do not find a link still handshaking and call its shard
- * missing. With ZMQ_IMMEDIATE a DEALER is writable only once connected, so
- * the wait is a poll for POLLOUT; each link then gets its first ping (whose
- * answer comes later and only counts as "seen"). ping_rid marks the links
- * done.
- */
-static void s_connect_wait(coord_t *coord)
-{
-    uint32_t wait_ms = coord->opts.down_after_ms < S_CONNECT_WAIT_MS ? coord->opts.down_after_ms
-                                                                     : S_CONNECT_WAIT_MS;
-    int64_t until = zclock_usecs() + (int64_t)wait_ms * 1000;
-    zmq_pollitem_t *items = calloc(coord->nshards, sizeof *items);
-    if (!items)
-        return;
-    while (1) {
-        int n = 0;
-        for (size_t s = 0; s < coord->nshards; s++)
-            if (!coord->shards[s].ping_rid && coord->shards[s].dealer)
-                items[n++] =
-                    (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLOUT, 0};
-        int64_t left_us = until - zclock_usecs();
-        if (n == 0 || left_us <= 0)
-            break;
-        if (zmq_poll(items, n, (long)((left_us + 999) / 1000)) < 0 && zmq_errno() != EINTR)
-            break;
-        int i = 0;
-        for (size_t s = 0; s < coord->nshards; s++) {
-            if (coord->shards[s].ping_rid || !coord->shards[s].dealer ||
-                !(items[i++].revents & ZMQ_POLLOUT))
-                continue;
-            wire_request_t req;
-            wire_request_init(&req);
-            req.op = WIRE_OP_PING;
-            if (coord_send(coord, NULL, s, 0, &req) == 0)
-                coord->shards[s].ping_rid = req.rid;
-        }
-    }
-    free(items);
-}
-
 int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err)
 {
     size_t want = catalog_shard_count(coord->cat);
@@ -1362,9 +1216,7 @@ void coord_shard_unlink(coord_t *coord, size_t s)
         return;
     coord_shard_t *shard = &coord->shards[s];
     if (shard->ping_rid) {
-        char key[32];
-        s_rid_key(shard->ping_rid, key, sizeof key);
-        zhashx_delete(coord->pending, key);
+        coord_pending_forget(coord, shard->ping_rid);
         shard->ping_rid = 0;
     }
     zsock_destroy(&shard->dealer);
@@ -1453,8 +1305,9 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     for (size_t s = 0; s < registry; s++)
         if (coord_shard_link(coord, s, err) != 0)
             goto fail;
+    coord_write_init(coord);
     coord_repair_init(coord);
-    s_connect_wait(coord);
+    coord_health_connect_wait(coord);
     return coord;
 fail:
     coord_destroy(&coord);

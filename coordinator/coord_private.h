@@ -5,8 +5,11 @@
  *
  * Files, split by lifecycle stage:
  *   coord.c         the loop: sockets, jobs and their rid table, deadlines,
- *                   health (pings), the training thread, routing engines,
- *                   start and stop.
+ *                   write scheduling, the training thread, start and stop.
+ *   coord_health.c  shard health: pings, up / down marking, restarts, the
+ *                   "shard came back" hooks (registered by the write path
+ *                   and the repair engine).
+ *   coord_route.c   the routing engines and the routing thread.
  *   coord_stats.c   ping and stats replies.
  *   coord_write.c   create, drop, train, insert (upsert), delete, checkpoint
  *                   and the re-drive of interrupted writes (intents).
@@ -311,6 +314,14 @@ typedef struct {
     size_t nretired;
 } coord_route_thread_t;
 
+/*
+ * What to do when shard s answers after being down (was_down 1), for the
+ * first time, or after a restart its ping showed (coord_health.c). Registered
+ * at start-up with coord_on_shard_back; run in registration order.
+ */
+typedef void (*coord_shard_back_fn)(coord_t *coord, size_t s, int was_down);
+#define COORD_SHARD_BACK_HOOKS_MAX 4 /* the write path's, the repair engine's, spare */
+
 struct coord {
     coord_opts_t opts;     /* as given; strings point at the copies below */
     char *listen;          /* copy of opts.listen */
@@ -343,6 +354,8 @@ struct coord {
     size_t nrouters;
     coord_route_thread_t route; /* the routing thread (coord_route.c) */
     int64_t next_ping_us;        /* when the next ping round goes */
+    coord_shard_back_fn shard_back[COORD_SHARD_BACK_HOOKS_MAX]; /* coord_on_shard_back's */
+    size_t nshard_back;          /* hooks registered */
     int stopping;                /* the loop is draining */
     coord_job_t *redrive_job;    /* the re-drive job, or NULL */
     int redrive_wanted;          /* start a re-drive pass when none runs */
@@ -423,6 +436,33 @@ int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err);
 void coord_shard_unlink(coord_t *coord, size_t s);
 /* Appends "ep" (comma-separated) to buf for each s with flags[s] != 0. */
 void coord_shard_list(const coord_t *coord, const uint32_t *flags, char *buf, size_t cap);
+/* Drops rid's entry from the rid table (its answer, if one comes, is dropped as late). */
+void coord_pending_forget(coord_t *coord, uint64_t rid);
+
+/* ---- coord_health.c: pings, up / down, "shard came back" hooks ---- */
+/* Registers fn to run when a shard comes back (start-up only; at most
+   COORD_SHARD_BACK_HOOKS_MAX). */
+void coord_on_shard_back(coord_t *coord, coord_shard_back_fn fn);
+/* Shard s answered something: it is up (a change runs the hooks and asks for a re-drive). */
+void coord_health_seen(coord_t *coord, size_t s);
+/*
+ * Shard s answered a ping: its uptime dates its start. A start later than
+ * the one seen before means the process restarted, perhaps on an empty data
+ * dir, even when it was never silent long enough to be marked down: the
+ * hooks run as for a shard back from down (collections ensured, fenced,
+ * verified).
+ */
+void coord_health_pinged(coord_t *coord, size_t s, const wire_reply_t *rep);
+/* When a ping round is due: marks the silent shards down (their jobs are told) and pings all. */
+void coord_health_tick(coord_t *coord, int64_t now);
+/*
+ * At start: waits (bounded) until every shard link is connected, so the first
+ * requests do not find a link still handshaking and call its shard missing.
+ * With ZMQ_IMMEDIATE a DEALER is writable only once connected, so the wait is
+ * a poll for POLLOUT; each link then gets its first ping (whose answer comes
+ * later and only counts as "seen"). ping_rid marks the links done.
+ */
+void coord_health_connect_wait(coord_t *coord);
 
 /* ---- coord_route.c: routing engines and the routing thread ---- */
 
@@ -493,6 +533,8 @@ void coord_redrive_run(coord_t *coord);
 void coord_repair_collection(coord_t *coord, size_t s, const char *coll);
 /* Sends create_collection for every catalog collection to shard s (answers ignored). */
 void coord_ensure_collections(coord_t *coord, size_t s);
+/* Start-up: registers the write path's "shard came back" hook (its collections ensured). */
+void coord_write_init(coord_t *coord);
 
 /* ---- coord_repair.c ---- */
 /*
@@ -511,9 +553,8 @@ uint32_t coord_replica_pick(const coord_t *coord, const catalog_coll_t *c, uint3
                             uint32_t first, const uint32_t *bad, size_t limit);
 /* Shard s missed a write: its epoch moves; fence 1 also fences it (a replica was marked stale). */
 void coord_shard_missed(coord_t *coord, size_t s, int fence);
-/* Shard s answered after being down (was_down) or for the first time: verify it. */
-void coord_shard_back(coord_t *coord, size_t s, int was_down);
-/* At start: shards holding stale replicas (the catalog says) are fenced. */
+/* At start: shards holding stale replicas (the catalog says) are fenced, and the repair
+   engine's "shard came back" hook (verify it, fence it if it holds replicas) registered. */
 void coord_repair_init(coord_t *coord);
 /* Starts the next repair step when one is due (the loop calls it). */
 void coord_repair_tick(coord_t *coord, int64_t now);

@@ -189,14 +189,8 @@ void coord_shard_missed(coord_t *coord, size_t s, int fence)
     }
 }
 
-void coord_repair_init(coord_t *coord)
-{
-    for (size_t s = 0; s < coord->nshards; s++)
-        coord->shards[s].fenced = s_shard_holds(coord, s, S_STALE);
-    coord_orphans_count(coord);
-}
-
-void coord_shard_back(coord_t *coord, size_t s, int was_down)
+/* The "shard came back" hook: verify it; fenced when it may hold stale lists. */
+static void s_shard_back(coord_t *coord, size_t s, int was_down)
 {
     coord_shard_t *sh = &coord->shards[s];
     sh->verify_wanted = 1;
@@ -210,6 +204,14 @@ void coord_shard_back(coord_t *coord, size_t s, int was_down)
         sh->drop_epoch = sh->epoch;
     }
     coord->repair.next_us = 0; /* look now */
+}
+
+void coord_repair_init(coord_t *coord)
+{
+    for (size_t s = 0; s < coord->nshards; s++)
+        coord->shards[s].fenced = s_shard_holds(coord, s, S_STALE);
+    coord_orphans_count(coord);
+    coord_on_shard_back(coord, s_shard_back);
 }
 
 /*

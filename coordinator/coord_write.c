@@ -842,6 +842,17 @@ void coord_ensure_collections(coord_t *coord, size_t s)
     }
 }
 
+static void s_shard_back_ensure(coord_t *coord, size_t s, int was_down)
+{
+    (void)was_down;
+    coord_ensure_collections(coord, s);
+}
+
+void coord_write_init(coord_t *coord)
+{
+    coord_on_shard_back(coord, s_shard_back_ensure);
+}
+
 /* ------------------------------------------------------------------------ */
 /* drop_collection                                                          */
 /* ------------------------------------------------------------------------ */
