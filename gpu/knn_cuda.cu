@@ -1,57 +1,60 @@
 /*
- * knn_cuda.cu - the exact k-NN engine on one or several GPUs (knn_cuda.h).
- *
- * Three layers, as in the header: rows resident on the devices, a search that
- * tiles queries x rows from a memory budget and runs one cuBLAS GEMM per tile,
- * and a k-select kernel written for shoal that turns a tile of dot products
- * into distances and keeps each query's best k.
- *
- * The select kernel (k_select). One thread block per (query, split) keeps a
- * candidate buffer in shared memory: cap = next power of two >= k + CHUNK
- * (dist, id) pairs, at most 2048 (24 KiB) for k <= 1024. The buffer starts with
- * the block's running best k from earlier row tiles (the "state" in device
- * memory), so after the last tile the state is final, and a threshold: the
- * k-th best so far. The block streams over its columns, CHUNK = 1024 at a time
- * (4 independent coalesced loads per thread in flight), computes the distance
- * from the dot product and the norms, and appends only candidates better than
- * the threshold in the (dist, id) order (warp-aggregated atomicAdd on a shared
- * counter; the id is loaded only for an appended candidate or a tie). Before a
- * chunk that might not fit, the buffer is bitonic-sorted in shared memory, cut
- * to the best k and the threshold raised. With random order, after the first
- * few chunks almost nothing passes the threshold, so the kernel runs at the
- * speed of reading the tile. Merging lists (splits of one query, devices) is
- * the same kernel reading (dist, id) pairs instead of a GEMM tile.
- * Rejected alternatives: a full sort per row (n log n work for k << n); a
- * radix select (two passes over the tile, and ties by id need a second key);
- * per-thread heaps (divergent, and k up to 1024 does not fit in registers).
- *
- * Splits: with few queries, one block per query would leave most of the GPU
- * idle, so a row tile is split into S column ranges (S * tq ~ 8 blocks per
- * multiprocessor, each range >= SEL_MIN_SPLIT columns); each split keeps its
- * own state and the splits are merged after the last tile.
+ * knn_cuda.cu - the exact k-NN engine on one or several GPUs (knn_cuda.h):
+ * the host orchestration. The kernels (k-select, query preparation, row
+ * scatter) are in knn_kernels.cu behind launchers (knn_kernels.cuh); this
+ * file owns devices, streams, events, buffers and the plan, as Faiss keeps
+ * its GPU index apart from its kernels.
  *
  * Rows over devices: global row r is in block b = r / KNN_CUDA_BLOCK_ROWS,
  * which lives on device b % D at local block b / D; local rows are a dense
  * prefix. Appends spread evenly; truncation (after the host store moved its
  * last rows into freed ones) only shortens prefixes.
  *
- * Pipeline per query tile: the host copies the tile into pinned buffer
- * slot t%2, the first device's copy stream uploads it (overlapping the compute
- * of tile t-1 on the compute stream), NCCL broadcasts it to every device, each
- * device runs prep (norms, cosine normalisation, fp16 rounding), GEMM+select
- * over its row tiles and its split merge, NCCL send/recv gathers the per-device
- * best k on the first device, a last merge there, and an async copy of the
- * results into pinned slot t%2, which the host reads while tile t+1 runs.
- * One device takes the same path with a communicator of one, so single-GPU
- * machines exercise the NCCL code too.
+ * Splits: with few queries, one select block per query would leave most of
+ * the GPU idle, so a row tile is split into S column ranges (S * tq ~ 8
+ * blocks per multiprocessor, each range >= SEL_MIN_SPLIT columns); each
+ * split keeps its own state and the splits are merged after the last tile.
+ *
+ * A search, stage by stage (knn_cuda_search):
+ *   0. buffers: tile sizes from this engine's share of the device's budget
+ *      (knn_budget.h: one pool per device, shared by every engine on it);
+ *      work buffers grow to the plan and are kept, or freed first when the
+ *      share shrank;
+ *   1. upload: the query tile into pinned slot t % 2, the first device's
+ *      copy stream uploads it while tile t - 1 computes;
+ *   2. broadcast (several devices only): NCCL to every device;
+ *   3. scan, per device: prep (norms, cosine scaling, fp16 rounding), then
+ *      per row tile one GEMM and one select launch, then the split merge;
+ *   4. gather (several devices only): NCCL send/recv of every device's best
+ *      k to the first device;
+ *   5. result: the devices' lists merged (several devices), an async copy
+ *      into pinned slot t % 2;
+ *   6. finish: the host waits for tile t - 1's copy (while tile t runs) and
+ *      hands it over.
+ * One device uses no NCCL at all: no communicator is made, stages 2 and 4
+ * do nothing, and a host whose NCCL cannot bootstrap still searches on its
+ * GPU. With several, waits poll ncclCommGetAsyncError, so a failed peer
+ * ends the search with an error instead of hanging it. The events the host
+ * waits on are blocking-sync: the thread sleeps instead of spinning a core.
+ *
+ * What is not done yet (issue 17's speed items, kept out until they can be
+ * measured on a GPU): the select of row tile j still runs after its GEMM on
+ * the same stream (no second stream and double distance buffer to overlap
+ * them); small batches still write the distance tile to global memory (no
+ * fused distance + select kernel); k >= 256 still sorts the 2048-entry
+ * buffer whenever it fills.
  *
  * Errors: every CUDA, cuBLAS and NCCL status is checked and turned into a
- * shoal error naming the device and what was being done; allocation failures
- * are SHOAL_ENOMEM, everything else SHOAL_EGPU.
+ * shoal error naming the device and what was being done; allocation
+ * failures are SHOAL_ENOMEM, everything else SHOAL_EGPU, which the front
+ * (knn.c) takes as "this device is lost".
  */
 #include "gpu/knn_cuda.h"
 
 #include "common/topk.h"
+#include "gpu/gpu.h" /* GPU_CC_MAJOR_MIN */
+#include "gpu/knn_budget.h"
+#include "gpu/knn_kernels.cuh"
 
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -64,16 +67,12 @@
 #include <time.h>
 
 #define S_DEVICES_MAX 16
-#define SEL_THREADS 256
-#define SEL_V 4
-#define SEL_CHUNK (SEL_THREADS * SEL_V)
 #define SEL_MIN_SPLIT 4096   /* fewest columns per split of a row tile */
 #define SEL_BLOCKS_PER_SM 8  /* splits target this many select blocks per SM */
 #define TILE_Q_MAX 4096      /* most queries per tile */
 #define TILE_N_ALIGN 128     /* row tiles are a multiple of this (but the last) */
 #define SCATTER_CHUNK 65536  /* rows per set_rows upload */
-
-static_assert(KNN_CUDA_K_MAX + SEL_CHUNK <= 2048, "select buffer must stay within 24 KiB");
+#define S_POLL_NS 20000      /* several devices: between polls of an event and NCCL */
 
 /* ------------------------------------------------------------------------ */
 /* Engine state                                                             */
@@ -87,7 +86,7 @@ typedef struct {
 typedef struct {
     int ordinal;           /* CUDA device number */
     int sms;               /* multiprocessors */
-    size_t budget;         /* bytes for search tiles */
+    int budget_joined;     /* counted in knn_budget's pool of this device */
     size_t n;              /* rows held here: a dense prefix */
     size_t cap;            /* rows allocated */
     void *vecs;            /* cap x dim, float or __half */
@@ -96,10 +95,10 @@ typedef struct {
     cudaStream_t comp;     /* compute stream: NCCL, kernels, GEMMs */
     cudaStream_t copy;     /* query uploads (first device) */
     cublasHandle_t blas;   /* bound to comp */
-    ncclComm_t comm;       /* rank = index in the device list */
-    cudaEvent_t ev_up[2];  /* query slot uploaded */
+    ncclComm_t comm;       /* rank = index in the device list; NULL with one device */
+    cudaEvent_t ev_up[2];  /* query slot uploaded (blocking sync: the host waits on it) */
     cudaEvent_t ev_qfree[2]; /* query slot no longer read by the GEMMs */
-    cudaEvent_t ev_res[2]; /* result slot copied to the host */
+    cudaEvent_t ev_res[2]; /* result slot copied to the host (blocking sync) */
     cudaEvent_t ev_prof[3]; /* profiling: before GEMM, after GEMM, after select */
     int events_made;       /* the events above exist */
     s_buf_t dq[2];         /* query tiles, fp32 */
@@ -119,6 +118,7 @@ struct knn_cuda {
     shoal_metric_t metric;       /* metric of the rows */
     int fp16;                    /* rows and queries as fp16 in the GEMM */
     size_t n;                    /* global rows */
+    size_t mem_budget;           /* the caller's tile budget per device; 0 = a share */
     s_buf_t hq[2];               /* pinned query slots */
     s_buf_t hr_d[2], hr_i[2];    /* pinned result slots */
     int profiling;               /* time GEMM and select with events */
@@ -189,20 +189,6 @@ static size_t s_min(size_t a, size_t b)
 static size_t s_max(size_t a, size_t b)
 {
     return a > b ? a : b;
-}
-
-static unsigned s_next_pow2(unsigned v)
-{
-    unsigned p = 1;
-    while (p < v)
-        p <<= 1;
-    return p;
-}
-
-/* Entries of the select kernel's shared buffer for k. */
-static unsigned s_sel_cap(size_t k)
-{
-    return s_next_pow2((unsigned)k + SEL_CHUNK);
 }
 
 static double s_now_ms(void)
@@ -277,280 +263,33 @@ static void s_host_free(s_buf_t *b)
     b->bytes = 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Kernels                                                                  */
-/* ------------------------------------------------------------------------ */
-
-#define S_INF __int_as_float(0x7f800000)
-
-/* Candidates from a GEMM tile: dots is tq x ld row-major (one row per query). */
-struct s_tile_src {
-    const float *dots;    /* dot products of the tile */
-    size_t ld;            /* columns (rows of the store) in the tile */
-    const float *rnorm;   /* |x|^2 of the tile's rows */
-    const uint64_t *rid;  /* ids of the tile's rows */
-    const float *qnorm;   /* |q|^2 of the tile's queries */
-    int metric;           /* shoal_metric_t */
-
-    __device__ size_t count() const { return ld; }
-    __device__ float dist(unsigned q, size_t c) const
-    {
-        float dot = dots[(size_t)q * ld + c];
-        if (metric == SHOAL_METRIC_L2)
-            return fmaxf(qnorm[q] + rnorm[c] - 2.0f * dot, 0.0f);
-        if (metric == SHOAL_METRIC_IP)
-            return -dot;
-        return 1.0f - dot;
-    }
-    __device__ uint64_t id(unsigned q, size_t c) const
-    {
-        (void)q;
-        return rid[c];
-    }
-};
-
-/*
- * Candidates from nlists sorted lists of len (dist, id) pairs per query: list j
- * of query q starts at q * qstride + j * lstride.
- */
-struct s_pair_src {
-    const float *d;     /* distances */
-    const uint64_t *i;  /* ids */
-    size_t qstride;     /* offset between queries */
-    size_t len;         /* pairs per list */
-    size_t lstride;     /* offset between lists of one query */
-    size_t nlists;      /* lists per query */
-
-    __device__ size_t count() const { return len * nlists; }
-    __device__ size_t at(unsigned q, size_t c) const
-    {
-        return (size_t)q * qstride + (c / len) * lstride + c % len;
-    }
-    __device__ float dist(unsigned q, size_t c) const { return d[at(q, c)]; }
-    __device__ uint64_t id(unsigned q, size_t c) const { return i[at(q, c)]; }
-};
-
-/* (da, ia) strictly before (db, ib): smaller distance, then smaller id (topk.h). */
-__device__ __forceinline__ bool s_better(float da, uint64_t ia, float db, uint64_t ib)
+/* The search work buffers of dv (not the rows), for sizing and freeing. */
+#define S_WORK_BUFS 13
+static void s_work_list(s_dev_t *dv, s_buf_t *list[S_WORK_BUFS])
 {
-    return da < db || (da == db && ia < ib);
+    s_buf_t *all[S_WORK_BUFS] = {&dv->dq[0], &dv->dq[1], &dv->q16,   &dv->qnorm, &dv->dots,
+                                 &dv->st_d,  &dv->st_i,  &dv->out_d, &dv->out_i, &dv->gat_d,
+                                 &dv->gat_i, &dv->fin_d, &dv->fin_i};
+    memcpy(list, all, sizeof all);
 }
 
-__device__ __forceinline__ unsigned s_next_pow2_dev(unsigned v)
+static size_t s_work_bytes(const s_dev_t *dv)
 {
-    return v <= 1 ? 1u : 1u << (32 - __clz(v - 1));
+    s_buf_t *list[S_WORK_BUFS];
+    s_work_list((s_dev_t *)dv, list); /* read only */
+    size_t total = 0;
+    for (int b = 0; b < S_WORK_BUFS; b++)
+        total += list[b]->bytes;
+    return total;
 }
 
-/*
- * Sorts the first p (a power of two) buffer entries best first after padding
- * [n, p) with (+inf, NONE). Every thread of the block calls it; ends synced.
- */
-__device__ void s_block_sort(float *bd, uint64_t *bi, unsigned p, unsigned n)
+/* Frees dv's work buffers; its device must be current and its streams idle. */
+static void s_work_free(s_dev_t *dv)
 {
-    for (unsigned j = n + threadIdx.x; j < p; j += blockDim.x) {
-        bd[j] = S_INF;
-        bi[j] = TOPK_ID_NONE;
-    }
-    __syncthreads();
-    for (unsigned size = 2; size <= p; size <<= 1) {
-        for (unsigned stride = size >> 1; stride > 0; stride >>= 1) {
-            for (unsigned t = threadIdx.x; t < p / 2; t += blockDim.x) {
-                /* Pair t: lo has bit `stride` clear; hi = lo + stride. */
-                unsigned lo = 2 * t - (t & (stride - 1));
-                unsigned hi = lo + stride;
-                bool ascending = (lo & size) == 0;
-                float dl = bd[lo], dh = bd[hi];
-                uint64_t il = bi[lo], ih = bi[hi];
-                if (s_better(dh, ih, dl, il) == ascending) {
-                    bd[lo] = dh;
-                    bd[hi] = dl;
-                    bi[lo] = ih;
-                    bi[hi] = il;
-                }
-            }
-            __syncthreads();
-        }
-    }
-}
-
-/*
- * Block (q, s) keeps the best k of split s of query q's candidates, starting
- * from in[(q * S + s) * k ..] (sorted, padded; NULL = empty) and writing
- * out[(q * S + s) * k ..]; in and out may be the same. cap: shared buffer
- * entries, a power of two >= k + SEL_CHUNK; dynamic shared memory cap * 12 B.
- */
-template <class Src>
-__global__ void __launch_bounds__(SEL_THREADS)
-    k_select(Src src, const float *in_d, const uint64_t *in_i, float *out_d, uint64_t *out_i,
-             unsigned k, unsigned cap)
-{
-    extern __shared__ uint64_t s_smem[];
-    uint64_t *bi = s_smem;
-    float *bd = (float *)(s_smem + cap);
-    __shared__ unsigned s_count;
-    __shared__ float s_thr_d;
-    __shared__ uint64_t s_thr_i;
-
-    const unsigned q = blockIdx.x;
-    const size_t slot = ((size_t)q * gridDim.y + blockIdx.y) * k;
-    const size_t total = src.count();
-    const size_t span = (total + gridDim.y - 1) / gridDim.y;
-    const size_t begin = min((size_t)blockIdx.y * span, total);
-    const size_t end = min(begin + span, total);
-    const unsigned lane = threadIdx.x & 31u;
-
-    if (in_d) {
-        for (unsigned j = threadIdx.x; j < k; j += blockDim.x) {
-            bd[j] = in_d[slot + j];
-            bi[j] = in_i[slot + j];
-        }
-    }
-    if (threadIdx.x == 0) {
-        s_count = in_d ? k : 0;
-        if (in_d && in_i[slot + k - 1] != TOPK_ID_NONE) {
-            s_thr_d = in_d[slot + k - 1];
-            s_thr_i = in_i[slot + k - 1];
-        } else {
-            s_thr_d = S_INF;
-            s_thr_i = TOPK_ID_NONE;
-        }
-    }
-    __syncthreads();
-    float thr_d = s_thr_d;
-    uint64_t thr_i = s_thr_i;
-
-    for (size_t base = begin; base < end; base += SEL_CHUNK) {
-        /* All threads read the same count: the last writes were before a barrier. */
-        unsigned n_now = s_count;
-        if (n_now > cap - SEL_CHUNK) {
-            s_block_sort(bd, bi, cap, n_now);
-            if (threadIdx.x == 0) {
-                s_count = k;
-                /* n_now > cap - CHUNK >= k, so k entries are kept; they may be padding. */
-                if (bi[k - 1] != TOPK_ID_NONE) {
-                    s_thr_d = bd[k - 1];
-                    s_thr_i = bi[k - 1];
-                }
-            }
-            __syncthreads();
-            thr_d = s_thr_d;
-            thr_i = s_thr_i;
-        }
-        __syncthreads(); /* every thread has read s_count before anyone appends */
-
-        float d[SEL_V];
-#pragma unroll
-        for (int v = 0; v < SEL_V; v++) {
-            size_t c = base + (size_t)v * SEL_THREADS + threadIdx.x;
-            d[v] = c < end ? src.dist(q, c) : S_INF;
-        }
-#pragma unroll
-        for (int v = 0; v < SEL_V; v++) {
-            size_t c = base + (size_t)v * SEL_THREADS + threadIdx.x;
-            bool ok = c < end;
-            bool take = false, have_id = false;
-            uint64_t id = 0;
-            if (ok) {
-                if (d[v] < thr_d) {
-                    take = true;
-                } else if (d[v] == thr_d) {
-                    id = src.id(q, c);
-                    have_id = true;
-                    take = id < thr_i;
-                }
-            }
-            unsigned mask = __ballot_sync(0xffffffffu, take);
-            if (mask) {
-                int leader = __ffs(mask) - 1;
-                unsigned pos0 = 0;
-                if ((int)lane == leader)
-                    pos0 = atomicAdd(&s_count, (unsigned)__popc(mask));
-                pos0 = __shfl_sync(0xffffffffu, pos0, leader);
-                if (take) {
-                    if (!have_id)
-                        id = src.id(q, c);
-                    unsigned pos = pos0 + (unsigned)__popc(mask & ((1u << lane) - 1u));
-                    bd[pos] = d[v];
-                    bi[pos] = id;
-                }
-            }
-        }
-        __syncthreads(); /* appends done before the next read of s_count */
-    }
-
-    unsigned n_now = s_count;
-    unsigned p = s_next_pow2_dev(n_now > k ? n_now : k);
-    s_block_sort(bd, bi, p, n_now);
-    for (unsigned j = threadIdx.x; j < k; j += blockDim.x) {
-        out_d[slot + j] = bd[j];
-        out_i[slot + j] = bi[j];
-    }
-}
-
-/*
- * One warp per query of the tile: |q|^2 into qnorm; under cosine the query is
- * scaled to unit length in place (a zero query stays zero, at distance 1 from
- * every row, as on the CPU) and qnorm is 1; with q16 the (scaled) query is
- * also written rounded to fp16.
- */
-__global__ void k_prep(float *q, unsigned nq, unsigned dim, int metric, float *qnorm,
-                       __half *q16)
-{
-    const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const unsigned lane = threadIdx.x & 31u;
-    if (warp >= nq)
-        return; /* the whole warp leaves together */
-    float *v = q + (size_t)warp * dim;
-    float s = 0.0f;
-    for (unsigned j = lane; j < dim; j += 32)
-        s += v[j] * v[j];
-    for (int o = 16; o > 0; o >>= 1)
-        s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (metric == SHOAL_METRIC_COSINE) {
-        float scale = s > 0.0f ? 1.0f / sqrtf(s) : 1.0f;
-        for (unsigned j = lane; j < dim; j += 32)
-            v[j] *= scale;
-    }
-    if (lane == 0)
-        qnorm[warp] = metric == SHOAL_METRIC_COSINE ? 1.0f : s;
-    if (q16) {
-        __half *h = q16 + (size_t)warp * dim;
-        for (unsigned j = lane; j < dim; j += 32)
-            h[j] = __float2half_rn(v[j]);
-    }
-}
-
-/* Empty best-k lists: (+inf, NONE) everywhere. */
-__global__ void k_fill(float *d, uint64_t *i, size_t n)
-{
-    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < n;
-         j += (size_t)gridDim.x * blockDim.x) {
-        d[j] = S_INF;
-        i[j] = TOPK_ID_NONE;
-    }
-}
-
-/* Row rows[i] takes src[i * dim ..], snorm[i], sid[i]; rows are distinct. */
-template <typename T>
-__global__ void k_scatter(T *vecs, float *norms, uint64_t *ids, const size_t *rows, const T *src,
-                          const float *snorm, const uint64_t *sid, size_t m, size_t dim)
-{
-    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < m * dim;
-         e += (size_t)gridDim.x * blockDim.x) {
-        size_t i = e / dim, j = e % dim;
-        size_t r = rows[i];
-        vecs[r * dim + j] = src[e];
-        if (j == 0) {
-            norms[r] = snorm[i];
-            ids[r] = sid[i];
-        }
-    }
-}
-
-static unsigned s_grid(size_t n, unsigned threads)
-{
-    size_t blocks = (n + threads - 1) / threads;
-    return (unsigned)s_max(1, s_min(blocks, 4096));
+    s_buf_t *list[S_WORK_BUFS];
+    s_work_list(dv, list);
+    for (int b = 0; b < S_WORK_BUFS; b++)
+        s_dev_free(list[b]);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -576,11 +315,7 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
             cudaStreamSynchronize(dv->comp);
         if (dv->copy)
             cudaStreamSynchronize(dv->copy);
-        s_buf_t *bufs[] = {&dv->dq[0], &dv->dq[1], &dv->q16,   &dv->qnorm, &dv->dots,
-                           &dv->st_d,  &dv->st_i,  &dv->out_d, &dv->out_i, &dv->gat_d,
-                           &dv->gat_i, &dv->fin_d, &dv->fin_i};
-        for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
-            s_dev_free(bufs[b]);
+        s_work_free(dv);
         if (dv->vecs)
             cudaFree(dv->vecs);
         if (dv->norms)
@@ -597,6 +332,8 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
             cublasDestroy(dv->blas);
         if (dv->comm)
             ncclCommDestroy(dv->comm);
+        if (dv->budget_joined)
+            knn_budget_leave(dv->ordinal);
         if (dv->comp)
             cudaStreamDestroy(dv->comp);
         if (dv->copy)
@@ -612,6 +349,50 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
     *cu_p = NULL;
 }
 
+/* Opens slot i of cu on device ord: properties, budget, streams, events, cuBLAS. */
+static int s_dev_open(knn_cuda_t *cu, int i, int ord, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    cudaDeviceProp prop;
+    size_t free_b = 0, total_b = 0;
+    s_dev_t *dv = &cu->dev[i];
+    /* Events the host waits on sleep in the driver (blocking sync): the
+     * default spins a core for the whole search. */
+    const unsigned waited = cudaEventDisableTiming | cudaEventBlockingSync;
+    CU_TRY(cudaGetDeviceProperties(&prop, ord), ord, "reading device properties");
+    if (prop.major < GPU_CC_MAJOR_MIN)
+        return shoal_err_set(err, SHOAL_ENODEV,
+                             "GPU %d (%s) has compute capability %d.%d; this build has code "
+                             "for %d.0 and later",
+                             ord, prop.name, prop.major, prop.minor, GPU_CC_MAJOR_MIN);
+    cu->ndev = i + 1; /* destroy cleans this slot from here on */
+    dv->ordinal = ord;
+    dv->sms = prop.multiProcessorCount;
+    CU_TRY(cudaSetDevice(ord), ord, "selecting the device");
+    CU_TRY(cudaMemGetInfo(&free_b, &total_b), ord, "reading free memory");
+    dv->budget_joined = knn_budget_join(ord, free_b) == 0;
+    CU_TRY(cudaStreamCreateWithFlags(&dv->comp, cudaStreamNonBlocking), ord,
+           "creating the compute stream");
+    CU_TRY(cudaStreamCreateWithFlags(&dv->copy, cudaStreamNonBlocking), ord,
+           "creating the copy stream");
+    for (int s = 0; s < 2; s++) {
+        CU_TRY(cudaEventCreateWithFlags(&dv->ev_up[s], waited), ord, "creating events");
+        CU_TRY(cudaEventCreateWithFlags(&dv->ev_qfree[s], cudaEventDisableTiming), ord,
+               "creating events");
+        CU_TRY(cudaEventCreateWithFlags(&dv->ev_res[s], waited), ord, "creating events");
+    }
+    for (int s = 0; s < 3; s++)
+        CU_TRY(cudaEventCreateWithFlags(&dv->ev_prof[s], cudaEventBlockingSync), ord,
+               "creating timing events");
+    BLAS_TRY(cublasCreate(&dv->blas), ord, "creating the cuBLAS handle");
+    BLAS_TRY(cublasSetStream(dv->blas, dv->comp), ord, "binding cuBLAS to the stream");
+    /* Plain fp32 (no TF32): the results must match the CPU's. */
+    BLAS_TRY(cublasSetMathMode(dv->blas, CUBLAS_DEFAULT_MATH), ord, "setting the math mode");
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
 extern "C" knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim,
                                     shoal_metric_t metric, int fp16, size_t mem_budget,
                                     shoal_err_t *err)
@@ -619,9 +400,7 @@ extern "C" knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim
     knn_cuda_t *cu = NULL;
     int rc = SHOAL_OK, count = 0, ord = -1;
     ncclComm_t comms[S_DEVICES_MAX];
-    cudaDeviceProp prop;
     cudaError_t e;
-    size_t free_b = 0, total_b = 0;
 
     if (!devices || ndevices < 1 || ndevices > S_DEVICES_MAX) {
         shoal_err_set(err, SHOAL_EINVAL, "knn_cuda_new: %d devices, expected 1..%d", ndevices,
@@ -652,6 +431,7 @@ extern "C" knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim
     cu->dim = dim;
     cu->metric = metric;
     cu->fp16 = fp16 != 0;
+    cu->mem_budget = mem_budget;
 
     for (int i = 0; i < ndevices; i++) {
         ord = devices[i];
@@ -660,50 +440,24 @@ extern "C" knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim
                                count - 1);
             goto fail;
         }
+        /* ord is valid from here: the fail path names it. */
         for (int j = 0; j < i; j++)
             if (devices[j] == ord) {
                 rc = shoal_err_set(err, SHOAL_EINVAL, "GPU %d is listed twice", ord);
                 goto fail;
             }
-        CU_TRY(cudaGetDeviceProperties(&prop, ord), ord, "reading device properties");
-        if (prop.major < 8) {
-            rc = shoal_err_set(err, SHOAL_ENODEV,
-                               "GPU %d (%s) has compute capability %d.%d; this build has code "
-                               "for 8.0 and later",
-                               ord, prop.name, prop.major, prop.minor);
+        rc = s_dev_open(cu, i, ord, err);
+        if (rc < 0)
             goto fail;
-        }
-        s_dev_t *dv = &cu->dev[i];
-        cu->ndev = i + 1; /* destroy cleans this slot from here on */
-        dv->ordinal = ord;
-        dv->sms = prop.multiProcessorCount;
-        CU_TRY(cudaSetDevice(ord), ord, "selecting the device");
-        CU_TRY(cudaMemGetInfo(&free_b, &total_b), ord, "reading free memory");
-        dv->budget = mem_budget ? mem_budget : s_min(free_b / 4, KNN_CUDA_BUDGET_MAX);
-        dv->budget = s_max(dv->budget, KNN_CUDA_BUDGET_MIN);
-        CU_TRY(cudaStreamCreateWithFlags(&dv->comp, cudaStreamNonBlocking), ord,
-               "creating the compute stream");
-        CU_TRY(cudaStreamCreateWithFlags(&dv->copy, cudaStreamNonBlocking), ord,
-               "creating the copy stream");
-        for (int s = 0; s < 2; s++) {
-            CU_TRY(cudaEventCreateWithFlags(&dv->ev_up[s], cudaEventDisableTiming), ord,
-                   "creating events");
-            CU_TRY(cudaEventCreateWithFlags(&dv->ev_qfree[s], cudaEventDisableTiming), ord,
-                   "creating events");
-            CU_TRY(cudaEventCreateWithFlags(&dv->ev_res[s], cudaEventDisableTiming), ord,
-                   "creating events");
-        }
-        for (int s = 0; s < 3; s++)
-            CU_TRY(cudaEventCreate(&dv->ev_prof[s]), ord, "creating timing events");
-        BLAS_TRY(cublasCreate(&dv->blas), ord, "creating the cuBLAS handle");
-        BLAS_TRY(cublasSetStream(dv->blas, dv->comp), ord, "binding cuBLAS to the stream");
-        /* Plain fp32 (no TF32): the results must match the CPU's. */
-        BLAS_TRY(cublasSetMathMode(dv->blas, CUBLAS_DEFAULT_MATH), ord, "setting the math mode");
     }
 
-    NCCL_TRY(ncclCommInitAll(comms, ndevices, devices), "creating the NCCL communicators");
-    for (int i = 0; i < ndevices; i++)
-        cu->dev[i].comm = comms[i];
+    /* NCCL only where it moves data: one device needs no communicator, and a
+     * host whose NCCL cannot bootstrap still searches on its one GPU. */
+    if (ndevices > 1) {
+        NCCL_TRY(ncclCommInitAll(comms, ndevices, devices), "creating the NCCL communicators");
+        for (int i = 0; i < ndevices; i++)
+            cu->dev[i].comm = comms[i];
+    }
     return cu;
 
 fail:
@@ -726,11 +480,7 @@ extern "C" size_t knn_cuda_device_bytes(const knn_cuda_t *cu)
     for (int d = 0; d < cu->ndev; d++) {
         const s_dev_t *dv = &cu->dev[d];
         total += dv->cap * (cu->dim * s_elem(cu) + sizeof(float) + sizeof(uint64_t));
-        const s_buf_t *bufs[] = {&dv->dq[0], &dv->dq[1], &dv->q16,   &dv->qnorm, &dv->dots,
-                                 &dv->st_d,  &dv->st_i,  &dv->out_d, &dv->out_i, &dv->gat_d,
-                                 &dv->gat_i, &dv->fin_d, &dv->fin_i};
-        for (size_t b = 0; b < sizeof bufs / sizeof bufs[0]; b++)
-            total += bufs[b]->bytes;
+        total += s_work_bytes(dv);
     }
     return total;
 }
@@ -917,17 +667,11 @@ static int s_scatter_flush(knn_cuda_t *cu, s_dev_t *dv, s_scatter_t *sc, size_t 
     CU_TRY(cudaMemcpyAsync(sc->d_ids.p, sc->ids, c * sizeof(uint64_t), cudaMemcpyHostToDevice,
                            dv->comp),
            dv->ordinal, "uploading rows to overwrite");
-    if (cu->fp16)
-        k_scatter<__half><<<s_grid(c * dim, 256), 256, 0, dv->comp>>>(
-            (__half *)dv->vecs, dv->norms, dv->ids, (const size_t *)sc->d_rows.p,
-            (const __half *)sc->d_vecs.p, (const float *)sc->d_norms.p,
-            (const uint64_t *)sc->d_ids.p, c, dim);
-    else
-        k_scatter<float><<<s_grid(c * dim, 256), 256, 0, dv->comp>>>(
-            (float *)dv->vecs, dv->norms, dv->ids, (const size_t *)sc->d_rows.p,
-            (const float *)sc->d_vecs.p, (const float *)sc->d_norms.p,
-            (const uint64_t *)sc->d_ids.p, c, dim);
-    CU_TRY(cudaGetLastError(), dv->ordinal, "launching the row scatter");
+    CU_TRY(knn_launch_scatter(cu->fp16, dv->vecs, dv->norms, dv->ids,
+                              (const size_t *)sc->d_rows.p, sc->d_vecs.p,
+                              (const float *)sc->d_norms.p, (const uint64_t *)sc->d_ids.p, c, dim,
+                              dv->comp),
+           dv->ordinal, "launching the row scatter");
     /* The host staging is refilled next: wait until the copies have read it. */
     CU_TRY(cudaStreamSynchronize(dv->comp), dv->ordinal, "overwriting rows");
     return SHOAL_OK;
@@ -1018,6 +762,12 @@ extern "C" int knn_cuda_truncate(knn_cuda_t *cu, size_t n, shoal_err_t *err)
 /* Search                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* This search's tile budget on device dv: its share of the device's pool. */
+static size_t s_budget(const knn_cuda_t *cu, const s_dev_t *dv)
+{
+    return knn_budget_share(dv->ordinal, cu->mem_budget);
+}
+
 /*
  * Tile sizes from the smallest device budget: tq queries per tile (fewer when
  * the per-query buffers, mostly k-sized lists, would take more than half the
@@ -1028,7 +778,7 @@ static void s_plan(const knn_cuda_t *cu, size_t nq, size_t k, size_t *tq_out, si
 {
     size_t budget = SIZE_MAX, ln_max = 0, sms = SIZE_MAX;
     for (int d = 0; d < cu->ndev; d++) {
-        budget = s_min(budget, cu->dev[d].budget);
+        budget = s_min(budget, s_budget(cu, &cu->dev[d]));
         ln_max = s_max(ln_max, cu->dev[d].n);
         sms = s_min(sms, (size_t)cu->dev[d].sms);
     }
@@ -1068,19 +818,126 @@ static size_t s_splits(const s_dev_t *dv, size_t tq, size_t tn)
     return s_max(1, s_min(s, s_min(by_cols, 65535)));
 }
 
-/* Copies the results of the tile in pinned slot `slot` to the caller's arrays. */
-static int s_finish(knn_cuda_t *cu, int slot, size_t q0, size_t qt, size_t k, uint64_t *ids,
-                    float *dists, shoal_err_t *err)
+/* One search: its plan, and which tile each pinned result slot holds. */
+typedef struct {
+    const float *queries;          /* nq x dim, the caller's */
+    size_t nq, k;                  /* queries, results per query */
+    size_t tq, tn, ntiles;         /* queries per tile, rows per GEMM, query tiles */
+    size_t splits[S_DEVICES_MAX];  /* column splits per device */
+    size_t pend_q0[2], pend_qt[2]; /* the query tile in each pinned result slot */
+    uint64_t *ids;                 /* nq x k, the caller's */
+    float *dists;                  /* nq x k or NULL, the caller's */
+} s_search_t;
+
+/* Device dv's best k per query after its scan: the split merge's, or the state. */
+static void s_dev_result(const s_dev_t *dv, size_t splits, const float **rd, const uint64_t **ri)
+{
+    *rd = (const float *)(splits > 1 ? dv->out_d.p : dv->st_d.p);
+    *ri = (const uint64_t *)(splits > 1 ? dv->out_i.p : dv->st_i.p);
+}
+
+/* Stage 0: device d's work buffers for the plan (grown, kept for the next search). */
+static int s_dev_buffers(knn_cuda_t *cu, int d, const s_search_t *ss, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    s_dev_t *dv = &cu->dev[d];
+    const int o = dv->ordinal;
+    const size_t tq = ss->tq, k = ss->k, dim = cu->dim, D = (size_t)cu->ndev;
+    const size_t lists = tq * ss->splits[d] * k;
+    CU_TRY(cudaSetDevice(o), o, "selecting the device");
+    if (s_work_bytes(dv) > s_budget(cu, dv))
+        s_work_free(dv); /* the device's share shrank (another engine joined) */
+    CU_TRY(s_dev_ensure(&dv->dq[0], tq * dim * sizeof(float)), o, "allocating query tiles");
+    CU_TRY(s_dev_ensure(&dv->dq[1], tq * dim * sizeof(float)), o, "allocating query tiles");
+    if (cu->fp16)
+        CU_TRY(s_dev_ensure(&dv->q16, tq * dim * sizeof(__half)), o,
+               "allocating fp16 query tiles");
+    CU_TRY(s_dev_ensure(&dv->qnorm, tq * sizeof(float)), o, "allocating query norms");
+    if (ss->tn)
+        CU_TRY(s_dev_ensure(&dv->dots, tq * ss->tn * sizeof(float)), o,
+               "allocating the distance tile");
+    CU_TRY(s_dev_ensure(&dv->st_d, lists * sizeof(float)), o, "allocating best-k lists");
+    CU_TRY(s_dev_ensure(&dv->st_i, lists * sizeof(uint64_t)), o, "allocating best-k lists");
+    if (ss->splits[d] > 1) {
+        CU_TRY(s_dev_ensure(&dv->out_d, tq * k * sizeof(float)), o, "allocating best-k lists");
+        CU_TRY(s_dev_ensure(&dv->out_i, tq * k * sizeof(uint64_t)), o, "allocating best-k lists");
+    }
+    if (d == 0 && D > 1) {
+        CU_TRY(s_dev_ensure(&dv->gat_d, D * tq * k * sizeof(float)), o,
+               "allocating the gather buffer");
+        CU_TRY(s_dev_ensure(&dv->gat_i, D * tq * k * sizeof(uint64_t)), o,
+               "allocating the gather buffer");
+        CU_TRY(s_dev_ensure(&dv->fin_d, tq * k * sizeof(float)), o, "allocating the result buffer");
+        CU_TRY(s_dev_ensure(&dv->fin_i, tq * k * sizeof(uint64_t)), o,
+               "allocating the result buffer");
+    }
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 0: the pinned query and result slots. */
+static int s_host_buffers(knn_cuda_t *cu, const s_search_t *ss, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    const int o = cu->dev[0].ordinal;
+    const size_t tq = ss->tq, k = ss->k;
+    for (int s = 0; s < 2; s++) {
+        CU_TRY(s_host_ensure(&cu->hq[s], tq * cu->dim * sizeof(float)), o,
+               "allocating pinned query buffers");
+        CU_TRY(s_host_ensure(&cu->hr_d[s], tq * k * sizeof(float)), o,
+               "allocating pinned result buffers");
+        CU_TRY(s_host_ensure(&cu->hr_i[s], tq * k * sizeof(uint64_t)), o,
+               "allocating pinned result buffers");
+    }
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 1: the query tile through pinned slot `slot` to the first device (copy stream). */
+static int s_stage_upload(knn_cuda_t *cu, const s_search_t *ss, int slot, size_t q0, size_t qt,
+                          shoal_err_t *err)
 {
     int rc = SHOAL_OK;
     s_dev_t *root = &cu->dev[0];
-    CU_TRY(cudaSetDevice(root->ordinal), root->ordinal, "selecting the device");
-    CU_TRY(cudaEventSynchronize(root->ev_res[slot]), root->ordinal, "searching a query tile");
-    memcpy(ids + q0 * k, cu->hr_i[slot].p, qt * k * sizeof(uint64_t));
-    if (dists)
-        memcpy(dists + q0 * k, cu->hr_d[slot].p, qt * k * sizeof(float));
+    const int o = root->ordinal;
+    const size_t bytes = qt * cu->dim * sizeof(float);
+    CU_TRY(cudaSetDevice(o), o, "selecting the device");
+    CU_TRY(cudaEventSynchronize(root->ev_up[slot]), o, "waiting for a query slot");
+    memcpy(cu->hq[slot].p, ss->queries + q0 * cu->dim, bytes);
+    CU_TRY(cudaStreamWaitEvent(root->copy, root->ev_qfree[slot], 0), o,
+           "ordering the query upload");
+    CU_TRY(cudaMemcpyAsync(root->dq[slot].p, cu->hq[slot].p, bytes, cudaMemcpyHostToDevice,
+                           root->copy),
+           o, "uploading queries");
+    CU_TRY(cudaEventRecord(root->ev_up[slot], root->copy), o, "recording the upload");
+    CU_TRY(cudaStreamWaitEvent(root->comp, root->ev_up[slot], 0), o, "ordering the broadcast");
     return SHOAL_OK;
 fail:
+    return rc;
+}
+
+/* Stage 2: the tile to every other device (NCCL broadcast; nothing with one device). */
+static int s_stage_broadcast(knn_cuda_t *cu, int slot, size_t qt, shoal_err_t *err)
+{
+    int rc = SHOAL_OK, in_group = 0;
+    if (cu->ndev == 1)
+        return SHOAL_OK;
+    NCCL_TRY(ncclGroupStart(), "starting the query broadcast");
+    in_group = 1;
+    for (int d = 0; d < cu->ndev; d++) {
+        s_dev_t *dv = &cu->dev[d];
+        NCCL_TRY(ncclBroadcast(dv->dq[slot].p, dv->dq[slot].p, qt * cu->dim, ncclFloat32, 0,
+                               dv->comm, dv->comp),
+                 "broadcasting queries");
+    }
+    in_group = 0;
+    NCCL_TRY(ncclGroupEnd(), "broadcasting queries");
+    return SHOAL_OK;
+fail:
+    if (in_group)
+        (void)ncclGroupEnd();
     return rc;
 }
 
@@ -1103,22 +960,271 @@ fail:
     return rc;
 }
 
+/* Records profiling event e on dv's compute stream (profiling on only). */
+static int s_mark(knn_cuda_t *cu, s_dev_t *dv, int e, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    if (cu->profiling)
+        CU_TRY(cudaEventRecord(dv->ev_prof[e], dv->comp), dv->ordinal, "recording a timer");
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 3, one row tile: GEMM of rows [r0, r0 + tnj) x the queries, then the select. */
+static int s_scan_tile(knn_cuda_t *cu, s_dev_t *dv, const float *q32, size_t qt, size_t r0,
+                       size_t tnj, size_t splits, size_t k, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    const int o = dv->ordinal, dim = (int)cu->dim;
+    const float one = 1.0f, zero = 0.0f;
+    knn_tile_t tile = {(const float *)dv->dots.p, tnj, dv->norms + r0, dv->ids + r0,
+                       (const float *)dv->qnorm.p, (int)cu->metric};
+    if ((rc = s_mark(cu, dv, 0, err)) < 0)
+        return rc;
+    /* dots (tnj x qt, column-major) = rows^T q: row-major qt x tnj. */
+    if (cu->fp16)
+        BLAS_TRY(cublasGemmEx(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
+                              (const __half *)dv->vecs + r0 * cu->dim, CUDA_R_16F, dim, dv->q16.p,
+                              CUDA_R_16F, dim, &zero, dv->dots.p, CUDA_R_32F, (int)tnj,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 o, "fp16 GEMM of queries x rows");
+    else
+        BLAS_TRY(cublasSgemm(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
+                             (const float *)dv->vecs + r0 * cu->dim, dim, q32, dim, &zero,
+                             (float *)dv->dots.p, (int)tnj),
+                 o, "GEMM of queries x rows");
+    if ((rc = s_mark(cu, dv, 1, err)) < 0)
+        return rc;
+    CU_TRY(knn_launch_select_tile(&tile, (unsigned)qt, (unsigned)splits,
+                                  (const float *)dv->st_d.p, (const uint64_t *)dv->st_i.p,
+                                  (float *)dv->st_d.p, (uint64_t *)dv->st_i.p, (unsigned)k,
+                                  dv->comp),
+           o, "launching the select kernel");
+    cu->stats.gemm_flop += 2.0 * (double)qt * (double)tnj * (double)dim;
+    if (cu->profiling && ((rc = s_mark(cu, dv, 2, err)) < 0 || (rc = s_profile(cu, dv, 1, err)) < 0))
+        return rc;
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 3: device d's rows against the tile: prep, row tiles, split merge. */
+static int s_stage_scan(knn_cuda_t *cu, int d, int slot, size_t qt, const s_search_t *ss,
+                        shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    s_dev_t *dv = &cu->dev[d];
+    const int o = dv->ordinal;
+    const size_t S = ss->splits[d], k = ss->k;
+    float *q32 = (float *)dv->dq[slot].p;
+    CU_TRY(cudaSetDevice(o), o, "selecting the device");
+    CU_TRY(knn_launch_prep(q32, (unsigned)qt, (unsigned)cu->dim, (int)cu->metric,
+                           (float *)dv->qnorm.p, cu->fp16 ? (__half *)dv->q16.p : NULL, dv->comp),
+           o, "launching query preparation");
+    CU_TRY(knn_launch_fill((float *)dv->st_d.p, (uint64_t *)dv->st_i.p, qt * S * k, dv->comp), o,
+           "launching best-k initialisation");
+    for (size_t r0 = 0; r0 < dv->n; r0 += ss->tn) {
+        rc = s_scan_tile(cu, dv, q32, qt, r0, s_min(ss->tn, dv->n - r0), S, k, err);
+        if (rc < 0)
+            return rc;
+    }
+    if (d == 0)
+        CU_TRY(cudaEventRecord(dv->ev_qfree[slot], dv->comp), o, "recording the end of the GEMMs");
+    if (S > 1) {
+        knn_lists_t l = {(const float *)dv->st_d.p, (const uint64_t *)dv->st_i.p, S * k, k, k, S};
+        if ((rc = s_mark(cu, dv, 1, err)) < 0)
+            return rc;
+        CU_TRY(knn_launch_select_lists(&l, (unsigned)qt, (float *)dv->out_d.p,
+                                       (uint64_t *)dv->out_i.p, (unsigned)k, dv->comp),
+               o, "launching the split merge");
+        if (cu->profiling &&
+            ((rc = s_mark(cu, dv, 2, err)) < 0 || (rc = s_profile(cu, dv, 0, err)) < 0))
+            return rc;
+    }
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 4: every device's best k to the first device (NCCL; nothing with one device). */
+static int s_stage_gather(knn_cuda_t *cu, size_t qt, const s_search_t *ss, shoal_err_t *err)
+{
+    int rc = SHOAL_OK, in_group = 0;
+    const size_t k = ss->k;
+    s_dev_t *root = &cu->dev[0];
+    if (cu->ndev == 1)
+        return SHOAL_OK;
+    NCCL_TRY(ncclGroupStart(), "starting the result gather");
+    in_group = 1;
+    for (int d = 0; d < cu->ndev; d++) {
+        s_dev_t *dv = &cu->dev[d];
+        const float *rd;
+        const uint64_t *ri;
+        s_dev_result(dv, ss->splits[d], &rd, &ri);
+        NCCL_TRY(ncclSend(rd, qt * k, ncclFloat32, 0, dv->comm, dv->comp),
+                 "sending best-k distances");
+        NCCL_TRY(ncclSend(ri, qt * k, ncclUint64, 0, dv->comm, dv->comp), "sending best-k ids");
+    }
+    for (int d = 0; d < cu->ndev; d++) {
+        NCCL_TRY(ncclRecv((float *)root->gat_d.p + (size_t)d * qt * k, qt * k, ncclFloat32, d,
+                          root->comm, root->comp),
+                 "receiving best-k distances");
+        NCCL_TRY(ncclRecv((uint64_t *)root->gat_i.p + (size_t)d * qt * k, qt * k, ncclUint64, d,
+                          root->comm, root->comp),
+                 "receiving best-k ids");
+    }
+    in_group = 0;
+    NCCL_TRY(ncclGroupEnd(), "gathering results");
+    return SHOAL_OK;
+fail:
+    if (in_group)
+        (void)ncclGroupEnd();
+    return rc;
+}
+
+/* Stage 5: the devices' lists merged (several devices), results to pinned slot `slot`. */
+static int s_stage_result(knn_cuda_t *cu, int slot, size_t qt, const s_search_t *ss,
+                          shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    s_dev_t *root = &cu->dev[0];
+    const int o = root->ordinal;
+    const size_t k = ss->k;
+    const float *rd;
+    const uint64_t *ri;
+    CU_TRY(cudaSetDevice(o), o, "selecting the device");
+    s_dev_result(root, ss->splits[0], &rd, &ri);
+    if (cu->ndev > 1) {
+        knn_lists_t l = {(const float *)root->gat_d.p, (const uint64_t *)root->gat_i.p, k, k,
+                         qt * k, (size_t)cu->ndev};
+        if ((rc = s_mark(cu, root, 1, err)) < 0)
+            return rc;
+        CU_TRY(knn_launch_select_lists(&l, (unsigned)qt, (float *)root->fin_d.p,
+                                       (uint64_t *)root->fin_i.p, (unsigned)k, root->comp),
+               o, "launching the device merge");
+        if (cu->profiling &&
+            ((rc = s_mark(cu, root, 2, err)) < 0 || (rc = s_profile(cu, root, 0, err)) < 0))
+            return rc;
+        rd = (const float *)root->fin_d.p;
+        ri = (const uint64_t *)root->fin_i.p;
+    }
+    CU_TRY(cudaMemcpyAsync(cu->hr_d[slot].p, rd, qt * k * sizeof(float), cudaMemcpyDeviceToHost,
+                           root->comp),
+           o, "downloading distances");
+    CU_TRY(cudaMemcpyAsync(cu->hr_i[slot].p, ri, qt * k * sizeof(uint64_t),
+                           cudaMemcpyDeviceToHost, root->comp),
+           o, "downloading ids");
+    CU_TRY(cudaEventRecord(root->ev_res[slot], root->comp), o, "recording the download");
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Aborts every communicator (after an asynchronous NCCL error); destroy skips them. */
+static void s_abort_comms(knn_cuda_t *cu)
+{
+    for (int d = 0; d < cu->ndev; d++)
+        if (cu->dev[d].comm) {
+            (void)ncclCommAbort(cu->dev[d].comm);
+            cu->dev[d].comm = NULL;
+        }
+}
+
+/*
+ * Waits for event ev of device dv. One device: a blocking-sync wait (the
+ * thread sleeps). Several: polls the event and every communicator's
+ * asynchronous error, so a failed peer ends the wait with an error instead
+ * of hanging it.
+ */
+static int s_wait(knn_cuda_t *cu, s_dev_t *dv, cudaEvent_t ev, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    if (cu->ndev == 1) {
+        CU_TRY(cudaEventSynchronize(ev), dv->ordinal, "searching a query tile");
+        return SHOAL_OK;
+    }
+    for (;;) {
+        cudaError_t e = cudaEventQuery(ev);
+        if (e == cudaSuccess)
+            return SHOAL_OK;
+        if (e != cudaErrorNotReady)
+            CU_TRY(e, dv->ordinal, "searching a query tile");
+        for (int d = 0; d < cu->ndev; d++) {
+            ncclResult_t async = ncclSuccess, got = ncclCommGetAsyncError(cu->dev[d].comm, &async);
+            if (got != ncclSuccess)
+                async = got;
+            if (async != ncclSuccess && async != ncclInProgress) {
+                s_abort_comms(cu);
+                return s_nccl_fail(err, async, "a device failed during a search");
+            }
+        }
+        struct timespec nap = {0, S_POLL_NS};
+        nanosleep(&nap, NULL);
+    }
+fail:
+    return rc;
+}
+
+/* Stage 6: the results of the tile in pinned slot `slot` to the caller's arrays. */
+static int s_finish(knn_cuda_t *cu, const s_search_t *ss, int slot, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    s_dev_t *root = &cu->dev[0];
+    const size_t q0 = ss->pend_q0[slot], qt = ss->pend_qt[slot], k = ss->k;
+    CU_TRY(cudaSetDevice(root->ordinal), root->ordinal, "selecting the device");
+    rc = s_wait(cu, root, root->ev_res[slot], err);
+    if (rc < 0)
+        return rc;
+    memcpy(ss->ids + q0 * k, cu->hr_i[slot].p, qt * k * sizeof(uint64_t));
+    if (ss->dists)
+        memcpy(ss->dists + q0 * k, cu->hr_d[slot].p, qt * k * sizeof(float));
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stages 1-5 for query tile t, then stage 6 for tile t - 1 while t runs. */
+static int s_search_tile(knn_cuda_t *cu, s_search_t *ss, size_t t, shoal_err_t *err)
+{
+    const int slot = (int)(t & 1);
+    const size_t q0 = t * ss->tq, qt = s_min(ss->tq, ss->nq - q0);
+    int rc = s_stage_upload(cu, ss, slot, q0, qt, err);
+    if (rc == SHOAL_OK)
+        rc = s_stage_broadcast(cu, slot, qt, err);
+    for (int d = 0; d < cu->ndev && rc == SHOAL_OK; d++)
+        rc = s_stage_scan(cu, d, slot, qt, ss, err);
+    if (rc == SHOAL_OK)
+        rc = s_stage_gather(cu, qt, ss, err);
+    if (rc == SHOAL_OK)
+        rc = s_stage_result(cu, slot, qt, ss, err);
+    if (rc < 0)
+        return rc;
+    ss->pend_q0[slot] = q0;
+    ss->pend_qt[slot] = qt;
+    return t > 0 ? s_finish(cu, ss, (int)((t - 1) & 1), err) : SHOAL_OK;
+}
+
+/* Every stream idle: rows may be rewritten next with plain copies. */
+static int s_idle(knn_cuda_t *cu, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    for (int d = 0; d < cu->ndev; d++) {
+        s_dev_t *dv = &cu->dev[d];
+        CU_TRY(cudaSetDevice(dv->ordinal), dv->ordinal, "selecting the device");
+        CU_TRY(cudaStreamSynchronize(dv->comp), dv->ordinal, "finishing the search");
+        CU_TRY(cudaStreamSynchronize(dv->copy), dv->ordinal, "finishing the search");
+    }
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
 extern "C" int knn_cuda_search(knn_cuda_t *cu, const float *queries, size_t nq, size_t k,
                                uint64_t *ids, float *dists, shoal_err_t *err)
 {
-    int rc = SHOAL_OK, in_group = 0;
-    const int D = cu->ndev;
-    const size_t dim = cu->dim;
+    int rc = SHOAL_OK;
     const double t_start = s_now_ms();
-    size_t tq = 0, tn = 0, ntiles = 0;
-    size_t splits[S_DEVICES_MAX];
-    size_t pend_q0[2] = {0, 0}, pend_qt[2] = {0, 0};
-    unsigned cap = 0;
-    size_t smem = 0;
-    const float one = 1.0f, zero = 0.0f;
-    s_dev_t *root = &cu->dev[0];
-    const size_t list_b = sizeof(float) + sizeof(uint64_t);
-
     if (k < 1 || k > KNN_CUDA_K_MAX)
         return shoal_err_set(err, SHOAL_EINVAL, "knn_cuda_search: k %zu, expected 1..%d", k,
                              KNN_CUDA_K_MAX);
@@ -1127,262 +1233,39 @@ extern "C" int knn_cuda_search(knn_cuda_t *cu, const float *queries, size_t nq, 
     if (!queries || !ids)
         return shoal_err_set(err, SHOAL_EINVAL, "knn_cuda_search: NULL queries or ids");
 
-    s_plan(cu, nq, k, &tq, &tn);
-    cap = s_sel_cap(k);
-    smem = (size_t)cap * list_b;
-    ntiles = (nq + tq - 1) / tq;
-
-    /* Work buffers: grown when a search needs more, kept for the next. */
-    for (int d = 0; d < D; d++) {
-        s_dev_t *dv = &cu->dev[d];
-        const int o = dv->ordinal;
-        splits[d] = s_splits(dv, tq, tn);
-        const size_t lists = tq * splits[d] * k;
-        CU_TRY(cudaSetDevice(o), o, "selecting the device");
-        CU_TRY(s_dev_ensure(&dv->dq[0], tq * dim * sizeof(float)), o, "allocating query tiles");
-        CU_TRY(s_dev_ensure(&dv->dq[1], tq * dim * sizeof(float)), o, "allocating query tiles");
-        if (cu->fp16)
-            CU_TRY(s_dev_ensure(&dv->q16, tq * dim * sizeof(__half)), o,
-                   "allocating fp16 query tiles");
-        CU_TRY(s_dev_ensure(&dv->qnorm, tq * sizeof(float)), o, "allocating query norms");
-        if (tn)
-            CU_TRY(s_dev_ensure(&dv->dots, tq * tn * sizeof(float)), o,
-                   "allocating the distance tile");
-        CU_TRY(s_dev_ensure(&dv->st_d, lists * sizeof(float)), o, "allocating best-k lists");
-        CU_TRY(s_dev_ensure(&dv->st_i, lists * sizeof(uint64_t)), o, "allocating best-k lists");
-        if (splits[d] > 1) {
-            CU_TRY(s_dev_ensure(&dv->out_d, tq * k * sizeof(float)), o,
-                   "allocating best-k lists");
-            CU_TRY(s_dev_ensure(&dv->out_i, tq * k * sizeof(uint64_t)), o,
-                   "allocating best-k lists");
-        }
-        if (d == 0) {
-            CU_TRY(s_dev_ensure(&dv->gat_d, (size_t)D * tq * k * sizeof(float)), o,
-                   "allocating the gather buffer");
-            CU_TRY(s_dev_ensure(&dv->gat_i, (size_t)D * tq * k * sizeof(uint64_t)), o,
-                   "allocating the gather buffer");
-            CU_TRY(s_dev_ensure(&dv->fin_d, tq * k * sizeof(float)), o,
-                   "allocating the result buffer");
-            CU_TRY(s_dev_ensure(&dv->fin_i, tq * k * sizeof(uint64_t)), o,
-                   "allocating the result buffer");
-        }
+    s_search_t ss;
+    memset(&ss, 0, sizeof ss);
+    ss.queries = queries;
+    ss.nq = nq;
+    ss.k = k;
+    ss.ids = ids;
+    ss.dists = dists;
+    s_plan(cu, nq, k, &ss.tq, &ss.tn);
+    ss.ntiles = (nq + ss.tq - 1) / ss.tq;
+    for (int d = 0; d < cu->ndev && rc == SHOAL_OK; d++) {
+        ss.splits[d] = s_splits(&cu->dev[d], ss.tq, ss.tn);
+        rc = s_dev_buffers(cu, d, &ss, err);
     }
-    for (int s = 0; s < 2; s++) {
-        CU_TRY(s_host_ensure(&cu->hq[s], tq * dim * sizeof(float)), root->ordinal,
-               "allocating pinned query buffers");
-        CU_TRY(s_host_ensure(&cu->hr_d[s], tq * k * sizeof(float)), root->ordinal,
-               "allocating pinned result buffers");
-        CU_TRY(s_host_ensure(&cu->hr_i[s], tq * k * sizeof(uint64_t)), root->ordinal,
-               "allocating pinned result buffers");
-    }
-
-    for (size_t t = 0; t < ntiles; t++) {
-        const int slot = (int)(t & 1);
-        const size_t q0 = t * tq, qt = s_min(tq, nq - q0);
-
-        /* Upload: pinned slot -> first device, on its copy stream. */
-        CU_TRY(cudaSetDevice(root->ordinal), root->ordinal, "selecting the device");
-        CU_TRY(cudaEventSynchronize(root->ev_up[slot]), root->ordinal,
-               "waiting for a query slot");
-        memcpy(cu->hq[slot].p, queries + q0 * dim, qt * dim * sizeof(float));
-        CU_TRY(cudaStreamWaitEvent(root->copy, root->ev_qfree[slot], 0), root->ordinal,
-               "ordering the query upload");
-        CU_TRY(cudaMemcpyAsync(root->dq[slot].p, cu->hq[slot].p, qt * dim * sizeof(float),
-                               cudaMemcpyHostToDevice, root->copy),
-               root->ordinal, "uploading queries");
-        CU_TRY(cudaEventRecord(root->ev_up[slot], root->copy), root->ordinal,
-               "recording the upload");
-        CU_TRY(cudaStreamWaitEvent(root->comp, root->ev_up[slot], 0), root->ordinal,
-               "ordering the query broadcast");
-
-        /* Broadcast to every device (in place on the first). */
-        NCCL_TRY(ncclGroupStart(), "starting the query broadcast");
-        in_group = 1;
-        for (int d = 0; d < D; d++) {
-            s_dev_t *dv = &cu->dev[d];
-            NCCL_TRY(ncclBroadcast(dv->dq[slot].p, dv->dq[slot].p, qt * dim, ncclFloat32, 0,
-                                   dv->comm, dv->comp),
-                     "broadcasting queries");
-        }
-        in_group = 0;
-        NCCL_TRY(ncclGroupEnd(), "broadcasting queries");
-
-        /* Each device: its rows, its best k per query. */
-        for (int d = 0; d < D; d++) {
-            s_dev_t *dv = &cu->dev[d];
-            const int o = dv->ordinal;
-            const size_t S = splits[d];
-            float *q32 = (float *)dv->dq[slot].p;
-            CU_TRY(cudaSetDevice(o), o, "selecting the device");
-            k_prep<<<(unsigned)((qt + 7) / 8), 256, 0, dv->comp>>>(
-                q32, (unsigned)qt, (unsigned)dim, (int)cu->metric, (float *)dv->qnorm.p,
-                cu->fp16 ? (__half *)dv->q16.p : NULL);
-            CU_TRY(cudaGetLastError(), o, "launching query preparation");
-            k_fill<<<s_grid(qt * S * k, 256), 256, 0, dv->comp>>>(
-                (float *)dv->st_d.p, (uint64_t *)dv->st_i.p, qt * S * k);
-            CU_TRY(cudaGetLastError(), o, "launching best-k initialisation");
-            for (size_t r0 = 0; r0 < dv->n; r0 += tn) {
-                const size_t tnj = s_min(tn, dv->n - r0);
-                if (cu->profiling)
-                    CU_TRY(cudaEventRecord(dv->ev_prof[0], dv->comp), o, "recording a timer");
-                /* dots (tnj x qt, column-major) = rows^T q: row-major qt x tnj. */
-                if (cu->fp16)
-                    BLAS_TRY(cublasGemmEx(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt,
-                                          (int)dim, &one, (const __half *)dv->vecs + r0 * dim,
-                                          CUDA_R_16F, (int)dim, dv->q16.p, CUDA_R_16F, (int)dim,
-                                          &zero, dv->dots.p, CUDA_R_32F, (int)tnj,
-                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                             o, "fp16 GEMM of queries x rows");
-                else
-                    BLAS_TRY(cublasSgemm(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt,
-                                         (int)dim, &one, (const float *)dv->vecs + r0 * dim,
-                                         (int)dim, q32, (int)dim, &zero, (float *)dv->dots.p,
-                                         (int)tnj),
-                             o, "GEMM of queries x rows");
-                if (cu->profiling)
-                    CU_TRY(cudaEventRecord(dv->ev_prof[1], dv->comp), o, "recording a timer");
-                s_tile_src src;
-                src.dots = (const float *)dv->dots.p;
-                src.ld = tnj;
-                src.rnorm = dv->norms + r0;
-                src.rid = dv->ids + r0;
-                src.qnorm = (const float *)dv->qnorm.p;
-                src.metric = (int)cu->metric;
-                k_select<s_tile_src><<<dim3((unsigned)qt, (unsigned)S), SEL_THREADS, smem,
-                                       dv->comp>>>(src, (const float *)dv->st_d.p,
-                                                   (const uint64_t *)dv->st_i.p,
-                                                   (float *)dv->st_d.p, (uint64_t *)dv->st_i.p,
-                                                   (unsigned)k, cap);
-                CU_TRY(cudaGetLastError(), o, "launching the select kernel");
-                cu->stats.gemm_flop += 2.0 * (double)qt * (double)tnj * (double)dim;
-                if (cu->profiling) {
-                    CU_TRY(cudaEventRecord(dv->ev_prof[2], dv->comp), o, "recording a timer");
-                    rc = s_profile(cu, dv, 1, err);
-                    if (rc < 0)
-                        goto fail;
-                }
+    if (rc == SHOAL_OK)
+        rc = s_host_buffers(cu, &ss, err);
+    for (size_t t = 0; t < ss.ntiles && rc == SHOAL_OK; t++)
+        rc = s_search_tile(cu, &ss, t, err);
+    if (rc == SHOAL_OK)
+        rc = s_finish(cu, &ss, (int)((ss.ntiles - 1) & 1), err);
+    if (rc == SHOAL_OK)
+        rc = s_idle(cu, err);
+    if (rc < 0) {
+        /* Nothing may still run on buffers the next call reuses. */
+        for (int d = 0; d < cu->ndev; d++)
+            if (cudaSetDevice(cu->dev[d].ordinal) == cudaSuccess) {
+                (void)cudaStreamSynchronize(cu->dev[d].comp);
+                (void)cudaStreamSynchronize(cu->dev[d].copy);
             }
-            if (d == 0)
-                CU_TRY(cudaEventRecord(root->ev_qfree[slot], root->comp), o,
-                       "recording the end of the GEMMs");
-            if (S > 1) {
-                s_pair_src ps;
-                ps.d = (const float *)dv->st_d.p;
-                ps.i = (const uint64_t *)dv->st_i.p;
-                ps.qstride = S * k;
-                ps.len = k;
-                ps.lstride = k;
-                ps.nlists = S;
-                if (cu->profiling)
-                    CU_TRY(cudaEventRecord(dv->ev_prof[1], dv->comp), o, "recording a timer");
-                k_select<s_pair_src><<<dim3((unsigned)qt, 1), SEL_THREADS, smem, dv->comp>>>(
-                    ps, NULL, NULL, (float *)dv->out_d.p, (uint64_t *)dv->out_i.p, (unsigned)k,
-                    cap);
-                CU_TRY(cudaGetLastError(), o, "launching the split merge");
-                if (cu->profiling) {
-                    CU_TRY(cudaEventRecord(dv->ev_prof[2], dv->comp), o, "recording a timer");
-                    rc = s_profile(cu, dv, 0, err);
-                    if (rc < 0)
-                        goto fail;
-                }
-            }
-        }
-
-        /* Gather every device's best k on the first device. */
-        NCCL_TRY(ncclGroupStart(), "starting the result gather");
-        in_group = 1;
-        for (int d = 0; d < D; d++) {
-            s_dev_t *dv = &cu->dev[d];
-            const void *rd = splits[d] > 1 ? dv->out_d.p : dv->st_d.p;
-            const void *ri = splits[d] > 1 ? dv->out_i.p : dv->st_i.p;
-            NCCL_TRY(ncclSend(rd, qt * k, ncclFloat32, 0, dv->comm, dv->comp),
-                     "sending best-k distances");
-            NCCL_TRY(ncclSend(ri, qt * k, ncclUint64, 0, dv->comm, dv->comp),
-                     "sending best-k ids");
-        }
-        for (int d = 0; d < D; d++) {
-            NCCL_TRY(ncclRecv((float *)root->gat_d.p + (size_t)d * qt * k, qt * k, ncclFloat32, d,
-                              root->comm, root->comp),
-                     "receiving best-k distances");
-            NCCL_TRY(ncclRecv((uint64_t *)root->gat_i.p + (size_t)d * qt * k, qt * k,
-                              ncclUint64, d, root->comm, root->comp),
-                     "receiving best-k ids");
-        }
-        in_group = 0;
-        NCCL_TRY(ncclGroupEnd(), "gathering results");
-
-        /* Final merge on the first device, results to the pinned slot. */
-        {
-            CU_TRY(cudaSetDevice(root->ordinal), root->ordinal, "selecting the device");
-            s_pair_src ps;
-            ps.d = (const float *)root->gat_d.p;
-            ps.i = (const uint64_t *)root->gat_i.p;
-            ps.qstride = k;
-            ps.len = k;
-            ps.lstride = qt * k;
-            ps.nlists = (size_t)D;
-            if (cu->profiling)
-                CU_TRY(cudaEventRecord(root->ev_prof[1], root->comp), root->ordinal,
-                       "recording a timer");
-            k_select<s_pair_src><<<dim3((unsigned)qt, 1), SEL_THREADS, smem, root->comp>>>(
-                ps, NULL, NULL, (float *)root->fin_d.p, (uint64_t *)root->fin_i.p, (unsigned)k,
-                cap);
-            CU_TRY(cudaGetLastError(), root->ordinal, "launching the device merge");
-            if (cu->profiling) {
-                CU_TRY(cudaEventRecord(root->ev_prof[2], root->comp), root->ordinal,
-                       "recording a timer");
-                rc = s_profile(cu, root, 0, err);
-                if (rc < 0)
-                    goto fail;
-            }
-            CU_TRY(cudaMemcpyAsync(cu->hr_d[slot].p, root->fin_d.p, qt * k * sizeof(float),
-                                   cudaMemcpyDeviceToHost, root->comp),
-                   root->ordinal, "downloading distances");
-            CU_TRY(cudaMemcpyAsync(cu->hr_i[slot].p, root->fin_i.p, qt * k * sizeof(uint64_t),
-                                   cudaMemcpyDeviceToHost, root->comp),
-                   root->ordinal, "downloading ids");
-            CU_TRY(cudaEventRecord(root->ev_res[slot], root->comp), root->ordinal,
-                   "recording the download");
-        }
-        pend_q0[slot] = q0;
-        pend_qt[slot] = qt;
-
-        /* While tile t runs, hand over tile t-1. */
-        if (t > 0) {
-            const int prev = (int)((t - 1) & 1);
-            rc = s_finish(cu, prev, pend_q0[prev], pend_qt[prev], k, ids, dists, err);
-            if (rc < 0)
-                goto fail;
-        }
-    }
-    {
-        const int last = (int)((ntiles - 1) & 1);
-        rc = s_finish(cu, last, pend_q0[last], pend_qt[last], k, ids, dists, err);
-        if (rc < 0)
-            goto fail;
-    }
-    /* Leave every stream idle: rows may be rewritten next with plain copies. */
-    for (int d = 0; d < D; d++) {
-        s_dev_t *dv = &cu->dev[d];
-        CU_TRY(cudaSetDevice(dv->ordinal), dv->ordinal, "selecting the device");
-        CU_TRY(cudaStreamSynchronize(dv->comp), dv->ordinal, "finishing the search");
-        CU_TRY(cudaStreamSynchronize(dv->copy), dv->ordinal, "finishing the search");
+        (void)cudaGetLastError();
+        return rc;
     }
     cu->stats.searches++;
     cu->stats.queries += nq;
     cu->stats.wall_ms += s_now_ms() - t_start;
     return SHOAL_OK;
-
-fail:
-    if (in_group)
-        (void)ncclGroupEnd();
-    for (int d = 0; d < D; d++) {
-        s_dev_t *dv = &cu->dev[d];
-        if (cudaSetDevice(dv->ordinal) != cudaSuccess)
-            continue;
-        (void)cudaStreamSynchronize(dv->comp);
-        (void)cudaStreamSynchronize(dv->copy);
-    }
-    (void)cudaGetLastError();
-    return rc;
 }

@@ -11,12 +11,18 @@
  * the host store: append new rows, re-copy changed rows, truncate after
  * removals. Rows are copied in as the host holds them (normalised for cosine).
  *
- * Search: queries are sent to the first device, broadcast with NCCL, each
- * device computes GEMM tiles and a fused distance + k-select kernel over its
- * rows, the per-device best k are gathered on the first device and merged
- * there by the same select kernel. Results are best first, ties by id, padded
- * with TOPK_ID_NONE / +INFINITY. Distances are the GEMM form
- * (|q|^2 + |x|^2 - 2 q.x clamped at 0, -q.x, 1 - q.x), not re-scored.
+ * Search: queries are sent to the first device (and, with several devices,
+ * broadcast with NCCL; one device makes no communicator), each device
+ * computes GEMM tiles and a k-select kernel over its rows, the per-device
+ * best k are gathered on the first device and merged there by the same
+ * select kernel. Results are best first, ties by id, padded with
+ * TOPK_ID_NONE / +INFINITY. Distances are the scan's GEMM form
+ * (|q|^2 + |x|^2 - 2 q.x, -q.x, 1 - q.x; no clamp, a NaN ranked first as
+ * -INFINITY), not re-scored: the front asks for more than k and makes the
+ * answer exact (gpu/knn_exact.h). The kernels are gpu/knn_kernels.cu.
+ *
+ * Memory: the search tiles of every engine on a device come out of one
+ * budget per device (gpu/knn_budget.h), or the caller's mem_budget.
  *
  * Thread-safety: none; the caller serialises every call on one engine.
  * Ownership: every pointer argument is borrowed for the call.
@@ -36,8 +42,6 @@ extern "C" {
 
 #define KNN_CUDA_BLOCK_ROWS 4096 /* rows dealt to one device at a time */
 #define KNN_CUDA_K_MAX 1024      /* largest k of the select kernel (= KNN_K_MAX_GPU) */
-#define KNN_CUDA_BUDGET_MAX ((size_t)2 << 30) /* default budget: 1/4 free memory, at most this */
-#define KNN_CUDA_BUDGET_MIN ((size_t)1 << 20) /* a smaller budget is raised to this */
 
 typedef struct knn_cuda knn_cuda_t;
 
@@ -54,7 +58,8 @@ typedef struct {
 /*
  * Creates an engine over ndevices distinct device ordinals for vectors of dim
  * floats. fp16: rows and queries are rounded to fp16 for the GEMM (fp32
- * accumulation); mem_budget: bytes per device for search tiles, 0 = default.
+ * accumulation); mem_budget: bytes per device for search tiles, 0 = a share
+ * of the device's pool (knn_budget.h).
  * NULL on error (SHOAL_ENODEV, SHOAL_EGPU, SHOAL_ENOMEM, SHOAL_EINVAL).
  */
 knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim, shoal_metric_t metric,
@@ -110,6 +115,14 @@ void knn_cuda_stats_reset(knn_cuda_t *cu);
 /* For the check program: the device engine behind a front engine, or NULL (gpu/knn.c). */
 struct knn_engine;
 knn_cuda_t *knn_engine_cuda(struct knn_engine *engine);
+
+/*
+ * Peaks of device `ordinal` for the check program's ratios: cuBLAS SGEMM
+ * (fp32, no TF32) on an m x n x kd product, in TFLOP/s, and device-to-device
+ * copy bandwidth over `bytes`, in GB/s (read + write). Negative on error.
+ */
+double knn_cuda_sgemm_tflops(int ordinal, size_t m, size_t n, size_t kd, shoal_err_t *err);
+double knn_cuda_copy_gbps(int ordinal, size_t bytes, shoal_err_t *err);
 
 #ifdef __cplusplus
 }
