@@ -29,6 +29,7 @@
  *
  * Single-threaded; everything allocated is freed before exit.
  */
+#include "common/quant.h"
 #include "client/shoal_client.h"
 #include "common/distance.h"
 #include "common/error.h"
@@ -619,7 +620,7 @@ static int s_ids_parse(const char *arg, s_ids_t *v, shoal_err_t *err)
 static const char s_help_create[] =
     "usage: shoal create NAME --dim D --metric l2|ip|cosine [--nlist N] [--M M]\n"
     "                    [--ef-construction E] [--replication R] [--write-quorum W]\n"
-    "                    [--target-recall T]\n"
+    "                    [--target-recall T] [--storage f32|f16|sq8]\n"
     "Creates collection NAME of D-dimensional vectors. --nlist: IVF lists (the\n"
     "coordinator's default if absent); --M, --ef-construction: HNSW parameters\n"
     "of the shards (their defaults if absent); --replication: copies of each\n"
@@ -628,12 +629,16 @@ static const char s_help_create[] =
     "(1..R, default 1); --target-recall: the recall@10 its searches aim at when\n"
     "they give neither --nprobe nor --ef (0 < T <= 1; once the coordinator has\n"
     "calibrated it; default: none, the collection's nprobe and the shards' ef).\n"
+    "--storage: how the shards keep the vectors in RAM: f32 (default), f16 or\n"
+    "sq8 (one byte a component; the float32 rows stay on disk for exact\n"
+    "re-ranking; docs/operations.md, capacity).\n"
     "Train it before loading.\n";
 
 static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
-    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s, *rep_s, *wq_s, *tr_s;
+    const char *dim_s, *metric_s, *nlist_s, *m_s, *efc_s, *rep_s, *wq_s, *tr_s, *st_s;
     s_opt_t opts[] = {{"--target-recall", NULL, &tr_s},
+                      {"--storage", NULL, &st_s},
                       {"--dim", NULL, &dim_s},
                       {"--metric", NULL, &metric_s},
                       {"--nlist", NULL, &nlist_s},
@@ -643,16 +648,20 @@ static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
                       {"--write-quorum", NULL, &wq_s}};
     const char *names[] = {"NAME"}, *pos[1];
     size_t npos;
-    int rc = s_parse_args(argc, argv, opts, 8, names, 1, 1, pos, &npos, err);
+    int rc = s_parse_args(argc, argv, opts, 9, names, 1, 1, pos, &npos, err);
     if (rc != 0)
         return rc;
     if (!dim_s)
         return s_bad(err, "--dim is required");
+    quant_kind_t storage = QUANT_F32;
+    if (st_s && quant_kind_parse(st_s, &storage, NULL) != 0)
+        return s_bad(err, "--storage: expected f32, f16 or sq8, got \"%s\"", st_s);
     if (!metric_s)
         return s_bad(err, "--metric is required");
     size_t dim = 0;
     shoal_create_opts_t copts;
     memset(&copts, 0, sizeof copts);
+    copts.storage = st_s;
     shoal_metric_t metric;
     if ((rc = s_opt_size("--dim", dim_s, 1, WIRE_MAX_DIM_DEFAULT, &dim, err)) != 0 ||
         (rc = s_opt_size("--nlist", nlist_s, 1, UINT32_MAX, &copts.nlist, err)) != 0 ||
@@ -672,9 +681,9 @@ static int s_cmd_create(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
         return rc;
     rc = shoal_client_create_ivf(cli->client, pos[0], dim, metric, &copts, err);
     if (rc == 0)
-        printf("created %s dim=%zu metric=%s replication=%zu write_quorum=%zu\n", pos[0], dim,
-               shoal_metric_name(metric), copts.replication ? copts.replication : 1,
-               copts.write_quorum ? copts.write_quorum : 1);
+        printf("created %s dim=%zu metric=%s replication=%zu write_quorum=%zu storage=%s\n",
+               pos[0], dim, shoal_metric_name(metric), copts.replication ? copts.replication : 1,
+               copts.write_quorum ? copts.write_quorum : 1, quant_kind_name(storage));
     return rc;
 }
 

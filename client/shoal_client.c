@@ -11,6 +11,7 @@
  * coordinator) wait at least that deadline plus S_DEADLINE_MARGIN_MS, so a
  * partial answer sent at the deadline is not lost to the client's own timeout.
  */
+#include "common/quant.h"
 #include "client/shoal_client.h"
 
 #include "net/wire_curve.h"
@@ -525,6 +526,12 @@ static int s_create(shoal_client_t *client, const char *coll, size_t dim, shoal_
     req.replication = (uint32_t)o->replication;
     req.write_quorum = (uint32_t)o->write_quorum;
     req.target_recall = o->target_recall;
+    if (o->storage) {
+        quant_kind_t kind;
+        if ((rc = quant_kind_parse(o->storage, &kind, err)) != 0)
+            return shoal_err_prefix(err, "create_collection");
+        req.storage = WIRE_STORAGE_GIVEN | (uint32_t)kind;
+    }
     return s_call_status(client, &req, err);
 }
 

@@ -114,6 +114,7 @@ typedef struct {
     size_t replication;     /* copies of each IVF list on distinct shards (R, 1..3) */
     size_t write_quorum;    /* replicas that must hold a write before it is acked (W, 1..R) */
     double target_recall;   /* default recall target of its searches, (0, 1]; 0 = none */
+    const char *storage;    /* "f32" | "f16" | "sq8" (the shards' RAM copy); NULL = f32 */
 } shoal_create_opts_t;
 
 int shoal_client_create_ivf(shoal_client_t *client, const char *coll, size_t dim,

@@ -13,6 +13,8 @@
  *       (version 1, written before replication, reads as R = W = 1)
  *       version 3 appends target_recall (f32)                       48 bytes
  *       (versions 1 and 2 read as target_recall 0: the coordinator's default)
+ *       version 4 appends storage u32 (quant_kind_t)                 52 bytes
+ *       (versions 1 to 3 read as f32)
  *   K/  magic "CCAL" u32 | version u32 | count u64 | k u32 | queries u32 |
  *       npoints u32 | npoints x (nprobe u32 | ef u32 | recall f32 | cost f32)
  *   T/  magic "CTRN" u32 | version u32 | nlist u32 | dim u32 |
@@ -69,8 +71,9 @@
 #define CAT_SNAP_HDR      24
 #define CAT_COLL_BYTES_V1 36
 #define CAT_COLL_BYTES_V2 44
-#define CAT_COLL_BYTES    48
-#define CAT_COLL_VERSION  3 /* the C/ record's own version (v1 and v2 still read) */
+#define CAT_COLL_BYTES_V3 48
+#define CAT_COLL_BYTES    52
+#define CAT_COLL_VERSION  4 /* the C/ record's own version (v1 to v3 still read) */
 #define CAT_CALIB_HDR     28
 #define CAT_TRAINED_HDR   16
 #define CAT_INTENT_HDR    16
@@ -304,6 +307,10 @@ static int s_coll_check(const catalog_coll_t *c, char *why, size_t cap)
         snprintf(why, cap, "nprobe %u > nlist %u", c->nprobe, c->nlist);
         return -1;
     }
+    if ((unsigned)c->storage >= QUANT_KIND_COUNT) {
+        snprintf(why, cap, "storage %d is not f32|f16|sq8", (int)c->storage);
+        return -1;
+    }
     if (c->replication < 1 || c->replication > CATALOG_REPLICAS_MAX) {
         snprintf(why, cap, "replication %u must be 1..%d", c->replication, CATALOG_REPLICAS_MAX);
         return -1;
@@ -344,6 +351,7 @@ static void s_coll_encode(const catalog_coll_t *c, uint8_t *val)
     s_put_le32(val + 36, c->replication);
     s_put_le32(val + 40, c->write_quorum);
     s_put_le32(val + 44, s_float_bits((float)c->target_recall));
+    s_put_le32(val + 48, (uint32_t)c->storage);
 }
 
 /* Parameters of a C/ value into c (no arrays). 0 or a reason in *why. */
@@ -355,8 +363,10 @@ static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, cha
                  version, CAT_COLL_MAGIC, CAT_COLL_VERSION);
         return -1;
     }
-    size_t want = version == 1 ? CAT_COLL_BYTES_V1 : version == 2 ? CAT_COLL_BYTES_V2
-                                                                  : CAT_COLL_BYTES;
+    size_t want = version == 1   ? CAT_COLL_BYTES_V1
+                  : version == 2 ? CAT_COLL_BYTES_V2
+                  : version == 3 ? CAT_COLL_BYTES_V3
+                                 : CAT_COLL_BYTES;
     if (vlen != want) {
         snprintf(why, cap, "%zu bytes, expected %zu (version %u)", vlen, want, version);
         return -1;
@@ -364,6 +374,13 @@ static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, cha
     c->replication = version == 1 ? 1 : s_get_le32(val + 36);
     c->write_quorum = version == 1 ? 1 : s_get_le32(val + 40);
     c->target_recall = version < 3 ? 0.0 : (double)s_bits_float(s_get_le32(val + 44));
+    uint32_t storage = version < 4 ? (uint32_t)QUANT_F32 : s_get_le32(val + 48);
+    if (storage >= QUANT_KIND_COUNT) {
+        snprintf(why, cap, "storage %u, expected 0..%d (f32|f16|sq8)", storage,
+                 QUANT_KIND_COUNT - 1);
+        return -1;
+    }
+    c->storage = (quant_kind_t)storage;
     if (!(c->target_recall >= 0.0 && c->target_recall <= 1.0)) {
         snprintf(why, cap, "target_recall %g outside [0, 1]", c->target_recall);
         return -1;
@@ -1386,6 +1403,7 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
     c.replication = params->replication ? params->replication : 1;
     c.write_quorum = params->write_quorum ? params->write_quorum : 1;
     c.target_recall = params->target_recall;
+    c.storage = params->storage;
     if (s_coll_check(&c, why, sizeof why))
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", params->name, why);
     if (c.replication > 1 && c.replication > catalog_shards_live(cat))

@@ -69,6 +69,7 @@
 
 #include "common/distance.h"
 #include "common/error.h"
+#include "common/quant.h"
 #include "net/wire_types.h"
 
 #include <stddef.h>
@@ -156,6 +157,7 @@ typedef struct {
     catalog_orphan_t *orphans; /* norphans copies to drop, sorted by (list, shard) */
     uint32_t norphans;
     double target_recall;     /* default recall target of its searches; 0 = the coordinator's */
+    quant_kind_t storage;     /* how its shards keep vectors in RAM (f32 | f16 | sq8) */
     catalog_calib_t *calib;   /* its recall calibration, or NULL (catalog's) */
 } catalog_coll_t;
 
@@ -221,7 +223,7 @@ int catalog_shard_role_set(catalog_t *cat, size_t i, int role, shoal_err_t *err)
 /*
  * Records a new collection from params (name, dim, metric, nlist, M,
  * ef_construction, nprobe, replication, write_quorum (0 = 1), target_recall
- * (0 or in (0, 1]); the rest ignored), untrained. SHOAL_EEXIST when the name is taken, SHOAL_EINVAL for
+ * (0 or in (0, 1]), storage; the rest ignored), untrained. SHOAL_EEXIST when the name is taken, SHOAL_EINVAL for
  * dim/nlist 0, nprobe > nlist, replication outside 1..CATALOG_REPLICAS_MAX or
  * above the shard count, write_quorum outside 1..replication.
  */

@@ -207,7 +207,8 @@ static void s_info_collection(coord_t *coord, wire_info_t *info, const catalog_c
 {
     const coord_repair_t *rp = &coord->repair;
     wire_info_key(info, c->name);
-    wire_info_map(info, 18 + (placement ? 1 : 0));
+    wire_info_map(info, 19 + (placement ? 1 : 0));
+    wire_io_info_str(info, "storage", quant_kind_name(c->storage));
     coord_calib_info(coord, info, c);
     coord_recall_info(coord, info, c->name);
     wire_io_info_u64(info, "replication", c->replication);

@@ -721,7 +721,9 @@ static void s_create_done(coord_t *coord, coord_job_t *job)
     const catalog_coll_t *c = catalog_find(coord->cat, w->coll);
     wire_info_t *info = wire_info_new();
     if (c && info) {
-        wire_info_map(info, 8);
+        wire_info_map(info, 9);
+        wire_info_key(info, "storage");
+        wire_info_str(info, quant_kind_name(c->storage));
         wire_info_key(info, "replication");
         wire_info_u64(info, c->replication);
         wire_info_key(info, "write_quorum");
@@ -752,6 +754,7 @@ static void s_create_sub(wire_request_t *sub, const catalog_coll_t *c)
     sub->metric = c->metric;
     sub->M = c->M;
     sub->ef_construction = c->ef_construction;
+    sub->storage = WIRE_STORAGE_GIVEN | (uint32_t)c->storage;
 }
 
 void coord_op_create(coord_t *coord, coord_job_t *job)
@@ -798,6 +801,7 @@ void coord_op_create(coord_t *coord, coord_job_t *job)
     params.nlist = nlist;
     params.nprobe = nprobe;
     params.replication = req->replication ? req->replication : coord->opts.replication_default;
+    params.storage = (quant_kind_t)(req->storage & ~WIRE_STORAGE_GIVEN);
     params.write_quorum = req->write_quorum ? req->write_quorum : coord->opts.write_quorum_default;
     if (!params.replication)
         params.replication = 1;

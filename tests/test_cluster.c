@@ -438,6 +438,34 @@ Test(cluster, siftsmall_recall_default_and_exact)
 }
 
 /*
+ * A collection created with storage sq8 through the coordinator: its shards
+ * keep the codes only, and the cluster answers as for f32: default recall
+ * at the floor, exact mode exact; the coordinator's status names the storage.
+ */
+Test(cluster, sq8_collection_recall_and_exact)
+{
+    s_sift_t s;
+    s_cluster_t cl;
+    s_sift_load(&s);
+    s_cluster_start(&cl, 20000);
+    shoal_client_t *c = s_client(&cl, S_TIMEOUT_MS);
+    shoal_create_opts_t copts = {.nlist = S_NLIST, .storage = "sq8"};
+    s_load_with(c, "sift8", &s, s.n, &copts);
+    double recall = s_default_recall(c, "sift8", &s);
+    cr_assert_geq(recall, 0.95, "sq8 default recall@10 %.4f", recall);
+    s_check_exact(c, "sift8", &s, S_NLIST);
+    char *info = NULL;
+    shoal_err_t err;
+    cr_assert_eq(shoal_client_stats(c, "sift8", &info, NULL, NULL, &err), 0, "%s", err.msg);
+    cr_assert(info && strstr(info, "\"storage\": \"sq8\""), "status: %s", info ? info : "");
+    free(info);
+    shoal_create_opts_t bad = {.nlist = S_NLIST, .storage = "f8"};
+    cr_assert_eq(shoal_client_create_ivf(c, "bad", s.dim, SHOAL_METRIC_L2, &bad, &err),
+                 SHOAL_EINVAL);
+    s_finish(&c, &s);
+}
+
+/*
  * Routing on the routing thread (coord_route.c) and sub-batches sent over
  * several turns of the loop give the answers of one plan sent at once: the
  * coordinator restarted with --route-inline-macs 1 (every batch to the
