@@ -22,7 +22,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -30,12 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Messages handled per socket per poll round, so no socket starves the rest. */
 #define S_BURST 64
-/* How long the ROUTER keeps unsent replies when it closes, in milliseconds. */
-#define S_CLOSE_LINGER_MS 2000
 /* Messages a shard link may queue before sends fail (then: shard missing). */
 #define S_SHARD_HWM 100000
 /* Intents waiting for a shard are tried again this often without a shard event (ms). */
@@ -733,8 +729,7 @@ static void *s_train_main(void *arg)
         shoal_err_prefix(&t->err, "k-means");
     }
     t->train_ms = (double)(zclock_usecs() - t0) / 1000.0;
-    ssize_t w = write(coord->train_pipe[1], "t", 1);
-    (void)w;
+    service_pipe_poke(coord->train_pipe[1]);
     return NULL;
 }
 
@@ -801,9 +796,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
 /* The training thread said it is done: join it and hand the result over. */
 static void s_train_collect(coord_t *coord)
 {
-    char buf[16];
-    while (read(coord->train_pipe[0], buf, sizeof buf) > 0) {
-    }
+    service_pipe_drain(coord->train_pipe[0]);
     if (!coord->train_running)
         return;
     pthread_join(coord->train_thread, NULL);
@@ -1055,14 +1048,9 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
         size_t i_route = n;
         items[n++] = (zmq_pollitem_t){NULL, coord->route.pipe[0], ZMQ_POLLIN, 0};
-        size_t i_stop = SIZE_MAX, i_ext = SIZE_MAX, i_router = SIZE_MAX;
+        size_t i_router = SIZE_MAX;
         if (!coord->stopping) {
-            i_stop = n;
-            items[n++] = (zmq_pollitem_t){NULL, coord->stop_pipe[0], ZMQ_POLLIN, 0};
-            if (coord->opts.stop_fd >= 0) {
-                i_ext = n;
-                items[n++] = (zmq_pollitem_t){NULL, coord->opts.stop_fd, ZMQ_POLLIN, 0};
-            }
+            n = service_stop_poll_add(&coord->stop, items, n);
             if (coord->client_jobs < COORD_JOBS_MAX && coord->fifo_len < COORD_WRITES_MAX) {
                 i_router = n;
                 items[n++] = (zmq_pollitem_t){zsock_resolve(coord->router), 0, ZMQ_POLLIN, 0};
@@ -1087,17 +1075,13 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             s_train_collect(coord);
         if (items[i_route].revents & ZMQ_POLLIN)
             coord_route_collect(coord);
-        int stop_now = (i_stop != SIZE_MAX && (items[i_stop].revents & ZMQ_POLLIN)) ||
-                       (i_ext != SIZE_MAX && (items[i_ext].revents & ZMQ_POLLIN));
+        int stop_now = service_stop_fired(&coord->stop, items);
         if (i_router != SIZE_MAX && !stop_now)
             for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
                             coord->fifo_len < COORD_WRITES_MAX && wire_io_readable(coord->router);
                  b++)
                 s_on_request(coord, 0);
         if (stop_now) {
-            char buf[64];
-            while (read(coord->stop_pipe[0], buf, sizeof buf) > 0) {
-            }
             coord->stopping = 1;
             log_info("stopping: %zu client requests in progress or waiting; waiting writes "
                      "are refused",
@@ -1109,8 +1093,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
         }
     }
     free(items);
-    zsock_set_linger(coord->router, S_CLOSE_LINGER_MS);
-    zsock_destroy(&coord->router);
+    service_router_close(&coord->router); /* the last replies still leave */
     return failed;
 }
 
@@ -1141,17 +1124,6 @@ void coord_opts_default(coord_opts_t *opts)
     opts->max_pending_reply_bytes = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
     opts->device = "auto";
     opts->stop_fd = -1;
-}
-
-static int s_pipe(int fds[2])
-{
-    if (pipe(fds) != 0)
-        return -1;
-    for (int i = 0; i < 2; i++) {
-        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
-    }
-    return 0;
 }
 
 int coord_shard_link(coord_t *coord, size_t s, shoal_err_t *err)
@@ -1237,7 +1209,7 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         shoal_err_set(err, SHOAL_ENOMEM, "coordinator: out of memory");
         return NULL;
     }
-    coord->stop_pipe[0] = coord->stop_pipe[1] = -1;
+    coord->stop.pipe[0] = coord->stop.pipe[1] = -1; /* nothing to close yet */
     coord->train_pipe[0] = coord->train_pipe[1] = -1;
     coord_route_init(coord);
     coord->opts = *opts;
@@ -1272,7 +1244,8 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
         coord->opts.down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
     if (!coord->opts.chunk_default)
         coord->opts.chunk_default = COORD_CHUNK_DEFAULT;
-    if (s_pipe(coord->stop_pipe) != 0 || s_pipe(coord->train_pipe) != 0) {
+    if (service_stop_init(&coord->stop, opts->stop_fd) != 0 ||
+        service_pipe(coord->train_pipe) != 0) {
         shoal_err_set(err, SHOAL_EIO, "coordinator: pipe: %s", strerror(errno));
         goto fail;
     }
@@ -1318,10 +1291,7 @@ void coord_stop(coord_t *coord)
 {
     if (!coord)
         return;
-    int saved = errno;
-    ssize_t w = write(coord->stop_pipe[1], "s", 1);
-    (void)w;
-    errno = saved;
+    service_stop_request(&coord->stop);
 }
 
 const char *coord_endpoint(const coord_t *coord)
@@ -1356,12 +1326,8 @@ void coord_destroy(coord_t **coord_p)
     free(coord->shards);
     free(coord->fanout_hist);
     catalog_close(&coord->cat);
-    for (int i = 0; i < 2; i++) {
-        if (coord->stop_pipe[i] >= 0)
-            close(coord->stop_pipe[i]);
-        if (coord->train_pipe[i] >= 0)
-            close(coord->train_pipe[i]);
-    }
+    service_stop_fini(&coord->stop);
+    service_pipe_close(coord->train_pipe);
     free(coord->listen);
     free(coord->data_dir);
     free(coord->device);

@@ -66,6 +66,7 @@
 #include "coordinator/fanout.h"
 #include "coordinator/kmeans.h"
 #include "coordinator/placement.h"
+#include "net/service.h"
 #include "net/wire_io.h"
 #include "gpu/knn.h"
 
@@ -333,7 +334,7 @@ struct coord {
     zsock_t *router;       /* clients' socket */
     coord_shard_t *shards; /* one per catalog shard */
     size_t nshards;
-    int stop_pipe[2];                   /* coord_stop writes, the loop reads */
+    service_stop_t stop;                /* coord_stop and opts.stop_fd; the loop polls them */
     int64_t start_us;                   /* coord_new's time */
     uint64_t next_rid;                  /* last rid used towards the shards */
     zhashx_t *pending;                  /* rid (hex text) -> coord_pending_t */

@@ -34,11 +34,9 @@
 #include "common/log.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* One batch to route on the thread. */
 struct coord_route_task {
@@ -206,8 +204,7 @@ static void *s_route_main(void *arg)
         pthread_cond_broadcast(&route->idle);
         t->next = route->finished;
         route->finished = t;
-        ssize_t w = write(route->pipe[1], "r", 1);
-        (void)w; /* a full pipe already says there is something to collect */
+        service_pipe_poke(route->pipe[1]); /* the loop collects what is finished */
     }
     pthread_mutex_unlock(&route->mu);
     return NULL;
@@ -219,13 +216,9 @@ int coord_route_thread_start(coord_t *coord, shoal_err_t *err)
     if (route->running)
         return 0;
     if (route->pipe[0] < 0) {
-        if (pipe(route->pipe) != 0)
+        if (service_pipe(route->pipe) != 0)
             return shoal_err_set(err, SHOAL_EIO, "coordinator: routing pipe: %s",
                                  strerror(errno));
-        for (int i = 0; i < 2; i++) {
-            fcntl(route->pipe[i], F_SETFL, fcntl(route->pipe[i], F_GETFL) | O_NONBLOCK);
-            fcntl(route->pipe[i], F_SETFD, FD_CLOEXEC);
-        }
     }
     route->quit = 0;
     int prc = coord_thread_start(&route->thread, s_route_main, route);
@@ -289,9 +282,7 @@ int coord_route_submit(coord_t *coord, coord_job_t *job, const catalog_coll_t *c
 void coord_route_collect(coord_t *coord)
 {
     coord_route_thread_t *route = &coord->route;
-    char buf[64];
-    while (read(route->pipe[0], buf, sizeof buf) > 0) {
-    }
+    service_pipe_drain(route->pipe[0]);
     pthread_mutex_lock(&route->mu);
     coord_route_task_t *list = route->finished;
     route->finished = NULL;
@@ -387,11 +378,7 @@ void coord_route_fini(coord_t *coord)
     free(coord->routers);
     coord->routers = NULL;
     coord->nrouters = 0;
-    for (int i = 0; i < 2; i++)
-        if (route->pipe[i] >= 0) {
-            close(route->pipe[i]);
-            route->pipe[i] = -1;
-        }
+    service_pipe_close(route->pipe);
     pthread_mutex_destroy(&route->mu);
     pthread_cond_destroy(&route->cv);
     pthread_cond_destroy(&route->idle);

@@ -1,13 +1,15 @@
 /*
- * service.c - signals and the ready file of a server process; service.h is
- * the contract. The handler only writes (async-signal-safe): one byte to the
- * stop pipe, or the prepared message before _exit.
+ * service.c - signals, the ready file and the loop skeleton (stop pipe,
+ * stop items, ROUTER close) of a server process; service.h is the contract.
+ * The handler only writes (async-signal-safe): one byte to the stop pipe, or
+ * the prepared message before _exit.
  */
 #include "net/service.h"
 
 #include "common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,10 +31,7 @@ static void s_on_signal(int sig)
         _exit(128 + sig);
     }
     s_signals = 1;
-    int saved = errno;
-    ssize_t w = write(s_stop_pipe[1], "s", 1);
-    (void)w;
-    errno = saved;
+    service_pipe_poke(s_stop_pipe[1]);
 }
 
 int service_signals_install(const char *prog)
@@ -61,11 +60,7 @@ int service_signals_install(const char *prog)
 
 void service_signals_fini(void)
 {
-    for (int i = 0; i < 2; i++) {
-        if (s_stop_pipe[i] >= 0)
-            close(s_stop_pipe[i]);
-        s_stop_pipe[i] = -1;
-    }
+    service_pipe_close(s_stop_pipe);
 }
 
 int service_write_ready_file(const char *path, const char *endpoint)
@@ -101,4 +96,96 @@ void service_unready(const char *path)
 {
     if (path[0])
         unlink(path);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The loop's side                                                          */
+/* ------------------------------------------------------------------------ */
+
+int service_pipe(int fds[2])
+{
+    if (pipe(fds) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+void service_pipe_close(int fds[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+void service_pipe_poke(int fd)
+{
+    int saved = errno;
+    ssize_t w = write(fd, "s", 1);
+    (void)w; /* a full pipe already holds a wake-up */
+    errno = saved;
+}
+
+void service_pipe_drain(int fd)
+{
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+}
+
+int service_stop_init(service_stop_t *st, int ext_fd)
+{
+    st->pipe[0] = st->pipe[1] = -1;
+    st->ext_fd = ext_fd;
+    st->i_pipe = st->i_ext = -1;
+    if (service_pipe(st->pipe) != 0) {
+        int saved = errno;
+        service_pipe_close(st->pipe);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+void service_stop_fini(service_stop_t *st)
+{
+    service_pipe_close(st->pipe);
+}
+
+void service_stop_request(service_stop_t *st)
+{
+    service_pipe_poke(st->pipe[1]);
+}
+
+size_t service_stop_poll_add(service_stop_t *st, zmq_pollitem_t *items, size_t n)
+{
+    st->i_pipe = (int)n;
+    items[n++] = (zmq_pollitem_t){NULL, st->pipe[0], ZMQ_POLLIN, 0};
+    st->i_ext = -1;
+    if (st->ext_fd >= 0) {
+        st->i_ext = (int)n;
+        items[n++] = (zmq_pollitem_t){NULL, st->ext_fd, ZMQ_POLLIN, 0};
+    }
+    return n;
+}
+
+int service_stop_fired(service_stop_t *st, const zmq_pollitem_t *items)
+{
+    int fired = (st->i_pipe >= 0 && (items[st->i_pipe].revents & ZMQ_POLLIN)) ||
+                (st->i_ext >= 0 && (items[st->i_ext].revents & ZMQ_POLLIN));
+    st->i_pipe = st->i_ext = -1;
+    if (fired)
+        service_pipe_drain(st->pipe[0]);
+    return fired;
+}
+
+void service_router_close(zsock_t **router)
+{
+    if (*router)
+        zsock_set_linger(*router, SERVICE_CLOSE_LINGER_MS);
+    zsock_destroy(router);
 }
