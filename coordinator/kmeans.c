@@ -6,6 +6,7 @@
 #include "coordinator/kmeans.h"
 
 #include "common/rng.h"
+#include "common/vec_check.h"
 #include "common/distance.h"
 #include "common/log.h"
 #include "common/parfor.h"
@@ -31,27 +32,6 @@ static int s_check_shape(const char *fn, const void *a, const void *b, size_t n,
     if (n > 0 && dim > SIZE_MAX / sizeof(float) / n)
         return shoal_err_set(err, SHOAL_EINVAL, "%s: %zu rows of dim %zu overflow memory", fn, n,
                              dim);
-    return 0;
-}
-
-/* Every value finite; under cosine no zero row (it has no direction). */
-static int s_check_rows(const char *fn, const char *what, const float *x, size_t n, size_t dim,
-                        shoal_metric_t metric, shoal_err_t *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        const float *row = x + i * dim;
-        int zero = 1;
-        for (size_t d = 0; d < dim; d++) {
-            if (!isfinite(row[d]))
-                return shoal_err_set(err, SHOAL_EINVAL, "%s: %s row %zu has a non-finite value "
-                                     "at component %zu", fn, what, i, d);
-            if (row[d] != 0.0f)
-                zero = 0;
-        }
-        if (zero && metric == SHOAL_METRIC_COSINE)
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: %s row %zu is a zero vector, which has "
-                                 "no direction under cosine", fn, what, i);
-    }
     return 0;
 }
 
@@ -455,7 +435,10 @@ int kmeans_train(const float *sample, size_t n, size_t dim, shoal_metric_t metri
         o.tol = KMEANS_TOL_DEFAULT;
     if (isnan(o.tol))
         return shoal_err_set(err, SHOAL_EINVAL, "%s: tol is NaN", fn);
-    rc = s_check_rows(fn, "sample", sample, n, dim, metric, err);
+    /* The one vector check (vec_check.h), not a copy of it: the coordinator has
+       already run it where the sample entered, this is the library's own guard
+       for direct callers (tests, benches), one pass per training. */
+    rc = vec_check_rows(fn, "sample row", sample, n, dim, metric, NULL, err);
     if (rc)
         return rc;
 

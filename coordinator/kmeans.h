@@ -38,6 +38,11 @@
  * has no mean direction; it keeps its previous centroid, which is optimal for
  * it since every unit c then scores the same.)
  *
+ * Validation: vectors are checked once where they enter the coordinator
+ * (vec_check.h); kmeans_assign trusts its callers. kmeans_train runs that same
+ * check (vec_check_rows) on its sample as the library's guard for direct
+ * callers (tests, benches): one pass per training, nothing inside re-checks.
+ *
  * Thread-safety: both functions are reentrant; each creates its own engine.
  */
 #ifndef SHOAL_KMEANS_H

@@ -6,6 +6,7 @@
 #include "coordinator/placement_private.h"
 
 #include "common/log.h"
+#include "common/vec_check.h"
 #include "gpu/knn.h"
 
 #include <math.h>
@@ -29,21 +30,9 @@ int placement_check_centroids(const char *fn, const float *centroids, size_t nli
     if (nlist > UINT32_MAX || dim > SIZE_MAX / sizeof(double) / nlist)
         return shoal_err_set(err, SHOAL_EINVAL, "%s: %zu centroids of dim %zu are too many", fn,
                              nlist, dim);
-    for (size_t i = 0; i < nlist; i++) {
-        const float *row = centroids + i * dim;
-        int zero = 1;
-        for (size_t d = 0; d < dim; d++) {
-            if (!isfinite(row[d]))
-                return shoal_err_set(err, SHOAL_EINVAL, "%s: centroid %zu has a non-finite "
-                                     "value at component %zu", fn, i, d);
-            if (row[d] != 0.0f)
-                zero = 0;
-        }
-        if (zero && metric == SHOAL_METRIC_COSINE)
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: centroid %zu is a zero vector, which "
-                                 "has no direction under cosine", fn, i);
-    }
-    return 0;
+    /* The one vector check (vec_check.h): k-means' centroids pass it by
+       construction, so this only guards direct callers (tests, tools). */
+    return vec_check_rows(fn, "centroid", centroids, nlist, dim, metric, NULL, err);
 }
 
 int placement_check_shards(const char *fn, size_t nshards, size_t replicas, shoal_err_t *err)

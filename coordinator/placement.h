@@ -110,6 +110,11 @@
  * 3584 -> 4096 shards, 15 s, two thirds of it the exact neighbour search
  * (one engine thread per core; the planning proper is 2%).
  *
+ * Validation: centroids come from k-means, finite (and non-zero under
+ * cosine) by construction. Each entry point checks them once with the one
+ * vector check (vec_check_rows) as the guard for direct callers; nothing
+ * inside re-checks.
+ *
  * Thread-safety: all functions are reentrant. No ZeroMQ or storage here.
  */
 #ifndef SHOAL_PLACEMENT_H

@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* SHOAL_EINVAL (prefixed fn) for nlist/dim 0, non-finite centroids, zero ones under cosine. */
+/* SHOAL_EINVAL (prefixed fn) for nlist/dim 0, and for a centroid vec_check refuses
+   (non-finite, a squared norm a float cannot hold under L2/IP, zero under cosine). */
 int placement_check_centroids(const char *fn, const float *centroids, size_t nlist, size_t dim,
                               shoal_metric_t metric, shoal_err_t *err);
 
