@@ -665,12 +665,14 @@ static int s_dec_create(s_dec_t *d, wire_request_t *req)
         char name[8];
         quant_kind_t kind = QUANT_F32;
         if (len >= sizeof name)
-            return s_fail(d, SHOAL_EINVAL, "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
+            return s_fail(d, SHOAL_EINVAL,
+                          "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
                           wire_printable(text, len, show, sizeof show));
         memcpy(name, text, len);
         name[len] = '\0';
         if (quant_kind_parse(name, &kind, NULL) != 0)
-            return s_fail(d, SHOAL_EINVAL, "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
+            return s_fail(d, SHOAL_EINVAL,
+                          "\"storage\" must be \"f32\", \"f16\" or \"sq8\", got \"%s\"",
                           wire_printable(text, len, show, sizeof show));
         req->storage = WIRE_STORAGE_GIVEN | (uint32_t)kind;
     }
@@ -690,8 +692,9 @@ static int s_dec_insert(s_dec_t *d, wire_request_t *req)
         (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)))
         return rc;
     bool has_lists = d->frames->count == 4;
-    if ((rc = s_expect_frames(d, has_lists ? 4 : 3,
-                              has_lists ? "header, ids, vectors, lists" : "header, ids, vectors")) ||
+    if ((rc =
+             s_expect_frames(d, has_lists ? 4 : 3,
+                             has_lists ? "header, ids, vectors, lists" : "header, ids, vectors")) ||
         (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))) ||
         (rc = s_expect_size(d, 2, "n", req->n, "dim", req->dim, sizeof(float))) ||
         (has_lists && (rc = s_expect_size(d, 3, "n", req->n, NULL, 0, sizeof(uint32_t)))))

@@ -4,10 +4,11 @@
  * specification; wire.h the contract.
  *
  * Encoding first checks what the caller filled in (names, counts, pointers,
- * text), so a bad message fails at the sender's call site. It writes the map's entries into a scratch buffer while counting them, then
- * the map header and the entries into frame 0's buffer: headers are tens of
- * bytes, so the copy is nothing next to one bulk frame, and no op needs its
- * key count worked out by hand.
+ * text), so a bad message fails at the sender's call site. It writes the
+ * map's entries into a scratch buffer while counting them, then the map
+ * header and the entries into frame 0's buffer: headers are tens of bytes, so
+ * the copy is nothing next to one bulk frame, and no op needs its key count
+ * worked out by hand.
  */
 #include "net/wire.h"
 #include "net/wire_private.h"
@@ -148,7 +149,8 @@ static int s_check_vectors(const wire_request_t *req, const char *opname, size_t
                              req->n, req->dim);
     if (!req->vecs)
         return shoal_err_set(err, SHOAL_EINVAL, "%s: vecs is NULL", opname);
-    if (!wire_mul3(req->n, req->dim, sizeof(float), vec_bytes) || req->n > SIZE_MAX / sizeof(uint64_t))
+    if (!wire_mul3(req->n, req->dim, sizeof(float), vec_bytes) ||
+        req->n > SIZE_MAX / sizeof(uint64_t))
         return shoal_err_set(err, SHOAL_EINVAL, "%s: n=%" PRIu64 " x dim=%" PRIu32 " overflows",
                              opname, req->n, req->dim);
     return 0;
@@ -172,7 +174,8 @@ static int s_check_text(const char *text, size_t cap, const char *what, const ch
     return 0;
 }
 
-/* The cluster-growth ops (section 11.9) and the snapshot ops (4.13, 11.10): they take no collection. */
+/* The cluster-growth ops (section 11.9) and the snapshot ops (4.13, 11.10): they take no
+ * collection. */
 static bool s_op_is_cluster(wire_op_t op)
 {
     return op == WIRE_OP_SHARD_ADD || op == WIRE_OP_SHARD_DRAIN || op == WIRE_OP_SHARD_REMOVE ||
@@ -476,7 +479,8 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t byt
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n and dim must be >= 1", opname);
         if (!rep->found || !rep->vecs)
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: found or vecs is NULL", opname);
-        if (!wire_mul3(rep->n, 1, 1, &bytes[0]) || !wire_mul3(rep->n, rep->dim, sizeof(float), &bytes[1]))
+        if (!wire_mul3(rep->n, 1, 1, &bytes[0]) ||
+            !wire_mul3(rep->n, rep->dim, sizeof(float), &bytes[1]))
             return shoal_err_set(err, SHOAL_EINVAL, "%s reply: n x dim overflows", opname);
         break;
     case WIRE_OP_STATS:
