@@ -43,6 +43,7 @@
 #define _GNU_SOURCE /* setns, for tests/test_hosts.h; before every #include */
 
 #include "bench/shoal_bench.h"
+#include "bench/shoal_bench_hosts.h"
 
 #include <czmq.h>
 
@@ -177,16 +178,6 @@ static int s_parse(int argc, char **argv, void *opts)
 /* Processes on hosts                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* A shard or the coordinator on its host. */
-typedef struct {
-    size_t host;                   /* which host runs it */
-    char data_dir[BENCH_PATH_MAX]; /* --data-dir */
-    char ready[BENCH_PATH_MAX];    /* --ready-file */
-    char log[BENCH_PATH_MAX];      /* its output */
-    char listen[64];               /* "tcp://<host address>:<port>" */
-    pid_t pid;                     /* running, or 0 */
-} s_node_t;
-
 /* Everything one run holds. */
 typedef struct {
     const s_opts_t *o;
@@ -194,7 +185,7 @@ typedef struct {
     char dir[BENCH_PATH_MAX - 64];  /* scratch: $SHOAL_TMP/shoal-rebal-PID */
     char shard_bin[BENCH_PATH_MAX]; /* programs */
     char coord_bin[BENCH_PATH_MAX];
-    s_node_t shards[S_SHARDS], coord;
+    bench_node_t shards[S_SHARDS], coord;
     char shard_list[S_SHARDS * 64]; /* --shards: the first S_FIRST_SHARDS */
     float *base;                    /* n x dim */
     float *queries;                 /* nq x dim */
@@ -202,60 +193,23 @@ typedef struct {
     shoal_client_t *q;              /* the timed queries' (one thread at a time) */
 } s_ctx_t;
 
-/* Names n's files <dir>/<name>.{data,ready,log} and its endpoint on host. */
-static void s_node_init(s_ctx_t *x, s_node_t *n, const char *name, size_t host, int port)
-{
-    memset(n, 0, sizeof *n);
-    n->host = host;
-    snprintf(n->data_dir, sizeof n->data_dir, "%s/%s.data", x->dir, name);
-    snprintf(n->ready, sizeof n->ready, "%s/%s.ready", x->dir, name);
-    snprintf(n->log, sizeof n->log, "%s/%s.log", x->dir, name);
-    const char *addr = hosts_addr(x->hosts, host);
-    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", addr ? addr : "?", port);
-}
-
-/* Starts argv on n's host and waits (bounded) for its ready file. */
-static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t *err)
-{
-    unlink(n->ready);
-    n->pid = hosts_spawn(x->hosts, n->host, argv, n->log, err);
-    if (n->pid < 0) {
-        n->pid = 0;
-        return err->code;
-    }
-    double end = timing_now() + S_READY_WAIT_S;
-    while (access(n->ready, R_OK) != 0) {
-        int status = 0;
-        if (hosts_wait(x->hosts, n->pid, 0, &status) == 1) {
-            n->pid = 0;
-            return shoal_err_set(err, SHOAL_EIO, "%s exited before it was ready (status 0x%x; %s)",
-                                 argv[0], status, n->log);
-        }
-        if (timing_now() > end)
-            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s (%s)", argv[0],
-                                 S_READY_WAIT_S, n->log);
-        bench_sleep_ms(10);
-    }
-    return 0;
-}
-
 static int s_shard_start(s_ctx_t *x, size_t i, shoal_err_t *err)
 {
-    s_node_t *n = &x->shards[i];
+    bench_node_t *n = &x->shards[i];
     char *argv[] = {x->shard_bin,   "--listen", n->listen,   "--data-dir", n->data_dir,
                     "--ready-file", n->ready,   "--threads", S_THREADS,    NULL};
-    return s_node_start(x, n, argv, err);
+    return bench_node_start(x->hosts, n, argv, S_READY_WAIT_S, err);
 }
 
 /* Short failure detection, as in the replication benchmark: the added shard is seen up soon. */
 static int s_coord_start(s_ctx_t *x, shoal_err_t *err)
 {
-    s_node_t *n = &x->coord;
+    bench_node_t *n = &x->coord;
     char *argv[] = {x->coord_bin, "--listen",        n->listen,     "--data-dir",
                     n->data_dir,  "--shards",        x->shard_list, "--ready-file",
                     n->ready,     "--threads",       S_THREADS,     "--ping-interval-ms",
                     S_PING_MS,    "--down-after-ms", S_DOWN_MS,     NULL};
-    return s_node_start(x, n, argv, err);
+    return bench_node_start(x->hosts, n, argv, S_READY_WAIT_S, err);
 }
 
 /*
@@ -267,9 +221,9 @@ static int s_cluster_start(s_ctx_t *x, shoal_err_t *err)
     for (size_t i = 0; i < S_SHARDS; i++) {
         char name[16];
         snprintf(name, sizeof name, "shard%zu", i);
-        s_node_init(x, &x->shards[i], name, i, S_SHARD_PORT);
+        bench_node_init(x->hosts, &x->shards[i], x->dir, name, i, S_SHARD_PORT);
     }
-    s_node_init(x, &x->coord, "coord", S_COORD_HOST, S_COORD_PORT);
+    bench_node_init(x->hosts, &x->coord, x->dir, "coord", S_COORD_HOST, S_COORD_PORT);
     x->shard_list[0] = '\0';
     for (size_t i = 0; i < S_FIRST_SHARDS; i++) {
         int rc = s_shard_start(x, i, err);
@@ -339,14 +293,9 @@ static int s_load(s_ctx_t *x, shoal_err_t *err)
 {
     const s_opts_t *o = x->o;
     shoal_create_opts_t copts = {.nlist = o->nlist, .replication = 1, .write_quorum = 1};
-    double end = timing_now() + S_READY_WAIT_S;
-    int rc;
-    while ((rc = shoal_client_create_ivf(x->c, S_COLL, o->dim, SHOAL_METRIC_L2, &copts, err)) ==
-               SHOAL_EUNAVAIL &&
-           timing_now() < end)
-        bench_sleep_ms(100);
+    int rc = bench_create_retry(x->c, S_COLL, o->dim, SHOAL_METRIC_L2, &copts, S_READY_WAIT_S, err);
     if (rc != 0)
-        return shoal_err_prefix(err, "create %s", S_COLL);
+        return rc;
     double t0 = timing_now();
     size_t ntrain = o->n < S_TRAIN_MAX ? o->n : S_TRAIN_MAX;
     if ((rc = shoal_client_train(x->c, S_COLL, x->base, ntrain, o->dim, NULL, NULL, err)) != 0)

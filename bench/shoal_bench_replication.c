@@ -41,6 +41,7 @@
 #define _GNU_SOURCE /* setns, for tests/test_hosts.h; before every #include */
 
 #include "bench/shoal_bench.h"
+#include "bench/shoal_bench_hosts.h"
 
 #include <czmq.h>
 
@@ -181,16 +182,6 @@ static int s_parse(int argc, char **argv, void *opts)
 /* Processes on hosts                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* A shard or the coordinator on its host. */
-typedef struct {
-    size_t host;                   /* which host runs it */
-    char data_dir[BENCH_PATH_MAX]; /* --data-dir */
-    char ready[BENCH_PATH_MAX];    /* --ready-file */
-    char log[BENCH_PATH_MAX];      /* its output, appended over restarts */
-    char listen[64];               /* "tcp://<host address>:<port>", kept over restarts */
-    pid_t pid;                     /* running, or 0 */
-} s_node_t;
-
 /* Everything one run holds. */
 typedef struct {
     const s_opts_t *o;
@@ -198,7 +189,7 @@ typedef struct {
     char dir[BENCH_PATH_MAX - 64];  /* scratch: $SHOAL_TMP/shoal-repl-PID */
     char shard_bin[BENCH_PATH_MAX]; /* programs */
     char coord_bin[BENCH_PATH_MAX];
-    s_node_t shards[S_SHARDS], coord;
+    bench_node_t shards[S_SHARDS], coord;
     char shard_list[S_SHARDS * 64]; /* --shards */
     float *base, *queries;          /* n x dim, nq x dim */
     size_t n, nq, dim;
@@ -208,61 +199,24 @@ typedef struct {
     shoal_client_t *c; /* the main thread's client of the coordinator */
 } s_ctx_t;
 
-/* Starts argv on n's host and waits (bounded) for its ready file. */
-static int s_node_start(s_ctx_t *x, s_node_t *n, char *const argv[], shoal_err_t *err)
-{
-    unlink(n->ready);
-    n->pid = hosts_spawn(x->hosts, n->host, argv, n->log, err);
-    if (n->pid < 0) {
-        n->pid = 0;
-        return err->code;
-    }
-    double end = timing_now() + S_READY_WAIT_S;
-    while (access(n->ready, R_OK) != 0) {
-        int status = 0;
-        if (hosts_wait(x->hosts, n->pid, 0, &status) == 1) {
-            n->pid = 0;
-            return shoal_err_set(err, SHOAL_EIO, "%s exited before it was ready (status 0x%x; %s)",
-                                 argv[0], status, n->log);
-        }
-        if (timing_now() > end)
-            return shoal_err_set(err, SHOAL_ETIMEOUT, "%s not ready after %.0f s (%s)", argv[0],
-                                 S_READY_WAIT_S, n->log);
-        bench_sleep_ms(10);
-    }
-    return 0;
-}
-
-static int s_shard_start(s_ctx_t *x, s_node_t *n, shoal_err_t *err)
+static int s_shard_start(s_ctx_t *x, bench_node_t *n, shoal_err_t *err)
 {
     char threads[24];
     snprintf(threads, sizeof threads, "%zu", x->o->threads);
     char *argv[] = {x->shard_bin,   "--listen", n->listen,   "--data-dir", n->data_dir,
                     "--ready-file", n->ready,   "--threads", threads,      NULL};
-    return s_node_start(x, n, argv, err);
+    return bench_node_start(x->hosts, n, argv, S_READY_WAIT_S, err);
 }
 
 /* Short failure detection, as in tests/test_replication.c. */
 static int s_coord_start(s_ctx_t *x, shoal_err_t *err)
 {
-    s_node_t *n = &x->coord;
+    bench_node_t *n = &x->coord;
     char *argv[] = {
         x->coord_bin, "--listen",        n->listen,      "--data-dir", n->data_dir,
         "--shards",   x->shard_list,     "--ready-file", n->ready,     "--ping-interval-ms",
         S_PING_MS,    "--down-after-ms", S_DOWN_MS,      NULL};
-    return s_node_start(x, n, argv, err);
-}
-
-/* Names n's files <dir>/<name>.{data,ready,log} and its endpoint on host. */
-static void s_node_init(s_ctx_t *x, s_node_t *n, const char *dir, const char *name, size_t host,
-                        int port)
-{
-    memset(n, 0, sizeof *n);
-    n->host = host;
-    snprintf(n->data_dir, sizeof n->data_dir, "%s/%s.data", dir, name);
-    snprintf(n->ready, sizeof n->ready, "%s/%s.ready", dir, name);
-    snprintf(n->log, sizeof n->log, "%s/%s.log", dir, name);
-    snprintf(n->listen, sizeof n->listen, "tcp://%s:%d", hosts_addr(x->hosts, host), port);
+    return bench_node_start(x->hosts, n, argv, S_READY_WAIT_S, err);
 }
 
 /* A fresh cluster for replication r: new data dirs under <scratch>/r<r>. */
@@ -275,7 +229,7 @@ static int s_cluster_start(s_ctx_t *x, size_t r, shoal_err_t *err)
     for (size_t i = 0; i < S_SHARDS; i++) {
         char name[16];
         snprintf(name, sizeof name, "shard%zu", i);
-        s_node_init(x, &x->shards[i], dir, name, i, S_SHARD_PORT);
+        bench_node_init(x->hosts, &x->shards[i], dir, name, i, S_SHARD_PORT);
         int rc = s_shard_start(x, &x->shards[i], err);
         if (rc != 0)
             return rc;
@@ -283,7 +237,7 @@ static int s_cluster_start(s_ctx_t *x, size_t r, shoal_err_t *err)
         snprintf(x->shard_list + len, sizeof x->shard_list - len, "%s%s", i ? "," : "",
                  x->shards[i].listen);
     }
-    s_node_init(x, &x->coord, dir, "coord", S_COORD_HOST, S_COORD_PORT);
+    bench_node_init(x->hosts, &x->coord, dir, "coord", S_COORD_HOST, S_COORD_PORT);
     int rc = s_coord_start(x, err);
     if (rc != 0)
         return rc;
@@ -340,14 +294,9 @@ static int s_stats(shoal_client_t *c, size_t n, const char *const *paths, double
 static int s_load(s_ctx_t *x, const char *coll, size_t r, double *insert_s, shoal_err_t *err)
 {
     shoal_create_opts_t copts = {.nlist = x->o->nlist, .replication = r, .write_quorum = 1};
-    double end = timing_now() + S_READY_WAIT_S;
-    int rc;
-    while ((rc = shoal_client_create_ivf(x->c, coll, x->dim, SHOAL_METRIC_L2, &copts, err)) ==
-               SHOAL_EUNAVAIL &&
-           timing_now() < end)
-        bench_sleep_ms(100);
+    int rc = bench_create_retry(x->c, coll, x->dim, SHOAL_METRIC_L2, &copts, S_READY_WAIT_S, err);
     if (rc != 0)
-        return shoal_err_prefix(err, "create %s", coll);
+        return rc;
     rc = shoal_client_train(x->c, coll, x->base, x->n, x->dim, NULL, NULL, err);
     if (rc != 0)
         return shoal_err_prefix(err, "train %s", coll);
