@@ -30,6 +30,8 @@
 #   make gpu-check     GPU engine against the CPU engine and torch (on a GPU host;
 #                      builds with gcc, nvcc and the CUDA libraries alone)
 #   make gpu-lib       gpu/ and the common core only (no ZeroMQ/RocksDB needed)
+#   make gpu-validate  the GPU engine's first-contact check on a GPU host (<8 min;
+#                      skipped=no_device elsewhere; gpu/validate.sh)
 #   make info          what the build detected (CUDA, BLAS, datasets)
 #   make deb           the Debian package build/deb/shoal_VERSION_amd64.deb (CPU and,
 #                      when found, CUDA builds; lintian-checked; deploy/deb)
@@ -240,7 +242,7 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # --------------------------------------------------------------------------
 .PHONY: all deps test test-run test-asan test-chaos demo demo-run bench-distances bench-deps \
         bench-hnsw bench-hnsw-quick bench-flat bench-shard bench-cluster bench-leak clean info \
-        gpu-lib gpu-check deb deploy-deps test-deploy
+        gpu-lib gpu-check gpu-validate deb deploy-deps test-deploy
 
 all: $(PROGRAMS) $(TEST_BINS)
 	@echo "shoal: built ($(BUILD_KIND)$(if $(SAN), sanitizers))"
@@ -269,6 +271,19 @@ $(GPU_CHECK): $(BUILD)/gpu/gpu_check.o $(LIB_GPU) $(LIB_COMMON) $(FLAGS_STAMP)
 
 gpu-check: $(GPU_CHECK)
 	SHOAL_LOG_LEVEL=$${SHOAL_LOG_LEVEL:-warn} $(GPU_CHECK) $(GPU_CHECK_ARGS)
+
+# The GPU engine's first-contact check on a GPU host (gpu/validate.sh): driver,
+# a CUDA build of gpu/ alone, the GPU suites, compute-sanitizer, gpu-check's
+# quick table, the 1M targets and the k-NN graph; RESULT gpu-validate lines.
+# Without a GPU it says skipped=no_device and succeeds.
+gpu-validate:
+	@bash gpu/validate.sh
+
+# The GPU suites link gpu/ and common/ only, so a GPU host with Criterion but
+# without ZeroMQ or RocksDB builds them (gpu-validate).
+$(BUILD)/tests/test_gpu $(BUILD)/tests/test_knn: $(BUILD)/tests/%: $(BUILD)/tests/%.o \
+                                                $(LIB_GPU) $(LIB_COMMON)
+	$(LINK) $(GPU_LDLIBS) $(BLAS_LIBS) $(LDLIBS_BASE) $(CRITERION_LIBS)
 
 $(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)

@@ -26,6 +26,18 @@
  * device time (knn_cuda profiling), and, when PyTorch with CUDA is there, the
  * same search in torch (gpu/torch_ref.py) and shoal's ratio to it.
  *
+ * fp32 answers must equal the CPU engine's bit for bit (ids, order and
+ * distances: the "differ" count), since the front re-scores the device's
+ * candidates with the CPU's kernels (gpu/knn_exact.h).
+ *
+ * Part 3 (--headline, --graph N; make gpu-validate runs them): the issue's
+ * target shape, 10,000 queries x 1M x 128, k = 10, uniform and clustered:
+ * qps, TFLOP/s against cuBLAS SGEMM's own rate on the engine's tile shape
+ * measured in the same run, nq = 1 as GB/s of rows read against the device's
+ * copy bandwidth, torch (addmm + topk) and Faiss GPU when importable, fp16
+ * recall@10; and the k-NN graph of N rows timed, a sample checked against the
+ * CPU. Each prints a "RESULT gpu-validate ..." line.
+ *
  * The last line: RESULT gpu qps=... tflops=... ratio_vs_torch=... max_id_mismatch=...
  * Exit status 1 when any case fails. Without a GPU: the reason, then
  * "RESULT gpu skipped=no_device", status 0.
@@ -64,6 +76,8 @@ typedef struct {
     int skip_edge;            /* skip part 1 */
     const char *torch_script; /* path of torch_ref.py */
     uint64_t seed;            /* data seed */
+    int headline;             /* part 3's target shape only */
+    size_t graph_n;           /* part 3's k-NN graph of this many rows only (0 = not) */
 } s_opts_t;
 
 static int s_failed;           /* cases that failed */
@@ -158,6 +172,7 @@ static void s_generate(const datagen_t *gen, unsigned stream, uint64_t seed, siz
 typedef struct {
     size_t ties;       /* GPU ids outside the CPU's top k at a tie: accepted */
     size_t misses;     /* GPU ids outside the CPU's top k, not at a tie */
+    size_t differ;     /* positions whose (id, distance) bits differ from the CPU's */
     size_t bad_dist;   /* distances off the CPU's (position) or off their id's exact one */
     size_t structure;  /* NaN, padding with rows left, id out of range, order, repeats */
     double recall;     /* fraction of the CPU's ids found */
@@ -240,6 +255,8 @@ static s_cmp_t s_compare(const flat_store_t *map, const flat_view_t *v, const fl
         float tol = v->metric == SHOAL_METRIC_COSINE ? 4e-5f : 2e-5f * (qsq + xmax) + 1e-6f;
         memcpy(sorted, r, real_k * sizeof(uint64_t));
         qsort(sorted, real_k, sizeof(uint64_t), s_cmp_u64);
+        for (size_t j = 0; j < k; j++)
+            c.differ += g[j] != r[j] || memcmp(&d[j], &e[j], sizeof(float)) != 0;
         for (size_t j = 0; j < real_k; j++) {
             size_t row = s_row(map, v, g[j]);
             if (row == FLAT_NO_ROW)
@@ -308,7 +325,7 @@ static s_result_t s_run_case(knn_engine_t *e, const flat_store_t *map, const fla
     }
     res.cmp = s_compare(map, v, queries, nq, nref, k, gi, gd, ri, rd, xmax, fp16);
     res.ok = res.cmp.structure == 0 && res.cmp.bad_dist == 0 &&
-             (fp16 ? res.cmp.recall >= 0.99 : res.cmp.misses == 0);
+             (fp16 ? res.cmp.recall >= 0.99 : res.cmp.misses == 0 && res.cmp.differ == 0);
     if (timing) {
         int reps = 0;
         double t0 = s_now(), t = 0;
@@ -323,8 +340,14 @@ static s_result_t s_run_case(knn_engine_t *e, const flat_store_t *map, const fla
         /* The timed runs must still be right (no stale state between searches). */
         s_cmp_t again = s_compare(map, v, queries, nq, s_min_sz(nref, 10), k, gi, gd, ri, rd, xmax,
                                   fp16);
-        if (again.structure || again.bad_dist || (!fp16 && again.misses))
+        if (again.structure || again.bad_dist || (!fp16 && (again.misses || again.differ)))
             res.ok = 0;
+        knn_info_t info;
+        knn_engine_info(e, &info);
+        if (strstr(info.reason, "lost")) {
+            printf("  the engine fell back to the CPU: %s\n", info.reason);
+            res.ok = 0;
+        }
 #ifdef SHOAL_HAVE_CUDA
         knn_cuda_t *cu = knn_engine_cuda(e);
         if (cu && k <= KNN_K_MAX_GPU) {
@@ -401,8 +424,8 @@ static void s_add(knn_engine_t *e, const uint64_t *ids, const float *vecs, size_
     }
     knn_info_t info;
     knn_engine_info(e, &info);
-    if (!info.on_gpu && info.ndevices == 0 && strstr(info.reason, "mirror failed")) {
-        fprintf(stderr, "gpu-check: the GPU mirror failed during add: %s\n", info.reason);
+    if (!info.on_gpu && info.ndevices == 0 && strstr(info.reason, "lost")) {
+        fprintf(stderr, "gpu-check: the GPU engine was lost during add: %s\n", info.reason);
         exit(2);
     }
 }
@@ -625,9 +648,12 @@ static int s_torch_available(void)
                   ">/dev/null 2>&1") == 0;
 }
 
-/* Runs torch_ref.py on the data; returns its qps, or 0 with the reason printed. */
+/*
+ * Runs torch_ref.py on the data; returns torch's qps, or 0 with the reason
+ * printed. faiss_qps non-NULL: Faiss too (0 when it cannot run).
+ */
 static double s_torch_qps(const s_opts_t *o, const float *base, size_t n, const float *qs,
-                          size_t nq, size_t dim, size_t k)
+                          size_t nq, size_t dim, size_t k, double *faiss_qps)
 {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     char bp[512], qp[512], cmd[2048], line[256];
@@ -638,7 +664,10 @@ static double s_torch_qps(const s_opts_t *o, const float *base, size_t n, const 
         printf("  torch: cannot write %s / %s\n", bp, qp);
         goto done;
     }
-    snprintf(cmd, sizeof cmd, "python3 %s %s %s %zu l2 2>&1", o->torch_script, bp, qp, k);
+    snprintf(cmd, sizeof cmd, "python3 %s %s %s %zu l2%s 2>&1", o->torch_script, bp, qp, k,
+             faiss_qps ? " --faiss" : "");
+    if (faiss_qps)
+        *faiss_qps = 0;
     FILE *p = popen(cmd, "r");
     if (!p) {
         printf("  torch: cannot run %s\n", cmd);
@@ -648,6 +677,8 @@ static double s_torch_qps(const s_opts_t *o, const float *base, size_t n, const 
         double v;
         if (sscanf(line, "qps=%lf", &v) == 1)
             qps = v;
+        else if (faiss_qps && sscanf(line, "faiss_qps=%lf", &v) == 1)
+            *faiss_qps = v;
         else
             printf("  torch: %s", line);
     }
@@ -766,7 +797,7 @@ static void s_table(const s_opts_t *o, s_headline_t *hl)
                                 hl->qps = r.gpu_qps;
                                 hl->tflops = r.tflops;
                                 if (torch)
-                                    hl->torch_qps = s_torch_qps(o, base, n, qs, nq, dim, k);
+                                    hl->torch_qps = s_torch_qps(o, base, n, qs, nq, dim, k, NULL);
                                 if (hl->torch_qps > 0)
                                     printf("  torch on this case: %.1f qps; shoal / torch = "
                                            "%.2f\n",
@@ -791,6 +822,216 @@ static void s_table(const s_opts_t *o, s_headline_t *hl)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Part 3: the targets (make gpu-validate): the headline shape, the graph    */
+/* ------------------------------------------------------------------------ */
+
+#define S_HEAD_NQ 10000      /* the batch */
+#define S_HEAD_K 10          /* and k */
+#define S_HEAD_REF 200       /* queries checked bit for bit against the CPU */
+#define S_GRAPH_TILE 65536   /* rows per knn_engine_graph call */
+#define S_PEAK_M 4096        /* SGEMM peak shape: the engine's query tile ... */
+#define S_PEAK_N 131072      /* ... and a row tile of a 2 GiB budget */
+
+/* Seconds per knn_engine_search(nq, k) after a warm-up call, or -1. */
+static double s_time_search(knn_engine_t *e, const float *qs, size_t nq, size_t k,
+                            uint64_t *ids, float *dists)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (knn_engine_search(e, qs, nq, k, ids, dists, &err) < 0) {
+        printf("  search failed: %s\n", err.msg);
+        return -1;
+    }
+    int reps = 0;
+    double t0 = s_now(), t = 0;
+    do {
+        if (knn_engine_search(e, qs, nq, k, ids, dists, &err) < 0)
+            return -1;
+        reps++;
+        t = s_now() - t0;
+    } while (t < 1.0 && reps < 50);
+    return t / reps;
+}
+
+/* The first device of e, for the peak measurements; -1 on the CPU. */
+static int s_first_device(const knn_engine_t *e)
+{
+    knn_info_t info;
+    knn_engine_info(e, &info);
+    return info.on_gpu && info.ndevices > 0 ? info.devices[0] : -1;
+}
+
+typedef struct {
+    double sgemm_tflops; /* cuBLAS SGEMM on the engine's tile shape, same run */
+    double copy_gbps;    /* device-to-device copy bandwidth, same run */
+} s_peaks_t;
+
+static s_peaks_t s_peaks(int dev, size_t n, size_t dim)
+{
+    s_peaks_t pk = {0, 0};
+#ifdef SHOAL_HAVE_CUDA
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (dev >= 0) {
+        pk.sgemm_tflops = knn_cuda_sgemm_tflops(dev, S_PEAK_M, s_min_sz(n, S_PEAK_N), dim, &err);
+        pk.copy_gbps = knn_cuda_copy_gbps(dev, (size_t)1 << 30, &err);
+        if (pk.sgemm_tflops < 0 || pk.copy_gbps < 0)
+            printf("  peaks: %s\n", err.msg);
+    }
+#else
+    (void)dev;
+    (void)n;
+    (void)dim;
+#endif
+    return pk;
+}
+
+static double s_pct(double a, double b)
+{
+    return a > 0 && b > 0 ? 100.0 * a / b : 0.0;
+}
+
+/* fp16 rows on the same data: recall@k of the first nref queries against the CPU's. */
+static void s_headline_fp16(const s_opts_t *o, const flat_view_t *v, const float *qs,
+                            const uint64_t *ri, const float *rd, size_t nref, float xmax,
+                            const char *data)
+{
+    const size_t k = S_HEAD_K;
+    knn_engine_t *e = s_engine(o->device, v->dim, v->metric, 1, 0);
+    s_add(e, v->ids, v->vecs, v->n);
+    s_result_t r = s_run_case(e, NULL, v, qs, S_HEAD_NQ, nref, k, 1, xmax, ri, rd, 1);
+    if (!r.ok)
+        s_failed++;
+    printf("RESULT gpu-validate fp16 data=%s n=%zu nq=%d k=%zu qps=%.1f recall10=%.4f status=%s\n",
+           data, v->n, S_HEAD_NQ, k, r.gpu_qps, r.cmp.recall, r.ok ? "ok" : "FAIL");
+    knn_engine_destroy(&e);
+}
+
+/* One data set of the headline: fp32 batch and nq = 1 timings, checks, peers. */
+static void s_headline_case(const s_opts_t *o, const flat_view_t *v, const float *qs,
+                            int clustered, float xmax)
+{
+    const size_t n = v->n, dim = v->dim, nq = S_HEAD_NQ, k = S_HEAD_K;
+    const size_t nref = s_min_sz(S_HEAD_REF, nq);
+    const char *data = clustered ? "clustered" : "uniform";
+    uint64_t *ri = s_xmalloc(nref * k * sizeof(uint64_t)), *gi = s_xmalloc(nq * k * 8);
+    float *rd = s_xmalloc(nref * k * sizeof(float)), *gd = s_xmalloc(nq * k * sizeof(float));
+    s_reference(v, qs, nref, k, ri, rd);
+    knn_engine_t *e = s_engine(o->device, dim, v->metric, 0, 0);
+    s_add(e, v->ids, v->vecs, n);
+    double sec = s_time_search(e, qs, nq, k, gi, gd);
+    s_cmp_t c = s_compare(NULL, v, qs, nq, nref, k, gi, gd, ri, rd, xmax, 0);
+    double sec1 = s_time_search(e, qs, 1, k, gi, gd);
+    s_peaks_t pk = s_peaks(s_first_device(e), n, dim);
+    double tflops = sec > 0 ? 2.0 * nq * n * dim / sec / 1e12 : 0;
+    double gbps = sec1 > 0 ? (double)n * dim * sizeof(float) / sec1 / 1e9 : 0;
+    double torch = 0, faiss = 0;
+    if (!clustered && !o->no_torch && s_torch_available())
+        torch = s_torch_qps(o, v->vecs, n, qs, nq, dim, k, &faiss);
+    int ok = sec > 0 && sec1 > 0 && c.structure == 0 && c.differ == 0;
+    s_failed += !ok;
+    printf("RESULT gpu-validate headline data=%s n=%zu dim=%zu nq=%zu k=%zu qps=%.1f "
+           "tflops=%.2f sgemm_tflops=%.2f pct_sgemm=%.1f torch_qps=%.1f ratio_vs_torch=%.2f "
+           "faiss_qps=%.1f nq1_ms=%.3f nq1_gbps=%.1f copy_gbps=%.1f pct_copy=%.1f "
+           "checked=%zu differ=%zu cpu_fallbacks=%zu status=%s\n",
+           data, n, dim, nq, k, sec > 0 ? nq / sec : 0, tflops, pk.sgemm_tflops,
+           s_pct(tflops, pk.sgemm_tflops), torch, torch > 0 && sec > 0 ? nq / sec / torch : 0,
+           faiss, sec1 * 1e3, gbps, pk.copy_gbps, s_pct(gbps, pk.copy_gbps), nref, c.differ,
+           knn_engine_fallbacks(e), ok ? "ok" : "FAIL");
+    fflush(stdout);
+    knn_engine_destroy(&e);
+    s_headline_fp16(o, v, qs, ri, rd, nref, xmax, data);
+    free(ri);
+    free(rd);
+    free(gi);
+    free(gd);
+}
+
+/* The target shape: 10,000 queries x min(max_n, 1M) x dim, k = 10, L2. */
+static void s_headline(const s_opts_t *o)
+{
+    const size_t n = s_min_sz(o->max_n, 1000000), dim = o->dim;
+    float *base = s_xmalloc(n * dim * sizeof(float)), *norms = s_xmalloc(n * sizeof(float));
+    float *qs = s_xmalloc(S_HEAD_NQ * dim * sizeof(float));
+    uint64_t *ids = s_xmalloc(n * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    printf("== part 3: the targets (n %zu, dim %zu, nq %d, k %d, L2)\n", n, dim, S_HEAD_NQ,
+           S_HEAD_K);
+    for (int clustered = 0; clustered < 2; clustered++) {
+        datagen_t *gen = NULL;
+        if (clustered) {
+            datagen_params_t gp = {.dim = dim, .seed = o->seed};
+            shoal_err_t err;
+            gen = datagen_new(&gp, &err);
+            if (!gen) {
+                fprintf(stderr, "gpu-check: datagen: %s\n", err.msg);
+                exit(2);
+            }
+        }
+        s_generate(gen, DATAGEN_STREAM_BASE, o->seed, n, dim, base);
+        s_generate(gen, DATAGEN_STREAM_QUERY, o->seed, S_HEAD_NQ, dim, qs);
+        float xmax = s_norms(base, n, dim, norms);
+        flat_view_t v = {base, ids, norms, n, dim, SHOAL_METRIC_L2};
+        s_headline_case(o, &v, qs, clustered, xmax);
+        datagen_destroy(&gen);
+    }
+    free(base);
+    free(norms);
+    free(qs);
+    free(ids);
+}
+
+/* The k-NN graph of n uniform rows, k = 10, in tiles; a sample checked bit for bit. */
+static void s_graph(const s_opts_t *o)
+{
+    const size_t n = o->graph_n, dim = o->dim, k = S_HEAD_K;
+    float *base = s_xmalloc(n * dim * sizeof(float)), *norms = s_xmalloc(n * sizeof(float));
+    uint64_t *ids = s_xmalloc(n * sizeof(uint64_t)), *gi = s_xmalloc(n * k * sizeof(uint64_t));
+    float *gd = s_xmalloc(n * k * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        ids[i] = i;
+    s_generate(NULL, DATAGEN_STREAM_BASE, o->seed, n, dim, base);
+    float xmax = s_norms(base, n, dim, norms);
+    knn_engine_t *e = s_engine(o->device, dim, SHOAL_METRIC_L2, 0, 0);
+    s_add(e, ids, base, n);
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int ok = 1;
+    double t0 = s_now();
+    for (size_t first = 0; first < n && ok; first += S_GRAPH_TILE) {
+        size_t count = s_min_sz(S_GRAPH_TILE, n - first);
+        if (knn_engine_graph(e, first, count, k, gi + first * k, gd + first * k, &err) < 0) {
+            printf("  knn_engine_graph: %s\n", err.msg);
+            ok = 0;
+        }
+    }
+    double sec = s_now() - t0;
+    /* Rows were added in id order, so row r is id r: check every (n/20)-th row. */
+    flat_view_t v = {base, ids, norms, n, dim, SHOAL_METRIC_L2};
+    size_t differ = 0, checked = 0;
+    for (size_t r = 0; r < n && ok; r += s_max_sz(1, n / 20), checked++) {
+        uint64_t ri[S_HEAD_K];
+        float rd[S_HEAD_K];
+        s_reference(&v, base + r * dim, 1, k, ri, rd);
+        s_cmp_t c = s_compare(NULL, &v, base + r * dim, 1, 1, k, gi + r * k, gd + r * k, ri, rd,
+                              xmax, 0);
+        differ += c.differ + c.structure;
+    }
+    ok = ok && differ == 0;
+    s_failed += !ok;
+    printf("RESULT gpu-validate knn_graph n=%zu dim=%zu k=%zu seconds=%.2f checked=%zu "
+           "differ=%zu cpu_fallbacks=%zu status=%s\n",
+           n, dim, k, sec, checked, differ, knn_engine_fallbacks(e), ok ? "ok" : "FAIL");
+    knn_engine_destroy(&e);
+    free(base);
+    free(norms);
+    free(ids);
+    free(gi);
+    free(gd);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Main                                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -799,12 +1040,51 @@ static void s_usage(void)
     fprintf(stderr,
             "usage: shoal-gpu-check [--max-n N] [--quick] [--dim D] [--devices auto|gpu:0,1]\n"
             "                       [--ref-gflop G] [--no-torch] [--skip-edge] [--seed S]\n"
-            "                       [--torch-script PATH]\n"
+            "                       [--torch-script PATH] [--headline] [--graph N]\n"
             "  --max-n N       largest base size of the table (1000 .. 10000000; default 10M)\n"
             "  --quick         sizes up to 100,000\n"
             "  --ref-gflop G   CPU reference work per case (default 400): fewer reference\n"
             "                  queries at large n\n"
-            "  --devices cpu   the same checks on the CPU engine (tests the checker itself)\n");
+            "  --devices cpu   the same checks on the CPU engine (tests the checker itself)\n"
+            "  --headline      only the targets: 10,000 x min(max-n, 1M) x dim, k 10, against\n"
+            "                  cuBLAS SGEMM, copy bandwidth, torch and Faiss; fp16 recall\n"
+            "  --graph N       only the k-NN graph of N rows, k 10, timed\n");
+}
+
+/* Fills o from the command line; 0, or 2 after printing the usage. */
+static int s_parse_args(int argc, char **argv, s_opts_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quick"))
+            o->quick = 1;
+        else if (!strcmp(a, "--no-torch"))
+            o->no_torch = 1;
+        else if (!strcmp(a, "--skip-edge"))
+            o->skip_edge = 1;
+        else if (!strcmp(a, "--headline"))
+            o->headline = 1;
+        else if (!strcmp(a, "--graph") && val)
+            o->graph_n = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--max-n") && val)
+            o->max_n = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--dim") && val)
+            o->dim = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--devices") && val)
+            o->device = argv[++i];
+        else if (!strcmp(a, "--ref-gflop") && val)
+            o->ref_flop = strtod(argv[++i], NULL) * 1e9;
+        else if (!strcmp(a, "--seed") && val)
+            o->seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--torch-script") && val)
+            o->torch_script = argv[++i];
+        else
+            return s_usage(), 2;
+    }
+    if (o->dim < 1 || o->max_n < 1000 || (o->graph_n && o->graph_n < S_HEAD_K))
+        return s_usage(), 2;
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -818,36 +1098,8 @@ int main(int argc, char **argv)
         .seed = 20261121,
     };
     shoal_log_init_from_env();
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--quick"))
-            o.quick = 1;
-        else if (!strcmp(a, "--no-torch"))
-            o.no_torch = 1;
-        else if (!strcmp(a, "--skip-edge"))
-            o.skip_edge = 1;
-        else if (!strcmp(a, "--max-n") && val)
-            o.max_n = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--dim") && val)
-            o.dim = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--devices") && val)
-            o.device = argv[++i];
-        else if (!strcmp(a, "--ref-gflop") && val)
-            o.ref_flop = strtod(argv[++i], NULL) * 1e9;
-        else if (!strcmp(a, "--seed") && val)
-            o.seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--torch-script") && val)
-            o.torch_script = argv[++i];
-        else {
-            s_usage();
-            return 2;
-        }
-    }
-    if (o.dim < 1 || o.max_n < 1000) {
-        s_usage();
+    if (s_parse_args(argc, argv, &o) != 0)
         return 2;
-    }
 
     printf("shoal-gpu-check: %s; CPU side: %s\n", gpu_build_info(),
            flat_have_blas() ? "OpenBLAS" : "SIMD kernels (no BLAS)");
@@ -870,6 +1122,14 @@ int main(int argc, char **argv)
     printf("devices for the engine: %s\n", o.device);
 
     double t0 = s_now();
+    if (o.headline || o.graph_n) {
+        if (o.headline)
+            s_headline(&o);
+        if (o.graph_n)
+            s_graph(&o);
+        printf("gpu-check: %d failed case(s), %.0f s\n", s_failed, s_now() - t0);
+        return s_failed ? 1 : 0;
+    }
     if (!o.skip_edge) {
         s_edge_cases(&o);
         s_mutations(&o);

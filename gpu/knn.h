@@ -99,6 +99,13 @@ int knn_engine_search(knn_engine_t *engine, const float *queries, size_t nq, siz
 void knn_engine_info(const knn_engine_t *engine, knn_info_t *info);
 
 /*
+ * Queries a GPU engine answered on the CPU since it was made because its
+ * candidates could not be proven to hold the top k (near-ties wider than the
+ * candidate list, gpu/knn_exact.h); 0 on the CPU. For checks and metrics.
+ */
+size_t knn_engine_fallbacks(const knn_engine_t *engine);
+
+/*
  * One tile of the collection's k-NN graph: the stored rows [first, first +
  * count) (in the store's row order, knn_engine_rows) as queries against every
  * stored row, each row's own id included: ids[i*k ..], dists[i*k ..] as

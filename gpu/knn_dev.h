@@ -56,7 +56,4 @@ knn_engine_t *knn_engine_new_with(const knn_params_t *params, const knn_dev_ops_
 /* The device object behind a front engine, or NULL (the check program's profiling). */
 void *knn_engine_dev(knn_engine_t *engine);
 
-/* Queries the last searches sent to the CPU because the candidate proof failed. */
-size_t knn_engine_fallbacks(const knn_engine_t *engine);
-
 #endif
