@@ -724,8 +724,15 @@ int knn_engine_search(knn_engine_t *engine, const float *queries, size_t nq, siz
         return shoal_err_set(err, SHOAL_EINVAL, "knn_engine_search: NULL queries or ids");
 
     flat_view_t view = flat_store_view(engine->store);
-    /* ops is set once at creation; dev (checked under the lock) may go. */
-    if (engine->ops && k <= engine->ops->k_max && view.n > 0) {
+    /* ops is set once at creation; dev may go (a lost engine), so it is read
+     * under the lock, here and again for each device call. */
+    int live = 0;
+    if (engine->ops) {
+        pthread_mutex_lock(&engine->gpu_lock);
+        live = engine->dev != NULL;
+        pthread_mutex_unlock(&engine->gpu_lock);
+    }
+    if (live && k <= engine->ops->k_max && view.n > 0) {
         int rc = s_check_queries(engine, queries, nq, err);
         if (rc < 0)
             return rc;
