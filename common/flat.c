@@ -1038,8 +1038,8 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     for (; nworkers < threads; nworkers++) {
         search_worker_t *w = &workers[nworkers];
         w->job = job;
-        w->first = n * nworkers / threads;
-        w->last = n * (nworkers + 1) / threads;
+        w->first = parfor_split(n, threads, nworkers);
+        w->last = parfor_split(n, threads, nworkers + 1);
         w->buf = tiles + nworkers * buf_floats;
         if (s_select_init(&w->sel, chunk, keep) != SHOAL_OK) {
             nworkers++; /* so its buffers are freed below */
@@ -1151,8 +1151,8 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
     for (; nworkers < threads; nworkers++) {
         search_worker_t *w = &workers[nworkers];
         w->job = job;
-        w->first = ntiles * nworkers / threads;
-        w->last = ntiles * (nworkers + 1) / threads;
+        w->first = parfor_split(ntiles, threads, nworkers);
+        w->last = parfor_split(ntiles, threads, nworkers + 1);
         w->buf = tiles + nworkers * buf_floats;
         if (s_select_init(&w->sel, qt, keep) != SHOAL_OK) {
             nworkers++; /* so its buffers are freed below */

@@ -736,12 +736,8 @@ static void *s_train_main(void *arg)
 int coord_thread_start(pthread_t *thread, void *(*fn)(void *), void *arg)
 {
     /* The thread leaves SIGINT/SIGTERM/SIGHUP to the main thread. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sigset_t old;
+    service_signals_block(&old);
     int rc = pthread_create(thread, NULL, fn, arg);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;

@@ -20,6 +20,7 @@
 #include "net/http_metrics.h"
 
 #include "common/log.h"
+#include "net/service.h"
 #include "net/wire_io.h"
 
 #include <czmq.h>
@@ -321,12 +322,8 @@ http_metrics_t *http_metrics_new(const char *listen, const char *role, shoal_err
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
                      (family == AF_INET6 ? MHD_USE_IPv6 : 0);
     /* The HTTP thread leaves the stop signals to the main thread. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sigset_t old;
+    service_signals_block(&old);
     /* The logger first: libmicrohttpd reports options after it through it. */
     m->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, s_handle, m, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, m,

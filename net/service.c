@@ -9,6 +9,7 @@
 #include "common/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,6 +62,16 @@ int service_signals_install(const char *prog)
 void service_signals_fini(void)
 {
     service_pipe_close(s_stop_pipe);
+}
+
+void service_signals_block(sigset_t *old)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &block, old);
 }
 
 int service_write_ready_file(const char *path, const char *endpoint)

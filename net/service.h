@@ -21,6 +21,7 @@
 #define SHOAL_SERVICE_H
 
 #include <czmq.h>
+#include <signal.h>
 #include <stddef.h>
 
 /* How long a closing server's ROUTER keeps unsent replies, in milliseconds. */
@@ -35,6 +36,14 @@ int service_signals_install(const char *prog);
 
 /* Closes the stop pipe (the handlers stay: a late signal is harmless). */
 void service_signals_fini(void);
+
+/*
+ * Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and puts the mask
+ * it had in *old: threads started before the caller restores it
+ * (pthread_sigmask(SIG_SETMASK, old, NULL)) inherit the block and leave the
+ * stop signals to the main thread, whose handler the loop listens to.
+ */
+void service_signals_block(sigset_t *old);
 
 /* Writes "endpoint\n" to path atomically. 0, or -1 with errno set. */
 int service_write_ready_file(const char *path, const char *endpoint);
