@@ -907,6 +907,31 @@ static void s_headline_fp16(const s_opts_t *o, const flat_view_t *v, const float
     knn_engine_destroy(&e);
 }
 
+/*
+ * The batch again with the row tiles alternating over two streams
+ * (knn_cuda_set_overlap), checked like the first; its qps, or 0 on the CPU.
+ */
+static double s_overlap_qps(knn_engine_t *e, const flat_view_t *v, const float *qs,
+                            const uint64_t *ri, const float *rd, size_t nref, float xmax,
+                            uint64_t *gi, float *gd, size_t *differ)
+{
+    *differ = 0;
+#ifdef SHOAL_HAVE_CUDA
+    knn_cuda_t *cu = knn_engine_cuda(e);
+    if (!cu)
+        return 0;
+    knn_cuda_set_overlap(cu, 1);
+    double sec = s_time_search(e, qs, S_HEAD_NQ, S_HEAD_K, gi, gd);
+    s_cmp_t c = s_compare(NULL, v, qs, S_HEAD_NQ, nref, S_HEAD_K, gi, gd, ri, rd, xmax, 0);
+    knn_cuda_set_overlap(cu, 0);
+    *differ = c.differ + c.structure + (sec <= 0);
+    return sec > 0 ? S_HEAD_NQ / sec : 0;
+#else
+    (void)e, (void)v, (void)qs, (void)ri, (void)rd, (void)nref, (void)xmax, (void)gi, (void)gd;
+    return 0;
+#endif
+}
+
 /* One data set of the headline: fp32 batch and nq = 1 timings, checks, peers. */
 static void s_headline_case(const s_opts_t *o, const flat_view_t *v, const float *qs,
                             int clustered, float xmax)
@@ -922,22 +947,25 @@ static void s_headline_case(const s_opts_t *o, const flat_view_t *v, const float
     double sec = s_time_search(e, qs, nq, k, gi, gd);
     s_cmp_t c = s_compare(NULL, v, qs, nq, nref, k, gi, gd, ri, rd, xmax, 0);
     double sec1 = s_time_search(e, qs, 1, k, gi, gd);
+    size_t odiff = 0;
+    double oqps = s_overlap_qps(e, v, qs, ri, rd, nref, xmax, gi, gd, &odiff);
     s_peaks_t pk = s_peaks(s_first_device(e), n, dim);
     double tflops = sec > 0 ? 2.0 * nq * n * dim / sec / 1e12 : 0;
     double gbps = sec1 > 0 ? (double)n * dim * sizeof(float) / sec1 / 1e9 : 0;
     double torch = 0, faiss = 0;
     if (!clustered && !o->no_torch && s_torch_available())
         torch = s_torch_qps(o, v->vecs, n, qs, nq, dim, k, &faiss);
-    int ok = sec > 0 && sec1 > 0 && c.structure == 0 && c.differ == 0;
+    int ok = sec > 0 && sec1 > 0 && c.structure == 0 && c.differ == 0 && odiff == 0;
     s_failed += !ok;
     printf("RESULT gpu-validate headline data=%s n=%zu dim=%zu nq=%zu k=%zu qps=%.1f "
            "tflops=%.2f sgemm_tflops=%.2f pct_sgemm=%.1f torch_qps=%.1f ratio_vs_torch=%.2f "
            "faiss_qps=%.1f nq1_ms=%.3f nq1_gbps=%.1f copy_gbps=%.1f pct_copy=%.1f "
-           "checked=%zu differ=%zu cpu_fallbacks=%zu status=%s\n",
+           "checked=%zu differ=%zu cpu_fallbacks=%zu overlap_qps=%.1f overlap_differ=%zu "
+           "status=%s\n",
            data, n, dim, nq, k, sec > 0 ? nq / sec : 0, tflops, pk.sgemm_tflops,
            s_pct(tflops, pk.sgemm_tflops), torch, torch > 0 && sec > 0 ? nq / sec / torch : 0,
            faiss, sec1 * 1e3, gbps, pk.copy_gbps, s_pct(gbps, pk.copy_gbps), nref, c.differ,
-           knn_engine_fallbacks(e), ok ? "ok" : "FAIL");
+           knn_engine_fallbacks(e), oqps, odiff, ok ? "ok" : "FAIL");
     fflush(stdout);
     knn_engine_destroy(&e);
     s_headline_fp16(o, v, qs, ri, rd, nref, xmax, data);

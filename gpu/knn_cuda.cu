@@ -94,19 +94,24 @@ typedef struct {
     uint64_t *ids;         /* cap ids */
     cudaStream_t comp;     /* compute stream: NCCL, kernels, GEMMs */
     cudaStream_t copy;     /* query uploads (first device) */
+    cudaStream_t comp2;    /* overlap: odd row tiles' GEMM and select */
     cublasHandle_t blas;   /* bound to comp */
+    cublasHandle_t blas2;  /* bound to comp2 (a handle's workspace serves one stream) */
     ncclComm_t comm;       /* rank = index in the device list; NULL with one device */
     cudaEvent_t ev_up[2];  /* query slot uploaded (blocking sync: the host waits on it) */
     cudaEvent_t ev_qfree[2]; /* query slot no longer read by the GEMMs */
     cudaEvent_t ev_res[2]; /* result slot copied to the host (blocking sync) */
     cudaEvent_t ev_prof[3]; /* profiling: before GEMM, after GEMM, after select */
+    cudaEvent_t ev_fork;   /* overlap: comp2 starts after prep and fill on comp */
+    cudaEvent_t ev_join;   /* overlap: comp merges after comp2's last select */
     int events_made;       /* the events above exist */
     s_buf_t dq[2];         /* query tiles, fp32 */
     s_buf_t q16;           /* query tile rounded to fp16 */
     s_buf_t qnorm;         /* |q|^2 per query of the tile */
     s_buf_t dots;          /* tq x tn dot products */
-    s_buf_t st_d, st_i;    /* running best k per (query, split) */
-    s_buf_t out_d, out_i;  /* best k per query after the split merge */
+    s_buf_t dots2;         /* overlap: the odd row tiles' dot products */
+    s_buf_t st_d, st_i;    /* running best k per (query, split); overlap: per half too */
+    s_buf_t out_d, out_i;  /* best k per query after the split / half merge */
     s_buf_t gat_d, gat_i;  /* first device: every device's best k */
     s_buf_t fin_d, fin_i;  /* first device: the merged result */
 } s_dev_t;
@@ -122,6 +127,7 @@ struct knn_cuda {
     s_buf_t hq[2];               /* pinned query slots */
     s_buf_t hr_d[2], hr_i[2];    /* pinned result slots */
     int profiling;               /* time GEMM and select with events */
+    int overlap;                 /* two compute streams per device (knn_cuda_set_overlap) */
     knn_cuda_stats_t stats;      /* since the last reset */
 };
 
@@ -264,12 +270,12 @@ static void s_host_free(s_buf_t *b)
 }
 
 /* The search work buffers of dv (not the rows), for sizing and freeing. */
-#define S_WORK_BUFS 13
+#define S_WORK_BUFS 14
 static void s_work_list(s_dev_t *dv, s_buf_t *list[S_WORK_BUFS])
 {
     s_buf_t *all[S_WORK_BUFS] = {&dv->dq[0], &dv->dq[1], &dv->q16,   &dv->qnorm, &dv->dots,
-                                 &dv->st_d,  &dv->st_i,  &dv->out_d, &dv->out_i, &dv->gat_d,
-                                 &dv->gat_i, &dv->fin_d, &dv->fin_i};
+                                 &dv->dots2, &dv->st_d,  &dv->st_i,  &dv->out_d, &dv->out_i,
+                                 &dv->gat_d, &dv->gat_i, &dv->fin_d, &dv->fin_i};
     memcpy(list, all, sizeof all);
 }
 
@@ -315,6 +321,8 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
             cudaStreamSynchronize(dv->comp);
         if (dv->copy)
             cudaStreamSynchronize(dv->copy);
+        if (dv->comp2)
+            cudaStreamSynchronize(dv->comp2);
         s_work_free(dv);
         if (dv->vecs)
             cudaFree(dv->vecs);
@@ -324,12 +332,15 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
             cudaFree(dv->ids);
         cudaEvent_t *evs[] = {&dv->ev_up[0],   &dv->ev_up[1],   &dv->ev_qfree[0],
                               &dv->ev_qfree[1], &dv->ev_res[0],  &dv->ev_res[1],
-                              &dv->ev_prof[0], &dv->ev_prof[1], &dv->ev_prof[2]};
+                              &dv->ev_prof[0], &dv->ev_prof[1], &dv->ev_prof[2],
+                              &dv->ev_fork,    &dv->ev_join};
         for (size_t e = 0; e < sizeof evs / sizeof evs[0]; e++)
             if (*evs[e])
                 cudaEventDestroy(*evs[e]);
         if (dv->blas)
             cublasDestroy(dv->blas);
+        if (dv->blas2)
+            cublasDestroy(dv->blas2);
         if (dv->comm)
             ncclCommDestroy(dv->comm);
         if (dv->budget_joined)
@@ -338,6 +349,8 @@ extern "C" void knn_cuda_destroy(knn_cuda_t **cu_p)
             cudaStreamDestroy(dv->comp);
         if (dv->copy)
             cudaStreamDestroy(dv->copy);
+        if (dv->comp2)
+            cudaStreamDestroy(dv->comp2);
     }
     for (int s = 0; s < 2; s++) {
         s_host_free(&cu->hq[s]);
@@ -375,6 +388,10 @@ static int s_dev_open(knn_cuda_t *cu, int i, int ord, shoal_err_t *err)
            "creating the compute stream");
     CU_TRY(cudaStreamCreateWithFlags(&dv->copy, cudaStreamNonBlocking), ord,
            "creating the copy stream");
+    CU_TRY(cudaStreamCreateWithFlags(&dv->comp2, cudaStreamNonBlocking), ord,
+           "creating the second compute stream");
+    CU_TRY(cudaEventCreateWithFlags(&dv->ev_fork, cudaEventDisableTiming), ord, "creating events");
+    CU_TRY(cudaEventCreateWithFlags(&dv->ev_join, cudaEventDisableTiming), ord, "creating events");
     for (int s = 0; s < 2; s++) {
         CU_TRY(cudaEventCreateWithFlags(&dv->ev_up[s], waited), ord, "creating events");
         CU_TRY(cudaEventCreateWithFlags(&dv->ev_qfree[s], cudaEventDisableTiming), ord,
@@ -386,8 +403,11 @@ static int s_dev_open(knn_cuda_t *cu, int i, int ord, shoal_err_t *err)
                "creating timing events");
     BLAS_TRY(cublasCreate(&dv->blas), ord, "creating the cuBLAS handle");
     BLAS_TRY(cublasSetStream(dv->blas, dv->comp), ord, "binding cuBLAS to the stream");
-    /* Plain fp32 (no TF32): the results must match the CPU's. */
+    /* Plain fp32 (no TF32): the error bound of the front's proof assumes it. */
     BLAS_TRY(cublasSetMathMode(dv->blas, CUBLAS_DEFAULT_MATH), ord, "setting the math mode");
+    BLAS_TRY(cublasCreate(&dv->blas2), ord, "creating the second cuBLAS handle");
+    BLAS_TRY(cublasSetStream(dv->blas2, dv->comp2), ord, "binding cuBLAS to the stream");
+    BLAS_TRY(cublasSetMathMode(dv->blas2, CUBLAS_DEFAULT_MATH), ord, "setting the math mode");
     return SHOAL_OK;
 fail:
     return rc;
@@ -432,6 +452,10 @@ extern "C" knn_cuda_t *knn_cuda_new(const int *devices, int ndevices, size_t dim
     cu->metric = metric;
     cu->fp16 = fp16 != 0;
     cu->mem_budget = mem_budget;
+    /* Overlap stays off until measured; SHOAL_GPU_OVERLAP=1 turns it on for a
+     * process (make gpu-validate runs the GPU suite both ways). */
+    const char *ov = getenv("SHOAL_GPU_OVERLAP");
+    cu->overlap = ov && ov[0] == '1';
 
     for (int i = 0; i < ndevices; i++) {
         ord = devices[i];
@@ -483,6 +507,12 @@ extern "C" size_t knn_cuda_device_bytes(const knn_cuda_t *cu)
         total += s_work_bytes(dv);
     }
     return total;
+}
+
+extern "C" void knn_cuda_set_overlap(knn_cuda_t *cu, int on)
+{
+    if (cu)
+        cu->overlap = on != 0;
 }
 
 extern "C" void knn_cuda_set_profiling(knn_cuda_t *cu, int on)
@@ -762,6 +792,12 @@ extern "C" int knn_cuda_truncate(knn_cuda_t *cu, size_t n, shoal_err_t *err)
 /* Search                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* 2 when row tiles alternate over two streams (overlap on, profiling off), else 1. */
+static size_t s_halves(const knn_cuda_t *cu)
+{
+    return cu->overlap && !cu->profiling ? 2 : 1;
+}
+
 /* This search's tile budget on device dv: its share of the device's pool. */
 static size_t s_budget(const knn_cuda_t *cu, const s_dev_t *dv)
 {
@@ -784,19 +820,20 @@ static void s_plan(const knn_cuda_t *cu, size_t nq, size_t k, size_t *tq_out, si
     }
     const size_t target = sms * SEL_BLOCKS_PER_SM;
     const size_t list = k * (sizeof(float) + sizeof(uint64_t));
+    const size_t halves = s_halves(cu); /* overlap: two states, two distance tiles */
     size_t tq = s_min(nq, TILE_Q_MAX), fixed = 0;
     /* An upper bound of s_splits for any device (each split >= SEL_MIN_SPLIT rows). */
     const size_t splits_cap = s_max(1, ln_max / SEL_MIN_SPLIT);
     for (;;) {
         size_t splits = s_min((target + tq - 1) / tq, splits_cap);
         size_t per_q = 2 * cu->dim * sizeof(float) + (cu->fp16 ? cu->dim * sizeof(__half) : 0) +
-                       sizeof(float) + list * (splits + 2 + (size_t)cu->ndev);
+                       sizeof(float) + list * (halves * (splits + 1) + 1 + (size_t)cu->ndev);
         fixed = tq * per_q;
         if (fixed <= budget / 2 || tq == 1)
             break;
         tq = (tq + 1) / 2;
     }
-    size_t tn = budget > fixed ? (budget - fixed) / (tq * sizeof(float)) : 0;
+    size_t tn = budget > fixed ? (budget - fixed) / (halves * tq * sizeof(float)) : 0;
     tn = s_min(tn, (size_t)1 << 30); /* cuBLAS takes int sizes */
     if (tn >= ln_max)
         tn = ln_max;
@@ -829,11 +866,13 @@ typedef struct {
     float *dists;                  /* nq x k or NULL, the caller's */
 } s_search_t;
 
-/* Device dv's best k per query after its scan: the split merge's, or the state. */
-static void s_dev_result(const s_dev_t *dv, size_t splits, const float **rd, const uint64_t **ri)
+/* Device dv's best k per query after its scan: the merges' (out), or the state. */
+static void s_dev_result(const knn_cuda_t *cu, const s_dev_t *dv, size_t splits,
+                         const float **rd, const uint64_t **ri)
 {
-    *rd = (const float *)(splits > 1 ? dv->out_d.p : dv->st_d.p);
-    *ri = (const uint64_t *)(splits > 1 ? dv->out_i.p : dv->st_i.p);
+    const int merged = splits > 1 || s_halves(cu) == 2;
+    *rd = (const float *)(merged ? dv->out_d.p : dv->st_d.p);
+    *ri = (const uint64_t *)(merged ? dv->out_i.p : dv->st_i.p);
 }
 
 /* Stage 0: device d's work buffers for the plan (grown, kept for the next search). */
@@ -843,7 +882,7 @@ static int s_dev_buffers(knn_cuda_t *cu, int d, const s_search_t *ss, shoal_err_
     s_dev_t *dv = &cu->dev[d];
     const int o = dv->ordinal;
     const size_t tq = ss->tq, k = ss->k, dim = cu->dim, D = (size_t)cu->ndev;
-    const size_t lists = tq * ss->splits[d] * k;
+    const size_t halves = s_halves(cu), lists = halves * tq * ss->splits[d] * k;
     CU_TRY(cudaSetDevice(o), o, "selecting the device");
     if (s_work_bytes(dv) > s_budget(cu, dv))
         s_work_free(dv); /* the device's share shrank (another engine joined) */
@@ -856,11 +895,16 @@ static int s_dev_buffers(knn_cuda_t *cu, int d, const s_search_t *ss, shoal_err_
     if (ss->tn)
         CU_TRY(s_dev_ensure(&dv->dots, tq * ss->tn * sizeof(float)), o,
                "allocating the distance tile");
+    if (ss->tn && halves == 2)
+        CU_TRY(s_dev_ensure(&dv->dots2, tq * ss->tn * sizeof(float)), o,
+               "allocating the second distance tile");
     CU_TRY(s_dev_ensure(&dv->st_d, lists * sizeof(float)), o, "allocating best-k lists");
     CU_TRY(s_dev_ensure(&dv->st_i, lists * sizeof(uint64_t)), o, "allocating best-k lists");
-    if (ss->splits[d] > 1) {
-        CU_TRY(s_dev_ensure(&dv->out_d, tq * k * sizeof(float)), o, "allocating best-k lists");
-        CU_TRY(s_dev_ensure(&dv->out_i, tq * k * sizeof(uint64_t)), o, "allocating best-k lists");
+    if (ss->splits[d] > 1 || halves == 2) {
+        CU_TRY(s_dev_ensure(&dv->out_d, halves * tq * k * sizeof(float)), o,
+               "allocating best-k lists");
+        CU_TRY(s_dev_ensure(&dv->out_i, halves * tq * k * sizeof(uint64_t)), o,
+               "allocating best-k lists");
     }
     if (d == 0 && D > 1) {
         CU_TRY(s_dev_ensure(&dv->gat_d, D * tq * k * sizeof(float)), o,
@@ -971,35 +1015,44 @@ fail:
     return rc;
 }
 
-/* Stage 3, one row tile: GEMM of rows [r0, r0 + tnj) x the queries, then the select. */
-static int s_scan_tile(knn_cuda_t *cu, s_dev_t *dv, const float *q32, size_t qt, size_t r0,
-                       size_t tnj, size_t splits, size_t k, shoal_err_t *err)
+/*
+ * Stage 3, one row tile: GEMM of rows [r0, r0 + tnj) x the queries, then the
+ * select into the running state of `half` (0, or 1 for the odd row tiles
+ * when overlapping: their own stream, cuBLAS handle, distance tile and
+ * state, so tile j + 1's GEMM runs while tile j's select does).
+ */
+static int s_scan_tile(knn_cuda_t *cu, s_dev_t *dv, int half, const float *q32, size_t qt,
+                       size_t r0, size_t tnj, size_t splits, size_t k, shoal_err_t *err)
 {
     int rc = SHOAL_OK;
     const int o = dv->ordinal, dim = (int)cu->dim;
     const float one = 1.0f, zero = 0.0f;
-    knn_tile_t tile = {(const float *)dv->dots.p, tnj, dv->norms + r0, dv->ids + r0,
-                       (const float *)dv->qnorm.p, (int)cu->metric};
+    cudaStream_t st = half ? dv->comp2 : dv->comp;
+    cublasHandle_t blas = half ? dv->blas2 : dv->blas;
+    float *dots = (float *)(half ? dv->dots2.p : dv->dots.p);
+    const size_t state = (size_t)half * qt * splits * k; /* the half's lists */
+    float *st_d = (float *)dv->st_d.p + state;
+    uint64_t *st_i = (uint64_t *)dv->st_i.p + state;
+    knn_tile_t tile = {dots, tnj, dv->norms + r0, dv->ids + r0, (const float *)dv->qnorm.p,
+                       (int)cu->metric};
     if ((rc = s_mark(cu, dv, 0, err)) < 0)
         return rc;
     /* dots (tnj x qt, column-major) = rows^T q: row-major qt x tnj. */
     if (cu->fp16)
-        BLAS_TRY(cublasGemmEx(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
+        BLAS_TRY(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
                               (const __half *)dv->vecs + r0 * cu->dim, CUDA_R_16F, dim, dv->q16.p,
-                              CUDA_R_16F, dim, &zero, dv->dots.p, CUDA_R_32F, (int)tnj,
+                              CUDA_R_16F, dim, &zero, dots, CUDA_R_32F, (int)tnj,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  o, "fp16 GEMM of queries x rows");
     else
-        BLAS_TRY(cublasSgemm(dv->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
-                             (const float *)dv->vecs + r0 * cu->dim, dim, q32, dim, &zero,
-                             (float *)dv->dots.p, (int)tnj),
+        BLAS_TRY(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)tnj, (int)qt, dim, &one,
+                             (const float *)dv->vecs + r0 * cu->dim, dim, q32, dim, &zero, dots,
+                             (int)tnj),
                  o, "GEMM of queries x rows");
     if ((rc = s_mark(cu, dv, 1, err)) < 0)
         return rc;
-    CU_TRY(knn_launch_select_tile(&tile, (unsigned)qt, (unsigned)splits,
-                                  (const float *)dv->st_d.p, (const uint64_t *)dv->st_i.p,
-                                  (float *)dv->st_d.p, (uint64_t *)dv->st_i.p, (unsigned)k,
-                                  dv->comp),
+    CU_TRY(knn_launch_select_tile(&tile, (unsigned)qt, (unsigned)splits, st_d, st_i, st_d, st_i,
+                                  (unsigned)k, st),
            o, "launching the select kernel");
     cu->stats.gemm_flop += 2.0 * (double)qt * (double)tnj * (double)dim;
     if (cu->profiling && ((rc = s_mark(cu, dv, 2, err)) < 0 || (rc = s_profile(cu, dv, 1, err)) < 0))
@@ -1009,39 +1062,78 @@ fail:
     return rc;
 }
 
-/* Stage 3: device d's rows against the tile: prep, row tiles, split merge. */
+/*
+ * Stage 3, the end: each half's S split lists merged into out (half h at
+ * h * qt * k), then, with two halves, the two merged in place into out's
+ * first qt * k (block q reads only query q's lists before writing its own).
+ */
+static int s_scan_merge(knn_cuda_t *cu, s_dev_t *dv, size_t qt, size_t S, size_t halves,
+                        size_t k, shoal_err_t *err)
+{
+    int rc = SHOAL_OK;
+    const int o = dv->ordinal;
+    float *od = (float *)dv->out_d.p;
+    uint64_t *oi = (uint64_t *)dv->out_i.p;
+    if ((rc = s_mark(cu, dv, 1, err)) < 0)
+        return rc;
+    for (size_t h = 0; h < halves && S > 1; h++) {
+        const size_t at = h * qt * S * k;
+        knn_lists_t l = {(const float *)dv->st_d.p + at, (const uint64_t *)dv->st_i.p + at,
+                         S * k, k, k, S};
+        CU_TRY(knn_launch_select_lists(&l, (unsigned)qt, od + h * qt * k, oi + h * qt * k,
+                                       (unsigned)k, dv->comp),
+               o, "launching the split merge");
+    }
+    if (halves == 2) {
+        const float *hd = S > 1 ? od : (const float *)dv->st_d.p;
+        const uint64_t *hi = S > 1 ? oi : (const uint64_t *)dv->st_i.p;
+        knn_lists_t l = {hd, hi, k, k, qt * k, 2};
+        CU_TRY(knn_launch_select_lists(&l, (unsigned)qt, od, oi, (unsigned)k, dv->comp), o,
+               "launching the stream merge");
+    }
+    if (cu->profiling &&
+        ((rc = s_mark(cu, dv, 2, err)) < 0 || (rc = s_profile(cu, dv, 0, err)) < 0))
+        return rc;
+    return SHOAL_OK;
+fail:
+    return rc;
+}
+
+/* Stage 3: device d's rows against the tile: prep, row tiles, merges. */
 static int s_stage_scan(knn_cuda_t *cu, int d, int slot, size_t qt, const s_search_t *ss,
                         shoal_err_t *err)
 {
     int rc = SHOAL_OK;
     s_dev_t *dv = &cu->dev[d];
     const int o = dv->ordinal;
-    const size_t S = ss->splits[d], k = ss->k;
+    const size_t S = ss->splits[d], k = ss->k, halves = s_halves(cu);
     float *q32 = (float *)dv->dq[slot].p;
+    size_t j = 0; /* row tile number: odd ones go to the second stream when overlapping */
     CU_TRY(cudaSetDevice(o), o, "selecting the device");
     CU_TRY(knn_launch_prep(q32, (unsigned)qt, (unsigned)cu->dim, (int)cu->metric,
                            (float *)dv->qnorm.p, cu->fp16 ? (__half *)dv->q16.p : NULL, dv->comp),
            o, "launching query preparation");
-    CU_TRY(knn_launch_fill((float *)dv->st_d.p, (uint64_t *)dv->st_i.p, qt * S * k, dv->comp), o,
-           "launching best-k initialisation");
-    for (size_t r0 = 0; r0 < dv->n; r0 += ss->tn) {
-        rc = s_scan_tile(cu, dv, q32, qt, r0, s_min(ss->tn, dv->n - r0), S, k, err);
+    CU_TRY(knn_launch_fill((float *)dv->st_d.p, (uint64_t *)dv->st_i.p, halves * qt * S * k,
+                           dv->comp),
+           o, "launching best-k initialisation");
+    if (halves == 2) {
+        CU_TRY(cudaEventRecord(dv->ev_fork, dv->comp), o, "recording the fork");
+        CU_TRY(cudaStreamWaitEvent(dv->comp2, dv->ev_fork, 0), o, "ordering the second stream");
+    }
+    for (size_t r0 = 0; r0 < dv->n; r0 += ss->tn, j++) {
+        rc = s_scan_tile(cu, dv, halves == 2 ? (int)(j & 1) : 0, q32, qt, r0,
+                         s_min(ss->tn, dv->n - r0), S, k, err);
         if (rc < 0)
             return rc;
     }
+    if (halves == 2) {
+        CU_TRY(cudaEventRecord(dv->ev_join, dv->comp2), o, "recording the join");
+        CU_TRY(cudaStreamWaitEvent(dv->comp, dv->ev_join, 0), o, "ordering the merge");
+    }
     if (d == 0)
         CU_TRY(cudaEventRecord(dv->ev_qfree[slot], dv->comp), o, "recording the end of the GEMMs");
-    if (S > 1) {
-        knn_lists_t l = {(const float *)dv->st_d.p, (const uint64_t *)dv->st_i.p, S * k, k, k, S};
-        if ((rc = s_mark(cu, dv, 1, err)) < 0)
-            return rc;
-        CU_TRY(knn_launch_select_lists(&l, (unsigned)qt, (float *)dv->out_d.p,
-                                       (uint64_t *)dv->out_i.p, (unsigned)k, dv->comp),
-               o, "launching the split merge");
-        if (cu->profiling &&
-            ((rc = s_mark(cu, dv, 2, err)) < 0 || (rc = s_profile(cu, dv, 0, err)) < 0))
-            return rc;
-    }
+    if (S > 1 || halves == 2)
+        return s_scan_merge(cu, dv, qt, S, halves, k, err);
     return SHOAL_OK;
 fail:
     return rc;
@@ -1061,7 +1153,7 @@ static int s_stage_gather(knn_cuda_t *cu, size_t qt, const s_search_t *ss, shoal
         s_dev_t *dv = &cu->dev[d];
         const float *rd;
         const uint64_t *ri;
-        s_dev_result(dv, ss->splits[d], &rd, &ri);
+        s_dev_result(cu, dv, ss->splits[d], &rd, &ri);
         NCCL_TRY(ncclSend(rd, qt * k, ncclFloat32, 0, dv->comm, dv->comp),
                  "sending best-k distances");
         NCCL_TRY(ncclSend(ri, qt * k, ncclUint64, 0, dv->comm, dv->comp), "sending best-k ids");
@@ -1094,7 +1186,7 @@ static int s_stage_result(knn_cuda_t *cu, int slot, size_t qt, const s_search_t 
     const float *rd;
     const uint64_t *ri;
     CU_TRY(cudaSetDevice(o), o, "selecting the device");
-    s_dev_result(root, ss->splits[0], &rd, &ri);
+    s_dev_result(cu, root, ss->splits[0], &rd, &ri);
     if (cu->ndev > 1) {
         knn_lists_t l = {(const float *)root->gat_d.p, (const uint64_t *)root->gat_i.p, k, k,
                          qt * k, (size_t)cu->ndev};
@@ -1214,6 +1306,7 @@ static int s_idle(knn_cuda_t *cu, shoal_err_t *err)
         CU_TRY(cudaSetDevice(dv->ordinal), dv->ordinal, "selecting the device");
         CU_TRY(cudaStreamSynchronize(dv->comp), dv->ordinal, "finishing the search");
         CU_TRY(cudaStreamSynchronize(dv->copy), dv->ordinal, "finishing the search");
+        CU_TRY(cudaStreamSynchronize(dv->comp2), dv->ordinal, "finishing the search");
     }
     return SHOAL_OK;
 fail:
@@ -1260,6 +1353,7 @@ extern "C" int knn_cuda_search(knn_cuda_t *cu, const float *queries, size_t nq, 
             if (cudaSetDevice(cu->dev[d].ordinal) == cudaSuccess) {
                 (void)cudaStreamSynchronize(cu->dev[d].comp);
                 (void)cudaStreamSynchronize(cu->dev[d].copy);
+                (void)cudaStreamSynchronize(cu->dev[d].comp2);
             }
         (void)cudaGetLastError();
         return rc;

@@ -104,6 +104,17 @@ int knn_cuda_search(knn_cuda_t *cu, const float *queries, size_t nq, size_t k, u
 size_t knn_cuda_device_bytes(const knn_cuda_t *cu);
 
 /*
+ * Overlap: with on != 0 the row tiles alternate over two compute streams
+ * (each with its own cuBLAS handle, distance tile and running best k,
+ * merged at the end), so one tile's select runs while the next tile's GEMM
+ * does, as Faiss does. Off by default until a GPU run has measured it
+ * (make gpu-validate runs the targets and test_knn both ways); the
+ * environment's SHOAL_GPU_OVERLAP=1 turns it on for new engines; profiling
+ * turns it off.
+ */
+void knn_cuda_set_overlap(knn_cuda_t *cu, int on);
+
+/*
  * Profiling: with on != 0 each GEMM and select launch is timed with CUDA
  * events, synchronising after every tile (which costs the overlap of copies
  * with compute): for breakdowns, not for throughput.

@@ -102,9 +102,11 @@ echo "$SMOKE" | grep -q 'status=ok' || FAILED=1
 
 # 3. The suites, GPU against CPU (Criterion needed; gpu-check covers the same otherwise).
 if pkg-config --exists criterion 2>/dev/null; then
-    for t in gpu knn; do
-        if step 120 "${MK[@]}" -j"$JOBS" "$BUILD/tests/test_$t" >/dev/null &&
-            step 120 "$BUILD/tests/test_$t" --jobs=1; then
+    for t in gpu knn knn:overlap; do
+        bin=$BUILD/tests/test_${t%%:*}
+        overlap=$([ "$t" = knn:overlap ] && echo 1 || echo 0)
+        if step 120 "${MK[@]}" -j"$JOBS" "$bin" >/dev/null &&
+            SHOAL_GPU_OVERLAP=$overlap step 120 "$bin" --jobs=1; then
             result "test_$t status=ok"
         else
             result "test_$t status=FAIL"
