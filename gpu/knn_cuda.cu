@@ -5,15 +5,16 @@
  * file owns devices, streams, events, buffers and the plan, as Faiss keeps
  * its GPU index apart from its kernels.
  *
- * Rows over devices: global row r is in block b = r / KNN_CUDA_BLOCK_ROWS,
+ * Rows over devices (knn_plan.h): global row r is in block b = r / 4096,
  * which lives on device b % D at local block b / D; local rows are a dense
  * prefix. Appends spread evenly; truncation (after the host store moved its
  * last rows into freed ones) only shortens prefixes.
  *
- * Splits: with few queries, one select block per query would leave most of
- * the GPU idle, so a row tile is split into S column ranges (S * tq ~ 8
- * blocks per multiprocessor, each range >= SEL_MIN_SPLIT columns); each
- * split keeps its own state and the splits are merged after the last tile.
+ * Splits (knn_plan_splits): with few queries, one select block per query
+ * would leave most of the GPU idle, so a row tile is split into S column
+ * ranges (S * tq ~ 8 blocks per multiprocessor, each range at least
+ * max(4096, 64 k) columns); each split keeps its own state and the splits
+ * are merged after the last tile.
  *
  * A search, stage by stage (knn_cuda_search):
  *   0. buffers: tile sizes from this engine's share of the device's budget
@@ -55,6 +56,7 @@
 #include "gpu/gpu.h" /* GPU_CC_MAJOR_MIN */
 #include "gpu/knn_budget.h"
 #include "gpu/knn_kernels.cuh"
+#include "gpu/knn_plan.h"
 
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
@@ -67,12 +69,10 @@
 #include <time.h>
 
 #define S_DEVICES_MAX 16
-#define SEL_MIN_SPLIT 4096   /* fewest columns per split of a row tile */
-#define SEL_BLOCKS_PER_SM 8  /* splits target this many select blocks per SM */
-#define TILE_Q_MAX 4096      /* most queries per tile */
-#define TILE_N_ALIGN 128     /* row tiles are a multiple of this (but the last) */
 #define SCATTER_CHUNK 65536  /* rows per set_rows upload */
 #define S_POLL_NS 20000      /* several devices: between polls of an event and NCCL */
+
+static_assert(KNN_CUDA_BLOCK_ROWS == KNN_PLAN_BLOCK_ROWS, "one block size for rows");
 
 /* ------------------------------------------------------------------------ */
 /* Engine state                                                             */
@@ -202,26 +202,6 @@ static double s_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Rows of a global count n that live on device d of D (a dense local prefix). */
-static size_t s_local_count(size_t n, int ndev, int d)
-{
-    const size_t B = KNN_CUDA_BLOCK_ROWS;
-    size_t full = n / B, rem = n % B, D = (size_t)ndev;
-    size_t cnt = (full / D) * B + ((size_t)d < full % D ? B : 0);
-    if ((size_t)d == full % D)
-        cnt += rem;
-    return cnt;
-}
-
-/* Where global row r lives. */
-static void s_locate(size_t r, int ndev, int *d, size_t *local)
-{
-    const size_t B = KNN_CUDA_BLOCK_ROWS;
-    size_t b = r / B;
-    *d = (int)(b % (size_t)ndev);
-    *local = (b / (size_t)ndev) * B + r % B;
 }
 
 /* Grows a device buffer to at least bytes (contents not kept). Device must be current. */
@@ -588,7 +568,7 @@ extern "C" int knn_cuda_reserve(knn_cuda_t *cu, size_t n, shoal_err_t *err)
 {
     for (int d = 0; d < cu->ndev; d++) {
         s_dev_t *dv = &cu->dev[d];
-        size_t need = s_local_count(n, cu->ndev, d);
+        size_t need = knn_plan_local_count(n, cu->ndev, d);
         if (need <= dv->cap)
             continue;
         /* 1.5x growth: doubling would waste more of a large device. */
@@ -624,7 +604,7 @@ extern "C" int knn_cuda_append(knn_cuda_t *cu, const float *vecs, const float *n
     while (r < end) {
         size_t run = s_min(B - r % B, end - r), local = 0;
         int d = 0;
-        s_locate(r, cu->ndev, &d, &local);
+        knn_plan_locate(r, cu->ndev, &d, &local);
         s_dev_t *dv = &cu->dev[d];
         const float *src = vecs + (r - first) * dim;
         CU_TRY(cudaSetDevice(dv->ordinal), dv->ordinal, "selecting the device");
@@ -649,7 +629,7 @@ extern "C" int knn_cuda_append(knn_cuda_t *cu, const float *vecs, const float *n
     }
     cu->n = end;
     for (int d = 0; d < cu->ndev; d++)
-        cu->dev[d].n = s_local_count(end, cu->ndev, d);
+        cu->dev[d].n = knn_plan_local_count(end, cu->ndev, d);
     free(stage);
     return SHOAL_OK;
 
@@ -739,7 +719,7 @@ extern "C" int knn_cuda_set_rows(knn_cuda_t *cu, const size_t *rows, const float
         for (size_t i = 0; i < m; i++) {
             int dd = 0;
             size_t local = 0;
-            s_locate(rows[i], cu->ndev, &dd, &local);
+            knn_plan_locate(rows[i], cu->ndev, &dd, &local);
             if (dd != d)
                 continue;
             sc.rows[c] = local;
@@ -784,7 +764,7 @@ extern "C" int knn_cuda_truncate(knn_cuda_t *cu, size_t n, shoal_err_t *err)
                              cu->n);
     cu->n = n;
     for (int d = 0; d < cu->ndev; d++)
-        cu->dev[d].n = s_local_count(n, cu->ndev, d);
+        cu->dev[d].n = knn_plan_local_count(n, cu->ndev, d);
     return SHOAL_OK;
 }
 
@@ -804,55 +784,16 @@ static size_t s_budget(const knn_cuda_t *cu, const s_dev_t *dv)
     return knn_budget_share(dv->ordinal, cu->mem_budget);
 }
 
-/*
- * Tile sizes from the smallest device budget: tq queries per tile (fewer when
- * the per-query buffers, mostly k-sized lists, would take more than half the
- * budget), then tn rows per GEMM tile from what is left: the tq x tn dot
- * products dominate.
- */
-static void s_plan(const knn_cuda_t *cu, size_t nq, size_t k, size_t *tq_out, size_t *tn_out)
+/* Tile sizes (knn_plan_tiles) from the smallest device's share of its budget. */
+static void s_plan(const knn_cuda_t *cu, size_t nq, size_t k, size_t *tq, size_t *tn)
 {
-    size_t budget = SIZE_MAX, ln_max = 0, sms = SIZE_MAX;
+    knn_plan_in_t in = {SIZE_MAX, 0, INT_MAX, cu->dim, cu->fp16, cu->ndev, s_halves(cu)};
     for (int d = 0; d < cu->ndev; d++) {
-        budget = s_min(budget, s_budget(cu, &cu->dev[d]));
-        ln_max = s_max(ln_max, cu->dev[d].n);
-        sms = s_min(sms, (size_t)cu->dev[d].sms);
+        in.budget = s_min(in.budget, s_budget(cu, &cu->dev[d]));
+        in.rows_max = s_max(in.rows_max, cu->dev[d].n);
+        in.sms_min = cu->dev[d].sms < in.sms_min ? cu->dev[d].sms : in.sms_min;
     }
-    const size_t target = sms * SEL_BLOCKS_PER_SM;
-    const size_t list = k * (sizeof(float) + sizeof(uint64_t));
-    const size_t halves = s_halves(cu); /* overlap: two states, two distance tiles */
-    size_t tq = s_min(nq, TILE_Q_MAX), fixed = 0;
-    /* An upper bound of s_splits for any device (each split >= SEL_MIN_SPLIT rows). */
-    const size_t splits_cap = s_max(1, ln_max / SEL_MIN_SPLIT);
-    for (;;) {
-        size_t splits = s_min((target + tq - 1) / tq, splits_cap);
-        size_t per_q = 2 * cu->dim * sizeof(float) + (cu->fp16 ? cu->dim * sizeof(__half) : 0) +
-                       sizeof(float) + list * (halves * (splits + 1) + 1 + (size_t)cu->ndev);
-        fixed = tq * per_q;
-        if (fixed <= budget / 2 || tq == 1)
-            break;
-        tq = (tq + 1) / 2;
-    }
-    size_t tn = budget > fixed ? (budget - fixed) / (halves * tq * sizeof(float)) : 0;
-    tn = s_min(tn, (size_t)1 << 30); /* cuBLAS takes int sizes */
-    if (tn >= ln_max)
-        tn = ln_max;
-    else if (tn >= TILE_N_ALIGN)
-        tn -= tn % TILE_N_ALIGN;
-    tn = s_max(tn, s_min(ln_max, TILE_N_ALIGN));
-    *tq_out = tq;
-    *tn_out = tn;
-}
-
-/* Splits of each row tile on device dv for tiles of tq queries and tn rows. */
-static size_t s_splits(const s_dev_t *dv, size_t tq, size_t tn)
-{
-    size_t target = (size_t)dv->sms * SEL_BLOCKS_PER_SM;
-    if (tq >= target)
-        return 1;
-    size_t s = (target + tq - 1) / tq;
-    size_t by_cols = s_min(tn, dv->n) / SEL_MIN_SPLIT;
-    return s_max(1, s_min(s, s_min(by_cols, 65535)));
+    knn_plan_tiles(&in, nq, k, tq, tn);
 }
 
 /* One search: its plan, and which tile each pinned result slot holds. */
@@ -1336,7 +1277,7 @@ extern "C" int knn_cuda_search(knn_cuda_t *cu, const float *queries, size_t nq, 
     s_plan(cu, nq, k, &ss.tq, &ss.tn);
     ss.ntiles = (nq + ss.tq - 1) / ss.tq;
     for (int d = 0; d < cu->ndev && rc == SHOAL_OK; d++) {
-        ss.splits[d] = s_splits(&cu->dev[d], ss.tq, ss.tn);
+        ss.splits[d] = knn_plan_splits(cu->dev[d].sms, cu->dev[d].n, ss.tq, ss.tn, k);
         rc = s_dev_buffers(cu, d, &ss, err);
     }
     if (rc == SHOAL_OK)

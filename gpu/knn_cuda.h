@@ -40,7 +40,7 @@
 extern "C" {
 #endif
 
-#define KNN_CUDA_BLOCK_ROWS 4096 /* rows dealt to one device at a time */
+#define KNN_CUDA_BLOCK_ROWS 4096 /* rows dealt to one device at a time (= KNN_PLAN_BLOCK_ROWS) */
 #define KNN_CUDA_K_MAX 1024      /* largest k of the select kernel (= KNN_K_MAX_GPU) */
 
 typedef struct knn_cuda knn_cuda_t;
