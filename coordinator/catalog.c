@@ -426,6 +426,7 @@ static int s_disk_coll(catalog_t *cat, const char *name, catalog_coll_t *c, shoa
 
 static void s_coll_free(catalog_coll_t *c)
 {
+    free(c->sq8_rec);
     free(c->centroids);
     free(c->owners);
     free(c->stale);
@@ -804,6 +805,34 @@ corrupt:
     return s_corrupt(cat, key, klen, err, why);
 }
 
+/* Z/<c>: the sq8 quantizer's record, kept as bytes (the shards read it; checked at train). */
+static int s_load_quantizer(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
+{
+    uint8_t key[CAT_KEY_MAX];
+    size_t klen = s_key_prefix(key, 'Z', c->name);
+    void *val = NULL;
+    size_t vlen = 0;
+    int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
+    if (rc == SHOAL_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    shoal_err_t qerr;
+    quant_sq8_t *sq = quant_sq8_record_read(val, vlen, c->dim, &qerr);
+    if (!sq || !c->trained || c->storage != QUANT_SQ8) {
+        free(val);
+        quant_sq8_destroy(&sq);
+        return s_corrupt(cat, key, klen, err,
+                         !c->trained ? "present but the collection is untrained"
+                         : c->storage != QUANT_SQ8 ? "present but the collection is not sq8"
+                                                   : qerr.msg);
+    }
+    quant_sq8_destroy(&sq);
+    c->sq8_rec = val;
+    c->sq8_len = vlen;
+    return 0;
+}
+
 /* One record of a collection's key range: key (its first plen bytes the prefix) and value. */
 typedef int (*s_record_fn)(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
                            size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err);
@@ -1064,6 +1093,8 @@ static int s_load_colls(catalog_t *cat, shoal_err_t *err)
             rc = s_scan(cat, &c, 'V', s_move_record, err);
         if (rc == 0)
             rc = s_scan(cat, &c, 'D', s_orphan_record, err);
+        if (rc == 0)
+            rc = s_load_quantizer(cat, &c, err);
         if (rc == 0)
             rc = s_load_calib(cat, &c, err);
         /* Keys come in name order, so appending keeps the array sorted. */
@@ -1438,7 +1469,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     kv_batch_t *batch = kv_batch_new();
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "dropping \"%s\": out of memory", name);
-    static const char types[] = "CTNIMXOQVDK";
+    static const char types[] = "CTNIMXOQVDKZ";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = s_key_prefix(begin, types[t], name);
@@ -1501,6 +1532,13 @@ static void s_trained_encode(const catalog_coll_t *c, const float *centroids,
 int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
                         const uint32_t *owners, shoal_err_t *err)
 {
+    return catalog_set_trained_sq8(cat, name, centroids, owners, NULL, 0, err);
+}
+
+int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centroids,
+                            const uint32_t *owners, const uint8_t *qrec, size_t qlen,
+                            shoal_err_t *err)
+{
     catalog_coll_t *c = s_coll_get(cat, name, err);
     if (!c)
         return err ? err->code : SHOAL_ENOTFOUND;
@@ -1524,10 +1562,13 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     size_t tlen = s_trained_len(c);
     uint8_t *tval = malloc(tlen);
     float *cent_copy = malloc(ncent * sizeof *cent_copy);
+    uint8_t *qcopy = qrec ? malloc(qlen) : NULL;
+    if (qcopy)
+        memcpy(qcopy, qrec, qlen);
     catalog_coll_t arrays = *c;
     int arrays_ok = s_replica_arrays(&arrays) == 0;
     kv_batch_t *batch = kv_batch_new();
-    if (!tval || !cent_copy || !arrays_ok || !batch) {
+    if (!tval || !cent_copy || !arrays_ok || !batch || (qrec && !qcopy)) {
         shoal_err_set(err, SHOAL_ENOMEM,
                       "collection \"%s\": out of memory for %zu bytes of "
                       "centroids",
@@ -1546,12 +1587,19 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     kv_batch_put(batch, key, klen, cval, sizeof cval);
     klen = s_key_prefix(key, 'T', name);
     kv_batch_put(batch, key, klen, tval, tlen);
+    if (qrec) {
+        klen = s_key_prefix(key, 'Z', name);
+        kv_batch_put(batch, key, klen, qrec, qlen);
+    }
     rc = kv_write(cat->kv, batch, 1, err);
     if (rc) {
         shoal_err_prefix(err, "storing the trained state of \"%s\"", name);
         goto done;
     }
     c->trained = 1;
+    c->sq8_rec = qcopy;
+    c->sq8_len = qrec ? qlen : 0;
+    qcopy = NULL;
     c->centroids = cent_copy;
     c->owners = arrays.owners;
     c->stale = arrays.stale;
@@ -1564,6 +1612,7 @@ done:
     kv_batch_destroy(&batch);
     free(tval);
     free(cent_copy);
+    free(qcopy);
     if (!c->trained) { /* failed: the arrays were not handed over */
         free(arrays.owners);
         free(arrays.stale);

@@ -15,6 +15,8 @@
  *                         ef_construction, nprobe, trained flag
  *   T/<c>                 trained state: magic, version, nlist, dim, then centroids
  *                         (nlist x dim float32 LE) and owners (nlist x u32 LE)
+ *   Z/<c>                 sq8 collections, trained: the quantizer's record
+ *                         (common/quant.h's layout, its own magic and version)
  *   N/<c><list u32>       ids in that list (u64 LE)
  *   I/<c><id u64>         id -> list (u32 LE)
  *   M/<c><list u32><id u64>  membership, empty value
@@ -158,6 +160,9 @@ typedef struct {
     uint32_t norphans;
     double target_recall;     /* default recall target of its searches; 0 = the coordinator's */
     quant_kind_t storage;     /* how its shards keep vectors in RAM (f32 | f16 | sq8) */
+    uint8_t *sq8_rec;         /* sq8, trained: the quantizer's record (common/quant.h), sent to
+                               * the shards with inserts; NULL otherwise (catalog's) */
+    size_t sq8_len;           /* its bytes */
     catalog_calib_t *calib;   /* its recall calibration, or NULL (catalog's) */
 } catalog_coll_t;
 
@@ -247,6 +252,15 @@ const catalog_coll_t *catalog_coll_at(const catalog_t *cat, size_t i);
  */
 int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids,
                         const uint32_t *owners, shoal_err_t *err);
+
+/*
+ * catalog_set_trained with an sq8 collection's quantizer record (qrec, qlen
+ * bytes; NULL: none), stored in the same batch (Z/<c>) and kept in RAM
+ * (sq8_rec) for the inserts the coordinator sends.
+ */
+int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centroids,
+                            const uint32_t *owners, const uint8_t *qrec, size_t qlen,
+                            shoal_err_t *err);
 
 /* Stores c's recall calibration (replacing any), synced. SHOAL_EINVAL for a bad table. */
 int catalog_calib_set(catalog_t *cat, const char *name, const catalog_calib_t *calib,

@@ -471,6 +471,15 @@ int coord_send_owned(coord_t *coord, coord_job_t *job, size_t s, uint32_t tag,
 {
     if (s >= coord->nshards || !coord->shards[s].dealer || (job && s >= job->nwaiting))
         return -1;
+    if (req->op == WIRE_OP_INSERT && req->lists && !req->quantizer) {
+        /* sq8: every insert carries the collection's quantizer, which a shard
+         * takes with its first rows (shard_store_insert_quantized). */
+        const catalog_coll_t *c = catalog_find(coord->cat, req->coll);
+        if (c && c->sq8_rec) {
+            req->quantizer = c->sq8_rec;
+            req->quantizer_len = c->sq8_len;
+        }
+    }
     req->rid = ++coord->next_rid;
     wire_frames_t frames;
     shoal_err_t err;
@@ -706,8 +715,38 @@ void coord_train_free(coord_train_t **task_p)
     free(task->owners);
     free(task->sizes);
     free(task->live);
+    free(task->sq8_rec);
     free(task);
     *task_p = NULL;
+}
+
+/*
+ * sq8: the quantizer of the collection, trained on the same sample as its
+ * centroids (unit rows for cosine), as the record the shards read. Every
+ * shard and replica then encodes with it, whatever rows it gets first.
+ */
+static int s_train_sq8(coord_train_t *t)
+{
+    float *unit = NULL;
+    const float *rows = t->sample;
+    if (t->metric == SHOAL_METRIC_COSINE) {
+        if (!(unit = malloc(t->n * t->dim * sizeof *unit)))
+            return shoal_err_set(&t->err, SHOAL_ENOMEM, "sq8: out of memory");
+        memcpy(unit, t->sample, t->n * t->dim * sizeof *unit);
+        for (size_t i = 0; i < t->n; i++)
+            dist_normalize(unit + i * t->dim, t->dim); /* checked: not zero */
+        rows = unit;
+    }
+    quant_sq8_t *sq = quant_sq8_train(rows, t->n, t->dim, &t->err);
+    free(unit);
+    if (!sq)
+        return shoal_err_prefix(&t->err, "training the sq8 quantizer");
+    t->sq8_len = quant_sq8_record_size(t->dim);
+    t->sq8_rec = malloc(t->sq8_len);
+    if (t->sq8_rec)
+        quant_sq8_record_write(sq, t->sq8_rec);
+    quant_sq8_destroy(&sq);
+    return t->sq8_rec ? 0 : shoal_err_set(&t->err, SHOAL_ENOMEM, "sq8: out of memory");
 }
 
 static void *s_train_main(void *arg)
@@ -728,6 +767,8 @@ static void *s_train_main(void *arg)
     } else {
         shoal_err_prefix(&t->err, "k-means");
     }
+    if (t->rc == 0 && t->storage == QUANT_SQ8)
+        t->rc = s_train_sq8(t);
     t->train_ms = (double)(zclock_usecs() - t0) / 1000.0;
     service_pipe_poke(coord->train_pipe[1]);
     return NULL;
@@ -757,6 +798,7 @@ int coord_train_start(coord_t *coord, coord_job_t *job, const catalog_coll_t *co
     t->dim = coll->dim;
     t->nlist = coll->nlist;
     t->metric = coll->metric;
+    t->storage = coll->storage;
     t->live = malloc((coord->nshards ? coord->nshards : 1) * sizeof *t->live);
     for (size_t s = 0; t->live && s < coord->nshards; s++)
         if (catalog_shard_role(coord->cat, s) == CATALOG_SHARD_LIVE)

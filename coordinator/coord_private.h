@@ -283,6 +283,9 @@ struct coord_train {
     uint64_t *sizes;           /* nlist (kmeans sizes) */
     kmeans_result_t result;    /* iters, objective, splits */
     placement_report_t report; /* imbalance, locality */
+    quant_kind_t storage;      /* the collection's: sq8 also trains its quantizer */
+    uint8_t *sq8_rec;          /* sq8: the quantizer's record (result), else NULL */
+    size_t sq8_len;            /* its bytes */
     double train_ms;           /* wall time of the run */
     int rc;                    /* 0 or the failure */
     shoal_err_t err;           /* why it failed */

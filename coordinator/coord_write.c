@@ -915,7 +915,8 @@ static int s_train_store(coord_t *coord, const char *name, coord_train_t *t, sho
         return t->rc;
     }
     coord_router_forget(coord, name);
-    int rc = catalog_set_trained(coord->cat, name, t->centroids, t->owners, err);
+    int rc = catalog_set_trained_sq8(coord->cat, name, t->centroids, t->owners, t->sq8_rec,
+                                     t->sq8_len, err);
     if (rc != 0)
         return rc;
     log_info("trained collection \"%s\": nlist %zu, %zu iterations, objective %g, %zu empty "

@@ -116,6 +116,9 @@ typedef struct {
     const uint64_t *ids;             /* insert/delete/get: n ids (frame 1) */
     const float *vecs;               /* insert: n x dim (frame 2); search: n x dim queries (frame 1) */
     const uint32_t *lists;           /* insert: n IVF lists (frame 3), or NULL: every row WIRE_LIST_NONE */
+    const uint8_t *quantizer;        /* insert: the collection's sq8 quantizer record (frame 4,
+                                      * after lists; common/quant.h's layout), or NULL */
+    size_t quantizer_len;            /* its bytes */
 
     /* search */
     uint32_t k;                      /* results per query */

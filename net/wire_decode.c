@@ -691,21 +691,31 @@ static int s_dec_insert(s_dec_t *d, wire_request_t *req)
         (rc = s_get_count(d, S_KEY_N, d->lim.max_batch, &req->n)) ||
         (rc = s_get_count32(d, S_KEY_DIM, d->lim.max_dim, &req->dim)))
         return rc;
-    bool has_lists = d->frames->count == 4;
-    if ((rc =
-             s_expect_frames(d, has_lists ? 4 : 3,
-                             has_lists ? "header, ids, vectors, lists" : "header, ids, vectors")) ||
+    /* Frames 4 and 5 are optional, in that order: each row's list, then the
+     * collection's sq8 quantizer record (the coordinator's, for the shard). */
+    size_t nframes = d->frames->count;
+    bool has_lists = nframes >= 4, has_quantizer = nframes == 5;
+    if ((rc = s_expect_frames(d, nframes >= 3 && nframes <= 5 ? nframes : 3,
+                              has_quantizer ? "header, ids, vectors, lists, quantizer"
+                              : has_lists   ? "header, ids, vectors, lists"
+                                            : "header, ids, vectors")) ||
         (rc = s_expect_size(d, 1, "n", req->n, NULL, 0, sizeof(uint64_t))) ||
         (rc = s_expect_size(d, 2, "n", req->n, "dim", req->dim, sizeof(float))) ||
         (has_lists && (rc = s_expect_size(d, 3, "n", req->n, NULL, 0, sizeof(uint32_t)))))
         return rc;
-    const size_t align[] = {sizeof(uint64_t), sizeof(float), sizeof(uint32_t)};
-    const void *bulk[3] = {NULL, NULL, NULL};
-    if ((rc = s_bind(d, align, has_lists ? 3 : 2, bulk, &req->owned)))
+    if (has_quantizer && (d->frames->size[4] == 0 ||
+                          d->frames->size[4] > QUANT_SQ8_HEADER_BYTES + 8 * (size_t)req->dim))
+        return s_fail(d, SHOAL_EPROTO, "insert: the quantizer frame has %zu bytes, expected 1..%zu",
+                      d->frames->size[4], QUANT_SQ8_HEADER_BYTES + 8 * (size_t)req->dim);
+    const size_t align[] = {sizeof(uint64_t), sizeof(float), sizeof(uint32_t), 1};
+    const void *bulk[4] = {NULL, NULL, NULL, NULL};
+    if ((rc = s_bind(d, align, nframes - 1, bulk, &req->owned)))
         return rc;
     req->ids = bulk[0];
     req->vecs = bulk[1];
     req->lists = bulk[2];
+    req->quantizer = bulk[3];
+    req->quantizer_len = has_quantizer ? d->frames->size[4] : 0;
     return 0;
 }
 

@@ -233,6 +233,9 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
     case WIRE_OP_INSERT:
         if (!req->ids)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
+        if (req->quantizer && (!req->lists || !req->quantizer_len))
+            return shoal_err_set(err, SHOAL_EINVAL,
+                                 "%s: a quantizer frame needs the lists frame and bytes", opname);
         return s_check_vectors(req, opname, vec_bytes, err);
     case WIRE_OP_LIST_EXPORT:
         if (req->limit == 0)
@@ -410,6 +413,8 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
         s_add_frame(out, req->vecs, vec_bytes);
         if (req->lists)
             s_add_frame(out, req->lists, (size_t)req->n * sizeof(uint32_t));
+        if (req->quantizer)
+            s_add_frame(out, req->quantizer, req->quantizer_len);
         break;
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:

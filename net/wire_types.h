@@ -12,7 +12,7 @@
 
 #define WIRE_VERSION 1
 #define WIRE_NAME_MAX 64      /* collection names: 1..64 of [A-Za-z0-9_.-] */
-#define WIRE_FRAMES_MAX 4     /* header + at most 3 bulk frames */
+#define WIRE_FRAMES_MAX 5     /* header + at most 4 bulk frames */
 #define WIRE_MSG_MAX 512      /* longest error message carried */
 #define WIRE_CURSOR_MAX 64    /* knn_graph cursor: printable ASCII, opaque to clients */
 #define WIRE_MISSING_MAX 1024 /* search reply: the missing shards, comma-separated */

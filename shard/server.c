@@ -338,12 +338,13 @@ static void s_device_list(const int *devices, int n, char *buf, size_t cap)
     }
 }
 
-/* The per-collection map: every shard_coll_stats_t field (23 entries). */
+/* The per-collection map: every shard_coll_stats_t field (24 entries). */
 static void s_info_collection(wire_info_t *info, const shard_coll_stats_t *c)
 {
     wire_info_key(info, c->name);
-    wire_info_map(info, 23);
+    wire_info_map(info, 24);
     wire_io_info_str(info, "storage", quant_kind_name(c->storage));
+    wire_io_info_u64(info, "quantizer_crc32", c->quantizer_crc);
     /* RAM per live vector by component: the graph's parts, then the exact
      * engine's float32 copy (f32 collections only) and GPU memory. */
     double per = c->count ? 1.0 / (double)c->count : 0.0;
@@ -593,8 +594,9 @@ static int s_do_insert(shard_server_t *server, const wire_request_t *req, wire_r
         return rc;
     uint64_t seq = 0;
     if (req->n > 0) {
-        rc = shard_store_insert_lists(server->store, req->coll, req->ids, req->vecs, req->lists,
-                                      (size_t)req->n, dim, &seq, err);
+        rc = shard_store_insert_quantized(server->store, req->coll, req->ids, req->vecs,
+                                          req->lists, (size_t)req->n, dim, req->quantizer,
+                                          req->quantizer_len, &seq, err);
         if (rc != 0)
             return s_not_found(rc, req->coll, err);
     }

@@ -1220,16 +1220,27 @@ static int s_read_old_lists(shard_store_t *store, shard_coll_t *coll, const uint
 }
 
 /*
- * sq8: trains the quantizer on the collection's first insert batch (unit rows
- * for cosine) into *trained and queues the "C/" record that holds it into
- * batch, so the rows and their quantizer become durable together.
+ * sq8, the collection's first insert batch: its quantizer is the one the
+ * batch carries (qrec, qlen: the coordinator's, trained at `train` on the
+ * collection's sample, so every shard and replica encodes alike), else one
+ * trained on the batch itself (unit rows for cosine). It goes to *trained
+ * and the "C/" record that holds it is queued into batch, so the rows and
+ * their quantizer become durable together.
  */
-static int s_sq8_first_batch(shard_coll_t *coll, const float *vecs, size_t n, kv_batch_t *batch,
-                             quant_sq8_t **trained, shoal_err_t *err)
+static int s_sq8_first_batch(shard_coll_t *coll, const float *vecs, size_t n, const uint8_t *qrec,
+                             size_t qlen, kv_batch_t *batch, quant_sq8_t **trained,
+                             shoal_err_t *err)
 {
     const float *rows = vecs;
     float *unit = NULL;
-    if (coll->metric == SHOAL_METRIC_COSINE) {
+    if (qrec) {
+        shoal_err_t qerr;
+        if (!(*trained = quant_sq8_record_read(qrec, qlen, coll->dim, &qerr)))
+            return shoal_err_set(err, qerr.code, "insert into \"%s\": the quantizer sent: %s",
+                                 coll->name, qerr.msg);
+        n = 0; /* nothing to train */
+    }
+    if (n && coll->metric == SHOAL_METRIC_COSINE) {
         if (!(unit = malloc(n * coll->dim * sizeof *unit)))
             return shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory",
                                  coll->name);
@@ -1239,7 +1250,8 @@ static int s_sq8_first_batch(shard_coll_t *coll, const float *vecs, size_t n, kv
         rows = unit;
     }
     shoal_err_t qerr;
-    *trained = quant_sq8_train(rows, n, coll->dim, &qerr);
+    if (!qrec)
+        *trained = quant_sq8_train(rows, n, coll->dim, &qerr);
     free(unit);
     if (!*trained)
         return shoal_err_set(err, qerr.code, "insert into \"%s\": training sq8: %s", coll->name,
@@ -1289,6 +1301,15 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
 int shard_store_insert_lists(shard_store_t *store, const char *name, const uint64_t *ids,
                              const float *vecs, const uint32_t *lists, size_t n, size_t dim,
                              uint64_t *seq_out, shoal_err_t *err)
+{
+    return shard_store_insert_quantized(store, name, ids, vecs, lists, n, dim, NULL, 0, seq_out,
+                                        err);
+}
+
+int shard_store_insert_quantized(shard_store_t *store, const char *name, const uint64_t *ids,
+                                 const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                                 const uint8_t *qrec, size_t qlen, uint64_t *seq_out,
+                                 shoal_err_t *err)
 {
     if (!store || (n && (!ids || !vecs)))
         return shoal_err_set(err, SHOAL_EINVAL, "insert: NULL argument");
@@ -1380,7 +1401,7 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
     }
     shard_batch_put_seq(batch, seq);
     if (coll->storage == QUANT_SQ8 && !coll->sq8 &&
-        (rc = s_sq8_first_batch(coll, vecs, m, batch, &trained, err)) != 0)
+        (rc = s_sq8_first_batch(coll, vecs, m, qrec, qlen, batch, &trained, err)) != 0)
         goto done;
     if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "insert into \"%s\"", name);
@@ -1616,6 +1637,15 @@ static void s_fill_stats(shard_coll_t *coll, shard_coll_stats_t *st)
     st->hnsw_bytes = hs.bytes;
     st->deleted = atomic_load(&coll->deleted);
     st->storage = coll->storage;
+    st->quantizer_crc = 0;
+    if (coll->sq8) {
+        size_t len = 0;
+        uint8_t *rec = shard_coll_encode(coll, &len);
+        size_t qlen = quant_sq8_record_size(coll->dim); /* the record ends the "C/" value */
+        if (rec && len >= qlen)
+            st->quantizer_crc = shard_crc32(0, rec + len - qlen, qlen);
+        free(rec);
+    }
     st->bytes_codes = hs.bytes_codes;
     st->bytes_links = hs.bytes_links;
     st->bytes_ids = hs.bytes_ids;

@@ -10,9 +10,10 @@
  * candidates in float32 read from RocksDB, exact search scans the codes with
  * their error bound and re-scores in float32 only the rows that could be in
  * the top-k (hnsw_exact_search), and get / list export read RocksDB. sq8's
- * quantizer (per-dimension min/max) is trained on the collection's first
- * insert batch and written in that batch's RocksDB write, with the "C/"
- * record. RocksDB (net/kv.h) holds what survives a crash:
+ * quantizer (per-dimension min/max) comes with the collection's first insert
+ * batch (the coordinator's, trained at `train`), or is trained on that batch
+ * when none came, and is written in that batch's RocksDB write, with the
+ * "C/" record. RocksDB (net/kv.h) holds what survives a crash:
  *   - every insert and delete batch is written to RocksDB (WAL on, fsync when
  *     opts.sync) and only then applied to the indexes and acknowledged, so an
  *     acknowledged write survives kill -9;
@@ -109,6 +110,8 @@ typedef struct {
     size_t deleted;               /* ids deleted since the store opened */
     size_t hnsw_bytes;            /* memory of the graph */
     quant_kind_t storage;         /* f32 | f16 | sq8 */
+    uint32_t quantizer_crc;       /* sq8: CRC-32 of its quantizer's record (replicas given the
+                                   * coordinator's agree); 0 when it has none yet */
     /* the graph's bytes by what they hold (they add up to hnsw_bytes): */
     size_t bytes_codes;           /* stored rows or codes */
     size_t bytes_links;           /* links */
@@ -182,6 +185,16 @@ int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *i
 int shard_store_insert_lists(shard_store_t *store, const char *name, const uint64_t *ids,
                              const float *vecs, const uint32_t *lists, size_t n, size_t dim,
                              uint64_t *seq, shoal_err_t *err);
+
+/*
+ * shard_store_insert_lists with the collection's sq8 quantizer record (qrec,
+ * qlen bytes; NULL: none): an sq8 collection that has no quantizer yet takes
+ * this one (SHOAL_ECORRUPT / EINVAL when it does not read or has another dim)
+ * instead of training one on the batch; otherwise it is ignored.
+ */
+int shard_store_insert_quantized(shard_store_t *store, const char *name, const uint64_t *ids,
+                                 const float *vecs, const uint32_t *lists, size_t n, size_t dim,
+                                 const uint8_t *qrec, size_t qlen, uint64_t *seq, shoal_err_t *err);
 
 /* Deletes n ids; absent ids are skipped. *deleted and *seq may be NULL. */
 int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,

@@ -399,6 +399,15 @@ static void s_wait_complete(shoal_client_t *c, const char *coll, const s_sift_t 
     shoal_client_set_timeout(c, S_TIMEOUT_MS);
 }
 
+/* A client talking to shard p directly (the shard speaks the same protocol). */
+static shoal_client_t *s_shard_client(const s_proc_t *p)
+{
+    shoal_err_t err;
+    shoal_client_t *c = shoal_client_new(p->endpoint, S_TIMEOUT_MS, &err);
+    cr_assert_not_null(c, "client for shard %s: %s", p->endpoint, err.msg);
+    return c;
+}
+
 /* The collection's count from the coordinator's stats ("collections.NAME.count"). */
 static double s_count(shoal_client_t *c, const char *coll)
 {
@@ -459,6 +468,21 @@ Test(cluster, sq8_collection_recall_and_exact)
     cr_assert_eq(shoal_client_stats(c, "sift8", &info, NULL, NULL, &err), 0, "%s", err.msg);
     cr_assert(info && strstr(info, "\"storage\": \"sq8\""), "status: %s", info ? info : "");
     free(info);
+    /* Every shard encodes with the coordinator's quantizer (trained at train,
+     * sent with the inserts), not one of its own first rows: one CRC. */
+    double crc[S_NSHARDS];
+    for (size_t sh = 0; sh < S_NSHARDS; sh++) {
+        shoal_client_t *sc = s_shard_client(&cl.shards[sh]);
+        void *sinfo = NULL;
+        size_t slen = 0;
+        cr_assert_eq(shoal_client_stats(sc, "sift8", NULL, &sinfo, &slen, &err), 0, "%s", err.msg);
+        cr_assert_eq(wire_info_lookup(sinfo, slen, "collections.sift8.quantizer_crc32", &crc[sh]),
+                     0, "shard %zu stats lack quantizer_crc32", sh);
+        cr_assert_neq(crc[sh], 0, "shard %zu has no quantizer", sh);
+        cr_assert_eq(crc[sh], crc[0], "shard %zu's quantizer differs from shard 0's", sh);
+        free(sinfo);
+        shoal_client_destroy(&sc);
+    }
     shoal_create_opts_t bad = {.nlist = S_NLIST, .storage = "f8"};
     cr_assert_eq(shoal_client_create_ivf(c, "bad", s.dim, SHOAL_METRIC_L2, &bad, &err),
                  SHOAL_EINVAL);
@@ -1190,14 +1214,6 @@ Test(cluster, cli_loads_and_searches_siftsmall)
 #define S_REDRIVE_Y      1000000   /* an id the map never had: copies planted on two shards */
 #define S_REDRIVE_Y_ROW  6         /* the row whose vector Y's copies get */
 
-/* A client talking to shard p directly (the shard speaks the same protocol). */
-static shoal_client_t *s_shard_client(const s_proc_t *p)
-{
-    shoal_err_t err;
-    shoal_client_t *c = shoal_client_new(p->endpoint, S_TIMEOUT_MS, &err);
-    cr_assert_not_null(c, "client for shard %s: %s", p->endpoint, err.msg);
-    return c;
-}
 
 /* found flag of id in "sift" on the server c talks to (a shard or the coordinator). */
 static int s_found(shoal_client_t *c, uint64_t id, const char *where)

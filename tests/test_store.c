@@ -1811,3 +1811,47 @@ Test(store, bad_storage_kind_is_refused)
     cr_assert(strstr(err.msg, "storage") != NULL, "%s", err.msg);
     shard_store_close(&st);
 }
+
+/* An sq8 collection takes the quantizer its first insert carries; a bad one writes nothing. */
+Test(store, sq8_takes_the_quantizer_sent_with_the_first_insert)
+{
+    const size_t n = 300, dim = 8;
+    shard_store_t *st = s_open();
+    s_create_kind(st, "q", dim, SHOAL_METRIC_L2, QUANT_SQ8);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    uint64_t *ids = s_seq_ids(n, 0);
+    shoal_err_t err;
+    /* A quantizer of another dimension is refused and nothing is stored. */
+    quant_sq8_t *other = quant_sq8_train(v, 10, 4, &err);
+    cr_assert_not_null(other, "%s", err.msg);
+    uint8_t bad[16 + 8 * 4];
+    quant_sq8_record_write(other, bad);
+    cr_assert_eq(shard_store_insert_quantized(st, "q", ids, v, NULL, n, dim, bad, sizeof bad, NULL,
+                                              &err),
+                 SHOAL_ECORRUPT);
+    cr_assert_eq(s_stats(st, "q").count, 0);
+    cr_assert_eq(s_stats(st, "q").quantizer_crc, 0);
+    /* A quantizer trained on other rows (a wider range) is the one kept. */
+    float *wide = malloc(n * dim * sizeof *wide);
+    for (size_t i = 0; i < n * dim; i++)
+        wide[i] = v[i] * 3.0f;
+    quant_sq8_t *sent = quant_sq8_train(wide, n, dim, &err);
+    cr_assert_not_null(sent, "%s", err.msg);
+    uint8_t rec[16 + 8 * 8];
+    quant_sq8_record_write(sent, rec);
+    cr_assert_eq(shard_store_insert_quantized(st, "q", ids, v, NULL, n, dim, rec, sizeof rec, NULL,
+                                              &err),
+                 0, "%s", err.msg);
+    uint32_t want = shard_crc32(0, rec, sizeof rec);
+    cr_assert_eq(s_stats(st, "q").quantizer_crc, want);
+    shard_store_close(&st);
+    st = s_open();
+    cr_assert_eq(s_stats(st, "q").quantizer_crc, want, "the quantizer survives a reopen");
+    cr_assert_eq(s_stats(st, "q").count, n);
+    shard_store_close(&st);
+    quant_sq8_destroy(&other);
+    quant_sq8_destroy(&sent);
+    free(wide);
+    free(v);
+    free(ids);
+}

@@ -1790,7 +1790,7 @@ Test(wire, malformed_headers)
     cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), SHOAL_EPROTO);
     frames.count = WIRE_FRAMES_MAX + 1;
     cr_assert_eq(wire_request_decode(&frames, NULL, &req, &err), SHOAL_EPROTO);
-    cr_assert(strstr(err.msg, "at most 4"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "at most 5"), "%s", err.msg);
 }
 
 /* One case of what an error reply can be addressed to (docs/protocol.md section 6). */
@@ -1820,7 +1820,7 @@ static const echo_case_t s_echo_cases[] = {
      "\"rid\"", WIRE_OP_GET, 0},
     {"trailing bytes after the map", {HEAD("ping")}, 0, true, 0, SHOAL_EPROTO,
      "1 trailing bytes after the map", WIRE_OP_PING, 7},
-    {"five frames", {HEAD("ping")}, 4, false, 0, SHOAL_EPROTO, "at most 4", WIRE_OP_PING, 7},
+    {"six frames", {HEAD("ping")}, 5, false, 0, SHOAL_EPROTO, "at most 5", WIRE_OP_PING, 7},
     {"over max_message_bytes", {HEAD("delete"), S("coll", "a"), U("n", 1)}, 1, false, 20,
      SHOAL_ELIMIT, "the limit is 20", WIRE_OP_DELETE, 7},
     {"over max_message_bytes and trailing bytes", {HEAD("delete"), S("coll", "a"), U("n", 1)}, 1,
@@ -2479,6 +2479,48 @@ Test(wire, misaligned_lists_frame_is_copied)
     cr_assert_not_null(out.owned);
     wire_request_fini(&out);
     wire_frames_fini(&frames);
+}
+
+/* An insert may carry the collection's sq8 quantizer record as frame 5, after the lists. */
+Test(wire, insert_quantizer_frame_round_trips_and_is_bounded)
+{
+    uint64_t ids[2] = {1, 2};
+    float vecs[4] = {0.5f, -0.5f, 1.0f, 2.0f};
+    uint32_t lists[2] = {3, 4};
+    uint8_t rec[16 + 8 * 2];
+    for (size_t i = 0; i < sizeof rec; i++)
+        rec[i] = (uint8_t)(i * 7);
+    wire_request_t req, out;
+    wire_frames_t frames;
+    wire_request_init(&req);
+    req.op = WIRE_OP_INSERT;
+    req.rid = 5;
+    strcpy(req.coll, "c");
+    req.n = 2;
+    req.dim = 2;
+    req.ids = ids;
+    req.vecs = vecs;
+    req.lists = lists;
+    req.quantizer = rec;
+    req.quantizer_len = sizeof rec;
+    s_request_round_trip(&req, &frames, &out);
+    cr_assert_eq(frames.count, 5u);
+    cr_assert_eq(out.quantizer_len, sizeof rec);
+    cr_assert_eq(memcmp(out.quantizer, rec, sizeof rec), 0);
+    cr_assert_eq(memcmp(out.lists, lists, sizeof lists), 0);
+    wire_request_fini(&out);
+    /* A quantizer frame longer than a record of the insert's dim is refused. */
+    shoal_err_t err;
+    uint8_t big[16 + 8 * 2 + 1] = {0};
+    frames.data[4] = big;
+    frames.size[4] = sizeof big;
+    cr_assert_eq(wire_request_decode(&frames, NULL, &out, &err), SHOAL_EPROTO);
+    cr_assert(strstr(err.msg, "quantizer frame"), "%s", err.msg);
+    wire_request_fini(&out);
+    wire_frames_fini(&frames);
+    /* Without the lists frame there is no quantizer frame. */
+    req.lists = NULL;
+    cr_assert_eq(wire_request_encode(&req, &frames, &err), SHOAL_EINVAL);
 }
 
 Test(wire, list_requests_round_trip)
