@@ -144,6 +144,21 @@ static void *s_gen_run(void *arg)
 }
 
 /* n x dim rows of uniform [0, 1) (gen NULL) or clustered data, on all cores. */
+/* The clustered generator (datagen) for o's dim and seed, or NULL for uniform data. */
+static datagen_t *s_gen_new(const s_opts_t *o, int clustered)
+{
+    if (!clustered)
+        return NULL;
+    datagen_params_t gp = {.dim = o->dim, .seed = o->seed};
+    shoal_err_t err;
+    datagen_t *gen = datagen_new(&gp, &err);
+    if (!gen) {
+        fprintf(stderr, "gpu-check: datagen: %s\n", err.msg);
+        exit(2);
+    }
+    return gen;
+}
+
 static void s_generate(const datagen_t *gen, unsigned stream, uint64_t seed, size_t n, size_t dim,
                        float *out)
 {
@@ -727,16 +742,7 @@ static void s_table(const s_opts_t *o, s_headline_t *hl)
         size_t nref_max = (size_t)(o->ref_flop / (2.0 * (double)n * (double)dim));
         nref_max = s_min_sz(s_max_sz(nref_max, 10), NQ_MAX);
         for (int clustered = 0; clustered < 2; clustered++) {
-            datagen_t *gen = NULL;
-            if (clustered) {
-                datagen_params_t gp = {.dim = dim, .seed = o->seed};
-                shoal_err_t err;
-                gen = datagen_new(&gp, &err);
-                if (!gen) {
-                    fprintf(stderr, "gpu-check: datagen: %s\n", err.msg);
-                    exit(2);
-                }
-            }
+            datagen_t *gen = s_gen_new(o, clustered);
             double tg = s_now();
             s_generate(gen, DATAGEN_STREAM_BASE, o->seed, n, dim, base);
             s_generate(gen, DATAGEN_STREAM_QUERY, o->seed, NQ_MAX, dim, qs);
@@ -987,16 +993,7 @@ static void s_headline(const s_opts_t *o)
     printf("== part 3: the targets (n %zu, dim %zu, nq %d, k %d, L2)\n", n, dim, S_HEAD_NQ,
            S_HEAD_K);
     for (int clustered = 0; clustered < 2; clustered++) {
-        datagen_t *gen = NULL;
-        if (clustered) {
-            datagen_params_t gp = {.dim = dim, .seed = o->seed};
-            shoal_err_t err;
-            gen = datagen_new(&gp, &err);
-            if (!gen) {
-                fprintf(stderr, "gpu-check: datagen: %s\n", err.msg);
-                exit(2);
-            }
-        }
+        datagen_t *gen = s_gen_new(o, clustered);
         s_generate(gen, DATAGEN_STREAM_BASE, o->seed, n, dim, base);
         s_generate(gen, DATAGEN_STREAM_QUERY, o->seed, S_HEAD_NQ, dim, qs);
         float xmax = s_norms(base, n, dim, norms);

@@ -22,6 +22,17 @@
  *      are the CPU's answer, distances included, on the same machine.
  *   3. a query whose proof fails (a cluster of near-duplicates wider than
  *      the candidates) is answered by the CPU engine itself.
+ * Why the CPU's slack also covers a device scan (u = FLT_EPSILON / 2, first
+ * order, L2): the device sums |q|^2 itself in fp32, any order (gamma_dim
+ * |q|^2 more than the CPU's scan, whose |q|^2 is summed in double), and
+ * cuBLAS's q.x has the same gamma_dim bound in any order, with or without
+ * FMA (no TF32: the math mode is CUBLAS_DEFAULT_MATH), so scan vs true
+ * distance is within (2 dim + 4) u S + u |d|, the pair kernel's within
+ * (dim + 2) u |d|; the slack, (dim + 8) FLT_EPSILON = (2 dim + 16) u times
+ * (S + |d|), is above both together. IP has no |q|^2 term; cosine adds the
+ * device's scaling of q by 1 / sqrtf (about (dim / 2 + 2) u), still inside.
+ * TF32 or fp16 candidates would need a bound of their own (fp16: below).
+ *
  * The re-score runs on the host because only the host's pair kernels give
  * the CPU's bits: the SIMD kernel is chosen at run time (AVX2, AVX-512,
  * scalar) and each sums in its own order. It costs nq x (k + near ties) x dim
