@@ -62,6 +62,7 @@
 
 #include "client/shoal_client.h"
 #include "common/error.h"
+#include "common/rng.h"
 #include "net/wire.h"
 
 #include <arpa/inet.h>
@@ -290,13 +291,11 @@ static int s_parse_leak(int argc, char **argv, void *opts)
 /* Random numbers and vectors                                               */
 /* ------------------------------------------------------------------------ */
 
-/* splitmix64: small, seedable, good enough to pick ids and pauses. */
+/* splitmix64 (rng.h's finaliser over a Weyl sequence): small, seedable, good
+   enough to pick ids and pauses. */
 static uint64_t s_rand(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return shoal_rng_mix64(*state += 0x9e3779b97f4a7c15ull);
 }
 
 /* Uniform in [lo, hi). */

@@ -62,6 +62,7 @@
 #include "common/flat.h"
 #include "common/log.h"
 #include "common/parfor.h"
+#include "common/rng.h"
 #include "common/topk.h"
 #include "common/vec_check.h"
 
@@ -144,15 +145,10 @@ typedef struct {
     size_t count;   /* keys held; at most 3/4 of cap */
 } id_map_t;
 
-/* splitmix64's finaliser: callers' ids are often consecutive. */
+/* splitmix64's finaliser (rng.h): callers' ids are often consecutive. */
 static size_t s_map_hash(uint64_t key)
 {
-    key ^= key >> 30;
-    key *= 0xbf58476d1ce4e5b9ULL;
-    key ^= key >> 27;
-    key *= 0x94d049bb133111ebULL;
-    key ^= key >> 31;
-    return (size_t)key;
+    return (size_t)shoal_rng_mix64(key);
 }
 
 /* The slot holding key, or the free slot where it would go (cap > count). */
