@@ -38,12 +38,16 @@
  * ends the search with an error instead of hanging it. The events the host
  * waits on are blocking-sync: the thread sleeps instead of spinning a core.
  *
+ * Overlap (knn_cuda_set_overlap, off by default until measured): the odd
+ * row tiles go to a second compute stream with their own cuBLAS handle,
+ * distance tile and running best k (the "second half" of the state), so
+ * tile j's select runs while tile j + 1's GEMM does; the halves are merged
+ * per query after the last tile (s_scan_merge).
+ *
  * What is not done yet (issue 17's speed items, kept out until they can be
- * measured on a GPU): the select of row tile j still runs after its GEMM on
- * the same stream (no second stream and double distance buffer to overlap
- * them); small batches still write the distance tile to global memory (no
- * fused distance + select kernel); k >= 256 still sorts the 2048-entry
- * buffer whenever it fills.
+ * measured on a GPU): small batches still write the distance tile to
+ * global memory (no fused distance + select kernel); k >= 256 still sorts
+ * the 2048-entry buffer whenever it fills (longer splits make that rarer).
  *
  * Errors: every CUDA, cuBLAS and NCCL status is checked and turned into a
  * shoal error naming the device and what was being done; allocation
