@@ -5,6 +5,7 @@
  *   shoal-bench distances  distance kernels: vectors per second per kernel
  *   shoal-bench hnsw       HNSW index: build, memory, recall/qps/latency per ef
  *   shoal-bench flat       CPU exact k-NN: qps, GEMM throughput, recall
+ *   shoal-bench exact      exact search at nq = 1 on f16/sq8 codes vs the float32 engine
  *   shoal-bench shard      a shoal-shard process: inserts, socket overhead, restart
  *   shoal-bench cluster    coordinator + shards against one in-process HNSW
  *   shoal-bench chaos      kill -9 / restart while writing; every acked write checked
@@ -42,6 +43,7 @@ static const struct {
     {"distances", bench_distances_main, "distance kernels: vectors/s, scalar vs SIMD"},
     {"hnsw", bench_hnsw_main, "HNSW index: build time, memory, recall/qps/latency per ef"},
     {"flat", bench_flat_main, "CPU exact k-NN: qps, GEMM gflops, recall (kernels or GEMM)"},
+    {"exact", bench_exact_main, "exact k-NN at nq = 1 on f16/sq8 codes vs the float32 engine"},
     {"shard", bench_shard_main, "shoal-shard over its socket: insert rate, socket cost, restart"},
     {"cluster", bench_cluster_main, "coordinator + shards vs one in-process HNSW, same recall"},
     {"chaos", bench_chaos_main, "kill -9 and restart processes while writing; verify every ack"},

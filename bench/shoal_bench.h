@@ -25,6 +25,7 @@ int bench_gen_main(int argc, char **argv);
 int bench_distances_main(int argc, char **argv);
 int bench_hnsw_main(int argc, char **argv);
 int bench_flat_main(int argc, char **argv);
+int bench_exact_main(int argc, char **argv);
 int bench_shard_main(int argc, char **argv);
 int bench_cluster_main(int argc, char **argv);
 int bench_chaos_main(int argc, char **argv);

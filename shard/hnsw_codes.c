@@ -120,6 +120,7 @@ void hnsw_encode(hnsw_t *ix, uint32_t slot, const float *v)
         uint8_t clamped = 0;
         quant_sq8_encode(ix->sq8, v, 1, code, &clamped);
         *hnsw_row_err(ix, slot) = clamped ? quant_sq8_residual(ix->sq8, v, code) : 0.0f;
+        ix->nclamped += clamped != 0;
         break;
     }
     }

@@ -566,6 +566,7 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
             else if (!(*row_err >= 0.0f)) /* NaN or negative */
                 return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: row error %g", slot,
                                  (double)*row_err);
+            ix->nclamped += *row_err != 0.0f;
         }
         for (uint32_t lc = 0; lc <= level; lc++) {
             uint32_t *l = hnsw_links(ix, slot, (int)lc);

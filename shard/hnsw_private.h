@@ -187,6 +187,8 @@ struct hnsw {
     _Atomic size_t count;       /* live nodes */
     _Atomic size_t deletes;     /* deletes since creation or load */
     _Atomic size_t upper_bytes; /* bytes held in upper link arrays */
+    size_t nclamped;            /* sq8: rows ever stored with a nonzero row error (under mu;
+                                 * never lowered): 0 lets exact search skip reading them */
     float row_norm_max;         /* largest |row| stored (under mu; never lowered by deletes):
                                  * exact search's bound for IP needs it (quant.h's R) */
 
