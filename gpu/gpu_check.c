@@ -408,6 +408,36 @@ static float s_norms(const float *vecs, size_t n, size_t dim, float *norms)
     return mx;
 }
 
+/*
+ * The CPU reference's rows: base itself for L2 and IP; for cosine, the rows
+ * as a flat store holds them, since flat_store_add normalises what it is
+ * given (as the engine's store will) and normalising rows again does not
+ * always give the same bits. *store_p: the store to destroy, or NULL.
+ */
+static flat_view_t s_ref_view(const float *base, const uint64_t *ids, float *norms, size_t n,
+                              size_t dim, shoal_metric_t metric, flat_store_t **store_p,
+                              float *xmax)
+{
+    *store_p = NULL;
+    if (metric != SHOAL_METRIC_COSINE) {
+        *xmax = s_norms(base, n, dim, norms);
+        return (flat_view_t){base, ids, norms, n, dim, metric};
+    }
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    flat_store_t *st = flat_store_new(dim, metric, &err);
+    if (!st || flat_store_add(st, ids, base, n, &err) < 0) {
+        fprintf(stderr, "gpu-check: reference store: %s\n", err.msg);
+        exit(2);
+    }
+    flat_view_t v = flat_store_view(st);
+    *xmax = 0;
+    for (size_t i = 0; i < v.n; i++)
+        *xmax = v.norms_sq[i] > *xmax ? v.norms_sq[i] : *xmax;
+    *store_p = st;
+    return v;
+}
+
 static knn_engine_t *s_engine(const char *device, size_t dim, shoal_metric_t metric, int fp16,
                               size_t budget)
 {
@@ -475,11 +505,9 @@ static void s_edge_cases(const s_opts_t *o)
             /* Duplicate rows: exact ties across block and tile boundaries. */
             for (size_t i = 0; i + 4096 < n && i < 64; i++)
                 memcpy(base + (i + 4096) * dim, base + i * dim, dim * sizeof(float));
-            if (metrics[m] == SHOAL_METRIC_COSINE)
-                for (size_t i = 0; i < n; i++)
-                    dist_normalize(base + i * dim, dim);
-            float xmax = s_norms(base, n, dim, norms);
-            flat_view_t v = {base, ids, norms, n, dim, metrics[m]};
+            flat_store_t *ref = NULL;
+            float xmax = 0;
+            flat_view_t v = s_ref_view(base, ids, norms, n, dim, metrics[m], &ref, &xmax);
             for (size_t b = 0; b < 2; b++)
                 for (int fp16 = 0; fp16 < 2; fp16++) {
                     knn_engine_t *e = s_engine(o->device, dim, metrics[m], fp16, budgets[b]);
@@ -512,6 +540,7 @@ static void s_edge_cases(const s_opts_t *o)
                     }
                     knn_engine_destroy(&e);
                 }
+            flat_store_destroy(&ref);
         }
         free(base);
         free(qs);
@@ -749,11 +778,9 @@ static void s_table(const s_opts_t *o, s_headline_t *hl)
             tg = s_now() - tg;
             for (int m = 0; m < 3; m++) {
                 const shoal_metric_t metric = metrics[m];
-                if (metric == SHOAL_METRIC_COSINE) /* last: the rows stay normalised */
-                    for (size_t i = 0; i < n; i++)
-                        dist_normalize(base + i * dim, dim);
-                float xmax = s_norms(base, n, dim, norms);
-                flat_view_t v = {base, ids, norms, n, dim, metric};
+                flat_store_t *ref = NULL;
+                float xmax = 0;
+                flat_view_t v = s_ref_view(base, ids, norms, n, dim, metric, &ref, &xmax);
                 /* CPU references and timings, shared by both modes. */
                 uint64_t *ri[4][3];
                 float *rd[4][3];
@@ -817,6 +844,7 @@ static void s_table(const s_opts_t *o, s_headline_t *hl)
                         free(ri[ki][qi]);
                         free(rd[ki][qi]);
                     }
+                flat_store_destroy(&ref);
             }
             datagen_destroy(&gen);
         }
