@@ -20,10 +20,10 @@
 #include "common/log.h"
 #include "shard/peers.h"
 #include "common/topk.h"
+#include "net/service.h"
 #include "net/wire_io.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <assert.h>
 #include <math.h>
@@ -39,8 +39,6 @@
 #define S_BURST 64
 /* Queued request bytes (both lanes) above which the loop stops reading. */
 #define S_QUEUE_BYTES_MIN ((size_t)1 << 30)
-/* How long the ROUTER keeps unsent replies when it closes, in milliseconds. */
-#define S_CLOSE_LINGER_MS 2000
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                    */
@@ -123,7 +121,7 @@ struct shard_server {
     size_t queue_bytes_max;      /* backpressure threshold over both lanes */
     shard_store_t *store;        /* the collections */
     zsock_t *router;             /* the clients' socket; the loop's */
-    int stop_pipe[2];            /* shard_server_stop writes, the loop reads */
+    service_stop_t stop;         /* shard_server_stop and the process's stop fd */
     int64_t start_us;            /* monotonic time of shard_server_new */
     s_lane_t read;               /* search, get, stats, list_counts, list_export */
     s_lane_t write;              /* create, drop, insert, delete, checkpoint, list_drop */
@@ -882,12 +880,8 @@ static int s_lane_start(shard_server_t *server, s_lane_t *lane, const char *name
      * sockets are made here and handed over at pthread_create, which is the
      * full memory barrier ZeroMQ asks for when a socket changes threads.
      */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
+    sigset_t old;
+    service_signals_block(&old);
     int rc = 0;
     for (size_t i = 0; i < nworkers; i++) {
         s_worker_t *worker = &lane->workers[i];
@@ -1329,7 +1323,7 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
         shoal_err_set(err, SHOAL_ENOMEM, "shard server: out of memory");
         return NULL;
     }
-    server->stop_pipe[0] = server->stop_pipe[1] = -1;
+    server->stop.pipe[0] = server->stop.pipe[1] = -1;
     server->opts = *opts;
     server->limits = opts->limits;
     server->start_us = zclock_usecs();
@@ -1351,13 +1345,9 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     if (server->queue_bytes_max < S_QUEUE_BYTES_MIN)
         server->queue_bytes_max = S_QUEUE_BYTES_MIN;
 
-    if (pipe(server->stop_pipe) != 0) {
+    if (service_stop_init(&server->stop, opts->stop_fd) != 0) {
         shoal_err_set(err, SHOAL_EIO, "shard server: pipe: %s", strerror(errno));
         goto fail;
-    }
-    for (int i = 0; i < 2; i++) {
-        fcntl(server->stop_pipe[i], F_SETFL, fcntl(server->stop_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(server->stop_pipe[i], F_SETFD, FD_CLOEXEC);
     }
 
     server->store = shard_store_open(&server->opts.store, err);
@@ -1403,14 +1393,9 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
         int n = 0;
         items[n++] = (zmq_pollitem_t){zsock_resolve(server->read.backend), 0, ZMQ_POLLIN, 0};
         items[n++] = (zmq_pollitem_t){zsock_resolve(server->write.backend), 0, ZMQ_POLLIN, 0};
-        int i_stop = -1, i_ext = -1, i_router = -1;
+        int i_router = -1;
         if (!stopping) {
-            i_stop = n;
-            items[n++] = (zmq_pollitem_t){NULL, server->stop_pipe[0], ZMQ_POLLIN, 0};
-            if (server->opts.stop_fd >= 0) {
-                i_ext = n;
-                items[n++] = (zmq_pollitem_t){NULL, server->opts.stop_fd, ZMQ_POLLIN, 0};
-            }
+            n = (int)service_stop_poll_add(&server->stop, items, (size_t)n);
             if (!s_backpressured(server)) {
                 i_router = n;
                 items[n++] = (zmq_pollitem_t){zsock_resolve(server->router), 0, ZMQ_POLLIN, 0};
@@ -1429,16 +1414,12 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
         for (int b = 0; b < S_BURST && wire_io_readable(server->write.backend); b++)
             s_lane_on_message(server, &server->write);
 
-        int stop_now = (i_stop >= 0 && (items[i_stop].revents & ZMQ_POLLIN)) ||
-                       (i_ext >= 0 && (items[i_ext].revents & ZMQ_POLLIN));
+        int stop_now = service_stop_fired(&server->stop, items); /* drains the pipe */
         if (i_router >= 0 && !stop_now)
             for (int b = 0;
                  b < S_BURST && !s_backpressured(server) && wire_io_readable(server->router); b++)
                 s_on_request(server, 0);
         if (stop_now) {
-            char buf[64];
-            while (read(server->stop_pipe[0], buf, sizeof buf) > 0) {
-            }
             stopping = 1;
             log_info("stopping: %zu requests running, %zu waiting (refused)", s_inflight(server),
                      s_queued(server));
@@ -1454,9 +1435,7 @@ int shard_server_run(shard_server_t *server, shoal_err_t *err)
     }
     s_lane_stop(&server->read);
     s_lane_stop(&server->write);
-    /* The last replies are queued on the ROUTER: give them time to leave. */
-    zsock_set_linger(server->router, S_CLOSE_LINGER_MS);
-    zsock_destroy(&server->router);
+    service_router_close(&server->router); /* the last replies still leave */
     return failed;
 }
 
@@ -1464,10 +1443,7 @@ void shard_server_stop(shard_server_t *server)
 {
     if (!server)
         return;
-    int saved = errno;
-    ssize_t w = write(server->stop_pipe[1], "s", 1);
-    (void)w; /* a full pipe already holds a stop request */
-    errno = saved;
+    service_stop_request(&server->stop);
 }
 
 const char *shard_server_endpoint(const shard_server_t *server)
@@ -1497,9 +1473,7 @@ void shard_server_destroy(shard_server_t **server_p)
     s_lane_free(&server->write);
     free(server->figures.colls);
     shard_store_close(&server->store);
-    for (int i = 0; i < 2; i++)
-        if (server->stop_pipe[i] >= 0)
-            close(server->stop_pipe[i]);
+    service_stop_fini(&server->stop);
     free(server->listen);
     free(server->data_dir);
     free(server->device);
