@@ -274,40 +274,13 @@ Test(knn, empty_engine_pads)
 /* Scenarios against a reference store                                      */
 /* ------------------------------------------------------------------------ */
 
-/*
- * got vs ref for nq queries of k: distances position by position within tol,
- * and every id in got that is not in ref's top k must lie at the boundary
- * (its distance within tol of ref's k-th). exact: ids and distances equal.
- * Returns the number of results that break those rules.
- */
+/* got vs ref for nq queries of k: positions whose id or distance bits differ. */
 static size_t s_compare(const uint64_t *ref_i, const float *ref_d, const uint64_t *got_i,
-                        const float *got_d, size_t nq, size_t k, float tol, int exact)
+                        const float *got_d, size_t nq, size_t k)
 {
     size_t bad = 0;
-    for (size_t q = 0; q < nq; q++) {
-        const uint64_t *ri = ref_i + q * k, *gi = got_i + q * k;
-        const float *rd = ref_d + q * k, *gd = got_d + q * k;
-        for (size_t j = 0; j < k; j++) {
-            if (exact) {
-                if (ri[j] != gi[j] || !(rd[j] == gd[j] || (isinf(rd[j]) && isinf(gd[j]))))
-                    bad++;
-                continue;
-            }
-            if (ri[j] == TOPK_ID_NONE || gi[j] == TOPK_ID_NONE) {
-                bad += ri[j] != gi[j];
-                continue;
-            }
-            if (fabsf(rd[j] - gd[j]) > tol) {
-                bad++;
-                continue;
-            }
-            int found = 0;
-            for (size_t x = 0; x < k && !found; x++)
-                found = ri[x] == gi[j];
-            if (!found && fabsf(gd[j] - rd[k - 1]) > tol)
-                bad++;
-        }
-    }
+    for (size_t i = 0; i < nq * k; i++)
+        bad += ref_i[i] != got_i[i] || memcmp(&ref_d[i], &got_d[i], sizeof(float)) != 0;
     return bad;
 }
 
@@ -411,7 +384,7 @@ static void s_scenario(const s_setup_t *su, shoal_metric_t metric, size_t dim)
         size_t bad;
         if (!gpu || !su->fp16 || k > KNN_K_MAX_GPU) {
             /* fp32 on any device: the CPU's answer, bit for bit. */
-            bad = s_compare(ri, rd, gi, gd, nq, k, 0, 1);
+            bad = s_compare(ri, rd, gi, gd, nq, k);
             cr_assert_eq(bad, 0, "%s %s k %zu: %zu results differ from flat_search", su->device,
                          shoal_metric_name(metric), k, bad);
         } else {
@@ -520,7 +493,7 @@ static void s_assert_same(knn_engine_t *e, const flat_store_t *ref, const float 
     flat_view_t view = flat_store_view(ref);
     flat_search_opts_t opts = {.threads = 2};
     cr_assert_eq(flat_search(&view, q, nq, k, &opts, ri, rd, &err), 0, "%s", err.msg);
-    size_t bad = s_compare(ri, rd, gi, gd, nq, k, 0, 1);
+    size_t bad = s_compare(ri, rd, gi, gd, nq, k);
     cr_assert_eq(bad, 0, "%s k %zu: %zu results differ from flat_search", what, k, bad);
     free(gi);
     free(ri);
@@ -667,7 +640,7 @@ Test(knn, graph_tiles_equal_searches_of_the_rows)
         flat_search_opts_t opts = {.threads = 1};
         cr_assert_eq(flat_search(&v, v.vecs + r * dim, 1, k, &opts, ri, rd, &err), 0, "%s",
                      err.msg);
-        cr_assert_eq(s_compare(ri, rd, gi + r * k, gd + r * k, 1, k, 0, 1), 0, "row %zu", r);
+        cr_assert_eq(s_compare(ri, rd, gi + r * k, gd + r * k, 1, k), 0, "row %zu", r);
     }
     free(gi);
     free(gd);
