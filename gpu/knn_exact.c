@@ -5,14 +5,13 @@
  */
 #include "gpu/knn_exact.h"
 
+#include "common/parfor.h"
 #include "common/topk.h"
 
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define S_THREADS_MAX 64
 #define S_WORK_PER_THREAD (1u << 20) /* multiply-adds that pay for starting a thread */
@@ -126,7 +125,7 @@ static void s_rescore_one(const s_job_t *job, size_t q, const float *qv, topk_it
     topk_heap_extract(&heap, job->dists ? job->dists + q * job->k : NULL, job->ids + q * job->k);
 }
 
-static void *s_rescore_run(void *arg)
+static void s_rescore_run(void *arg)
 {
     s_job_t *job = arg;
     const size_t dim = flat_store_view(job->store).dim;
@@ -148,15 +147,12 @@ static void *s_rescore_run(void *arg)
     }
     free(items);
     free(qn);
-    return NULL;
 }
 
 static size_t s_threads(size_t want, size_t nq, size_t work)
 {
-    if (want == 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        want = c > 0 ? (size_t)c : 1;
-    }
+    if (want == 0)
+        want = parfor_cores();
     size_t nt = work / S_WORK_PER_THREAD + 1;
     nt = nt < want ? nt : want;
     nt = nt < S_THREADS_MAX ? nt : S_THREADS_MAX;
@@ -221,25 +217,16 @@ int knn_exact_rescore(const flat_store_t *store, const float *queries, size_t nq
         return shoal_err_set(err, SHOAL_ENOMEM, "knn: out of memory re-scoring %zu queries", nq);
     const size_t nt = s_threads(threads, nq, nq * kc * v.dim);
     s_job_t jobs[S_THREADS_MAX];
-    pthread_t tids[S_THREADS_MAX];
-    int started[S_THREADS_MAX] = {0};
     for (size_t t = 0; t < nt; t++)
         jobs[t] = (s_job_t){.store = store, .queries = queries, .cand = cand, .cdist = cdist,
-                            .kc = kc, .k = k, .q_begin = nq * t / nt, .q_end = nq * (t + 1) / nt,
-                            .xmax = xmax, .ids = ids, .dists = dists, .fallback = fallback};
-    for (size_t t = 1; t < nt; t++)
-        started[t] = pthread_create(&tids[t], NULL, s_rescore_run, &jobs[t]) == 0;
-    /* This thread takes job 0, and any job whose thread did not start. */
-    for (size_t t = 0; t < nt; t++)
-        if (t == 0 || !started[t])
-            s_rescore_run(&jobs[t]);
+                            .kc = kc, .k = k, .q_begin = parfor_split(nq, nt, t),
+                            .q_end = parfor_split(nq, nt, t + 1), .xmax = xmax, .ids = ids,
+                            .dists = dists, .fallback = fallback};
+    parfor_each(jobs, sizeof jobs[0], nt, s_rescore_run);
     int rc = SHOAL_OK;
-    for (size_t t = 0; t < nt; t++) {
-        if (started[t])
-            pthread_join(tids[t], NULL);
+    for (size_t t = 0; t < nt; t++)
         if (jobs[t].rc < 0)
             rc = shoal_err_set(err, SHOAL_ENOMEM, "knn: out of memory re-scoring candidates");
-    }
     if (rc == SHOAL_OK)
         rc = s_fallback(store, queries, nq, k, threads, mem_budget, fallback, ids, dists, &nfall,
                         err);
