@@ -37,6 +37,7 @@
 #include "shard/hnsw.h"
 
 #include "common/log.h"
+#include "common/parfor.h"
 #include "common/topk.h"
 #include "shard/hnsw_private.h"
 
@@ -1053,9 +1054,11 @@ typedef struct {
     shoal_err_t err;        /* the first error */
 } s_batch_t;
 
-static void *s_batch_worker(void *arg)
+/* One batch thread: takes rows off b->next until none are left or one failed.
+   item is a parfor element holding a pointer to the shared s_batch_t. */
+static void s_batch_worker(void *item)
 {
-    s_batch_t *b = arg;
+    s_batch_t *b = *(s_batch_t **)item;
     hnsw_t *ix = b->ix;
     float *v = malloc(ix->dim * sizeof(float));
     if (!v) {
@@ -1063,7 +1066,7 @@ static void *s_batch_worker(void *arg)
         if (!atomic_exchange(&b->failed, 1))
             shoal_err_set(&b->err, SHOAL_ENOMEM, "hnsw_insert_batch: out of memory");
         pthread_mutex_unlock(&b->err_mu);
-        return NULL;
+        return;
     }
     for (;;) {
         if (atomic_load(&b->failed))
@@ -1084,7 +1087,6 @@ static void *s_batch_worker(void *arg)
         }
     }
     free(v);
-    return NULL;
 }
 
 int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, size_t n,
@@ -1115,10 +1117,8 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
     if (rc)
         return rc;
 
-    if (threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = cores > 0 ? (size_t)cores : 1;
-    }
+    if (threads == 0)
+        threads = parfor_cores();
     if (threads > n)
         threads = n;
     if (threads > 1024)
@@ -1129,18 +1129,22 @@ int hnsw_insert_batch(hnsw_t *index, const uint64_t *ids, const float *vecs, siz
     atomic_init(&b.failed, 0);
     shoal_err_clear(&b.err);
     pthread_mutex_init(&b.err_mu, NULL);
-    pthread_t *tids = threads > 1 ? malloc((threads - 1) * sizeof *tids) : NULL;
-    size_t started = 0;
-    if (tids) {
-        for (; started < threads - 1; started++) {
-            if (pthread_create(&tids[started], NULL, s_batch_worker, &b) != 0)
-                break; /* fewer threads still finish the work */
-        }
+    /*
+     * Every thread runs the same worker on the one shared batch (rows are
+     * taken off b.next), so each parfor element is a pointer to b. A thread
+     * that cannot start runs after the others on the caller and finds no row
+     * left; no memory for the table: the caller alone does the work.
+     */
+    s_batch_t *bp = &b;
+    s_batch_t **parts = threads > 1 ? malloc(threads * sizeof *parts) : NULL;
+    if (parts) {
+        for (size_t t = 0; t < threads; t++)
+            parts[t] = &b;
+        parfor_each(parts, sizeof *parts, threads, s_batch_worker);
+        free(parts);
+    } else {
+        s_batch_worker(&bp);
     }
-    s_batch_worker(&b);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(tids[t], NULL);
-    free(tids);
     pthread_mutex_destroy(&b.err_mu);
     if (atomic_load(&b.failed)) {
         if (err)

@@ -18,6 +18,7 @@
 #include <czmq.h>
 
 #include "common/log.h"
+#include "common/parfor.h"
 #include "shard/peers.h"
 #include "common/topk.h"
 #include "net/service.h"
@@ -1298,12 +1299,6 @@ void shard_server_opts_default(shard_server_opts_t *opts)
     opts->stop_fd = -1;
 }
 
-static size_t s_online_cores(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (size_t)n : 1;
-}
-
 shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *err)
 {
     if (!opts || !opts->listen || !*opts->listen || !opts->store.data_dir ||
@@ -1338,7 +1333,7 @@ shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *e
     server->opts.store.data_dir = server->data_dir;
     server->opts.store.device = server->device;
     if (server->opts.workers == 0)
-        server->opts.workers = s_online_cores();
+        server->opts.workers = parfor_cores();
     if (server->opts.store.threads == 0)
         server->opts.store.threads = server->opts.workers;
     server->queue_bytes_max = server->limits.max_message_bytes * 4;

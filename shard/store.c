@@ -36,6 +36,8 @@
 #include "shard/store_private.h"
 
 #include "common/log.h"
+#include "common/parfor.h"
+#include "common/timing.h"
 #include "common/topk.h"
 #include "common/vec_check.h"
 
@@ -54,13 +56,6 @@
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
-
-double shard_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static void s_rwlock_init_writer_first(pthread_rwlock_t *lock)
 {
@@ -253,7 +248,7 @@ static shard_coll_t *s_coll_new(const char *name)
     snprintf(coll->name, sizeof coll->name, "%s", name);
     s_rwlock_init_writer_first(&coll->engine_lock);
     pthread_mutex_init(&coll->lists_mu, NULL);
-    coll->checkpoint_time = shard_now();
+    coll->checkpoint_time = timing_now();
     return coll;
 }
 
@@ -493,7 +488,7 @@ static void s_checkpoint_due(shard_store_t *store)
     for (;;) {
         pthread_mutex_lock(&store->write_mu);
         shard_coll_t *due = NULL;
-        double now = shard_now();
+        double now = timing_now();
         for (size_t i = 0; i < store->ncolls && !due; i++)
             if (s_due(store, store->colls[i], now))
                 due = store->colls[i];
@@ -716,7 +711,7 @@ static int s_load_collections(shard_store_t *store, shoal_err_t *err)
             rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
             break;
         }
-        double t0 = shard_now();
+        double t0 = timing_now();
         rc = shard_coll_decode(coll, val, vlen, err);
         if (rc == 0)
             rc = shard_coll_load(store, coll, err);
@@ -730,7 +725,7 @@ static int s_load_collections(shard_store_t *store, shoal_err_t *err)
         log_info("collection \"%s\": %zu vectors, graph %s (%zu writes replayed) in %.2f s",
                  coll->name, hnsw_count(coll->hnsw),
                  coll->loaded_from_checkpoint ? "loaded from checkpoint" : "rebuilt",
-                 coll->replayed, shard_now() - t0);
+                 coll->replayed, timing_now() - t0);
     }
     if (rc == 0)
         rc = kv_iter_status(it, err);
@@ -848,10 +843,8 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
     shard_store_opts_t *o = &store->opts;
     o->data_dir = store->data_dir;
     o->device = store->device;
-    if (o->threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        o->threads = cores > 0 ? (size_t)cores : 1;
-    }
+    if (o->threads == 0)
+        o->threads = parfor_cores();
     if (o->checkpoint_every == 0)
         o->checkpoint_every = SHARD_CHECKPOINT_EVERY_DEFAULT;
     if (!(o->checkpoint_secs > 0))
@@ -882,17 +875,17 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
         goto fail;
     }
 
-    double t0 = shard_now();
+    double t0 = timing_now();
     if (s_mkdirs(store->data_dir, err) || s_open_kv(store, err))
         goto fail;
-    double t_kv = shard_now() - t0;
+    double t_kv = timing_now() - t0;
     if (s_check_format(store, err) || s_read_seq(store, err) || s_probe_devices(store, err) ||
         s_load_collections(store, err) || s_upgrade_format(store, err))
         goto fail;
     log_info("data dir %s open%s: %zu collections, seq %llu, in %.2f s (RocksDB open and WAL "
              "recovery %.2f s)",
              store->data_dir, atomic_load(&store->read_only) ? " read-only" : "", store->ncolls,
-             (unsigned long long)atomic_load(&store->seq), shard_now() - t0, t_kv);
+             (unsigned long long)atomic_load(&store->seq), timing_now() - t0, t_kv);
 
     if (pthread_create(&store->ckpt_thread, NULL, s_ckpt_main, store) != 0) {
         shoal_err_set(err, SHOAL_ENOMEM, "shard store: cannot start the checkpoint thread");
@@ -1797,7 +1790,7 @@ int shard_store_snapshot(shard_store_t *store, const char *name, shard_snapshot_
     if (rc || (rc = s_snapshot_path(store, NULL, parent, sizeof parent, err)) ||
         (rc = s_snapshot_path(store, name, info->dir, sizeof info->dir, err)))
         return rc;
-    double t0 = shard_now();
+    double t0 = timing_now();
     pthread_mutex_lock(&store->write_mu);
     /* The reserve first: the graph checkpoints and the memtable flush write. */
     if ((rc = shard_space_check(store, 0, err)) != 0) {
@@ -1841,7 +1834,7 @@ int shard_store_snapshot(shard_store_t *store, const char *name, shard_snapshot_
     log_info("snapshot \"%s\": %zu collection(s) up to write %llu in %s", name,
              info->collections, (unsigned long long)info->seq, info->dir);
 done:
-    info->ms = (shard_now() - t0) * 1000.0;
+    info->ms = (timing_now() - t0) * 1000.0;
     pthread_mutex_unlock(&store->write_mu);
     return rc;
 }

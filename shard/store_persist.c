@@ -32,6 +32,7 @@
 #include "shard/store_private.h"
 
 #include "common/log.h"
+#include "common/timing.h"
 #include "common/vec_check.h"
 
 #include <stdio.h>
@@ -260,7 +261,7 @@ static int s_ckpt_write(void *ctx, const void *data, size_t len)
 
 int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
 {
-    double t0 = shard_now();
+    double t0 = timing_now();
     /* write_mu is held: every write up to store->seq is in the graph, and
      * none can start before the header is switched. */
     uint64_t seq = atomic_load(&store->seq);
@@ -329,7 +330,7 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
     coll->chunk_base = w.base;
     coll->dirty = 0;
     coll->changes = 0;
-    coll->checkpoint_time = shard_now();
+    coll->checkpoint_time = timing_now();
     atomic_store(&coll->checkpoint_seq, seq);
     log_info("checkpoint \"%s\": %zu vectors, %llu bytes in %u chunks, seq %llu, %.2f s",
              coll->name, hnsw_count(coll->hnsw), (unsigned long long)w.total, w.nchunks,
@@ -938,7 +939,7 @@ int shard_coll_load(shard_store_t *store, shard_coll_t *coll, shoal_err_t *err)
      * checkpoint: the next checkpoint (background or close) records it. */
     coll->dirty = !coll->loaded_from_checkpoint || replayed > 0;
     coll->changes = 0;
-    coll->checkpoint_time = shard_now();
+    coll->checkpoint_time = timing_now();
     atomic_store(&coll->last_seq, last_seq);
     return 0;
 

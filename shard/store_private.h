@@ -302,9 +302,6 @@ struct shard_store {
 /* Helpers shared by the store's files                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Monotonic seconds. */
-double shard_now(void);
-
 /* The collection called name, or NULL. Caller holds write_mu or colls_lock. */
 shard_coll_t *shard_coll_find(shard_store_t *store, const char *name);
 /* The same after checking the name; NULL with EINVAL / ENOTFOUND in err. */

@@ -27,6 +27,7 @@
 #include "shard/store_private.h"
 
 #include "common/distance.h"
+#include "common/parfor.h"
 #include "common/topk.h"
 
 #include <stdlib.h>
@@ -65,16 +66,16 @@ typedef struct {
     shoal_err_t err; /* its error */
 } s_part_t;
 
-static void *s_part_main(void *arg)
+static void s_part_main(void *item)
 {
-    s_part_t *part = arg;
+    s_part_t *part = item;
     shoal_err_clear(&part->err);
     part->rc = part->fn(part->job, part->q0, part->q1, &part->err);
-    return NULL;
 }
 
 /* Runs fn over [0, nq) split in contiguous ranges on up to `threads` threads
- * (the calling thread takes the first range). */
+ * (parfor: the calling thread takes the first range); the first failing
+ * range's error, in range order, is the result. */
 static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads, size_t per_thread,
                           shoal_err_t *err)
 {
@@ -86,27 +87,16 @@ static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads,
     if (t == 1)
         return fn(job, 0, nq, err);
     s_part_t *parts = calloc(t, sizeof *parts);
-    pthread_t *tids = calloc(t, sizeof *tids);
-    int *started = calloc(t, sizeof *started);
-    if (!parts || !tids || !started) {
-        free(parts);
-        free(tids);
-        free(started);
+    if (!parts)
         return fn(job, 0, nq, err); /* no memory for threads: do it here */
-    }
-    for (size_t i = 0; i < t; i++) {
-        parts[i] = (s_part_t){.job = job, .fn = fn, .q0 = nq * i / t, .q1 = nq * (i + 1) / t};
-        if (i > 0)
-            started[i] = pthread_create(&tids[i], NULL, s_part_main, &parts[i]) == 0;
-    }
-    /* Parts whose thread did not start run here, after the first. */
     for (size_t i = 0; i < t; i++)
-        if (i == 0 || !started[i])
-            s_part_main(&parts[i]);
+        parts[i] = (s_part_t){.job = job,
+                              .fn = fn,
+                              .q0 = parfor_split(nq, t, i),
+                              .q1 = parfor_split(nq, t, i + 1)};
+    parfor_each(parts, sizeof *parts, t, s_part_main);
     int rc = 0;
     for (size_t i = 0; i < t; i++) {
-        if (started[i])
-            pthread_join(tids[i], NULL);
         if (parts[i].rc && rc == 0) {
             rc = parts[i].rc;
             if (err)
@@ -114,8 +104,6 @@ static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads,
         }
     }
     free(parts);
-    free(tids);
-    free(started);
     return rc;
 }
 
