@@ -2,9 +2,8 @@
  * flat.c - the flat store and the CPU exact k-NN search over it (see flat.h).
  *
  * Store. Three parallel arrays (rows, ids, |x|^2) grown geometrically with
- * realloc, and an id -> row map with open addressing and linear probing. The
- * map deletes by backward shift (Knuth, TAOCP vol. 3, 6.4 algorithm R), so it
- * never holds tombstones and probe chains do not decay under churn. An add is
+ * realloc, and an id -> row map (common/idmap: linear probing, deletion by
+ * backward shift, so probe chains do not decay under churn). An add is
  * checked in full and its memory reserved before the first row is touched, so
  * a failing add changes nothing.
  *
@@ -62,7 +61,7 @@
 #include "common/flat.h"
 #include "common/log.h"
 #include "common/parfor.h"
-#include "common/rng.h"
+#include "common/idmap.h"
 #include "common/topk.h"
 #include "common/vec_check.h"
 
@@ -80,8 +79,6 @@
 
 /* First row capacity of a store; it doubles from there. */
 #define S_ROWS_INITIAL 16
-/* Smallest id map; it keeps at most 3/4 of its slots used. */
-#define S_MAP_CAP_MIN 16
 /* Threads are capped: more would only add memory. */
 #define S_THREADS_MAX 256
 /* Tiled path: queries per tile at most, rows per tile at least / at most.
@@ -130,123 +127,9 @@ static int s_metric_valid(shoal_metric_t metric)
            metric == SHOAL_METRIC_COSINE;
 }
 
-
-/* ------------------------------------------------------------------------ */
-/* id -> row map: open addressing, linear probing, backward-shift deletion  */
-/* ------------------------------------------------------------------------ */
-
-/* TOPK_ID_NONE is never a stored id, so it marks a free slot. */
-#define S_MAP_FREE TOPK_ID_NONE
-
-typedef struct {
-    uint64_t *keys; /* cap slots; S_MAP_FREE marks an unused one */
-    size_t *rows;   /* rows[i] is the value of keys[i] */
-    size_t cap;     /* 0 or a power of two */
-    size_t count;   /* keys held; at most 3/4 of cap */
-} id_map_t;
-
-/* splitmix64's finaliser (rng.h): callers' ids are often consecutive. */
-static size_t s_map_hash(uint64_t key)
-{
-    return (size_t)shoal_rng_mix64(key);
-}
-
-/* The slot holding key, or the free slot where it would go (cap > count). */
-static size_t s_map_slot(const id_map_t *map, uint64_t key)
-{
-    size_t mask = map->cap - 1;
-    size_t i = s_map_hash(key) & mask;
-    while (map->keys[i] != key && map->keys[i] != S_MAP_FREE)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static size_t s_map_find(const id_map_t *map, uint64_t key)
-{
-    if (map->cap == 0 || key == S_MAP_FREE)
-        return FLAT_NO_ROW;
-    size_t i = s_map_slot(map, key);
-    return map->keys[i] == key ? map->rows[i] : FLAT_NO_ROW;
-}
-
-static void s_map_clear(id_map_t *map)
-{
-    for (size_t i = 0; i < map->cap; i++)
-        map->keys[i] = S_MAP_FREE;
-    map->count = 0;
-}
-
-/* Makes room for `want` keys without another allocation, rehashing if needed. */
-static int s_map_reserve(id_map_t *map, size_t want)
-{
-    size_t cap = S_MAP_CAP_MIN;
-    while (cap - cap / 4 < want) {
-        if (cap > SIZE_MAX / 2 / sizeof(uint64_t))
-            return SHOAL_ENOMEM;
-        cap *= 2;
-    }
-    if (cap <= map->cap)
-        return SHOAL_OK;
-    id_map_t bigger = {malloc(cap * sizeof(uint64_t)), malloc(cap * sizeof(size_t)), cap, 0};
-    if (!bigger.keys || !bigger.rows) {
-        free(bigger.keys);
-        free(bigger.rows);
-        return SHOAL_ENOMEM;
-    }
-    s_map_clear(&bigger);
-    for (size_t i = 0; i < map->cap; i++) {
-        if (map->keys[i] == S_MAP_FREE)
-            continue;
-        size_t slot = s_map_slot(&bigger, map->keys[i]);
-        bigger.keys[slot] = map->keys[i];
-        bigger.rows[slot] = map->rows[i];
-        bigger.count++;
-    }
-    free(map->keys);
-    free(map->rows);
-    *map = bigger;
-    return SHOAL_OK;
-}
-
-/* Sets key -> row; room was reserved. */
-static void s_map_put(id_map_t *map, uint64_t key, size_t row)
-{
-    size_t slot = s_map_slot(map, key);
-    if (map->keys[slot] == S_MAP_FREE)
-        map->count++;
-    map->keys[slot] = key;
-    map->rows[slot] = row;
-}
-
-/*
- * Removes key (present). Every entry after the hole in the same probe run is
- * moved back into the hole when its home slot does not lie cyclically in
- * (hole, entry]: then it could not be found past the hole any more.
- */
-static void s_map_remove(id_map_t *map, uint64_t key)
-{
-    size_t mask = map->cap - 1;
-    size_t hole = s_map_slot(map, key);
-    assert(map->keys[hole] == key);
-    for (size_t i = (hole + 1) & mask; map->keys[i] != S_MAP_FREE; i = (i + 1) & mask) {
-        size_t home = s_map_hash(map->keys[i]) & mask;
-        int stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
-        if (stays)
-            continue;
-        map->keys[hole] = map->keys[i];
-        map->rows[hole] = map->rows[i];
-        hole = i;
-    }
-    map->keys[hole] = S_MAP_FREE;
-    map->count--;
-}
-
-static void s_map_fini(id_map_t *map)
-{
-    free(map->keys);
-    free(map->rows);
-    memset(map, 0, sizeof *map);
-}
+/* The id map's "absent" is the store's, and its free marker is the reserved id. */
+_Static_assert(FLAT_NO_ROW == IDMAP_NONE, "flat_store_row passes idmap_find's answer on");
+_Static_assert(TOPK_ID_NONE == IDMAP_FREE, "the reserved id is the id map's free marker");
 
 /* ------------------------------------------------------------------------ */
 /* Store                                                                    */
@@ -260,7 +143,7 @@ struct flat_store {
     size_t cap;            /* rows allocated */
     size_t dim;            /* floats per row */
     shoal_metric_t metric; /* what the rows are stored for */
-    id_map_t map;          /* id -> row, for rows [0, n) */
+    idmap_t map;           /* id -> row, for rows [0, n) */
 };
 
 flat_store_t *flat_store_new(size_t dim, shoal_metric_t metric, shoal_err_t *err)
@@ -296,7 +179,7 @@ void flat_store_destroy(flat_store_t **store_p)
     free(store->vecs);
     free(store->ids);
     free(store->norms_sq);
-    s_map_fini(&store->map);
+    idmap_fini(&store->map);
     free(store);
     *store_p = NULL;
 }
@@ -371,7 +254,7 @@ int flat_store_add(flat_store_t *store, const uint64_t *ids, const float *vecs, 
                                  "flat_store_add: row %zu has id %llu, which is reserved "
                                  "(TOPK_ID_NONE)",
                                  i, (unsigned long long)ids[i]);
-        if (s_map_find(&store->map, ids[i]) == FLAT_NO_ROW)
+        if (idmap_find(&store->map, ids[i]) == FLAT_NO_ROW)
             fresh++;
     }
     if (fresh > SIZE_MAX / 2 - store->n)
@@ -379,7 +262,7 @@ int flat_store_add(flat_store_t *store, const uint64_t *ids, const float *vecs, 
     rc = s_store_reserve(store, store->n + fresh, err);
     if (rc != SHOAL_OK)
         return rc;
-    if (s_map_reserve(&store->map, store->n + fresh) != SHOAL_OK)
+    if (idmap_reserve(&store->map, store->n + fresh) != SHOAL_OK)
         return shoal_err_set(err, SHOAL_ENOMEM, "flat_store_add: out of memory for the id map "
                                                 "(%zu ids)",
                              store->n + fresh);
@@ -387,10 +270,10 @@ int flat_store_add(flat_store_t *store, const uint64_t *ids, const float *vecs, 
     /* Nothing can fail from here. A repeated id finds the row its first
      * occurrence made and overwrites it: the last one wins. */
     for (size_t i = 0; i < n; i++) {
-        size_t row = s_map_find(&store->map, ids[i]);
+        size_t row = idmap_find(&store->map, ids[i]);
         if (row == FLAT_NO_ROW) {
             row = store->n++;
-            s_map_put(&store->map, ids[i], row);
+            idmap_put(&store->map, ids[i], row);
             store->ids[row] = ids[i];
         }
         s_store_write_row(store, row, vecs + i * dim);
@@ -407,11 +290,11 @@ int flat_store_remove(flat_store_t *store, uint64_t id, size_t *moved_from, size
         *moved_to = FLAT_NO_ROW;
     if (!store)
         return shoal_err_set(err, SHOAL_EINVAL, "flat_store_remove: store is NULL");
-    size_t row = s_map_find(&store->map, id);
+    size_t row = idmap_find(&store->map, id);
     if (row == FLAT_NO_ROW)
         return shoal_err_set(err, SHOAL_ENOTFOUND, "flat_store_remove: id %llu is not stored",
                              (unsigned long long)id);
-    s_map_remove(&store->map, id);
+    idmap_remove(&store->map, id);
     size_t last = store->n - 1;
     if (row != last) {
         /* Keep the rows dense for the GEMM: the last row fills the hole. */
@@ -419,7 +302,7 @@ int flat_store_remove(flat_store_t *store, uint64_t id, size_t *moved_from, size
                store->dim * sizeof(float));
         store->ids[row] = store->ids[last];
         store->norms_sq[row] = store->norms_sq[last];
-        s_map_put(&store->map, store->ids[row], row);
+        idmap_put(&store->map, store->ids[row], row);
         if (moved_from)
             *moved_from = last;
         if (moved_to)
@@ -431,7 +314,7 @@ int flat_store_remove(flat_store_t *store, uint64_t id, size_t *moved_from, size
 
 size_t flat_store_row(const flat_store_t *store, uint64_t id)
 {
-    return store ? s_map_find(&store->map, id) : FLAT_NO_ROW;
+    return store ? idmap_find(&store->map, id) : FLAT_NO_ROW;
 }
 
 size_t flat_store_count(const flat_store_t *store)

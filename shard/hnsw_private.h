@@ -137,7 +137,10 @@ typedef struct {
  * Keeping the id in the entry as well (16 bytes, 42 a vector at a load of
  * 3/8) costs 4x the bytes of this (4 bytes, 10.5 a vector) to save the read
  * of the node's id on a probe, which only inserts, deletes, get and contains
- * make, never the walk.
+ * make, never the walk. That is why this map is not common/idmap, the id
+ * table flat and the store use: idmap keeps each key inline beside a size_t
+ * value (16 bytes an entry); this shape would need a key-reading callback in
+ * idmap's every probe, for one user.
  */
 typedef uint32_t hnsw_map_entry_t;
 

@@ -174,69 +174,6 @@ void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Id sets                                                                  */
-/* ------------------------------------------------------------------------ */
-
-/* splitmix64's finaliser: sequential ids spread over the table. */
-static inline size_t s_hash(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return (size_t)x;
-}
-
-int shard_idset_init(shard_idset_t *set, size_t n)
-{
-    size_t cap = 16;
-    while (cap < 2 * n + 1)
-        cap <<= 1;
-    set->slots = malloc(cap * sizeof *set->slots);
-    set->mask = cap - 1;
-    set->count = 0;
-    if (!set->slots)
-        return SHOAL_ENOMEM;
-    memset(set->slots, 0xff, cap * sizeof *set->slots);
-    return 0;
-}
-
-void shard_idset_fini(shard_idset_t *set)
-{
-    free(set->slots);
-    set->slots = NULL;
-    set->count = 0;
-}
-
-int shard_idset_add(shard_idset_t *set, uint64_t id)
-{
-    if (id == UINT64_MAX)
-        return 0;
-    for (size_t i = s_hash(id) & set->mask;; i = (i + 1) & set->mask) {
-        if (set->slots[i] == id)
-            return 0;
-        if (set->slots[i] == UINT64_MAX) {
-            set->slots[i] = id;
-            set->count++;
-            return 1;
-        }
-    }
-}
-
-int shard_idset_contains(const shard_idset_t *set, uint64_t id)
-{
-    if (id == UINT64_MAX)
-        return 0;
-    for (size_t i = s_hash(id) & set->mask;; i = (i + 1) & set->mask) {
-        if (set->slots[i] == id)
-            return 1;
-        if (set->slots[i] == UINT64_MAX)
-            return 0;
-    }
-}
-
-/* ------------------------------------------------------------------------ */
 /* Collections in memory                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1133,19 +1070,19 @@ static int s_dedupe(const uint64_t *ids, size_t n, size_t **keep, size_t *nkeep)
     *nkeep = n;
     if (n < 2)
         return 0;
-    shard_idset_t set;
+    idmap_t set;
     uint8_t *last = malloc(n);
-    if (!last || shard_idset_init(&set, n)) {
+    if (!last || idmap_set_init(&set, n)) {
         free(last);
         return SHOAL_ENOMEM;
     }
     /* Walking from the end, an id's first sighting is its last row. */
     size_t unique = 0;
     for (size_t i = n; i-- > 0;) {
-        last[i] = (uint8_t)shard_idset_add(&set, ids[i]);
+        last[i] = (uint8_t)idmap_add(&set, ids[i]);
         unique += last[i];
     }
-    shard_idset_fini(&set);
+    idmap_fini(&set);
     size_t *rows = unique == n ? NULL : malloc(unique * sizeof *rows);
     if (unique != n && !rows) {
         free(last);
@@ -1480,19 +1417,19 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
     uint64_t *present = NULL;
     uint32_t *plists = NULL;
     uint8_t *known = NULL;
-    shard_idset_t seen = {0};
+    idmap_t seen = {0};
     /* Only ids that are present are logged and counted; an id listed twice
      * counts once. write_mu keeps the graph's membership still meanwhile. */
     present = malloc((n ? n : 1) * sizeof *present);
     plists = malloc((n ? n : 1) * sizeof *plists);
     known = malloc(n ? n : 1);
-    if (!present || !plists || !known || shard_idset_init(&seen, n)) {
+    if (!present || !plists || !known || idmap_set_init(&seen, n)) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
         goto done;
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (hnsw_contains(coll->hnsw, ids[i]) && shard_idset_add(&seen, ids[i])) {
+        if (hnsw_contains(coll->hnsw, ids[i]) && idmap_add(&seen, ids[i])) {
             present[m] = ids[i];
             if (lists)
                 plists[m] = lists[i];
@@ -1565,7 +1502,7 @@ done:
     free(present);
     free(plists);
     free(known);
-    shard_idset_fini(&seen);
+    idmap_fini(&seen);
     return rc;
 }
 

@@ -1,7 +1,7 @@
 /*
  * store_private.h - what the shard store's files share: the store and
  * collection structures, the on-disk key layout and record formats, and the
- * small helpers (id sets, CRC-32) they all use.
+ * small helpers (CRC-32) they all use; their id sets are common/idmap's.
  *
  * The store is split by lifecycle stage:
  *   store.c          open/close, the collection table, create/drop,
@@ -69,6 +69,7 @@
 #define SHOAL_SHARD_STORE_PRIVATE_H
 
 #include "common/error.h"
+#include "common/idmap.h"
 #include "net/kv.h"
 #include "net/wire.h"
 #include "gpu/knn.h"
@@ -338,24 +339,6 @@ void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq);
 
 /* CRC-32 (IEEE 802.3, reflected, the zlib one). crc = 0 to start. */
 uint32_t shard_crc32(uint32_t crc, const void *data, size_t len);
-
-/*
- * A set of uint64 ids: open addressing, linear probing, power-of-two table.
- * UINT64_MAX (TOPK_ID_NONE / HNSW_ID_NONE) is the empty marker and cannot be
- * stored. Read-only use (contains) is safe from several threads.
- */
-typedef struct {
-    uint64_t *slots; /* table; UINT64_MAX = empty */
-    size_t mask;     /* table size - 1 */
-    size_t count;    /* ids stored */
-} shard_idset_t;
-
-/* Sized for up to n ids. 0 or SHOAL_ENOMEM. */
-int shard_idset_init(shard_idset_t *set, size_t n);
-void shard_idset_fini(shard_idset_t *set);
-/* 1 if added, 0 if already there (or UINT64_MAX). Never grows: n bounds it. */
-int shard_idset_add(shard_idset_t *set, uint64_t id);
-int shard_idset_contains(const shard_idset_t *set, uint64_t id);
 
 /* ------------------------------------------------------------------------ */
 /* store_lists.c                                                            */

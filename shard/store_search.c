@@ -51,7 +51,7 @@ struct s_job {
     const float *queries;        /* nq x dim */
     size_t k;                    /* results per query */
     size_t ef;                   /* graph candidates */
-    const shard_idset_t *filter; /* allow-list as a set, or NULL */
+    const idmap_t *filter;       /* allow-list as a set, or NULL */
     const uint64_t *allowed;     /* allowed ids present (exact over allow-list) */
     size_t nallowed;             /* how many */
     uint64_t *ids;               /* nq x k out */
@@ -113,7 +113,7 @@ static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads,
 
 static int s_filter_keep(uint64_t id, void *arg)
 {
-    return shard_idset_contains(arg, id);
+    return idmap_contains(arg, id);
 }
 
 static int s_graph_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
@@ -281,7 +281,7 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
                              HNSW_EF_MIN, HNSW_EF_MAX, ef);
 
     pthread_rwlock_rdlock(&store->colls_lock);
-    shard_idset_t set = {0};
+    idmap_t set = {0};
     uint64_t *allowed = NULL;
     int rc = 0;
     shard_coll_t *coll = shard_coll_find(store, name);
@@ -303,13 +303,13 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
     size_t nallowed = 0;
     if (filter) {
         allowed = malloc((nfilter ? nfilter : 1) * sizeof *allowed);
-        if (!allowed || shard_idset_init(&set, nfilter)) {
+        if (!allowed || idmap_set_init(&set, nfilter)) {
             rc = shoal_err_set(err, SHOAL_ENOMEM, "search: out of memory for a filter of %zu ids",
                                nfilter);
             goto done;
         }
         for (size_t i = 0; i < nfilter; i++)
-            if (shard_idset_add(&set, filter[i]) && hnsw_contains(coll->hnsw, filter[i]))
+            if (idmap_add(&set, filter[i]) && hnsw_contains(coll->hnsw, filter[i]))
                 allowed[nallowed++] = filter[i];
     }
 
@@ -357,7 +357,7 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
         shoal_err_prefix(err, "search \"%s\"", coll->name);
 done:
     pthread_rwlock_unlock(&store->colls_lock);
-    shard_idset_fini(&set);
+    idmap_fini(&set);
     free(allowed);
     return rc;
 }
