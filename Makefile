@@ -9,7 +9,8 @@
 #   make demo          the main job end to end (see README.md)
 #   make bench-distances  distance kernels, scalar vs SIMD
 #   make bench-hnsw    shoal's HNSW against hnswlib (BENCH_HNSW_N=... sets the
-#                      generated set's size; make bench-hnsw-quick: 20,000)
+#                      generated set's size; make bench-hnsw-quick: 20,000);
+#                      make bench-hnsw-plot draws its recall-QPS plots
 #   make bench-flat    shoal's exact CPU search against Faiss's IndexFlatL2
 #   make bench-shard   a shoal-shard through its socket: inserts/s, socket cost,
 #                      restart vs rebuild (BENCH_SHARD_N=... sets the set's size)
@@ -241,7 +242,7 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # Rules
 # --------------------------------------------------------------------------
 .PHONY: all deps test test-run test-asan test-chaos demo demo-run bench-distances bench-deps \
-        bench-hnsw bench-hnsw-quick bench-flat bench-shard bench-cluster bench-leak clean info \
+        bench-hnsw bench-hnsw-quick bench-hnsw-plot bench-flat bench-shard bench-cluster bench-leak clean info \
         gpu-lib gpu-check gpu-validate deb deploy-deps test-deploy
 
 all: $(PROGRAMS) $(TEST_BINS)
@@ -415,6 +416,11 @@ bench-hnsw: bench-deps
 
 bench-hnsw-quick:
 	@$(MAKE) --no-print-directory bench-hnsw BENCH_HNSW_N=20000
+
+# The recall-QPS plots of the last bench-hnsw run (build/bench-hnsw) into
+# docs/img/hnsw-NAME.png, drawn by Debian's /usr/bin/python3 (matplotlib).
+bench-hnsw-plot: bench-deps
+	@/usr/bin/python3 bench/plot_hnsw.py build/bench-hnsw docs/img
 
 # shoal's exact search against Faiss's (bench/run_flat.sh), run by Debian's
 # /usr/bin/python3. shoal runs from the native build, as in bench-hnsw, and once
