@@ -4,7 +4,8 @@
  *
  * Value layouts (all integers little-endian, written byte by byte so the
  * format does not depend on the host; keys use big-endian integers so they
- * sort numerically):
+ * sort numerically, and are built by net/kvkeys, shared with the shard
+ * store, as is the first check of "F"):
  *   F   "SHOALCAT" (8 bytes) | version u32                          12 bytes
  *   S   count u32 | count x (len u16 | endpoint bytes)
  *   C/  magic "CCOL" u32 | version u32 | dim | metric | nlist | M |
@@ -51,6 +52,7 @@
 #include "net/wire.h"
 
 #include "net/kv.h"
+#include "net/kvkeys.h"
 #include "common/log.h"
 
 #include <math.h>
@@ -123,34 +125,6 @@ static uint64_t s_get_le64(const uint8_t *p)
     return v;
 }
 
-static void s_put_be32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void s_put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint32_t s_get_be32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t s_get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 static uint32_t s_float_bits(float f)
 {
     uint32_t u;
@@ -197,39 +171,6 @@ static int s_check_name(const char *name, shoal_err_t *err)
     return 0;
 }
 
-/* Writes "<type>/<name>\0" into key (CAT_KEY_MAX bytes); returns its length. */
-static size_t s_key_prefix(uint8_t *key, char type, const char *name)
-{
-    size_t len = strlen(name);
-    key[0] = (uint8_t)type;
-    key[1] = '/';
-    memcpy(key + 2, name, len);
-    key[2 + len] = 0;
-    return 3 + len;
-}
-
-/* The key of the collection record, with a list or a list and id appended. */
-static size_t s_key_list(uint8_t *key, char type, const char *name, uint32_t list)
-{
-    size_t len = s_key_prefix(key, type, name);
-    s_put_be32(key + len, list);
-    return len + 4;
-}
-
-static size_t s_key_u64(uint8_t *key, char type, const char *name, uint64_t v)
-{
-    size_t len = s_key_prefix(key, type, name);
-    s_put_be64(key + len, v);
-    return len + 8;
-}
-
-static size_t s_key_member(uint8_t *key, const char *name, uint32_t list, uint64_t id)
-{
-    size_t len = s_key_list(key, 'M', name, list);
-    s_put_be64(key + len, id);
-    return len + 8;
-}
-
 /*
  * A key as readable text for messages: "C/docs", "N/docs/list 3",
  * "I/docs/id 17", "X/docs/txn 4", "M/docs/list 3/id 17"; other shapes and
@@ -259,17 +200,18 @@ static const char *s_key_text(const uint8_t *key, size_t klen, char *buf, size_t
         size_t rlen = klen - i - 1;
         char type = (char)key[0];
         if (rlen == 4)
-            S_EMIT("/list %u", s_get_be32(rest));
+            S_EMIT("/list %u", kvkeys_get_be32(rest));
         else if (rlen == 5)
-            S_EMIT("/list %u/replica %u", s_get_be32(rest), rest[4]);
+            S_EMIT("/list %u/replica %u", kvkeys_get_be32(rest), rest[4]);
         else if (rlen == 8 && type == 'D')
-            S_EMIT("/list %u/shard %u", s_get_be32(rest), s_get_be32(rest + 4));
+            S_EMIT("/list %u/shard %u", kvkeys_get_be32(rest), kvkeys_get_be32(rest + 4));
         else if (rlen == 8 && type == 'X')
-            S_EMIT("/txn %llu", (unsigned long long)s_get_be64(rest));
+            S_EMIT("/txn %llu", (unsigned long long)kvkeys_get_be64(rest));
         else if (rlen == 8)
-            S_EMIT("/id %llu", (unsigned long long)s_get_be64(rest));
+            S_EMIT("/id %llu", (unsigned long long)kvkeys_get_be64(rest));
         else if (rlen == 12)
-            S_EMIT("/list %u/id %llu", s_get_be32(rest), (unsigned long long)s_get_be64(rest + 4));
+            S_EMIT("/list %u/id %llu", kvkeys_get_be32(rest),
+                   (unsigned long long)kvkeys_get_be64(rest + 4));
         else if (rlen > 0) {
             S_EMIT("/0x");
             for (size_t j = 0; j < rlen && j < 16; j++)
@@ -408,7 +350,7 @@ static int s_coll_decode(const uint8_t *val, size_t vlen, catalog_coll_t *c, cha
 static int s_disk_coll(catalog_t *cat, const char *name, catalog_coll_t *c, shoal_err_t *err)
 {
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_prefix(key, 'C', name);
+    size_t klen = kvkeys_prefix(key, 'C', name);
     void *val = NULL;
     size_t vlen = 0;
     int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
@@ -463,7 +405,7 @@ static int s_replica_arrays(catalog_coll_t *c)
 /* "O/<c><list><r>" (and with id, "Q/<c><list><r><id>") into key; returns the length. */
 static size_t s_key_replica(uint8_t *key, char type, const char *name, uint32_t list, uint32_t r)
 {
-    size_t len = s_key_list(key, type, name, list);
+    size_t len = kvkeys_u32(key, type, name, list);
     key[len++] = (uint8_t)r;
     return len;
 }
@@ -471,7 +413,7 @@ static size_t s_key_replica(uint8_t *key, char type, const char *name, uint32_t 
 static size_t s_key_owed(uint8_t *key, const char *name, uint32_t list, uint32_t r, uint64_t id)
 {
     size_t len = s_key_replica(key, 'Q', name, list, r);
-    s_put_be64(key + len, id);
+    kvkeys_put_be64(key + len, id);
     return len + 8;
 }
 
@@ -573,21 +515,16 @@ static void s_coll_insert(catalog_t *cat, size_t at, const catalog_coll_t *c)
 
 static int s_load_format(catalog_t *cat, shoal_err_t *err)
 {
+    static const kvkeys_format_t fmt = {.magic = CAT_FORMAT_MAGIC,
+                                        .min_bytes = 8,
+                                        .what = "catalog",
+                                        .missing = "a format record",
+                                        .owner = "a coordinator catalog"};
     const char *dir = kv_dir(cat->kv);
     void *val = NULL;
     size_t vlen = 0;
-    int rc = kv_get(cat->kv, "F", 1, &val, &vlen, err);
+    int rc = kvkeys_format_get(cat->kv, &fmt, &val, &vlen, err);
     if (rc == SHOAL_ENOTFOUND) {
-        /* A database with keys but no format record was not written by us. */
-        int empty = 0;
-        rc = kv_is_empty(cat->kv, &empty, err);
-        if (rc)
-            return rc;
-        if (!empty)
-            return shoal_err_set(err, SHOAL_EFORMAT,
-                                 "catalog %s holds a database without a format record (not a "
-                                 "coordinator catalog?)",
-                                 dir);
         uint8_t rec[CAT_FORMAT_BYTES];
         memcpy(rec, CAT_FORMAT_MAGIC, 8);
         s_put_le32(rec + 8, CATALOG_FORMAT_VERSION);
@@ -599,13 +536,6 @@ static int s_load_format(catalog_t *cat, shoal_err_t *err)
     if (rc)
         return rc;
     const uint8_t *p = val;
-    if (vlen < 8 || memcmp(p, CAT_FORMAT_MAGIC, 8) != 0) {
-        free(val);
-        return shoal_err_set(err, SHOAL_EFORMAT,
-                             "catalog %s: format record has no \"%s\" magic (not a coordinator "
-                             "catalog?)",
-                             dir, CAT_FORMAT_MAGIC);
-    }
     if (vlen < CAT_FORMAT_BYTES) {
         free(val);
         return shoal_err_set(err, SHOAL_ECORRUPT, "catalog %s: record F: %zu bytes, expected %d",
@@ -636,7 +566,7 @@ static size_t s_key_role(uint8_t *key, uint32_t shard)
 {
     key[0] = 'R';
     key[1] = '/';
-    s_put_be32(key + 2, shard);
+    kvkeys_put_be32(key + 2, shard);
     return 6;
 }
 
@@ -651,7 +581,7 @@ static int s_load_roles(catalog_t *cat, shoal_err_t *err)
         size_t klen = 0, vlen = 0;
         const uint8_t *key = kv_iter_key(it, &klen);
         const uint8_t *val = kv_iter_value(it, &vlen);
-        uint32_t shard = klen == 6 ? s_get_be32(key + 2) : UINT32_MAX;
+        uint32_t shard = klen == 6 ? kvkeys_get_be32(key + 2) : UINT32_MAX;
         uint8_t role = vlen == 1 ? val[0] : 0;
         if (shard >= cat->nshards ||
             (role != CATALOG_SHARD_DRAINING && role != CATALOG_SHARD_REMOVED)) {
@@ -745,7 +675,7 @@ corrupt:
 static int s_load_trained(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
 {
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_prefix(key, 'T', c->name);
+    size_t klen = kvkeys_prefix(key, 'T', c->name);
     void *val = NULL;
     size_t vlen = 0;
     int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
@@ -809,7 +739,7 @@ corrupt:
 static int s_load_quantizer(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
 {
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_prefix(key, 'Z', c->name);
+    size_t klen = kvkeys_prefix(key, 'Z', c->name);
     void *val = NULL;
     size_t vlen = 0;
     int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
@@ -841,7 +771,7 @@ typedef int (*s_record_fn)(catalog_t *cat, catalog_coll_t *c, const uint8_t *key
 static int s_scan(catalog_t *cat, catalog_coll_t *c, char type, s_record_fn fn, shoal_err_t *err)
 {
     uint8_t prefix[CAT_KEY_MAX];
-    size_t plen = s_key_prefix(prefix, type, c->name);
+    size_t plen = kvkeys_prefix(prefix, type, c->name);
     kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
@@ -868,7 +798,7 @@ static int s_count_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key,
                  vlen, plen + 4);
         return s_corrupt(cat, key, klen, err, why);
     }
-    uint32_t list = s_get_be32(key + plen);
+    uint32_t list = kvkeys_get_be32(key + plen);
     if (list >= c->nlist) {
         snprintf(why, sizeof why, "list %u out of range (nlist %u)", list, c->nlist);
         return s_corrupt(cat, key, klen, err, why);
@@ -882,7 +812,7 @@ static int s_count_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key,
 static int s_stale_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
                           size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
 {
-    uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t list = klen == plen + 5 ? kvkeys_get_be32(key + plen) : UINT32_MAX;
     uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
     int mode = vlen == 0 ? CATALOG_STALE_REBUILD
                : vlen == 1 && val[0] == CATALOG_STALE_CATCHUP ? CATALOG_STALE_CATCHUP
@@ -906,7 +836,7 @@ static int s_owed_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, 
 {
     (void)val;
     (void)vlen;
-    uint32_t list = klen == plen + 13 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t list = klen == plen + 13 ? kvkeys_get_be32(key + plen) : UINT32_MAX;
     uint32_t r = klen == plen + 13 ? key[plen + 4] : UINT32_MAX;
     size_t j = (size_t)list * c->replication + r;
     if (!c->stale || list >= c->nlist || r >= c->replication ||
@@ -920,7 +850,7 @@ static int s_owed_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, 
 static int s_move_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
                          size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
 {
-    uint32_t list = klen == plen + 5 ? s_get_be32(key + plen) : UINT32_MAX;
+    uint32_t list = klen == plen + 5 ? kvkeys_get_be32(key + plen) : UINT32_MAX;
     uint32_t r = klen == plen + 5 ? key[plen + 4] : UINT32_MAX;
     uint32_t to = vlen == 5 ? s_get_le32(val) : UINT32_MAX;
     uint8_t state = vlen == 5 ? val[4] : 0;
@@ -975,8 +905,8 @@ static void s_orphan_forget(catalog_coll_t *c, uint32_t list, uint32_t shard)
 static int s_orphan_record(catalog_t *cat, catalog_coll_t *c, const uint8_t *key, size_t klen,
                            size_t plen, const uint8_t *val, size_t vlen, shoal_err_t *err)
 {
-    uint32_t list = klen == plen + 8 ? s_get_be32(key + plen) : UINT32_MAX;
-    uint32_t shard = klen == plen + 8 ? s_get_be32(key + plen + 4) : UINT32_MAX;
+    uint32_t list = klen == plen + 8 ? kvkeys_get_be32(key + plen) : UINT32_MAX;
+    uint32_t shard = klen == plen + 8 ? kvkeys_get_be32(key + plen + 4) : UINT32_MAX;
     uint8_t kind = vlen == 1 ? val[0] : 0;
     if (!c->trained || list >= c->nlist || shard >= cat->nshards ||
         (kind != CATALOG_ORPHAN_CURRENT && kind != CATALOG_ORPHAN_STALE)) {
@@ -1027,7 +957,7 @@ static int s_calib_decode(const uint8_t *val, size_t vlen, catalog_calib_t *t, c
 static int s_load_calib(catalog_t *cat, catalog_coll_t *c, shoal_err_t *err)
 {
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_prefix(key, 'K', c->name);
+    size_t klen = kvkeys_prefix(key, 'K', c->name);
     void *val = NULL;
     size_t vlen = 0;
     int rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
@@ -1127,7 +1057,7 @@ static int s_load_next_txn(catalog_t *cat, shoal_err_t *err)
             rc = s_corrupt(cat, key, klen, err, "not a valid intent key");
             break;
         }
-        uint64_t txn = s_get_be64(zero + 1);
+        uint64_t txn = kvkeys_get_be64(zero + 1);
         if (txn > max)
             max = txn;
     }
@@ -1447,7 +1377,7 @@ int catalog_create(catalog_t *cat, const catalog_coll_t *params, shoal_err_t *er
         return shoal_err_set(err, SHOAL_ENOMEM, "collection \"%s\": out of memory for %u lists",
                              c.name, c.nlist);
     uint8_t key[CAT_KEY_MAX], val[CAT_COLL_BYTES];
-    size_t klen = s_key_prefix(key, 'C', c.name);
+    size_t klen = kvkeys_prefix(key, 'C', c.name);
     s_coll_encode(&c, val);
     rc = s_coll_reserve(cat, err);
     if (rc == 0)
@@ -1472,7 +1402,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     static const char types[] = "CTNIMXOQVDKZ";
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
-        size_t len = s_key_prefix(begin, types[t], name);
+        size_t len = kvkeys_prefix(begin, types[t], name);
         memcpy(end, begin, len);
         end[len - 1] = 1; /* every key "<t>/<name>\0..." is below "<t>/<name>\1" */
         kv_batch_delete_range(batch, begin, len, end, len);
@@ -1583,12 +1513,12 @@ int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centr
     catalog_coll_t updated = *c;
     updated.trained = 1;
     s_coll_encode(&updated, cval);
-    size_t klen = s_key_prefix(key, 'C', name);
+    size_t klen = kvkeys_prefix(key, 'C', name);
     kv_batch_put(batch, key, klen, cval, sizeof cval);
-    klen = s_key_prefix(key, 'T', name);
+    klen = kvkeys_prefix(key, 'T', name);
     kv_batch_put(batch, key, klen, tval, tlen);
     if (qrec) {
-        klen = s_key_prefix(key, 'Z', name);
+        klen = kvkeys_prefix(key, 'Z', name);
         kv_batch_put(batch, key, klen, qrec, qlen);
     }
     rc = kv_write(cat->kv, batch, 1, err);
@@ -1764,7 +1694,7 @@ int catalog_owed_scan(catalog_t *cat, const char *name, uint32_t l, uint32_t r, 
         const uint8_t *key = kv_iter_key(it, &klen);
         if (klen != plen + 8)
             continue;
-        ids[(*got)++] = s_get_be64(key + plen);
+        ids[(*got)++] = kvkeys_get_be64(key + plen);
     }
     int rc = kv_iter_status(it, err);
     kv_iter_destroy(&it);
@@ -1804,8 +1734,8 @@ int catalog_owed_clear(catalog_t *cat, const char *name, uint32_t l, uint32_t r,
 /* "D/<c><list><shard>" into key; returns the length. */
 static size_t s_key_orphan(uint8_t *key, const char *name, uint32_t list, uint32_t shard)
 {
-    size_t len = s_key_list(key, 'D', name, list);
-    s_put_be32(key + len, shard);
+    size_t len = kvkeys_u32(key, 'D', name, list);
+    kvkeys_put_be32(key + len, shard);
     return len + 4;
 }
 
@@ -1999,7 +1929,7 @@ int catalog_move_switch(catalog_t *cat, const char *name, uint32_t l, uint32_t r
         owners[j] = to;
         s_trained_encode(c, c->centroids, owners, tval);
         uint8_t key[CAT_KEY_MAX];
-        size_t klen = s_key_prefix(key, 'T', name);
+        size_t klen = kvkeys_prefix(key, 'T', name);
         kv_batch_put(batch, key, klen, tval, s_trained_len(c));
         s_move_delete(batch, c, l, r);
         s_orphan_batch(batch, c, l, from, CATALOG_ORPHAN_CURRENT);
@@ -2077,7 +2007,7 @@ int catalog_calib_set(catalog_t *cat, const char *name, const catalog_calib_t *c
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", name, why);
     }
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_prefix(key, 'K', name);
+    size_t klen = kvkeys_prefix(key, 'K', name);
     int rc = kv_put(cat->kv, key, klen, val, vlen, 1, err);
     if (rc) {
         free(copy);
@@ -2130,7 +2060,7 @@ int catalog_lookup(catalog_t *cat, const char *name, const uint64_t *ids, size_t
         return rc;
     for (size_t i = 0; i < n; i++) {
         uint8_t key[CAT_KEY_MAX];
-        size_t klen = s_key_u64(key, 'I', name, ids[i]);
+        size_t klen = kvkeys_u64(key, 'I', name, ids[i]);
         void *val = NULL;
         size_t vlen = 0;
         rc = kv_get(cat->kv, key, klen, &val, &vlen, err);
@@ -2223,18 +2153,18 @@ static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const 
         uint32_t to = new_lists ? new_lists[occ[j].pos] : CATALOG_LIST_NONE;
         i = j + 1;
         if (from != CATALOG_LIST_NONE && from != to) {
-            kv_batch_delete(batch, key, s_key_member(key, name, from, id));
+            kv_batch_delete(batch, key, kvkeys_u32_u64(key, 'M', name, from, id));
             deltas[nd++] = (s_delta_t){.list = from, .delta = -1};
         }
         if (to == CATALOG_LIST_NONE) {
             if (from != CATALOG_LIST_NONE)
-                kv_batch_delete(batch, key, s_key_u64(key, 'I', name, id));
+                kv_batch_delete(batch, key, kvkeys_u64(key, 'I', name, id));
             continue;
         }
         uint8_t lval[4];
         s_put_le32(lval, to);
-        kv_batch_put(batch, key, s_key_u64(key, 'I', name, id), lval, sizeof lval);
-        kv_batch_put(batch, key, s_key_member(key, name, to, id), "", 0);
+        kv_batch_put(batch, key, kvkeys_u64(key, 'I', name, id), lval, sizeof lval);
+        kv_batch_put(batch, key, kvkeys_u32_u64(key, 'M', name, to, id), "", 0);
         if (from != to)
             deltas[nd++] = (s_delta_t){.list = to, .delta = 1};
     }
@@ -2261,7 +2191,7 @@ static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const 
             next = d < 0 ? cur - (uint64_t)(-d) : cur + (uint64_t)d;
         }
         deltas[i].delta = (int64_t)next;
-        size_t klen = s_key_list(key, 'N', name, deltas[i].list);
+        size_t klen = kvkeys_u32(key, 'N', name, deltas[i].list);
         if (next == 0) {
             kv_batch_delete(batch, key, klen);
         } else {
@@ -2313,8 +2243,8 @@ int catalog_scan_list(catalog_t *cat, const char *name, uint32_t list, uint64_t 
     if (max == 0)
         return 0;
     uint8_t prefix[CAT_KEY_MAX], start[CAT_KEY_MAX];
-    size_t plen = s_key_list(prefix, 'M', name, list);
-    size_t slen = s_key_member(start, name, list, from_id);
+    size_t plen = kvkeys_u32(prefix, 'M', name, list);
+    size_t slen = kvkeys_u32_u64(start, 'M', name, list, from_id);
     kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
@@ -2327,7 +2257,7 @@ int catalog_scan_list(catalog_t *cat, const char *name, uint32_t list, uint64_t 
             rc = s_corrupt(cat, key, klen, err, "membership key of the wrong length");
             break;
         }
-        ids[count++] = s_get_be64(key + plen);
+        ids[count++] = kvkeys_get_be64(key + plen);
     }
     if (rc == 0 && count < max)
         rc = kv_iter_status(it, err);
@@ -2376,7 +2306,7 @@ int catalog_intent_put(catalog_t *cat, const char *name, const uint64_t *ids,
         s_put_le32(p + 4 * i, new_lists[i]);
     uint64_t number = atomic_fetch_add(&cat->next_txn, 1);
     uint8_t key[CAT_KEY_MAX];
-    size_t klen = s_key_u64(key, 'X', name, number);
+    size_t klen = kvkeys_u64(key, 'X', name, number);
     int rc = kv_put(cat->kv, key, klen, val, vlen, 1, err);
     free(val);
     if (rc)
@@ -2395,7 +2325,7 @@ int catalog_intent_clear(catalog_t *cat, const char *name, uint64_t txn, shoal_e
     if (!batch)
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
     uint8_t key[CAT_KEY_MAX];
-    kv_batch_delete(batch, key, s_key_u64(key, 'X', name, txn));
+    kv_batch_delete(batch, key, kvkeys_u64(key, 'X', name, txn));
     rc = kv_write(cat->kv, batch, 1, err);
     kv_batch_destroy(&batch);
     if (rc)
@@ -2466,7 +2396,7 @@ int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, si
     if (rc || (rc = s_disk_coll(cat, name, &c, err)))
         return rc;
     uint8_t prefix[CAT_KEY_MAX];
-    size_t plen = s_key_prefix(prefix, 'X', name);
+    size_t plen = kvkeys_prefix(prefix, 'X', name);
     kv_iter_t *it = kv_iter_new(cat->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
@@ -2492,7 +2422,7 @@ int catalog_intents(catalog_t *cat, const char *name, catalog_intent_t **out, si
         }
         catalog_intent_t *in = &list[n++];
         memset(in, 0, sizeof *in);
-        in->txn = s_get_be64(key + plen);
+        in->txn = kvkeys_get_be64(key + plen);
         char why[160];
         int drc = s_intent_decode(val, vlen, c.nlist, in, why, sizeof why);
         if (drc == SHOAL_ENOMEM) {

@@ -126,47 +126,6 @@ size_t shard_key_coll(uint8_t *out, const char *name)
     return 2 + len;
 }
 
-size_t shard_key_prefix(uint8_t *out, char tag, const char *name)
-{
-    size_t len = strlen(name);
-    out[0] = (uint8_t)tag;
-    out[1] = '/';
-    memcpy(out + 2, name, len);
-    out[2 + len] = 0;
-    return 3 + len;
-}
-
-size_t shard_key_range_end(uint8_t *out, char tag, const char *name)
-{
-    size_t len = shard_key_prefix(out, tag, name);
-    out[len - 1] = 1;
-    return len;
-}
-
-size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v)
-{
-    size_t len = shard_key_prefix(out, tag, name);
-    for (int i = 7; i >= 0; i--)
-        out[len++] = (uint8_t)(v >> (8 * i));
-    return len;
-}
-
-size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v)
-{
-    size_t len = shard_key_prefix(out, tag, name);
-    for (int i = 3; i >= 0; i--)
-        out[len++] = (uint8_t)(v >> (8 * i));
-    return len;
-}
-
-size_t shard_key_member(uint8_t *out, const char *name, uint32_t list, uint64_t id)
-{
-    size_t len = shard_key_u32(out, SHARD_TAG_MEMBER, name, list);
-    for (int i = 7; i >= 0; i--)
-        out[len++] = (uint8_t)(id >> (8 * i));
-    return len;
-}
-
 void shard_batch_put_seq(kv_batch_t *batch, uint64_t seq)
 {
     shard_seq_rec_t rec = {.magic = SHARD_SEQ_MAGIC, .version = SHARD_RECORD_VERSION, .seq = seq};
@@ -250,8 +209,8 @@ static void s_batch_clear_ranges(kv_batch_t *batch, const char *name)
     static const char tags[5] = {SHARD_TAG_VEC, 'L', 'K', SHARD_TAG_QUARANTINE, SHARD_TAG_MEMBER};
     uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
     for (int t = 0; t < 5; t++) {
-        size_t klen = shard_key_prefix(key, tags[t], name);
-        size_t elen = shard_key_range_end(end, tags[t], name);
+        size_t klen = kvkeys_prefix(key, tags[t], name);
+        size_t elen = kvkeys_range_end(end, tags[t], name);
         kv_batch_delete_range(batch, key, klen, end, elen);
     }
 }
@@ -497,20 +456,15 @@ static void s_ckpt_stop(shard_store_t *store)
 /* Checks the format record, or writes one into an empty directory. */
 static int s_check_format(shard_store_t *store, shoal_err_t *err)
 {
+    static const kvkeys_format_t fmt = {.magic = SHARD_FORMAT_MAGIC,
+                                        .min_bytes = 12,
+                                        .what = "data dir",
+                                        .missing = "a shoal format record",
+                                        .owner = "a shard's data dir"};
     void *val = NULL;
     size_t vlen = 0;
-    int rc = kv_get(store->kv, "F", 1, &val, &vlen, err);
+    int rc = kvkeys_format_get(store->kv, &fmt, &val, &vlen, err);
     if (rc == SHOAL_ENOTFOUND) {
-        /* A database with keys but no format record was not written by shoal. */
-        int empty = 0;
-        rc = kv_is_empty(store->kv, &empty, err);
-        if (rc)
-            return rc;
-        if (!empty)
-            return shoal_err_set(err, SHOAL_EFORMAT,
-                                 "data dir %s holds a database without a shoal format record "
-                                 "(not a shard's data dir?)",
-                                 store->data_dir);
         shard_format_rec_t rec = {.version = SHARD_FORMAT_VERSION,
                                   .created_unix = (uint64_t)time(NULL)};
         memcpy(rec.magic, SHARD_FORMAT_MAGIC, sizeof rec.magic);
@@ -530,13 +484,6 @@ static int s_check_format(shard_store_t *store, shoal_err_t *err)
     if (rc)
         return rc;
     shard_format_rec_t rec;
-    if (vlen < 12 || memcmp(val, SHARD_FORMAT_MAGIC, 8) != 0) {
-        free(val);
-        return shoal_err_set(err, SHOAL_EFORMAT,
-                             "data dir %s: format record has no \"%s\" magic (not a shard's "
-                             "data dir?)",
-                             store->data_dir, SHARD_FORMAT_MAGIC);
-    }
     memset(&rec, 0, sizeof rec);
     memcpy(&rec, val, vlen < sizeof rec ? vlen : sizeof rec);
     free(val);
@@ -1113,7 +1060,7 @@ static int s_batch_put_log(kv_batch_t *batch, const char *name, uint64_t seq, ui
     memcpy(val, &hdr, sizeof hdr);
     memcpy(val + sizeof hdr, ids, n * sizeof(uint64_t));
     uint8_t key[SHARD_KEY_MAX];
-    kv_batch_put(batch, key, shard_key_u64(key, 'L', name, seq), val, vlen);
+    kv_batch_put(batch, key, kvkeys_u64(key, 'L', name, seq), val, vlen);
     free(val);
     return 0;
 }
@@ -1134,8 +1081,8 @@ static int s_read_old_lists(shard_store_t *store, shard_coll_t *coll, const uint
         uint8_t key[SHARD_KEY_MAX];
         void *val = NULL;
         size_t vlen = 0;
-        int rc = kv_get(store->kv, key, shard_key_u64(key, SHARD_TAG_VEC, coll->name, ids[i]),
-                        &val, &vlen, err);
+        int rc = kv_get(store->kv, key, kvkeys_u64(key, SHARD_TAG_VEC, coll->name, ids[i]), &val,
+                        &vlen, err);
         if (rc == SHOAL_ENOTFOUND)
             continue;
         if (rc)
@@ -1320,10 +1267,11 @@ int shard_store_insert_quantized(shard_store_t *store, const char *name, const u
             .magic = SHARD_VEC_MAGIC, .version = SHARD_VEC_VERSION, .seq = seq, .list = list};
         memcpy(val, &hdr, sizeof hdr);
         memcpy(val + sizeof hdr, vecs + i * dim, dim * sizeof(float));
-        kv_batch_put(batch, key, shard_key_u64(key, SHARD_TAG_VEC, name, ids[i]), val, vlen);
-        kv_batch_put(batch, key, shard_key_member(key, name, list, ids[i]), "", 0);
+        kv_batch_put(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, ids[i]), val, vlen);
+        kv_batch_put(batch, key, kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, list, ids[i]), "", 0);
         if (had[i] && old[i] != list)
-            kv_batch_delete(batch, key, shard_key_member(key, name, old[i], ids[i]));
+            kv_batch_delete(batch, key,
+                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, old[i], ids[i]));
     }
     if (s_batch_put_log(batch, name, seq, SHARD_LOG_INSERT, ids, m)) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
@@ -1457,9 +1405,10 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
     }
     uint8_t key[SHARD_KEY_MAX];
     for (size_t i = 0; i < m; i++) {
-        kv_batch_delete(batch, key, shard_key_u64(key, SHARD_TAG_VEC, name, present[i]));
+        kv_batch_delete(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, present[i]));
         if (known[i])
-            kv_batch_delete(batch, key, shard_key_member(key, name, plists[i], present[i]));
+            kv_batch_delete(batch, key,
+                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, plists[i], present[i]));
     }
     shard_batch_put_seq(batch, seq);
     if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {

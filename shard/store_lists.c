@@ -199,8 +199,8 @@ static int s_member_row(shard_store_t *store, shard_coll_t *coll, uint32_t list,
     uint8_t key[SHARD_KEY_MAX];
     void *val = NULL;
     size_t vlen = 0;
-    int rc = kv_get(store->kv, key, shard_key_u64(key, SHARD_TAG_VEC, coll->name, id), &val, &vlen,
-                    err);
+    int rc =
+        kv_get(store->kv, key, kvkeys_u64(key, SHARD_TAG_VEC, coll->name, id), &val, &vlen, err);
     if (rc == SHOAL_ENOTFOUND)
         return 0;
     if (rc)
@@ -247,13 +247,13 @@ int shard_store_list_export(shard_store_t *store, const char *name, uint32_t lis
         goto done;
     }
     uint8_t prefix[SHARD_KEY_MAX], from[SHARD_KEY_MAX];
-    size_t plen = shard_key_u32(prefix, SHARD_TAG_MEMBER, name, list);
+    size_t plen = kvkeys_u32(prefix, SHARD_TAG_MEMBER, name, list);
     if (!(it = kv_iter_new(store->kv, prefix, plen, err))) {
         rc = err ? err->code : SHOAL_ENOMEM;
         goto done;
     }
     if (has_after)
-        kv_iter_seek(it, from, shard_key_member(from, name, list, after + 1));
+        kv_iter_seek(it, from, kvkeys_u32_u64(from, SHARD_TAG_MEMBER, name, list, after + 1));
     uint64_t last = after;
     int moved = 0;
     for (; *n < limit && kv_iter_valid(it); kv_iter_next(it)) {
@@ -312,7 +312,7 @@ int shard_store_list_drop(shard_store_t *store, const char *name, uint32_t list,
         goto done;
     }
     uint8_t prefix[SHARD_KEY_MAX];
-    size_t plen = shard_key_u32(prefix, SHARD_TAG_MEMBER, name, list);
+    size_t plen = kvkeys_u32(prefix, SHARD_TAG_MEMBER, name, list);
     if (!(it = kv_iter_new(store->kv, prefix, plen, err))) {
         rc = err ? err->code : SHOAL_ENOMEM;
         goto done;

@@ -159,7 +159,7 @@ uint8_t *shard_coll_encode(const shard_coll_t *coll, size_t *len)
 int shard_row_read(shard_store_t *store, const shard_coll_t *coll, uint64_t id, float *out)
 {
     uint8_t key[SHARD_KEY_MAX];
-    size_t klen = shard_key_u64(key, SHARD_TAG_VEC, coll->name, id), vlen = 0;
+    size_t klen = kvkeys_u64(key, SHARD_TAG_VEC, coll->name, id), vlen = 0;
     void *val = NULL;
     pthread_rwlock_rdlock(&store->kv_lock);
     int rc = kv_get(store->kv, key, klen, &val, &vlen, NULL);
@@ -219,13 +219,13 @@ static int s_flush_chunk(s_ckpt_writer_t *w)
     if (!w->cleared) {
         /* Pieces of an earlier checkpoint attempt that crashed before its
          * header was written may sit under this base: clear them first. */
-        size_t klen = shard_key_u32(key, 'K', w->coll->name, w->base);
-        size_t elen = w->base ? shard_key_range_end(end, 'K', w->coll->name)
-                              : shard_key_u32(end, 'K', w->coll->name, SHARD_CHUNK_BASE_HIGH);
+        size_t klen = kvkeys_u32(key, 'K', w->coll->name, w->base);
+        size_t elen = w->base ? kvkeys_range_end(end, 'K', w->coll->name)
+                              : kvkeys_u32(end, 'K', w->coll->name, SHARD_CHUNK_BASE_HIGH);
         kv_batch_delete_range(batch, key, klen, end, elen);
         w->cleared = 1;
     }
-    kv_batch_put(batch, key, shard_key_u32(key, 'K', w->coll->name, w->base + w->nchunks), w->buf,
+    kv_batch_put(batch, key, kvkeys_u32(key, 'K', w->coll->name, w->base + w->nchunks), w->buf,
                  w->fill);
     int rc = shard_kv_write(w->store, batch, 0, &w->err);
     kv_batch_destroy(&batch);
@@ -312,16 +312,15 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
         goto done;
     }
     uint8_t key[SHARD_KEY_MAX], end[SHARD_KEY_MAX];
-    kv_batch_put(batch, key, shard_key_prefix(key, 'K', coll->name), &rec, sizeof rec);
+    kv_batch_put(batch, key, kvkeys_prefix(key, 'K', coll->name), &rec, sizeof rec);
     if (w.base == 0)
-        kv_batch_delete_range(batch, key,
-                              shard_key_u32(key, 'K', coll->name, SHARD_CHUNK_BASE_HIGH), end,
-                              shard_key_range_end(end, 'K', coll->name));
+        kv_batch_delete_range(batch, key, kvkeys_u32(key, 'K', coll->name, SHARD_CHUNK_BASE_HIGH),
+                              end, kvkeys_range_end(end, 'K', coll->name));
     else
-        kv_batch_delete_range(batch, key, shard_key_u32(key, 'K', coll->name, 0), end,
-                              shard_key_u32(end, 'K', coll->name, SHARD_CHUNK_BASE_HIGH));
-    kv_batch_delete_range(batch, key, shard_key_prefix(key, 'L', coll->name), end,
-                          shard_key_u64(end, 'L', coll->name, seq + 1));
+        kv_batch_delete_range(batch, key, kvkeys_u32(key, 'K', coll->name, 0), end,
+                              kvkeys_u32(end, 'K', coll->name, SHARD_CHUNK_BASE_HIGH));
+    kv_batch_delete_range(batch, key, kvkeys_prefix(key, 'L', coll->name), end,
+                          kvkeys_u64(end, 'L', coll->name, seq + 1));
     if ((rc = shard_kv_write(store, batch, 1, err)) != 0) {
         shoal_err_prefix(err, "checkpoint \"%s\"", coll->name);
         goto done;
@@ -356,7 +355,7 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
 {
     why[0] = 0;
     uint8_t key[SHARD_KEY_MAX];
-    size_t klen = shard_key_prefix(key, 'K', coll->name);
+    size_t klen = kvkeys_prefix(key, 'K', coll->name);
     void *val = NULL;
     size_t vlen = 0;
     shoal_err_t err;
@@ -411,12 +410,12 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
         goto done;
     }
     uint8_t want[SHARD_KEY_MAX];
-    size_t wlen = shard_key_u32(want, 'K', coll->name, rec.chunk_base);
+    size_t wlen = kvkeys_u32(want, 'K', coll->name, rec.chunk_base);
     kv_iter_seek(it, want, wlen);
     uint64_t off = 0;
     uint32_t crc = 0;
     for (uint32_t i = 0; i < rec.nchunks; i++, kv_iter_next(it)) {
-        wlen = shard_key_u32(want, 'K', coll->name, rec.chunk_base + i);
+        wlen = kvkeys_u32(want, 'K', coll->name, rec.chunk_base + i);
         size_t len = 0, clen = 0;
         const void *k = kv_iter_valid(it) ? kv_iter_key(it, &len) : NULL;
         if (!k || len != wlen || memcmp(k, want, wlen) != 0) {
@@ -567,7 +566,8 @@ static void s_quarantine(shard_store_t *store, const shard_coll_t *coll, const u
         kv_batch_delete(batch, key, klen);
         if (has_list) {
             uint8_t mkey[SHARD_KEY_MAX];
-            kv_batch_delete(batch, mkey, shard_key_member(mkey, coll->name, list, id));
+            kv_batch_delete(batch, mkey,
+                            kvkeys_u32_u64(mkey, SHARD_TAG_MEMBER, coll->name, list, id));
         }
         rc = shard_kv_write(store, batch, 1, &err);
         kv_batch_destroy(&batch);
@@ -590,7 +590,7 @@ static int s_count_quarantine(shard_store_t *store, const shard_coll_t *coll, si
                               shoal_err_t *err)
 {
     uint8_t prefix[SHARD_KEY_MAX];
-    size_t plen = shard_key_prefix(prefix, SHARD_TAG_QUARANTINE, coll->name);
+    size_t plen = kvkeys_prefix(prefix, SHARD_TAG_QUARANTINE, coll->name);
     kv_iter_t *it = kv_iter_new(store->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
@@ -618,7 +618,8 @@ static void s_upgrade_row(const shard_coll_t *coll, kv_batch_t *batch, const uin
     memcpy(buf + sizeof hdr, vec, coll->dim * sizeof(float));
     kv_batch_put(batch, key, klen, buf, sizeof hdr + coll->dim * sizeof(float));
     uint8_t mkey[SHARD_KEY_MAX];
-    kv_batch_put(batch, mkey, shard_key_member(mkey, coll->name, WIRE_LIST_NONE, id), "", 0);
+    kv_batch_put(batch, mkey,
+                 kvkeys_u32_u64(mkey, SHARD_TAG_MEMBER, coll->name, WIRE_LIST_NONE, id), "", 0);
 }
 
 /* Writes the queued upgrades (if any); a failure is logged and remembered. */
@@ -657,7 +658,7 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
 {
     *rows = 0;
     uint8_t prefix[SHARD_KEY_MAX];
-    size_t plen = shard_key_prefix(prefix, 'V', coll->name);
+    size_t plen = kvkeys_prefix(prefix, 'V', coll->name);
     uint64_t *ids = malloc(S_SCAN_ROWS * sizeof *ids);
     float *vecs = malloc(S_SCAN_ROWS * coll->dim * sizeof *vecs);
     uint8_t *upbuf = first ? malloc(sizeof(shard_vec_hdr2_t) + coll->dim * sizeof(float)) : NULL;
@@ -761,7 +762,7 @@ static int s_replay_insert(shard_store_t *store, shard_coll_t *coll, hnsw_t *gra
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t key[SHARD_KEY_MAX];
-        size_t klen = shard_key_u64(key, 'V', coll->name, ids[i]);
+        size_t klen = kvkeys_u64(key, 'V', coll->name, ids[i]);
         void *val = NULL;
         size_t vlen = 0;
         rc = kv_get(store->kv, key, klen, &val, &vlen, err);
@@ -795,11 +796,11 @@ static int s_replay(shard_store_t *store, shard_coll_t *coll, hnsw_t *graph, uin
                     size_t *replayed, uint64_t *max_seq, shoal_err_t *err)
 {
     uint8_t prefix[SHARD_KEY_MAX], from[SHARD_KEY_MAX];
-    size_t plen = shard_key_prefix(prefix, 'L', coll->name);
+    size_t plen = kvkeys_prefix(prefix, 'L', coll->name);
     kv_iter_t *it = kv_iter_new(store->kv, prefix, plen, err);
     if (!it)
         return err ? err->code : SHOAL_ENOMEM;
-    kv_iter_seek(it, from, shard_key_u64(from, 'L', coll->name, covered + 1));
+    kv_iter_seek(it, from, kvkeys_u64(from, 'L', coll->name, covered + 1));
     uint64_t *ids = NULL;
     int rc = 0;
     for (; kv_iter_valid(it); kv_iter_next(it)) {

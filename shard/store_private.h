@@ -71,6 +71,7 @@
 #include "common/error.h"
 #include "common/idmap.h"
 #include "net/kv.h"
+#include "net/kvkeys.h"
 #include "net/wire.h"
 #include "gpu/knn.h"
 #include "shard/hnsw.h"
@@ -308,15 +309,20 @@ shard_coll_t *shard_coll_find(shard_store_t *store, const char *name);
 /* The same after checking the name; NULL with EINVAL / ENOTFOUND in err. */
 shard_coll_t *shard_coll_find_or_fail(shard_store_t *store, const char *name, shoal_err_t *err);
 
-/* Keys. Each writes into out (SHARD_KEY_MAX bytes) and returns the length. */
-size_t shard_key_coll(uint8_t *out, const char *name);                      /* C/<name> */
-size_t shard_key_prefix(uint8_t *out, char tag, const char *name);          /* T/<name>\0 */
-size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v); /* T/<name>\0<BE64> */
-size_t shard_key_u32(uint8_t *out, char tag, const char *name, uint32_t v); /* T/<name>\0<BE32> */
-/* M/<name>\0<list BE32><id BE64> */
-size_t shard_key_member(uint8_t *out, const char *name, uint32_t list, uint64_t id);
-/* End of a name's range for tag: T/<name>\1. */
-size_t shard_key_range_end(uint8_t *out, char tag, const char *name);
+/*
+ * Keys. Each writes into out (SHARD_KEY_MAX bytes) and returns the length.
+ * The tagged ones, "T/<name>\0" and the big-endian integers after it, are
+ * net/kvkeys' (the catalog's layout shares them): kvkeys_prefix, kvkeys_u32,
+ * kvkeys_u64, kvkeys_range_end ("T/<name>\1"); a member key "M/" is
+ * kvkeys_u32_u64(out, SHARD_TAG_MEMBER, name, list, id). Only "C/<name>"
+ * (no NUL: the collection record) is the store's own.
+ */
+size_t shard_key_coll(uint8_t *out, const char *name); /* C/<name> */
+/* T/<name>\0<BE64>, under the name the store's tests build "V/" and "L/" keys by. */
+static inline size_t shard_key_u64(uint8_t *out, char tag, const char *name, uint64_t v)
+{
+    return kvkeys_u64(out, tag, name, v);
+}
 
 /*
  * The data dir's free space against the reserve: 0 when a write of about
