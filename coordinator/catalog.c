@@ -1403,9 +1403,7 @@ int catalog_drop(catalog_t *cat, const char *name, shoal_err_t *err)
     for (size_t t = 0; t < sizeof types - 1; t++) {
         uint8_t begin[CAT_KEY_MAX], end[CAT_KEY_MAX];
         size_t len = kvkeys_prefix(begin, types[t], name);
-        memcpy(end, begin, len);
-        end[len - 1] = 1; /* every key "<t>/<name>\0..." is below "<t>/<name>\1" */
-        kv_batch_delete_range(batch, begin, len, end, len);
+        kv_batch_delete_range(batch, begin, len, end, kvkeys_range_end(end, types[t], name));
     }
     int rc = kv_write(cat->kv, batch, 1, err);
     kv_batch_destroy(&batch);
