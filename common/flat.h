@@ -29,6 +29,11 @@
  * Builds without OpenBLAS (SHOAL_NO_BLAS, as on a GPU host that has only the
  * CUDA toolkit): the batch path then uses the SIMD kernels for every query.
  *
+ * Validation: vectors are checked where they enter a process (vec_check.h).
+ * flat_store_add (vec_check_rows) and flat_search (vec_check_engine_query)
+ * run that same one check as the library's guard for direct callers (tests,
+ * benches, the exact engine's GPU front): nothing inside re-checks.
+ *
  * Thread-safety: a store is not locked; the caller serialises writers against
  * everything else. flat_search only reads and runs its own threads (none
  * for small GEMM searches, see FLAT_THREAD_WORK_DEFAULT); any number of threads

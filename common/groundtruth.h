@@ -15,6 +15,10 @@
  * Ids are row numbers of base (0 .. n-1). When k > n, rows are padded with
  * TOPK_ID_NONE / +INFINITY.
  *
+ * Validation: gt_knn refuses non-finite base rows and queries itself, as the
+ * guard for its direct callers (tests, benches); zero cosine rows are
+ * accepted, which vec_check would not, so its rule is finite only.
+ *
  * Thread-safety: pure; spawns and joins its own threads.
  */
 #ifndef SHOAL_GROUNDTRUTH_H

@@ -11,8 +11,10 @@
  *
  * Where it runs: once where a vector enters a process (the coordinator's and
  * the shard's request handlers, before anything is written) and where stored
- * rows are loaded from disk. Inner layers (flat store, HNSW, exact engine,
- * k-means) trust their callers.
+ * rows are loaded from disk. The inner layers' calls (the shard store, flat
+ * store, exact engine, k-means, placement) guard their direct callers, and
+ * their suites pin those errors; through a server a bad row stops at the
+ * boundary. Each is this one function, so the rule is said once.
  *
  * Thread-safety: pure functions.
  */
@@ -52,6 +54,15 @@ int vec_check_engine_query(shoal_metric_t metric, const float *v, size_t dim, sh
  */
 int vec_check_rows(const char *who, const char *what, const float *vecs, size_t n, size_t dim,
                    shoal_metric_t metric, const uint64_t *ids, shoal_err_t *err);
+
+/*
+ * Only the first part of the rule, every component finite, on n rows, with
+ * vec_check_rows' message. For a boundary whose layer below applies the whole
+ * rule with its own message: the shard server's insert (the store then says
+ * which row's norm is too large or zero, "row i"). 0 or SHOAL_EINVAL.
+ */
+int vec_check_finite_rows(const char *who, const char *what, const float *vecs, size_t n,
+                          size_t dim, const uint64_t *ids, shoal_err_t *err);
 
 #ifdef __cplusplus
 }

@@ -161,28 +161,6 @@ int wire_io_decode(zmsg_t *msg, const wire_limits_t *limits, wire_request_t *req
     return rc;
 }
 
-int wire_io_check_finite(const char *op, const char *what, const float *vecs, size_t n, size_t dim,
-                         const uint64_t *ids, shoal_err_t *err)
-{
-    for (size_t i = 0; i < n; i++) {
-        const float *row = vecs + i * dim;
-        for (size_t j = 0; j < dim; j++) {
-            if (isfinite(row[j]))
-                continue;
-            const char *kind = isnan(row[j]) ? "NaN" : "Inf";
-            if (ids)
-                return shoal_err_set(err, SHOAL_EINVAL,
-                                     "%s: vector %zu (id %" PRIu64 ") has a non-finite value "
-                                     "(%s) at index %zu",
-                                     op, i, ids[i], kind, j);
-            return shoal_err_set(err, SHOAL_EINVAL,
-                                 "%s: %s %zu has a non-finite value (%s) at index %zu", op, what, i,
-                                 kind, j);
-        }
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Replies                                                                  */
 /* ------------------------------------------------------------------------ */

@@ -75,14 +75,6 @@ zmsg_t *wire_io_recv(zsock_t *router, zframe_t **identity, int *delimiter);
  */
 int wire_io_decode(zmsg_t *msg, const wire_limits_t *limits, wire_request_t *req, shoal_err_t *err);
 
-/*
- * Every value of n rows of dim floats finite (NaN and Inf would poison every
- * distance). The message names the row as "<what> i" ("query 3"), or as
- * "vector i (id X)" when ids are given. 0 or SHOAL_EINVAL.
- */
-int wire_io_check_finite(const char *op, const char *what, const float *vecs, size_t n, size_t dim,
-                         const uint64_t *ids, shoal_err_t *err);
-
 /* ---- replies ---- */
 
 /*

@@ -39,6 +39,11 @@
  *     (they take the index's write lock and wait for the calls above);
  *   - a search that starts after an insert returned sees that vector.
  *
+ * Validation: vectors are checked where they enter the shard (the server,
+ * then the store, both vec_check.h). hnsw_prepare's finite / zero check on
+ * each inserted row and query is the index's guard for direct callers
+ * (tests, benches); hnsw_io checks rows loaded from a file (a boundary).
+ *
  * Ownership: hnsw_new / hnsw_load return an index the caller frees with
  * hnsw_destroy(&index). The index keeps its own copy of an sq8 quantizer.
  */

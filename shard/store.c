@@ -1491,13 +1491,22 @@ done:
 
 int shard_store_dim(shard_store_t *store, const char *name, size_t *dim, shoal_err_t *err)
 {
+    return shard_store_shape(store, name, dim, NULL, err);
+}
+
+int shard_store_shape(shard_store_t *store, const char *name, size_t *dim, shoal_metric_t *metric,
+                      shoal_err_t *err)
+{
     if (!store || !dim)
         return shoal_err_set(err, SHOAL_EINVAL, "dim: NULL argument");
     pthread_rwlock_rdlock(&store->colls_lock);
     shard_coll_t *coll = s_find_or_fail(store, name, err);
     int rc = coll ? 0 : (err ? err->code : SHOAL_ENOTFOUND);
-    if (coll)
+    if (coll) {
         *dim = coll->dim;
+        if (metric)
+            *metric = coll->metric;
+    }
     pthread_rwlock_unlock(&store->colls_lock);
     return rc;
 }

@@ -31,6 +31,11 @@
  * range, logged once with its collection and id, counted in stats
  * (quarantined), and the rest is served.
  *
+ * Vectors given to insert and search pass vec_check (common/vec_check), the
+ * rule the shard server also applies where a request enters the process.
+ * The store's own call (shard_check_vector) is the guard for its direct
+ * callers (tests, tools): through the server a bad row never gets here.
+ *
  * Disk space: before every write (create, drop, insert, delete, checkpoint)
  * the data dir's free space is read (statvfs); a write that would leave less
  * than opts.min_free_bytes free is refused with SHOAL_EIO, nothing written,
@@ -170,8 +175,8 @@ int shard_store_drop(shard_store_t *store, const char *name, shoal_err_t *err);
 
 /*
  * Inserts (upserts) n vectors of dim floats. dim must be the collection's
- * (SHOAL_EDIM otherwise, naming both); non-finite values are SHOAL_EINVAL
- * naming the row. Durable (per opts.sync) and searchable when it returns.
+ * (SHOAL_EDIM otherwise, naming both); a row vec_check refuses is
+ * SHOAL_EINVAL naming the row. Durable (per opts.sync) and searchable when it returns.
  * *seq (may be NULL) receives the batch's sequence number.
  */
 int shard_store_insert(shard_store_t *store, const char *name, const uint64_t *ids,
@@ -217,6 +222,10 @@ int shard_store_get(shard_store_t *store, const char *name, const uint64_t *ids,
 
 /* The collection's dimension, or SHOAL_ENOTFOUND. */
 int shard_store_dim(shard_store_t *store, const char *name, size_t *dim, shoal_err_t *err);
+
+/* The collection's dimension and metric (metric may be NULL), or SHOAL_ENOTFOUND. */
+int shard_store_shape(shard_store_t *store, const char *name, size_t *dim, shoal_metric_t *metric,
+                      shoal_err_t *err);
 
 /* Checkpoints one collection (name) or all (name NULL or ""), now. */
 int shard_store_checkpoint(shard_store_t *store, const char *name, shoal_err_t *err);
