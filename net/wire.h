@@ -69,7 +69,16 @@ typedef struct {
 
 #define WIRE_MAX_MESSAGE_BYTES_DEFAULT (256u << 20)
 #define WIRE_MAX_BATCH_DEFAULT 1000000
+/*
+ * k. Each layer bounds k once, by its own named limit: a server's requests
+ * by max_k (default WIRE_MAX_K_DEFAULT; --max-k takes 1..WIRE_MAX_K_MAX),
+ * the shard store by SHARD_STORE_K_MAX, HNSW by HNSW_K_MAX, the CPU exact
+ * engine by FLAT_K_MAX, the GPU select kernel by KNN_K_MAX_GPU (larger k
+ * runs on the CPU). WIRE_MAX_K_MAX is the least of the shard's limits, so a
+ * k the wire lets through is one every layer below takes.
+ */
 #define WIRE_MAX_K_DEFAULT 4096
+#define WIRE_MAX_K_MAX 65536
 #define WIRE_MAX_DIM_DEFAULT 8192
 #define WIRE_MAX_FILTER_DEFAULT 10000000
 

@@ -1191,9 +1191,9 @@ static int s_check_opts(const hnsw_t *ix, const hnsw_search_opts_t *o, size_t *e
     if (o->ef < HNSW_EF_MIN || o->ef > HNSW_EF_MAX)
         return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: ef must be in %d..%d, got %zu",
                              HNSW_EF_MIN, HNSW_EF_MAX, o->ef);
-    if (o->k > HNSW_EF_MAX)
+    if (o->k > HNSW_K_MAX)
         return shoal_err_set(err, SHOAL_ELIMIT, "hnsw_search: k must be <= %d, got %zu",
-                             HNSW_EF_MAX, o->k);
+                             HNSW_K_MAX, o->k);
     if (o->rerank && (o->rerank < HNSW_RERANK_MIN || o->rerank > HNSW_RERANK_MAX))
         return shoal_err_set(err, SHOAL_EINVAL,
                              "hnsw_search: rerank must be 0 (default) or in %d..%d, got %zu",

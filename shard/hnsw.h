@@ -72,6 +72,9 @@ extern "C" {
 #define HNSW_EF_DEFAULT 64
 #define HNSW_EF_MIN 1
 #define HNSW_EF_MAX 65536
+/* Largest k of hnsw_search and hnsw_exact_search: a search keeps max(ef, k)
+   candidates, so k is bounded as ef is. */
+#define HNSW_K_MAX HNSW_EF_MAX
 #define HNSW_DIM_MAX 65536
 /*
  * Candidates re-scored in float32 (hnsw_search_opts_t.rerank). The default,

@@ -271,9 +271,9 @@ int hnsw_exact_search(const hnsw_t *index, const float *query, const hnsw_search
     if (!ix || !query || !opts || !ids || !dists)
         return shoal_err_set(err, SHOAL_EINVAL, "hnsw exact search: NULL argument");
     size_t k = opts->k;
-    if (k < 1 || k > HNSW_EF_MAX)
+    if (k < 1 || k > HNSW_K_MAX)
         return shoal_err_set(err, k < 1 ? SHOAL_EINVAL : SHOAL_ELIMIT,
-                             "hnsw exact search: k must be in 1..%d, got %zu", HNSW_EF_MAX, k);
+                             "hnsw exact search: k must be in 1..%d, got %zu", HNSW_K_MAX, k);
     if (ix->storage != QUANT_F32 && !opts->rerank_fn)
         return shoal_err_set(err, SHOAL_EINVAL,
                              "hnsw exact search: a %s graph needs a float32 row source",

@@ -115,7 +115,7 @@ static const cliopt_t s_options[] = {
      "largest request (all frames together); larger ones are refused"},
     {"max-batch", CLIOPT_SIZE, S_FIELD(max_batch), 1, 1e9, "N",
      "most vectors, ids or queries in one request"},
-    {"max-k", CLIOPT_SIZE, S_FIELD(max_k), 1, 65536, "K", "largest k of a search"},
+    {"max-k", CLIOPT_SIZE, S_FIELD(max_k), 1, WIRE_MAX_K_MAX, "K", "largest k of a search"},
     {"max-dim", CLIOPT_SIZE, S_FIELD(max_dim), 1, HNSW_DIM_MAX, "D",
      "largest collection dimension"},
     {"max-filter", CLIOPT_SIZE, S_FIELD(max_filter), 1, 1e10, "N",

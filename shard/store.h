@@ -205,11 +205,17 @@ int shard_store_insert_quantized(shard_store_t *store, const char *name, const u
 int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
                        size_t *deleted, uint64_t *seq, shoal_err_t *err);
 
+/* Largest k of shard_store_search (1..SHARD_STORE_K_MAX; above it
+   SHOAL_ELIMIT): what HNSW and the exact engine both take (store_search.c
+   checks that at compile time). */
+#define SHARD_STORE_K_MAX 65536
+
 /*
  * Searches nq queries (dim floats each) for k results each into ids / dists
- * (nq x k, best first, padded with TOPK_ID_NONE / +INFINITY). ef = 0 uses the
- * default. filter (nfilter ids, may be NULL) restricts results to those ids.
- * *used (may be NULL) receives the mode that ran.
+ * (nq x k, best first, padded with TOPK_ID_NONE / +INFINITY), k in
+ * 1..SHARD_STORE_K_MAX. ef = 0 uses the default. filter (nfilter ids, may
+ * be NULL) restricts results to those ids. *used (may be NULL) receives the
+ * mode that ran.
  */
 int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
                        size_t dim, size_t k, wire_mode_t mode, size_t ef,

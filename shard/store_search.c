@@ -27,14 +27,17 @@
 #include "shard/store_private.h"
 
 #include "common/distance.h"
+#include "common/flat.h"
 #include "common/parfor.h"
 #include "common/topk.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* Largest k (hnsw_search's and the CPU engine's bound). */
-#define S_K_MAX HNSW_EF_MAX
+/* Every k the store accepts, each engine it runs takes. */
+_Static_assert(SHARD_STORE_K_MAX <= HNSW_K_MAX, "the graph takes the store's k");
+_Static_assert(SHARD_STORE_K_MAX <= FLAT_K_MAX, "the exact engine takes the store's k");
+_Static_assert(WIRE_MAX_K_MAX <= SHARD_STORE_K_MAX, "the store takes every k --max-k allows");
 /* A thread gets at least this many queries of a graph batch. */
 #define S_QUERIES_PER_THREAD 4
 /* Allowed vectors fetched per block in exact-over-allow-list search. */
@@ -264,9 +267,9 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
 {
     if (!store || (nq && (!queries || !ids || !dists)) || (nfilter && !filter))
         return shoal_err_set(err, SHOAL_EINVAL, "search: NULL argument");
-    if (k < 1 || k > S_K_MAX)
+    if (k < 1 || k > SHARD_STORE_K_MAX)
         return shoal_err_set(err, k < 1 ? SHOAL_EINVAL : SHOAL_ELIMIT,
-                             "search: k must be in 1..%d, got %zu", S_K_MAX, k);
+                             "search: k must be in 1..%d, got %zu", SHARD_STORE_K_MAX, k);
     if (mode != WIRE_MODE_AUTO && mode != WIRE_MODE_HNSW && mode != WIRE_MODE_EXACT)
         return shoal_err_set(err, SHOAL_EINVAL, "search: unknown mode %d", (int)mode);
     if (nfilter == 0)
