@@ -906,6 +906,80 @@ static int s_dec_snapshot_name(s_dec_t *d, wire_request_t *req)
     return s_expect_frames(d, 1, "header");
 }
 
+/* The op's own fields and frames, after the common header; one case per op, each one
+ * decoder call, so the dispatch reads as the list of ops. */
+static int s_dec_request_body(s_dec_t *d, wire_op_t op, wire_request_t *req)
+{
+    int rc;
+    switch (op) {
+    case WIRE_OP_PING:
+        rc = s_expect_frames(d, 1, "header");
+        break;
+    case WIRE_OP_CREATE_COLLECTION:
+        rc = s_dec_create(d, req);
+        break;
+    case WIRE_OP_DROP_COLLECTION:
+        rc = s_get_name(d, true, req->coll);
+        if (!rc)
+            rc = s_expect_frames(d, 1, "header");
+        break;
+    case WIRE_OP_INSERT:
+        rc = s_dec_insert(d, req);
+        break;
+    case WIRE_OP_DELETE:
+    case WIRE_OP_GET:
+        rc = s_dec_ids(d, req);
+        break;
+    case WIRE_OP_SEARCH:
+        rc = s_dec_search(d, req);
+        break;
+    case WIRE_OP_STATS:
+    case WIRE_OP_CHECKPOINT:
+        rc = s_get_name(d, false, req->coll);
+        if (!rc)
+            rc = s_expect_frames(d, 1, "header");
+        break;
+    case WIRE_OP_TRAIN:
+        rc = s_dec_train(d, req);
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        rc = s_dec_knn_graph(d, req);
+        break;
+    case WIRE_OP_LIST_COUNTS:
+        rc = s_get_name(d, true, req->coll);
+        if (!rc)
+            rc = s_expect_frames(d, 1, "header");
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        rc = s_dec_list_export(d, req);
+        break;
+    case WIRE_OP_LIST_DROP:
+        if (!(rc = s_get_name(d, true, req->coll)) && !(rc = s_get_list(d, &req->list)))
+            rc = s_expect_frames(d, 1, "header");
+        break;
+    case WIRE_OP_SHARD_ADD:
+    case WIRE_OP_SHARD_DRAIN:
+    case WIRE_OP_SHARD_REMOVE:
+        rc = s_dec_endpoint(d, req);
+        break;
+    case WIRE_OP_REBALANCE:
+        rc = s_dec_rebalance(d, req);
+        break;
+    case WIRE_OP_SNAPSHOT:
+    case WIRE_OP_SNAPSHOT_DROP:
+    case WIRE_OP_SNAPSHOT_CREATE:
+        rc = s_dec_snapshot_name(d, req);
+        break;
+    case WIRE_OP_SNAPSHOT_LIST:
+        rc = s_expect_frames(d, 1, "header");
+        break;
+    default:
+        rc = s_fail(d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
+        break;
+    }
+    return rc;
+}
+
 int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits,
                         wire_request_t *req, shoal_err_t *err)
 {
@@ -921,72 +995,7 @@ int wire_request_decode(const wire_frames_t *frames, const wire_limits_t *limits
         (rc = s_check_op(&d, true, &op)) || (rc = s_get_uint(&d, S_KEY_RID, true, &req->rid)))
         goto done;
 
-    switch (op) {
-    case WIRE_OP_PING:
-        rc = s_expect_frames(&d, 1, "header");
-        break;
-    case WIRE_OP_CREATE_COLLECTION:
-        rc = s_dec_create(&d, req);
-        break;
-    case WIRE_OP_DROP_COLLECTION:
-        rc = s_get_name(&d, true, req->coll);
-        if (!rc)
-            rc = s_expect_frames(&d, 1, "header");
-        break;
-    case WIRE_OP_INSERT:
-        rc = s_dec_insert(&d, req);
-        break;
-    case WIRE_OP_DELETE:
-    case WIRE_OP_GET:
-        rc = s_dec_ids(&d, req);
-        break;
-    case WIRE_OP_SEARCH:
-        rc = s_dec_search(&d, req);
-        break;
-    case WIRE_OP_STATS:
-    case WIRE_OP_CHECKPOINT:
-        rc = s_get_name(&d, false, req->coll);
-        if (!rc)
-            rc = s_expect_frames(&d, 1, "header");
-        break;
-    case WIRE_OP_TRAIN:
-        rc = s_dec_train(&d, req);
-        break;
-    case WIRE_OP_KNN_GRAPH:
-        rc = s_dec_knn_graph(&d, req);
-        break;
-    case WIRE_OP_LIST_COUNTS:
-        rc = s_get_name(&d, true, req->coll);
-        if (!rc)
-            rc = s_expect_frames(&d, 1, "header");
-        break;
-    case WIRE_OP_LIST_EXPORT:
-        rc = s_dec_list_export(&d, req);
-        break;
-    case WIRE_OP_LIST_DROP:
-        if (!(rc = s_get_name(&d, true, req->coll)) && !(rc = s_get_list(&d, &req->list)))
-            rc = s_expect_frames(&d, 1, "header");
-        break;
-    case WIRE_OP_SHARD_ADD:
-    case WIRE_OP_SHARD_DRAIN:
-    case WIRE_OP_SHARD_REMOVE:
-        rc = s_dec_endpoint(&d, req);
-        break;
-    case WIRE_OP_REBALANCE:
-        rc = s_dec_rebalance(&d, req);
-        break;
-    case WIRE_OP_SNAPSHOT:
-    case WIRE_OP_SNAPSHOT_DROP:
-    case WIRE_OP_SNAPSHOT_CREATE:
-        rc = s_dec_snapshot_name(&d, req);
-        break;
-    case WIRE_OP_SNAPSHOT_LIST:
-        rc = s_expect_frames(&d, 1, "header");
-        break;
-    default:
-        rc = s_fail(&d, SHOAL_EINTERNAL, "op %d has no decoder", (int)op);
-        break;
-    }
+    rc = s_dec_request_body(&d, op, req);
 
 done:
     s_dec_fini(&d);

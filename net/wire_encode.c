@@ -183,6 +183,45 @@ static bool s_op_is_cluster(wire_op_t op)
            op == WIRE_OP_SNAPSHOT_CREATE || op == WIRE_OP_SNAPSHOT_LIST;
 }
 
+/* create_collection's parameters: dim, metric, target_recall and storage in range. */
+static int s_check_create(const wire_request_t *req, const char *opname, shoal_err_t *err)
+{
+    if (req->dim == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: dim must be >= 1", opname);
+    if (!strcmp(shoal_metric_name(req->metric), "?"))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: metric %d is not valid", opname,
+                             (int)req->metric);
+    if (!(req->target_recall >= 0 && req->target_recall <= 1))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: target_recall must be in (0, 1], got %g",
+                             opname, req->target_recall);
+    if (req->storage && (!(req->storage & WIRE_STORAGE_GIVEN) ||
+                         (req->storage & ~WIRE_STORAGE_GIVEN) >= QUANT_KIND_COUNT))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: storage 0x%x is not valid", opname,
+                             req->storage);
+    return 0;
+}
+
+/* search's parameters (k, recall, mode, the filter's count) and then its query vectors. */
+static int s_check_search(const wire_request_t *req, const char *opname, size_t *vec_bytes,
+                          shoal_err_t *err)
+{
+    if (req->k == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", opname);
+    if (!(req->recall >= 0 && req->recall <= 1))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: recall must be in (0, 1], got %g",
+                             opname, req->recall);
+    if (!wire_mode_known(req->mode))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
+                             (int)req->mode);
+    if (req->nfilter > 0 && !req->filter)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter is %" PRIu64 " but filter is NULL",
+                             opname, req->nfilter);
+    if (req->nfilter > SIZE_MAX / sizeof(uint64_t))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter %" PRIu64 " overflows", opname,
+                             req->nfilter);
+    return s_check_vectors(req, opname, vec_bytes, err);
+}
+
 /* The encoder's own checks of a request; 0 or SHOAL_EINVAL. */
 static int s_check_request(const wire_request_t *req, const char *opname, size_t *vec_bytes,
                            shoal_err_t *err)
@@ -201,35 +240,9 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
                              req->coll);
     switch (req->op) {
     case WIRE_OP_CREATE_COLLECTION:
-        if (req->dim == 0)
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: dim must be >= 1", opname);
-        if (!strcmp(shoal_metric_name(req->metric), "?"))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: metric %d is not valid", opname,
-                                 (int)req->metric);
-        if (!(req->target_recall >= 0 && req->target_recall <= 1))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: target_recall must be in (0, 1], got %g",
-                                 opname, req->target_recall);
-        if (req->storage && (!(req->storage & WIRE_STORAGE_GIVEN) ||
-                             (req->storage & ~WIRE_STORAGE_GIVEN) >= QUANT_KIND_COUNT))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: storage 0x%x is not valid", opname,
-                                 req->storage);
-        break;
+        return s_check_create(req, opname, err);
     case WIRE_OP_SEARCH:
-        if (req->k == 0)
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: k must be >= 1", opname);
-        if (!(req->recall >= 0 && req->recall <= 1))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: recall must be in (0, 1], got %g",
-                                 opname, req->recall);
-        if (!wire_mode_known(req->mode))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: mode %d is not valid", opname,
-                                 (int)req->mode);
-        if (req->nfilter > 0 && !req->filter)
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter is %" PRIu64 " but filter is NULL",
-                                 opname, req->nfilter);
-        if (req->nfilter > SIZE_MAX / sizeof(uint64_t))
-            return shoal_err_set(err, SHOAL_EINVAL, "%s: nfilter %" PRIu64 " overflows", opname,
-                                 req->nfilter);
-        return s_check_vectors(req, opname, vec_bytes, err);
+        return s_check_search(req, opname, vec_bytes, err);
     case WIRE_OP_INSERT:
         if (!req->ids)
             return shoal_err_set(err, SHOAL_EINVAL, "%s: ids is NULL", opname);
@@ -288,125 +301,112 @@ static int s_check_request(const wire_request_t *req, const char *opname, size_t
     return 0;
 }
 
-int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err_t *err)
+/* The header's per-op fields, after v, op, rid and coll. Long because it is one case per op,
+ * each the list of that op's keys in docs/protocol.md's order; split, the table would scatter. */
+static void s_enc_request_fields(s_enc_t *e, const wire_request_t *req)
 {
-    memset(out, 0, sizeof *out);
-    shoal_err_clear(err);
-    const char *opname = wire_op_name(req->op);
-    if (!opname)
-        return shoal_err_set(err, SHOAL_EINVAL, "cannot encode a request with op %d", (int)req->op);
-    size_t vec_bytes = 0;
-    int rc = s_check_request(req, opname, &vec_bytes, err);
-    if (rc)
-        return rc;
-
-    s_enc_t e;
-    s_enc_init(&e);
-    s_enc_uint(&e, "v", req->version ? req->version : WIRE_VERSION);
-    s_enc_str(&e, "op", opname);
-    s_enc_uint(&e, "rid", req->rid);
-    if (req->coll[0])
-        s_enc_str(&e, "coll", req->coll);
     switch (req->op) {
     case WIRE_OP_CREATE_COLLECTION:
-        s_enc_uint(&e, "dim", req->dim);
-        s_enc_str(&e, "metric", shoal_metric_name(req->metric));
+        s_enc_uint(e, "dim", req->dim);
+        s_enc_str(e, "metric", shoal_metric_name(req->metric));
         if (req->M)
-            s_enc_uint(&e, "M", req->M);
+            s_enc_uint(e, "M", req->M);
         if (req->ef_construction)
-            s_enc_uint(&e, "ef_construction", req->ef_construction);
+            s_enc_uint(e, "ef_construction", req->ef_construction);
         if (req->nlist)
-            s_enc_uint(&e, "nlist", req->nlist);
+            s_enc_uint(e, "nlist", req->nlist);
         if (req->replication)
-            s_enc_uint(&e, "replication", req->replication);
+            s_enc_uint(e, "replication", req->replication);
         if (req->write_quorum)
-            s_enc_uint(&e, "write_quorum", req->write_quorum);
+            s_enc_uint(e, "write_quorum", req->write_quorum);
         if (req->target_recall > 0)
-            s_enc_f64(&e, "target_recall", req->target_recall);
+            s_enc_f64(e, "target_recall", req->target_recall);
         if (req->storage & WIRE_STORAGE_GIVEN)
-            s_enc_str(&e, "storage", quant_kind_name((quant_kind_t)(req->storage & 0xFFu)));
+            s_enc_str(e, "storage", quant_kind_name((quant_kind_t)(req->storage & 0xFFu)));
         break;
     case WIRE_OP_INSERT:
-        s_enc_uint(&e, "n", req->n);
-        s_enc_uint(&e, "dim", req->dim);
+        s_enc_uint(e, "n", req->n);
+        s_enc_uint(e, "dim", req->dim);
         break;
     case WIRE_OP_DELETE:
     case WIRE_OP_GET:
-        s_enc_uint(&e, "n", req->n);
+        s_enc_uint(e, "n", req->n);
         break;
     case WIRE_OP_SEARCH:
-        s_enc_uint(&e, "n", req->n);
-        s_enc_uint(&e, "dim", req->dim);
-        s_enc_uint(&e, "k", req->k);
-        s_enc_str(&e, "mode", wire_mode_name(req->mode));
+        s_enc_uint(e, "n", req->n);
+        s_enc_uint(e, "dim", req->dim);
+        s_enc_uint(e, "k", req->k);
+        s_enc_str(e, "mode", wire_mode_name(req->mode));
         if (req->ef)
-            s_enc_uint(&e, "ef", req->ef);
+            s_enc_uint(e, "ef", req->ef);
         if (req->nfilter)
-            s_enc_uint(&e, "nfilter", req->nfilter);
+            s_enc_uint(e, "nfilter", req->nfilter);
         if (req->nprobe)
-            s_enc_uint(&e, "nprobe", req->nprobe);
+            s_enc_uint(e, "nprobe", req->nprobe);
         if (req->deadline_ms)
-            s_enc_uint(&e, "deadline_ms", req->deadline_ms);
+            s_enc_uint(e, "deadline_ms", req->deadline_ms);
         if (req->recall > 0)
-            s_enc_f64(&e, "recall", req->recall);
+            s_enc_f64(e, "recall", req->recall);
         break;
     case WIRE_OP_TRAIN:
-        s_enc_uint(&e, "n", req->n);
-        s_enc_uint(&e, "dim", req->dim);
+        s_enc_uint(e, "n", req->n);
+        s_enc_uint(e, "dim", req->dim);
         if (req->init)
-            s_enc_uint(&e, "init", req->init);
+            s_enc_uint(e, "init", req->init);
         if (req->max_iters)
-            s_enc_uint(&e, "max_iters", req->max_iters);
+            s_enc_uint(e, "max_iters", req->max_iters);
         if (req->seed)
-            s_enc_uint(&e, "seed", req->seed);
+            s_enc_uint(e, "seed", req->seed);
         break;
     case WIRE_OP_KNN_GRAPH:
-        s_enc_uint(&e, "k", req->k);
-        s_enc_str(&e, "mode", wire_mode_name(req->mode));
+        s_enc_uint(e, "k", req->k);
+        s_enc_str(e, "mode", wire_mode_name(req->mode));
         if (req->ef)
-            s_enc_uint(&e, "ef", req->ef);
+            s_enc_uint(e, "ef", req->ef);
         if (req->nprobe)
-            s_enc_uint(&e, "nprobe", req->nprobe);
+            s_enc_uint(e, "nprobe", req->nprobe);
         if (req->deadline_ms)
-            s_enc_uint(&e, "deadline_ms", req->deadline_ms);
+            s_enc_uint(e, "deadline_ms", req->deadline_ms);
         if (req->chunk)
-            s_enc_uint(&e, "chunk", req->chunk);
+            s_enc_uint(e, "chunk", req->chunk);
         if (req->cursor[0])
-            s_enc_str(&e, "cursor", req->cursor);
+            s_enc_str(e, "cursor", req->cursor);
         break;
     case WIRE_OP_LIST_EXPORT:
-        s_enc_uint(&e, "list", req->list);
-        s_enc_uint(&e, "limit", req->limit);
+        s_enc_uint(e, "list", req->list);
+        s_enc_uint(e, "limit", req->limit);
         if (req->cursor[0])
-            s_enc_str(&e, "cursor", req->cursor);
+            s_enc_str(e, "cursor", req->cursor);
         break;
     case WIRE_OP_LIST_DROP:
-        s_enc_uint(&e, "list", req->list);
+        s_enc_uint(e, "list", req->list);
         break;
     case WIRE_OP_SHARD_ADD:
     case WIRE_OP_SHARD_DRAIN:
     case WIRE_OP_SHARD_REMOVE:
-        s_enc_str(&e, "endpoint", req->endpoint);
+        s_enc_str(e, "endpoint", req->endpoint);
         break;
     case WIRE_OP_SNAPSHOT:
     case WIRE_OP_SNAPSHOT_DROP:
     case WIRE_OP_SNAPSHOT_CREATE:
-        s_enc_str(&e, "name", req->name);
+        s_enc_str(e, "name", req->name);
         break;
     case WIRE_OP_REBALANCE:
         if (req->dry_run)
-            s_enc_uint(&e, "dry_run", req->dry_run);
+            s_enc_uint(e, "dry_run", req->dry_run);
         if (req->max_moves)
-            s_enc_uint(&e, "max_moves", req->max_moves);
+            s_enc_uint(e, "max_moves", req->max_moves);
         if (req->rate_mb)
-            s_enc_uint(&e, "rate_mb", req->rate_mb);
+            s_enc_uint(e, "rate_mb", req->rate_mb);
         break;
     default:
         break;
     }
-    if ((rc = s_enc_finish(&e, out, err)))
-        return rc;
+}
 
+/* The bulk frames after the header: ids, vectors, lists, quantizer, filter, by op. */
+static void s_add_request_frames(wire_frames_t *out, const wire_request_t *req, size_t vec_bytes)
+{
     switch (req->op) {
     case WIRE_OP_INSERT:
         s_add_frame(out, req->ids, (size_t)req->n * sizeof(uint64_t));
@@ -431,6 +431,32 @@ int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err
     default:
         break;
     }
+}
+
+int wire_request_encode(const wire_request_t *req, wire_frames_t *out, shoal_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    shoal_err_clear(err);
+    const char *opname = wire_op_name(req->op);
+    if (!opname)
+        return shoal_err_set(err, SHOAL_EINVAL, "cannot encode a request with op %d", (int)req->op);
+    size_t vec_bytes = 0;
+    int rc = s_check_request(req, opname, &vec_bytes, err);
+    if (rc)
+        return rc;
+
+    s_enc_t e;
+    s_enc_init(&e);
+    s_enc_uint(&e, "v", req->version ? req->version : WIRE_VERSION);
+    s_enc_str(&e, "op", opname);
+    s_enc_uint(&e, "rid", req->rid);
+    if (req->coll[0])
+        s_enc_str(&e, "coll", req->coll);
+    s_enc_request_fields(&e, req);
+    if ((rc = s_enc_finish(&e, out, err)))
+        return rc;
+
+    s_add_request_frames(out, req, vec_bytes);
     return 0;
 }
 
@@ -525,11 +551,9 @@ static int s_check_reply(const wire_reply_t *rep, const char *opname, size_t byt
     return 0;
 }
 
-int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *err)
+/* A reply's first checks, before its results': code's sign, op, info's shape. */
+static int s_check_reply_head(const wire_reply_t *rep, const char *opname, shoal_err_t *err)
 {
-    memset(out, 0, sizeof *out);
-    shoal_err_clear(err);
-    const char *opname = wire_op_name(rep->op);
     if (rep->code > 0)
         return shoal_err_set(err, SHOAL_EINVAL, "reply code must be 0 or negative, got %d",
                              rep->code);
@@ -542,8 +566,91 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
         return shoal_err_set(err, SHOAL_EINVAL,
                              "reply info is not one msgpack map of numbers, strings, maps and "
                              "arrays");
+    return 0;
+}
+
+/* A successful reply's per-op header fields, after v, op, rid, code, err and info. */
+static void s_enc_reply_fields(s_enc_t *e, const wire_reply_t *rep)
+{
+    switch (rep->op) {
+    case WIRE_OP_INSERT:
+    case WIRE_OP_DELETE:
+    case WIRE_OP_LIST_DROP:
+        s_enc_uint(e, "count", rep->count);
+        s_enc_uint(e, "seq", rep->seq);
+        break;
+    case WIRE_OP_SEARCH:
+        s_enc_uint(e, "n", rep->n);
+        s_enc_uint(e, "k", rep->k);
+        s_enc_str(e, "mode", wire_mode_name(rep->mode_used));
+        s_enc_fanout_fields(e, rep);
+        if (rep->nprobe_used)
+            s_enc_uint(e, "nprobe", rep->nprobe_used);
+        if (rep->ef_used)
+            s_enc_uint(e, "ef", rep->ef_used);
+        if (rep->recall > 0)
+            s_enc_f64(e, "recall", rep->recall);
+        break;
+    case WIRE_OP_KNN_GRAPH:
+        s_enc_uint(e, "n", rep->n);
+        s_enc_uint(e, "k", rep->k);
+        if (rep->mode_used != WIRE_MODE_AUTO)
+            s_enc_str(e, "mode", wire_mode_name(rep->mode_used));
+        s_enc_fanout_fields(e, rep);
+        s_enc_str(e, "cursor", rep->cursor);
+        s_enc_uint(e, "total", rep->total);
+        break;
+    case WIRE_OP_GET:
+        s_enc_uint(e, "n", rep->n);
+        s_enc_uint(e, "dim", rep->dim);
+        break;
+    case WIRE_OP_LIST_COUNTS:
+        s_enc_uint(e, "n", rep->n);
+        break;
+    case WIRE_OP_LIST_EXPORT:
+        s_enc_uint(e, "n", rep->n);
+        s_enc_uint(e, "dim", rep->dim);
+        s_enc_str(e, "cursor", rep->cursor);
+        s_enc_uint(e, "done", rep->done);
+        break;
+    default:
+        break;
+    }
+}
+
+/* A successful reply's bulk frames, by op; bytes[i] is frame i + 1's size (s_check_reply). */
+static void s_add_reply_frames(wire_frames_t *out, const wire_reply_t *rep, const size_t bytes[3])
+{
+    if (rep->code != 0)
+        return;
+    if (rep->op == WIRE_OP_SEARCH) {
+        s_add_frame(out, rep->ids, bytes[0]);
+        s_add_frame(out, rep->dists, bytes[1]);
+    } else if (rep->op == WIRE_OP_KNN_GRAPH) {
+        s_add_frame(out, rep->ids, bytes[0]);
+        s_add_frame(out, rep->dists, bytes[1]);
+        s_add_frame(out, rep->qids, bytes[2]);
+    } else if (rep->op == WIRE_OP_GET) {
+        s_add_frame(out, rep->found, bytes[0]);
+        s_add_frame(out, rep->vecs, bytes[1]);
+    } else if (rep->op == WIRE_OP_LIST_COUNTS) {
+        s_add_frame(out, rep->lists, bytes[0]);
+        s_add_frame(out, rep->counts, bytes[1]);
+    } else if (rep->op == WIRE_OP_LIST_EXPORT) {
+        s_add_frame(out, rep->ids, bytes[0]);
+        s_add_frame(out, rep->vecs, bytes[1]);
+    }
+}
+
+int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    shoal_err_clear(err);
+    const char *opname = wire_op_name(rep->op);
+    int rc = s_check_reply_head(rep, opname, err);
+    if (rc)
+        return rc;
     size_t bytes[3] = {0, 0, 0};
-    int rc;
     if (rep->code == 0 && (rc = s_check_reply(rep, opname, bytes, err)))
         return rc;
 
@@ -566,74 +673,14 @@ int wire_reply_encode(const wire_reply_t *rep, wire_frames_t *out, shoal_err_t *
     }
     if (rep->info)
         s_enc_raw(&e, "info", rep->info, rep->info_len);
-    if (rep->code == 0) {
-        switch (rep->op) {
-        case WIRE_OP_INSERT:
-        case WIRE_OP_DELETE:
-        case WIRE_OP_LIST_DROP:
-            s_enc_uint(&e, "count", rep->count);
-            s_enc_uint(&e, "seq", rep->seq);
-            break;
-        case WIRE_OP_SEARCH:
-            s_enc_uint(&e, "n", rep->n);
-            s_enc_uint(&e, "k", rep->k);
-            s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
-            s_enc_fanout_fields(&e, rep);
-            if (rep->nprobe_used)
-                s_enc_uint(&e, "nprobe", rep->nprobe_used);
-            if (rep->ef_used)
-                s_enc_uint(&e, "ef", rep->ef_used);
-            if (rep->recall > 0)
-                s_enc_f64(&e, "recall", rep->recall);
-            break;
-        case WIRE_OP_KNN_GRAPH:
-            s_enc_uint(&e, "n", rep->n);
-            s_enc_uint(&e, "k", rep->k);
-            if (rep->mode_used != WIRE_MODE_AUTO)
-                s_enc_str(&e, "mode", wire_mode_name(rep->mode_used));
-            s_enc_fanout_fields(&e, rep);
-            s_enc_str(&e, "cursor", rep->cursor);
-            s_enc_uint(&e, "total", rep->total);
-            break;
-        case WIRE_OP_GET:
-            s_enc_uint(&e, "n", rep->n);
-            s_enc_uint(&e, "dim", rep->dim);
-            break;
-        case WIRE_OP_LIST_COUNTS:
-            s_enc_uint(&e, "n", rep->n);
-            break;
-        case WIRE_OP_LIST_EXPORT:
-            s_enc_uint(&e, "n", rep->n);
-            s_enc_uint(&e, "dim", rep->dim);
-            s_enc_str(&e, "cursor", rep->cursor);
-            s_enc_uint(&e, "done", rep->done);
-            break;
-        default:
-            break;
-        }
-    }
+    if (rep->code == 0)
+        s_enc_reply_fields(&e, rep);
     if (e.failed) {
         s_enc_abandon(&e);
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory encoding a reply header");
     }
     if ((rc = s_enc_finish(&e, out, err)))
         return rc;
-    if (rep->code == 0 && rep->op == WIRE_OP_SEARCH) {
-        s_add_frame(out, rep->ids, bytes[0]);
-        s_add_frame(out, rep->dists, bytes[1]);
-    } else if (rep->code == 0 && rep->op == WIRE_OP_KNN_GRAPH) {
-        s_add_frame(out, rep->ids, bytes[0]);
-        s_add_frame(out, rep->dists, bytes[1]);
-        s_add_frame(out, rep->qids, bytes[2]);
-    } else if (rep->code == 0 && rep->op == WIRE_OP_GET) {
-        s_add_frame(out, rep->found, bytes[0]);
-        s_add_frame(out, rep->vecs, bytes[1]);
-    } else if (rep->code == 0 && rep->op == WIRE_OP_LIST_COUNTS) {
-        s_add_frame(out, rep->lists, bytes[0]);
-        s_add_frame(out, rep->counts, bytes[1]);
-    } else if (rep->code == 0 && rep->op == WIRE_OP_LIST_EXPORT) {
-        s_add_frame(out, rep->ids, bytes[0]);
-        s_add_frame(out, rep->vecs, bytes[1]);
-    }
+    s_add_reply_frames(out, rep, bytes);
     return 0;
 }
