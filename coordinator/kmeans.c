@@ -210,6 +210,51 @@ static size_t s_draw(const double *cost, size_t n, double total, shoal_rng_t *rn
     return i;
 }
 
+/* Gives each worker its range of chunks and its scratch; 0 or SHOAL_ENOMEM. */
+static int s_seed_workers_init(s_seed_worker_t *workers, size_t nworkers, s_seed_job_t *job)
+{
+    for (size_t w = 0; w < nworkers; w++) {
+        workers[w].job = job;
+        workers[w].chunk_first = parfor_split(job->nchunks, nworkers, w);
+        workers[w].chunk_last = parfor_split(job->nchunks, nworkers, w + 1);
+        workers[w].dists = malloc(job->chunk_rows * sizeof(float));
+        if (!workers[w].dists)
+            return SHOAL_ENOMEM;
+    }
+    return 0;
+}
+
+/* Folds one chosen centre into the costs; returns the new total cost. */
+static double s_seed_commit(s_seed_job_t *job, s_seed_worker_t *workers, size_t nworkers,
+                            const float *centre)
+{
+    job->cands = centre;
+    job->ncand = 1;
+    job->commit = 1;
+    s_seed_pass(workers, nworkers);
+    return s_seed_total(job, 0);
+}
+
+/* Scores tries candidates without keeping any; the one with the lowest total (first on ties). */
+static size_t s_seed_best(s_seed_job_t *job, s_seed_worker_t *workers, size_t nworkers,
+                          const float *cands, size_t tries)
+{
+    job->cands = cands;
+    job->ncand = tries;
+    job->commit = 0;
+    s_seed_pass(workers, nworkers);
+    size_t best = 0;
+    double best_total = INFINITY;
+    for (size_t t = 0; t < tries; t++) {
+        double tt = s_seed_total(job, t);
+        if (tt < best_total) {
+            best_total = tt;
+            best = t;
+        }
+    }
+    return best;
+}
+
 /*
  * k-means++ (Arthur & Vassilvitskii 2007): each next centre is a sample row
  * drawn with probability proportional to its cost against the centres chosen
@@ -248,16 +293,8 @@ static int s_init_plusplus(const float *x, size_t n, size_t dim, shoal_metric_t 
         rc = SHOAL_ENOMEM;
         goto done;
     }
-    for (size_t w = 0; w < nworkers; w++) {
-        workers[w].job = &job;
-        workers[w].chunk_first = parfor_split(nchunks, nworkers, w);
-        workers[w].chunk_last = parfor_split(nchunks, nworkers, w + 1);
-        workers[w].dists = malloc(chunk_rows * sizeof(float));
-        if (!workers[w].dists) {
-            rc = SHOAL_ENOMEM;
-            goto done;
-        }
-    }
+    if ((rc = s_seed_workers_init(workers, nworkers, &job)))
+        goto done;
     if (norm)
         for (size_t i = 0; i < n; i++)
             norm[i] = sqrtf(dist_norm_sq(x + i * dim, dim));
@@ -268,36 +305,16 @@ static int s_init_plusplus(const float *x, size_t n, size_t dim, shoal_metric_t 
     /* The first centre is uniform; folding it into the infinite costs gives its distances. */
     size_t first = s_rng_below(rng, n);
     s_seed_from_row(centroids, x + first * dim, dim, metric);
-    job.cands = centroids;
-    job.ncand = 1;
-    job.commit = 1;
-    s_seed_pass(workers, nworkers);
-    double total = s_seed_total(&job, 0);
+    double total = s_seed_commit(&job, workers, nworkers, centroids);
     for (size_t j = 1; j < nlist; j++) {
         for (size_t t = 0; t < tries; t++) {
             rows[t] = s_draw(job.cost, n, total, rng);
             s_seed_from_row(cands + t * dim, x + rows[t] * dim, dim, metric);
         }
-        job.cands = cands;
-        job.ncand = tries;
-        job.commit = 0;
-        s_seed_pass(workers, nworkers);
-        size_t best = 0;
-        double best_total = INFINITY;
-        for (size_t t = 0; t < tries; t++) {
-            double tt = s_seed_total(&job, t);
-            if (tt < best_total) {
-                best_total = tt;
-                best = t;
-            }
-        }
-        /* Same row, same chunks, same kernel: the fold gives best_total again. */
+        size_t best = s_seed_best(&job, workers, nworkers, cands, tries);
+        /* Same row, same chunks, same kernel: the fold gives the best total again. */
         s_seed_from_row(centroids + j * dim, x + rows[best] * dim, dim, metric);
-        job.cands = centroids + j * dim;
-        job.ncand = 1;
-        job.commit = 1;
-        s_seed_pass(workers, nworkers);
-        total = s_seed_total(&job, 0);
+        total = s_seed_commit(&job, workers, nworkers, centroids + j * dim);
     }
 done:
     if (workers)
@@ -409,6 +426,71 @@ static void s_update(s_lloyd_t *l, float *centroids)
 /* Training                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* kmeans_train's arguments past their shapes: nlist, max_iters, init, tol (filling o's
+ * defaults) and the sample's rows (vec_check.h); 0 or SHOAL_EINVAL. */
+static int s_check_train(const char *fn, const float *sample, size_t n, size_t dim,
+                         shoal_metric_t metric, size_t nlist, kmeans_opts_t *o, shoal_err_t *err)
+{
+    if (nlist == 0 || nlist > n)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: nlist must be in 1..n, got nlist %zu with "
+                             "n %zu sample rows", fn, nlist, n);
+    if (nlist > KMEANS_NLIST_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: nlist %zu exceeds %lu", fn, nlist,
+                             (unsigned long)KMEANS_NLIST_MAX);
+    if (o->max_iters == 0)
+        o->max_iters = KMEANS_MAX_ITERS_DEFAULT;
+    if (o->max_iters > KMEANS_MAX_ITERS_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: max_iters must be in 1..%d, got %zu", fn,
+                             KMEANS_MAX_ITERS_MAX, o->max_iters);
+    if (o->init != KMEANS_INIT_PLUSPLUS && o->init != KMEANS_INIT_RANDOM)
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: unknown init %d", fn, (int)o->init);
+    if (o->tol == 0.0)
+        o->tol = KMEANS_TOL_DEFAULT;
+    if (isnan(o->tol))
+        return shoal_err_set(err, SHOAL_EINVAL, "%s: tol is NaN", fn);
+    /* The one vector check (vec_check.h), not a copy of it: the coordinator has
+       already run it where the sample entered, this is the library's own guard
+       for direct callers (tests, benches), one pass per training. */
+    return vec_check_rows(fn, "sample row", sample, n, dim, metric, NULL, err);
+}
+
+/* Lloyd's iterations: assignment through the engine (k = 1), then s_update, until max_iters
+ * or the objective moves by at most tol of itself; *iters and *objective say where it stopped. */
+static int s_lloyd_run(const char *fn, knn_engine_t *engine, s_lloyd_t *l, const uint64_t *ids,
+                       float *centroids, const kmeans_opts_t *o, kmeans_result_t *result,
+                       size_t *iters, double *objective, shoal_err_t *err)
+{
+    size_t n = l->n, nlist = l->nlist;
+    double prev = 0.0, obj = 0.0;
+    size_t iter = 0;
+    int rc = 0;
+    while (iter < o->max_iters) {
+        /* Assignment: upsert the centroids (rows overwritten in place), k = 1. */
+        rc = knn_engine_add(engine, ids, centroids, nlist, err);
+        if (!rc)
+            rc = knn_engine_search(engine, l->x, n, 1, l->labels, l->dists, err);
+        if (rc) {
+            shoal_err_prefix(err, "%s: assignment step %zu", fn, iter + 1);
+            break;
+        }
+        obj = 0.0;
+        for (size_t i = 0; i < n; i++)
+            obj += l->dists[i];
+        if (result && result->objectives)
+            result->objectives[iter] = obj;
+        s_update(l, centroids);
+        iter++;
+        log_debug("kmeans: iteration %zu objective %.6g (%zu splits so far)", iter, obj,
+                  l->splits);
+        if (iter > 1 && o->tol >= 0.0 && fabs(prev - obj) <= o->tol * fabs(prev))
+            break;
+        prev = obj;
+    }
+    *iters = iter;
+    *objective = obj;
+    return rc;
+}
+
 int kmeans_train(const float *sample, size_t n, size_t dim, shoal_metric_t metric, size_t nlist,
                  const kmeans_opts_t *opts, float *centroids, kmeans_result_t *result,
                  shoal_err_t *err)
@@ -418,28 +500,7 @@ int kmeans_train(const float *sample, size_t n, size_t dim, shoal_metric_t metri
     int rc = s_check_shape(fn, sample, centroids, n, dim, metric, err);
     if (rc)
         return rc;
-    if (nlist == 0 || nlist > n)
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: nlist must be in 1..n, got nlist %zu with "
-                             "n %zu sample rows", fn, nlist, n);
-    if (nlist > KMEANS_NLIST_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: nlist %zu exceeds %lu", fn, nlist,
-                             (unsigned long)KMEANS_NLIST_MAX);
-    if (o.max_iters == 0)
-        o.max_iters = KMEANS_MAX_ITERS_DEFAULT;
-    if (o.max_iters > KMEANS_MAX_ITERS_MAX)
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: max_iters must be in 1..%d, got %zu", fn,
-                             KMEANS_MAX_ITERS_MAX, o.max_iters);
-    if (o.init != KMEANS_INIT_PLUSPLUS && o.init != KMEANS_INIT_RANDOM)
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: unknown init %d", fn, (int)o.init);
-    if (o.tol == 0.0)
-        o.tol = KMEANS_TOL_DEFAULT;
-    if (isnan(o.tol))
-        return shoal_err_set(err, SHOAL_EINVAL, "%s: tol is NaN", fn);
-    /* The one vector check (vec_check.h), not a copy of it: the coordinator has
-       already run it where the sample entered, this is the library's own guard
-       for direct callers (tests, benches), one pass per training. */
-    rc = vec_check_rows(fn, "sample row", sample, n, dim, metric, NULL, err);
-    if (rc)
+    if ((rc = s_check_train(fn, sample, n, dim, metric, nlist, &o, err)))
         return rc;
 
     float *copy = NULL;
@@ -479,30 +540,10 @@ int kmeans_train(const float *sample, size_t n, size_t dim, shoal_metric_t metri
         goto fail;
     }
 
-    double prev = 0.0, obj = 0.0;
     size_t iter = 0;
-    while (iter < o.max_iters) {
-        /* Assignment: upsert the centroids (rows overwritten in place), k = 1. */
-        rc = knn_engine_add(engine, ids, centroids, nlist, err);
-        if (!rc)
-            rc = knn_engine_search(engine, l.x, n, 1, l.labels, l.dists, err);
-        if (rc) {
-            shoal_err_prefix(err, "%s: assignment step %zu", fn, iter + 1);
-            goto fail;
-        }
-        obj = 0.0;
-        for (size_t i = 0; i < n; i++)
-            obj += l.dists[i];
-        if (result && result->objectives)
-            result->objectives[iter] = obj;
-        s_update(&l, centroids);
-        iter++;
-        log_debug("kmeans: iteration %zu objective %.6g (%zu splits so far)", iter, obj,
-                  l.splits);
-        if (iter > 1 && o.tol >= 0.0 && fabs(prev - obj) <= o.tol * fabs(prev))
-            break;
-        prev = obj;
-    }
+    double obj = 0.0;
+    if ((rc = s_lloyd_run(fn, engine, &l, ids, centroids, &o, result, &iter, &obj, err)))
+        goto fail;
     log_info("kmeans: %zu centroids from %zu rows (dim %zu, %s, %s init): %zu iterations, "
              "objective %.6g, %zu empty clusters split", nlist, n, dim,
              shoal_metric_name(metric), o.init == KMEANS_INIT_RANDOM ? "random" : "k-means++",
