@@ -915,6 +915,80 @@ static int s_write_result_ivecs(const char *path, const uint64_t *ids, size_t n,
     return rc;
 }
 
+/* Loads --gt and checks it against the queries: a row per query, at least k ids per row. */
+static int s_search_load_gt(const char *gt_path, const char *query_path, size_t nq, size_t k,
+                            int32_t **truth, size_t *gdim, shoal_err_t *err)
+{
+    size_t gn = 0;
+    *truth = vecfile_load_i32(gt_path, &gn, gdim, err);
+    if (!*truth)
+        return shoal_err_prefix(err, "--gt");
+    if (gn != nq)
+        return s_bad(err, "--gt %s has %zu rows, %s has %zu queries", gt_path, gn, query_path, nq);
+    if (*gdim < k)
+        return s_bad(err, "--gt %s has %zu ids per row, fewer than k=%zu", gt_path, *gdim, k);
+    return 0;
+}
+
+/* What search's requests said besides their ids. */
+typedef struct {
+    char missing[S_MISSING_MAX]; /* union of the shards that missed a deadline */
+    int partial;                 /* 1 when any answer was partial */
+    uint64_t fanout;             /* shards asked, summed over queries */
+    shoal_search_info_t last;    /* the last request's info (calibrated nprobe, ef) */
+} s_search_tally_t;
+
+/* Sends the queries batch rows per request, timing each: ids into all_ids, ms into lat. */
+static int s_search_requests(s_cli_t *cli, const char *name, const float *queries, size_t nq,
+                             size_t dim, size_t batch, const shoal_search_opts_t *sopts,
+                             uint64_t *all_ids, double *lat, s_search_tally_t *t, shoal_err_t *err)
+{
+    size_t nreq = (nq + batch - 1) / batch;
+    for (size_t r = 0; r < nreq; r++) {
+        size_t at = r * batch, n = nq - at < batch ? nq - at : batch;
+        shoal_search_info_t info;
+        uint64_t *ids = NULL;
+        double t0 = timing_now();
+        int rc = shoal_client_search_ex(cli->client, name, queries + at * dim, n, dim, sopts, &ids,
+                                        NULL, &info, err);
+        lat[r] = (timing_now() - t0) * 1000.0;
+        if (rc != 0) {
+            free(ids);
+            shoal_err_prefix(err, "queries %zu..%zu", at, at + n - 1);
+            return rc;
+        }
+        memcpy(all_ids + at * sopts->k, ids, n * sopts->k * sizeof *ids);
+        free(ids);
+        t->fanout += info.fanout;
+        t->last = info;
+        if (info.partial) {
+            t->partial = 1;
+            s_union_add(t->missing, sizeof t->missing, info.missing);
+        }
+    }
+    return 0;
+}
+
+/* search's one line: recall (with --gt), throughput, latency percentiles, fan-out, calibration. */
+static void s_search_print(size_t nq, size_t k, const uint64_t *all_ids, const int32_t *truth,
+                           size_t gdim, double seconds, const double *lat, size_t nreq,
+                           const s_search_tally_t *t)
+{
+    printf("queries=%zu k=%zu", nq, k);
+    if (truth)
+        printf(" recall@%zu=%.4f", k, gt_recall(all_ids, k, truth, gdim, nq, k));
+    printf(" qps=%.1f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f shards_per_query=%.2f",
+           seconds > 0 ? (double)nq / seconds : 0.0, s_percentile(lat, nreq, 50),
+           s_percentile(lat, nreq, 95), s_percentile(lat, nreq, 99),
+           (double)t->fanout / (double)nq);
+    if (t->last.recall > 0)
+        printf(" nprobe=%u ef=%u calibrated_recall=%.4f", t->last.nprobe, t->last.ef,
+               t->last.recall);
+    if (t->partial)
+        printf(" partial=1 missing_shards=%s", t->missing[0] ? t->missing : "?");
+    putchar('\n');
+}
+
 static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
     const char *gt_path, *out_path;
@@ -937,29 +1011,15 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     if ((rc = s_search_args_parse(&a, "--batch", &batch, &sopts, err)) != 0)
         return rc;
 
-    size_t nq = 0, dim = 0, gn = 0, gdim = 0;
+    size_t nq = 0, dim = 0, gdim = 0;
     int32_t *truth = NULL;
-    uint64_t *all_ids = NULL, *ids = NULL;
+    uint64_t *all_ids = NULL;
     double *lat = NULL;
     float *queries = vecfile_load_f32(pos[1], &nq, &dim, err);
     if (!queries)
         return err->code;
-    if (gt_path) {
-        truth = vecfile_load_i32(gt_path, &gn, &gdim, err);
-        if (!truth) {
-            rc = shoal_err_prefix(err, "--gt");
-            goto done;
-        }
-        if (gn != nq) {
-            rc = s_bad(err, "--gt %s has %zu rows, %s has %zu queries", gt_path, gn, pos[1], nq);
-            goto done;
-        }
-        if (gdim < sopts.k) {
-            rc =
-                s_bad(err, "--gt %s has %zu ids per row, fewer than k=%zu", gt_path, gdim, sopts.k);
-            goto done;
-        }
-    }
+    if (gt_path && (rc = s_search_load_gt(gt_path, pos[1], nq, sopts.k, &truth, &gdim, err)) != 0)
+        goto done;
     if (batch > nq)
         batch = nq;
     if ((uint64_t)batch * dim * sizeof(float) > S_MESSAGE_BYTES_MAX) {
@@ -977,50 +1037,18 @@ static int s_cmd_search(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     if ((rc = s_connect(cli, 0, err)) != 0)
         goto done;
 
-    char missing[S_MISSING_MAX] = "";
-    int partial = 0;
-    uint64_t fanout = 0;
-    shoal_search_info_t last;
-    memset(&last, 0, sizeof last);
+    s_search_tally_t t;
+    memset(&t, 0, sizeof t);
     double t0 = timing_now();
-    for (size_t r = 0; r < nreq; r++) {
-        size_t at = r * batch, n = nq - at < batch ? nq - at : batch;
-        shoal_search_info_t info;
-        double t = timing_now();
-        rc = shoal_client_search_ex(cli->client, pos[0], queries + at * dim, n, dim, &sopts, &ids,
-                                    NULL, &info, err);
-        lat[r] = (timing_now() - t) * 1000.0;
-        if (rc != 0) {
-            shoal_err_prefix(err, "queries %zu..%zu", at, at + n - 1);
-            goto done;
-        }
-        memcpy(all_ids + at * sopts.k, ids, n * sopts.k * sizeof *ids);
-        free(ids);
-        ids = NULL;
-        fanout += info.fanout;
-        last = info;
-        if (info.partial) {
-            partial = 1;
-            s_union_add(missing, sizeof missing, info.missing);
-        }
-    }
+    if ((rc = s_search_requests(cli, pos[0], queries, nq, dim, batch, &sopts, all_ids, lat, &t,
+                                err)) != 0)
+        goto done;
     double seconds = timing_now() - t0;
     qsort(lat, nreq, sizeof *lat, s_cmp_double);
     if (out_path && (rc = s_write_result_ivecs(out_path, all_ids, nq, sopts.k, err)) != 0)
         goto done;
-    printf("queries=%zu k=%zu", nq, sopts.k);
-    if (truth)
-        printf(" recall@%zu=%.4f", sopts.k, gt_recall(all_ids, sopts.k, truth, gdim, nq, sopts.k));
-    printf(" qps=%.1f p50_ms=%.3f p95_ms=%.3f p99_ms=%.3f shards_per_query=%.2f",
-           seconds > 0 ? (double)nq / seconds : 0.0, s_percentile(lat, nreq, 50),
-           s_percentile(lat, nreq, 95), s_percentile(lat, nreq, 99), (double)fanout / (double)nq);
-    if (last.recall > 0)
-        printf(" nprobe=%u ef=%u calibrated_recall=%.4f", last.nprobe, last.ef, last.recall);
-    if (partial)
-        printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
-    putchar('\n');
+    s_search_print(nq, sopts.k, all_ids, truth, gdim, seconds, lat, nreq, &t);
 done:
-    free(ids);
     free(lat);
     free(all_ids);
     free(truth);
@@ -1267,6 +1295,129 @@ static double s_coll_num(const void *info, size_t len, const char *coll, const c
     return wire_info_lookup(info, len, path, &v) == 0 ? v : -1;
 }
 
+/* What check knows of one collection while it compares replicas. */
+typedef struct {
+    const void *info; /* the coordinator's stats of coll (msgpack map) */
+    size_t len;       /* its bytes */
+    const char *coll; /* the collection, borrowed from argv */
+    size_t nlist;     /* its IVF lists */
+    size_t R;         /* replicas per list */
+    size_t nshards;   /* shards the stats list */
+    uint64_t *counts; /* nshards x nlist: each shard's count of each list */
+    uint8_t *named;   /* nshards: 1 where the placement names the shard */
+} s_check_t;
+
+/* How many shards coll's stats list ("shards.<i>.endpoint" from 0 up). */
+static size_t s_check_count_shards(const s_check_t *c)
+{
+    char ep[256];
+    char path[WIRE_NAME_MAX + 64];
+    size_t nshards = 0;
+    for (;; nshards++) {
+        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", c->coll, nshards);
+        if (wire_info_lookup_str(c->info, c->len, path, ep, sizeof ep) != 0)
+            break;
+    }
+    return nshards;
+}
+
+/* Marks in c->named the shards the placement names (a drained or removed one holds none). */
+static void s_check_mark_named(s_check_t *c)
+{
+    for (size_t l = 0; l < c->nlist; l++)
+        for (size_t r = 0; r < c->R; r++) {
+            double sd = s_coll_num(c->info, c->len, c->coll, "placement.%zu.%zu", l, r);
+            if (sd >= 0 && (size_t)sd < c->nshards)
+                c->named[(size_t)sd] = 1;
+        }
+}
+
+/* Asks each named shard for its per-list counts (list_counts) into c->counts. */
+static int s_check_fetch_counts(s_cli_t *cli, s_check_t *c, shoal_err_t *err)
+{
+    char ep[256];
+    char path[WIRE_NAME_MAX + 64];
+    int rc = 0;
+    for (size_t s = 0; rc == 0 && s < c->nshards; s++) {
+        if (!c->named[s])
+            continue;
+        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", c->coll, s);
+        (void)wire_info_lookup_str(c->info, c->len, path, ep, sizeof ep);
+        shoal_client_t *sc =
+            s_client_new(cli, ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000, err);
+        uint32_t *lists = NULL;
+        uint64_t *cnt = NULL;
+        size_t n = 0;
+        rc = sc ? shoal_client_list_counts(sc, c->coll, &lists, &cnt, &n, err) : err->code;
+        if (rc != 0)
+            shoal_err_prefix(err, "shard %s", ep);
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            if (lists[i] < c->nlist)
+                c->counts[s * c->nlist + lists[i]] = cnt[i];
+        free(lists);
+        free(cnt);
+        shoal_client_destroy(&sc);
+    }
+    return rc;
+}
+
+/* check's totals over the lists. */
+typedef struct {
+    size_t agree;     /* lists whose up-to-date replicas hold the same count */
+    size_t differ;    /* lists whose up-to-date replicas do not */
+    size_t stale;     /* replicas marked stale (being repaired), not compared */
+    uint64_t vectors; /* vectors over all replicas */
+} s_check_tally_t;
+
+/* Prints the line of list l, whose up-to-date replicas differ: each replica's shard and count. */
+static void s_check_print_differ(const s_check_t *c, size_t l, uint64_t mask)
+{
+    printf("list %zu differs:", l);
+    for (size_t r = 0; r < c->R; r++) {
+        size_t sd = (size_t)s_coll_num(c->info, c->len, c->coll, "placement.%zu.%zu", l, r);
+        printf(" shard %zu%s %" PRIu64, sd, mask >> r & 1 ? " (stale)" : "",
+               c->counts[sd * c->nlist + l]);
+    }
+    printf("\n");
+}
+
+/* Compares each list's up-to-date replicas' counts, printing the lists that differ. */
+static int s_check_compare(const s_check_t *c, s_check_tally_t *t, shoal_err_t *err)
+{
+    int rc = 0;
+    for (size_t l = 0; rc == 0 && l < c->nlist; l++) {
+        uint64_t mask = (uint64_t)s_coll_num(c->info, c->len, c->coll, "placement.%zu.stale", l);
+        uint64_t first = 0;
+        int have = 0, same = 1;
+        for (size_t r = 0; r < c->R; r++) {
+            double sd = s_coll_num(c->info, c->len, c->coll, "placement.%zu.%zu", l, r);
+            if (sd < 0 || (size_t)sd >= c->nshards) {
+                rc = shoal_err_set(err, SHOAL_EPROTO, "check: no placement for list %zu", l);
+                break;
+            }
+            uint64_t n = c->counts[(size_t)sd * c->nlist + l];
+            t->vectors += n;
+            if (mask >> r & 1) {
+                t->stale++;
+                continue;
+            }
+            if (have && n != first)
+                same = 0;
+            first = have ? first : n;
+            have = 1;
+        }
+        if (rc != 0)
+            break;
+        if (same) {
+            t->agree++;
+            continue;
+        }
+        t->differ++;
+        s_check_print_differ(c, l, mask);
+    }
+    return rc;
+}
+
 static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
 {
     const char *names[] = {"NAME"}, *pos[1];
@@ -1274,113 +1425,54 @@ static int s_cmd_check(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     int rc = s_parse_args(argc, argv, NULL, 0, names, 1, 1, pos, &npos, err);
     if (rc != 0)
         return rc;
-    const char *coll = pos[0];
+    s_check_t c;
+    memset(&c, 0, sizeof c);
+    c.coll = pos[0];
     void *info = NULL;
     size_t len = 0;
     if ((rc = s_connect(cli, 0, err)) == 0)
-        rc = shoal_client_stats(cli->client, coll, NULL, &info, &len, err);
+        rc = shoal_client_stats(cli->client, c.coll, NULL, &info, &len, err);
     if (rc != 0)
         return rc;
-    double nlist_d = s_coll_num(info, len, coll, "nlist");
-    double R_d = s_coll_num(info, len, coll, "replication");
-    if (s_coll_num(info, len, coll, "trained") != 1 || nlist_d < 1 || R_d < 1) {
+    c.info = info;
+    c.len = len;
+    double nlist_d = s_coll_num(info, len, c.coll, "nlist");
+    double R_d = s_coll_num(info, len, c.coll, "replication");
+    if (s_coll_num(info, len, c.coll, "trained") != 1 || nlist_d < 1 || R_d < 1) {
         free(info);
         return shoal_err_set(err, SHOAL_EINVAL, "check: \"%s\" is not trained (no placement)",
-                             coll);
+                             c.coll);
     }
-    size_t nlist = (size_t)nlist_d, R = (size_t)R_d, nshards = 0;
-    char ep[256];
-    char path[WIRE_NAME_MAX + 64];
-    for (;; nshards++) {
-        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, nshards);
-        if (wire_info_lookup_str(info, len, path, ep, sizeof ep) != 0)
-            break;
-    }
-    uint64_t *counts = calloc((nshards ? nshards : 1) * nlist, sizeof *counts);
-    if (!counts) {
+    c.nlist = (size_t)nlist_d;
+    c.R = (size_t)R_d;
+    c.nshards = s_check_count_shards(&c);
+    c.counts = calloc((c.nshards ? c.nshards : 1) * c.nlist, sizeof *c.counts);
+    if (!c.counts) {
         free(info);
         return shoal_err_set(err, SHOAL_ENOMEM, "check: out of memory");
     }
     /* Only the shards the placement names are asked (a drained or removed one holds none). */
-    uint8_t *named = calloc(nshards ? nshards : 1, 1);
-    for (size_t l = 0; named && l < nlist; l++)
-        for (size_t r = 0; r < R; r++) {
-            double sd = s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
-            if (sd >= 0 && (size_t)sd < nshards)
-                named[(size_t)sd] = 1;
-        }
-    if (!named) {
-        free(counts);
+    c.named = calloc(c.nshards ? c.nshards : 1, 1);
+    if (!c.named) {
+        free(c.counts);
         free(info);
         return shoal_err_set(err, SHOAL_ENOMEM, "check: out of memory");
     }
-    for (size_t s = 0; rc == 0 && s < nshards; s++) {
-        if (!named[s])
-            continue;
-        snprintf(path, sizeof path, "collections.%s.shards.%zu.endpoint", coll, s);
-        (void)wire_info_lookup_str(info, len, path, ep, sizeof ep);
-        shoal_client_t *sc =
-            s_client_new(cli, ep, cli->timeout_ms > 0 ? cli->timeout_ms : 10000, err);
-        uint32_t *lists = NULL;
-        uint64_t *cnt = NULL;
-        size_t n = 0;
-        rc = sc ? shoal_client_list_counts(sc, coll, &lists, &cnt, &n, err) : err->code;
-        if (rc != 0)
-            shoal_err_prefix(err, "shard %s", ep);
-        for (size_t i = 0; rc == 0 && i < n; i++)
-            if (lists[i] < nlist)
-                counts[s * nlist + lists[i]] = cnt[i];
-        free(lists);
-        free(cnt);
-        shoal_client_destroy(&sc);
-    }
-    size_t agree = 0, differ = 0, stale = 0;
-    uint64_t vectors = 0;
-    for (size_t l = 0; rc == 0 && l < nlist; l++) {
-        uint64_t mask = (uint64_t)s_coll_num(info, len, coll, "placement.%zu.stale", l);
-        uint64_t first = 0;
-        int have = 0, same = 1;
-        for (size_t r = 0; r < R; r++) {
-            double sd = s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
-            if (sd < 0 || (size_t)sd >= nshards) {
-                rc = shoal_err_set(err, SHOAL_EPROTO, "check: no placement for list %zu", l);
-                break;
-            }
-            uint64_t c = counts[(size_t)sd * nlist + l];
-            vectors += c;
-            if (mask >> r & 1) {
-                stale++;
-                continue;
-            }
-            if (have && c != first)
-                same = 0;
-            first = have ? first : c;
-            have = 1;
-        }
-        if (rc != 0)
-            break;
-        if (same) {
-            agree++;
-            continue;
-        }
-        differ++;
-        printf("list %zu differs:", l);
-        for (size_t r = 0; r < R; r++) {
-            size_t sd = (size_t)s_coll_num(info, len, coll, "placement.%zu.%zu", l, r);
-            printf(" shard %zu%s %" PRIu64, sd, mask >> r & 1 ? " (stale)" : "",
-                   counts[sd * nlist + l]);
-        }
-        printf("\n");
-    }
+    s_check_mark_named(&c);
+    s_check_tally_t t;
+    memset(&t, 0, sizeof t);
+    rc = s_check_fetch_counts(cli, &c, err);
+    if (rc == 0)
+        rc = s_check_compare(&c, &t, err);
     if (rc == 0)
         printf("lists=%zu replicas=%zu agree=%zu differ=%zu stale=%zu vectors=%" PRIu64 "\n",
-               nlist, R, agree, differ, stale, vectors);
-    free(counts);
-    free(named);
+               c.nlist, c.R, t.agree, t.differ, t.stale, t.vectors);
+    free(c.counts);
+    free(c.named);
     free(info);
-    if (rc == 0 && differ)
+    if (rc == 0 && t.differ)
         rc = shoal_err_set(err, SHOAL_EINTERNAL, "check: %zu list(s) differ between replicas",
-                           differ);
+                           t.differ);
     return rc;
 }
 
@@ -1424,6 +1516,64 @@ static int s_knn_write(s_knn_out_t *o, const shoal_knn_chunk_t *c, const char *p
         if (fprintf(o->rows, "%" PRIu64 "\n", c->qids[i]) < 0)
             rc = shoal_err_set(err, SHOAL_EIO, "writing %s: %s", o->rows_tmp, strerror(errno));
     return rc;
+}
+
+/* What knn-graph's requests said besides their rows. */
+typedef struct {
+    uint64_t rows;               /* rows written so far */
+    int partial;                 /* 1 when any chunk was partial */
+    char missing[S_MISSING_MAX]; /* union of the shards that missed a deadline */
+} s_knn_tally_t;
+
+/* Requests the graph chunk after chunk (following the cursor) and writes each as it arrives. */
+static int s_knn_fetch(s_cli_t *cli, const char *name, const shoal_search_opts_t *sopts,
+                       size_t chunk_rows, s_knn_out_t *o, const char *out_path,
+                       shoal_knn_chunk_t *chunk, s_progress_t *progress, s_knn_tally_t *t,
+                       shoal_err_t *err)
+{
+    char cursor[WIRE_CURSOR_MAX + 1] = "";
+    uint64_t total = 0;
+    int rc;
+    do {
+        rc = shoal_client_knn_graph(cli->client, name, sopts, chunk_rows, cursor, chunk, err);
+        if (rc != 0) {
+            if (t->rows > 0)
+                shoal_err_prefix(err, "after %" PRIu64 " rows", t->rows);
+            return rc;
+        }
+        if ((rc = s_knn_write(o, chunk, out_path, err)) != 0)
+            return rc;
+        if (chunk->n == 0 && chunk->cursor[0] && !strcmp(chunk->cursor, cursor))
+            return shoal_err_set(err, SHOAL_EPROTO,
+                                 "the coordinator sent cursor \"%s\" back without rows", cursor);
+        t->rows += chunk->n;
+        total = chunk->total;
+        if (chunk->partial) {
+            t->partial = 1;
+            s_union_add(t->missing, sizeof t->missing, chunk->missing);
+        }
+        snprintf(cursor, sizeof cursor, "%s", chunk->cursor);
+        shoal_knn_chunk_fini(chunk);
+        s_progress_update(progress, t->rows, total > t->rows ? total : t->rows, cursor[0] == '\0');
+    } while (cursor[0]);
+    return 0;
+}
+
+/* Closes both outputs and puts FILE.ivecs.rows in place (the writer renames FILE.ivecs). */
+static int s_knn_finish(s_knn_out_t *o, shoal_err_t *err)
+{
+    if (fclose(o->rows) != 0) {
+        o->rows = NULL;
+        return shoal_err_set(err, SHOAL_EIO, "writing %s: %s", o->rows_tmp, strerror(errno));
+    }
+    o->rows = NULL;
+    int rc = vecfile_writer_close(&o->graph, err);
+    if (rc != 0)
+        return rc;
+    if (rename(o->rows_tmp, o->rows_path) != 0)
+        return shoal_err_set(err, SHOAL_EIO, "renaming %s to %s: %s", o->rows_tmp, o->rows_path,
+                             strerror(errno));
+    return 0;
 }
 
 static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
@@ -1476,52 +1626,16 @@ static int s_cmd_knn(s_cli_t *cli, int argc, char **argv, shoal_err_t *err)
     if ((rc = s_connect(cli, S_TIMEOUT_KNN_MS, err)) != 0)
         goto done;
 
-    char cursor[WIRE_CURSOR_MAX + 1] = "";
-    char missing[S_MISSING_MAX] = "";
-    int partial = 0;
-    uint64_t rows = 0, total = 0;
+    s_knn_tally_t t;
+    memset(&t, 0, sizeof t);
     progress.start = timing_now();
-    do {
-        rc = shoal_client_knn_graph(cli->client, pos[0], &sopts, chunk_rows, cursor, &chunk, err);
-        if (rc != 0) {
-            if (rows > 0)
-                shoal_err_prefix(err, "after %" PRIu64 " rows", rows);
-            goto done;
-        }
-        if ((rc = s_knn_write(&o, &chunk, out_path, err)) != 0)
-            goto done;
-        if (chunk.n == 0 && chunk.cursor[0] && !strcmp(chunk.cursor, cursor)) {
-            rc = shoal_err_set(err, SHOAL_EPROTO,
-                               "the coordinator sent cursor \"%s\" back without rows", cursor);
-            goto done;
-        }
-        rows += chunk.n;
-        total = chunk.total;
-        if (chunk.partial) {
-            partial = 1;
-            s_union_add(missing, sizeof missing, chunk.missing);
-        }
-        snprintf(cursor, sizeof cursor, "%s", chunk.cursor);
-        shoal_knn_chunk_fini(&chunk);
-        s_progress_update(&progress, rows, total > rows ? total : rows, cursor[0] == '\0');
-    } while (cursor[0]);
-
-    if (fclose(o.rows) != 0) {
-        o.rows = NULL;
-        rc = shoal_err_set(err, SHOAL_EIO, "writing %s: %s", o.rows_tmp, strerror(errno));
+    if ((rc = s_knn_fetch(cli, pos[0], &sopts, chunk_rows, &o, out_path, &chunk, &progress, &t,
+                          err)) != 0 ||
+        (rc = s_knn_finish(&o, err)) != 0)
         goto done;
-    }
-    o.rows = NULL;
-    if ((rc = vecfile_writer_close(&o.graph, err)) != 0)
-        goto done;
-    if (rename(o.rows_tmp, o.rows_path) != 0) {
-        rc = shoal_err_set(err, SHOAL_EIO, "renaming %s to %s: %s", o.rows_tmp, o.rows_path,
-                           strerror(errno));
-        goto done;
-    }
-    printf("rows=%" PRIu64 " seconds=%.3f", rows, timing_now() - progress.start);
-    if (partial)
-        printf(" partial=1 missing_shards=%s", missing[0] ? missing : "?");
+    printf("rows=%" PRIu64 " seconds=%.3f", t.rows, timing_now() - progress.start);
+    if (t.partial)
+        printf(" partial=1 missing_shards=%s", t.missing[0] ? t.missing : "?");
     putchar('\n');
 done:
     if (rc != 0) {
@@ -2080,19 +2194,11 @@ static int s_main_usage(const char *fmt, const char *arg)
     return S_EXIT_USAGE;
 }
 
-int main(int argc, char **argv)
+/* The global options before the command (-c, -t, --curve-key, --curve-server-key) and their
+ * checks. Returns -1 to go on with the command at argv[*next], else the exit status: 0 after
+ * --help, S_EXIT_USAGE after a usage error. */
+static int s_main_options(s_cli_t *cli, int argc, char **argv, int *next)
 {
-    shoal_log_set_ident("shoal");
-    shoal_log_init_from_env();
-
-    s_cli_t cli;
-    memset(&cli, 0, sizeof cli);
-    cli.endpoint = getenv(S_ENDPOINT_ENV);
-    if (!cli.endpoint || !*cli.endpoint)
-        cli.endpoint = S_ENDPOINT_DEFAULT;
-    cli.curve_key = getenv(S_CURVE_KEY_ENV);
-    cli.curve_server = getenv(S_CURVE_SERVER_ENV);
-
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *arg = argv[i], *value = NULL;
@@ -2127,42 +2233,37 @@ int main(int argc, char **argv)
         if (!*value)
             return s_main_usage("option %s has an empty value", arg);
         if (is_c) {
-            cli.endpoint = value;
+            cli->endpoint = value;
         } else if (is_k) {
-            cli.curve_key = value;
+            cli->curve_key = value;
         } else if (is_s) {
-            cli.curve_server = value;
+            cli->curve_server = value;
         } else {
             shoal_err_t err;
             uint64_t ms;
             if (s_parse_u64("--timeout-ms", value, 1, S_TIMEOUT_MS_MAX, &ms, &err) != 0)
                 return s_main_usage("%s", err.msg);
-            cli.timeout_ms = (int)ms;
+            cli->timeout_ms = (int)ms;
         }
     }
     if (i >= argc)
         return s_main_usage("%s", "no command given");
-    if (cli.curve_key && !*cli.curve_key)
-        cli.curve_key = NULL; /* an empty variable is no key */
-    if (cli.curve_server && !*cli.curve_server)
-        cli.curve_server = NULL;
-    if (!cli.curve_key != !cli.curve_server)
-        return s_main_usage("%s", cli.curve_key ? "--curve-key needs --curve-server-key (the "
-                                                  "server's public certificate)"
-                                                : "--curve-server-key needs --curve-key (this "
-                                                  "client's secret certificate)");
-    const s_command_t *cmd = NULL;
-    for (size_t c = 0; c < sizeof s_commands / sizeof s_commands[0]; c++)
-        if (!strcmp(argv[i], s_commands[c].name))
-            cmd = &s_commands[c];
-    if (!cmd)
-        return s_main_usage("unknown command \"%s\"", argv[i]);
+    if (cli->curve_key && !*cli->curve_key)
+        cli->curve_key = NULL; /* an empty variable is no key */
+    if (cli->curve_server && !*cli->curve_server)
+        cli->curve_server = NULL;
+    if (!cli->curve_key != !cli->curve_server)
+        return s_main_usage("%s", cli->curve_key ? "--curve-key needs --curve-server-key (the "
+                                                   "server's public certificate)"
+                                                 : "--curve-server-key needs --curve-key (this "
+                                                   "client's secret certificate)");
+    *next = i;
+    return -1;
+}
 
-    cli.cmd = cmd->name;
-    shoal_err_t err;
-    shoal_err_clear(&err);
-    int rc = cmd->run(&cli, argc - i, argv + i, &err);
-    shoal_client_destroy(&cli.client);
+/* Turns a command's result into the exit status, with its one line on stderr when not 0. */
+static int s_main_exit(const s_command_t *cmd, int rc, const shoal_err_t *err)
+{
     if (rc == 1) { /* --help */
         fputs(cmd->help, stdout);
         return 0;
@@ -2178,7 +2279,39 @@ int main(int argc, char **argv)
     fprintf(stderr, "shoal: %s: ", cmd->name);
     if (rc == SHOAL_ETIMEOUT)
         fputs("timed out: ", stderr);
-    s_print_one_line(stderr, err.msg[0] ? err.msg : shoal_strerror(rc));
+    s_print_one_line(stderr, err->msg[0] ? err->msg : shoal_strerror(rc));
     fputc('\n', stderr);
     return s_usage_failed ? S_EXIT_USAGE : S_EXIT_FAIL;
+}
+
+int main(int argc, char **argv)
+{
+    shoal_log_set_ident("shoal");
+    shoal_log_init_from_env();
+
+    s_cli_t cli;
+    memset(&cli, 0, sizeof cli);
+    cli.endpoint = getenv(S_ENDPOINT_ENV);
+    if (!cli.endpoint || !*cli.endpoint)
+        cli.endpoint = S_ENDPOINT_DEFAULT;
+    cli.curve_key = getenv(S_CURVE_KEY_ENV);
+    cli.curve_server = getenv(S_CURVE_SERVER_ENV);
+
+    int i = 1;
+    int status = s_main_options(&cli, argc, argv, &i);
+    if (status >= 0)
+        return status;
+    const s_command_t *cmd = NULL;
+    for (size_t c = 0; c < sizeof s_commands / sizeof s_commands[0]; c++)
+        if (!strcmp(argv[i], s_commands[c].name))
+            cmd = &s_commands[c];
+    if (!cmd)
+        return s_main_usage("unknown command \"%s\"", argv[i]);
+
+    cli.cmd = cmd->name;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    int rc = cmd->run(&cli, argc - i, argv + i, &err);
+    shoal_client_destroy(&cli.client);
+    return s_main_exit(cmd, rc, &err);
 }
