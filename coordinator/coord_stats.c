@@ -287,12 +287,7 @@ static void s_info_process(coord_t *coord, wire_info_t *info)
         size_t n = wire_io_latency(&coord->counters, op, &p50, &p95, &p99_us);
         if (!n)
             continue;
-        wire_info_key(info, wire_io_op_label(op));
-        wire_info_map(info, 4);
-        wire_io_info_f64(info, "p50", p50 / 1000.0);
-        wire_io_info_f64(info, "p95", p95 / 1000.0);
-        wire_io_info_f64(info, "p99", p99_us / 1000.0);
-        wire_io_info_u64(info, "samples", n);
+        wire_io_info_latency(info, op, p50, p95, p99_us, n, 1000.0);
     }
 }
 

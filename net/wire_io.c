@@ -626,6 +626,17 @@ void wire_io_info_str(wire_info_t *info, const char *key, const char *value)
     wire_info_str(info, value);
 }
 
+void wire_io_info_latency(wire_info_t *info, size_t op, double p50_us, double p95_us,
+                          double p99_us, size_t samples, double per_unit)
+{
+    wire_info_key(info, wire_io_op_label(op));
+    wire_info_map(info, 4);
+    wire_io_info_f64(info, "p50", p50_us / per_unit);
+    wire_io_info_f64(info, "p95", p95_us / per_unit);
+    wire_io_info_f64(info, "p99", p99_us / per_unit);
+    wire_io_info_u64(info, "samples", samples);
+}
+
 void wire_io_info_counters(wire_info_t *info, const char *key, const uint64_t *counts)
 {
     wire_info_key(info, key);

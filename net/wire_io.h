@@ -197,4 +197,12 @@ void wire_io_info_str(wire_info_t *info, const char *key, const char *value);
 /* key: {"total": sum, op name: count, ...} (WIRE_OP_COUNT + 1 entries). */
 void wire_io_info_counters(wire_info_t *info, const char *key, const uint64_t *counts);
 
+/*
+ * One op's entry of a latency map: label: {"p50", "p95", "p99", "samples"},
+ * the percentiles (microseconds, as wire_io_latency gives them) divided by
+ * per_unit (1 for microseconds, 1000 for milliseconds).
+ */
+void wire_io_info_latency(wire_info_t *info, size_t op, double p50_us, double p95_us,
+                          double p99_us, size_t samples, double per_unit);
+
 #endif

@@ -404,12 +404,8 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
         if (!snap->samples[op])
             continue;
-        wire_info_key(info, wire_io_op_label(op));
-        wire_info_map(info, 4);
-        wire_io_info_f64(info, "p50", snap->p50[op]);
-        wire_io_info_f64(info, "p95", snap->p95[op]);
-        wire_io_info_f64(info, "p99", snap->p99[op]);
-        wire_io_info_u64(info, "samples", snap->samples[op]);
+        wire_io_info_latency(info, op, snap->p50[op], snap->p95[op], snap->p99[op],
+                             snap->samples[op], 1.0);
     }
     wire_info_key(info, "collections");
     wire_info_map(info, ncolls);
