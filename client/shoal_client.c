@@ -187,6 +187,44 @@ void shoal_frames_destroy(shoal_frames_t **frames_p)
 /* Calls                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Receives one message before deadline and decodes it into rep; *frames_p then owns the bytes
+ * rep points into. */
+static int s_recv_reply(shoal_client_t *client, int64_t deadline, const char *what,
+                        wire_reply_t *rep, shoal_frames_t **frames_p, shoal_err_t *err)
+{
+    zmsg_t *msg = NULL;
+    int rc = s_recv(client, deadline, what, &msg, err);
+    if (rc != 0)
+        return rc;
+    shoal_frames_t *frames = s_frames_from_msg(msg);
+    zmsg_destroy(&msg);
+    if (!frames)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s: no memory for the reply", what);
+    wire_frames_t in;
+    memset(&in, 0, sizeof in);
+    if (frames->count > WIRE_FRAMES_MAX) {
+        shoal_frames_destroy(&frames);
+        return shoal_err_set(err, SHOAL_EPROTO, "%s: reply from %s has too many frames", what,
+                             client->endpoint);
+    }
+    in.count = frames->count;
+    for (size_t i = 0; i < frames->count; i++) {
+        in.data[i] = frames->data[i];
+        in.size[i] = frames->size[i];
+    }
+    shoal_err_t derr;
+    shoal_err_clear(&derr);
+    rc = wire_reply_decode(&in, &client->limits, rep, &derr);
+    if (rc != 0) {
+        wire_reply_fini(rep);
+        shoal_frames_destroy(&frames);
+        return shoal_err_set(err, rc, "%s: malformed reply from %s: %s", what, client->endpoint,
+                             derr.msg);
+    }
+    *frames_p = frames;
+    return 0;
+}
+
 int shoal_client_call(shoal_client_t *client, wire_request_t *req, wire_reply_t *rep,
                       shoal_frames_t **frames_out, shoal_err_t *err)
 {
@@ -207,35 +245,10 @@ int shoal_client_call(shoal_client_t *client, wire_request_t *req, wire_reply_t 
 
     int64_t deadline = zclock_usecs() + (int64_t)client->timeout_ms * 1000;
     while (1) {
-        zmsg_t *msg = NULL;
-        rc = s_recv(client, deadline, what, &msg, err);
+        shoal_frames_t *frames = NULL;
+        rc = s_recv_reply(client, deadline, what, rep, &frames, err);
         if (rc != 0)
             return rc;
-        shoal_frames_t *frames = s_frames_from_msg(msg);
-        zmsg_destroy(&msg);
-        if (!frames)
-            return shoal_err_set(err, SHOAL_ENOMEM, "%s: no memory for the reply", what);
-        wire_frames_t in;
-        memset(&in, 0, sizeof in);
-        if (frames->count > WIRE_FRAMES_MAX) {
-            shoal_frames_destroy(&frames);
-            return shoal_err_set(err, SHOAL_EPROTO, "%s: reply from %s has too many frames", what,
-                                 client->endpoint);
-        }
-        in.count = frames->count;
-        for (size_t i = 0; i < frames->count; i++) {
-            in.data[i] = frames->data[i];
-            in.size[i] = frames->size[i];
-        }
-        shoal_err_t derr;
-        shoal_err_clear(&derr);
-        rc = wire_reply_decode(&in, &client->limits, rep, &derr);
-        if (rc != 0) {
-            wire_reply_fini(rep);
-            shoal_frames_destroy(&frames);
-            return shoal_err_set(err, rc, "%s: malformed reply from %s: %s", what, client->endpoint,
-                                 derr.msg);
-        }
         /*
          * One request is in flight and the socket is replaced after a timeout,
          * so a mismatch is a server bug; rid 0 is an error about a request
