@@ -869,14 +869,14 @@ static void s_rows_gemm_main(void *arg)
 }
 
 /*
- * Rows split among threads, every thread scanning its rows for a chunk of
- * queries into its own heaps; the per-thread lists are then merged. One
- * query uses every core. gemm selects the scan: batch kernels, or GEMM tiles.
+ * Sizes the rows path within budget: caps *threads_p by the rows, sets the job's block and
+ * tiles, and gives the queries per chunk (*chunk_p); returns each thread's scratch floats.
  */
-static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int gemm,
-                         shoal_err_t *err)
+static size_t s_rows_plan(search_job_t *job, size_t *threads_p, size_t budget, int gemm,
+                          size_t *chunk_p)
 {
     const size_t n = job->view->n, keep = job->keep;
+    size_t threads = *threads_p;
     size_t max_threads = (n + S_ROWS_PER_THREAD_MIN - 1) / S_ROWS_PER_THREAD_MIN;
     if (threads > max_threads)
         threads = max_threads;
@@ -902,6 +902,22 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
         buf_floats = job->query_tile * job->row_tile;
     }
     buf_floats = s_slice_floats(buf_floats);
+    *threads_p = threads;
+    *chunk_p = chunk;
+    return buf_floats;
+}
+
+/*
+ * Rows split among threads, every thread scanning its rows for a chunk of
+ * queries into its own heaps; the per-thread lists are then merged. One
+ * query uses every core. gemm selects the scan: batch kernels, or GEMM tiles.
+ */
+static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int gemm,
+                         shoal_err_t *err)
+{
+    const size_t n = job->view->n, keep = job->keep;
+    size_t chunk;
+    size_t buf_floats = s_rows_plan(job, &threads, budget, gemm, &chunk);
 
     int rc = SHOAL_OK, tiles_owned = 0;
     float *tiles = s_scratch_get(buf_floats * threads, &tiles_owned);
@@ -1099,6 +1115,99 @@ static int s_check_search(const flat_view_t *view, const float *queries, size_t 
     return SHOAL_OK;
 }
 
+/* The scan for this batch (1: kernels, 2: GEMM; opts may force one) and, for GEMM, at most as
+ * many threads as have their minimum of work; *threads_p is their number. */
+static int s_pick_path(const flat_view_t *view, size_t nq, const flat_search_opts_t *opts,
+                       size_t *threads_p)
+{
+    const size_t dim = view->dim, n = view->n;
+    size_t threads = opts && opts->threads ? opts->threads : parfor_cores();
+    threads = s_min(threads, S_THREADS_MAX);
+    int path = opts ? opts->force_path : 0;
+    if (path == 0)
+        path = nq >= FLAT_GEMM_MIN_QUERIES ? 2 : 1;
+    if (path == 2 && dim > INT_MAX)
+        path = 1; /* sgemm takes int sizes */
+    if (path == 2) {
+        /* Every GEMM thread gets its minimum of work, or fewer threads run.
+         * The kernel path streams the rows from memory and gains from a
+         * second core sooner; S_ROWS_PER_THREAD_MIN sizes it. */
+        size_t thread_work = opts && opts->thread_work ? opts->thread_work
+                                                       : FLAT_THREAD_WORK_DEFAULT;
+        size_t work;
+        if (s_mul_overflows(nq, n, &work) || s_mul_overflows(work, dim, &work))
+            work = SIZE_MAX;
+        threads = s_min(threads, work / thread_work);
+        if (threads < 1)
+            threads = 1;
+    }
+    *threads_p = threads;
+    return path;
+}
+
+/* Queries as the kernels need them: unit length for cosine (a zero query
+ * stays zero, at distance 1 from every row), and |q|^2 for the GEMM form
+ * of L2 and every metric's error bound.
+ * *copy_p (cosine) and *qnorms_p are the caller's to free. */
+static int s_prepare_queries(search_job_t *job, float **copy_p, float **qnorms_p, shoal_err_t *err)
+{
+    const size_t nq = job->nq, dim = job->dim;
+    float *copy = NULL, *qnorms = malloc(nq * sizeof(float));
+    if (!qnorms)
+        return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries", nq);
+    if (job->metric == SHOAL_METRIC_COSINE) {
+        copy = malloc(nq * dim * sizeof(float));
+        if (!copy) {
+            free(qnorms);
+            return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
+                                 nq);
+        }
+        memcpy(copy, job->queries, nq * dim * sizeof(float));
+        for (size_t q = 0; q < nq; q++)
+            (void)dist_normalize(copy + q * dim, dim); /* fails only for a zero query */
+        job->queries = copy;
+    }
+    for (size_t q = 0; q < nq; q++)
+        qnorms[q] = (float)s_norm_sq(job->queries + q * dim, dim);
+    job->qnorms_sq = qnorms;
+    *copy_p = copy;
+    *qnorms_p = qnorms;
+    return SHOAL_OK;
+}
+
+/*
+ * How far the scan's distance d can be from the documented one, s_exact's
+ * (see "Candidates"). u = FLT_EPSILON / 2 is float's unit roundoff;
+ * gamma_m = m u / (1 - m u) bounds the error of an m-term sum or dot
+ * product in float in any order, with or without FMA (Higham, Accuracy
+ * and Stability of Numerical Algorithms, 2nd ed., sec. 3.1), so sgemm's
+ * dot products and every kernel are covered. S = |q|^2 + |x|^2, which is
+ * at least 2 |q||x| >= 2 sum |q_i x_i|. R is the real distance.
+ *   GEMM, L2: |q|^2 and |x|^2 rounded to float (u S), q.x (gamma_dim
+ *     |q||x|, times 2: gamma_dim S), their sum (u S) and the difference
+ *     (u |d| <= 2u S): |d - R| <= (dim + 4) u S to first order. This is
+ *     the bug's cause: it scales with the norms, not with the distance.
+ *   Kernels, L2: a sum of squares of exact-sign terms, no cancellation:
+ *     |d - R| <= gamma_(dim+2) R.
+ *   Either path, IP and cosine: -q.x or 1 - q.x: gamma_dim S / 2 + u |d|.
+ *   s_exact is one more computation of the same kind: for L2 within
+ *     gamma_(dim+2) R of R, for IP and cosine gamma_dim S / 2 + u |d|.
+ * Adding the scan's bound and s_exact's, every case is below
+ * (dim + 4) u (S + |d|) plus second-order terms. The slack is twice that
+ * and more, (dim + 8) FLT_EPSILON (S + |d|), which also covers rounding
+ * lo and hi themselves; the kernels' L2 needs no S term. slack_min covers
+ * the subnormal range, where rounding is absolute (FLT_TRUE_MIN / 2 per
+ * operation) rather than relative. Sets job's slack_norms, slack_rel and slack_min.
+ */
+static void s_set_slack(search_job_t *job, int path)
+{
+    const size_t dim = job->dim;
+    const float slack = (float)(dim + 8) * FLT_EPSILON;
+    job->slack_norms = path == 1 && job->metric == SHOAL_METRIC_L2 ? 0.0f : slack;
+    job->slack_rel = slack;
+    job->slack_min = (float)(dim + 8) * FLT_MIN;
+}
+
 int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t k,
                 const flat_search_opts_t *opts, uint64_t *ids, float *dists, shoal_err_t *err)
 {
@@ -1125,78 +1234,14 @@ int flat_search(const flat_view_t *view, const float *queries, size_t nq, size_t
         return SHOAL_OK;
     }
 
-    size_t threads = opts && opts->threads ? opts->threads : parfor_cores();
-    threads = s_min(threads, S_THREADS_MAX);
+    size_t threads;
+    int path = s_pick_path(view, nq, opts, &threads);
     size_t budget = opts && opts->mem_budget ? opts->mem_budget : FLAT_MEM_BUDGET_DEFAULT;
-    int path = opts ? opts->force_path : 0;
-    if (path == 0)
-        path = nq >= FLAT_GEMM_MIN_QUERIES ? 2 : 1;
-    if (path == 2 && dim > INT_MAX)
-        path = 1; /* sgemm takes int sizes */
-    if (path == 2) {
-        /* Every GEMM thread gets its minimum of work, or fewer threads run.
-         * The kernel path streams the rows from memory and gains from a
-         * second core sooner; S_ROWS_PER_THREAD_MIN sizes it. */
-        size_t thread_work = opts && opts->thread_work ? opts->thread_work
-                                                       : FLAT_THREAD_WORK_DEFAULT;
-        size_t work;
-        if (s_mul_overflows(nq, n, &work) || s_mul_overflows(work, dim, &work))
-            work = SIZE_MAX;
-        threads = s_min(threads, work / thread_work);
-        if (threads < 1)
-            threads = 1;
-    }
 
-    /* Queries as the kernels need them: unit length for cosine (a zero query
-     * stays zero, at distance 1 from every row), and |q|^2 for the GEMM form
-     * of L2 and every metric's error bound. */
-    float *copy = NULL, *qnorms = malloc(nq * sizeof(float));
-    if (!qnorms)
-        return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries", nq);
-    if (view->metric == SHOAL_METRIC_COSINE) {
-        copy = malloc(nq * dim * sizeof(float));
-        if (!copy) {
-            free(qnorms);
-            return shoal_err_set(err, SHOAL_ENOMEM, "flat_search: out of memory for %zu queries",
-                                 nq);
-        }
-        memcpy(copy, queries, nq * dim * sizeof(float));
-        for (size_t q = 0; q < nq; q++)
-            (void)dist_normalize(copy + q * dim, dim); /* fails only for a zero query */
-        job.queries = copy;
-    }
-    for (size_t q = 0; q < nq; q++)
-        qnorms[q] = (float)s_norm_sq(job.queries + q * dim, dim);
-    job.qnorms_sq = qnorms;
-
-    /*
-     * How far the scan's distance d can be from the documented one, s_exact's
-     * (see "Candidates"). u = FLT_EPSILON / 2 is float's unit roundoff;
-     * gamma_m = m u / (1 - m u) bounds the error of an m-term sum or dot
-     * product in float in any order, with or without FMA (Higham, Accuracy
-     * and Stability of Numerical Algorithms, 2nd ed., sec. 3.1), so sgemm's
-     * dot products and every kernel are covered. S = |q|^2 + |x|^2, which is
-     * at least 2 |q||x| >= 2 sum |q_i x_i|. R is the real distance.
-     *   GEMM, L2: |q|^2 and |x|^2 rounded to float (u S), q.x (gamma_dim
-     *     |q||x|, times 2: gamma_dim S), their sum (u S) and the difference
-     *     (u |d| <= 2u S): |d - R| <= (dim + 4) u S to first order. This is
-     *     the bug's cause: it scales with the norms, not with the distance.
-     *   Kernels, L2: a sum of squares of exact-sign terms, no cancellation:
-     *     |d - R| <= gamma_(dim+2) R.
-     *   Either path, IP and cosine: -q.x or 1 - q.x: gamma_dim S / 2 + u |d|.
-     *   s_exact is one more computation of the same kind: for L2 within
-     *     gamma_(dim+2) R of R, for IP and cosine gamma_dim S / 2 + u |d|.
-     * Adding the scan's bound and s_exact's, every case is below
-     * (dim + 4) u (S + |d|) plus second-order terms. The slack is twice that
-     * and more, (dim + 8) FLT_EPSILON (S + |d|), which also covers rounding
-     * lo and hi themselves; the kernels' L2 needs no S term. slack_min covers
-     * the subnormal range, where rounding is absolute (FLT_TRUE_MIN / 2 per
-     * operation) rather than relative.
-     */
-    const float slack = (float)(dim + 8) * FLT_EPSILON;
-    job.slack_norms = path == 1 && view->metric == SHOAL_METRIC_L2 ? 0.0f : slack;
-    job.slack_rel = slack;
-    job.slack_min = (float)(dim + 8) * FLT_MIN;
+    float *copy = NULL, *qnorms = NULL;
+    if ((rc = s_prepare_queries(&job, &copy, &qnorms, err)) != SHOAL_OK)
+        return rc;
+    s_set_slack(&job, path);
 
     /* Splitting rows packs each row once per query tile overall instead of once
      * per thread, and measured faster on small and mid-size batches; splitting
