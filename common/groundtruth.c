@@ -218,6 +218,31 @@ static int s_prepare_cosine(const float *base, size_t n, const float *queries, s
     return SHOAL_OK;
 }
 
+/* Cache-sized blocks: queries per block (their heaps within S_HEAP_BYTES), base rows per tile
+ * (within S_TILE_BYTES); returns the number of query blocks. */
+static size_t s_size_blocks(knn_job_t *job, size_t heap_bytes)
+{
+    job->query_block = S_HEAP_BYTES / heap_bytes;
+    job->query_block = job->query_block < 1               ? 1
+                       : job->query_block > S_QUERY_BLOCK ? S_QUERY_BLOCK
+                                                          : job->query_block;
+    job->base_block = S_TILE_BYTES / (job->dim * sizeof(float));
+    job->base_block = job->base_block < 1 ? 1 : job->base_block > job->n ? job->n : job->base_block;
+    return (job->nq + job->query_block - 1) / job->query_block;
+}
+
+/* The threads to run: asked (0: every core), at most S_THREADS_MAX and one per query block. */
+static size_t s_threads(size_t threads, size_t nblocks)
+{
+    if (threads == 0)
+        threads = parfor_cores();
+    if (threads > S_THREADS_MAX)
+        threads = S_THREADS_MAX;
+    if (threads > nblocks)
+        threads = nblocks;
+    return threads;
+}
+
 int gt_knn(const float *base, size_t n, const float *queries, size_t nq, size_t dim,
            shoal_metric_t metric, size_t k, size_t threads, uint64_t *ids, float *dists,
            shoal_err_t *err)
@@ -253,20 +278,8 @@ int gt_knn(const float *base, size_t n, const float *queries, size_t nq, size_t 
 
     /* keep <= n and n * dim * 4 fits, so keep * sizeof(topk_item_t) does too. */
     size_t heap_bytes = job.keep * sizeof(topk_item_t);
-    job.query_block = S_HEAP_BYTES / heap_bytes;
-    job.query_block = job.query_block < 1               ? 1
-                      : job.query_block > S_QUERY_BLOCK ? S_QUERY_BLOCK
-                                                        : job.query_block;
-    job.base_block = S_TILE_BYTES / (dim * sizeof(float));
-    job.base_block = job.base_block < 1 ? 1 : job.base_block > n ? n : job.base_block;
-
-    size_t nblocks = (nq + job.query_block - 1) / job.query_block;
-    if (threads == 0)
-        threads = parfor_cores();
-    if (threads > S_THREADS_MAX)
-        threads = S_THREADS_MAX;
-    if (threads > nblocks)
-        threads = nblocks;
+    size_t nblocks = s_size_blocks(&job, heap_bytes);
+    threads = s_threads(threads, nblocks);
 
     workers = calloc(threads, sizeof *workers);
     if (!workers)

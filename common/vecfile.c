@@ -485,7 +485,10 @@ static int s_parse_npy_header(const char *path, const char *text, size_t len, np
 /* Opening: npy                                                             */
 /* ------------------------------------------------------------------------ */
 
-static int s_open_npy(vecfile_t *vf, shoal_err_t *err)
+/* The .npy preamble: magic, a supported version, and the header's length (*header_len_p),
+ * which starts *prefix_p bytes in and must fit in the file. */
+static int s_npy_preamble(const vecfile_t *vf, size_t *prefix_p, size_t *header_len_p,
+                          shoal_err_t *err)
 {
     const uint8_t *p = vf->map;
     size_t size = vf->map_size;
@@ -505,6 +508,7 @@ static int s_open_npy(vecfile_t *vf, shoal_err_t *err)
 
     /* Version 1 has a u16 header length, versions 2 and 3 a u32; both little-endian. */
     size_t prefix = major == 1 ? 10 : 12;
+    *prefix_p = prefix;
     if (size < prefix)
         return shoal_err_set(err, SHOAL_EFORMAT,
                              "%s: .npy file of %zu bytes ends inside its %zu-byte preamble",
@@ -517,35 +521,37 @@ static int s_open_npy(vecfile_t *vf, shoal_err_t *err)
                              "%s: .npy header length %zu goes past the end of the file "
                              "(%zu bytes follow the %zu-byte preamble)",
                              vf->path, header_len, size - prefix, prefix);
+    *header_len_p = header_len;
+    return SHOAL_OK;
+}
 
-    npy_header_t hdr;
-    int rc = s_parse_npy_header(vf->path, (const char *)p + prefix, header_len, &hdr, err);
-    if (rc != SHOAL_OK)
-        return rc;
-
-    if (strcmp(hdr.descr, "<f4") != 0 && strcmp(hdr.descr, "=f4") != 0)
+/* The header's array: little-endian float32 in C order, (N, D) or (D,), with N and D in range. */
+static int s_npy_shape(const vecfile_t *vf, const npy_header_t *hdr, size_t *rows_p, size_t *dim_p,
+                       shoal_err_t *err)
+{
+    if (strcmp(hdr->descr, "<f4") != 0 && strcmp(hdr->descr, "=f4") != 0)
         return shoal_err_set(err, SHOAL_EUNSUPPORTED,
                              "%s: .npy dtype '%s' is not supported; only little-endian float32 "
                              "('<f4') is",
-                             vf->path, hdr.descr);
-    if (hdr.fortran_order)
+                             vf->path, hdr->descr);
+    if (hdr->fortran_order)
         return shoal_err_set(err, SHOAL_EUNSUPPORTED,
                              "%s: .npy array is in Fortran (column-major) order; only C order "
                              "is supported (save np.ascontiguousarray(a))",
                              vf->path);
 
     size_t rows, dim;
-    if (hdr.rank == 2) {
-        rows = hdr.shape[0];
-        dim = hdr.shape[1];
-    } else if (hdr.rank == 1) {
+    if (hdr->rank == 2) {
+        rows = hdr->shape[0];
+        dim = hdr->shape[1];
+    } else if (hdr->rank == 1) {
         rows = 1;
-        dim = hdr.shape[0];
+        dim = hdr->shape[0];
     } else {
         return shoal_err_set(err, SHOAL_EUNSUPPORTED,
                              "%s: .npy array has %zu dimensions; only (N, D) matrices and "
                              "(D,) vectors are supported",
-                             vf->path, hdr.rank);
+                             vf->path, hdr->rank);
     }
     if (rows < 1)
         return shoal_err_set(err, SHOAL_EFORMAT, "%s: .npy shape has %zu rows, expected >= 1",
@@ -553,6 +559,30 @@ static int s_open_npy(vecfile_t *vf, shoal_err_t *err)
     if (dim < 1 || dim > VECFILE_DIM_MAX)
         return shoal_err_set(err, SHOAL_EFORMAT, "%s: .npy shape has dim %zu, expected 1 to %d",
                              vf->path, dim, VECFILE_DIM_MAX);
+    *rows_p = rows;
+    *dim_p = dim;
+    return SHOAL_OK;
+}
+
+/* A mapped .npy file's rows: preamble, header dict, array shape, then the data's exact size. */
+static int s_open_npy(vecfile_t *vf, shoal_err_t *err)
+{
+    const uint8_t *p = vf->map;
+    size_t size = vf->map_size;
+
+    size_t prefix = 0, header_len = 0;
+    int rc = s_npy_preamble(vf, &prefix, &header_len, err);
+    if (rc != SHOAL_OK)
+        return rc;
+
+    npy_header_t hdr;
+    rc = s_parse_npy_header(vf->path, (const char *)p + prefix, header_len, &hdr, err);
+    if (rc != SHOAL_OK)
+        return rc;
+
+    size_t rows = 0, dim = 0;
+    if ((rc = s_npy_shape(vf, &hdr, &rows, &dim, err)) != SHOAL_OK)
+        return rc;
 
     size_t data_off = prefix + header_len;
     size_t need;
