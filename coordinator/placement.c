@@ -109,6 +109,40 @@ static int s_normalize(double *v, size_t dim)
     return 0;
 }
 
+/* mean = the mean of the members order[lo, hi) (at least one). */
+static void s_members_mean(const s_order_t *o, size_t lo, size_t hi, double *mean)
+{
+    size_t dim = o->dim;
+    memset(mean, 0, dim * sizeof(double));
+    for (size_t k = lo; k < hi; k++) {
+        const float *row = o->centroids + o->order[k] * dim;
+        for (size_t d = 0; d < dim; d++)
+            mean[d] += row[d];
+    }
+    for (size_t d = 0; d < dim; d++)
+        mean[d] /= (double)(hi - lo);
+}
+
+/* Power iteration on the members' (unnormalised) covariance, from unit v:
+ * w = sum (x-mu) <x-mu, v>, normalised, into v; w is scratch. Stops early at a zero w. */
+static void s_power_iterate(const s_order_t *o, size_t lo, size_t hi, const double *mean, double *v,
+                            double *w)
+{
+    size_t dim = o->dim;
+    for (int t = 0; t < PLACEMENT_POWER_ITERS; t++) {
+        memset(w, 0, dim * sizeof(double));
+        for (size_t k = lo; k < hi; k++) {
+            const float *row = o->centroids + o->order[k] * dim;
+            double p = s_centered_dot(row, mean, v, dim);
+            for (size_t d = 0; d < dim; d++)
+                w[d] += ((double)row[d] - mean[d]) * p;
+        }
+        if (s_normalize(w, dim) != 0)
+            break;
+        memcpy(v, w, dim * sizeof(double));
+    }
+}
+
 /*
  * Orders order[lo, hi). parent (NULL at the top) is the parent's unit
  * direction: the start of the power iteration, and the orientation the result
@@ -124,14 +158,7 @@ static int s_bisect(s_order_t *o, size_t lo, size_t hi, const double *parent)
         return SHOAL_ENOMEM;
     double *mean = buf, *v = buf + dim, *w = buf + 2 * dim;
 
-    memset(mean, 0, dim * sizeof(double));
-    for (size_t k = lo; k < hi; k++) {
-        const float *row = o->centroids + o->order[k] * dim;
-        for (size_t d = 0; d < dim; d++)
-            mean[d] += row[d];
-    }
-    for (size_t d = 0; d < dim; d++)
-        mean[d] /= (double)m;
+    s_members_mean(o, lo, hi, mean);
 
     /* Start: towards the member farthest from the mean, plus the parent's
      * direction, so the start is never orthogonal to both. */
@@ -159,19 +186,7 @@ static int s_bisect(s_order_t *o, size_t lo, size_t hi, const double *parent)
     if (s_normalize(v, dim) != 0)
         v[0] = 1.0;
 
-    /* Power iteration on the (unnormalised) covariance: w = sum (x-mu) <x-mu, v>. */
-    for (int t = 0; t < PLACEMENT_POWER_ITERS; t++) {
-        memset(w, 0, dim * sizeof(double));
-        for (size_t k = lo; k < hi; k++) {
-            const float *row = o->centroids + o->order[k] * dim;
-            double p = s_centered_dot(row, mean, v, dim);
-            for (size_t d = 0; d < dim; d++)
-                w[d] += ((double)row[d] - mean[d]) * p;
-        }
-        if (s_normalize(w, dim) != 0)
-            break;
-        memcpy(v, w, dim * sizeof(double));
-    }
+    s_power_iterate(o, lo, hi, mean, v, w);
     if (parent) {
         double s = 0.0;
         for (size_t d = 0; d < dim; d++)

@@ -1061,6 +1061,40 @@ static int s_plan_both(s_world_t *w, const float *centroids, size_t dim, shoal_m
     return rc;
 }
 
+/* Plans both ways (s_plan_both) and keeps the better by s_local_wins: *kept is a or b, *after
+ * its score. */
+static int s_plan_pick(s_world_t *w, const float *centroids, size_t dim, shoal_metric_t metric,
+                       const uint32_t *owners, const uint32_t *fresh, s_plan_t *a, s_plan_t *b,
+                       const s_scorer_t *scorer, double spq_fresh, s_plan_t **kept,
+                       s_score_t *after, shoal_err_t *err)
+{
+    static const char fn[] = "placement_rebalance";
+    int rc = s_plan_both(w, centroids, dim, metric, owners, fresh, a, b, err);
+    if (rc)
+        return rc;
+    s_score_t sa = s_plan_score(a, scorer), sb = s_plan_score(b, scorer);
+    log_debug("%s: local plan %zu moves, %llu vectors, max/mean %.3f, %.2f shards per "
+              "query; fresh plan %zu moves, %llu vectors, max/mean %.3f, %.2f",
+              fn, a->nmoves, (unsigned long long)a->vectors, sa.imbalance, sa.spq, b->nmoves,
+              (unsigned long long)b->vectors, sb.imbalance, sb.spq);
+    *kept = s_local_wins(a, &sa, b, &sb, spq_fresh) ? a : b;
+    *after = *kept == a ? sa : sb;
+    return 0;
+}
+
+/* Gives the caller the kept plan's owners (nown entries) and its moves (trimmed to size). */
+static void s_plan_hand_over(s_plan_t *kept, size_t nown, uint32_t *new_owners,
+                             placement_move_t **moves, size_t *nmoves)
+{
+    memcpy(new_owners, kept->own, nown * sizeof(uint32_t));
+    *nmoves = kept->nmoves;
+    if (kept->nmoves > 0) {
+        placement_move_t *m = realloc(kept->moves, kept->nmoves * sizeof(placement_move_t));
+        *moves = m ? m : kept->moves;
+        kept->moves = NULL;
+    }
+}
+
 int placement_rebalance(const float *centroids, size_t nlist, size_t dim, shoal_metric_t metric,
                         const uint64_t *list_sizes, size_t nshards, size_t replicas,
                         const uint32_t *owners, const uint8_t *allowed, const uint8_t *pinned,
@@ -1116,25 +1150,13 @@ int placement_rebalance(const float *centroids, size_t nlist, size_t dim, shoal_
     s_score_t before = s_plan_score(&a, &scorer), after = before;
 
     if (before.left > 0 || !before.balanced) {
-        rc = s_plan_both(&w, centroids, dim, metric, owners, fresh, &a, &b, err);
+        rc = s_plan_pick(&w, centroids, dim, metric, owners, fresh, &a, &b, &scorer, spq_fresh,
+                         &kept, &after, err);
         if (rc)
             goto done;
-        s_score_t sa = s_plan_score(&a, &scorer), sb = s_plan_score(&b, &scorer);
-        log_debug("%s: local plan %zu moves, %llu vectors, max/mean %.3f, %.2f shards per "
-                  "query; fresh plan %zu moves, %llu vectors, max/mean %.3f, %.2f", fn,
-                  a.nmoves, (unsigned long long)a.vectors, sa.imbalance, sa.spq, b.nmoves,
-                  (unsigned long long)b.vectors, sb.imbalance, sb.spq);
-        kept = s_local_wins(&a, &sa, &b, &sb, spq_fresh) ? &a : &b;
-        after = kept == &a ? sa : sb;
     }
 
-    memcpy(new_owners, kept->own, nlist * replicas * sizeof(uint32_t));
-    *nmoves = kept->nmoves;
-    if (kept->nmoves > 0) {
-        placement_move_t *m = realloc(kept->moves, kept->nmoves * sizeof(placement_move_t));
-        *moves = m ? m : kept->moves;
-        kept->moves = NULL;
-    }
+    s_plan_hand_over(kept, nlist * replicas, new_owners, moves, nmoves);
     if (report)
         *report = (placement_plan_report_t){
             .imbalance_before = before.imbalance, .imbalance_after = after.imbalance,
