@@ -1033,6 +1033,91 @@ static void s_loop_busy(coord_t *coord, int64_t since_us)
         coord->loop_slow_turns++;
 }
 
+/* One turn's work before the poll: writes, health, jobs, deadlines, repair, re-drives,
+ * metrics. Returns 1 when a stopping coordinator has nothing left, else 0 with *timeout_ms the
+ * poll's wait (0 while a job is ticking). */
+static int s_loop_tick(coord_t *coord, long *timeout_ms)
+{
+    int64_t now = zclock_usecs();
+    s_writes_pump(coord);
+    coord_health_tick(coord, now);
+    int ticking = s_jobs_tick(coord);
+    int64_t next = s_deadlines(coord, now);
+    coord_repair_tick(coord, now);
+    s_writes_pump(coord);
+    s_redrive_tick(coord, now);
+    if (http_metrics_due(coord->opts.metrics, now))
+        coord_metrics_publish(coord);
+    if (coord->stopping && !coord->jobs && !coord->train_running)
+        return 1;
+    int64_t wake = coord->next_ping_us;
+    if (next && next < wake)
+        wake = next;
+    if (coord->opts.metrics && http_metrics_next_us(coord->opts.metrics) < wake)
+        wake = http_metrics_next_us(coord->opts.metrics);
+    if (!coord->repair.job && coord->repair.next_us > now && coord->repair.next_us < wake)
+        wake = coord->repair.next_us;
+    now = zclock_usecs();
+    *timeout_ms = wake > now && !ticking ? (long)((wake - now + 999) / 1000) : 0;
+    return 0;
+}
+
+/* The poll set: every linked shard's dealer, the train and route pipes and, unless stopping,
+ * the stop pipe and the router while requests are admitted (the i_* are their slots). */
+static size_t s_poll_items(coord_t *coord, zmq_pollitem_t *items, size_t *i_train, size_t *i_route,
+                           size_t *i_router)
+{
+    size_t n = 0;
+    for (size_t s = 0; s < coord->nshards; s++)
+        if (coord->shards[s].dealer)
+            items[n++] = (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
+    *i_train = n;
+    items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
+    *i_route = n;
+    items[n++] = (zmq_pollitem_t){NULL, coord->route.pipe[0], ZMQ_POLLIN, 0};
+    *i_router = SIZE_MAX;
+    if (!coord->stopping) {
+        n = service_stop_poll_add(&coord->stop, items, n);
+        if (coord->client_jobs < COORD_JOBS_MAX && coord->fifo_len < COORD_WRITES_MAX) {
+            *i_router = n;
+            items[n++] = (zmq_pollitem_t){zsock_resolve(coord->router), 0, ZMQ_POLLIN, 0};
+        }
+    }
+    return n;
+}
+
+/* What the poll found: shard replies and train and route results (in bursts), new requests,
+ * and a stop, which refuses what waits and answers what is queued on the router. */
+static void s_on_polled(coord_t *coord, zmq_pollitem_t *items, size_t i_train, size_t i_route,
+                        size_t i_router)
+{
+    for (size_t s = 0; s < coord->nshards; s++)
+        for (int b = 0;
+             b < S_BURST && coord->shards[s].dealer && wire_io_readable(coord->shards[s].dealer);
+             b++)
+            s_on_shard_message(coord, s);
+    if (items[i_train].revents & ZMQ_POLLIN)
+        s_train_collect(coord);
+    if (items[i_route].revents & ZMQ_POLLIN)
+        coord_route_collect(coord);
+    int stop_now = service_stop_fired(&coord->stop, items);
+    if (i_router != SIZE_MAX && !stop_now)
+        for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
+                        coord->fifo_len < COORD_WRITES_MAX && wire_io_readable(coord->router);
+             b++)
+            s_on_request(coord, 0);
+    if (stop_now) {
+        coord->stopping = 1;
+        log_info("stopping: %zu client requests in progress or waiting; waiting writes "
+                 "are refused",
+                 coord->client_jobs);
+        s_refuse_waiting(coord);
+        for (int b = 0; b < COORD_JOBS_MAX && wire_io_readable(coord->router); b++)
+            s_on_request(coord, 1);
+        coord_metrics_publish(coord); /* /readyz says so at once: balancers drain */
+    }
+}
+
 int coord_run(coord_t *coord, shoal_err_t *err)
 {
     int failed = 0;
@@ -1055,45 +1140,12 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             items = grown;
             items_for = coord->nshards;
         }
-        int64_t now = zclock_usecs();
-        s_writes_pump(coord);
-        coord_health_tick(coord, now);
-        int ticking = s_jobs_tick(coord);
-        int64_t next = s_deadlines(coord, now);
-        coord_repair_tick(coord, now);
-        s_writes_pump(coord);
-        s_redrive_tick(coord, now);
-        if (http_metrics_due(coord->opts.metrics, now))
-            coord_metrics_publish(coord);
-        if (coord->stopping && !coord->jobs && !coord->train_running)
+        long timeout_ms;
+        if (s_loop_tick(coord, &timeout_ms))
             break;
-        int64_t wake = coord->next_ping_us;
-        if (next && next < wake)
-            wake = next;
-        if (coord->opts.metrics && http_metrics_next_us(coord->opts.metrics) < wake)
-            wake = http_metrics_next_us(coord->opts.metrics);
-        if (!coord->repair.job && coord->repair.next_us > now && coord->repair.next_us < wake)
-            wake = coord->repair.next_us;
-        now = zclock_usecs();
-        long timeout_ms = wake > now && !ticking ? (long)((wake - now + 999) / 1000) : 0;
 
-        size_t n = 0;
-        for (size_t s = 0; s < coord->nshards; s++)
-            if (coord->shards[s].dealer)
-                items[n++] =
-                    (zmq_pollitem_t){zsock_resolve(coord->shards[s].dealer), 0, ZMQ_POLLIN, 0};
-        size_t i_train = n;
-        items[n++] = (zmq_pollitem_t){NULL, coord->train_pipe[0], ZMQ_POLLIN, 0};
-        size_t i_route = n;
-        items[n++] = (zmq_pollitem_t){NULL, coord->route.pipe[0], ZMQ_POLLIN, 0};
-        size_t i_router = SIZE_MAX;
-        if (!coord->stopping) {
-            n = service_stop_poll_add(&coord->stop, items, n);
-            if (coord->client_jobs < COORD_JOBS_MAX && coord->fifo_len < COORD_WRITES_MAX) {
-                i_router = n;
-                items[n++] = (zmq_pollitem_t){zsock_resolve(coord->router), 0, ZMQ_POLLIN, 0};
-            }
-        }
+        size_t i_train, i_route, i_router;
+        size_t n = s_poll_items(coord, items, &i_train, &i_route, &i_router);
         s_loop_busy(coord, busy_since);
         if (zmq_poll(items, (int)n, timeout_ms) < 0) {
             if (zmq_errno() == EINTR)
@@ -1104,31 +1156,7 @@ int coord_run(coord_t *coord, shoal_err_t *err)
             break;
         }
         busy_since = zclock_usecs();
-        for (size_t s = 0; s < coord->nshards; s++)
-            for (int b = 0; b < S_BURST && coord->shards[s].dealer &&
-                            wire_io_readable(coord->shards[s].dealer);
-                 b++)
-                s_on_shard_message(coord, s);
-        if (items[i_train].revents & ZMQ_POLLIN)
-            s_train_collect(coord);
-        if (items[i_route].revents & ZMQ_POLLIN)
-            coord_route_collect(coord);
-        int stop_now = service_stop_fired(&coord->stop, items);
-        if (i_router != SIZE_MAX && !stop_now)
-            for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
-                            coord->fifo_len < COORD_WRITES_MAX && wire_io_readable(coord->router);
-                 b++)
-                s_on_request(coord, 0);
-        if (stop_now) {
-            coord->stopping = 1;
-            log_info("stopping: %zu client requests in progress or waiting; waiting writes "
-                     "are refused",
-                     coord->client_jobs);
-            s_refuse_waiting(coord);
-            for (int b = 0; b < COORD_JOBS_MAX && wire_io_readable(coord->router); b++)
-                s_on_request(coord, 1);
-            coord_metrics_publish(coord); /* /readyz says so at once: balancers drain */
-        }
+        s_on_polled(coord, items, i_train, i_route, i_router);
     }
     free(items);
     service_router_close(&coord->router); /* the last replies still leave */
@@ -1234,6 +1262,25 @@ void coord_shard_unlink(coord_t *coord, size_t s)
     shard->state = COORD_SHARD_DOWN;
 }
 
+/* The tunables a caller left at 0 get their defaults (coord.h). */
+static void s_opts_fill_defaults(coord_opts_t *opts)
+{
+    if (!opts->nlist_default)
+        opts->nlist_default = COORD_NLIST_DEFAULT;
+    if (!opts->nprobe_default)
+        opts->nprobe_default = COORD_NPROBE_DEFAULT;
+    if (!opts->deadline_ms)
+        opts->deadline_ms = COORD_DEADLINE_MS_DEFAULT;
+    if (!opts->write_timeout_ms)
+        opts->write_timeout_ms = COORD_WRITE_TIMEOUT_MS_DEFAULT;
+    if (!opts->ping_interval_ms)
+        opts->ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
+    if (!opts->down_after_ms)
+        opts->down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
+    if (!opts->chunk_default)
+        opts->chunk_default = COORD_CHUNK_DEFAULT;
+}
+
 coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
 {
     if (!opts || !opts->listen || !*opts->listen || !opts->data_dir || !*opts->data_dir) {
@@ -1268,20 +1315,7 @@ coord_t *coord_new(const coord_opts_t *opts, shoal_err_t *err)
     coord->opts.data_dir = coord->data_dir;
     coord->opts.device = coord->device;
     coord->opts.shards = NULL;
-    if (!coord->opts.nlist_default)
-        coord->opts.nlist_default = COORD_NLIST_DEFAULT;
-    if (!coord->opts.nprobe_default)
-        coord->opts.nprobe_default = COORD_NPROBE_DEFAULT;
-    if (!coord->opts.deadline_ms)
-        coord->opts.deadline_ms = COORD_DEADLINE_MS_DEFAULT;
-    if (!coord->opts.write_timeout_ms)
-        coord->opts.write_timeout_ms = COORD_WRITE_TIMEOUT_MS_DEFAULT;
-    if (!coord->opts.ping_interval_ms)
-        coord->opts.ping_interval_ms = COORD_PING_INTERVAL_MS_DEFAULT;
-    if (!coord->opts.down_after_ms)
-        coord->opts.down_after_ms = COORD_DOWN_AFTER_MS_DEFAULT;
-    if (!coord->opts.chunk_default)
-        coord->opts.chunk_default = COORD_CHUNK_DEFAULT;
+    s_opts_fill_defaults(&coord->opts);
     if (service_stop_init(&coord->stop, opts->stop_fd) != 0 ||
         service_pipe(coord->train_pipe) != 0) {
         shoal_err_set(err, SHOAL_EIO, "coordinator: pipe: %s", strerror(errno));

@@ -225,6 +225,87 @@ static int s_get_shaped(const coord_calib_t *cb, const wire_reply_t *rep)
     return rep->n == cb->nq && rep->dim == cb->dim && rep->found && rep->vecs;
 }
 
+/* The get phase's answer: keeps the sampled rows still stored, their vectors, then asks for
+ * their nearest neighbours (exact search, k 2). */
+static void s_on_get(coord_t *coord, const wire_reply_t *rep)
+{
+    coord_calib_t *cb = &coord->calib;
+    char why[WIRE_MSG_MAX + 64];
+    if (!s_get_shaped(cb, rep)) {
+        s_fail(coord, "get: an answer of the wrong shape");
+        return;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < cb->nq; i++) {
+        if (!rep->found[i])
+            continue; /* deleted since the walk */
+        cb->ids[m] = cb->ids[i];
+        memcpy(cb->vecs + m * cb->dim, rep->vecs + i * cb->dim, cb->dim * sizeof(float));
+        m++;
+    }
+    if (m < COORD_CALIB_QUERIES_MIN) {
+        snprintf(why, sizeof why, "only %zu of the sampled vectors are stored", m);
+        s_fail(coord, why);
+        return;
+    }
+    cb->nq = m;
+    cb->phase = COORD_CALIB_NEAR;
+    s_submit(coord, WIRE_OP_SEARCH, NULL, 2, cb->nlist, 0, WIRE_MODE_EXACT);
+}
+
+/* The neighbours' vectors: moves each query off the data (below), then asks for the truth. */
+static void s_on_nearget(coord_t *coord, const wire_reply_t *rep)
+{
+    coord_calib_t *cb = &coord->calib;
+    size_t found = 0;
+    for (size_t i = 0; s_get_shaped(cb, rep) && i < cb->nq; i++)
+        found += rep->found[i] != 0;
+    float *u = malloc(cb->dim * sizeof *u);
+    if (!u || found < cb->nq) {
+        free(u);
+        s_fail(coord, u ? "get of the neighbours: some are gone (retried)" : "out of memory");
+        return;
+    }
+    /* q = x + S_OFFSET |y - x| u, u a random unit vector: off the data in a random
+       direction, S_OFFSET times as far from x as x's nearest neighbour y. */
+    const float *y = rep->vecs;
+    shoal_rng_t rng;
+    shoal_rng_seed(&rng, cb->table.count ^ 0x5ca1ab1eu);
+    for (size_t q = 0; q < cb->nq; q++) {
+        float *x = cb->vecs + q * cb->dim;
+        const float *yq = y + q * cb->dim;
+        double d2 = 0, n2 = 0;
+        for (size_t j = 0; j < cb->dim; j++) {
+            d2 += ((double)yq[j] - x[j]) * ((double)yq[j] - x[j]);
+            u[j] = (float)shoal_rng_normal(&rng);
+            n2 += (double)u[j] * u[j];
+        }
+        double scale = n2 > 0 ? S_OFFSET * sqrt(d2 / n2) : 0;
+        for (size_t j = 0; j < cb->dim; j++)
+            x[j] += (float)(scale * u[j]);
+    }
+    free(u);
+    cb->phase = COORD_CALIB_TRUTH;
+    s_submit(coord, WIRE_OP_SEARCH, NULL, S_K, cb->nlist, 0, WIRE_MODE_EXACT);
+}
+
+/* The near phase's search (k 2): each sample's nearest other row, then a get of those rows. */
+static void s_on_near(coord_t *coord, const wire_reply_t *rep)
+{
+    coord_calib_t *cb = &coord->calib;
+    for (size_t q = 0; q < cb->nq; q++) { /* the nearest one that is not the query */
+        uint64_t a = rep->ids[2 * q], b = rep->ids[2 * q + 1];
+        cb->near[q] = a == cb->ids[q] ? b : a;
+        if (cb->near[q] == TOPK_ID_NONE) {
+            s_fail(coord, "a sampled vector has no neighbour");
+            return;
+        }
+    }
+    cb->phase = COORD_CALIB_NEARGET;
+    s_submit(coord, WIRE_OP_GET, cb->near, 0, 0, 0, WIRE_MODE_AUTO);
+}
+
+/* A job of the calibration came back: the answer moves its phase on (or fails it). */
 static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *rep)
 {
     coord_calib_t *cb = &coord->calib;
@@ -238,60 +319,11 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
         return;
     }
     if (cb->phase == COORD_CALIB_GET) {
-        /* Keep the sampled rows still stored; their vectors, then their neighbours. */
-        if (!s_get_shaped(cb, rep)) {
-            s_fail(coord, "get: an answer of the wrong shape");
-            return;
-        }
-        size_t m = 0;
-        for (size_t i = 0; i < cb->nq; i++) {
-            if (!rep->found[i])
-                continue; /* deleted since the walk */
-            cb->ids[m] = cb->ids[i];
-            memcpy(cb->vecs + m * cb->dim, rep->vecs + i * cb->dim, cb->dim * sizeof(float));
-            m++;
-        }
-        if (m < COORD_CALIB_QUERIES_MIN) {
-            snprintf(why, sizeof why, "only %zu of the sampled vectors are stored", m);
-            s_fail(coord, why);
-            return;
-        }
-        cb->nq = m;
-        cb->phase = COORD_CALIB_NEAR;
-        s_submit(coord, WIRE_OP_SEARCH, NULL, 2, cb->nlist, 0, WIRE_MODE_EXACT);
+        s_on_get(coord, rep);
         return;
     }
     if (cb->phase == COORD_CALIB_NEARGET) {
-        size_t found = 0;
-        for (size_t i = 0; s_get_shaped(cb, rep) && i < cb->nq; i++)
-            found += rep->found[i] != 0;
-        float *u = malloc(cb->dim * sizeof *u);
-        if (!u || found < cb->nq) {
-            free(u);
-            s_fail(coord, u ? "get of the neighbours: some are gone (retried)" : "out of memory");
-            return;
-        }
-        /* q = x + S_OFFSET |y - x| u, u a random unit vector: off the data in a random
-           direction, S_OFFSET times as far from x as x's nearest neighbour y. */
-        const float *y = rep->vecs;
-        shoal_rng_t rng;
-        shoal_rng_seed(&rng, cb->table.count ^ 0x5ca1ab1eu);
-        for (size_t q = 0; q < cb->nq; q++) {
-            float *x = cb->vecs + q * cb->dim;
-            const float *yq = y + q * cb->dim;
-            double d2 = 0, n2 = 0;
-            for (size_t j = 0; j < cb->dim; j++) {
-                d2 += ((double)yq[j] - x[j]) * ((double)yq[j] - x[j]);
-                u[j] = (float)shoal_rng_normal(&rng);
-                n2 += (double)u[j] * u[j];
-            }
-            double scale = n2 > 0 ? S_OFFSET * sqrt(d2 / n2) : 0;
-            for (size_t j = 0; j < cb->dim; j++)
-                x[j] += (float)(scale * u[j]);
-        }
-        free(u);
-        cb->phase = COORD_CALIB_TRUTH;
-        s_submit(coord, WIRE_OP_SEARCH, NULL, S_K, cb->nlist, 0, WIRE_MODE_EXACT);
+        s_on_nearget(coord, rep);
         return;
     }
     uint32_t want_k = cb->phase == COORD_CALIB_NEAR ? 2 : S_K;
@@ -301,16 +333,7 @@ static void s_on_result(coord_t *coord, coord_job_t *job, const wire_reply_t *re
         return;
     }
     if (cb->phase == COORD_CALIB_NEAR) {
-        for (size_t q = 0; q < cb->nq; q++) { /* the nearest one that is not the query */
-            uint64_t a = rep->ids[2 * q], b = rep->ids[2 * q + 1];
-            cb->near[q] = a == cb->ids[q] ? b : a;
-            if (cb->near[q] == TOPK_ID_NONE) {
-                s_fail(coord, "a sampled vector has no neighbour");
-                return;
-            }
-        }
-        cb->phase = COORD_CALIB_NEARGET;
-        s_submit(coord, WIRE_OP_GET, cb->near, 0, 0, 0, WIRE_MODE_AUTO);
+        s_on_near(coord, rep);
         return;
     }
     if (cb->phase == COORD_CALIB_TRUTH) {

@@ -632,6 +632,76 @@ static int s_search_start(coord_t *coord, coord_job_t *job, const catalog_coll_t
     return rc != 0 ? rc : s_search_plan(coord, job, c, err);
 }
 
+/*
+ * Layer y reads list l from eff[y * nlist + l]; ns (a shard that does not
+ * exist) when no replica is readable: the plan's queries for it are lost.
+ * Only the (layer, list) pairs the queries probe are picked; vlists gets each
+ * probe's (layer, list) slot.
+ */
+static void s_search_pick_replicas(coord_t *coord, s_read_t *r, const catalog_coll_t *c,
+                                   uint32_t *vlists)
+{
+    size_t ns = r->nshards, nq = r->nq, nprobe = r->nprobe;
+    uint32_t R = r->R;
+    for (size_t i = 0; i < (size_t)R * c->nlist; i++)
+        r->eff[i] = UINT32_MAX; /* not picked yet */
+    for (size_t q = 0; q < nq; q++) {
+        uint32_t y = (uint32_t)((r->layer0 + q) % R);
+        for (size_t p = 0; p < nprobe; p++) {
+            uint32_t l = r->plists[q * nprobe + p];
+            size_t v = (size_t)y * c->nlist + l;
+            if (r->eff[v] == UINT32_MAX) {
+                uint32_t s = coord_replica_pick(coord, c, l, y, NULL, ns);
+                r->eff[v] = s == UINT32_MAX ? (uint32_t)ns : s;
+            }
+            vlists[q * nprobe + p] = (uint32_t)v;
+        }
+    }
+    for (size_t i = 0; i < (size_t)R * c->nlist; i++)
+        if (r->eff[i] == UINT32_MAX)
+            r->eff[i] = (uint32_t)ns; /* probed by no query */
+}
+
+/* Lists without a readable replica: their replicas' shards are named missing. */
+static void s_search_mark_missing(s_read_t *r, const catalog_coll_t *c)
+{
+    size_t ns = r->nshards, nprobe = r->nprobe;
+    uint32_t R = r->R;
+    for (size_t i = 0; i < r->plan.counts[ns]; i++) {
+        size_t q = r->plan.queries[ns][i], y = (r->layer0 + q) % R;
+        for (size_t p = 0; p < nprobe; p++) {
+            uint32_t l = r->plists[q * nprobe + p];
+            if (r->eff[y * c->nlist + l] != ns)
+                continue;
+            for (uint32_t rr = 0; rr < R; rr++)
+                if (catalog_owner(c, l, rr) < ns)
+                    r->missing[catalog_owner(c, l, rr)] = 1;
+        }
+    }
+}
+
+/* A shard's share in sub-batches of at most sub_batch_max queries, interleaved
+   across shards (unit i of every shard before unit i + 1 of any); -1 out of memory. */
+static int s_search_units(coord_t *coord, s_read_t *r)
+{
+    size_t ns = r->nshards;
+    size_t most = coord->opts.sub_batch_max ? coord->opts.sub_batch_max
+                                            : COORD_SUB_BATCH_MAX_DEFAULT;
+    for (size_t from = 0, more = 1; more; from += most) {
+        more = 0;
+        for (size_t s = 0; s < ns; s++) {
+            if (r->plan.counts[s] <= from)
+                continue;
+            size_t n = r->plan.counts[s] - from < most ? r->plan.counts[s] - from : most;
+            more |= from + n < r->plan.counts[s];
+            if (s_unit_add(r, (uint32_t)s, UINT32_MAX, r->plan.queries[s] + from, n) ==
+                SIZE_MAX)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 /* Picks a replica of every probed list, builds the plan and sends its units. */
 static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t *c,
                          shoal_err_t *err)
@@ -645,62 +715,15 @@ static int s_search_plan(coord_t *coord, coord_job_t *job, const catalog_coll_t 
     if (!vlists)
         return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory for %zu x %zu lists",
                              wire_op_name(req->op), nq, nprobe);
-    /* Layer y reads list l from eff[y * nlist + l]; ns (a shard that does not
-       exist) when no replica is readable: the plan's queries for it are lost.
-       Only the (layer, list) pairs the queries probe are picked. */
-    for (size_t i = 0; rc == 0 && i < (size_t)R * c->nlist; i++)
-        r->eff[i] = UINT32_MAX; /* not picked yet */
-    for (size_t q = 0; rc == 0 && q < nq; q++) {
-        uint32_t y = (uint32_t)((r->layer0 + q) % R);
-        for (size_t p = 0; p < nprobe; p++) {
-            uint32_t l = r->plists[q * nprobe + p];
-            size_t v = (size_t)y * c->nlist + l;
-            if (r->eff[v] == UINT32_MAX) {
-                uint32_t s = coord_replica_pick(coord, c, l, y, NULL, ns);
-                r->eff[v] = s == UINT32_MAX ? (uint32_t)ns : s;
-            }
-            vlists[q * nprobe + p] = (uint32_t)v;
-        }
-    }
-    for (size_t i = 0; rc == 0 && i < (size_t)R * c->nlist; i++)
-        if (r->eff[i] == UINT32_MAX)
-            r->eff[i] = (uint32_t)ns; /* probed by no query */
-    if (rc == 0)
-        rc = fanout_plan_build(vlists, nq, nprobe, r->eff, (size_t)R * c->nlist, ns + 1, &r->plan,
-                               err);
+    s_search_pick_replicas(coord, r, c, vlists);
+    rc = fanout_plan_build(vlists, nq, nprobe, r->eff, (size_t)R * c->nlist, ns + 1, &r->plan, err);
     free(vlists);
     if (rc != 0)
         return rc;
     r->have_plan = 1;
-    /* Lists without a readable replica: their replicas' shards are named missing. */
-    for (size_t i = 0; i < r->plan.counts[ns]; i++) {
-        size_t q = r->plan.queries[ns][i], y = (r->layer0 + q) % R;
-        for (size_t p = 0; p < nprobe; p++) {
-            uint32_t l = r->plists[q * nprobe + p];
-            if (r->eff[y * c->nlist + l] != ns)
-                continue;
-            for (uint32_t rr = 0; rr < R; rr++)
-                if (catalog_owner(c, l, rr) < ns)
-                    r->missing[catalog_owner(c, l, rr)] = 1;
-        }
-    }
-    /* A shard's share in sub-batches of at most sub_batch_max queries, interleaved
-       across shards (unit i of every shard before unit i + 1 of any). */
-    size_t most = coord->opts.sub_batch_max ? coord->opts.sub_batch_max
-                                            : COORD_SUB_BATCH_MAX_DEFAULT;
-    for (size_t from = 0, more = 1; more; from += most) {
-        more = 0;
-        for (size_t s = 0; s < ns; s++) {
-            if (r->plan.counts[s] <= from)
-                continue;
-            size_t n = r->plan.counts[s] - from < most ? r->plan.counts[s] - from : most;
-            more |= from + n < r->plan.counts[s];
-            if (s_unit_add(r, (uint32_t)s, UINT32_MAX, r->plan.queries[s] + from, n) ==
-                SIZE_MAX)
-                return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory",
-                                     wire_op_name(req->op));
-        }
-    }
+    s_search_mark_missing(r, c);
+    if (s_search_units(coord, r) != 0)
+        return shoal_err_set(err, SHOAL_ENOMEM, "%s: out of memory", wire_op_name(req->op));
     r->norig = r->nunits;
     if (job->client) /* a calibration's searches are not the clients' fan-out */
         coord_record_fanout(coord, r->plan.per_query, nq);
@@ -1153,30 +1176,64 @@ static void s_knn_fetched(coord_t *coord, coord_job_t *job)
         coord_fail(coord, &job, err.code, "%s", err.msg);
 }
 
+/* knn_graph's arguments: k, chunk against the limits, nprobe, and the cursor into *pos and
+ * *from (a list's position in the walk, the first id to read in it). */
+static int s_knn_args(coord_t *coord, coord_job_t *job, const catalog_coll_t *c, size_t chunk,
+                      size_t *nprobe, size_t *pos, uint64_t *from, shoal_err_t *err)
+{
+    const wire_request_t *req = &job->req;
+    int rc = s_check_k(coord, job, err);
+    if (rc == 0 && (chunk > coord->limits.max_batch ||
+                    chunk > coord->limits.max_message_bytes / ((size_t)req->k * 12 + 8)))
+        rc = shoal_err_set(err, SHOAL_ELIMIT,
+                           "knn_graph: \"chunk\" %zu is over the limit (--max-batch %zu, or the "
+                           "reply would exceed --max-message-bytes)",
+                           chunk, coord->limits.max_batch);
+    if (rc == 0)
+        rc = s_nprobe(job, c, nprobe, err);
+    if (rc == 0 && req->cursor[0] && s_cursor_parse(req->cursor, c->nlist, pos, from) != 0)
+        rc = shoal_err_set(err, SHOAL_EINVAL,
+                           "knn_graph: bad cursor \"%s\" (pass back the cursor of the previous "
+                           "reply, or \"\" to start)",
+                           req->cursor);
+    return rc;
+}
+
+/* Reads up to chunk stored ids from the lists in walk order, from (*pos, *from) on, into rows
+ * (row_lists: each one's list); moves the cursor past them, *got their number. */
+static int s_knn_walk(coord_t *coord, const catalog_coll_t *c, const uint64_t *walk, size_t chunk,
+                      size_t *pos, uint64_t *from, uint64_t *rows, uint32_t *row_lists,
+                      size_t *got_p, shoal_err_t *err)
+{
+    int rc = 0;
+    size_t got = 0;
+    while (rc == 0 && got < chunk && *pos < c->nlist) {
+        size_t asked = chunk - got, g = 0;
+        uint32_t list = (uint32_t)walk[*pos];
+        rc = catalog_scan_list(coord->cat, c->name, list, *from, rows + got, asked, &g, err);
+        for (size_t i = 0; i < g; i++)
+            row_lists[got + i] = list;
+        got += g;
+        if (rc == 0 && g < asked) {
+            (*pos)++;
+            *from = 0;
+        } else if (rc == 0) {
+            *from = rows[got - 1] + 1;
+        }
+    }
+    *got_p = got;
+    return rc;
+}
+
 void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
 {
     const wire_request_t *req = &job->req;
     shoal_err_t err;
     shoal_err_clear(&err);
     const catalog_coll_t *c = coord_coll(coord, req->coll, &err);
-    int rc = c ? 0 : err.code;
     size_t nprobe = 0, pos = 0, chunk = req->chunk ? req->chunk : coord->opts.chunk_default;
     uint64_t from = 0;
-    if (rc == 0)
-        rc = s_check_k(coord, job, &err);
-    if (rc == 0 && (chunk > coord->limits.max_batch ||
-                    chunk > coord->limits.max_message_bytes / ((size_t)req->k * 12 + 8)))
-        rc = shoal_err_set(&err, SHOAL_ELIMIT,
-                           "knn_graph: \"chunk\" %zu is over the limit (--max-batch %zu, or the "
-                           "reply would exceed --max-message-bytes)",
-                           chunk, coord->limits.max_batch);
-    if (rc == 0)
-        rc = s_nprobe(job, c, &nprobe, &err);
-    if (rc == 0 && req->cursor[0] && s_cursor_parse(req->cursor, c->nlist, &pos, &from) != 0)
-        rc = shoal_err_set(&err, SHOAL_EINVAL,
-                           "knn_graph: bad cursor \"%s\" (pass back the cursor of the previous "
-                           "reply, or \"\" to start)",
-                           req->cursor);
+    int rc = c ? s_knn_args(coord, job, c, chunk, &nprobe, &pos, &from, &err) : err.code;
     s_read_t *r = rc == 0 ? s_read_new(coord, job) : NULL;
     if (rc == 0 && !r)
         rc = shoal_err_set(&err, SHOAL_ENOMEM, "knn_graph: out of memory");
@@ -1206,20 +1263,7 @@ void coord_op_knn_graph(coord_t *coord, coord_job_t *job)
     for (uint32_t l = 0; l < c->nlist; l++)
         walk[l] = l;
     size_t got = 0;
-    while (rc == 0 && got < chunk && pos < c->nlist) {
-        size_t asked = chunk - got, g = 0;
-        uint32_t list = (uint32_t)walk[pos];
-        rc = catalog_scan_list(coord->cat, c->name, list, from, r->rows + got, asked, &g, &err);
-        for (size_t i = 0; i < g; i++)
-            row_lists[got + i] = list;
-        got += g;
-        if (rc == 0 && g < asked) {
-            pos++;
-            from = 0;
-        } else if (rc == 0) {
-            from = r->rows[got - 1] + 1;
-        }
-    }
+    rc = s_knn_walk(coord, c, walk, chunk, &pos, &from, r->rows, row_lists, &got, &err);
     free(walk);
     if (rc != 0) {
         free(row_lists);
