@@ -241,6 +241,39 @@ static size_t s_split_shards(char *list, const char **out, size_t cap)
     return n;
 }
 
+/* The CURVE keys: the ROUTER's certificate and allow-list (zauth, *auth), the shards' public
+ * key. *curve_on: 1 when the ROUTER is a CURVE server. Returns -1 to go on, else the exit
+ * status (the signal handlers undone). */
+static int s_curve_start(const s_config_t *cfg, wire_curve_cert_t *curve,
+                         wire_curve_cert_t *curve_shard, zactor_t **auth, int *curve_on)
+{
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    if (cfg->curve_shard[0] && !cfg->curve_key[0]) {
+        log_error("cannot start: --curve-shard-key needs --curve-secret-key (the coordinator's "
+                  "own key towards the shards) and --curve-clients");
+        service_signals_fini();
+        return S_EXIT_USAGE;
+    }
+    *curve_on =
+        wire_curve_server_start("coordinator", cfg->curve_key, cfg->curve_dir, curve, auth, &err);
+    if (*curve_on >= 0 && cfg->curve_shard[0] &&
+        wire_curve_load(cfg->curve_shard, 0, curve_shard, &err) != 0)
+        *curve_on = err.code;
+    if (*curve_on < 0) {
+        log_error("cannot start: %s", err.msg);
+        zactor_destroy(auth);
+        service_signals_fini();
+        return *curve_on == SHOAL_EINVAL ? S_EXIT_USAGE : S_EXIT_RUNTIME;
+    }
+    if (cfg->curve_shard[0])
+        log_info("shard links: CURVE, shard key %s (public %s)", cfg->curve_shard,
+                 curve_shard->public_txt);
+    else
+        log_warn("shard links: unauthenticated and unencrypted (no --curve-shard-key)");
+    return -1;
+}
+
 /* ------------------------------------------------------------------------ */
 /* main                                                                     */
 /* ------------------------------------------------------------------------ */
@@ -272,28 +305,9 @@ int main(int argc, char **argv)
     /* The allow-list before the ROUTER binds: libzmq asks it at each handshake. */
     static wire_curve_cert_t curve, curve_shard;
     zactor_t *auth = NULL;
-    if (cfg.curve_shard[0] && !cfg.curve_key[0]) {
-        log_error("cannot start: --curve-shard-key needs --curve-secret-key (the coordinator's "
-                  "own key towards the shards) and --curve-clients");
-        service_signals_fini();
-        return S_EXIT_USAGE;
-    }
-    int curve_on = wire_curve_server_start("coordinator", cfg.curve_key, cfg.curve_dir, &curve,
-                                           &auth, &err);
-    if (curve_on >= 0 && cfg.curve_shard[0] &&
-        wire_curve_load(cfg.curve_shard, 0, &curve_shard, &err) != 0)
-        curve_on = err.code;
-    if (curve_on < 0) {
-        log_error("cannot start: %s", err.msg);
-        zactor_destroy(&auth);
-        service_signals_fini();
-        return curve_on == SHOAL_EINVAL ? S_EXIT_USAGE : S_EXIT_RUNTIME;
-    }
-    if (cfg.curve_shard[0])
-        log_info("shard links: CURVE, shard key %s (public %s)", cfg.curve_shard,
-                 curve_shard.public_txt);
-    else
-        log_warn("shard links: unauthenticated and unencrypted (no --curve-shard-key)");
+    int curve_on = 0;
+    if ((status = s_curve_start(&cfg, &curve, &curve_shard, &auth, &curve_on)) >= 0)
+        return status;
     http_metrics_t *metrics = NULL;
     if (cfg.metrics[0] && !(metrics = http_metrics_new(cfg.metrics, "coordinator", &err))) {
         log_error("cannot start: --metrics-listen: %s", err.msg);
