@@ -16,6 +16,9 @@
 #                      restart vs rebuild (BENCH_SHARD_N=... sets the set's size)
 #   make bench-cluster coordinator + 4 shards against one in-process HNSW at the
 #                      same recall (BENCH_N=... sets the set's size, default 200,000)
+#   make bench-scale   the cluster at 1, 2, 4, 8 shards on one set (BENCH_SCALE_N,
+#                      default 1,000,000): shards per query by nprobe, recall
+#                      against qps; make bench-scale-plot draws them
 #   make bench-leak    RSS growth per process under 2 clients' mixed load
 #                      (BENCH_LEAK_SECONDS=... sets the length, default 600)
 #   make test-cluster-hosts  replication (R=2) on 4 shard hosts + a coordinator
@@ -242,7 +245,8 @@ $(shell mkdir -p $(BUILD) && { [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = '$(FLAGS
 # Rules
 # --------------------------------------------------------------------------
 .PHONY: all deps test test-run test-asan test-chaos demo demo-run bench-distances bench-deps \
-        bench-hnsw bench-hnsw-quick bench-hnsw-plot bench-flat bench-shard bench-cluster bench-leak clean info \
+        bench-hnsw bench-hnsw-quick bench-hnsw-plot bench-scale bench-scale-plot bench-flat \
+        bench-shard bench-cluster bench-leak clean info \
         gpu-lib gpu-check gpu-validate deb deploy-deps test-deploy
 
 all: $(PROGRAMS) $(TEST_BINS)
@@ -490,6 +494,17 @@ test-chaos: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 # the loop (as before the routing thread) and on the routing thread
 # (bench/run_route.sh; RESULT route ...). Loopback ports 7960-7962.
 .PHONY: bench-route
+# The cluster at 1, 2, 4 and 8 shard processes on one generated set
+# (bench/run_scale.sh; BENCH_SCALE_N, default 1,000,000; BENCH_SCALE_SHARDS,
+# BENCH_SCALE_NLIST, BENCH_SCALE_INTRINSIC): shards per query by nprobe, recall
+# against qps, each against one in-process index (RESULT scale ...).
+# bench-scale-plot draws docs/img/scale-*.png from its logs.
+bench-scale: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
+	@bash bench/run_scale.sh $(BIN)
+
+bench-scale-plot: bench-deps
+	@/usr/bin/python3 bench/plot_scale.py build/bench-scale docs/img
+
 bench-route: $(BIN)/shoal $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 	@SHOAL_DATASETS=$${SHOAL_DATASETS:-$(DATASETS)} bash bench/run_route.sh $(BIN)
 
