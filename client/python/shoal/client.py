@@ -475,7 +475,7 @@ class Client:
 
     def create_collection(self, name, dim, metric="l2", nlist=None, *, M=None,
                           ef_construction=None, replication=None, write_quorum=None,
-                          target_recall=None, **options):
+                          target_recall=None, storage=None, **options):
         """Creates a collection; returns the parameters in effect (info map).
 
         metric: "l2", "ip" or "cosine"; nlist: IVF lists (coordinator default
@@ -483,14 +483,18 @@ class Client:
         replication: copies of each list on distinct shards (1..3, default 1);
         write_quorum: replicas that must hold a write before it is
         acknowledged (1..replication, default 1); target_recall: the recall@10
-        its searches aim at when they give neither nprobe, ef nor recall (0..1].
-        Extra keyword options are sent as header keys as given.
+        its searches aim at when they give neither nprobe, ef nor recall (0..1];
+        storage: how the shards keep the vectors in RAM, "f32" (default), "f16"
+        or "sq8" (one copy as codes, float32 rows on disk; exact search stays
+        exact). Extra keyword options are sent as header keys as given.
         """
         header = _lift({"coll": name, "dim": int(dim), "metric": metric}, nlist=nlist, M=M,
                        ef_construction=ef_construction, replication=replication,
                        write_quorum=write_quorum)
         if target_recall is not None:
             header["target_recall"] = float(target_recall)
+        if storage is not None:
+            header["storage"] = str(storage)
         header.update(options)
         return self._info(self._call("create_collection", header)[0])
 

@@ -237,3 +237,25 @@ def test_replicated_collection(client, coll):
     with pytest.raises(shoal.ShoalError) as e:
         client.create_collection(coll + "w", 16, nlist=4, replication=2, write_quorum=3)
     assert e.value.err == "einval" and "write_quorum 3" in e.value.msg
+
+
+def test_sq8_collection_is_exact_in_exact_mode(client, coll):
+    # one copy as codes on the shards, float32 rows on disk: exact mode gives
+    # the f32 collection's answers, ids and distances (docs/protocol.md 4.2)
+    info = client.create_collection(coll, 16, nlist=4, storage="sq8")
+    assert info["storage"] == "sq8"
+    ref = _make(client, coll + "f", n=300, dim=16, nlist=4, seed=5)
+    client.train(coll, ref)
+    assert client.insert(coll, ref, np.arange(300)) == 300
+    Q = _data(20, 16, seed=6)
+    d8, i8 = client.search(coll, Q, k=5, nprobe=4, mode="exact")
+    d32, i32 = client.search(coll + "f", Q, k=5, nprobe=4, mode="exact")
+    assert i8.tolist() == i32.tolist()
+    assert np.array_equal(d8, d32)
+    got, found = client.get(coll, [7])
+    assert found[0] and np.array_equal(got[0], ref[7])
+    assert client.stats(coll)["collections"][coll]["storage"] == "sq8"
+    with pytest.raises(shoal.ShoalError) as e:
+        client.create_collection(coll + "x", 16, nlist=4, storage="f8")
+    assert e.value.err == "einval" and "storage" in e.value.msg
+    client.drop(coll + "f")
