@@ -1114,6 +1114,12 @@ static int s_settle(s_cluster_t *cl, double settle_s, double *left, shoal_err_t 
 /* chaos: the run                                                           */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * The chaos run: start the cluster and the writer, kill and restart a process
+ * per cycle, then restart cleanly, settle and check what was acknowledged.
+ * Long because it is one linear script of phases sharing the cluster, the
+ * writer and one cleanup path; each phase's work is already in a helper.
+ */
 static int s_chaos_run(const void *opts, shoal_err_t *err)
 {
     const s_opts_t *o = opts;
@@ -1459,6 +1465,12 @@ static void s_rss_report(const s_cluster_t *cl, const double *rss, const double 
     }
 }
 
+/*
+ * The leak run: start the cluster and two clients, sample every process's RSS
+ * once a second, then report growth after warm-up. Long because it is one
+ * linear script of phases (start, sample, stop, report) sharing the cluster,
+ * the clients and one cleanup path.
+ */
 static int s_leak_run(const void *opts, shoal_err_t *err)
 {
     const s_opts_t *o = opts;

@@ -796,6 +796,12 @@ done:
     return rc;
 }
 
+/*
+ * The cluster benchmark: start the cluster, load, sweep and measure it, stop it,
+ * run the same in-process, then print the table and the RESULT line. Long
+ * because it is one linear script of phases sharing one context and one
+ * cleanup path; each phase's work is already in a helper.
+ */
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const cluster_bench_opts_t *o = opts;

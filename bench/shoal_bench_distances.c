@@ -264,6 +264,12 @@ static double s_measure(const distances_run_t *run, size_t reps, double *rates)
 /* Entry point                                                              */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Parse the options, fill random data and codes, time every kernel with every
+ * implementation and print a line each with its ratio to the f32 peer. Long
+ * because it is one linear script (options, data, the timing table) sharing
+ * its buffers and one cleanup path.
+ */
 int bench_distances_main(int argc, char **argv)
 {
     distances_opts_t o;

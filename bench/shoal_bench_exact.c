@@ -95,6 +95,12 @@ static double s_median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/*
+ * The exact-search benchmark: time the flat f32 scan, then each compressed
+ * storage's exact search on the same queries, printing one line per storage.
+ * Long because it is one linear script of timed passes sharing its buffers and
+ * one cleanup path.
+ */
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const s_opts_t *o = opts;

@@ -132,6 +132,11 @@ static size_t s_min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
+/*
+ * The flat benchmark: load base and queries, add, time the repeated searches
+ * and print one line with the rates and recall. Long because it is one linear
+ * script (load, add, time, report) sharing its buffers and one cleanup path.
+ */
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const flat_opts_t *o = opts;

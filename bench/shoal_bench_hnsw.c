@@ -495,6 +495,12 @@ done:
     return index;
 }
 
+/*
+ * The HNSW benchmark: load the data, build (or load) the index, report its
+ * size, then sweep ef and optionally delete and sweep again. Long because it
+ * is one linear script of phases sharing one set of buffers and one cleanup
+ * path; each phase's work is already in a helper.
+ */
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const hnsw_bench_opts_t *o = opts;

@@ -224,6 +224,12 @@ static void s_print_recall(const char *label, const uint64_t *found, const int32
         printf("%s_recall@%zu=%.4f\n", label, k, gt_recall(found, k, gt, gtk, nq, k));
 }
 
+/*
+ * The shard benchmark: start a shard, insert and search through its socket, the
+ * same in-process, then stop, restart and search again, printing each phase's
+ * numbers. Long because it is one linear script of phases sharing one set of
+ * buffers and one cleanup path; each phase's work is already in a helper.
+ */
 static int s_run(const void *opts, shoal_err_t *err)
 {
     const shard_bench_opts_t *o = opts;

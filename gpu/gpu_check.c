@@ -554,6 +554,8 @@ static void s_edge_cases(const s_opts_t *o)
 /*
  * Add / upsert / remove through the front, then search, against a reference
  * store given the same operations: the GPU mirror must follow every move.
+ * Long because it is one linear script of operations and checks per case,
+ * each step depending on the state the previous one left.
  */
 static void s_mutations(const s_opts_t *o)
 {
@@ -740,6 +742,12 @@ typedef struct {
     int have;            /* a headline case ran */
 } s_headline_t;
 
+/*
+ * Part 2: the GPU against the CPU over every size, distribution, metric,
+ * precision, k and nq, one table row per case, and the headline case noted.
+ * Long because it is one table of cases: the nested loops walk the case grid
+ * and splitting them would scatter the shared buffers and CPU references.
+ */
 static void s_table(const s_opts_t *o, s_headline_t *hl)
 {
     static const size_t all_sizes[] = {1000, 100000, 1000000, 10000000};
