@@ -1463,13 +1463,11 @@ int catalog_set_trained(catalog_t *cat, const char *name, const float *centroids
     return catalog_set_trained_sq8(cat, name, centroids, owners, NULL, 0, err);
 }
 
-int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centroids,
-                            const uint32_t *owners, const uint8_t *qrec, size_t qlen,
-                            shoal_err_t *err)
+/* Checks that collection c may take this training: not trained yet, finite
+ * centroids, an owner table that names its shards. */
+static int s_trained_check(const catalog_t *cat, const catalog_coll_t *c, const char *name,
+                           const float *centroids, const uint32_t *owners, shoal_err_t *err)
 {
-    catalog_coll_t *c = s_coll_get(cat, name, err);
-    if (!c)
-        return err ? err->code : SHOAL_ENOTFOUND;
     if (c->trained)
         return shoal_err_set(err, SHOAL_EEXIST,
                              "collection \"%s\" is trained already (its ids are placed by its "
@@ -1484,8 +1482,59 @@ int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centr
     char why[128];
     if (s_owners_check(c, owners, cat->nshards, why, sizeof why))
         return shoal_err_set(err, SHOAL_EINVAL, "collection \"%s\": %s", name, why);
+    return 0;
+}
 
-    int rc = SHOAL_ENOMEM;
+/* Adds the trained collection's records to batch: the collection marked
+ * trained ('C'), its centroids and owners ('T'), its sq8 quantizer ('Z') when
+ * there is one. */
+static void s_trained_batch(kv_batch_t *batch, const catalog_coll_t *c, const char *name,
+                            const uint8_t *tval, size_t tlen, const uint8_t *qrec, size_t qlen)
+{
+    uint8_t key[CAT_KEY_MAX], cval[CAT_COLL_BYTES];
+    catalog_coll_t updated = *c;
+    updated.trained = 1;
+    s_coll_encode(&updated, cval);
+    size_t klen = kvkeys_prefix(key, 'C', name);
+    kv_batch_put(batch, key, klen, cval, sizeof cval);
+    klen = kvkeys_prefix(key, 'T', name);
+    kv_batch_put(batch, key, klen, tval, tlen);
+    if (qrec) {
+        klen = kvkeys_prefix(key, 'Z', name);
+        kv_batch_put(batch, key, klen, qrec, qlen);
+    }
+}
+
+/* Hands the stored training to c: its quantizer record, centroids and the
+ * replica arrays (owners filled, nothing stale). c owns them from here. */
+static void s_trained_adopt(catalog_coll_t *c, const catalog_coll_t *arrays, float *centroids,
+                            uint8_t *sq8_rec, size_t sq8_len)
+{
+    c->trained = 1;
+    c->sq8_rec = sq8_rec;
+    c->sq8_len = sq8_len;
+    c->centroids = centroids;
+    c->owners = arrays->owners;
+    c->stale = arrays->stale;
+    c->owed = arrays->owed;
+    c->move_to = arrays->move_to;
+    c->move_state = arrays->move_state;
+    c->nstale = 0;
+}
+
+int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centroids,
+                            const uint32_t *owners, const uint8_t *qrec, size_t qlen,
+                            shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    int rc = s_trained_check(cat, c, name, centroids, owners, err);
+    if (rc)
+        return rc;
+
+    rc = SHOAL_ENOMEM;
+    size_t ncent = (size_t)c->nlist * c->dim;
     size_t nown = (size_t)c->nlist * c->replication;
     size_t tlen = s_trained_len(c);
     uint8_t *tval = malloc(tlen);
@@ -1507,34 +1556,14 @@ int catalog_set_trained_sq8(catalog_t *cat, const char *name, const float *centr
     memcpy(cent_copy, centroids, ncent * sizeof *cent_copy);
     memcpy(arrays.owners, owners, nown * sizeof *arrays.owners);
 
-    uint8_t key[CAT_KEY_MAX], cval[CAT_COLL_BYTES];
-    catalog_coll_t updated = *c;
-    updated.trained = 1;
-    s_coll_encode(&updated, cval);
-    size_t klen = kvkeys_prefix(key, 'C', name);
-    kv_batch_put(batch, key, klen, cval, sizeof cval);
-    klen = kvkeys_prefix(key, 'T', name);
-    kv_batch_put(batch, key, klen, tval, tlen);
-    if (qrec) {
-        klen = kvkeys_prefix(key, 'Z', name);
-        kv_batch_put(batch, key, klen, qrec, qlen);
-    }
+    s_trained_batch(batch, c, name, tval, tlen, qrec, qlen);
     rc = kv_write(cat->kv, batch, 1, err);
     if (rc) {
         shoal_err_prefix(err, "storing the trained state of \"%s\"", name);
         goto done;
     }
-    c->trained = 1;
-    c->sq8_rec = qcopy;
-    c->sq8_len = qrec ? qlen : 0;
+    s_trained_adopt(c, &arrays, cent_copy, qcopy, qrec ? qlen : 0);
     qcopy = NULL;
-    c->centroids = cent_copy;
-    c->owners = arrays.owners;
-    c->stale = arrays.stale;
-    c->owed = arrays.owed;
-    c->move_to = arrays.move_to;
-    c->move_state = arrays.move_state;
-    c->nstale = 0;
     cent_copy = NULL;
 done:
     kv_batch_destroy(&batch);
@@ -2105,17 +2134,12 @@ static int s_delta_cmp(const void *a, const void *b)
     return x->list < y->list ? -1 : x->list > y->list;
 }
 
-/*
- * The id map update shared by insert and delete. new_lists NULL: delete.
- * Each distinct id counts once: its old list is the one given at its first
- * occurrence (the map before the batch), its new list the last one.
- */
-static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const uint32_t *old_lists,
-                   const uint32_t *new_lists, size_t n, shoal_err_t *err)
+/* Checks that every old list (unless CATALOG_LIST_NONE) and new list given
+ * names one of collection c's lists. */
+static int s_apply_check(const catalog_coll_t *c, const char *name, const uint64_t *ids,
+                         const uint32_t *old_lists, const uint32_t *new_lists, size_t n,
+                         shoal_err_t *err)
 {
-    catalog_coll_t *c = s_coll_get(cat, name, err);
-    if (!c)
-        return err ? err->code : SHOAL_ENOTFOUND;
     for (size_t i = 0; i < n; i++) {
         if (old_lists[i] != CATALOG_LIST_NONE && old_lists[i] >= c->nlist)
             return shoal_err_set(err, SHOAL_EINVAL, "\"%s\": id %llu old list %u >= nlist %u", name,
@@ -2124,22 +2148,15 @@ static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const 
             return shoal_err_set(err, SHOAL_EINVAL, "\"%s\": id %llu new list %u >= nlist %u", name,
                                  (unsigned long long)ids[i], new_lists[i], c->nlist);
     }
-    if (n == 0)
-        return 0;
+    return 0;
+}
 
-    int rc = 0;
-    s_occ_t *occ = malloc(n * sizeof *occ);
-    s_delta_t *deltas = malloc(2 * n * sizeof *deltas);
-    kv_batch_t *batch = kv_batch_new();
-    if (!occ || !deltas || !batch) {
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "\"%s\": out of memory for a batch of %zu ids", name,
-                           n);
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++)
-        occ[i] = (s_occ_t){.id = ids[i], .pos = i};
-    qsort(occ, n, sizeof *occ, s_occ_cmp);
-
+/* Adds each distinct id's map records to batch (occ sorted by id), moving it
+ * from its old list to its new one, and its +1 / -1 per list to deltas.
+ * Returns how many deltas were written. */
+static size_t s_apply_ids(kv_batch_t *batch, const char *name, const s_occ_t *occ, size_t n,
+                          const uint32_t *old_lists, const uint32_t *new_lists, s_delta_t *deltas)
+{
     size_t nd = 0;
     uint8_t key[CAT_KEY_MAX];
     for (size_t i = 0; i < n;) {
@@ -2166,8 +2183,16 @@ static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const 
         if (from != to)
             deltas[nd++] = (s_delta_t){.list = to, .delta = 1};
     }
+    return nd;
+}
 
-    /* Fold the deltas per list, then the new counts (kept in deltas[].delta). */
+/* Folds the nd deltas per list, then adds each list's new count record to
+ * batch (deleted at 0); the new counts are left in deltas[].delta. Returns
+ * how many lists changed. */
+static size_t s_apply_counts(kv_batch_t *batch, const catalog_coll_t *c, const char *name,
+                             s_delta_t *deltas, size_t nd)
+{
+    uint8_t key[CAT_KEY_MAX];
     qsort(deltas, nd, sizeof *deltas, s_delta_cmp);
     size_t nl = 0;
     for (size_t i = 0; i < nd; i++) {
@@ -2198,6 +2223,40 @@ static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const 
             kv_batch_put(batch, key, klen, cval, sizeof cval);
         }
     }
+    return nl;
+}
+
+/*
+ * The id map update shared by insert and delete. new_lists NULL: delete.
+ * Each distinct id counts once: its old list is the one given at its first
+ * occurrence (the map before the batch), its new list the last one.
+ */
+static int s_apply(catalog_t *cat, const char *name, const uint64_t *ids, const uint32_t *old_lists,
+                   const uint32_t *new_lists, size_t n, shoal_err_t *err)
+{
+    catalog_coll_t *c = s_coll_get(cat, name, err);
+    if (!c)
+        return err ? err->code : SHOAL_ENOTFOUND;
+    int rc = s_apply_check(c, name, ids, old_lists, new_lists, n, err);
+    if (rc)
+        return rc;
+    if (n == 0)
+        return 0;
+
+    s_occ_t *occ = malloc(n * sizeof *occ);
+    s_delta_t *deltas = malloc(2 * n * sizeof *deltas);
+    kv_batch_t *batch = kv_batch_new();
+    if (!occ || !deltas || !batch) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "\"%s\": out of memory for a batch of %zu ids", name,
+                           n);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        occ[i] = (s_occ_t){.id = ids[i], .pos = i};
+    qsort(occ, n, sizeof *occ, s_occ_cmp);
+
+    size_t nd = s_apply_ids(batch, name, occ, n, old_lists, new_lists, deltas);
+    size_t nl = s_apply_counts(batch, c, name, deltas, nd);
     rc = kv_write(cat->kv, batch, 1, err);
     if (rc) {
         shoal_err_prefix(err, "updating the id map of \"%s\"", name);
