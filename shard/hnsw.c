@@ -810,6 +810,75 @@ typedef struct {
     float dist[HNSW_M_MAX];    /* their distances to the new node */
 } s_backlinks_t;
 
+/* Reads the entry point for q of the given level into *max_level and *ep.
+ * When q will be above it, takes top_mu (*holds_top 1 while still held);
+ * when the index is empty, makes q the entry point and returns 1 (nothing to
+ * link). Returns 0 otherwise. */
+static inline int s_top_claim(hnsw_t *ix, uint32_t q, int level, int *max_level, uint32_t *ep,
+                              int *holds_top)
+{
+    hnsw_top_unpack(atomic_load(&ix->top), max_level, ep);
+    *holds_top = 0;
+    if (level > *max_level) {
+        /* q may become the entry point: keep others from changing it meanwhile. */
+        pthread_mutex_lock(&ix->top_mu);
+        *holds_top = 1;
+        hnsw_top_unpack(atomic_load(&ix->top), max_level, ep);
+        if (*ep == HNSW_SLOT_NONE) {
+            atomic_store(&ix->top, hnsw_top_pack(level, q));
+            pthread_mutex_unlock(&ix->top_mu);
+            return 1;
+        }
+        if (level <= *max_level) {
+            pthread_mutex_unlock(&ix->top_mu);
+            *holds_top = 0;
+        }
+    }
+    return 0;
+}
+
+/* Searches layer lc from the neps entry points in scr->work, keeps the found
+ * nodes other than q in scr->work (nearest first), selects q's neighbours
+ * into *b and links q to them. Returns how many were kept (the next layer's
+ * entry points), or a negative error code. */
+static inline long s_link_layer(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q,
+                                const hnsw_query_t *v, size_t neps, int lc, s_backlinks_t *b)
+{
+    long nw = hnsw_search_layer(ix, scr, v, scr->work, neps, ix->ef_construction, lc, NULL, NULL);
+    if (nw < 0)
+        return nw;
+    size_t w = 0;
+    for (long i = 0; i < nw; i++) {
+        if (scr->res[i].slot != q)
+            scr->work[w++] = scr->res[i];
+    }
+    hnsw_cand_sort(scr->work, w);
+    b->n = (uint32_t)hnsw_select(ix, scr->work, w, ix->M, b->slot);
+    /* The distances of the selected are found again in work (sorted). */
+    for (size_t i = 0, j = 0; i < b->n; i++) {
+        while (scr->work[j].slot != b->slot[i])
+            j++;
+        b->dist[i] = scr->work[j].dist;
+        hnsw_link_add(ix, q, b->slot[i], b->dist[i], lc);
+    }
+    return (long)w;
+}
+
+/* Adds the links back to q on layers 0..top_layer, bottom up, forcing one in
+ * where every selected neighbour's list refused q. */
+static inline void s_publish_backlinks(hnsw_t *ix, uint32_t q, const s_backlinks_t *back,
+                                       int top_layer)
+{
+    for (int lc = 0; lc <= top_layer; lc++) {
+        const s_backlinks_t *b = &back[lc];
+        size_t kept = 0;
+        for (size_t i = 0; i < b->n; i++)
+            kept += hnsw_link_add(ix, b->slot[i], q, b->dist[i], lc);
+        if (b->n && !kept)
+            s_link_force(ix, b->slot[0], q, lc);
+    }
+}
+
 /* Links the initialised node q of the given level into the graph. */
 static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level,
                        const hnsw_query_t *v)
@@ -818,23 +887,9 @@ static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level,
     s_backlinks_t *back = local;
     int max_level;
     uint32_t ep;
-    hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
-    int holds_top = 0;
-    if (level > max_level) {
-        /* q may become the entry point: keep others from changing it meanwhile. */
-        pthread_mutex_lock(&ix->top_mu);
-        holds_top = 1;
-        hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
-        if (ep == HNSW_SLOT_NONE) {
-            atomic_store(&ix->top, hnsw_top_pack(level, q));
-            pthread_mutex_unlock(&ix->top_mu);
-            return 0;
-        }
-        if (level <= max_level) {
-            pthread_mutex_unlock(&ix->top_mu);
-            holds_top = 0;
-        }
-    }
+    int holds_top;
+    if (s_top_claim(ix, q, level, &max_level, &ep, &holds_top))
+        return 0;
 
     int rc = 0;
     uint32_t cur = ep;
@@ -869,37 +924,14 @@ static int s_link_node(hnsw_t *ix, hnsw_scratch_t *scr, uint32_t q, int level,
         }
     }
     for (int lc = top_layer; lc >= 0; lc--) {
-        long nw =
-            hnsw_search_layer(ix, scr, v, scr->work, neps, ix->ef_construction, lc, NULL, NULL);
-        if (nw < 0) {
-            rc = (int)nw;
+        long w = s_link_layer(ix, scr, q, v, neps, lc, &back[lc]);
+        if (w < 0) {
+            rc = (int)w;
             goto done;
         }
-        size_t w = 0;
-        for (long i = 0; i < nw; i++) {
-            if (scr->res[i].slot != q)
-                scr->work[w++] = scr->res[i];
-        }
-        hnsw_cand_sort(scr->work, w);
-        s_backlinks_t *b = &back[lc];
-        b->n = (uint32_t)hnsw_select(ix, scr->work, w, ix->M, b->slot);
-        /* The distances of the selected are found again in work (sorted). */
-        for (size_t i = 0, j = 0; i < b->n; i++) {
-            while (scr->work[j].slot != b->slot[i])
-                j++;
-            b->dist[i] = scr->work[j].dist;
-            hnsw_link_add(ix, q, b->slot[i], b->dist[i], lc);
-        }
-        neps = w;
+        neps = (size_t)w;
     }
-    for (int lc = 0; lc <= top_layer; lc++) {
-        const s_backlinks_t *b = &back[lc];
-        size_t kept = 0;
-        for (size_t i = 0; i < b->n; i++)
-            kept += hnsw_link_add(ix, b->slot[i], q, b->dist[i], lc);
-        if (b->n && !kept)
-            s_link_force(ix, b->slot[0], q, lc);
-    }
+    s_publish_backlinks(ix, q, back, top_layer);
 done:
     if (back != local)
         free(back);

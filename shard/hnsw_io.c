@@ -96,60 +96,66 @@ static_assert(sizeof(s_header_t) == S_HEADER_BYTES, "hnsw file header must be 72
 /* Invariants                                                               */
 /* ------------------------------------------------------------------------ */
 
-int hnsw_validate_locked(hnsw_t *ix, shoal_err_t *err)
+/* Checks one live slot's list on layer lc: its length, and that each link names
+ * another live slot reaching lc, once. */
+static int s_check_layer(hnsw_t *ix, size_t s, int lc, shoal_err_t *err)
 {
-    size_t live = 0;
-    int top_level = -1;
-    for (size_t s = 0; s < ix->nslots; s++) {
-        hnsw_node_t *node = hnsw_node(ix, (uint32_t)s);
-        if (node->level < 0)
-            continue;
-        live++;
-        if (node->level > HNSW_LEVEL_MAX)
-            return shoal_err_set(err, SHOAL_EINTERNAL, "hnsw: slot %zu has level %d, max %d", s,
-                                 node->level, HNSW_LEVEL_MAX);
-        if (node->level > top_level)
-            top_level = node->level;
-        if (node->level > 0 && !node->upper)
-            return shoal_err_set(err, SHOAL_EINTERNAL, "hnsw: slot %zu has level %d but no links",
-                                 s, node->level);
-        if (node->id == HNSW_ID_NONE || hnsw_map_find(ix, node->id) != s)
+    const uint32_t *l = hnsw_links(ix, (uint32_t)s, lc);
+    if (l[0] > hnsw_cap(ix, lc))
+        return shoal_err_set(err, SHOAL_EINTERNAL, "hnsw: slot %zu has %u links on layer %d, max %zu",
+                             s, l[0], lc, hnsw_cap(ix, lc));
+    for (size_t i = 0; i < l[0]; i++) {
+        uint32_t t = l[1 + i];
+        if (t >= ix->nslots)
             return shoal_err_set(err, SHOAL_EINTERNAL,
-                                 "hnsw: slot %zu (id %llu) is not in the id map under its id", s,
-                                 (unsigned long long)node->id);
-        for (int lc = 0; lc <= node->level; lc++) {
-            const uint32_t *l = hnsw_links(ix, (uint32_t)s, lc);
-            if (l[0] > hnsw_cap(ix, lc))
+                                 "hnsw: slot %zu links to %u on layer %d, past %zu slots", s, t, lc,
+                                 ix->nslots);
+        if (t == s)
+            return shoal_err_set(err, SHOAL_EINTERNAL,
+                                 "hnsw: slot %zu links to itself on layer %d", s, lc);
+        int tl = hnsw_node(ix, t)->level;
+        if (tl < 0)
+            return shoal_err_set(err, SHOAL_EINTERNAL,
+                                 "hnsw: slot %zu links to free slot %u on layer %d", s, t, lc);
+        if (tl < lc)
+            return shoal_err_set(err, SHOAL_EINTERNAL,
+                                 "hnsw: slot %zu links on layer %d to slot %u of level %d", s, lc,
+                                 t, tl);
+        for (size_t j = 0; j < i; j++) {
+            if (l[1 + j] == t)
                 return shoal_err_set(err, SHOAL_EINTERNAL,
-                                     "hnsw: slot %zu has %u links on layer %d, max %zu", s, l[0],
-                                     lc, hnsw_cap(ix, lc));
-            for (size_t i = 0; i < l[0]; i++) {
-                uint32_t t = l[1 + i];
-                if (t >= ix->nslots)
-                    return shoal_err_set(err, SHOAL_EINTERNAL,
-                                         "hnsw: slot %zu links to %u on layer %d, past %zu slots",
-                                         s, t, lc, ix->nslots);
-                if (t == s)
-                    return shoal_err_set(err, SHOAL_EINTERNAL,
-                                         "hnsw: slot %zu links to itself on layer %d", s, lc);
-                int tl = hnsw_node(ix, t)->level;
-                if (tl < 0)
-                    return shoal_err_set(err, SHOAL_EINTERNAL,
-                                         "hnsw: slot %zu links to free slot %u on layer %d", s, t,
-                                         lc);
-                if (tl < lc)
-                    return shoal_err_set(err, SHOAL_EINTERNAL,
-                                         "hnsw: slot %zu links on layer %d to slot %u of level %d",
-                                         s, lc, t, tl);
-                for (size_t j = 0; j < i; j++) {
-                    if (l[1 + j] == t)
-                        return shoal_err_set(err, SHOAL_EINTERNAL,
-                                             "hnsw: slot %zu links twice to %u on layer %d", s, t,
-                                             lc);
-                }
-            }
+                                     "hnsw: slot %zu links twice to %u on layer %d", s, t, lc);
         }
     }
+    return 0;
+}
+
+/* Checks one live slot: its level, its upper links, its id map entry, then
+ * its list on every layer it reaches. */
+static int s_check_node(hnsw_t *ix, size_t s, const hnsw_node_t *node, shoal_err_t *err)
+{
+    if (node->level > HNSW_LEVEL_MAX)
+        return shoal_err_set(err, SHOAL_EINTERNAL, "hnsw: slot %zu has level %d, max %d", s,
+                             node->level, HNSW_LEVEL_MAX);
+    if (node->level > 0 && !node->upper)
+        return shoal_err_set(err, SHOAL_EINTERNAL, "hnsw: slot %zu has level %d but no links", s,
+                             node->level);
+    if (node->id == HNSW_ID_NONE || hnsw_map_find(ix, node->id) != s)
+        return shoal_err_set(err, SHOAL_EINTERNAL,
+                             "hnsw: slot %zu (id %llu) is not in the id map under its id", s,
+                             (unsigned long long)node->id);
+    for (int lc = 0; lc <= node->level; lc++) {
+        int rc = s_check_layer(ix, s, lc, err);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Checks the counts (live slots, count, id map, free list) and that every
+ * free list entry is a free slot. */
+static int s_check_counts(hnsw_t *ix, size_t live, shoal_err_t *err)
+{
     if (live != atomic_load(&ix->count) || live != ix->map_count)
         return shoal_err_set(err, SHOAL_EINTERNAL,
                              "hnsw: %zu live slots, but count says %zu and the id map holds %zu",
@@ -169,6 +175,13 @@ int hnsw_validate_locked(hnsw_t *ix, shoal_err_t *err)
     /* Free slots are exactly those at level -1 and as many as listed; a
      * duplicate in the list would leave another free slot out, which the
      * count check above catches together with this one. */
+    return 0;
+}
+
+/* Checks the entry point: none in an empty index, else a live slot at the
+ * highest level any node has. */
+static int s_check_entry(hnsw_t *ix, size_t live, int top_level, shoal_err_t *err)
+{
     int max_level;
     uint32_t ep;
     hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);
@@ -185,6 +198,27 @@ int hnsw_validate_locked(hnsw_t *ix, shoal_err_t *err)
                              "hnsw: entry point level %d, max level %d, highest node level %d",
                              hnsw_node(ix, ep)->level, max_level, top_level);
     return 0;
+}
+
+int hnsw_validate_locked(hnsw_t *ix, shoal_err_t *err)
+{
+    size_t live = 0;
+    int top_level = -1;
+    for (size_t s = 0; s < ix->nslots; s++) {
+        hnsw_node_t *node = hnsw_node(ix, (uint32_t)s);
+        if (node->level < 0)
+            continue;
+        live++;
+        int rc = s_check_node(ix, s, node, err);
+        if (rc != 0)
+            return rc;
+        if (node->level > top_level)
+            top_level = node->level;
+    }
+    int rc = s_check_counts(ix, live, err);
+    if (rc != 0)
+        return rc;
+    return s_check_entry(ix, live, top_level, err);
 }
 
 int hnsw_validate(const hnsw_t *index, shoal_err_t *err)
@@ -495,6 +529,98 @@ static int s_code_finite(const hnsw_t *ix, const void *code)
     return 1;
 }
 
+/* Reads node slot's list on layer lc: its count (at most the layer's
+ * capacity), then links that must each name a record. Returns ix, or NULL
+ * with ix destroyed and err set. */
+static hnsw_t *s_load_links(hnsw_t *ix, const s_header_t *h, s_reader_t *r, uint32_t slot,
+                            uint32_t lc, shoal_err_t *err)
+{
+    uint32_t *l = hnsw_links(ix, slot, (int)lc);
+    uint32_t n;
+    if (!s_get(r, &n, 4))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated links", slot);
+    if (n > hnsw_cap(ix, (int)lc))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: %u links on layer %u, max %zu",
+                         slot, n, lc, hnsw_cap(ix, (int)lc));
+    if (!s_get(r, l + 1, (size_t)n * 4))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated links", slot);
+    l[0] = n;
+    for (uint32_t j = 0; j < n; j++) {
+        if (l[1 + j] >= h->nodes)
+            return s_corrupt(ix, err, SHOAL_ECORRUPT,
+                             "node %u: link to %u on layer %u, past %llu nodes", slot,
+                             l[1 + j], lc, (unsigned long long)h->nodes);
+    }
+    return ix;
+}
+
+/* Reads record slot in file order: id, level, code, (sq8) row error, then
+ * its list on every layer it reaches. Returns ix, or NULL with ix destroyed
+ * and err set. */
+static hnsw_t *s_load_node(hnsw_t *ix, const s_header_t *h, s_reader_t *r, uint32_t slot,
+                           shoal_err_t *err)
+{
+    hnsw_node_t *node = hnsw_node(ix, slot);
+    uint64_t id;
+    uint32_t level;
+    if (!s_get(r, &id, 8) || !s_get(r, &level, 4))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated", slot);
+    if (id == HNSW_ID_NONE)
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: reserved id", slot);
+    if ((int64_t)level > (int64_t)h->max_level)
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: level %u above max level %d", slot,
+                         level, h->max_level);
+    if (hnsw_map_find(ix, id) != HNSW_SLOT_NONE)
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: id %llu appears twice", slot,
+                         (unsigned long long)id);
+    /* The slot counts as handed out from here, so destroy frees it. */
+    ix->nslots = slot + 1;
+    node->id = id;
+    node->level = (int32_t)level;
+    node->upper = hnsw_upper_alloc(ix, (int)level);
+    if ((level > 0 && !node->upper) || hnsw_map_put(ix, id, slot))
+        return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory at node %u", slot);
+    atomic_fetch_add(&ix->count, 1);
+    void *code = hnsw_code(ix, slot);
+    if (!s_get(r, code, ix->code_bytes))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated vector", slot);
+    if (!s_code_finite(ix, code))
+        return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: non-finite vector value", slot);
+    if (ix->storage == QUANT_SQ8) {
+        float *row_err = hnsw_row_err(ix, slot);
+        if (h->version == S_VERSION_NO_ERR)
+            *row_err = INFINITY;
+        else if (!s_get(r, row_err, sizeof *row_err))
+            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated row error", slot);
+        else if (!(*row_err >= 0.0f)) /* NaN or negative */
+            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: row error %g", slot,
+                             (double)*row_err);
+        ix->nclamped += *row_err != 0.0f;
+    }
+    for (uint32_t lc = 0; lc <= level; lc++) {
+        if (!s_load_links(ix, h, r, slot, lc, err))
+            return NULL;
+    }
+    return ix;
+}
+
+/* Sets row_norm_max from the loaded codes. It is not saved: the codes give
+ * it (an upper bound for the rows they stand for once exact search widens it
+ * by the code error). Returns ix, or NULL with ix destroyed and err set. */
+static hnsw_t *s_load_norm_max(hnsw_t *ix, uint64_t nodes, shoal_err_t *err)
+{
+    float *scratch = malloc(ix->dim * sizeof *scratch);
+    if (!scratch)
+        return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory");
+    for (uint64_t i = 0; i < nodes; i++) {
+        float norm = hnsw_code_norm(ix, (uint32_t)i, scratch);
+        if (norm > ix->row_norm_max)
+            ix->row_norm_max = norm;
+    }
+    free(scratch);
+    return ix;
+}
+
 hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
 {
     if (!blob && len)
@@ -530,77 +656,14 @@ hnsw_t *hnsw_load(const void *blob, size_t len, shoal_err_t *err)
                          (unsigned long long)h.nodes);
 
     for (uint64_t i = 0; i < h.nodes; i++) {
-        uint32_t slot = (uint32_t)i;
-        hnsw_node_t *node = hnsw_node(ix, slot);
-        uint64_t id;
-        uint32_t level;
-        if (!s_get(&r, &id, 8) || !s_get(&r, &level, 4))
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated", slot);
-        if (id == HNSW_ID_NONE)
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: reserved id", slot);
-        if ((int64_t)level > (int64_t)h.max_level)
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: level %u above max level %d", slot,
-                             level, h.max_level);
-        if (hnsw_map_find(ix, id) != HNSW_SLOT_NONE)
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: id %llu appears twice", slot,
-                             (unsigned long long)id);
-        /* The slot counts as handed out from here, so destroy frees it. */
-        ix->nslots = slot + 1;
-        node->id = id;
-        node->level = (int32_t)level;
-        node->upper = hnsw_upper_alloc(ix, (int)level);
-        if ((level > 0 && !node->upper) || hnsw_map_put(ix, id, slot))
-            return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory at node %u", slot);
-        atomic_fetch_add(&ix->count, 1);
-        void *code = hnsw_code(ix, slot);
-        if (!s_get(&r, code, ix->code_bytes))
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated vector", slot);
-        if (!s_code_finite(ix, code))
-            return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: non-finite vector value", slot);
-        if (ix->storage == QUANT_SQ8) {
-            float *row_err = hnsw_row_err(ix, slot);
-            if (h.version == S_VERSION_NO_ERR)
-                *row_err = INFINITY;
-            else if (!s_get(&r, row_err, sizeof *row_err))
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated row error", slot);
-            else if (!(*row_err >= 0.0f)) /* NaN or negative */
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: row error %g", slot,
-                                 (double)*row_err);
-            ix->nclamped += *row_err != 0.0f;
-        }
-        for (uint32_t lc = 0; lc <= level; lc++) {
-            uint32_t *l = hnsw_links(ix, slot, (int)lc);
-            uint32_t n;
-            if (!s_get(&r, &n, 4))
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated links", slot);
-            if (n > hnsw_cap(ix, (int)lc))
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: %u links on layer %u, max %zu",
-                                 slot, n, lc, hnsw_cap(ix, (int)lc));
-            if (!s_get(&r, l + 1, (size_t)n * 4))
-                return s_corrupt(ix, err, SHOAL_ECORRUPT, "node %u: truncated links", slot);
-            l[0] = n;
-            for (uint32_t j = 0; j < n; j++) {
-                if (l[1 + j] >= h.nodes)
-                    return s_corrupt(ix, err, SHOAL_ECORRUPT,
-                                     "node %u: link to %u on layer %u, past %llu nodes", slot,
-                                     l[1 + j], lc, (unsigned long long)h.nodes);
-            }
-        }
+        if (!s_load_node(ix, &h, &r, (uint32_t)i, err))
+            return NULL;
     }
     if (r.pos != len)
         return s_corrupt(ix, err, SHOAL_ECORRUPT, "%zu trailing bytes after the last node",
                          len - r.pos);
-    /* row_norm_max is not saved: the codes give it (an upper bound for the
-     * rows they stand for once exact search widens it by the code error). */
-    float *scratch = malloc(ix->dim * sizeof *scratch);
-    if (!scratch)
-        return s_corrupt(ix, err, SHOAL_ENOMEM, "out of memory");
-    for (uint64_t i = 0; i < h.nodes; i++) {
-        float norm = hnsw_code_norm(ix, (uint32_t)i, scratch);
-        if (norm > ix->row_norm_max)
-            ix->row_norm_max = norm;
-    }
-    free(scratch);
+    if (!s_load_norm_max(ix, h.nodes, err))
+        return NULL;
     atomic_store(&ix->top, hnsw_top_pack(h.max_level, h.entry));
     shoal_err_t verr;
     if (hnsw_validate_locked(ix, &verr))
