@@ -696,17 +696,9 @@ static void s_free(shard_store_t *store)
     free(store);
 }
 
-shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err)
+/* Stage 1 of open: the store's locks and the checkpointer's condition (on the monotonic clock). */
+static void s_store_init_locks(shard_store_t *store)
 {
-    if (!opts || !opts->data_dir || !*opts->data_dir) {
-        shoal_err_set(err, SHOAL_EINVAL, "shard store: no data dir given");
-        return NULL;
-    }
-    shard_store_t *store = calloc(1, sizeof *store);
-    if (!store) {
-        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
-        return NULL;
-    }
     pthread_mutex_init(&store->write_mu, NULL);
     s_rwlock_init_writer_first(&store->colls_lock);
     s_rwlock_init_writer_first(&store->kv_lock);
@@ -716,17 +708,11 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&store->ckpt_cond, &cattr);
     pthread_condattr_destroy(&cattr);
+}
 
-    store->opts = *opts;
-    store->data_dir = strdup(opts->data_dir);
-    store->device = strdup(opts->device && *opts->device ? opts->device : "auto");
-    if (!store->data_dir || !store->device) {
-        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
-        goto fail;
-    }
-    shard_store_opts_t *o = &store->opts;
-    o->data_dir = store->data_dir;
-    o->device = store->device;
+/* Stage 2 of open: fill the options' zero fields with defaults, then check the HNSW ranges. */
+static int s_store_opts_check(shard_store_opts_t *o, shoal_err_t *err)
+{
     if (o->threads == 0)
         o->threads = parfor_cores();
     if (o->checkpoint_every == 0)
@@ -743,21 +729,43 @@ shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err
         o->hnsw_ef = HNSW_EF_DEFAULT;
     if (o->min_free_bytes == 0)
         o->min_free_bytes = SHARD_MIN_FREE_BYTES_DEFAULT;
-    if (o->hnsw_M < HNSW_M_MIN || o->hnsw_M > HNSW_M_MAX) {
-        shoal_err_set(err, SHOAL_EINVAL, "hnsw M must be in %d..%d, got %zu", HNSW_M_MIN,
-                      HNSW_M_MAX, o->hnsw_M);
+    if (o->hnsw_M < HNSW_M_MIN || o->hnsw_M > HNSW_M_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "hnsw M must be in %d..%d, got %zu", HNSW_M_MIN,
+                             HNSW_M_MAX, o->hnsw_M);
+    if (o->hnsw_ef_construction > HNSW_EF_CONSTRUCTION_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "hnsw ef_construction must be in %d..%d, got %zu",
+                             HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX,
+                             o->hnsw_ef_construction);
+    if (o->hnsw_ef > HNSW_EF_MAX)
+        return shoal_err_set(err, SHOAL_EINVAL, "hnsw ef must be in %d..%d, got %zu", HNSW_EF_MIN,
+                             HNSW_EF_MAX, o->hnsw_ef);
+    return 0;
+}
+
+shard_store_t *shard_store_open(const shard_store_opts_t *opts, shoal_err_t *err)
+{
+    if (!opts || !opts->data_dir || !*opts->data_dir) {
+        shoal_err_set(err, SHOAL_EINVAL, "shard store: no data dir given");
+        return NULL;
+    }
+    shard_store_t *store = calloc(1, sizeof *store);
+    if (!store) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
+        return NULL;
+    }
+    s_store_init_locks(store);
+
+    store->opts = *opts;
+    store->data_dir = strdup(opts->data_dir);
+    store->device = strdup(opts->device && *opts->device ? opts->device : "auto");
+    if (!store->data_dir || !store->device) {
+        shoal_err_set(err, SHOAL_ENOMEM, "shard store: out of memory");
         goto fail;
     }
-    if (o->hnsw_ef_construction > HNSW_EF_CONSTRUCTION_MAX) {
-        shoal_err_set(err, SHOAL_EINVAL, "hnsw ef_construction must be in %d..%d, got %zu",
-                      HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX, o->hnsw_ef_construction);
+    store->opts.data_dir = store->data_dir;
+    store->opts.device = store->device;
+    if (s_store_opts_check(&store->opts, err) != 0)
         goto fail;
-    }
-    if (o->hnsw_ef > HNSW_EF_MAX) {
-        shoal_err_set(err, SHOAL_EINVAL, "hnsw ef must be in %d..%d, got %zu", HNSW_EF_MIN,
-                      HNSW_EF_MAX, o->hnsw_ef);
-        goto fail;
-    }
 
     double t0 = timing_now();
     if (s_mkdirs(store->data_dir, err) || s_open_kv(store, err))
@@ -840,11 +848,14 @@ int shard_store_create(shard_store_t *store, const char *name, size_t dim, shoal
     return shard_store_create_with(store, name, &p, err);
 }
 
-int shard_store_create_with(shard_store_t *store, const char *name, const shard_coll_params_t *p,
-                            shoal_err_t *err)
+/*
+ * Stage 1 of create: check the parameters (in this order: storage, store,
+ * name, dim, metric, M, ef_construction) and resolve M and ef_construction's
+ * zero to the store's defaults into *M_out and *ef_out.
+ */
+static int s_create_check(shard_store_t *store, const char *name, const shard_coll_params_t *p,
+                          size_t *M_out, size_t *ef_out, shoal_err_t *err)
 {
-    if (!p)
-        return shoal_err_set(err, SHOAL_EINVAL, "create: no parameters");
     size_t dim = p->dim, M = p->M, ef_construction = p->ef_construction;
     shoal_metric_t metric = p->metric;
     if (p->storage >= QUANT_KIND_COUNT)
@@ -872,6 +883,21 @@ int shard_store_create_with(shard_store_t *store, const char *name, const shard_
         return shoal_err_set(err, SHOAL_EINVAL,
                              "collection \"%s\": ef_construction must be in %d..%d, got %zu", name,
                              HNSW_EF_CONSTRUCTION_MIN, HNSW_EF_CONSTRUCTION_MAX, ef_construction);
+    *M_out = M;
+    *ef_out = ef_construction;
+    return 0;
+}
+
+int shard_store_create_with(shard_store_t *store, const char *name, const shard_coll_params_t *p,
+                            shoal_err_t *err)
+{
+    if (!p)
+        return shoal_err_set(err, SHOAL_EINVAL, "create: no parameters");
+    size_t dim = p->dim, M = 0, ef_construction = 0;
+    shoal_metric_t metric = p->metric;
+    int rc = s_create_check(store, name, p, &M, &ef_construction, err);
+    if (rc)
+        return rc;
 
     pthread_mutex_lock(&store->write_mu);
     shard_coll_t *coll = NULL;
@@ -1183,6 +1209,154 @@ int shard_store_insert_lists(shard_store_t *store, const char *name, const uint6
                                         err);
 }
 
+/*
+ * The rows an insert works on: the caller's arrays, or compacted copies of
+ * them when an id repeats in the batch (the last occurrence wins). The
+ * copies are owned here and freed by s_ins_rows_fini.
+ */
+typedef struct {
+    const uint64_t *ids;   /* the rows' ids (the caller's or kids) */
+    const float *vecs;     /* m x dim vectors (the caller's or kvecs) */
+    const uint32_t *lists; /* the rows' IVF lists, or NULL for none */
+    size_t m;              /* how many rows */
+    size_t *keep;          /* s_dedupe's kept indexes, or NULL: no repeats */
+    uint64_t *kids;        /* owned copy of the kept ids */
+    float *kvecs;          /* owned copy of the kept vectors */
+    uint32_t *klists;      /* owned copy of the kept lists */
+} s_ins_rows_t;
+
+static void s_ins_rows_fini(s_ins_rows_t *r)
+{
+    free(r->keep);
+    free(r->kids);
+    free(r->kvecs);
+    free(r->klists);
+}
+
+/* Stage 1: drop repeated ids from the batch (last occurrence wins), copying the kept rows. */
+static int s_ins_dedupe(s_ins_rows_t *r, const char *name, size_t n, size_t dim, shoal_err_t *err)
+{
+    int rc;
+    r->m = n;
+    if ((rc = s_dedupe(r->ids, n, &r->keep, &r->m)) != 0)
+        return shoal_err_set(err, rc, "insert into \"%s\": out of memory", name);
+    if (!r->keep)
+        return 0;
+    size_t m = r->m;
+    r->kids = malloc(m * sizeof *r->kids);
+    r->kvecs = malloc(m * dim * sizeof *r->kvecs);
+    r->klists = r->lists ? malloc(m * sizeof *r->klists) : NULL;
+    if (!r->kids || !r->kvecs || (r->lists && !r->klists))
+        return shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+    for (size_t i = 0; i < m; i++) {
+        r->kids[i] = r->ids[r->keep[i]];
+        memcpy(r->kvecs + i * dim, r->vecs + r->keep[i] * dim, dim * sizeof *r->kvecs);
+        if (r->lists)
+            r->klists[i] = r->lists[r->keep[i]];
+    }
+    r->ids = r->kids;
+    r->vecs = r->kvecs;
+    r->lists = r->klists;
+    return 0;
+}
+
+/* Stage 2 (of s_ins_write): put each row's "V/" record and "M/" key in the batch, and delete
+ * the old "M/" key of an upsert that moves its row to another list. */
+static void s_ins_batch_rows(kv_batch_t *batch, const char *name, const s_ins_rows_t *r, size_t dim,
+                             uint64_t seq, const uint8_t *had, const uint32_t *old, uint8_t *val,
+                             size_t vlen)
+{
+    uint8_t key[SHARD_KEY_MAX];
+    for (size_t i = 0; i < r->m; i++) {
+        uint32_t list = r->lists ? r->lists[i] : WIRE_LIST_NONE;
+        shard_vec_hdr2_t hdr = {
+            .magic = SHARD_VEC_MAGIC, .version = SHARD_VEC_VERSION, .seq = seq, .list = list};
+        memcpy(val, &hdr, sizeof hdr);
+        memcpy(val + sizeof hdr, r->vecs + i * dim, dim * sizeof(float));
+        kv_batch_put(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, r->ids[i]), val, vlen);
+        kv_batch_put(batch, key, kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, list, r->ids[i]), "",
+                     0);
+        if (had[i] && old[i] != list)
+            kv_batch_delete(batch, key,
+                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, old[i], r->ids[i]));
+    }
+}
+
+/*
+ * Stage 3: build and write the insert's one batch: the rows, the log entry,
+ * the sequence number and, for the first rows of an sq8 collection, its
+ * quantizer (handed back in *trained, installed by the caller). Nothing is
+ * written unless all of it is. *batch_p is the caller's to destroy.
+ */
+static int s_ins_write(shard_store_t *store, shard_coll_t *coll, const char *name,
+                       const s_ins_rows_t *r, uint64_t seq, const uint8_t *had, const uint32_t *old,
+                       const uint8_t *qrec, size_t qlen, kv_batch_t **batch_p,
+                       quant_sq8_t **trained, shoal_err_t *err)
+{
+    int rc = 0;
+    size_t dim = coll->dim;
+    size_t vlen = sizeof(shard_vec_hdr2_t) + dim * sizeof(float);
+    kv_batch_t *batch = *batch_p = kv_batch_new();
+    uint8_t *val = malloc(vlen);
+    if (!batch || !val) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    s_ins_batch_rows(batch, name, r, dim, seq, had, old, val, vlen);
+    if (s_batch_put_log(batch, name, seq, SHARD_LOG_INSERT, r->ids, r->m)) {
+        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+        goto done;
+    }
+    shard_batch_put_seq(batch, seq);
+    if (coll->storage == QUANT_SQ8 && !coll->sq8 &&
+        (rc = s_sq8_first_batch(coll, r->vecs, r->m, qrec, qlen, batch, trained, err)) != 0)
+        goto done;
+    if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0)
+        shoal_err_prefix(err, "insert into \"%s\"", name);
+done:
+    free(val);
+    return rc;
+}
+
+/* Stage 4 (after the batch is written): move the rows' counts from their old lists to the new. */
+static void s_ins_count_lists(shard_coll_t *coll, const char *name, const s_ins_rows_t *r,
+                              const uint8_t *had, const uint32_t *old)
+{
+    for (size_t i = 0; i < r->m; i++) {
+        uint32_t list = r->lists ? r->lists[i] : WIRE_LIST_NONE;
+        if ((had[i] && shard_lists_add(coll, old[i], -1) != 0) ||
+            shard_lists_add(coll, list, 1) != 0)
+            log_error("insert into \"%s\": out of memory counting list %u (its count is low "
+                      "until the next open)",
+                      name, list);
+    }
+}
+
+/* Stage 5: add the stored rows to the exact engine, then to the HNSW graph. */
+static int s_ins_index(shard_store_t *store, shard_coll_t *coll, const char *name,
+                       const s_ins_rows_t *r, shoal_err_t *err)
+{
+    int rc = 0;
+    if (coll->engine) {
+        pthread_rwlock_wrlock(&coll->engine_lock);
+        rc = knn_engine_add(coll->engine, r->ids, r->vecs, r->m, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    }
+    if (rc == 0)
+        rc = hnsw_insert_batch(coll->hnsw, r->ids, r->vecs, r->m, store->opts.threads, err);
+    if (rc) {
+        shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart", name);
+        log_error("%s", err ? err->msg : "insert: indexing failed");
+    }
+    return rc;
+}
+
+/*
+ * Checks, then stages: dedupe the batch, read the rows' old lists, write one
+ * RocksDB batch (vectors, list keys, log entry, sequence number, and a
+ * first sq8 quantizer), and only after it is written change the in-memory
+ * state, the list counts and the indexes.
+ */
 int shard_store_insert_quantized(shard_store_t *store, const char *name, const uint64_t *ids,
                                  const float *vecs, const uint32_t *lists, size_t n, size_t dim,
                                  const uint8_t *qrec, size_t qlen, uint64_t *seq_out,
@@ -1193,12 +1367,9 @@ int shard_store_insert_quantized(shard_store_t *store, const char *name, const u
     pthread_mutex_lock(&store->write_mu);
     int rc = 0;
     kv_batch_t *batch = NULL;
-    size_t *keep = NULL;
-    uint64_t *kids = NULL;
-    float *kvecs = NULL;
-    uint32_t *klists = NULL, *old = NULL;
+    s_ins_rows_t rows = {.ids = ids, .vecs = vecs, .lists = lists};
+    uint32_t *old = NULL;
     uint8_t *had = NULL;
-    uint8_t *val = NULL;
     quant_sq8_t *trained = NULL;
     shard_coll_t *coll = s_find_or_fail(store, name, err);
     if (!coll) {
@@ -1217,74 +1388,25 @@ int shard_store_insert_quantized(shard_store_t *store, const char *name, const u
             *seq_out = atomic_load(&store->seq);
         goto done;
     }
-    size_t m = n;
-    if ((rc = s_dedupe(ids, n, &keep, &m)) != 0) {
-        rc = shoal_err_set(err, rc, "insert into \"%s\": out of memory", name);
+    if ((rc = s_ins_dedupe(&rows, name, n, dim, err)) != 0)
         goto done;
-    }
-    if (keep) {
-        kids = malloc(m * sizeof *kids);
-        kvecs = malloc(m * dim * sizeof *kvecs);
-        klists = lists ? malloc(m * sizeof *klists) : NULL;
-        if (!kids || !kvecs || (lists && !klists)) {
-            rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
-            goto done;
-        }
-        for (size_t i = 0; i < m; i++) {
-            kids[i] = ids[keep[i]];
-            memcpy(kvecs + i * dim, vecs + keep[i] * dim, dim * sizeof *kvecs);
-            if (lists)
-                klists[i] = lists[keep[i]];
-        }
-        ids = kids;
-        vecs = kvecs;
-        lists = klists;
-    }
+    size_t m = rows.m;
     had = malloc(m);
     old = malloc(m * sizeof *old);
     if (!had || !old) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
         goto done;
     }
-    if ((rc = s_read_old_lists(store, coll, ids, m, had, old, err)) != 0) {
+    if ((rc = s_read_old_lists(store, coll, rows.ids, m, had, old, err)) != 0) {
         shoal_err_prefix(err, "insert into \"%s\"", name);
         goto done;
     }
 
     /* 1. RocksDB: vectors, list memberships, log entry, sequence number; one atomic batch. */
     uint64_t seq = atomic_load(&store->seq) + 1;
-    size_t vlen = sizeof(shard_vec_hdr2_t) + dim * sizeof(float);
-    batch = kv_batch_new();
-    val = malloc(vlen);
-    if (!batch || !val) {
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
+    if ((rc = s_ins_write(store, coll, name, &rows, seq, had, old, qrec, qlen, &batch, &trained,
+                          err)) != 0)
         goto done;
-    }
-    uint8_t key[SHARD_KEY_MAX];
-    for (size_t i = 0; i < m; i++) {
-        uint32_t list = lists ? lists[i] : WIRE_LIST_NONE;
-        shard_vec_hdr2_t hdr = {
-            .magic = SHARD_VEC_MAGIC, .version = SHARD_VEC_VERSION, .seq = seq, .list = list};
-        memcpy(val, &hdr, sizeof hdr);
-        memcpy(val + sizeof hdr, vecs + i * dim, dim * sizeof(float));
-        kv_batch_put(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, ids[i]), val, vlen);
-        kv_batch_put(batch, key, kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, list, ids[i]), "", 0);
-        if (had[i] && old[i] != list)
-            kv_batch_delete(batch, key,
-                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, old[i], ids[i]));
-    }
-    if (s_batch_put_log(batch, name, seq, SHARD_LOG_INSERT, ids, m)) {
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "insert into \"%s\": out of memory", name);
-        goto done;
-    }
-    shard_batch_put_seq(batch, seq);
-    if (coll->storage == QUANT_SQ8 && !coll->sq8 &&
-        (rc = s_sq8_first_batch(coll, vecs, m, qrec, qlen, batch, &trained, err)) != 0)
-        goto done;
-    if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
-        shoal_err_prefix(err, "insert into \"%s\"", name);
-        goto done;
-    }
     if (trained && (rc = s_sq8_install(store, coll, &trained, err)) != 0)
         goto done;
     atomic_store(&store->seq, seq);
@@ -1293,39 +1415,18 @@ int shard_store_insert_quantized(shard_store_t *store, const char *name, const u
     coll->changes += m;
     if (seq_out)
         *seq_out = seq;
-    for (size_t i = 0; i < m; i++) {
-        uint32_t list = lists ? lists[i] : WIRE_LIST_NONE;
-        if ((had[i] && shard_lists_add(coll, old[i], -1) != 0) ||
-            shard_lists_add(coll, list, 1) != 0)
-            log_error("insert into \"%s\": out of memory counting list %u (its count is low "
-                      "until the next open)",
-                      name, list);
-    }
+    s_ins_count_lists(coll, name, &rows, had, old);
 
     /* 2. The indexes. */
-    if (coll->engine) {
-        pthread_rwlock_wrlock(&coll->engine_lock);
-        rc = knn_engine_add(coll->engine, ids, vecs, m, err);
-        pthread_rwlock_unlock(&coll->engine_lock);
-    }
-    if (rc == 0)
-        rc = hnsw_insert_batch(coll->hnsw, ids, vecs, m, store->opts.threads, err);
-    if (rc) {
-        shoal_err_prefix(err, "insert into \"%s\": stored, but not indexed until restart", name);
-        log_error("%s", err ? err->msg : "insert: indexing failed");
+    if ((rc = s_ins_index(store, coll, name, &rows, err)) != 0)
         goto done;
-    }
     if (coll->changes >= store->opts.checkpoint_every)
         s_ckpt_poke(store);
 done:
     quant_sq8_destroy(&trained);
     pthread_mutex_unlock(&store->write_mu);
     kv_batch_destroy(&batch);
-    free(val);
-    free(keep);
-    free(kids);
-    free(kvecs);
-    free(klists);
+    s_ins_rows_fini(&rows);
     free(had);
     free(old);
     return rc;
@@ -1353,6 +1454,64 @@ int shard_store_delete(shard_store_t *store, const char *name, const uint64_t *i
     return rc;
 }
 
+/* Stage 1: the ids of the batch that the graph holds, each once, with their lists if given. */
+static size_t s_del_present(shard_coll_t *coll, const uint64_t *ids, const uint32_t *lists,
+                            size_t n, idmap_t *seen, uint64_t *present, uint32_t *plists)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (hnsw_contains(coll->hnsw, ids[i]) && idmap_add(seen, ids[i])) {
+            present[m] = ids[i];
+            if (lists)
+                plists[m] = lists[i];
+            m++;
+        }
+    }
+    return m;
+}
+
+/* Stage 2: one batch with the log entry, each row's "V/" and known "M/" deletions, the seq. */
+static int s_del_batch(kv_batch_t **batch_p, const char *name, uint64_t seq,
+                       const uint64_t *present, const uint32_t *plists, const uint8_t *known,
+                       size_t m, shoal_err_t *err)
+{
+    if (!(*batch_p = kv_batch_new()) ||
+        s_batch_put_log(*batch_p, name, seq, SHARD_LOG_DELETE, present, m))
+        return shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
+    kv_batch_t *batch = *batch_p;
+    uint8_t key[SHARD_KEY_MAX];
+    for (size_t i = 0; i < m; i++) {
+        kv_batch_delete(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, present[i]));
+        if (known[i])
+            kv_batch_delete(batch, key,
+                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, plists[i], present[i]));
+    }
+    shard_batch_put_seq(batch, seq);
+    return 0;
+}
+
+/* Stage 3 (after the batch is written): remove the ids from the exact engine, then the graph. */
+static int s_del_index(shard_coll_t *coll, const char *name, const uint64_t *present, size_t m,
+                       size_t *removed, shoal_err_t *err)
+{
+    int rc = 0;
+    if (coll->engine) {
+        pthread_rwlock_wrlock(&coll->engine_lock);
+        rc = knn_engine_remove(coll->engine, present, m, NULL, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    }
+    if (rc == 0)
+        rc = hnsw_delete_batch(coll->hnsw, present, m, removed, err);
+    if (rc) {
+        shoal_err_prefix(err,
+                         "delete from \"%s\": stored, but the indexes keep the ids until "
+                         "restart: ",
+                         name);
+        log_error("%s", err ? err->msg : "delete: index update failed");
+    }
+    return rc;
+}
+
 int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t *ids,
                         const uint32_t *lists, size_t n, size_t *deleted, uint64_t *seq_out,
                         shoal_err_t *err)
@@ -1375,15 +1534,7 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
         rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
         goto done;
     }
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (hnsw_contains(coll->hnsw, ids[i]) && idmap_add(&seen, ids[i])) {
-            present[m] = ids[i];
-            if (lists)
-                plists[m] = lists[i];
-            m++;
-        }
-    }
+    size_t m = s_del_present(coll, ids, lists, n, &seen, present, plists);
     if (m == 0) {
         if (seq_out)
             *seq_out = atomic_load(&store->seq);
@@ -1398,19 +1549,8 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
     }
 
     uint64_t seq = atomic_load(&store->seq) + 1;
-    if (!(batch = kv_batch_new()) ||
-        s_batch_put_log(batch, name, seq, SHARD_LOG_DELETE, present, m)) {
-        rc = shoal_err_set(err, SHOAL_ENOMEM, "delete from \"%s\": out of memory", name);
+    if ((rc = s_del_batch(&batch, name, seq, present, plists, known, m, err)) != 0)
         goto done;
-    }
-    uint8_t key[SHARD_KEY_MAX];
-    for (size_t i = 0; i < m; i++) {
-        kv_batch_delete(batch, key, kvkeys_u64(key, SHARD_TAG_VEC, name, present[i]));
-        if (known[i])
-            kv_batch_delete(batch, key,
-                            kvkeys_u32_u64(key, SHARD_TAG_MEMBER, name, plists[i], present[i]));
-    }
-    shard_batch_put_seq(batch, seq);
     if ((rc = shard_kv_write(store, batch, store->opts.sync, err)) != 0) {
         shoal_err_prefix(err, "delete from \"%s\"", name);
         goto done;
@@ -1426,21 +1566,8 @@ int shard_delete_locked(shard_store_t *store, shard_coll_t *coll, const uint64_t
             (void)shard_lists_add(coll, plists[i], -1); /* a decrement never allocates */
 
     size_t removed = 0;
-    if (coll->engine) {
-        pthread_rwlock_wrlock(&coll->engine_lock);
-        rc = knn_engine_remove(coll->engine, present, m, NULL, err);
-        pthread_rwlock_unlock(&coll->engine_lock);
-    }
-    if (rc == 0)
-        rc = hnsw_delete_batch(coll->hnsw, present, m, &removed, err);
-    if (rc) {
-        shoal_err_prefix(err,
-                         "delete from \"%s\": stored, but the indexes keep the ids until "
-                         "restart: ",
-                         name);
-        log_error("%s", err ? err->msg : "delete: index update failed");
+    if ((rc = s_del_index(coll, name, present, m, &removed, err)) != 0)
         goto done;
-    }
     atomic_fetch_add(&coll->deleted, removed);
     if (deleted)
         *deleted = removed;
