@@ -345,15 +345,13 @@ done:
 /* ------------------------------------------------------------------------ */
 
 /*
- * Reads and checks coll's checkpoint. Returns the loaded graph, or NULL with
- * *why saying why not (empty why: there is no checkpoint). A RocksDB read
- * failure is also a reason to rebuild, not to refuse the open: the vectors
- * are what matters, and their scan reports its own errors.
+ * Stage 1 of s_ckpt_load: read coll's checkpoint header into *rec and check
+ * it against this build and the store. Returns 0 when it is usable, else -1
+ * with *why saying why not (empty why: there is no checkpoint).
  */
-static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *covered, char *why,
-                           size_t whylen)
+static int s_ckpt_read_header(shard_store_t *store, shard_coll_t *coll, shard_ckpt_rec_t *out,
+                              char *why, size_t whylen)
 {
-    why[0] = 0;
     uint8_t key[SHARD_KEY_MAX];
     size_t klen = kvkeys_prefix(key, 'K', coll->name);
     void *val = NULL;
@@ -362,10 +360,10 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
     shoal_err_clear(&err);
     int rc = kv_get(store->kv, key, klen, &val, &vlen, &err);
     if (rc == SHOAL_ENOTFOUND)
-        return NULL;
+        return -1;
     if (rc) {
         snprintf(why, whylen, "reading its header: %s", err.msg);
-        return NULL;
+        return -1;
     }
     shard_ckpt_rec_t rec;
     memset(&rec, 0, sizeof rec);
@@ -374,21 +372,21 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
     uint64_t stored_seq = atomic_load(&store->seq);
     if (vlen < 8 || rec.magic != SHARD_CKPT_MAGIC) {
         snprintf(why, whylen, "header has a bad magic (%zu bytes)", vlen);
-        return NULL;
+        return -1;
     }
     if (rec.version != SHARD_RECORD_VERSION) {
         snprintf(why, whylen, "header has version %u, this build reads %u", rec.version,
                  SHARD_RECORD_VERSION);
-        return NULL;
+        return -1;
     }
     if (vlen != sizeof rec) {
         snprintf(why, whylen, "header has %zu bytes, expected %zu", vlen, sizeof rec);
-        return NULL;
+        return -1;
     }
     if (rec.seq > stored_seq) {
         snprintf(why, whylen, "it covers seq %llu, beyond the store's last seq %llu",
                  (unsigned long long)rec.seq, (unsigned long long)stored_seq);
-        return NULL;
+        return -1;
     }
     if (rec.chunk_bytes == 0 || rec.chunk_bytes > (1u << 30) ||
         (rec.chunk_base != 0 && rec.chunk_base != SHARD_CHUNK_BASE_HIGH) || rec.blob_len == 0 ||
@@ -396,35 +394,46 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
         rec.nchunks != (rec.blob_len + rec.chunk_bytes - 1) / rec.chunk_bytes) {
         snprintf(why, whylen, "header is inconsistent: %llu bytes in %u chunks of %u, base 0x%x",
                  (unsigned long long)rec.blob_len, rec.nchunks, rec.chunk_bytes, rec.chunk_base);
-        return NULL;
+        return -1;
     }
-    uint8_t *blob = malloc(rec.blob_len);
-    if (!blob) {
-        snprintf(why, whylen, "no memory for its %llu bytes", (unsigned long long)rec.blob_len);
-        return NULL;
-    }
+    *out = rec;
+    return 0;
+}
+
+/*
+ * Stage 2 of s_ckpt_load: read the header's chunks, in order, into blob
+ * (rec->blob_len bytes) and check their lengths and CRC-32. Returns 0, or -1
+ * with *why saying what was wrong.
+ */
+static int s_ckpt_read_chunks(shard_store_t *store, shard_coll_t *coll, const shard_ckpt_rec_t *rec,
+                              uint8_t *blob, char *why, size_t whylen)
+{
+    int rc = -1;
+    uint8_t key[SHARD_KEY_MAX];
+    size_t klen = kvkeys_prefix(key, 'K', coll->name);
+    shoal_err_t err;
+    shoal_err_clear(&err);
     kv_iter_t *it = kv_iter_new(store->kv, key, klen, &err);
-    hnsw_t *graph = NULL;
     if (!it) {
         snprintf(why, whylen, "%s", err.msg);
         goto done;
     }
     uint8_t want[SHARD_KEY_MAX];
-    size_t wlen = kvkeys_u32(want, 'K', coll->name, rec.chunk_base);
+    size_t wlen = kvkeys_u32(want, 'K', coll->name, rec->chunk_base);
     kv_iter_seek(it, want, wlen);
     uint64_t off = 0;
     uint32_t crc = 0;
-    for (uint32_t i = 0; i < rec.nchunks; i++, kv_iter_next(it)) {
-        wlen = kvkeys_u32(want, 'K', coll->name, rec.chunk_base + i);
+    for (uint32_t i = 0; i < rec->nchunks; i++, kv_iter_next(it)) {
+        wlen = kvkeys_u32(want, 'K', coll->name, rec->chunk_base + i);
         size_t len = 0, clen = 0;
         const void *k = kv_iter_valid(it) ? kv_iter_key(it, &len) : NULL;
         if (!k || len != wlen || memcmp(k, want, wlen) != 0) {
-            snprintf(why, whylen, "chunk %u of %u is missing", i, rec.nchunks);
+            snprintf(why, whylen, "chunk %u of %u is missing", i, rec->nchunks);
             goto done;
         }
         const void *chunk = kv_iter_value(it, &clen);
         uint64_t expect =
-            rec.blob_len - off < rec.chunk_bytes ? rec.blob_len - off : rec.chunk_bytes;
+            rec->blob_len - off < rec->chunk_bytes ? rec->blob_len - off : rec->chunk_bytes;
         if (clen != expect) {
             snprintf(why, whylen, "chunk %u has %zu bytes, expected %llu", i, clen,
                      (unsigned long long)expect);
@@ -438,28 +447,65 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
         snprintf(why, whylen, "reading its chunks: %s", err.msg);
         goto done;
     }
-    if (crc != rec.crc32) {
+    if (crc != rec->crc32) {
         snprintf(why, whylen, "CRC-32 of its %llu bytes is 0x%08x, header says 0x%08x",
-                 (unsigned long long)rec.blob_len, crc, rec.crc32);
+                 (unsigned long long)rec->blob_len, crc, rec->crc32);
         goto done;
     }
-    graph = hnsw_load(blob, rec.blob_len, &err);
-    if (!graph) {
-        snprintf(why, whylen, "%s", err.msg);
-        goto done;
-    }
+    rc = 0;
+done:
+    kv_iter_destroy(&it);
+    return rc;
+}
+
+/* Stage 3 of s_ckpt_load: whether the graph fits coll (dim, metric, storage); -1, *why if not. */
+static int s_ckpt_check_graph(const shard_coll_t *coll, hnsw_t *graph, char *why, size_t whylen)
+{
     if (hnsw_dim(graph) != coll->dim || hnsw_metric(graph) != coll->metric) {
         snprintf(why, whylen, "graph has dim %zu, metric %s; the collection has dim %zu, %s",
                  hnsw_dim(graph), shoal_metric_name(hnsw_metric(graph)), coll->dim,
                  shoal_metric_name(coll->metric));
-        hnsw_destroy(&graph);
-        goto done;
+        return -1;
     }
     if (hnsw_storage(graph) != coll->storage ||
         (coll->storage == QUANT_SQ8 && hnsw_count(graph) > 0 && !coll->sq8)) {
         snprintf(why, whylen, "graph stores %s; the collection %s%s",
                  quant_kind_name(hnsw_storage(graph)), quant_kind_name(coll->storage),
                  coll->sq8 || coll->storage != QUANT_SQ8 ? "" : " without a quantizer");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Reads and checks coll's checkpoint. Returns the loaded graph, or NULL with
+ * *why saying why not (empty why: there is no checkpoint). A RocksDB read
+ * failure is also a reason to rebuild, not to refuse the open: the vectors
+ * are what matters, and their scan reports its own errors.
+ */
+static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *covered, char *why,
+                           size_t whylen)
+{
+    why[0] = 0;
+    shard_ckpt_rec_t rec;
+    if (s_ckpt_read_header(store, coll, &rec, why, whylen) != 0)
+        return NULL;
+    uint8_t *blob = malloc(rec.blob_len);
+    if (!blob) {
+        snprintf(why, whylen, "no memory for its %llu bytes", (unsigned long long)rec.blob_len);
+        return NULL;
+    }
+    hnsw_t *graph = NULL;
+    if (s_ckpt_read_chunks(store, coll, &rec, blob, why, whylen) != 0)
+        goto done;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    graph = hnsw_load(blob, rec.blob_len, &err);
+    if (!graph) {
+        snprintf(why, whylen, "%s", err.msg);
+        goto done;
+    }
+    if (s_ckpt_check_graph(coll, graph, why, whylen) != 0) {
         hnsw_destroy(&graph);
         goto done;
     }
@@ -467,7 +513,6 @@ static hnsw_t *s_ckpt_load(shard_store_t *store, shard_coll_t *coll, uint64_t *c
     coll->has_checkpoint = 1;
     coll->chunk_base = rec.chunk_base;
 done:
-    kv_iter_destroy(&it);
     free(blob);
     return graph;
 }
@@ -645,6 +690,82 @@ static void s_upgrade_flush(shard_store_t *store, const shard_coll_t *coll, kv_b
     *queued = 0;
 }
 
+/* One s_scan_vectors run: where it is and what it gathers. */
+typedef struct {
+    shard_store_t *store;
+    shard_coll_t *coll;
+    int first;            /* the first scan of an open: count lists, quarantine, upgrade */
+    uint64_t *ids;        /* S_SCAN_ROWS ids of the rows gathered */
+    float *vecs;          /* S_SCAN_ROWS x dim vectors of the rows gathered */
+    size_t n;             /* rows gathered, not yet fed */
+    uint8_t *upbuf;       /* one upgraded "V/" record (first only) */
+    kv_batch_t *upgrades; /* version-1 rows rewritten as version 2 (first only) */
+    size_t nupgrades;     /* rows queued in upgrades */
+    size_t *unmoved;      /* bad rows whose move to quarantine could not be written */
+    uint64_t *max_seq;    /* the newest seq of a good row */
+} s_scan_t;
+
+/*
+ * Stage 1 of s_scan_vectors: decode and check the iterator's row; gather a
+ * good one (on the first scan counting its list and queueing its upgrade),
+ * quarantine a bad one on the first scan. Fails only for lack of memory.
+ */
+static int s_scan_row(s_scan_t *sc, kv_iter_t *it, shoal_err_t *err)
+{
+    shard_coll_t *coll = sc->coll;
+    size_t n = sc->n;
+    size_t klen = 0, vlen = 0;
+    const uint8_t *key = kv_iter_key(it, &klen);
+    const uint8_t *val = kv_iter_value(it, &vlen);
+    const uint8_t *vec = NULL;
+    uint64_t seq = 0;
+    uint32_t list = WIRE_LIST_NONE, version = 0;
+    shoal_err_t bad;
+    shoal_err_clear(&bad);
+    int decoded = s_decode_vec(coll, key, klen, val, vlen, &sc->ids[n], &vec, &seq, &list, &version,
+                               &bad) == 0;
+    int ok = decoded;
+    if (ok) {
+        memcpy(sc->vecs + n * coll->dim, vec, coll->dim * sizeof(float));
+        ok = s_check_stored(coll, sc->ids[n], sc->vecs + n * coll->dim, &bad) == 0;
+    }
+    if (ok && sc->first) {
+        if (shard_lists_add(coll, list, 1) != 0)
+            return shoal_err_set(err, SHOAL_ENOMEM, "out of memory counting lists");
+        if (version == SHARD_VEC_VERSION_V1) {
+            s_upgrade_row(coll, sc->upgrades, key, klen, sc->ids[n], seq, vec, sc->upbuf);
+            if (++sc->nupgrades == S_SCAN_ROWS)
+                s_upgrade_flush(sc->store, coll, sc->upgrades, &sc->nupgrades);
+        }
+    }
+    if (ok) {
+        if (seq > *sc->max_seq)
+            *sc->max_seq = seq;
+        sc->n++;
+    } else if (sc->first) {
+        int moved = 0;
+        s_quarantine(sc->store, coll, key, klen, val, vlen, decoded && version == SHARD_VEC_VERSION,
+                     list, sc->ids[n], bad.msg, &moved);
+        *sc->unmoved += !moved;
+    }
+    return 0;
+}
+
+/* Stage 2 of s_scan_vectors: feed the gathered rows to the engine and/or the graph. */
+static int s_scan_feed(s_scan_t *sc, knn_engine_t *engine, hnsw_t *graph, size_t *rows,
+                       shoal_err_t *err)
+{
+    int rc;
+    *rows += sc->n;
+    if (engine && (rc = knn_engine_add(engine, sc->ids, sc->vecs, sc->n, err)) != 0)
+        return rc;
+    if (graph && (rc = hnsw_insert_batch(graph, sc->ids, sc->vecs, sc->n, sc->store->opts.threads,
+                                         err)) != 0)
+        return rc;
+    sc->n = 0;
+    return 0;
+}
+
 /*
  * Feeds every stored vector to the engine and/or the graph (either NULL).
  * Rows that fail their checks are left out. With first set (the first scan
@@ -659,14 +780,15 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
     *rows = 0;
     uint8_t prefix[SHARD_KEY_MAX];
     size_t plen = kvkeys_prefix(prefix, 'V', coll->name);
-    uint64_t *ids = malloc(S_SCAN_ROWS * sizeof *ids);
-    float *vecs = malloc(S_SCAN_ROWS * coll->dim * sizeof *vecs);
-    uint8_t *upbuf = first ? malloc(sizeof(shard_vec_hdr2_t) + coll->dim * sizeof(float)) : NULL;
-    kv_batch_t *upgrades = first ? kv_batch_new() : NULL;
-    size_t nupgrades = 0;
+    s_scan_t sc = {
+        .store = store, .coll = coll, .first = first, .unmoved = unmoved, .max_seq = max_seq};
+    sc.ids = malloc(S_SCAN_ROWS * sizeof *sc.ids);
+    sc.vecs = malloc(S_SCAN_ROWS * coll->dim * sizeof *sc.vecs);
+    sc.upbuf = first ? malloc(sizeof(shard_vec_hdr2_t) + coll->dim * sizeof(float)) : NULL;
+    sc.upgrades = first ? kv_batch_new() : NULL;
     kv_iter_t *it = NULL;
     int rc = 0;
-    if (!ids || !vecs || (first && (!upbuf || !upgrades))) {
+    if (!sc.ids || !sc.vecs || (first && (!sc.upbuf || !sc.upgrades))) {
         rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
         goto done;
     }
@@ -676,70 +798,29 @@ static int s_scan_vectors(shard_store_t *store, shard_coll_t *coll, knn_engine_t
         rc = err ? err->code : SHOAL_ENOMEM;
         goto done;
     }
-    size_t n = 0;
     for (;;) {
         int more = kv_iter_valid(it);
         if (more) {
-            size_t klen = 0, vlen = 0;
-            const uint8_t *key = kv_iter_key(it, &klen);
-            const uint8_t *val = kv_iter_value(it, &vlen);
-            const uint8_t *vec = NULL;
-            uint64_t seq = 0;
-            uint32_t list = WIRE_LIST_NONE, version = 0;
-            shoal_err_t bad;
-            shoal_err_clear(&bad);
-            int decoded = s_decode_vec(coll, key, klen, val, vlen, &ids[n], &vec, &seq, &list,
-                                       &version, &bad) == 0;
-            int ok = decoded;
-            if (ok) {
-                memcpy(vecs + n * coll->dim, vec, coll->dim * sizeof(float));
-                ok = s_check_stored(coll, ids[n], vecs + n * coll->dim, &bad) == 0;
-            }
-            if (ok && first) {
-                if (shard_lists_add(coll, list, 1) != 0) {
-                    rc = shoal_err_set(err, SHOAL_ENOMEM, "out of memory counting lists");
-                    goto done;
-                }
-                if (version == SHARD_VEC_VERSION_V1) {
-                    s_upgrade_row(coll, upgrades, key, klen, ids[n], seq, vec, upbuf);
-                    if (++nupgrades == S_SCAN_ROWS)
-                        s_upgrade_flush(store, coll, upgrades, &nupgrades);
-                }
-            }
-            if (ok) {
-                if (seq > *max_seq)
-                    *max_seq = seq;
-                n++;
-            } else if (first) {
-                int moved = 0;
-                s_quarantine(store, coll, key, klen, val, vlen,
-                             decoded && version == SHARD_VEC_VERSION, list, ids[n], bad.msg,
-                             &moved);
-                *unmoved += !moved;
-            }
+            if ((rc = s_scan_row(&sc, it, err)) != 0)
+                goto done;
             kv_iter_next(it);
         }
-        if (n == S_SCAN_ROWS || (!more && n > 0)) {
-            *rows += n;
-            if (engine && (rc = knn_engine_add(engine, ids, vecs, n, err)) != 0)
+        if (sc.n == S_SCAN_ROWS || (!more && sc.n > 0)) {
+            if ((rc = s_scan_feed(&sc, engine, graph, rows, err)) != 0)
                 goto done;
-            if (graph &&
-                (rc = hnsw_insert_batch(graph, ids, vecs, n, store->opts.threads, err)) != 0)
-                goto done;
-            n = 0;
         }
         if (!more)
             break;
     }
     rc = kv_iter_status(it, err);
     if (rc == 0 && first)
-        s_upgrade_flush(store, coll, upgrades, &nupgrades);
+        s_upgrade_flush(store, coll, sc.upgrades, &sc.nupgrades);
 done:
     kv_iter_destroy(&it);
-    kv_batch_destroy(&upgrades);
-    free(upbuf);
-    free(ids);
-    free(vecs);
+    kv_batch_destroy(&sc.upgrades);
+    free(sc.upbuf);
+    free(sc.ids);
+    free(sc.vecs);
     return rc;
 }
 
