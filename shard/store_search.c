@@ -260,12 +260,16 @@ static int s_check_queries(const shard_coll_t *coll, const float *queries, size_
     return 0;
 }
 
-int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
-                       size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
-                       size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
-                       shoal_err_t *err)
+/*
+ * Stage 1 of a search, before any lock: the arguments, k, mode and ef
+ * (0 becomes the store's default in *ef); an empty allow-list becomes no
+ * filter in *filter.
+ */
+static int s_search_args(shard_store_t *store, const float *queries, size_t nq, size_t k,
+                         wire_mode_t mode, size_t *ef, const uint64_t **filter, size_t nfilter,
+                         const uint64_t *ids, const float *dists, shoal_err_t *err)
 {
-    if (!store || (nq && (!queries || !ids || !dists)) || (nfilter && !filter))
+    if (!store || (nq && (!queries || !ids || !dists)) || (nfilter && !*filter))
         return shoal_err_set(err, SHOAL_EINVAL, "search: NULL argument");
     if (k < 1 || k > SHARD_STORE_K_MAX)
         return shoal_err_set(err, k < 1 ? SHOAL_EINVAL : SHOAL_ELIMIT,
@@ -273,20 +277,87 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
     if (mode != WIRE_MODE_AUTO && mode != WIRE_MODE_HNSW && mode != WIRE_MODE_EXACT)
         return shoal_err_set(err, SHOAL_EINVAL, "search: unknown mode %d", (int)mode);
     if (nfilter == 0)
-        filter = NULL; /* an empty allow-list means no filter (as on the wire) */
-    if (ef == 0)
-        ef = store->opts.hnsw_ef;
+        *filter = NULL; /* an empty allow-list means no filter (as on the wire) */
+    if (*ef == 0)
+        *ef = store->opts.hnsw_ef;
     /* A candidate list is a size of work like k: beyond its bound, elimit
      * (the codec says the same of an ef beyond 32 bits). */
-    if (ef > HNSW_EF_MAX)
+    if (*ef > HNSW_EF_MAX)
         return shoal_err_set(err, SHOAL_ELIMIT,
                              "search: \"ef\" must be %d..%d (0: the shard's default), got %zu",
-                             HNSW_EF_MIN, HNSW_EF_MAX, ef);
+                             HNSW_EF_MIN, HNSW_EF_MAX, *ef);
+    return 0;
+}
+
+/*
+ * Stage 2: the allow-list as a set (for the graph's callback) and as the
+ * list of distinct allowed ids present now (for exact search over it).
+ * *allowed is the caller's to free, set the caller's to idmap_fini.
+ */
+static int s_search_allowed(shard_coll_t *coll, const uint64_t *filter, size_t nfilter,
+                            idmap_t *set, uint64_t **allowed, size_t *nallowed, shoal_err_t *err)
+{
+    *allowed = malloc((nfilter ? nfilter : 1) * sizeof **allowed);
+    if (!*allowed || idmap_set_init(set, nfilter))
+        return shoal_err_set(err, SHOAL_ENOMEM, "search: out of memory for a filter of %zu ids",
+                             nfilter);
+    for (size_t i = 0; i < nfilter; i++)
+        if (idmap_add(set, filter[i]) && hnsw_contains(coll->hnsw, filter[i]))
+            (*allowed)[(*nallowed)++] = filter[i];
+    return 0;
+}
+
+/* Stage 3: exact search or the graph (see the top of the file). */
+static int s_search_choose_exact(shard_store_t *store, shard_coll_t *coll, size_t nq, size_t k,
+                                 wire_mode_t mode, size_t ef, int filtered, size_t nallowed)
+{
+    size_t count = hnsw_count(coll->hnsw);
+    double graph_cost = (double)(ef > k ? ef : k) * (double)(2 * coll->M);
+    if (mode == WIRE_MODE_EXACT)
+        return 1;
+    if (mode == WIRE_MODE_HNSW)
+        return 0;
+    if (filtered)
+        return (double)nallowed * (double)nallowed <= graph_cost * (double)count;
+    return (double)count <= graph_cost || (coll->on_gpu && nq >= store->opts.exact_min_batch);
+}
+
+/* Stage 4: run the search chosen: exact over the allow-list or the codes, the engine, the graph. */
+static int s_search_run(s_job_t *job, int exact, size_t nq, shoal_err_t *err)
+{
+    shard_store_t *store = job->store;
+    shard_coll_t *coll = job->coll;
+    int rc;
+    if (exact && job->filter) {
+        rc =
+            s_run_parallel(job, s_allowed_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
+    } else if (exact && !coll->engine) {
+        rc = s_run_parallel(job, s_codes_exact_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
+                            err);
+    } else if (exact) {
+        pthread_rwlock_rdlock(&coll->engine_lock);
+        rc = knn_engine_search(coll->engine, job->queries, nq, job->k, job->ids, job->dists, err);
+        pthread_rwlock_unlock(&coll->engine_lock);
+    } else {
+        rc = s_run_parallel(job, s_graph_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
+    }
+    if (rc)
+        shoal_err_prefix(err, "search \"%s\"", coll->name);
+    return rc;
+}
+
+int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
+                       size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
+                       size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
+                       shoal_err_t *err)
+{
+    int rc = s_search_args(store, queries, nq, k, mode, &ef, &filter, nfilter, ids, dists, err);
+    if (rc)
+        return rc;
 
     pthread_rwlock_rdlock(&store->colls_lock);
     idmap_t set = {0};
     uint64_t *allowed = NULL;
-    int rc = 0;
     shard_coll_t *coll = shard_coll_find(store, name);
     if (!coll) {
         rc = shoal_err_set(err, SHOAL_ENOTFOUND, "collection \"%s\" not found",
@@ -300,34 +371,10 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
     }
     if ((rc = s_check_queries(coll, queries, nq, err)) != 0)
         goto done;
-
-    /* The allow-list as a set (for the graph's callback) and as the list of
-     * distinct allowed ids present now (for exact search over it). */
     size_t nallowed = 0;
-    if (filter) {
-        allowed = malloc((nfilter ? nfilter : 1) * sizeof *allowed);
-        if (!allowed || idmap_set_init(&set, nfilter)) {
-            rc = shoal_err_set(err, SHOAL_ENOMEM, "search: out of memory for a filter of %zu ids",
-                               nfilter);
-            goto done;
-        }
-        for (size_t i = 0; i < nfilter; i++)
-            if (idmap_add(&set, filter[i]) && hnsw_contains(coll->hnsw, filter[i]))
-                allowed[nallowed++] = filter[i];
-    }
-
-    /* Choose (see the top of the file). */
-    size_t count = hnsw_count(coll->hnsw);
-    double graph_cost = (double)(ef > k ? ef : k) * (double)(2 * coll->M);
-    int exact;
-    if (mode == WIRE_MODE_EXACT)
-        exact = 1;
-    else if (mode == WIRE_MODE_HNSW)
-        exact = 0;
-    else if (filter)
-        exact = (double)nallowed * (double)nallowed <= graph_cost * (double)count;
-    else
-        exact = (double)count <= graph_cost || (coll->on_gpu && nq >= store->opts.exact_min_batch);
+    if (filter && (rc = s_search_allowed(coll, filter, nfilter, &set, &allowed, &nallowed, err)))
+        goto done;
+    int exact = s_search_choose_exact(store, coll, nq, k, mode, ef, filter != NULL, nallowed);
     if (used)
         *used = exact ? WIRE_MODE_EXACT : WIRE_MODE_HNSW;
     if (nq == 0)
@@ -343,21 +390,7 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
                    .nallowed = nallowed,
                    .ids = ids,
                    .dists = dists};
-    if (exact && filter) {
-        rc = s_run_parallel(&job, s_allowed_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
-                            err);
-    } else if (exact && !coll->engine) {
-        rc = s_run_parallel(&job, s_codes_exact_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
-                            err);
-    } else if (exact) {
-        pthread_rwlock_rdlock(&coll->engine_lock);
-        rc = knn_engine_search(coll->engine, queries, nq, k, ids, dists, err);
-        pthread_rwlock_unlock(&coll->engine_lock);
-    } else {
-        rc = s_run_parallel(&job, s_graph_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
-    }
-    if (rc)
-        shoal_err_prefix(err, "search \"%s\"", coll->name);
+    rc = s_search_run(&job, exact, nq, err);
 done:
     pthread_rwlock_unlock(&store->colls_lock);
     idmap_fini(&set);
