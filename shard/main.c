@@ -229,6 +229,53 @@ static void s_usage(FILE *out)
 /* Start and stop                                                           */
 /* ------------------------------------------------------------------------ */
 
+/* The server's options from the command line's configuration (the store's included). */
+static void s_server_opts(shard_server_opts_t *opts, const s_config_t *cfg, int stop_fd,
+                          http_metrics_t *metrics, const wire_curve_cert_t *curve_cert)
+{
+    shard_server_opts_default(opts);
+    opts->listen = cfg->listen;
+    opts->workers = cfg->threads;
+    opts->stop_fd = stop_fd;
+    opts->limits.max_message_bytes = cfg->max_message_bytes;
+    opts->limits.max_batch = cfg->max_batch;
+    opts->limits.max_k = cfg->max_k;
+    opts->limits.max_dim = cfg->max_dim;
+    opts->limits.max_filter = cfg->max_filter;
+    opts->max_pending_reply_bytes = cfg->max_pending_reply;
+    opts->store.data_dir = cfg->data_dir;
+    opts->store.device = cfg->devices;
+    opts->store.threads = cfg->threads;
+    opts->store.sync = (int)cfg->sync;
+    opts->store.checkpoint_every = cfg->checkpoint_every;
+    opts->store.checkpoint_secs = cfg->checkpoint_secs;
+    opts->store.exact_min_batch = cfg->exact_min_batch;
+    opts->store.hnsw_M = cfg->hnsw_m;
+    opts->store.hnsw_ef_construction = cfg->hnsw_ef_construction;
+    opts->store.hnsw_ef = cfg->hnsw_ef;
+    opts->store.min_free_bytes = cfg->min_free_bytes;
+    opts->metrics = metrics;
+    opts->curve_cert = curve_cert;
+}
+
+/* The devices the store uses, for the start-up line: "cpu" or "gpu:0,1". */
+static void s_device_text(shard_server_t *server, char *text, size_t size)
+{
+    int devices[64];
+    int ndev = shard_store_devices(shard_server_store(server), devices, 64);
+    snprintf(text, size, "cpu");
+    if (ndev > 0) {
+        size_t len = (size_t)snprintf(text, size, "gpu:");
+        for (int i = 0; i < ndev && len < size; i++)
+            len += (size_t)snprintf(text + len, size - len, "%s%d", i ? "," : "", devices[i]);
+    }
+}
+
+/*
+ * Start-up in order (options, signals, CURVE, metrics, server, ready file),
+ * then the loop, then the stop in the reverse order: one linear sequence
+ * whose failure exits each undo a different prefix of it, so it stays here.
+ */
 int main(int argc, char **argv)
 {
     s_config_t cfg;
@@ -267,29 +314,7 @@ int main(int argc, char **argv)
     }
 
     shard_server_opts_t opts;
-    shard_server_opts_default(&opts);
-    opts.listen = cfg.listen;
-    opts.workers = cfg.threads;
-    opts.stop_fd = stop_fd;
-    opts.limits.max_message_bytes = cfg.max_message_bytes;
-    opts.limits.max_batch = cfg.max_batch;
-    opts.limits.max_k = cfg.max_k;
-    opts.limits.max_dim = cfg.max_dim;
-    opts.limits.max_filter = cfg.max_filter;
-    opts.max_pending_reply_bytes = cfg.max_pending_reply;
-    opts.store.data_dir = cfg.data_dir;
-    opts.store.device = cfg.devices;
-    opts.store.threads = cfg.threads;
-    opts.store.sync = (int)cfg.sync;
-    opts.store.checkpoint_every = cfg.checkpoint_every;
-    opts.store.checkpoint_secs = cfg.checkpoint_secs;
-    opts.store.exact_min_batch = cfg.exact_min_batch;
-    opts.store.hnsw_M = cfg.hnsw_m;
-    opts.store.hnsw_ef_construction = cfg.hnsw_ef_construction;
-    opts.store.hnsw_ef = cfg.hnsw_ef;
-    opts.store.min_free_bytes = cfg.min_free_bytes;
-    opts.metrics = metrics;
-    opts.curve_cert = curve_on ? &curve : NULL;
+    s_server_opts(&opts, &cfg, stop_fd, metrics, curve_on ? &curve : NULL);
 
     shard_server_t *server = shard_server_new(&opts, &err);
     if (!server) {
@@ -305,15 +330,8 @@ int main(int argc, char **argv)
         zactor_destroy(&auth);
         return S_EXIT_RUNTIME;
     }
-    int devices[64];
-    int ndev = shard_store_devices(shard_server_store(server), devices, 64);
-    char device_text[128] = "cpu";
-    if (ndev > 0) {
-        size_t len = (size_t)snprintf(device_text, sizeof device_text, "gpu:");
-        for (int i = 0; i < ndev && len < sizeof device_text; i++)
-            len += (size_t)snprintf(device_text + len, sizeof device_text - len, "%s%d",
-                                    i ? "," : "", devices[i]);
-    }
+    char device_text[128];
+    s_device_text(server, device_text, sizeof device_text);
     log_info("listening on %s, data dir %s, device %s (asked: %s), %zu threads, sync %s", endpoint,
              cfg.data_dir, device_text, cfg.devices, shard_server_workers(server),
              cfg.sync ? "on" : "off");
