@@ -906,6 +906,13 @@ static int s_dec_snapshot_name(s_dec_t *d, wire_request_t *req)
     return s_expect_frames(d, 1, "header");
 }
 
+/* The ops whose request is a collection name (required or not) and nothing else. */
+static int s_dec_name_only(s_dec_t *d, wire_request_t *req, bool required)
+{
+    int rc = s_get_name(d, required, req->coll);
+    return rc ? rc : s_expect_frames(d, 1, "header");
+}
+
 /* The op's own fields and frames, after the common header; one case per op, each one
  * decoder call, so the dispatch reads as the list of ops. */
 static int s_dec_request_body(s_dec_t *d, wire_op_t op, wire_request_t *req)
@@ -919,9 +926,8 @@ static int s_dec_request_body(s_dec_t *d, wire_op_t op, wire_request_t *req)
         rc = s_dec_create(d, req);
         break;
     case WIRE_OP_DROP_COLLECTION:
-        rc = s_get_name(d, true, req->coll);
-        if (!rc)
-            rc = s_expect_frames(d, 1, "header");
+    case WIRE_OP_LIST_COUNTS:
+        rc = s_dec_name_only(d, req, true);
         break;
     case WIRE_OP_INSERT:
         rc = s_dec_insert(d, req);
@@ -935,20 +941,13 @@ static int s_dec_request_body(s_dec_t *d, wire_op_t op, wire_request_t *req)
         break;
     case WIRE_OP_STATS:
     case WIRE_OP_CHECKPOINT:
-        rc = s_get_name(d, false, req->coll);
-        if (!rc)
-            rc = s_expect_frames(d, 1, "header");
+        rc = s_dec_name_only(d, req, false);
         break;
     case WIRE_OP_TRAIN:
         rc = s_dec_train(d, req);
         break;
     case WIRE_OP_KNN_GRAPH:
         rc = s_dec_knn_graph(d, req);
-        break;
-    case WIRE_OP_LIST_COUNTS:
-        rc = s_get_name(d, true, req->coll);
-        if (!rc)
-            rc = s_expect_frames(d, 1, "header");
         break;
     case WIRE_OP_LIST_EXPORT:
         rc = s_dec_list_export(d, req);

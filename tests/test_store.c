@@ -207,6 +207,37 @@ static const char *s_datasets(void)
     return dir && *dir ? dir : "../shared/datasets";
 }
 
+/* siftsmall's base, queries and ground truth (checked to agree), from SHOAL_DATASETS. */
+typedef struct {
+    char path[1024]; /* the base file, named when it is absent */
+    float *base, *queries;
+    int32_t *gt;
+    size_t n, dim, nq, gdim;
+} s_sift_t;
+
+/* 1 when loaded (the caller frees the three arrays), 0 when the data set is absent. */
+static int s_sift_load(s_sift_t *s)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->path, sizeof s->path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
+    if (access(s->path, R_OK) != 0)
+        return 0;
+    char path[1024];
+    shoal_err_t err;
+    size_t qdim = 0, gn = 0;
+    s->base = vecfile_load_f32(s->path, &s->n, &s->dim, &err);
+    cr_assert_not_null(s->base, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
+    s->queries = vecfile_load_f32(path, &s->nq, &qdim, &err);
+    cr_assert_not_null(s->queries, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
+    s->gt = vecfile_load_i32(path, &gn, &s->gdim, &err);
+    cr_assert_not_null(s->gt, "%s", err.msg);
+    cr_assert_eq(qdim, s->dim);
+    cr_assert_eq(gn, s->nq);
+    return 1;
+}
+
 TestSuite(store, .init = s_mkdir_tmp, .fini = s_rm_tmp);
 
 /* ------------------------------------------------------------------------ */
@@ -862,26 +893,16 @@ Test(store, background_checkpoint_runs)
 
 Test(store, siftsmall_recall_and_reopen)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
-    if (access(path, R_OK) != 0) {
+    s_sift_t sift;
+    if (!s_sift_load(&sift)) {
         cr_skip_test("%s not found (set SHOAL_DATASETS to the shared datasets folder): "
                      "siftsmall recall and reopen not checked",
-                     path);
+                     sift.path);
         return;
     }
-    shoal_err_t err;
-    size_t n = 0, dim = 0, nq = 0, qdim = 0, gn = 0, gdim = 0;
-    float *base = vecfile_load_f32(path, &n, &dim, &err);
-    cr_assert_not_null(base, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
-    float *qs = vecfile_load_f32(path, &nq, &qdim, &err);
-    cr_assert_not_null(qs, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
-    int32_t *gt = vecfile_load_i32(path, &gn, &gdim, &err);
-    cr_assert_not_null(gt, "%s", err.msg);
-    cr_assert_eq(qdim, dim);
-    cr_assert_eq(gn, nq);
+    float *base = sift.base, *qs = sift.queries;
+    int32_t *gt = sift.gt;
+    size_t n = sift.n, dim = sift.dim, nq = sift.nq, gdim = sift.gdim;
     const size_t k = 10;
 
     shard_store_opts_t o = s_opts();
@@ -1767,22 +1788,14 @@ static void s_kinds_round_trip(const char *what, const float *base, size_t n, co
 
 Test(store, compressed_storage_siftsmall_exact_recall_reopen, .timeout = 300)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_base.fvecs", s_datasets());
-    if (access(path, R_OK) != 0) {
-        cr_skip_test("%s not found (set SHOAL_DATASETS)", path);
+    s_sift_t sift;
+    if (!s_sift_load(&sift)) {
+        cr_skip_test("%s not found (set SHOAL_DATASETS)", sift.path);
         return;
     }
-    shoal_err_t err;
-    size_t n = 0, dim = 0, nq = 0, qdim = 0, gn = 0, gdim = 0;
-    float *base = vecfile_load_f32(path, &n, &dim, &err);
-    cr_assert_not_null(base, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_query.fvecs", s_datasets());
-    float *qs = vecfile_load_f32(path, &nq, &qdim, &err);
-    cr_assert_not_null(qs, "%s", err.msg);
-    snprintf(path, sizeof path, "%s/siftsmall/siftsmall_groundtruth.ivecs", s_datasets());
-    int32_t *gt = vecfile_load_i32(path, &gn, &gdim, &err);
-    cr_assert_not_null(gt, "%s", err.msg);
+    float *base = sift.base, *qs = sift.queries;
+    int32_t *gt = sift.gt;
+    size_t n = sift.n, dim = sift.dim, nq = sift.nq, gdim = sift.gdim;
     s_kinds_round_trip("siftsmall", base, n, qs, nq, dim, SHOAL_METRIC_L2, gt, gdim, 0.95);
     free(base);
     free(qs);
