@@ -1247,6 +1247,8 @@ int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_
     hnsw_t *ix = (hnsw_t *)index;
     if (!ix || !query || !opts || !ids || !dists)
         return shoal_err_set(err, SHOAL_EINVAL, "hnsw_search: NULL argument");
+    if (opts->busy)
+        *opts->busy = 0;
     size_t k = opts->k, ef_eff = 0, pool = 0;
     int rc = s_check_opts(ix, opts, &ef_eff, &pool, err);
     if (rc)
@@ -1269,7 +1271,15 @@ int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_
     topk_heap_t heap;
     topk_heap_init(&heap, scr->items, k);
     size_t npool = 0;
-    pthread_rwlock_rdlock(&ix->rw);
+    if (opts->busy) {
+        *opts->busy = pthread_rwlock_tryrdlock(&ix->rw) != 0;
+        if (*opts->busy) {
+            hnsw_scratch_put(ix, scr);
+            return 0;
+        }
+    } else {
+        pthread_rwlock_rdlock(&ix->rw);
+    }
     int max_level;
     uint32_t ep;
     hnsw_top_unpack(atomic_load(&ix->top), &max_level, &ep);

@@ -134,6 +134,9 @@ typedef struct {
                                * HNSW_RERANK_MIN..MAX; raised to k, cut to max(ef, k) */
     hnsw_rerank_fn rerank_fn; /* float32 rows; NULL = return the code distances */
     void *rerank_ctx;         /* passed to rerank_fn */
+    int *busy;                /* non-NULL: do not wait while a writer holds or waits for the
+                               * whole index (a checkpoint's save, an upsert, a delete):
+                               * *busy = 1 and nothing searched then, else *busy = 0 */
 } hnsw_search_opts_t;
 
 typedef struct {
@@ -214,7 +217,8 @@ int hnsw_search(const hnsw_t *index, const float *query, size_t k, size_t ef,
  * the best k of those are returned with exact distances (a candidate the
  * source reports SHOAL_ENOTFOUND is dropped). Without rerank_fn, or on f32
  * storage (whose distances are already exact; rerank_fn is then never
- * called), the walk's own distances are returned. Same return as hnsw_search.
+ * called), the walk's own distances are returned. Same return as hnsw_search;
+ * with opts->busy, 0 and ids / dists untouched when *busy says it would wait.
  */
 int hnsw_search_with(const hnsw_t *index, const float *query, const hnsw_search_opts_t *opts,
                      uint64_t *ids, float *dists, shoal_err_t *err);

@@ -90,6 +90,7 @@ typedef struct {
     size_t hnsw_ef_construction; /* --hnsw-ef-construction */
     size_t hnsw_ef;              /* --hnsw-ef */
     size_t min_free_bytes;       /* --min-free-bytes */
+    size_t inline_ef_max;        /* --inline-ef-max */
 } s_config_t;
 
 #define S_FIELD(f) CLIOPT_FIELD(s_config_t, f)
@@ -129,6 +130,9 @@ static const cliopt_t s_options[] = {
      HNSW_EF_CONSTRUCTION_MAX, "E", "HNSW build candidate list, same"},
     {"hnsw-ef", CLIOPT_SIZE, S_FIELD(hnsw_ef), HNSW_EF_MIN, HNSW_EF_MAX, "E",
      "HNSW search candidate list for searches that give none"},
+    {"inline-ef-max", CLIOPT_SIZE, S_FIELD(inline_ef_max), 0, SHARD_SERVER_INLINE_EF_MAX_MAX, "E",
+     "single-query searches up to this ef run on the socket thread, saving a thread hand-off "
+     "(0 = every search goes to the search threads)"},
     {"min-free-bytes", CLIOPT_SIZE, S_FIELD(min_free_bytes), 1 << 20, 1e15, "B",
      "free space kept on the data dir's disk; writes that would use it are refused"},
     {"log-level", CLIOPT_LEVEL, S_FIELD(log_level), 0, 0, "debug|info|warn|error|off",
@@ -168,6 +172,7 @@ static void s_config_defaults(s_config_t *cfg)
     cfg->hnsw_ef_construction = HNSW_EF_CONSTRUCTION_DEFAULT;
     cfg->hnsw_ef = HNSW_EF_DEFAULT;
     cfg->min_free_bytes = SHARD_MIN_FREE_BYTES_DEFAULT;
+    cfg->inline_ef_max = SHARD_SERVER_INLINE_EF_MAX_DEFAULT;
 }
 
 /* CLIOPT_DEVICES: auto, cpu or gpu:N[,N...] (the store checks the ordinals). */
@@ -243,6 +248,7 @@ static void s_server_opts(shard_server_opts_t *opts, const s_config_t *cfg, int 
     opts->limits.max_dim = cfg->max_dim;
     opts->limits.max_filter = cfg->max_filter;
     opts->max_pending_reply_bytes = cfg->max_pending_reply;
+    opts->inline_ef_max = cfg->inline_ef_max;
     opts->store.data_dir = cfg->data_dir;
     opts->store.device = cfg->devices;
     opts->store.threads = cfg->threads;

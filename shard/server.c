@@ -55,6 +55,7 @@ typedef struct {
     double p50[WIRE_OP_COUNT];        /* latency percentiles in microseconds */
     double p95[WIRE_OP_COUNT];
     double p99[WIRE_OP_COUNT];
+    uint64_t searches_inline;         /* searches the loop ran itself */
     size_t inflight;     /* jobs running in lane threads */
     size_t queued;       /* jobs waiting in the lanes' FIFOs */
     int gpu_devices[64]; /* GPU ordinals the exact engines use */
@@ -131,6 +132,7 @@ struct shard_server {
     wire_io_budget_t *reply_budget; /* bytes of replies queued in ZeroMQ */
     s_figures_t figures;         /* the store's figures of the last metrics job; the loop's */
     int figures_pending;         /* a metrics job is in the read lane */
+    uint64_t searches_inline;    /* searches the loop ran itself (server.h) */
     shard_peers_t *peers;        /* each client link's first rid; the loop's */
 };
 
@@ -302,6 +304,7 @@ static s_snapshot_t *s_snapshot_new(shard_server_t *server)
     snap->uptime_s = s_uptime(server);
     snap->inflight = s_inflight(server);
     snap->queued = s_queued(server);
+    snap->searches_inline = server->searches_inline;
     for (size_t op = 0; op < WIRE_OP_COUNT; op++) {
         snap->requests[op] = server->counters.requests[op];
         snap->errors[op] = server->counters.errors[op];
@@ -381,7 +384,7 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
 
     shard_disk_stats_t disk;
     shard_store_disk_stats(server->store, &disk);
-    wire_info_map(info, 18 + WIRE_IO_BUDGET_INFO_ENTRIES);
+    wire_info_map(info, 19 + WIRE_IO_BUDGET_INFO_ENTRIES);
     wire_io_info_str(info, "role", "shard");
     wire_io_info_u64(info, "version", WIRE_VERSION);
     wire_io_info_str(info, "endpoint", server->endpoint);
@@ -390,6 +393,7 @@ static wire_info_t *s_stats_info(const shard_server_t *server, const s_snapshot_
     wire_io_info_u64(info, "workers", server->read.nworkers);
     wire_io_info_u64(info, "inflight", snap->inflight);
     wire_io_info_u64(info, "queued", snap->queued);
+    wire_io_info_u64(info, "searches_inline", snap->searches_inline);
     wire_io_info_u64(info, "gpu_devices", (uint64_t)snap->ngpu);
     wire_io_info_str(info, "gpu_device_ids", devices);
     wire_io_info_u64(info, "disk_free_bytes", disk.free_bytes);
@@ -1048,6 +1052,54 @@ static void s_reply_ping(shard_server_t *server, s_job_t *job, uint64_t first_ri
 }
 
 /*
+ * A lone single-query graph search, run here instead of in the read lane
+ * (server.h says when and why). 1 when it was answered (the job is gone);
+ * 0 when it goes to the lane: not such a search, or the store would wait,
+ * or it fails (the lane then gives the error with the usual checks' words).
+ */
+static int s_search_inline(shard_server_t *server, s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    const wire_request_t *req = &job->req;
+    if (!server->opts.inline_ef_max || req->n != 1 || req->nfilter ||
+        req->mode == WIRE_MODE_EXACT || req->k == 0 || req->k > server->limits.max_k ||
+        server->read.head || wire_io_readable(server->router))
+        return 0;
+    shoal_err_t err;
+    shoal_err_clear(&err);
+    size_t k = req->k;
+    if (s_check_reply_size(server, "search", 1, k * (sizeof(uint64_t) + sizeof(float)), &err))
+        return 0;
+    uint64_t *ids = malloc(k * sizeof *ids);
+    float *dists = malloc(k * sizeof *dists);
+    int deferred = 1;
+    wire_mode_t used = WIRE_MODE_HNSW;
+    int rc = ids && dists ? shard_store_search_quick(server->store, req->coll, req->vecs, req->dim,
+                                                     k, req->mode, req->ef,
+                                                     server->opts.inline_ef_max, ids, dists, &used,
+                                                     &deferred, &err)
+                          : SHOAL_ENOMEM;
+    if (rc == 0 && !deferred) {
+        wire_reply_t rep;
+        wire_reply_init(&rep);
+        rep.op = req->op;
+        rep.rid = req->rid;
+        rep.n = 1;
+        rep.k = (uint32_t)k;
+        rep.ids = ids;
+        rep.dists = dists;
+        rep.mode_used = used;
+        job->reply = wire_io_encode_reply(&rep, &job->code);
+        wire_reply_fini(&rep);
+        server->searches_inline++;
+        s_job_finish(server, job_p);
+    }
+    free(ids);
+    free(dists);
+    return rc == 0 && !deferred;
+}
+
+/*
  * One message from the ROUTER: envelope, size checks, decode, then ping is
  * answered here and everything else goes to its lane. While stopping, the
  * message is refused with SHOAL_EUNAVAIL after its header is read.
@@ -1094,6 +1146,9 @@ static void s_on_request(shard_server_t *server, int stopping)
         s_reply_ping(server, job, first_rid);
         break;
     case WIRE_OP_SEARCH:
+        if (!s_search_inline(server, &job))
+            s_lane_push(server, &server->read, job);
+        break;
     case WIRE_OP_GET:
     case WIRE_OP_STATS:
     case WIRE_OP_LIST_COUNTS:
@@ -1292,6 +1347,7 @@ void shard_server_opts_default(shard_server_opts_t *opts)
     opts->store.device = "auto";
     opts->store.sync = 1;
     opts->stop_fd = -1;
+    opts->inline_ef_max = SHARD_SERVER_INLINE_EF_MAX_DEFAULT;
 }
 
 shard_server_t *shard_server_new(const shard_server_opts_t *opts, shoal_err_t *err)

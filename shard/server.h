@@ -11,6 +11,13 @@
  *       itself, and hands every other request, as a job, to a lane. Replies come
  *       back from the lanes and go out on the ROUTER with the request's
  *       envelope. It keeps the process counters (requests, errors, latency).
+ *       One exception, for latency: a lone single-query graph search (the
+ *       read lane's FIFO empty, no other request waiting on the ROUTER, ef
+ *       at most opts.inline_ef_max, f32 storage, no filter) is run by the
+ *       loop itself when the store can run it without waiting for a lock
+ *       (shard_store_search_quick); the hand-off to a lane thread and back
+ *       costs two thread wake-ups, more than the search. Anything else, or
+ *       a lock held by a writer, goes to the read lane as usual.
  *   read lane: `workers` threads
  *       search, get, stats. Any number run at once (the store allows it).
  *   write lane: one thread
@@ -87,6 +94,11 @@
 #define SHARD_SERVER_QUEUE_MAX 1024
 /* Latency samples kept per op for the percentiles in stats. */
 #define SHARD_SERVER_LATENCY_SAMPLES 1024
+/* Largest ef of a single-query search the loop runs itself (--inline-ef-max):
+   a walk at ef 128 is tens to hundreds of microseconds, which the loop may
+   spend; a bigger one goes to the read lane. */
+#define SHARD_SERVER_INLINE_EF_MAX_DEFAULT 128
+#define SHARD_SERVER_INLINE_EF_MAX_MAX 4096
 
 typedef struct {
     const char *listen;       /* endpoint to bind; "tcp://127.0.0.1:*" picks a free port */
@@ -95,6 +107,8 @@ typedef struct {
     shard_store_opts_t store; /* passed to shard_store_open */
     int stop_fd;              /* when readable, stop gracefully; -1 = none */
     size_t max_pending_reply_bytes; /* reply bytes queued for unread peers; 0 = default */
+    size_t inline_ef_max;     /* single-query searches up to this ef run on the loop
+                                 (see above); 0 = never */
     http_metrics_t *metrics;  /* where replies are counted and the metrics text and readiness
                                  published (borrowed; outlives shard_server_run); NULL: none */
     const wire_curve_cert_t *curve_cert; /* own certificate, secret key included: the ROUTER is

@@ -222,6 +222,20 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
                        const uint64_t *filter, size_t nfilter, uint64_t *ids, float *dists,
                        wire_mode_t *used, shoal_err_t *err);
 
+/*
+ * shard_store_search of one query for a thread that must not block (the
+ * server's loop): it runs only when it is quick, a graph walk of an f32
+ * collection with no filter and an ef (after the default) of at most
+ * ef_max, and only when no lock it needs is held or wanted by a writer.
+ * Otherwise nothing is searched, *deferred = 1 and 0 is returned: run
+ * shard_store_search where waiting is fine. The request's own errors
+ * (unknown collection, dim, a bad query, k) are returned as there.
+ */
+int shard_store_search_quick(shard_store_t *store, const char *name, const float *query,
+                             size_t dim, size_t k, wire_mode_t mode, size_t ef, size_t ef_max,
+                             uint64_t *ids, float *dists, wire_mode_t *used, int *deferred,
+                             shoal_err_t *err);
+
 /* Copies the stored vectors of n ids into vecs (n x dim; zeros where absent). */
 int shard_store_get(shard_store_t *store, const char *name, const uint64_t *ids, size_t n,
                     uint8_t *found, float *vecs, shoal_err_t *err);

@@ -59,6 +59,7 @@ struct s_job {
     size_t nallowed;             /* how many */
     uint64_t *ids;               /* nq x k out */
     float *dists;                /* nq x k out */
+    int *busy;                   /* quick search: the graph would have waited (hnsw.h) */
 };
 
 typedef struct {
@@ -129,7 +130,8 @@ static int s_graph_part(s_job_t *job, size_t q0, size_t q1, shoal_err_t *err)
                             .filter = job->filter ? s_filter_keep : NULL,
                             .filter_arg = (void *)job->filter,
                             .rerank_fn = job->coll->storage != QUANT_F32 ? shard_row_source : NULL,
-                            .rerank_ctx = &rows};
+                            .rerank_ctx = &rows,
+                            .busy = job->busy};
     for (size_t q = q0; q < q1; q++) {
         int rc = hnsw_search_with(job->coll->hnsw, job->queries + q * dim, &o, job->ids + q * k,
                                   job->dists + q * k, err);
@@ -346,16 +348,45 @@ static int s_search_run(s_job_t *job, int exact, size_t nq, shoal_err_t *err)
     return rc;
 }
 
-int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
-                       size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
-                       size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
-                       shoal_err_t *err)
+/*
+ * A quick search's bounds (shard_store_search_quick): NULL for a plain
+ * search. *deferred = 1 when the search is not quick or would wait.
+ */
+typedef struct {
+    size_t ef_max; /* largest ef run */
+    int *deferred; /* out */
+} s_quick_t;
+
+/* The collection's read lock: taken, or for a quick search tried (0: busy). */
+static int s_colls_rdlock(shard_store_t *store, const s_quick_t *quick)
+{
+    if (!quick) {
+        pthread_rwlock_rdlock(&store->colls_lock);
+        return 1;
+    }
+    return pthread_rwlock_tryrdlock(&store->colls_lock) == 0;
+}
+
+/* A quick search runs only one float32 graph walk, unfiltered, of ef <= ef_max. */
+static int s_quick_fits(const s_quick_t *quick, const shard_coll_t *coll, size_t nq, size_t ef,
+                        int exact, int filtered)
+{
+    return nq == 1 && !exact && !filtered && coll->storage == QUANT_F32 && ef <= quick->ef_max;
+}
+
+static int s_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
+                    size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
+                    size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
+                    const s_quick_t *quick, shoal_err_t *err)
 {
     int rc = s_search_args(store, queries, nq, k, mode, &ef, &filter, nfilter, ids, dists, err);
     if (rc)
         return rc;
 
-    pthread_rwlock_rdlock(&store->colls_lock);
+    if (!s_colls_rdlock(store, quick)) {
+        *quick->deferred = 1;
+        return 0;
+    }
     idmap_t set = {0};
     uint64_t *allowed = NULL;
     shard_coll_t *coll = shard_coll_find(store, name);
@@ -375,6 +406,10 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
     if (filter && (rc = s_search_allowed(coll, filter, nfilter, &set, &allowed, &nallowed, err)))
         goto done;
     int exact = s_search_choose_exact(store, coll, nq, k, mode, ef, filter != NULL, nallowed);
+    if (quick && !s_quick_fits(quick, coll, nq, ef, exact, filter != NULL)) {
+        *quick->deferred = 1;
+        goto done;
+    }
     if (used)
         *used = exact ? WIRE_MODE_EXACT : WIRE_MODE_HNSW;
     if (nq == 0)
@@ -389,11 +424,32 @@ int shard_store_search(shard_store_t *store, const char *name, const float *quer
                    .allowed = allowed,
                    .nallowed = nallowed,
                    .ids = ids,
-                   .dists = dists};
+                   .dists = dists,
+                   .busy = quick ? quick->deferred : NULL};
     rc = s_search_run(&job, exact, nq, err);
 done:
     pthread_rwlock_unlock(&store->colls_lock);
     idmap_fini(&set);
     free(allowed);
     return rc;
+}
+
+int shard_store_search(shard_store_t *store, const char *name, const float *queries, size_t nq,
+                       size_t dim, size_t k, wire_mode_t mode, size_t ef, const uint64_t *filter,
+                       size_t nfilter, uint64_t *ids, float *dists, wire_mode_t *used,
+                       shoal_err_t *err)
+{
+    return s_search(store, name, queries, nq, dim, k, mode, ef, filter, nfilter, ids, dists, used,
+                    NULL, err);
+}
+
+int shard_store_search_quick(shard_store_t *store, const char *name, const float *query,
+                             size_t dim, size_t k, wire_mode_t mode, size_t ef, size_t ef_max,
+                             uint64_t *ids, float *dists, wire_mode_t *used, int *deferred,
+                             shoal_err_t *err)
+{
+    *deferred = 0;
+    s_quick_t quick = {.ef_max = ef_max, .deferred = deferred};
+    return s_search(store, name, query, 1, dim, k, mode, ef, NULL, 0, ids, dists, used, &quick,
+                    err);
 }

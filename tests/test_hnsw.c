@@ -1911,3 +1911,84 @@ Test(hnsw, exact_search_on_clamped_sq8_rows_and_after_reload, .timeout = 240)
     free(base);
     free(queries);
 }
+
+/* ------------------------------------------------------------------------ */
+/* A search that must not wait (opts.busy)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A save whose first write holds on until the test lets it go. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int holding, release;
+    const hnsw_t *ix;
+    int rc;
+} s_held_save_t;
+
+static int s_held_write(void *ctx, const void *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    s_held_save_t *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    h->holding = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->release)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+static void *s_held_save_main(void *arg)
+{
+    s_held_save_t *h = arg;
+    h->rc = hnsw_save(h->ix, s_held_write, h, NULL);
+    return NULL;
+}
+
+Test(hnsw, busy_search_does_not_wait_for_a_save_and_then_matches)
+{
+    const size_t n = 2000, dim = 16, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 3);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    const float *q = base + 7 * dim;
+    uint64_t want_ids[10], ids[10];
+    float want_d[10], d[10];
+    shoal_err_t err;
+    cr_assert_eq(hnsw_search(ix, q, k, 64, NULL, NULL, want_ids, want_d, &err), (int)k, "%s",
+                 err.msg);
+
+    /* A save holds the index for writing: the search says busy and leaves ids alone. */
+    s_held_save_t h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .ix = ix};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_held_save_main, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.holding)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    int busy = -1;
+    hnsw_search_opts_t o = {.k = k, .ef = 64, .busy = &busy};
+    for (size_t i = 0; i < k; i++)
+        ids[i] = 424242;
+    cr_assert_eq(hnsw_search_with(ix, q, &o, ids, d, &err), 0, "%s", err.msg);
+    cr_assert_eq(busy, 1, "a search that must not wait ran while a save held the index");
+    for (size_t i = 0; i < k; i++)
+        cr_assert_eq(ids[i], 424242, "a busy search wrote its results");
+
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(t, NULL);
+    cr_assert_eq(h.rc, 0);
+
+    /* Free again: it runs and answers as a plain search. */
+    cr_assert_eq(hnsw_search_with(ix, q, &o, ids, d, &err), (int)k, "%s", err.msg);
+    cr_assert_eq(busy, 0);
+    for (size_t i = 0; i < k; i++) {
+        cr_assert_eq(ids[i], want_ids[i], "rank %zu", i);
+        cr_assert_eq(d[i], want_d[i], "rank %zu", i);
+    }
+    hnsw_destroy(&ix);
+    free(base);
+}

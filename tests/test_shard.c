@@ -1116,7 +1116,7 @@ Test(shard, help_lists_every_flag_and_bad_flags_exit_2)
                            "--max-batch",        "--max-k",
                            "--max-dim",          "--log-level",
                            "--ready-file",       "--min-free-bytes",
-                           "--help"};
+                           "--inline-ef-max",    "--help"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_assert(strstr(out, flags[i]), "--help does not list %s", flags[i]);
     free(out);
@@ -1487,4 +1487,64 @@ Test(shard, list_ops_through_the_socket_and_after_kill9)
     free(ids);
     free(vecs);
     free(lists);
+}
+
+/*
+ * Single-query searches the loop runs itself (server.h): the same answers as
+ * the read lane gives, counted in stats; with --inline-ef-max 0, and for an
+ * ef over it, every search goes through the lane. A batch never runs inline.
+ */
+static void s_search_one_by_one(shoal_client_t *c, const char *coll, size_t nq, size_t dim,
+                                size_t ef, uint64_t *ids, float *dists)
+{
+    uint64_t *qids = s_id_range(900000, nq);
+    float *q = s_vecs(qids, nq, dim);
+    shoal_search_opts_t opts = {.k = 10, .ef = ef};
+    shoal_err_t err;
+    for (size_t i = 0; i < nq; i++) {
+        uint64_t *one_ids;
+        float *one_d;
+        cr_assert_eq(
+            shoal_client_search(c, coll, q + i * dim, 1, dim, &opts, &one_ids, &one_d, NULL, &err),
+            0, "%s", err.msg);
+        memcpy(ids + i * 10, one_ids, 10 * sizeof *ids);
+        memcpy(dists + i * 10, one_d, 10 * sizeof *dists);
+        free(one_ids);
+        free(one_d);
+    }
+    free(q);
+    free(qids);
+}
+
+Test(shard, lone_single_queries_run_on_the_loop_with_the_lane_answers)
+{
+    const size_t dim = 32, n = 3000, nq = 30;
+    uint64_t ids[2][30 * 10];
+    float d[2][30 * 10];
+    for (int off = 0; off < 2; off++) {
+        s_shard_t sh;
+        s_server_init(&sh, off ? "inline-off" : "inline-on");
+        const char *extra[] = {"--inline-ef-max", "0", NULL};
+        s_shard_start(&sh, off ? extra : NULL);
+        shoal_client_t *c = s_client(&sh, S_TIMEOUT_MS);
+        s_create(c, "emb", dim);
+        s_insert_range(c, "emb", 1, n, dim);
+        s_search_one_by_one(c, "emb", nq, dim, 64, ids[off], d[off]);
+        cr_assert_eq(s_stat(c, "searches_inline"), off ? 0 : nq);
+        /* Over the bound (default 128) and a batch: the lane. */
+        uint64_t more_ids[30 * 10];
+        float more_d[30 * 10];
+        s_search_one_by_one(c, "emb", 3, dim, 200, more_ids, more_d);
+        uint64_t *bids;
+        float *bd;
+        s_search_fixed(c, "emb", 5, dim, &bids, &bd);
+        free(bids);
+        free(bd);
+        cr_assert_eq(s_stat(c, "searches_inline"), off ? 0 : nq);
+        cr_assert_eq(s_stat(c, "requests.search"), nq + 3 + 1);
+        shoal_client_destroy(&c);
+        s_shard_stop(&sh);
+    }
+    cr_assert(memcmp(ids[0], ids[1], sizeof ids[0]) == 0, "inline answers differ from the lane's");
+    cr_assert(memcmp(d[0], d[1], sizeof d[0]) == 0, "inline distances differ from the lane's");
 }

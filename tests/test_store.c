@@ -1879,3 +1879,86 @@ Test(store, sq8_takes_the_quantizer_sent_with_the_first_insert)
     free(v);
     free(ids);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Quick searches (the server's loop runs them itself)                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A quick search answers a single query exactly as the plain graph search
+ * does; what is not quick (exact mode, an ef over the bound, compressed
+ * storage, a tiny collection auto sends to exact) is deferred with nothing
+ * written; the request's own errors are returned as by a plain search.
+ */
+Test(store, quick_search_matches_the_plain_one_and_defers_what_is_not_quick)
+{
+    const size_t n = 3000, dim = 16, k = 10;
+    shard_store_t *st = s_open();
+    s_create(st, "f", dim, SHOAL_METRIC_L2);
+    s_create_kind(st, "q", dim, SHOAL_METRIC_L2, QUANT_SQ8);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    float *queries = s_data(20, dim, DATAGEN_STREAM_QUERY, 0);
+    uint64_t *ids = s_seq_ids(n, 1);
+    s_insert(st, "f", ids, v, n, dim);
+    s_insert(st, "q", ids, v, n, dim);
+
+    shoal_err_t err;
+    uint64_t want[10], got[10];
+    float wd[10], gd[10];
+    for (size_t qi = 0; qi < 20; qi++) {
+        const float *q = queries + qi * dim;
+        s_search(st, "f", q, 1, dim, k, WIRE_MODE_HNSW, 48, NULL, 0, want, wd, NULL);
+        int deferred = -1;
+        wire_mode_t used = WIRE_MODE_EXACT;
+        cr_assert_eq(shard_store_search_quick(st, "f", q, dim, k, WIRE_MODE_AUTO, 48, 128, got,
+                                              gd, &used, &deferred, &err),
+                     0, "%s", err.msg);
+        cr_assert_eq(deferred, 0, "query %zu was deferred", qi);
+        cr_assert_eq(used, WIRE_MODE_HNSW);
+        for (size_t i = 0; i < k; i++) {
+            cr_assert_eq(got[i], want[i], "query %zu rank %zu", qi, i);
+            cr_assert_eq(gd[i], wd[i], "query %zu rank %zu", qi, i);
+        }
+    }
+
+    struct {
+        const char *coll;
+        wire_mode_t mode;
+        size_t ef, ef_max;
+    } defer[] = {
+        {"f", WIRE_MODE_EXACT, 48, 128}, /* exact mode */
+        {"f", WIRE_MODE_HNSW, 200, 128}, /* ef over the bound */
+        {"f", WIRE_MODE_HNSW, 0, 8},     /* the default ef (64) over the bound */
+        {"q", WIRE_MODE_HNSW, 48, 128},  /* sq8: re-ranks from RocksDB */
+    };
+    for (size_t c = 0; c < sizeof defer / sizeof defer[0]; c++) {
+        int deferred = -1;
+        for (size_t i = 0; i < k; i++)
+            got[i] = 777;
+        cr_assert_eq(shard_store_search_quick(st, defer[c].coll, queries, dim, k, defer[c].mode,
+                                              defer[c].ef, defer[c].ef_max, got, gd, NULL,
+                                              &deferred, &err),
+                     0, "case %zu: %s", c, err.msg);
+        cr_assert_eq(deferred, 1, "case %zu ran", c);
+        for (size_t i = 0; i < k; i++)
+            cr_assert_eq(got[i], 777, "case %zu wrote results", c);
+    }
+
+    int deferred = -1;
+    cr_assert_eq(shard_store_search_quick(st, "nope", queries, dim, k, WIRE_MODE_AUTO, 48, 128,
+                                          got, gd, NULL, &deferred, &err),
+                 SHOAL_ENOTFOUND);
+    cr_assert_eq(shard_store_search_quick(st, "f", queries, dim + 1, k, WIRE_MODE_AUTO, 48, 128,
+                                          got, gd, NULL, &deferred, &err),
+                 SHOAL_EDIM);
+    float bad[16];
+    memcpy(bad, queries, sizeof bad);
+    bad[3] = NAN;
+    cr_assert_eq(shard_store_search_quick(st, "f", bad, dim, k, WIRE_MODE_AUTO, 48, 128, got, gd,
+                                          NULL, &deferred, &err),
+                 SHOAL_EINVAL);
+    shard_store_close(&st);
+    free(v);
+    free(queries);
+    free(ids);
+}
