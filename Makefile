@@ -497,7 +497,9 @@ test-chaos: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 # The cluster at 1, 2, 4 and 8 shard processes on one generated set
 # (bench/run_scale.sh; BENCH_SCALE_N, default 1,000,000; BENCH_SCALE_SHARDS,
 # BENCH_SCALE_NLIST, BENCH_SCALE_INTRINSIC): shards per query by nprobe, recall
-# against qps, each against one in-process index (RESULT scale ...).
+# against qps, each against one in-process index (RESULT scale ...). On
+# loopback; BENCH_SCALE_HOSTS=1 puts each shard and the coordinator on a
+# network namespace host of its own (needs root; the same cores either way).
 # bench-scale-plot draws docs/img/scale-*.png from its logs.
 bench-scale: $(BIN)/shoal-bench $(BIN)/shoal-shard $(BIN)/shoal-coordinator
 	@bash bench/run_scale.sh $(BIN)

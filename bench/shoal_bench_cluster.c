@@ -1,7 +1,22 @@
 /*
  * shoal_bench_cluster.c - `shoal-bench cluster`: one bin/shoal-coordinator in
- * front of --shards bin/shoal-shard processes on loopback, against the same
- * data in one in-process HNSW (shard/hnsw.h), at the same recall@k.
+ * front of --shards bin/shoal-shard processes, against the same data in one
+ * in-process HNSW (shard/hnsw.h), at the same recall@k.
+ *
+ * Where the processes run:
+ *   - by default, on loopback: children of this program on 127.0.0.1,
+ *     ephemeral ports, their output on this program's stdout/stderr;
+ *   - with --hosts, on the many-hosts harness (tests/test_hosts.h; needs
+ *     root): one network namespace per shard (hosts 0..S-1, port 7701 each)
+ *     and one for the coordinator (host S, port 7700), the ports
+ *     `shoal-bench replication` uses; the client talks to the coordinator
+ *     from the controller namespace, so every request crosses a veth pair
+ *     and a bridge. The shards start one after another (each waited for),
+ *     the collection's create is retried while the coordinator has not heard
+ *     from every shard, and each process's output is copied to stderr when
+ *     the cluster is gone. Every host still shares this machine's cores.
+ *   Nothing else differs between the two: the same load, sweep, measurement
+ *   and in-process comparison.
  *
  * What is compared, and how:
  *   - Both sides hold the same base (ids = row numbers) with the same M and
@@ -40,14 +55,21 @@
  * Output: key=value lines, a side-by-side table, and last
  *   RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..
  *          single_qps_ratio_vs_inprocess=.. shards_per_query=..
- * (ratios: cluster / in-process, > 1 means the cluster is faster).
+ *          network=loopback|hosts
+ * (ratios: cluster / in-process, > 1 means the cluster is faster; network
+ * last, so that readers of the earlier keys are unaffected).
  *
- * The processes get SIGKILL if the benchmark dies (bench_child_t); scratch
- * data lives under $SHOAL_TMP (default /tmp) and is removed.
+ * The processes get SIGKILL if the benchmark dies (bench_child_t on
+ * loopback; with --hosts, PR_SET_PDEATHSIG and the harness's exit and signal
+ * cleanup, which also deletes the namespaces); scratch data lives under
+ * $SHOAL_TMP (default /tmp) and is removed.
  *
  * Exit codes: 0 success, 2 usage error, 1 anything that failed while running.
  */
+#define _GNU_SOURCE /* setns, for tests/test_hosts.h; before every #include */
+
 #include "bench/shoal_bench.h"
+#include "bench/shoal_bench_hosts.h"
 
 #include <czmq.h>
 
@@ -58,6 +80,7 @@
 #include "common/parfor.h"
 #include "common/vecfile.h"
 #include "shard/hnsw.h"
+#include "tests/test_hosts.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -85,6 +108,11 @@
 #define S_CALL_TIMEOUT_MS     600000 /* one client call (training, big inserts) */
 #define S_DEADLINE_MS         600000 /* searches: never partial because of a deadline */
 #define S_COLL                "bench"
+/* --hosts: every host has its own port space, so one port serves every shard */
+#define S_HOSTS_SHARD_PORT    7701
+#define S_HOSTS_COORD_PORT    7700
+/* --hosts: the harness runs at most HOSTS_PROCS_MAX processes, one is the coordinator */
+#define S_HOSTS_SHARDS_MAX    (HOSTS_PROCS_MAX - 1)
 
 typedef struct {
     const char *base;        /* --base */
@@ -107,6 +135,7 @@ typedef struct {
     size_t nefs;
     size_t nprobes[S_LIST_MAX]; /* --nprobe-list, ascending */
     size_t nnprobes;
+    int hosts;                  /* --hosts: run the processes on namespace hosts */
 } cluster_bench_opts_t;
 
 static void s_usage(FILE *out)
@@ -114,14 +143,16 @@ static void s_usage(FILE *out)
     fprintf(out,
             "usage: shoal-bench cluster --base F --queries Q --gt G [--shards S] [--threads T]\n"
             "                           [--nlist N] [--coordinator-bin PATH] [--shard-bin PATH]\n"
-            "                           [options]\n"
+            "                           [--hosts] [options]\n"
             "\n"
-            "Starts S shoal-shard processes and one shoal-coordinator on loopback, loads the\n"
-            "base through the client library, and compares the cluster with one in-process\n"
-            "HNSW of the same data at the same recall@k: batch and single-query throughput,\n"
-            "p50/p99 latency, shards touched per query. Last line:\n"
+            "Starts S shoal-shard processes and one shoal-coordinator (on loopback, or on\n"
+            "namespace hosts with --hosts), loads the base through the client library, and\n"
+            "compares the cluster with one in-process HNSW of the same data at the same\n"
+            "recall@k: batch and single-query throughput, p50/p99 latency, shards touched\n"
+            "per query. Last line:\n"
             "  RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..\n"
             "         single_qps_ratio_vs_inprocess=.. shards_per_query=..\n"
+            "         network=loopback|hosts\n"
             "\n"
             "  --base F              base vectors (.fvecs, .bvecs or .npy); ids = row numbers\n"
             "  --queries Q           query vectors, same dimension\n"
@@ -143,11 +174,18 @@ static void s_usage(FILE *out)
             "  --nprobe-list A,B,..  nprobe values swept, ascending (default %s)\n"
             "  --coordinator-bin P   the shoal-coordinator binary (default: next to shoal-bench)\n"
             "  --shard-bin P         the shoal-shard binary (default: next to shoal-bench)\n"
+            "  --hosts               run each shard and the coordinator on a host of its own:\n"
+            "                        S+1 network namespaces joined by veth pairs and a bridge\n"
+            "                        (tests/test_hosts.h; needs root; at most %d shards),\n"
+            "                        the client in a controller namespace; shards on port\n"
+            "                        %d, the coordinator on %d. The hosts share this\n"
+            "                        machine's cores. Default: processes on loopback\n"
             "\n"
             "Scratch data goes under $SHOAL_TMP (default /tmp) and is removed.\n",
             S_SHARDS_DEFAULT, S_K_DEFAULT, HNSW_M_DEFAULT, HNSW_EF_CONSTRUCTION_DEFAULT,
             S_BATCH_DEFAULT, S_NBATCH_DEFAULT, S_REPS_DEFAULT, S_TRAIN_DEFAULT, S_TARGET_DEFAULT,
-            S_EF_LIST_DEFAULT, S_NPROBE_LIST_DEFAULT);
+            S_EF_LIST_DEFAULT, S_NPROBE_LIST_DEFAULT, S_HOSTS_SHARDS_MAX, S_HOSTS_SHARD_PORT,
+            S_HOSTS_COORD_PORT);
 }
 
 /* "16,32,64" into out (strictly ascending, each in [min, max]); prints why on error. */
@@ -250,6 +288,7 @@ static int s_parse(int argc, char **argv, void *opts)
         {"--nbatch", 1, 1000000, &o->nbatch, NULL},
         {"--reps", 1, 100, &o->reps, NULL},
         {"--train-sample", 1, (size_t)1 << 32, &o->train_sample, NULL},
+        {"--hosts", 0, 0, NULL, &o->hosts},
     };
     int rc = bench_parse_args("cluster", argc, argv, sizes, sizeof sizes / sizeof sizes[0],
                               s_parse_other, o);
@@ -261,6 +300,11 @@ static int s_parse(int argc, char **argv, void *opts)
                 missing);
         return -1;
     }
+    if (o->hosts && o->shards > S_HOSTS_SHARDS_MAX) {
+        fprintf(stderr, "shoal-bench cluster: --shards: at most %d with --hosts, got %zu\n",
+                S_HOSTS_SHARDS_MAX, o->shards);
+        return -1;
+    }
     return 0;
 }
 
@@ -269,14 +313,45 @@ static int s_parse(int argc, char **argv, void *opts)
 /* ------------------------------------------------------------------------ */
 
 typedef struct {
-    char dir[BENCH_PATH_MAX - 64];        /* scratch folder ("" = none made) */
-    char shard_bin[BENCH_PATH_MAX];       /* shoal-shard */
-    char coord_bin[BENCH_PATH_MAX];       /* shoal-coordinator */
-    size_t nshards;                       /* shard processes */
-    size_t shard_threads[S_SHARDS_MAX];   /* --threads of each shard */
-    bench_child_t shards[S_SHARDS_MAX];   /* the shard processes */
-    bench_child_t coord;                  /* the coordinator */
+    char dir[BENCH_PATH_MAX - 64];          /* scratch folder ("" = none made) */
+    char shard_bin[BENCH_PATH_MAX];         /* shoal-shard */
+    char coord_bin[BENCH_PATH_MAX];         /* shoal-coordinator */
+    size_t nshards;                         /* shard processes */
+    size_t shard_threads[S_SHARDS_MAX];     /* --threads of each shard */
+    bench_child_t shards[S_SHARDS_MAX];     /* loopback: the shard processes */
+    bench_child_t coord;                    /* loopback: the coordinator */
+    hosts_t *hosts;                         /* --hosts: the harness (NULL = loopback) */
+    bench_node_t shard_nodes[S_SHARDS_MAX]; /* --hosts: shard i on host i */
+    bench_node_t coord_node;                /* --hosts: the coordinator on host nshards */
 } s_cluster_t;
+
+/* The coordinator's endpoint for clients (borrowed from c). */
+static const char *s_cluster_endpoint(const s_cluster_t *c)
+{
+    return c->hosts ? c->coord_node.listen : c->coord.endpoint;
+}
+
+/* Shard i's endpoint, as the coordinator's --shards lists it (borrowed from c). */
+static const char *s_cluster_shard_endpoint(const s_cluster_t *c, size_t i)
+{
+    return c->hosts ? c->shard_nodes[i].listen : c->shards[i].endpoint;
+}
+
+/* The shards' endpoints, comma-separated, into list (size bytes). */
+static int s_cluster_shard_list(const s_cluster_t *c, char *list, size_t size, shoal_err_t *err)
+{
+    size_t used = 0;
+    list[0] = '\0';
+    for (size_t i = 0; i < c->nshards; i++) {
+        int len = snprintf(list + used, size - used, "%s%s", i ? "," : "",
+                           s_cluster_shard_endpoint(c, i));
+        if (len < 0 || (size_t)len >= size - used)
+            return shoal_err_set(err, SHOAL_ELIMIT, "the shards' endpoints exceed %zu bytes",
+                                 size - 1);
+        used += (size_t)len;
+    }
+    return 0;
+}
 
 /* Shard i's --threads: T split as evenly as possible, at least 1 each. */
 static size_t s_shard_threads(size_t total, size_t nshards, size_t i)
@@ -285,8 +360,8 @@ static size_t s_shard_threads(size_t total, size_t nshards, size_t i)
     return t ? t : 1;
 }
 
-/* Starts every shard (in parallel), waits until all are ready, then the coordinator. */
-static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
+/* Loopback: starts every shard (in parallel), waits until all are ready, then the coordinator. */
+static int s_cluster_start_loopback(s_cluster_t *c, size_t threads, shoal_err_t *err)
 {
     char data_dir[BENCH_PATH_MAX], nthreads[32];
     for (size_t i = 0; i < c->nshards; i++) {
@@ -302,19 +377,15 @@ static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
         if (rc != 0)
             return rc;
     }
-    char list[S_SHARDS_MAX * 64] = "";
-    size_t used = 0;
     for (size_t i = 0; i < c->nshards; i++) {
         int rc = bench_child_wait_ready(&c->shards[i], S_READY_WAIT_S, err);
         if (rc != 0)
             return rc;
-        int len = snprintf(list + used, sizeof list - used, "%s%s", i ? "," : "",
-                           c->shards[i].endpoint);
-        if (len < 0 || (size_t)len >= sizeof list - used)
-            return shoal_err_set(err, SHOAL_ELIMIT, "the shards' endpoints exceed %zu bytes",
-                                 sizeof list - 1);
-        used += (size_t)len;
     }
+    char list[S_SHARDS_MAX * 64];
+    int rc = s_cluster_shard_list(c, list, sizeof list, err);
+    if (rc != 0)
+        return rc;
     bench_child_t *co = &c->coord;
     snprintf(co->name, sizeof co->name, "the coordinator");
     snprintf(co->ready, sizeof co->ready, "%s/coordinator.ready", c->dir);
@@ -324,18 +395,115 @@ static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
                     data_dir,     "--shards",     list,                "--ready-file",
                     co->ready,    "--threads",    nthreads,            "--log-level",
                     "warn",       NULL};
-    int rc = bench_child_spawn(co, argv, err);
+    rc = bench_child_spawn(co, argv, err);
     return rc != 0 ? rc : bench_child_wait_ready(co, S_READY_WAIT_S, err);
+}
+
+/*
+ * --hosts: the same programs and options as on loopback, each listening on
+ * its host's address; the shards start one after another (bench_node_start
+ * waits for each), then the coordinator on the last host.
+ */
+static int s_cluster_start_hosts(s_cluster_t *c, size_t threads, shoal_err_t *err)
+{
+    char nthreads[32];
+    for (size_t i = 0; i < c->nshards; i++) {
+        bench_node_t *n = &c->shard_nodes[i];
+        char name[32];
+        snprintf(name, sizeof name, "shard%zu", i);
+        bench_node_init(c->hosts, n, c->dir, name, i, S_HOSTS_SHARD_PORT);
+        snprintf(nthreads, sizeof nthreads, "%zu", c->shard_threads[i]);
+        char *argv[] = {c->shard_bin, "--listen",     n->listen, "--data-dir",
+                        n->data_dir,  "--ready-file", n->ready,  "--threads",
+                        nthreads,     "--log-level",  "warn",    NULL};
+        int rc = bench_node_start(c->hosts, n, argv, S_READY_WAIT_S, err);
+        if (rc != 0)
+            return shoal_err_prefix(err, "shard %zu", i);
+    }
+    char list[S_SHARDS_MAX * 64];
+    int rc = s_cluster_shard_list(c, list, sizeof list, err);
+    if (rc != 0)
+        return rc;
+    bench_node_t *co = &c->coord_node;
+    bench_node_init(c->hosts, co, c->dir, "coordinator", c->nshards, S_HOSTS_COORD_PORT);
+    snprintf(nthreads, sizeof nthreads, "%zu", threads);
+    char *argv[] = {c->coord_bin, "--listen",    co->listen,     "--data-dir", co->data_dir,
+                    "--shards",   list,          "--ready-file", co->ready,    "--threads",
+                    nthreads,     "--log-level", "warn",         NULL};
+    rc = bench_node_start(c->hosts, co, argv, S_READY_WAIT_S, err);
+    return rc != 0 ? shoal_err_prefix(err, "the coordinator") : 0;
+}
+
+/*
+ * With hosts: one namespace host per shard and one for the coordinator, and
+ * this thread moved into the controller's namespace, so that the client's
+ * ZeroMQ threads (made at the first shoal_client_new) live there
+ * (hosts_enter_controller's contract). Prints where the cluster runs.
+ */
+static int s_cluster_network(s_cluster_t *c, int hosts, shoal_err_t *err)
+{
+    if (!hosts) {
+        printf("network: loopback (processes of this machine on 127.0.0.1)\n");
+        fflush(stdout);
+        return 0;
+    }
+    if (!(c->hosts = hosts_up(c->nshards + 1, err)))
+        return err->code ? err->code : SHOAL_EINTERNAL;
+    int rc = hosts_enter_controller(c->hosts, err);
+    if (rc != 0)
+        return rc;
+    printf("network: hosts (%zu shard hosts + a coordinator host, namespaces %s*; the client on "
+           "the controller, %s; every host shares this machine's cores)\n",
+           c->nshards, hosts_prefix(c->hosts), hosts_controller_addr(c->hosts));
+    fflush(stdout);
+    return 0;
+}
+
+static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
+{
+    return c->hosts ? s_cluster_start_hosts(c, threads, err)
+                    : s_cluster_start_loopback(c, threads, err);
+}
+
+/* --hosts: node i (shard i, or the coordinator at i == nshards) and its name for messages. */
+static bench_node_t *s_cluster_node(s_cluster_t *c, size_t i, char name[32])
+{
+    if (i == c->nshards) {
+        snprintf(name, 32, "the coordinator");
+        return &c->coord_node;
+    }
+    snprintf(name, 32, "shard %zu", i);
+    return &c->shard_nodes[i];
+}
+
+/* --hosts: bench_child_stop's contract for node i: 0 when it exited 0. */
+static int s_node_stop(s_cluster_t *c, size_t i, shoal_err_t *err)
+{
+    char name[32];
+    bench_node_t *n = s_cluster_node(c, i, name);
+    if (n->pid <= 0)
+        return 0;
+    int timed_out = 0;
+    int status = hosts_stop(c->hosts, n->pid, S_STOP_WAIT_S, &timed_out);
+    n->pid = 0;
+    if (timed_out)
+        return shoal_err_set(err, SHOAL_ETIMEOUT, "%s did not stop in %.0f s", name, S_STOP_WAIT_S);
+    if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return shoal_err_set(err, SHOAL_EUNAVAIL, "%s stopped with status 0x%x", name, status);
+    return 0;
 }
 
 /* SIGTERM to the coordinator, then to every shard; the first failure is reported. */
 static int s_cluster_stop(s_cluster_t *c, shoal_err_t *err)
 {
-    int rc = bench_child_stop(&c->coord, S_STOP_WAIT_S, err);
+    int rc = c->hosts ? s_node_stop(c, c->nshards, err)
+                      : bench_child_stop(&c->coord, S_STOP_WAIT_S, err);
     for (size_t i = 0; i < c->nshards; i++) {
         shoal_err_t e2;
         shoal_err_clear(&e2);
-        int rc2 = bench_child_stop(&c->shards[i], S_STOP_WAIT_S, rc ? &e2 : err);
+        shoal_err_t *e = rc ? &e2 : err;
+        int rc2 = c->hosts ? s_node_stop(c, i, e)
+                           : bench_child_stop(&c->shards[i], S_STOP_WAIT_S, e);
         rc = rc ? rc : rc2;
     }
     return rc;
@@ -343,9 +511,46 @@ static int s_cluster_stop(s_cluster_t *c, shoal_err_t *err)
 
 static void s_cluster_kill(s_cluster_t *c)
 {
+    if (c->hosts) {
+        for (size_t i = 0; i <= c->nshards; i++) {
+            char name[32];
+            bench_node_t *n = s_cluster_node(c, i, name);
+            if (n->pid > 0)
+                hosts_kill9(c->hosts, n->pid);
+            n->pid = 0;
+        }
+        return;
+    }
     bench_child_kill(&c->coord);
     for (size_t i = 0; i < c->nshards; i++)
         bench_child_kill(&c->shards[i]);
+}
+
+/*
+ * --hosts: each process's output (its node log) copied to stderr, where it
+ * would have gone on loopback; empty logs are skipped. Before the scratch
+ * folder is removed.
+ */
+static void s_cluster_dump_logs(s_cluster_t *c)
+{
+    if (!c->hosts)
+        return;
+    for (size_t i = 0; i <= c->nshards; i++) {
+        char line[1024], name[32];
+        const bench_node_t *n = s_cluster_node(c, i, name);
+        FILE *f = n->log[0] ? fopen(n->log, "r") : NULL;
+        if (!f)
+            continue;
+        int first = 1;
+        while (fgets(line, sizeof line, f)) {
+            if (first)
+                fprintf(stderr, "--- %s (%s) output:\n", name, n->listen);
+            first = 0;
+            fputs(line, stderr);
+        }
+        fclose(f);
+    }
+    fflush(stderr);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -607,9 +812,16 @@ static int s_cluster_load(s_ctx_t *x, shoal_client_t *client, shoal_err_t *err)
     const cluster_bench_opts_t *o = x->o;
     shoal_create_opts_t copts = {.nlist = o->nlist, .M = o->M,
                                  .ef_construction = o->ef_construction};
-    int rc = shoal_client_create_ivf(client, S_COLL, x->dim, SHOAL_METRIC_L2, &copts, err);
+    int rc;
+    /* on hosts the coordinator can be ready before it has heard from every shard */
+    if (o->hosts)
+        rc = bench_create_retry(client, S_COLL, x->dim, SHOAL_METRIC_L2, &copts, S_READY_WAIT_S,
+                                err);
+    else if ((rc = shoal_client_create_ivf(client, S_COLL, x->dim, SHOAL_METRIC_L2, &copts,
+                                           err)) != 0)
+        shoal_err_prefix(err, "create");
     if (rc != 0)
-        return shoal_err_prefix(err, "create");
+        return rc;
 
     size_t ns = o->train_sample < x->n ? o->train_sample : x->n;
     float *sample = malloc(ns * x->dim * sizeof *sample);
@@ -816,7 +1028,8 @@ static int s_run(const void *opts, shoal_err_t *err)
     if (!c)
         return shoal_err_set(err, SHOAL_ENOMEM, "no memory for the cluster's state");
 
-    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler. */
+    /* Ctrl-C should stop the benchmark, not be swallowed by czmq's handler (which would
+       also replace the hosts harness's cleanup at its first use). */
     zsys_handler_set(NULL);
     rc = bench_find_bin(o->shard_bin, "shoal-shard", "--shard-bin", c->shard_bin, err);
     if (rc == 0)
@@ -859,14 +1072,16 @@ static int s_run(const void *opts, shoal_err_t *err)
         c->dir[0] = '\0';
         goto done;
     }
-    rc = s_cluster_start(c, x.threads, err);
+    rc = s_cluster_network(c, o->hosts, err);
+    if (rc == 0)
+        rc = s_cluster_start(c, x.threads, err);
     if (rc != 0)
         goto done;
-    printf("cluster: coordinator %s, shards", c->coord.endpoint);
+    printf("cluster: coordinator %s, shards", s_cluster_endpoint(c));
     for (size_t i = 0; i < c->nshards; i++)
-        printf(" %s", c->shards[i].endpoint);
+        printf(" %s", s_cluster_shard_endpoint(c, i));
     printf("\n");
-    client = shoal_client_new(c->coord.endpoint, S_CALL_TIMEOUT_MS, err);
+    client = shoal_client_new(s_cluster_endpoint(c), S_CALL_TIMEOUT_MS, err);
     if (!client) {
         rc = err->code ? err->code : SHOAL_EINTERNAL;
         goto done;
@@ -898,14 +1113,16 @@ static int s_run(const void *opts, shoal_err_t *err)
                o->k, o->target, ps.recall);
     s_print_table(o, &cs, &ps, x.batch.nq);
     printf("RESULT cluster recall=%.4f batch_qps_ratio_vs_inprocess=%.3f "
-           "single_qps_ratio_vs_inprocess=%.3f shards_per_query=%.2f\n",
+           "single_qps_ratio_vs_inprocess=%.3f shards_per_query=%.2f network=%s\n",
            cs.recall, cs.batch_qps / ps.batch_qps, cs.single_qps / ps.single_qps,
-           cs.shards_per_query);
+           cs.shards_per_query, o->hosts ? "hosts" : "loopback");
     fflush(stdout);
 
 done:
     shoal_client_destroy(&client);
     s_cluster_kill(c);
+    s_cluster_dump_logs(c);
+    hosts_down(&c->hosts); /* NULL-safe; also puts this thread back in its namespace */
     if (c->dir[0])
         bench_remove_tree(c->dir);
     free(c);
