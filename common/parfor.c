@@ -5,6 +5,7 @@
 #include "common/parfor.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -60,6 +61,12 @@ void parfor_each(void *items, size_t item_size, size_t nitems, parfor_fn fn)
 
 size_t parfor_cores(void)
 {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    return cores > 0 ? (size_t)cores : 1;
+    static atomic_size_t cached; /* 0 until the first call */
+    size_t cores = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (cores == 0) {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        cores = online > 0 ? (size_t)online : 1;
+        atomic_store_explicit(&cached, cores, memory_order_relaxed);
+    }
+    return cores;
 }

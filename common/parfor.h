@@ -38,7 +38,10 @@ static inline size_t parfor_split(size_t n, size_t nparts, size_t part)
     return n * part / nparts;
 }
 
-/* Processors online (sysconf), at least 1: the default thread count. */
+/* Processors online (sysconf), at least 1: the default thread count. Read
+   once per process and kept: glibc reads it from /sys on every call (an
+   open, a read and a close), which a coordinator routing single queries
+   paid per query; a CPU brought online later is not seen until a restart. */
 size_t parfor_cores(void);
 
 #endif

@@ -1091,19 +1091,36 @@ static size_t s_poll_items(coord_t *coord, zmq_pollitem_t *items, size_t *i_trai
 static void s_on_polled(coord_t *coord, zmq_pollitem_t *items, size_t i_train, size_t i_route,
                         size_t i_router)
 {
-    for (size_t s = 0; s < coord->nshards; s++)
-        for (int b = 0;
-             b < S_BURST && coord->shards[s].dealer && wire_io_readable(coord->shards[s].dealer);
-             b++)
+    /*
+     * Only the sockets the poll found readable are read: asking a ZeroMQ
+     * socket whether it is readable costs two system calls (its mailbox's
+     * poll and a getpid), and asking every shard's on every turn was most of
+     * the loop's time per single query. A socket's first message is taken
+     * on the poll's word (when the dealer is still the one polled: a reply
+     * handled meanwhile may have replaced another shard's), the rest of its
+     * burst while it stays readable.
+     */
+    for (size_t s = 0, slot = 0; s < coord->nshards && slot < i_train; s++) {
+        if (!coord->shards[s].dealer)
+            continue;
+        const zmq_pollitem_t *item = &items[slot++];
+        int ready = (item->revents & ZMQ_POLLIN) != 0;
+        for (int b = 0; ready && b < S_BURST && coord->shards[s].dealer; b++) {
+            int polled = b == 0 && item->socket == zsock_resolve(coord->shards[s].dealer);
+            if (!polled && !wire_io_readable(coord->shards[s].dealer))
+                break;
             s_on_shard_message(coord, s);
+        }
+    }
     if (items[i_train].revents & ZMQ_POLLIN)
         s_train_collect(coord);
     if (items[i_route].revents & ZMQ_POLLIN)
         coord_route_collect(coord);
     int stop_now = service_stop_fired(&coord->stop, items);
-    if (i_router != SIZE_MAX && !stop_now)
+    if (i_router != SIZE_MAX && !stop_now && (items[i_router].revents & ZMQ_POLLIN))
         for (int b = 0; b < S_BURST && coord->client_jobs < COORD_JOBS_MAX &&
-                        coord->fifo_len < COORD_WRITES_MAX && wire_io_readable(coord->router);
+                        coord->fifo_len < COORD_WRITES_MAX &&
+                        (b == 0 || wire_io_readable(coord->router));
              b++)
             s_on_request(coord, 0);
     if (stop_now) {
