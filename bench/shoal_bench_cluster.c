@@ -50,7 +50,9 @@
  *     fast in-process pass is not timed over a few milliseconds); latencies
  *     come from the first pass. Reported values are medians over the
  *     repetitions; shards_per_query is the coordinator's fan-out (the reply's
- *     fanout / queries) for the batch.
+ *     fanout / queries) for the batch. Then the hops of a single query
+ *     (s_cluster_hops): pings of the coordinator and of shard 0, and the
+ *     queries sent straight to shard 0.
  *
  * Output: key=value lines, a side-by-side table, and last
  *   RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..
@@ -936,6 +938,56 @@ static int s_cluster_measure(s_ctx_t *x, shoal_client_t *client, s_side_t *side,
     return rc;
 }
 
+/*
+ * Where a single query's time goes, hop by hop, with every query once more:
+ * a ping of the coordinator and of shard 0 (answered by their socket loops:
+ * one ZeroMQ round trip each, nothing else) and the same single-query search
+ * sent straight to shard 0 (its whole graph, at the cluster's ef). A query
+ * through the cluster costs about the coordinator's round trip plus the
+ * shard's search plus the coordinator's own work (routing, plan, merge):
+ * printed as `hops: ...` with p50s in milliseconds.
+ */
+static int s_cluster_hops(s_ctx_t *x, const char *coord_ep, const char *shard_ep,
+                          const s_side_t *side, shoal_err_t *err)
+{
+    shoal_client_t *ends[2] = {shoal_client_new(coord_ep, S_CALL_TIMEOUT_MS, err),
+                               shoal_client_new(shard_ep, S_CALL_TIMEOUT_MS, err)};
+    double p50[3] = {0, 0, 0}, p99;
+    size_t nq = x->all.nq;
+    int rc = ends[0] && ends[1] ? 0 : (err->code ? err->code : SHOAL_EINTERNAL);
+    for (int e = 0; rc == 0 && e < 2; e++) {
+        for (size_t i = 0; rc == 0 && i < nq; i++) {
+            void *info = NULL;
+            size_t len = 0;
+            double t0 = timing_now();
+            rc = shoal_client_ping(ends[e], &info, &len, err);
+            x->lat[i] = timing_now() - t0;
+            free(info);
+        }
+        if (rc == 0)
+            s_latency(x->lat, nq, &p50[e], &p99);
+    }
+    shoal_search_opts_t sopts = {.k = x->all.k, .mode = WIRE_MODE_HNSW, .ef = side->ef};
+    for (size_t i = 0; rc == 0 && i < nq; i++) {
+        uint64_t *ids = NULL;
+        double t0 = timing_now();
+        rc = shoal_client_search(ends[1], S_COLL, x->all.queries + i * x->all.dim, 1, x->all.dim,
+                                 &sopts, &ids, NULL, NULL, err);
+        x->lat[i] = timing_now() - t0;
+        free(ids);
+    }
+    if (rc == 0) {
+        s_latency(x->lat, nq, &p50[2], &p99);
+        printf("hops: ping_coordinator_p50_ms=%.3f ping_shard_p50_ms=%.3f "
+               "shard_direct_search_p50_ms=%.3f cluster_single_p50_ms=%.3f\n",
+               p50[0] * 1e3, p50[1] * 1e3, p50[2] * 1e3, side->p50_ms);
+        fflush(stdout);
+    }
+    shoal_client_destroy(&ends[0]);
+    shoal_client_destroy(&ends[1]);
+    return rc ? shoal_err_prefix(err, "hops") : 0;
+}
+
 /* Builds the in-process index, sweeps ef and measures at the first reaching the target. */
 static int s_inprocess_side(s_ctx_t *x, s_side_t *side, shoal_err_t *err)
 {
@@ -1091,6 +1143,8 @@ static int s_run(const void *opts, shoal_err_t *err)
         rc = s_cluster_sweep(&x, client, &cs, err);
     if (rc == 0)
         rc = s_cluster_measure(&x, client, &cs, err);
+    if (rc == 0)
+        rc = s_cluster_hops(&x, s_cluster_endpoint(c), s_cluster_shard_endpoint(c, 0), &cs, err);
     if (rc != 0)
         goto done;
     shoal_client_destroy(&client);

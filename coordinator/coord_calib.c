@@ -362,7 +362,14 @@ static int s_wanted(const catalog_coll_t *c)
     return now > was * (1 + COORD_CALIB_REGROW) || now < was / (1 + COORD_CALIB_REGROW);
 }
 
-/* Samples the queries' ids of c from its lists, in proportion to their sizes. */
+/*
+ * Samples the queries' ids of c from its lists, in proportion to their
+ * sizes: list l gets the rounded cumulative share up to its end less that
+ * up to its start, so the shares sum to `want` however many lists there
+ * are. (Rounding each list's own share, as before, gave every list 0 once
+ * nlist passed about 2 x want: a collection with nlist 1,024 never
+ * calibrated.)
+ */
 static int s_sample(coord_t *coord, const catalog_coll_t *c, shoal_err_t *err)
 {
     coord_calib_t *cb = &coord->calib;
@@ -372,9 +379,13 @@ static int s_sample(coord_t *coord, const catalog_coll_t *c, shoal_err_t *err)
     cb->ids = malloc(want * sizeof *cb->ids);
     if (!cb->ids)
         return shoal_err_set(err, SHOAL_ENOMEM, "out of memory");
-    size_t got = 0;
+    size_t got = 0, before = 0;
+    uint64_t cum = 0;
     for (uint32_t l = 0; l < c->nlist && got < want; l++) {
-        size_t share = (size_t)((double)want * (double)c->list_counts[l] / (double)c->count + 0.5);
+        cum += c->list_counts[l];
+        size_t upto = (size_t)((double)want * (double)cum / (double)c->count + 0.5);
+        size_t share = upto > before ? upto - before : 0;
+        before = upto;
         if (share > want - got)
             share = want - got;
         size_t n = 0;

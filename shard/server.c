@@ -1308,6 +1308,9 @@ static void s_metrics_publish(shard_server_t *server, int stopping)
         prom_label(&l, "lane", i == 0 ? "read" : "write");
         prom_sample_u64(t, "shoal_shard_jobs_queued", &l, lanes[i]->queued);
     }
+    prom_metric_u64(t, "shoal_shard_searches_inline_total", PROM_COUNTER,
+                    "Single-query searches the socket loop ran itself (--inline-ef-max).",
+                    server->searches_inline);
     wire_io_budget_stats_t replies;
     wire_io_budget_stats(server->reply_budget, &replies);
     http_metrics_replies(t, replies.pending_bytes, replies.max_bytes, replies.dropped);

@@ -2127,6 +2127,35 @@ Test(cluster, recall_targets_run_at_the_calibrated_setting)
     s_finish(&c, &s);
 }
 
+/*
+ * More lists than the calibration samples queries (200): each list's share
+ * rounds to nothing, and the shares must still add up (a collection with
+ * nlist 1,024 once never calibrated: "0 sampled queries, 50 needed").
+ */
+Test(cluster, recall_targets_calibrate_with_more_lists_than_sampled_queries)
+{
+    const size_t nlist = 1024;
+    s_sift_t s;
+    s_cluster_t cl;
+    shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, nlist);
+    shoal_err_t err;
+    double recall = 0, end = s_now() + S_CALIB_WAIT_S;
+    shoal_search_info_t info;
+    int rc;
+    while ((rc = s_search_recall(c, &s, 0.9, &recall, &info, &err)) != 0) {
+        cr_assert_eq(rc, SHOAL_EUNAVAIL, "%s", err.msg);
+        cr_assert_lt(s_now(), end, "nlist %zu: not calibrated after %.0f s: %s", nlist,
+                     S_CALIB_WAIT_S, err.msg);
+        s_sleep_ms(S_POLL_MS * 4);
+    }
+    cr_log_info("nlist %zu, target 0.90: nprobe %u ef %u, calibrated %.4f, held-out %.4f", nlist,
+                info.nprobe, info.ef, info.recall, recall);
+    cr_assert(info.nprobe >= 1 && info.nprobe <= nlist, "nprobe %u", info.nprobe);
+    cr_assert_geq(info.recall, 0.9);
+    cr_assert_geq(recall, 0.9 - S_CALIB_TOL, "held-out recall %.4f", recall);
+    s_finish(&c, &s);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Online recall telemetry (coord_recall.c)                                 */
 /* ------------------------------------------------------------------------ */

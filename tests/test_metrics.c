@@ -566,6 +566,10 @@ Test(metrics, series_follow_requests_and_pass_promtool)
     cr_assert_gt(s_value(text, "shoal_disk_free_bytes"), 0);
     cr_assert_gt(s_value(text, "shoal_shard_memory_bytes{collection=\"m\",kind=\"hnsw\"}"), 0);
     cr_assert_eq(s_value(text, "shoal_pending_reply_bytes"), 0);
+    double inline_searches = s_value(text, "shoal_shard_searches_inline_total");
+    cr_assert(inline_searches >= 0 &&
+                  inline_searches <= s_value(text, "shoal_requests_total{op=\"search\",code=\"ok\"}"),
+              "searches run on the loop: %f\n%s", inline_searches, text);
     cr_assert_not_null(strstr(text, "role=\"shard\""), "%s", text);
     free(text);
 
