@@ -37,6 +37,8 @@
  *     runs with no lock of the index held;
  *   - hnsw_delete, hnsw_delete_batch, hnsw_save, hnsw_validate: exclusive
  *     (they take the index's write lock and wait for the calls above);
+ *   - hnsw_save_shared: with searches, for a caller that keeps every writer
+ *     out itself (the shard's store: its write mutex);
  *   - a search that starts after an insert returned sees that vector.
  *
  * Validation: vectors are checked where they enter the shard (the server,
@@ -266,6 +268,15 @@ void hnsw_stats(const hnsw_t *index, hnsw_stats_t *stats);
  */
 typedef int (*hnsw_write_fn)(void *ctx, const void *data, size_t len);
 int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err);
+
+/*
+ * hnsw_save under the index's read lock, so searches go on while a large
+ * graph is serialised (at a million vectors that is seconds with the
+ * writes). The caller must keep every writer out for the whole call: no
+ * insert, delete, validate or sq8 training may run meanwhile; the read lock
+ * alone does not stop inserts (they take it too). Same output and return.
+ */
+int hnsw_save_shared(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err);
 
 /* Convenience: the serialised index in one malloc'd buffer (the caller frees). */
 int hnsw_save_buffer(const hnsw_t *index, uint8_t **blob, size_t *len, shoal_err_t *err);

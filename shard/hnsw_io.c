@@ -266,14 +266,19 @@ static void s_put(s_writer_t *w, const void *data, size_t len)
     }
 }
 
-int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err)
+/* hnsw_save and hnsw_save_shared: the lock taken is the only difference. */
+static int s_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, int shared,
+                  shoal_err_t *err)
 {
     if (!index || !write)
         return shoal_err_set(err, SHOAL_EINVAL, "hnsw_save: index and write must not be NULL");
     hnsw_t *ix = (hnsw_t *)index;
     s_writer_t w = {.write = write, .ctx = ctx};
     w.buf = malloc(S_WRITE_CHUNK);
-    pthread_rwlock_wrlock(&ix->rw);
+    if (shared)
+        pthread_rwlock_rdlock(&ix->rw);
+    else
+        pthread_rwlock_wrlock(&ix->rw);
     uint32_t *rank = malloc((ix->nslots ? ix->nslots : 1) * sizeof *rank);
     if (!w.buf || !rank) {
         pthread_rwlock_unlock(&ix->rw);
@@ -344,6 +349,16 @@ int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *
         return shoal_err_set(err, w.rc < 0 ? w.rc : SHOAL_EIO,
                              "hnsw_save: the write callback failed (%d)", w.rc);
     return 0;
+}
+
+int hnsw_save(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err)
+{
+    return s_save(index, write, ctx, 0, err);
+}
+
+int hnsw_save_shared(const hnsw_t *index, hnsw_write_fn write, void *ctx, shoal_err_t *err)
+{
+    return s_save(index, write, ctx, 1, err);
 }
 
 typedef struct {

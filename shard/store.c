@@ -24,10 +24,11 @@
  * ever filling the disk avoids both; the reserve also leaves room for its
  * memtable flushes and compactions, which write without asking us.
  *
- * Checkpoints. hnsw_save takes the graph's write lock, so searches of that
- * collection wait while it is serialised (a few hundred ms per million
- * 128-d vectors in memory, plus the RocksDB writes), and writes wait for
- * write_mu. The background thread checkpoints a collection once it has
+ * Checkpoints. The graph is serialised under write_mu, which every writer
+ * of a graph takes, so hnsw_save_shared only needs the graph's read lock:
+ * searches go on during a checkpoint (a few hundred ms per million 128-d
+ * vectors in memory, plus the RocksDB writes: seconds at a million), and
+ * writes wait for write_mu. The background thread checkpoints a collection once it has
  * checkpoint_every changed vectors, or checkpoint_secs after its last
  * checkpoint when it has any change; close checkpoints whatever changed.
  */

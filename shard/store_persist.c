@@ -284,7 +284,8 @@ int shard_checkpoint_coll(shard_store_t *store, shard_coll_t *coll, shoal_err_t 
     }
     shoal_err_t save_err;
     shoal_err_clear(&save_err);
-    rc = hnsw_save(coll->hnsw, s_ckpt_write, &w, &save_err);
+    /* The caller holds write_mu, which every writer of the graph takes: searches go on. */
+    rc = hnsw_save_shared(coll->hnsw, s_ckpt_write, &w, &save_err);
     if (rc == 0 && w.fill > 0)
         rc = s_flush_chunk(&w);
     if (rc == 0 && w.total == 0)

@@ -1922,6 +1922,7 @@ typedef struct {
     pthread_cond_t cv;
     int holding, release;
     const hnsw_t *ix;
+    int shared; /* hnsw_save_shared instead of hnsw_save */
     int rc;
 } s_held_save_t;
 
@@ -1942,7 +1943,8 @@ static int s_held_write(void *ctx, const void *data, size_t len)
 static void *s_held_save_main(void *arg)
 {
     s_held_save_t *h = arg;
-    h->rc = hnsw_save(h->ix, s_held_write, h, NULL);
+    h->rc = h->shared ? hnsw_save_shared(h->ix, s_held_write, h, NULL)
+                      : hnsw_save(h->ix, s_held_write, h, NULL);
     return NULL;
 }
 
@@ -1989,6 +1991,75 @@ Test(hnsw, busy_search_does_not_wait_for_a_save_and_then_matches)
         cr_assert_eq(ids[i], want_ids[i], "rank %zu", i);
         cr_assert_eq(d[i], want_d[i], "rank %zu", i);
     }
+    hnsw_destroy(&ix);
+    free(base);
+}
+
+/* A growing buffer as an hnsw_write_fn's target. */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+} s_blob_t;
+
+static int s_blob_write(void *ctx, const void *data, size_t len)
+{
+    s_blob_t *b = ctx;
+    uint8_t *grown = realloc(b->data, b->len + len);
+    if (!grown)
+        return SHOAL_ENOMEM;
+    memcpy(grown + b->len, data, len);
+    b->data = grown;
+    b->len += len;
+    return 0;
+}
+
+/* A shared save (the caller keeps writers out) lets searches run meanwhile, and saves the same. */
+Test(hnsw, shared_save_lets_searches_run_and_writes_the_same_blob)
+{
+    const size_t n = 2000, dim = 16, k = 10;
+    float *base = s_gen(n, dim, DATAGEN_STREAM_BASE, 0, 5);
+    hnsw_t *ix = s_build(base, n, dim, SHOAL_METRIC_L2);
+    uint64_t want_ids[10], ids[10];
+    float want_d[10], d[10];
+    shoal_err_t err;
+    cr_assert_eq(hnsw_search(ix, base + 11 * dim, k, 64, NULL, NULL, want_ids, want_d, &err),
+                 (int)k, "%s", err.msg);
+
+    s_held_save_t h = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                       .cv = PTHREAD_COND_INITIALIZER,
+                       .ix = ix,
+                       .shared = 1};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_held_save_main, &h), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.holding)
+        pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    int busy = -1;
+    hnsw_search_opts_t o = {.k = k, .ef = 64, .busy = &busy};
+    cr_assert_eq(hnsw_search_with(ix, base + 11 * dim, &o, ids, d, &err), (int)k, "%s", err.msg);
+    cr_assert_eq(busy, 0, "a search waited for a shared save");
+    for (size_t i = 0; i < k; i++)
+        cr_assert_eq(ids[i], want_ids[i], "rank %zu", i);
+    pthread_mutex_lock(&h.mu);
+    h.release = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    pthread_join(t, NULL);
+    cr_assert_eq(h.rc, 0);
+
+    /* The same bytes as an exclusive save. */
+    uint8_t *a = NULL, *b = NULL;
+    size_t alen = 0, blen = 0;
+    cr_assert_eq(hnsw_save_buffer(ix, &a, &alen, &err), 0, "%s", err.msg);
+    s_blob_t sb = {0};
+    cr_assert_eq(hnsw_save_shared(ix, s_blob_write, &sb, &err), 0, "%s", err.msg);
+    b = sb.data;
+    blen = sb.len;
+    cr_assert_eq(alen, blen);
+    cr_assert(memcmp(a, b, alen) == 0, "a shared save wrote other bytes");
+    free(a);
+    free(b);
     hnsw_destroy(&ix);
     free(base);
 }
