@@ -1204,6 +1204,7 @@ void coord_opts_default(coord_opts_t *opts)
     opts->repair_chunk = COORD_REPAIR_CHUNK_DEFAULT;
     opts->repair_pause_ms = COORD_REPAIR_PAUSE_MS_DEFAULT;
     opts->recall_sample = -1; /* unset: $SHOAL_RECALL_SAMPLE, else the default (coord_recall.c) */
+    opts->recall_budget = -1; /* unset: $SHOAL_RECALL_BUDGET, else COORD_RECALL_BUDGET */
     opts->max_pending_reply_bytes = WIRE_IO_PENDING_REPLY_BYTES_DEFAULT;
     opts->device = "auto";
     opts->stop_fd = -1;

@@ -159,6 +159,9 @@ typedef struct {
     double recall_sample;            /* fraction of client searches sampled for the online
                                         recall estimate, 0..1 (0: off); < 0: unset (the
                                         environment's SHOAL_RECALL_SAMPLE, else 0.005) */
+    double recall_budget;            /* share of the time those exact re-runs may take,
+                                        (0, 1]; < 0: unset (SHOAL_RECALL_BUDGET, else
+                                        COORD_RECALL_BUDGET) */
     http_metrics_t *metrics;         /* where replies are counted and the metrics text and
                                         readiness published (borrowed; outlives coord_run);
                                         NULL: none */

@@ -194,7 +194,9 @@ typedef struct {
 #define COORD_RECALL_QUEUE 256            /* samples waiting for their exact search */
 #define COORD_RECALL_WINDOW 256           /* recent recalls an estimate is made of */
 #define COORD_RECALL_BUSY 8               /* client requests in progress: sampling waits */
-#define COORD_RECALL_PAUSE_MS 10          /* between two exact searches */
+#define COORD_RECALL_PAUSE_MS 10          /* between two exact searches, at least */
+#define COORD_RECALL_BUDGET 0.02          /* ... and long enough that they take at most this
+                                             share of the time (coord_recall.c) */
 
 /* A sampled query waiting for its exact search. */
 typedef struct {
@@ -214,11 +216,13 @@ typedef struct {
 
 typedef struct {
     double rate;     /* fraction of client searches sampled (0: off) */
+    double budget;   /* share of the time the exact searches may take, (0, 1] */
     int rate_set;    /* rate was read (lazily, from SHOAL_RECALL_SAMPLE or the default) */
     double credit;   /* accumulates rate; a search is sampled when it reaches 1 */
     coord_recall_pending_t queue[COORD_RECALL_QUEUE];
     size_t head, nqueued;
     int waiting;     /* an exact search is in flight */
+    int64_t sent_us; /* when it was sent */
     int64_t next_us; /* none starts before */
     coord_recall_coll_t *colls;
     size_t ncolls;

@@ -10,7 +10,15 @@
  * and counted). Later, at low priority (no calibration running, fewer than
  * COORD_RECALL_BUSY client requests in progress, one at a time), each is
  * searched again in exact mode over every list, through the client path
- * (coord_internal_read); its recall is |got ∩ exact| / k. Per collection the
+ * (coord_internal_read); its recall is |got ∩ exact| / k. Paced by cost:
+ * after an exact search that took T, the next waits (1 / COORD_RECALL_BUDGET
+ * - 1) x T (and at least COORD_RECALL_PAUSE_MS), so the checks take at most
+ * that share (--recall-budget; else SHOAL_RECALL_BUDGET; else
+ * COORD_RECALL_BUDGET, 2 %) of the time whatever the sample rate. Why: an
+ * exact search grows with the collection, a graph search hardly; at 10^6
+ * vectors one check cost about 160 graph searches, and at 0.5 % sampled the
+ * checks took as much CPU as the queries they checked (docs/scaling.md);
+ * samples that find the queue full are dropped and counted. Per collection the
  * last COORD_RECALL_WINDOW recalls are kept: the estimate is their mean, with
  * a 95 % confidence half-width 1.96 s / sqrt(n) (s their standard deviation),
  * in stats (`recall_estimate`) and /metrics (`shoal_recall_estimate`). Why a
@@ -32,6 +40,15 @@
 #include <string.h>
 
 #define S_K 10 /* recall@k, k at most this */
+
+/* A fraction in [lo, 1] from the environment's name, else (absent or bad) dflt. */
+static double s_env_fraction(const char *name, double lo, double dflt)
+{
+    const char *env = getenv(name);
+    char *end = NULL;
+    double v = env ? strtod(env, &end) : dflt;
+    return env && (end == env || *end || !(v >= lo && v <= 1)) ? dflt : v;
+}
 
 /* A collection's window, created at its first sample. */
 static coord_recall_coll_t *s_coll(coord_t *coord, const char *name, int create)
@@ -56,13 +73,13 @@ void coord_recall_sample(coord_t *coord, const coord_job_t *job, const uint64_t 
 {
     coord_recall_t *rc = &coord->recall;
     const wire_request_t *req = &job->req;
-    if (!rc->rate_set) { /* --recall-sample, else the environment, else the default */
-        const char *env = getenv("SHOAL_RECALL_SAMPLE");
-        char *end = NULL;
-        double v = env ? strtod(env, &end) : COORD_RECALL_SAMPLE_DEFAULT;
-        if (env && (end == env || *end || !(v >= 0 && v <= 1)))
-            v = COORD_RECALL_SAMPLE_DEFAULT;
-        rc->rate = coord->opts.recall_sample >= 0 ? coord->opts.recall_sample : v;
+    if (!rc->rate_set) { /* the option, else the environment, else the default */
+        rc->rate = coord->opts.recall_sample >= 0
+                       ? coord->opts.recall_sample
+                       : s_env_fraction("SHOAL_RECALL_SAMPLE", 0, COORD_RECALL_SAMPLE_DEFAULT);
+        rc->budget = coord->opts.recall_budget > 0
+                         ? coord->opts.recall_budget
+                         : s_env_fraction("SHOAL_RECALL_BUDGET", 1e-3, COORD_RECALL_BUDGET);
         rc->rate_set = 1;
     }
     if (!job->client || rc->rate <= 0 || req->n == 0 || req->nfilter || !ids || k == 0 ||
@@ -102,7 +119,11 @@ static void s_on_exact(coord_t *coord, coord_job_t *job, const wire_reply_t *rep
     coord_recall_pending_t *p = &rc->queue[rc->head];
     rc->head = (rc->head + 1) % COORD_RECALL_QUEUE;
     rc->nqueued--;
-    rc->next_us = zclock_usecs() + (int64_t)COORD_RECALL_PAUSE_MS * 1000;
+    int64_t now = zclock_usecs(), took = now - rc->sent_us;
+    int64_t pause = (int64_t)((double)took * (1.0 / rc->budget - 1.0));
+    if (pause < (int64_t)COORD_RECALL_PAUSE_MS * 1000)
+        pause = (int64_t)COORD_RECALL_PAUSE_MS * 1000;
+    rc->next_us = now + pause;
     if (rep->code != SHOAL_OK || rep->n != 1 || rep->k != p->k || !rep->ids || rep->partial) {
         rc->failed++;
         return;
@@ -145,6 +166,7 @@ void coord_recall_tick(coord_t *coord, int64_t now)
         return;
     }
     rc->waiting = 1;
+    rc->sent_us = now;
     if (!coord_internal_read(coord, WIRE_OP_SEARCH, p->coll, NULL, p->vec, 1, p->dim, p->k,
                              WIRE_MODE_EXACT, c->nlist, 0, s_on_exact) &&
         rc->waiting) {

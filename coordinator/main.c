@@ -125,6 +125,9 @@ static const cliopt_t s_options[] = {
     {"recall-sample", CLIOPT_SECONDS, S_FIELD(opts.recall_sample), 0, 1, "F",
      "fraction of client searches re-run exactly for the online recall estimate (0 = off; "
      "default $SHOAL_RECALL_SAMPLE, else 0.005)"},
+    {"recall-budget", CLIOPT_SECONDS, S_FIELD(opts.recall_budget), 0.001, 1, "F",
+     "share of the time those exact re-runs may take: each waits for (1/F - 1) times the "
+     "last one's duration (default $SHOAL_RECALL_BUDGET, else 0.02)"},
     {"device", CLIOPT_DEVICES, S_FIELD(device), 0, 0, "auto|cpu|gpu:0,1",
      "k-means and routing engine"},
     {"threads", CLIOPT_SIZE, S_FIELD(opts.threads), 0, 4096, "N",

@@ -2208,12 +2208,15 @@ static void s_wait_estimate(shoal_client_t *c, double total, double *recall, dou
 
 Test(cluster, recall_estimate_follows_the_searches_clients_run)
 {
-    /* Every search sampled (the default is 0.5 %), so the test needs few of them. */
+    /* Every search sampled (the default is 0.5 %), so the test needs few of them, and
+       checked as fast as they come (the default paces the checks to 2 % of the time). */
     setenv("SHOAL_RECALL_SAMPLE", "1", 1);
+    setenv("SHOAL_RECALL_BUDGET", "1", 1);
     s_sift_t s;
     s_cluster_t cl;
     shoal_client_t *c = s_start_loaded(&s, &cl, 20000, "sift", 0, S_NLIST);
     unsetenv("SHOAL_RECALL_SAMPLE");
+    unsetenv("SHOAL_RECALL_BUDGET");
 
     double high = s_recall_one_by_one(c, &s, 16, 128), est = 0, ci = 0;
     s_wait_estimate(c, (double)s.nq, &est, &ci);
