@@ -52,7 +52,8 @@
  *     repetitions; shards_per_query is the coordinator's fan-out (the reply's
  *     fanout / queries) for the batch. Then the hops of a single query
  *     (s_cluster_hops): pings of the coordinator and of shard 0, and the
- *     queries sent straight to shard 0.
+ *     queries sent straight to shard 0; and the footprint (resident memory
+ *     and data-dir bytes of the shards and the coordinator, per vector).
  *
  * Output: key=value lines, a side-by-side table, and last
  *   RESULT cluster recall=.. batch_qps_ratio_vs_inprocess=..
@@ -85,6 +86,7 @@
 #include "tests/test_hosts.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -465,6 +467,86 @@ static int s_cluster_start(s_cluster_t *c, size_t threads, shoal_err_t *err)
 {
     return c->hosts ? s_cluster_start_hosts(c, threads, err)
                     : s_cluster_start_loopback(c, threads, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Footprint: what the cluster's processes hold in RAM and on disk          */
+/* ------------------------------------------------------------------------ */
+
+/* Process i (shard i, the coordinator at i == nshards): its pid and data dir. */
+static pid_t s_cluster_proc(const s_cluster_t *c, size_t i, char *data_dir, size_t size)
+{
+    if (c->hosts) {
+        const bench_node_t *n = i == c->nshards ? &c->coord_node : &c->shard_nodes[i];
+        snprintf(data_dir, size, "%s", n->data_dir);
+        return n->pid;
+    }
+    if (i == c->nshards)
+        snprintf(data_dir, size, "%s/coordinator", c->dir);
+    else
+        snprintf(data_dir, size, "%s/shard%zu", c->dir, i);
+    return i == c->nshards ? c->coord.pid : c->shards[i].pid;
+}
+
+/* Resident memory of pid in bytes (/proc/PID/status VmRSS); 0 when unreadable. */
+static uint64_t s_rss_bytes(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+static uint64_t s_du_total; /* nftw's callback has no context argument */
+
+static int s_du_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F)
+        s_du_total += (uint64_t)st->st_blocks * 512;
+    return 0;
+}
+
+/* Bytes a directory tree takes on disk (allocated blocks). */
+static uint64_t s_du_bytes(const char *dir)
+{
+    s_du_total = 0;
+    nftw(dir, s_du_one, 16, FTW_PHYS);
+    return s_du_total;
+}
+
+/*
+ * The capacity model's per-vector lines, measured on this cluster holding
+ * n vectors: the shards' resident memory and data dirs summed, and the
+ * coordinator's, printed as `footprint: ...`. Resident memory includes
+ * each process's RocksDB block cache and memtables, so per vector it falls
+ * as shards grow (docs/scaling.md).
+ */
+static void s_cluster_footprint(const s_cluster_t *c, size_t n)
+{
+    uint64_t rss = 0, disk = 0;
+    char dir[BENCH_PATH_MAX];
+    for (size_t i = 0; i < c->nshards; i++) {
+        pid_t pid = s_cluster_proc(c, i, dir, sizeof dir);
+        rss += pid ? s_rss_bytes(pid) : 0;
+        disk += s_du_bytes(dir);
+    }
+    pid_t cpid = s_cluster_proc(c, c->nshards, dir, sizeof dir);
+    uint64_t crss = cpid ? s_rss_bytes(cpid) : 0, cdisk = s_du_bytes(dir);
+    double per = n ? (double)n : 1.0;
+    printf("footprint: vectors=%zu shard_rss_mb=%.1f shard_rss_bytes_per_vector=%.0f "
+           "shard_disk_mb=%.1f shard_disk_bytes_per_vector=%.0f coordinator_rss_mb=%.1f "
+           "coordinator_disk_bytes_per_id=%.1f\n",
+           n, (double)rss / 1e6, (double)rss / per, (double)disk / 1e6, (double)disk / per,
+           (double)crss / 1e6, (double)cdisk / per);
+    fflush(stdout);
 }
 
 /* --hosts: node i (shard i, or the coordinator at i == nshards) and its name for messages. */
@@ -1147,6 +1229,7 @@ static int s_run(const void *opts, shoal_err_t *err)
         rc = s_cluster_hops(&x, s_cluster_endpoint(c), s_cluster_shard_endpoint(c, 0), &cs, err);
     if (rc != 0)
         goto done;
+    s_cluster_footprint(c, x.n);
     shoal_client_destroy(&client);
     /* The in-process side runs alone: the cluster is stopped first. */
     rc = s_cluster_stop(c, err);
