@@ -262,6 +262,12 @@ static inline void s_hosts_handlers_install(void)
     size_t count;
     const int *sigs = s_hosts_signals(&count);
     for (size_t k = 0; k < count; k++) {
+        /* An ignored signal stays ignored (a background job of a non-interactive
+           shell ignores SIGINT): cleaning up on it and re-raising it ignored
+           would tear the hosts down under a process that goes on running. */
+        struct sigaction cur;
+        if (sigaction(sigs[k], NULL, &cur) == 0 && cur.sa_handler == SIG_IGN)
+            continue;
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = s_hosts_on_signal;
