@@ -1948,6 +1948,29 @@ static void *s_held_save_main(void *arg)
     return NULL;
 }
 
+/* Starts h's save on a thread and returns once its first write holds it. */
+static pthread_t s_held_save_start(s_held_save_t *h)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, s_held_save_main, h), 0);
+    pthread_mutex_lock(&h->mu);
+    while (!h->holding)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    return t;
+}
+
+/* Lets h's save go on and waits for it; it must have succeeded. */
+static void s_held_save_finish(s_held_save_t *h, pthread_t t)
+{
+    pthread_mutex_lock(&h->mu);
+    h->release = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    pthread_join(t, NULL);
+    cr_assert_eq(h->rc, 0);
+}
+
 Test(hnsw, busy_search_does_not_wait_for_a_save_and_then_matches)
 {
     const size_t n = 2000, dim = 16, k = 10;
@@ -1962,12 +1985,7 @@ Test(hnsw, busy_search_does_not_wait_for_a_save_and_then_matches)
 
     /* A save holds the index for writing: the search says busy and leaves ids alone. */
     s_held_save_t h = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .ix = ix};
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, s_held_save_main, &h), 0);
-    pthread_mutex_lock(&h.mu);
-    while (!h.holding)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
+    pthread_t t = s_held_save_start(&h);
     int busy = -1;
     hnsw_search_opts_t o = {.k = k, .ef = 64, .busy = &busy};
     for (size_t i = 0; i < k; i++)
@@ -1977,12 +1995,7 @@ Test(hnsw, busy_search_does_not_wait_for_a_save_and_then_matches)
     for (size_t i = 0; i < k; i++)
         cr_assert_eq(ids[i], 424242, "a busy search wrote its results");
 
-    pthread_mutex_lock(&h.mu);
-    h.release = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
-    pthread_join(t, NULL);
-    cr_assert_eq(h.rc, 0);
+    s_held_save_finish(&h, t);
 
     /* Free again: it runs and answers as a plain search. */
     cr_assert_eq(hnsw_search_with(ix, q, &o, ids, d, &err), (int)k, "%s", err.msg);
@@ -2029,24 +2042,14 @@ Test(hnsw, shared_save_lets_searches_run_and_writes_the_same_blob)
                        .cv = PTHREAD_COND_INITIALIZER,
                        .ix = ix,
                        .shared = 1};
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, s_held_save_main, &h), 0);
-    pthread_mutex_lock(&h.mu);
-    while (!h.holding)
-        pthread_cond_wait(&h.cv, &h.mu);
-    pthread_mutex_unlock(&h.mu);
+    pthread_t t = s_held_save_start(&h);
     int busy = -1;
     hnsw_search_opts_t o = {.k = k, .ef = 64, .busy = &busy};
     cr_assert_eq(hnsw_search_with(ix, base + 11 * dim, &o, ids, d, &err), (int)k, "%s", err.msg);
     cr_assert_eq(busy, 0, "a search waited for a shared save");
     for (size_t i = 0; i < k; i++)
         cr_assert_eq(ids[i], want_ids[i], "rank %zu", i);
-    pthread_mutex_lock(&h.mu);
-    h.release = 1;
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
-    pthread_join(t, NULL);
-    cr_assert_eq(h.rc, 0);
+    s_held_save_finish(&h, t);
 
     /* The same bytes as an exclusive save. */
     uint8_t *a = NULL, *b = NULL;
