@@ -451,6 +451,21 @@ static int s_attach_info(wire_reply_t *rep, s_scratch_t *scratch)
     return wire_io_reply_info(rep, scratch->info);
 }
 
+/* A search's k and the size of its reply against the limits: the lane's and the loop's check. */
+static int s_check_search_size(shard_server_t *server, const wire_request_t *req,
+                               shoal_err_t *err)
+{
+    if (req->k == 0)
+        return shoal_err_set(err, SHOAL_EINVAL, "search: k must be >= 1, got 0");
+    if (req->k > server->limits.max_k)
+        return shoal_err_set(err, SHOAL_ELIMIT,
+                             "search: k = %" PRIu32 " is over the limit of %zu "
+                             "(--max-k)",
+                             req->k, server->limits.max_k);
+    return s_check_reply_size(server, "search", (size_t)req->n,
+                              (size_t)req->k * (sizeof(uint64_t) + sizeof(float)), err);
+}
+
 static int s_do_search(shard_server_t *server, const wire_request_t *req, wire_reply_t *rep,
                        s_scratch_t *scratch, shoal_err_t *err)
 {
@@ -459,15 +474,8 @@ static int s_do_search(shard_server_t *server, const wire_request_t *req, wire_r
     int rc = s_check_collection(server, req->coll, req->dim, &dim, &metric, err);
     if (rc != 0)
         return rc;
-    if (req->k == 0)
-        return shoal_err_set(err, SHOAL_EINVAL, "search: k must be >= 1, got 0");
-    if (req->k > server->limits.max_k)
-        return shoal_err_set(err, SHOAL_ELIMIT,
-                             "search: k = %" PRIu32 " is over the limit of %zu "
-                             "(--max-k)",
-                             req->k, server->limits.max_k);
     size_t n = (size_t)req->n, k = req->k;
-    rc = s_check_reply_size(server, "search", n, k * (sizeof(uint64_t) + sizeof(float)), err);
+    rc = s_check_search_size(server, req, err);
     if (rc == 0)
         rc = vec_check_rows("search", "query", req->vecs, n, dim, metric, NULL, err);
     if (rc != 0)
@@ -1062,14 +1070,13 @@ static int s_search_inline(shard_server_t *server, s_job_t **job_p)
     s_job_t *job = *job_p;
     const wire_request_t *req = &job->req;
     if (!server->opts.inline_ef_max || req->n != 1 || req->nfilter ||
-        req->mode == WIRE_MODE_EXACT || req->k == 0 || req->k > server->limits.max_k ||
-        server->read.head || wire_io_readable(server->router))
+        req->mode == WIRE_MODE_EXACT || server->read.head)
         return 0;
     shoal_err_t err;
     shoal_err_clear(&err);
-    size_t k = req->k;
-    if (s_check_reply_size(server, "search", 1, k * (sizeof(uint64_t) + sizeof(float)), &err))
+    if (s_check_search_size(server, req, &err) != 0 || wire_io_readable(server->router))
         return 0;
+    size_t k = req->k;
     uint64_t *ids = malloc(k * sizeof *ids);
     float *dists = malloc(k * sizeof *dists);
     int deferred = 1;
