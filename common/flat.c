@@ -46,8 +46,10 @@
  * (or row blocks), candidate lists, heaps and sorted lists, summed over
  * threads. Tiles never shrink below S_ROW_TILE_MIN rows x 1 query, so a tiny
  * budget is honoured only approximately, and never grow past what the search
- * needs (its queries, a thread's rows). Tile memory comes from a block the
- * calling thread keeps between searches (s_scratch_get).
+ * needs (its queries, a thread's rows). Tiles and selection state come from
+ * a block the calling thread keeps between searches (s_scratch_get): fresh
+ * pages each call were a thousand page faults per 1,000-query routing of
+ * the coordinator (4 MB of candidate lists), more than its GEMM.
  *
  * Threads. A GEMM search gets at most one thread per
  * FLAT_THREAD_WORK_DEFAULT multiply-adds: at 100 queries on siftsmall
@@ -472,31 +474,39 @@ typedef struct {
     size_t last;             /* one past the last tile / row */
 } search_worker_t;
 
-static int s_select_init(select_state_t *sel, size_t queries, size_t keep)
+/* n bytes rounded up to whole cache lines, so that carved arrays stay aligned
+ * and two workers' slices never share a line. */
+static size_t s_lines(size_t n)
 {
-    size_t cap = s_cand_cap(keep), slots;
-    memset(sel, 0, sizeof *sel);
-    if (s_mul_overflows(queries, s_select_bytes(keep), &slots))
-        return SHOAL_ENOMEM;
-    sel->cands = malloc(queries * cap * sizeof(cand_t));
-    sel->his = malloc(queries * keep * sizeof(topk_item_t));
-    sel->lists = malloc(queries * sizeof(cand_list_t));
-    sel->scored = malloc(cap * sizeof(topk_item_t));
-    sel->dists = malloc(queries * keep * sizeof(float));
-    sel->ids = malloc(queries * keep * sizeof(uint64_t));
-    if (!sel->cands || !sel->his || !sel->lists || !sel->scored || !sel->dists || !sel->ids)
-        return SHOAL_ENOMEM;
-    return SHOAL_OK;
+    return (n + 63) / 64 * 64;
 }
 
-static void s_select_fini(select_state_t *sel)
+/* Bytes of one worker's selection state for `queries` in flight (s_select_carve).
+ * The callers' budgets bound queries (s_rows_plan, s_search_tiled). */
+static size_t s_select_size(size_t queries, size_t keep)
 {
-    free(sel->cands);
-    free(sel->his);
-    free(sel->lists);
-    free(sel->scored);
-    free(sel->dists);
-    free(sel->ids);
+    size_t cap = s_cand_cap(keep);
+    return s_lines(queries * cap * sizeof(cand_t)) +
+           s_lines(queries * keep * sizeof(topk_item_t)) +
+           s_lines(queries * sizeof(cand_list_t)) + s_lines(cap * sizeof(topk_item_t)) +
+           s_lines(queries * keep * sizeof(float)) + s_lines(queries * keep * sizeof(uint64_t));
+}
+
+/* Lays one worker's selection state out in mem (s_select_size bytes, 64-byte aligned). */
+static void s_select_carve(select_state_t *sel, size_t queries, size_t keep, char *mem)
+{
+    size_t cap = s_cand_cap(keep);
+    sel->cands = (cand_t *)mem;
+    mem += s_lines(queries * cap * sizeof(cand_t));
+    sel->his = (topk_item_t *)mem;
+    mem += s_lines(queries * keep * sizeof(topk_item_t));
+    sel->lists = (cand_list_t *)mem;
+    mem += s_lines(queries * sizeof(cand_list_t));
+    sel->scored = (topk_item_t *)mem;
+    mem += s_lines(cap * sizeof(topk_item_t));
+    sel->dists = (float *)mem;
+    mem += s_lines(queries * keep * sizeof(float));
+    sel->ids = (uint64_t *)mem;
 }
 
 static void s_select_begin(const search_job_t *job, select_state_t *sel, size_t queries)
@@ -919,8 +929,10 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     size_t chunk;
     size_t buf_floats = s_rows_plan(job, &threads, budget, gemm, &chunk);
 
+    /* Each worker's slice: its tile or block, then its selection state. */
+    const size_t slice = buf_floats + s_select_size(chunk, keep) / sizeof(float);
     int rc = SHOAL_OK, tiles_owned = 0;
-    float *tiles = s_scratch_get(buf_floats * threads, &tiles_owned);
+    float *tiles = s_scratch_get(slice * threads, &tiles_owned);
     float *merged_d = malloc(job->k * sizeof(float));
     uint64_t *merged_ids = malloc(job->k * sizeof(uint64_t));
     const float **list_d = malloc(threads * sizeof *list_d);
@@ -935,11 +947,8 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
         w->job = job;
         w->first = parfor_split(n, threads, nworkers);
         w->last = parfor_split(n, threads, nworkers + 1);
-        w->buf = tiles + nworkers * buf_floats;
-        if (s_select_init(&w->sel, chunk, keep) != SHOAL_OK) {
-            nworkers++; /* so its buffers are freed below */
-            goto fail_nomem;
-        }
+        w->buf = tiles + nworkers * slice;
+        s_select_carve(&w->sel, chunk, keep, (char *)(w->buf + buf_floats));
         list_len[nworkers] = keep;
     }
 
@@ -970,8 +979,6 @@ fail_nomem:
                        "flat_search: out of memory for %zu threads' heaps (k=%zu, %zu queries)",
                        threads, job->k, chunk);
 done:
-    for (size_t t = 0; t < nworkers; t++)
-        s_select_fini(&workers[t].sel);
     if (tiles_owned)
         free(tiles);
     free(workers);
@@ -1038,7 +1045,9 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
 #endif
     int rc = SHOAL_OK, tiles_owned = 0;
     const size_t buf_floats = s_slice_floats(qt * rt);
-    float *tiles = s_scratch_get(buf_floats * threads, &tiles_owned);
+    /* Each worker's slice: its tile, then its selection state. */
+    const size_t slice = buf_floats + s_select_size(qt, keep) / sizeof(float);
+    float *tiles = s_scratch_get(slice * threads, &tiles_owned);
     search_worker_t *workers = calloc(threads, sizeof *workers);
     size_t nworkers = 0;
     if (!tiles || !workers)
@@ -1048,11 +1057,8 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
         w->job = job;
         w->first = parfor_split(ntiles, threads, nworkers);
         w->last = parfor_split(ntiles, threads, nworkers + 1);
-        w->buf = tiles + nworkers * buf_floats;
-        if (s_select_init(&w->sel, qt, keep) != SHOAL_OK) {
-            nworkers++; /* so its buffers are freed below */
-            goto fail_nomem;
-        }
+        w->buf = tiles + nworkers * slice;
+        s_select_carve(&w->sel, qt, keep, (char *)(w->buf + buf_floats));
     }
     log_debug("flat_search: %s tiles, %zu queries x %zu rows, k=%zu, %zu threads, tile %zu x %zu",
               flat_have_blas() ? "gemm" : "kernel", nq, n, job->k, threads, qt, rt);
@@ -1064,8 +1070,6 @@ fail_nomem:
                        "flat_search: out of memory for %zu threads' tiles (%zu x %zu, k=%zu)",
                        threads, qt, rt, job->k);
 done:
-    for (size_t t = 0; t < nworkers; t++)
-        s_select_fini(&workers[t].sel);
     if (tiles_owned)
         free(tiles);
     free(workers);

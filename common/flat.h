@@ -20,7 +20,7 @@
  * Memory stays bounded whatever nq is: distances are computed one tile at a
  * time, tiles sized from a budget (flat_search_opts_t.mem_budget) and never
  * larger than the search needs. A calling thread keeps up to
- * FLAT_SCRATCH_KEEP_MAX bytes of tiles between searches.
+ * FLAT_SCRATCH_KEEP_MAX bytes of tiles and candidate lists between searches.
  *
  * Rows move: removing a row moves the last row into its place, keeping the
  * store dense for the GEMM. flat_store_remove reports the move so a mirror
