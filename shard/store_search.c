@@ -1,8 +1,8 @@
 /*
  * store_search.c - shard_store_search: checks, the choice of mode, and the
  * three ways a batch is answered:
- *   - graph:  hnsw_search per query, the batch split over opts.threads
- *             threads (the graph allows concurrent searches and inserts);
+ *   - graph:  hnsw_search per query on opts.threads threads, each taking
+ *             the next query (the graph allows concurrent searches and inserts);
  *             a filter is a callback over a hash set of the allow-list;
  *   - exact:  the exact engine (GPU or CPU GEMM + top-k) under the
  *             collection's engine read lock; for f16 / sq8 collections,
@@ -31,6 +31,7 @@
 #include "common/parfor.h"
 #include "common/topk.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,26 +63,60 @@ struct s_job {
     int *busy;                   /* quick search: the graph would have waited (hnsw.h) */
 };
 
+/* How a batch's queries are split over the threads. */
+typedef enum {
+    S_SPLIT_RANGES, /* contiguous ranges, one per thread: parts that stream blocks per range */
+    S_SPLIT_CLAIM   /* one query at a time from a shared counter: independent queries */
+} s_split_t;
+
 typedef struct {
-    s_job_t *job;    /* shared work */
-    s_part_fn fn;    /* what to run */
-    size_t q0, q1;   /* this part's queries */
-    int rc;          /* its result */
-    shoal_err_t err; /* its error */
+    atomic_size_t next; /* S_SPLIT_CLAIM: the next query no part has taken */
+    atomic_int failed;  /* a part failed: the others take no more */
+} s_claims_t;
+
+typedef struct {
+    s_job_t *job;       /* shared work */
+    s_part_fn fn;       /* what to run */
+    size_t q0, q1;      /* S_SPLIT_RANGES: this part's queries; S_SPLIT_CLAIM: [0, nq) */
+    s_claims_t *claims; /* S_SPLIT_CLAIM: shared; NULL for ranges */
+    int rc;             /* its result */
+    size_t failed_q;    /* where it failed: the first query of the range it ran */
+    shoal_err_t err;    /* its error */
 } s_part_t;
 
 static void s_part_main(void *item)
 {
     s_part_t *part = item;
     shoal_err_clear(&part->err);
-    part->rc = part->fn(part->job, part->q0, part->q1, &part->err);
+    if (!part->claims) {
+        part->failed_q = part->q0;
+        part->rc = part->fn(part->job, part->q0, part->q1, &part->err);
+        return;
+    }
+    while (!atomic_load(&part->claims->failed)) {
+        size_t q = atomic_fetch_add(&part->claims->next, 1);
+        if (q >= part->q1)
+            return;
+        part->rc = part->fn(part->job, q, q + 1, &part->err);
+        if (part->rc) {
+            part->failed_q = q;
+            atomic_store(&part->claims->failed, 1);
+            return;
+        }
+    }
 }
 
-/* Runs fn over [0, nq) split in contiguous ranges on up to `threads` threads
- * (parfor: the calling thread takes the first range); the first failing
- * range's error, in range order, is the result. */
-static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads, size_t per_thread,
-                          shoal_err_t *err)
+/*
+ * Runs fn over [0, nq) on up to `threads` threads (parfor: the calling thread
+ * is one), at least per_thread queries a thread, split as `split` says. A
+ * graph walk or a code scan takes the same time wherever it runs, so those
+ * claim queries one at a time: with contiguous halves a batch ended with its
+ * slower half whenever another process took a core (the shard shares cores
+ * with its peers and the coordinator). The error is that of the failing part
+ * with the lowest query.
+ */
+static int s_run_parallel(s_job_t *job, s_part_fn fn, s_split_t split, size_t nq, size_t threads,
+                          size_t per_thread, shoal_err_t *err)
 {
     size_t t = nq / per_thread;
     if (t > threads)
@@ -93,20 +128,25 @@ static int s_run_parallel(s_job_t *job, s_part_fn fn, size_t nq, size_t threads,
     s_part_t *parts = calloc(t, sizeof *parts);
     if (!parts)
         return fn(job, 0, nq, err); /* no memory for threads: do it here */
-    for (size_t i = 0; i < t; i++)
+    s_claims_t claims;
+    atomic_init(&claims.next, 0);
+    atomic_init(&claims.failed, 0);
+    for (size_t i = 0; i < t; i++) {
+        int claim = split == S_SPLIT_CLAIM;
         parts[i] = (s_part_t){.job = job,
                               .fn = fn,
-                              .q0 = parfor_split(nq, t, i),
-                              .q1 = parfor_split(nq, t, i + 1)};
-    parfor_each(parts, sizeof *parts, t, s_part_main);
-    int rc = 0;
-    for (size_t i = 0; i < t; i++) {
-        if (parts[i].rc && rc == 0) {
-            rc = parts[i].rc;
-            if (err)
-                *err = parts[i].err;
-        }
+                              .q0 = claim ? 0 : parfor_split(nq, t, i),
+                              .q1 = claim ? nq : parfor_split(nq, t, i + 1),
+                              .claims = claim ? &claims : NULL};
     }
+    parfor_each(parts, sizeof *parts, t, s_part_main);
+    const s_part_t *first = NULL;
+    for (size_t i = 0; i < t; i++)
+        if (parts[i].rc && (!first || parts[i].failed_q < first->failed_q))
+            first = &parts[i];
+    int rc = first ? first->rc : 0;
+    if (first && err)
+        *err = first->err;
     free(parts);
     return rc;
 }
@@ -331,17 +371,18 @@ static int s_search_run(s_job_t *job, int exact, size_t nq, shoal_err_t *err)
     shard_coll_t *coll = job->coll;
     int rc;
     if (exact && job->filter) {
-        rc =
-            s_run_parallel(job, s_allowed_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
+        rc = s_run_parallel(job, s_allowed_part, S_SPLIT_RANGES, nq, store->opts.threads,
+                            S_QUERIES_PER_THREAD, err);
     } else if (exact && !coll->engine) {
-        rc = s_run_parallel(job, s_codes_exact_part, nq, store->opts.threads, S_QUERIES_PER_THREAD,
-                            err);
+        rc = s_run_parallel(job, s_codes_exact_part, S_SPLIT_CLAIM, nq, store->opts.threads,
+                            S_QUERIES_PER_THREAD, err);
     } else if (exact) {
         pthread_rwlock_rdlock(&coll->engine_lock);
         rc = knn_engine_search(coll->engine, job->queries, nq, job->k, job->ids, job->dists, err);
         pthread_rwlock_unlock(&coll->engine_lock);
     } else {
-        rc = s_run_parallel(job, s_graph_part, nq, store->opts.threads, S_QUERIES_PER_THREAD, err);
+        rc = s_run_parallel(job, s_graph_part, S_SPLIT_CLAIM, nq, store->opts.threads,
+                            S_QUERIES_PER_THREAD, err);
     }
     if (rc)
         shoal_err_prefix(err, "search \"%s\"", coll->name);

@@ -1962,3 +1962,50 @@ Test(store, quick_search_matches_the_plain_one_and_defers_what_is_not_quick)
     free(queries);
     free(ids);
 }
+
+/*
+ * A batch's queries are shared out over the store's threads (store_search.c):
+ * every query's answer lands in its own row, the same as that query searched
+ * alone, for graph walks and for the codes' exact scan.
+ */
+Test(store, batch_rows_match_each_query_searched_alone)
+{
+    const size_t n = 3000, dim = 16, k = 10, nq = 101;
+    shard_store_t *st = s_open();
+    s_create(st, "f", dim, SHOAL_METRIC_L2);
+    s_create_kind(st, "q", dim, SHOAL_METRIC_L2, QUANT_SQ8);
+    float *v = s_data(n, dim, DATAGEN_STREAM_BASE, 0);
+    float *queries = s_data(nq, dim, DATAGEN_STREAM_QUERY, 0);
+    uint64_t *ids = s_seq_ids(n, 1);
+    s_insert(st, "f", ids, v, n, dim);
+    s_insert(st, "q", ids, v, n, dim);
+
+    const struct {
+        const char *coll;
+        wire_mode_t mode;
+    } cases[] = {{"f", WIRE_MODE_HNSW}, {"q", WIRE_MODE_HNSW}, {"q", WIRE_MODE_EXACT}};
+    uint64_t *batch = malloc(nq * k * sizeof *batch);
+    float *bd = malloc(nq * k * sizeof *bd);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (size_t i = 0; i < nq * k; i++)
+            batch[i] = 0;
+        s_search(st, cases[c].coll, queries, nq, dim, k, cases[c].mode, 48, NULL, 0, batch, bd,
+                 NULL);
+        for (size_t qi = 0; qi < nq; qi++) {
+            uint64_t one[10];
+            float od[10];
+            s_search(st, cases[c].coll, queries + qi * dim, 1, dim, k, cases[c].mode, 48, NULL, 0,
+                     one, od, NULL);
+            for (size_t i = 0; i < k; i++) {
+                cr_assert_eq(batch[qi * k + i], one[i], "case %zu query %zu rank %zu", c, qi, i);
+                cr_assert_eq(bd[qi * k + i], od[i], "case %zu query %zu rank %zu", c, qi, i);
+            }
+        }
+    }
+    free(batch);
+    free(bd);
+    free(ids);
+    free(queries);
+    free(v);
+    shard_store_close(&st);
+}
