@@ -18,6 +18,7 @@
 #include "bench/shoal_bench.h"
 #include "common/log.h"
 #include "common/parfor.h"
+#include "net/wire.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -355,4 +356,17 @@ int main(int argc, char **argv)
     fprintf(stderr, "shoal-bench: unknown command \"%s\"\n", argv[1]);
     s_usage(stderr);
     return 2;
+}
+
+int bench_stat(shoal_client_t *client, const char *coll, const char *path, double *value,
+               shoal_err_t *err)
+{
+    void *info = NULL;
+    size_t len = 0;
+    int rc = shoal_client_stats(client, coll, NULL, &info, &len, err);
+    if (rc == 0 && wire_info_lookup(info, len, path, value) != 0)
+        rc = shoal_err_set(err, SHOAL_EFORMAT, "stats of %s have no \"%s\"",
+                           shoal_client_endpoint(client), path);
+    free(info);
+    return rc;
 }

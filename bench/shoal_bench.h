@@ -7,6 +7,7 @@
 #ifndef SHOAL_BENCH_H
 #define SHOAL_BENCH_H
 
+#include "client/shoal_client.h"
 #include "common/distance.h"
 #include "common/error.h"
 #include "common/timing.h" /* the benches' clock and percentiles */
@@ -130,5 +131,10 @@ int bench_child_stop(bench_child_t *c, double wait_s, shoal_err_t *err);
 
 /* SIGKILL and reap; NULL-safe for a child that is not running. */
 void bench_child_kill(bench_child_t *c);
+
+/* One number at path in the stats of the server behind client (coll may be
+ * NULL: the server's own); SHOAL_EFORMAT when the stats have no such path. */
+int bench_stat(shoal_client_t *client, const char *coll, const char *path, double *value,
+               shoal_err_t *err);
 
 #endif

@@ -467,20 +467,6 @@ static shoal_client_t *s_client(const char *endpoint, int timeout_ms, shoal_err_
     return shoal_client_new(endpoint, timeout_ms, err);
 }
 
-/* One number from the stats of the server behind client (coll may be NULL). */
-static int s_stat(shoal_client_t *client, const char *coll, const char *path, double *value,
-                  shoal_err_t *err)
-{
-    void *info = NULL;
-    size_t len = 0;
-    int rc = shoal_client_stats(client, coll, NULL, &info, &len, err);
-    if (rc == 0 && wire_info_lookup(info, len, path, value) != 0)
-        rc = shoal_err_set(err, SHOAL_EFORMAT, "stats of %s have no \"%s\"",
-                           shoal_client_endpoint(client), path);
-    free(info);
-    return rc;
-}
-
 /* Waits (bounded polling) until the coordinator reports every shard up. */
 static int s_wait_shards_up(s_cluster_t *cl, shoal_err_t *err)
 {
@@ -490,7 +476,7 @@ static int s_wait_shards_up(s_cluster_t *cl, shoal_err_t *err)
     double end = timing_now() + S_UP_WAIT_S, up = 0;
     int rc;
     for (;;) {
-        rc = s_stat(c, NULL, "shards_up", &up, err);
+        rc = bench_stat(c, NULL, "shards_up", &up, err);
         if (rc == 0 && up >= S_NSHARDS)
             break;
         if (timing_now() > end) {
@@ -899,7 +885,7 @@ static int s_check_shards(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t 
         }
         rc = s_get_all(o, sc, model, held, sstate, err);
         if (rc == 0)
-            rc = s_stat(sc, S_COLL, "collections." S_COLL ".count", &chk->shard_counts[s], err);
+            rc = bench_stat(sc, S_COLL, "collections." S_COLL ".count", &chk->shard_counts[s], err);
         shoal_client_destroy(&sc);
         chk->shard_sum += chk->shard_counts[s];
         for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -1017,7 +1003,7 @@ static int s_check(s_cluster_t *cl, const s_opts_t *o, const s_idstate_t *model,
     if (rc == 0)
         rc = s_check_search(coord, o, present, state, chk, err);
     if (rc == 0)
-        rc = s_stat(coord, S_COLL, "collections." S_COLL ".count", &chk->coord_count, err);
+        rc = bench_stat(coord, S_COLL, "collections." S_COLL ".count", &chk->coord_count, err);
     if (rc != 0)
         goto done;
     /*
@@ -1100,7 +1086,7 @@ static int s_settle(s_cluster_t *cl, double settle_s, double *left, shoal_err_t 
     double start = timing_now();
     int rc;
     for (;;) {
-        rc = s_stat(c, NULL, "pending_intents", left, err);
+        rc = bench_stat(c, NULL, "pending_intents", left, err);
         if (rc != 0 || *left == 0 || timing_now() - start > settle_s)
             break;
         bench_sleep_ms(100);

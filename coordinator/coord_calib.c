@@ -477,18 +477,14 @@ void coord_calib_info(coord_t *coord, wire_info_t *info, const catalog_coll_t *c
     static const char *const keys[] = {"t90", "t95", "t99"}; /* no dots: paths split on them */
     const catalog_calib_t *t = c->calib;
     wire_info_key(info, "calibration");
-    if (!t) {
-        wire_info_map(info, 2);
-        wire_io_info_u64(info, "running",
-                         coord->calib.phase != COORD_CALIB_IDLE && !strcmp(coord->calib.coll,
-                                                                          c->name));
-        wire_io_info_u64(info, "points", 0);
+    int running = coord->calib.phase != COORD_CALIB_IDLE && !strcmp(coord->calib.coll, c->name);
+    wire_info_map(info, t ? 7 + 3 : 3);
+    wire_io_info_u64(info, "running", running);
+    /* wanted, not yet running: it starts once the count stays put (s_wanted) */
+    wire_io_info_u64(info, "due", !running && s_wanted(c));
+    wire_io_info_u64(info, "points", t ? t->npoints : 0);
+    if (!t)
         return;
-    }
-    wire_info_map(info, 6 + 3);
-    wire_io_info_u64(info, "running",
-                     coord->calib.phase != COORD_CALIB_IDLE && !strcmp(coord->calib.coll, c->name));
-    wire_io_info_u64(info, "points", t->npoints);
     wire_io_info_u64(info, "count", t->count);
     wire_io_info_u64(info, "queries", t->queries);
     wire_io_info_u64(info, "k", t->k);

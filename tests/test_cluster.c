@@ -408,8 +408,8 @@ static shoal_client_t *s_shard_client(const s_proc_t *p)
     return c;
 }
 
-/* The collection's count from the coordinator's stats ("collections.NAME.count"). */
-static double s_count(shoal_client_t *c, const char *coll)
+/* One number at path in the coordinator's stats (asserts it is there). */
+static double s_coord_stat(shoal_client_t *c, const char *path)
 {
     void *info = NULL;
     size_t len = 0;
@@ -417,14 +417,20 @@ static double s_count(shoal_client_t *c, const char *coll)
     shoal_err_t err;
     int rc = shoal_client_stats(c, NULL, &text, &info, &len, &err);
     cr_assert_eq(rc, 0, "stats: %s", err.msg);
-    char path[128];
-    snprintf(path, sizeof path, "collections.%s.count", coll);
     double value = -1;
     rc = wire_info_lookup(info, len, path, &value);
     cr_assert_eq(rc, 0, "stats have no %s: %s", path, text ? text : "");
     free(info);
     free(text);
     return value;
+}
+
+/* The collection's count from the coordinator's stats ("collections.NAME.count"). */
+static double s_count(shoal_client_t *c, const char *coll)
+{
+    char path[128];
+    snprintf(path, sizeof path, "collections.%s.count", coll);
+    return s_coord_stat(c, path);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1245,18 +1251,7 @@ static void s_plant(s_proc_t *p, uint64_t id, const float *vec, size_t dim)
 /* The coordinator's top-level "pending_intents". */
 static double s_pending_intents(shoal_client_t *c)
 {
-    void *info = NULL;
-    size_t len = 0;
-    char *text = NULL;
-    shoal_err_t err;
-    int rc = shoal_client_stats(c, NULL, &text, &info, &len, &err);
-    cr_assert_eq(rc, 0, "stats: %s", err.msg);
-    double value = -1;
-    rc = wire_info_lookup(info, len, "pending_intents", &value);
-    cr_assert_eq(rc, 0, "stats have no pending_intents: %s", text ? text : "");
-    free(info);
-    free(text);
-    return value;
+    return s_coord_stat(c, "pending_intents");
 }
 
 /*
@@ -2074,6 +2069,10 @@ Test(cluster, recall_targets_run_at_the_calibrated_setting)
         cr_assert_lt(s_now(), end, "not calibrated after %.0f s: %s", S_CALIB_WAIT_S, err.msg);
         s_sleep_ms(S_POLL_MS * 4);
     }
+    /* Calibrated at the count it has: none running, none due. */
+    cr_assert_eq(s_coord_stat(c, "collections.sift.calibration.running"), 0);
+    cr_assert_eq(s_coord_stat(c, "collections.sift.calibration.due"), 0);
+    cr_assert_eq(s_coord_stat(c, "collections.sift.calibration.count"), s_count(c, "sift"));
     /* Each target: a setting whose calibrated recall reaches it, and held-out queries
        within the tolerance; a higher target costs at least as much. */
     const double targets[] = {0.9, 0.95, 0.99};
@@ -2112,6 +2111,8 @@ Test(cluster, recall_targets_run_at_the_calibrated_setting)
     rc = shoal_client_search(c, "tiny", s.queries, 1, s.dim, &tiny, &ids, NULL, NULL, &err);
     cr_assert_eq(rc, SHOAL_EUNAVAIL, "a tiny collection: %s", err.msg);
     cr_assert(strstr(err.msg, "calibration needs"), "%s", err.msg);
+    cr_assert_eq(s_coord_stat(c, "collections.tiny.calibration.due"), 0, "too small: never due");
+    cr_assert_eq(s_coord_stat(c, "collections.tiny.calibration.points"), 0);
 
     /* The table is in the catalog: right after a restart the same setting runs. */
     uint32_t np = info.nprobe, ef = info.ef;
