@@ -474,39 +474,37 @@ typedef struct {
     size_t last;             /* one past the last tile / row */
 } search_worker_t;
 
-/* n bytes rounded up to whole cache lines, so that carved arrays stay aligned
- * and two workers' slices never share a line. */
-static size_t s_lines(size_t n)
-{
-    return (n + 63) / 64 * 64;
-}
+/* Every array of the selection state is a whole number of 8-byte words, so
+ * arrays laid end to end from an 8-byte-aligned start stay aligned. */
+_Static_assert(sizeof(cand_t) % 8 == 0 && sizeof(topk_item_t) % 8 == 0 &&
+                   sizeof(cand_list_t) % 8 == 0 && _Alignof(cand_list_t) <= 8 &&
+                   _Alignof(topk_item_t) <= 8 && _Alignof(cand_t) <= 8,
+               "selection arrays laid end to end stay aligned");
 
-/* Bytes of one worker's selection state for `queries` in flight (s_select_carve).
- * The callers' budgets bound queries (s_rows_plan, s_search_tiled). */
+/* Bytes of one worker's selection state for `queries` in flight: theirs
+ * (s_select_bytes each) and the re-scoring scratch. s_select_carve lays it
+ * out; the callers' budgets bound queries (s_rows_plan, s_search_tiled). */
 static size_t s_select_size(size_t queries, size_t keep)
 {
-    size_t cap = s_cand_cap(keep);
-    return s_lines(queries * cap * sizeof(cand_t)) +
-           s_lines(queries * keep * sizeof(topk_item_t)) +
-           s_lines(queries * sizeof(cand_list_t)) + s_lines(cap * sizeof(topk_item_t)) +
-           s_lines(queries * keep * sizeof(float)) + s_lines(queries * keep * sizeof(uint64_t));
+    return queries * s_select_bytes(keep) + s_cand_cap(keep) * sizeof(topk_item_t);
 }
 
-/* Lays one worker's selection state out in mem (s_select_size bytes, 64-byte aligned). */
+/* Lays one worker's selection state out in mem (s_select_size bytes, 8-byte
+ * aligned), the 8-byte-word arrays first and the floats last. */
 static void s_select_carve(select_state_t *sel, size_t queries, size_t keep, char *mem)
 {
     size_t cap = s_cand_cap(keep);
     sel->cands = (cand_t *)mem;
-    mem += s_lines(queries * cap * sizeof(cand_t));
+    mem += queries * cap * sizeof(cand_t);
     sel->his = (topk_item_t *)mem;
-    mem += s_lines(queries * keep * sizeof(topk_item_t));
+    mem += queries * keep * sizeof(topk_item_t);
     sel->lists = (cand_list_t *)mem;
-    mem += s_lines(queries * sizeof(cand_list_t));
+    mem += queries * sizeof(cand_list_t);
     sel->scored = (topk_item_t *)mem;
-    mem += s_lines(cap * sizeof(topk_item_t));
-    sel->dists = (float *)mem;
-    mem += s_lines(queries * keep * sizeof(float));
+    mem += cap * sizeof(topk_item_t);
     sel->ids = (uint64_t *)mem;
+    mem += queries * keep * sizeof(uint64_t);
+    sel->dists = (float *)mem;
 }
 
 static void s_select_begin(const search_job_t *job, select_state_t *sel, size_t queries)
@@ -754,6 +752,12 @@ static size_t s_slice_floats(size_t floats)
     return (floats + line - 1) / line * line;
 }
 
+/* A worker's selection state in floats of its slice, whole cache lines. */
+static size_t s_select_floats(size_t queries, size_t keep)
+{
+    return s_slice_floats((s_select_size(queries, keep) + sizeof(float) - 1) / sizeof(float));
+}
+
 /* Copies a sorted list of keep entries to query q's output row, padding to k. */
 static void s_write_result(const search_job_t *job, size_t q, const float *d, const uint64_t *ids)
 {
@@ -902,7 +906,7 @@ static size_t s_rows_plan(search_job_t *job, size_t *threads_p, size_t budget, i
     size_t buf_floats = gemm ? job->query_tile * job->row_tile : job->block_rows;
     /* Queries per chunk: all the threads' selection state within the budget. */
     size_t share = budget / threads;
-    size_t fixed = buf_floats * sizeof(float) + job->cap * sizeof(topk_item_t);
+    size_t fixed = buf_floats * sizeof(float) + s_select_size(0, keep);
     size_t chunk = share > fixed ? (share - fixed) / s_select_bytes(keep) : 0;
     chunk = chunk < 1 ? 1 : s_min(chunk, job->nq);
     if (gemm && chunk < job->query_tile) {
@@ -930,7 +934,7 @@ static int s_search_rows(search_job_t *job, size_t threads, size_t budget, int g
     size_t buf_floats = s_rows_plan(job, &threads, budget, gemm, &chunk);
 
     /* Each worker's slice: its tile or block, then its selection state. */
-    const size_t slice = buf_floats + s_select_size(chunk, keep) / sizeof(float);
+    const size_t slice = buf_floats + s_select_floats(chunk, keep);
     int rc = SHOAL_OK, tiles_owned = 0;
     float *tiles = s_scratch_get(slice * threads, &tiles_owned);
     float *merged_d = malloc(job->k * sizeof(float));
@@ -1046,7 +1050,7 @@ static int s_search_tiled(search_job_t *job, size_t threads, size_t budget, shoa
     int rc = SHOAL_OK, tiles_owned = 0;
     const size_t buf_floats = s_slice_floats(qt * rt);
     /* Each worker's slice: its tile, then its selection state. */
-    const size_t slice = buf_floats + s_select_size(qt, keep) / sizeof(float);
+    const size_t slice = buf_floats + s_select_floats(qt, keep);
     float *tiles = s_scratch_get(slice * threads, &tiles_owned);
     search_worker_t *workers = calloc(threads, sizeof *workers);
     size_t nworkers = 0;
